@@ -1,0 +1,30 @@
+"""Event → ClickHouse row mapping (the columns of docs/analytics.md)."""
+from __future__ import annotations
+
+from shared import events as ev
+
+
+def _ts(t) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def event_row(e) -> dict:
+    return {
+        "event_id": e.id, "type": e.type, "time": _ts(e.time), "workspace_id": e.workspace_id,
+        "service_id": e.service_id or "", "email_id": e.email_id, "recipient": e.recipient or "",
+        "tags": list(e.tags), "smtp_code": getattr(e, "smtp_code", None) or 0,
+        "reason": getattr(e, "reason", None) or getattr(e, "bounce_type", None) or "",
+        "payload": e.model_dump_json(by_alias=True),
+    }
+
+
+def message_row(r: ev.SendRequested) -> dict:
+    summary = r.model_dump(mode="json", by_alias=True, exclude={"html", "text", "attachments"})
+    summary["attachments"] = [{"filename": a.filename, "content_type": a.content_type} for a in r.attachments]
+    import json
+
+    return {
+        "email_id": r.email_id, "time": _ts(r.time), "workspace_id": r.workspace_id, "service_id": r.service_id or "",
+        "mode": r.mode, "from_addr": r.from_, "subject": r.subject, "to_addrs": r.to, "cc_addrs": r.cc,
+        "bcc_addrs": r.bcc, "tags": r.tags, "payload": json.dumps(summary),
+    }

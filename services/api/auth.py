@@ -1,0 +1,63 @@
+"""Credentials → tenant. Every lookup afterwards is scoped by what is returned here.
+
+401: missing or invalid credential. 403: valid, but the service is disabled, or the key
+belongs to another service than the one in the path. Other tenants' ids are 404."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from shared.crypto import API_KEY_PREFIX, hash_secret
+from shared.events import ApiKeySaved, ServiceSaved, WorkspaceSaved
+
+
+@dataclass(frozen=True)
+class ServiceCaller:
+    service: ServiceSaved
+    key: ApiKeySaved
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return None
+
+
+def runtime(request: Request):
+    return request.app.state.runtime
+
+
+def workspace(request: Request, authorization: str | None = Header(None, include_in_schema=False)) -> WorkspaceSaved:
+    """The workspace whose admin token is presented as ``Authorization: Bearer``."""
+    token = _bearer(authorization)
+    if not token:
+        raise HTTPException(401, "missing admin token: send Authorization: Bearer <token>")
+    ws = runtime(request).control.state.workspace_by_token_hash(hash_secret(token))
+    if ws is None:
+        raise HTTPException(401, "invalid admin token")
+    return ws
+
+
+def service_key(request: Request, api_key: str | None = Header(None, alias="Api-Key", include_in_schema=False),
+                authorization: str | None = Header(None, include_in_schema=False)) -> ServiceCaller:
+    """The service whose API key is presented as ``Api-Key`` or ``Authorization: Bearer``."""
+    key = api_key or _bearer(authorization)
+    if not key:
+        raise HTTPException(401, "missing API key: send Api-Key: rs_eml_…")
+    state = runtime(request).control.state
+    rec = state.api_key_by_hash(hash_secret(key)) if key.startswith(API_KEY_PREFIX) else None
+    svc = state.services.get(rec.service_id) if rec else None
+    if rec is None or svc is None:
+        raise HTTPException(401, "invalid API key")
+    if svc.status == "disabled":
+        raise HTTPException(403, "the service is disabled")
+    return ServiceCaller(svc, rec)
+
+
+def owned_service(service_id: str, ws: WorkspaceSaved = Depends(workspace), rt=Depends(runtime)) -> ServiceSaved:
+    """The service ``service_id`` of the caller's workspace, else 404."""
+    svc = rt.control.state.service(ws.workspace_id, service_id)
+    if svc is None:
+        raise HTTPException(404, f"service {service_id} not found")
+    return svc

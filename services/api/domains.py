@@ -1,0 +1,82 @@
+"""Domain records to publish and their verification against live DNS."""
+from __future__ import annotations
+
+import re
+
+from shared import events as ev
+from shared.dkim_keys import split_txt, txt_value
+from shared.dns_lookup import resolver, txt
+
+DOMAIN_RE = re.compile(r"^(?=.{3,253}$)(?!-)([a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}$")
+
+
+def normalise_domain(value: str) -> str | None:
+    """Lower-case, IDN → A-label; None if not a valid domain name."""
+    value = value.strip().rstrip(".").lower()
+    try:
+        value = value.encode("idna").decode()
+    except UnicodeError:
+        return None
+    return value if DOMAIN_RE.match(value) else None
+
+
+def bounce_domain(domain: str) -> str:
+    return f"bounces.{domain}"
+
+
+def records(d: ev.DomainSaved, settings) -> list[dict]:
+    """The DNS records for ``d``, as a user pastes them into a registrar."""
+    rsa = txt_value("rsa", d.rsa_public_b64)
+    ed = txt_value("ed25519", d.ed_public_b64)
+    out = [
+        {"record": "SPF", "type": "TXT", "name": d.domain, "value": f"v=spf1 include:{settings.spf_domain} ~all",
+         "required": True},
+        {"record": "DKIM", "type": "TXT", "name": f"{d.rsa_selector}._domainkey.{d.domain}", "value": rsa,
+         "value_strings": split_txt(rsa), "required": True},
+        {"record": "DKIM", "type": "TXT", "name": f"{d.ed_selector}._domainkey.{d.domain}", "value": ed,
+         "value_strings": split_txt(ed), "required": True},
+        {"record": "DMARC", "type": "TXT", "name": f"_dmarc.{d.domain}",
+         "value": f"v=DMARC1; p=none; rua=mailto:dmarc@{d.domain}", "required": False},
+        {"record": "MX", "type": "MX", "name": bounce_domain(d.domain), "value": f"10 {settings.hostname}",
+         "required": False},
+    ]
+    return out
+
+
+def _dkim_p(value: str) -> str | None:
+    for part in value.replace(" ", "").split(";"):
+        if part.startswith("p="):
+            return part[2:]
+    return None
+
+
+def _check(record: dict, seen: list[str] | None, settings) -> dict:
+    result = {"record": record["record"], "name": record["name"], "expected": record["value"],
+              "seen": seen or []}
+    if seen is None:
+        return {**result, "status": "error", "detail": "DNS lookup failed"}
+    kind = record["record"]
+    if kind == "SPF":
+        spf = [v for v in seen if v.lower().startswith("v=spf1")]
+        ok = any(f"include:{settings.spf_domain}" in v.split() for v in spf)
+        status = "found" if ok else ("mismatch" if spf else "missing")
+    elif kind == "DKIM":
+        keys = [v for v in seen if "p=" in v.replace(" ", "")]
+        ok = any(_dkim_p(v) == _dkim_p(record["value"]) for v in keys)
+        status = "found" if ok else ("mismatch" if keys else "missing")
+    else:  # DMARC
+        dmarc = [v for v in seen if v.replace(" ", "").lower().startswith("v=dmarc1")]
+        status = "found" if dmarc else "missing"
+    return {**result, "status": status}
+
+
+async def verify(d: ev.DomainSaved, settings) -> tuple[bool, list[dict]]:
+    """Look every TXT record up now; verified when SPF and both DKIM keys match."""
+    res = resolver(settings.dns_server)
+    checks = []
+    for record in records(d, settings):
+        if record["type"] != "TXT":
+            continue
+        checks.append(_check(record, await txt(res, record["name"]), settings))
+    verified = all(c["status"] == "found" for c in checks if c["record"] in ("SPF", "DKIM"))
+    return verified, checks

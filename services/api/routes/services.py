@@ -1,0 +1,52 @@
+"""Services: logical senders of a workspace (SPEC §4)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from services.api.auth import owned_service, runtime, workspace
+from services.api.schemas import ServiceCreate, ServiceUpdate
+from shared import events as ev
+
+router = APIRouter(prefix="/api/email/services", tags=["services"])
+
+
+def service_view(rt, svc: ev.ServiceSaved) -> dict:
+    view = {"id": svc.service_id, "name": svc.name, "mode": svc.mode, "status": svc.status,
+            "track_opens": svc.track_opens, "track_clicks": svc.track_clicks,
+            "created_at": svc.created_at.isoformat()}
+    limits = rt.extras.get("limits")
+    if limits is not None:
+        view["rate_limits"] = limits.view(svc)
+    return view
+
+
+@router.post("", status_code=201)
+async def create_service(body: ServiceCreate, ws=Depends(workspace), rt=Depends(runtime)):
+    svc = ev.ServiceSaved(workspace_id=ws.workspace_id, service_id=ev.new_id(), name=body.name, created_at=ev.utcnow())
+    await rt.control.save(svc)
+    return service_view(rt, svc)
+
+
+@router.get("")
+async def list_services(ws=Depends(workspace), rt=Depends(runtime)):
+    return {"data": [service_view(rt, s) for s in rt.control.state.services_of(ws.workspace_id)]}
+
+
+@router.get("/{service_id}")
+async def get_service(svc=Depends(owned_service), rt=Depends(runtime)):
+    return service_view(rt, svc)
+
+
+@router.patch("/{service_id}")
+async def update_service(body: ServiceUpdate, svc=Depends(owned_service), rt=Depends(runtime)):
+    changes = body.model_dump(exclude_none=True)
+    if changes.get("mode") == "production" and not any(d.verified for d in rt.control.state.domains_of(svc.service_id)):
+        raise HTTPException(400, "mode: production needs at least one verified domain; verify a domain first")
+    updated = svc.model_copy(update={**changes, "id": ev.new_id(), "time": ev.utcnow()})
+    await rt.control.save(updated)
+    return service_view(rt, updated)
+
+
+@router.delete("/{service_id}", status_code=204)
+async def delete_service(svc=Depends(owned_service), rt=Depends(runtime)):
+    await rt.control.save(svc.model_copy(update={"deleted": True, "id": ev.new_id(), "time": ev.utcnow()}))

@@ -1,0 +1,232 @@
+"""Request and response models of the public API (they are the OpenAPI schema)."""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
+
+MAX_RECIPIENTS = 50
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+MAX_HEADERS = 50
+MAX_TAGS = 20
+RESERVED_HEADERS = {
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to", "sender", "return-path",
+    "dkim-signature", "mime-version", "content-type", "content-transfer-encoding", "received",
+    "list-unsubscribe", "list-unsubscribe-post", "x-postline-id",
+}
+BLOCKED_EXTENSIONS = {
+    "exe", "bat", "cmd", "com", "cpl", "js", "jse", "msi", "msp", "pif", "scr", "vbs", "vbe", "wsf",
+    "wsh", "ps1", "hta", "jar", "lnk", "reg", "dll", "app", "scf", "inf",
+}
+HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,76}$")
+TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(examples=["to: is not a valid address ('bob')"])
+
+
+class AttachmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    filename: str = Field(min_length=1, max_length=255, examples=["receipt.pdf"])
+    content_base64: str = Field(examples=["JVBERi0xLjQK"])
+    content_type: str = Field("application/octet-stream", max_length=255, examples=["application/pdf"])
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, v: str) -> str:
+        if has_forbidden_chars(v) or "/" in v or "\\" in v:
+            raise ValueError("must be a plain file name")
+        if v.rsplit(".", 1)[-1].lower() in BLOCKED_EXTENSIONS and "." in v:
+            raise ValueError(f"has a blocked extension ({v.rsplit('.', 1)[-1]})")
+        return v
+
+    @field_validator("content_type")
+    @classmethod
+    def _ctype(cls, v: str) -> str:
+        if not re.fullmatch(r"[\w.+-]+/[\w.+-]+", v):
+            raise ValueError("must be a MIME type like application/pdf")
+        return v
+
+    @field_validator("content_base64")
+    @classmethod
+    def _b64(cls, v: str) -> str:
+        try:
+            base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be valid base64") from None
+        return v
+
+
+def _address_list(value: str | list[str] | None, field: str) -> list[str]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    for item in items:
+        try:
+            parse_mailbox(item)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+    return list(items)
+
+
+class SendEmail(BaseModel):
+    """One email. ``message`` (HTML; ``html`` is an alias) and/or ``text`` is required."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [{
+        "from": "Acme <hello@acme.test>", "to": ["ann@example.com"], "subject": "Welcome",
+        "message": "<p>Hello Ann</p>", "tags": ["welcome"]}]})
+
+    from_: str = Field(alias="from", description="Sender, bare or `Name <addr>`.")
+    to: str | list[str] = Field(description="Recipient or list of recipients.")
+    cc: str | list[str] | None = None
+    bcc: str | list[str] | None = None
+    reply_to: str | list[str] | None = None
+    subject: str = Field("", max_length=998)
+    message: str | None = Field(None, description="HTML body.")
+    html: str | None = Field(None, description="Alias of `message`.")
+    text: str | None = Field(None, description="Plain-text body; derived from the HTML when absent.")
+    headers: dict[str, str] | None = Field(None, description="Extra `X-…` headers.")
+    attachments: list[AttachmentIn] | None = None
+    tags: list[str] | None = None
+    scheduled_at: datetime | None = Field(None, description="Deliver not before this time (ISO 8601).")
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, v: str) -> str:
+        try:
+            parse_mailbox(v)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("to", "cc", "bcc", "reply_to")
+    @classmethod
+    def _addresses(cls, v, info):
+        return _address_list(v, info.field_name) if v is not None else None
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str) -> str:
+        if has_forbidden_chars(v):
+            raise ValueError("must not contain CR, LF or NUL")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str] | None):
+        if v is None:
+            return v
+        if len(v) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} headers")
+        for name, value in v.items():
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"{name} is a reserved header")
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not allowed: only X-… header names")
+            if has_forbidden_chars(value) or len(value) > 998:
+                raise ValueError(f"value of {name} must be one line under 998 characters")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str] | None):
+        if v is None:
+            return v
+        if len(v) > MAX_TAGS:
+            raise ValueError(f"at most {MAX_TAGS} tags")
+        for tag in v:
+            if not TAG.match(tag):
+                raise ValueError(f"{tag!r}: tags are 1-64 characters of letters, digits, _ . : -")
+        return v
+
+    @model_validator(mode="after")
+    def _whole(self):
+        if self.message is not None and self.html is not None and self.message != self.html:
+            raise ValueError("message: give either message or html, not both")
+        if self.html_body is None and self.text is None:
+            raise ValueError("message: at least one of message (html) or text is required")
+        if not self.to_list:
+            raise ValueError("to: at least one recipient is required")
+        if len(self.to_list) + len(self.cc_list) + len(self.bcc_list) > MAX_RECIPIENTS:
+            raise ValueError(f"to: at most {MAX_RECIPIENTS} recipients across to, cc and bcc")
+        size = len(self.html_body or "") + len(self.text or "") + sum(len(a.content_base64) for a in self.attachments or [])
+        if size > MAX_MESSAGE_BYTES:
+            raise ValueError(f"attachments: the message exceeds {MAX_MESSAGE_BYTES // (1024 * 1024)} MB")
+        return self
+
+    @property
+    def html_body(self) -> str | None:
+        return self.message if self.message is not None else self.html
+
+    @property
+    def to_list(self) -> list[str]:
+        return [self.to] if isinstance(self.to, str) else list(self.to)
+
+    @property
+    def cc_list(self) -> list[str]:
+        return _address_list(self.cc, "cc")
+
+    @property
+    def bcc_list(self) -> list[str]:
+        return _address_list(self.bcc, "bcc")
+
+    @property
+    def reply_to_list(self) -> list[str]:
+        return _address_list(self.reply_to, "reply_to")
+
+
+class SendResult(BaseModel):
+    id: str = Field(examples=["5b1c8a7e-3f7e-4f5e-9a50-0b1f4e7f2a11"])
+    status: Literal["sent", "failed"]
+    mode: Literal["production", "sandbox", "sandbox_fallback"]
+    from_: str = Field(alias="from")
+    to: list[str]
+    message: str = Field(examples=["Email sent to 1 recipient via domain acme.test"])
+    dropped: list[dict] = Field(default_factory=list, description="Recipients not sent to, with the reason.")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ServiceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, examples=["billing"])
+
+
+class ServiceUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=100)
+    mode: Literal["sandbox", "production"] | None = None
+    status: Literal["active", "disabled"] | None = None
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, examples=["production server"])
+
+
+class DomainCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    domain: str = Field(min_length=3, max_length=253, examples=["acme.test"])
+
+
+class SandboxEmailCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(examples=["dev@acme.test"])
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        try:
+            name, addr = parse_mailbox(v)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+        return addr.lower()

@@ -1,0 +1,156 @@
+"""The send pipeline of the API, as named steps:
+
+check_active → resolve_mode → apply_sandbox_rules → check_suppression → build_request →
+append (durable) → remember → respond.
+
+Both doors use it; they differ only in what happens to an unverified sandbox recipient
+(``/emails`` refuses with 400, the service door drops it as ``dropped: sandbox``)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fastapi import HTTPException
+
+from services.api.schemas import SendEmail
+from shared import events as ev
+from shared.addresses import bare, domain_of, parse_mailbox, format_mailbox
+from shared.control.state import ControlState
+
+Door = Literal["emails", "service"]
+
+
+@dataclass
+class Draft:
+    """The message as it moves through the steps."""
+
+    body: SendEmail
+    service: ev.ServiceSaved
+    mode: str = "sandbox"
+    from_: str = ""
+    reply_to: list[str] = field(default_factory=list)
+    sending_domain: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    dropped: list[ev.DroppedRecipient] = field(default_factory=list)
+
+
+def all_recipients(body: SendEmail) -> list[str]:
+    seen, out = set(), []
+    for a in body.to_list + body.cc_list + body.bcc_list:
+        addr = bare(a)
+        if addr.lower() not in seen:
+            seen.add(addr.lower())
+            out.append(addr)
+    return out
+
+
+def check_active(svc: ev.ServiceSaved) -> None:
+    if svc.status != "active":
+        raise HTTPException(403, "the service is disabled")
+
+
+def resolve_mode(draft: Draft, state: ControlState, sandbox_from: str) -> None:
+    """Production From on a verified domain goes as is; anything else is rewritten to the
+    sandbox sender, with the original From in Reply-To (unless reply_to was given)."""
+    name, addr = parse_mailbox(draft.body.from_)
+    verified = state.verified_domain(draft.service.service_id, domain_of(addr))
+    draft.reply_to = list(draft.body.reply_to_list)
+    if verified:
+        draft.mode = draft.service.mode
+        draft.from_ = draft.body.from_
+        draft.sending_domain = verified.domain
+        return
+    draft.mode = "sandbox_fallback" if draft.service.mode == "production" else "sandbox"
+    draft.from_ = format_mailbox(name, bare(sandbox_from))
+    if not draft.reply_to:
+        draft.reply_to = [draft.body.from_]
+
+
+def apply_sandbox_rules(draft: Draft, state: ControlState, door: Door) -> None:
+    rcpts = all_recipients(draft.body)
+    if draft.mode == "production":
+        draft.recipients = rcpts
+        return
+    sid = draft.service.service_id
+    unverified = [r for r in rcpts if not state.is_verified_sandbox_recipient(sid, r)]
+    if unverified and door == "emails":
+        raise HTTPException(400, f"to: {unverified[0]} is not a verified sandbox recipient of this service; "
+                                 "verify it (POST /api/email/services/{id}/sandbox-emails) or send from a verified domain")
+    draft.recipients = [r for r in rcpts if r not in unverified]
+    draft.dropped += [ev.DroppedRecipient(recipient=r, reason="sandbox") for r in unverified]
+
+
+def check_suppression(draft: Draft, suppressed) -> None:
+    """Suppressed recipients are never sent to: they are dropped with reason ``suppressed``."""
+    keep = []
+    for r in draft.recipients:
+        if suppressed(draft.service.service_id, r):
+            draft.dropped.append(ev.DroppedRecipient(recipient=r, reason="suppressed"))
+        else:
+            keep.append(r)
+    draft.recipients = keep
+
+
+def build_request(draft: Draft, email_id: str) -> ev.SendRequested:
+    b = draft.body
+    return ev.SendRequested(
+        workspace_id=draft.service.workspace_id, service_id=draft.service.service_id, email_id=email_id,
+        mode=draft.mode, sending_domain=draft.sending_domain, to=b.to_list, cc=b.cc_list, bcc=b.bcc_list,
+        reply_to=draft.reply_to, subject=b.subject, html=b.html_body, text=b.text, headers=b.headers or {},
+        attachments=[ev.Attachment(**a.model_dump()) for a in b.attachments or []], tags=b.tags or [],
+        recipients=draft.recipients, dropped=draft.dropped, scheduled_at=b.scheduled_at,
+        **{"from": draft.from_})
+
+
+def summary(draft: Draft) -> str:
+    if not draft.recipients:
+        return "No email sent: " + ", ".join(f"{d.recipient} ({d.reason})" for d in draft.dropped)
+    via = f"via domain {draft.sending_domain}" if draft.sending_domain else "via the sandbox sender"
+    text = f"Email sent to {', '.join(draft.recipients)} {via}"
+    if draft.dropped:
+        text += "; dropped " + ", ".join(f"{d.recipient} ({d.reason})" for d in draft.dropped)
+    return text
+
+
+def respond(draft: Draft, email_id: str) -> dict:
+    return {"id": email_id, "status": "sent" if draft.recipients else "failed", "mode": draft.mode,
+            "from": draft.from_, "to": draft.body.to_list, "message": summary(draft),
+            "dropped": [d.model_dump() for d in draft.dropped]}
+
+
+class RecentSends:
+    """Records this API process accepted, so ``GET /emails/{id}`` answers at once after the
+    POST, before analytics has loaded the message (bounded, oldest forgotten first)."""
+
+    def __init__(self, size: int = 20_000):
+        self.size = size
+        self._items: OrderedDict[str, tuple[ev.SendRequested, dict]] = OrderedDict()
+
+    def remember(self, req: ev.SendRequested, response: dict) -> None:
+        self._items[req.email_id] = (req, response)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def get(self, email_id: str):
+        return self._items.get(email_id)
+
+
+async def accept(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door) -> dict:
+    """Run the pipeline; returns the response body once the request is durable on the log."""
+    state = rt.control.state
+    check_active(svc)
+    draft = Draft(body=body, service=svc)
+    resolve_mode(draft, state, rt.settings.sandbox_from)
+    apply_sandbox_rules(draft, state, door)
+    check_suppression(draft, rt.extras.get("suppressed", lambda s, r: False))
+    email_id = ev.new_id()
+    req = build_request(draft, email_id)
+    try:
+        await rt.log.append(ev.Topic.REQUESTS, email_id, ev.encode(req))
+    except Exception as exc:  # log unreachable or disk full: nothing was accepted
+        raise HTTPException(503, "the event log is unavailable; nothing was sent, safe to retry",
+                            headers={"Retry-After": "1"}) from exc
+    response = respond(draft, email_id)
+    rt.extras.setdefault("recent", RecentSends()).remember(req, response)
+    return response

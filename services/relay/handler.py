@@ -1,0 +1,122 @@
+"""Process one send request: a checklist of named steps (Postal's OutgoingMessageProcessor).
+
+announce → skip_already_delivered → build → sign → deliver → record_outcomes → schedule_retry
+Every event id is derived from (email, recipient, type, attempt), so re-processing a
+redelivered request emits the same ids and consumers drop the duplicates."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from services.relay.ledger import Ledger
+from services.relay.mime import build
+from services.relay.outcome import DeliveryResult
+from services.relay.senders.base import Sender
+from services.relay.signing import Signer
+from shared import events as ev
+from shared.addresses import bare, domain_of
+from shared.control.state import ControlState
+from shared.log.port import EventLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RelayContext:
+    settings: object
+    log: EventLog
+    control: ControlState
+    sender: Sender
+    ledger: Ledger
+    signer: Signer
+
+
+def _common(req: ev.SendRequested) -> dict:
+    return {"workspace_id": req.workspace_id, "service_id": req.service_id, "email_id": req.email_id,
+            "from": req.from_, "subject": req.subject, "tags": req.tags}
+
+
+def announce(req: ev.SendRequested) -> list[ev.Event]:
+    """First attempt only: ``sent`` per recipient to deliver, ``dropped`` per dropped one."""
+    if req.attempt:
+        return []
+    out: list[ev.Event] = [ev.Sent(id=ev.derived_id(req.email_id, r, "sent"), recipient=r, time=req.time, **_common(req))
+                           for r in req.recipients]
+    out += [ev.Dropped(id=ev.derived_id(req.email_id, d.recipient, "dropped"), recipient=d.recipient,
+                       reason=d.reason, time=req.time, **_common(req)) for d in req.dropped]
+    return out
+
+
+async def skip_already_delivered(ctx: RelayContext, req: ev.SendRequested) -> list[str]:
+    done = await ctx.ledger.done(req.email_id, req.recipients)
+    return [r for r in req.recipients if r not in done]
+
+
+def sending_domain(ctx: RelayContext, req: ev.SendRequested) -> ev.DomainSaved | None:
+    if not req.sending_domain:
+        return None
+    return ctx.control.verified_domain(req.service_id, req.sending_domain)
+
+
+def build_message(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None) -> bytes:
+    id_domain = domain.domain if domain else domain_of(bare(ctx.settings.sandbox_from))
+    return build(req, id_domain)
+
+
+def sign(ctx: RelayContext, raw: bytes, domain: ev.DomainSaved | None) -> bytes:
+    return ctx.signer.sign(raw, domain) if domain else raw
+
+
+def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_at: datetime | None,
+                  gave_up: bool) -> ev.Event:
+    common = {**_common(req), "recipient": rcpt, "smtp_code": res.smtp_code, "smtp_reply": res.smtp_reply}
+    attempt = req.attempt + 1
+    if res.status == "delivered":
+        return ev.Delivered(id=ev.derived_id(req.email_id, rcpt, "delivered"), mx_host=res.mx_host, **common)
+    if res.status == "bounced":
+        return ev.Bounced(id=ev.derived_id(req.email_id, rcpt, "bounced"), bounce_type="hard", **common)
+    if gave_up:
+        return ev.Failed(id=ev.derived_id(req.email_id, rcpt, "failed"), reason="queue lifetime exceeded", **common)
+    return ev.Deferred(id=ev.derived_id(req.email_id, rcpt, "deferred", attempt), attempt=attempt,
+                       retry_at=retry_at, **common)
+
+
+def retry_plan(ctx: RelayContext, req: ev.SendRequested) -> tuple[int, datetime, bool]:
+    """(level, when, gave_up) for the next attempt after attempt number ``req.attempt``."""
+    delays = ctx.settings.retry_delays[: ev.MAX_RETRY_LEVELS]
+    level = min(req.attempt, len(delays) - 1)
+    first = req.first_attempt_at or req.time
+    when = datetime.now(timezone.utc) + timedelta(seconds=delays[level])
+    gave_up = (when - first).total_seconds() > ctx.settings.queue_lifetime
+    return level, when, gave_up
+
+
+async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
+    """Deliver one request; all its effects are durable when this returns."""
+    events = announce(req)
+    pending = await skip_already_delivered(ctx, req)
+    deferred: list[str] = []
+    if pending:
+        domain = sending_domain(ctx, req)
+        raw = sign(ctx, build_message(ctx, req, domain), domain)
+        results = await ctx.sender.send(bare(req.from_), pending, raw)
+        level, when, gave_up = retry_plan(ctx, req)
+        for rcpt in pending:
+            res = results.get(rcpt) or DeliveryResult("deferred", None, "no reply for recipient")
+            events.append(outcome_event(req, rcpt, res, when, gave_up))
+            if res.status == "deferred" and not gave_up:
+                deferred.append(rcpt)
+        if deferred:
+            await schedule_retry(ctx, req, deferred, level, when)
+    if events:
+        await ctx.log.append_many(ev.Topic.EVENTS, [(req.email_id, ev.encode(e)) for e in events])
+    await ctx.ledger.record([(req.email_id, e.recipient, e.type) for e in events
+                             if e.type in ("delivered", "bounced", "failed")])
+
+
+async def schedule_retry(ctx: RelayContext, req: ev.SendRequested, rcpts: list[str], level: int,
+                         when: datetime) -> None:
+    retry = req.model_copy(update={"recipients": rcpts, "dropped": [], "attempt": req.attempt + 1,
+                                   "first_attempt_at": req.first_attempt_at or req.time, "scheduled_at": when})
+    await ctx.log.append(ev.retry_topic(level), req.email_id, ev.encode(retry))

@@ -1,0 +1,31 @@
+"""Delivery outcomes as data, and the one function mapping SMTP results to them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import aiosmtplib
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    status: Literal["delivered", "deferred", "bounced"]
+    smtp_code: int | None = None
+    smtp_reply: str | None = None
+    mx_host: str | None = None
+
+
+def from_reply(code: int, message: str, host: str | None = None) -> DeliveryResult:
+    """2xx → delivered, 4xx → deferred, 5xx → bounced (hard)."""
+    if 200 <= code < 300:
+        return DeliveryResult("delivered", code, message, host)
+    if 500 <= code < 600:
+        return DeliveryResult("bounced", code, message, host)
+    return DeliveryResult("deferred", code, message, host)
+
+
+def from_exception(exc: BaseException, host: str | None = None) -> DeliveryResult:
+    """Connection failures and timeouts are temporary; SMTP errors follow their code."""
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return from_reply(exc.code, exc.message, host)
+    return DeliveryResult("deferred", None, f"{type(exc).__name__}: {exc}", host)

@@ -1,0 +1,69 @@
+"""Relay runner: wires the request consumer, the delay forwarders and the sender."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.relay.handler import RelayContext, process
+from services.relay.ledger import Ledger
+from services.relay.retry import DelayForwarder
+from services.relay.senders.base import Sender
+from services.relay.signing import Signer
+from shared import events as ev
+from shared.consumer_loop import PoisonGuard, run_consumer
+from shared.log.port import Record
+
+log = logging.getLogger(__name__)
+
+
+def make_sender(settings, inbox=None) -> Sender:
+    if settings.delivery == "smarthost":
+        from services.relay.senders.smarthost import SmarthostSender
+
+        return SmarthostSender(settings)
+    if settings.delivery == "mx":
+        from services.relay.senders.mx import MxSender
+
+        return MxSender(settings)
+    from services.relay.senders.inbox import InboxSender
+
+    return InboxSender(inbox)
+
+
+class Relay:
+    def __init__(self, runtime):
+        s = runtime.settings
+        self.runtime = runtime
+        self.ctx = RelayContext(settings=s, log=runtime.log, control=runtime.control.state,
+                                sender=make_sender(s, runtime.inbox), ledger=Ledger(s.data_dir / "ledger.sqlite3"),
+                                signer=Signer(s.master_key))
+        self.guard = PoisonGuard(runtime.log, "relay")
+        self._slots = asyncio.Semaphore(s.relay_concurrency)
+
+    async def handle_batch(self, records: list[Record]) -> None:
+        await asyncio.gather(*(self._one(r) for r in records))
+
+    async def _one(self, record: Record) -> None:
+        async with self._slots:
+            try:
+                req = ev.decode(record.value)
+            except Exception as exc:
+                await self.guard.dead_letter(record, exc)
+                return
+            await process(self.ctx, req)
+            self.guard.ok()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        lg = self.runtime.log
+        levels = min(len(self.ctx.settings.retry_delays), ev.MAX_RETRY_LEVELS)
+        tasks = [asyncio.create_task(run_consumer(lg.consumer([ev.Topic.REQUESTS], "relay"), self.handle_batch, stop,
+                                                  max_records=self.ctx.settings.relay_concurrency * 4))]
+        tasks += [asyncio.create_task(DelayForwarder(lg, lg.consumer([ev.retry_topic(i)], f"relay-retry-{i}")).run(stop))
+                  for i in range(levels)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await self.ctx.sender.close()
+            self.ctx.ledger.close()

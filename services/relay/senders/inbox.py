@@ -1,0 +1,16 @@
+"""Dev-inbox sender: captures the message instead of sending it (embedded default)."""
+from __future__ import annotations
+
+from services.relay.outcome import DeliveryResult
+from services.relay.senders.base import Sender
+from shared.devinbox import DevInbox
+
+
+class InboxSender(Sender):
+    def __init__(self, inbox: DevInbox):
+        self.inbox = inbox
+
+    async def send(self, mail_from, rcpts, raw):
+        mid = await self.inbox.store(mail_from, rcpts, raw)
+        ok = DeliveryResult("delivered", 250, f"2.0.0 captured in dev inbox as {mid}", "dev-inbox")
+        return {r: ok for r in rcpts}

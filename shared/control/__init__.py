@@ -1,0 +1,1 @@
+"""Control-plane state: a projection of the compacted control topic."""

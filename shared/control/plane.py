@@ -1,0 +1,64 @@
+"""The control plane of one process: replays the control topic, follows it live, writes to it."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from shared import events as ev
+from shared.control.state import ControlState, entity_key
+from shared.log.port import EventLog
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    def __init__(self, event_log: EventLog):
+        self.log = event_log
+        self.state = ControlState()
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._consumer = None
+
+    async def start(self) -> None:
+        """Replay the whole control topic (blocks until caught up), then follow it in the background."""
+        self._consumer = self.log.consumer([ev.Topic.CONTROL], group=None)
+        await self._consumer.start()
+        while True:
+            self._apply(await self._consumer.poll(max_records=5000, timeout=0.2))
+            if await self._consumer.caught_up():
+                break
+        self.ready.set()
+        self._task = asyncio.create_task(self._follow(), name="control-follow")
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                self._apply(await self._consumer.poll(max_records=5000, timeout=1.0))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the log is unreachable for a moment: keep serving what we have
+                log.exception("control topic poll failed")
+                await asyncio.sleep(1)
+
+    def _apply(self, records) -> None:
+        for rec in records:
+            try:
+                self.state.apply(ev.decode(rec.value), rec.offset)
+            except Exception:
+                log.exception("skipping unreadable control record at %s/%s", rec.partition, rec.offset)
+
+    async def save(self, event: ev.Event) -> ev.Event:
+        """Append durably, then apply locally (read-your-writes on this process)."""
+        _, offset = await self.log.append(ev.Topic.CONTROL, entity_key(event), ev.encode(event))
+        self.state.apply(event, offset)
+        return event
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._consumer:
+            await self._consumer.close()

@@ -1,0 +1,110 @@
+"""In-memory projection of the control topic.
+
+Each control event carries an entity's whole state and is keyed by the entity, so the
+latest event per key is the truth. ``apply`` is idempotent and ignores stale events
+(positions are compared per key; a key always lives on one partition).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared import events as ev
+
+
+def entity_key(event: ev.Event) -> str:
+    match event:
+        case ev.WorkspaceSaved():
+            return f"workspace:{event.workspace_id}"
+        case ev.ServiceSaved():
+            return f"service:{event.service_id}"
+        case ev.ApiKeySaved():
+            return f"api_key:{event.key_id}"
+        case ev.DomainSaved():
+            return f"domain:{event.domain_id}"
+        case ev.SandboxRecipientSaved():
+            return f"sandbox_recipient:{event.recipient_id}"
+    raise TypeError(f"not a control event: {type(event).__name__}")
+
+
+@dataclass
+class ControlState:
+    workspaces: dict[str, ev.WorkspaceSaved] = field(default_factory=dict)
+    services: dict[str, ev.ServiceSaved] = field(default_factory=dict)
+    api_keys: dict[str, ev.ApiKeySaved] = field(default_factory=dict)
+    domains: dict[str, ev.DomainSaved] = field(default_factory=dict)
+    sandbox: dict[str, ev.SandboxRecipientSaved] = field(default_factory=dict)
+    _positions: dict[str, int] = field(default_factory=dict)
+    _by_token: dict[str, str] = field(default_factory=dict)
+    _by_key_hash: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, event: ev.Event, offset: int | None = None) -> bool:
+        """Apply one control event; returns False if it is older than what is held."""
+        key = entity_key(event)
+        if offset is not None:
+            if self._positions.get(key, -1) >= offset:
+                return False
+            self._positions[key] = offset
+        match event:
+            case ev.WorkspaceSaved():
+                old = self.workspaces.get(event.workspace_id)
+                if old:
+                    self._by_token.pop(old.token_hash, None)
+                self._put(self.workspaces, event.workspace_id, event)
+                if not event.deleted:
+                    self._by_token[event.token_hash] = event.workspace_id
+            case ev.ServiceSaved():
+                self._put(self.services, event.service_id, event)
+            case ev.ApiKeySaved():
+                self._by_key_hash.pop(getattr(self.api_keys.get(event.key_id), "key_hash", ""), None)
+                self._put(self.api_keys, event.key_id, event)
+                if not event.deleted:
+                    self._by_key_hash[event.key_hash] = event.key_id
+            case ev.DomainSaved():
+                self._put(self.domains, event.domain_id, event)
+            case ev.SandboxRecipientSaved():
+                self._put(self.sandbox, event.recipient_id, event)
+        return True
+
+    @staticmethod
+    def _put(table: dict, ident: str, event) -> None:
+        if event.deleted:
+            table.pop(ident, None)
+        else:
+            table[ident] = event
+
+    # ------------------------------------------------------------ lookups
+    def workspace_by_token_hash(self, token_hash: str) -> ev.WorkspaceSaved | None:
+        wid = self._by_token.get(token_hash)
+        return self.workspaces.get(wid) if wid else None
+
+    def api_key_by_hash(self, key_hash: str) -> ev.ApiKeySaved | None:
+        kid = self._by_key_hash.get(key_hash)
+        return self.api_keys.get(kid) if kid else None
+
+    def service(self, workspace_id: str, service_id: str) -> ev.ServiceSaved | None:
+        """The service if it exists and belongs to ``workspace_id`` (tenant isolation)."""
+        svc = self.services.get(service_id)
+        return svc if svc and svc.workspace_id == workspace_id else None
+
+    def services_of(self, workspace_id: str) -> list[ev.ServiceSaved]:
+        return sorted((s for s in self.services.values() if s.workspace_id == workspace_id), key=lambda s: s.created_at)
+
+    def keys_of(self, service_id: str) -> list[ev.ApiKeySaved]:
+        return sorted((k for k in self.api_keys.values() if k.service_id == service_id), key=lambda k: k.created_at)
+
+    def domains_of(self, service_id: str) -> list[ev.DomainSaved]:
+        return sorted((d for d in self.domains.values() if d.service_id == service_id), key=lambda d: d.created_at)
+
+    def verified_domain(self, service_id: str, domain: str) -> ev.DomainSaved | None:
+        domain = domain.lower()
+        for d in self.domains.values():
+            if d.service_id == service_id and d.verified and d.domain == domain:
+                return d
+        return None
+
+    def sandbox_of(self, service_id: str) -> list[ev.SandboxRecipientSaved]:
+        return sorted((r for r in self.sandbox.values() if r.service_id == service_id), key=lambda r: r.created_at)
+
+    def is_verified_sandbox_recipient(self, service_id: str, email: str) -> bool:
+        email = email.lower()
+        return any(r.service_id == service_id and r.verified and r.email == email for r in self.sandbox.values())

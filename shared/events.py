@@ -1,0 +1,268 @@
+"""Event schemas: one frozen pydantic class per event type, versioned.
+
+Every event is an ``Envelope``-shaped record: ``id`` (unique, consumers deduplicate on
+it), ``type``, ``v`` (schema version), ``time``, ``workspace_id``, ``service_id`` and the
+type's own fields. ``decode`` upcasts old versions to the current one on read.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Any, Callable, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class Topic(StrEnum):
+    """Every topic Postline uses. ``CONTROL`` is compacted (latest state per key)."""
+
+    CONTROL = "postline.control"
+    REQUESTS = "email.requests"
+    EVENTS = "email.events"
+    RETRY = "email.retry"
+    DEAD_LETTER = "postline.dead-letter"
+
+
+_EVENT_NS = uuid.UUID("6f1d3c4e-2b1a-4f8e-9c51-7d0b8f3a9e20")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def derived_id(*parts: object) -> str:
+    """A deterministic event id: re-processing the same input yields the same id, so
+    consumers deduplicate what an at-least-once redelivery emits twice."""
+    return str(uuid.uuid5(_EVENT_NS, "|".join(str(p) for p in parts)))
+
+
+def retry_topic(level: int) -> str:
+    """Delay topic of one retry level: every record on it waits the same delay."""
+    return f"{Topic.RETRY}.{level}"
+
+
+MAX_RETRY_LEVELS = 8
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = Field(default_factory=new_id)
+    v: int = 1
+    time: datetime = Field(default_factory=utcnow)
+    workspace_id: str
+    service_id: str | None = None
+
+
+# ---------------------------------------------------------------- control plane
+# Each control event carries the entity's whole current state, keyed by entity, so the
+# compacted topic keeps exactly the latest state per entity and replay is trivial.
+
+class WorkspaceSaved(Event):
+    type: Literal["workspace.saved"] = "workspace.saved"
+    name: str
+    token_hash: str
+    deleted: bool = False
+
+
+class ServiceSaved(Event):
+    type: Literal["service.saved"] = "service.saved"
+    name: str
+    mode: Literal["sandbox", "production"] = "sandbox"
+    status: Literal["active", "disabled"] = "active"
+    track_opens: bool = False
+    track_clicks: bool = False
+    created_at: datetime
+    deleted: bool = False
+
+
+class ApiKeySaved(Event):
+    type: Literal["api_key.saved"] = "api_key.saved"
+    key_id: str
+    name: str
+    key_hash: str
+    prefix: str
+    created_at: datetime
+    deleted: bool = False
+
+
+class DomainSaved(Event):
+    type: Literal["domain.saved"] = "domain.saved"
+    domain_id: str
+    domain: str
+    rsa_selector: str
+    rsa_private_sealed: str
+    rsa_public_b64: str
+    ed_selector: str
+    ed_private_sealed: str
+    ed_public_b64: str
+    verified: bool = False
+    verified_at: datetime | None = None
+    last_check: dict[str, Any] | None = None
+    created_at: datetime
+    deleted: bool = False
+
+
+class SandboxRecipientSaved(Event):
+    type: Literal["sandbox_recipient.saved"] = "sandbox_recipient.saved"
+    recipient_id: str
+    email: str
+    verified: bool = False
+    token_hash: str | None = None
+    token_expires_at: datetime | None = None
+    created_at: datetime
+    verified_at: datetime | None = None
+    deleted: bool = False
+
+
+ControlEvent = Annotated[
+    Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved],
+    Field(discriminator="type"),
+]
+
+
+# ---------------------------------------------------------------- send requests
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    filename: str
+    content_base64: str
+    content_type: str = "application/octet-stream"
+
+
+class DroppedRecipient(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    recipient: str
+    reason: Literal["sandbox", "suppressed", "sandbox_cap"]
+
+
+class SendRequested(Event):
+    """A message accepted by the API; the relay delivers it to ``recipients``."""
+
+    type: Literal["send-requested"] = "send-requested"
+    email_id: str
+    mode: Literal["production", "sandbox", "sandbox_fallback"]
+    from_: str = Field(alias="from")
+    sending_domain: str | None = None  # verified domain of the service the From is on; None → sandbox sender
+    to: list[str]
+    cc: list[str] = []
+    bcc: list[str] = []
+    reply_to: list[str] = []
+    subject: str = ""
+    html: str | None = None
+    text: str | None = None
+    headers: dict[str, str] = {}
+    attachments: list[Attachment] = []
+    tags: list[str] = []
+    recipients: list[str]  # envelope recipients to deliver to (after sandbox/suppression drops)
+    dropped: list[DroppedRecipient] = []
+    scheduled_at: datetime | None = None
+    attempt: int = 0
+    first_attempt_at: datetime | None = None
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+# ---------------------------------------------------------------- lifecycle events
+
+class _Lifecycle(Event):
+    email_id: str
+    recipient: str | None = None
+    from_: str | None = Field(None, alias="from")
+    subject: str | None = None
+    tags: list[str] = []
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class Sent(_Lifecycle):
+    type: Literal["sent"] = "sent"
+
+
+class Delivered(_Lifecycle):
+    type: Literal["delivered"] = "delivered"
+    smtp_code: int | None = None
+    smtp_reply: str | None = None
+    mx_host: str | None = None
+
+
+class Deferred(_Lifecycle):
+    type: Literal["deferred"] = "deferred"
+    smtp_code: int | None = None
+    smtp_reply: str | None = None
+    attempt: int = 1
+    retry_at: datetime | None = None
+
+
+class Bounced(_Lifecycle):
+    type: Literal["bounced"] = "bounced"
+    bounce_type: Literal["hard", "soft"] = "hard"
+    smtp_code: int | None = None
+    smtp_reply: str | None = None
+
+
+class Failed(_Lifecycle):
+    type: Literal["failed"] = "failed"
+    reason: str
+    smtp_code: int | None = None
+    smtp_reply: str | None = None
+
+
+class Dropped(_Lifecycle):
+    type: Literal["dropped"] = "dropped"
+    reason: Literal["sandbox", "suppressed", "sandbox_cap"]
+
+
+class Complained(_Lifecycle):
+    type: Literal["complained"] = "complained"
+    feedback_type: str | None = None
+
+
+class Opened(_Lifecycle):
+    type: Literal["opened"] = "opened"
+    user_agent: str | None = None
+
+
+class Clicked(_Lifecycle):
+    type: Literal["clicked"] = "clicked"
+    url: str
+    user_agent: str | None = None
+
+
+LifecycleEvent = Annotated[
+    Union[Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked],
+    Field(discriminator="type"),
+]
+LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked")
+
+AnyEvent = Annotated[
+    Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SendRequested,
+          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked],
+    Field(discriminator="type"),
+]
+_adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+
+# (type, version) -> function turning that version's dict into the next version's dict.
+UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
+
+
+def encode(event: Event) -> bytes:
+    return event.model_dump_json(by_alias=True).encode()
+
+
+def decode(raw: bytes) -> Any:
+    """Parse an event, upcasting older schema versions. Raises ``pydantic.ValidationError``."""
+    data = _adapter.validate_json(raw) if not UPCASTERS else None
+    if data is not None:
+        return data
+    import json
+
+    obj = json.loads(raw)
+    while (up := UPCASTERS.get((obj.get("type"), obj.get("v", 1)))) is not None:
+        obj = up(obj)
+    return _adapter.validate_python(obj)

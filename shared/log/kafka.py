@@ -1,0 +1,146 @@
+"""Kafka adapter of the event-log port (aiokafka).
+
+Production defaults, set explicitly because aiokafka's own are weaker: ``acks="all"``,
+idempotent producer, no auto-commit (offsets are committed by the consumer after its
+effect is durable), ``auto_offset_reset="earliest"`` so a new group misses nothing.
+"""
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+
+from shared.events import MAX_RETRY_LEVELS, Topic, retry_topic
+from shared.log.port import Consumer, EventLog, Record
+
+log = logging.getLogger(__name__)
+
+
+def topic_specs(partitions: int, replication: int) -> list[NewTopic]:
+    """The topics Postline needs; the control topic is compacted (latest state per entity)."""
+    specs = []
+    for topic in Topic:
+        configs = {"cleanup.policy": "compact"} if topic is Topic.CONTROL else {}
+        specs.append(NewTopic(str(topic), num_partitions=partitions, replication_factor=replication, topic_configs=configs))
+    for level in range(MAX_RETRY_LEVELS):
+        specs.append(NewTopic(retry_topic(level), num_partitions=partitions, replication_factor=replication))
+    return specs
+
+
+class KafkaLog(EventLog):
+    def __init__(self, settings):
+        self.settings = settings
+        self.bootstrap = settings.kafka_bootstrap
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        await self.ensure_topics()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=self.settings.kafka_idempotence,
+            linger_ms=2,
+            max_request_size=16 * 1024 * 1024,
+        )
+        await self._producer.start()
+
+    async def ensure_topics(self) -> None:
+        """Create missing topics (idempotent). Brokers that auto-create topics need nothing."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in topic_specs(self.settings.kafka_partitions, self.settings.kafka_replication) if t.name not in existing]
+            if missing:
+                await admin.create_topics(missing)
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as exc:  # e.g. no CreateTopics permission: topics come from the init job
+            log.warning("could not create topics: %s", exc)
+        finally:
+            await admin.close()
+
+    async def append(self, topic, key, value, headers=None):
+        md = await self._producer.send_and_wait(
+            str(topic), value, key=key.encode() if key is not None else None,
+            headers=[(k, v.encode()) for k, v in (headers or {}).items()] or None)
+        return md.partition, md.offset
+
+    async def append_many(self, topic, items):
+        futs = [await self._producer.send(str(topic), v, key=k.encode() if k is not None else None) for k, v in items]
+        out = []
+        for fut in futs:
+            md = await fut
+            out.append((md.partition, md.offset))
+        return out
+
+    def consumer(self, topics, group):
+        return KafkaConsumer(self, [str(t) for t in topics], group)
+
+    async def close(self):
+        if self._producer:
+            await self._producer.stop()
+            self._producer = None
+
+
+class KafkaConsumer(Consumer):
+    def __init__(self, log_: KafkaLog, topics: list[str], group: str | None):
+        s = log_.settings
+        self.group = group
+        self.topics = topics
+        self._ends: dict[TopicPartition, int] | None = None
+        self._c = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=log_.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(100, s.kafka_session_timeout_ms // 5),
+            max_poll_interval_ms=max(300000, s.kafka_session_timeout_ms),
+            fetch_max_wait_ms=100,
+            metadata_max_age_ms=5000,
+        )
+
+    async def start(self):
+        await self._c.start()
+
+    async def poll(self, max_records=500, timeout=1.0):
+        batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        out = []
+        for tp, msgs in batches.items():
+            for m in msgs:
+                out.append(Record(
+                    m.topic, m.partition, m.offset, m.key.decode() if m.key is not None else None, m.value,
+                    m.timestamp, {k: v.decode() for k, v in (m.headers or ())}))
+        return out
+
+    async def commit(self, records):
+        if not self.group or not records:
+            return
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        try:
+            await self._c.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced: another member now owns the partition and will
+            # re-process from the last commit (at-least-once; effects are idempotent).
+            log.warning("commit failed after rebalance: %s", exc)
+
+    async def caught_up(self):
+        assigned = self._c.assignment()
+        if not assigned:
+            return False
+        if self._ends is None:
+            self._ends = await self._c.end_offsets(list(assigned))
+        for tp, end in self._ends.items():
+            if tp in assigned and await self._c.position(tp) < end:
+                return False
+        return True
+
+    async def close(self):
+        await self._c.stop()

@@ -1,0 +1,74 @@
+"""The event-log port: what every service needs from Kafka or its embedded stand-in.
+
+Semantics every adapter honours (checked by ``tests/shared/log/test_contract.py``):
+- ``append`` returns only once the record is durable (fsync'd / acks=all) and yields
+  its position; records with the same key go to the same partition, in order.
+- A ``Consumer`` with a group resumes after the group's last committed position; with
+  ``group=None`` it reads from the beginning and never commits (used for replays).
+- Delivery is at-least-once: records after the last commit are delivered again after a
+  restart. Consumers commit only after their effect is durable.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+    timestamp_ms: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Consumer(abc.ABC):
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Join the group (if any) and get partitions. May block until the group is formed."""
+
+    @abc.abstractmethod
+    async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        """Return up to ``max_records`` records, waiting at most ``timeout`` s; [] when none."""
+
+    @abc.abstractmethod
+    async def commit(self, records: list[Record]) -> None:
+        """Mark ``records`` (and everything before them on their partitions) as processed.
+
+        Must be called with records from ``poll`` in poll order; durable once it returns."""
+
+    @abc.abstractmethod
+    async def caught_up(self) -> bool:
+        """True once this consumer has read everything that was on its partitions when it started."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Leave the group. Uncommitted records will be delivered again to the next member."""
+
+
+class EventLog(abc.ABC):
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect / open storage. Raises if the log is unreachable."""
+
+    @abc.abstractmethod
+    async def append(self, topic: str, key: str | None, value: bytes,
+                     headers: dict[str, str] | None = None) -> tuple[int, int]:
+        """Append durably and return ``(partition, offset)``. Raises on failure (nothing acked)."""
+
+    async def append_many(self, topic: str, items: list[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
+        """Append several records; returns only once all are durable. Adapters may batch."""
+        import asyncio
+
+        return list(await asyncio.gather(*(self.append(topic, k, v) for k, v in items)))
+
+    @abc.abstractmethod
+    def consumer(self, topics: list[str], group: str | None) -> Consumer:
+        """A consumer of ``topics``; see the module docstring for group semantics."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush and release resources."""

@@ -1,0 +1,65 @@
+"""What one process holds: settings, the event log, the control plane, the analytics
+store and (embedded) the dev inbox. Roles (api, relay, ...) are built on top of it."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from shared import events as ev
+from shared.control.plane import ControlPlane
+from shared.crypto import hash_secret, new_admin_token
+from shared.devinbox import DevInbox
+from shared.log import open_log
+from shared.log.port import EventLog
+from shared.settings import Settings
+from shared.store import open_store
+from shared.store.port import AnalyticsStore
+
+log = logging.getLogger(__name__)
+DEFAULT_WORKSPACE = "default"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    log: EventLog = None
+    control: ControlPlane = None
+    store: AnalyticsStore | None = None
+    inbox: DevInbox | None = None
+    extras: dict = field(default_factory=dict)
+
+    async def start(self, with_store: bool = True) -> None:
+        """Open the log, replay the control topic, open (and migrate) the store."""
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = open_log(s)
+        await self.log.start()
+        self.control = ControlPlane(self.log)
+        await self.control.start()
+        if s.delivery == "inbox":
+            self.inbox = DevInbox(s.data_dir / "inbox.sqlite3")
+        if with_store:
+            self.store = open_store(s)
+            await self.store.migrate()
+
+    async def ensure_default_workspace(self) -> str | None:
+        """Create the default workspace on first run; returns its new admin token (shown
+        once), or None when it already exists or POSTLINE_ADMIN_TOKEN names the token."""
+        ws = self.control.state.workspaces.get(DEFAULT_WORKSPACE)
+        configured = self.settings.admin_token
+        if ws and (not configured or ws.token_hash == hash_secret(configured)):
+            return None
+        token = configured or new_admin_token()
+        await self.control.save(ev.WorkspaceSaved(workspace_id=DEFAULT_WORKSPACE, name="Default workspace",
+                                                  token_hash=hash_secret(token)))
+        return None if configured else token
+
+    async def close(self) -> None:
+        if self.control:
+            await self.control.close()
+        if self.store:
+            await self.store.close()
+        if self.inbox:
+            self.inbox.close()
+        if self.log:
+            await self.log.close()

@@ -1,0 +1,108 @@
+"""The one settings object of a Postline process.
+
+Every field maps to a ``POSTLINE_*`` environment variable (names are part of the
+product contract, see SPEC §2). A bad value stops the process at start-up with one
+clear line (see ``load_settings``).
+"""
+from __future__ import annotations
+
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _host_port(value: str | None, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name} must be host:port, got {value!r}")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSTLINE_", extra="ignore")
+
+    data_dir: Path = Field(Path("./.postline"), description="Where embedded state lives (log, chDB, dev inbox, secret key).")
+    http_host: str = Field("127.0.0.1", description="Bind address of the API and dashboard.")
+    http_port: int = Field(8080, ge=0, lt=65536, description="Port of the API and dashboard.")
+    admin_token: str | None = Field(None, description="If set, accepted as the admin token of the default workspace.")
+    secret_key: str | None = Field(None, description="Master key (urlsafe base64, 32 bytes); generated into the data dir when unset.")
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; when set, Kafka replaces the embedded log.")
+    kafka_idempotence: bool = Field(True, description="Idempotent Kafka producer. Only test brokers lacking InitProducerId v3 turn it off.")
+    kafka_session_timeout_ms: int = Field(10000, ge=1000, description="Consumer-group session timeout.")
+    kafka_partitions: int = Field(4, ge=1, description="Partitions of topics Postline creates itself.")
+    kafka_replication: int = Field(1, ge=1, description="Replication factor of topics Postline creates itself (3 on a real cluster).")
+    clickhouse_url: str | None = Field(None, description="ClickHouse server URL; when set, replaces embedded chDB.")
+    delivery: Literal["inbox", "smarthost", "mx"] = Field("inbox", description="Outbound delivery mode.")
+    smarthost: str | None = Field(None, description="host:port of the smarthost (delivery=smarthost).")
+    smarthost_user: str | None = Field(None, description="Smarthost login user.")
+    smarthost_password: str | None = Field(None, description="Smarthost login password.")
+    smarthost_tls: Literal["none", "starttls", "tls"] = Field("none", description="Smarthost transport security.")
+    dns_server: str | None = Field(None, description="ip:port of the DNS resolver for verification and MX lookups.")
+    sandbox_from: str = Field("sandbox@postline.localhost", description="The platform's sandbox sender address.")
+    webhook_allow_private: bool = Field(False, description="Let webhook URLs point at loopback/private addresses.")
+    inbound_smtp_port: int = Field(2525, ge=0, lt=65536, description="Inbound listener for bounces and complaints.")
+    public_url: str | None = Field(None, description="Base URL for tracking, unsubscribe and verification links.")
+    hostname: str = Field("postline.localhost", description="Public host name of this installation: HELO name, MX target of bounce domains.")
+    spf_include: str | None = Field(None, description="Domain senders include in SPF (default _spf.<hostname>).")
+    log_level: str = Field("INFO", description="Logging level.")
+    embedded_partitions: int = Field(4, ge=1, le=64, description="Partitions per topic of the embedded log.")
+    relay_concurrency: int = Field(32, ge=1, le=1024, description="Messages a relay process delivers at once.")
+    retry_schedule: str = Field("60,300,900,3600,10800,21600", description="Seconds between delivery retries, comma-separated; the last repeats.")
+    queue_lifetime: int = Field(72 * 3600, ge=1, description="Seconds a deferred message keeps being retried before it fails.")
+
+    @field_validator("smarthost")
+    @classmethod
+    def _check_smarthost(cls, v: str | None) -> str | None:
+        return _host_port(v, "POSTLINE_SMARTHOST")
+
+    @field_validator("dns_server")
+    @classmethod
+    def _check_dns(cls, v: str | None) -> str | None:
+        return _host_port(v, "POSTLINE_DNS_SERVER")
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _check_schedule(cls, v: str) -> str:
+        try:
+            steps = [float(s) for s in v.split(",")]
+        except ValueError:
+            raise ValueError("POSTLINE_RETRY_SCHEDULE must be comma-separated seconds") from None
+        if not steps or any(s <= 0 for s in steps):
+            raise ValueError("POSTLINE_RETRY_SCHEDULE must be positive seconds")
+        return v
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @property
+    def spf_domain(self) -> str:
+        return self.spf_include or f"_spf.{self.hostname}"
+
+    @property
+    def retry_delays(self) -> list[float]:
+        return [float(s) for s in self.retry_schedule.split(",")]
+
+    @cached_property
+    def master_key(self) -> bytes:
+        """The 32-byte master key: from POSTLINE_SECRET_KEY, else generated once into the data dir."""
+        from shared.crypto import load_or_create_master_key
+
+        return load_or_create_master_key(self.secret_key, self.data_dir)
+
+
+def load_settings(**overrides) -> Settings:
+    """Read the environment; on a bad value print one line and exit(2)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "POSTLINE_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+        print(f"postline: bad setting {field}: {err['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,39 @@
+"""Analytics-store port: a ClickHouse-SQL store with idempotent batch inserts."""
+from __future__ import annotations
+
+import abc
+
+from shared.store.migrations import MIGRATIONS
+
+
+class AnalyticsStore(abc.ABC):
+    @abc.abstractmethod
+    async def execute(self, sql: str) -> None:
+        """Run a statement (DDL). Raises on failure."""
+
+    @abc.abstractmethod
+    async def insert(self, table: str, rows: list[dict], dedup_token: str) -> None:
+        """Insert ``rows`` into ``postline.<table>`` as one batch; durable when it returns.
+
+        Re-inserting the same batch (same ``dedup_token``) must not duplicate rows in query
+        results: tables are ReplacingMergeTree on the event id and queries deduplicate."""
+
+    @abc.abstractmethod
+    async def query(self, sql: str, params: dict | None = None) -> list[dict]:
+        """Run a SELECT with ``{name:Type}`` parameters; rows as dicts. Raises on failure."""
+
+    async def migrate(self) -> int:
+        """Apply pending migrations in order; returns the schema version."""
+        await self.execute("CREATE DATABASE IF NOT EXISTS postline")
+        await self.execute(
+            "CREATE TABLE IF NOT EXISTS postline.schema_migrations (version UInt32, applied_at DateTime DEFAULT now()) "
+            "ENGINE = MergeTree ORDER BY version")
+        done = {r["version"] for r in await self.query("SELECT version FROM postline.schema_migrations")}
+        for version, sql in MIGRATIONS:
+            if version not in done:
+                await self.execute(sql)
+                await self.insert("schema_migrations", [{"version": version}], f"migration-{version}")
+        return max(v for v, _ in MIGRATIONS)
+
+    async def close(self) -> None:
+        """Release resources."""

@@ -1,0 +1,128 @@
+"""Read-model queries over the analytics store (stats, message lookup, message log).
+
+Queries count ``uniqExact(event_id)`` / use ``FINAL`` so rows duplicated by an
+at-least-once redelivery never show twice."""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta, timezone
+
+from shared.store.port import AnalyticsStore
+
+PERIODS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+STAT_TYPES = ("sent", "delivered", "bounced", "complained", "dropped", "deferred", "failed", "opened", "clicked")
+# The state of a recipient is its latest lifecycle event by this precedence.
+RECIPIENT_STATE_ORDER = ["sent", "deferred", "dropped", "delivered", "opened", "clicked", "bounced", "failed", "complained"]
+
+
+def _fmt(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def message(store: AnalyticsStore, email_id: str, workspace_id: str) -> dict | None:
+    rows = await store.query(
+        "SELECT payload FROM postline.messages FINAL WHERE email_id = {id:String} AND workspace_id = {w:String} LIMIT 1",
+        {"id": email_id, "w": workspace_id})
+    if not rows:
+        return None
+    return json.loads(rows[0]["payload"])
+
+
+async def timeline(store: AnalyticsStore, email_id: str, workspace_id: str) -> list[dict]:
+    rows = await store.query(
+        "SELECT any(payload) AS payload, min(time) AS t FROM postline.events "
+        "WHERE email_id = {id:String} AND workspace_id = {w:String} GROUP BY event_id ORDER BY t, payload",
+        {"id": email_id, "w": workspace_id})
+    return [json.loads(r["payload"]) for r in rows]
+
+
+def recipient_states(events: list[dict]) -> dict[str, dict]:
+    """Latest state per recipient from a timeline (time order, ties by precedence)."""
+    out: dict[str, dict] = {}
+    for e in sorted(events, key=lambda e: (e["time"], RECIPIENT_STATE_ORDER.index(e["type"])
+                                           if e["type"] in RECIPIENT_STATE_ORDER else 0)):
+        rcpt = e.get("recipient")
+        if rcpt:
+            out[rcpt] = {"status": e["type"], "at": e["time"],
+                         **{k: e[k] for k in ("smtp_code", "smtp_reply", "reason", "bounce_type") if e.get(k) is not None}}
+    return out
+
+
+async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str, tag: str | None,
+                now: datetime | None = None) -> dict:
+    now = now or datetime.now(timezone.utc)
+    step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    start = now - PERIODS[period]
+    start = start.replace(minute=0, second=0, microsecond=0)
+    if bucket == "day":
+        start = start.replace(hour=0)
+    trunc = "toStartOfHour" if bucket == "hour" else "toStartOfDay"
+    where = "service_id = {s:String} AND time >= toDateTime64({start:String}, 3, 'UTC')"
+    params = {"s": service_id, "start": _fmt(start)}
+    if tag:
+        where += " AND has(tags, {tag:String})"
+        params["tag"] = tag
+    rows = await store.query(
+        f"SELECT toString({trunc}(time)) AS b, type, uniqExact(event_id) AS n FROM postline.events "
+        f"WHERE {where} GROUP BY b, type ORDER BY b", params)
+    buckets: dict[str, dict[str, int]] = {}
+    t = start
+    while t <= now:
+        buckets[_fmt(t)] = {k: 0 for k in STAT_TYPES}
+        t += step
+    totals = {k: 0 for k in STAT_TYPES}
+    for r in rows:
+        if r["type"] not in totals:
+            continue
+        n = int(r["n"])
+        totals[r["type"]] += n
+        buckets.setdefault(r["b"], {k: 0 for k in STAT_TYPES})[r["type"]] += n
+    return {"service_id": service_id, "period": period, "bucket": bucket, "tag": tag, "totals": totals,
+            "buckets": [{"start": k.replace(" ", "T") + "Z", **v} for k, v in sorted(buckets.items())]}
+
+
+def encode_cursor(time_: str, email_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([time_, email_id]).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    time_, email_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    return str(time_), str(email_id)
+
+
+async def message_log(store: AnalyticsStore, service_id: str, status: str | None, to: str | None, tag: str | None,
+                      limit: int, cursor: str | None) -> dict:
+    where = ["m.service_id = {s:String}"]
+    params: dict = {"s": service_id, "limit": limit + 1}
+    if to:
+        where.append("(has(m.to_addrs, {to:String}) OR has(m.cc_addrs, {to:String}) OR has(m.bcc_addrs, {to:String}))")
+        params["to"] = to
+    if tag:
+        where.append("has(m.tags, {tag:String})")
+        params["tag"] = tag
+    if cursor:
+        ct, cid = decode_cursor(cursor)
+        where.append("(m.time, m.email_id) < (toDateTime64({ct:String}, 3, 'UTC'), {cid:String})")
+        params.update(ct=ct, cid=cid)
+    status_filter = ""
+    if status:
+        status_filter = "WHERE status = {status:String}"
+        params["status"] = status
+    sql = f"""
+SELECT m.email_id AS email_id, toString(m.time) AS time, m.from_addr AS from_addr, m.subject AS subject,
+       m.to_addrs AS to_addrs, m.tags AS tags, m.mode AS mode, if(s.status = '', 'queued', s.status) AS status
+FROM (SELECT * FROM postline.messages AS m FINAL WHERE {' AND '.join(where)}) AS m
+LEFT JOIN (SELECT email_id, argMax(type, time) AS status FROM postline.events
+           WHERE service_id = {{s:String}} AND type IN ('sent','deferred','delivered','bounced','failed','dropped','complained')
+           GROUP BY email_id) AS s ON s.email_id = m.email_id
+{status_filter}
+ORDER BY m.time DESC, m.email_id DESC
+LIMIT {{limit:UInt32}}"""
+    rows = await store.query(sql, params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{"id": r["email_id"], "created_at": r["time"], "from": r["from_addr"], "subject": r["subject"],
+              "to": r["to_addrs"], "tags": r["tags"], "mode": r["mode"], "status": r["status"]} for r in rows]
+    next_cursor = encode_cursor(rows[-1]["time"], rows[-1]["email_id"]) if more and rows else None
+    return {"data": items, "next_cursor": next_cursor}
