@@ -118,21 +118,16 @@ async def _migrate() -> None:
 
 
 async def _workspace(action: str, name: str) -> None:
-    from shared import events as ev
-    from shared.crypto import hash_secret, new_admin_token
-
     rt = Runtime(load_settings())
     await rt.start(with_store=False)
     try:
-        token = new_admin_token()
         if action == "create":
-            wid = ev.new_id()
+            wid, token = await rt.create_workspace(name)
         else:
             ws = rt.control.state.workspaces.get(name)
             if ws is None:
                 raise SystemExit(f"postline: no workspace {name!r}")
-            wid, name = ws.workspace_id, ws.name
-        await rt.control.save(ev.WorkspaceSaved(workspace_id=wid, name=name, token_hash=hash_secret(token)))
+            wid, token = await rt.create_workspace(ws.name, ws.workspace_id)
         print(f"workspace {wid}\nadmin token (shown once): {token}")
     finally:
         await rt.close()

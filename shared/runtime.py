@@ -54,6 +54,13 @@ class Runtime:
                                                   token_hash=hash_secret(token)))
         return None if configured else token
 
+    async def create_workspace(self, name: str, workspace_id: str | None = None) -> tuple[str, str]:
+        """Create (or, given an id, re-key) a workspace; returns ``(id, admin token)`` — the token once."""
+        token = new_admin_token()
+        wid = workspace_id or ev.new_id()
+        await self.control.save(ev.WorkspaceSaved(workspace_id=wid, name=name, token_hash=hash_secret(token)))
+        return wid, token
+
     async def close(self) -> None:
         if self.control:
             await self.control.close()

@@ -18,6 +18,7 @@ class ControlPlane:
         self.ready = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._consumer = None
+        self._closing = False
 
     async def start(self) -> None:
         """Replay the whole control topic (blocks until caught up), then follow it in the background."""
@@ -31,7 +32,7 @@ class ControlPlane:
         self._task = asyncio.create_task(self._follow(), name="control-follow")
 
     async def _follow(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 self._apply(await self._consumer.poll(max_records=5000, timeout=1.0))
             except asyncio.CancelledError:
@@ -54,6 +55,7 @@ class ControlPlane:
         return event
 
     async def close(self) -> None:
+        self._closing = True
         if self._task:
             self._task.cancel()
             try:

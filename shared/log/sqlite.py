@@ -210,10 +210,13 @@ class SqliteConsumer(Consumer):
             remaining = deadline - time.monotonic()
             if out or remaining <= 0:
                 return out
+            # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the event being set, and the caller would never stop.
+            wake = asyncio.ensure_future(waiter.wait())
             try:
-                await asyncio.wait_for(waiter.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
+                await asyncio.wait([wake], timeout=remaining)
+            finally:
+                wake.cancel()
 
     async def commit(self, records):
         if not self.group or not records:

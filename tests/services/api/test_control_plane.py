@@ -1,0 +1,195 @@
+"""Control plane: event-sourced state survives restarts, secrets stay secret, tenants are
+isolated on every route, bad input is a 400 naming the field."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from services.api.app import create_app
+from shared import events as ev
+from shared.crypto import hash_secret
+from tests.support.inproc import AdminClient, api_runtime
+from tests.support.postline import ADMIN_TOKEN
+
+SEND = {"from": "a@acme.test", "to": ["ann@example.com"], "subject": "s", "text": "t"}
+
+
+async def setup_service(admin) -> dict:
+    sid = await admin.service()
+    key = await admin.key(sid)
+    d = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "acme.test"})).json()
+    sb = (await admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "ann@example.com"})).json()
+    keys = (await admin("GET", f"/api/email/services/{sid}/api-keys")).json()["data"]
+    return {"sid": sid, "key": key, "key_id": keys[0]["id"], "domain_id": d["id"], "recipient_id": sb["id"]}
+
+
+async def test_state_survives_restart(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        ids = await setup_service(admin)
+        rec = next(iter(rt.control.state.sandbox.values()))
+        await rt.control.save(rec.model_copy(update={"verified": True, "token_hash": None, "id": ev.new_id()}))
+        await admin("PATCH", f"/api/email/services/{ids['sid']}", json={"name": "renamed", "track_opens": True})
+    async with api_runtime(tmp_path) as (rt, admin):
+        svc = (await admin("GET", f"/api/email/services/{ids['sid']}")).json()
+        assert svc["name"] == "renamed" and svc["track_opens"] is True
+        domains = (await admin("GET", f"/api/email/services/{ids['sid']}/domains")).json()["data"]
+        assert [d["id"] for d in domains] == [ids["domain_id"]]
+        sandbox = (await admin("GET", f"/api/email/services/{ids['sid']}/sandbox-emails")).json()["data"]
+        assert sandbox[0]["verified"] is True
+        r = await admin.http.post("/emails", json=SEND, headers={"Api-Key": ids["key"]})
+        assert r.status_code == 200, r.text
+
+
+async def test_secrets_never_in_plain_text(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    async with api_runtime(tmp_path) as (rt, admin):
+        ids = await setup_service(admin)
+        domain = rt.control.state.domains[ids["domain_id"]]
+        from shared.crypto import unseal
+
+        rsa_pem = unseal(rt.settings.master_key, domain.rsa_private_sealed, domain.domain_id)
+        later = [await admin("GET", f"/api/email/services/{ids['sid']}/domains/{ids['domain_id']}"),
+                 await admin("GET", f"/api/email/services/{ids['sid']}/domains"),
+                 await admin("GET", f"/api/email/services/{ids['sid']}/api-keys")]
+    log_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite3*"))
+    pem_body = b"".join(rsa_pem.splitlines()[1:3])
+    for secret in (ids["key"].encode(), ADMIN_TOKEN.encode(), b"PRIVATE KEY", pem_body):
+        assert secret not in log_bytes
+        assert all(secret not in r.content for r in later)
+        assert secret.decode() not in caplog.text
+    assert hash_secret(ids["key"]).encode() in log_bytes  # only the hash is kept
+
+
+async def test_tenant_isolation_on_every_route(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        a = await setup_service(admin)
+        other_id, other_token = await rt.create_workspace("other")
+        b_admin = admin.as_token(other_token)
+        b = await setup_service(b_admin)
+        sent = (await admin.http.post(f"/api/email/services/{a['sid']}/send", json=SEND,
+                                      headers={"Authorization": f"Bearer {a['key']}"})).json()
+        checked = 0
+        for path, operations in create_app(rt).openapi()["paths"].items():
+            if "{service_id}" not in path or path.endswith("/send"):
+                continue
+            url = path.format(service_id=a["sid"], domain_id=a["domain_id"], key_id=a["key_id"],
+                              recipient_id=a["recipient_id"])
+            for method in operations:
+                r = await b_admin(method.upper(), url, json={})
+                assert r.status_code == 404, (method, path, r.status_code, r.text)
+                assert "error" in r.json()
+                checked += 1
+        assert checked >= 14
+        # B's own ids do not become reachable through A's service either
+        r = await admin("DELETE", f"/api/email/services/{a['sid']}/api-keys/{b['key_id']}")
+        assert r.status_code == 404
+        r = await admin("GET", f"/api/email/services/{a['sid']}/domains/{b['domain_id']}")
+        assert r.status_code == 404
+        # a key of B cannot send for A, nor read A's email
+        r = await admin.http.post(f"/api/email/services/{a['sid']}/send", json=SEND,
+                                  headers={"Authorization": f"Bearer {b['key']}"})
+        assert r.status_code == 403
+        r = await admin.http.get(f"/emails/{sent['id']}", headers={"Api-Key": b["key"]})
+        assert r.status_code == 404
+        r = await admin.http.get(f"/emails/{sent['id']}", headers={"Api-Key": a["key"]})
+        assert r.status_code == 200
+        assert len((await b_admin("GET", "/api/email/services")).json()["data"]) == 1
+
+
+async def test_auth_errors(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        ids = await setup_service(admin)
+        assert (await admin.http.get("/api/email/services")).status_code == 401
+        assert (await admin.as_token("nope")("GET", "/api/email/services")).status_code == 401
+        assert (await admin.http.post("/emails", json=SEND)).status_code == 401
+        r = await admin.http.post("/emails", json=SEND, headers={"Api-Key": "rs_eml_" + "x" * 32})
+        assert r.status_code == 401 and r.json() == {"error": "invalid API key"}
+        await admin("PATCH", f"/api/email/services/{ids['sid']}", json={"status": "disabled"})
+        r = await admin.http.post("/emails", json=SEND, headers={"Api-Key": ids["key"]})
+        assert r.status_code == 403 and "disabled" in r.json()["error"]
+
+
+async def test_revoked_key_is_refused_at_once(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        ids = await setup_service(admin)
+        r = await admin.http.post(f"/api/email/services/{ids['sid']}/send", json=SEND,
+                                  headers={"Authorization": f"Bearer {ids['key']}"})
+        assert r.status_code == 200
+        assert (await admin("DELETE", f"/api/email/services/{ids['sid']}/api-keys/{ids['key_id']}")).status_code == 204
+        r = await admin.http.post("/emails", json=SEND, headers={"Api-Key": ids["key"]})
+        assert r.status_code == 401
+        assert (await admin("GET", f"/api/email/services/{ids['sid']}/api-keys")).json()["data"] == []
+
+
+@pytest.mark.kafka
+async def test_revocation_reaches_another_process_within_a_second(tmp_path, tansu):
+    kafka = {"kafka_bootstrap": tansu.bootstrap, "kafka_idempotence": False, "kafka_session_timeout_ms": 2000}
+    async with api_runtime(tmp_path / "one", **kafka) as (rt1, admin1):
+        async with api_runtime(tmp_path / "two", **kafka) as (rt2, admin2):
+            ids = await setup_service(admin1)
+            for _ in range(50):  # the other replica learns about the new key by following the topic
+                if (await admin2.http.post("/emails", json=SEND, headers={"Api-Key": ids["key"]})).status_code != 401:
+                    break
+                await asyncio.sleep(0.1)
+            await admin1("DELETE", f"/api/email/services/{ids['sid']}/api-keys/{ids['key_id']}")
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            while (await admin2.http.post("/emails", json=SEND, headers={"Api-Key": ids["key"]})).status_code != 401:
+                assert loop.time() - start < 1.0, "revocation not seen by the other replica within a second"
+                await asyncio.sleep(0.02)
+
+
+async def test_sandbox_link_is_single_use_and_expires(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid = await admin.service()
+        await admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "Bob@Example.com"})
+        rec = next(iter(rt.control.state.sandbox.values()))
+        assert rec.email == "bob@example.com" and not rec.verified
+        # swap in a token we know, expired
+        token = "known-token-value-123456"
+        await rt.control.save(rec.model_copy(update={
+            "id": ev.new_id(), "token_hash": hash_secret(token), "token_expires_at": ev.utcnow() - timedelta(seconds=1)}))
+        r = await admin.http.get("/api/email/sandbox-emails/verify", params={"token": token})
+        assert r.status_code == 400
+        await rt.control.save(rec.model_copy(update={
+            "id": ev.new_id(), "token_hash": hash_secret(token), "token_expires_at": ev.utcnow() + timedelta(hours=1)}))
+        assert (await admin.http.get("/api/email/sandbox-emails/verify", params={"token": token})).status_code == 200
+        assert (await admin.http.get("/api/email/sandbox-emails/verify", params={"token": token})).status_code == 400
+        listed = (await admin("GET", f"/api/email/services/{sid}/sandbox-emails")).json()["data"]
+        assert listed[0]["verified"] is True
+
+
+BAD_INPUT = [
+    ("POST", "/api/email/services", {"name": ""}, "name"),
+    ("POST", "/api/email/services", {"name": 5}, "name"),
+    ("POST", "/api/email/services", {}, "name"),
+    ("POST", "/api/email/services", {"name": "x", "colour": "red"}, "colour"),
+    ("PATCH", "/api/email/services/{sid}", {"mode": "turbo"}, "mode"),
+    ("PATCH", "/api/email/services/{sid}", {"status": 1}, "status"),
+    ("PATCH", "/api/email/services/{sid}", {"track_opens": "maybe"}, "track_opens"),
+    ("POST", "/api/email/services/{sid}/api-keys", {"name": ["x"]}, "name"),
+    ("POST", "/api/email/services/{sid}/domains", {"domain": "not a domain"}, "domain"),
+    ("POST", "/api/email/services/{sid}/domains", {}, "domain"),
+    ("POST", "/api/email/services/{sid}/sandbox-emails", {"email": "nope"}, "email"),
+    ("POST", "/api/email/services/{sid}/sandbox-emails", {"email": "a@b.test\r\nBcc: x@y.test"}, "email"),
+]
+
+
+@pytest.mark.parametrize("method,path,body,field", BAD_INPUT)
+async def test_bad_input_is_400_naming_the_field(tmp_path, method, path, body, field):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid = await admin.service()
+        r = await admin(method, path.format(sid=sid), json=body)
+        assert r.status_code == 400, r.text
+        assert re.match(rf"^{field}\b", r.json()["error"]), r.json()
+
+
+async def test_malformed_json_is_400(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        r = await admin("POST", "/api/email/services", content=b"{nope", headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "JSON" in r.json()["error"]

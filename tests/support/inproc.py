@@ -1,0 +1,45 @@
+"""Postline's API in the test's own event loop (real embedded log; no HTTP socket)."""
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+
+from services.api.app import create_app
+from shared.runtime import Runtime
+from shared.settings import Settings
+from tests.support.postline import ADMIN_TOKEN
+
+
+@contextlib.asynccontextmanager
+async def api_runtime(data_dir, with_store: bool = False, **overrides):
+    settings = Settings(data_dir=data_dir, admin_token=ADMIN_TOKEN, secret_key="test-master-key", **overrides)
+    rt = Runtime(settings)
+    await rt.start(with_store=with_store)
+    await rt.ensure_default_workspace()
+    transport = httpx.ASGITransport(app=create_app(rt), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as client:
+        yield rt, AdminClient(client, ADMIN_TOKEN)
+    await rt.close()
+
+
+class AdminClient:
+    def __init__(self, http: httpx.AsyncClient, token: str):
+        self.http, self.token = http, token
+
+    def as_token(self, token: str) -> "AdminClient":
+        return AdminClient(self.http, token)
+
+    async def __call__(self, method: str, path: str, **kw) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
+        return await self.http.request(method, path, headers=headers, **kw)
+
+    async def service(self, name: str = "app") -> str:
+        r = await self("POST", "/api/email/services", json={"name": name})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    async def key(self, sid: str) -> str:
+        r = await self("POST", f"/api/email/services/{sid}/api-keys", json={"name": "k"})
+        assert r.status_code == 201, r.text
+        return r.json()["key"]

@@ -1,0 +1,146 @@
+"""Run Postline as a real process (``postline <role>``) and talk to it over HTTP."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.broker import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_TOKEN = "pl_adm_test_token_0123456789abcdefghijklmnop"
+
+
+class PostlineProcess:
+    def __init__(self, data_dir: Path, role: str = "all", env: dict | None = None, port: int | None = None):
+        self.data_dir, self.role = Path(data_dir), role
+        self.port = port or free_port()
+        self.env = {**os.environ, "POSTLINE_DATA_DIR": str(data_dir), "POSTLINE_HTTP_PORT": str(self.port),
+                    "POSTLINE_ADMIN_TOKEN": ADMIN_TOKEN, "POSTLINE_SECRET_KEY": "test-master-key",
+                    "POSTLINE_INBOUND_SMTP_PORT": str(free_port()), **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-{role}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> "PostlineProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", self.role], cwd=ROOT, env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        if wait and self.role in ("all", "api"):
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postline {self.role} exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"postline {self.role} not ready: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else 0
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Api:
+    """A thin HTTP client for tests; admin calls use the workspace token."""
+
+    def __init__(self, url: str, token: str = ADMIN_TOKEN):
+        self.http = httpx.Client(base_url=url, timeout=30)
+        self.token = token
+
+    def admin(self, method: str, path: str, **kw) -> httpx.Response:
+        return self.http.request(method, path, headers={"Authorization": f"Bearer {self.token}"}, **kw)
+
+    def create_service(self, name: str = "app") -> str:
+        r = self.admin("POST", "/api/email/services", json={"name": name})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def create_key(self, service_id: str) -> str:
+        r = self.admin("POST", f"/api/email/services/{service_id}/api-keys", json={"name": "test"})
+        assert r.status_code == 201, r.text
+        return r.json()["key"]
+
+    def send(self, key: str, body: dict, headers: dict | None = None) -> httpx.Response:
+        return self.http.post("/emails", json=body, headers={"Api-Key": key, **(headers or {})})
+
+    def verify_sandbox(self, service_id: str, email: str, read_mail) -> None:
+        """Add a sandbox recipient and follow the link from the mail ``read_mail(email)`` returns."""
+        r = self.admin("POST", f"/api/email/services/{service_id}/sandbox-emails", json={"email": email})
+        assert r.status_code == 201, r.text
+        raw = read_mail(email)
+        link = re.search(rb"(http://\S+?token=[A-Za-z0-9_-]+)", raw).group(1).decode()
+        path = link.split("127.0.0.1", 1)[1].split("/", 1)[1]
+        r = self.http.get("/" + path)
+        assert r.status_code == 200, r.text
+
+    def wait_status(self, key: str, email_id: str, rcpt: str, status: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        body = {}
+        while time.monotonic() < deadline:
+            r = self.http.get(f"/emails/{email_id}", headers={"Api-Key": key})
+            if r.status_code == 200:
+                body = r.json()
+                if body["recipients"].get(rcpt, {}).get("status") == status:
+                    return body
+            time.sleep(0.2)
+        raise AssertionError(f"{rcpt} of {email_id} never reached {status}: {body}")
+
+
+def mail_text(raw: bytes) -> bytes:
+    """The decoded text/plain body of a raw message (links survive quoted-printable)."""
+    from email import message_from_bytes, policy
+
+    msg = message_from_bytes(raw, policy=policy.default)
+    part = msg.get_body(preferencelist=("plain",))
+    return part.get_content().encode() if part else raw
+
+
+def inbox_reader(api: Api, timeout: float = 20):
+    """``read_mail`` for the dev inbox: the newest mail to an address, decoded."""
+    def read(address: str) -> bytes:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            items = api.admin("GET", "/dev/inbox", params={"to": address}).json()["data"]
+            if items:
+                return mail_text(api.admin("GET", f"/dev/inbox/{items[0]['id']}.eml").content)
+            time.sleep(0.1)
+        raise AssertionError(f"no mail to {address} in the dev inbox")
+    return read
+
+
+def sink_reader(sink, timeout: float = 20):
+    def read(address: str) -> bytes:
+        got = sink.wait_for(lambda r: address in r.rcpt_tos and b"Confirm" in r.data, timeout)
+        return mail_text(got[-1].data)
+    return read
