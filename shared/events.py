@@ -120,8 +120,20 @@ class SandboxRecipientSaved(Event):
     deleted: bool = False
 
 
+class SuppressionSaved(Event):
+    """A recipient a service never sends to again (until removed)."""
+
+    type: Literal["suppression.saved"] = "suppression.saved"
+    email: str
+    reason: Literal["hard_bounce", "soft_bounce", "complaint", "unsubscribe", "manual"]
+    detail: str | None = None
+    source_email_id: str | None = None
+    created_at: datetime
+    deleted: bool = False
+
+
 ControlEvent = Annotated[
-    Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved],
+    Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved],
     Field(discriminator="type"),
 ]
 
@@ -241,7 +253,8 @@ LifecycleEvent = Annotated[
 LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked")
 
 AnyEvent = Annotated[
-    Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SendRequested,
+    Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
+          SendRequested,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked],
     Field(discriminator="type"),
 ]

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Base URL for tracking, unsubscribe and verification links.")
     hostname: str = Field("postline.localhost", description="Public host name of this installation: HELO name, MX target of bounce domains.")
     spf_include: str | None = Field(None, description="Domain senders include in SPF (default _spf.<hostname>).")
+    api_replicas: int = Field(1, ge=1, description="API replicas sharing the rate limits; each enforces its share.")
     log_level: str = Field("INFO", description="Logging level.")
     embedded_partitions: int = Field(4, ge=1, le=64, description="Partitions per topic of the embedded log.")
     relay_concurrency: int = Field(32, ge=1, le=1024, description="Messages a relay process delivers at once.")

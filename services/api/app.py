@@ -8,32 +8,52 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.api.idempotency import IdempotencyStore
+from services.api.limits import RateLimiter
+from services.api.validation_errors import first_error
 from services.api.routes import dev, domains, emails, keys, sandbox, services
 
 log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
 
 
-def _field(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    # pydantic puts the union member type into the path ("str", "list[str]"); drop it
-    parts = [p for p in parts if p not in ("str", "list[str]", "function-after[_addresses(), union[str,list[str]]]")]
-    name = ".".join(parts).replace("from_", "from")
-    return name or "body"
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, before they are read into memory."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _too_large(send, self.max_bytes)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(send, self.max_bytes)
 
 
-def validation_message(exc: RequestValidationError) -> str:
-    err = exc.errors()[0]
-    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    if err.get("type") == "json_invalid":
-        return "body: invalid JSON"
-    if err.get("type") == "missing":
-        return f"{_field(err['loc'])}: field required"
-    if err.get("type") == "extra_forbidden":
-        return f"{_field(err['loc'])}: unknown field"
-    field = _field(err["loc"])
-    if ": " in msg and field in ("body",):
-        return msg  # model-level rule already names its field
-    return f"{field}: {msg}"
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send, limit: int) -> None:
+    body = ('{"error": "body: larger than %d MB"}' % (limit // (1024 * 1024))).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(runtime) -> FastAPI:
@@ -41,10 +61,14 @@ def create_app(runtime) -> FastAPI:
                   description="Transactional email: send API, management API, events.",
                   responses={400: {"description": "Invalid input"}, 401: {"description": "Missing or invalid credential"}})
     app.state.runtime = runtime
+    if runtime is not None:
+        runtime.extras.setdefault("limits", RateLimiter(runtime.settings.api_replicas, runtime.store))
+        runtime.extras.setdefault("idempotency", IdempotencyStore(runtime.settings.data_dir / "idempotency.sqlite3"))
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        return JSONResponse({"error": validation_message(exc)}, status_code=400)
+        return JSONResponse({"error": first_error(exc.errors())}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -95,7 +95,7 @@ class SendEmail(BaseModel):
     headers: dict[str, str] | None = Field(None, description="Extra `X-…` headers.")
     attachments: list[AttachmentIn] | None = None
     tags: list[str] | None = None
-    scheduled_at: datetime | None = Field(None, description="Deliver not before this time (ISO 8601).")
+    scheduled_at: datetime | None = Field(None, description="Deliver not before this time (ISO 8601, at most 30 days ahead).")
 
     @field_validator("from_")
     @classmethod
@@ -144,6 +144,17 @@ class SendEmail(BaseModel):
         for tag in v:
             if not TAG.match(tag):
                 raise ValueError(f"{tag!r}: tags are 1-64 characters of letters, digits, _ . : -")
+        return v
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _scheduled(cls, v: datetime | None):
+        if v is None:
+            return v
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=timezone.utc)
+        if v > datetime.now(timezone.utc) + timedelta(days=30):
+            raise ValueError("at most 30 days ahead")
         return v
 
     @model_validator(mode="after")
@@ -230,3 +241,30 @@ class SandboxEmailCreate(BaseModel):
         except AddressError as exc:
             raise ValueError(str(exc)) from None
         return addr.lower()
+
+
+class BatchResult(BaseModel):
+    data: list[dict] = Field(description="Per item: the send result, or `{\"error\": ...}`.")
+
+
+class RecipientState(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: str = Field(examples=["delivered"])
+
+
+class EmailRecord(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    id: str
+    status: Literal["sent", "failed"]
+    mode: Literal["production", "sandbox", "sandbox_fallback"]
+    from_: str = Field(alias="from")
+    to: list[str]
+    cc: list[str] = []
+    bcc: list[str] = []
+    subject: str
+    tags: list[str] = []
+    created_at: str
+    scheduled_at: str | None = None
+    message: str
+    recipients: dict[str, RecipientState]
+    events: list[dict]

@@ -81,11 +81,11 @@ def apply_sandbox_rules(draft: Draft, state: ControlState, door: Door) -> None:
     draft.dropped += [ev.DroppedRecipient(recipient=r, reason="sandbox") for r in unverified]
 
 
-def check_suppression(draft: Draft, suppressed) -> None:
+def check_suppression(draft: Draft, state: ControlState) -> None:
     """Suppressed recipients are never sent to: they are dropped with reason ``suppressed``."""
     keep = []
     for r in draft.recipients:
-        if suppressed(draft.service.service_id, r):
+        if state.suppression(draft.service.service_id, r):
             draft.dropped.append(ev.DroppedRecipient(recipient=r, reason="suppressed"))
         else:
             keep.append(r)
@@ -136,21 +136,26 @@ class RecentSends:
         return self._items.get(email_id)
 
 
-async def accept(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door) -> dict:
-    """Run the pipeline; returns the response body once the request is durable on the log."""
+def prepare(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None = None
+            ) -> tuple[Draft, ev.SendRequested]:
+    """Run the checks and build the request event (nothing is written yet)."""
     state = rt.control.state
     check_active(svc)
     draft = Draft(body=body, service=svc)
     resolve_mode(draft, state, rt.settings.sandbox_from)
     apply_sandbox_rules(draft, state, door)
-    check_suppression(draft, rt.extras.get("suppressed", lambda s, r: False))
-    email_id = ev.new_id()
-    req = build_request(draft, email_id)
+    check_suppression(draft, state)
+    return draft, build_request(draft, email_id or ev.new_id())
+
+
+async def append_requests(rt, reqs: list[ev.SendRequested]) -> None:
+    """Durably append; a failure means nothing in ``reqs`` may be reported as accepted."""
     try:
-        await rt.log.append(ev.Topic.REQUESTS, email_id, ev.encode(req))
-    except Exception as exc:  # log unreachable or disk full: nothing was accepted
+        await rt.log.append_many(ev.Topic.REQUESTS, [(r.email_id, ev.encode(r)) for r in reqs])
+    except Exception as exc:  # log unreachable or disk full
         raise HTTPException(503, "the event log is unavailable; nothing was sent, safe to retry",
                             headers={"Retry-After": "1"}) from exc
-    response = respond(draft, email_id)
+
+
+def remember(rt, req: ev.SendRequested, response: dict) -> None:
     rt.extras.setdefault("recent", RecentSends()).remember(req, response)
-    return response

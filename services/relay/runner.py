@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timedelta, timezone
 
 from services.relay.handler import RelayContext, process
 from services.relay.ledger import Ledger
 from services.relay.retry import DelayForwarder
+from services.relay.scheduler import Scheduler
 from services.relay.senders.base import Sender
 from services.relay.signing import Signer
 from shared import events as ev
@@ -30,6 +32,12 @@ def make_sender(settings, inbox=None) -> Sender:
     return InboxSender(inbox)
 
 
+def is_for_later(req: ev.SendRequested) -> bool:
+    """A first attempt whose ``scheduled_at`` is still ahead (retries carry their own due time)."""
+    return (req.attempt == 0 and req.scheduled_at is not None
+            and req.scheduled_at > datetime.now(timezone.utc) + timedelta(milliseconds=200))
+
+
 class Relay:
     def __init__(self, runtime):
         s = runtime.settings
@@ -37,6 +45,7 @@ class Relay:
         self.ctx = RelayContext(settings=s, log=runtime.log, control=runtime.control.state,
                                 sender=make_sender(s, runtime.inbox), ledger=Ledger(s.data_dir / "ledger.sqlite3"),
                                 signer=Signer(s.master_key))
+        self.scheduler = Scheduler(s.data_dir / "scheduled.sqlite3", runtime.log)
         self.guard = PoisonGuard(runtime.log, "relay")
         self._slots = asyncio.Semaphore(s.relay_concurrency)
 
@@ -50,7 +59,10 @@ class Relay:
             except Exception as exc:
                 await self.guard.dead_letter(record, exc)
                 return
-            await process(self.ctx, req)
+            if is_for_later(req):
+                await self.scheduler.hold(req)
+            else:
+                await process(self.ctx, req)
             self.guard.ok()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -58,6 +70,7 @@ class Relay:
         levels = min(len(self.ctx.settings.retry_delays), ev.MAX_RETRY_LEVELS)
         tasks = [asyncio.create_task(run_consumer(lg.consumer([ev.Topic.REQUESTS], "relay"), self.handle_batch, stop,
                                                   max_records=self.ctx.settings.relay_concurrency * 4))]
+        tasks.append(asyncio.create_task(self.scheduler.run(stop)))
         tasks += [asyncio.create_task(DelayForwarder(lg, lg.consumer([ev.retry_topic(i)], f"relay-retry-{i}")).run(stop))
                   for i in range(levels)]
         try:
@@ -67,3 +80,4 @@ class Relay:
                 t.cancel()
             await self.ctx.sender.close()
             self.ctx.ledger.close()
+            self.scheduler.close()

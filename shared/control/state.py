@@ -23,6 +23,8 @@ def entity_key(event: ev.Event) -> str:
             return f"domain:{event.domain_id}"
         case ev.SandboxRecipientSaved():
             return f"sandbox_recipient:{event.recipient_id}"
+        case ev.SuppressionSaved():
+            return f"suppression:{event.service_id}:{event.email}"
     raise TypeError(f"not a control event: {type(event).__name__}")
 
 
@@ -33,6 +35,7 @@ class ControlState:
     api_keys: dict[str, ev.ApiKeySaved] = field(default_factory=dict)
     domains: dict[str, ev.DomainSaved] = field(default_factory=dict)
     sandbox: dict[str, ev.SandboxRecipientSaved] = field(default_factory=dict)
+    suppressions: dict[tuple[str, str], ev.SuppressionSaved] = field(default_factory=dict)
     _positions: dict[str, int] = field(default_factory=dict)
     _by_token: dict[str, str] = field(default_factory=dict)
     _by_key_hash: dict[str, str] = field(default_factory=dict)
@@ -63,6 +66,8 @@ class ControlState:
                 self._put(self.domains, event.domain_id, event)
             case ev.SandboxRecipientSaved():
                 self._put(self.sandbox, event.recipient_id, event)
+            case ev.SuppressionSaved():
+                self._put(self.suppressions, (event.service_id, event.email), event)
         return True
 
     @staticmethod
@@ -108,3 +113,10 @@ class ControlState:
     def is_verified_sandbox_recipient(self, service_id: str, email: str) -> bool:
         email = email.lower()
         return any(r.service_id == service_id and r.verified and r.email == email for r in self.sandbox.values())
+
+    def suppression(self, service_id: str, email: str) -> ev.SuppressionSaved | None:
+        return self.suppressions.get((service_id, email.lower()))
+
+    def suppressions_of(self, service_id: str) -> list[ev.SuppressionSaved]:
+        return sorted((s for (sid, _), s in self.suppressions.items() if sid == service_id),
+                      key=lambda s: (s.created_at, s.email), reverse=True)

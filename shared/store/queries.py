@@ -126,3 +126,10 @@ LIMIT {{limit:UInt32}}"""
               "to": r["to_addrs"], "tags": r["tags"], "mode": r["mode"], "status": r["status"]} for r in rows]
     next_cursor = encode_cursor(rows[-1]["time"], rows[-1]["email_id"]) if more and rows else None
     return {"data": items, "next_cursor": next_cursor}
+
+
+async def messages_since(store: AnalyticsStore, service_id: str, since: datetime) -> int:
+    rows = await store.query(
+        "SELECT uniqExact(email_id) AS n FROM postline.messages WHERE service_id = {s:String} "
+        "AND time >= toDateTime64({t:String}, 3, 'UTC')", {"s": service_id, "t": _fmt(since)})
+    return int(rows[0]["n"]) if rows else 0

@@ -1,36 +1,116 @@
-"""The two send doors (SPEC §5) and the message lookup."""
+"""The two send doors (SPEC §5), batch send and the message lookup.
+
+Each send: authenticate → validate → (idempotency) → prepare → rate limit → append → respond,
+with ``RateLimit-*`` headers on the response (``Retry-After`` too on a 429)."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Response
+from pydantic import ValidationError
 
 from services.api.auth import ServiceCaller, runtime, service_key
-from services.api.schemas import ErrorBody, SendEmail, SendResult
-from services.api.sending import accept
+from services.api.idempotency import body_hash, email_id_for
+from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail, SendResult
+from services.api.sending import append_requests, prepare, remember, respond
+from services.api.validation_errors import first_error
 from shared.store import queries
 
 router = APIRouter(tags=["emails"])
 ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
-          429: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+          409: {"model": ErrorBody}, 429: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+MAX_BATCH = 100
+IDEMPOTENCY = Header(None, alias="Idempotency-Key", description="Same key + same body within 24 h: same response, nothing new sent.")
+
+
+async def _send_one(rt, svc, body: SendEmail, door: str, email_id: str | None, response: Response) -> dict:
+    limiter = rt.extras["limits"]
+    try:
+        draft, req = prepare(rt, svc, body, door, email_id)
+    except HTTPException as exc:
+        peek = await limiter.take(svc.service_id, sandboxed=False, n=0)
+        raise HTTPException(exc.status_code, exc.detail, headers={**peek.headers(), **(exc.headers or {})}) from None
+    decision = await limiter.take(svc.service_id, sandboxed=draft.mode != "production",
+                                  n=1 if draft.recipients else 0)
+    if not decision.allowed:
+        raise HTTPException(429, f"rate limit reached ({decision.scope}: {decision.limit}); "
+                                 f"retry in {decision.retry_after} s", headers=decision.headers())
+    await append_requests(rt, [req])
+    result = respond(draft, req.email_id)
+    remember(rt, req, result)
+    response.headers.update(decision.headers())
+    return result
+
+
+async def _door(rt, request: Request, response: Response, svc, body: SendEmail, door: str, key: str | None):
+    if not key:
+        return await _send_one(rt, svc, body, door, None, response)
+    h = body_hash(await request.body())
+    result = await rt.extras["idempotency"].run(
+        svc.service_id, key, h, lambda: _send_one(rt, svc, body, door, email_id_for(svc.service_id, key), response))
+    if "RateLimit-Limit" not in response.headers:  # a replay: report the current state, take nothing
+        response.headers.update((await rt.extras["limits"].take(svc.service_id, False, n=0)).headers())
+    return result
 
 
 @router.post("/emails", response_model=SendResult, response_model_by_alias=True, responses=ERRORS)
-async def send_email(body: SendEmail, caller: ServiceCaller = Depends(service_key), rt=Depends(runtime)):
-    """Send one email with a service API key (`Api-Key` header)."""
-    return await accept(rt, caller.service, body, door="emails")
+async def send_email(request: Request, response: Response, body: SendEmail,
+                     caller: ServiceCaller = Depends(service_key), rt=Depends(runtime),
+                     idempotency_key: str | None = IDEMPOTENCY):
+    """Send one email with a service API key (`Api-Key` header). Unverified sandbox
+    recipients are refused (400)."""
+    return await _door(rt, request, response, caller.service, body, "emails", idempotency_key)
 
 
 @router.post("/api/email/services/{service_id}/send", response_model=SendResult, response_model_by_alias=True,
              responses=ERRORS)
-async def send_for_service(service_id: str, body: SendEmail, caller: ServiceCaller = Depends(service_key),
-                           rt=Depends(runtime)):
+async def send_for_service(service_id: str, request: Request, response: Response, body: SendEmail,
+                           caller: ServiceCaller = Depends(service_key), rt=Depends(runtime),
+                           idempotency_key: str | None = IDEMPOTENCY):
     """Send one email for ``service_id`` (`Authorization: Bearer <api key>`); unverified sandbox
-    recipients are dropped rather than refused."""
+    recipients are dropped (`dropped`, reason `sandbox`) rather than refused."""
     if caller.service.service_id != service_id:
         raise HTTPException(403, "this API key does not belong to the service in the path")
-    return await accept(rt, caller.service, body, door="service")
+    return await _door(rt, request, response, caller.service, body, "service", idempotency_key)
 
 
-@router.get("/emails/{email_id}", responses=ERRORS)
+@router.post("/emails/batch", response_model=BatchResult, response_model_by_alias=True, responses=ERRORS)
+async def send_batch(response: Response, items: list[dict] = Body(..., max_length=MAX_BATCH),
+                     caller: ServiceCaller = Depends(service_key), rt=Depends(runtime)):
+    """Up to 100 emails in one call; each item succeeds or fails on its own (`data[i]` is the
+    send result or `{"error": ...}`), all accepted ones are appended together."""
+    if not items:
+        raise HTTPException(400, "body: at least one email is required")
+    svc, limiter = caller.service, rt.extras["limits"]
+    results: list[dict] = []
+    accepted = []
+    for i, raw in enumerate(items):
+        try:
+            body = SendEmail.model_validate(raw)
+            draft, req = prepare(rt, svc, body, "emails")
+        except ValidationError as exc:
+            results.append({"error": f"[{i}].{first_error(exc.errors())}"})
+            continue
+        except HTTPException as exc:
+            results.append({"error": f"[{i}].{exc.detail}"})
+            continue
+        decision = await limiter.take(svc.service_id, sandboxed=draft.mode != "production",
+                                      n=1 if draft.recipients else 0)
+        if not decision.allowed:
+            results.append({"error": f"[{i}] rate limit reached ({decision.scope}); retry in {decision.retry_after} s"})
+            continue
+        accepted.append((req, draft))
+        results.append({})
+    await append_requests(rt, [req for req, _ in accepted])
+    it = iter(accepted)
+    for i, r in enumerate(results):
+        if not r:
+            req, draft = next(it)
+            results[i] = respond(draft, req.email_id)
+            remember(rt, req, results[i])
+    response.headers.update((await limiter.take(svc.service_id, False, n=0)).headers())
+    return {"data": results}
+
+
+@router.get("/emails/{email_id}", response_model=EmailRecord, response_model_by_alias=True, responses=ERRORS)
 async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key), rt=Depends(runtime)):
     """The send record, per-recipient state and the event timeline."""
     svc = caller.service
@@ -58,6 +138,7 @@ async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key),
         "id": email_id, "status": "sent" if record.get("recipients") else "failed", "mode": record["mode"],
         "from": record["from"], "to": record["to"], "cc": record.get("cc", []), "bcc": record.get("bcc", []),
         "subject": record.get("subject", ""), "tags": record.get("tags", []), "created_at": record["time"],
+        "scheduled_at": record.get("scheduled_at"),
         "message": response.get("message") or _summary(record),
         "recipients": recipients, "events": events,
     }

@@ -1,0 +1,142 @@
+"""Per-service rate limits: per minute and per day, plus the sandbox daily cap.
+
+Rules (documented in docs/rate-limits.md):
+- Production starts at 600 messages/min and 10,000/day. Sandbox (and sandbox_fallback
+  messages) are capped at 50/day and 10/min.
+- Reputation doubles the production limits per tier, up to 8x: tier 1 after 1,000 messages
+  in the last 7 days, tier 2 after 10,000, tier 3 after 50,000 — each only while the 7-day
+  bounce rate stays under 2% and the complaint rate under 0.1%. A bounce rate over 5% or a
+  complaint rate over 0.5% halves the base limits instead.
+- One unit is one accepted message (whatever its recipient count), as Postmark counts.
+- With N API replicas (POSTLINE_API_REPLICAS) each replica enforces ceil(limit / N) of every
+  window, so the total holds without a shared counter; the daily count is re-seeded from the
+  analytics store after a restart.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+BASE_MINUTE, BASE_DAY = 600, 10_000
+SANDBOX_MINUTE, SANDBOX_DAY = 10, 50
+REFRESH_SECONDS = 600
+
+
+@dataclass
+class Window:
+    start: float = 0.0
+    count: int = 0
+
+    def roll(self, now: float, length: float) -> None:
+        start = now - (now % length)
+        if start != self.start:
+            self.start, self.count = start, 0
+
+
+@dataclass
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int
+    retry_after: int = 0
+    scope: str = "minute"
+
+    def headers(self) -> dict[str, str]:
+        h = {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(max(0, self.remaining)),
+             "RateLimit-Reset": str(self.reset)}
+        if not self.allowed:
+            h["Retry-After"] = str(self.retry_after)
+        return h
+
+
+@dataclass
+class ServiceCounters:
+    minute: Window = field(default_factory=Window)
+    day: Window = field(default_factory=Window)
+    sandbox_minute: Window = field(default_factory=Window)
+    sandbox_day: Window = field(default_factory=Window)
+    tier: int = 0
+    refreshed_at: float = -1e9
+    seeded_day: float = -1.0
+
+
+def tier_for(sent_7d: int, bounced_7d: int, complained_7d: int) -> int:
+    if sent_7d == 0:
+        return 0
+    bounce, complaint = bounced_7d / sent_7d, complained_7d / sent_7d
+    if bounce > 0.05 or complaint > 0.005:
+        return -1
+    if bounce >= 0.02 or complaint >= 0.001:
+        return 0
+    return 3 if sent_7d >= 50_000 else 2 if sent_7d >= 10_000 else 1 if sent_7d >= 1_000 else 0
+
+
+class RateLimiter:
+    def __init__(self, replicas: int = 1, store=None):
+        self.replicas, self.store = replicas, store
+        self._counters: dict[str, ServiceCounters] = {}
+
+    def limits(self, service_id: str) -> tuple[int, int]:
+        tier = self._counters.get(service_id, ServiceCounters()).tier
+        factor = 0.5 if tier < 0 else 2 ** tier
+        return int(BASE_MINUTE * factor), int(BASE_DAY * factor)
+
+    def _share(self, limit: int) -> int:
+        return math.ceil(limit / self.replicas)
+
+    async def refresh(self, service_id: str, now: float | None = None) -> ServiceCounters:
+        """Seed today's count and the reputation tier from the analytics store (at most every 10 min)."""
+        now = now or time.time()
+        c = self._counters.setdefault(service_id, ServiceCounters())
+        if self.store is None or now - c.refreshed_at < REFRESH_SECONDS:
+            return c
+        c.refreshed_at = now
+        try:
+            from shared.store import queries
+
+            week = await queries.stats(self.store, service_id, "7d", "day", None)
+            t = week["totals"]
+            c.tier = tier_for(t["sent"], t["bounced"], t["complained"])
+            day_start = now - (now % 86400)
+            if c.seeded_day != day_start:
+                c.seeded_day = day_start
+                today = await queries.messages_since(self.store, service_id, datetime.fromtimestamp(day_start, timezone.utc))
+                c.day.roll(now, 86400)
+                c.day.count = max(c.day.count, math.ceil(today / self.replicas))
+        except Exception:  # the store is a read model: limits still hold on local counts
+            pass
+        return c
+
+    async def take(self, service_id: str, sandboxed: bool, n: int = 1) -> Decision:
+        """Count ``n`` messages if every window has room; else a refusal saying when to retry."""
+        now = time.time()
+        c = await self.refresh(service_id, now)
+        per_min, per_day = self.limits(service_id)
+        windows = [("minute", c.minute, 60, self._share(per_min)), ("day", c.day, 86400, self._share(per_day))]
+        if sandboxed:
+            windows += [("sandbox minute", c.sandbox_minute, 60, self._share(SANDBOX_MINUTE)),
+                        ("sandbox day", c.sandbox_day, 86400, self._share(SANDBOX_DAY))]
+        for _, w, length, _ in windows:
+            w.roll(now, length)
+        blocked = [(name, w, length, lim) for name, w, length, lim in windows if w.count + n > lim]
+        if blocked:
+            name, w, length, lim = blocked[-1]
+            reset = int(w.start + length - now) + 1
+            return Decision(False, lim, lim - w.count, reset, retry_after=reset, scope=name)
+        for _, w, _, _ in windows:
+            w.count += n
+        name, w, length, lim = min(windows, key=lambda x: x[3] - x[1].count)
+        return Decision(True, lim, lim - w.count, int(w.start + length - now) + 1, scope=name)
+
+    def view(self, service_id: str) -> dict:
+        now = time.time()
+        c = self._counters.get(service_id, ServiceCounters())
+        per_min, per_day = self.limits(service_id)
+        minute = c.minute.count if c.minute.start == now - now % 60 else 0
+        day = c.day.count if c.day.start == now - now % 86400 else 0
+        return {"per_minute": per_min, "per_day": per_day, "sandbox_per_day": SANDBOX_DAY,
+                "reputation_tier": c.tier, "usage": {"this_minute": minute,
+                                                     "today": day}}

@@ -1,0 +1,31 @@
+"""Turn pydantic/FastAPI validation errors into one line that names the field."""
+from __future__ import annotations
+
+_SKIP = {"body", "query", "path", "header", "str", "list[str]", "function-after"}
+
+
+def _field(loc) -> str:
+    parts = []
+    for p in loc:
+        p = str(p)
+        if p in _SKIP or p.startswith("function-") or p.startswith("union["):
+            continue
+        parts.append(f"[{p}]" if p.isdigit() else p)
+    name = ".".join(parts).replace(".[", "[").replace("from_", "from")
+    return name or "body"
+
+
+def first_error(errors: list[dict]) -> str:
+    err = errors[0]
+    kind = err.get("type")
+    if kind == "json_invalid":
+        return "body: invalid JSON"
+    field = _field(err.get("loc", ()))
+    if kind == "missing":
+        return f"{field}: field required"
+    if kind == "extra_forbidden":
+        return f"{field}: unknown field"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if field == "body" and ": " in msg:
+        return msg  # a whole-model rule names its own field
+    return f"{field}: {msg}"

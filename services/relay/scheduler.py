@@ -1,0 +1,71 @@
+"""Scheduled sends (``scheduled_at``): held durably until due, then put back on
+``email.requests``.
+
+The relay holds a request here (SQLite in its data dir, synchronous=FULL) before it commits
+the request's offset, so a restart keeps every scheduled message. Release appends, then
+deletes: a crash in between re-releases, and the ledger absorbs the duplicate."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from shared import events as ev
+from shared.log.port import EventLog
+
+
+class Scheduler:
+    def __init__(self, path: Path, event_log: EventLog):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.log = event_log
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS scheduled(email_id TEXT PRIMARY KEY, due REAL, payload BLOB)")
+        self._lock = threading.Lock()
+        self._wake = asyncio.Event()
+
+    def _hold(self, req: ev.SendRequested) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO scheduled VALUES (?,?,?)",
+                             (req.email_id, req.scheduled_at.timestamp(), ev.encode(req)))
+
+    async def hold(self, req: ev.SendRequested) -> None:
+        """Keep ``req`` until its ``scheduled_at``; durable when it returns."""
+        await asyncio.to_thread(self._hold, req)
+        self._wake.set()
+
+    def _due(self, now: float) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return self._db.execute("SELECT email_id, payload FROM scheduled WHERE due <= ? ORDER BY due LIMIT 1000",
+                                    (now,)).fetchall()
+
+    def _next_due(self) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(due) FROM scheduled").fetchone()
+        return row[0] if row else None
+
+    def _forget(self, ids: list[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM scheduled WHERE email_id=?", [(i,) for i in ids])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            due = self._due(time.time())
+            if due:
+                await self.log.append_many(ev.Topic.REQUESTS, due)
+                await asyncio.to_thread(self._forget, [i for i, _ in due])
+                continue
+            nxt = self._next_due()
+            wait = 1.0 if nxt is None else max(0.01, min(1.0, nxt - time.time()))
+            self._wake.clear()
+            waiter = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait([waiter], timeout=wait)
+            finally:
+                waiter.cancel()
+
+    def close(self) -> None:
+        self._db.close()
