@@ -12,7 +12,10 @@ from email_validator import EmailNotValidError, validate_email
 email_validator.SPECIAL_USE_DOMAIN_NAMES = [
     d for d in email_validator.SPECIAL_USE_DOMAIN_NAMES if d not in ("localhost", "test")]
 
-FORBIDDEN_CHARS = ("\r", "\n", "\0")
+# CR, LF, NUL and every other character str.splitlines() breaks on: the email package
+# folds headers with splitlines, so U+2028 or U+0085 in a header value would start a new
+# header line on the wire (header injection) on the Python versions we run on.
+FORBIDDEN_CHARS = ("\r", "\n", "\0", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
 class AddressError(ValueError):
@@ -28,7 +31,7 @@ def parse_mailbox(value: str) -> tuple[str, str]:
     if not isinstance(value, str) or not value.strip():
         raise AddressError("must be a non-empty email address")
     if has_forbidden_chars(value):
-        raise AddressError("must not contain CR, LF or NUL")
+        raise AddressError("must not contain line breaks or NUL")
     parsed = getaddresses([value])
     if len(parsed) != 1:
         raise AddressError(f"must be one address, got {value!r}")
@@ -39,7 +42,8 @@ def parse_mailbox(value: str) -> tuple[str, str]:
         valid = validate_email(addr, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
         raise AddressError(f"is not a valid address ({exc})") from None
-    return name, valid.normalized
+    # IDN domains travel as A-labels (xn--…), so only a non-ASCII local part needs SMTPUTF8
+    return name, valid.ascii_email or valid.normalized
 
 
 def bare(value: str) -> str:
@@ -54,3 +58,7 @@ def format_mailbox(name: str, address: str) -> str:
     """A header-safe ``Name <addr>`` (quoted / encoded as needed by the email package)."""
     local, _, domain = address.rpartition("@")
     return str(Address(display_name=name or "", username=local, domain=domain))
+
+
+def needs_smtputf8(*addresses: str) -> bool:
+    return any(not a.isascii() for a in addresses)

@@ -1,8 +1,8 @@
 """Per-service rate limits: per minute and per day, plus the sandbox daily cap.
 
 Rules (documented in docs/rate-limits.md):
-- Production starts at 600 messages/min and 10,000/day. Sandbox (and sandbox_fallback
-  messages) are capped at 50/day and 10/min.
+- Production starts at 600 messages/min and 10,000/day. Sandbox (and sandbox_fallback)
+  messages are also capped at 50/day.
 - Reputation doubles the production limits per tier, up to 8x: tier 1 after 1,000 messages
   in the last 7 days, tier 2 after 10,000, tier 3 after 50,000 — each only while the 7-day
   bounce rate stays under 2% and the complaint rate under 0.1%. A bounce rate over 5% or a
@@ -20,19 +20,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 BASE_MINUTE, BASE_DAY = 600, 10_000
-SANDBOX_MINUTE, SANDBOX_DAY = 10, 50
+SANDBOX_DAY = 50
 REFRESH_SECONDS = 600
 
 
 @dataclass
 class Window:
-    start: float = 0.0
-    count: int = 0
+    """A fixed window counter; ``index`` is the window number (now // length)."""
 
-    def roll(self, now: float, length: float) -> None:
-        start = now - (now % length)
-        if start != self.start:
-            self.start, self.count = start, 0
+    index: int = -1
+    count: int = 0
+    length: int = 60
+
+    def roll(self, now: float) -> None:
+        index = int(now // self.length)
+        if index != self.index:
+            self.index, self.count = index, 0
+
+    def current(self, now: float) -> int:
+        return self.count if self.index == int(now // self.length) else 0
+
+    def reset_in(self, now: float) -> int:
+        return int((self.index + 1) * self.length - now) + 1
 
 
 @dataclass
@@ -54,10 +63,9 @@ class Decision:
 
 @dataclass
 class ServiceCounters:
-    minute: Window = field(default_factory=Window)
-    day: Window = field(default_factory=Window)
-    sandbox_minute: Window = field(default_factory=Window)
-    sandbox_day: Window = field(default_factory=Window)
+    minute: Window = field(default_factory=lambda: Window(length=60))
+    day: Window = field(default_factory=lambda: Window(length=86400))
+    sandbox_day: Window = field(default_factory=lambda: Window(length=86400))
     tier: int = 0
     refreshed_at: float = -1e9
     seeded_day: float = -1.0
@@ -104,7 +112,7 @@ class RateLimiter:
             if c.seeded_day != day_start:
                 c.seeded_day = day_start
                 today = await queries.messages_since(self.store, service_id, datetime.fromtimestamp(day_start, timezone.utc))
-                c.day.roll(now, 86400)
+                c.day.roll(now)
                 c.day.count = max(c.day.count, math.ceil(today / self.replicas))
         except Exception:  # the store is a read model: limits still hold on local counts
             pass
@@ -115,28 +123,26 @@ class RateLimiter:
         now = time.time()
         c = await self.refresh(service_id, now)
         per_min, per_day = self.limits(service_id)
-        windows = [("minute", c.minute, 60, self._share(per_min)), ("day", c.day, 86400, self._share(per_day))]
+        windows = [("minute", c.minute, self._share(per_min)), ("day", c.day, self._share(per_day))]
         if sandboxed:
-            windows += [("sandbox minute", c.sandbox_minute, 60, self._share(SANDBOX_MINUTE)),
-                        ("sandbox day", c.sandbox_day, 86400, self._share(SANDBOX_DAY))]
-        for _, w, length, _ in windows:
-            w.roll(now, length)
-        blocked = [(name, w, length, lim) for name, w, length, lim in windows if w.count + n > lim]
+            windows.append(("sandbox day", c.sandbox_day, self._share(SANDBOX_DAY)))
+        for _, w, _ in windows:
+            w.roll(now)
+        blocked = [(name, w, lim) for name, w, lim in windows if w.count + n > lim]
         if blocked:
-            name, w, length, lim = blocked[-1]
-            reset = int(w.start + length - now) + 1
+            name, w, lim = blocked[-1]
+            reset = w.reset_in(now)
             return Decision(False, lim, lim - w.count, reset, retry_after=reset, scope=name)
-        for _, w, _, _ in windows:
+        for _, w, _ in windows:
             w.count += n
-        name, w, length, lim = min(windows, key=lambda x: x[3] - x[1].count)
-        return Decision(True, lim, lim - w.count, int(w.start + length - now) + 1, scope=name)
+        name, w, lim = min(windows, key=lambda x: x[2] - x[1].count)
+        return Decision(True, lim, lim - w.count, w.reset_in(now), scope=name)
 
     def view(self, service_id: str) -> dict:
         now = time.time()
         c = self._counters.get(service_id, ServiceCounters())
         per_min, per_day = self.limits(service_id)
-        minute = c.minute.count if c.minute.start == now - now % 60 else 0
-        day = c.day.count if c.day.start == now - now % 86400 else 0
+        minute, day = c.minute.current(now), c.day.current(now)
         return {"per_minute": per_min, "per_day": per_day, "sandbox_per_day": SANDBOX_DAY,
                 "reputation_tier": c.tier, "usage": {"this_minute": minute,
                                                      "today": day}}

@@ -115,7 +115,7 @@ class SendEmail(BaseModel):
     @classmethod
     def _subject(cls, v: str) -> str:
         if has_forbidden_chars(v):
-            raise ValueError("must not contain CR, LF or NUL")
+            raise ValueError("must not contain line breaks or NUL")
         return v
 
     @field_validator("headers")

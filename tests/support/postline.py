@@ -140,7 +140,11 @@ def inbox_reader(api: Api, timeout: float = 20):
 
 
 def sink_reader(sink, timeout: float = 20):
+    """``read_mail`` for an SMTP sink: the first verification mail to an address that arrived
+    after this reader was made (so each verification reads its own link)."""
+    before = {id(r) for r in sink.received}
+
     def read(address: str) -> bytes:
-        got = sink.wait_for(lambda r: address in r.rcpt_tos and b"Confirm" in r.data, timeout)
-        return mail_text(got[-1].data)
+        got = sink.wait_for(lambda r: id(r) not in before and address in r.rcpt_tos and b"Confirm" in r.data, timeout)
+        return mail_text(got[0].data)
     return read

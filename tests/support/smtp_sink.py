@@ -60,7 +60,7 @@ class SmtpSink:
         self.received: list[Received] = []
         self.lock = threading.Lock()
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
-                                     data_size_limit=50 * 1024 * 1024)
+                                     data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=True)
 
     def next_data_reply(self) -> str:
         with self.lock:

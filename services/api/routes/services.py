@@ -16,7 +16,7 @@ def service_view(rt, svc: ev.ServiceSaved) -> dict:
             "created_at": svc.created_at.isoformat()}
     limits = rt.extras.get("limits")
     if limits is not None:
-        view["rate_limits"] = limits.view(svc)
+        view["rate_limits"] = limits.view(svc.service_id)
     return view
 
 

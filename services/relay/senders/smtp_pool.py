@@ -7,6 +7,7 @@ import ssl
 import aiosmtplib
 
 from services.relay.outcome import DeliveryResult, from_exception, from_reply
+from shared.addresses import needs_smtputf8
 
 
 class SmtpPool:
@@ -46,7 +47,8 @@ class SmtpPool:
                 client = self._idle.pop() if self._idle else await self._connect()
                 if not client.is_connected:
                     client = await self._connect()
-                errors, reply = await client.sendmail(mail_from, rcpts, raw)
+                options = ["SMTPUTF8"] if needs_smtputf8(mail_from, *rcpts) else []
+                errors, reply = await client.sendmail(mail_from, rcpts, raw, mail_options=options)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 self._release(client)
                 return {e.recipient: from_reply(e.code, e.message, self.host) for e in exc.recipients}

@@ -78,7 +78,7 @@ async def test_tenant_isolation_on_every_route(tmp_path):
             if "{service_id}" not in path or path.endswith("/send"):
                 continue
             url = path.format(service_id=a["sid"], domain_id=a["domain_id"], key_id=a["key_id"],
-                              recipient_id=a["recipient_id"])
+                              recipient_id=a["recipient_id"], email="x@example.com")
             for method in operations:
                 r = await b_admin(method.upper(), url, json={})
                 assert r.status_code == 404, (method, path, r.status_code, r.text)
