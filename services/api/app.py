@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.idempotency import IdempotencyStore
 from services.api.limits import RateLimiter
+from services.api.schemas import ErrorBody
 from services.api.validation_errors import first_error
 from services.api.routes import dev, domains, emails, keys, sandbox, services, suppressions
 
@@ -57,9 +58,17 @@ async def _too_large(send, limit: int) -> None:
 
 
 def create_app(runtime) -> FastAPI:
+    error = {"model": ErrorBody}
     app = FastAPI(title="Postline", version="0.1.0",
-                  description="Transactional email: send API, management API, events.",
-                  responses={400: {"description": "Invalid input"}, 401: {"description": "Missing or invalid credential"}})
+                  description="Transactional email: send API, management API, events. Errors are `{\"error\": \"...\"}`.",
+                  responses={400: {**error, "description": "Invalid input (the message names the field)"},
+                             401: {**error, "description": "Missing or invalid credential"},
+                             403: {**error, "description": "Valid credential, but not allowed here"},
+                             404: {**error, "description": "Not found (or another tenant's)"},
+                             409: {**error, "description": "Conflict"},
+                             413: {**error, "description": "Body too large"},
+                             429: {**error, "description": "Rate limit reached"},
+                             503: {**error, "description": "A dependency is unavailable; safe to retry"}})
     app.state.runtime = runtime
     if runtime is not None:
         runtime.extras.setdefault("limits", RateLimiter(runtime.settings.api_replicas, runtime.store))

@@ -268,3 +268,105 @@ class EmailRecord(BaseModel):
     message: str
     recipients: dict[str, RecipientState]
     events: list[dict]
+
+
+# ---------------------------------------------------------------- management responses
+
+class RateLimitView(BaseModel):
+    per_minute: int = Field(examples=[600])
+    per_day: int = Field(examples=[10000])
+    sandbox_per_day: int = Field(examples=[50])
+    reputation_tier: int = Field(examples=[0])
+    usage: dict[str, int] = Field(examples=[{"this_minute": 3, "today": 120}])
+
+
+class ServiceView(BaseModel):
+    id: str
+    name: str = Field(examples=["billing"])
+    mode: Literal["sandbox", "production"]
+    status: Literal["active", "disabled"]
+    track_opens: bool
+    track_clicks: bool
+    created_at: str
+    rate_limits: RateLimitView | None = None
+
+
+class ServiceList(BaseModel):
+    data: list[ServiceView]
+
+
+class ApiKeyView(BaseModel):
+    id: str
+    name: str
+    prefix: str = Field(examples=["rs_eml_a8K2"])
+    created_at: str
+
+
+class ApiKeyCreated(ApiKeyView):
+    key: str = Field(description="The secret, shown only in this response.",
+                     examples=["rs_eml_a8K2pX7dL3qVnWj4mC9bRzT1yU6sH0eF"])
+
+
+class ApiKeyList(BaseModel):
+    data: list[ApiKeyView]
+
+
+class DnsRecord(BaseModel):
+    record: Literal["SPF", "DKIM", "DMARC", "MX"]
+    type: Literal["TXT", "MX"]
+    name: str = Field(examples=["plrab12cd._domainkey.acme.test"])
+    value: str
+    value_strings: list[str] | None = Field(None, description="The value split into ≤255-byte TXT strings.")
+    required: bool
+
+
+class DnsCheck(BaseModel):
+    record: str
+    name: str
+    expected: str
+    seen: list[str]
+    status: Literal["found", "missing", "mismatch", "error"]
+    detail: str | None = None
+
+
+class DomainView(BaseModel):
+    id: str
+    domain: str = Field(examples=["acme.test"])
+    status: Literal["pending", "verified"]
+    verified: bool
+    verified_at: str | None
+    created_at: str
+    records: list[DnsRecord]
+    last_check: dict | None = None
+    checks: list[DnsCheck] | None = None
+
+
+class DomainList(BaseModel):
+    data: list[DomainView]
+
+
+class SandboxEmailView(BaseModel):
+    id: str
+    email: str
+    status: Literal["pending", "verified"]
+    verified: bool
+    created_at: str
+    verified_at: str | None
+    verification_email_id: str | None = None
+
+
+class SandboxEmailList(BaseModel):
+    data: list[SandboxEmailView]
+
+
+class SuppressionView(BaseModel):
+    email: str
+    reason: str = Field(examples=["hard_bounce"])
+    detail: str | None
+    source_email_id: str | None
+    created_at: str
+
+
+class SuppressionList(BaseModel):
+    data: list[SuppressionView]
+    next_cursor: str | None

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from services.api import domains as dom
 from services.api.auth import owned_service, runtime
-from services.api.schemas import DomainCreate
+from services.api.schemas import DomainCreate, DomainList, DomainView
 from shared import events as ev
 from shared.dkim_keys import generate
 
@@ -26,7 +26,7 @@ def owned_domain(domain_id: str, svc=Depends(owned_service), rt=Depends(runtime)
     return d
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=DomainView, response_model_exclude_none=True)
 async def add_domain(body: DomainCreate, svc=Depends(owned_service), rt=Depends(runtime)):
     name = dom.normalise_domain(body.domain)
     if name is None:
@@ -40,17 +40,17 @@ async def add_domain(body: DomainCreate, svc=Depends(owned_service), rt=Depends(
     return domain_view(d, rt.settings)
 
 
-@router.get("")
+@router.get("", response_model=DomainList, response_model_exclude_none=True)
 async def list_domains(svc=Depends(owned_service), rt=Depends(runtime)):
     return {"data": [domain_view(d, rt.settings) for d in rt.control.state.domains_of(svc.service_id)]}
 
 
-@router.get("/{domain_id}")
+@router.get("/{domain_id}", response_model=DomainView, response_model_exclude_none=True)
 async def get_domain(d=Depends(owned_domain), rt=Depends(runtime)):
     return domain_view(d, rt.settings)
 
 
-@router.post("/{domain_id}/verify")
+@router.post("/{domain_id}/verify", response_model=DomainView, response_model_exclude_none=True)
 async def verify_domain(d=Depends(owned_domain), rt=Depends(runtime)):
     verified, checks = await dom.verify(d, rt.settings)
     now = ev.utcnow()

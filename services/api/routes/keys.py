@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException
 
 from services.api.auth import owned_service, runtime
-from services.api.schemas import ApiKeyCreate
+from services.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList
 from shared import events as ev
 from shared.crypto import hash_secret, new_api_key
 
@@ -15,7 +15,7 @@ def key_view(k: ev.ApiKeySaved) -> dict:
     return {"id": k.key_id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at.isoformat()}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ApiKeyCreated)
 async def create_key(body: ApiKeyCreate, svc=Depends(owned_service), rt=Depends(runtime)):
     secret = new_api_key()
     rec = ev.ApiKeySaved(workspace_id=svc.workspace_id, service_id=svc.service_id, key_id=ev.new_id(), name=body.name,
@@ -24,7 +24,7 @@ async def create_key(body: ApiKeyCreate, svc=Depends(owned_service), rt=Depends(
     return {**key_view(rec), "key": secret}
 
 
-@router.get("")
+@router.get("", response_model=ApiKeyList)
 async def list_keys(svc=Depends(owned_service), rt=Depends(runtime)):
     return {"data": [key_view(k) for k in rt.control.state.keys_of(svc.service_id)]}
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
 from services.api.auth import owned_service, runtime
-from services.api.schemas import SandboxEmailCreate
+from services.api.schemas import SandboxEmailCreate, SandboxEmailList, SandboxEmailView
 from shared import events as ev
 from shared.crypto import hash_secret
 
@@ -37,7 +37,7 @@ def verification_request(rt, r: ev.SandboxRecipientSaved, svc: ev.ServiceSaved, 
                             **{"from": f"Postline <{rt.settings.sandbox_from}>"})
 
 
-@router.post("/api/email/services/{service_id}/sandbox-emails", status_code=201)
+@router.post("/api/email/services/{service_id}/sandbox-emails", status_code=201, response_model=SandboxEmailView)
 async def add_sandbox_email(body: SandboxEmailCreate, svc=Depends(owned_service), rt=Depends(runtime)):
     existing = [r for r in rt.control.state.sandbox_of(svc.service_id) if r.email == body.email]
     if existing and existing[0].verified:
@@ -55,7 +55,7 @@ async def add_sandbox_email(body: SandboxEmailCreate, svc=Depends(owned_service)
     return {**recipient_view(rec), "verification_email_id": req.email_id}
 
 
-@router.get("/api/email/services/{service_id}/sandbox-emails")
+@router.get("/api/email/services/{service_id}/sandbox-emails", response_model=SandboxEmailList)
 async def list_sandbox_emails(svc=Depends(owned_service), rt=Depends(runtime)):
     return {"data": [recipient_view(r) for r in rt.control.state.sandbox_of(svc.service_id)]}
 

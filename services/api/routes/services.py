@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException
 
 from services.api.auth import owned_service, runtime, workspace
-from services.api.schemas import ServiceCreate, ServiceUpdate
+from services.api.schemas import ServiceCreate, ServiceList, ServiceUpdate, ServiceView
 from shared import events as ev
 
 router = APIRouter(prefix="/api/email/services", tags=["services"])
@@ -20,24 +20,24 @@ def service_view(rt, svc: ev.ServiceSaved) -> dict:
     return view
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ServiceView)
 async def create_service(body: ServiceCreate, ws=Depends(workspace), rt=Depends(runtime)):
     svc = ev.ServiceSaved(workspace_id=ws.workspace_id, service_id=ev.new_id(), name=body.name, created_at=ev.utcnow())
     await rt.control.save(svc)
     return service_view(rt, svc)
 
 
-@router.get("")
+@router.get("", response_model=ServiceList)
 async def list_services(ws=Depends(workspace), rt=Depends(runtime)):
     return {"data": [service_view(rt, s) for s in rt.control.state.services_of(ws.workspace_id)]}
 
 
-@router.get("/{service_id}")
+@router.get("/{service_id}", response_model=ServiceView)
 async def get_service(svc=Depends(owned_service), rt=Depends(runtime)):
     return service_view(rt, svc)
 
 
-@router.patch("/{service_id}")
+@router.patch("/{service_id}", response_model=ServiceView)
 async def update_service(body: ServiceUpdate, svc=Depends(owned_service), rt=Depends(runtime)):
     changes = body.model_dump(exclude_none=True)
     if changes.get("mode") == "production" and not any(d.verified for d in rt.control.state.domains_of(svc.service_id)):

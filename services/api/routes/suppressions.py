@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.api.auth import owned_service, runtime
 from shared import events as ev
+from services.api.schemas import SuppressionList, SuppressionView
 from shared.addresses import AddressError, parse_mailbox
 
 router = APIRouter(prefix="/api/email/services/{service_id}/suppressions", tags=["suppressions"])
@@ -40,7 +41,7 @@ def _normal(email: str) -> str:
         raise HTTPException(400, f"email: {exc}") from None
 
 
-@router.get("")
+@router.get("", response_model=SuppressionList)
 async def list_suppressions(limit: int = Query(50, ge=1, le=500), cursor: str | None = Query(None, max_length=320),
                             svc=Depends(owned_service), rt=Depends(runtime)):
     """Newest first; ``next_cursor`` pages on (an email address is the cursor)."""
@@ -52,7 +53,7 @@ async def list_suppressions(limit: int = Query(50, ge=1, le=500), cursor: str | 
     return {"data": page, "next_cursor": page[-1]["email"] if len(items) > limit else None}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=SuppressionView)
 async def add_suppression(body: SuppressionCreate, svc=Depends(owned_service), rt=Depends(runtime)):
     rec = ev.SuppressionSaved(workspace_id=svc.workspace_id, service_id=svc.service_id, email=body.email,
                               reason=body.reason, created_at=ev.utcnow())
@@ -60,7 +61,7 @@ async def add_suppression(body: SuppressionCreate, svc=Depends(owned_service), r
     return view(rec)
 
 
-@router.get("/{email}")
+@router.get("/{email}", response_model=SuppressionView)
 async def get_suppression(email: str, svc=Depends(owned_service), rt=Depends(runtime)):
     rec = rt.control.state.suppression(svc.service_id, _normal(email))
     if rec is None:
