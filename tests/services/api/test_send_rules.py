@@ -286,3 +286,18 @@ def test_scheduled_send_waits_and_survives_restart(world, tmp_path):
     got = sink.wait_for(lambda m: email_id.encode() in m.data, timeout=30)
     assert got[0].at >= at.timestamp() - 0.05
     assert api.http.get(f"/emails/{email_id}", headers={"Api-Key": key}).json()["scheduled_at"]
+
+
+def test_sandbox_daily_cap_is_429_with_retry_after(world):
+    api, sink = world["api"], world["sink"]
+    sid = api.create_service("capped")
+    key = api.create_key(sid)
+    api.verify_sandbox(sid, ANN, sink_reader(sink))
+    for i in range(50):
+        r = api.send(key, {**BASE, "to": ANN, "subject": f"cap {i}"})
+        assert r.status_code == 200, (i, r.text)
+    r = api.send(key, {**BASE, "to": ANN, "subject": "one too many"})
+    assert r.status_code == 429
+    assert "sandbox day" in r.json()["error"]
+    assert int(r.headers["Retry-After"]) > 0
+    assert r.headers["RateLimit-Remaining"] == "0" and r.headers["RateLimit-Limit"] == "50"
