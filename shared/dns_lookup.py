@@ -37,3 +37,17 @@ async def mx(res: dns.asyncresolver.Resolver, domain: str) -> list[tuple[int, st
     except dns.exception.DNSException:
         return None
     return sorted((r.preference, str(r.exchange).rstrip(".")) for r in answer)
+
+
+async def addresses(res: dns.asyncresolver.Resolver, host: str) -> list[str] | None:
+    """IPv4 then IPv6 addresses of ``host``; [] when none; None on a DNS failure."""
+    out: list[str] = []
+    failed = False
+    for rtype in ("A", "AAAA"):
+        try:
+            out += [r.to_text() for r in await res.resolve(host, rtype)]
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            pass
+        except dns.exception.DNSException:
+            failed = True
+    return None if failed and not out else out

@@ -1,11 +1,15 @@
 """Process one send request: a checklist of named steps (Postal's OutgoingMessageProcessor).
 
-announce → skip_already_delivered → build → sign → deliver → record_outcomes → schedule_retry
+announce → skip_already_delivered → build → sign → deliver (one VERP transaction per
+recipient) → record_in_ledger → emit outcome events → schedule_retry.
+
 Every event id is derived from (email, recipient, type, attempt), so re-processing a
 redelivered request emits the same ids and consumers drop the duplicates."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -15,11 +19,15 @@ from services.relay.outcome import DeliveryResult
 from services.relay.senders.base import Sender
 from services.relay.signing import Signer
 from shared import events as ev
+from shared import metrics
 from shared.addresses import bare, domain_of
 from shared.control.state import ControlState
+from shared.failpoints import failpoint
 from shared.log.port import EventLog
+from shared.verp import return_path
 
 log = logging.getLogger(__name__)
+FINAL = ("delivered", "bounced", "failed")
 
 
 @dataclass
@@ -64,8 +72,28 @@ def build_message(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
     return build(req, id_domain)
 
 
-def sign(ctx: RelayContext, raw: bytes, domain: ev.DomainSaved | None) -> bytes:
-    return ctx.signer.sign(raw, domain) if domain else raw
+async def sign(ctx: RelayContext, raw: bytes, domain: ev.DomainSaved | None) -> bytes:
+    return await ctx.signer.sign_async(raw, domain) if domain else raw
+
+
+def verp_for(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpt: str) -> str:
+    """The per-recipient return path: bounces map back to (message, recipient)."""
+    everyone = [bare(a).lower() for a in (*req.to, *req.cc, *req.bcc)]
+    index = everyone.index(rcpt.lower()) if rcpt.lower() in everyone else 0
+    bounce_domain = f"bounces.{domain.domain}" if domain else ctx.settings.hostname
+    return return_path(ctx.settings.master_key, req.email_id, index, bounce_domain)
+
+
+async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpts: list[str],
+                  raw: bytes) -> dict[str, DeliveryResult]:
+    """One SMTP transaction per recipient (VERP), all at once; outcomes per recipient."""
+    async def one(rcpt: str) -> tuple[str, DeliveryResult]:
+        start = time.perf_counter()
+        res = (await ctx.sender.send(verp_for(ctx, req, domain, rcpt), [rcpt], raw)).get(rcpt)
+        metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
+        return rcpt, res or DeliveryResult("deferred", None, "no reply for recipient")
+
+    return dict(await asyncio.gather(*(one(r) for r in rcpts)))
 
 
 def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_at: datetime | None,
@@ -92,31 +120,36 @@ def retry_plan(ctx: RelayContext, req: ev.SendRequested) -> tuple[int, datetime,
     return level, when, gave_up
 
 
-async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
-    """Deliver one request; all its effects are durable when this returns."""
-    events = announce(req)
-    pending = await skip_already_delivered(ctx, req)
-    deferred: list[str] = []
-    if pending:
-        domain = sending_domain(ctx, req)
-        raw = sign(ctx, build_message(ctx, req, domain), domain)
-        results = await ctx.sender.send(bare(req.from_), pending, raw)
-        level, when, gave_up = retry_plan(ctx, req)
-        for rcpt in pending:
-            res = results.get(rcpt) or DeliveryResult("deferred", None, "no reply for recipient")
-            events.append(outcome_event(req, rcpt, res, when, gave_up))
-            if res.status == "deferred" and not gave_up:
-                deferred.append(rcpt)
-        if deferred:
-            await schedule_retry(ctx, req, deferred, level, when)
-    if events:
-        await ctx.log.append_many(ev.Topic.EVENTS, [(req.email_id, ev.encode(e)) for e in events])
-    await ctx.ledger.record([(req.email_id, e.recipient, e.type) for e in events
-                             if e.type in ("delivered", "bounced", "failed")])
-
-
 async def schedule_retry(ctx: RelayContext, req: ev.SendRequested, rcpts: list[str], level: int,
                          when: datetime) -> None:
     retry = req.model_copy(update={"recipients": rcpts, "dropped": [], "attempt": req.attempt + 1,
                                    "first_attempt_at": req.first_attempt_at or req.time, "scheduled_at": when})
     await ctx.log.append(ev.retry_topic(level), req.email_id, ev.encode(retry))
+
+
+async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
+    """Deliver one request; all its effects are durable when this returns."""
+    events = announce(req)
+    pending = await skip_already_delivered(ctx, req)
+    if pending:
+        domain = sending_domain(ctx, req)
+        raw = await sign(ctx, build_message(ctx, req, domain), domain)
+        metrics.RELAY_IN_FLIGHT.inc()
+        try:
+            results = await deliver(ctx, req, domain, pending, raw)
+        finally:
+            metrics.RELAY_IN_FLIGHT.dec()
+        level, when, gave_up = retry_plan(ctx, req)
+        outcomes = [outcome_event(req, rcpt, results[rcpt], when, gave_up) for rcpt in pending]
+        # The ledger first: from here on a crash does not send these recipients again.
+        await ctx.ledger.record([(req.email_id, e.recipient, e.type) for e in outcomes if e.type in FINAL])
+        failpoint("relay.after_ledger")
+        deferred = [e.recipient for e in outcomes if e.type == "deferred"]
+        if deferred:
+            await schedule_retry(ctx, req, deferred, level, when)
+        for e in outcomes:
+            metrics.DELIVERIES.labels(e.type).inc()
+        events += outcomes
+    if events:
+        await ctx.log.append_many(ev.Topic.EVENTS, [(req.email_id, ev.encode(e)) for e in events])
+    failpoint("relay.after_events")

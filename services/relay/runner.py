@@ -80,4 +80,5 @@ class Relay:
                 t.cancel()
             await self.ctx.sender.close()
             self.ctx.ledger.close()
+            self.ctx.signer.close()
             self.scheduler.close()

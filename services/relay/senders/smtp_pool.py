@@ -18,10 +18,11 @@ class SmtpPool:
 
     def __init__(self, host: str, port: int, size: int = 8, tls: str = "none",
                  user: str | None = None, password: str | None = None, timeout: float = 30.0,
-                 local_hostname: str | None = None):
+                 local_hostname: str | None = None, server_hostname: str | None = None):
         self.host, self.port, self.tls = host, port, tls
         self.user, self.password, self.timeout = user, password, timeout
         self.local_hostname = local_hostname
+        self.server_hostname = server_hostname  # TLS SNI / name when host is an IP address
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(size)
 
@@ -35,7 +36,7 @@ class SmtpPool:
             start_tls=False, tls_context=ctx, local_hostname=self.local_hostname)
         await client.connect()
         if self.tls == "starttls" or (self.tls == "opportunistic" and client.supports_extension("starttls")):
-            await client.starttls(tls_context=ctx)
+            await client.starttls(tls_context=ctx, server_hostname=self.server_hostname or self.host)
         if self.user:
             await client.login(self.user, self.password or "")
         return client

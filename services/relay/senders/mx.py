@@ -1,0 +1,96 @@
+"""MX delivery: look up the recipient domain's MX hosts (A/AAAA fallback, RFC 5321 §5.1),
+try them in preference order, reuse connections per host, opportunistic STARTTLS, and cap
+concurrency and message rate per destination host."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+from services.relay.outcome import DeliveryResult
+from services.relay.senders.base import Sender
+from services.relay.senders.smtp_pool import SmtpPool
+from shared import dns_lookup
+from shared.addresses import domain_of
+
+MX_CACHE_SECONDS = 300
+
+
+class RateGate:
+    """At most ``rate`` starts per second (evenly spaced)."""
+
+    def __init__(self, rate: float):
+        self.interval, self.next_at = 1.0 / rate, 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self.next_at > now:
+                await asyncio.sleep(self.next_at - now)
+            self.next_at = max(now, self.next_at) + self.interval
+
+
+class MxSender(Sender):
+    def __init__(self, settings):
+        self.settings = settings
+        self.resolver = dns_lookup.resolver(settings.dns_server)
+        self._mx_cache: dict[str, tuple[float, list[str] | None]] = {}
+        self._pools: dict[str, SmtpPool] = {}
+        self._gates: dict[str, RateGate] = {}
+
+    async def mx_hosts(self, domain: str) -> list[str] | None:
+        """Hosts in preference order; [] for a null MX; None when DNS failed (try later)."""
+        cached = self._mx_cache.get(domain)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        records = await dns_lookup.mx(self.resolver, domain)
+        if records is None:
+            return None
+        if records == [(0, "")] or records == [(0, ".")]:
+            hosts: list[str] = []  # RFC 7505 null MX: the domain takes no mail
+        else:
+            hosts = [h for _, h in records] or [domain]  # no MX: the domain's own address
+        self._mx_cache[domain] = (time.monotonic() + MX_CACHE_SECONDS, hosts)
+        return hosts
+
+    def _pool(self, host: str, ip: str) -> SmtpPool:
+        key = f"{host}|{ip}"
+        if key not in self._pools:
+            self._pools[key] = SmtpPool(ip, self.settings.mx_port, size=self.settings.mx_concurrency,
+                                        tls="opportunistic", local_hostname=self.settings.hostname,
+                                        server_hostname=host)
+            self._gates[key] = RateGate(self.settings.mx_rate)
+        return self._pools[key]
+
+    async def _send_domain(self, domain: str, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
+        hosts = await self.mx_hosts(domain)
+        if hosts is None:
+            return {r: DeliveryResult("deferred", None, f"DNS lookup for {domain} failed") for r in rcpts}
+        if not hosts:
+            return {r: DeliveryResult("bounced", 556, f"5.1.10 {domain} accepts no mail (null MX)") for r in rcpts}
+        last: dict[str, DeliveryResult] = {}
+        for host in hosts:
+            ips = await dns_lookup.addresses(self.resolver, host)
+            for ip in ips or []:
+                key = f"{host}|{ip}"
+                pool = self._pool(host, ip)
+                await self._gates[key].wait()
+                results = await pool.send(mail_from, rcpts, raw)
+                if not all(r.smtp_code is None for r in results.values()):
+                    return results  # the host answered (2xx/4xx/5xx): that is the outcome
+                last = results      # could not connect: next address, then next MX
+        return last or {r: DeliveryResult("deferred", None, f"no reachable MX for {domain}") for r in rcpts}
+
+    async def send(self, mail_from, rcpts, raw):
+        by_domain: dict[str, list[str]] = defaultdict(list)
+        for r in rcpts:
+            by_domain[domain_of(r)].append(r)
+        out: dict[str, DeliveryResult] = {}
+        for part in await asyncio.gather(*(self._send_domain(d, mail_from, rs, raw) for d, rs in by_domain.items())):
+            out.update(part)
+        return out
+
+    async def close(self):
+        for pool in self._pools.values():
+            await pool.close()
