@@ -9,6 +9,7 @@ import logging
 from typing import Awaitable, Callable
 
 from shared import events as ev
+from shared.failpoints import failpoint
 from shared.log.port import Consumer, EventLog, Record
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ async def run_consumer(consumer: Consumer, handle: Callable[[list[Record]], Awai
             if not records:
                 continue
             await handle_until_done(handle, records, stop)
+            failpoint("consumer.before_commit")  # the batch is fully handled: a safe crash point
             await consumer.commit(records)
     finally:
         await consumer.close()

@@ -13,7 +13,12 @@ for item in filter(None, os.environ.get("POSTLINE_FAILPOINTS", "").split(",")):
     _points[name.strip()] = float(prob or 1)
 
 
-def failpoint(name: str) -> None:
+def hit(name: str) -> bool:
     p = _points.get(name)
-    if p is not None and random.random() < p:
+    return p is not None and random.random() < p
+
+
+def failpoint(name: str) -> None:
+    """Crash here (with the configured probability)."""
+    if hit(name):
         os._exit(137)

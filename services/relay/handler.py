@@ -8,9 +8,11 @@ redelivered request emits the same ids and consumers drop the duplicates."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from services.relay.ledger import Ledger
@@ -22,12 +24,47 @@ from shared import events as ev
 from shared import metrics
 from shared.addresses import bare, domain_of
 from shared.control.state import ControlState
-from shared.failpoints import failpoint
+from shared import failpoints
 from shared.log.port import EventLog
 from shared.verp import return_path
 
 log = logging.getLogger(__name__)
 FINAL = ("delivered", "bounced", "failed")
+
+
+class InFlight:
+    """SMTP transactions under way. ``drain`` stops new ones and waits for the rest, which
+    both graceful shutdown and failpoint crashes use: a crash is simulated at a pipeline
+    step of one message, never in the middle of another message's SMTP hand-over."""
+
+    def __init__(self):
+        self.count, self.closed = 0, False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        while self.closed:
+            await asyncio.sleep(3600)
+        self.count += 1
+        self.idle.clear()
+        metrics.RELAY_IN_FLIGHT.inc()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            metrics.RELAY_IN_FLIGHT.dec()
+            if not self.count:
+                self.idle.set()
+
+    async def drain(self) -> None:
+        self.closed = True
+        await self.idle.wait()
+
+    async def crash_point(self, name: str) -> None:
+        if failpoints.hit(name):
+            await self.drain()
+            os._exit(137)
 
 
 @dataclass
@@ -38,6 +75,7 @@ class RelayContext:
     sender: Sender
     ledger: Ledger
     signer: Signer
+    in_flight: InFlight = field(default_factory=InFlight)
 
 
 def _common(req: ev.SendRequested) -> dict:
@@ -86,12 +124,20 @@ def verp_for(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | 
 
 async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpts: list[str],
                   raw: bytes) -> dict[str, DeliveryResult]:
-    """One SMTP transaction per recipient (VERP), all at once; outcomes per recipient."""
+    """One SMTP transaction per recipient (VERP), all at once; outcomes per recipient.
+
+    A final outcome is written to the ledger right after the server's reply, before the
+    transaction counts as finished, so the only moment a crash can cause a resend is the
+    reply itself in flight (no sender can close that window)."""
     async def one(rcpt: str) -> tuple[str, DeliveryResult]:
-        start = time.perf_counter()
-        res = (await ctx.sender.send(verp_for(ctx, req, domain, rcpt), [rcpt], raw)).get(rcpt)
-        metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
-        return rcpt, res or DeliveryResult("deferred", None, "no reply for recipient")
+        async with ctx.in_flight.transaction():
+            start = time.perf_counter()
+            res = (await ctx.sender.send(verp_for(ctx, req, domain, rcpt), [rcpt], raw)).get(rcpt)
+            res = res or DeliveryResult("deferred", None, "no reply for recipient")
+            if res.status in FINAL:
+                ctx.ledger.record_now([(req.email_id, rcpt, res.status)])
+            metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
+        return rcpt, res
 
     return dict(await asyncio.gather(*(one(r) for r in rcpts)))
 
@@ -134,16 +180,12 @@ async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
     if pending:
         domain = sending_domain(ctx, req)
         raw = await sign(ctx, build_message(ctx, req, domain), domain)
-        metrics.RELAY_IN_FLIGHT.inc()
-        try:
-            results = await deliver(ctx, req, domain, pending, raw)
-        finally:
-            metrics.RELAY_IN_FLIGHT.dec()
+        await ctx.in_flight.crash_point("relay.before_deliver")
+        results = await deliver(ctx, req, domain, pending, raw)
         level, when, gave_up = retry_plan(ctx, req)
         outcomes = [outcome_event(req, rcpt, results[rcpt], when, gave_up) for rcpt in pending]
-        # The ledger first: from here on a crash does not send these recipients again.
-        await ctx.ledger.record([(req.email_id, e.recipient, e.type) for e in outcomes if e.type in FINAL])
-        failpoint("relay.after_ledger")
+        await ctx.ledger.record([(req.email_id, e.recipient, e.type) for e in outcomes if e.type == "failed"])
+        await ctx.in_flight.crash_point("relay.after_ledger")
         deferred = [e.recipient for e in outcomes if e.type == "deferred"]
         if deferred:
             await schedule_retry(ctx, req, deferred, level, when)
@@ -152,4 +194,4 @@ async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
         events += outcomes
     if events:
         await ctx.log.append_many(ev.Topic.EVENTS, [(req.email_id, ev.encode(e)) for e in events])
-    failpoint("relay.after_events")
+    await ctx.in_flight.crash_point("relay.after_events")

@@ -35,6 +35,10 @@ class Ledger:
         """Recipients of ``email_id`` that already have a final outcome."""
         return self._done(email_id, recipients) if recipients else set()
 
+    def record_now(self, rows: list[tuple[str, str, str]]) -> None:
+        """Record synchronously (no await between a server's reply and this write)."""
+        self._record(rows)
+
     def _record(self, rows: list[tuple[str, str, str]]) -> None:
         now = time.time()
         with self._lock:

@@ -148,3 +148,36 @@ def sink_reader(sink, timeout: float = 20):
         got = sink.wait_for(lambda r: id(r) not in before and address in r.rcpt_tos and b"Confirm" in r.data, timeout)
         return mail_text(got[0].data)
     return read
+
+
+def production_service(api: Api, dns, domain: str = "acme.test", name: str = "prod") -> tuple[str, str]:
+    """A service in production mode with ``domain`` published in ``dns`` and verified."""
+    sid = api.create_service(name)
+    key = api.create_key(sid)
+    d = api.admin("POST", f"/api/email/services/{sid}/domains", json={"domain": domain}).json()
+    for rec in d["records"]:
+        if rec["type"] == "TXT":
+            dns.txt(rec["name"], rec.get("value_strings") or rec["value"])
+    assert api.admin("POST", f"/api/email/services/{sid}/domains/{d['id']}/verify").json()["verified"]
+    assert api.admin("PATCH", f"/api/email/services/{sid}", json={"mode": "production"}).status_code == 200
+    return sid, key
+
+
+def dkim_results(raw: bytes, dns_address: str) -> list[bool]:
+    """Verify every DKIM-Signature of ``raw`` with dkimpy against the test DNS server."""
+    import dkim
+    import dns.resolver
+
+    ip, _, port = dns_address.rpartition(":")
+    res = dns.resolver.Resolver(configure=False)
+    res.nameservers, res.port = [ip], int(port)
+
+    def dnsfunc(name, timeout=5):
+        try:
+            return b"".join(b"".join(r.strings) for r in res.resolve(name.decode().rstrip("."), "TXT"))
+        except Exception:
+            return None
+
+    d = dkim.DKIM(raw)
+    count = raw.split(b"\r\n\r\n", 1)[0].lower().count(b"dkim-signature:")
+    return [d.verify(idx=i, dnsfunc=dnsfunc) for i in range(count)]

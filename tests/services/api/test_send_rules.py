@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.support.dns_server import DnsServer
-from tests.support.postline import Api, PostlineProcess, sink_reader
+from tests.support.postline import Api, PostlineProcess, dkim_results, sink_reader
 from tests.support.smtp_sink import SmtpSink
 
 ANN, BOB = "ann@example.com", "bob@example.com"
@@ -35,7 +35,7 @@ def world(tmp_path_factory):
             dns.txt(rec["name"], rec.get("value_strings") or rec["value"])
     assert api.admin("POST", f"/api/email/services/{prod_sid}/domains/{d['id']}/verify").json()["verified"]
     assert api.admin("PATCH", f"/api/email/services/{prod_sid}", json={"mode": "production"}).status_code == 200
-    yield {"api": api, "sink": sink, "proc": proc, "sandbox": (sandbox_sid, sandbox_key), "prod": (prod_sid, prod_key)}
+    yield {"api": api, "sink": sink, "proc": proc, "dns": dns, "sandbox": (sandbox_sid, sandbox_key), "prod": (prod_sid, prod_key)}
     proc.stop()
     sink.stop()
     dns.stop()
@@ -51,7 +51,12 @@ def send(world, body, door="emails", which="prod", headers=None):
 
 
 def delivered(world, email_id: str):
-    return world["sink"].wait_for(lambda m: f"<{email_id}@".encode() in m.data)[0]
+    """The first SMTP transaction of a message; a message from a verified domain must carry
+    two DKIM signatures (RSA and Ed25519) that verify against the published DNS."""
+    got = world["sink"].wait_for(lambda m: f"<{email_id}@".encode() in m.data)[0]
+    if b"@acme.test>\r\n" in got.data.split(b"Message-ID:", 1)[1][:80]:
+        assert dkim_results(got.data, world["dns"].address) == [True, True]
+    return got
 
 
 def all_rcpts(world, email_id: str, n: int) -> list[str]:
@@ -78,6 +83,8 @@ def test_from_forms_and_recipient_lists(world, door):
     got = delivered(world, r.json()["id"])
     assert all_rcpts(world, r.json()["id"], 4) == sorted([BOB, "carol@example.com", "dan@example.com", "eve@example.com"])
     assert got.mail_from.startswith("bounces+") and got.mail_from.endswith("@bounces.acme.test")
+    assert dkim_results(got.data, world["dns"].address) == [True, True]
+    assert b"a=ed25519-sha256" in got.data and b"a=rsa-sha256" in got.data
     msg = got.message
     assert msg["From"] == "hello@acme.test"
     assert msg["To"] == "bob@example.com, Carol <carol@example.com>"
