@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from email.headerregistry import Address
+import re
 from email.utils import getaddresses
+from functools import lru_cache
 
 import email_validator
 from email_validator import EmailNotValidError, validate_email
@@ -48,6 +50,28 @@ def parse_mailbox(value: str) -> tuple[str, str]:
 
 def bare(value: str) -> str:
     return parse_mailbox(value)[1]
+
+
+_SIMPLE_NAMED = re.compile(r"^([^\"<>,@\\]*)<([^<>\s\"]+@[^<>\s\"]+)>$")
+
+
+@lru_cache(maxsize=65536)
+def split_mailbox(value: str) -> tuple[str, str]:
+    """``(name, address)`` of an address the API already validated: no validation here,
+    because the relay's hot path would pay ~0.2 ms per email-validator call and ~0.1 ms per
+    ``getaddresses`` call (it parses twice). Plain forms take a fast path."""
+    value = value.strip()
+    if "<" not in value and '"' not in value and "," not in value and " " not in value:
+        return "", value
+    m = _SIMPLE_NAMED.match(value)
+    if m:
+        return m.group(1).strip(), m.group(2)
+    name, addr = getaddresses([value])[0]
+    return name, addr
+
+
+def split_bare(value: str) -> str:
+    return split_mailbox(value)[1]
 
 
 def domain_of(address: str) -> str:

@@ -22,7 +22,7 @@ from services.relay.senders.base import Sender
 from services.relay.signing import Signer
 from shared import events as ev
 from shared import metrics
-from shared.addresses import bare, domain_of
+from shared.addresses import domain_of, split_bare
 from shared.control.state import ControlState
 from shared import failpoints
 from shared.log.port import EventLog
@@ -106,7 +106,7 @@ def sending_domain(ctx: RelayContext, req: ev.SendRequested) -> ev.DomainSaved |
 
 
 def build_message(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None) -> bytes:
-    id_domain = domain.domain if domain else domain_of(bare(ctx.settings.sandbox_from))
+    id_domain = domain.domain if domain else domain_of(split_bare(ctx.settings.sandbox_from))
     return build(req, id_domain)
 
 
@@ -116,7 +116,7 @@ async def sign(ctx: RelayContext, raw: bytes, domain: ev.DomainSaved | None) -> 
 
 def verp_for(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpt: str) -> str:
     """The per-recipient return path: bounces map back to (message, recipient)."""
-    everyone = [bare(a).lower() for a in (*req.to, *req.cc, *req.bcc)]
+    everyone = [split_bare(a).lower() for a in (*req.to, *req.cc, *req.bcc)]
     index = everyone.index(rcpt.lower()) if rcpt.lower() in everyone else 0
     bounce_domain = f"bounces.{domain.domain}" if domain else ctx.settings.hostname
     return return_path(ctx.settings.master_key, req.email_id, index, bounce_domain)

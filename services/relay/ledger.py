@@ -1,53 +1,65 @@
 """The delivery ledger: final outcomes per (message id, recipient).
 
-A request redelivered after a crash (between the SMTP 250 and the offset commit) finds
-its recipients here and is not sent again. Only final outcomes are recorded; a crash
-between the remote 250 and the ledger write resends (at-least-once, never at-most-once)."""
+A request redelivered after a crash (between the SMTP 250 and the offset commit) finds its
+recipients here and is not sent again.
+
+Storage: an append-only file of ``email_id recipient status`` lines, written with one
+``write()`` per outcome (no fsync: a killed process loses nothing that reached the kernel;
+after a power loss the worst case is one resend, never a loss) and an in-memory set rebuilt
+from the files at start. Only entries whose request offset is not yet committed matter, so
+the ledger keeps the current file and the previous one and rotates at ``rotate_at`` lines."""
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-import threading
-import time
+import os
 from pathlib import Path
 
 
 class Ledger:
-    def __init__(self, path: Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives the process being killed (the test that
-        # matters here); after a power loss the worst case is one resend, never a loss.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS ledger(email_id TEXT, recipient TEXT, status TEXT, at REAL, "
-                         "PRIMARY KEY (email_id, recipient)) WITHOUT ROWID")
-        self._lock = threading.Lock()
+    def __init__(self, directory: Path, rotate_at: int = 1_000_000):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.rotate_at = rotate_at
+        self._done: set[tuple[str, str]] = set()
+        self._previous: set[tuple[str, str]] = set()
+        files = sorted(self.dir.glob("ledger.*.log"), key=lambda p: int(p.name.split(".")[1]))
+        self._gen = int(files[-1].name.split(".")[1]) if files else 0
+        for path in files[-2:]:
+            target = self._done if path == files[-1] else self._previous
+            for line in path.read_text(errors="replace").splitlines():
+                parts = line.split(" ")
+                if len(parts) == 3:
+                    target.add((parts[0], parts[1]))
+        self._lines = len(self._done)
+        self._fd = os.open(self._path(self._gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
-    def _done(self, email_id: str, recipients: list[str]) -> set[str]:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT recipient FROM ledger WHERE email_id=? AND recipient IN ({','.join('?' * len(recipients))})",
-                (email_id, *recipients)).fetchall()
-        return {r for (r,) in rows}
+    def _path(self, gen: int) -> Path:
+        return self.dir / f"ledger.{gen}.log"
 
     async def done(self, email_id: str, recipients: list[str]) -> set[str]:
         """Recipients of ``email_id`` that already have a final outcome."""
-        return self._done(email_id, recipients) if recipients else set()
+        return {r for r in recipients if (email_id, r) in self._done or (email_id, r) in self._previous}
 
     def record_now(self, rows: list[tuple[str, str, str]]) -> None:
-        """Record synchronously (no await between a server's reply and this write)."""
-        self._record(rows)
-
-    def _record(self, rows: list[tuple[str, str, str]]) -> None:
-        now = time.time()
-        with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO ledger VALUES (?,?,?,?)", [(*r, now) for r in rows])
+        """Record ``(email_id, recipient, status)``; in the kernel when it returns."""
+        if not rows:
+            return
+        os.write(self._fd, "".join(f"{e} {r} {s}\n" for e, r, s in rows).encode())
+        self._done.update((e, r) for e, r, _ in rows)
+        self._lines += len(rows)
+        if self._lines >= self.rotate_at:
+            self._rotate()
 
     async def record(self, rows: list[tuple[str, str, str]]) -> None:
-        """Record ``(email_id, recipient, status)`` final outcomes; durable when it returns."""
-        if rows:
-            await asyncio.to_thread(self._record, rows)
+        self.record_now(rows)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        old = self._path(self._gen - 1)
+        if old.exists():
+            old.unlink()
+        self._gen += 1
+        self._previous, self._done, self._lines = self._done, set(), 0
+        self._fd = os.open(self._path(self._gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def close(self) -> None:
-        self._db.close()
+        os.close(self._fd)

@@ -18,7 +18,7 @@ from email.utils import formatdate
 
 import html2text
 
-from shared.addresses import parse_mailbox
+from shared.addresses import split_mailbox
 from shared.events import SendRequested
 
 CRLF = b"\r\n"
@@ -85,7 +85,7 @@ def _display_name(name: str) -> list[str]:
 
 
 def mailbox_tokens(value: str) -> list[str]:
-    name, addr = parse_mailbox(value)
+    name, addr = split_mailbox(value)
     return [*_display_name(name), f"<{addr}>"] if name else [addr]
 
 

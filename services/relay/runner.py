@@ -43,7 +43,7 @@ class Relay:
         s = runtime.settings
         self.runtime = runtime
         self.ctx = RelayContext(settings=s, log=runtime.log, control=runtime.control.state,
-                                sender=make_sender(s, runtime.inbox), ledger=Ledger(s.data_dir / "ledger.sqlite3"),
+                                sender=make_sender(s, runtime.inbox), ledger=Ledger(s.data_dir / "ledger"),
                                 signer=Signer(s.master_key))
         self.scheduler = Scheduler(s.data_dir / "scheduled.sqlite3", runtime.log)
         self.guard = PoisonGuard(runtime.log, "relay")

@@ -1,0 +1,37 @@
+"""``make bench``: the numbers in docs/benchmarks.md. Run on an otherwise idle machine."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import os
+
+from tests.bench import relay
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--only", choices=["relay", "stats", "api"], default=None)
+    parser.add_argument("--messages", type=int, default=5000)
+    args = parser.parse_args()
+    import uvloop
+
+    uvloop.install()  # as `postline` runs
+    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    if args.only in (None, "relay"):
+        results["relay_dual_dkim"] = asyncio.run(relay.run(args.messages))
+        results["relay_dual_dkim_stock_dkimpy"] = asyncio.run(relay.run(max(300, args.messages // 10), stock=True))
+    if args.only in (None, "stats"):
+        from tests.bench import stats
+
+        results["stats_1m_events"] = asyncio.run(stats.run())
+    if args.only in (None, "api"):
+        from tests.bench import api
+
+        results["api_send"] = api.run()
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
