@@ -1,0 +1,52 @@
+"""Stats and the message log of a service (SPEC §4), read from ClickHouse."""
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from services.api.auth import owned_service, runtime
+from shared.store import queries
+
+router = APIRouter(prefix="/api/email/services/{service_id}", tags=["analytics"])
+
+
+def _store(rt):
+    if rt.store is None:
+        raise HTTPException(503, "analytics store not configured on this process")
+    return rt.store
+
+
+@router.get("/stats")
+async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Literal["day", "hour"] | None = None,
+                tag: str | None = Query(None, max_length=64), svc=Depends(owned_service), rt=Depends(runtime)):
+    """Counts of sent, delivered, bounced, complained, dropped, deferred, failed, opened and
+    clicked: totals and per bucket (zero-filled). Default bucket: hour for 1h/24h, else day."""
+    bucket = bucket or ("hour" if period in ("1h", "24h") else "day")
+    try:
+        return await queries.stats(_store(rt), svc.service_id, period, bucket, tag)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        raise HTTPException(503, "analytics store unavailable; retry shortly") from exc
+
+
+@router.get("/messages")
+async def messages(status: Literal["queued", "sent", "delivered", "deferred", "bounced", "failed", "dropped",
+                                   "complained"] | None = None,
+                   to: str | None = Query(None, max_length=320), tag: str | None = Query(None, max_length=64),
+                   limit: int = Query(50, ge=1, le=500), cursor: str | None = Query(None, max_length=500),
+                   svc=Depends(owned_service), rt=Depends(runtime)):
+    """The message log, newest first, filtered by latest status, recipient or tag; page with
+    ``cursor`` = the previous page's ``next_cursor``."""
+    try:
+        if cursor:
+            queries.decode_cursor(cursor)
+    except Exception:
+        raise HTTPException(400, "cursor: not a cursor from a previous page") from None
+    try:
+        return await queries.message_log(_store(rt), svc.service_id, status, to, tag, limit, cursor)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        raise HTTPException(503, "analytics store unavailable; retry shortly") from exc
