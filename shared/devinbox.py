@@ -20,6 +20,7 @@ class DevInbox:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a dev tool: survives a crash, not a power cut
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS mail(id TEXT PRIMARY KEY, received_at REAL, mail_from TEXT, rcpts TEXT, raw BLOB)")
 

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Base URL for tracking, unsubscribe and verification links.")
     hostname: str = Field("postline.localhost", description="Public host name of this installation: HELO name, MX target of bounce domains.")
     spf_include: str | None = Field(None, description="Domain senders include in SPF (default _spf.<hostname>).")
+    rate_per_minute: int = Field(600, ge=1, description="Base production limit per service per minute (reputation raises it).")
+    rate_per_day: int = Field(10_000, ge=1, description="Base production limit per service per day (reputation raises it).")
     api_replicas: int = Field(1, ge=1, description="API replicas sharing the rate limits; each enforces its share.")
     mx_port: int = Field(25, ge=1, lt=65536, description="Port of receiving MX servers (25; tests point it at sinks).")
     mx_concurrency: int = Field(8, ge=1, le=256, description="Connections at once per destination MX host.")

@@ -71,7 +71,8 @@ def create_app(runtime) -> FastAPI:
                              503: {**error, "description": "A dependency is unavailable; safe to retry"}})
     app.state.runtime = runtime
     if runtime is not None:
-        runtime.extras.setdefault("limits", RateLimiter(runtime.settings.api_replicas, runtime.store))
+        s = runtime.settings
+        runtime.extras.setdefault("limits", RateLimiter(s.api_replicas, runtime.store, s.rate_per_minute, s.rate_per_day))
         runtime.extras.setdefault("idempotency", IdempotencyStore(runtime.settings.data_dir / "idempotency.sqlite3"))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 

@@ -1,7 +1,7 @@
 """Per-service rate limits: per minute and per day, plus the sandbox daily cap.
 
 Rules (documented in docs/rate-limits.md):
-- Production starts at 600 messages/min and 10,000/day. Sandbox (and sandbox_fallback)
+- Production starts at 600 messages/min and 10,000/day (POSTLINE_RATE_PER_MINUTE/_PER_DAY). Sandbox (and sandbox_fallback)
   messages are also capped at 50/day.
 - Reputation doubles the production limits per tier, up to 8x: tier 1 after 1,000 messages
   in the last 7 days, tier 2 after 10,000, tier 3 after 50,000 — each only while the 7-day
@@ -83,14 +83,15 @@ def tier_for(sent_7d: int, bounced_7d: int, complained_7d: int) -> int:
 
 
 class RateLimiter:
-    def __init__(self, replicas: int = 1, store=None):
+    def __init__(self, replicas: int = 1, store=None, per_minute: int = BASE_MINUTE, per_day: int = BASE_DAY):
         self.replicas, self.store = replicas, store
+        self.base_minute, self.base_day = per_minute, per_day
         self._counters: dict[str, ServiceCounters] = {}
 
     def limits(self, service_id: str) -> tuple[int, int]:
         tier = self._counters.get(service_id, ServiceCounters()).tier
         factor = 0.5 if tier < 0 else 2 ** tier
-        return int(BASE_MINUTE * factor), int(BASE_DAY * factor)
+        return int(self.base_minute * factor), int(self.base_day * factor)
 
     def _share(self, limit: int) -> int:
         return math.ceil(limit / self.replicas)

@@ -1,7 +1,8 @@
 """Read-model queries over the analytics store (stats, message lookup, message log).
 
-Queries count ``uniqExact(event_id)`` / use ``FINAL`` so rows duplicated by an
-at-least-once redelivery never show twice."""
+Queries read with ``FINAL``: a row duplicated by an at-least-once redelivery has the same
+sorting key (service, time, type, event id), so it never counts twice. (``FINAL`` + count()
+is ~5x faster than uniqExact(event_id) on 1M events: see docs/benchmarks.md.)"""
 from __future__ import annotations
 
 import base64
@@ -64,7 +65,7 @@ async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str
         where += " AND has(tags, {tag:String})"
         params["tag"] = tag
     rows = await store.query(
-        f"SELECT toString({trunc}(time)) AS b, type, uniqExact(event_id) AS n FROM postline.events "
+        f"SELECT toString({trunc}(time)) AS b, type, count() AS n FROM postline.events FINAL "
         f"WHERE {where} GROUP BY b, type ORDER BY b", params)
     buckets: dict[str, dict[str, int]] = {}
     t = start
@@ -130,6 +131,6 @@ LIMIT {{limit:UInt32}}"""
 
 async def messages_since(store: AnalyticsStore, service_id: str, since: datetime) -> int:
     rows = await store.query(
-        "SELECT uniqExact(email_id) AS n FROM postline.messages WHERE service_id = {s:String} "
+        "SELECT count() AS n FROM postline.messages FINAL WHERE service_id = {s:String} "
         "AND time >= toDateTime64({t:String}, 3, 'UTC')", {"s": service_id, "t": _fmt(since)})
     return int(rows[0]["n"]) if rows else 0

@@ -12,6 +12,8 @@ from shared import events as ev
 from shared.log.sqlite import SqliteLog
 from shared.store import queries
 from shared.store.chdb_store import ChdbStore
+from shared.store.clickhouse import ClickHouseStore
+from tests.support.clickhouse_http import ClickHouseHttp
 
 pytestmark = pytest.mark.clickhouse
 SVC = "svc-1"
@@ -43,14 +45,24 @@ def workload() -> list[ev.Event]:
     return out
 
 
-@pytest.fixture
-async def parts(tmp_path):
+@pytest.fixture(params=["chdb", "clickhouse-server"])
+async def parts(request, tmp_path):
+    """Every test here runs against both store adapters: chDB in-process, and the
+    clickhouse-connect adapter over ClickHouse's HTTP interface (served over chDB)."""
     lg = SqliteLog(tmp_path / "log.sqlite3")
     await lg.start()
-    store = ChdbStore(tmp_path / "chdb")
+    server = None
+    if request.param == "chdb":
+        store = ChdbStore(tmp_path / "chdb")
+    else:
+        server = ClickHouseHttp(tmp_path / "chdb-server").start()
+        store = ClickHouseStore(server.url)
     await store.migrate()
     yield lg, store
+    await store.close()
     await lg.close()
+    if server:
+        server.stop()
 
 
 async def run_until_loaded(consumer: AnalyticsConsumer, store, expected_rows: int, timeout: float = 20):

@@ -1,0 +1,50 @@
+"""ClickHouse server adapter (clickhouse-connect over HTTP).
+
+Rows go in as ``JSONEachRow`` with an ``insert_deduplication_token``; queries use
+server-side ``{name:Type}`` parameters and come back as ``JSONEachRow``, so this adapter
+and the chDB one speak exactly the same SQL."""
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import urlparse
+
+from shared.store.port import AnalyticsStore
+
+
+class ClickHouseStore(AnalyticsStore):
+    def __init__(self, url: str):
+        self.url = url
+        self._client = None
+
+    def _connect(self):
+        if self._client is None:
+            import clickhouse_connect
+
+            u = urlparse(self.url)
+            self._client = clickhouse_connect.get_client(
+                host=u.hostname, port=u.port or (8443 if u.scheme == "https" else 8123),
+                username=u.username or "default", password=u.password or "", secure=u.scheme == "https",
+                connect_timeout=5, send_receive_timeout=30, autogenerate_session_id=False)
+        return self._client
+
+    async def execute(self, sql):
+        await asyncio.to_thread(lambda: self._connect().command(sql))
+
+    async def insert(self, table, rows, dedup_token):
+        if not rows:
+            return
+        body = "\n".join(json.dumps(r, default=str) for r in rows)
+        sql = f"INSERT INTO postline.{table} FORMAT JSONEachRow\n{body}"
+        await asyncio.to_thread(lambda: self._connect().command(
+            sql, settings={"insert_deduplication_token": dedup_token}))
+
+    async def query(self, sql, params=None):
+        raw = await asyncio.to_thread(lambda: self._connect().raw_query(sql, parameters=params or {},
+                                                                        fmt="JSONEachRow"))
+        return [json.loads(line) for line in raw.splitlines() if line.strip()]
+
+    async def close(self):
+        if self._client is not None:
+            await asyncio.to_thread(self._client.close)
+            self._client = None
