@@ -132,8 +132,27 @@ class SuppressionSaved(Event):
     deleted: bool = False
 
 
+class WebhookSaved(Event):
+    """A webhook endpoint. Secrets are sealed (AES-GCM); during a rotation the previous
+    secret keeps signing too until ``previous_until``."""
+
+    type: Literal["webhook.saved"] = "webhook.saved"
+    webhook_id: str
+    url: str
+    events: list[str]
+    secret_sealed: str
+    previous_secret_sealed: str | None = None
+    previous_until: datetime | None = None
+    status: Literal["enabled", "disabled"] = "enabled"
+    disabled_reason: str | None = None
+    consecutive_failures: int = 0
+    created_at: datetime
+    deleted: bool = False
+
+
 ControlEvent = Annotated[
-    Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved],
+    Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
+          WebhookSaved],
     Field(discriminator="type"),
 ]
 
@@ -252,9 +271,32 @@ LifecycleEvent = Annotated[
 ]
 LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked")
 
+class WebhookAttempted(Event):
+    """One delivery attempt of one event to one endpoint (the attempts log)."""
+
+    type: Literal["webhook.attempted"] = "webhook.attempted"
+    webhook_id: str
+    event_id: str
+    event_type: str
+    attempt: int
+    status_code: int | None = None
+    latency_ms: float
+    outcome: Literal["delivered", "retrying", "failed", "disabled"]
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+class WebhookReplay(Event):
+    """Re-send ``events`` (full lifecycle event JSON) to one endpoint: replay or test."""
+
+    type: Literal["webhook.replay"] = "webhook.replay"
+    webhook_id: str
+    events: list[dict]
+
+
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          SendRequested,
+          WebhookSaved, WebhookAttempted, WebhookReplay, SendRequested,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked],
     Field(discriminator="type"),
 ]

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     mx_port: int = Field(25, ge=1, lt=65536, description="Port of receiving MX servers (25; tests point it at sinks).")
     mx_concurrency: int = Field(8, ge=1, le=256, description="Connections at once per destination MX host.")
     mx_rate: float = Field(50.0, gt=0, description="Messages per second per destination MX host.")
+    webhook_retry_schedule: str = Field("5,300,1800,7200,18000,36000,36000",
+                                        description="Seconds between webhook retries (~27 h in all by default).")
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds a webhook endpoint has to answer.")
     log_level: str = Field("INFO", description="Logging level.")
     embedded_partitions: int = Field(4, ge=1, le=64, description="Partitions per topic of the embedded log.")
     relay_concurrency: int = Field(32, ge=1, le=1024, description="Messages a relay process delivers at once.")
@@ -72,7 +75,7 @@ class Settings(BaseSettings):
     def _check_dns(cls, v: str | None) -> str | None:
         return _host_port(v, "POSTLINE_DNS_SERVER")
 
-    @field_validator("retry_schedule")
+    @field_validator("retry_schedule", "webhook_retry_schedule")
     @classmethod
     def _check_schedule(cls, v: str) -> str:
         try:
@@ -94,6 +97,10 @@ class Settings(BaseSettings):
     @property
     def retry_delays(self) -> list[float]:
         return [float(s) for s in self.retry_schedule.split(",")]
+
+    @property
+    def webhook_delays(self) -> list[float]:
+        return [float(s) for s in self.webhook_retry_schedule.split(",")]
 
     @cached_property
     def master_key(self) -> bytes:

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 
-from services.analytics.rows import event_row, message_row
+from services.analytics.rows import attempt_row, event_row, message_row
 from shared import events as ev
 from shared.consumer_loop import PoisonGuard, handle_until_done
 from shared.log.port import EventLog, Record
@@ -28,7 +28,7 @@ class AnalyticsConsumer:
 
     async def load(self, records: list[Record]) -> None:
         """Parse → map → insert (idempotent). Unreadable records go to the dead-letter topic."""
-        events, messages = [], []
+        events, messages, attempts = [], [], []
         for rec in records:
             try:
                 e = ev.decode(rec.value)
@@ -40,10 +40,14 @@ class AnalyticsConsumer:
                     messages.append(message_row(e))
             elif e.type in ev.LIFECYCLE_TYPES:
                 events.append(event_row(e))
+            elif isinstance(e, ev.WebhookAttempted):
+                attempts.append(attempt_row(e))
         if messages:
             await self.store.insert("messages", messages, _token("m", messages, "email_id"))
         if events:
             await self.store.insert("events", events, _token("e", events, "event_id"))
+        if attempts:
+            await self.store.insert("webhook_attempts", attempts, _token("a", attempts, "attempt_id"))
         self.guard.ok()
 
     async def run(self, stop: asyncio.Event) -> None:

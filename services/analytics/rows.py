@@ -28,3 +28,10 @@ def message_row(r: ev.SendRequested) -> dict:
         "mode": r.mode, "from_addr": r.from_, "subject": r.subject, "to_addrs": r.to, "cc_addrs": r.cc,
         "bcc_addrs": r.bcc, "tags": r.tags, "payload": json.dumps(summary),
     }
+
+
+def attempt_row(a) -> dict:
+    return {"attempt_id": a.id, "time": _ts(a.time), "workspace_id": a.workspace_id, "service_id": a.service_id or "",
+            "webhook_id": a.webhook_id, "event_id": a.event_id, "event_type": a.event_type, "attempt": a.attempt,
+            "status_code": a.status_code or 0, "latency_ms": a.latency_ms, "outcome": a.outcome,
+            "error": a.error or ""}

@@ -12,7 +12,7 @@ from services.api.idempotency import IdempotencyStore
 from services.api.limits import RateLimiter
 from services.api.schemas import ErrorBody
 from services.api.validation_errors import first_error
-from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions
+from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, webhooks
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
@@ -98,6 +98,6 @@ def create_app(runtime) -> FastAPI:
         ready = runtime.control is not None and runtime.control.ready.is_set()
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
-    for module in (services, keys, domains, sandbox, suppressions, analytics, emails, dev):
+    for module in (services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
         app.include_router(module.router)
     return app

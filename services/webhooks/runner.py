@@ -1,19 +1,155 @@
-"""Webhook fan-out service (placeholder until the webhooks issue): consumes lifecycle
-events as group ``webhooks`` and commits, so its lag stays at zero."""
+"""Webhook fan-out: lifecycle events → the outbox (durable, then commit) → deliveries.
+
+Each endpoint gets at most ``PER_ENDPOINT`` requests at once and the whole process at most
+``GLOBAL`` — a slow or dead endpoint fills only its own slots, never another endpoint's or
+another tenant's. Outcomes: 2xx done; 410 disables the endpoint; 429/503 wait Retry-After;
+anything else retries on POSTLINE_WEBHOOK_RETRY_SCHEDULE (~27 h), then the delivery is
+failed (replayable). Three messages failing in a row auto-disable the endpoint."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
 
+import httpx
+
+from services.webhooks.dispatch import AttemptResult, attempt
+from services.webhooks.outbox import Delivery, Outbox
 from shared import events as ev
-from shared.consumer_loop import run_consumer
+from shared import metrics
+from shared.consumer_loop import PoisonGuard, run_consumer
+from shared.crypto import unseal
+from shared.log.port import Record
+
+log = logging.getLogger(__name__)
+PER_ENDPOINT, GLOBAL = 4, 64
+AUTO_DISABLE_AFTER = 3
+MAX_RETRY_AFTER = 86400
+
+
+def secrets_of(master_key: bytes, wh: ev.WebhookSaved) -> list[str]:
+    out = [unseal(master_key, wh.secret_sealed, wh.webhook_id).decode()]
+    if wh.previous_secret_sealed and wh.previous_until and wh.previous_until > datetime.now(timezone.utc):
+        out.append(unseal(master_key, wh.previous_secret_sealed, wh.webhook_id).decode())
+    return out
 
 
 class WebhookService:
     def __init__(self, runtime):
-        self.runtime = runtime
+        self.rt = runtime
+        self.settings = runtime.settings
+        self.outbox = Outbox(self.settings.data_dir / "webhooks.sqlite3")
+        self.guard = PoisonGuard(runtime.log, "webhooks")
+        self._in_flight: set[str] = set()
+        self._per_endpoint: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(PER_ENDPOINT))
+        self._global = asyncio.Semaphore(GLOBAL)
+        self._wake = asyncio.Event()
 
-    async def handle(self, records) -> None:
-        return None
+    # ------------------------------------------------------------ intake
+    def subscribers(self, event) -> list[ev.WebhookSaved]:
+        return [w for w in self.rt.control.state.webhooks_of(event.service_id)
+                if w.status == "enabled" and event.type in w.events]
+
+    async def handle(self, records: list[Record]) -> None:
+        """Parse → queue deliveries in the outbox (durable). The runner commits after."""
+        rows = []
+        for rec in records:
+            try:
+                e = ev.decode(rec.value)
+            except Exception as exc:
+                await self.guard.dead_letter(rec, exc)
+                continue
+            if isinstance(e, ev.WebhookReplay):
+                rows += [(f"{e.webhook_id}|{x['id']}|{e.id}", e.webhook_id, x) for x in e.events]
+            elif e.type in ev.LIFECYCLE_TYPES:
+                payload = e.model_dump(mode="json", by_alias=True)
+                rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in self.subscribers(e)]
+        await self.outbox.add(rows)
+        if rows:
+            self._wake.set()
+        self.guard.ok()
+
+    # ------------------------------------------------------------ delivery
+    async def dispatch_loop(self, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+            tasks: set[asyncio.Task] = set()
+            while not stop.is_set():
+                for d in self.outbox.due(time.time(), self._in_flight):
+                    self._in_flight.add(d.key)
+                    t = asyncio.create_task(self._deliver(client, d))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                nxt = self.outbox.next_due()
+                wait = 0.5 if nxt is None else max(0.02, min(0.5, nxt - time.time()))
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait([waiter, asyncio.ensure_future(stop.wait())], timeout=wait,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=self.settings.webhook_timeout + 1)
+
+    async def _deliver(self, client: httpx.AsyncClient, d: Delivery) -> None:
+        try:
+            wh = self.rt.control.state.webhooks.get(d.webhook_id)
+            if wh is None or wh.status != "enabled":
+                self.outbox.finish(d.key, "skipped", d.attempt)
+                return
+            async with self._global, self._per_endpoint[d.webhook_id]:
+                result = await attempt(client, wh.url, secrets_of(self.settings.master_key, wh), d.event,
+                                       self.settings.webhook_allow_private, self.settings.webhook_timeout)
+            await self._record(wh, d, result)
+        except Exception:
+            log.exception("webhook delivery %s crashed; retrying later", d.key)
+            self.outbox.finish(d.key, "pending", d.attempt, time.time() + 30)
+        finally:
+            self._in_flight.discard(d.key)
+
+    async def _record(self, wh: ev.WebhookSaved, d: Delivery, r: AttemptResult) -> None:
+        n = d.attempt + 1
+        delays = self.settings.webhook_delays
+        next_at = None
+        if r.ok:
+            outcome, state = "delivered", "done"
+            self.outbox.failed_in_a_row(wh.webhook_id, failed=False)
+        elif r.status_code == 410:
+            outcome, state = "disabled", "failed"
+            await self._disable(wh, "the endpoint answered 410 Gone")
+        elif n > len(delays):
+            outcome, state = "failed", "failed"
+            if self.outbox.failed_in_a_row(wh.webhook_id, failed=True) >= AUTO_DISABLE_AFTER:
+                await self._disable(wh, f"auto-disabled: {AUTO_DISABLE_AFTER} messages failed in a row")
+        else:
+            outcome, state = "retrying", "pending"
+            wait = delays[n - 1]
+            if r.status_code in (429, 503) and r.retry_after is not None:
+                wait = min(r.retry_after, MAX_RETRY_AFTER)
+            next_at = time.time() + wait
+        metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
+        att = ev.WebhookAttempted(
+            id=ev.derived_id(d.key, "attempt", n), workspace_id=wh.workspace_id, service_id=wh.service_id,
+            webhook_id=wh.webhook_id, event_id=d.event["id"], event_type=d.event["type"], attempt=n,
+            status_code=r.status_code, latency_ms=round(r.latency_ms, 1), outcome=outcome, error=r.error,
+            next_attempt_at=datetime.fromtimestamp(next_at, timezone.utc) if next_at else None)
+        await self.rt.log.append(ev.Topic.EVENTS, wh.webhook_id, ev.encode(att))
+        self.outbox.finish(d.key, state, n, next_at)
+
+    async def _disable(self, wh: ev.WebhookSaved, reason: str) -> None:
+        current = self.rt.control.state.webhooks.get(wh.webhook_id) or wh
+        if current.status == "disabled":
+            return
+        await self.rt.control.save(current.model_copy(update={
+            "id": ev.new_id(), "time": ev.utcnow(), "status": "disabled", "disabled_reason": reason}))
+        log.warning("webhook %s disabled: %s", wh.webhook_id, reason)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await run_consumer(self.runtime.log.consumer([ev.Topic.EVENTS], "webhooks"), self.handle, stop)
+        try:
+            await asyncio.gather(
+                run_consumer(self.rt.log.consumer([ev.Topic.EVENTS], "webhooks"), self.handle, stop),
+                self.dispatch_loop(stop))
+        finally:
+            self.outbox.close()

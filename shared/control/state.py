@@ -25,6 +25,8 @@ def entity_key(event: ev.Event) -> str:
             return f"sandbox_recipient:{event.recipient_id}"
         case ev.SuppressionSaved():
             return f"suppression:{event.service_id}:{event.email}"
+        case ev.WebhookSaved():
+            return f"webhook:{event.webhook_id}"
     raise TypeError(f"not a control event: {type(event).__name__}")
 
 
@@ -36,6 +38,7 @@ class ControlState:
     domains: dict[str, ev.DomainSaved] = field(default_factory=dict)
     sandbox: dict[str, ev.SandboxRecipientSaved] = field(default_factory=dict)
     suppressions: dict[tuple[str, str], ev.SuppressionSaved] = field(default_factory=dict)
+    webhooks: dict[str, ev.WebhookSaved] = field(default_factory=dict)
     _positions: dict[str, int] = field(default_factory=dict)
     _by_token: dict[str, str] = field(default_factory=dict)
     _by_key_hash: dict[str, str] = field(default_factory=dict)
@@ -68,6 +71,8 @@ class ControlState:
                 self._put(self.sandbox, event.recipient_id, event)
             case ev.SuppressionSaved():
                 self._put(self.suppressions, (event.service_id, event.email), event)
+            case ev.WebhookSaved():
+                self._put(self.webhooks, event.webhook_id, event)
         return True
 
     @staticmethod
@@ -120,3 +125,6 @@ class ControlState:
     def suppressions_of(self, service_id: str) -> list[ev.SuppressionSaved]:
         return sorted((s for (sid, _), s in self.suppressions.items() if sid == service_id),
                       key=lambda s: (s.created_at, s.email), reverse=True)
+
+    def webhooks_of(self, service_id: str) -> list[ev.WebhookSaved]:
+        return sorted((w for w in self.webhooks.values() if w.service_id == service_id), key=lambda w: w.created_at)

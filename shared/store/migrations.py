@@ -39,4 +39,23 @@ CREATE TABLE IF NOT EXISTS postline.messages (
 PARTITION BY toYYYYMM(time)
 ORDER BY (service_id, email_id)
 """),
+    (4, """
+CREATE TABLE IF NOT EXISTS postline.webhook_attempts (
+    attempt_id   String,
+    time         DateTime64(3, 'UTC'),
+    workspace_id String,
+    service_id   String,
+    webhook_id   String,
+    event_id     String,
+    event_type   LowCardinality(String),
+    attempt      UInt16,
+    status_code  UInt16,
+    latency_ms   Float32,
+    outcome      LowCardinality(String),
+    error        String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (service_id, webhook_id, time, attempt_id)
+TTL toDateTime(time) + INTERVAL 30 DAY
+"""),
 ]
