@@ -50,7 +50,7 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
     """Start ``role`` (or every role for ``all``) and run until ``stop`` is set."""
     settings = settings or load_settings()
     rt = Runtime(settings)
-    await rt.start(with_store=role in ("all", "api", "analytics"))
+    await rt.start(with_store=role in ("all", "api", "analytics", "relay"))
     tasks = []
     try:
         wanted = ROLES[1:] if role == "all" else (role,)

@@ -71,6 +71,9 @@ class Relay:
         tasks = [asyncio.create_task(run_consumer(lg.consumer([ev.Topic.REQUESTS], "relay"), self.handle_batch, stop,
                                                   max_records=self.ctx.settings.relay_concurrency * 4))]
         tasks.append(asyncio.create_task(self.scheduler.run(stop)))
+        from services.relay.inbound.server import serve
+
+        tasks.append(asyncio.create_task(serve(self.runtime, stop)))
         tasks += [asyncio.create_task(DelayForwarder(lg, lg.consumer([ev.retry_topic(i)], f"relay-retry-{i}")).run(stop))
                   for i in range(levels)]
         try:

@@ -1,0 +1,140 @@
+"""The inbound listener for the bounce domain (aiosmtpd, POSTLINE_INBOUND_SMTP_PORT).
+
+Accepts mail only to valid VERP addresses (signed tokens), maps each to (message,
+recipient), parses the report and emits ``bounced`` / ``complained``, adding the recipient to
+the service's suppression list for hard bounces, complaints, and the third soft bounce
+within 7 days. Events are durable before the 250; when the message is not known yet (or the
+store is down) the answer is 451, so the sending server retries — nothing is lost.
+Unparseable mail is kept under ``<data dir>/inbound/unparsed`` for inspection."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+from aiosmtpd.smtp import SMTP
+
+from services.relay.inbound.parse import Report, parse
+from shared import events as ev
+from shared.addresses import split_bare
+from shared.verp import parse_token, token_of
+
+log = logging.getLogger(__name__)
+SOFT_BOUNCES_TO_SUPPRESS = 3
+
+
+class NotKnownYet(Exception):
+    pass
+
+
+class InboundProcessor:
+    def __init__(self, runtime):
+        self.rt = runtime
+        self.key = runtime.settings.master_key
+        self.unparsed = Path(runtime.settings.data_dir) / "inbound" / "unparsed"
+
+    def valid_rcpt(self, address: str) -> bool:
+        token = token_of(address)
+        return bool(token and parse_token(self.key, token))
+
+    async def message(self, email_id: str) -> dict:
+        if self.rt.store is None:
+            raise NotKnownYet("no analytics store")
+        rows = await self.rt.store.query(
+            "SELECT payload FROM postline.messages FINAL WHERE email_id = {id:String} LIMIT 1", {"id": email_id})
+        if not rows:
+            raise NotKnownYet(email_id)
+        return json.loads(rows[0]["payload"])
+
+    async def handle(self, rcpt_tos: list[str], raw: bytes) -> list[ev.Event]:
+        """Process one inbound message; returns what was emitted (durable on return)."""
+        report = parse(raw)
+        emitted: list[ev.Event] = []
+        for address in rcpt_tos:
+            email_id, index = parse_token(self.key, token_of(address))
+            msg = await self.message(email_id)
+            everyone = [split_bare(a) for a in (*msg["to"], *msg.get("cc", []), *msg.get("bcc", []))]
+            rcpt = everyone[index] if index < len(everyone) else None
+            if rcpt is None or report.kind == "unknown":
+                self.keep(raw, address)
+                continue
+            emitted += await self.apply(msg, rcpt, report)
+        return emitted
+
+    async def apply(self, msg: dict, rcpt: str, report: Report) -> list[ev.Event]:
+        common = {"workspace_id": msg["workspace_id"], "service_id": msg["service_id"], "email_id": msg["email_id"],
+                  "recipient": rcpt, "from": msg.get("from"), "subject": msg.get("subject"), "tags": msg.get("tags", [])}
+        out: list[ev.Event] = []
+        suppress_reason = None
+        if report.kind == "complaint":
+            out.append(ev.Complained(id=ev.derived_id(msg["email_id"], rcpt, "complained"),
+                                     feedback_type=report.feedback_type, **common))
+            suppress_reason = "complaint"
+        else:
+            r = next((x for x in report.recipients if x.recipient and x.recipient.lower() == rcpt.lower()),
+                     report.recipients[0])
+            kind = r.bounce_type
+            if kind is None:
+                return []
+            out.append(ev.Bounced(id=ev.derived_id(msg["email_id"], rcpt, "bounced", r.status or kind),
+                                  bounce_type=kind, smtp_code=r.smtp_code,
+                                  smtp_reply=(f"{r.status} {r.diagnostic or ''}".strip())[:1000], **common))
+            if kind == "hard":
+                suppress_reason = "hard_bounce"
+            elif await self.soft_bounces(msg["service_id"], rcpt) + 1 >= SOFT_BOUNCES_TO_SUPPRESS:
+                suppress_reason = "soft_bounce"
+        await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(e)) for e in out])
+        if suppress_reason and not self.rt.control.state.suppression(msg["service_id"], rcpt):
+            await self.rt.control.save(ev.SuppressionSaved(
+                workspace_id=msg["workspace_id"], service_id=msg["service_id"], email=rcpt.lower(),
+                reason=suppress_reason, detail=out[0].model_dump().get("smtp_reply") or report.feedback_type,
+                source_email_id=msg["email_id"], created_at=ev.utcnow()))
+        return out
+
+    async def soft_bounces(self, service_id: str, rcpt: str) -> int:
+        rows = await self.rt.store.query(
+            "SELECT count() AS n FROM postline.events FINAL WHERE service_id = {s:String} AND recipient = {r:String} "
+            "AND type = 'bounced' AND reason = 'soft' AND time >= now64(3) - INTERVAL 7 DAY",
+            {"s": service_id, "r": rcpt})
+        return int(rows[0]["n"]) if rows else 0
+
+    def keep(self, raw: bytes, address: str) -> None:
+        self.unparsed.mkdir(parents=True, exist_ok=True)
+        (self.unparsed / f"{time.time():.6f}-{(token_of(address) or 'x')[:40]}.eml").write_bytes(raw)
+
+
+class _Handler:
+    def __init__(self, processor: InboundProcessor):
+        self.p = processor
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if not self.p.valid_rcpt(address):
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        try:
+            await self.p.handle(envelope.rcpt_tos, envelope.original_content or envelope.content)
+        except NotKnownYet:
+            return "451 4.3.0 message not known yet, try again later"
+        except Exception:
+            log.exception("inbound processing failed; asking the sender to retry")
+            return "451 4.3.0 temporary failure, try again later"
+        return "250 2.0.0 OK"
+
+
+async def serve(runtime, stop: asyncio.Event) -> None:
+    """Listen until ``stop``; every connection is one aiosmtpd SMTP session."""
+    handler = _Handler(InboundProcessor(runtime))
+    s = runtime.settings
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(handler, hostname=s.hostname, data_size_limit=20 * 1024 * 1024, enable_SMTPUTF8=True),
+        host=s.http_host, port=s.inbound_smtp_port)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
