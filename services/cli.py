@@ -51,7 +51,8 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
     settings = settings or load_settings()
     rt = Runtime(settings)
     await rt.start(with_store=role in ("all", "api", "analytics", "relay"))
-    tasks = []
+    tasks: list[asyncio.Task] = []
+    failed: list = []
     try:
         wanted = ROLES[1:] if role == "all" else (role,)
         if "api" in wanted:
@@ -61,6 +62,10 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
             server = _Server(create_app(rt), settings)
             tasks.append(asyncio.create_task(server.run(stop), name="api"))
             announce(settings, token, rt)
+        else:
+            from services.ops import ops_app
+
+            tasks.append(asyncio.create_task(_Server(ops_app(rt), settings).run(stop), name="ops"))
         if "relay" in wanted:
             from services.relay.runner import Relay
 
@@ -73,14 +78,16 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
             from services.webhooks.runner import WebhookService
 
             tasks.append(asyncio.create_task(WebhookService(rt).run(stop), name="webhooks"))
-        done, _ = await asyncio.wait(tasks + [asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if t.get_name() in ROLES and t.exception():
-                log.error("%s stopped: %r", t.get_name(), t.exception())
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait(tasks + [asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()  # SIGTERM, or a role died: every role finishes what it holds, commits, returns
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        failed = [(t.get_name(), r) for t, r in zip(tasks, results) if isinstance(r, BaseException)]
+        for name, exc in failed:
+            log.error("%s stopped: %r", name, exc)
     finally:
         await rt.close()
+    if failed:
+        raise SystemExit(1)  # let the supervisor (Kubernetes, compose) restart the process
 
 
 def announce(settings, token: str | None, rt) -> None:

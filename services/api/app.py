@@ -12,6 +12,7 @@ from services.api.idempotency import IdempotencyStore
 from services.api.limits import RateLimiter
 from services.api.schemas import ErrorBody
 from services.api.validation_errors import first_error
+from services.ops import add_ops_routes
 from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, webhooks
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,7 @@ def create_app(runtime) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": "internal error; safe to retry"}, status_code=500)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz():
-        return {"status": "ok"}
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz():
-        ready = runtime.control is not None and runtime.control.ready.is_set()
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+    add_ops_routes(app, runtime)
 
     for module in (services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
         app.include_router(module.router)

@@ -1,0 +1,44 @@
+"""Health, readiness and metrics endpoints, for every role.
+
+``/healthz``: the process is alive. ``/readyz``: the control topic is replayed and the event
+log (and the analytics store, where the role uses one) answers. ``/metrics``: Prometheus.
+The API serves these itself; the other roles serve this small app on POSTLINE_HTTP_PORT."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+async def readiness(runtime) -> tuple[bool, dict]:
+    checks = {"control_replayed": bool(runtime.control and runtime.control.ready.is_set())}
+    if runtime.store is not None:
+        try:
+            await asyncio.wait_for(runtime.store.query("SELECT 1 AS ok"), 3)
+            checks["analytics_store"] = True
+        except Exception:
+            checks["analytics_store"] = False
+    return all(checks.values()), checks
+
+
+def add_ops_routes(app: FastAPI, runtime) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz():
+        ready, checks = await readiness(runtime)
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics():
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def ops_app(runtime) -> FastAPI:
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    add_ops_routes(app, runtime)
+    return app
