@@ -25,7 +25,11 @@ async def setup_service(admin) -> dict:
     d = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "acme.test"})).json()
     sb = (await admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "ann@example.com"})).json()
     keys = (await admin("GET", f"/api/email/services/{sid}/api-keys")).json()["data"]
-    return {"sid": sid, "key": key, "key_id": keys[0]["id"], "domain_id": d["id"], "recipient_id": sb["id"]}
+    # a public IP literal: resolving it needs no network, and nothing is sent in these tests
+    hook = (await admin("POST", f"/api/email/services/{sid}/webhooks",
+                        json={"url": "https://93.184.215.14/hook", "events": ["delivered"]})).json()
+    return {"sid": sid, "key": key, "key_id": keys[0]["id"], "domain_id": d["id"], "recipient_id": sb["id"],
+            "webhook_id": hook["id"]}
 
 
 async def test_state_survives_restart(tmp_path):
@@ -78,13 +82,14 @@ async def test_tenant_isolation_on_every_route(tmp_path):
             if "{service_id}" not in path or path.endswith("/send"):
                 continue
             url = path.format(service_id=a["sid"], domain_id=a["domain_id"], key_id=a["key_id"],
-                              recipient_id=a["recipient_id"], email="x@example.com")
+                              recipient_id=a["recipient_id"], email="x@example.com",
+                              webhook_id=a["webhook_id"])
             for method in operations:
                 r = await b_admin(method.upper(), url, json={})
                 assert r.status_code == 404, (method, path, r.status_code, r.text)
                 assert "error" in r.json()
                 checked += 1
-        assert checked >= 14
+        assert checked >= 24
         # B's own ids do not become reachable through A's service either
         r = await admin("DELETE", f"/api/email/services/{a['sid']}/api-keys/{b['key_id']}")
         assert r.status_code == 404
