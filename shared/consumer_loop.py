@@ -9,6 +9,7 @@ import logging
 from typing import Awaitable, Callable
 
 from shared import events as ev
+from shared import metrics
 from shared.failpoints import failpoint
 from shared.log.port import Consumer, EventLog, Record
 
@@ -32,12 +33,24 @@ class PoisonGuard:
         if self.consecutive > MAX_CONSECUTIVE_POISON:
             raise ConsumerHalted(f"{self.group}: {self.consecutive} poison records in a row; halting") from error
         log.error("dead-lettering %s/%s@%s: %s", record.topic, record.partition, record.offset, error)
+        metrics.DEAD_LETTERS.labels(self.group).inc()
         await self.log.append(ev.Topic.DEAD_LETTER, record.key, record.value, {
             "error": f"{type(error).__name__}: {error}"[:1000], "group": self.group,
             "source": f"{record.topic}/{record.partition}/{record.offset}"})
 
     def ok(self) -> None:
         self.consecutive = 0
+
+    async def decode(self, record: Record):
+        """The event in ``record``, or None after dead-lettering a record that does not parse."""
+        try:
+            return ev.decode(record.value)
+        except Exception as exc:
+            await self.dead_letter(record, exc)
+            return None
+
+    async def decode_all(self, records: list[Record]) -> list:
+        return [e for e in [await self.decode(r) for r in records] if e is not None]
 
 
 async def run_consumer(consumer: Consumer, handle: Callable[[list[Record]], Awaitable[None]],

@@ -12,6 +12,7 @@ import time
 
 from services.analytics.rows import attempt_row, event_row, message_row
 from shared import events as ev
+from shared import metrics
 from shared.consumer_loop import PoisonGuard, handle_until_done
 from shared.log.port import EventLog, Record
 from shared.store.port import AnalyticsStore
@@ -29,12 +30,7 @@ class AnalyticsConsumer:
     async def load(self, records: list[Record]) -> None:
         """Parse → map → insert (idempotent). Unreadable records go to the dead-letter topic."""
         events, messages, attempts = [], [], []
-        for rec in records:
-            try:
-                e = ev.decode(rec.value)
-            except Exception as exc:
-                await self.guard.dead_letter(rec, exc)
-                continue
+        for e in await self.guard.decode_all(records):
             if isinstance(e, ev.SendRequested):
                 if e.attempt == 0:
                     messages.append(message_row(e))
@@ -42,12 +38,12 @@ class AnalyticsConsumer:
                 events.append(event_row(e))
             elif isinstance(e, ev.WebhookAttempted):
                 attempts.append(attempt_row(e))
-        if messages:
-            await self.store.insert("messages", messages, _token("m", messages, "email_id"))
-        if events:
-            await self.store.insert("events", events, _token("e", events, "event_id"))
-        if attempts:
-            await self.store.insert("webhook_attempts", attempts, _token("a", attempts, "attempt_id"))
+        for table, rows, key in (("messages", messages, "email_id"), ("events", events, "event_id"),
+                                 ("webhook_attempts", attempts, "attempt_id")):
+            if rows:
+                with metrics.ANALYTICS_BATCH_SECONDS.time():
+                    await self.store.insert(table, rows, _token(table, rows, key))
+                metrics.ANALYTICS_ROWS.labels(table).inc(len(rows))
         self.guard.ok()
 
     async def run(self, stop: asyncio.Event) -> None:

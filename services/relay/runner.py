@@ -12,6 +12,7 @@ from services.relay.scheduler import Scheduler
 from services.relay.senders.base import Sender
 from services.relay.signing import Signer
 from shared import events as ev
+from shared import metrics
 from shared.consumer_loop import PoisonGuard, run_consumer
 from shared.log.port import Record
 
@@ -50,14 +51,14 @@ class Relay:
         self._slots = asyncio.Semaphore(s.relay_concurrency)
 
     async def handle_batch(self, records: list[Record]) -> None:
+        metrics.RELAY_QUEUE_DEPTH.set(len(records))
         await asyncio.gather(*(self._one(r) for r in records))
+        metrics.RELAY_QUEUE_DEPTH.set(0)
 
     async def _one(self, record: Record) -> None:
         async with self._slots:
-            try:
-                req = ev.decode(record.value)
-            except Exception as exc:
-                await self.guard.dead_letter(record, exc)
+            req = await self.guard.decode(record)
+            if req is None:
                 return
             if is_for_later(req):
                 await self.scheduler.hold(req)

@@ -55,12 +55,7 @@ class WebhookService:
     async def handle(self, records: list[Record]) -> None:
         """Parse → queue deliveries in the outbox (durable). The runner commits after."""
         rows = []
-        for rec in records:
-            try:
-                e = ev.decode(rec.value)
-            except Exception as exc:
-                await self.guard.dead_letter(rec, exc)
-                continue
+        for e in await self.guard.decode_all(records):
             if isinstance(e, ev.WebhookReplay):
                 rows += [(f"{e.webhook_id}|{x['id']}|{e.id}", e.webhook_id, x) for x in e.events]
             elif e.type in ev.LIFECYCLE_TYPES:

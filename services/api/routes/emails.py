@@ -12,6 +12,7 @@ from services.api.idempotency import body_hash, email_id_for
 from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail, SendResult
 from services.api.sending import append_requests, prepare, remember, respond
 from services.api.validation_errors import first_error
+from shared import metrics
 from shared.store import queries
 
 router = APIRouter(tags=["emails"])
@@ -31,9 +32,11 @@ async def _send_one(rt, svc, body: SendEmail, door: str, email_id: str | None, r
     decision = await limiter.take(svc.service_id, sandboxed=draft.mode != "production",
                                   n=1 if draft.recipients else 0)
     if not decision.allowed:
+        metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
         raise HTTPException(429, f"rate limit reached ({decision.scope}: {decision.limit}); "
                                  f"retry in {decision.retry_after} s", headers=decision.headers())
     await append_requests(rt, [req])
+    metrics.SENDS_ACCEPTED.labels("accepted").inc()
     result = respond(draft, req.email_id)
     remember(rt, req, result)
     response.headers.update(decision.headers())

@@ -37,38 +37,32 @@ def _url(v: str | None) -> str | None:
     return v
 
 
-class WebhookCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(examples=["https://example.com/webhooks/email"])
-    events: list[str] = Field(examples=[["delivered", "bounced", "complained"]])
+class _WebhookChecks(BaseModel):
+    """The url and events rules, shared by create and update."""
 
-    @field_validator("url")
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("url", check_fields=False)
     @classmethod
     def check_url(cls, v):
         return _url(v)
 
-    @field_validator("events")
+    @field_validator("events", check_fields=False)
     @classmethod
     def check_events(cls, v):
         return _events(v)
 
 
-class WebhookUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WebhookCreate(_WebhookChecks):
+    url: str = Field(examples=["https://example.com/webhooks/email"])
+    events: list[str] = Field(examples=[["delivered", "bounced", "complained"]])
+
+
+class WebhookUpdate(_WebhookChecks):
     url: str | None = None
     events: list[str] | None = None
     status: str | None = Field(None, pattern="^(enabled|disabled)$")
     rotate_secret: bool = False
-
-    @field_validator("url")
-    @classmethod
-    def check_url(cls, v):
-        return _url(v)
-
-    @field_validator("events")
-    @classmethod
-    def check_events(cls, v):
-        return _events(v)
 
 
 class ReplayRequest(BaseModel):

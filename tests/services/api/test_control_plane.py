@@ -7,13 +7,12 @@ import logging
 import re
 from datetime import timedelta
 
-import httpx
 import pytest
 
 from services.api.app import create_app
 from shared import events as ev
 from shared.crypto import hash_secret
-from tests.support.inproc import AdminClient, api_runtime
+from tests.support.inproc import api_runtime
 from tests.support.postline import ADMIN_TOKEN
 
 SEND = {"from": "a@acme.test", "to": ["ann@example.com"], "subject": "s", "text": "t"}

@@ -2,7 +2,6 @@
 connection mid-DATA, retries on a short schedule, MX lookup with preference fallback."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
