@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
 from email.utils import formatdate
 
@@ -133,8 +132,10 @@ def attachment_part(filename: str, content_type: str, content_b64: str) -> bytes
             "Content-Transfer-Encoding: base64\r\n\r\n").encode() + _b64(data)
 
 
-def multipart(subtype: str, parts: list[bytes]) -> bytes:
-    boundary = "=_pl_" + os.urandom(12).hex()
+def multipart(subtype: str, parts: list[bytes], seed: str) -> bytes:
+    # "=_" can occur in neither quoted-printable (which writes "=" as "=3D") nor base64, so a
+    # boundary derived from the email id can never collide with the content.
+    boundary = f"=_pl_{subtype[:3]}_{seed.replace('-', '')}"
     out = [f"Content-Type: multipart/{subtype}; boundary=\"{boundary}\"\r\n\r\n".encode()]
     for p in parts:
         out.append(f"--{boundary}\r\n".encode() + p + CRLF)
@@ -159,8 +160,8 @@ def build(req: SendRequested, id_domain: str, extra_headers: dict[str, str] | No
     text = req.text if req.text is not None else html_to_text(req.html or "")
     body = text_part("plain", text)
     if req.html is not None:
-        body = multipart("alternative", [body, text_part("html", req.html)])
+        body = multipart("alternative", [body, text_part("html", req.html)], req.email_id)
     if req.attachments:
         body = multipart("mixed", [body] + [attachment_part(a.filename, a.content_type, a.content_base64)
-                                            for a in req.attachments])
+                                            for a in req.attachments], req.email_id)
     return b"".join(head) + body

@@ -203,6 +203,8 @@ class SqliteConsumer(Consumer):
             for (topic, part), pos in self._pos.items():
                 if len(out) >= max_records:
                     break
+                if self.log._next.get((topic, part), 0) <= pos:
+                    continue  # nothing new on this partition: skip the query
                 recs = self.log._read(topic, part, pos, max_records - len(out))
                 if recs:
                     self._pos[(topic, part)] = recs[-1].offset + 1

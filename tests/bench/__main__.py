@@ -13,7 +13,7 @@ from tests.bench import relay
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--only", choices=["relay", "stats", "api"], default=None)
-    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--messages", type=int, default=6000)
     args = parser.parse_args()
     import uvloop
 
