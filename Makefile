@@ -29,7 +29,7 @@ test: install
 
 ## make bench: throughput/latency benchmarks; results in docs/benchmarks.md.
 bench: install
-	$(VENV)/bin/python -m bench
+	$(VENV)/bin/python -m tests.bench
 
 clean:
 	rm -rf $(VENV) .postline

@@ -29,8 +29,8 @@ def test_relay_killed_at_random_points_loses_and_doubles_nothing(tmp_path, tansu
            "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "1500", "POSTLINE_DELIVERY": "smarthost",
            "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address}
     api_proc = PostlineProcess(tmp_path / "api", role="api", env=env).start()
-    crashy = {**env, "POSTLINE_FAILPOINTS": "relay.before_deliver=0.004,relay.after_ledger=0.004,"
-                                            "relay.after_events=0.004,consumer.before_commit=0.02"}
+    crashy = {**env, "POSTLINE_FAILPOINTS": "relay.before_deliver=0.008,relay.after_ledger=0.008,"
+                                            "relay.after_events=0.008,consumer.before_commit=0.02"}
     relay = PostlineProcess(tmp_path / "relay", role="relay", env=crashy).start()
     restarts = 0
     try:
