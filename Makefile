@@ -4,7 +4,7 @@ VENV   := .venv
 UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.synced
 
-.PHONY: run test bench install lint clean
+.PHONY: run test bench install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
