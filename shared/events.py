@@ -6,6 +6,7 @@ type's own fields. ``decode`` upcasts old versions to the current one on read.
 """
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -311,12 +312,10 @@ def encode(event: Event) -> bytes:
 
 
 def decode(raw: bytes) -> Any:
-    """Parse an event, upcasting older schema versions. Raises ``pydantic.ValidationError``."""
-    data = _adapter.validate_json(raw) if not UPCASTERS else None
-    if data is not None:
-        return data
-    import json
-
+    """Parse an event, upcasting older schema versions. Raises ``pydantic.ValidationError``
+    (or ``ValueError`` for bytes that are not JSON)."""
+    if not UPCASTERS:  # the fast path while every schema is at version 1
+        return _adapter.validate_json(raw)
     obj = json.loads(raw)
     while (up := UPCASTERS.get((obj.get("type"), obj.get("v", 1)))) is not None:
         obj = up(obj)
