@@ -50,7 +50,7 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
     """Start ``role`` (or every role for ``all``) and run until ``stop`` is set."""
     settings = settings or load_settings()
     rt = Runtime(settings)
-    await rt.start(with_store=role in ("all", "api", "analytics", "relay"))
+    await rt.start(with_store=role in ("all", "api", "analytics", "relay"), migrate=role in ("all", "analytics"))
     tasks: list[asyncio.Task] = []
     failed: list = []
     try:

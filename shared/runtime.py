@@ -28,8 +28,10 @@ class Runtime:
     inbox: DevInbox | None = None
     extras: dict = field(default_factory=dict)
 
-    async def start(self, with_store: bool = True) -> None:
-        """Open the log, replay the control topic, open (and migrate) the store."""
+    async def start(self, with_store: bool = True, migrate: bool = True) -> None:
+        """Open the log, replay the control topic, open the store. Migrations run here for
+        embedded chDB and for roles that own the schema; against a ClickHouse server the other
+        roles leave them to ``postline migrate`` and start even while ClickHouse is down."""
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.log = open_log(s)
@@ -40,7 +42,8 @@ class Runtime:
             self.inbox = DevInbox(s.data_dir / "inbox.sqlite3")
         if with_store:
             self.store = open_store(s)
-            await self.store.migrate()
+            if migrate or not s.clickhouse_url:
+                await self.store.migrate()
 
     async def ensure_default_workspace(self) -> str | None:
         """Create the default workspace on first run; returns its new admin token (shown
