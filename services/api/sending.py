@@ -103,19 +103,20 @@ def build_request(draft: Draft, email_id: str) -> ev.SendRequested:
         **{"from": draft.from_})
 
 
-def summary(draft: Draft) -> str:
-    if not draft.recipients:
-        return "No email sent: " + ", ".join(f"{d.recipient} ({d.reason})" for d in draft.dropped)
-    via = f"via domain {draft.sending_domain}" if draft.sending_domain else "via the sandbox sender"
-    text = f"Email sent to {', '.join(draft.recipients)} {via}"
-    if draft.dropped:
-        text += "; dropped " + ", ".join(f"{d.recipient} ({d.reason})" for d in draft.dropped)
-    return text
+def summary(recipients: list[str], dropped: list[tuple[str, str]], sending_domain: str | None) -> str:
+    """The human-readable ``message`` of a send (also what ``GET /emails/{id}`` repeats)."""
+    gone = ", ".join(f"{rcpt} ({reason})" for rcpt, reason in dropped)
+    if not recipients:
+        return "No email sent: " + gone
+    via = f"via domain {sending_domain}" if sending_domain else "via the sandbox sender"
+    text = f"Email sent to {', '.join(recipients)} {via}"
+    return text + ("; dropped " + gone if dropped else "")
 
 
 def respond(draft: Draft, email_id: str) -> dict:
     return {"id": email_id, "status": "sent" if draft.recipients else "failed", "mode": draft.mode,
-            "from": draft.from_, "to": draft.body.to_list, "message": summary(draft),
+            "from": draft.from_, "to": draft.body.to_list, "message": summary(draft.recipients, [(d.recipient, d.reason) for d in draft.dropped],
+                                  draft.sending_domain),
             "dropped": [d.model_dump() for d in draft.dropped]}
 
 

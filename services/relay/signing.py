@@ -28,15 +28,16 @@ CANON = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/simple")
 _PAD, _PREHASHED = padding.PKCS1v15(), Prehashed(hashes.SHA256())
 
 
-def signature_header(headers: list[tuple[bytes, bytes]], body_hash: bytes, domain: bytes, selector: bytes,
+def signature_header(canon_headers: list[tuple[bytes, bytes]], body_hash: bytes, domain: bytes, selector: bytes,
                      algorithm: bytes, include: list[bytes], sign, now: int) -> bytes:
-    """One ``DKIM-Signature`` header line (folded, CRLF-terminated)."""
+    """One ``DKIM-Signature`` header line (folded, CRLF-terminated) over headers already
+    canonicalized (relaxed), so two signatures canonicalize the message once."""
     fields = [(b"v", b"1"), (b"a", algorithm), (b"c", b"relaxed/simple"), (b"d", domain), (b"i", b"@" + domain),
               (b"q", b"dns/txt"), (b"s", selector), (b"t", str(now).encode()), (b"h", b" : ".join(include)),
               (b"bh", body_hash), (b"b", b"")]
     unsigned = b"; ".join(b"=".join(f) for f in fields)
     h = hashlib.sha256()
-    dkim.hash_headers(h, CANON, CANON.canonicalize_headers(headers), include, (b"DKIM-Signature", b" " + unsigned), None)
+    dkim.hash_headers(h, CANON, canon_headers, include, (b"DKIM-Signature", b" " + unsigned), None)
     value = unsigned + base64.b64encode(sign(h.digest()))
     return b"DKIM-Signature: " + dkim.fold(value, namelen=len(b"DKIM-Signature: "), linesep=b"\r\n") + b"\r\n"
 
@@ -57,13 +58,14 @@ class Signer:
         """Return ``raw`` with the Ed25519 and RSA DKIM-Signature headers prepended."""
         rsa_key, ed_key = self._keys(domain.domain_id, domain.rsa_private_sealed, domain.ed_private_sealed)
         headers, body = dkim.rfc822_parse(raw)
+        canon_headers = CANON.canonicalize_headers(headers)
         present = {name.lower() for name, _ in headers}
         include = [h for h in SIGNED_HEADERS if h in present]
         body_hash = base64.b64encode(hashlib.sha256(CANON.canonicalize_body(body)).digest())
         d, now = domain.domain.encode(), int(time.time())
-        rsa_sig = signature_header(headers, body_hash, d, domain.rsa_selector.encode(), b"rsa-sha256", include,
+        rsa_sig = signature_header(canon_headers, body_hash, d, domain.rsa_selector.encode(), b"rsa-sha256", include,
                                    lambda digest: rsa_key.sign(digest, _PAD, _PREHASHED), now)
-        ed_sig = signature_header(headers, body_hash, d, domain.ed_selector.encode(), b"ed25519-sha256", include,
+        ed_sig = signature_header(canon_headers, body_hash, d, domain.ed_selector.encode(), b"ed25519-sha256", include,
                                   ed_key.sign, now)
         return ed_sig + rsa_sig + raw
 

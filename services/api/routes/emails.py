@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from services.api.auth import ServiceCaller, runtime, service_key
 from services.api.idempotency import body_hash, email_id_for
 from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail, SendResult
-from services.api.sending import append_requests, prepare, remember, respond
+from services.api.sending import append_requests, prepare, remember, respond, summary
 from services.api.validation_errors import first_error
 from shared import metrics
 from shared.store import queries
@@ -142,13 +142,9 @@ async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key),
         "from": record["from"], "to": record["to"], "cc": record.get("cc", []), "bcc": record.get("bcc", []),
         "subject": record.get("subject", ""), "tags": record.get("tags", []), "created_at": record["time"],
         "scheduled_at": record.get("scheduled_at"),
-        "message": response.get("message") or _summary(record),
+        "message": response.get("message") or summary(
+            record.get("recipients", []), [(d["recipient"], d["reason"]) for d in record.get("dropped", [])],
+            record.get("sending_domain")),
         "recipients": recipients, "events": events,
     }
 
-
-def _summary(record: dict) -> str:
-    if not record.get("recipients"):
-        return "No email sent"
-    via = f"via domain {record['sending_domain']}" if record.get("sending_domain") else "via the sandbox sender"
-    return f"Email sent to {', '.join(record['recipients'])} {via}"
