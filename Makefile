@@ -10,11 +10,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(UV): $(VENV)/bin/python
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check "uv>=0.5"
+	$(VENV)/bin/python -m pip --version >/dev/null 2>&1 || $(VENV)/bin/python -m ensurepip --upgrade >/dev/null
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
 
-# Installs exactly what uv.lock pins (runtime + test extras) into .venv.
+# Installs exactly what uv.lock pins (runtime + test extras) into .venv; --inexact keeps
+# uv itself, which is not in the lock, so the next make does not reinstall everything.
 $(STAMP): pyproject.toml uv.lock $(UV)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra test --python $(VENV)/bin/python
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --inexact --extra test --python $(VENV)/bin/python
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -135,7 +135,7 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             res = (await ctx.sender.send(verp_for(ctx, req, domain, rcpt), [rcpt], raw)).get(rcpt)
             res = res or DeliveryResult("deferred", None, "no reply for recipient")
             if res.status in FINAL:
-                ctx.ledger.record_now([(req.email_id, rcpt, res.status)])
+                await ctx.ledger.record([(req.email_id, rcpt, res.status)])
             metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
         return rcpt, res
 

@@ -3,14 +3,18 @@
 A request redelivered after a crash (between the SMTP 250 and the offset commit) finds its
 recipients here and is not sent again.
 
-Storage: an append-only file of ``email_id recipient status`` lines, written with one
-``write()`` per outcome (no fsync: a killed process loses nothing that reached the kernel;
-after a power loss the worst case is one resend, never a loss) and an in-memory set rebuilt
-from the files at start. Only entries whose request offset is not yet committed matter, so
+Storage: an append-only file of ``email_id recipient status`` lines (no fsync: a killed
+process loses nothing that reached the kernel; after a power loss the worst case is one
+resend, never a loss) and an in-memory set rebuilt from the files at start. Writes are
+grouped: outcomes recorded while a write is under way go out together in the next one, and
+the write runs on a thread of its own, because an append on ext4 can stall for milliseconds
+behind another file's fsync (the event log's) and must not stall the event loop. Only entries whose request offset is not yet committed matter, so
 the ledger keeps the current file and the previous one and rotates at ``rotate_at`` lines."""
 from __future__ import annotations
 
+import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -31,6 +35,9 @@ class Ledger:
                     target.add((parts[0], parts[1]))
         self._lines = len(self._done)
         self._fd = os.open(self._path(self._gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        self._queued: list[tuple[list[tuple[str, str, str]], asyncio.Future]] = []
+        self._writing: asyncio.Task | None = None
 
     def _path(self, gen: int) -> Path:
         return self.dir / f"ledger.{gen}.log"
@@ -39,18 +46,44 @@ class Ledger:
         """Recipients of ``email_id`` that already have a final outcome."""
         return {r for r in recipients if (email_id, r) in self._done or (email_id, r) in self._previous}
 
-    def record_now(self, rows: list[tuple[str, str, str]]) -> None:
+    async def record(self, rows: list[tuple[str, str, str]]) -> None:
         """Record ``(email_id, recipient, status)``; in the kernel when it returns."""
         if not rows:
             return
+        done = asyncio.get_running_loop().create_future()
+        self._queued.append((rows, done))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write_queued())
+        await done
+
+    async def _write_queued(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                rows = [row for rows, _ in batch for row in rows]
+                try:
+                    await loop.run_in_executor(self._writer, self._append, rows)
+                    self._mark(rows)
+                except OSError as exc:  # disk full: every waiter fails, nothing is marked done
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._writing = None
+
+    def _append(self, rows: list[tuple[str, str, str]]) -> None:
         os.write(self._fd, "".join(f"{e} {r} {s}\n" for e, r, s in rows).encode())
+
+    def _mark(self, rows: list[tuple[str, str, str]]) -> None:
         self._done.update((e, r) for e, r, _ in rows)
         self._lines += len(rows)
         if self._lines >= self.rotate_at:
             self._rotate()
-
-    async def record(self, rows: list[tuple[str, str, str]]) -> None:
-        self.record_now(rows)
 
     def _rotate(self) -> None:
         os.close(self._fd)
@@ -62,4 +95,5 @@ class Ledger:
         self._fd = os.open(self._path(self._gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         os.close(self._fd)

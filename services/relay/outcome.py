@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import aiosmtplib
+from services.relay.senders.smtp_client import SmtpError
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,8 @@ def from_reply(code: int, message: str, host: str | None = None) -> DeliveryResu
 
 def from_exception(exc: BaseException, host: str | None = None) -> DeliveryResult:
     """Connection failures and timeouts are temporary; SMTP errors follow their code."""
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
+    if isinstance(exc, SmtpError) and exc.code is not None:
         return from_reply(exc.code, exc.message, host)
+    if isinstance(exc, SmtpError):
+        return DeliveryResult("deferred", None, exc.message, host)
     return DeliveryResult("deferred", None, f"{type(exc).__name__}: {exc}", host)

@@ -103,7 +103,7 @@ class SqliteLog(EventLog):
             conn.execute("BEGIN IMMEDIATE")
             for kind, payload, fut in jobs:
                 if kind == "append":
-                    results.append((fut, self._insert(conn, payload, assigned)))
+                    results.append((fut, [self._insert(conn, item, assigned) for item in payload]))
                 else:
                     conn.executemany(
                         "INSERT INTO commits(grp, topic, part, off) VALUES (?,?,?,?) "
@@ -115,13 +115,11 @@ class SqliteLog(EventLog):
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            for _, _, fut in jobs:
-                self._loop.call_soon_threadsafe(_resolve, fut, None, exc)
+            self._loop.call_soon_threadsafe(_resolve_all, [(fut, None, exc) for _, _, fut in jobs], None)
             return
         self._next.update(assigned)
-        for fut, res in results:
-            self._loop.call_soon_threadsafe(_resolve, fut, res, None)
-        self._loop.call_soon_threadsafe(self._notify)
+        # one wake-up of the event loop per commit, not one per record
+        self._loop.call_soon_threadsafe(_resolve_all, [(fut, res, None) for fut, res in results], self._notify)
 
     def _insert(self, conn, payload, assigned) -> tuple[int, int]:
         topic, key, value, headers = payload
@@ -146,11 +144,10 @@ class SqliteLog(EventLog):
         return fut
 
     async def append(self, topic, key, value, headers=None):
-        return await self._submit("append", (str(topic), key, value, headers))
+        return (await self._submit("append", [(str(topic), key, value, headers)]))[0]
 
     async def append_many(self, topic, items):
-        futs = [self._submit("append", (str(topic), k, v, None)) for k, v in items]
-        return list(await asyncio.gather(*futs))
+        return await self._submit("append", [(str(topic), k, v, None) for k, v in items])
 
     async def _commit_offsets(self, rows: list[tuple[str, str, int, int]]) -> None:
         await self._submit("commit", rows)
@@ -173,13 +170,16 @@ class SqliteLog(EventLog):
         return SqliteConsumer(self, [str(t) for t in topics], group)
 
 
-def _resolve(fut: asyncio.Future, result, exc) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
+def _resolve_all(outcomes: list[tuple[asyncio.Future, object, BaseException | None]], then=None) -> None:
+    for fut, result, exc in outcomes:
+        if fut.done():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+    if then is not None:
+        then()
 
 
 class SqliteConsumer(Consumer):

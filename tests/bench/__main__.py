@@ -21,6 +21,7 @@ def main() -> None:
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
     if args.only in (None, "relay"):
         results["relay_dual_dkim"] = asyncio.run(relay.run(args.messages))
+        results["relay_dual_dkim_aiosmtpd_sink"] = asyncio.run(relay.run(args.messages, sink_kind="aiosmtpd"))
         results["relay_dual_dkim_stock_dkimpy"] = asyncio.run(relay.run(max(300, args.messages // 10), stock=True))
     if args.only in (None, "stats"):
         from tests.bench import stats

@@ -1,13 +1,17 @@
 """A real SMTP server (aiosmtpd) on loopback that records what it receives and can be
-scripted to answer 2xx/4xx/5xx per recipient or for DATA, stall, or drop mid-DATA."""
+scripted to answer 2xx/4xx/5xx per recipient or for DATA, stall, or drop mid-DATA; it can
+advertise PIPELINING, offer or require STARTTLS, and require AUTH."""
 from __future__ import annotations
 
+import datetime
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.support.broker import free_port
 
@@ -18,6 +22,8 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     at: float = field(default_factory=time.time)
+    tls: bool = False
+    login: str | None = None
 
     @property
     def message(self):
@@ -27,6 +33,13 @@ class Received:
 class _Handler:
     def __init__(self, sink: "SmtpSink"):
         self.sink = sink
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.sink.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        self.sink.ehlo_count += 1
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.sink.rcpt_replies.get(address.lower())
@@ -46,21 +59,70 @@ class _Handler:
         reply = self.sink.next_data_reply()
         if reply.startswith("2"):
             with self.sink.lock:
-                self.sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+                login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
+                self.sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
+                                                   tls=session.ssl is not None, login=login))
         return reply
+
+
+class _Authenticator:
+    def __init__(self, user: str, password: str):
+        self.user, self.password = user.encode(), password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (self.user, self.password)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+
+def self_signed_context() -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1."""
+    import ipaddress
+    import tempfile
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sink.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    with tempfile.TemporaryDirectory() as d:
+        cert_path, key_path = f"{d}/cert.pem", f"{d}/key.pem"
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(key_path, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert_path, key_path)
+    return ctx
 
 
 class SmtpSink:
     def __init__(self, data_replies: list[str] | None = None, rcpt_replies: dict[str, str] | None = None,
-                 data_delay: float = 0.0, drop_data: bool = False, port: int | None = None):
+                 data_delay: float = 0.0, drop_data: bool = False, port: int | None = None,
+                 pipelining: bool = False, starttls: str | None = None, login: tuple[str, str] | None = None):
+        """``starttls``: None, ``"offer"`` or ``"require"`` (self-signed certificate);
+        ``login``: (user, password) the server requires (AUTH PLAIN/LOGIN)."""
         self.port = port or free_port()
+        self.pipelining, self.ehlo_count = pipelining, 0
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
         self.data_delay, self.drop_data = data_delay, drop_data
         self.received: list[Received] = []
         self.lock = threading.Lock()
+        tls = {"tls_context": self_signed_context(), "require_starttls": starttls == "require"} if starttls else {}
+        auth = {"authenticator": _Authenticator(*login), "auth_required": True,
+                "auth_require_tls": False} if login else {}
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
-                                     data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=True)
+                                     data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=True, **tls, **auth)
 
     def next_data_reply(self) -> str:
         with self.lock:
