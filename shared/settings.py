@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(10.0, gt=0, description="Seconds a webhook endpoint has to answer.")
     log_level: str = Field("INFO", description="Logging level.")
     embedded_partitions: int = Field(4, ge=1, le=64, description="Partitions per topic of the embedded log.")
-    relay_concurrency: int = Field(32, ge=1, le=1024, description="Messages a relay process delivers at once.")
+    relay_concurrency: int = Field(64, ge=1, le=1024, description="Messages a relay process delivers at once (64: measured faster than 32 with dual DKIM on 2 cores).")
     retry_schedule: str = Field("60,300,900,3600,10800,21600", description="Seconds between delivery retries, comma-separated; the last repeats.")
     queue_lifetime: int = Field(72 * 3600, ge=1, description="Seconds a deferred message keeps being retried before it fails.")
 

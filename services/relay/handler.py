@@ -139,6 +139,8 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
         return rcpt, res
 
+    if len(rcpts) == 1:  # the common case: no task per recipient
+        return dict([await one(rcpts[0])])
     return dict(await asyncio.gather(*(one(r) for r in rcpts)))
 
 

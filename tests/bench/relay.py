@@ -62,8 +62,7 @@ async def run(n: int, stock: bool = False, sink_kind: str = "lean") -> dict:
     sink = subprocess.Popen([sys.executable, "-m", "tests.bench.sink", str(port), sink_kind], stdout=subprocess.PIPE)
     wait_port(port)
     data = Path(tempfile.mkdtemp(prefix="postline-bench-"))
-    settings = Settings(data_dir=data, delivery="smarthost", smarthost=f"127.0.0.1:{port}", secret_key="bench",
-                        relay_concurrency=64)
+    settings = Settings(data_dir=data, delivery="smarthost", smarthost=f"127.0.0.1:{port}", secret_key="bench")
     rt = Runtime(settings)
     await rt.start(with_store=False)
     try:
