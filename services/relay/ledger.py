@@ -6,10 +6,11 @@ recipients here and is not sent again.
 Storage: an append-only file of ``email_id recipient status`` lines (no fsync: a killed
 process loses nothing that reached the kernel; after a power loss the worst case is one
 resend, never a loss) and an in-memory set rebuilt from the files at start. Writes are
-grouped: outcomes recorded while a write is under way go out together in the next one, and
-the write runs on a thread of its own, because an append on ext4 can stall for milliseconds
-behind another file's fsync (the event log's) and must not stall the event loop. Only entries whose request offset is not yet committed matter, so
-the ledger keeps the current file and the previous one and rotates at ``rotate_at`` lines."""
+grouped (outcomes recorded while a write is under way go out together in the next one) and
+run on a thread of their own: ``write()`` releases the GIL, and on the event loop's thread
+getting it back from the busy DKIM threads cost ~0.1 ms per write (cProfile, bench run).
+Only entries whose request offset is not yet committed matter, so the ledger keeps the
+current file and the previous one and rotates at ``rotate_at`` lines."""
 from __future__ import annotations
 
 import asyncio
