@@ -41,6 +41,14 @@ class _Handler:
         self.sink.ehlo_count += 1
         return responses
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        reply = self.sink.mail_replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.sink.rcpt_replies.get(address.lower())
         if reply:
@@ -108,13 +116,15 @@ def self_signed_context() -> ssl.SSLContext:
 class SmtpSink:
     def __init__(self, data_replies: list[str] | None = None, rcpt_replies: dict[str, str] | None = None,
                  data_delay: float = 0.0, drop_data: bool = False, port: int | None = None,
-                 pipelining: bool = False, starttls: str | None = None, login: tuple[str, str] | None = None):
+                 pipelining: bool = False, starttls: str | None = None, login: tuple[str, str] | None = None,
+                 mail_replies: dict[str, str] | None = None):
         """``starttls``: None, ``"offer"`` or ``"require"`` (self-signed certificate);
         ``login``: (user, password) the server requires (AUTH PLAIN/LOGIN)."""
         self.port = port or free_port()
         self.pipelining, self.ehlo_count = pipelining, 0
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
+        self.mail_replies = {k.lower(): v for k, v in (mail_replies or {}).items()}
         self.data_delay, self.drop_data = data_delay, drop_data
         self.received: list[Received] = []
         self.lock = threading.Lock()

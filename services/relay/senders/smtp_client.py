@@ -173,20 +173,19 @@ class SmtpConnection:
             mail_reply = await self._r.reply(self.timeout)
             rcpt_replies = [await self._r.reply(self.timeout) for _ in rcpts]
             data_reply = await self._r.reply(self.timeout)
-        else:
-            mail_reply = await self.command(mail[:-2])
-            if mail_reply[0] != 250:
-                await self.command(b"RSET")
-                return [mail_reply] * len(rcpts)
-            rcpt_replies = [await self.command(line[:-2]) for line in rcpt_lines]
-            data_reply = (await self.command(b"DATA")) if any(c in (250, 251) for c, _ in rcpt_replies) else None
+        else:  # one command at a time, stopping where the server said no
+            mail_reply, rcpt_replies, data_reply = await self.command(mail[:-2]), [], None
+            if mail_reply[0] == 250:
+                rcpt_replies = [await self.command(line[:-2]) for line in rcpt_lines]
+                if any(code in (250, 251) for code, _ in rcpt_replies):
+                    data_reply = await self.command(b"DATA")
         if mail_reply[0] != 250:
             await self._reset(data_reply)
             return [mail_reply] * len(rcpts)
         accepted = [c in (250, 251) for c, _ in rcpt_replies]
         if data_reply is None or data_reply[0] != 354:
             await self._reset(data_reply)
-            return [reply if ok is False else data_reply for reply, ok in zip(rcpt_replies, accepted)]
+            return [data_reply if ok else reply for reply, ok in zip(rcpt_replies, accepted)]
         if not any(accepted):  # the server opened DATA with no recipient: send nothing, drop it
             raise SmtpError("server accepted DATA without recipients")
         self._write(payload)

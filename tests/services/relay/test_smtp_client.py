@@ -76,6 +76,21 @@ async def test_data_refusal_and_all_recipients_refused(sinks, pipelining):
     assert [r.rcpt_tos for r in sink.received] == [["a@example.com"]]
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_refused_sender_answers_for_every_recipient(sinks, pipelining):
+    sink = sinks(pipelining=pipelining, mail_replies={"blocked@acme.test": "550 5.7.1 sender blocked"})
+    pool = SmtpPool("127.0.0.1", sink.port, size=1)
+    try:
+        refused = await pool.send("blocked@acme.test", ["a@example.com", "b@example.com"], RAW)
+        after = await send(pool, ["a@example.com"])
+    finally:
+        await pool.close()
+    assert {(o.status, o.smtp_code) for o in refused.values()} == {("bounced", 550)}
+    assert "sender blocked" in refused["b@example.com"].smtp_reply
+    assert after["a@example.com"].status == "delivered"
+    assert [r.rcpt_tos for r in sink.received] == [["a@example.com"]]
+
+
 async def test_opportunistic_starttls_is_used_when_offered(sinks):
     sink = sinks(starttls="offer", pipelining=True)
     pool = SmtpPool("127.0.0.1", sink.port, tls="opportunistic")
