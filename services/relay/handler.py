@@ -1,7 +1,8 @@
 """Process one send request: a checklist of named steps (Postal's OutgoingMessageProcessor).
 
-announce → skip_already_delivered → build → sign → deliver (one VERP transaction per
-recipient) → record_in_ledger → emit outcome events → schedule_retry.
+announce → already_final (outcomes the ledger has: emitted again, not sent again) → build →
+sign → deliver (one VERP transaction per recipient, each final outcome into the ledger) →
+schedule_retry → emit events.
 
 Every event id is derived from (email, recipient, type, attempt), so re-processing a
 redelivered request emits the same ids and consumers drop the duplicates."""
@@ -94,9 +95,12 @@ def announce(req: ev.SendRequested) -> list[ev.Event]:
     return out
 
 
-async def skip_already_delivered(ctx: RelayContext, req: ev.SendRequested) -> list[str]:
-    done = await ctx.ledger.done(req.email_id, req.recipients)
-    return [r for r in req.recipients if r not in done]
+async def already_final(ctx: RelayContext, req: ev.SendRequested) -> list[ev.Event]:
+    """Outcome events of recipients the ledger already has a final outcome for: they are not
+    sent again, but their event is emitted again (same derived id, so consumers keep one),
+    because a crash between the ledger write and the events append would otherwise lose it."""
+    recorded = await ctx.ledger.done(req.email_id, req.recipients)
+    return [outcome_event(req, rcpt, res, None, status == "failed") for rcpt, (status, res) in recorded.items()]
 
 
 def sending_domain(ctx: RelayContext, req: ev.SendRequested) -> ev.DomainSaved | None:
@@ -135,7 +139,7 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             res = (await ctx.sender.send(verp_for(ctx, req, domain, rcpt), [rcpt], raw)).get(rcpt)
             res = res or DeliveryResult("deferred", None, "no reply for recipient")
             if res.status in FINAL:
-                await ctx.ledger.record([(req.email_id, rcpt, res.status)])
+                await ctx.ledger.record([(req.email_id, rcpt, res.status, res)])
             metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
         return rcpt, res
 
@@ -178,7 +182,9 @@ async def schedule_retry(ctx: RelayContext, req: ev.SendRequested, rcpts: list[s
 async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
     """Deliver one request; all its effects are durable when this returns."""
     events = announce(req)
-    pending = await skip_already_delivered(ctx, req)
+    events += await already_final(ctx, req)
+    done = {e.recipient for e in events if e.type in FINAL}
+    pending = [r for r in req.recipients if r not in done]
     if pending:
         domain = sending_domain(ctx, req)
         raw = await sign(ctx, build_message(ctx, req, domain), domain)
@@ -186,7 +192,8 @@ async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
         results = await deliver(ctx, req, domain, pending, raw)
         level, when, gave_up = retry_plan(ctx, req)
         outcomes = [outcome_event(req, rcpt, results[rcpt], when, gave_up) for rcpt in pending]
-        await ctx.ledger.record([(req.email_id, e.recipient, e.type) for e in outcomes if e.type == "failed"])
+        await ctx.ledger.record([(req.email_id, rcpt, "failed", results[rcpt])
+                                 for rcpt, e in zip(pending, outcomes) if e.type == "failed"])
         await ctx.in_flight.crash_point("relay.after_ledger")
         deferred = [e.recipient for e in outcomes if e.type == "deferred"]
         if deferred:

@@ -1,5 +1,7 @@
 """Crash the relay at random points across 500 messages: every message reaches the sink at
-least once and no (message, recipient) is delivered twice.
+least once, no (message, recipient) is delivered twice, and every message's `delivered`
+event is on the log (a crash after the ledger write and before the events append must not
+lose it).
 
 The relay runs as its own process against the tansu broker, with failpoints that exit the
 process at random (before delivering, after the ledger write, after emitting events, before
@@ -9,18 +11,38 @@ know whether a message it was killed in the middle of handing over arrived (see
 docs/delivery.md)."""
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
 import httpx
 import pytest
 
+from shared import events as ev
+from shared.log.kafka import KafkaLog
+from shared.settings import Settings
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
 from tests.support.smtp_sink import SmtpSink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 MESSAGES = 500
+
+
+async def delivered_events(bootstrap: str) -> set[str]:
+    """Email ids with a ``delivered`` event on email.events, read from the start."""
+    lg = KafkaLog(Settings(kafka_bootstrap=bootstrap, kafka_idempotence=False, kafka_session_timeout_ms=1500))
+    await lg.start()
+    consumer = lg.consumer([ev.Topic.EVENTS], None)
+    await consumer.start()
+    seen: set[str] = set()
+    try:
+        while records := await consumer.poll(max_records=5000, timeout=2.0):
+            seen |= {e.email_id for e in map(lambda r: ev.decode(r.value), records) if e.type == "delivered"}
+    finally:
+        await consumer.close()
+        await lg.close()
+    return seen
 
 
 def test_relay_killed_at_random_points_loses_and_doubles_nothing(tmp_path, tansu):
@@ -62,6 +84,13 @@ def test_relay_killed_at_random_points_loses_and_doubles_nothing(tmp_path, tansu
         doubled = {k: n for k, n in counts.items() if n > 1}
         assert not doubled, f"delivered twice: {list(doubled)[:5]}"
         assert restarts >= 3, "the failpoints should have crashed the relay several times"
+        missing = set(ids)
+        deadline = time.monotonic() + 90
+        while missing and time.monotonic() < deadline:  # the relay may still crash and restart
+            missing -= asyncio.run(delivered_events(tansu.bootstrap))
+            if relay.proc.poll() is not None:
+                relay.start()
+        assert not missing, f"{len(missing)} messages have no delivered event"
     finally:
         relay.stop()
         api_proc.stop()
