@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -139,6 +140,7 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             res = (await ctx.sender.send(verp_for(ctx, req, domain, rcpt), [rcpt], raw)).get(rcpt)
             res = res or DeliveryResult("deferred", None, "no reply for recipient")
             if res.status in FINAL:
+                res = dataclasses.replace(res, at=ev.utcnow())
                 await ctx.ledger.record([(req.email_id, rcpt, res.status, res)])
             metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
         return rcpt, res
@@ -151,6 +153,8 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
 def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_at: datetime | None,
                   gave_up: bool) -> ev.Event:
     common = {**_common(req), "recipient": rcpt, "smtp_code": res.smtp_code, "smtp_reply": res.smtp_reply}
+    if res.at is not None:  # a final outcome keeps its time, so an event emitted again is the same row
+        common["time"] = res.at
     attempt = req.attempt + 1
     if res.status == "delivered":
         return ev.Delivered(id=ev.derived_id(req.email_id, rcpt, "delivered"), mx_host=res.mx_host, **common)
@@ -192,8 +196,9 @@ async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
         results = await deliver(ctx, req, domain, pending, raw)
         level, when, gave_up = retry_plan(ctx, req)
         outcomes = [outcome_event(req, rcpt, results[rcpt], when, gave_up) for rcpt in pending]
-        await ctx.ledger.record([(req.email_id, rcpt, "failed", results[rcpt])
-                                 for rcpt, e in zip(pending, outcomes) if e.type == "failed"])
+        await ctx.ledger.record([(req.email_id, e.recipient, "failed",
+                                  dataclasses.replace(results[e.recipient], at=e.time))
+                                 for e in outcomes if e.type == "failed"])
         await ctx.in_flight.crash_point("relay.after_ledger")
         deferred = [e.recipient for e in outcomes if e.type == "deferred"]
         if deferred:

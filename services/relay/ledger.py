@@ -5,7 +5,7 @@ recipients here and is not sent again; the outcome kept here (status, SMTP code 
 lets the relay emit the outcome event again, since the crash may have come before it was.
 
 Storage: an append-only file of JSON lines ``[email_id, recipient, status, code, reply,
-host]`` (no fsync: a killed process loses nothing that reached the kernel; after a power
+host, time]`` (no fsync: a killed process loses nothing that reached the kernel; after a power
 loss the worst case is one resend, never a loss) and an in-memory index rebuilt from the
 files at start. Writes are
 grouped (outcomes recorded while a write is under way go out together in the next one) and
@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 from services.relay.outcome import DeliveryResult
@@ -31,12 +32,12 @@ def _parse(line: str) -> list | None:
     format, ``email_id recipient status``, carry no SMTP reply."""
     if not line.startswith("["):
         parts = line.split(" ")
-        return [*parts, None, None, None] if len(parts) == 3 else None
+        return [*parts, None, None, None, None] if len(parts) == 3 else None
     try:
         row = json.loads(line)
     except ValueError:
         return None
-    return row if isinstance(row, list) and len(row) == 6 else None
+    return row if isinstance(row, list) and len(row) == 7 else None
 
 
 class Ledger:
@@ -44,7 +45,7 @@ class Ledger:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rotate_at = rotate_at
-        self._done: dict[tuple[str, str], tuple] = {}  # (email id, recipient) → (status, code, reply, host)
+        self._done: dict[tuple[str, str], tuple] = {}  # (email id, recipient) → (status, code, reply, host, time)
         self._previous: dict[tuple[str, str], tuple] = {}
         files = sorted(self.dir.glob("ledger.*.log"), key=lambda p: int(p.name.split(".")[1]))
         self._gen = int(files[-1].name.split(".")[1]) if files else 0
@@ -56,6 +57,8 @@ class Ledger:
                     target[(row[0], row[1])] = tuple(row[2:])
         self._lines = len(self._done)
         self._fd = os.open(self._path(self._gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if files and not files[-1].read_bytes().endswith(b"\n") and files[-1].stat().st_size:
+            os.write(self._fd, b"\n")  # end a line torn by a kill, so the next one starts clean
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._queued: list[tuple[list[Row], asyncio.Future]] = []
         self._writing: asyncio.Task | None = None
@@ -70,9 +73,9 @@ class Ledger:
         for r in recipients:
             kept = self._done.get((email_id, r)) or self._previous.get((email_id, r))
             if kept:
-                status, code, reply, host = kept
+                status, code, reply, host, at = kept
                 kind = status if status in ("delivered", "bounced") else "deferred"  # failed: deferred to the end
-                out[r] = (status, DeliveryResult(kind, code, reply, host))
+                out[r] = (status, DeliveryResult(kind, code, reply, host, datetime.fromisoformat(at) if at else None))
         return out
 
     async def record(self, rows: list[Row]) -> None:
@@ -90,7 +93,8 @@ class Ledger:
         try:
             while self._queued:
                 batch, self._queued = self._queued, []
-                rows = [(e, r, s, [o.smtp_code, o.smtp_reply, o.mx_host]) for rows, _ in batch for e, r, s, o in rows]
+                rows = [(e, r, s, [o.smtp_code, o.smtp_reply, o.mx_host, o.at.isoformat() if o.at else None])
+                        for rows, _ in batch for e, r, s, o in rows]
                 try:
                     await loop.run_in_executor(self._writer, self._append, rows)
                     self._mark(rows)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from services.relay.senders.smtp_client import SmtpError
@@ -13,6 +14,7 @@ class DeliveryResult:
     smtp_code: int | None = None
     smtp_reply: str | None = None
     mx_host: str | None = None
+    at: datetime | None = None  # when the outcome became final; its event's time
 
 
 def from_reply(code: int, message: str, host: str | None = None) -> DeliveryResult:

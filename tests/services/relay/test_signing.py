@@ -35,7 +35,8 @@ def verifies(raw: bytes, dns: DnsServer) -> list[bool]:
 
 def message(i: int) -> bytes:
     req = ev.SendRequested(workspace_id="w", service_id="s", email_id=ev.new_id(), mode="production",
-                           sending_domain="acme.test", to=[f"user{i}@example.com"], subject=f"Receipt #{i} — ünïcode",
+                           sending_domain="acme.test", to=[f"user{i}@example.com"],
+                           subject=f"Receipt #{i} — ünïcode",
                            text=f"Thanks for order {i}\n.a dotted line", html=f"<p>order <b>{i}</b></p>",
                            recipients=[f"user{i}@example.com"], **{"from": "Acme <billing@acme.test>"})
     return build(req, "acme.test")
