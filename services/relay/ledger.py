@@ -49,15 +49,17 @@ class Ledger:
         self._previous: dict[tuple[str, str], tuple] = {}
         files = sorted(self.dir.glob("ledger.*.log"), key=lambda p: int(p.name.split(".")[1]))
         self._gen = int(files[-1].name.split(".")[1]) if files else 0
+        text = ""
         for path in files[-2:]:
             target = self._done if path == files[-1] else self._previous
-            for line in path.read_text(errors="replace").splitlines():
+            text = path.read_text(errors="replace")
+            for line in text.splitlines():
                 row = _parse(line)
                 if row:
                     target[(row[0], row[1])] = tuple(row[2:])
         self._lines = len(self._done)
         self._fd = os.open(self._path(self._gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        if files and not files[-1].read_bytes().endswith(b"\n") and files[-1].stat().st_size:
+        if text and not text.endswith("\n"):
             os.write(self._fd, b"\n")  # end a line torn by a kill, so the next one starts clean
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._queued: list[tuple[list[Row], asyncio.Future]] = []

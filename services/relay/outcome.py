@@ -27,9 +27,7 @@ def from_reply(code: int, message: str, host: str | None = None) -> DeliveryResu
 
 
 def from_exception(exc: BaseException, host: str | None = None) -> DeliveryResult:
-    """Connection failures and timeouts are temporary; SMTP errors follow their code."""
-    if isinstance(exc, SmtpError) and exc.code is not None:
-        return from_reply(exc.code, exc.message, host)
-    if isinstance(exc, SmtpError):
-        return DeliveryResult("deferred", None, exc.message, host)
-    return DeliveryResult("deferred", None, f"{type(exc).__name__}: {exc}", host)
+    """Connection failures, refusals while connecting and timeouts are temporary (the SMTP
+    client reports a server's refusal of a message as a reply, never as an exception)."""
+    message = exc.message if isinstance(exc, SmtpError) else f"{type(exc).__name__}: {exc}"
+    return DeliveryResult("deferred", None, message, host)
