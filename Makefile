@@ -4,7 +4,7 @@ VENV   := .venv
 UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.synced
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install test-deps clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,23 @@ $(STAMP): pyproject.toml uv.lock $(UV)
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --inexact --extra test --python $(VENV)/bin/python
 	touch $(STAMP)
 
+# Browser tests drive Debian's chromium through Playwright (never `playwright install`,
+# which downloads a browser build from outside the package registries).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	command -v apt-get >/dev/null || { echo "install chromium (Debian package) for the browser tests" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
 install: $(STAMP)
+
+test-deps: install $(CHROMIUM)
 
 ## make run: everything in one process on embedded defaults (SQLite log, chDB, dev inbox).
 run: install
 	$(VENV)/bin/postline all
 
 ## make test: the whole suite, real parts included (tansu broker, chDB, SMTP sinks, DNS).
-test: install
+test: test-deps
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 ## make bench: throughput/latency benchmarks; results in docs/benchmarks.md.

@@ -11,3 +11,16 @@ def tansu(tmp_path_factory):
     broker = Tansu(tmp_path_factory.mktemp("tansu") / "tansu.log")
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless chromium for the session (Playwright's sync API)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.browser import launch
+
+    with sync_playwright() as pw:
+        b = launch(pw)
+        yield b
+        b.close()
