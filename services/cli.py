@@ -1,12 +1,7 @@
-"""``postline <role>``: one CLI, the role picks what runs in this process.
+"""postline COMMAND: one CLI; the command picks what runs in this process.
 
-all        every service in one process (embedded defaults; what ``make run`` starts)
-api        HTTP API and dashboard
-relay      delivery (consumes email.requests, delay topics)
-webhooks   webhook fan-out
-analytics  events into ClickHouse
-migrate    apply ClickHouse migrations (and create Kafka topics) then exit
-workspace  ``workspace create NAME``: a new workspace and its admin token (shown once)
+Every setting is an environment variable with the POSTLINE_ prefix (see each command's
+--help for the ones it reads, and shared/settings.py for all of them).
 """
 from __future__ import annotations
 
@@ -140,17 +135,69 @@ async def _workspace(action: str, name: str) -> None:
         await rt.close()
 
 
+# Environment variables by concern; each command's --help lists the groups it reads.
+ENV = {
+    "store": ["POSTLINE_DATA_DIR", "POSTLINE_SECRET_KEY", "POSTLINE_KAFKA_BOOTSTRAP", "POSTLINE_CLICKHOUSE_URL",
+              "POSTLINE_LOG_LEVEL"],
+    "http": ["POSTLINE_HTTP_HOST", "POSTLINE_HTTP_PORT", "POSTLINE_PUBLIC_URL"],
+    "api": ["POSTLINE_ADMIN_TOKEN", "POSTLINE_SANDBOX_FROM", "POSTLINE_RATE_PER_MINUTE", "POSTLINE_RATE_PER_DAY",
+            "POSTLINE_API_REPLICAS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_WEBHOOK_ALLOW_PRIVATE"],
+    "relay": ["POSTLINE_DELIVERY", "POSTLINE_SMARTHOST", "POSTLINE_SMARTHOST_USER", "POSTLINE_SMARTHOST_PASSWORD",
+              "POSTLINE_SMARTHOST_TLS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_INBOUND_SMTP_PORT",
+              "POSTLINE_RELAY_CONCURRENCY", "POSTLINE_RETRY_SCHEDULE", "POSTLINE_QUEUE_LIFETIME", "POSTLINE_MX_PORT",
+              "POSTLINE_MX_CONCURRENCY", "POSTLINE_MX_RATE"],
+    "webhooks": ["POSTLINE_WEBHOOK_ALLOW_PRIVATE", "POSTLINE_WEBHOOK_TIMEOUT", "POSTLINE_WEBHOOK_RETRY_SCHEDULE"],
+}
+COMMANDS = {
+    "all": ("every role in one command on embedded defaults (what `make run` starts)",
+            "Runs the API, relay, webhooks and analytics over one data dir: the SQLite log and\n"
+            "chDB in POSTLINE_DATA_DIR, and a dev inbox that captures outbound mail unless\n"
+            "POSTLINE_DELIVERY says otherwise. Prints the API URL and, on the first run, the\n"
+            "admin token.", ("store", "http", "api", "relay", "webhooks")),
+    "api": ("the HTTP API, dashboard and docs",
+            "Serves the management and send APIs, the dev inbox and /docs on\n"
+            "POSTLINE_HTTP_HOST:POSTLINE_HTTP_PORT; appends send requests to the log.", ("store", "http", "api")),
+    "relay": ("delivery: builds, DKIM-signs and sends queued mail; receives bounces",
+              "Consumes email.requests and the retry topic, delivers over SMTP (or into the dev\n"
+              "inbox) and listens for bounces on POSTLINE_INBOUND_SMTP_PORT. Health on the HTTP port.",
+              ("store", "http", "relay")),
+    "webhooks": ("signed webhook fan-out of lifecycle events",
+                 "Consumes email.events and delivers them to subscribed endpoints with retries.\n"
+                 "Health on the HTTP port.", ("store", "http", "webhooks")),
+    "analytics": ("loads every event into ClickHouse (chDB when POSTLINE_CLICKHOUSE_URL is unset)",
+                  "Consumes email.events in batches into the analytics store; owns its schema.\n"
+                  "Health on the HTTP port.", ("store", "http")),
+    "migrate": ("apply ClickHouse migrations (and create Kafka topics), then exit",
+                "Run once per upgrade in distributed mode, before the other roles.", ("store",)),
+}
+
+
+def _env_epilog(groups: tuple[str, ...]) -> str:
+    names = list(dict.fromkeys(n for g in groups for n in ENV[g]))
+    return "environment variables read:\n" + "\n".join(f"  {n}" for n in names)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="postline", description=__doc__, formatter_class=raw)
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for name, (summary, description, groups) in COMMANDS.items():
+        sub.add_parser(name, help=summary, description=description, epilog=_env_epilog(groups), formatter_class=raw)
+    ws = sub.add_parser(
+        "workspace", help="workspace create NAME | workspace rotate-token ID: admin tokens (shown once)",
+        description="create NAME: a new workspace and its admin token.\n"
+                    "rotate-token ID: a new admin token for workspace ID (the first one is `default`);\n"
+                    "the old token stops working. Both print the token once; only its hash is stored.\n"
+                    "Run it beside a running embedded server with the same POSTLINE_DATA_DIR; that server\n"
+                    "accepts the new token after its next restart.",
+        epilog=_env_epilog(("store",)), formatter_class=raw)
+    ws.add_argument("action", choices=["create", "rotate-token"], help="what to do")
+    ws.add_argument("name", metavar="NAME_OR_ID", help="workspace name (create) or id (rotate-token, e.g. default)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="postline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    for role in ROLES:
-        sub.add_parser(role)
-    sub.add_parser("migrate")
-    ws = sub.add_parser("workspace")
-    ws.add_argument("action", choices=["create", "rotate-token"])
-    ws.add_argument("name", help="workspace name (create) or id (rotate-token)")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level)
     try:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import threading
 import time
 import uuid
 from email import message_from_bytes, policy
+from email.message import EmailMessage
+from html.parser import HTMLParser
 from pathlib import Path
+
+URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+")
 
 
 class DevInbox:
@@ -34,23 +39,50 @@ class DevInbox:
         """Keep one delivered message; durable (committed) when it returns."""
         return await asyncio.to_thread(self._store, mail_from, rcpts, raw)
 
-    def list(self, limit: int = 50, to: str | None = None) -> list[dict]:
+    def list(self, limit: int = 50, to: str | None = None, email_id: str | None = None) -> list[dict]:
+        """Newest first; ``to`` keeps mail to that envelope recipient, ``email_id`` the mail of
+        that Postline email (its ``X-Postline-Id``)."""
+        filtered = bool(to or email_id)
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, received_at, mail_from, rcpts, raw FROM mail ORDER BY received_at DESC LIMIT ?",
-                (limit if not to else 10_000,)).fetchall()
+                (10_000 if filtered else limit,)).fetchall()
         out = []
         for mid, ts, mail_from, rcpts, raw in rows:
             rcpt_list = json.loads(rcpts)
             if to and to.lower() not in [r.lower() for r in rcpt_list]:
                 continue
-            msg = message_from_bytes(raw, policy=policy.default)
-            out.append({
-                "id": mid, "received_at": ts, "mail_from": mail_from, "rcpt_to": rcpt_list,
-                "from": str(msg["From"] or ""), "to": str(msg["To"] or ""), "subject": str(msg["Subject"] or ""),
-                "message_id": str(msg["Message-ID"] or ""), "postline_id": str(msg["X-Postline-Id"] or ""),
-            })
+            summary = _summary(mid, ts, mail_from, rcpt_list, message_from_bytes(raw, policy=policy.default))
+            if email_id and summary["postline_id"] != email_id:
+                continue
+            out.append(summary)
         return out[:limit]
+
+    async def wait_list(self, wait: float, **filters) -> list[dict]:
+        """``list(**filters)``, waiting up to ``wait`` seconds for a first match (the relay
+        delivers asynchronously: a script can ask for a mail it just caused)."""
+        deadline = time.monotonic() + wait
+        while True:
+            found = await asyncio.to_thread(self.list, **filters)
+            if found or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(0.1)
+
+    def message(self, mid: str) -> dict | None:
+        """One captured message, decoded: the summary plus ``headers`` (name, value pairs),
+        ``text`` and ``html`` (the decoded parts, or None) and ``links`` (every http(s) URL of
+        the text part, then of the HTML's ``href``s, first occurrence order) — so a script can
+        follow a link without decoding quoted-printable itself."""
+        with self._lock:
+            row = self._db.execute("SELECT id, received_at, mail_from, rcpts, raw FROM mail WHERE id=?", (mid,)).fetchone()
+        if row is None:
+            return None
+        msg = message_from_bytes(row[4], policy=policy.default)
+        text, html = _part(msg, "plain"), _part(msg, "html")
+        links = URL_IN_TEXT.findall(text or "") + _hrefs(html or "")
+        return {**_summary(row[0], row[1], row[2], json.loads(row[3]), msg),
+                "headers": [[k, str(v)] for k, v in msg.items()], "text": text, "html": html,
+                "links": list(dict.fromkeys(links))}
 
     def raw(self, mid: str) -> bytes | None:
         with self._lock:
@@ -59,3 +91,31 @@ class DevInbox:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _summary(mid: str, ts: float, mail_from: str, rcpts: list[str], msg: EmailMessage) -> dict:
+    return {"id": mid, "received_at": ts, "mail_from": mail_from, "rcpt_to": rcpts,
+            "from": str(msg["From"] or ""), "to": str(msg["To"] or ""), "subject": str(msg["Subject"] or ""),
+            "message_id": str(msg["Message-ID"] or ""), "postline_id": str(msg["X-Postline-Id"] or "")}
+
+
+def _part(msg: EmailMessage, subtype: str) -> str | None:
+    part = msg.get_body((subtype,))
+    return part.get_content() if part is not None else None
+
+
+class _Hrefs(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a":
+            self.found += [v for k, v in attrs if k == "href" and v and v.lower().startswith(("http://", "https://"))]
+
+
+def _hrefs(html: str) -> list[str]:
+    parser = _Hrefs()
+    parser.feed(html)
+    parser.close()
+    return parser.found

@@ -85,6 +85,8 @@ class ServiceSaved(Event):
     status: Literal["active", "disabled"] = "active"
     track_opens: bool = False
     track_clicks: bool = False
+    rate_per_minute: int | None = None  # the admin's override of the base limits; None = the global base
+    rate_per_day: int | None = None
     created_at: datetime
     deleted: bool = False
 

@@ -11,6 +11,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
                "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        out.update(getattr(record, "fields", None) or {})  # structured fields: log.info(msg, extra={"fields": {...}})
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
@@ -23,3 +24,6 @@ def setup_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # aiosmtpd logs every session at info, and "Available AUTH mechanisms: LOGIN PLAIN" for a
+    # listener that offers no AUTH at all: misleading noise. Its warnings and errors still show.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.idempotency import IdempotencyStore
 from services.api.limits import RateLimiter
+from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
@@ -58,9 +63,46 @@ async def _too_large(send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def add_docs_routes(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their assets served by Postline itself (the
+    files shipped in the ``fastapi-offline`` package), so they work without internet."""
+    import fastapi_offline
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return _self_only(get_swagger_ui_html(openapi_url="/openapi.json", title="Postline API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png",
+                                   swagger_ui_parameters={"persistAuthorization": True}))
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return _self_only(get_redoc_html(openapi_url="/openapi.json", title="Postline API",
+                                         redoc_js_url="/docs-assets/redoc.standalone.js",
+                                         redoc_favicon_url="/docs-assets/favicon.png", with_google_fonts=False))
+
+
+def _self_only(page: HTMLResponse) -> HTMLResponse:
+    """The browser loads nothing from elsewhere (ReDoc's bundle links a logo on its CDN;
+    this policy stops the request before it leaves the machine)."""
+    page.headers["Content-Security-Policy"] = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'")
+    return page
+
+
 def create_app(runtime) -> FastAPI:
     error = {"model": ErrorBody}
-    app = FastAPI(title="Postline", version="0.1.0",
+    app = FastAPI(title="Postline", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Transactional email: send API, management API, events. Errors are `{\"error\": \"...\"}`.",
                   responses={400: {**error, "description": "Invalid input (the message names the field)"},
                              401: {**error, "description": "Missing or invalid credential"},
@@ -73,12 +115,20 @@ def create_app(runtime) -> FastAPI:
     app.state.runtime = runtime
     if runtime is not None:
         s = runtime.settings
-        runtime.extras.setdefault("limits", RateLimiter(s.api_replicas, runtime.store, s.rate_per_minute, s.rate_per_day))
+        runtime.extras.setdefault("limits", RateLimiter(s.api_replicas, runtime.store, s.rate_per_minute, s.rate_per_day,
+                                                        overrides=lambda sid: runtime.control.state.rate_overrides(sid)))
         runtime.extras.setdefault("idempotency", IdempotencyStore(runtime.settings.data_dir / "idempotency.sqlite3"))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestLog)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        body_refused = any(e.get("loc", ("",))[0] == "body" for e in exc.errors())
+        if body_refused and not _is_json(request.headers.get("content-type")):
+            # curl -d without -H 'content-type: application/json' sends a form: say what to fix
+            return JSONResponse({"error": "body: send JSON with the header Content-Type: application/json "
+                                          f"(got {request.headers.get('content-type') or 'no Content-Type'})"},
+                                status_code=415)
         return JSONResponse({"error": first_error(exc.errors())}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -91,6 +141,7 @@ def create_app(runtime) -> FastAPI:
         return JSONResponse({"error": "internal error; safe to retry"}, status_code=500)
 
     add_ops_routes(app, runtime)
+    add_docs_routes(app)
 
     for module in (services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
         app.include_router(module.router)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.crypto import API_KEY_PREFIX, hash_secret
 from shared.events import ApiKeySaved, ServiceSaved, WorkspaceSaved
@@ -18,17 +19,25 @@ class ServiceCaller:
     key: ApiKeySaved
 
 
-def _bearer(authorization: str | None) -> str | None:
-    if authorization and authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip()
-    return None
+# Declared as OpenAPI security schemes (the docs' Authorize button); they only read the
+# headers (auto_error=False) and the functions below give the errors.
+ADMIN_TOKEN = HTTPBearer(scheme_name="AdminToken", auto_error=False,
+                         description="Workspace admin token (`pl_adm_…`) for the management API and the dev inbox.")
+API_KEY = APIKeyHeader(name="Api-Key", scheme_name="ApiKey", auto_error=False,
+                       description="Service API key (`rs_eml_…`) for the send API.")
+API_KEY_BEARER = HTTPBearer(scheme_name="ApiKeyBearer", auto_error=False,
+                            description="Service API key as `Authorization: Bearer rs_eml_…` (either this or `Api-Key`).")
+
+
+def _bearer(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    return credentials.credentials.strip() if credentials else None
 
 
 def runtime(request: Request):
     return request.app.state.runtime
 
 
-def workspace(request: Request, authorization: str | None = Header(None, include_in_schema=False)) -> WorkspaceSaved:
+def workspace(request: Request, authorization: HTTPAuthorizationCredentials | None = Security(ADMIN_TOKEN)) -> WorkspaceSaved:
     """The workspace whose admin token is presented as ``Authorization: Bearer``."""
     token = _bearer(authorization)
     if not token:
@@ -39,8 +48,8 @@ def workspace(request: Request, authorization: str | None = Header(None, include
     return ws
 
 
-def service_key(request: Request, api_key: str | None = Header(None, alias="Api-Key", include_in_schema=False),
-                authorization: str | None = Header(None, include_in_schema=False)) -> ServiceCaller:
+def service_key(request: Request, api_key: str | None = Security(API_KEY),
+                authorization: HTTPAuthorizationCredentials | None = Security(API_KEY_BEARER)) -> ServiceCaller:
     """The service whose API key is presented as ``Api-Key`` or ``Authorization: Bearer``."""
     key = api_key or _bearer(authorization)
     if not key:
@@ -52,6 +61,7 @@ def service_key(request: Request, api_key: str | None = Header(None, alias="Api-
         raise HTTPException(401, "invalid API key")
     if svc.status == "disabled":
         raise HTTPException(403, "the service is disabled")
+    request.state.service_id = svc.service_id  # for the access log
     return ServiceCaller(svc, rec)
 
 

@@ -3,6 +3,9 @@
 Rules (documented in docs/rate-limits.md):
 - Production starts at 600 messages/min and 10,000/day (POSTLINE_RATE_PER_MINUTE/_PER_DAY). Sandbox (and sandbox_fallback)
   messages are also capped at 50/day.
+- A workspace admin can set a service's own base (``PATCH /services/{id}`` with
+  ``rate_limits: {per_minute, per_day}``); it replaces the global base for that service and
+  reputation multiplies it the same way.
 - Reputation doubles the production limits per tier, up to 8x: tier 1 after 1,000 messages
   in the last 7 days, tier 2 after 10,000, tier 3 after 50,000 — each only while the 7-day
   bounce rate stays under 2% and the complaint rate under 0.1%. A bounce rate over 5% or a
@@ -83,15 +86,24 @@ def tier_for(sent_7d: int, bounced_7d: int, complained_7d: int) -> int:
 
 
 class RateLimiter:
-    def __init__(self, replicas: int = 1, store=None, per_minute: int = BASE_MINUTE, per_day: int = BASE_DAY):
+    def __init__(self, replicas: int = 1, store=None, per_minute: int = BASE_MINUTE, per_day: int = BASE_DAY,
+                 overrides=None):
+        """``overrides(service_id)`` → ``(per_minute, per_day)`` of the service's own base, each
+        None when not set (read from the control state on every call, so a PATCH applies at once)."""
         self.replicas, self.store = replicas, store
         self.base_minute, self.base_day = per_minute, per_day
+        self.overrides = overrides or (lambda service_id: (None, None))
         self._counters: dict[str, ServiceCounters] = {}
+
+    def base(self, service_id: str) -> tuple[int, int]:
+        minute, day = self.overrides(service_id)
+        return minute or self.base_minute, day or self.base_day
 
     def limits(self, service_id: str) -> tuple[int, int]:
         tier = self._counters.get(service_id, ServiceCounters()).tier
         factor = 0.5 if tier < 0 else 2 ** tier
-        return int(self.base_minute * factor), int(self.base_day * factor)
+        base_minute, base_day = self.base(service_id)
+        return int(base_minute * factor), int(base_day * factor)
 
     def _share(self, limit: int) -> int:
         return math.ceil(limit / self.replicas)
@@ -143,7 +155,9 @@ class RateLimiter:
         now = time.time()
         c = self._counters.get(service_id, ServiceCounters())
         per_min, per_day = self.limits(service_id)
+        base_minute, base_day = self.base(service_id)
         minute, day = c.minute.current(now), c.day.current(now)
-        return {"per_minute": per_min, "per_day": per_day, "sandbox_per_day": SANDBOX_DAY,
+        return {"per_minute": per_min, "per_day": per_day, "base_per_minute": base_minute, "base_per_day": base_day,
+                "overridden": self.overrides(service_id) != (None, None), "sandbox_per_day": SANDBOX_DAY,
                 "reputation_tier": c.tier, "usage": {"this_minute": minute,
                                                      "today": day}}

@@ -88,7 +88,7 @@ class SendEmail(BaseModel):
     cc: str | list[str] | None = None
     bcc: str | list[str] | None = None
     reply_to: str | list[str] | None = None
-    subject: str = Field("", max_length=998)
+    subject: str = Field(max_length=998, description="Required (the seed marks it so); may be empty only if given explicitly.")
     message: str | None = Field(None, description="HTML body.")
     html: str | None = Field(None, description="Alias of `message`.")
     text: str | None = Field(None, description="Plain-text body; derived from the HTML when absent.")
@@ -210,6 +210,14 @@ class ServiceCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, examples=["billing"])
 
 
+class RateLimitsUpdate(BaseModel):
+    """A service's own base limits; reputation multiplies them like the global base."""
+
+    model_config = ConfigDict(extra="forbid")
+    per_minute: int | None = Field(None, ge=1, le=1_000_000, description="Messages per minute; null = the global base.")
+    per_day: int | None = Field(None, ge=1, le=100_000_000, description="Messages per day; null = the global base.")
+
+
 class ServiceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(None, min_length=1, max_length=100)
@@ -217,6 +225,8 @@ class ServiceUpdate(BaseModel):
     status: Literal["active", "disabled"] | None = None
     track_opens: bool | None = None
     track_clicks: bool | None = None
+    rate_limits: RateLimitsUpdate | None = Field(
+        None, description="Override the base limits of this service (`null` fields fall back to the global base).")
 
 
 class ApiKeyCreate(BaseModel):
@@ -273,8 +283,11 @@ class EmailRecord(BaseModel):
 # ---------------------------------------------------------------- management responses
 
 class RateLimitView(BaseModel):
-    per_minute: int = Field(examples=[600])
+    per_minute: int = Field(examples=[600], description="In force now: the base times the reputation factor.")
     per_day: int = Field(examples=[10000])
+    base_per_minute: int = Field(examples=[600], description="The service's override, else the global base.")
+    base_per_day: int = Field(examples=[10000])
+    overridden: bool = Field(description="True when an admin set this service's own base limits.")
     sandbox_per_day: int = Field(examples=[50])
     reputation_tier: int = Field(examples=[0])
     usage: dict[str, int] = Field(examples=[{"this_minute": 3, "today": 120}])

@@ -99,6 +99,11 @@ class ControlState:
     def services_of(self, workspace_id: str) -> list[ev.ServiceSaved]:
         return sorted((s for s in self.services.values() if s.workspace_id == workspace_id), key=lambda s: s.created_at)
 
+    def rate_overrides(self, service_id: str) -> tuple[int | None, int | None]:
+        """The service's own base limits ``(per_minute, per_day)``; None where not set."""
+        svc = self.services.get(service_id)
+        return (svc.rate_per_minute, svc.rate_per_day) if svc else (None, None)
+
     def keys_of(self, service_id: str) -> list[ev.ApiKeySaved]:
         return sorted((k for k in self.api_keys.values() if k.service_id == service_id), key=lambda k: k.created_at)
 

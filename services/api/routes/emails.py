@@ -22,7 +22,8 @@ MAX_BATCH = 100
 IDEMPOTENCY = Header(None, alias="Idempotency-Key", description="Same key + same body within 24 h: same response, nothing new sent.")
 
 
-async def _send_one(rt, svc, body: SendEmail, door: str, email_id: str | None, response: Response) -> dict:
+async def _send_one(rt, request: Request, svc, body: SendEmail, door: str, email_id: str | None,
+                    response: Response) -> dict:
     limiter = rt.extras["limits"]
     try:
         draft, req = prepare(rt, svc, body, door, email_id)
@@ -40,15 +41,16 @@ async def _send_one(rt, svc, body: SendEmail, door: str, email_id: str | None, r
     result = respond(draft, req.email_id)
     remember(rt, req, result)
     response.headers.update(decision.headers())
+    request.state.email_id = req.email_id  # for the access log
     return result
 
 
 async def _door(rt, request: Request, response: Response, svc, body: SendEmail, door: str, key: str | None):
     if not key:
-        return await _send_one(rt, svc, body, door, None, response)
+        return await _send_one(rt, request, svc, body, door, None, response)
     h = body_hash(await request.body())
     result = await rt.extras["idempotency"].run(
-        svc.service_id, key, h, lambda: _send_one(rt, svc, body, door, email_id_for(svc.service_id, key), response))
+        svc.service_id, key, h, lambda: _send_one(rt, request, svc, body, door, email_id_for(svc.service_id, key), response))
     if "RateLimit-Limit" not in response.headers:  # a replay: report the current state, take nothing
         response.headers.update((await rt.extras["limits"].take(svc.service_id, False, n=0)).headers())
     return result

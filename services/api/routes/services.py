@@ -20,6 +20,14 @@ def service_view(rt, svc: ev.ServiceSaved) -> dict:
     return view
 
 
+def rate_override_changes(limits) -> dict:
+    """A field given sets that override, a field given as null clears it, a field left out
+    keeps it; ``rate_limits: null`` clears both."""
+    if limits is None:
+        return {"rate_per_minute": None, "rate_per_day": None}
+    return {f"rate_{name}": getattr(limits, name) for name in ("per_minute", "per_day") if name in limits.model_fields_set}
+
+
 @router.post("", status_code=201, response_model=ServiceView)
 async def create_service(body: ServiceCreate, ws=Depends(workspace), rt=Depends(runtime)):
     svc = ev.ServiceSaved(workspace_id=ws.workspace_id, service_id=ev.new_id(), name=body.name, created_at=ev.utcnow())
@@ -39,7 +47,9 @@ async def get_service(svc=Depends(owned_service), rt=Depends(runtime)):
 
 @router.patch("/{service_id}", response_model=ServiceView)
 async def update_service(body: ServiceUpdate, svc=Depends(owned_service), rt=Depends(runtime)):
-    changes = body.model_dump(exclude_none=True)
+    changes = body.model_dump(exclude_none=True, exclude={"rate_limits"})
+    if "rate_limits" in body.model_fields_set:
+        changes.update(rate_override_changes(body.rate_limits))
     if changes.get("mode") == "production" and not any(d.verified for d in rt.control.state.domains_of(svc.service_id)):
         raise HTTPException(400, "mode: production needs at least one verified domain; verify a domain first")
     updated = svc.model_copy(update={**changes, "id": ev.new_id(), "time": ev.utcnow()})

@@ -45,6 +45,8 @@ def test_api_conforms_to_its_schema(running):
         def check(case):
             if "service_id" in (case.path_parameters or {}) and hash(str(case.path_parameters)) % 2:
                 case.path_parameters["service_id"] = sid  # half the cases reach a real service
+            if case.query and "wait" in case.query:
+                case.query["wait"] = 0  # the dev inbox long-poll waits up to 30 s by design: not worth the time
             case.call_and_validate(base_url=proc.url, headers=headers_for(case, sid, key), checks=CHECKS)
 
         check()
