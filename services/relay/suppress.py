@@ -58,7 +58,7 @@ class Suppressor:
         entry = ev.SuppressionSaved(
             id=ev.derived_id("suppression", event.id), workspace_id=event.workspace_id, service_id=event.service_id,
             email=rcpt, reason=reason, detail=detail[:1000] if detail else None, source_email_id=event.email_id,
-            created_at=event.time)
+            created_at=event.time, time=event.time)
         await self.control.save(entry)
         log.info("suppressed %s for service %s: %s", rcpt, event.service_id, reason)
         return entry
