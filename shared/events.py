@@ -245,6 +245,7 @@ class Bounced(_Lifecycle):
     bounce_type: Literal["hard", "soft"] = "hard"
     smtp_code: int | None = None
     smtp_reply: str | None = None
+    bounce_class: str | None = None  # why (services/relay/bounce_class.py); None on events from before it
 
 
 class Failed(_Lifecycle):

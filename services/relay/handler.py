@@ -2,7 +2,7 @@
 
 announce → already_final (outcomes the ledger has: emitted again, not sent again) → build →
 sign → deliver (one VERP transaction per recipient, each final outcome into the ledger) →
-schedule_retry → emit events.
+schedule_retry → emit events → suppress_bounced (services/relay/suppress.py).
 
 Every event id is derived from (email, recipient, type, attempt), so re-processing a
 redelivered request emits the same ids and consumers drop the duplicates."""
@@ -17,11 +17,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from services.relay.bounce_class import classify
 from services.relay.ledger import Ledger
 from services.relay.mime import build
 from services.relay.outcome import DeliveryResult
 from services.relay.senders.base import Sender
 from services.relay.signing import Signer
+from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared import metrics
 from shared.addresses import domain_of, split_bare
@@ -78,6 +80,7 @@ class RelayContext:
     ledger: Ledger
     signer: Signer
     in_flight: InFlight = field(default_factory=InFlight)
+    suppressor: Suppressor | None = None  # None: no suppression step (benchmarks without a control plane)
 
 
 def _common(req: ev.SendRequested) -> dict:
@@ -159,7 +162,9 @@ def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_a
     if res.status == "delivered":
         return ev.Delivered(id=ev.derived_id(req.email_id, rcpt, "delivered"), mx_host=res.mx_host, **common)
     if res.status == "bounced":
-        return ev.Bounced(id=ev.derived_id(req.email_id, rcpt, "bounced"), bounce_type="hard", **common)
+        cls = classify(res.smtp_code, res.smtp_reply)
+        return ev.Bounced(id=ev.derived_id(req.email_id, rcpt, "bounced"), bounce_type=cls.bounce_type,
+                          bounce_class=cls.bounce_class, **common)
     if gave_up:
         return ev.Failed(id=ev.derived_id(req.email_id, rcpt, "failed"), reason="queue lifetime exceeded", **common)
     return ev.Deferred(id=ev.derived_id(req.email_id, rcpt, "deferred", attempt), attempt=attempt,
@@ -181,6 +186,16 @@ async def schedule_retry(ctx: RelayContext, req: ev.SendRequested, rcpts: list[s
     retry = req.model_copy(update={"recipients": rcpts, "dropped": [], "attempt": req.attempt + 1,
                                    "first_attempt_at": req.first_attempt_at or req.time, "scheduled_at": when})
     await ctx.log.append(ev.retry_topic(level), req.email_id, ev.encode(retry))
+
+
+async def suppress_bounced(ctx: RelayContext, events: list[ev.Event]) -> None:
+    """After the events are durable: suppression rules for the bounces among them, re-emitted
+    ones included (a crash may have come between their append and this step)."""
+    if ctx.suppressor is None:
+        return
+    for e in events:
+        if e.type == "bounced":
+            await ctx.suppressor.apply(e, classify(e.smtp_code, e.smtp_reply))
 
 
 async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
@@ -208,4 +223,5 @@ async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
         events += outcomes
     if events:
         await ctx.log.append_many(ev.Topic.EVENTS, [(req.email_id, ev.encode(e)) for e in events])
+        await suppress_bounced(ctx, events)
     await ctx.in_flight.crash_point("relay.after_events")

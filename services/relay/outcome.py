@@ -18,7 +18,9 @@ class DeliveryResult:
 
 
 def from_reply(code: int, message: str, host: str | None = None) -> DeliveryResult:
-    """2xx → delivered, 4xx → deferred, 5xx → bounced (hard)."""
+    """2xx → delivered, 4xx → deferred, 5xx → bounced (hard or soft, and why: the bounced
+    event's classification, services/relay/bounce_class.py). A 5xx is never retried, a
+    mailbox-full one (5.2.2) included: it counts towards the soft-bounce rule instead."""
     if 200 <= code < 300:
         return DeliveryResult("delivered", code, message, host)
     if 500 <= code < 600:

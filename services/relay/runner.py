@@ -11,6 +11,7 @@ from services.relay.retry import DelayForwarder
 from services.relay.scheduler import Scheduler
 from services.relay.senders.base import Sender
 from services.relay.signing import Signer
+from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared import metrics
 from shared.consumer_loop import PoisonGuard, run_consumer
@@ -45,7 +46,8 @@ class Relay:
         self.runtime = runtime
         self.ctx = RelayContext(settings=s, log=runtime.log, control=runtime.control.state,
                                 sender=make_sender(s, runtime.inbox), ledger=Ledger(s.data_dir / "ledger"),
-                                signer=Signer(s.master_key))
+                                signer=Signer(s.master_key),
+                                suppressor=Suppressor(runtime.control, runtime.store, count_best_effort=True))
         self.scheduler = Scheduler(s.data_dir / "scheduled.sqlite3", runtime.log)
         self.guard = PoisonGuard(runtime.log, "relay")
         self._slots = asyncio.Semaphore(s.relay_concurrency)

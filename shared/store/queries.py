@@ -46,7 +46,7 @@ def recipient_states(events: list[dict]) -> dict[str, dict]:
         rcpt = e.get("recipient")
         if rcpt:
             out[rcpt] = {"status": e["type"], "at": e["time"],
-                         **{k: e[k] for k in ("smtp_code", "smtp_reply", "reason", "bounce_type") if e.get(k) is not None}}
+                         **{k: e[k] for k in ("smtp_code", "smtp_reply", "reason", "bounce_type", "bounce_class") if e.get(k) is not None}}
     return out
 
 

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP
 
+from services.relay.bounce_class import classify
 from services.relay.inbound.parse import Report, parse
+from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared.addresses import split_bare
 from shared.verp import parse_token, token_of
 
 log = logging.getLogger(__name__)
-SOFT_BOUNCES_TO_SUPPRESS = 3
 
 
 class NotKnownYet(Exception):
@@ -34,6 +35,7 @@ class InboundProcessor:
         self.rt = runtime
         self.key = runtime.settings.master_key
         self.unparsed = Path(runtime.settings.data_dir) / "inbound" / "unparsed"
+        self.suppressor = Suppressor(runtime.control, runtime.store)
 
     def valid_rcpt(self, address: str) -> bool:
         token = token_of(address)
@@ -64,41 +66,27 @@ class InboundProcessor:
         return emitted
 
     async def apply(self, msg: dict, rcpt: str, report: Report) -> list[ev.Event]:
+        """Emit the event a report makes, durably, then apply the suppression rules to it."""
         common = {"workspace_id": msg["workspace_id"], "service_id": msg["service_id"], "email_id": msg["email_id"],
                   "recipient": rcpt, "from": msg.get("from"), "subject": msg.get("subject"), "tags": msg.get("tags", [])}
-        out: list[ev.Event] = []
-        suppress_reason = None
         if report.kind == "complaint":
-            out.append(ev.Complained(id=ev.derived_id(msg["email_id"], rcpt, "complained"),
-                                     feedback_type=report.feedback_type, **common))
-            suppress_reason = "complaint"
+            event = ev.Complained(id=ev.derived_id(msg["email_id"], rcpt, "complained"),
+                                  feedback_type=report.feedback_type, **common)
+            cls, detail = None, report.feedback_type
         else:
             r = next((x for x in report.recipients if x.recipient and x.recipient.lower() == rcpt.lower()),
                      report.recipients[0])
-            kind = r.bounce_type
-            if kind is None:
+            if r.bounce_type is None:
                 return []
-            out.append(ev.Bounced(id=ev.derived_id(msg["email_id"], rcpt, "bounced", r.status or kind),
-                                  bounce_type=kind, smtp_code=r.smtp_code,
-                                  smtp_reply=(f"{r.status} {r.diagnostic or ''}".strip())[:1000], **common))
-            if kind == "hard":
-                suppress_reason = "hard_bounce"
-            elif await self.soft_bounces(msg["service_id"], rcpt) + 1 >= SOFT_BOUNCES_TO_SUPPRESS:
-                suppress_reason = "soft_bounce"
-        await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(e)) for e in out])
-        if suppress_reason and not self.rt.control.state.suppression(msg["service_id"], rcpt):
-            await self.rt.control.save(ev.SuppressionSaved(
-                workspace_id=msg["workspace_id"], service_id=msg["service_id"], email=rcpt.lower(),
-                reason=suppress_reason, detail=out[0].model_dump().get("smtp_reply") or report.feedback_type,
-                source_email_id=msg["email_id"], created_at=ev.utcnow()))
-        return out
-
-    async def soft_bounces(self, service_id: str, rcpt: str) -> int:
-        rows = await self.rt.store.query(
-            "SELECT count() AS n FROM postline.events FINAL WHERE service_id = {s:String} AND recipient = {r:String} "
-            "AND type = 'bounced' AND reason = 'soft' AND time >= now64(3) - INTERVAL 7 DAY",
-            {"s": service_id, "r": rcpt})
-        return int(rows[0]["n"]) if rows else 0
+            # the DSN's Status field is the enhanced code, its Diagnostic-Code the server's reply
+            reply = f"{r.status or ''} {r.diagnostic or ''}".strip()
+            cls, detail = classify(r.smtp_code, reply, permanent=r.bounce_type == "hard"), None
+            event = ev.Bounced(id=ev.derived_id(msg["email_id"], rcpt, "bounced", r.status or r.bounce_type),
+                               bounce_type=cls.bounce_type, bounce_class=cls.bounce_class, smtp_code=r.smtp_code,
+                               smtp_reply=reply[:1000], **common)
+        await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(event))])
+        await self.suppressor.apply(event, cls, detail)
+        return [event]
 
     def keep(self, raw: bytes, address: str) -> None:
         self.unparsed.mkdir(parents=True, exist_ok=True)

@@ -64,12 +64,14 @@ def suppression(world, rcpt: str):
 @pytest.mark.parametrize("sample,code", [("postfix_hard.eml", 550), ("exim_plain.eml", 550),
                                          ("exchange_plain.eml", 550)])
 def test_hard_bounce_suppresses_and_next_send_is_dropped(world, sample, code):
+    """All three say the address does not exist (5.1.1; "No such user here" with no code; Exchange's 5.1.10)."""
     rcpt = f"hard-{sample.split('.')[0]}@example.com"
     email_id, verp = send_and_get_verp(world, rcpt)
     feed(world, sample, verp, rcpt, email_id)
     rec = world["api"].wait_status(world["key"], email_id, rcpt, "bounced")
     bounce = [e for e in rec["events"] if e["type"] == "bounced"][0]
     assert bounce["bounce_type"] == "hard" and bounce["smtp_code"] == code and bounce["smtp_reply"].startswith("5.")
+    assert bounce["bounce_class"] == "unknown_recipient" and rec["recipients"][rcpt]["bounce_class"] == "unknown_recipient"
     s = suppression(world, rcpt)
     assert s.status_code == 200 and s.json()["reason"] == "hard_bounce" and s.json()["source_email_id"] == email_id
     r = world["api"].send(world["key"], {"from": "hello@acme.test", "to": rcpt, "subject": "again", "text": "x"})
@@ -77,6 +79,18 @@ def test_hard_bounce_suppresses_and_next_send_is_dropped(world, sample, code):
     # removing the suppression lets the next send out
     assert world["api"].admin("DELETE", f"/api/email/services/{world['sid']}/suppressions/{rcpt}").status_code == 204
     send_and_get_verp(world, rcpt)
+
+
+def test_spam_block_dsn_is_a_hard_bounce_that_does_not_suppress(world):
+    rcpt = "filtered@example.com"
+    email_id, verp = send_and_get_verp(world, rcpt)
+    feed(world, "gmail_spam_block.eml", verp, rcpt, email_id)
+    rec = world["api"].wait_status(world["key"], email_id, rcpt, "bounced")
+    bounce = [e for e in rec["events"] if e["type"] == "bounced"][0]
+    assert (bounce["bounce_type"], bounce["bounce_class"], bounce["smtp_code"]) == ("hard", "spam_block", 550)
+    assert suppression(world, rcpt).status_code == 404
+    r = world["api"].send(world["key"], {"from": "hello@acme.test", "to": rcpt, "subject": "again", "text": "x"})
+    assert r.json().get("dropped") in (None, [])
 
 
 def test_complaint_suppresses(world):
@@ -93,7 +107,8 @@ def test_soft_bounces_suppress_on_the_third(world):
     for i in range(3):
         email_id, verp = send_and_get_verp(world, rcpt)
         feed(world, "gmail_soft.eml", verp, rcpt, email_id)
-        world["api"].wait_status(world["key"], email_id, rcpt, "bounced")
+        rec = world["api"].wait_status(world["key"], email_id, rcpt, "bounced")
+        assert rec["recipients"][rcpt]["bounce_type"] == "soft" and rec["recipients"][rcpt]["bounce_class"] == "mailbox_full"
         if i < 2:
             time.sleep(1.5)  # let analytics load the bounce before the next one is counted
             assert suppression(world, rcpt).status_code == 404
