@@ -60,7 +60,8 @@ class Suppressor:
             email=rcpt, reason=reason, detail=detail[:1000] if detail else None, source_email_id=event.email_id,
             created_at=event.time, time=event.time)
         await self.control.save(entry)
-        log.info("suppressed %s for service %s: %s", rcpt, event.service_id, reason)
+        # the address stays out of the logs: the entry is found by service and source email id
+        log.info("suppressed a recipient of email %s (service %s): %s", event.email_id, event.service_id, reason)
         return entry
 
     async def soft_bounces_before(self, event: ev.Bounced) -> int:
@@ -74,8 +75,8 @@ class Suppressor:
         except Exception:
             if not self.count_best_effort:
                 raise
-            log.warning("cannot count soft bounces of %s now; the soft-bounce rule waits for the next one",
-                        event.recipient, exc_info=True)
+            log.warning("cannot count soft bounces for email %s now; the soft-bounce rule waits for the next one",
+                        event.email_id, exc_info=True)
             return 0
         return int(rows[0]["n"]) if rows else 0
 
