@@ -13,6 +13,7 @@ from services.api.limits import RateLimiter
 from services.api.schemas import ErrorBody
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
+from services.api import dashboard
 from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, webhooks
 
 log = logging.getLogger(__name__)
@@ -94,4 +95,5 @@ def create_app(runtime) -> FastAPI:
 
     for module in (services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
         app.include_router(module.router)
+    dashboard.mount(app)
     return app
