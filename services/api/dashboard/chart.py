@@ -8,7 +8,7 @@ from html import escape
 
 from markupsafe import Markup
 
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP, RIGHT = 760, 220, 44, 24, 12, 12
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP, RIGHT = 760, 220, 44, 24, 12, 24
 COLORS = {"sent": "#4b6584", "delivered": "#20a35a", "bounced": "#d64545", "complained": "#9b59b6",
           "dropped": "#8a8a8a", "deferred": "#e6a23c", "failed": "#b03030", "opened": "#2d8cf0",
           "clicked": "#16a0a0"}
@@ -55,7 +55,8 @@ def svg(stats: dict) -> Markup:
                          f'fill="#667">{escape(label)}</text>')
     for t in types:
         points = " ".join(xy(i, b.get(t, 0)) for i, b in enumerate(buckets))
-        parts.append(f'<polyline fill="none" stroke="{COLORS.get(t, OTHER)}" stroke-width="2" points="{points}">'
+        dash = ' stroke-dasharray="6 4"' if t == "sent" else ""  # sent often equals delivered: keep both visible
+        parts.append(f'<polyline fill="none" stroke="{COLORS.get(t, OTHER)}" stroke-width="2"{dash} points="{points}">'
                      f'<title>{escape(t)}</title></polyline>')
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -60,7 +60,7 @@ async def _detail(request: Request, c: Caller, service_id: str, period: str, sta
                 stats=stats, chart=chart.svg(stats) if stats else None,
                 series=chart.series(stats) if stats else [], color=chart.color, error=error,
                 has_verified_domain=any(d.verified for d in state.domains_of(svc.service_id)),
-                counts={"domains": len(state.domains_of(svc.service_id)), "keys": len(state.keys_of(svc.service_id)),
+                counts={"domains": len(state.domains_of(svc.service_id)), "api_keys": len(state.keys_of(svc.service_id)),
                         "sandbox": len(state.sandbox_of(svc.service_id)),
                         "webhooks": len(state.webhooks_of(svc.service_id)),
                         "suppressions": len(state.suppressions_of(svc.service_id))})
