@@ -20,6 +20,21 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
+def browser():
+    """Chromium for this module only. Playwright's sync API keeps an event loop running on
+    the main thread while it is open, which breaks the async tests that run after it; the
+    session-wide ``browser`` of tests/conftest.py would stay open for the whole run."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.browser import launch
+
+    with sync_playwright() as pw:
+        b = launch(pw)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
 def dns():
     server = DnsServer().start()
     yield server
