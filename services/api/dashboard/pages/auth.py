@@ -6,10 +6,18 @@ import secrets
 from fastapi import APIRouter, Depends, Request
 
 from services.api.dashboard import session as sess
-from services.api.dashboard.web import Caller, caller, form, page, redirect, rt_of
+from services.api.dashboard.web import Caller, SignInRequired, caller, form, page, redirect, rt_of
 from shared.crypto import hash_secret
 
 router = APIRouter(include_in_schema=False)
+
+
+def _signed_in(request: Request) -> bool:
+    try:
+        caller(request)
+        return True
+    except SignInRequired:
+        return False
 
 
 def _secure(request: Request) -> bool:
@@ -23,6 +31,8 @@ async def home(c: Caller = Depends(caller)):
 
 @router.get("/signin")
 async def signin_form(request: Request, error: str | None = None, status: int = 200):
+    if error is None and _signed_in(request):
+        return redirect("/services")
     pre = secrets.token_urlsafe(16)
     response = page(request, "signin.html", status=status, signin_token=pre, error=error)
     response.set_cookie(sess.PRE_COOKIE, pre, httponly=True, samesite="strict", secure=_secure(request),

@@ -74,10 +74,12 @@ async def service_detail(request: Request, service_id: str, period: Literal["24h
 
 @router.post("/services/{service_id}/settings")
 async def service_settings(request: Request, service_id: str, c: Caller = Depends(caller)):
-    """Switch mode or status with the API's own rules (production needs a verified domain)."""
+    """Switch mode, status or tracking with the API's own rules (production needs a verified domain)."""
     data = await form(request, c)
     svc = service_of(c, service_id)
-    changes = {k: data[k] for k in ("mode", "status") if data.get(k)}
+    changes: dict = {k: data[k] for k in ("mode", "status") if data.get(k)}
+    if data.get("tracking"):  # the tracking form: an unchecked box is simply absent
+        changes.update(track_opens="track_opens" in data, track_clicks="track_clicks" in data)
     try:
         await api.update_service(ServiceUpdate(**changes), svc=svc, rt=c.rt)
     except (ValidationError, HTTPException) as exc:

@@ -21,3 +21,12 @@ document.addEventListener("click", function (e) {
     done();
   }
 });
+
+// Live refresh: a page that is still changing (a message in flight) marks an element with
+// data-refresh="<seconds>"; reload while the tab is visible.
+var live = document.querySelector("[data-refresh]");
+if (live) {
+  setInterval(function () {
+    if (document.visibilityState === "visible") location.reload();
+  }, 1000 * Number(live.dataset.refresh));
+}

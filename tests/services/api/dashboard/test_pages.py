@@ -91,3 +91,17 @@ async def test_disable_and_enable_a_service(tmp_path):
         assert 'id="status">disabled' in page and "Enable service" in page
         r = await http.post(f"/services/{sid}/settings", data={"csrf": csrf, "mode": "bogus"})
         assert r.status_code == 400 and "mode" in r.text
+
+
+async def test_tracking_toggles_and_signed_in_sign_in_page(tmp_path):
+    async with dashboard(tmp_path) as (rt, admin, http):
+        csrf = await sign_in(http, ADMIN_TOKEN)
+        r = await http.get("/signin")
+        assert r.status_code == 303 and r.headers["location"] == "/services"
+        sid = await admin.service("svc")
+        r = await http.post(f"/services/{sid}/settings", data={"csrf": csrf, "tracking": "1", "track_clicks": "1"})
+        assert r.status_code == 303
+        svc = rt.control.state.services[sid]
+        assert svc.track_clicks and not svc.track_opens
+        page = (await http.get(f"/services/{sid}")).text
+        assert 'name="track_clicks" value="1" checked' in page and 'name="track_opens" value="1">' in page
