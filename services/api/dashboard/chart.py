@@ -8,7 +8,7 @@ from html import escape
 
 from markupsafe import Markup
 
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP, RIGHT = 760, 220, 44, 24, 12, 24
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP, RIGHT = 760, 190, 44, 24, 12, 24
 COLORS = {"sent": "#4b6584", "delivered": "#20a35a", "bounced": "#d64545", "complained": "#9b59b6",
           "dropped": "#8a8a8a", "deferred": "#e6a23c", "failed": "#b03030", "opened": "#2d8cf0",
           "clicked": "#16a0a0"}
@@ -53,9 +53,9 @@ def svg(stats: dict) -> Markup:
             label = start[11:16] if stats["bucket"] == "hour" else start[5:10]
             parts.append(f'<text x="{LEFT + i * step:.1f}" y="{HEIGHT - 6}" text-anchor="middle" font-size="11" '
                          f'fill="#667">{escape(label)}</text>')
-    for t in types:
+    for t in reversed(types):  # sent last, dashed on top: it often equals delivered
         points = " ".join(xy(i, b.get(t, 0)) for i, b in enumerate(buckets))
-        dash = ' stroke-dasharray="6 4"' if t == "sent" else ""  # sent often equals delivered: keep both visible
+        dash = ' stroke-dasharray="6 4"' if t == "sent" else ""
         parts.append(f'<polyline fill="none" stroke="{COLORS.get(t, OTHER)}" stroke-width="2"{dash} points="{points}">'
                      f'<title>{escape(t)}</title></polyline>')
     parts.append("</svg>")
