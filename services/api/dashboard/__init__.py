@@ -8,7 +8,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
-from services.api.dashboard.pages import auth, inbox, messages, services, setup, suppressions
+from services.api.dashboard.pages import (auth, domains, inbox, keys, messages, sandbox, services, suppressions,
+                                          webhooks)
 from services.api.dashboard.web import HERE, PageError, SignInRequired, caller, page, redirect
 
 STATIC_PATH = "/dashboard-static"
@@ -16,7 +17,7 @@ STATIC_PATH = "/dashboard-static"
 
 def mount(app: FastAPI) -> None:
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="dashboard-static")
-    for module in (auth, services, setup, suppressions, messages, inbox):
+    for module in (auth, services, domains, keys, sandbox, webhooks, suppressions, messages, inbox):
         app.include_router(module.router)
 
     @app.exception_handler(SignInRequired)

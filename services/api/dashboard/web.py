@@ -25,6 +25,9 @@ CSP_WITH_MAIL = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline
     "img-src 'self' data:", "img-src 'self' data:; frame-src 'self'")
 
 
+BAD_INPUT = (ValidationError, HTTPException)  # what the API's route functions raise on bad input
+
+
 class SignInRequired(Exception):
     """No valid session: answer with a redirect to the sign-in page, and no data."""
 

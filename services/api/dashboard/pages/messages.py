@@ -3,8 +3,6 @@ page: its recipients' states and the timeline of its events."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Literal
-
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.api.dashboard.web import Caller, PageError, caller, page, service_of
@@ -22,20 +20,28 @@ def details(event: dict) -> list[tuple[str, str]]:
     return [(k, str(v)) for k, v in event.items() if k not in COMMON and v not in (None, "", [], {})]
 
 
-@router.get("/services/{service_id}/messages")
-async def messages_page(request: Request, service_id: str, c: Caller = Depends(caller),
-                        status: Literal[STATUSES] | Literal[""] = "", to: str = Query("", max_length=320),
-                        tag: str = Query("", max_length=64), since: Literal["1h", "24h", "7d", "30d", ""] = "",
-                        cursor: str = Query("", max_length=500)):
-    svc = service_of(c, service_id)
-    filters = {"status": status, "to": to.strip().lower(), "tag": tag.strip(), "since": since}
-    if c.rt.store is None:
-        raise PageError(503, "The message log needs the analytics store, which this process does not have.")
+def check_filters(status: str, since: str, cursor: str) -> None:
+    """A 400 page naming the field, for values the form never offers."""
+    if status and status not in STATUSES:
+        raise PageError(400, f"status: one of {', '.join(STATUSES)}")
+    if since and since not in SINCE:
+        raise PageError(400, "since: one of 1h, 24h, 7d, 30d")
     try:
         if cursor:
             queries.decode_cursor(cursor)
     except Exception:
         raise PageError(400, "cursor: not a cursor from a previous page") from None
+
+
+@router.get("/services/{service_id}/messages")
+async def messages_page(request: Request, service_id: str, c: Caller = Depends(caller),
+                        status: str = "", to: str = Query("", max_length=320), tag: str = Query("", max_length=64),
+                        since: str = "", cursor: str = Query("", max_length=500)):
+    svc = service_of(c, service_id)
+    check_filters(status, since, cursor)
+    if c.rt.store is None:
+        raise PageError(503, "The message log needs the analytics store, which this process does not have.")
+    filters = {"status": status, "to": to.strip().lower(), "tag": tag.strip(), "since": since}
     start = datetime.now(timezone.utc) - SINCE[since] if since else None
     try:
         result = await queries.message_log(c.rt.store, svc.service_id, status or None, filters["to"] or None,

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
-
-from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import ValidationError
+from fastapi import APIRouter, Depends, Request
 
 from services.api.dashboard import chart
-from services.api.dashboard.web import Caller, caller, form, page, problem, redirect, service_of
+from services.api.dashboard.web import BAD_INPUT, Caller, PageError, caller, form, page, problem, redirect, service_of
 from services.api.routes import services as api
 from services.api.schemas import ServiceCreate, ServiceUpdate
 from shared.store import queries
@@ -33,7 +30,7 @@ async def services_create(request: Request, c: Caller = Depends(caller)):
     data = await form(request, c)
     try:
         created = await api.create_service(ServiceCreate(name=data.get("name", "").strip()), ws=c.workspace, rt=c.rt)
-    except (ValidationError, HTTPException) as exc:
+    except BAD_INPUT as exc:
         return _list(request, c, 400, problem(exc))
     return redirect(f"/services/{created['id']}")
 
@@ -67,8 +64,9 @@ async def _detail(request: Request, c: Caller, service_id: str, period: str, sta
 
 
 @router.get("/services/{service_id}")
-async def service_detail(request: Request, service_id: str, period: Literal["24h", "7d", "30d"] = "7d",
-                         c: Caller = Depends(caller)):
+async def service_detail(request: Request, service_id: str, period: str = "7d", c: Caller = Depends(caller)):
+    if period not in BUCKET:
+        raise PageError(400, "period: one of 24h, 7d, 30d")
     return await _detail(request, c, service_id, period)
 
 
@@ -82,6 +80,6 @@ async def service_settings(request: Request, service_id: str, c: Caller = Depend
         changes.update(track_opens="track_opens" in data, track_clicks="track_clicks" in data)
     try:
         await api.update_service(ServiceUpdate(**changes), svc=svc, rt=c.rt)
-    except (ValidationError, HTTPException) as exc:
+    except BAD_INPUT as exc:
         return await _detail(request, c, service_id, "7d", 400, problem(exc))
     return redirect(f"/services/{service_id}")

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import ValidationError
 
-from services.api.dashboard.web import Caller, caller, form, page, problem, redirect, service_of
+from services.api.dashboard.web import BAD_INPUT, Caller, caller, form, page, problem, redirect, service_of
 from services.api.routes import suppressions as api
 
 router = APIRouter(include_in_schema=False)
@@ -32,7 +31,7 @@ async def suppression_add(request: Request, service_id: str, c: Caller = Depends
     try:
         body = api.SuppressionCreate(email=data.get("email", ""), reason="manual")
         await api.add_suppression(body, svc=svc, rt=c.rt)
-    except (ValidationError, HTTPException) as exc:
+    except BAD_INPUT as exc:
         return _list(request, c, svc, status=400, error=problem(exc))
     return redirect(f"/services/{service_id}/suppressions")
 

@@ -105,3 +105,15 @@ async def test_tracking_toggles_and_signed_in_sign_in_page(tmp_path):
         assert svc.track_clicks and not svc.track_opens
         page = (await http.get(f"/services/{sid}")).text
         assert 'name="track_clicks" value="1" checked' in page and 'name="track_opens" value="1">' in page
+
+
+async def test_bad_filters_are_a_400_page_naming_the_field(tmp_path):
+    async with dashboard(tmp_path) as (rt, admin, http):
+        await sign_in(http, ADMIN_TOKEN)
+        sid = await admin.service("svc")
+        for path, field in ((f"/services/{sid}?period=1y", "period"), (f"/services/{sid}/messages?status=x", "status"),
+                            (f"/services/{sid}/messages?since=2y", "since"),
+                            (f"/services/{sid}/messages?cursor=nope", "cursor")):
+            r = await http.get(path)
+            assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), path
+            assert f"<h1>{field}:" in r.text, path

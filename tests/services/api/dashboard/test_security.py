@@ -77,9 +77,10 @@ async def world(tmp_path):
 
 def test_every_dashboard_route_is_listed():
     """New pages must join PAGES/FORMS above, so the checks below cover them."""
-    from services.api.dashboard.pages import auth, inbox, messages, services, setup, suppressions
+    from services.api.dashboard.pages import (auth, domains, inbox, keys, messages, sandbox, services,
+                                              suppressions, webhooks)
 
-    paths = {(m, r.path) for mod in (auth, inbox, messages, services, setup, suppressions)
+    paths = {(m, r.path) for mod in (auth, domains, inbox, keys, messages, sandbox, services, suppressions, webhooks)
              for r in mod.router.routes for m in r.methods}
     listed = {("GET", p.split("?")[0]) for p in PAGES} | {("POST", p) for p in FORMS}
     listed |= {("GET", "/"), ("GET", "/signin"), ("POST", "/signin")}
