@@ -117,3 +117,31 @@ async def test_bad_filters_are_a_400_page_naming_the_field(tmp_path):
             r = await http.get(path)
             assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), path
             assert f"<h1>{field}:" in r.text, path
+
+
+async def test_webhook_attempts_show_status_code_and_latency_and_replay_one(tmp_path):
+    from services.analytics.rows import attempt_row, event_row
+    from shared import events as ev
+
+    async with dashboard(tmp_path, with_store=True) as (rt, admin, http):
+        csrf = await sign_in(http, ADMIN_TOKEN)
+        sid = await admin.service("hooks")
+        r = await admin("POST", f"/api/email/services/{sid}/webhooks",
+                        json={"url": "http://127.0.0.1:9/hook", "events": ["delivered"]})
+        wid = r.json()["id"]
+        page = (await http.get(f"/services/{sid}/webhooks/{wid}")).text
+        assert "No attempts yet" in page
+        delivered = ev.Delivered(workspace_id="default", service_id=sid, email_id="m1", recipient="a@b.co")
+        await rt.store.insert("events", [event_row(delivered)], "e1")
+        for n, (code, outcome) in enumerate(((500, "retrying"), (200, "delivered"))):
+            attempt = ev.WebhookAttempted(workspace_id="default", service_id=sid, webhook_id=wid,
+                                          event_id=delivered.id, event_type="delivered", attempt=n + 1,
+                                          status_code=code, latency_ms=12.5 + n, outcome=outcome)
+            await rt.store.insert("webhook_attempts", [attempt_row(attempt)], f"a{n}")
+        page = (await http.get(f"/services/{sid}/webhooks/{wid}")).text
+        assert "<td>500</td><td>12.5 ms</td>" in page and "<td>200</td><td>13.5 ms</td>" in page
+        assert "retrying" in page and delivered.id in page
+        r = await http.post(f"/services/{sid}/webhooks/{wid}/replay", data={"csrf": csrf, "event_id": delivered.id})
+        assert r.status_code == 202 and "Replaying 1 event(s)." in r.text
+        r = await http.post(f"/services/{sid}/webhooks/{wid}/replay", data={"csrf": csrf, "event_id": "nope"})
+        assert r.status_code == 400 and "event nope not found" in r.text
