@@ -18,6 +18,7 @@ from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
+from services.api import dashboard
 from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, webhooks
 
 log = logging.getLogger(__name__)
@@ -145,4 +146,5 @@ def create_app(runtime) -> FastAPI:
 
     for module in (services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
         app.include_router(module.router)
+    dashboard.mount(app)
     return app

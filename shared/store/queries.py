@@ -93,9 +93,12 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
 
 
 async def message_log(store: AnalyticsStore, service_id: str, status: str | None, to: str | None, tag: str | None,
-                      limit: int, cursor: str | None) -> dict:
+                      limit: int, cursor: str | None, since: datetime | None = None) -> dict:
     where = ["m.service_id = {s:String}"]
     params: dict = {"s": service_id, "limit": limit + 1}
+    if since:
+        where.append("m.time >= toDateTime64({since:String}, 3, 'UTC')")
+        params["since"] = _fmt(since)
     if to:
         where.append("(has(m.to_addrs, {to:String}) OR has(m.cc_addrs, {to:String}) OR has(m.bcc_addrs, {to:String}))")
         params["to"] = to

@@ -118,7 +118,14 @@ async def send_batch(response: Response, items: list[dict] = Body(..., max_lengt
 @router.get("/emails/{email_id}", response_model=EmailRecord, response_model_by_alias=True, responses=ERRORS)
 async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key), rt=Depends(runtime)):
     """The send record, per-recipient state and the event timeline."""
-    svc = caller.service
+    found = await email_record(rt, caller.service, email_id)
+    if found is None:
+        raise HTTPException(404, f"email {email_id} not found")
+    return found
+
+
+async def email_record(rt, svc, email_id: str) -> dict | None:
+    """``GET /emails/{id}``'s body for a message of ``svc`` (None: not found, or another service's)."""
     record, events = None, []
     if rt.store is not None:
         try:
@@ -132,7 +139,7 @@ async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key),
         req, _ = remembered
         record = req.model_dump(mode="json", by_alias=True, exclude={"html", "text", "attachments"})
     if record is None or record.get("service_id") != svc.service_id:
-        raise HTTPException(404, f"email {email_id} not found")
+        return None
     response = remembered[1] if remembered else {}
     recipients = queries.recipient_states(events)
     for r in record.get("recipients", []):

@@ -1,0 +1,33 @@
+"""The web dashboard (SPEC §12): server-rendered pages at ``/`` on the API's port.
+
+``mount(app)`` adds the pages, their static files (CSS and a small JS, served from this
+package: no CDN) and the HTML answers for "sign in first" (303 to /signin, no data) and
+page errors (404 for another workspace's ids, 403 for a form without its CSRF token)."""
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+
+from services.api.dashboard.pages import (auth, domains, inbox, keys, messages, sandbox, services, suppressions,
+                                          webhooks)
+from services.api.dashboard.web import HERE, PageError, SignInRequired, caller, page, redirect
+
+STATIC_PATH = "/dashboard-static"
+
+
+def mount(app: FastAPI) -> None:
+    app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="dashboard-static")
+    for module in (auth, services, domains, keys, sandbox, webhooks, suppressions, messages, inbox):
+        app.include_router(module.router)
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, exc: SignInRequired):
+        return redirect("/signin")
+
+    @app.exception_handler(PageError)
+    async def _page_error(request: Request, exc: PageError):
+        try:
+            c = caller(request)
+        except SignInRequired:
+            c = None
+        return page(request, "error.html", status=exc.status, c=c, message=exc.message)

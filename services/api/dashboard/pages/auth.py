@@ -1,0 +1,67 @@
+"""Sign in with a workspace admin token; sign out."""
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Depends, Request
+
+from services.api.dashboard import session as sess
+from services.api.dashboard.web import Caller, SignInRequired, caller, form, page, redirect, rt_of
+from shared.crypto import hash_secret
+
+router = APIRouter(include_in_schema=False)
+
+
+def _signed_in(request: Request) -> bool:
+    try:
+        caller(request)
+        return True
+    except SignInRequired:
+        return False
+
+
+def _secure(request: Request) -> bool:
+    return (rt_of(request).settings.public_url or "").startswith("https://")
+
+
+@router.get("/")
+async def home(c: Caller = Depends(caller)):
+    return redirect("/services")
+
+
+@router.get("/signin")
+async def signin_form(request: Request, error: str | None = None, status: int = 200):
+    if error is None and _signed_in(request):
+        return redirect("/services")
+    pre = secrets.token_urlsafe(16)
+    response = page(request, "signin.html", status=status, signin_token=pre, error=error)
+    response.set_cookie(sess.PRE_COOKIE, pre, httponly=True, samesite="strict", secure=_secure(request),
+                        max_age=3600, path="/signin")
+    return response
+
+
+@router.post("/signin")
+async def signin(request: Request):
+    """Check the double-submitted form token, then the admin token; set the session cookie."""
+    data = await request.form()
+    pre = request.cookies.get(sess.PRE_COOKIE)
+    if not pre or not sess.csrf_ok(pre, data.get("csrf")):
+        return await signin_form(request, "The sign-in form expired. Try again.", 403)
+    token = str(data.get("token") or "").strip()
+    rt = rt_of(request)
+    ws = rt.control.state.workspace_by_token_hash(hash_secret(token)) if token else None
+    if ws is None:
+        return await signin_form(request, "That admin token is not valid.", 401)
+    response = redirect("/services")
+    response.set_cookie(sess.COOKIE, sess.issue(rt.settings.master_key, ws.workspace_id, ws.token_hash),
+                        httponly=True, samesite="strict", secure=_secure(request), max_age=sess.LIFETIME, path="/")
+    response.delete_cookie(sess.PRE_COOKIE, path="/signin")
+    return response
+
+
+@router.post("/signout")
+async def signout(request: Request, c: Caller = Depends(caller)):
+    await form(request, c)
+    response = redirect("/signin")
+    response.delete_cookie(sess.COOKIE, path="/")
+    return response

@@ -1,0 +1,76 @@
+"""The dev inbox (embedded delivery): captured messages and one message's HTML (in a
+sandboxed frame, scripts off), text part, headers and raw source.
+
+The inbox file is shared by the installation; a workspace sees only the mail of its own
+messages (the ``X-Postline-Id`` header names the message, whose workspace the analytics
+store or this process's recent sends know)."""
+from __future__ import annotations
+
+import logging
+from email import message_from_bytes, policy
+
+from fastapi import APIRouter, Depends, Request
+
+from services.api.dashboard.web import CSP_WITH_MAIL, Caller, PageError, caller, page
+from shared.devinbox import DevInbox
+
+router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
+LIST = 50  # parsing a captured mail's headers costs ~0.4 ms: a page stays fast
+
+
+def _inbox(c: Caller) -> DevInbox:
+    if c.rt.inbox is None:
+        raise PageError(404, "The dev inbox is on only with POSTLINE_DELIVERY=inbox (the embedded default).")
+    return c.rt.inbox
+
+
+async def _own_ids(c: Caller, email_ids: list[str]) -> set[str]:
+    """Which of ``email_ids`` are messages of the caller's workspace."""
+    wid = c.workspace.workspace_id
+    recent = c.rt.extras.get("recent")
+    mine = set()
+    for eid in email_ids:
+        hit = recent.get(eid) if recent else None
+        if hit and hit[0].workspace_id == wid:
+            mine.add(eid)
+    rest = [e for e in email_ids if e and e not in mine]
+    if rest and c.rt.store is not None:
+        try:
+            # one scalar parameter per id: chDB's parameters take no Python lists
+            names = {f"i{n}": eid for n, eid in enumerate(rest)}
+            rows = await c.rt.store.query(
+                "SELECT DISTINCT email_id FROM postline.messages WHERE workspace_id = {w:String} AND email_id IN ("
+                + ", ".join(f"{{{n}:String}}" for n in names) + ")", {"w": wid, **names})
+            mine.update(r["email_id"] for r in rows)
+        except Exception:  # store down: show only what this process knows
+            log.warning("dev inbox: analytics store unavailable; showing this process's recent sends only")
+    return mine
+
+
+@router.get("/inbox")
+async def inbox_page(request: Request, c: Caller = Depends(caller)):
+    mails = _inbox(c).list(limit=LIST)
+    mine = await _own_ids(c, [m["postline_id"] for m in mails])
+    return page(request, "inbox.html", c=c, mails=[m for m in mails if m["postline_id"] in mine], tab="inbox")
+
+
+def _parts(raw: bytes) -> dict:
+    msg = message_from_bytes(raw, policy=policy.default)
+    html = msg.get_body(preferencelist=("html",))
+    text = msg.get_body(preferencelist=("plain",))
+    return {"subject": str(msg["Subject"] or ""), "from": str(msg["From"] or ""), "to": str(msg["To"] or ""),
+            "date": str(msg["Date"] or ""), "postline_id": str(msg["X-Postline-Id"] or ""),
+            "headers": [(k, str(v)) for k, v in msg.items()],
+            "html": html.get_content() if html else None, "text": text.get_content() if text else None,
+            "attachments": [a.get_filename() or "(unnamed)" for a in msg.iter_attachments()],
+            "raw": raw.decode("utf-8", errors="replace")}
+
+
+@router.get("/inbox/{mail_id}")
+async def inbox_message(request: Request, mail_id: str, c: Caller = Depends(caller)):
+    raw = _inbox(c).raw(mail_id[:64])
+    parts = _parts(raw) if raw is not None else None
+    if parts is None or parts["postline_id"] not in await _own_ids(c, [parts["postline_id"]]):
+        raise PageError(404, "This message is not in your dev inbox.")
+    return page(request, "inbox_message.html", c=c, mail=parts, mail_id=mail_id, csp=CSP_WITH_MAIL, tab="inbox")

@@ -1,0 +1,43 @@
+"""A service's API keys: create (the secret is shown once), list, revoke."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from services.api.dashboard.pages.owned import owned
+from services.api.dashboard.web import BAD_INPUT, Caller, caller, form, page, problem, redirect, service_of
+from services.api.routes import keys as keys_api
+from services.api.schemas import ApiKeyCreate
+
+router = APIRouter(include_in_schema=False)
+
+
+def _keys(request, c, svc, status=200, error=None, created=None):
+    items = [keys_api.key_view(k) for k in c.rt.control.state.keys_of(svc.service_id)]
+    return page(request, "keys.html", status=status, c=c, svc=svc, keys=items, created=created, error=error,
+                tab="keys")
+
+
+@router.get("/services/{service_id}/keys")
+async def keys_page(request: Request, service_id: str, c: Caller = Depends(caller)):
+    return _keys(request, c, service_of(c, service_id))
+
+
+@router.post("/services/{service_id}/keys")
+async def key_create(request: Request, service_id: str, c: Caller = Depends(caller)):
+    """Create a key and show its secret in this one response (it is not stored)."""
+    data = await form(request, c)
+    svc = service_of(c, service_id)
+    try:
+        created = await keys_api.create_key(ApiKeyCreate(name=data.get("name", "").strip()), svc=svc, rt=c.rt)
+    except BAD_INPUT as exc:
+        return _keys(request, c, svc, 400, problem(exc))
+    return _keys(request, c, svc, 201, created=created)
+
+
+@router.post("/services/{service_id}/keys/{key_id}/revoke")
+async def key_revoke(request: Request, service_id: str, key_id: str, c: Caller = Depends(caller)):
+    await form(request, c)
+    svc = service_of(c, service_id)
+    owned(c.rt.control.state.api_keys, key_id, svc, "API key")
+    await keys_api.revoke_key(key_id, svc=svc, rt=c.rt)
+    return redirect(f"/services/{service_id}/keys")

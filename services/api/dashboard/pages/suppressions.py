@@ -1,0 +1,47 @@
+"""A service's suppression list: list (newest first), search, add, remove."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from services.api.dashboard.web import BAD_INPUT, Caller, caller, form, page, problem, redirect, service_of
+from services.api.routes import suppressions as api
+
+router = APIRouter(include_in_schema=False)
+PAGE = 200
+
+
+def _list(request, c, svc, q: str = "", status=200, error=None):
+    items = [api.view(s) for s in c.rt.control.state.suppressions_of(svc.service_id)]
+    needle = q.strip().lower()
+    if needle:
+        items = [s for s in items if needle in s["email"]]
+    return page(request, "suppressions.html", status=status, c=c, svc=svc, items=items[:PAGE], total=len(items),
+                q=q, error=error, tab="suppressions")
+
+
+@router.get("/services/{service_id}/suppressions")
+async def suppressions_page(request: Request, service_id: str, q: str = "", c: Caller = Depends(caller)):
+    return _list(request, c, service_of(c, service_id), q[:320])
+
+
+@router.post("/services/{service_id}/suppressions")
+async def suppression_add(request: Request, service_id: str, c: Caller = Depends(caller)):
+    data = await form(request, c)
+    svc = service_of(c, service_id)
+    try:
+        body = api.SuppressionCreate(email=data.get("email", ""), reason="manual")
+        await api.add_suppression(body, svc=svc, rt=c.rt)
+    except BAD_INPUT as exc:
+        return _list(request, c, svc, status=400, error=problem(exc))
+    return redirect(f"/services/{service_id}/suppressions")
+
+
+@router.post("/services/{service_id}/suppressions/remove")
+async def suppression_remove(request: Request, service_id: str, c: Caller = Depends(caller)):
+    data = await form(request, c)
+    svc = service_of(c, service_id)
+    try:
+        await api.remove_suppression(data.get("email", ""), svc=svc, rt=c.rt)
+    except HTTPException as exc:
+        return _list(request, c, svc, status=exc.status_code, error=problem(exc))
+    return redirect(f"/services/{service_id}/suppressions")

@@ -1,0 +1,83 @@
+"""A service's webhooks: create (the secret is shown once), attempts with status code and
+latency, replay one event, send a test event, delete."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from services.api.dashboard.pages.owned import owned
+from services.api.dashboard.web import BAD_INPUT, Caller, caller, form, page, problem, redirect, service_of
+from services.api.routes import webhooks as webhooks_api
+from shared import events as ev
+
+router = APIRouter(include_in_schema=False)
+
+
+def _webhooks(request, c, svc, status=200, error=None, created=None):
+    items = [webhooks_api.view(w) for w in c.rt.control.state.webhooks_of(svc.service_id)]
+    return page(request, "webhooks.html", status=status, c=c, svc=svc, webhooks=items, created=created, error=error,
+                event_types=ev.LIFECYCLE_TYPES, tab="webhooks")
+
+
+@router.get("/services/{service_id}/webhooks")
+async def webhooks_page(request: Request, service_id: str, c: Caller = Depends(caller)):
+    return _webhooks(request, c, service_of(c, service_id))
+
+
+@router.post("/services/{service_id}/webhooks")
+async def webhook_create(request: Request, service_id: str, c: Caller = Depends(caller)):
+    """Create an endpoint; its signing secret is shown in this one response."""
+    data = await form(request, c)
+    events = [e for e in (await request.form()).getlist("events") if isinstance(e, str)]
+    svc = service_of(c, service_id)
+    try:
+        body = webhooks_api.WebhookCreate(url=str(data.get("url", "")).strip(), events=events)
+        created = await webhooks_api.create_webhook(body, svc=svc, rt=c.rt)
+    except BAD_INPUT as exc:
+        return _webhooks(request, c, svc, 400, problem(exc))
+    return _webhooks(request, c, svc, 201, created=created)
+
+
+async def _attempts(c: Caller, w: ev.WebhookSaved) -> list[dict] | None:
+    try:
+        return (await webhooks_api.list_attempts(limit=50, w=w, rt=c.rt))["data"]
+    except Exception:  # no analytics store on this process, or it is down
+        return None
+
+
+async def _webhook(request, c, service_id: str, webhook_id: str, status=200, notice=None, error=None):
+    svc = service_of(c, service_id)
+    w = owned(c.rt.control.state.webhooks, webhook_id, svc, "webhook")
+    return page(request, "webhook.html", status=status, c=c, svc=svc, w=webhooks_api.view(w),
+                attempts=await _attempts(c, w), notice=notice, error=error, tab="webhooks")
+
+
+@router.get("/services/{service_id}/webhooks/{webhook_id}")
+async def webhook_page(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)):
+    return await _webhook(request, c, service_id, webhook_id)
+
+
+@router.post("/services/{service_id}/webhooks/{webhook_id}/test")
+async def webhook_test(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)):
+    await form(request, c)
+    w = owned(c.rt.control.state.webhooks, webhook_id, service_of(c, service_id), "webhook")
+    await webhooks_api.send_test(w=w, rt=c.rt)
+    return await _webhook(request, c, service_id, webhook_id, 202, notice="A test event is on its way.")
+
+
+@router.post("/services/{service_id}/webhooks/{webhook_id}/replay")
+async def webhook_replay(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)):
+    data = await form(request, c)
+    w = owned(c.rt.control.state.webhooks, webhook_id, service_of(c, service_id), "webhook")
+    try:
+        done = await webhooks_api.replay(webhooks_api.ReplayRequest(event_id=data.get("event_id") or None), w=w, rt=c.rt)
+    except BAD_INPUT as exc:
+        return await _webhook(request, c, service_id, webhook_id, 400, error=problem(exc))
+    return await _webhook(request, c, service_id, webhook_id, 202, notice=f"Replaying {done['events']} event(s).")
+
+
+@router.post("/services/{service_id}/webhooks/{webhook_id}/delete")
+async def webhook_delete(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)):
+    await form(request, c)
+    w = owned(c.rt.control.state.webhooks, webhook_id, service_of(c, service_id), "webhook")
+    await webhooks_api.delete_webhook(w=w, rt=c.rt)
+    return redirect(f"/services/{service_id}/webhooks")
