@@ -4,7 +4,7 @@ VENV   := .venv
 UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.synced
 
-.PHONY: run test bench install test-deps clean
+.PHONY: run test bench install test-deps screenshots clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ run: install
 ## make test: the whole suite, real parts included (tansu broker, chDB, SMTP sinks, DNS).
 test: test-deps
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+## make screenshots: the browser tests, writing docs/screenshots/*.png (linked from the README).
+screenshots: test-deps
+	POSTLINE_UPDATE_SCREENSHOTS=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider -m browser
 
 ## make bench: throughput/latency benchmarks; results in docs/benchmarks.md.
 bench: install

@@ -13,9 +13,11 @@ def tansu(tmp_path_factory):
     broker.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless chromium for the session (Playwright's sync API)."""
+    """A headless chromium per test module (Playwright's sync API). Module scope on purpose:
+    while it is open, Playwright keeps an event loop running on the main thread, which
+    breaks the async tests that run after it."""
     from playwright.sync_api import sync_playwright
 
     from tests.support.browser import launch

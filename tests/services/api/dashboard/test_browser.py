@@ -1,6 +1,6 @@
 """The dashboard in a real browser (Debian's chromium via Playwright) against a real
 ``postline all`` process and the tests' real DNS server. Each test asserts what a person
-sees; the run also writes the screenshots under docs/screenshots/ that the README links."""
+sees; `make screenshots` runs it to write docs/screenshots/ (linked from the README)."""
 from __future__ import annotations
 
 import re
@@ -10,28 +10,13 @@ import httpx
 import pytest
 
 from shared.dkim_keys import split_txt
-from tests.support.browser import SCREENSHOTS
+from tests.support.browser import screenshot_dir
 from tests.support.dns_server import DnsServer
 from tests.support.postline import ADMIN_TOKEN, PostlineProcess
 
 pytestmark = pytest.mark.browser
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Chromium for this module only. Playwright's sync API keeps an event loop running on
-    the main thread while it is open, which breaks the async tests that run after it; the
-    session-wide ``browser`` of tests/conftest.py would stay open for the whole run."""
-    from playwright.sync_api import sync_playwright
-
-    from tests.support.browser import launch
-
-    with sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +44,8 @@ def page(browser, postline):
 
 
 def shot(page, name: str, full_page: bool = True) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+    folder = screenshot_dir()
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
 
 
 def sign_in(page) -> None:
