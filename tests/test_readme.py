@@ -71,3 +71,7 @@ def test_readme_walkthrough_runs_as_pasted(tmp_path):
     assert '"status":"sent"' in run.stdout and '"subject":"Hello"' in run.stdout  # GET /emails/$ID
     assert lines[-1] == "Hello"  # the dev inbox caught the message
     assert run.stderr == ""
+    server_log = out.read_text()
+    assert '"logger": "postline.access"' in server_log and '"route": "/emails"' in server_log
+    assert "AUTH mechanisms" not in server_log  # the bounce listener offers no AUTH and says nothing of it
+    assert token not in server_log.split(token, 1)[1]  # printed once in the banner, never logged
