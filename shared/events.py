@@ -85,6 +85,7 @@ class ServiceSaved(Event):
     status: Literal["active", "disabled"] = "active"
     track_opens: bool = False
     track_clicks: bool = False
+    list_unsubscribe: bool = False  # RFC 8058 one-click List-Unsubscribe headers by default
     created_at: datetime
     deleted: bool = False
 
@@ -203,6 +204,11 @@ class SendRequested(Event):
     scheduled_at: datetime | None = None
     attempt: int = 0
     first_attempt_at: datetime | None = None
+    # Effective tracking of this message (service default or the send's override), decided
+    # by the API so the relay needs no lookup; all False → the message is built as untracked.
+    track_opens: bool = False
+    track_clicks: bool = False
+    list_unsubscribe: bool = False
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -265,19 +271,29 @@ class Complained(_Lifecycle):
 class Opened(_Lifecycle):
     type: Literal["opened"] = "opened"
     user_agent: str | None = None
+    machine: bool = False  # a known proxy or prefetcher fetched the pixel (docs/tracking.md)
 
 
 class Clicked(_Lifecycle):
     type: Literal["clicked"] = "clicked"
     url: str
     user_agent: str | None = None
+    machine: bool = False  # a known link scanner or prefetcher followed the link (docs/tracking.md)
+
+
+class Unsubscribed(_Lifecycle):
+    """The recipient used the List-Unsubscribe link (RFC 8058 one-click POST)."""
+
+    type: Literal["unsubscribed"] = "unsubscribed"
+    user_agent: str | None = None
 
 
 LifecycleEvent = Annotated[
-    Union[Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked],
+    Union[Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed],
     Field(discriminator="type"),
 ]
-LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked")
+LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked",
+                   "unsubscribed")
 
 class WebhookAttempted(Event):
     """One delivery attempt of one event to one endpoint (the attempts log)."""
@@ -305,7 +321,7 @@ class WebhookReplay(Event):
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
           WebhookSaved, WebhookAttempted, WebhookReplay, SendRequested,
-          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked],
+          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed],
     Field(discriminator="type"),
 ]
 _adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)

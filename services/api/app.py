@@ -13,7 +13,7 @@ from services.api.limits import RateLimiter
 from services.api.schemas import ErrorBody
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
-from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, webhooks
+from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, tracking, webhooks
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
@@ -92,6 +92,6 @@ def create_app(runtime) -> FastAPI:
 
     add_ops_routes(app, runtime)
 
-    for module in (services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
+    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
         app.include_router(module.router)
     return app

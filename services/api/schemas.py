@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
 
@@ -96,6 +96,10 @@ class SendEmail(BaseModel):
     attachments: list[AttachmentIn] | None = None
     tags: list[str] | None = None
     scheduled_at: datetime | None = Field(None, description="Deliver not before this time (ISO 8601, at most 30 days ahead).")
+    track_opens: StrictBool | None = Field(None, description="Open tracking for this message (default: the service's).")
+    track_clicks: StrictBool | None = Field(None, description="Click tracking for this message (default: the service's).")
+    list_unsubscribe: StrictBool | None = Field(
+        None, description="RFC 8058 one-click List-Unsubscribe headers for this message (default: the service's).")
 
     @field_validator("from_")
     @classmethod
@@ -193,6 +197,12 @@ class SendEmail(BaseModel):
         return _address_list(self.reply_to, "reply_to")
 
 
+class Tracking(BaseModel):
+    opens: bool
+    clicks: bool
+    list_unsubscribe: bool
+
+
 class SendResult(BaseModel):
     id: str = Field(examples=["5b1c8a7e-3f7e-4f5e-9a50-0b1f4e7f2a11"])
     status: Literal["sent", "failed"]
@@ -201,6 +211,7 @@ class SendResult(BaseModel):
     to: list[str]
     message: str = Field(examples=["Email sent to 1 recipient via domain acme.test"])
     dropped: list[dict] = Field(default_factory=list, description="Recipients not sent to, with the reason.")
+    tracking: Tracking | None = Field(None, description="Whether opens, clicks and List-Unsubscribe were on.")
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -215,8 +226,9 @@ class ServiceUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=100)
     mode: Literal["sandbox", "production"] | None = None
     status: Literal["active", "disabled"] | None = None
-    track_opens: bool | None = None
-    track_clicks: bool | None = None
+    track_opens: StrictBool | None = None
+    track_clicks: StrictBool | None = None
+    list_unsubscribe: StrictBool | None = None
 
 
 class ApiKeyCreate(BaseModel):
@@ -268,6 +280,7 @@ class EmailRecord(BaseModel):
     message: str
     recipients: dict[str, RecipientState]
     events: list[dict]
+    tracking: Tracking | None = None
 
 
 # ---------------------------------------------------------------- management responses
@@ -287,6 +300,7 @@ class ServiceView(BaseModel):
     status: Literal["active", "disabled"]
     track_opens: bool
     track_clicks: bool
+    list_unsubscribe: bool = False
     created_at: str
     rate_limits: RateLimitView | None = None
 
