@@ -12,7 +12,8 @@ behind them; ``machine: true`` lets people count human opens and clicks. The rul
    proxy (``GoogleImageProxy``, ``ggpht.com``), Yahoo's (``YahooMailProxy``), Microsoft's
    link scanners (``BingPreview``, ``Microsoft Office Existence Discovery``, ``ms-office``
    with ``Discovery``), Barracuda, Mimecast, Proofpoint, Cisco IronPort, Trend Micro,
-   FireEye, Symantec/Broadcom scanners, and generic automation (``bot``, ``crawler``,
+   FireEye, Symantec/Broadcom, Forcepoint and Sophos scanners, and generic automation
+   (a ``…bot`` product token such as ``Googlebot/2.1``, ``crawler``,
    ``spider``, ``HeadlessChrome``, ``python-``, ``curl/``, ``wget``, ``Go-http-client``,
    ``okhttp``, ``Java/``, ``libwww``, ``axios``, ``node-fetch``).
 5. A click within ``FAST_CLICK_SECONDS`` of the message being built: no person reads a
@@ -26,12 +27,13 @@ import re
 
 FAST_CLICK_SECONDS = 2
 APPLE_MPP_AGENT = "Mozilla/5.0"
-_TOKENS = re.compile(
-    r"googleimageproxy|ggpht\.com|yahoomailproxy|bingpreview|existence discovery|ms-office.*discovery|barracuda|"
-    r"mimecast|proofpoint|ironport|trend ?micro|fireeye|symantec|broadcom|forcepoint|sophos|"
-    r"bot\b|bot/|crawler|spider|headlesschrome|python-|curl/|wget|go-http-client|okhttp|java/|libwww|axios|"
-    r"node-fetch",
-    re.IGNORECASE)
+# Matched against the lower-cased user agent; plain substrings (a regex with IGNORECASE cost
+# ~10x more per request on this, the hottest path).
+_TOKENS = ("googleimageproxy", "ggpht.com", "yahoomailproxy", "bingpreview", "existence discovery", "barracuda",
+           "mimecast", "proofpoint", "ironport", "trend micro", "trendmicro", "fireeye", "symantec", "broadcom",
+           "forcepoint", "sophos", "crawler", "spider", "headlesschrome", "python-", "curl/", "wget", "go-http-client",
+           "okhttp", "java/", "libwww", "axios", "node-fetch")
+_BOT = re.compile(r"bot[/;)+]|\bbot\b|bot$|ms-office.*discovery")  # Googlebot/2.1, AhrefsBot; not CUBOT phones
 
 
 def is_machine(user_agent: str | None, method: str = "GET", seconds_since_build: float | None = None,
@@ -40,6 +42,9 @@ def is_machine(user_agent: str | None, method: str = "GET", seconds_since_build:
     if method == "HEAD" or not user_agent:
         return True
     ua = user_agent.strip()
-    if ua == APPLE_MPP_AGENT or _TOKENS.search(ua):
+    if ua == APPLE_MPP_AGENT:
+        return True
+    low = ua.lower()
+    if any(t in low for t in _TOKENS) or _BOT.search(low):
         return True
     return kind == "click" and seconds_since_build is not None and seconds_since_build < FAST_CLICK_SECONDS
