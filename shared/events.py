@@ -113,6 +113,7 @@ class DomainSaved(Event):
     verified: bool = False
     verified_at: datetime | None = None
     last_check: dict[str, Any] | None = None
+    tracking_host: str | None = None  # the domain's own host for tracking links (a CNAME to this installation)
     created_at: datetime
     deleted: bool = False
 

@@ -239,6 +239,14 @@ class ApiKeyCreate(BaseModel):
 class DomainCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     domain: str = Field(min_length=3, max_length=253, examples=["acme.test"])
+    tracking_host: str | None = Field(None, max_length=253, examples=["track.acme.test"],
+                                      description="A host under the domain for tracking links (CNAME to Postline).")
+
+
+class DomainUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tracking_host: str | None = Field(None, max_length=253, examples=["track.acme.test"],
+                                      description="A host under the domain for tracking links; null removes it.")
 
 
 class SandboxEmailCreate(BaseModel):
@@ -326,8 +334,8 @@ class ApiKeyList(BaseModel):
 
 
 class DnsRecord(BaseModel):
-    record: Literal["SPF", "DKIM", "DMARC", "MX"]
-    type: Literal["TXT", "MX"]
+    record: Literal["SPF", "DKIM", "DMARC", "MX", "TRACKING"]
+    type: Literal["TXT", "MX", "CNAME"]
     name: str = Field(examples=["plrab12cd._domainkey.acme.test"])
     value: str
     value_strings: list[str] | None = Field(None, description="The value split into ≤255-byte TXT strings.")
@@ -351,6 +359,7 @@ class DomainView(BaseModel):
     verified_at: str | None
     created_at: str
     records: list[DnsRecord]
+    tracking_host: str | None = None
     last_check: dict | None = None
     checks: list[DnsCheck] | None = None
 
