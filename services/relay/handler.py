@@ -29,7 +29,7 @@ from shared.addresses import domain_of, split_bare
 from shared.control.state import ControlState
 from shared import failpoints
 from shared.log.port import EventLog
-from shared.verp import return_path
+from shared.verp import return_path, unsubscribe_address
 
 log = logging.getLogger(__name__)
 FINAL = ("delivered", "bounced", "failed")
@@ -128,15 +128,30 @@ async def build_and_sign(ctx: RelayContext, req: ev.SendRequested, domain: ev.Do
     if not tracking.wanted(req):
         return await sign(ctx, build_message(ctx, req, domain), domain)
     tokens, base = tracking.tokens_for(ctx.settings.master_key), tracking.base_url(ctx.settings, domain)
-    copies = [tracking.personalize(req, r, tokens, base) for r in rcpts]
+    copies = [tracking.personalize(req, r, tokens, base, mailto=unsubscribe_mailto(ctx, req, domain, r)) for r in rcpts]
     signed = await asyncio.gather(*(sign(ctx, build_message(ctx, c, domain, h), domain) for c, h in copies))
     return dict(zip(rcpts, signed))
 
 
+def unsubscribe_mailto(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None,
+                       rcpt: str) -> str | None:
+    """The List-Unsubscribe mailto: address, on the bounce domain whose MX is our inbound
+    listener; none for the sandbox sender (its bounce domain is not a customer's)."""
+    if not (req.list_unsubscribe and domain):
+        return None
+    return unsubscribe_address(ctx.settings.master_key, req.email_id, recipient_index(req, rcpt),
+                               f"bounces.{domain.domain}")
+
+
+def recipient_index(req: ev.SendRequested, rcpt: str) -> int:
+    """Position of ``rcpt`` in to+cc+bcc: what VERP and unsubscribe tokens carry."""
+    everyone = [split_bare(a).lower() for a in (*req.to, *req.cc, *req.bcc)]
+    return everyone.index(rcpt.lower()) if rcpt.lower() in everyone else 0
+
+
 def verp_for(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpt: str) -> str:
     """The per-recipient return path: bounces map back to (message, recipient)."""
-    everyone = [split_bare(a).lower() for a in (*req.to, *req.cc, *req.bcc)]
-    index = everyone.index(rcpt.lower()) if rcpt.lower() in everyone else 0
+    index = recipient_index(req, rcpt)
     bounce_domain = f"bounces.{domain.domain}" if domain else ctx.settings.hostname
     return return_path(ctx.settings.master_key, req.email_id, index, bounce_domain)
 

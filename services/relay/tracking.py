@@ -7,7 +7,9 @@ options off) never comes here and stays byte-identical to what it was without tr
 - track_clicks: every http(s) link of the HTML part → ``/t/c/<token>`` (services/relay/rewrite.py)
 - track_opens: a 1x1 image ``/t/o/<token>`` at the end of the HTML part
 - list_unsubscribe: ``List-Unsubscribe: <…/t/u/<token>>`` and
-  ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058), inside DKIM's ``h=``
+  ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058), inside DKIM's ``h=``;
+  with a sending domain also ``<mailto:unsubscribe+<verp token>@bounces.<domain>>``, which
+  the inbound listener takes (services/relay/inbound/server.py)
 The text part keeps the original URLs: when the sender gave none, it is derived from the
 original HTML, not from the rewritten one."""
 from __future__ import annotations
@@ -39,10 +41,11 @@ def base_url(settings, domain: ev.DomainSaved | None) -> str:
     return f"https://{host}" if host else settings.base_url
 
 
-def personalize(req: ev.SendRequested, rcpt: str, tokens: Tokens, base: str,
-                issued: int | None = None) -> tuple[ev.SendRequested, dict[str, str]]:
+def personalize(req: ev.SendRequested, rcpt: str, tokens: Tokens, base: str, issued: int | None = None,
+                mailto: str | None = None) -> tuple[ev.SendRequested, dict[str, str]]:
     """The request as ``rcpt``'s copy is built (HTML rewritten, text kept) and the extra
-    headers of that copy."""
+    headers of that copy; ``mailto`` (an address the inbound listener takes) joins the
+    https link in List-Unsubscribe, after it (RFC 2369: the first is preferred)."""
     issued = int(time.time()) if issued is None else issued
     make = lambda kind, i=0, url="": tokens.make(kind, req.email_id, req.service_id or "-", rcpt, i, url, issued)  # noqa: E731
     html, text = req.html, req.text
@@ -54,6 +57,6 @@ def personalize(req: ev.SendRequested, rcpt: str, tokens: Tokens, base: str,
             text = html_to_text(req.html)
     headers: dict[str, str] = {}
     if req.list_unsubscribe:
-        headers = {"List-Unsubscribe": f"<{link(base, 'unsubscribe', make('unsubscribe'))}>",
-                   "List-Unsubscribe-Post": ONE_CLICK}
+        value = f"<{link(base, 'unsubscribe', make('unsubscribe'))}>" + (f", <mailto:{mailto}>" if mailto else "")
+        headers = {"List-Unsubscribe": value, "List-Unsubscribe-Post": ONE_CLICK}
     return req.model_copy(update={"html": html, "text": text}), headers

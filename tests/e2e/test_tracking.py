@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import smtplib
 import time
 
 import httpx
@@ -90,7 +91,8 @@ def test_open_click_unsubscribe_end_to_end(env):
     assert 'href="mailto:help@acme.test"' in html and "shop.example" not in html
     assert "https://shop.example/track?o=42&c=DE#map" in text and "/t/" not in text
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    unsub = re.fullmatch(r"<(http://[^>]+/t/u/[^>]+)>", msg["List-Unsubscribe"]).group(1)
+    unsub, mailto = re.fullmatch(r"<(http://[^>]+/t/u/[^>]+)>, <mailto:(unsubscribe\+[^>]+@bounces\.acme\.test)>",
+                                 msg["List-Unsubscribe"]).groups()
 
     # open: a burst of fetches (Apple's proxy user agent) is one `opened`, flagged machine
     for _ in range(3):
@@ -177,3 +179,30 @@ def test_pixel_head_and_unknown_paths(env):
     assert api.http.get("/t/o/not-a-token").status_code == 404
     assert api.http.head("/t/c/AAAA").status_code == 404
     assert httpx.get(f"{env['proc'].url}/t/c/", follow_redirects=False).status_code == 404
+
+
+def test_mailto_unsubscribe_through_the_inbound_listener(env):
+    """RFC 2369 mailto: a mail to the address in List-Unsubscribe suppresses the recipient."""
+    api, key = env["api"], env["key"]
+    email_id = api.send(key, {**SEND, "to": ["x@example.com", "fay@example.com"], "list_unsubscribe": True}).json()["id"]
+    msgs = env["sink"].wait_for(lambda m: email_id.encode() in m.data and m.rcpt_tos == ["fay@example.com"])
+    mailto = re.search(r"<mailto:([^>]+)>", msgs[0].message["List-Unsubscribe"]).group(1)
+    api.wait_status(key, email_id, "fay@example.com", "delivered")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with smtplib.SMTP("127.0.0.1", int(env["proc"].env["POSTLINE_INBOUND_SMTP_PORT"]), timeout=10) as s:
+                s.sendmail("fay@example.com", [mailto], b"Subject: unsubscribe\r\n\r\nplease\r\n")
+            break
+        except smtplib.SMTPDataError as exc:  # 451 until analytics has the message, as for bounces
+            if exc.smtp_code != 451 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    sup = api.admin("GET", f"/api/email/services/{env['sid']}/suppressions/fay@example.com").json()
+    assert sup["reason"] == "unsubscribe" and sup["source_email_id"] == email_id
+    assert api.admin("GET", f"/api/email/services/{env['sid']}/suppressions/x@example.com").status_code == 404
+    assert hooks_of(env, "unsubscribed")[0]["data"]["recipient"] == "fay@example.com"
+    with smtplib.SMTP("127.0.0.1", int(env["proc"].env["POSTLINE_INBOUND_SMTP_PORT"]), timeout=10) as s:
+        forged = mailto.replace("unsubscribe+", "unsubscribe+a")
+        s.ehlo()
+        assert s.docmd("MAIL FROM:<a@b.c>")[0] == 250 and s.docmd(f"RCPT TO:<{forged}>")[0] == 550

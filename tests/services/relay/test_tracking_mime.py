@@ -13,6 +13,7 @@ from services.relay.signing import Signer
 from shared import events as ev
 from shared.settings import Settings
 from shared.tracking import Tokens
+from shared.verp import parse_token, unsubscribe_token_of
 from tests.services.relay.test_signing import MASTER, domain_with_published_keys
 from tests.support.dns_server import DnsServer
 from tests.support.postline import dkim_results
@@ -71,8 +72,12 @@ async def test_tracked_copies_per_recipient_signed_over_list_unsubscribe():
                 assert "list-unsubscribe" in signed and "list-unsubscribe-post" in signed
             msg = message_from_bytes(raw, policy=policy.default)
             assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-            unsub = re.fullmatch(r"<https://pl\.example/t/u/([A-Za-z0-9_-]+)>", msg["List-Unsubscribe"]).group(1)
+            unsub, mailto = re.fullmatch(r"<https://pl\.example/t/u/([A-Za-z0-9_-]+)>, <mailto:([^>]+)>",
+                                         msg["List-Unsubscribe"]).groups()
             assert tokens.verify(unsub, "unsubscribe").recipient == rcpt
+            local, _, host = mailto.partition("@")
+            assert host == "bounces.acme.test" and len(local) <= 64
+            assert parse_token(MASTER, unsubscribe_token_of(mailto)) == (req.email_id, RCPTS.index(rcpt))
             html = msg.get_body(("html",)).get_content()
             clicks = re.findall(r'href="https://pl\.example/t/c/([A-Za-z0-9_-]+)"', html)
             assert [tokens.verify(c, "click").url for c in clicks] == ["https://shop.example/cart?id=7&utm=x#top"]
