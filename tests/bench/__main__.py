@@ -35,6 +35,7 @@ def main() -> None:
         from tests.bench import tracking
 
         results["tracking"] = tracking.run()
+        results["tracking_api_role_alone"] = tracking.run(role="api")
     print(json.dumps(results, indent=2))
 
 

@@ -56,9 +56,11 @@ async def load(port: int, paths: list[str], connections: int) -> dict:
                            "p99": round(latencies[int(len(latencies) * 0.99)], 2)}}
 
 
-def run(requests: int = REQUESTS, connections: int = CONNECTIONS) -> dict:
+def run(requests: int = REQUESTS, connections: int = CONNECTIONS, role: str = "all") -> dict:
+    """``role="all"``: everything in one process (``make run``); ``role="api"``: the API
+    alone on the embedded log, as an API pod of the distributed mode runs."""
     data = Path(tempfile.mkdtemp(prefix="postline-bench-tracking-")) / "data"
-    proc = PostlineProcess(data).start()
+    proc = PostlineProcess(data, role=role).start()
     try:
         api = Api(proc.url)
         sid = api.create_service("bench")
@@ -70,7 +72,7 @@ def run(requests: int = REQUESTS, connections: int = CONNECTIONS) -> dict:
         asyncio.run(load(proc.port, pixels[:500], 16))  # warm-up (connections, caches)
         return {"pixel": asyncio.run(load(proc.port, pixels[500:], connections)),
                 "click": asyncio.run(load(proc.port, clicks, connections)),
-                "note": "one `postline all` process (relay, analytics, webhooks too); the load generator shares the "
-                        "same 2 cores; every request appends an event"}
+                "note": f"one `postline {role}` process; the load generator shares the same 2 cores; every request "
+                        "appends an event"}
     finally:
         proc.stop()
