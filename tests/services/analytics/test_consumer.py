@@ -121,6 +121,24 @@ async def test_tracking_counts_distinct_events_and_unique_recipients(parts):
     assert sorted(b["unique_opened"] for b in s["buckets"] if b["unique_opened"]) in ([1, 2], [1, 1, 1])
 
 
+async def test_tracking_events_get_their_message_tags_from_and_subject(parts):
+    """Opens come from the token alone (no tags): loading adds the message's, so stats by tag count them."""
+    from services.analytics.rows import message_row
+
+    lg, store = parts
+    req = ev.SendRequested(workspace_id="w", service_id=SVC, email_id="m9", mode="production", to=["a@x.test"],
+                           recipients=["a@x.test"], subject="Spring sale", tags=["promo"], **{"from": "shop@acme.test"})
+    await store.insert("messages", [message_row(req)], "m9")
+    opened = ev.Opened(workspace_id="w", service_id=SVC, email_id="m9", recipient="a@x.test", machine=False)
+    orphan = ev.Opened(workspace_id="w", service_id=SVC, email_id="unknown", recipient="b@x.test")
+    await lg.append_many(ev.Topic.EVENTS, [(e.email_id, ev.encode(e)) for e in (opened, orphan)])
+    await run_until_loaded(AnalyticsConsumer(lg, store, batch_seconds=0.3), lg)
+    assert (await queries.stats(store, SVC, "24h", "hour", "promo"))["totals"]["opened"] == 1
+    assert (await queries.stats(store, SVC, "24h", "hour", None))["totals"]["opened"] == 2
+    (row,) = await queries.timeline(store, "m9", "w")
+    assert (row["tags"], row["from"], row["subject"], row["machine"]) == (["promo"], "shop@acme.test", "Spring sale", False)
+
+
 async def test_redelivered_events_do_not_change_counts(parts):
     lg, store = parts
     events = workload()
