@@ -209,22 +209,28 @@ def test_mailto_unsubscribe_through_the_inbound_listener(env):
 
 
 @pytest.mark.browser
-def test_unsubscribe_page_in_a_browser_without_javascript(env, browser):
-    """A person opening the link sees the page; only pressing the button unsubscribes."""
+async def test_unsubscribe_page_in_a_browser_without_javascript(env):
+    """A person opening the link sees the page; only pressing the button unsubscribes.
+    (Playwright's async API: the sync one would leave its loop running for later async tests.)"""
+    from playwright.async_api import async_playwright
+
+    from tests.support.browser import launch
+
     api, key = env["api"], env["key"]
     email_id = api.send(key, {**SEND, "to": "gus@example.com", "list_unsubscribe": True}).json()["id"]
     header = delivered_mail(env, email_id).message["List-Unsubscribe"]
     link = re.search(r"<(http://[^>]+/t/u/[^>]+)>", header).group(1)
     sup = f"/api/email/services/{env['sid']}/suppressions/gus@example.com"
-    context = browser.new_context(java_script_enabled=False)
-    try:
-        page = context.new_page()
-        assert page.goto(link).status == 200
-        assert "gus@example.com" in page.inner_text("body")
-        assert api.admin("GET", sup).status_code == 404
-        with page.expect_navigation():
-            page.click("button[type=submit]")
-        assert "You are unsubscribed" in page.inner_text("h1")
-    finally:
-        context.close()
+    async with async_playwright() as pw:
+        browser = await launch(pw)
+        try:
+            page = await (await browser.new_context(java_script_enabled=False)).new_page()
+            assert (await page.goto(link)).status == 200
+            assert "gus@example.com" in await page.inner_text("body")
+            assert api.admin("GET", sup).status_code == 404
+            async with page.expect_navigation():
+                await page.click("button[type=submit]")
+            assert "You are unsubscribed" in await page.inner_text("h1")
+        finally:
+            await browser.close()
     assert api.admin("GET", sup).json()["reason"] == "unsubscribe"
