@@ -64,6 +64,12 @@ def _subkey(master: bytes, purpose: str) -> bytes:
     return hmac.new(master, purpose.encode(), hashlib.sha256).digest()
 
 
+def derive_key(master: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one purpose (e.g. ``"tracking"``): keys of different purposes are
+    independent, so a token of one kind can never be forged from a signature of another."""
+    return _subkey(master, purpose)
+
+
 def seal(master: bytes, plaintext: bytes, context: str) -> str:
     """Encrypt with AES-256-GCM; ``context`` is bound as associated data (e.g. the owner's id)."""
     nonce = os.urandom(12)

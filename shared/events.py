@@ -87,6 +87,7 @@ class ServiceSaved(Event):
     track_clicks: bool = False
     rate_per_minute: int | None = None  # the admin's override of the base limits; None = the global base
     rate_per_day: int | None = None
+    list_unsubscribe: bool = False  # RFC 8058 one-click List-Unsubscribe headers by default
     created_at: datetime
     deleted: bool = False
 
@@ -114,6 +115,7 @@ class DomainSaved(Event):
     verified: bool = False
     verified_at: datetime | None = None
     last_check: dict[str, Any] | None = None
+    tracking_host: str | None = None  # the domain's own host for tracking links (a CNAME to this installation)
     created_at: datetime
     deleted: bool = False
 
@@ -205,6 +207,11 @@ class SendRequested(Event):
     scheduled_at: datetime | None = None
     attempt: int = 0
     first_attempt_at: datetime | None = None
+    # Effective tracking of this message (service default or the send's override), decided
+    # by the API so the relay needs no lookup; all False → the message is built as untracked.
+    track_opens: bool = False
+    track_clicks: bool = False
+    list_unsubscribe: bool = False
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -268,19 +275,29 @@ class Complained(_Lifecycle):
 class Opened(_Lifecycle):
     type: Literal["opened"] = "opened"
     user_agent: str | None = None
+    machine: bool = False  # a known proxy or prefetcher fetched the pixel (docs/tracking.md)
 
 
 class Clicked(_Lifecycle):
     type: Literal["clicked"] = "clicked"
     url: str
     user_agent: str | None = None
+    machine: bool = False  # a known link scanner or prefetcher followed the link (docs/tracking.md)
+
+
+class Unsubscribed(_Lifecycle):
+    """The recipient used the List-Unsubscribe link (RFC 8058 one-click POST)."""
+
+    type: Literal["unsubscribed"] = "unsubscribed"
+    user_agent: str | None = None
 
 
 LifecycleEvent = Annotated[
-    Union[Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked],
+    Union[Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed],
     Field(discriminator="type"),
 ]
-LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked")
+LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked",
+                   "unsubscribed")
 
 class WebhookAttempted(Event):
     """One delivery attempt of one event to one endpoint (the attempts log)."""
@@ -308,7 +325,7 @@ class WebhookReplay(Event):
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
           WebhookSaved, WebhookAttempted, WebhookReplay, SendRequested,
-          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked],
+          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed],
     Field(discriminator="type"),
 ]
 _adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)

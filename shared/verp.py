@@ -11,6 +11,7 @@ import hmac
 import uuid
 
 PREFIX = "bounces+"
+UNSUBSCRIBE_PREFIX = "unsubscribe+"  # List-Unsubscribe mailto: on the bounce domain, same token
 
 
 def _sig(key: bytes, body: str) -> str:
@@ -42,3 +43,14 @@ def return_path(key: bytes, email_id: str, index: int, bounce_domain: str) -> st
 def token_of(address: str) -> str | None:
     local = address.rpartition("@")[0]
     return local[len(PREFIX):] if local.lower().startswith(PREFIX) else None
+
+
+def unsubscribe_address(key: bytes, email_id: str, index: int, bounce_domain: str) -> str:
+    """The ``mailto:`` List-Unsubscribe address of one (message, recipient): mail to it is
+    taken by the inbound listener as an unsubscribe (56-octet local part)."""
+    return f"{UNSUBSCRIBE_PREFIX}{make_token(key, email_id, index)}@{bounce_domain}"
+
+
+def unsubscribe_token_of(address: str) -> str | None:
+    local = address.rpartition("@")[0]
+    return local[len(UNSUBSCRIBE_PREFIX):] if local.lower().startswith(UNSUBSCRIBE_PREFIX) else None

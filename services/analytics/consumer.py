@@ -10,6 +10,7 @@ import hashlib
 import logging
 import time
 
+from services.analytics.enrich import add_message_fields
 from services.analytics.rows import attempt_row, event_row, message_row
 from shared import events as ev
 from shared import metrics
@@ -40,6 +41,8 @@ class AnalyticsConsumer:
                 attempts.append(attempt_row(e))
         for table, rows, key in (("messages", messages, "email_id"), ("events", events, "event_id"),
                                  ("webhook_attempts", attempts, "attempt_id")):
+            if rows and table == "events":  # after this batch's messages are in
+                await add_message_fields(self.store, rows)
             if rows:
                 with metrics.ANALYTICS_BATCH_SECONDS.time():
                     await self.store.insert(table, rows, _token(table, rows, key))

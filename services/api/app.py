@@ -19,7 +19,7 @@ from services.api.schemas import ErrorBody
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
 from services.api import dashboard
-from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, webhooks
+from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, tracking, webhooks
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
@@ -121,6 +121,7 @@ def create_app(runtime) -> FastAPI:
         runtime.extras.setdefault("idempotency", IdempotencyStore(runtime.settings.data_dir / "idempotency.sqlite3"))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLog)
+    app.add_middleware(tracking.HotPaths, runtime=runtime)  # outermost: the pixel and redirects skip the rest
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -144,7 +145,7 @@ def create_app(runtime) -> FastAPI:
     add_ops_routes(app, runtime)
     add_docs_routes(app)
 
-    for module in (services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
+    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
         app.include_router(module.router)
     dashboard.mount(app)
     return app

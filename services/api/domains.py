@@ -1,7 +1,9 @@
 """Domain records to publish and their verification against live DNS."""
 from __future__ import annotations
 
+import ipaddress
 import re
+from urllib.parse import urlsplit
 
 from shared import events as ev
 from shared.dkim_keys import split_txt, txt_value
@@ -40,7 +42,29 @@ def records(d: ev.DomainSaved, settings) -> list[dict]:
         {"record": "MX", "type": "MX", "name": bounce_domain(d.domain), "value": f"10 {settings.hostname}",
          "required": False},
     ]
+    if d.tracking_host:
+        out.append({"record": "TRACKING", "type": "CNAME", "name": d.tracking_host,
+                    "value": tracking_target(settings), "required": False})
     return out
+
+
+def tracking_target(settings) -> str:
+    """What a domain's tracking host is a CNAME to: the host of POSTLINE_PUBLIC_URL, or
+    POSTLINE_HOSTNAME when that is an IP address (a CNAME cannot point at an address)."""
+    host = urlsplit(settings.base_url).hostname or settings.hostname
+    try:
+        ipaddress.ip_address(host)
+        return settings.hostname
+    except ValueError:
+        return host
+
+
+def normalise_tracking_host(value: str, domain: str) -> str:
+    """``value`` as a host name under ``domain``; ValueError naming the rule otherwise."""
+    host = normalise_domain(value)
+    if host is None or not host.endswith("." + domain):
+        raise ValueError(f"tracking_host: {value!r} must be a host name under {domain}, like track.{domain}")
+    return host
 
 
 def _dkim_p(value: str) -> str | None:

@@ -5,7 +5,9 @@ id or address from the URL leaks and lines group by endpoint), ``status``, ``ms`
 response's first byte), ``client`` (peer IP, for abuse and rate-limit questions), and where
 known ``service_id`` and ``email_id``. Never logged: query strings, headers (keys, tokens,
 cookies), bodies, recipient addresses — an operator finds a message by its id, and the id
-leads to everything else through the authenticated API. Unmatched paths log as ``route: null``."""
+leads to everything else through the authenticated API. Unmatched paths log as ``route: null``.
+The tracking pixel and click redirects (``tracking.HotPaths``, in front of this middleware)
+are not logged: they are public, high-volume, and each one is already an event on the log."""
 from __future__ import annotations
 
 import logging

@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
 
@@ -96,6 +96,10 @@ class SendEmail(BaseModel):
     attachments: list[AttachmentIn] | None = None
     tags: list[str] | None = None
     scheduled_at: datetime | None = Field(None, description="Deliver not before this time (ISO 8601, at most 30 days ahead).")
+    track_opens: StrictBool | None = Field(None, description="Open tracking for this message (default: the service's).")
+    track_clicks: StrictBool | None = Field(None, description="Click tracking for this message (default: the service's).")
+    list_unsubscribe: StrictBool | None = Field(
+        None, description="RFC 8058 one-click List-Unsubscribe headers for this message (default: the service's).")
 
     @field_validator("from_")
     @classmethod
@@ -193,6 +197,12 @@ class SendEmail(BaseModel):
         return _address_list(self.reply_to, "reply_to")
 
 
+class Tracking(BaseModel):
+    opens: bool
+    clicks: bool
+    list_unsubscribe: bool
+
+
 class SendResult(BaseModel):
     id: str = Field(examples=["5b1c8a7e-3f7e-4f5e-9a50-0b1f4e7f2a11"])
     status: Literal["sent", "failed"]
@@ -201,6 +211,7 @@ class SendResult(BaseModel):
     to: list[str]
     message: str = Field(examples=["Email sent to 1 recipient via domain acme.test"])
     dropped: list[dict] = Field(default_factory=list, description="Recipients not sent to, with the reason.")
+    tracking: Tracking | None = Field(None, description="Whether opens, clicks and List-Unsubscribe were on.")
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -223,8 +234,9 @@ class ServiceUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=100)
     mode: Literal["sandbox", "production"] | None = None
     status: Literal["active", "disabled"] | None = None
-    track_opens: bool | None = None
-    track_clicks: bool | None = None
+    track_opens: StrictBool | None = None
+    track_clicks: StrictBool | None = None
+    list_unsubscribe: StrictBool | None = None
     rate_limits: RateLimitsUpdate | None = Field(
         None, description="Override the base limits of this service (`null` fields fall back to the global base).")
 
@@ -237,6 +249,14 @@ class ApiKeyCreate(BaseModel):
 class DomainCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     domain: str = Field(min_length=3, max_length=253, examples=["acme.test"])
+    tracking_host: str | None = Field(None, max_length=253, examples=["track.acme.test"],
+                                      description="A host under the domain for tracking links (CNAME to Postline).")
+
+
+class DomainUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tracking_host: str | None = Field(None, max_length=253, examples=["track.acme.test"],
+                                      description="A host under the domain for tracking links; null removes it.")
 
 
 class SandboxEmailCreate(BaseModel):
@@ -278,6 +298,7 @@ class EmailRecord(BaseModel):
     message: str
     recipients: dict[str, RecipientState]
     events: list[dict]
+    tracking: Tracking | None = None
 
 
 # ---------------------------------------------------------------- management responses
@@ -300,6 +321,7 @@ class ServiceView(BaseModel):
     status: Literal["active", "disabled"]
     track_opens: bool
     track_clicks: bool
+    list_unsubscribe: bool = False
     created_at: str
     rate_limits: RateLimitView | None = None
 
@@ -325,8 +347,8 @@ class ApiKeyList(BaseModel):
 
 
 class DnsRecord(BaseModel):
-    record: Literal["SPF", "DKIM", "DMARC", "MX"]
-    type: Literal["TXT", "MX"]
+    record: Literal["SPF", "DKIM", "DMARC", "MX", "TRACKING"]
+    type: Literal["TXT", "MX", "CNAME"]
     name: str = Field(examples=["plrab12cd._domainkey.acme.test"])
     value: str
     value_strings: list[str] | None = Field(None, description="The value split into ≤255-byte TXT strings.")
@@ -350,6 +372,7 @@ class DomainView(BaseModel):
     verified_at: str | None
     created_at: str
     records: list[DnsRecord]
+    tracking_host: str | None = None
     last_check: dict | None = None
     checks: list[DnsCheck] | None = None
 

@@ -92,6 +92,21 @@ def check_suppression(draft: Draft, state: ControlState) -> None:
     draft.recipients = keep
 
 
+def tracking_of(body: SendEmail, svc: ev.ServiceSaved) -> dict[str, bool]:
+    """Effective tracking of one send: the body's booleans override the service defaults."""
+    pick = lambda given, default: default if given is None else given  # noqa: E731
+    return {"track_opens": pick(body.track_opens, svc.track_opens),
+            "track_clicks": pick(body.track_clicks, svc.track_clicks),
+            "list_unsubscribe": pick(body.list_unsubscribe, svc.list_unsubscribe)}
+
+
+def tracking_view(req_or_record) -> dict[str, bool]:
+    """``{opens, clicks, list_unsubscribe}`` of a request event or its stored record."""
+    get = req_or_record.get if isinstance(req_or_record, dict) else lambda k, d=False: getattr(req_or_record, k, d)
+    return {"opens": bool(get("track_opens", False)), "clicks": bool(get("track_clicks", False)),
+            "list_unsubscribe": bool(get("list_unsubscribe", False))}
+
+
 def build_request(draft: Draft, email_id: str) -> ev.SendRequested:
     b = draft.body
     return ev.SendRequested(
@@ -100,7 +115,7 @@ def build_request(draft: Draft, email_id: str) -> ev.SendRequested:
         reply_to=draft.reply_to, subject=b.subject, html=b.html_body, text=b.text, headers=b.headers or {},
         attachments=[ev.Attachment(**a.model_dump()) for a in b.attachments or []], tags=b.tags or [],
         recipients=draft.recipients, dropped=draft.dropped, scheduled_at=b.scheduled_at,
-        **{"from": draft.from_})
+        **tracking_of(b, draft.service), **{"from": draft.from_})
 
 
 def summary(recipients: list[str], dropped: list[tuple[str, str]], sending_domain: str | None) -> str:
@@ -117,7 +132,8 @@ def respond(draft: Draft, email_id: str) -> dict:
     return {"id": email_id, "status": "sent" if draft.recipients else "failed", "mode": draft.mode,
             "from": draft.from_, "to": draft.body.to_list, "message": summary(draft.recipients, [(d.recipient, d.reason) for d in draft.dropped],
                                   draft.sending_domain),
-            "dropped": [d.model_dump() for d in draft.dropped]}
+            "dropped": [d.model_dump() for d in draft.dropped],
+            "tracking": tracking_view(tracking_of(draft.body, draft.service))}
 
 
 class RecentSends:

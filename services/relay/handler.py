@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from services.relay import tracking
 from services.relay.bounce_class import classify
 from services.relay.ledger import Ledger
 from services.relay.mime import build
@@ -30,7 +31,7 @@ from shared.addresses import domain_of, split_bare
 from shared.control.state import ControlState
 from shared import failpoints
 from shared.log.port import EventLog
-from shared.verp import return_path
+from shared.verp import return_path, unsubscribe_address
 
 log = logging.getLogger(__name__)
 FINAL = ("delivered", "bounced", "failed")
@@ -113,25 +114,53 @@ def sending_domain(ctx: RelayContext, req: ev.SendRequested) -> ev.DomainSaved |
     return ctx.control.verified_domain(req.service_id, req.sending_domain)
 
 
-def build_message(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None) -> bytes:
+def build_message(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None,
+                  extra_headers: dict[str, str] | None = None) -> bytes:
     id_domain = domain.domain if domain else domain_of(split_bare(ctx.settings.sandbox_from))
-    return build(req, id_domain)
+    return build(req, id_domain, extra_headers)
 
 
 async def sign(ctx: RelayContext, raw: bytes, domain: ev.DomainSaved | None) -> bytes:
     return await ctx.signer.sign_async(raw, domain) if domain else raw
 
 
+async def build_and_sign(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None,
+                         rcpts: list[str]) -> bytes | dict[str, bytes]:
+    """One signed message for every recipient; or, when the message is tracked, one per
+    recipient (each copy carries that recipient's own tracking and unsubscribe tokens)."""
+    if not tracking.wanted(req):
+        return await sign(ctx, build_message(ctx, req, domain), domain)
+    tokens, base = tracking.tokens_for(ctx.settings.master_key), tracking.base_url(ctx.settings, domain)
+    copies = [tracking.personalize(req, r, tokens, base, mailto=unsubscribe_mailto(ctx, req, domain, r)) for r in rcpts]
+    signed = await asyncio.gather(*(sign(ctx, build_message(ctx, c, domain, h), domain) for c, h in copies))
+    return dict(zip(rcpts, signed))
+
+
+def unsubscribe_mailto(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None,
+                       rcpt: str) -> str | None:
+    """The List-Unsubscribe mailto: address, on the bounce domain whose MX is our inbound
+    listener; none for the sandbox sender (its bounce domain is not a customer's)."""
+    if not (req.list_unsubscribe and domain):
+        return None
+    return unsubscribe_address(ctx.settings.master_key, req.email_id, recipient_index(req, rcpt),
+                               f"bounces.{domain.domain}")
+
+
+def recipient_index(req: ev.SendRequested, rcpt: str) -> int:
+    """Position of ``rcpt`` in to+cc+bcc: what VERP and unsubscribe tokens carry."""
+    everyone = [split_bare(a).lower() for a in (*req.to, *req.cc, *req.bcc)]
+    return everyone.index(rcpt.lower()) if rcpt.lower() in everyone else 0
+
+
 def verp_for(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpt: str) -> str:
     """The per-recipient return path: bounces map back to (message, recipient)."""
-    everyone = [split_bare(a).lower() for a in (*req.to, *req.cc, *req.bcc)]
-    index = everyone.index(rcpt.lower()) if rcpt.lower() in everyone else 0
+    index = recipient_index(req, rcpt)
     bounce_domain = f"bounces.{domain.domain}" if domain else ctx.settings.hostname
     return return_path(ctx.settings.master_key, req.email_id, index, bounce_domain)
 
 
 async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpts: list[str],
-                  raw: bytes) -> dict[str, DeliveryResult]:
+                  raw: bytes | dict[str, bytes]) -> dict[str, DeliveryResult]:
     """One SMTP transaction per recipient (VERP), all at once; outcomes per recipient.
 
     A final outcome is written to the ledger right after the server's reply, before the
@@ -140,7 +169,8 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
     async def one(rcpt: str) -> tuple[str, DeliveryResult]:
         async with ctx.in_flight.transaction():
             start = time.perf_counter()
-            res = (await ctx.sender.send(verp_for(ctx, req, domain, rcpt), [rcpt], raw)).get(rcpt)
+            data = raw[rcpt] if isinstance(raw, dict) else raw  # a tracked message has one copy per recipient
+            res = (await ctx.sender.send(verp_for(ctx, req, domain, rcpt), [rcpt], data)).get(rcpt)
             res = res or DeliveryResult("deferred", None, "no reply for recipient")
             if res.status in FINAL:
                 res = dataclasses.replace(res, at=ev.utcnow())
@@ -206,7 +236,7 @@ async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
     pending = [r for r in req.recipients if r not in done]
     if pending:
         domain = sending_domain(ctx, req)
-        raw = await sign(ctx, build_message(ctx, req, domain), domain)
+        raw = await build_and_sign(ctx, req, domain, pending)
         await ctx.in_flight.crash_point("relay.before_deliver")
         results = await deliver(ctx, req, domain, pending, raw)
         level, when, gave_up = retry_plan(ctx, req)

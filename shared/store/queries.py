@@ -12,9 +12,15 @@ from datetime import datetime, timedelta, timezone
 from shared.store.port import AnalyticsStore
 
 PERIODS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
-STAT_TYPES = ("sent", "delivered", "bounced", "complained", "dropped", "deferred", "failed", "opened", "clicked")
+STAT_TYPES = ("sent", "delivered", "bounced", "complained", "dropped", "deferred", "failed", "opened", "clicked",
+              "unsubscribed")
+# Tracking events are counted by distinct event id (two API processes may each record the
+# same derived id at different times) and, as unique_*, by distinct (email, recipient).
+TRACKING_TYPES = ("opened", "clicked", "unsubscribed")
+UNIQUE_STATS = {"opened": "unique_opened", "clicked": "unique_clicked"}
 # The state of a recipient is its latest lifecycle event by this precedence.
-RECIPIENT_STATE_ORDER = ["sent", "deferred", "dropped", "delivered", "opened", "clicked", "bounced", "failed", "complained"]
+RECIPIENT_STATE_ORDER = ["sent", "deferred", "dropped", "delivered", "opened", "clicked", "bounced", "failed", "complained",
+                         "unsubscribed"]
 
 
 def _fmt(t: datetime) -> str:
@@ -67,20 +73,36 @@ async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str
     rows = await store.query(
         f"SELECT toString({trunc}(time)) AS b, type, count() AS n FROM postline.events FINAL "
         f"WHERE {where} GROUP BY b, type ORDER BY b", params)
+    keys = STAT_TYPES + tuple(UNIQUE_STATS.values())
     buckets: dict[str, dict[str, int]] = {}
     t = start
     while t <= now:
-        buckets[_fmt(t)] = {k: 0 for k in STAT_TYPES}
+        buckets[_fmt(t)] = {k: 0 for k in keys}
         t += step
-    totals = {k: 0 for k in STAT_TYPES}
+    totals = {k: 0 for k in keys}
     for r in rows:
-        if r["type"] not in totals:
+        if r["type"] not in totals or r["type"] in TRACKING_TYPES:
             continue
         n = int(r["n"])
         totals[r["type"]] += n
-        buckets.setdefault(r["b"], {k: 0 for k in STAT_TYPES})[r["type"]] += n
+        buckets.setdefault(r["b"], {k: 0 for k in keys})[r["type"]] += n
+    for r in await tracking_counts(store, trunc, where, params):
+        into = totals if r["total"] else buckets.setdefault(r["b"], {k: 0 for k in keys})
+        into[r["type"]] = int(r["n"])
+        if r["type"] in UNIQUE_STATS:
+            into[UNIQUE_STATS[r["type"]]] = int(r["u"])
     return {"service_id": service_id, "period": period, "bucket": bucket, "tag": tag, "totals": totals,
             "buckets": [{"start": k.replace(" ", "T") + "Z", **v} for k, v in sorted(buckets.items())]}
+
+
+async def tracking_counts(store: AnalyticsStore, trunc: str, where: str, params: dict) -> list[dict]:
+    """Per bucket and over the whole period (``total``): distinct events and distinct
+    (email, recipient) of each tracking type."""
+    rows = await store.query(
+        f"SELECT toString({trunc}(time)) AS b, type, uniqExact(event_id) AS n, uniqExact(email_id, recipient) AS u, "
+        f"grouping(b) AS total FROM postline.events WHERE {where} AND type IN ('opened', 'clicked', 'unsubscribed') "
+        f"GROUP BY GROUPING SETS ((b, type), (type))", params)
+    return rows
 
 
 def encode_cursor(time_: str, email_id: str) -> str:

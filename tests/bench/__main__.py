@@ -12,7 +12,7 @@ from tests.bench import relay
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard"], default=None)
+    parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     args = parser.parse_args()
     import uvloop
@@ -35,6 +35,11 @@ def main() -> None:
         from tests.bench import dashboard
 
         results["dashboard_100k_messages"] = asyncio.run(dashboard.run())
+    if args.only in (None, "tracking"):
+        from tests.bench import tracking
+
+        results["tracking"] = tracking.run()
+        results["tracking_api_role_alone"] = tracking.run(role="api")
     print(json.dumps(results, indent=2))
 
 

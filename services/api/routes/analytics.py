@@ -20,8 +20,9 @@ def _store(rt):
 @router.get("/stats")
 async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Literal["day", "hour"] | None = None,
                 tag: str | None = Query(None, max_length=64), svc=Depends(owned_service), rt=Depends(runtime)):
-    """Counts of sent, delivered, bounced, complained, dropped, deferred, failed, opened and
-    clicked: totals and per bucket (zero-filled). Default bucket: hour for 1h/24h, else day."""
+    """Counts of sent, delivered, bounced, complained, dropped, deferred, failed, opened,
+    clicked and unsubscribed, plus unique_opened / unique_clicked (distinct email+recipient):
+    totals and per bucket (zero-filled). Default bucket: hour for 1h/24h, else day."""
     bucket = bucket or ("hour" if period in ("1h", "24h") else "day")
     try:
         return await queries.stats(_store(rt), svc.service_id, period, bucket, tag)

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from services.api import domains as dom
 from services.api.auth import owned_service, runtime
-from services.api.schemas import DomainCreate, DomainList, DomainView
+from services.api.schemas import DomainCreate, DomainList, DomainUpdate, DomainView
 from shared import events as ev
 from shared.dkim_keys import generate
 
@@ -16,7 +16,14 @@ def domain_view(d: ev.DomainSaved, settings) -> dict:
     return {"id": d.domain_id, "domain": d.domain, "status": "verified" if d.verified else "pending",
             "verified": d.verified, "verified_at": d.verified_at.isoformat() if d.verified_at else None,
             "created_at": d.created_at.isoformat(), "records": dom.records(d, settings),
-            "last_check": d.last_check}
+            "tracking_host": d.tracking_host, "last_check": d.last_check}
+
+
+def _tracking_host(value: str | None, domain: str) -> str | None:
+    try:
+        return dom.normalise_tracking_host(value, domain) if value else None
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def owned_domain(domain_id: str, svc=Depends(owned_service), rt=Depends(runtime)) -> ev.DomainSaved:
@@ -33,9 +40,10 @@ async def add_domain(body: DomainCreate, svc=Depends(owned_service), rt=Depends(
         raise HTTPException(400, f"domain: {body.domain!r} is not a valid domain name")
     if any(d.domain == name for d in rt.control.state.domains_of(svc.service_id)):
         raise HTTPException(409, f"domain: {name} is already added to this service")
+    host = _tracking_host(body.tracking_host, name)
     domain_id = ev.new_id()
     d = ev.DomainSaved(workspace_id=svc.workspace_id, service_id=svc.service_id, domain_id=domain_id, domain=name,
-                       created_at=ev.utcnow(), **generate(rt.settings.master_key, domain_id))
+                       tracking_host=host, created_at=ev.utcnow(), **generate(rt.settings.master_key, domain_id))
     await rt.control.save(d)
     return domain_view(d, rt.settings)
 
@@ -48,6 +56,17 @@ async def list_domains(svc=Depends(owned_service), rt=Depends(runtime)):
 @router.get("/{domain_id}", response_model=DomainView, response_model_exclude_none=True)
 async def get_domain(d=Depends(owned_domain), rt=Depends(runtime)):
     return domain_view(d, rt.settings)
+
+
+@router.patch("/{domain_id}", response_model=DomainView, response_model_exclude_none=True)
+async def update_domain(body: DomainUpdate, d=Depends(owned_domain), rt=Depends(runtime)):
+    """Set (or, with null, remove) the domain's tracking host; its CNAME joins the records."""
+    changes = {}
+    if "tracking_host" in body.model_fields_set:
+        changes["tracking_host"] = _tracking_host(body.tracking_host, d.domain)
+    updated = d.model_copy(update={**changes, "id": ev.new_id(), "time": ev.utcnow()})
+    await rt.control.save(updated)
+    return domain_view(updated, rt.settings)
 
 
 @router.post("/{domain_id}/verify", response_model=DomainView, response_model_exclude_none=True)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from services.api.auth import ServiceCaller, runtime, service_key
 from services.api.idempotency import body_hash, email_id_for
 from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail, SendResult
-from services.api.sending import append_requests, prepare, remember, respond, summary
+from services.api.sending import append_requests, prepare, remember, respond, summary, tracking_view
 from services.api.validation_errors import first_error
 from shared import metrics
 from shared.store import queries
@@ -154,6 +154,6 @@ async def email_record(rt, svc, email_id: str) -> dict | None:
         "message": response.get("message") or summary(
             record.get("recipients", []), [(d["recipient"], d["reason"]) for d in record.get("dropped", [])],
             record.get("sending_domain")),
-        "recipients": recipients, "events": events,
+        "recipients": recipients, "events": events, "tracking": tracking_view(record),
     }
 

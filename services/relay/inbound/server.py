@@ -3,7 +3,8 @@
 Accepts mail only to valid VERP addresses (signed tokens), maps each to (message,
 recipient), parses the report and emits ``bounced`` / ``complained``, adding the recipient to
 the service's suppression list for hard bounces, complaints, and the third soft bounce
-within 7 days. Events are durable before the 250; when the message is not known yet (or the
+within 7 days. Mail to ``unsubscribe+<token>@`` (the List-Unsubscribe ``mailto:``) is an
+unsubscribe, whatever it contains: ``unsubscribed`` and a suppression. Events are durable before the 250; when the message is not known yet (or the
 store is down) the answer is 451, so the sending server retries — nothing is lost.
 Unparseable mail is kept under ``<data dir>/inbound/unparsed`` for inspection."""
 from __future__ import annotations
@@ -21,7 +22,7 @@ from services.relay.inbound.parse import Report, parse
 from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared.addresses import split_bare
-from shared.verp import parse_token, token_of
+from shared.verp import parse_token, token_of, unsubscribe_token_of
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class InboundProcessor:
         self.suppressor = Suppressor(runtime.control, runtime.store)
 
     def valid_rcpt(self, address: str) -> bool:
-        token = token_of(address)
+        token = token_of(address) or unsubscribe_token_of(address)
         return bool(token and parse_token(self.key, token))
 
     async def message(self, email_id: str) -> dict:
@@ -55,10 +56,14 @@ class InboundProcessor:
         report = parse(raw)
         emitted: list[ev.Event] = []
         for address in rcpt_tos:
-            email_id, index = parse_token(self.key, token_of(address))
+            unsubscribing = unsubscribe_token_of(address) is not None
+            email_id, index = parse_token(self.key, token_of(address) or unsubscribe_token_of(address))
             msg = await self.message(email_id)
             everyone = [split_bare(a) for a in (*msg["to"], *msg.get("cc", []), *msg.get("bcc", []))]
             rcpt = everyone[index] if index < len(everyone) else None
+            if rcpt is not None and unsubscribing:  # whatever the mail says: RFC 2369 mailto: unsubscribe
+                emitted += await self.unsubscribe(msg, rcpt)
+                continue
             if rcpt is None or report.kind == "unknown":
                 self.keep(raw, address)
                 continue
@@ -87,6 +92,19 @@ class InboundProcessor:
         await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(event))])
         await self.suppressor.apply(event, cls, detail)
         return [event]
+
+    async def unsubscribe(self, msg: dict, rcpt: str) -> list[ev.Event]:
+        """Mail to a List-Unsubscribe ``mailto:`` address: ``unsubscribed`` (the same event
+        id as the one-click POST, so using both counts once) and a suppression."""
+        out = [ev.Unsubscribed(id=ev.derived_id(msg["email_id"], rcpt, "unsubscribed"), workspace_id=msg["workspace_id"],
+                               service_id=msg["service_id"], email_id=msg["email_id"], recipient=rcpt)]
+        await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(e)) for e in out])
+        if not self.rt.control.state.suppression(msg["service_id"], rcpt):
+            await self.rt.control.save(ev.SuppressionSaved(
+                workspace_id=msg["workspace_id"], service_id=msg["service_id"], email=rcpt.lower(),
+                reason="unsubscribe", detail="List-Unsubscribe mailto:", source_email_id=msg["email_id"],
+                created_at=ev.utcnow()))
+        return out
 
     def keep(self, raw: bytes, address: str) -> None:
         self.unparsed.mkdir(parents=True, exist_ok=True)

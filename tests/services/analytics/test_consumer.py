@@ -80,7 +80,7 @@ async def run_until_loaded(consumer: AnalyticsConsumer, lg, timeout: float = 20)
 
 
 EXPECTED = {"sent": 26, "delivered": 20, "bounced": 6, "dropped": 4, "complained": 2, "deferred": 0,
-            "failed": 0, "opened": 0, "clicked": 0}
+            "failed": 0, "opened": 0, "clicked": 0, "unsubscribed": 0, "unique_opened": 0, "unique_clicked": 0}
 
 
 async def test_stats_totals_and_buckets_are_exact(parts):
@@ -97,6 +97,46 @@ async def test_stats_totals_and_buckets_are_exact(parts):
     assert tagged["totals"]["sent"] == 13 and tagged["totals"]["delivered"] == 10
     last_day = await queries.stats(store, SVC, "24h", "hour", None)
     assert last_day["totals"]["sent"] == 9 and len(last_day["buckets"]) in (24, 25)
+
+
+async def test_tracking_counts_distinct_events_and_unique_recipients(parts):
+    """Two API processes may record the same derived event id at different times: it counts
+    once. unique_* count distinct (email, recipient) over the whole period."""
+    lg, store = parts
+
+    def track(cls, eid, rcpt, n, hours_ago, **kw):
+        return cls(id=ev.derived_id(eid, rcpt, cls.__name__, n), workspace_id="w", service_id=SVC, email_id=eid,
+                   recipient=rcpt, time=ev.utcnow() - timedelta(hours=hours_ago), **kw)
+
+    events = [track(ev.Opened, "m1", "a@x.test", 1, 1), track(ev.Opened, "m1", "a@x.test", 2, 30),
+              track(ev.Opened, "m2", "b@x.test", 1, 2), track(ev.Clicked, "m1", "a@x.test", 1, 1, url="https://x/"),
+              track(ev.Unsubscribed, "m2", "b@x.test", 1, 2)]
+    twin = events[0].model_copy(update={"time": events[0].time + timedelta(seconds=3)})  # same id, other process
+    await lg.append_many(ev.Topic.EVENTS, [(e.email_id, ev.encode(e)) for e in events + [twin]])
+    await run_until_loaded(AnalyticsConsumer(lg, store, batch_seconds=0.3), lg)
+    s = await queries.stats(store, SVC, "7d", "day", None)
+    assert {k: s["totals"][k] for k in ("opened", "unique_opened", "clicked", "unique_clicked", "unsubscribed")} == {
+        "opened": 3, "unique_opened": 2, "clicked": 1, "unique_clicked": 1, "unsubscribed": 1}
+    assert sum(b["opened"] for b in s["buckets"]) == 3
+    assert sorted(b["unique_opened"] for b in s["buckets"] if b["unique_opened"]) in ([1, 2], [1, 1, 1])
+
+
+async def test_tracking_events_get_their_message_tags_from_and_subject(parts):
+    """Opens come from the token alone (no tags): loading adds the message's, so stats by tag count them."""
+    from services.analytics.rows import message_row
+
+    lg, store = parts
+    req = ev.SendRequested(workspace_id="w", service_id=SVC, email_id="m9", mode="production", to=["a@x.test"],
+                           recipients=["a@x.test"], subject="Spring sale", tags=["promo"], **{"from": "shop@acme.test"})
+    await store.insert("messages", [message_row(req)], "m9")
+    opened = ev.Opened(workspace_id="w", service_id=SVC, email_id="m9", recipient="a@x.test", machine=False)
+    orphan = ev.Opened(workspace_id="w", service_id=SVC, email_id="unknown", recipient="b@x.test")
+    await lg.append_many(ev.Topic.EVENTS, [(e.email_id, ev.encode(e)) for e in (opened, orphan)])
+    await run_until_loaded(AnalyticsConsumer(lg, store, batch_seconds=0.3), lg)
+    assert (await queries.stats(store, SVC, "24h", "hour", "promo"))["totals"]["opened"] == 1
+    assert (await queries.stats(store, SVC, "24h", "hour", None))["totals"]["opened"] == 2
+    (row,) = await queries.timeline(store, "m9", "w")
+    assert (row["tags"], row["from"], row["subject"], row["machine"]) == (["promo"], "shop@acme.test", "Spring sale", False)
 
 
 async def test_redelivered_events_do_not_change_counts(parts):

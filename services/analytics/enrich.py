@@ -1,0 +1,38 @@
+"""Tracking events get their message's ``from``, ``subject`` and ``tags`` before loading.
+
+``opened``, ``clicked`` and ``unsubscribed`` are emitted by the public endpoints from the
+signed token alone (the hot path looks nothing up), so they arrive without them. Filled in
+here from ``postline.messages``, one query per batch, so ``stats?tag=`` counts them and the
+timeline shows them. A message not loaded yet leaves the row as it is (no retry: the
+event still counts, only not under its tags)."""
+from __future__ import annotations
+
+import json
+
+from shared.store.port import AnalyticsStore
+
+TRACKING_TYPES = ("opened", "clicked", "unsubscribed")
+
+
+async def add_message_fields(store: AnalyticsStore, rows: list[dict]) -> None:
+    """Fill ``tags`` (column and payload), ``from`` and ``subject`` of tracking rows in place."""
+    todo = [r for r in rows if r["type"] in TRACKING_TYPES]
+    if not todo:
+        return
+    found = await store.query(
+        "SELECT email_id, any(tags) AS tags, any(from_addr) AS from_addr, any(subject) AS subject "
+        "FROM postline.messages WHERE service_id IN (SELECT arrayJoin(JSONExtract({svcs:String}, 'Array(String)'))) "
+        "AND email_id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)'))) GROUP BY email_id",
+        # JSON strings, which both adapters pass alike; IN (subquery) on the table's sorting key uses its index
+        {"svcs": json.dumps(sorted({r["service_id"] for r in todo})),
+         "ids": json.dumps(sorted({r["email_id"] for r in todo}))})
+    messages = {m["email_id"]: m for m in found}
+    for row in todo:
+        m = messages.get(row["email_id"])
+        if m is None:
+            continue
+        payload = json.loads(row["payload"])
+        payload["tags"] = payload.get("tags") or m["tags"]
+        payload["from"] = payload.get("from") or m["from_addr"]
+        payload["subject"] = payload.get("subject") or m["subject"]
+        row["tags"], row["payload"] = payload["tags"], json.dumps(payload)
