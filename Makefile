@@ -26,9 +26,22 @@ $(CHROMIUM):
 	command -v apt-get >/dev/null || { echo "install chromium (Debian package) for the browser tests" >&2; exit 1; }
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
+# The Resend Node SDK tests (tests/sdk) run Debian's node against the npm package pinned in
+# tests/sdk/node/package-lock.json, installed into tests/sdk/node/node_modules (git-ignored).
+NODE     := $(shell command -v node 2>/dev/null || echo /usr/bin/node)
+NPM      := $(shell command -v npm 2>/dev/null || echo /usr/bin/npm)
+SDK_NODE := tests/sdk/node/node_modules/.package-lock.json
+$(NODE) $(NPM):
+	command -v apt-get >/dev/null || { echo "install nodejs and npm (Debian packages) for the SDK tests" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+
+$(SDK_NODE): tests/sdk/node/package.json tests/sdk/node/package-lock.json $(NODE) $(NPM)
+	cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $(SDK_NODE)
+
 install: $(STAMP)
 
-test-deps: install $(CHROMIUM)
+test-deps: install $(CHROMIUM) $(SDK_NODE)
 
 ## make run: everything in one process on embedded defaults (SQLite log, chDB, dev inbox).
 run: install

@@ -216,6 +216,23 @@ class SendRequested(Event):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
+class SendCancelled(Event):
+    """Cancel a scheduled send (``POST /emails/{id}/cancel``). On ``email.requests`` keyed
+    by the email id, so it reaches the relay that holds the request, after the request."""
+
+    type: Literal["send-cancelled"] = "send-cancelled"
+    email_id: str
+
+
+class SendRescheduled(Event):
+    """Move a scheduled send (``PATCH /emails/{id}``); on ``email.requests`` like
+    ``SendCancelled``."""
+
+    type: Literal["send-rescheduled"] = "send-rescheduled"
+    email_id: str
+    scheduled_at: datetime
+
+
 # ---------------------------------------------------------------- lifecycle events
 
 class _Lifecycle(Event):
@@ -292,12 +309,25 @@ class Unsubscribed(_Lifecycle):
     user_agent: str | None = None
 
 
+class Scheduled(_Lifecycle):
+    """The relay holds the message until ``scheduled_at`` (emitted again when rescheduled)."""
+
+    type: Literal["scheduled"] = "scheduled"
+    scheduled_at: datetime
+
+
+class Canceled(_Lifecycle):
+    """A scheduled message was cancelled before it was due: it will not be sent."""
+
+    type: Literal["canceled"] = "canceled"
+
+
 LifecycleEvent = Annotated[
-    Union[Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed],
+    Union[Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled],
     Field(discriminator="type"),
 ]
 LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked",
-                   "unsubscribed")
+                   "unsubscribed", "scheduled", "canceled")
 
 class WebhookAttempted(Event):
     """One delivery attempt of one event to one endpoint (the attempts log)."""
@@ -324,8 +354,8 @@ class WebhookReplay(Event):
 
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved, WebhookAttempted, WebhookReplay, SendRequested,
-          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed],
+          WebhookSaved, WebhookAttempted, WebhookReplay, SendRequested, SendCancelled, SendRescheduled,
+          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled],
     Field(discriminator="type"),
 ]
 _adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)

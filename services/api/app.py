@@ -1,6 +1,7 @@
 """The API process: FastAPI app with JSON errors ``{"error": "..."}`` everywhere."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.api.errors import error_body
 from services.api.idempotency import IdempotencyStore
 from services.api.limits import RateLimiter
 from services.api.request_log import RequestLog
@@ -58,7 +60,7 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send, limit: int) -> None:
-    body = ('{"error": "body: larger than %d MB"}' % (limit // (1024 * 1024))).encode()
+    body = json.dumps(error_body(413, "body: larger than %d MB" % (limit // (1024 * 1024)))).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -128,19 +130,20 @@ def create_app(runtime) -> FastAPI:
         body_refused = any(e.get("loc", ("",))[0] == "body" for e in exc.errors())
         if body_refused and not _is_json(request.headers.get("content-type")):
             # curl -d without -H 'content-type: application/json' sends a form: say what to fix
-            return JSONResponse({"error": "body: send JSON with the header Content-Type: application/json "
-                                          f"(got {request.headers.get('content-type') or 'no Content-Type'})"},
+            return JSONResponse(error_body(415, "body: send JSON with the header Content-Type: application/json "
+                                                f"(got {request.headers.get('content-type') or 'no Content-Type'})"),
                                 status_code=415)
-        return JSONResponse({"error": first_error(exc.errors())}, status_code=400)
+        return JSONResponse(error_body(400, first_error(exc.errors())), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal error; safe to retry"}, status_code=500)
+        return JSONResponse(error_body(500, "internal error; safe to retry"), status_code=500)
 
     add_ops_routes(app, runtime)
     add_docs_routes(app)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import mimetypes
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from services.api.when import parse_natural
 from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
 
 MAX_RECIPIENTS = 50
@@ -30,13 +32,53 @@ TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 class ErrorBody(BaseModel):
     error: str = Field(examples=["to: is not a valid address ('bob')"])
+    # the same error as Resend's SDKs read it (services/api/errors.py)
+    message: str | None = Field(None, description="Same as `error`.")
+    name: str | None = Field(None, examples=["validation_error"], description="Machine-readable code.")
+    statusCode: int | None = Field(None, examples=[400], description="The HTTP status again.")
 
 
 class AttachmentIn(BaseModel):
+    """Postline's shape ``{filename, content_base64, content_type}`` or Resend's
+    ``{filename, content, content_type?}`` (``content``: base64, or bytes as a list of
+    integers as Resend's Python SDK sends them; the type is then guessed from the name)."""
+
     model_config = ConfigDict(extra="forbid")
     filename: str = Field(min_length=1, max_length=255, examples=["receipt.pdf"])
-    content_base64: str = Field(examples=["JVBERi0xLjQK"])
+    content_base64: str | None = Field(None, examples=["JVBERi0xLjQK"], description="Required unless `content` is given.")
     content_type: str = Field("application/octet-stream", max_length=255, examples=["application/pdf"])
+    content: str | list[int] | None = Field(None, description="Resend's name for the base64 content.")
+    path: str | None = Field(None, description="Resend's remote attachment URL: refused (Postline fetches nothing "
+                                                "on a sender's behalf); send the file in `content`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resend_shape(cls, data):
+        """Resend's fields become Postline's before the field rules run."""
+        if not isinstance(data, dict) or ("content" not in data and "path" not in data):
+            return data
+        data = dict(data)
+        if data.get("path") is not None:
+            raise ValueError("path: remote attachments are not fetched; send the file base64-encoded in content")
+        content = data.pop("content", None)
+        data.pop("path", None)
+        if "content_base64" in data and content is not None:
+            raise ValueError("content: give either content or content_base64, not both")
+        if isinstance(content, list):
+            if not all(isinstance(b, int) and 0 <= b <= 255 for b in content):
+                raise ValueError("content: a list must hold bytes (integers 0-255)")
+            content = base64.b64encode(bytes(content)).decode()
+        if content is not None:
+            data["content_base64"] = content
+        if not data.get("content_type") and isinstance(data.get("filename"), str):
+            data["content_type"] = mimetypes.guess_type(data["filename"])[0] or "application/octet-stream"
+        return data
+
+    @model_validator(mode="after")
+    def _has_content(self):
+        if self.content_base64 is None:
+            raise ValueError("content_base64: field required")
+        return self
 
     @field_validator("filename")
     @classmethod
@@ -56,12 +98,31 @@ class AttachmentIn(BaseModel):
 
     @field_validator("content_base64")
     @classmethod
-    def _b64(cls, v: str) -> str:
+    def _b64(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         try:
             base64.b64decode(v, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("must be valid base64") from None
         return v
+
+
+class TagIn:
+    """Resend's tag shape ``{name, value}``; Postline keeps it as the string ``name:value``
+    (or ``name``), so stats, the message log and webhooks filter on ``tag=name:value``."""
+
+    @staticmethod
+    def from_object(tag: dict, index: int) -> str:
+        unknown = set(tag) - {"name", "value"}
+        if unknown:
+            raise ValueError(f"item {index}: unknown field {sorted(unknown)[0]!r} (a tag object is {{name, value}})")
+        name, value = tag.get("name"), tag.get("value")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"item {index}: name must be a non-empty string")
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"item {index}: value must be a string")
+        return name if value is None else f"{name}:{value}"
 
 
 def _address_list(value: str | list[str] | None, field: str) -> list[str]:
@@ -138,6 +199,14 @@ class SendEmail(BaseModel):
                 raise ValueError(f"value of {name} must be one line under 998 characters")
         return v
 
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _resend_tags(cls, v):
+        """Resend's ``[{name, value}]`` tags become ``name:value`` strings (docs/compatibility.md)."""
+        if not isinstance(v, list):
+            return v
+        return [TagIn.from_object(t, i) if isinstance(t, dict) else t for i, t in enumerate(v)]
+
     @field_validator("tags")
     @classmethod
     def _tags(cls, v: list[str] | None):
@@ -149,6 +218,12 @@ class SendEmail(BaseModel):
             if not TAG.match(tag):
                 raise ValueError(f"{tag!r}: tags are 1-64 characters of letters, digits, _ . : -")
         return v
+
+    @field_validator("scheduled_at", mode="before")
+    @classmethod
+    def _natural(cls, v):
+        """Also Resend's natural-language forms: ``in 1 min``, ``tomorrow at 9am`` (UTC)."""
+        return (parse_natural(v) or v) if isinstance(v, str) else v
 
     @field_validator("scheduled_at")
     @classmethod
@@ -285,6 +360,13 @@ class RecipientState(BaseModel):
 class EmailRecord(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     id: str
+    # what Resend's SDKs read besides the seed's fields (docs/compatibility.md)
+    object: Literal["email"] = "email"
+    last_event: str = Field("queued", examples=["delivered"], description="Type of the latest event; `scheduled`, "
+                            "`canceled` or `queued` before delivery starts.")
+    reply_to: list[str] = []
+    html: str | None = Field(None, description="Always null: bodies are not kept after sending.")
+    text: str | None = Field(None, description="Always null: bodies are not kept after sending.")
     status: Literal["sent", "failed"]
     mode: Literal["production", "sandbox", "sandbox_fallback"]
     from_: str = Field(alias="from")
@@ -299,6 +381,29 @@ class EmailRecord(BaseModel):
     recipients: dict[str, RecipientState]
     events: list[dict]
     tracking: Tracking | None = None
+
+
+class ScheduleUpdate(BaseModel):
+    """``PATCH /emails/{id}``: move a scheduled email (Resend's update-email)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(None, description="Ignored (Resend's SDKs repeat the path's id here).")
+    scheduled_at: datetime = Field(description="ISO 8601 or `in 1 min`, `tomorrow at 9am` (UTC); at most 30 days ahead.")
+
+    @field_validator("scheduled_at", mode="before")
+    @classmethod
+    def _natural(cls, v):
+        return SendEmail._natural(v)
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _limit(cls, v: datetime):
+        return SendEmail._scheduled(v)
+
+
+class ScheduleChanged(BaseModel):
+    object: Literal["email"] = "email"
+    id: str
 
 
 # ---------------------------------------------------------------- management responses

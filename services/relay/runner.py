@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from services.relay.handler import RelayContext, process
 from services.relay.ledger import Ledger
 from services.relay.retry import DelayForwarder
+from services.relay.schedule_changes import apply_change, emit, scheduled_events
 from services.relay.scheduler import Scheduler
 from services.relay.senders.base import Sender
 from services.relay.signing import Signer
@@ -54,19 +55,29 @@ class Relay:
 
     async def handle_batch(self, records: list[Record]) -> None:
         metrics.RELAY_QUEUE_DEPTH.set(len(records))
-        await asyncio.gather(*(self._one(r) for r in records))
+        changes = [c for c in await asyncio.gather(*(self._one(r) for r in records)) if c is not None]
+        for change in changes:  # after the requests of the same batch, which they follow on the log
+            await apply_change(self.ctx, self.scheduler, change)
         metrics.RELAY_QUEUE_DEPTH.set(0)
 
-    async def _one(self, record: Record) -> None:
+    async def _one(self, record: Record):
+        """Deliver or hold one request; a cancel/reschedule is returned for handle_batch."""
         async with self._slots:
             req = await self.guard.decode(record)
             if req is None:
-                return
-            if is_for_later(req):
-                await self.scheduler.hold(req)
+                return None
+            if isinstance(req, (ev.SendCancelled, ev.SendRescheduled)):
+                self.guard.ok()
+                return req
+            if req.scheduled_at is not None and req.attempt == 0 and self.scheduler.is_cancelled(req.email_id):
+                pass  # cancelled: a redelivered or released copy that arrives after the cancel never goes out
+            elif is_for_later(req):
+                if await self.scheduler.hold(req):
+                    await emit(self.ctx, req.email_id, scheduled_events(req))
             else:
                 await process(self.ctx, req)
             self.guard.ok()
+            return None
 
     async def run(self, stop: asyncio.Event) -> None:
         lg = self.runtime.log

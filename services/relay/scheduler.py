@@ -3,7 +3,14 @@
 
 The relay holds a request here (SQLite in its data dir, synchronous=FULL) before it commits
 the request's offset, so a restart keeps every scheduled message. Release appends, then
-deletes: a crash in between re-releases, and the ledger absorbs the duplicate."""
+deletes: a crash in between re-releases, and the ledger absorbs the duplicate.
+
+Cancel and reschedule (``send-cancelled`` / ``send-rescheduled`` on ``email.requests``,
+keyed like the request, so they reach this relay after the request) act on what is held.
+A cancellation is remembered, so neither the request redelivered after a crash nor a
+released copy that reaches the relay after the cancellation is held or sent. (A copy released
+before the cancellation was appended is ahead of it on the log and goes out; the API refuses
+changes within a second of the due time to keep that window small.)"""
 from __future__ import annotations
 
 import asyncio
@@ -24,18 +31,60 @@ class Scheduler:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS scheduled(email_id TEXT PRIMARY KEY, due REAL, payload BLOB)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS cancelled(email_id TEXT PRIMARY KEY, at REAL)")
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
 
-    def _hold(self, req: ev.SendRequested) -> None:
+    def _hold(self, req: ev.SendRequested) -> bool:
         with self._lock:
+            if self._db.execute("SELECT 1 FROM cancelled WHERE email_id=?", (req.email_id,)).fetchone():
+                return False
             self._db.execute("INSERT OR REPLACE INTO scheduled VALUES (?,?,?)",
                              (req.email_id, req.scheduled_at.timestamp(), ev.encode(req)))
+            return True
 
-    async def hold(self, req: ev.SendRequested) -> None:
-        """Keep ``req`` until its ``scheduled_at``; durable when it returns."""
-        await asyncio.to_thread(self._hold, req)
+    async def hold(self, req: ev.SendRequested) -> bool:
+        """Keep ``req`` until its ``scheduled_at``; durable when it returns. False (and
+        nothing held) when the email was cancelled already."""
+        held = await asyncio.to_thread(self._hold, req)
         self._wake.set()
+        return held
+
+    def _cancel(self, email_id: str) -> ev.SendRequested | None:
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM scheduled WHERE email_id=?", (email_id,)).fetchone()
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR IGNORE INTO cancelled VALUES (?,?)", (email_id, time.time()))
+            self._db.execute("DELETE FROM scheduled WHERE email_id=?", (email_id,))
+            self._db.execute("COMMIT")
+        return ev.decode(row[0]) if row else None
+
+    async def cancel(self, email_id: str) -> ev.SendRequested | None:
+        """Drop the held request of ``email_id`` and remember the cancellation (durable when
+        it returns). Returns the request that was held, or None when nothing was (already
+        released, or cancelled before)."""
+        return await asyncio.to_thread(self._cancel, email_id)
+
+    def _reschedule(self, email_id: str, when) -> ev.SendRequested | None:
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM scheduled WHERE email_id=?", (email_id,)).fetchone()
+            if row is None:
+                return None
+            req = ev.decode(row[0]).model_copy(update={"scheduled_at": when})
+            self._db.execute("UPDATE scheduled SET due=?, payload=? WHERE email_id=?",
+                             (when.timestamp(), ev.encode(req), email_id))
+        return req
+
+    async def reschedule(self, email_id: str, when) -> ev.SendRequested | None:
+        """Move the held request of ``email_id`` to ``when``; the updated request, or None
+        when nothing is held (already released or cancelled)."""
+        req = await asyncio.to_thread(self._reschedule, email_id, when)
+        self._wake.set()
+        return req
+
+    def is_cancelled(self, email_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM cancelled WHERE email_id=?", (email_id,)).fetchone() is not None
 
     def _due(self, now: float) -> list[tuple[str, bytes]]:
         with self._lock:

@@ -8,6 +8,9 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Re
 from pydantic import ValidationError
 
 from services.api.auth import ServiceCaller, runtime, service_key
+from services.api.email_lookup import lookup_email
+from services.api.errors import item_error
+from services.api.routes import schedule
 from services.api.idempotency import body_hash, email_id_for
 from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail, SendResult
 from services.api.sending import append_requests, prepare, remember, respond, summary, tracking_view
@@ -92,15 +95,15 @@ async def send_batch(response: Response, items: list[dict] = Body(..., max_lengt
             body = SendEmail.model_validate(raw)
             draft, req = prepare(rt, svc, body, "emails")
         except ValidationError as exc:
-            results.append({"error": f"[{i}].{first_error(exc.errors())}"})
+            results.append(item_error(f"[{i}].{first_error(exc.errors())}"))
             continue
         except HTTPException as exc:
-            results.append({"error": f"[{i}].{exc.detail}"})
+            results.append(item_error(f"[{i}].{exc.detail}", exc.status_code))
             continue
         decision = await limiter.take(svc.service_id, sandboxed=draft.mode != "production",
                                       n=1 if draft.recipients else 0)
         if not decision.allowed:
-            results.append({"error": f"[{i}] rate limit reached ({decision.scope}); retry in {decision.retry_after} s"})
+            results.append(item_error(f"[{i}] rate limit reached ({decision.scope}); retry in {decision.retry_after} s", 429))
             continue
         accepted.append((req, draft))
         results.append({})
@@ -117,7 +120,9 @@ async def send_batch(response: Response, items: list[dict] = Body(..., max_lengt
 
 @router.get("/emails/{email_id}", response_model=EmailRecord, response_model_by_alias=True, responses=ERRORS)
 async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key), rt=Depends(runtime)):
-    """The send record, per-recipient state and the event timeline."""
+    """The send record, per-recipient state and the event timeline; also the fields Resend's
+    SDKs read (`object`, `last_event`, `reply_to`; `html`/`text` are null: bodies are not
+    kept after sending)."""
     found = await email_record(rt, caller.service, email_id)
     if found is None:
         raise HTTPException(404, f"email {email_id} not found")
@@ -126,21 +131,10 @@ async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key),
 
 async def email_record(rt, svc, email_id: str) -> dict | None:
     """``GET /emails/{id}``'s body for a message of ``svc`` (None: not found, or another service's)."""
-    record, events = None, []
-    if rt.store is not None:
-        try:
-            record = await queries.message(rt.store, email_id, svc.workspace_id)
-            events = await queries.timeline(rt.store, email_id, svc.workspace_id) if record else []
-        except Exception:  # analytics store down: fall back to what this process remembers
-            record = None
-    recent = rt.extras.get("recent")
-    remembered = recent.get(email_id) if recent else None
-    if record is None and remembered is not None:
-        req, _ = remembered
-        record = req.model_dump(mode="json", by_alias=True, exclude={"html", "text", "attachments"})
-    if record is None or record.get("service_id") != svc.service_id:
+    found = await lookup_email(rt, svc, email_id)
+    if found is None:
         return None
-    response = remembered[1] if remembered else {}
+    record, events, response = found.record, found.events, found.response
     recipients = queries.recipient_states(events)
     for r in record.get("recipients", []):
         recipients.setdefault(r, {"status": "queued"})
@@ -150,10 +144,15 @@ async def email_record(rt, svc, email_id: str) -> dict | None:
         "id": email_id, "status": "sent" if record.get("recipients") else "failed", "mode": record["mode"],
         "from": record["from"], "to": record["to"], "cc": record.get("cc", []), "bcc": record.get("bcc", []),
         "subject": record.get("subject", ""), "tags": record.get("tags", []), "created_at": record["time"],
-        "scheduled_at": record.get("scheduled_at"),
+        "scheduled_at": found.scheduled_at,
         "message": response.get("message") or summary(
             record.get("recipients", []), [(d["recipient"], d["reason"]) for d in record.get("dropped", [])],
             record.get("sending_domain")),
         "recipients": recipients, "events": events, "tracking": tracking_view(record),
+        # what Resend's SDKs read besides the fields above (docs/compatibility.md)
+        "object": "email", "last_event": found.last_event, "reply_to": record.get("reply_to", []),
+        "html": None, "text": None,
     }
 
+
+router.include_router(schedule.router)  # PATCH /emails/{id}, POST /emails/{id}/cancel

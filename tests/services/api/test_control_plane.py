@@ -112,7 +112,11 @@ async def test_auth_errors(tmp_path):
         assert (await admin.as_token("nope")("GET", "/api/email/services")).status_code == 401
         assert (await admin.http.post("/emails", json=SEND)).status_code == 401
         r = await admin.http.post("/emails", json=SEND, headers={"Api-Key": "rs_eml_" + "x" * 32})
-        assert r.status_code == 401 and r.json() == {"error": "invalid API key"}
+        # the seed's {"error"} and, for Resend's SDKs, message/name/statusCode (services/api/errors.py)
+        assert r.status_code == 401 and r.json() == {"error": "invalid API key", "message": "invalid API key",
+                                                     "name": "invalid_api_key", "statusCode": 401}
+        r = await admin.http.post("/emails", json=SEND)
+        assert r.json()["name"] == "missing_api_key" and r.json()["statusCode"] == 401
         await admin("PATCH", f"/api/email/services/{ids['sid']}", json={"status": "disabled"})
         r = await admin.http.post("/emails", json=SEND, headers={"Api-Key": ids["key"]})
         assert r.status_code == 403 and "disabled" in r.json()["error"]

@@ -1,0 +1,83 @@
+"""Find one email of a service and derive its state: the lookup behind ``GET /emails/{id}``
+and the schedule changes (cancel, reschedule).
+
+The record comes from the analytics read model, or from this API process's memory of
+what it accepted (so a GET right after the POST answers before analytics has the row)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from fastapi import HTTPException
+
+from shared.store import queries
+
+# what a message's last event is before the relay has said anything
+GONE_OUT = {"sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked",
+            "unsubscribed"}
+
+
+@dataclass
+class Found:
+    record: dict
+    events: list[dict]
+    response: dict = field(default_factory=dict)  # this process's send response, when it has it
+    local: dict = field(default_factory=dict)     # this process's schedule changes not yet in the timeline
+
+    @property
+    def scheduled_at(self) -> str | None:
+        """The due time in force: a local change, else the latest ``scheduled`` event, else
+        the request's own ``scheduled_at``."""
+        if "scheduled_at" in self.local:
+            return self.local["scheduled_at"]
+        held = [e for e in self.events if e.get("type") == "scheduled"]
+        if held:
+            return max(held, key=lambda e: e["time"])["scheduled_at"]
+        return self.record.get("scheduled_at")
+
+    @property
+    def last_event(self) -> str:
+        """Resend's ``last_event``: the latest lifecycle event; ``canceled`` as soon as this
+        process accepted a cancel; ``scheduled``/``queued`` before the relay said anything."""
+        if self.local.get("canceled") or any(e.get("type") == "canceled" for e in self.events):
+            return "canceled"
+        if self.events:
+            return max(self.events, key=lambda e: e["time"])["type"]
+        if not self.record.get("recipients"):
+            return "failed"
+        return "scheduled" if self.scheduled_at else "queued"
+
+    def went_out(self) -> bool:
+        return any(e.get("type") in GONE_OUT for e in self.events)
+
+
+async def find_email(rt, svc, email_id: str) -> Found:
+    """The email ``email_id`` of ``svc``; 404 when unknown or another service's."""
+    found = await lookup_email(rt, svc, email_id)
+    if found is None:
+        raise HTTPException(404, f"email {email_id} not found")
+    return found
+
+
+async def lookup_email(rt, svc, email_id: str) -> Found | None:
+    """The email ``email_id`` of ``svc``; None when unknown or another service's."""
+    record, events = None, []
+    if rt.store is not None:
+        try:
+            record = await queries.message(rt.store, email_id, svc.workspace_id)
+            events = await queries.timeline(rt.store, email_id, svc.workspace_id) if record else []
+        except Exception:  # analytics store down: fall back to what this process remembers
+            record = None
+    recent = rt.extras.get("recent")
+    remembered = recent.get(email_id) if recent else None
+    if record is None and remembered is not None:
+        req, _ = remembered
+        record = req.model_dump(mode="json", by_alias=True, exclude={"html", "text", "attachments"})
+    if record is None or record.get("service_id") != svc.service_id:
+        return None
+    local = rt.extras.get("schedule_changes", {}).get(email_id, {})
+    return Found(record, events, remembered[1] if remembered else {}, local)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None

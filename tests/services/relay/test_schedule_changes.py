@@ -1,0 +1,81 @@
+"""Cancel and reschedule of held sends on the relay's scheduler, over a real embedded log."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+from services.relay.schedule_changes import apply_change
+from services.relay.scheduler import Scheduler
+from shared import events as ev
+from shared.log.sqlite import SqliteLog
+
+
+def request(email_id: str, due: datetime) -> ev.SendRequested:
+    return ev.SendRequested(workspace_id="w", service_id="s", email_id=email_id, mode="production", to=["a@example.com"],
+                            recipients=["a@example.com"], subject="later", text="x", scheduled_at=due,
+                            **{"from": "hello@acme.test"})
+
+
+async def read_all(log: SqliteLog, topic: str, group: str) -> list:
+    consumer = log.consumer([topic], group)
+    await consumer.start()
+    try:
+        return [ev.decode(r.value) for r in await consumer.poll(max_records=100, timeout=0.3)]
+    finally:
+        await consumer.close()
+
+
+async def test_cancel_drops_the_held_request_and_is_remembered(tmp_path):
+    log = SqliteLog(tmp_path / "log.sqlite3")
+    await log.start()
+    scheduler = Scheduler(tmp_path / "scheduled.sqlite3", log)
+    ctx = SimpleNamespace(log=log)
+    try:
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        assert await scheduler.hold(request("e1", later))
+        await apply_change(ctx, scheduler, ev.SendCancelled(workspace_id="w", service_id="s", email_id="e1"))
+        assert scheduler._next_due() is None and scheduler.is_cancelled("e1")
+        # the request redelivered after a crash is not held again
+        assert not await scheduler.hold(request("e1", later))
+        [canceled] = await read_all(log, ev.Topic.EVENTS, "t1")
+        assert (canceled.type, canceled.email_id, canceled.recipient) == ("canceled", "e1", "a@example.com")
+        # a cancel that finds nothing held (already released) emits nothing
+        await apply_change(ctx, scheduler, ev.SendCancelled(workspace_id="w", service_id="s", email_id="e2"))
+        assert [e.email_id for e in await read_all(log, ev.Topic.EVENTS, "t2")] == ["e1"]
+    finally:
+        scheduler.close()
+        await log.close()
+
+
+async def test_reschedule_moves_the_due_time_and_releases_the_moved_request(tmp_path):
+    log = SqliteLog(tmp_path / "log.sqlite3")
+    await log.start()
+    scheduler = Scheduler(tmp_path / "scheduled.sqlite3", log)
+    ctx = SimpleNamespace(log=log)
+    stop = asyncio.Event()
+    try:
+        assert await scheduler.hold(request("e1", datetime.now(timezone.utc) + timedelta(hours=1)))
+        soon = datetime.now(timezone.utc) + timedelta(milliseconds=300)
+        await apply_change(ctx, scheduler, ev.SendRescheduled(workspace_id="w", service_id="s", email_id="e1",
+                                                              scheduled_at=soon))
+        [scheduled] = await read_all(log, ev.Topic.EVENTS, "t1")
+        assert scheduled.type == "scheduled" and scheduled.scheduled_at == soon
+        runner = asyncio.create_task(scheduler.run(stop))
+        released: list = []
+        for _ in range(50):
+            released = await read_all(log, ev.Topic.REQUESTS, "t2")
+            if released:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await runner
+        [req] = released
+        assert req.email_id == "e1" and req.scheduled_at == soon
+        # nothing is held any more: a late reschedule finds nothing and emits nothing
+        await apply_change(ctx, scheduler, ev.SendRescheduled(workspace_id="w", service_id="s", email_id="e1",
+                                                              scheduled_at=soon + timedelta(hours=1)))
+        assert len(await read_all(log, ev.Topic.EVENTS, "t3")) == 1
+    finally:
+        scheduler.close()
+        await log.close()
