@@ -205,6 +205,9 @@ class SendRequested(Event):
     scheduled_at: datetime | None = None
     attempt: int = 0
     first_attempt_at: datetime | None = None
+    # SMTP submission: the client's message (base64 of its bytes, Bcc and X-Postline-* removed,
+    # Message-ID/Date added), sent as is instead of a MIME built from the fields above.
+    raw_mime: str | None = None
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 

@@ -23,7 +23,8 @@ class PostlineProcess:
         self.port = port or free_port()
         self.env = {**os.environ, "POSTLINE_DATA_DIR": str(data_dir), "POSTLINE_HTTP_PORT": str(self.port),
                     "POSTLINE_ADMIN_TOKEN": ADMIN_TOKEN, "POSTLINE_SECRET_KEY": "test-master-key",
-                    "POSTLINE_INBOUND_SMTP_PORT": str(free_port()), **(env or {})}
+                    "POSTLINE_INBOUND_SMTP_PORT": str(free_port()),
+                    "POSTLINE_SUBMISSION_PORT": str(free_port()), **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-{role}.log"
 

@@ -1,0 +1,171 @@
+"""Turn a submitted message (the bytes of DATA) into what the send pipeline needs, and back
+into the bytes the relay signs and delivers.
+
+``parse`` checks the message and gives the fields of a ``SendEmail`` (validated by the API's
+own model, so the rules and messages are the API's); ``finalize`` returns the client's
+message with only these changes, every other byte kept as it came:
+- ``Bcc`` and ``X-Postline-*`` header fields removed (Bcc recipients are envelope recipients;
+  the header would tell every recipient who else got it);
+- ``Message-ID`` and ``Date`` added when missing;
+- in sandbox modes, ``From`` rewritten to the sandbox sender and the original kept as
+  ``Reply-To`` (unless there is one), as the API does.
+
+Refused, with the reply the client gets: bare CR or LF (SMTP smuggling: another server may
+read ``\\n.\\n`` as the end of DATA), malformed header lines, reserved header fields (what
+Postline or the receiving servers add), a second From/To/Subject/… field, unknown
+``X-Postline-*`` fields. Header values are never decoded and re-encoded, so an encoded-word
+that decodes to CRLF stays one encoded-word on the wire."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email import policy
+from email.parser import BytesHeaderParser
+from email.utils import formataddr, formatdate
+
+from shared.addresses import format_mailbox, parse_mailbox, split_mailbox
+
+CRLF = b"\r\n"
+FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")  # RFC 5322 ftext
+# Fields Postline or the receiving servers write: a client's copy would be wrong or forged.
+RESERVED = {"dkim-signature", "return-path", "x-postline-id", "sender"}
+# RFC 5322 §3.6: at most one of each (a second one is how header injection shows up).
+SINGLE = {"from", "to", "cc", "subject", "date", "message-id", "reply-to", "mime-version", "content-type",
+          "content-transfer-encoding", "x-postline-tags", "x-postline-track-opens", "x-postline-track-clicks"}
+TRACKING = {"x-postline-track-opens": "track_opens", "x-postline-track-clicks": "track_clicks"}
+POSTLINE_FIELDS = "X-Postline-Tags, X-Postline-Track-Opens, X-Postline-Track-Clicks"
+BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+_parser = BytesHeaderParser(policy=policy.default)
+
+
+class Refused(Exception):
+    """The message is refused; ``reply`` is the SMTP reply line."""
+
+    def __init__(self, reply: str):
+        super().__init__(reply)
+        self.reply = reply
+
+
+@dataclass
+class Submitted:
+    fields: list[tuple[str, bytes]]  # (lower-case name, the raw field with its folding and CRLF), in order
+    body: bytes  # from the empty line that ends the header on (CRLF + body)
+    send: dict = field(default_factory=dict)  # the SendEmail fields
+
+    def has(self, name: str) -> bool:
+        return any(n == name for n, _ in self.fields)
+
+    def raw_value(self, name: str) -> bytes:
+        raw = next(f for n, f in self.fields if n == name)
+        return raw.split(b":", 1)[1].strip()
+
+
+def check_line_endings(raw: bytes) -> None:
+    crlf = raw.count(CRLF)
+    if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+        raise Refused("550 5.6.0 the message has a bare CR or LF; every line must end with CRLF")
+
+
+def split_fields(raw: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
+    """The header fields (a line starting with a space or tab continues the previous one) and the rest."""
+    end = 0 if raw.startswith(CRLF) else raw.find(CRLF + CRLF)
+    head, body = (raw, CRLF) if end < 0 else (raw[:end + 2] if end else b"", raw[end + 2 if end else 0:])
+    fields: list[tuple[str, bytes]] = []
+    for line in head.split(CRLF)[:-1]:
+        if line[:1] in (b" ", b"\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + line + CRLF)
+            continue
+        name, colon, _ = line.partition(b":")
+        if not colon or not FIELD_NAME.match(name) or b"\0" in line:
+            shown = line[:60].decode("ascii", "replace")
+            raise Refused(f"550 5.6.0 malformed header line: {shown!r}")
+        fields.append((name.decode().lower(), line + CRLF))
+    return fields, body
+
+
+def check_fields(fields: list[tuple[str, bytes]]) -> None:
+    seen: set[str] = set()
+    for name, raw in fields:
+        shown = raw.split(b":", 1)[0].decode()
+        if name in RESERVED:
+            raise Refused(f"550 5.7.1 headers: {shown} is a reserved header")
+        if name.startswith("x-postline-") and name not in SINGLE:
+            raise Refused(f"550 5.7.1 headers: {shown} is not a Postline header (known: {POSTLINE_FIELDS})")
+        if name in SINGLE and name in seen:
+            raise Refused(f"550 5.7.1 headers: more than one {shown} header")
+        seen.add(name)
+    if "from" not in seen:
+        raise Refused("550 5.7.1 from: field required")
+
+
+def _mailboxes(header) -> list[str]:
+    if header is None:
+        return []
+    try:
+        return [format_mailbox(a.display_name, a.addr_spec) for a in header.addresses]
+    except (ValueError, IndexError, AttributeError):
+        return [str(header)]  # unparseable: SendEmail's validator names the field and the problem
+
+
+def send_fields(fields: list[tuple[str, bytes]], rcpt_tos: list[str]) -> dict:
+    """The ``SendEmail`` of this message: From, Reply-To and Subject from the header; the
+    envelope recipients as to/cc/bcc by where (if anywhere) the header names them."""
+    msg = _parser.parsebytes(b"".join(raw for _, raw in fields) + CRLF)
+    header_to = {split_mailbox(a)[1].lower() for a in _mailboxes(msg["to"])}
+    header_cc = {split_mailbox(a)[1].lower() for a in _mailboxes(msg["cc"])}
+    to = [r for r in rcpt_tos if r.lower() in header_to]
+    cc = [r for r in rcpt_tos if r.lower() in header_cc and r.lower() not in header_to]
+    bcc = [r for r in rcpt_tos if r not in to and r not in cc]
+    if not to:  # e.g. "To: undisclosed-recipients:;": the record needs a first recipient
+        to, cc, bcc = (bcc, cc, []) if bcc else (cc, [], [])
+    froms = _mailboxes(msg["from"])
+    out = {"from": froms[0] if len(froms) == 1 else str(msg["from"]), "to": to, "cc": cc or None,
+           "bcc": bcc or None, "reply_to": _mailboxes(msg["reply-to"]) or None,
+           "subject": str(msg["subject"] or ""), "text": ""}
+    if msg["x-postline-tags"] is not None:
+        out["tags"] = [t.strip() for t in str(msg["x-postline-tags"]).split(",") if t.strip()]
+    for name, key in TRACKING.items():
+        if msg[name] is not None:
+            value = BOOLEANS.get(str(msg[name]).strip().lower())
+            if value is None:
+                raise Refused(f"550 5.7.1 headers: {name.title()} must be true or false")
+            out[key] = value
+    return out
+
+
+def parse(raw: bytes, rcpt_tos: list[str]) -> Submitted:
+    """Check the submitted bytes; raises ``Refused``. ``send`` still needs ``SendEmail``'s validation."""
+    check_line_endings(raw)
+    fields, body = split_fields(raw)
+    check_fields(fields)
+    return Submitted(fields, body, send_fields(fields, rcpt_tos))
+
+
+def sandbox_from(from_: str) -> bytes:
+    """The rewritten From field; the name is encoded (never parsed back) like the relay does."""
+    name, addr = parse_mailbox(from_)
+    value = formataddr((name, addr), charset="utf-8") if "=?" not in name else addr
+    line = b"From: " + value.encode() + CRLF
+    return line if len(line) <= 998 else b"From: " + addr.encode() + CRLF
+
+
+def finalize(sub: Submitted, from_: str, message_id: str, now: float) -> bytes:
+    """The bytes to sign and deliver (see the module docstring). ``from_`` is the effective
+    From the pipeline decided; when it differs from the client's, From is rewritten."""
+    rewrite = from_ != sub.send["from"]
+    out = []
+    if not sub.has("message-id"):
+        out.append(f"Message-ID: {message_id}\r\n".encode())
+    if not sub.has("date"):
+        out.append(f"Date: {formatdate(now, usegmt=True)}\r\n".encode())
+    for name, raw in sub.fields:
+        if name == "bcc" or name.startswith("x-postline-"):
+            continue
+        if name == "from" and rewrite:
+            out.append(sandbox_from(from_))
+            if not sub.has("reply-to"):
+                out.append(b"Reply-To: " + sub.raw_value("from") + CRLF)
+            continue
+        out.append(raw)
+    return b"".join(out) + sub.body
