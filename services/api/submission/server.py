@@ -30,6 +30,8 @@ from shared import metrics
 from shared.addresses import AddressError, domain_of, parse_mailbox, split_bare
 
 log = logging.getLogger(__name__)
+# aiosmtpd sets its deprecated Session.login_data on every AUTH and warns about its own call
+logging.getLogger("mail.log").addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
 # The API takes up to 10 MB of content; its MIME form (base64 lines, headers) is a little larger.
 MAX_DATA_BYTES = MAX_MESSAGE_BYTES + MAX_MESSAGE_BYTES // 10
 
