@@ -26,9 +26,15 @@ $(CHROMIUM):
 	command -v apt-get >/dev/null || { echo "install chromium (Debian package) for the browser tests" >&2; exit 1; }
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
+# The SMTP submission tests drive swaks (Debian package) as a client nobody here wrote.
+SWAKS := /usr/bin/swaks
+$(SWAKS):
+	command -v apt-get >/dev/null || { echo "install swaks (Debian package) for the SMTP submission tests" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks >/dev/null
+
 install: $(STAMP)
 
-test-deps: install $(CHROMIUM)
+test-deps: install $(CHROMIUM) $(SWAKS)
 
 ## make run: everything in one process on embedded defaults (SQLite log, chDB, dev inbox).
 run: install
