@@ -12,7 +12,7 @@ from tests.bench import relay
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--only", choices=["relay", "stats", "api"], default=None)
+    parser.add_argument("--only", choices=["relay", "stats", "api", "submission"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     args = parser.parse_args()
     import uvloop
@@ -31,6 +31,10 @@ def main() -> None:
         from tests.bench import api
 
         results["api_send"] = api.run()
+    if args.only in (None, "submission"):
+        from tests.bench import submission
+
+        results["smtp_submission"] = submission.run()
     print(json.dumps(results, indent=2))
 
 
