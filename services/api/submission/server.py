@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("mail.log").addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
 # The API takes up to 10 MB of content; its MIME form (base64 lines, headers) is a little larger.
 MAX_DATA_BYTES = MAX_MESSAGE_BYTES + MAX_MESSAGE_BYTES // 10
+# AUTH attempts per connection (then 421 and the connection closes); other commands unbounded,
+# since a client may send thousands of messages over one connection.
+CALL_LIMITS = {"AUTH": 5, "*": 2**62}
 
 
 def auth_needs_tls(peer) -> bool:
@@ -166,7 +169,7 @@ def factory(runtime, handler: SubmissionHandler, tls_context):
     return lambda: SubmissionSMTP(
         handler, hostname=s.hostname, ident="Postline ESMTP submission", tls_context=tls_context,
         data_size_limit=MAX_DATA_BYTES, enable_SMTPUTF8=True, auth_required=True, auth_require_tls=True,
-        authenticator=handler.authenticate, timeout=300)
+        authenticator=handler.authenticate, command_call_limit=CALL_LIMITS, timeout=300)
 
 
 async def serve(runtime, stop: asyncio.Event) -> None:

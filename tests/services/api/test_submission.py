@@ -73,11 +73,11 @@ def email_id(reply: tuple[int, bytes]) -> str:
 
 
 def at_sink(world, email_id: str, n: int = 1) -> list:
-    """The SMTP transactions of one message (one per recipient: VERP)."""
+    """The SMTP transactions of one message (one per recipient: VERP); ``world`` or a sink."""
     deadline = time.monotonic() + 30
     got = []
     while time.monotonic() < deadline:
-        got = [m for m in world["sink"].received if f"X-Postline-Id: {email_id}\r\n".encode() in m.data]
+        got = [m for m in (world if isinstance(world, SmtpSink) else world["sink"]).received if f"X-Postline-Id: {email_id}\r\n".encode() in m.data]
         if len(got) >= n:
             return got
         time.sleep(0.05)
@@ -142,6 +142,13 @@ def test_bad_key_is_535(world):
         with pytest.raises(smtplib.SMTPAuthenticationError) as exc:
             login(s, "rs_eml_" + "x" * 32)
     assert exc.value.smtp_code == 535 and exc.value.smtp_error.startswith(b"5.7.8")
+
+
+def test_auth_attempts_per_connection_are_limited(world):
+    with client(world) as s:
+        for _ in range(5):
+            assert s.docmd("AUTH", "PLAIN " + "AHgAeA==")[0] == 535  # \0x\0x
+        assert s.docmd("AUTH", "PLAIN " + "AHgAeA==")[0] == 421
 
 
 def test_mail_before_auth_is_refused(world):
@@ -319,3 +326,30 @@ def test_certificate_is_generated_once_into_the_data_dir(world):
     with client(world) as s:
         der = s.sock.getpeercert(binary_form=True)
     assert ssl.DER_cert_to_PEM_cert(der).strip() in path.read_text()
+
+
+def test_250_means_the_request_is_on_the_log(tmp_path):
+    """The api role alone answers 250 and is killed at once; a relay started afterwards on the
+    same data dir delivers the message: the log is the only place it can come from."""
+    sink, dns, port = SmtpSink().start(), DnsServer().start(), free_port()
+    env = {"POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address,
+           "POSTLINE_SUBMISSION_PORT": str(port)}
+    api_proc = PostlineProcess(tmp_path / "data", role="api", env=env).start()
+    relay = None
+    try:
+        _, key = production_service(Api(api_proc.url), dns)
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.ehlo("client.test")
+            assert login(s, key)[0] == 235
+            eid = email_id(transaction(s, [BOB], b"From: hello@acme.test\r\nTo: bob@example.com\r\nSubject: durable\r\n\r\nx\r\n"))
+            api_proc.kill()
+        assert not sink.received
+        relay = PostlineProcess(tmp_path / "data", role="relay", env=env).start()
+        (m,) = at_sink(sink, eid)
+        assert dkim_results(m.data, dns.address) == [True, True]
+    finally:
+        for p in (api_proc, relay):
+            if p is not None:
+                p.stop()
+        sink.stop()
+        dns.stop()
