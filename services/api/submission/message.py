@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from email import policy
-from email.parser import BytesHeaderParser
-from email.utils import formataddr, formatdate
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.utils import formataddr, formatdate, getaddresses
 
 from shared.addresses import format_mailbox, parse_mailbox, split_mailbox
 
@@ -35,7 +35,6 @@ SINGLE = {"from", "to", "cc", "subject", "date", "message-id", "reply-to", "mime
 TRACKING = {"x-postline-track-opens": "track_opens", "x-postline-track-clicks": "track_clicks"}
 POSTLINE_FIELDS = "X-Postline-Tags, X-Postline-Track-Opens, X-Postline-Track-Clicks"
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-_parser = BytesHeaderParser(policy=policy.default)
 
 
 class Refused(Exception):
@@ -102,32 +101,58 @@ def check_fields(fields: list[tuple[str, bytes]]) -> None:
         raise Refused("550 5.7.1 from: field required")
 
 
-def _mailboxes(header) -> list[str]:
-    if header is None:
-        return []
+def decoded(text: str) -> str:
+    """RFC 2047 encoded-words decoded (for the record and the checks; the wire keeps the bytes)."""
+    if "=?" not in text:
+        return text
     try:
-        return [format_mailbox(a.display_name, a.addr_spec) for a in header.addresses]
-    except (ValueError, IndexError, AttributeError):
-        return [str(header)]  # unparseable: SendEmail's validator names the field and the problem
+        return str(make_header(decode_header(text)))
+    except (HeaderParseError, LookupError, UnicodeDecodeError, ValueError):
+        return text
+
+
+def _mailboxes(value: str | None) -> list[str]:
+    """``Name <addr>`` strings of an address field (email.utils: ~10x cheaper than the email
+    package's header objects); what it cannot parse is passed on for SendEmail to name."""
+    if value is None:
+        return []
+    parsed = getaddresses([value])
+    if any(not addr for name, addr in parsed if name):
+        return [value.strip()]
+    return [format_mailbox(decoded(name), addr) for name, addr in parsed if addr]
+
+
+def values(fields: list[tuple[str, bytes]]) -> dict[str, str]:
+    """Unfolded value of each field by lower-case name (the first, for the single ones)."""
+    out: dict[str, str] = {}
+    for name, raw in fields:
+        if name not in out:
+            value = raw.split(b":", 1)[1].replace(CRLF, b"")
+            try:
+                out[name] = value.decode("utf-8").strip()
+            except UnicodeDecodeError:  # RFC 6532: 8-bit header fields are UTF-8
+                shown = raw.split(b":", 1)[0].decode()
+                raise Refused(f"550 5.6.0 the {shown} header is not valid UTF-8") from None
+    return out
 
 
 def send_fields(fields: list[tuple[str, bytes]], rcpt_tos: list[str]) -> dict:
     """The ``SendEmail`` of this message: From, Reply-To and Subject from the header; the
     envelope recipients as to/cc/bcc by where (if anywhere) the header names them."""
-    msg = _parser.parsebytes(b"".join(raw for _, raw in fields) + CRLF)
-    header_to = {split_mailbox(a)[1].lower() for a in _mailboxes(msg["to"])}
-    header_cc = {split_mailbox(a)[1].lower() for a in _mailboxes(msg["cc"])}
+    msg = values(fields)
+    header_to = {split_mailbox(a)[1].lower() for a in _mailboxes(msg.get("to"))}
+    header_cc = {split_mailbox(a)[1].lower() for a in _mailboxes(msg.get("cc"))}
     to = [r for r in rcpt_tos if r.lower() in header_to]
     cc = [r for r in rcpt_tos if r.lower() in header_cc and r.lower() not in header_to]
     bcc = [r for r in rcpt_tos if r not in to and r not in cc]
     if not to:  # e.g. "To: undisclosed-recipients:;": the record needs a first recipient
         to, cc, bcc = (bcc, cc, []) if bcc else (cc, [], [])
     froms = _mailboxes(msg["from"])
-    out = {"from": froms[0] if len(froms) == 1 else str(msg["from"]), "to": to, "cc": cc or None,
-           "bcc": bcc or None, "reply_to": _mailboxes(msg["reply-to"]) or None,
-           "subject": str(msg["subject"] or ""), "text": ""}
-    if msg["x-postline-tags"] is not None:
-        out["tags"] = [t.strip() for t in str(msg["x-postline-tags"]).split(",") if t.strip()]
+    out = {"from": froms[0] if len(froms) == 1 else msg["from"], "to": to, "cc": cc or None,
+           "bcc": bcc or None, "reply_to": _mailboxes(msg.get("reply-to")) or None,
+           "subject": decoded(msg.get("subject", "")), "text": ""}
+    if "x-postline-tags" in msg:
+        out["tags"] = [t.strip() for t in msg["x-postline-tags"].split(",") if t.strip()]
     return out
 
 

@@ -84,9 +84,22 @@ def test_sandbox_from_is_rewritten_and_the_original_becomes_reply_to():
     (b"From: a@acme.test\r\nX-Postline-Tag: a\r\n\r\nx\r\n", "550 5.7.1 headers: X-Postline-Tag is not a Postline header"),
     (b"From: a@acme.test\r\nX-Postline-Track-Opens: maybe\r\n\r\nx\r\n", "550 5.7.1 headers: X-Postline-Track-Opens must be true or false"),
     (b"To: b@example.com\r\n\r\nx\r\n", "550 5.7.1 from: field required"),
+    (b"From: a@acme.test\r\nSubject: caf\xe9\r\n\r\nx\r\n", "550 5.6.0 the Subject header is not valid UTF-8"),
 ])
 def test_refusals(raw, reply):
     assert refused(raw, ["b@example.com"]).startswith(reply)
+
+
+@pytest.mark.parametrize("raw, error", [
+    (b"From: a@acme.test, b@acme.test\r\nTo: b@example.com\r\nSubject: s\r\n\r\nx\r\n", "from: must be one address"),
+    (b"From: not an address\r\nTo: b@example.com\r\nSubject: s\r\n\r\nx\r\n", "from: is not a valid address"),
+    (b"From: a@acme.test\r\nReply-To: junk <<\r\nSubject: s\r\n\r\nx\r\n", "reply_to"),
+])
+def test_bad_addresses_in_the_header_are_the_apis_errors(raw, error):
+    sub = parse(raw, ["b@example.com"])
+    with pytest.raises(ValidationError) as exc:
+        SendEmail.model_validate(sub.send)
+    assert replies.invalid(exc.value).startswith("550 5.7.1 " + error), replies.invalid(exc.value)
 
 
 def test_tags_are_checked_like_the_apis():
