@@ -55,21 +55,28 @@ class SubmissionSMTP(SMTP):
     """aiosmtpd's session with Postline's rules: the loopback exception to AUTH-after-TLS,
     and an enhanced status code on every reply (aiosmtpd's own replies have none)."""
 
-    _in_ehlo = False
+    _in_greeting = False
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._auth_require_tls = auth_needs_tls(self.session.peer)
 
     async def smtp_EHLO(self, hostname: str):
-        self._in_ehlo = True  # RFC 2034: EHLO replies carry no enhanced codes
+        self._in_greeting = True  # RFC 2034: EHLO and HELO replies carry no enhanced codes
         try:
             await super().smtp_EHLO(hostname)
         finally:
-            self._in_ehlo = False
+            self._in_greeting = False
+
+    async def smtp_HELO(self, hostname: str):
+        self._in_greeting = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._in_greeting = False
 
     async def push(self, status):
-        if isinstance(status, str) and not self._in_ehlo:
+        if isinstance(status, str) and not self._in_greeting:
             code = status[:3]
             status = replies.too_big(self.data_size_limit) if code == "552" else replies.with_enhanced_code(status)
         await super().push(status)

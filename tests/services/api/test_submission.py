@@ -151,6 +151,16 @@ def test_auth_attempts_per_connection_are_limited(world):
         assert s.docmd("AUTH", "PLAIN " + "AHgAeA==")[0] == 421
 
 
+def test_a_key_revoked_during_a_session_stops_the_next_message(world):
+    api, sid = world["api"], world["prod"][0]
+    created = api.admin("POST", f"/api/email/services/{sid}/api-keys", json={"name": "short-lived"}).json()
+    with client(world) as s:
+        assert login(s, created["key"])[0] == 235
+        assert api.admin("DELETE", f"/api/email/services/{sid}/api-keys/{created['id']}").status_code == 204
+        code, text = s.mail("app@acme.test")
+    assert code == 535 and text.startswith(b"5.7.8 "), (code, text)
+
+
 def test_mail_before_auth_is_refused(world):
     with client(world) as s:
         code, text = s.mail("app@acme.test")
