@@ -15,6 +15,7 @@ import asyncio
 import base64
 import ipaddress
 import logging
+import time
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from fastapi import HTTPException
@@ -138,20 +139,27 @@ class SubmissionHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        start, svc = time.perf_counter(), None
         try:
             svc = self.caller(session)
             sub = message.parse(envelope.original_content, envelope.rcpt_tos)
             body = SendEmail.model_validate(sub.send)
-            return await self.submit(svc, body, sub)
+            reply = await self.submit(svc, body, sub)
         except message.Refused as exc:
-            return exc.reply
+            reply = exc.reply
         except ValidationError as exc:
-            return replies.invalid(exc)
+            reply = replies.invalid(exc)
         except HTTPException as exc:
-            return replies.refusal(exc)
+            reply = replies.refusal(exc)
         except Exception:
             log.exception("submission failed; the client is told to retry")
-            return "451 4.3.0 temporary failure; nothing was sent, try again later"
+            reply = "451 4.3.0 temporary failure; nothing was sent, try again later"
+        # one line per message, like the API's access log (never the key or the content)
+        log.info("submission", extra={"fields": {
+            "service_id": svc.service_id if svc else None, "peer": str(session.peer[0]) if session.peer else None,
+            "rcpts": len(envelope.rcpt_tos), "bytes": len(envelope.original_content or b""), "reply": reply[:120],
+            "ms": round((time.perf_counter() - start) * 1000, 2)}})
+        return reply
 
     async def submit(self, svc: ev.ServiceSaved, body: SendEmail, sub: message.Submitted) -> str:
         """The pipeline of ``POST /emails`` with the client's bytes as the message."""
