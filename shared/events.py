@@ -202,12 +202,12 @@ class SendRequested(Event):
     tags: list[str] = []
     recipients: list[str]  # envelope recipients to deliver to (after sandbox/suppression drops)
     dropped: list[DroppedRecipient] = []
-    scheduled_at: datetime | None = None
-    attempt: int = 0
-    first_attempt_at: datetime | None = None
     # SMTP submission: the client's message (base64 of its bytes, Bcc and X-Postline-* removed,
     # Message-ID/Date added), sent as is instead of a MIME built from the fields above.
     raw_mime: str | None = None
+    scheduled_at: datetime | None = None
+    attempt: int = 0
+    first_attempt_at: datetime | None = None
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 

@@ -9,7 +9,6 @@ redelivered request emits the same ids and consumers drop the duplicates."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import logging
@@ -115,8 +114,6 @@ def sending_domain(ctx: RelayContext, req: ev.SendRequested) -> ev.DomainSaved |
 
 
 def build_message(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None) -> bytes:
-    if req.raw_mime is not None:  # SMTP submission: the client's own MIME, only our id added
-        return f"X-Postline-Id: {req.email_id}\r\n".encode() + base64.b64decode(req.raw_mime)
     id_domain = domain.domain if domain else domain_of(split_bare(ctx.settings.sandbox_from))
     return build(req, id_domain)
 

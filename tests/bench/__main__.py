@@ -27,14 +27,14 @@ def main() -> None:
         from tests.bench import stats
 
         results["stats_1m_events"] = asyncio.run(stats.run())
-    if args.only in (None, "api"):
-        from tests.bench import api
-
-        results["api_send"] = api.run()
     if args.only in (None, "submission"):
         from tests.bench import submission
 
         results["smtp_submission"] = submission.run()
+    if args.only in (None, "api"):
+        from tests.bench import api
+
+        results["api_send"] = api.run()
     print(json.dumps(results, indent=2))
 
 

@@ -31,7 +31,8 @@ FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")  # RFC 5322 ftext
 RESERVED = {"dkim-signature", "return-path", "x-postline-id", "sender"}
 # RFC 5322 §3.6: at most one of each (a second one is how header injection shows up).
 SINGLE = {"from", "to", "cc", "subject", "date", "message-id", "reply-to", "mime-version", "content-type",
-          "content-transfer-encoding", "x-postline-tags", "x-postline-track-opens", "x-postline-track-clicks"}
+          "content-transfer-encoding", "list-unsubscribe", "list-unsubscribe-post", "x-postline-tags",
+          "x-postline-track-opens", "x-postline-track-clicks"}
 TRACKING = {"x-postline-track-opens": "track_opens", "x-postline-track-clicks": "track_clicks"}
 POSTLINE_FIELDS = "X-Postline-Tags, X-Postline-Track-Opens, X-Postline-Track-Clicks"
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}

@@ -172,11 +172,22 @@ class SubmissionHandler:
             return replies.rate_limited(decision)
         id_domain = draft.sending_domain or domain_of(split_bare(rt.settings.sandbox_from))
         raw = message.finalize(sub, draft.from_, f"<{req.email_id}@{id_domain}>", req.time.timestamp())
-        req = req.model_copy(update={"raw_mime": base64.b64encode(raw).decode(), "text": None})
+        req = req.model_copy(update={"raw_mime": base64.b64encode(raw).decode(), "text": None, **relay_options(sub)})
         await append_requests(rt, [req])
         metrics.SENDS_ACCEPTED.labels("accepted").inc()
         remember(rt, req, respond(draft, req.email_id))
         return replies.accepted(req.email_id)
+
+
+def relay_options(sub: message.Submitted) -> dict:
+    """Tracking fields of the request, where this build has them (docs/submission.md): open
+    and click tracking rewrite the HTML the relay builds, so they are off for a message sent
+    as its client wrote it; the relay's List-Unsubscribe is left out when the client wrote one."""
+    fields = ev.SendRequested.model_fields
+    out = {name: False for name in ("track_opens", "track_clicks") if name in fields}
+    if "list_unsubscribe" in fields and sub.has("list-unsubscribe"):
+        out["list_unsubscribe"] = False
+    return out
 
 
 def factory(runtime, handler: SubmissionHandler, tls_context):
