@@ -23,7 +23,7 @@ ENV PATH="/opt/venv/bin:$PATH" \
     POSTLINE_HTTP_HOST=0.0.0.0
 USER 10001:10001
 WORKDIR /var/lib/postline
-EXPOSE 8080 2525
+EXPOSE 8080 2525 1587
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
   CMD ["python", "-c", "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('POSTLINE_HTTP_PORT', '8080') + '/healthz', timeout=2)"]
 ENTRYPOINT ["postline"]

@@ -39,9 +39,15 @@ $(SDK_NODE): tests/sdk/node/package.json tests/sdk/node/package-lock.json $(NODE
 	cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $(SDK_NODE)
 
+# The SMTP submission tests drive swaks (Debian package) as a client nobody here wrote.
+SWAKS := /usr/bin/swaks
+$(SWAKS):
+	command -v apt-get >/dev/null || { echo "install swaks (Debian package) for the SMTP submission tests" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks >/dev/null
+
 install: $(STAMP)
 
-test-deps: install $(CHROMIUM) $(SDK_NODE)
+test-deps: install $(CHROMIUM) $(SWAKS) $(SDK_NODE)
 
 ## make run: everything in one process on embedded defaults (SQLite log, chDB, dev inbox).
 run: install

@@ -56,6 +56,10 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
             token = await rt.ensure_default_workspace()
             server = _Server(create_app(rt), settings)
             tasks.append(asyncio.create_task(server.run(stop), name="api"))
+            if settings.submission_port:
+                from services.api.submission.server import serve as serve_submission
+
+                tasks.append(asyncio.create_task(serve_submission(rt, stop), name="submission"))
             announce(settings, token, rt)
         else:
             from services.ops import ops_app
@@ -93,6 +97,9 @@ def announce(settings, token: str | None, rt) -> None:
         lines.append("Admin token: the value of POSTLINE_ADMIN_TOKEN")
     else:
         lines.append("Admin token: printed on the first run (run `postline workspace rotate-token default` for a new one)")
+    if settings.submission_port:
+        lines.append(f"SMTP submission: {settings.http_host}:{settings.submission_port}  "
+                     "(STARTTLS; any user name, a service API key as the password)")
     if rt.inbox is not None:
         lines.append(f"Dev inbox: GET {settings.base_url}/dev/inbox  (stored in {rt.inbox.path})")
     print("\n".join(lines), flush=True)
@@ -141,7 +148,8 @@ ENV = {
               "POSTLINE_LOG_LEVEL"],
     "http": ["POSTLINE_HTTP_HOST", "POSTLINE_HTTP_PORT", "POSTLINE_PUBLIC_URL"],
     "api": ["POSTLINE_ADMIN_TOKEN", "POSTLINE_SANDBOX_FROM", "POSTLINE_RATE_PER_MINUTE", "POSTLINE_RATE_PER_DAY",
-            "POSTLINE_API_REPLICAS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_WEBHOOK_ALLOW_PRIVATE"],
+            "POSTLINE_API_REPLICAS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_WEBHOOK_ALLOW_PRIVATE",
+            "POSTLINE_SUBMISSION_PORT", "POSTLINE_TLS_CERT", "POSTLINE_TLS_KEY"],
     "relay": ["POSTLINE_DELIVERY", "POSTLINE_SMARTHOST", "POSTLINE_SMARTHOST_USER", "POSTLINE_SMARTHOST_PASSWORD",
               "POSTLINE_SMARTHOST_TLS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_INBOUND_SMTP_PORT",
               "POSTLINE_RELAY_CONCURRENCY", "POSTLINE_RETRY_SCHEDULE", "POSTLINE_QUEUE_LIFETIME", "POSTLINE_MX_PORT",
@@ -156,7 +164,8 @@ COMMANDS = {
             "admin token.", ("store", "http", "api", "relay", "webhooks")),
     "api": ("the HTTP API, dashboard and docs",
             "Serves the management and send APIs, the dev inbox and /docs on\n"
-            "POSTLINE_HTTP_HOST:POSTLINE_HTTP_PORT; appends send requests to the log.", ("store", "http", "api")),
+            "POSTLINE_HTTP_HOST:POSTLINE_HTTP_PORT, and SMTP submission on POSTLINE_SUBMISSION_PORT;\n"
+            "appends send requests to the log.", ("store", "http", "api")),
     "relay": ("delivery: builds, DKIM-signs and sends queued mail; receives bounces",
               "Consumes email.requests and the retry topic, delivers over SMTP (or into the dev\n"
               "inbox) and listens for bounces on POSTLINE_INBOUND_SMTP_PORT. Health on the HTTP port.",

@@ -204,6 +204,9 @@ class SendRequested(Event):
     tags: list[str] = []
     recipients: list[str]  # envelope recipients to deliver to (after sandbox/suppression drops)
     dropped: list[DroppedRecipient] = []
+    # SMTP submission: the client's message (base64 of its bytes, Bcc and X-Postline-* removed,
+    # Message-ID/Date added), sent as is instead of a MIME built from the fields above.
+    raw_mime: str | None = None
     scheduled_at: datetime | None = None
     attempt: int = 0
     first_attempt_at: datetime | None = None

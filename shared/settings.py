@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     sandbox_from: str = Field("sandbox@postline.localhost", description="The platform's sandbox sender address.")
     webhook_allow_private: bool = Field(False, description="Let webhook URLs point at loopback/private addresses.")
     inbound_smtp_port: int = Field(2525, ge=0, lt=65536, description="Inbound listener for bounces and complaints.")
+    submission_port: int = Field(1587, ge=0, lt=65536, description="SMTP submission listener of the api role (STARTTLS + AUTH with an API key); 0 turns it off.")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) of the submission listener; a self-signed one is generated into the data dir when unset.")
+    tls_key: Path | None = Field(None, description="PEM private key matching POSTLINE_TLS_CERT.")
     public_url: str | None = Field(None, description="Base URL for tracking, unsubscribe and verification links.")
     hostname: str = Field("postline.localhost", description="Public host name of this installation: HELO name, MX target of bounce domains.")
     spf_include: str | None = Field(None, description="Domain senders include in SPF (default _spf.<hostname>).")
@@ -85,6 +88,15 @@ class Settings(BaseSettings):
         if not steps or any(s <= 0 for s in steps):
             raise ValueError("POSTLINE_RETRY_SCHEDULE must be positive seconds")
         return v
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self):
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("POSTLINE_TLS_CERT and POSTLINE_TLS_KEY must be set together")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a readable file")
+        return self
 
     @property
     def base_url(self) -> str:

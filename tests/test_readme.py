@@ -30,7 +30,7 @@ def walkthrough_blocks(readme: str) -> list[str]:
 def start_make_run(data_dir: Path, port: int) -> tuple[subprocess.Popen, Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTLINE_")}
     env.update(POSTLINE_DATA_DIR=str(data_dir), POSTLINE_HTTP_PORT=str(port),
-               POSTLINE_INBOUND_SMTP_PORT=str(free_port()))
+               POSTLINE_INBOUND_SMTP_PORT=str(free_port()), POSTLINE_SUBMISSION_PORT=str(free_port()))
     out = data_dir.parent / "make-run.log"
     proc = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, stdout=open(out, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -19,7 +19,7 @@ def event_row(e) -> dict:
 
 
 def message_row(r: ev.SendRequested) -> dict:
-    summary = r.model_dump(mode="json", by_alias=True, exclude={"html", "text", "attachments"})
+    summary = r.model_dump(mode="json", by_alias=True, exclude={"html", "text", "attachments", "raw_mime"})
     summary["attachments"] = [{"filename": a.filename, "content_type": a.content_type} for a in r.attachments]
     import json
 

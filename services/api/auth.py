@@ -54,15 +54,21 @@ def service_key(request: Request, api_key: str | None = Security(API_KEY),
     key = api_key or _bearer(authorization)
     if not key:
         raise HTTPException(401, "missing API key: send Api-Key: rs_eml_…")
-    state = runtime(request).control.state
+    caller = key_owner(runtime(request).control.state, key)
+    if caller is None:
+        raise HTTPException(401, "invalid API key")
+    if caller.service.status == "disabled":
+        raise HTTPException(403, "the service is disabled")
+    request.state.service_id = caller.service.service_id  # for the access log
+    return caller
+
+
+def key_owner(state, key: str) -> ServiceCaller | None:
+    """The service (disabled ones too) and key record of a presented API key; None when the
+    key is unknown, revoked or its service deleted. Also the SMTP submission's AUTH check."""
     rec = state.api_key_by_hash(hash_secret(key)) if key.startswith(API_KEY_PREFIX) else None
     svc = state.services.get(rec.service_id) if rec else None
-    if rec is None or svc is None:
-        raise HTTPException(401, "invalid API key")
-    if svc.status == "disabled":
-        raise HTTPException(403, "the service is disabled")
-    request.state.service_id = svc.service_id  # for the access log
-    return ServiceCaller(svc, rec)
+    return ServiceCaller(svc, rec) if rec is not None and svc is not None else None
 
 
 def owned_service(service_id: str, ws: WorkspaceSaved = Depends(workspace), rt=Depends(runtime)) -> ServiceSaved:

@@ -143,8 +143,18 @@ def multipart(subtype: str, parts: list[bytes], seed: str) -> bytes:
     return b"".join(out)
 
 
+def submitted(req: SendRequested, extra_headers: dict[str, str] | None = None) -> bytes:
+    """An SMTP-submitted message: the client's bytes, as the API checked and completed them
+    (services/api/submission/message.py), after our X-Postline-Id and any extra headers."""
+    head = [f"X-Postline-Id: {req.email_id}\r\n".encode()]
+    head += [unstructured(name, value) for name, value in (extra_headers or {}).items()]
+    return b"".join(head) + base64.b64decode(req.raw_mime)
+
+
 def build(req: SendRequested, id_domain: str, extra_headers: dict[str, str] | None = None) -> bytes:
     """The message as bytes ready for DATA (headers, multipart/alternative, attachments)."""
+    if req.raw_mime is not None:  # SMTP submission: sent as the client wrote it
+        return submitted(req, extra_headers)
     head = [address_header("From", [req.from_]), address_header("To", req.to)]
     if req.cc:
         head.append(address_header("Cc", req.cc))

@@ -12,7 +12,7 @@ from tests.bench import relay
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking"], default=None)
+    parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     args = parser.parse_args()
     import uvloop
@@ -27,6 +27,10 @@ def main() -> None:
         from tests.bench import stats
 
         results["stats_1m_events"] = asyncio.run(stats.run())
+    if args.only in (None, "submission"):
+        from tests.bench import submission
+
+        results["smtp_submission"] = submission.run()
     if args.only in (None, "api"):
         from tests.bench import api
 

@@ -17,13 +17,26 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "pl_adm_test_token_0123456789abcdefghijklmnop"
 
 
+def distinct_ports(n: int, taken: set[int]) -> list[int]:
+    """``n`` free ports, none in ``taken`` nor equal to each other: the kernel may hand the same
+    free port out twice in a row, and one process binding it twice fails at start-up."""
+    out: list[int] = []
+    while len(out) < n:
+        port = free_port()
+        if port not in taken and port not in out:
+            out.append(port)
+    return out
+
+
 class PostlineProcess:
     def __init__(self, data_dir: Path, role: str = "all", env: dict | None = None, port: int | None = None):
         self.data_dir, self.role = Path(data_dir), role
         self.port = port or free_port()
+        inbound, submission = distinct_ports(2, taken={self.port})
         self.env = {**os.environ, "POSTLINE_DATA_DIR": str(data_dir), "POSTLINE_HTTP_PORT": str(self.port),
                     "POSTLINE_ADMIN_TOKEN": ADMIN_TOKEN, "POSTLINE_SECRET_KEY": "test-master-key",
-                    "POSTLINE_INBOUND_SMTP_PORT": str(free_port()), **(env or {})}
+                    "POSTLINE_INBOUND_SMTP_PORT": str(inbound),
+                    "POSTLINE_SUBMISSION_PORT": str(submission), **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-{role}.log"
 

@@ -1,0 +1,213 @@
+"""The SMTP submission listener (SPEC §11), run by the api role on POSTLINE_SUBMISSION_PORT.
+
+A session: EHLO → STARTTLS → AUTH PLAIN/LOGIN (password = a service API key, any user
+name) → MAIL → RCPT (at most 50) → DATA. DATA runs the send pipeline of ``POST /emails``:
+
+parse (message.py) → validate (the API's ``SendEmail``) → prepare (mode, sandbox rules,
+suppression) → rate limit → finalize the bytes → append (durable) → remember → 250 with the
+email id. Every refusal is an SMTP reply (replies.py); nothing is accepted before the
+request is on the log.
+
+AUTH is offered only after STARTTLS, except to a loopback peer (``auth_needs_tls``)."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import logging
+import time
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from fastapi import HTTPException
+from pydantic import ValidationError
+
+from services.api.auth import key_owner
+from services.api.schemas import MAX_MESSAGE_BYTES, MAX_RECIPIENTS, SendEmail
+from services.api.sending import append_requests, prepare, remember, respond
+from services.api.submission import message, replies
+from services.api.submission.tls import server_context
+from shared import events as ev
+from shared import metrics
+from shared.addresses import AddressError, domain_of, parse_mailbox, split_bare
+
+log = logging.getLogger(__name__)
+# aiosmtpd sets its deprecated Session.login_data on every AUTH and warns about its own call
+logging.getLogger("mail.log").addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
+# The API takes up to 10 MB of content; its MIME form (base64 lines, headers) is a little larger.
+MAX_DATA_BYTES = MAX_MESSAGE_BYTES + MAX_MESSAGE_BYTES // 10
+# AUTH attempts per connection (then 421 and the connection closes); other commands unbounded,
+# since a client may send thousands of messages over one connection.
+CALL_LIMITS = {"AUTH": 5, "*": 2**62}
+
+
+def auth_needs_tls(peer) -> bool:
+    """False only for a loopback peer (``127.0.0.0/8``, ``::1``, IPv4-mapped loopback): there
+    the password cannot be sniffed on the wire. Unknown or unparseable peers need TLS."""
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except (TypeError, ValueError, IndexError):
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return not address.is_loopback
+
+
+class SubmissionSMTP(SMTP):
+    """aiosmtpd's session with Postline's rules: the loopback exception to AUTH-after-TLS,
+    and an enhanced status code on every reply (aiosmtpd's own replies have none)."""
+
+    _in_greeting = False
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._auth_require_tls = auth_needs_tls(self.session.peer)
+
+    async def smtp_EHLO(self, hostname: str):
+        self._in_greeting = True  # RFC 2034: EHLO and HELO replies carry no enhanced codes
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._in_greeting = False
+
+    async def smtp_HELO(self, hostname: str):
+        self._in_greeting = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._in_greeting = False
+
+    async def push(self, status):
+        if isinstance(status, str) and not self._in_greeting:
+            code = status[:3]
+            status = replies.too_big(self.data_size_limit) if code == "552" else replies.with_enhanced_code(status)
+        await super().push(status)
+
+
+class SubmissionHandler:
+    """aiosmtpd hooks. The session keeps the key's hash only: the key is looked up again for
+    every message, so a revoked key or a disabled service stops sending at once."""
+
+    def __init__(self, runtime):
+        self.rt = runtime
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        key = auth_data.password.decode("utf-8", "replace").strip()
+        caller = key_owner(self.rt.control.state, key)
+        if caller is None:
+            return AuthResult(success=False, handled=False, message="535 5.7.8 invalid API key (the password must be a service API key)")
+        return AuthResult(success=True, auth_data=caller.key.key_hash)
+
+    def caller(self, session):
+        """The service of the session's key; raises ``message.Refused``."""
+        state = self.rt.control.state
+        rec = state.api_key_by_hash(session.auth_data) if isinstance(session.auth_data, str) else None
+        svc = state.services.get(rec.service_id) if rec else None
+        if svc is None:
+            raise message.Refused("535 5.7.8 the API key was revoked")
+        return svc
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        # aiosmtpd reads commands in order from a buffer, so pipelined commands just work
+        responses[-1:-1] = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        try:
+            svc = self.caller(session)
+        except message.Refused as exc:
+            return exc.reply
+        if svc.status != "active":
+            return "550 5.7.1 the service is disabled"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        try:
+            _, addr = parse_mailbox(address)
+        except AddressError as exc:
+            return f"501 5.5.4 to: {exc}"
+        if any(r.lower() == addr.lower() for r in envelope.rcpt_tos):
+            return "250 2.1.5 OK (duplicate)"
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return replies.too_many_recipients(MAX_RECIPIENTS)
+        envelope.rcpt_tos.append(addr)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        start, svc = time.perf_counter(), None
+        try:
+            svc = self.caller(session)
+            sub = message.parse(envelope.original_content, envelope.rcpt_tos)
+            body = SendEmail.model_validate(sub.send)
+            reply = await self.submit(svc, body, sub)
+        except message.Refused as exc:
+            reply = exc.reply
+        except ValidationError as exc:
+            reply = replies.invalid(exc)
+        except HTTPException as exc:
+            reply = replies.refusal(exc)
+        except Exception:
+            log.exception("submission failed; the client is told to retry")
+            reply = "451 4.3.0 temporary failure; nothing was sent, try again later"
+        # one line per message, like the API's access log (never the key or the content)
+        log.info("submission", extra={"fields": {
+            "service_id": svc.service_id if svc else None, "peer": str(session.peer[0]) if session.peer else None,
+            "rcpts": len(envelope.rcpt_tos), "bytes": len(envelope.original_content or b""), "reply": reply[:120],
+            "ms": round((time.perf_counter() - start) * 1000, 2)}})
+        return reply
+
+    async def submit(self, svc: ev.ServiceSaved, body: SendEmail, sub: message.Submitted) -> str:
+        """The pipeline of ``POST /emails`` with the client's bytes as the message."""
+        rt = self.rt
+        draft, req = prepare(rt, svc, body, "emails")
+        decision = await rt.extras["limits"].take(svc.service_id, sandboxed=draft.mode != "production",
+                                                  n=1 if draft.recipients else 0)
+        if not decision.allowed:
+            metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
+            return replies.rate_limited(decision)
+        id_domain = draft.sending_domain or domain_of(split_bare(rt.settings.sandbox_from))
+        raw = message.finalize(sub, draft.from_, f"<{req.email_id}@{id_domain}>", req.time.timestamp())
+        req = req.model_copy(update={"raw_mime": base64.b64encode(raw).decode(), "text": None, **relay_options(sub)})
+        await append_requests(rt, [req])
+        metrics.SENDS_ACCEPTED.labels("accepted").inc()
+        remember(rt, req, respond(draft, req.email_id))
+        return replies.accepted(req.email_id)
+
+
+def relay_options(sub: message.Submitted) -> dict:
+    """Tracking fields of the request, where this build has them (docs/submission.md): open
+    and click tracking rewrite the HTML the relay builds, so they are off for a message sent
+    as its client wrote it; the relay's List-Unsubscribe is left out when the client wrote one."""
+    fields = ev.SendRequested.model_fields
+    out = {name: False for name in ("track_opens", "track_clicks") if name in fields}
+    if "list_unsubscribe" in fields and sub.has("list-unsubscribe"):
+        out["list_unsubscribe"] = False
+    return out
+
+
+def factory(runtime, handler: SubmissionHandler, tls_context):
+    s = runtime.settings
+    return lambda: SubmissionSMTP(
+        handler, hostname=s.hostname, ident="Postline ESMTP submission", tls_context=tls_context,
+        data_size_limit=MAX_DATA_BYTES, enable_SMTPUTF8=True, auth_required=True, auth_require_tls=True,
+        authenticator=handler.authenticate, command_call_limit=CALL_LIMITS, timeout=300)
+
+
+async def serve(runtime, stop: asyncio.Event) -> None:
+    """Listen on POSTLINE_HTTP_HOST:POSTLINE_SUBMISSION_PORT until ``stop``. Raises ``OSError``
+    when the port cannot be bound (the process stops: a listener nobody can reach is a fault)."""
+    s = runtime.settings
+    handler = SubmissionHandler(runtime)
+    server = await asyncio.get_running_loop().create_server(
+        factory(runtime, handler, server_context(s)), host=s.http_host, port=s.submission_port)
+    log.info("SMTP submission on %s:%s", s.http_host, s.submission_port)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()

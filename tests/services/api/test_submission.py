@@ -1,0 +1,308 @@
+"""SMTP submission (issue 18, SPEC §11) against a running `postline all` that delivers to an
+SMTP sink, with clients nobody here wrote: Python's smtplib and Debian's swaks."""
+from __future__ import annotations
+
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from tests.support.broker import free_port
+from tests.support.dns_server import DnsServer
+from tests.support.postline import Api, PostlineProcess, dkim_results, production_service, sink_reader
+from tests.support.smtp_sink import SmtpSink
+
+ANN, BOB, CAROL, EVE = "ann@example.com", "bob@example.com", "carol@example.com", "eve@example.com"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One running Postline with submission on a free port, a sink, DNS; a production service
+    on a verified domain and a sandbox service with one verified recipient (ann)."""
+    tmp = tmp_path_factory.mktemp("submission")
+    sink, dns = SmtpSink().start(), DnsServer().start()
+    port = free_port()
+    proc = PostlineProcess(tmp / "data", env={"POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address,
+                                              "POSTLINE_DNS_SERVER": dns.address,
+                                              "POSTLINE_SUBMISSION_PORT": str(port)}).start()
+    api = Api(proc.url)
+    prod = production_service(api, dns)
+    sandbox_sid = api.create_service("sandboxed")
+    sandbox = (sandbox_sid, api.create_key(sandbox_sid))
+    api.verify_sandbox(sandbox_sid, ANN, sink_reader(sink))
+    yield {"api": api, "sink": sink, "dns": dns, "proc": proc, "port": port, "prod": prod, "sandbox": sandbox}
+    proc.stop()
+    sink.stop()
+    dns.stop()
+
+
+def client(world, tls: bool = True) -> smtplib.SMTP:
+    s = smtplib.SMTP("127.0.0.1", world["port"], timeout=30)
+    s.ehlo("client.test")
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the generated self-signed certificate
+        s.starttls(context=ctx)
+        s.ehlo("client.test")
+    return s
+
+
+def login(s: smtplib.SMTP, key: str, mechanism: str = "PLAIN") -> tuple[int, bytes]:
+    s.user, s.password = "anything", key
+    return s.auth(mechanism, s.auth_plain if mechanism == "PLAIN" else s.auth_login)
+
+
+def transaction(s: smtplib.SMTP, rcpts: list[str], data: bytes, mail_from: str = "app@acme.test"):
+    """MAIL, RCPT…, DATA; returns the DATA reply (code, text)."""
+    assert s.mail(mail_from)[0] == 250
+    for r in rcpts:
+        assert s.rcpt(r)[0] == 250
+    return s.data(data)
+
+
+def email_id(reply: tuple[int, bytes]) -> str:
+    code, text = reply
+    assert code == 250 and text.startswith(b"2.0.0 OK "), reply
+    return text.split()[-1].decode()
+
+
+def at_sink(world, email_id: str, n: int = 1) -> list:
+    """The SMTP transactions of one message (one per recipient: VERP); ``world`` or a sink."""
+    deadline = time.monotonic() + 30
+    got = []
+    while time.monotonic() < deadline:
+        got = [m for m in (world if isinstance(world, SmtpSink) else world["sink"]).received if f"X-Postline-Id: {email_id}\r\n".encode() in m.data]
+        if len(got) >= n:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"{len(got)} of {n} transactions of {email_id} at the sink")
+
+
+BODY = ("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        "Gr\u00fc\u00dfe,\r\n.leading dot\r\n\r\n-- \r\nAcme\r\n").encode()
+
+
+def test_smtplib_starttls_auth_plain_delivers_signed_with_bcc_hidden(world):
+    head = (b"From: Acme <hello@acme.test>\r\nTo: Bob <bob@example.com>\r\nCc: carol@example.com\r\n"
+            b"Bcc: eve@example.com\r\nSubject: Welcome\r\nX-Postline-Tags: welcome, smtp\r\nMIME-Version: 1.0\r\n")
+    with client(world) as s:
+        assert b"AUTH" in s.ehlo_resp and b"ENHANCEDSTATUSCODES" in s.ehlo_resp and b"PIPELINING" in s.ehlo_resp
+        assert login(s, world["prod"][1], "PLAIN")[0] == 235
+        eid = email_id(transaction(s, [BOB, CAROL, EVE], head + b"\r\n" + BODY))
+    got = at_sink(world, eid, 3)
+    assert sorted(r for m in got for r in m.rcpt_tos) == [BOB, CAROL, EVE]
+    for m in got:
+        assert dkim_results(m.data, world["dns"].address) == [True, True]
+        assert m.data.endswith(b"\r\n\r\n" + BODY)  # the client's body, byte for byte
+        header = m.data.split(b"\r\n\r\n", 1)[0]
+        assert b"eve@" not in header and b"Bcc" not in header and b"X-Postline-Tags" not in header
+        assert f"Message-ID: <{eid}@acme.test>".encode() in header and b"\r\nDate: " in header
+    r = world["api"].http.get(f"/emails/{eid}", headers={"Api-Key": world["prod"][1]})
+    assert r.status_code == 200, r.text
+    record = r.json()
+    assert (record["to"], record["cc"], record["bcc"]) == ([BOB], [CAROL], [EVE])
+    assert record["tags"] == ["welcome", "smtp"] and record["subject"] == "Welcome" and record["mode"] == "production"
+
+
+def test_smtplib_auth_login_keeps_the_clients_message_id_and_date(world):
+    raw = (b"Message-ID: <own-1@acme.test>\r\nDate: Mon, 01 Jan 2024 10:00:00 +0000\r\nFrom: hello@acme.test\r\n"
+           b"To: bob@example.com\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n" + b"\r\n" + BODY)
+    with client(world) as s:
+        assert login(s, world["prod"][1], "LOGIN")[0] == 235
+        eid = email_id(transaction(s, [BOB], raw))
+    (m,) = at_sink(world, eid)
+    # after the signatures and our id comes the client's message, every byte of it
+    assert m.data.endswith(f"\r\nX-Postline-Id: {eid}\r\n".encode() + raw)
+    assert dkim_results(m.data, world["dns"].address) == [True, True]
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks (Debian package) not installed: make test-deps")
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_swaks_delivers(world, mechanism):
+    run = subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(world["port"]), "--tls", "--auth", mechanism,
+         "--auth-user", "app", "--auth-password", world["prod"][1], "--from", "app@acme.test",
+         "--to", BOB, "--h-From", "Acme <hello@acme.test>", "--h-Subject", f"swaks {mechanism}",
+         "--body", "sent by swaks"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    eid = next(line.split()[-1] for line in run.stdout.splitlines() if "<~  250 2.0.0 OK " in line)
+    (m,) = at_sink(world, eid)
+    assert m.rcpt_tos == [BOB] and f"Subject: swaks {mechanism}".encode() in m.data
+    assert dkim_results(m.data, world["dns"].address) == [True, True]
+
+
+def test_bad_key_is_535(world):
+    with client(world) as s:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as exc:
+            login(s, "rs_eml_" + "x" * 32)
+    assert exc.value.smtp_code == 535 and exc.value.smtp_error.startswith(b"5.7.8")
+
+
+def test_auth_attempts_per_connection_are_limited(world):
+    with client(world) as s:
+        for _ in range(5):
+            assert s.docmd("AUTH", "PLAIN " + "AHgAeA==")[0] == 535  # \0x\0x
+        assert s.docmd("AUTH", "PLAIN " + "AHgAeA==")[0] == 421
+
+
+def test_a_key_revoked_during_a_session_stops_the_next_message(world):
+    api, sid = world["api"], world["prod"][0]
+    created = api.admin("POST", f"/api/email/services/{sid}/api-keys", json={"name": "short-lived"}).json()
+    with client(world) as s:
+        assert login(s, created["key"])[0] == 235
+        assert api.admin("DELETE", f"/api/email/services/{sid}/api-keys/{created['id']}").status_code == 204
+        code, text = s.mail("app@acme.test")
+    assert code == 535 and text.startswith(b"5.7.8 "), (code, text)
+
+
+def test_mail_before_auth_is_refused(world):
+    with client(world) as s:
+        code, text = s.mail("app@acme.test")
+    assert (code, text) == (530, b"5.7.0 Authentication required")
+
+
+def test_51st_recipient_is_452_4_5_3(world):
+    with client(world) as s:
+        login(s, world["prod"][1])
+        s.mail("app@acme.test")
+        for i in range(50):
+            assert s.rcpt(f"r{i}@example.com")[0] == 250
+        code, text = s.rcpt("r50@example.com")
+    assert code == 452 and text.startswith(b"4.5.3 ")
+
+
+def test_oversize_is_552_5_3_4(world):
+    from services.api.submission.server import MAX_DATA_BYTES
+
+    big = b"From: hello@acme.test\r\nTo: bob@example.com\r\n\r\n" + (b"x" * 998 + b"\r\n") * (MAX_DATA_BYTES // 1000 + 10)
+    with client(world) as s:
+        login(s, world["prod"][1])
+        # declared in MAIL (SIZE=): refused before the data is sent
+        code, text = s.mail("app@acme.test", [f"SIZE={len(big)}"])
+        assert code == 552 and text.startswith(b"5.3.4 "), (code, text)
+        s.rset()
+        code, text = transaction(s, [BOB], big)  # not declared: refused at the end of DATA
+    assert code == 552 and text.startswith(b"5.3.4 "), (code, text)
+
+
+def test_sandbox_unverified_recipient_is_550_with_the_apis_message(world):
+    sid, key = world["sandbox"]
+    api_error = world["api"].send(key, {"from": "app@acme.test", "to": BOB, "subject": "s", "text": "x"}).json()["error"]
+    with client(world) as s:
+        login(s, key)
+        code, text = transaction(s, [BOB], b"From: app@acme.test\r\nTo: bob@example.com\r\nSubject: s\r\n\r\nx\r\n")
+    assert code == 550 and text.decode() == f"5.7.1 {api_error}"
+
+
+def test_sandbox_from_is_rewritten_like_the_api(world):
+    sid, key = world["sandbox"]
+    with client(world) as s:
+        login(s, key)
+        eid = email_id(transaction(s, [ANN], b"From: App <app@acme.test>\r\nTo: ann@example.com\r\nSubject: s\r\n\r\nx\r\n"))
+    (m,) = at_sink(world, eid)
+    assert b"From: App <sandbox@postline.localhost>\r\nReply-To: App <app@acme.test>\r\n" in m.data
+
+
+def test_rate_limit_is_452_4_7_1(world):
+    api = world["api"]
+    sid, key = production_service(api, world["dns"], domain="limited.test", name="limited")
+    assert api.admin("PATCH", f"/api/email/services/{sid}", json={"rate_limits": {"per_minute": 1}}).status_code == 200
+    raw = b"From: hello@limited.test\r\nTo: bob@example.com\r\nSubject: s\r\n\r\nx\r\n"
+    with client(world) as s:
+        login(s, key)
+        # three sends cross at most one minute boundary, so at least one meets a full window
+        got = [transaction(s, [BOB], raw) for _ in range(3)]
+    assert got[0][0] == 250, got
+    refused = [r for r in got if r[0] != 250]
+    assert refused and all(code == 452 and text.startswith(b"4.7.1 rate limit reached (minute: 1)")
+                           for code, text in refused), got
+
+
+def raw_data(s: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+    """DATA with ``data`` sent as is (smtplib.data would turn bare LFs into CRLFs)."""
+    assert s.putcmd("data") is None and s.getreply()[0] == 354
+    s.send(data)
+    return s.getreply()
+
+
+@pytest.mark.parametrize("vector", [
+    b"\n.\nMAIL FROM:<app@acme.test>\r\nRCPT TO:<eve@example.com>\r\nDATA\r\nFrom: hello@acme.test\r\nSubject: SMUGGLED\r\n\r\nx\r\n",
+    b"\r\n.\nMAIL FROM:<app@acme.test>\r\nRCPT TO:<eve@example.com>\r\nDATA\r\nSubject: SMUGGLED\r\n\r\nx\r\n",
+    b"\n.\r\nMAIL FROM:<app@acme.test>\r\nRCPT TO:<eve@example.com>\r\nDATA\r\nSubject: SMUGGLED\r\n\r\nx\r\n",
+    b"\nBcc: eve@example.com\r\nX-Injected: SMUGGLED\r\n",
+], ids=["lf-dot-lf", "crlf-dot-lf", "lf-dot-crlf", "bare-lf-header"])
+def test_smuggling_vectors_never_make_a_second_message_or_header(world, vector):
+    data = b"From: hello@acme.test\r\nTo: bob@example.com\r\nSubject: outer\r\n\r\nfirst" + vector + b"\r\n.\r\n"
+    with client(world) as s:
+        login(s, world["prod"][1])
+        s.mail("app@acme.test")
+        s.rcpt(BOB)
+        code, text = raw_data(s, data)
+        assert s.noop()[0] == 250  # the session is still in step: nothing after the dot was a command
+    assert code == 550 and text.startswith(b"5.6.0 "), (code, text)
+    time.sleep(1)
+    assert not [m for m in world["sink"].received if b"SMUGGLED" in m.data or EVE in m.rcpt_tos and b"outer" in m.data]
+
+
+@pytest.mark.parametrize("head, reply", [
+    (b"From: hello@acme.test\r\nTo: bob@example.com\r\nSubject: =?utf-8?q?x=0D=0ABcc:_eve@example.com?=\r\n",
+     "5.7.1 subject: must not contain line breaks or NUL"),
+    (b"From: hello@acme.test\r\nTo: bob@example.com\r\nSubject: a\r\nSubject: b\r\n", "5.7.1 headers: more than one Subject header"),
+    (b"From: hello@acme.test\r\nFrom: eve@example.com\r\nTo: bob@example.com\r\n", "5.7.1 headers: more than one From header"),
+    (b"From: hello@acme.test\r\nTo: bob@example.com\r\nDKIM-Signature: v=1; d=acme.test\r\n",
+     "5.7.1 headers: DKIM-Signature is a reserved header"),
+])
+def test_header_injection_is_refused(world, head, reply):
+    with client(world) as s:
+        login(s, world["prod"][1])
+        code, text = transaction(s, [BOB], head + b"\r\nINJECTION-TEST\r\n")
+    assert (code, text.decode()) == (550, reply)
+    time.sleep(0.5)
+    assert not [m for m in world["sink"].received if b"INJECTION-TEST" in m.data]
+
+
+def test_auth_is_offered_without_tls_to_a_loopback_client(world):
+    with client(world, tls=False) as s:
+        assert s.has_extn("auth") and s.has_extn("starttls")
+        assert login(s, world["prod"][1])[0] == 235
+
+
+def test_certificate_is_generated_once_into_the_data_dir(world):
+    path = world["proc"].data_dir / "submission-tls.pem"
+    assert path.stat().st_mode & 0o777 == 0o600
+    with socket.create_connection(("127.0.0.1", world["port"]), timeout=10):
+        pass
+    with client(world) as s:
+        der = s.sock.getpeercert(binary_form=True)
+    assert ssl.DER_cert_to_PEM_cert(der).strip() in path.read_text()
+
+
+def test_250_means_the_request_is_on_the_log(tmp_path):
+    """The api role alone answers 250 and is killed at once; a relay started afterwards on the
+    same data dir delivers the message: the log is the only place it can come from."""
+    sink, dns, port = SmtpSink().start(), DnsServer().start(), free_port()
+    env = {"POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address,
+           "POSTLINE_SUBMISSION_PORT": str(port)}
+    api_proc = PostlineProcess(tmp_path / "data", role="api", env=env).start()
+    relay = None
+    try:
+        _, key = production_service(Api(api_proc.url), dns)
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.ehlo("client.test")
+            assert login(s, key)[0] == 235
+            eid = email_id(transaction(s, [BOB], b"From: hello@acme.test\r\nTo: bob@example.com\r\nSubject: durable\r\n\r\nx\r\n"))
+            api_proc.kill()
+        assert not sink.received
+        relay = PostlineProcess(tmp_path / "data", role="relay", env=env).start()
+        (m,) = at_sink(sink, eid)
+        assert dkim_results(m.data, dns.address) == [True, True]
+    finally:
+        for p in (api_proc, relay):
+            if p is not None:
+                p.stop()
+        sink.stop()
+        dns.stop()
