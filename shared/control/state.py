@@ -40,16 +40,24 @@ class ControlState:
     suppressions: dict[tuple[str, str], ev.SuppressionSaved] = field(default_factory=dict)
     webhooks: dict[str, ev.WebhookSaved] = field(default_factory=dict)
     _positions: dict[str, int] = field(default_factory=dict)
+    _times: dict[str, object] = field(default_factory=dict)
     _by_token: dict[str, str] = field(default_factory=dict)
     _by_key_hash: dict[str, str] = field(default_factory=dict)
 
     def apply(self, event: ev.Event, offset: int | None = None) -> bool:
-        """Apply one control event; returns False if it is older than what is held."""
+        """Apply one control event; returns False if it is older than what is held (an
+        earlier log position, or an earlier ``time`` than the state held for its key)."""
         key = entity_key(event)
         if offset is not None:
             if self._positions.get(key, -1) >= offset:
                 return False
             self._positions[key] = offset
+        # A copy of an older state appended again later (a producer retry without
+        # idempotence, a replay) must not undo a newer one: every change carries a new time.
+        held = self._times.get(key)
+        if held is not None and event.time < held:
+            return False
+        self._times[key] = event.time
         match event:
             case ev.WorkspaceSaved():
                 old = self.workspaces.get(event.workspace_id)
