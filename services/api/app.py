@@ -10,6 +10,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.idempotency import IdempotencyStore
 from services.api.limits import RateLimiter
+from services.api.request_ids import RequestIds, request_id_of
+from services.api.text_checks import RejectUnencodable
 from services.api.schemas import ErrorBody
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
@@ -75,7 +77,9 @@ def create_app(runtime) -> FastAPI:
         s = runtime.settings
         runtime.extras.setdefault("limits", RateLimiter(s.api_replicas, runtime.store, s.rate_per_minute, s.rate_per_day))
         runtime.extras.setdefault("idempotency", IdempotencyStore(runtime.settings.data_dir / "idempotency.sqlite3"))
+    app.add_middleware(RejectUnencodable)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestIds)  # outermost: every answer, the middlewares' own included, has the id
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -83,12 +87,21 @@ def create_app(runtime) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code >= 500:  # an infrastructure fault: logged, and the client gets the id to quote
+            rid = request_id_of(request.scope)
+            log.error("request %s: %s %s → %d %s", rid, request.method, request.url.path, exc.status_code,
+                      exc.detail, exc_info=exc.__cause__)
+            return JSONResponse({"error": str(exc.detail), "request_id": rid}, status_code=exc.status_code,
+                                headers={**(getattr(exc, "headers", None) or {}), "X-Request-Id": rid})
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal error; safe to retry"}, status_code=500)
+        # Runs outside the middlewares (Starlette's ServerErrorMiddleware): set the header here.
+        rid = request_id_of(request.scope)
+        log.exception("request %s: unhandled error on %s %s", rid, request.method, request.url.path)
+        return JSONResponse({"error": "internal error", "request_id": rid}, status_code=500,
+                            headers={"X-Request-Id": rid})
 
     add_ops_routes(app, runtime)
 

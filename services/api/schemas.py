@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.api.text_checks import check_encodable
 from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
 
 MAX_RECIPIENTS = 50
@@ -96,6 +97,12 @@ class SendEmail(BaseModel):
     attachments: list[AttachmentIn] | None = None
     tags: list[str] | None = None
     scheduled_at: datetime | None = Field(None, description="Deliver not before this time (ISO 8601, at most 30 days ahead).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data):
+        check_encodable(data)  # here too, not only at the door: a batch judges each item alone
+        return data
 
     @field_validator("from_")
     @classmethod

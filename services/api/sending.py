@@ -151,8 +151,9 @@ def prepare(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str
 
 async def append_requests(rt, reqs: list[ev.SendRequested]) -> None:
     """Durably append; a failure means nothing in ``reqs`` may be reported as accepted."""
+    records = [(r.email_id, ev.encode(r)) for r in reqs]  # outside the try: failing here is a bug, not the log's
     try:
-        await rt.log.append_many(ev.Topic.REQUESTS, [(r.email_id, ev.encode(r)) for r in reqs])
+        await rt.log.append_many(ev.Topic.REQUESTS, records)
     except Exception as exc:  # log unreachable or disk full
         raise HTTPException(503, "the event log is unavailable; nothing was sent, safe to retry",
                             headers={"Retry-After": "1"}) from exc
