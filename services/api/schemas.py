@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.api.text_checks import check_encodable
 from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
+from shared.message_size import MAX_ATTACHMENTS, MAX_MESSAGE_BYTES, encoded_size
 
 MAX_RECIPIENTS = 50
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MAX_HEADERS = 50
 MAX_TAGS = 20
 RESERVED_HEADERS = {
@@ -94,7 +94,7 @@ class SendEmail(BaseModel):
     html: str | None = Field(None, description="Alias of `message`.")
     text: str | None = Field(None, description="Plain-text body; derived from the HTML when absent.")
     headers: dict[str, str] | None = Field(None, description="Extra `X-…` headers.")
-    attachments: list[AttachmentIn] | None = None
+    attachments: list[AttachmentIn] | None = Field(None, max_length=MAX_ATTACHMENTS)
     tags: list[str] | None = None
     scheduled_at: datetime | None = Field(None, description="Deliver not before this time (ISO 8601, at most 30 days ahead).")
 
@@ -137,8 +137,8 @@ class SendEmail(BaseModel):
                 raise ValueError(f"{name} is a reserved header")
             if not HEADER_NAME.match(name):
                 raise ValueError(f"{name!r} is not allowed: only X-… header names")
-            if has_forbidden_chars(value) or len(value) > 998:
-                raise ValueError(f"value of {name} must be one line under 998 characters")
+            if has_forbidden_chars(value) or len(value.encode("utf-8")) > 998:
+                raise ValueError(f"value of {name} must be one line of at most 998 bytes (UTF-8)")
         return v
 
     @field_validator("tags")
@@ -174,10 +174,17 @@ class SendEmail(BaseModel):
             raise ValueError("to: at least one recipient is required")
         if len(self.to_list) + len(self.cc_list) + len(self.bcc_list) > MAX_RECIPIENTS:
             raise ValueError(f"to: at most {MAX_RECIPIENTS} recipients across to, cc and bcc")
-        size = len(self.html_body or "") + len(self.text or "") + sum(len(a.content_base64) for a in self.attachments or [])
-        if size > MAX_MESSAGE_BYTES:
-            raise ValueError(f"attachments: the message exceeds {MAX_MESSAGE_BYTES // (1024 * 1024)} MB")
+        size = self.encoded_size()
+        if size.total > MAX_MESSAGE_BYTES:
+            raise ValueError(f"{size.largest}: the encoded message would be {size.total} bytes, over the limit of "
+                             f"{MAX_MESSAGE_BYTES} bytes ({MAX_MESSAGE_BYTES // (1024 * 1024)} MiB)")
         return self
+
+    def encoded_size(self):
+        """What the relay will build, in bytes (``shared.message_size``)."""
+        return encoded_size(from_=self.from_, to=self.to_list + self.bcc_list, cc=self.cc_list, reply_to=self.reply_to_list,
+                            subject=self.subject, headers=self.headers or {}, html=self.html_body, text=self.text,
+                            attachments=[(a.filename, a.content_type, a.content_base64) for a in self.attachments or []])
 
     @property
     def html_body(self) -> str | None:
