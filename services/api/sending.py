@@ -120,16 +120,25 @@ def respond(draft: Draft, email_id: str) -> dict:
             "dropped": [d.model_dump() for d in draft.dropped]}
 
 
+# What GET /emails/{id} reads of a request: never the bodies, headers or attachments, so a
+# remembered send costs about a kilobyte however large the message was.
+SUMMARY_EXCLUDES = {"html", "text", "attachments", "headers"}
+
+
 class RecentSends:
     """Records this API process accepted, so ``GET /emails/{id}`` answers at once after the
-    POST, before analytics has loaded the message (bounded, oldest forgotten first)."""
+    POST, before analytics has loaded the message (bounded, oldest forgotten first).
+
+    Each record is a small summary (the request as JSON without ``SUMMARY_EXCLUDES``) and the
+    send's response; ``get`` returns ``(summary, response)`` or ``None``."""
 
     def __init__(self, size: int = 20_000):
         self.size = size
-        self._items: OrderedDict[str, tuple[ev.SendRequested, dict]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[dict, dict]] = OrderedDict()
 
     def remember(self, req: ev.SendRequested, response: dict) -> None:
-        self._items[req.email_id] = (req, response)
+        summary = req.model_dump(mode="json", by_alias=True, exclude=SUMMARY_EXCLUDES)
+        self._items[req.email_id] = (summary, response)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 

@@ -127,8 +127,7 @@ async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key),
     recent = rt.extras.get("recent")
     remembered = recent.get(email_id) if recent else None
     if record is None and remembered is not None:
-        req, _ = remembered
-        record = req.model_dump(mode="json", by_alias=True, exclude={"html", "text", "attachments"})
+        record = remembered[0]
     if record is None or record.get("service_id") != svc.service_id:
         raise HTTPException(404, f"email {email_id} not found")
     response = remembered[1] if remembered else {}
