@@ -140,6 +140,23 @@ async def _workspace(action: str, name: str) -> None:
         await rt.close()
 
 
+async def _rotate_secret_key() -> None:
+    from services.rotate_key import rotate
+    from shared.crypto import load_or_create_master_key
+
+    settings = load_settings()
+    if not settings.secret_key:
+        raise SystemExit("postline: set POSTLINE_SECRET_KEY to the new master key")
+    old = load_or_create_master_key(settings.previous_secret_key, settings.data_dir)
+    rt = Runtime(settings)
+    await rt.start(with_store=False)
+    try:
+        done = await rotate(rt.control, old, settings.master_key)
+        print(f"re-sealed {done['domains']} domains and {done['webhooks']} webhooks under the new master key")
+    finally:
+        await rt.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="postline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     for role in ROLES:
         sub.add_parser(role)
     sub.add_parser("migrate")
+    sub.add_parser("rotate-secret-key", help="re-seal DKIM keys and webhook secrets under POSTLINE_SECRET_KEY "
+                                             "(from POSTLINE_PREVIOUS_SECRET_KEY); roles stopped")
     ws = sub.add_parser("workspace")
     ws.add_argument("action", choices=["create", "rotate-token"])
     ws.add_argument("name", help="workspace name (create) or id (rotate-token)")
@@ -163,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_main(args.cmd))
     elif args.cmd == "migrate":
         asyncio.run(_migrate())
+    elif args.cmd == "rotate-secret-key":
+        asyncio.run(_rotate_secret_key())
     else:
         asyncio.run(_workspace(args.action, args.name))
 

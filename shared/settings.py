@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, lt=65536, description="Port of the API and dashboard.")
     admin_token: str | None = Field(None, description="If set, accepted as the admin token of the default workspace.")
     secret_key: str | None = Field(None, description="Master key (urlsafe base64, 32 bytes); generated into the data dir when unset.")
+    previous_secret_key: str | None = Field(None, description="Only for `postline rotate-secret-key`: the master key being replaced (default: the data dir's key file).")
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; when set, Kafka replaces the embedded log.")
     kafka_idempotence: bool = Field(True, description="Idempotent Kafka producer. Only test brokers lacking InitProducerId v3 turn it off.")
     kafka_session_timeout_ms: int = Field(10000, ge=1000, description="Consumer-group session timeout.")
