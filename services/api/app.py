@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.api.allow import allowed_methods
 from services.api.idempotency import IdempotencyStore
 from services.api.limits import RateLimiter
 from services.api.request_ids import RequestIds, request_id_of
@@ -93,6 +94,9 @@ def create_app(runtime) -> FastAPI:
                       exc.detail, exc_info=exc.__cause__)
             return JSONResponse({"error": str(exc.detail), "request_id": rid}, status_code=exc.status_code,
                                 headers={**(getattr(exc, "headers", None) or {}), "X-Request-Id": rid})
+        if exc.status_code == 405:
+            return JSONResponse({"error": str(exc.detail)}, status_code=405,
+                                headers={"Allow": ", ".join(allowed_methods(request.app, request.scope))})
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from services.api.text_checks import check_encodable
 from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
@@ -44,8 +44,10 @@ class AttachmentIn(BaseModel):
     def _filename(cls, v: str) -> str:
         if has_forbidden_chars(v) or "/" in v or "\\" in v:
             raise ValueError("must be a plain file name")
-        if v.rsplit(".", 1)[-1].lower() in BLOCKED_EXTENSIONS and "." in v:
-            raise ValueError(f"has a blocked extension ({v.rsplit('.', 1)[-1]})")
+        # Windows drops trailing dots and spaces: "a.exe." and "a.exe " open as "a.exe"
+        ext = v.rstrip(". ").rsplit(".", 1)[-1].lower() if "." in v.rstrip(". ") else ""
+        if ext in BLOCKED_EXTENSIONS:
+            raise ValueError(f"has a blocked extension ({ext})")
         return v
 
     @field_validator("content_type")
@@ -229,8 +231,8 @@ class ServiceUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=100)
     mode: Literal["sandbox", "production"] | None = None
     status: Literal["active", "disabled"] | None = None
-    track_opens: bool | None = None
-    track_clicks: bool | None = None
+    track_opens: StrictBool | None = None  # strict: 0/1 and "yes" are not booleans
+    track_clicks: StrictBool | None = None
 
 
 class ApiKeyCreate(BaseModel):
@@ -348,7 +350,7 @@ class DomainView(BaseModel):
     domain: str = Field(examples=["acme.test"])
     status: Literal["pending", "verified"]
     verified: bool
-    verified_at: str | None
+    verified_at: str | None = Field(None, description="Absent until the domain is verified.")
     created_at: str
     records: list[DnsRecord]
     last_check: dict | None = None

@@ -99,3 +99,38 @@ async def test_a_client_request_id_is_kept_only_when_it_is_a_token(tmp_path):
         assert r.headers["X-Request-Id"] == "client-abc-12345"
         r = await admin("GET", "/api/email/services", headers={"X-Request-Id": "bad id; with spaces"})
         assert r.headers["X-Request-Id"] != "bad id; with spaces"
+
+
+@pytest.mark.parametrize("filename", ["a.exe.", "a.exe ", "a.EXE. .", "a.js"])
+async def test_blocked_extensions_despite_trailing_dots_and_spaces(tmp_path, filename):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        body = {**SEND, "attachments": [{"filename": filename, "content_base64": "YQ=="}]}
+        r = await admin.http.post("/emails", json=body, headers={"Api-Key": key})
+        assert r.status_code == 400 and r.json()["error"].startswith("attachments[0].filename: has a blocked extension")
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "yes"])
+async def test_booleans_are_strict(tmp_path, value):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid = await admin.service()
+        r = await admin("PATCH", f"/api/email/services/{sid}", json={"track_clicks": value})
+        assert r.status_code == 400 and r.json()["error"].startswith("track_clicks: "), r.text
+
+
+async def test_405_lists_every_method_of_the_path(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid = await admin.service()
+        r = await admin("PUT", f"/api/email/services/{sid}")
+        assert r.status_code == 405
+        assert set(r.headers["Allow"].split(", ")) >= {"GET", "PATCH", "DELETE"}, r.headers["Allow"]
+        r = await admin("PUT", "/api/email/services")
+        assert set(r.headers["Allow"].split(", ")) >= {"GET", "POST"}, r.headers["Allow"]
+
+
+async def test_unverified_domain_view_matches_its_schema(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid = await admin.service()
+        d = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "acme.test"})).json()
+        schema = (await admin("GET", "/openapi.json")).json()["components"]["schemas"]["DomainView"]
+        assert set(schema["required"]) <= set(d), set(schema["required"]) - set(d)
