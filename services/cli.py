@@ -36,8 +36,15 @@ class _Server:
             def capture_signals(self):
                 yield
 
+        from services import http_server
+
+        cap = settings.http_max_connections or http_server.default_max_connections()
         self.server = Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_config=None,
-                                            access_log=False, lifespan="off", loop="none"))
+                                            access_log=False, lifespan="off", loop="none",
+                                            http=http_server.protocol(settings.http_header_timeout,
+                                                                      settings.http_body_timeout, cap),
+                                            timeout_keep_alive=settings.http_keepalive_timeout,
+                                            limit_concurrency=cap))
 
     async def run(self, stop: asyncio.Event) -> None:
         task = asyncio.create_task(self.server.serve())

@@ -18,8 +18,9 @@ ADMIN_TOKEN = "pl_adm_test_token_0123456789abcdefghijklmnop"
 
 
 class PostlineProcess:
-    def __init__(self, data_dir: Path, role: str = "all", env: dict | None = None, port: int | None = None):
-        self.data_dir, self.role = Path(data_dir), role
+    def __init__(self, data_dir: Path, role: str = "all", env: dict | None = None, port: int | None = None,
+                 preexec_fn=None):
+        self.data_dir, self.role, self.preexec_fn = Path(data_dir), role, preexec_fn
         self.port = port or free_port()
         self.env = {**os.environ, "POSTLINE_DATA_DIR": str(data_dir), "POSTLINE_HTTP_PORT": str(self.port),
                     "POSTLINE_ADMIN_TOKEN": ADMIN_TOKEN, "POSTLINE_SECRET_KEY": "test-master-key",
@@ -35,7 +36,7 @@ class PostlineProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", self.role], cwd=ROOT, env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+                                     stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
         if wait and self.role in ("all", "api"):
             self.wait_ready()
         return self
