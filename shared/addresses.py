@@ -86,3 +86,25 @@ def format_mailbox(name: str, address: str) -> str:
 
 def needs_smtputf8(*addresses: str) -> bool:
     return any(not a.isascii() for a in addresses)
+
+
+@lru_cache(maxsize=4096)
+def _a_labels(domain: str) -> str:
+    import idna
+
+    return idna.encode(domain, uts46=True).decode("ascii")
+
+
+def ascii_domain(address: str) -> str:
+    """``address`` with an internationalised domain as A-labels (``u@xn--bcher-kva.example``),
+    which every server accepts; the local part is left as it is (a non-ASCII local part
+    cannot be converted: it needs SMTPUTF8). ASCII addresses come back unchanged, cheaply."""
+    if address.isascii():
+        return address
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{_a_labels(domain)}"
+    except ValueError:  # idna.IDNAError: validated upstream, so only a name the API let through unconverted
+        return address

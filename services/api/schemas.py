@@ -27,6 +27,8 @@ BLOCKED_EXTENSIONS = {
 }
 HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,76}$")
 TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"  # RFC 2045 token: US-ASCII, no space, controls or tspecials
+MIME_TYPE = re.compile(f"{_TOKEN}/{_TOKEN}")
 
 
 class ErrorBody(BaseModel):
@@ -53,8 +55,8 @@ class AttachmentIn(BaseModel):
     @field_validator("content_type")
     @classmethod
     def _ctype(cls, v: str) -> str:
-        if not re.fullmatch(r"[\w.+-]+/[\w.+-]+", v):
-            raise ValueError("must be a MIME type like application/pdf")
+        if not MIME_TYPE.fullmatch(v):
+            raise ValueError("must be a MIME type like application/pdf (RFC 2045 tokens: ASCII, no parameters)")
         return v
 
     @field_validator("content_base64")

@@ -17,7 +17,7 @@ from email.utils import formatdate
 
 import html2text
 
-from shared.addresses import split_mailbox
+from shared.addresses import ascii_domain, split_mailbox
 from shared.events import SendRequested
 from shared.message_size import fit_qp, qp_size
 
@@ -86,6 +86,7 @@ def _display_name(name: str) -> list[str]:
 
 def mailbox_tokens(value: str) -> list[str]:
     name, addr = split_mailbox(value)
+    addr = ascii_domain(addr)  # IDN domains as A-labels; a UTF-8 local part makes the message SMTPUTF8
     return [*_display_name(name), f"<{addr}>"] if name else [addr]
 
 

@@ -134,3 +134,12 @@ async def test_unverified_domain_view_matches_its_schema(tmp_path):
         d = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "acme.test"})).json()
         schema = (await admin("GET", "/openapi.json")).json()["components"]["schemas"]["DomainView"]
         assert set(schema["required"]) <= set(d), set(schema["required"]) - set(d)
+
+
+@pytest.mark.parametrize("ctype", ["tëxt/plaın", "text/plain; charset=utf-8", "text", "text/pl ain", "a/b/c"])
+async def test_attachment_content_types_are_rfc2045_tokens(tmp_path, ctype):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        body = {**SEND, "attachments": [{"filename": "a.txt", "content_base64": "YQ==", "content_type": ctype}]}
+        r = await admin.http.post("/emails", json=body, headers={"Api-Key": key})
+        assert r.status_code == 400 and r.json()["error"].startswith("attachments[0].content_type: "), r.text
