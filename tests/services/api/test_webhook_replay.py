@@ -8,6 +8,7 @@ import pytest
 
 from services.analytics.rows import event_row
 from shared import events as ev
+from tests.shared.store.test_query_params import HOSTILE
 from tests.support.clickhouse_http import ClickHouseHttp
 from tests.support.inproc import api_runtime
 
@@ -37,6 +38,13 @@ async def test_replay_since_until(tmp_path, backend):
             assert r.json()["events"] == 2  # the delivered and the bounced of the last 3 h; not `sent`
             r = await admin("POST", path, json={"since": since, "until": (now - timedelta(minutes=90)).isoformat()})
             assert r.status_code == 202 and r.json()["events"] == 1, r.text
+            for hostile in HOSTILE:  # an event id reaches the store as a plain value
+                r = await admin("POST", path, json={"event_id": hostile})
+                assert r.status_code == 404, (hostile, r.text)
+            stats = await admin("GET", f"/api/email/services/{sid}/stats", params={"tag": "a\\", "period": "24h"})
+            assert stats.status_code == 200, stats.text
+            log = await admin("GET", f"/api/email/services/{sid}/messages", params={"to": "a\\\t\n", "tag": "x'"})
+            assert log.status_code == 200, log.text
     finally:
         if server:
             server.stop()
