@@ -12,8 +12,8 @@ from services.api.allow import allowed_methods
 from services.api.idempotency import IdempotencyStore
 from services.api.limits import RateLimiter
 from services.api.request_ids import RequestIds, request_id_of
-from services.api.text_checks import RejectUnencodable
 from services.api.schemas import ErrorBody
+from services.api.text_checks import RejectUnencodable
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
 from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, webhooks

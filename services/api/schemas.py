@@ -178,17 +178,20 @@ class SendEmail(BaseModel):
             raise ValueError("to: at least one recipient is required")
         if len(self.to_list) + len(self.cc_list) + len(self.bcc_list) > MAX_RECIPIENTS:
             raise ValueError(f"to: at most {MAX_RECIPIENTS} recipients across to, cc and bcc")
-        size = self.encoded_size()
+        size = self.encoded_size(exact=False)  # a cheap bound first; most messages are far below the limit
+        if size.total > MAX_MESSAGE_BYTES:
+            size = self.encoded_size()
         if size.total > MAX_MESSAGE_BYTES:
             raise ValueError(f"{size.largest}: the encoded message would be {size.total} bytes, over the limit of "
                              f"{MAX_MESSAGE_BYTES} bytes ({MAX_MESSAGE_BYTES // (1024 * 1024)} MiB)")
         return self
 
-    def encoded_size(self):
+    def encoded_size(self, exact: bool = True):
         """What the relay will build, in bytes (``shared.message_size``)."""
         return encoded_size(from_=self.from_, to=self.to_list + self.bcc_list, cc=self.cc_list, reply_to=self.reply_to_list,
                             subject=self.subject, headers=self.headers or {}, html=self.html_body, text=self.text,
-                            attachments=[(a.filename, a.content_type, a.content_base64) for a in self.attachments or []])
+                            attachments=[(a.filename, a.content_type, a.content_base64) for a in self.attachments or []],
+                            exact=exact)
 
     @property
     def html_body(self) -> str | None:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from services.api.schemas import SendEmail
 from services.relay.mime import build
 from shared import events as ev
-from shared.message_size import MAX_MESSAGE_BYTES, RESERVE, b64_size, encoded_size, fit_qp, qp_size
+from shared.message_size import MAX_MESSAGE_BYTES, RESERVE, b64_size, encoded_size, fit_qp, qp_bound, qp_size
 
 # every code point except surrogates (the API refuses those: tests/services/api/test_bad_input.py)
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=400)
@@ -86,3 +86,9 @@ def test_the_api_counts_bytes_of_the_encoded_message():
         assert "text: the encoded message would be" in str(exc)
     ok = SendEmail.model_validate({**base, "text": ("a" * 70 + "\n") * 140_000})  # 9.9 MB of ASCII lines
     assert ok.encoded_size().total <= MAX_MESSAGE_BYTES
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(text=TEXT | HTML)
+def test_the_cheap_bound_is_an_upper_bound(text):
+    assert qp_size(text) <= qp_bound(text)
