@@ -96,13 +96,14 @@ def _a_labels(domain: str) -> str:
 
 
 def ascii_domain(address: str) -> str:
-    """``address`` with an internationalised domain as A-labels (``u@xn--bcher-kva.example``),
-    which every server accepts; the local part is left as it is (a non-ASCII local part
-    cannot be converted: it needs SMTPUTF8). ASCII addresses come back unchanged, cheaply."""
+    """``address`` with an internationalised domain as A-labels (``u@xn--bcher-kva.example``)
+    when that makes it ASCII, so every server accepts it without SMTPUTF8. A non-ASCII
+    local part cannot be converted (the address needs SMTPUTF8, which carries U-labels as
+    they are): such an address comes back unchanged, as do ASCII ones, cheaply."""
     if address.isascii():
         return address
     local, at, domain = address.rpartition("@")
-    if not at or domain.isascii():
+    if not at or domain.isascii() or not local.isascii():
         return address
     try:
         return f"{local}@{_a_labels(domain)}"
