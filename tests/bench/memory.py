@@ -4,6 +4,7 @@ its children) after a warm-up and at the end should stay flat (±10 %)."""
 from __future__ import annotations
 
 import concurrent.futures
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,8 @@ def run(sends: int = 10_000) -> dict:
     port = free_port()
     sink = subprocess.Popen([sys.executable, "-m", "tests.bench.sink", str(port)], stdout=subprocess.PIPE)
     sink.stdout.readline()
-    proc = PostlineProcess(Path(tempfile.mkdtemp(prefix="postline-bench-mem-")) / "data",
+    tmp = Path(tempfile.mkdtemp(prefix="postline-bench-mem-"))  # ~1 GB per 1,000 sends: removed at the end
+    proc = PostlineProcess(tmp / "data",
                            env={"POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "smarthost",
                                 "POSTLINE_SMARTHOST": f"127.0.0.1:{port}",
                                 "POSTLINE_RATE_PER_MINUTE": "1000000", "POSTLINE_RATE_PER_DAY": "100000000"}).start()
@@ -81,3 +83,4 @@ def run(sends: int = 10_000) -> dict:
         sink.terminate()
         sink.wait()
         dns.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
