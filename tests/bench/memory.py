@@ -21,14 +21,14 @@ CLIENTS, WARMUP = 4, 300
 BODY_TEXT = ("x" * 99 + "\n") * 10_000  # 1 MB, in lines as real text is
 
 
-def rss_mb(pid: int) -> float:
-    """VmRSS of ``pid`` and its descendants, in MB."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """``field`` (VmRSS, RssAnon, RssFile) of ``pid`` and its descendants, in MB."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
             status = Path(f"/proc/{p}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith(field + ":")))
             children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
             todo += [int(c) for c in children]
         except (FileNotFoundError, StopIteration, ProcessLookupError):
@@ -66,6 +66,7 @@ def run(sends: int = 10_000) -> dict:
         batch(WARMUP)
         time.sleep(5)  # let the relay drain the warm-up
         warm_rss = rss_mb(proc.proc.pid)
+        warm_split = {f: rss_mb(proc.proc.pid, f) for f in ("RssAnon", "RssFile")}
         samples = []
         t0 = time.perf_counter()
         for _ in range(10):
@@ -74,9 +75,10 @@ def run(sends: int = 10_000) -> dict:
         elapsed = time.perf_counter() - t0
         time.sleep(5)
         end_rss = rss_mb(proc.proc.pid)
+        split = {f: rss_mb(proc.proc.pid, f) for f in ("RssAnon", "RssFile")}
         return {"sends": sum(codes.values()), "body_bytes": len(BODY_TEXT), "status_codes": codes,
                 "rss_mb": {"at_start": start_rss, "after_warmup": warm_rss, "during": samples, "at_end": end_rss},
-                "growth_after_warmup_pct": round(100 * (end_rss - warm_rss) / warm_rss, 1),
+                "rss_split_after_warmup_mb": warm_split, "rss_split_at_end_mb": split, "growth_after_warmup_pct": round(100 * (end_rss - warm_rss) / warm_rss, 1),
                 "sends_per_s": round((sends - WARMUP) / elapsed, 1)}
     finally:
         proc.stop()
