@@ -31,8 +31,15 @@ class _Server:
             def capture_signals(self):
                 yield
 
+        from services import http_server
+
+        cap = settings.http_max_connections or http_server.default_max_connections()
         self.server = Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_config=None,
-                                            access_log=False, lifespan="off", loop="none"))
+                                            access_log=False, lifespan="off", loop="none",
+                                            http=http_server.protocol(settings.http_header_timeout,
+                                                                      settings.http_body_timeout, cap),
+                                            timeout_keep_alive=settings.http_keepalive_timeout,
+                                            limit_concurrency=cap))
 
     async def run(self, stop: asyncio.Event) -> None:
         task = asyncio.create_task(self.server.serve())
@@ -142,6 +149,23 @@ async def _workspace(action: str, name: str) -> None:
         await rt.close()
 
 
+async def _rotate_secret_key() -> None:
+    from services.rotate_key import rotate
+    from shared.crypto import load_or_create_master_key
+
+    settings = load_settings()
+    if not settings.secret_key:
+        raise SystemExit("postline: set POSTLINE_SECRET_KEY to the new master key")
+    old = load_or_create_master_key(settings.previous_secret_key, settings.data_dir)
+    rt = Runtime(settings)
+    await rt.start(with_store=False)
+    try:
+        done = await rotate(rt.control, old, settings.master_key)
+        print(f"re-sealed {done['domains']} domains and {done['webhooks']} webhooks under the new master key")
+    finally:
+        await rt.close()
+
+
 # Environment variables by concern; each command's --help lists the groups it reads.
 ENV = {
     "store": ["POSTLINE_DATA_DIR", "POSTLINE_SECRET_KEY", "POSTLINE_KAFKA_BOOTSTRAP", "POSTLINE_CLICKHOUSE_URL",
@@ -192,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for name, (summary, description, groups) in COMMANDS.items():
         sub.add_parser(name, help=summary, description=description, epilog=_env_epilog(groups), formatter_class=raw)
+    sub.add_parser("rotate-secret-key", formatter_class=raw,
+                   help="re-seal DKIM keys and webhook secrets under a new master key (roles stopped)",
+                   description="Re-seals every DKIM private key and webhook secret, sealed under\n"
+                               "POSTLINE_PREVIOUS_SECRET_KEY, under POSTLINE_SECRET_KEY. Idempotent; run it\n"
+                               "with every role stopped (docs/operations.md).",
+                   epilog=_env_epilog(("store",)) + "\n  POSTLINE_PREVIOUS_SECRET_KEY")
     ws = sub.add_parser(
         "workspace", help="workspace create NAME | workspace rotate-token ID: admin tokens (shown once)",
         description="create NAME: a new workspace and its admin token.\n"
@@ -219,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_main(args.cmd))
     elif args.cmd == "migrate":
         asyncio.run(_migrate())
+    elif args.cmd == "rotate-secret-key":
+        asyncio.run(_rotate_secret_key())
     else:
         asyncio.run(_workspace(args.action, args.name))
 

@@ -86,3 +86,26 @@ def format_mailbox(name: str, address: str) -> str:
 
 def needs_smtputf8(*addresses: str) -> bool:
     return any(not a.isascii() for a in addresses)
+
+
+@lru_cache(maxsize=4096)
+def _a_labels(domain: str) -> str:
+    import idna
+
+    return idna.encode(domain, uts46=True).decode("ascii")
+
+
+def ascii_domain(address: str) -> str:
+    """``address`` with an internationalised domain as A-labels (``u@xn--bcher-kva.example``)
+    when that makes it ASCII, so every server accepts it without SMTPUTF8. A non-ASCII
+    local part cannot be converted (the address needs SMTPUTF8, which carries U-labels as
+    they are): such an address comes back unchanged, as do ASCII ones, cheaply."""
+    if address.isascii():
+        return address
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii() or not local.isascii():
+        return address
+    try:
+        return f"{local}@{_a_labels(domain)}"
+    except ValueError:  # idna.IDNAError: validated upstream, so only a name the API let through unconverted
+        return address

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from shared import events as ev
 from shared.control.plane import ControlPlane
 from shared.crypto import hash_secret, new_admin_token
+from shared.data_dir import secure as secure_data_dir
 from shared.devinbox import DevInbox
 from shared.log import open_log
 from shared.log.port import EventLog
@@ -33,7 +34,7 @@ class Runtime:
         embedded chDB and for roles that own the schema; against a ClickHouse server the other
         roles leave them to ``postline migrate`` and start even while ClickHouse is down."""
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(s.data_dir)  # before anything is created in it: owner-only files
         self.log = open_log(s)
         await self.log.start()
         self.control = ControlPlane(self.log)

@@ -13,11 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.api.allow import allowed_methods
 from services.api.errors import error_body
 from services.api.idempotency import IdempotencyStore
 from services.api.limits import RateLimiter
+from services.api.request_ids import RequestIds, request_id_of
 from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
+from services.api.text_checks import RejectUnencodable
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
 from services.api import dashboard
@@ -121,8 +124,10 @@ def create_app(runtime) -> FastAPI:
         runtime.extras.setdefault("limits", RateLimiter(s.api_replicas, runtime.store, s.rate_per_minute, s.rate_per_day,
                                                         overrides=lambda sid: runtime.control.state.rate_overrides(sid)))
         runtime.extras.setdefault("idempotency", IdempotencyStore(runtime.settings.data_dir / "idempotency.sqlite3"))
+    app.add_middleware(RejectUnencodable)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLog)
+    app.add_middleware(RequestIds)  # outside the others: every answer, the middlewares' own included, has the id
     app.add_middleware(tracking.HotPaths, runtime=runtime)  # outermost: the pixel and redirects skip the rest
 
     @app.exception_handler(RequestValidationError)
@@ -137,13 +142,26 @@ def create_app(runtime) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code >= 500:  # an infrastructure fault: logged, and the client gets the id to quote
+            rid = request_id_of(request.scope)
+            log.error("request %s: %s %s → %d %s", rid, request.method, request.url.path, exc.status_code,
+                      exc.detail, exc_info=exc.__cause__)
+            return JSONResponse({**error_body(exc.status_code, str(exc.detail)), "request_id": rid},
+                                status_code=exc.status_code,
+                                headers={**(getattr(exc, "headers", None) or {}), "X-Request-Id": rid})
+        if exc.status_code == 405:
+            return JSONResponse(error_body(405, str(exc.detail)), status_code=405,
+                                headers={"Allow": ", ".join(allowed_methods(request.app, request.scope))})
         return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body(500, "internal error; safe to retry"), status_code=500)
+        # Runs outside the middlewares (Starlette's ServerErrorMiddleware): set the header here.
+        rid = request_id_of(request.scope)
+        log.exception("request %s: unhandled error on %s %s", rid, request.method, request.url.path)
+        return JSONResponse({**error_body(500, "internal error"), "request_id": rid}, status_code=500,
+                            headers={"X-Request-Id": rid})
 
     add_ops_routes(app, runtime)
     add_docs_routes(app)

@@ -71,8 +71,7 @@ async def lookup_email(rt, svc, email_id: str) -> Found | None:
     recent = rt.extras.get("recent")
     remembered = recent.get(email_id) if recent else None
     if record is None and remembered is not None:
-        req, _ = remembered
-        record = req.model_dump(mode="json", by_alias=True, exclude={"html", "text", "attachments"})
+        record = remembered[0]  # the summary RecentSends keeps
     if record is None or record.get("service_id") != svc.service_id:
         return None
     local = rt.extras.get("schedule_changes", {}).get(email_id, {})

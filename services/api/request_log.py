@@ -2,7 +2,7 @@
 
 Fields: ``method``, ``route`` (the template, e.g. ``/api/email/services/{service_id}``, so no
 id or address from the URL leaks and lines group by endpoint), ``status``, ``ms`` (time to the
-response's first byte), ``client`` (peer IP, for abuse and rate-limit questions), and where
+response's first byte), ``request_id`` (the ``X-Request-Id`` the client got), ``client`` (peer IP, for abuse and rate-limit questions), and where
 known ``service_id`` and ``email_id``. Never logged: query strings, headers (keys, tokens,
 cookies), bodies, recipient addresses — an operator finds a message by its id, and the id
 leads to everything else through the authenticated API. Unmatched paths log as ``route: null``.
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
+
+from services.api.request_ids import request_id_of
 
 log = logging.getLogger("postline.access")
 
@@ -44,6 +46,7 @@ def access_fields(scope, status: int, start: float) -> dict:
     route = scope.get("route")
     state = scope.get("state") or {}
     fields = {"method": scope["method"], "route": getattr(route, "path", None), "status": status,
+              "request_id": request_id_of(scope),
               "ms": round((time.perf_counter() - start) * 1000, 2),
               "client": (scope.get("client") or (None,))[0]}
     service_id = state.get("service_id") or (scope.get("path_params") or {}).get("service_id")

@@ -11,10 +11,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from services.api.when import parse_natural
+from services.api.text_checks import check_encodable
 from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
+from shared.message_size import MAX_ATTACHMENTS, MAX_MESSAGE_BYTES, encoded_size
 
 MAX_RECIPIENTS = 50
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MAX_HEADERS = 50
 MAX_TAGS = 20
 RESERVED_HEADERS = {
@@ -28,6 +29,8 @@ BLOCKED_EXTENSIONS = {
 }
 HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,76}$")
 TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"  # RFC 2045 token: US-ASCII, no space, controls or tspecials
+MIME_TYPE = re.compile(f"{_TOKEN}/{_TOKEN}")
 
 
 class ErrorBody(BaseModel):
@@ -85,15 +88,17 @@ class AttachmentIn(BaseModel):
     def _filename(cls, v: str) -> str:
         if has_forbidden_chars(v) or "/" in v or "\\" in v:
             raise ValueError("must be a plain file name")
-        if v.rsplit(".", 1)[-1].lower() in BLOCKED_EXTENSIONS and "." in v:
-            raise ValueError(f"has a blocked extension ({v.rsplit('.', 1)[-1]})")
+        # Windows drops trailing dots and spaces: "a.exe." and "a.exe " open as "a.exe"
+        ext = v.rstrip(". ").rsplit(".", 1)[-1].lower() if "." in v.rstrip(". ") else ""
+        if ext in BLOCKED_EXTENSIONS:
+            raise ValueError(f"has a blocked extension ({ext})")
         return v
 
     @field_validator("content_type")
     @classmethod
     def _ctype(cls, v: str) -> str:
-        if not re.fullmatch(r"[\w.+-]+/[\w.+-]+", v):
-            raise ValueError("must be a MIME type like application/pdf")
+        if not MIME_TYPE.fullmatch(v):
+            raise ValueError("must be a MIME type like application/pdf (RFC 2045 tokens: ASCII, no parameters)")
         return v
 
     @field_validator("content_base64")
@@ -154,13 +159,19 @@ class SendEmail(BaseModel):
     html: str | None = Field(None, description="Alias of `message`.")
     text: str | None = Field(None, description="Plain-text body; derived from the HTML when absent.")
     headers: dict[str, str] | None = Field(None, description="Extra `X-…` headers.")
-    attachments: list[AttachmentIn] | None = None
+    attachments: list[AttachmentIn] | None = Field(None, max_length=MAX_ATTACHMENTS)
     tags: list[str] | None = None
     scheduled_at: datetime | None = Field(None, description="Deliver not before this time (ISO 8601, at most 30 days ahead).")
     track_opens: StrictBool | None = Field(None, description="Open tracking for this message (default: the service's).")
     track_clicks: StrictBool | None = Field(None, description="Click tracking for this message (default: the service's).")
     list_unsubscribe: StrictBool | None = Field(
         None, description="RFC 8058 one-click List-Unsubscribe headers for this message (default: the service's).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data):
+        check_encodable(data)  # here too, not only at the door: a batch judges each item alone
+        return data
 
     @field_validator("from_")
     @classmethod
@@ -195,8 +206,8 @@ class SendEmail(BaseModel):
                 raise ValueError(f"{name} is a reserved header")
             if not HEADER_NAME.match(name):
                 raise ValueError(f"{name!r} is not allowed: only X-… header names")
-            if has_forbidden_chars(value) or len(value) > 998:
-                raise ValueError(f"value of {name} must be one line under 998 characters")
+            if has_forbidden_chars(value) or len(value.encode("utf-8")) > 998:
+                raise ValueError(f"value of {name} must be one line of at most 998 bytes (UTF-8)")
         return v
 
     @field_validator("tags", mode="before")
@@ -246,10 +257,20 @@ class SendEmail(BaseModel):
             raise ValueError("to: at least one recipient is required")
         if len(self.to_list) + len(self.cc_list) + len(self.bcc_list) > MAX_RECIPIENTS:
             raise ValueError(f"to: at most {MAX_RECIPIENTS} recipients across to, cc and bcc")
-        size = len(self.html_body or "") + len(self.text or "") + sum(len(a.content_base64) for a in self.attachments or [])
-        if size > MAX_MESSAGE_BYTES:
-            raise ValueError(f"attachments: the message exceeds {MAX_MESSAGE_BYTES // (1024 * 1024)} MB")
+        size = self.encoded_size(exact=False)  # a cheap bound first; most messages are far below the limit
+        if size.total > MAX_MESSAGE_BYTES:
+            size = self.encoded_size()
+        if size.total > MAX_MESSAGE_BYTES:
+            raise ValueError(f"{size.largest}: the encoded message would be {size.total} bytes, over the limit of "
+                             f"{MAX_MESSAGE_BYTES} bytes ({MAX_MESSAGE_BYTES // (1024 * 1024)} MiB)")
         return self
+
+    def encoded_size(self, exact: bool = True):
+        """What the relay will build, in bytes (``shared.message_size``)."""
+        return encoded_size(from_=self.from_, to=self.to_list + self.bcc_list, cc=self.cc_list, reply_to=self.reply_to_list,
+                            subject=self.subject, headers=self.headers or {}, html=self.html_body, text=self.text,
+                            attachments=[(a.filename, a.content_type, a.content_base64) for a in self.attachments or []],
+                            exact=exact)
 
     @property
     def html_body(self) -> str | None:
@@ -474,7 +495,7 @@ class DomainView(BaseModel):
     domain: str = Field(examples=["acme.test"])
     status: Literal["pending", "verified"]
     verified: bool
-    verified_at: str | None
+    verified_at: str | None = Field(None, description="Absent until the domain is verified.")
     created_at: str
     records: list[DnsRecord]
     tracking_host: str | None = None

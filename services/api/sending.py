@@ -136,16 +136,25 @@ def respond(draft: Draft, email_id: str) -> dict:
             "tracking": tracking_view(tracking_of(draft.body, draft.service))}
 
 
+# What GET /emails/{id} reads of a request: never the bodies, headers or attachments, so a
+# remembered send costs about a kilobyte however large the message was.
+SUMMARY_EXCLUDES = {"html", "text", "attachments", "headers", "raw_mime"}
+
+
 class RecentSends:
     """Records this API process accepted, so ``GET /emails/{id}`` answers at once after the
-    POST, before analytics has loaded the message (bounded, oldest forgotten first)."""
+    POST, before analytics has loaded the message (bounded, oldest forgotten first).
+
+    Each record is a small summary (the request as JSON without ``SUMMARY_EXCLUDES``) and the
+    send's response; ``get`` returns ``(summary, response)`` or ``None``."""
 
     def __init__(self, size: int = 20_000):
         self.size = size
-        self._items: OrderedDict[str, tuple[ev.SendRequested, dict]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[dict, dict]] = OrderedDict()
 
     def remember(self, req: ev.SendRequested, response: dict) -> None:
-        self._items[req.email_id] = (req, response)
+        summary = req.model_dump(mode="json", by_alias=True, exclude=SUMMARY_EXCLUDES)
+        self._items[req.email_id] = (summary, response)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 
@@ -167,8 +176,9 @@ def prepare(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str
 
 async def append_requests(rt, reqs: list[ev.SendRequested]) -> None:
     """Durably append; a failure means nothing in ``reqs`` may be reported as accepted."""
+    records = [(r.email_id, ev.encode(r)) for r in reqs]  # outside the try: failing here is a bug, not the log's
     try:
-        await rt.log.append_many(ev.Topic.REQUESTS, [(r.email_id, ev.encode(r)) for r in reqs])
+        await rt.log.append_many(ev.Topic.REQUESTS, records)
     except Exception as exc:  # log unreachable or disk full
         raise HTTPException(503, "the event log is unavailable; nothing was sent, safe to retry",
                             headers={"Retry-After": "1"}) from exc

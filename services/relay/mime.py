@@ -17,8 +17,9 @@ from email.utils import formatdate
 
 import html2text
 
-from shared.addresses import split_mailbox
+from shared.addresses import ascii_domain, split_mailbox
 from shared.events import SendRequested
+from shared.message_size import fit_qp, qp_size
 
 CRLF = b"\r\n"
 _PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")  # atoms that need no quoting
@@ -85,6 +86,7 @@ def _display_name(name: str) -> list[str]:
 
 def mailbox_tokens(value: str) -> list[str]:
     name, addr = split_mailbox(value)
+    addr = ascii_domain(addr)  # IDN domains as A-labels; a UTF-8 local part makes the message SMTPUTF8
     return [*_display_name(name), f"<{addr}>"] if name else [addr]
 
 
@@ -167,7 +169,8 @@ def build(req: SendRequested, id_domain: str, extra_headers: dict[str, str] | No
     for name, value in {**req.headers, **(extra_headers or {})}.items():
         head.append(unstructured(name, value))
     head.append(b"MIME-Version: 1.0\r\n")
-    text = req.text if req.text is not None else html_to_text(req.html or "")
+    # a derived text part gets the HTML part's size at most: what the API counted (shared.message_size)
+    text = req.text if req.text is not None else fit_qp(html_to_text(req.html or ""), qp_size(req.html or ""))
     body = text_part("plain", text)
     if req.html is not None:
         body = multipart("alternative", [body, text_part("html", req.html)], req.email_id)

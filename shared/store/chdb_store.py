@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from shared.store.port import AnalyticsStore
+from shared.store.sql import bind
 
 _sessions: dict[str, object] = {}
 _lock = threading.Lock()
@@ -35,7 +36,7 @@ class ChdbStore(AnalyticsStore):
 
     def _run(self, sql: str, fmt: str = "CSV", params: dict | None = None):
         with _lock:
-            return _session(self.path).query(sql, fmt, params=params or {})
+            return _session(self.path).query(sql, fmt, params=bind(params))
 
     async def execute(self, sql):
         await asyncio.to_thread(self._run, sql)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 from shared.store.port import AnalyticsStore
@@ -109,9 +110,16 @@ def encode_cursor(time_: str, email_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([time_, email_id]).encode()).decode()
 
 
+_CURSOR_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,9})?")
+
+
 def decode_cursor(cursor: str) -> tuple[str, str]:
+    """Raises ``ValueError`` on anything but a cursor ``encode_cursor`` made (a forged time
+    would otherwise reach the store as a value it cannot parse)."""
     time_, email_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    return str(time_), str(email_id)
+    if not (isinstance(time_, str) and _CURSOR_TIME.fullmatch(time_) and isinstance(email_id, str) and len(email_id) <= 64):
+        raise ValueError("not a cursor")
+    return time_, email_id
 
 
 async def message_log(store: AnalyticsStore, service_id: str, status: str | None, to: str | None, tag: str | None,

@@ -12,8 +12,9 @@ from tests.bench import relay
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission"], default=None)
+    parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
+    parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
     args = parser.parse_args()
     import uvloop
 
@@ -44,6 +45,10 @@ def main() -> None:
 
         results["tracking"] = tracking.run()
         results["tracking_api_role_alone"] = tracking.run(role="api")
+    if args.only in (None, "memory"):
+        from tests.bench import memory
+
+        results["memory_1mb_sends"] = memory.run(args.memory_sends)
     print(json.dumps(results, indent=2))
 
 

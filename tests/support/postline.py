@@ -29,8 +29,9 @@ def distinct_ports(n: int, taken: set[int]) -> list[int]:
 
 
 class PostlineProcess:
-    def __init__(self, data_dir: Path, role: str = "all", env: dict | None = None, port: int | None = None):
-        self.data_dir, self.role = Path(data_dir), role
+    def __init__(self, data_dir: Path, role: str = "all", env: dict | None = None, port: int | None = None,
+                 preexec_fn=None):
+        self.data_dir, self.role, self.preexec_fn = Path(data_dir), role, preexec_fn
         self.port = port or free_port()
         inbound, submission = distinct_ports(2, taken={self.port})
         self.env = {**os.environ, "POSTLINE_DATA_DIR": str(data_dir), "POSTLINE_HTTP_PORT": str(self.port),
@@ -48,7 +49,7 @@ class PostlineProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", self.role], cwd=ROOT, env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+                                     stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
         if wait and self.role in ("all", "api"):
             self.wait_ready()
         return self

@@ -117,9 +117,10 @@ class SmtpSink:
     def __init__(self, data_replies: list[str] | None = None, rcpt_replies: dict[str, str] | None = None,
                  data_delay: float = 0.0, drop_data: bool = False, port: int | None = None,
                  pipelining: bool = False, starttls: str | None = None, login: tuple[str, str] | None = None,
-                 mail_replies: dict[str, str] | None = None):
+                 mail_replies: dict[str, str] | None = None, smtputf8: bool = True):
         """``starttls``: None, ``"offer"`` or ``"require"`` (self-signed certificate);
-        ``login``: (user, password) the server requires (AUTH PLAIN/LOGIN)."""
+        ``login``: (user, password) the server requires (AUTH PLAIN/LOGIN); ``smtputf8``:
+        whether EHLO offers SMTPUTF8 (RFC 6531)."""
         self.port = port or free_port()
         self.pipelining, self.ehlo_count = pipelining, 0
         self.data_replies = list(data_replies or [])
@@ -132,7 +133,7 @@ class SmtpSink:
         auth = {"authenticator": _Authenticator(*login), "auth_required": True,
                 "auth_require_tls": False} if login else {}
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
-                                     data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=True, **tls, **auth)
+                                     data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=smtputf8, **tls, **auth)
 
     def next_data_reply(self) -> str:
         with self.lock:

@@ -6,7 +6,13 @@ import ssl
 
 from services.relay.outcome import DeliveryResult, from_exception, from_reply
 from services.relay.senders.smtp_client import SmtpConnection, connect, dot_stuffed
-from shared.addresses import needs_smtputf8
+from shared.addresses import ascii_domain, needs_smtputf8
+
+
+# RFC 6531 §3.2: a message that needs SMTPUTF8 (a non-ASCII local part, in the envelope or a
+# header) must not be sent to a server that does not offer it; it cannot be downgraded.
+NO_SMTPUTF8 = DeliveryResult("bounced", 553, "5.6.7 the message needs SMTPUTF8 (an address with a non-ASCII "
+                                             "local part) and the receiving server does not offer it")
 
 
 class SmtpPool:
@@ -41,9 +47,12 @@ class SmtpPool:
                              server_hostname=self.server_hostname, user=self.user, password=self.password)
 
     async def send(self, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
-        """MAIL, RCPT per recipient, DATA. Addresses were validated upstream, so they go out
-        as they are; SMTPUTF8 is asked for when an address needs it."""
-        utf8 = needs_smtputf8(mail_from, *rcpts)
+        """MAIL, RCPT per recipient, DATA. Addresses were validated upstream; IDN domains go
+        out as A-labels; SMTPUTF8 is asked for when an address or a header needs it, and a
+        server without it gets nothing (``NO_SMTPUTF8`` for every recipient)."""
+        envelope = [ascii_domain(a) for a in (mail_from, *rcpts)]
+        # SMTPUTF8 when an address or a header needs it (bodies are 7-bit: quoted-printable/base64)
+        utf8 = needs_smtputf8(*envelope) or not raw.isascii()
         enc = "utf-8" if utf8 else "ascii"
         async with self._slots:
             conn = None
@@ -51,7 +60,10 @@ class SmtpPool:
                 while self._idle and not (conn := self._idle.pop()).usable:
                     conn = None
                 conn = conn or await self._connect()
-                replies = await conn.transaction(mail_from.encode(enc), [r.encode(enc) for r in rcpts],
+                if utf8 and "SMTPUTF8" not in conn.extensions:
+                    self._idle.append(conn)
+                    return {r: NO_SMTPUTF8 for r in rcpts}
+                replies = await conn.transaction(envelope[0].encode(enc), [r.encode(enc) for r in envelope[1:]],
                                                  dot_stuffed(raw), b" SMTPUTF8" if utf8 else b"")
             except Exception as exc:  # connection dropped, timeout, refused greeting: same for all
                 if conn is not None:

@@ -1,0 +1,145 @@
+"""Bad input is a 4xx naming the field, never a 5xx; a real fault is a 5xx with a request
+id that the response carries and the log records (issue 16)."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from shared import events as ev
+from tests.support.inproc import api_runtime
+
+SEND = {"from": "a@acme.test", "to": ["ann@example.com"], "subject": "s", "text": "t"}
+LONE = "\udfff"
+
+
+async def ready_service(rt, admin) -> tuple[str, str]:
+    """A sandbox service with a key and ``ann@example.com`` verified."""
+    sid = await admin.service()
+    key = await admin.key(sid)
+    await admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "ann@example.com"})
+    rec = next(iter(rt.control.state.sandbox.values()))
+    await rt.control.save(rec.model_copy(update={"verified": True, "token_hash": None, "id": ev.new_id()}))
+    return sid, key
+
+
+def raw(body) -> bytes:
+    """JSON as a client sends it: ``json.dumps`` writes a lone surrogate as ``\\udfff``."""
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("field, body", [
+    ("text", {**SEND, "text": f"a{LONE}b"}),
+    ("subject", {**SEND, "subject": f"a{LONE}"}),
+    ("headers.X-Note", {**SEND, "headers": {"X-Note": f"v{LONE}"}}),
+    ("message", {**SEND, "message": f"<p>{LONE}</p>"}),
+    ("to[0]", {**SEND, "to": [f"ann{LONE}@example.com"]}),
+    ("attachments[0].filename", {**SEND, "attachments": [{"filename": f"a{LONE}.txt", "content_base64": "YQ=="}]}),
+])
+async def test_unpaired_surrogates_are_400_naming_the_field(tmp_path, field, body):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        for path, headers in (("/emails", {"Api-Key": key}),
+                              (f"/api/email/services/{sid}/send", {"Authorization": f"Bearer {key}"})):
+            r = await admin.http.post(path, content=raw(body), headers={**headers, "Content-Type": "application/json"})
+            assert r.status_code == 400, r.text
+            assert r.json()["error"].startswith(f"{field}: "), r.text
+            assert r.headers["X-Request-Id"]
+
+
+async def test_a_paired_surrogate_escape_is_text(tmp_path):
+    """``\\ud83d\\ude00`` is JSON's spelling of 😀: accepted."""
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        body = raw({**SEND, "text": "smile 😀"})
+        assert b"\\ud83d\\ude00" in body
+        r = await admin.http.post("/emails", content=body, headers={"Api-Key": key, "Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+
+
+async def test_management_bodies_refuse_surrogates_too(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        r = await admin("POST", "/api/email/services", content=raw({"name": f"x{LONE}"}),
+                        headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"].startswith("name: "), r.text
+
+
+async def test_batch_items_are_judged_one_by_one(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        items = [SEND, {**SEND, "text": f"a{LONE}b"}, {**SEND, "subject": "third"}]
+        r = await admin.http.post("/emails/batch", content=raw(items),
+                                  headers={"Api-Key": key, "Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+        data = r.json()["data"]
+        assert data[0]["status"] == "sent" and data[2]["status"] == "sent"
+        assert data[1]["error"].startswith("[1].text: contains an unpaired UTF-16 surrogate"), data[1]
+
+
+async def test_a_real_fault_is_5xx_with_a_logged_request_id(tmp_path, caplog):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+
+        async def broken(*args, **kwargs):
+            raise OSError("disk full")
+
+        rt.log.append_many = broken  # the event log failing is an infrastructure fault
+        with caplog.at_level(logging.ERROR):
+            r = await admin.http.post("/emails", json=SEND, headers={"Api-Key": key})
+        assert r.status_code == 503, r.text
+        rid = r.headers["X-Request-Id"]
+        assert r.json()["request_id"] == rid and len(rid) >= 16
+        assert any(rid in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
+
+async def test_a_client_request_id_is_kept_only_when_it_is_a_token(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        r = await admin("GET", "/api/email/services", headers={"X-Request-Id": "client-abc-12345"})
+        assert r.headers["X-Request-Id"] == "client-abc-12345"
+        r = await admin("GET", "/api/email/services", headers={"X-Request-Id": "bad id; with spaces"})
+        assert r.headers["X-Request-Id"] != "bad id; with spaces"
+
+
+@pytest.mark.parametrize("filename", ["a.exe.", "a.exe ", "a.EXE. .", "a.js"])
+async def test_blocked_extensions_despite_trailing_dots_and_spaces(tmp_path, filename):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        body = {**SEND, "attachments": [{"filename": filename, "content_base64": "YQ=="}]}
+        r = await admin.http.post("/emails", json=body, headers={"Api-Key": key})
+        assert r.status_code == 400 and r.json()["error"].startswith("attachments[0].filename: has a blocked extension")
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "yes"])
+async def test_booleans_are_strict(tmp_path, value):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid = await admin.service()
+        r = await admin("PATCH", f"/api/email/services/{sid}", json={"track_clicks": value})
+        assert r.status_code == 400 and r.json()["error"].startswith("track_clicks: "), r.text
+
+
+async def test_405_lists_every_method_of_the_path(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid = await admin.service()
+        r = await admin("PUT", f"/api/email/services/{sid}")
+        assert r.status_code == 405
+        assert set(r.headers["Allow"].split(", ")) >= {"GET", "PATCH", "DELETE"}, r.headers["Allow"]
+        r = await admin("PUT", "/api/email/services")
+        assert set(r.headers["Allow"].split(", ")) >= {"GET", "POST"}, r.headers["Allow"]
+
+
+async def test_unverified_domain_view_matches_its_schema(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid = await admin.service()
+        d = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "acme.test"})).json()
+        schema = (await admin("GET", "/openapi.json")).json()["components"]["schemas"]["DomainView"]
+        assert set(schema["required"]) <= set(d), set(schema["required"]) - set(d)
+
+
+@pytest.mark.parametrize("ctype", ["tëxt/plaın", "text/plain; charset=utf-8", "text", "text/pl ain", "a/b/c"])
+async def test_attachment_content_types_are_rfc2045_tokens(tmp_path, ctype):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        body = {**SEND, "attachments": [{"filename": "a.txt", "content_base64": "YQ==", "content_type": ctype}]}
+        r = await admin.http.post("/emails", json=body, headers={"Api-Key": key})
+        assert r.status_code == 400 and r.json()["error"].startswith("attachments[0].content_type: "), r.text
