@@ -73,16 +73,28 @@ class DevInbox:
         ``text`` and ``html`` (the decoded parts, or None) and ``links`` (every http(s) URL of
         the text part, then of the HTML's ``href``s, first occurrence order) — so a script can
         follow a link without decoding quoted-printable itself."""
+        found = self._parsed(mid)
+        if found is None:
+            return None
+        summary, msg = found
+        text, html = _part(msg, "plain"), _part(msg, "html")
+        links = URL_IN_TEXT.findall(text or "") + _hrefs(html or "")
+        return {**summary,
+                "headers": [[k, str(v)] for k, v in msg.items()], "text": text, "html": html,
+                "links": list(dict.fromkeys(links))}
+
+    def summary(self, mid: str) -> dict | None:
+        """One captured message's summary (as ``list`` gives it), or None."""
+        found = self._parsed(mid)
+        return found[0] if found else None
+
+    def _parsed(self, mid: str) -> tuple[dict, EmailMessage] | None:
         with self._lock:
             row = self._db.execute("SELECT id, received_at, mail_from, rcpts, raw FROM mail WHERE id=?", (mid,)).fetchone()
         if row is None:
             return None
         msg = message_from_bytes(row[4], policy=policy.default)
-        text, html = _part(msg, "plain"), _part(msg, "html")
-        links = URL_IN_TEXT.findall(text or "") + _hrefs(html or "")
-        return {**_summary(row[0], row[1], row[2], json.loads(row[3]), msg),
-                "headers": [[k, str(v)] for k, v in msg.items()], "text": text, "html": html,
-                "links": list(dict.fromkeys(links))}
+        return _summary(row[0], row[1], row[2], json.loads(row[3]), msg), msg
 
     def raw(self, mid: str) -> bytes | None:
         with self._lock:

@@ -69,6 +69,11 @@ async def _too_large(send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _route(request: Request) -> str | None:
+    """The route template: a raw path can hold a token (``/t/u/…``) or an address."""
+    return getattr(request.scope.get("route"), "path", None)
+
+
 def _is_json(content_type: str | None) -> bool:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
@@ -144,7 +149,7 @@ def create_app(runtime) -> FastAPI:
     async def _http(request: Request, exc: StarletteHTTPException):
         if exc.status_code >= 500:  # an infrastructure fault: logged, and the client gets the id to quote
             rid = request_id_of(request.scope)
-            log.error("request %s: %s %s → %d %s", rid, request.method, request.url.path, exc.status_code,
+            log.error("request %s: %s %s → %d %s", rid, request.method, _route(request), exc.status_code,
                       exc.detail, exc_info=exc.__cause__)
             return JSONResponse({**error_body(exc.status_code, str(exc.detail)), "request_id": rid},
                                 status_code=exc.status_code,
@@ -159,7 +164,7 @@ def create_app(runtime) -> FastAPI:
     async def _unexpected(request: Request, exc: Exception):
         # Runs outside the middlewares (Starlette's ServerErrorMiddleware): set the header here.
         rid = request_id_of(request.scope)
-        log.exception("request %s: unhandled error on %s %s", rid, request.method, request.url.path)
+        log.exception("request %s: unhandled error on %s %s", rid, request.method, _route(request))
         return JSONResponse({**error_body(500, "internal error"), "request_id": rid}, status_code=500,
                             headers={"X-Request-Id": rid})
 

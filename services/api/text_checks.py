@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 
+from services.api.errors import error_body
+
 # A \u escape of a surrogate code point (D800-DFFF) in the raw JSON: the only way JSON can
 # carry one. Its absence proves the body clean without parsing it twice.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -108,7 +110,7 @@ def _replay(messages, receive):
 
 
 async def _bad_request(send, error: str) -> None:
-    body = json.dumps({"error": error}).encode()
+    body = json.dumps(error_body(400, error)).encode()
     await send({"type": "http.response.start", "status": 400,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

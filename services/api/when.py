@@ -34,7 +34,10 @@ def parse_natural(text: str, now: datetime | None = None) -> datetime | None:
         return now
     m = RELATIVE.match(phrase)
     if m and m.group(2) in UNITS:
-        return now + timedelta(seconds=int(m.group(1)) * UNITS[m.group(2)])
+        try:
+            return now + timedelta(seconds=int(m.group(1)) * UNITS[m.group(2)])
+        except OverflowError:  # "in 999999 weeks": past any date; a 400, not a 500
+            raise ValueError(f"{text!r}: too far ahead (at most 30 days)") from None
     m = DAY_AT.match(phrase)
     if not m:
         return None

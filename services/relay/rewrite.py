@@ -99,7 +99,7 @@ def rewrite(html: str, link_for: Callable[[int, str], str] | None = None, pixel_
         at = scanner.body_end if scanner.body_end is not None else len(html)
         edits.append((at, at, pixel_tag(pixel_url)))
     out, pos = [], 0
-    for start, end, text in edits:
+    for start, end, text in sorted(edits, key=lambda e: e[:2]):  # a link after </body> comes after the pixel
         out += [html[pos:start], text]
         pos = end
     out.append(html[pos:])

@@ -30,6 +30,9 @@ def entity_key(event: ev.Event) -> str:
     raise TypeError(f"not a control event: {type(event).__name__}")
 
 
+RECENT_IDS = 16  # per entity: how far back a re-appended copy of a change is recognised
+
+
 @dataclass
 class ControlState:
     workspaces: dict[str, ev.WorkspaceSaved] = field(default_factory=dict)
@@ -40,24 +43,26 @@ class ControlState:
     suppressions: dict[tuple[str, str], ev.SuppressionSaved] = field(default_factory=dict)
     webhooks: dict[str, ev.WebhookSaved] = field(default_factory=dict)
     _positions: dict[str, int] = field(default_factory=dict)
-    _times: dict[str, object] = field(default_factory=dict)
+    _recent_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _by_token: dict[str, str] = field(default_factory=dict)
     _by_key_hash: dict[str, str] = field(default_factory=dict)
 
     def apply(self, event: ev.Event, offset: int | None = None) -> bool:
         """Apply one control event; returns False if it is older than what is held (an
-        earlier log position, or an earlier ``time`` than the state held for its key)."""
+        earlier log position, or a copy of one of the key's earlier changes)."""
         key = entity_key(event)
         if offset is not None:
             if self._positions.get(key, -1) >= offset:
                 return False
             self._positions[key] = offset
-        # A copy of an older state appended again later (a producer retry without
-        # idempotence, a replay) must not undo a newer one: every change carries a new time.
-        held = self._times.get(key)
-        if held is not None and event.time < held:
+        # A copy of an earlier change appended again later (a producer retry without
+        # idempotence) must not undo the changes after it: each change has its own event id,
+        # so a key's recent ids recognise the copy. (Log order, not clocks, decides otherwise.)
+        seen = self._recent_ids.get(key, ())
+        if event.id in seen[:-1]:
             return False
-        self._times[key] = event.time
+        if not seen or seen[-1] != event.id:
+            self._recent_ids[key] = (*seen[-(RECENT_IDS - 1):], event.id)
         match event:
             case ev.WorkspaceSaved():
                 old = self.workspaces.get(event.workspace_id)

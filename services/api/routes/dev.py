@@ -1,12 +1,16 @@
-"""The dev inbox (embedded mode only): what the relay captured instead of sending."""
+"""The dev inbox (embedded mode only): what the relay captured instead of sending.
+
+A workspace's admin token sees only the mail of that workspace's messages
+(services/api/inbox_access.py); another workspace's mail is a 404."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 
 from services.api.auth import runtime, workspace
+from services.api.inbox_access import own_email_ids
 
-router = APIRouter(prefix="/dev/inbox", tags=["dev"], dependencies=[Depends(workspace)])
+router = APIRouter(prefix="/dev/inbox", tags=["dev"])
 
 
 def _inbox(rt):
@@ -15,28 +19,33 @@ def _inbox(rt):
     return rt.inbox
 
 
+async def _own(rt, ws, mail: dict | None, mail_id: str) -> dict:
+    """``mail`` if it is one of the caller's workspace's messages, else 404."""
+    if mail is None or mail["postline_id"] not in await own_email_ids(rt, ws.workspace_id, [mail["postline_id"]]):
+        raise HTTPException(404, f"mail {mail_id} not found")
+    return mail
+
+
 @router.get("")
 async def list_inbox(limit: int = Query(50, ge=1, le=500), to: str | None = Query(None, max_length=320),
                      email_id: str | None = Query(None, max_length=64),
                      wait: float = Query(0, ge=0, le=30, description="Seconds to wait for a first match."),
-                     rt=Depends(runtime)):
-    """Captured mail, newest first; ``to`` / ``email_id`` filter, ``wait`` long-polls."""
-    return {"data": await _inbox(rt).wait_list(wait, limit=limit, to=to, email_id=email_id)}
+                     ws=Depends(workspace), rt=Depends(runtime)):
+    """Captured mail of this workspace, newest first; ``to`` / ``email_id`` filter, ``wait`` long-polls."""
+    mails = await _inbox(rt).wait_list(wait, limit=limit, to=to, email_id=email_id)
+    mine = await own_email_ids(rt, ws.workspace_id, [m["postline_id"] for m in mails])
+    return {"data": [m for m in mails if m["postline_id"] in mine]}
 
 
 # before "/{mail_id}", which would otherwise take "<id>.eml" as an id
 @router.get("/{mail_id}.eml")
-async def raw_mail(mail_id: str, rt=Depends(runtime)):
-    raw = _inbox(rt).raw(mail_id)
-    if raw is None:
-        raise HTTPException(404, f"mail {mail_id} not found")
-    return Response(raw, media_type="message/rfc822")
+async def raw_mail(mail_id: str, ws=Depends(workspace), rt=Depends(runtime)):
+    inbox = _inbox(rt)
+    await _own(rt, ws, inbox.summary(mail_id), mail_id)
+    return Response(inbox.raw(mail_id), media_type="message/rfc822")
 
 
 @router.get("/{mail_id}")
-async def mail(mail_id: str, rt=Depends(runtime)):
+async def mail(mail_id: str, ws=Depends(workspace), rt=Depends(runtime)):
     """One captured message decoded: headers, ``text``, ``html`` and the ``links`` it contains."""
-    found = _inbox(rt).message(mail_id)
-    if found is None:
-        raise HTTPException(404, f"mail {mail_id} not found")
-    return found
+    return await _own(rt, ws, _inbox(rt).message(mail_id), mail_id)

@@ -7,6 +7,8 @@ holding the request applies it, in distributed mode too) → remember it locally
 id}``. The relay then emits ``scheduled`` (new due time) or ``canceled`` per recipient."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from datetime import datetime, timedelta, timezone
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -42,9 +44,16 @@ async def append_change(rt, change: ev.Event, email_id: str) -> None:
                             headers={"Retry-After": "1"}) from exc
 
 
+REMEMBERED_CHANGES = 20_000  # like RecentSends: bounded, oldest forgotten first
+
+
 def remember_change(rt, email_id: str, **change) -> None:
     """This process answers the next GET with the change before the relay's event arrives."""
-    rt.extras.setdefault("schedule_changes", {}).setdefault(email_id, {}).update(change)
+    changes: OrderedDict = rt.extras.setdefault("schedule_changes", OrderedDict())
+    changes.setdefault(email_id, {}).update(change)
+    changes.move_to_end(email_id)
+    while len(changes) > REMEMBERED_CHANGES:
+        changes.popitem(last=False)
 
 
 @router.patch("/emails/{email_id}", response_model=ScheduleChanged, responses=ERRORS)

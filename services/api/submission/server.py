@@ -157,7 +157,8 @@ class SubmissionHandler:
         # one line per message, like the API's access log (never the key or the content)
         log.info("submission", extra={"fields": {
             "service_id": svc.service_id if svc else None, "peer": str(session.peer[0]) if session.peer else None,
-            "rcpts": len(envelope.rcpt_tos), "bytes": len(envelope.original_content or b""), "reply": reply[:120],
+            "rcpts": len(envelope.rcpt_tos), "bytes": len(envelope.original_content or b""),
+            "reply": " ".join(reply.split(" ", 2)[:2]),  # the codes only: reply texts can name addresses
             "ms": round((time.perf_counter() - start) * 1000, 2)}})
         return reply
 

@@ -131,3 +131,23 @@ def test_cli_help_lists_every_command_and_what_it_reads():
 def test_cli_names_only_real_settings(group):
     fields = {f"POSTLINE_{name.upper()}" for name in Settings.model_fields}
     assert set(ENV[group]) <= fields
+
+
+async def test_dev_inbox_shows_a_workspace_only_its_own_mail_decoded(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await sandbox_service(rt, admin)
+        sent = (await admin.http.post("/emails", json=SEND, headers={"Api-Key": key})).json()
+        raw = (f"From: a@acme.test\r\nTo: {ANN}\r\nSubject: s\r\nX-Postline-Id: {sent['id']}\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+               "Follow http://127.0.0.1:8080/verify?token=3Dabc=\r\ndef to continue\r\n").encode()
+        mail_id = await rt.inbox.store("bounces@acme.test", [ANN], raw)  # what the relay captures
+        _, other_token = await rt.create_workspace("other")
+        other = admin.as_token(other_token)
+        assert (await other("GET", "/dev/inbox")).json()["data"] == []
+        assert (await other("GET", f"/dev/inbox/{mail_id}")).status_code == 404
+        assert (await other("GET", f"/dev/inbox/{mail_id}.eml")).status_code == 404
+        listed = (await admin("GET", "/dev/inbox", params={"email_id": sent["id"]})).json()["data"]
+        assert [m["id"] for m in listed] == [mail_id]
+        mail = (await admin("GET", f"/dev/inbox/{mail_id}")).json()
+        assert mail["links"] == ["http://127.0.0.1:8080/verify?token=abcdef"]  # quoted-printable decoded
+        assert (await admin("GET", f"/dev/inbox/{mail_id}.eml")).content == raw

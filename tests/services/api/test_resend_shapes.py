@@ -77,3 +77,4 @@ def test_scheduled_at_accepts_natural_language_and_names_the_field_otherwise():
     assert error_of({"scheduled_at": "next blue moon"}).startswith("scheduled_at:")
     assert error_of({"scheduled_at": "tomorrow at 13pm"}).startswith("scheduled_at:")
     assert error_of({"scheduled_at": "in 40 days"}) == "scheduled_at: at most 30 days ahead"
+    assert error_of({"scheduled_at": "in 999999999 weeks"}).startswith("scheduled_at:")  # past any date: a 400

@@ -30,7 +30,13 @@ async def home(c: Caller = Depends(caller)):
 
 
 @router.get("/signin")
-async def signin_form(request: Request, error: str | None = None, status: int = 200):
+async def signin_form(request: Request):
+    return _signin_page(request)
+
+
+def _signin_page(request: Request, error: str | None = None, status: int = 200):
+    """The sign-in form; ``error`` and ``status`` come from this module only, never from the
+    query string (a link must not put its own words on the sign-in page)."""
     if error is None and _signed_in(request):
         return redirect("/services")
     pre = secrets.token_urlsafe(16)
@@ -46,12 +52,12 @@ async def signin(request: Request):
     data = await request.form()
     pre = request.cookies.get(sess.PRE_COOKIE)
     if not pre or not sess.csrf_ok(pre, data.get("csrf")):
-        return await signin_form(request, "The sign-in form expired. Try again.", 403)
+        return _signin_page(request, "The sign-in form expired. Try again.", 403)
     token = str(data.get("token") or "").strip()
     rt = rt_of(request)
     ws = rt.control.state.workspace_by_token_hash(hash_secret(token)) if token else None
     if ws is None:
-        return await signin_form(request, "That admin token is not valid.", 401)
+        return _signin_page(request, "That admin token is not valid.", 401)
     response = redirect("/services")
     response.set_cookie(sess.COOKIE, sess.issue(rt.settings.master_key, ws.workspace_id, ws.token_hash),
                         httponly=True, samesite="strict", secure=_secure(request), max_age=sess.LIFETIME, path="/")

@@ -6,16 +6,15 @@ messages (the ``X-Postline-Id`` header names the message, whose workspace the an
 store or this process's recent sends know)."""
 from __future__ import annotations
 
-import logging
 from email import message_from_bytes, policy
 
 from fastapi import APIRouter, Depends, Request
 
 from services.api.dashboard.web import CSP_WITH_MAIL, Caller, PageError, caller, page
+from services.api.inbox_access import own_email_ids
 from shared.devinbox import DevInbox
 
 router = APIRouter(include_in_schema=False)
-log = logging.getLogger(__name__)
 LIST = 50  # parsing a captured mail's headers costs ~0.4 ms: a page stays fast
 
 
@@ -26,26 +25,7 @@ def _inbox(c: Caller) -> DevInbox:
 
 
 async def _own_ids(c: Caller, email_ids: list[str]) -> set[str]:
-    """Which of ``email_ids`` are messages of the caller's workspace."""
-    wid = c.workspace.workspace_id
-    recent = c.rt.extras.get("recent")
-    mine = set()
-    for eid in email_ids:
-        hit = recent.get(eid) if recent else None
-        if hit and hit[0].workspace_id == wid:
-            mine.add(eid)
-    rest = [e for e in email_ids if e and e not in mine]
-    if rest and c.rt.store is not None:
-        try:
-            # one scalar parameter per id: chDB's parameters take no Python lists
-            names = {f"i{n}": eid for n, eid in enumerate(rest)}
-            rows = await c.rt.store.query(
-                "SELECT DISTINCT email_id FROM postline.messages WHERE workspace_id = {w:String} AND email_id IN ("
-                + ", ".join(f"{{{n}:String}}" for n in names) + ")", {"w": wid, **names})
-            mine.update(r["email_id"] for r in rows)
-        except Exception:  # store down: show only what this process knows
-            log.warning("dev inbox: analytics store unavailable; showing this process's recent sends only")
-    return mine
+    return await own_email_ids(c.rt, c.workspace.workspace_id, email_ids)
 
 
 @router.get("/inbox")

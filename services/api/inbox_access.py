@@ -1,0 +1,32 @@
+"""Tenant isolation of the dev inbox: the inbox file is shared by the installation, and a
+workspace sees only the mail of its own messages (a captured mail's ``X-Postline-Id`` names
+the message; the message's workspace is known to this process's recent sends or to the
+analytics store). Used by the API (/dev/inbox) and the dashboard."""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+async def own_email_ids(rt, wid: str, email_ids: list[str]) -> set[str]:
+    """Which of ``email_ids`` are messages of workspace ``wid``: this process's recent sends,
+    then the analytics store (when it is down, only what this process knows)."""
+    recent = rt.extras.get("recent")
+    mine = set()
+    for eid in email_ids:
+        hit = recent.get(eid) if recent else None
+        if hit and hit[0].get("workspace_id") == wid:  # RecentSends keeps a summary dict
+            mine.add(eid)
+    rest = [e for e in email_ids if e and e not in mine]
+    if rest and rt.store is not None:
+        try:
+            # one scalar parameter per id: chDB's parameters take no Python lists
+            names = {f"i{n}": eid for n, eid in enumerate(rest)}
+            rows = await rt.store.query(
+                "SELECT DISTINCT email_id FROM postline.messages WHERE workspace_id = {w:String} AND email_id IN ("
+                + ", ".join(f"{{{n}:String}}" for n in names) + ")", {"w": wid, **names})
+            mine.update(r["email_id"] for r in rows)
+        except Exception:  # store down: show only what this process knows
+            log.warning("dev inbox: analytics store unavailable; showing this process's recent sends only")
+    return mine
