@@ -58,12 +58,15 @@ class DevInbox:
             out.append(summary)
         return out[:limit]
 
-    async def wait_list(self, wait: float, **filters) -> list[dict]:
-        """``list(**filters)``, waiting up to ``wait`` seconds for a first match (the relay
-        delivers asynchronously: a script can ask for a mail it just caused)."""
+    async def wait_list(self, wait: float, keep=None, **filters) -> list[dict]:
+        """``list(**filters)``, narrowed by ``await keep(found)`` when given, waiting up to
+        ``wait`` seconds for a first match (the relay delivers asynchronously: a script can ask
+        for a mail it just caused)."""
         deadline = time.monotonic() + wait
         while True:
             found = await asyncio.to_thread(self.list, **filters)
+            if keep is not None and found:
+                found = await keep(found)
             if found or time.monotonic() >= deadline:
                 return found
             await asyncio.sleep(0.1)

@@ -32,9 +32,11 @@ async def list_inbox(limit: int = Query(50, ge=1, le=500), to: str | None = Quer
                      wait: float = Query(0, ge=0, le=30, description="Seconds to wait for a first match."),
                      ws=Depends(workspace), rt=Depends(runtime)):
     """Captured mail of this workspace, newest first; ``to`` / ``email_id`` filter, ``wait`` long-polls."""
-    mails = await _inbox(rt).wait_list(wait, limit=limit, to=to, email_id=email_id)
-    mine = await own_email_ids(rt, ws.workspace_id, [m["postline_id"] for m in mails])
-    return {"data": [m for m in mails if m["postline_id"] in mine]}
+    async def own(mails: list[dict]) -> list[dict]:
+        mine = await own_email_ids(rt, ws.workspace_id, [m["postline_id"] for m in mails])
+        return [m for m in mails if m["postline_id"] in mine]
+
+    return {"data": await _inbox(rt).wait_list(wait, keep=own, limit=limit, to=to, email_id=email_id)}
 
 
 # before "/{mail_id}", which would otherwise take "<id>.eml" as an id

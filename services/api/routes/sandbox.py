@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from services.api.auth import owned_service, runtime
 from services.api.schemas import SandboxEmailCreate, SandboxEmailList, SandboxEmailView
+from services.api.sending import remember
 from shared import events as ev
 from shared.crypto import hash_secret
 
@@ -52,6 +53,7 @@ async def add_sandbox_email(body: SandboxEmailCreate, svc=Depends(owned_service)
     link = f"{rt.settings.base_url}{VERIFY_PATH}?token={token}"
     req = verification_request(rt, rec, svc, link)
     await rt.log.append(ev.Topic.REQUESTS, req.email_id, ev.encode(req))
+    remember(rt, req, {})  # a message of this workspace, known at once (the dev inbox checks ownership)
     return {**recipient_view(rec), "verification_email_id": req.email_id}
 
 
