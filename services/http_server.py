@@ -21,6 +21,8 @@ import resource
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from services.api.errors import error_body
+
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +33,7 @@ def default_max_connections() -> int:
 
 
 def _response(status: bytes, error: str, extra: bytes = b"") -> bytes:
-    body = json.dumps({"error": error}).encode()
+    body = json.dumps(error_body(int(status.split()[0]), error)).encode()
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n" + extra
             + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from services.api.errors import error_body
 from services.api.machine import is_machine
 from shared import events as ev
 from shared.tracking import Token, Tokens
@@ -41,7 +42,7 @@ NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private, max-
 # Location carries the original URL byte for byte; only what may not appear in a header
 # (controls, space, non-ASCII) is percent-encoded, as a browser would send it anyway.
 _LOCATION_SAFE = "".join(c for c in string.printable if c not in string.whitespace)
-_NOT_FOUND = {"error": "token: unknown or invalid link"}
+_NOT_FOUND = error_body(404, "token: unknown or invalid link")
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
                 "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", **NO_CACHE}
 
@@ -194,7 +195,7 @@ async def unsubscribe(token: str, request: Request):
     if found is None:
         return JSONResponse(_NOT_FOUND, status_code=404)
     if not await one_click(request):
-        return JSONResponse({"error": "List-Unsubscribe: the body must be List-Unsubscribe=One-Click"},
+        return JSONResponse(error_body(400, "List-Unsubscribe: the body must be List-Unsubscribe=One-Click"),
                             status_code=400)
     tok, workspace_id = found
     await suppress(rec, tok, workspace_id)
@@ -202,7 +203,7 @@ async def unsubscribe(token: str, request: Request):
     event = _event(ev.Unsubscribed, tok, workspace_id, ev.derived_id(tok.email_id, tok.recipient, "unsubscribed"),
                    user_agent=ua[:1000] if ua else None)
     if rec.fresh(event.id) and not await rec.append(event, tok.email_id):
-        return JSONResponse({"error": "the event log is unavailable; safe to retry"}, status_code=503,
+        return JSONResponse(error_body(503, "the event log is unavailable; safe to retry"), status_code=503,
                             headers={"Retry-After": "1"})
     return _page("You are unsubscribed", f"<p>{escape(tok.recipient)} will get no more email from this sender.</p>")
 
