@@ -71,33 +71,38 @@ class DevInbox:
                 return found
             await asyncio.sleep(0.1)
 
-    def message(self, mid: str) -> dict | None:
-        """One captured message, decoded: the summary plus ``headers`` (name, value pairs),
-        ``text`` and ``html`` (the decoded parts, or None) and ``links`` (every http(s) URL of
-        the text part, then of the HTML's ``href``s, first occurrence order) — so a script can
-        follow a link without decoding quoted-printable itself."""
+    def message(self, mid: str, with_raw: bool = False) -> dict | None:
+        """One captured message, decoded: the summary plus ``date``, ``headers`` (name, value
+        pairs), ``text`` and ``html`` (the decoded parts, or None), ``attachments`` (file
+        names) and ``links`` (every http(s) URL of the text part, then of the HTML's ``href``s,
+        first occurrence order) — so a script can follow a link without decoding
+        quoted-printable itself. ``with_raw`` adds ``raw``, the source as text."""
         found = self._parsed(mid)
         if found is None:
             return None
-        summary, msg = found
+        summary, msg, raw = found
         text, html = _part(msg, "plain"), _part(msg, "html")
         links = URL_IN_TEXT.findall(text or "") + _hrefs(html or "")
-        return {**summary,
-                "headers": [[k, str(v)] for k, v in msg.items()], "text": text, "html": html,
-                "links": list(dict.fromkeys(links))}
+        out = {**summary, "date": str(msg["Date"] or ""),
+               "headers": [[k, str(v)] for k, v in msg.items()], "text": text, "html": html,
+               "attachments": [a.get_filename() or "(unnamed)" for a in msg.iter_attachments()],
+               "links": list(dict.fromkeys(links))}
+        if with_raw:
+            out["raw"] = raw.decode("utf-8", errors="replace")
+        return out
 
     def summary(self, mid: str) -> dict | None:
         """One captured message's summary (as ``list`` gives it), or None."""
         found = self._parsed(mid)
         return found[0] if found else None
 
-    def _parsed(self, mid: str) -> tuple[dict, EmailMessage] | None:
+    def _parsed(self, mid: str) -> tuple[dict, EmailMessage, bytes] | None:
         with self._lock:
             row = self._db.execute("SELECT id, received_at, mail_from, rcpts, raw FROM mail WHERE id=?", (mid,)).fetchone()
         if row is None:
             return None
         msg = message_from_bytes(row[4], policy=policy.default)
-        return _summary(row[0], row[1], row[2], json.loads(row[3]), msg), msg
+        return _summary(row[0], row[1], row[2], json.loads(row[3]), msg), msg, row[4]
 
     def raw(self, mid: str) -> bytes | None:
         with self._lock:

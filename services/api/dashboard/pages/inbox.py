@@ -6,8 +6,6 @@ messages (the ``X-Postline-Id`` header names the message, whose workspace the an
 store or this process's recent sends know)."""
 from __future__ import annotations
 
-from email import message_from_bytes, policy
-
 from fastapi import APIRouter, Depends, Request
 
 from services.api.dashboard.web import CSP_WITH_MAIL, Caller, PageError, caller, page
@@ -35,22 +33,9 @@ async def inbox_page(request: Request, c: Caller = Depends(caller)):
     return page(request, "inbox.html", c=c, mails=[m for m in mails if m["postline_id"] in mine], tab="inbox")
 
 
-def _parts(raw: bytes) -> dict:
-    msg = message_from_bytes(raw, policy=policy.default)
-    html = msg.get_body(preferencelist=("html",))
-    text = msg.get_body(preferencelist=("plain",))
-    return {"subject": str(msg["Subject"] or ""), "from": str(msg["From"] or ""), "to": str(msg["To"] or ""),
-            "date": str(msg["Date"] or ""), "postline_id": str(msg["X-Postline-Id"] or ""),
-            "headers": [(k, str(v)) for k, v in msg.items()],
-            "html": html.get_content() if html else None, "text": text.get_content() if text else None,
-            "attachments": [a.get_filename() or "(unnamed)" for a in msg.iter_attachments()],
-            "raw": raw.decode("utf-8", errors="replace")}
-
-
 @router.get("/inbox/{mail_id}")
 async def inbox_message(request: Request, mail_id: str, c: Caller = Depends(caller)):
-    raw = _inbox(c).raw(mail_id[:64])
-    parts = _parts(raw) if raw is not None else None
+    parts = _inbox(c).message(mail_id[:64], with_raw=True)
     if parts is None or parts["postline_id"] not in await _own_ids(c, [parts["postline_id"]]):
         raise PageError(404, "This message is not in your dev inbox.")
     return page(request, "inbox_message.html", c=c, mail=parts, mail_id=mail_id, csp=CSP_WITH_MAIL, tab="inbox")
