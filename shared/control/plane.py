@@ -54,6 +54,17 @@ class ControlPlane:
         self.state.apply(event, offset)
         return event
 
+    async def suppress(self, workspace_id: str, service_id: str, email: str, reason: str, detail: str | None,
+                       source_email_id: str | None) -> ev.SuppressionSaved | None:
+        """Add ``email`` to the service's suppression list unless it is on it already;
+        returns the entry saved (durable), or None."""
+        if self.state.suppression(service_id, email):
+            return None
+        entry = ev.SuppressionSaved(workspace_id=workspace_id, service_id=service_id, email=email.lower(),
+                                    reason=reason, detail=detail, source_email_id=source_email_id,
+                                    created_at=ev.utcnow())
+        return await self.save(entry)
+
     async def close(self) -> None:
         self._closing = True
         if self._task:

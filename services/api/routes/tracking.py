@@ -210,9 +210,5 @@ async def unsubscribe(token: str, request: Request):
 
 async def suppress(rec: Recorder, tok: Token, workspace_id: str) -> None:
     """Add the recipient to the service's suppression list, unless it already is on it."""
-    state = rec.rt.control.state
-    if state.suppression(tok.service_id, tok.recipient):
-        return
-    await rec.rt.control.save(ev.SuppressionSaved(
-        workspace_id=workspace_id, service_id=tok.service_id, email=tok.recipient.lower(), reason="unsubscribe",
-        detail="one-click List-Unsubscribe (RFC 8058)", source_email_id=tok.email_id, created_at=ev.utcnow()))
+    await rec.rt.control.suppress(workspace_id, tok.service_id, tok.recipient, "unsubscribe",
+                                  "one-click List-Unsubscribe (RFC 8058)", tok.email_id)

@@ -99,11 +99,8 @@ class InboundProcessor:
         out = [ev.Unsubscribed(id=ev.derived_id(msg["email_id"], rcpt, "unsubscribed"), workspace_id=msg["workspace_id"],
                                service_id=msg["service_id"], email_id=msg["email_id"], recipient=rcpt)]
         await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(e)) for e in out])
-        if not self.rt.control.state.suppression(msg["service_id"], rcpt):
-            await self.rt.control.save(ev.SuppressionSaved(
-                workspace_id=msg["workspace_id"], service_id=msg["service_id"], email=rcpt.lower(),
-                reason="unsubscribe", detail="List-Unsubscribe mailto:", source_email_id=msg["email_id"],
-                created_at=ev.utcnow()))
+        await self.rt.control.suppress(msg["workspace_id"], msg["service_id"], rcpt, "unsubscribe",
+                                       "List-Unsubscribe mailto:", msg["email_id"])
         return out
 
     def keep(self, raw: bytes, address: str) -> None:
