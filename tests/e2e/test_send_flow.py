@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.postline import Api, PostlineProcess, inbox_reader, sink_reader
+from tests.support.postline import Api, PostlineProcess, inbox_reader, kafka_api_and_relay, sink_reader
 from tests.support.smtp_sink import SmtpSink
 
 BODY = {"from": "Acme <hello@acme.test>", "to": ["ann@example.com"], "subject": "Welcome to Acme",
@@ -98,22 +98,10 @@ def test_sigkill_after_200_still_delivers(tmp_path):
 
 @pytest.mark.kafka
 def test_kafka_mode_api_and_relay_as_separate_processes(tmp_path, tansu, sink):
-    env = {"POSTLINE_KAFKA_BOOTSTRAP": tansu.bootstrap, "POSTLINE_KAFKA_IDEMPOTENCE": "false",
-           "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "2000",
-           "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address}
-    api_proc = PostlineProcess(tmp_path / "api", role="api", env=env).start()
-    relay = PostlineProcess(tmp_path / "relay", role="relay", env=env).start()
-    try:
-        api = Api(api_proc.url)
-        sid = api.create_service()
-        key = api.create_key(sid)
-        api.verify_sandbox(sid, "ann@example.com", sink_reader(sink, timeout=60))
+    with kafka_api_and_relay(tmp_path, tansu, sink) as (api, sid, key):
         r = api.send(key, BODY)
         assert r.status_code == 200, r.text
         email_id = r.json()["id"]
         got = sink.wait_for(lambda m: email_id.encode() in m.data, timeout=60)
         assert got[0].message["Subject"] == "Welcome to Acme"
         assert api.http.get(f"/emails/{email_id}", headers={"Api-Key": key}).json()["id"] == email_id
-    finally:
-        relay.stop()
-        api_proc.stop()

@@ -1,6 +1,7 @@
 """Run Postline as a real process (``postline <role>``) and talk to it over HTTP."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -151,6 +152,40 @@ def inbox_reader(api: Api, timeout: float = 20):
             time.sleep(0.1)
         raise AssertionError(f"no mail to {address} in the dev inbox")
     return read
+
+
+def wait_verified(api: Api, sid: str, timeout: float = 30) -> None:
+    """The API's control state follows the control topic: under load the verification may
+    take a moment to come back from Kafka."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = api.admin("GET", f"/api/email/services/{sid}/sandbox-emails").json()["data"]
+        if rows and rows[0]["verified"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the sandbox recipient never showed as verified")
+
+
+@contextlib.contextmanager
+def kafka_api_and_relay(tmp_path: Path, tansu, sink):
+    """``postline api`` and ``postline relay`` as separate processes on the tansu broker,
+    delivering to ``sink``; yields ``(api, service id, key)`` of a sandbox service whose
+    recipient ann@example.com is verified."""
+    env = {"POSTLINE_KAFKA_BOOTSTRAP": tansu.bootstrap, "POSTLINE_KAFKA_IDEMPOTENCE": "false",
+           "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "2000",
+           "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address}
+    api_proc = PostlineProcess(tmp_path / "api", role="api", env=env).start()
+    relay = PostlineProcess(tmp_path / "relay", role="relay", env=env).start()
+    try:
+        api = Api(api_proc.url)
+        sid = api.create_service()
+        key = api.create_key(sid)
+        api.verify_sandbox(sid, "ann@example.com", sink_reader(sink, timeout=60))
+        wait_verified(api, sid)
+        yield api, sid, key
+    finally:
+        relay.stop()
+        api_proc.stop()
 
 
 def sink_reader(sink, timeout: float = 20):
