@@ -14,7 +14,7 @@ from services.analytics.enrich import add_message_fields
 from services.analytics.rows import attempt_row, event_row, message_row
 from shared import events as ev
 from shared import metrics
-from shared.consumer_loop import PoisonGuard, handle_until_done
+from shared.consumer_loop import PoisonGuard, commit, handle_until_done
 from shared.log.port import EventLog, Record
 from shared.store.port import AnalyticsStore
 
@@ -29,16 +29,19 @@ class AnalyticsConsumer:
         self.guard = PoisonGuard(event_log, "analytics")
 
     async def load(self, records: list[Record]) -> None:
-        """Parse → map → insert (idempotent). Unreadable records go to the dead-letter topic."""
+        """Parse → map → insert (idempotent). Unreadable or unmappable records are marked
+        poison; the guard dead-letters them once the batch is in (see ``run``)."""
         events, messages, attempts = [], [], []
-        for e in await self.guard.decode_all(records):
-            if isinstance(e, ev.SendRequested):
-                if e.attempt == 0:
-                    messages.append(message_row(e))
-            elif e.type in ev.LIFECYCLE_TYPES:
-                events.append(event_row(e))
-            elif isinstance(e, ev.WebhookAttempted):
-                attempts.append(attempt_row(e))
+        for record in records:
+            e = await self.guard.decode(record)
+            with self.guard.for_record(record):  # an event that cannot be mapped is dead-lettered
+                if isinstance(e, ev.SendRequested):
+                    if e.attempt == 0:
+                        messages.append(message_row(e))
+                elif e is not None and e.type in ev.LIFECYCLE_TYPES:
+                    events.append(event_row(e))
+                elif isinstance(e, ev.WebhookAttempted):
+                    attempts.append(attempt_row(e))
         for table, rows, key in (("messages", messages, "email_id"), ("events", events, "event_id"),
                                  ("webhook_attempts", attempts, "attempt_id")):
             if rows and table == "events":  # after this batch's messages are in
@@ -47,10 +50,10 @@ class AnalyticsConsumer:
                 with metrics.ANALYTICS_BATCH_SECONDS.time():
                     await self.store.insert(table, rows, _token(table, rows, key))
                 metrics.ANALYTICS_ROWS.labels(table).inc(len(rows))
-        self.guard.ok()
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = self.log.consumer([ev.Topic.REQUESTS, ev.Topic.EVENTS], "analytics")
+        load = self.guard.guarded(self.load)
         await consumer.start()
         try:
             while not stop.is_set():
@@ -62,8 +65,8 @@ class AnalyticsConsumer:
                         break
                     batch += await consumer.poll(max_records=self.batch_size - len(batch), timeout=min(left, 0.5))
                 if batch:
-                    await handle_until_done(self.load, batch, stop)
-                    await consumer.commit(batch)
+                    await handle_until_done(load, batch, stop)
+                    await commit(consumer, batch)
         finally:
             await consumer.close()
 

@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 
 from shared import events as ev
-from shared.consumer_loop import PoisonGuard
+from shared.consumer_loop import PoisonGuard, commit
 from shared.log.port import Consumer, EventLog, Record
 
 log = logging.getLogger(__name__)
@@ -60,5 +60,5 @@ class DelayForwarder:
             forward = [(r.key, r.value) for due, r in queue[:n] if due > 0]
             if forward:
                 await self.log.append_many(self.target, forward)
-            await self.consumer.commit(batch)
+            await commit(self.consumer, batch)
             del queue[:n]

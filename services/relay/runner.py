@@ -67,23 +67,22 @@ class Relay:
             if req is None:
                 return None
             if isinstance(req, (ev.SendCancelled, ev.SendRescheduled)):
-                self.guard.ok()
                 return req
-            if req.scheduled_at is not None and req.attempt == 0 and self.scheduler.is_cancelled(req.email_id):
-                pass  # cancelled: a redelivered or released copy that arrives after the cancel never goes out
-            elif is_for_later(req):
-                if await self.scheduler.hold(req):
-                    await emit(self.ctx, req.email_id, scheduled_events(req))
-            else:
-                await process(self.ctx, req)
-            self.guard.ok()
+            with self.guard.for_record(record):  # a request no step can handle is dead-lettered
+                if req.scheduled_at is not None and req.attempt == 0 and self.scheduler.is_cancelled(req.email_id):
+                    pass  # cancelled: a redelivered or released copy that arrives after the cancel never goes out
+                elif is_for_later(req):
+                    if await self.scheduler.hold(req):
+                        await emit(self.ctx, req.email_id, scheduled_events(req))
+                else:
+                    await process(self.ctx, req)
             return None
 
     async def run(self, stop: asyncio.Event) -> None:
         lg = self.runtime.log
         levels = min(len(self.ctx.settings.retry_delays), ev.MAX_RETRY_LEVELS)
         tasks = [asyncio.create_task(run_consumer(lg.consumer([ev.Topic.REQUESTS], "relay"), self.handle_batch, stop,
-                                                  max_records=self.ctx.settings.relay_concurrency * 4))]
+                                                  max_records=self.ctx.settings.relay_concurrency * 4, guard=self.guard))]
         tasks.append(asyncio.create_task(self.scheduler.run(stop)))
         from services.relay.inbound.server import serve
 

@@ -55,16 +55,17 @@ class WebhookService:
     async def handle(self, records: list[Record]) -> None:
         """Parse → queue deliveries in the outbox (durable). The runner commits after."""
         rows = []
-        for e in await self.guard.decode_all(records):
-            if isinstance(e, ev.WebhookReplay):
-                rows += [(f"{e.webhook_id}|{x['id']}|{e.id}", e.webhook_id, x) for x in e.events]
-            elif e.type in ev.LIFECYCLE_TYPES:
-                payload = e.model_dump(mode="json", by_alias=True)
-                rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in self.subscribers(e)]
+        for record in records:
+            e = await self.guard.decode(record)
+            with self.guard.for_record(record):  # an event no step can handle is dead-lettered
+                if isinstance(e, ev.WebhookReplay):
+                    rows += [(f"{e.webhook_id}|{x['id']}|{e.id}", e.webhook_id, x) for x in e.events]
+                elif e is not None and e.type in ev.LIFECYCLE_TYPES:
+                    payload = e.model_dump(mode="json", by_alias=True)
+                    rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in self.subscribers(e)]
         await self.outbox.add(rows)
         if rows:
             self._wake.set()
-        self.guard.ok()
 
     # ------------------------------------------------------------ delivery
     async def dispatch_loop(self, stop: asyncio.Event) -> None:
@@ -144,7 +145,7 @@ class WebhookService:
     async def run(self, stop: asyncio.Event) -> None:
         try:
             await asyncio.gather(
-                run_consumer(self.rt.log.consumer([ev.Topic.EVENTS], "webhooks"), self.handle, stop),
+                run_consumer(self.rt.log.consumer([ev.Topic.EVENTS], "webhooks"), self.handle, stop, guard=self.guard),
                 self.dispatch_loop(stop))
         finally:
             self.outbox.close()

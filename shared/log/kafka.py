@@ -10,10 +10,10 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from shared.events import MAX_RETRY_LEVELS, Topic, retry_topic
-from shared.log.port import Consumer, EventLog, Record
+from shared.log.port import CommitFailed, Consumer, EventLog, LogNotStarted, LogUnavailable, Record
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,16 @@ class KafkaLog(EventLog):
             linger_ms=2,
             max_request_size=16 * 1024 * 1024,
         )
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except KafkaConnectionError as exc:
+            self._producer = None
+            raise LogUnavailable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+
+    def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise LogNotStarted("log is not started")
+        return self._producer
 
     async def ensure_topics(self) -> None:
         """Create missing topics (idempotent). Brokers that auto-create topics need nothing."""
@@ -63,13 +72,13 @@ class KafkaLog(EventLog):
             await admin.close()
 
     async def append(self, topic, key, value, headers=None):
-        md = await self._producer.send_and_wait(
+        md = await self._started().send_and_wait(
             str(topic), value, key=key.encode() if key is not None else None,
             headers=[(k, v.encode()) for k, v in (headers or {}).items()] or None)
         return md.partition, md.offset
 
     async def append_many(self, topic, items):
-        futs = [await self._producer.send(str(topic), v, key=k.encode() if k is not None else None) for k, v in items]
+        futs = [await self._started().send(str(topic), v, key=k.encode() if k is not None else None) for k, v in items]
         out = []
         for fut in futs:
             md = await fut
@@ -105,7 +114,10 @@ class KafkaConsumer(Consumer):
         )
 
     async def start(self):
-        await self._c.start()
+        try:
+            await self._c.start()
+        except KafkaConnectionError as exc:
+            raise LogUnavailable(f"cannot reach Kafka: {exc}") from exc
 
     async def poll(self, max_records=500, timeout=1.0):
         batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
@@ -126,10 +138,10 @@ class KafkaConsumer(Consumer):
             offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
         try:
             await self._c.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced: another member now owns the partition and will
-            # re-process from the last commit (at-least-once; effects are idempotent).
-            log.warning("commit failed after rebalance: %s", exc)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance is under way (CommitFailedError) or done and the partition is no
+            # longer ours (IllegalStateError): the port's caller must know nothing was committed.
+            raise CommitFailed(f"{self.group}: commit refused after a rebalance: {exc}") from exc
 
     async def caught_up(self):
         assigned = self._c.assignment()

@@ -7,11 +7,32 @@ Semantics every adapter honours (checked by ``tests/shared/log/test_contract.py`
   ``group=None`` it reads from the beginning and never commits (used for replays).
 - Delivery is at-least-once: records after the last commit are delivered again after a
   restart. Consumers commit only after their effect is durable.
+
+Errors are the port's own, so callers never catch an adapter's (``LogError`` and its
+subclasses below); the contract suite checks each adapter raises them on the same paths.
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+
+
+class LogError(Exception):
+    """Base of the errors the event-log port raises."""
+
+
+class LogNotStarted(LogError, RuntimeError):
+    """``append``/``append_many`` was called before ``start`` (or after ``close``): a bug."""
+
+
+class LogUnavailable(LogError, ConnectionError):
+    """The broker or the storage cannot be reached; an infrastructure fault, worth retrying."""
+
+
+class CommitFailed(LogError):
+    """The consumer no longer owns a partition it tried to commit (the group rebalanced, or
+    the consumer was closed). Nothing was committed for those records; their new owner
+    will process them again from the last commit (at-least-once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +49,9 @@ class Record:
 class Consumer(abc.ABC):
     @abc.abstractmethod
     async def start(self) -> None:
-        """Join the group (if any) and get partitions. May block until the group is formed."""
+        """Join the group (if any) and get partitions. May block until the group is formed.
+
+        Raises ``LogUnavailable`` when the broker cannot be reached."""
 
     @abc.abstractmethod
     async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
@@ -38,7 +61,9 @@ class Consumer(abc.ABC):
     async def commit(self, records: list[Record]) -> None:
         """Mark ``records`` (and everything before them on their partitions) as processed.
 
-        Must be called with records from ``poll`` in poll order; durable once it returns."""
+        Must be called with records from ``poll`` in poll order; durable once it returns.
+        Raises ``CommitFailed`` when this consumer no longer owns one of their partitions
+        (after a rebalance or ``close``): never silently skips the commit."""
 
     @abc.abstractmethod
     async def caught_up(self) -> bool:
@@ -52,12 +77,14 @@ class Consumer(abc.ABC):
 class EventLog(abc.ABC):
     @abc.abstractmethod
     async def start(self) -> None:
-        """Connect / open storage. Raises if the log is unreachable."""
+        """Connect / open storage. Raises ``LogUnavailable`` if the broker or the storage is
+        unreachable."""
 
     @abc.abstractmethod
     async def append(self, topic: str, key: str | None, value: bytes,
                      headers: dict[str, str] | None = None) -> tuple[int, int]:
-        """Append durably and return ``(partition, offset)``. Raises on failure (nothing acked)."""
+        """Append durably and return ``(partition, offset)``. Raises on failure (nothing acked):
+        ``LogNotStarted`` before ``start``, otherwise an infrastructure error."""
 
     async def append_many(self, topic: str, items: list[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
         """Append several records; returns only once all are durable. Adapters may batch."""

@@ -18,7 +18,7 @@ import time
 import zlib
 from pathlib import Path
 
-from shared.log.port import Consumer, EventLog, Record
+from shared.log.port import CommitFailed, Consumer, EventLog, LogNotStarted, LogUnavailable, Record
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records(
@@ -60,10 +60,13 @@ class SqliteLog(EventLog):
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
-        conn = _connect(self.path)
-        conn.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(self.path)
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise LogUnavailable(f"cannot open the event log at {self.path}: {exc}") from exc
         for topic, part, off in conn.execute("SELECT topic, part, MAX(off) FROM records GROUP BY topic, part"):
             self._next[(topic, part)] = off + 1
         self._reader = _connect(self.path)
@@ -138,7 +141,7 @@ class SqliteLog(EventLog):
 
     def _submit(self, kind: str, payload) -> asyncio.Future:
         if self._writer is None:
-            raise RuntimeError("log is not started")
+            raise LogNotStarted("log is not started")
         fut = self._loop.create_future()
         self._queue.put((kind, payload, fut))
         return fut
@@ -223,6 +226,8 @@ class SqliteConsumer(Consumer):
     async def commit(self, records):
         if not self.group or not records:
             return
+        if any((r.topic, r.partition) not in self._pos for r in records):
+            raise CommitFailed(f"{self.group}: this consumer is closed or does not own these partitions")
         last: dict[tuple[str, int], int] = {}
         for r in records:
             last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
