@@ -100,6 +100,7 @@ class KafkaConsumer(Consumer):
         self.group = group
         self.topics = topics
         self._ends: dict[TopicPartition, int] | None = None
+        self._closed = False
         self._c = AIOKafkaConsumer(
             *topics,
             bootstrap_servers=log_.bootstrap,
@@ -132,6 +133,8 @@ class KafkaConsumer(Consumer):
     async def commit(self, records):
         if not self.group or not records:
             return
+        if self._closed:
+            raise CommitFailed(f"{self.group}: this consumer is closed")
         offsets: dict[TopicPartition, int] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
@@ -155,4 +158,5 @@ class KafkaConsumer(Consumer):
         return True
 
     async def close(self):
+        self._closed = True
         await self._c.stop()

@@ -1,31 +1,20 @@
-"""One contract suite for every event-log adapter (embedded SQLite, Kafka via tansu)."""
+"""One contract suite for every event-log adapter (embedded SQLite, Kafka via tansu).
+
+``LogContract`` holds the tests; each adapter has a thin subclass that says how to open
+its log, how to make it unreachable and how a consumer loses its partitions (the
+pattern of eventsourcing's per-adapter test subclasses)."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 
 from shared.log.kafka import KafkaLog
+from shared.log.port import CommitFailed, LogNotStarted, LogUnavailable
 from shared.log.sqlite import SqliteLog
 from shared.settings import Settings
-
-
-@pytest.fixture(params=["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)])
-def make_log(request, tmp_path):
-    """A factory of logs sharing one storage, so a test can 'restart' the process."""
-    opened = []
-
-    def factory():
-        if request.param == "sqlite":
-            lg = SqliteLog(tmp_path / "log.sqlite3", partitions=4)
-        else:
-            tansu = request.getfixturevalue("tansu")
-            lg = KafkaLog(Settings(kafka_bootstrap=tansu.bootstrap, kafka_idempotence=False,
-                                   kafka_session_timeout_ms=2000))
-        opened.append(lg)
-        return lg
-
-    yield factory
+from tests.support.broker import free_port
 
 
 @pytest.fixture
@@ -42,100 +31,178 @@ async def drain(consumer, want: int, rounds: int = 30):
     return got
 
 
-async def test_append_returns_position_and_consumer_reads_it(make_log, topic):
-    lg = make_log()
-    await lg.start()
-    part, off = await lg.append(topic, "k", b"hello", {"h": "1"})
-    assert off >= 0 and part >= 0
-    c = lg.consumer([topic], None)
-    await c.start()
-    recs = await drain(c, 1)
-    assert [(r.key, r.value, r.partition, r.offset) for r in recs] == [("k", b"hello", part, off)]
-    assert recs[0].headers == {"h": "1"}
-    await c.close()
-    await lg.close()
+class LogContract:
+    """The tests every adapter must pass; subclasses implement the three hooks below."""
+
+    def new_log(self, request, tmp_path):
+        """A log over the test's storage; two calls share it, so a test can 'restart'."""
+        raise NotImplementedError
+
+    def unreachable_log(self, request, tmp_path):
+        """A log whose broker or storage cannot be reached."""
+        raise NotImplementedError
+
+    async def lose_partitions(self, lg, consumer, topic: str, group: str) -> None:
+        """Make ``consumer`` lose the partitions it polled (close, or a rebalance)."""
+        await consumer.close()
+
+    @pytest.fixture
+    def make_log(self, request, tmp_path):
+        return lambda: self.new_log(request, tmp_path)
+
+    async def test_append_returns_position_and_consumer_reads_it(self, make_log, topic):
+        lg = make_log()
+        await lg.start()
+        part, off = await lg.append(topic, "k", b"hello", {"h": "1"})
+        assert off >= 0 and part >= 0
+        c = lg.consumer([topic], None)
+        await c.start()
+        recs = await drain(c, 1)
+        assert [(r.key, r.value, r.partition, r.offset) for r in recs] == [("k", b"hello", part, off)]
+        assert recs[0].headers == {"h": "1"}
+        await c.close()
+        await lg.close()
 
 
-async def test_same_key_same_partition_in_order(make_log, topic):
-    lg = make_log()
-    await lg.start()
-    positions = [await lg.append(topic, "user-1", str(i).encode()) for i in range(20)]
-    assert len({p for p, _ in positions}) == 1
-    offsets = [o for _, o in positions]
-    assert offsets == sorted(offsets) and len(set(offsets)) == 20
-    c = lg.consumer([topic], None)
-    await c.start()
-    recs = await drain(c, 20)
-    assert [r.value for r in recs] == [str(i).encode() for i in range(20)]
-    await c.close()
-    await lg.close()
+    async def test_same_key_same_partition_in_order(self, make_log, topic):
+        lg = make_log()
+        await lg.start()
+        positions = [await lg.append(topic, "user-1", str(i).encode()) for i in range(20)]
+        assert len({p for p, _ in positions}) == 1
+        offsets = [o for _, o in positions]
+        assert offsets == sorted(offsets) and len(set(offsets)) == 20
+        c = lg.consumer([topic], None)
+        await c.start()
+        recs = await drain(c, 20)
+        assert [r.value for r in recs] == [str(i).encode() for i in range(20)]
+        await c.close()
+        await lg.close()
 
 
-async def test_group_resumes_after_last_commit(make_log, topic):
-    lg = make_log()
-    await lg.start()
-    await lg.append_many(topic, [(f"k{i}", f"v{i}".encode()) for i in range(10)])
-    group = f"g-{uuid.uuid4().hex[:6]}"
-    c = lg.consumer([topic], group)
-    await c.start()
-    recs = await drain(c, 10)
-    assert len(recs) == 10
-    first_half = sorted(recs, key=lambda r: (r.partition, r.offset))
-    # commit only the records of one partition: the rest must come back
-    done_part = first_half[0].partition
-    committed = [r for r in recs if r.partition == done_part]
-    await c.commit(committed)
-    await c.close()
-    await lg.close()
+    async def test_group_resumes_after_last_commit(self, make_log, topic):
+        lg = make_log()
+        await lg.start()
+        await lg.append_many(topic, [(f"k{i}", f"v{i}".encode()) for i in range(10)])
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        c = lg.consumer([topic], group)
+        await c.start()
+        recs = await drain(c, 10)
+        assert len(recs) == 10
+        first_half = sorted(recs, key=lambda r: (r.partition, r.offset))
+        # commit only the records of one partition: the rest must come back
+        done_part = first_half[0].partition
+        committed = [r for r in recs if r.partition == done_part]
+        await c.commit(committed)
+        await c.close()
+        await lg.close()
 
-    lg2 = make_log()
-    await lg2.start()
-    c2 = lg2.consumer([topic], group)
-    await c2.start()
-    again = await drain(c2, 10 - len(committed), rounds=8)
-    assert sorted(r.value for r in again) == sorted(r.value for r in recs if r.partition != done_part)
-    await c2.close()
-    await lg2.close()
-
-
-async def test_uncommitted_records_are_redelivered(make_log, topic):
-    lg = make_log()
-    await lg.start()
-    await lg.append(topic, "a", b"1")
-    group = f"g-{uuid.uuid4().hex[:6]}"
-    c = lg.consumer([topic], group)
-    await c.start()
-    assert len(await drain(c, 1)) == 1
-    await c.close()  # no commit: a crash before the effect was durable
-    c = lg.consumer([topic], group)
-    await c.start()
-    assert [r.value for r in await drain(c, 1)] == [b"1"]
-    await c.close()
-    await lg.close()
+        lg2 = make_log()
+        await lg2.start()
+        c2 = lg2.consumer([topic], group)
+        await c2.start()
+        again = await drain(c2, 10 - len(committed), rounds=8)
+        assert sorted(r.value for r in again) == sorted(r.value for r in recs if r.partition != done_part)
+        await c2.close()
+        await lg2.close()
 
 
-async def test_caught_up_after_reading_existing_records(make_log, topic):
-    lg = make_log()
-    await lg.start()
-    await lg.append_many(topic, [(str(i), b"x") for i in range(5)])
-    c = lg.consumer([topic], None)
-    await c.start()
-    recs = await drain(c, 5)
-    assert len(recs) == 5
-    assert await c.caught_up()
-    await c.close()
-    await lg.close()
+    async def test_uncommitted_records_are_redelivered(self, make_log, topic):
+        lg = make_log()
+        await lg.start()
+        await lg.append(topic, "a", b"1")
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        c = lg.consumer([topic], group)
+        await c.start()
+        assert len(await drain(c, 1)) == 1
+        await c.close()  # no commit: a crash before the effect was durable
+        c = lg.consumer([topic], group)
+        await c.start()
+        assert [r.value for r in await drain(c, 1)] == [b"1"]
+        await c.close()
+        await lg.close()
 
 
-async def test_records_survive_reopen(make_log, topic):
-    lg = make_log()
-    await lg.start()
-    await lg.append(topic, "durable", b"yes")
-    await lg.close()
-    lg = make_log()
-    await lg.start()
-    c = lg.consumer([topic], None)
-    await c.start()
-    assert [r.value for r in await drain(c, 1)] == [b"yes"]
-    await c.close()
-    await lg.close()
+    async def test_caught_up_after_reading_existing_records(self, make_log, topic):
+        lg = make_log()
+        await lg.start()
+        await lg.append_many(topic, [(str(i), b"x") for i in range(5)])
+        c = lg.consumer([topic], None)
+        await c.start()
+        recs = await drain(c, 5)
+        assert len(recs) == 5
+        assert await c.caught_up()
+        await c.close()
+        await lg.close()
+
+
+    async def test_records_survive_reopen(self, make_log, topic):
+        lg = make_log()
+        await lg.start()
+        await lg.append(topic, "durable", b"yes")
+        await lg.close()
+        lg = make_log()
+        await lg.start()
+        c = lg.consumer([topic], None)
+        await c.start()
+        assert [r.value for r in await drain(c, 1)] == [b"yes"]
+        await c.close()
+        await lg.close()
+
+    async def test_append_before_start_raises_log_not_started(self, make_log, topic):
+        lg = make_log()
+        with pytest.raises(LogNotStarted):
+            await lg.append(topic, "k", b"v")
+        with pytest.raises(LogNotStarted):
+            await lg.append_many(topic, [("k", b"v")])
+
+    async def test_start_raises_log_unavailable_when_the_broker_or_store_is_down(self, request, tmp_path):
+        lg = self.unreachable_log(request, tmp_path)
+        with pytest.raises(LogUnavailable):
+            await asyncio.wait_for(lg.start(), timeout=60)
+        await lg.close()
+
+    async def test_commit_after_losing_partitions_raises_commit_failed(self, make_log, topic):
+        lg = make_log()
+        await lg.start()
+        await lg.append_many(topic, [(f"k{i}", b"x") for i in range(20)])
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        c = lg.consumer([topic], group)
+        await c.start()
+        recs = await drain(c, 20)
+        assert len(recs) == 20
+        await self.lose_partitions(lg, c, topic, group)
+        with pytest.raises(CommitFailed):
+            await c.commit(recs)
+        await c.close()
+        await lg.close()
+
+
+class TestSqliteLog(LogContract):
+    def new_log(self, request, tmp_path):
+        return SqliteLog(tmp_path / "log.sqlite3", partitions=4)
+
+    def unreachable_log(self, request, tmp_path):
+        (tmp_path / "a-file").write_text("not a directory")
+        return SqliteLog(tmp_path / "a-file" / "log.sqlite3")
+
+
+@pytest.mark.kafka
+class TestKafkaLog(LogContract):
+    def new_log(self, request, tmp_path, bootstrap=None):
+        tansu = request.getfixturevalue("tansu")
+        return KafkaLog(Settings(kafka_bootstrap=bootstrap or tansu.bootstrap, kafka_idempotence=False,
+                                 kafka_session_timeout_ms=2000))
+
+    def unreachable_log(self, request, tmp_path):
+        return self.new_log(request, tmp_path, bootstrap=f"127.0.0.1:{free_port()}")  # nothing listens
+
+    async def lose_partitions(self, lg, consumer, topic, group):
+        """A second member joins: after the rebalance the first owns only some partitions."""
+        other = lg.consumer([topic], group)
+        await other.start()
+        for _ in range(100):
+            await other.poll(timeout=0.1)
+            if other._c.assignment() and len(consumer._c.assignment()) < 4:
+                break
+        assert len(consumer._c.assignment()) < 4
+        await other.close()
