@@ -11,12 +11,14 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.store import queries
+
 
 async def readiness(runtime) -> tuple[bool, dict]:
     checks = {"control_replayed": bool(runtime.control and runtime.control.ready.is_set())}
     if runtime.store is not None:
         try:
-            await asyncio.wait_for(runtime.store.query("SELECT 1 AS ok"), 3)
+            await asyncio.wait_for(queries.ping(runtime.store), 3)
             checks["analytics_store"] = True
         except Exception:
             checks["analytics_store"] = False

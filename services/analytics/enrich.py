@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from shared.store import queries
 from shared.store.port import AnalyticsStore
 
 TRACKING_TYPES = ("opened", "clicked", "unsubscribed")
@@ -19,13 +20,7 @@ async def add_message_fields(store: AnalyticsStore, rows: list[dict]) -> None:
     todo = [r for r in rows if r["type"] in TRACKING_TYPES]
     if not todo:
         return
-    found = await store.query(
-        "SELECT email_id, any(tags) AS tags, any(from_addr) AS from_addr, any(subject) AS subject "
-        "FROM postline.messages WHERE service_id IN (SELECT arrayJoin(JSONExtract({svcs:String}, 'Array(String)'))) "
-        "AND email_id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)'))) GROUP BY email_id",
-        # JSON strings, which both adapters pass alike; IN (subquery) on the table's sorting key uses its index
-        {"svcs": json.dumps(sorted({r["service_id"] for r in todo})),
-         "ids": json.dumps(sorted({r["email_id"] for r in todo}))})
+    found = await queries.message_fields(store, list({r["service_id"] for r in todo}), list({r["email_id"] for r in todo}))
     messages = {m["email_id"]: m for m in found}
     for row in todo:
         m = messages.get(row["email_id"])

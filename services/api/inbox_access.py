@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 
+from shared.store import queries
+
 log = logging.getLogger(__name__)
 
 
@@ -21,12 +23,7 @@ async def own_email_ids(rt, wid: str, email_ids: list[str]) -> set[str]:
     rest = [e for e in email_ids if e and e not in mine]
     if rest and rt.store is not None:
         try:
-            # one scalar parameter per id: chDB's parameters take no Python lists
-            names = {f"i{n}": eid for n, eid in enumerate(rest)}
-            rows = await rt.store.query(
-                "SELECT DISTINCT email_id FROM postline.messages WHERE workspace_id = {w:String} AND email_id IN ("
-                + ", ".join(f"{{{n}:String}}" for n in names) + ")", {"w": wid, **names})
-            mine.update(r["email_id"] for r in rows)
+            mine.update(await queries.own_email_ids(rt.store, wid, rest))
         except Exception:  # store down: show only what this process knows
             log.warning("dev inbox: analytics store unavailable; showing this process's recent sends only")
     return mine

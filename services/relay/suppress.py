@@ -16,6 +16,7 @@ import logging
 from services.relay.bounce_class import Classification
 from shared import events as ev
 from shared.control.plane import ControlPlane
+from shared.store import queries
 from shared.store.port import AnalyticsStore
 
 log = logging.getLogger(__name__)
@@ -71,18 +72,10 @@ class Suppressor:
         if self.store is None:
             return 0
         try:
-            rows = await self._count(event)
+            return await queries.recent_soft_bounces(self.store, event.service_id, event.recipient, event.id)
         except Exception:
             if not self.count_best_effort:
                 raise
             log.warning("cannot count soft bounces for email %s now; the soft-bounce rule waits for the next one",
                         event.email_id, exc_info=True)
             return 0
-        return int(rows[0]["n"]) if rows else 0
-
-    async def _count(self, event: ev.Bounced) -> list[dict]:
-        return await self.store.query(
-            "SELECT count() AS n FROM postline.events FINAL WHERE service_id = {s:String} AND recipient = {r:String} "
-            "AND type = 'bounced' AND reason = 'soft' AND event_id != {id:String} "
-            "AND time >= now64(3) - INTERVAL 7 DAY",
-            {"s": event.service_id, "r": event.recipient, "id": event.id})

@@ -167,3 +167,78 @@ async def messages_since(store: AnalyticsStore, service_id: str, since: datetime
         "SELECT count() AS n FROM postline.messages FINAL WHERE service_id = {s:String} "
         "AND time >= toDateTime64({t:String}, 3, 'UTC')", {"s": service_id, "t": _fmt(since)})
     return int(rows[0]["n"]) if rows else 0
+
+
+# ---- queries of the relay, the API's webhook and dev-inbox routes, analytics and ops ----
+
+async def ping(store: AnalyticsStore) -> None:
+    """A trivial query; raises when the store cannot answer (readiness probe)."""
+    await store.query("SELECT 1 AS ok")
+
+
+async def message_by_id(store: AnalyticsStore, email_id: str) -> dict | None:
+    """A message's request payload whatever its workspace (the inbound bounce processor
+    knows the id from a signed VERP token, not the workspace)."""
+    rows = await store.query(
+        "SELECT payload FROM postline.messages FINAL WHERE email_id = {id:String} LIMIT 1", {"id": email_id})
+    return json.loads(rows[0]["payload"]) if rows else None
+
+
+async def own_email_ids(store: AnalyticsStore, workspace_id: str, email_ids: list[str]) -> set[str]:
+    """Which of ``email_ids`` are messages of ``workspace_id``."""
+    if not email_ids:
+        return set()
+    # one scalar parameter per id: chDB's parameters take no Python lists
+    names = {f"i{n}": eid for n, eid in enumerate(email_ids)}
+    rows = await store.query(
+        "SELECT DISTINCT email_id FROM postline.messages WHERE workspace_id = {w:String} AND email_id IN ("
+        + ", ".join(f"{{{n}:String}}" for n in names) + ")", {"w": workspace_id, **names})
+    return {r["email_id"] for r in rows}
+
+
+async def recent_soft_bounces(store: AnalyticsStore, service_id: str, recipient: str, except_event_id: str) -> int:
+    """Soft bounces of ``recipient`` in the service in the last 7 days, other than the given event."""
+    rows = await store.query(
+        "SELECT count() AS n FROM postline.events FINAL WHERE service_id = {s:String} AND recipient = {r:String} "
+        "AND type = 'bounced' AND reason = 'soft' AND event_id != {id:String} "
+        "AND time >= now64(3) - INTERVAL 7 DAY",
+        {"s": service_id, "r": recipient, "id": except_event_id})
+    return int(rows[0]["n"]) if rows else 0
+
+
+async def message_fields(store: AnalyticsStore, service_ids: list[str], email_ids: list[str]) -> list[dict]:
+    """``email_id, tags, from_addr, subject`` of the given messages (those loaded so far)."""
+    return await store.query(
+        "SELECT email_id, any(tags) AS tags, any(from_addr) AS from_addr, any(subject) AS subject "
+        "FROM postline.messages WHERE service_id IN (SELECT arrayJoin(JSONExtract({svcs:String}, 'Array(String)'))) "
+        "AND email_id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)'))) GROUP BY email_id",
+        # JSON strings, which both adapters pass alike; IN (subquery) on the table's sorting key uses its index
+        {"svcs": json.dumps(sorted(service_ids)), "ids": json.dumps(sorted(email_ids))})
+
+
+async def webhook_attempts(store: AnalyticsStore, service_id: str, webhook_id: str, limit: int) -> list[dict]:
+    """A webhook's recent delivery attempts, newest first."""
+    return await store.query(
+        "SELECT event_id, event_type, attempt, status_code, latency_ms, outcome, error, toString(time) AS time "
+        "FROM postline.webhook_attempts FINAL WHERE service_id = {s:String} AND webhook_id = {w:String} "
+        "ORDER BY time DESC LIMIT {n:UInt32}", {"s": service_id, "w": webhook_id, "n": limit})
+
+
+async def events_to_replay(store: AnalyticsStore, service_id: str, limit: int, event_id: str | None = None,
+                           since: datetime | None = None, until: datetime | None = None,
+                           types: list[str] | None = None) -> list[dict]:
+    """Event payloads of a service in time order: the one ``event_id``, or those of ``types``
+    from ``since`` (to ``until`` when given)."""
+    where, params = ["service_id = {s:String}"], {"s": service_id, "n": limit}
+    if event_id:
+        where.append("event_id = {e:String}")
+        params["e"] = event_id
+    else:
+        where.append("time >= toDateTime64({since:String}, 3, 'UTC') AND type IN {types:Array(String)}")
+        params.update(since=_fmt(since), types=types or [])
+        if until:
+            where.append("time < toDateTime64({until:String}, 3, 'UTC')")
+            params["until"] = _fmt(until)
+    rows = await store.query(f"SELECT payload FROM postline.events FINAL WHERE {' AND '.join(where)} "
+                             "ORDER BY time LIMIT {n:UInt32}", params)
+    return [json.loads(r["payload"]) for r in rows]

@@ -12,6 +12,7 @@ from services.api.auth import owned_service, runtime
 from shared import events as ev
 from shared.crypto import seal
 from shared.ssrf import BlockedDestination, check_url_shape, resolve_checked
+from shared.store import queries
 
 router = APIRouter(prefix="/api/email/services/{service_id}/webhooks", tags=["webhooks"])
 ROTATION_OVERLAP = timedelta(hours=24)
@@ -165,10 +166,7 @@ async def list_attempts(limit: int = Query(50, ge=1, le=500), w=Depends(owned_we
     """Recent delivery attempts, newest first, with status code and latency."""
     if rt.store is None:
         raise HTTPException(503, "analytics store not configured on this process")
-    rows = await rt.store.query(
-        "SELECT event_id, event_type, attempt, status_code, latency_ms, outcome, error, toString(time) AS time "
-        "FROM postline.webhook_attempts FINAL WHERE service_id = {s:String} AND webhook_id = {w:String} "
-        "ORDER BY time DESC LIMIT {n:UInt32}", {"s": w.service_id, "w": w.webhook_id, "n": limit})
+    rows = await queries.webhook_attempts(rt.store, w.service_id, w.webhook_id, limit)
     return {"data": [{**r, "status_code": r["status_code"] or None} for r in rows]}
 
 
@@ -182,25 +180,13 @@ async def _append_replay(rt, w: ev.WebhookSaved, events: list[dict]) -> dict:
 @router.post("/{webhook_id}/replay", status_code=202)
 async def replay(body: ReplayRequest, w=Depends(owned_webhook), rt=Depends(runtime)):
     """Send one event (``event_id``) or every subscribed event in a time range again."""
-    import json
-
     if rt.store is None:
         raise HTTPException(503, "analytics store not configured on this process")
-    where, params = ["service_id = {s:String}"], {"s": w.service_id, "n": MAX_REPLAY}
-    if body.event_id:
-        where.append("event_id = {e:String}")
-        params["e"] = body.event_id
-    else:
-        where.append("time >= toDateTime64({since:String}, 3, 'UTC') AND type IN {types:Array(String)}")
-        params.update(since=body.since.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), types=w.events)
-        if body.until:
-            where.append("time < toDateTime64({until:String}, 3, 'UTC')")
-            params["until"] = body.until.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    rows = await rt.store.query(f"SELECT payload FROM postline.events FINAL WHERE {' AND '.join(where)} "
-                                "ORDER BY time LIMIT {n:UInt32}", params)
-    if body.event_id and not rows:
+    events = await queries.events_to_replay(rt.store, w.service_id, MAX_REPLAY, event_id=body.event_id,
+                                            since=body.since, until=body.until, types=w.events)
+    if body.event_id and not events:
         raise HTTPException(404, f"event {body.event_id} not found")
-    return await _append_replay(rt, w, [json.loads(r["payload"]) for r in rows])
+    return await _append_replay(rt, w, events)
 
 
 @router.post("/{webhook_id}/test", status_code=202)

@@ -1,0 +1,103 @@
+"""The inbound bounce processor: a report mailed to the bounce domain → events and suppressions.
+
+Each recipient is a VERP address (a signed token) naming (message, recipient). The report
+is parsed and emits ``bounced`` / ``complained``, adding the recipient to the service's
+suppression list for hard bounces, complaints, and the third soft bounce within 7 days.
+Mail to ``unsubscribe+<token>@`` (the List-Unsubscribe ``mailto:``) is an unsubscribe,
+whatever it contains: ``unsubscribed`` and a suppression. Events are durable when
+``handle`` returns. Unparseable mail is kept under ``<data dir>/inbound/unparsed`` for
+inspection. The SMTP side is services/relay/inbound/server.py."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from services.relay.bounce_class import classify
+from services.relay.inbound.parse import Report, parse
+from services.relay.suppress import Suppressor
+from shared import events as ev
+from shared.addresses import split_bare
+from shared.store import queries
+from shared.verp import parse_token, token_of, unsubscribe_token_of
+
+
+class NotKnownYet(Exception):
+    """The message a report is about is not in the analytics store yet (or the store is
+    down): the SMTP server answers 451 so the sending server retries later."""
+
+
+class BounceProcessor:
+    def __init__(self, runtime):
+        self.rt = runtime
+        self.key = runtime.settings.master_key
+        self.unparsed = Path(runtime.settings.data_dir) / "inbound" / "unparsed"
+        self.suppressor = Suppressor(runtime.control, runtime.store)
+
+    def valid_rcpt(self, address: str) -> bool:
+        token = token_of(address) or unsubscribe_token_of(address)
+        return bool(token and parse_token(self.key, token))
+
+    async def message(self, email_id: str) -> dict:
+        """The message's request payload; ``NotKnownYet`` while it is not in the store."""
+        if self.rt.store is None:
+            raise NotKnownYet("no analytics store")
+        msg = await queries.message_by_id(self.rt.store, email_id)
+        if msg is None:
+            raise NotKnownYet(email_id)
+        return msg
+
+    async def handle(self, rcpt_tos: list[str], raw: bytes) -> list[ev.Event]:
+        """Process one inbound message; returns what was emitted (durable on return)."""
+        report = parse(raw)
+        emitted: list[ev.Event] = []
+        for address in rcpt_tos:
+            unsubscribing = unsubscribe_token_of(address) is not None
+            email_id, index = parse_token(self.key, token_of(address) or unsubscribe_token_of(address))
+            msg = await self.message(email_id)
+            everyone = [split_bare(a) for a in (*msg["to"], *msg.get("cc", []), *msg.get("bcc", []))]
+            rcpt = everyone[index] if index < len(everyone) else None
+            if rcpt is not None and unsubscribing:  # whatever the mail says: RFC 2369 mailto: unsubscribe
+                emitted += await self.unsubscribe(msg, rcpt)
+                continue
+            if rcpt is None or report.kind == "unknown":
+                self.keep(raw, address)
+                continue
+            emitted += await self.apply(msg, rcpt, report)
+        return emitted
+
+    async def apply(self, msg: dict, rcpt: str, report: Report) -> list[ev.Event]:
+        """Emit the event a report makes, durably, then apply the suppression rules to it."""
+        common = {"workspace_id": msg["workspace_id"], "service_id": msg["service_id"], "email_id": msg["email_id"],
+                  "recipient": rcpt, "from": msg.get("from"), "subject": msg.get("subject"), "tags": msg.get("tags", [])}
+        if report.kind == "complaint":
+            event = ev.Complained(id=ev.derived_id(msg["email_id"], rcpt, "complained"),
+                                  feedback_type=report.feedback_type, **common)
+            cls, detail = None, report.feedback_type
+        else:
+            r = next((x for x in report.recipients if x.recipient and x.recipient.lower() == rcpt.lower()),
+                     report.recipients[0])
+            if r.bounce_type is None:
+                return []
+            # the DSN's Status field is the enhanced code, its Diagnostic-Code the server's reply
+            reply = f"{r.status or ''} {r.diagnostic or ''}".strip()
+            cls, detail = classify(r.smtp_code, reply, permanent=r.bounce_type == "hard"), None
+            event = ev.Bounced(id=ev.derived_id(msg["email_id"], rcpt, "bounced", r.status or r.bounce_type),
+                               bounce_type=cls.bounce_type, bounce_class=cls.bounce_class, smtp_code=r.smtp_code,
+                               smtp_reply=reply[:1000], **common)
+        await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(event))])
+        await self.suppressor.apply(event, cls, detail)
+        return [event]
+
+    async def unsubscribe(self, msg: dict, rcpt: str) -> list[ev.Event]:
+        """Mail to a List-Unsubscribe ``mailto:`` address: ``unsubscribed`` (the same event
+        id as the one-click POST, so using both counts once) and a suppression."""
+        out = [ev.Unsubscribed(id=ev.derived_id(msg["email_id"], rcpt, "unsubscribed"), workspace_id=msg["workspace_id"],
+                               service_id=msg["service_id"], email_id=msg["email_id"], recipient=rcpt)]
+        await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(e)) for e in out])
+        await self.rt.control.suppress(msg["workspace_id"], msg["service_id"], rcpt, "unsubscribe",
+                                       "List-Unsubscribe mailto:", msg["email_id"])
+        return out
+
+    def keep(self, raw: bytes, address: str) -> None:
+        self.unparsed.mkdir(parents=True, exist_ok=True)
+        (self.unparsed / f"{time.time():.6f}-{(token_of(address) or 'x')[:40]}.eml").write_bytes(raw)
