@@ -9,7 +9,7 @@ import json
 import threading
 from pathlib import Path
 
-from shared.store.port import AnalyticsStore
+from shared.store.port import AnalyticsStore, StoreError, StoreUnavailable
 from shared.store.sql import bind
 
 _sessions: dict[str, object] = {}
@@ -35,8 +35,13 @@ class ChdbStore(AnalyticsStore):
         self.path = Path(path)
 
     def _run(self, sql: str, fmt: str = "CSV", params: dict | None = None):
-        with _lock:
-            return _session(self.path).query(sql, fmt, params=bind(params))
+        try:
+            with _lock:
+                return _session(self.path).query(sql, fmt, params=bind(params))
+        except OSError as exc:  # the data path cannot be created or opened
+            raise StoreUnavailable(f"chDB data path {self.path}: {exc}") from exc
+        except RuntimeError as exc:  # chdb's ChdbError: the engine refused the statement
+            raise StoreError(str(exc)) from exc
 
     async def execute(self, sql):
         await asyncio.to_thread(self._run, sql)

@@ -9,7 +9,7 @@ import asyncio
 import json
 from urllib.parse import urlparse
 
-from shared.store.port import AnalyticsStore
+from shared.store.port import AnalyticsStore, StoreError, StoreUnavailable
 
 
 class ClickHouseStore(AnalyticsStore):
@@ -28,20 +28,35 @@ class ClickHouseStore(AnalyticsStore):
                 connect_timeout=5, send_receive_timeout=30, autogenerate_session_id=False)
         return self._client
 
+    async def _call(self, fn):
+        """``fn`` off the event loop, with the driver's errors as the port's."""
+        from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+
+        try:
+            return await asyncio.to_thread(fn)
+        except OperationalError as exc:  # connection refused, reset, timed out
+            raise StoreUnavailable(f"ClickHouse at {self._where()}: {exc}") from exc
+        except ClickHouseError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def _where(self) -> str:
+        u = urlparse(self.url)  # never the password
+        return f"{u.hostname}:{u.port}"
+
     async def execute(self, sql):
-        await asyncio.to_thread(lambda: self._connect().command(sql))
+        await self._call(lambda: self._connect().command(sql))
 
     async def insert(self, table, rows, dedup_token):
         if not rows:
             return
         body = "\n".join(json.dumps(r, default=str) for r in rows)
         sql = f"INSERT INTO postline.{table} FORMAT JSONEachRow\n{body}"
-        await asyncio.to_thread(lambda: self._connect().command(
+        await self._call(lambda: self._connect().command(
             sql, settings={"insert_deduplication_token": dedup_token}))
 
     async def query(self, sql, params=None):
-        raw = await asyncio.to_thread(lambda: self._connect().raw_query(sql, parameters=params or {},
-                                                                        fmt="JSONEachRow"))
+        raw = await self._call(lambda: self._connect().raw_query(sql, parameters=params or {},
+                                                                 fmt="JSONEachRow"))
         return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
     async def close(self):

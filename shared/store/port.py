@@ -1,4 +1,7 @@
-"""Analytics-store port: a ClickHouse-SQL store with idempotent batch inserts."""
+"""Analytics-store port: a ClickHouse-SQL store with idempotent batch inserts.
+
+Adapters raise the port's errors, never their driver's (checked for chDB and the
+ClickHouse server adapter by ``tests/shared/store/test_contract.py``)."""
 from __future__ import annotations
 
 import abc
@@ -6,21 +9,33 @@ import abc
 from shared.store.migrations import MIGRATIONS
 
 
+class StoreError(Exception):
+    """The store refused a statement (bad SQL, unknown table or column: a bug or a missing
+    migration). Retrying the same statement gives the same answer."""
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The store cannot be reached (server down, data path unusable): an infrastructure
+    fault, worth retrying."""
+
+
 class AnalyticsStore(abc.ABC):
     @abc.abstractmethod
     async def execute(self, sql: str) -> None:
-        """Run a statement (DDL). Raises on failure."""
+        """Run a statement (DDL). Raises ``StoreError`` (``StoreUnavailable`` when unreachable)."""
 
     @abc.abstractmethod
     async def insert(self, table: str, rows: list[dict], dedup_token: str) -> None:
         """Insert ``rows`` into ``postline.<table>`` as one batch; durable when it returns.
 
         Re-inserting the same batch (same ``dedup_token``) must not duplicate rows in query
-        results: tables are ReplacingMergeTree on the event id and queries deduplicate."""
+        results: tables are ReplacingMergeTree on the event id and queries deduplicate.
+        Raises ``StoreError`` (``StoreUnavailable`` when unreachable); nothing is inserted then."""
 
     @abc.abstractmethod
     async def query(self, sql: str, params: dict | None = None) -> list[dict]:
-        """Run a SELECT with ``{name:Type}`` parameters; rows as dicts. Raises on failure."""
+        """Run a SELECT with ``{name:Type}`` parameters; rows as dicts. Raises ``StoreError``
+        (``StoreUnavailable`` when the store cannot be reached)."""
 
     async def migrate(self) -> int:
         """Apply pending migrations in order; returns the schema version."""
