@@ -9,7 +9,11 @@ from services.relay.outcome import DeliveryResult
 class Sender(abc.ABC):
     @abc.abstractmethod
     async def send(self, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
-        """Deliver ``raw`` to ``rcpts``; never raises for delivery failures (they are outcomes)."""
+        """Deliver ``raw`` to ``rcpts``: one outcome per recipient. Never raises for delivery
+        failures, which are outcomes: a refused recipient is ``bounced`` (5xx) or ``deferred``
+        (4xx) alone, and a next hop that cannot be reached (host down, DNS failure, inbox
+        storage unusable) defers every recipient with ``smtp_code`` None. Checked for every
+        sender by ``tests/services/relay/senders/test_contract.py``."""
 
     async def close(self) -> None:
         """Close pooled connections."""
