@@ -3,7 +3,8 @@ MX delivery (a real DNS server, POSTLINE_DNS_SERVER, pointing at a loopback SMTP
 
 ``SenderContract`` holds the tests; each sender's thin subclass says how to build it in
 front of a next hop and how to take that next hop away (the pattern of eventsourcing's
-per-adapter test subclasses). Refusal tests run where the next hop can refuse (SMTP)."""
+per-adapter test subclasses). ``RefusalContract`` adds the tests for next hops that can
+refuse one recipient (SMTP); the dev inbox accepts every recipient, so it does not take them."""
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,6 @@ RAW = b"From: app@sender.test\r\nTo: ann@example.test\r\nSubject: contract\r\n\r
 
 
 class SenderContract:
-    refuses = True  # the next hop can refuse one recipient (SMTP); the dev inbox cannot
-
     def build(self, tmp_path, **sink_options):
         """``(sender, received)``: a sender in front of a running next hop, and a function
         listing what that next hop got as ``(mail_from, rcpts, raw)``; cleanup via ``self.stops``."""
@@ -50,25 +49,6 @@ class SenderContract:
         [(mail_from, rcpts, raw)] = received()
         assert mail_from == FROM and sorted(rcpts) == [ANN, BOB] and b"Subject: contract" in raw
 
-    async def test_a_permanently_refused_recipient_bounces_alone(self, tmp_path):
-        if not self.refuses:
-            pytest.skip("this next hop accepts every recipient")
-        sender, received = self.build(tmp_path, rcpt_replies={BOB: "550 5.1.1 no such user"})
-        results = await sender.send(FROM, [ANN, BOB], RAW)
-        await sender.close()
-        assert results[ANN].status == "delivered"
-        assert (results[BOB].status, results[BOB].smtp_code) == ("bounced", 550)
-        assert "no such user" in results[BOB].smtp_reply
-        assert [rcpts for _, rcpts, _ in received()] == [[ANN]]
-
-    async def test_a_temporarily_refused_recipient_is_deferred(self, tmp_path):
-        if not self.refuses:
-            pytest.skip("this next hop accepts every recipient")
-        sender, _ = self.build(tmp_path, rcpt_replies={ANN: "451 4.3.0 try later"})
-        results = await sender.send(FROM, [ANN], RAW)
-        await sender.close()
-        assert (results[ANN].status, results[ANN].smtp_code) == ("deferred", 451)
-
     async def test_a_next_hop_that_is_down_defers_and_never_raises(self, tmp_path):
         sender = self.build_down(tmp_path)
         results = await sender.send(FROM, [ANN, BOB], RAW)
@@ -78,9 +58,26 @@ class SenderContract:
         assert all(x.smtp_reply for x in results.values())  # says why
 
 
-class TestInboxSender(SenderContract):
-    refuses = False
+class RefusalContract(SenderContract):
+    """For next hops that answer per recipient (SMTP)."""
 
+    async def test_a_permanently_refused_recipient_bounces_alone(self, tmp_path):
+        sender, received = self.build(tmp_path, rcpt_replies={BOB: "550 5.1.1 no such user"})
+        results = await sender.send(FROM, [ANN, BOB], RAW)
+        await sender.close()
+        assert results[ANN].status == "delivered"
+        assert (results[BOB].status, results[BOB].smtp_code) == ("bounced", 550)
+        assert "no such user" in results[BOB].smtp_reply
+        assert [rcpts for _, rcpts, _ in received()] == [[ANN]]
+
+    async def test_a_temporarily_refused_recipient_is_deferred(self, tmp_path):
+        sender, _ = self.build(tmp_path, rcpt_replies={ANN: "451 4.3.0 try later"})
+        results = await sender.send(FROM, [ANN], RAW)
+        await sender.close()
+        assert (results[ANN].status, results[ANN].smtp_code) == ("deferred", 451)
+
+
+class TestInboxSender(SenderContract):
     def build(self, tmp_path, **sink_options):
         inbox = DevInbox(tmp_path / "inbox.sqlite3")
         self.stops.append(inbox.close)
@@ -100,7 +97,7 @@ def _sink_received(sink: SmtpSink):
     return lambda: [(r.mail_from, r.rcpt_tos, r.data) for r in sink.received]
 
 
-class TestSmarthostSender(SenderContract):
+class TestSmarthostSender(RefusalContract):
     def build(self, tmp_path, **sink_options):
         sink = SmtpSink(**sink_options).start()
         self.stops.append(sink.stop)
@@ -110,7 +107,7 @@ class TestSmarthostSender(SenderContract):
         return SmarthostSender(Settings(delivery="smarthost", smarthost=f"127.0.0.1:{free_port()}"))
 
 
-class TestMxSender(SenderContract):
+class TestMxSender(RefusalContract):
     def dns(self) -> DnsServer:
         dns = DnsServer().start()
         self.stops.append(dns.stop)
