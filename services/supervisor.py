@@ -158,7 +158,7 @@ class Supervisor:
         """Wait until the API answers ``/readyz`` (control replayed, analytics reachable).
         False when stopped first, or when a child exits first (its error is on the terminal)."""
         deadline = time.monotonic() + READY_TIMEOUT
-        async with httpx.AsyncClient(trust_env=False, timeout=2) as http:
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
             while not stop.is_set() and time.monotonic() < deadline:
                 dead = self.died_young()
                 if dead is not None:
