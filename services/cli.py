@@ -229,13 +229,16 @@ ENV = {
               "POSTLINE_RELAY_CONCURRENCY", "POSTLINE_RETRY_SCHEDULE", "POSTLINE_QUEUE_LIFETIME", "POSTLINE_MX_PORT",
               "POSTLINE_MX_CONCURRENCY", "POSTLINE_MX_RATE"],
     "webhooks": ["POSTLINE_WEBHOOK_ALLOW_PRIVATE", "POSTLINE_WEBHOOK_TIMEOUT", "POSTLINE_WEBHOOK_RETRY_SCHEDULE"],
+    "all": ["POSTLINE_WORKERS"],
 }
 COMMANDS = {
     "all": ("every role in one command on embedded defaults (what `make run` starts)",
             "Runs the API, relay, webhooks and analytics over one data dir: the SQLite log and\n"
             "chDB in POSTLINE_DATA_DIR, and a dev inbox that captures outbound mail unless\n"
             "POSTLINE_DELIVERY says otherwise. Prints the API URL and, on the first run, the\n"
-            "admin token.", ("store", "http", "api", "relay", "webhooks")),
+            "admin token. Supervises one process per role (POSTLINE_WORKERS API processes,\n"
+            "default: the cores); POSTLINE_WORKERS=1 runs every role in this one process.",
+            ("store", "http", "api", "relay", "webhooks", "all")),
     "api": ("the HTTP API, dashboard and docs",
             "Serves the management and send APIs, the dev inbox and /docs on\n"
             "POSTLINE_HTTP_HOST:POSTLINE_HTTP_PORT, and SMTP submission on POSTLINE_SUBMISSION_PORT;\n"
@@ -277,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="create NAME: a new workspace and its admin token.\n"
                     "rotate-token ID: a new admin token for workspace ID (the first one is `default`);\n"
                     "the old token stops working. Both print the token once; only its hash is stored.\n"
-                    "Run it beside a running embedded server with the same POSTLINE_DATA_DIR; that server\n"
-                    "accepts the new token after its next restart.",
+                    "Run it beside a running embedded server with the same POSTLINE_DATA_DIR; every one of\n"
+                    "its processes accepts the new token within a second.",
         epilog=_env_epilog(("store",)), formatter_class=raw)
     ws.add_argument("action", choices=["create", "rotate-token"], help="what to do")
     ws.add_argument("name", metavar="NAME_OR_ID", help="workspace name (create) or id (rotate-token, e.g. default)")
