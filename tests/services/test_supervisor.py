@@ -187,3 +187,14 @@ def test_workers_1_keeps_every_role_in_one_process(tmp_path):
         assert Api(proc.url).admin("GET", "/api/email/services").status_code == 200
     finally:
         assert proc.stop() == 0
+
+
+def test_children_stop_when_the_parent_is_killed(tmp_path):
+    proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "2"}).start()
+    try:
+        children = [p for pids in roles(proc.proc.pid).values() for p in pids]
+        assert len(children) == 5
+        proc.kill()  # SIGKILL: the parent cannot stop them itself; the kernel tells them
+        wait_until(lambda: not any(alive(p) for p in children), what="every child gone")
+    finally:
+        proc.stop()
