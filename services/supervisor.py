@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -92,7 +93,7 @@ def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], soc
     loopback socket the analytics process serves the store on, made here once so a restarted
     analytics process serves on the same port and the others' URL stays right."""
     workers = worker_count(settings)
-    env = {**base_env, "PYTHONUNBUFFERED": "1"}
+    env = {**base_env, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(settings))}
     store_sock, owner_args = None, []
     if not settings.clickhouse_url:
         store_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -107,6 +108,19 @@ def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], soc
                 Child("relay", "relay", env), Child("webhooks", "webhooks", env)]
     children += [Child(f"api-{n}", "api", api_env) for n in range(1, workers + 1)]
     return children, store_sock
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Where the children's Prometheus values meet (services/ops.py reads them all)."""
+    return Path(settings.data_dir) / "metrics"
+
+
+def _fresh_metrics_dir(settings: Settings) -> None:
+    """Empty it at start: counters begin at 0 with each start, as in one process."""
+    path = metrics_dir(settings)
+    path.mkdir(mode=0o700, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
 
 
 async def _prepare(settings: Settings):
@@ -143,9 +157,11 @@ def _local_url(settings: Settings) -> str:
 
 
 class Supervisor:
-    def __init__(self, children: list[Child]):
+    def __init__(self, children: list[Child], on_exit=lambda pid: None):
+        """``on_exit(pid)``: called once for each child that exited, before it is started again."""
         self.children = children
         self.ever_ready = False
+        self.on_exit = on_exit
 
     def start_all(self) -> None:
         for child in self.children:
@@ -189,6 +205,7 @@ class Supervisor:
                     child.restart_at = now + delay
                     log.error("%s (pid %s) exited with code %s; starting it again in %.1f s",
                               child.name, child.proc.pid, child.proc.returncode, delay)
+                    self.on_exit(child.proc.pid)
                 elif now >= child.restart_at:
                     child.start()
                     log.info("%s started again (pid %s)", child.name, child.proc.pid)
@@ -207,6 +224,13 @@ class Supervisor:
                 log.error("%s did not stop within %.0f s; killing it", child.name, STOP_GRACE)
                 child.proc.kill()
             child.proc.wait()
+
+
+def _forget_metrics(settings: Settings, pid: int) -> None:
+    """A dead child's live gauges no longer count (its counters do: they are totals)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, str(metrics_dir(settings)))
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -228,8 +252,9 @@ async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None
     _check_port(settings.http_host, settings.http_port, "HTTP")
     _check_port(settings.http_host, settings.submission_port, "SMTP submission")
     token, rt = await _prepare(settings)
+    _fresh_metrics_dir(settings)
     children, store_sock = plan(settings, dict(os.environ))
-    sup = Supervisor(children)
+    sup = Supervisor(children, on_exit=lambda pid: _forget_metrics(settings, pid))
     ready = False
     try:
         sup.start_all()

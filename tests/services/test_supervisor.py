@@ -3,6 +3,7 @@ SMTP sink, fresh connections so requests spread over the API workers (SO_REUSEPO
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,6 +132,10 @@ def test_a_killed_relay_or_api_worker_is_restarted_and_every_accepted_send_is_de
     for email_id in accepted:
         sink.wait_for(lambda m, eid=email_id: f"<{eid}@".encode() in m.data, timeout=60)
     assert alive(new_relay[0]) and "relay (pid %d) exited" % relay in proc.output()
+    # any API process's /metrics counts the relay's deliveries, the killed relay's included
+    text = fresh(proc.url).get("/metrics").text
+    delivered = re.search(r'^postline_relay_deliveries_total\{outcome="delivered"\} (\S+)$', text, re.M)
+    assert delivered and float(delivered.group(1)) >= 15, text[:2000]
 
 
 def test_control_changes_and_sends_are_seen_by_every_worker(cluster):
