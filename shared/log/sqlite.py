@@ -5,8 +5,8 @@ Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL on every commit, and
 ``append`` resolves only after the commit that holds its record. Appends from many
 coroutines are group-committed by one writer thread per process, so the fsync cost is shared.
 
-Across processes: SQLite lets one writer at a time in (``BEGIN IMMEDIATE``; the others wait
-on the busy timeout). Offsets are assigned inside that write transaction from the ``heads``
+Across processes: one writer at a time (an ``flock`` on ``<log>.write-lock`` that wakes the
+next writer at once, then ``BEGIN IMMEDIATE``; anything else writing waits on the busy timeout). Offsets are assigned inside that write transaction from the ``heads``
 table (the next offset of each partition), so two processes never hand out the same offset,
 and offsets are never reused even after old records are deleted. Consumers in every process
 are woken when any process commits: a watcher checks ``PRAGMA data_version`` (a counter
@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -122,20 +124,34 @@ class SqliteLog(EventLog):
 
     # ------------------------------------------------------------ writes
     def _write_loop(self, conn: sqlite3.Connection) -> None:
+        # Writers of all processes queue on this lock (in the kernel: the next one runs as soon
+        # as it is released) rather than on SQLite's busy handler, which sleeps and retries.
+        lock_fd = os.open(self.path.with_name(self.path.name + ".write-lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._write_batches(conn, lock_fd)
+        finally:
+            os.close(lock_fd)
+            conn.close()
+
+    def _write_batches(self, conn: sqlite3.Connection, lock_fd: int) -> None:
         stop = False
         while not stop:
             jobs = [self._queue.get()]
-            while len(jobs) < _BATCH:
-                try:
-                    jobs.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if None in jobs:
-                stop = True
-                jobs = [j for j in jobs if j is not None]
-            if jobs:
-                self._commit_jobs(conn, jobs)
-        conn.close()
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                # what arrived while another process held the lock joins this commit
+                while len(jobs) < _BATCH:
+                    try:
+                        jobs.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                if None in jobs:
+                    stop = True
+                    jobs = [j for j in jobs if j is not None]
+                if jobs:
+                    self._commit_jobs(conn, jobs)
+            finally:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
     def _commit_jobs(self, conn: sqlite3.Connection, jobs: list) -> None:
         results: list = []
