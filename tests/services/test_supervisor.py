@@ -102,6 +102,10 @@ def test_starts_one_process_per_role_and_sigterm_stops_them_all(cluster):
     children = [p for pids in by_role.values() for p in pids]
     out = proc.output()
     assert out.count("Postline API on http://127.0.0.1:") == 1  # one banner, from the parent
+    # the analytics process serves chDB to the others on loopback, to them only (a password)
+    store = "http://" + re.search(r"analytics store served to the other processes on (127\.0\.0\.1:\d+)", out)[1]
+    assert httpx.post(store, content="SELECT 1", trust_env=False).status_code == 401
+    assert httpx.post(store, content="SELECT 1", auth=("postline", "guess"), trust_env=False).status_code == 401
     assert proc.stop() == 0
     assert not any(alive(p) for p in children)  # no orphan
 
