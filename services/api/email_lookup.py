@@ -88,14 +88,14 @@ def accepted_elsewhere(rt, email_id: str) -> dict | None:
     """The summary of a request another process appended (same shape as RecentSends'), read
     from the embedded log by its key; None when unknown or when the log cannot look up keys
     (Kafka: there the API replicas rely on analytics)."""
-    latest = getattr(rt.log, "latest", None)
-    if latest is None:
+    by_key = getattr(rt.log, "by_key", None)
+    if by_key is None:
         return None
-    rec = latest(ev.Topic.REQUESTS, email_id)
-    if rec is None:
-        return None
-    req = ev.decode(rec.value)
-    return req.model_dump(mode="json", by_alias=True, exclude=SUMMARY_EXCLUDES)
+    for rec in by_key(ev.Topic.REQUESTS, email_id):  # newest first: cancels and reschedules share the key
+        req = ev.decode(rec.value)
+        if isinstance(req, ev.SendRequested):
+            return req.model_dump(mode="json", by_alias=True, exclude=SUMMARY_EXCLUDES)
+    return None
 
 
 def parse_time(value: str | None) -> datetime | None:

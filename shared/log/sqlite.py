@@ -255,17 +255,15 @@ class SqliteLog(EventLog):
         rows = self._reader.execute("SELECT part, off FROM commits WHERE grp=? AND topic=?", (group, topic))
         return dict(rows.fetchall())
 
-    def latest(self, topic: str, key: str) -> Record | None:
-        """The newest record of ``key`` on ``topic`` (found through its partition's key index),
-        or None. For look-ups of one entity written by another process, e.g. a send request."""
+    def by_key(self, topic: str, key: str, limit: int = 50) -> list[Record]:
+        """The newest ``limit`` records of ``key`` on ``topic``, newest first (found through the
+        key index, on the key's partition). For look-ups of one entity written by another
+        process, e.g. a send request."""
         part = partition_for(key, self.partitions, 0)
-        row = self._reader.execute(
-            "SELECT off, value, headers, ts FROM records WHERE topic=? AND part=? AND key=? ORDER BY off DESC LIMIT 1",
-            (topic, part, key)).fetchone()
-        if row is None:
-            return None
-        off, value, h, ts = row
-        return Record(topic, part, off, key, value, ts, json.loads(h) if h else {})
+        rows = self._reader.execute(
+            "SELECT off, value, headers, ts FROM records WHERE topic=? AND part=? AND key=? ORDER BY off DESC LIMIT ?",
+            (topic, part, key, limit)).fetchall()
+        return [Record(topic, part, off, key, value, ts, json.loads(h) if h else {}) for off, value, h, ts in rows]
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         return {p: self._next.get((topic, p), 0) for p in range(self.partitions)}

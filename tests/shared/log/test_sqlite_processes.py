@@ -72,14 +72,15 @@ async def test_a_consumer_idle_in_one_process_is_woken_by_an_append_in_another(t
     await lg.close()
 
 
-async def test_latest_finds_the_newest_record_of_a_key_written_by_another_process(tmp_path):
+async def test_by_key_finds_the_records_of_a_key_written_by_another_process_newest_first(tmp_path):
     path = tmp_path / "log.sqlite3"
     lg = SqliteLog(path, partitions=2)
     await lg.start()
     child = subprocess.run([sys.executable, "-c", WRITER, str(path), "3"], cwd=ROOT)
     assert child.returncode == 0
-    assert lg.latest("t", "same-key").value == b"child-batch-2"
-    assert lg.latest("t", "other-key") is None
+    assert [r.value for r in lg.by_key("t", "same-key", limit=4)] == [
+        b"child-batch-2", b"child-batch-1", b"child-batch-0", b"child-2"]
+    assert lg.by_key("t", "other-key") == []
     await lg.close()
 
 
