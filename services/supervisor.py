@@ -140,15 +140,39 @@ async def _prepare(settings: Settings):
 
 
 def _check_port(host: str, port: int, what: str) -> None:
-    """Fail at once, with one clear line, when another program holds a port the API processes need."""
+    """Fail at once, with one clear line, when another program holds a port the API processes
+    need — including another `postline all` of this user, whose SO_REUSEPORT listeners would
+    otherwise silently share it (so: is anyone answering there already?)."""
     if not port:
         return
     from services.cli import shared_listener
 
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        socket.create_connection((local, port), timeout=0.5).close()
+        raise SystemExit(f"postline: cannot listen on {host}:{port} ({what}): something is listening there")
+    except OSError:
+        pass
     try:
         shared_listener(host, port).close()
     except OSError as exc:
         raise SystemExit(f"postline: cannot listen on {host}:{port} ({what}): {exc.strerror}") from None
+
+
+def _lock_data_dir(settings: Settings) -> int:
+    """One `postline all` per data dir (two would run two relays: two members of one consumer
+    group). Returns the lock's fd; the children inherit it, so the lock is held until this
+    process and every child of it have exited."""
+    import fcntl
+
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(Path(settings.data_dir) / "postline-all.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"postline: another `postline all` is running over {settings.data_dir}") from None
+    return fd
 
 
 def _local_url(settings: Settings) -> str:
@@ -249,11 +273,14 @@ async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None
     if worker_count(settings) <= 1:
         return await run_roles("all", stop, settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness probe is not news
+    lock_fd = _lock_data_dir(settings)
     _check_port(settings.http_host, settings.http_port, "HTTP")
     _check_port(settings.http_host, settings.submission_port, "SMTP submission")
     token, rt = await _prepare(settings)
     _fresh_metrics_dir(settings)
     children, store_sock = plan(settings, dict(os.environ))
+    for child in children:  # the children hold the data dir's lock too, until the last one has stopped
+        child.pass_fds += (lock_fd,)
     sup = Supervisor(children, on_exit=lambda pid: _forget_metrics(settings, pid))
     ready = False
     try:
@@ -267,6 +294,7 @@ async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None
         await sup.stop_all()
         if store_sock is not None:
             store_sock.close()
+        os.close(lock_fd)
     if not ready and not stop.is_set():
         raise SystemExit(1)
 

@@ -207,3 +207,14 @@ def test_children_stop_when_the_parent_is_killed(tmp_path):
         wait_until(lambda: not any(alive(p) for p in children), what="every child gone")
     finally:
         proc.stop()
+
+
+def test_a_second_postline_all_over_the_same_data_dir_or_port_refuses_to_start(cluster, tmp_path):
+    proc, api, key = cluster
+    same_dir = PostlineProcess(proc.data_dir, env={"POSTLINE_WORKERS": "2"})
+    same_port = PostlineProcess(tmp_path / "other", env={"POSTLINE_WORKERS": "2"}, port=proc.port)
+    for second, says in ((same_dir, "another `postline all` is running over"), (same_port, "something is listening")):
+        second.start(wait=False)
+        assert second.proc.wait(60) != 0
+        assert says in second.output()
+    assert api.admin("GET", "/api/email/services").status_code == 200  # the first one carries on
