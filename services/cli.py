@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
+from urllib.parse import unquote, urlparse
 
 from shared.logging import setup_logging
 from shared.runtime import Runtime
@@ -23,7 +25,9 @@ ROLES = ("all", "api", "relay", "webhooks", "analytics")
 class _Server:
     """uvicorn without its own signal handling: this process owns SIGTERM/SIGINT."""
 
-    def __init__(self, app, settings):
+    def __init__(self, app, settings, reuse_port: bool = False):
+        """``reuse_port``: bind with SO_REUSEPORT so several API processes share the port
+        (the kernel spreads connections over them)."""
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -40,35 +44,66 @@ class _Server:
                                                                       settings.http_body_timeout, cap),
                                             timeout_keep_alive=settings.http_keepalive_timeout,
                                             limit_concurrency=cap))
+        self.sockets = [shared_listener(settings.http_host, settings.http_port)] if reuse_port else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        task = asyncio.create_task(self.server.serve())
+        task = asyncio.create_task(self.server.serve(sockets=self.sockets))
         await stop.wait()
         self.server.should_exit = True
         await task
 
 
-async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
-    """Start ``role`` (or every role for ``all``) and run until ``stop`` is set."""
+def shared_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket with SO_REUSEPORT: every API process of `postline all` binds
+    its own on the same port (same user only: the kernel refuses other users' sockets)."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(addr)
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised: bool = False,
+                    serve_store: tuple[socket.socket, str] | None = None) -> None:
+    """Start ``role`` (or every role for ``all``) and run until ``stop`` is set.
+
+    ``supervised``: this process is one child of `postline all` (services/supervisor.py): the
+    parent made the default workspace and prints the banner, API processes share the HTTP
+    and submission ports (SO_REUSEPORT), and the other roles serve no HTTP port.
+    ``serve_store``: (analytics) ``(listening socket, URL with credentials)``: serve this
+    process's chDB there to the other processes."""
     settings = settings or load_settings()
     rt = Runtime(settings)
+    rt.extras["reuse_port"] = supervised
     await rt.start(with_store=role in ("all", "api", "analytics", "relay"), migrate=role in ("all", "analytics"))
     tasks: list[asyncio.Task] = []
     failed: list = []
+    store_server = None
     try:
+        if serve_store:  # after the migrations: the others query it as soon as it answers
+            from services.analytics.clickhouse_http import ChdbHttpServer
+
+            sock, url = serve_store[0], urlparse(serve_store[1])
+            store_server = ChdbHttpServer(settings.data_dir / "chdb", sock, unquote(url.username),
+                                          unquote(url.password)).start()
         wanted = ROLES[1:] if role == "all" else (role,)
         if "api" in wanted:
             from services.api.app import create_app
 
-            token = await rt.ensure_default_workspace()
-            server = _Server(create_app(rt), settings)
+            token = None if supervised else await rt.ensure_default_workspace()
+            server = _Server(create_app(rt), settings, reuse_port=supervised)
             tasks.append(asyncio.create_task(server.run(stop), name="api"))
             if settings.submission_port:
                 from services.api.submission.server import serve as serve_submission
 
                 tasks.append(asyncio.create_task(serve_submission(rt, stop), name="submission"))
-            announce(settings, token, rt)
-        else:
+            if not supervised:
+                announce(settings, token, rt)
+        elif not supervised:
             from services.ops import ops_app
 
             tasks.append(asyncio.create_task(_Server(ops_app(rt), settings).run(stop), name="ops"))
@@ -76,6 +111,7 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
             from services.relay.runner import Relay
 
             tasks.append(asyncio.create_task(Relay(rt).run(stop), name="relay"))
+            tasks.extend(log_maintenance(rt, stop))
         if "analytics" in wanted:
             from services.analytics.consumer import AnalyticsConsumer
 
@@ -91,9 +127,18 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
         for name, exc in failed:
             log.error("%s stopped: %r", name, exc)
     finally:
+        if store_server is not None:
+            store_server.stop()
         await rt.close()
     if failed:
-        raise SystemExit(1)  # let the supervisor (Kubernetes, compose) restart the process
+        raise SystemExit(1)  # let the supervisor (Kubernetes, compose, `postline all`) restart the process
+
+
+def log_maintenance(rt, stop: asyncio.Event) -> list[asyncio.Task]:
+    """Housekeeping of the embedded log that exactly one process of an installation runs:
+    the one running the relay (in `postline all`, the relay process). The log's retention
+    and compaction (shared/log/retention.py) start here. Nothing to do over Kafka."""
+    return []
 
 
 def announce(settings, token: str | None, rt) -> None:
@@ -117,7 +162,12 @@ async def _main(role: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_roles(role, stop)
+    if role == "all":
+        from services.supervisor import run_all
+
+        await run_all(stop)
+    else:
+        await run_roles(role, stop)
 
 
 async def _migrate() -> None:
@@ -179,13 +229,16 @@ ENV = {
               "POSTLINE_RELAY_CONCURRENCY", "POSTLINE_RETRY_SCHEDULE", "POSTLINE_QUEUE_LIFETIME", "POSTLINE_MX_PORT",
               "POSTLINE_MX_CONCURRENCY", "POSTLINE_MX_RATE"],
     "webhooks": ["POSTLINE_WEBHOOK_ALLOW_PRIVATE", "POSTLINE_WEBHOOK_TIMEOUT", "POSTLINE_WEBHOOK_RETRY_SCHEDULE"],
+    "all": ["POSTLINE_WORKERS"],
 }
 COMMANDS = {
     "all": ("every role in one command on embedded defaults (what `make run` starts)",
             "Runs the API, relay, webhooks and analytics over one data dir: the SQLite log and\n"
             "chDB in POSTLINE_DATA_DIR, and a dev inbox that captures outbound mail unless\n"
             "POSTLINE_DELIVERY says otherwise. Prints the API URL and, on the first run, the\n"
-            "admin token.", ("store", "http", "api", "relay", "webhooks")),
+            "admin token. Supervises one process per role (POSTLINE_WORKERS API processes,\n"
+            "default: the cores); POSTLINE_WORKERS=1 runs every role in this one process.",
+            ("store", "http", "api", "relay", "webhooks", "all")),
     "api": ("the HTTP API, dashboard and docs",
             "Serves the management and send APIs, the dev inbox and /docs on\n"
             "POSTLINE_HTTP_HOST:POSTLINE_HTTP_PORT, and SMTP submission on POSTLINE_SUBMISSION_PORT;\n"
@@ -227,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="create NAME: a new workspace and its admin token.\n"
                     "rotate-token ID: a new admin token for workspace ID (the first one is `default`);\n"
                     "the old token stops working. Both print the token once; only its hash is stored.\n"
-                    "Run it beside a running embedded server with the same POSTLINE_DATA_DIR; that server\n"
-                    "accepts the new token after its next restart.",
+                    "Run it beside a running embedded server with the same POSTLINE_DATA_DIR; every one of\n"
+                    "its processes accepts the new token within a second.",
         epilog=_env_epilog(("store",)), formatter_class=raw)
     ws.add_argument("action", choices=["create", "rotate-token"], help="what to do")
     ws.add_argument("name", metavar="NAME_OR_ID", help="workspace name (create) or id (rotate-token, e.g. default)")

@@ -6,6 +6,7 @@ The API serves these itself; the other roles serve this small app on POSTLINE_HT
 from __future__ import annotations
 
 import asyncio
+import os
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -37,7 +38,19 @@ def add_ops_routes(app: FastAPI, runtime) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics():
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def exposition() -> bytes:
+    """This process's metrics; under `postline all`, every process's: their values meet in
+    PROMETHEUS_MULTIPROC_DIR (services/supervisor.py), so any API process answers for all."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest()
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
 
 
 def ops_app(runtime) -> FastAPI:

@@ -4,8 +4,10 @@ from prometheus_client import Counter, Gauge, Histogram
 DELIVERIES = Counter("postline_relay_deliveries_total", "Delivery attempts by outcome", ["outcome"])
 DELIVERY_SECONDS = Histogram("postline_relay_delivery_seconds", "SMTP delivery latency per recipient",
                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-RELAY_IN_FLIGHT = Gauge("postline_relay_in_flight", "Messages being delivered now")
-RELAY_QUEUE_DEPTH = Gauge("postline_relay_queue_depth", "Requests polled and not yet committed")
+# livesum: under `postline all` (PROMETHEUS_MULTIPROC_DIR) the live processes' values add up
+RELAY_IN_FLIGHT = Gauge("postline_relay_in_flight", "Messages being delivered now", multiprocess_mode="livesum")
+RELAY_QUEUE_DEPTH = Gauge("postline_relay_queue_depth", "Requests polled and not yet committed",
+                          multiprocess_mode="livesum")
 DEAD_LETTERS = Counter("postline_dead_letters_total", "Records sent to the dead-letter topic", ["group"])
 SENDS_ACCEPTED = Counter("postline_api_sends_total", "Send requests by result", ["result"])
 ANALYTICS_ROWS = Counter("postline_analytics_rows_total", "Rows inserted into ClickHouse", ["table"])

@@ -1,9 +1,17 @@
 """Session-wide real parts: the tansu broker is started once and shared."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.support.broker import Tansu
+
+# `postline all` in tests runs every role in one process unless a test asks for workers: the
+# suite shares 2 cores (tests/services/test_supervisor.py covers the supervised processes;
+# test_readme's `make run` drops POSTLINE_* and so runs the product default). `make bench`
+# does not load this file and measures the default.
+os.environ.setdefault("POSTLINE_WORKERS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,9 @@
 and the schedule changes (cancel, reschedule).
 
 The record comes from the analytics read model, or from this API process's memory of
-what it accepted (so a GET right after the POST answers before analytics has the row)."""
+what it accepted (so a GET right after the POST answers before analytics has the row), or
+(embedded log) from the request in the log itself, when another API process of `postline
+all` accepted it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,6 +12,8 @@ from datetime import datetime
 
 from fastapi import HTTPException
 
+from services.api.sending import SUMMARY_EXCLUDES
+from shared import events as ev
 from shared.store import queries
 
 # what a message's last event is before the relay has said anything
@@ -72,10 +76,26 @@ async def lookup_email(rt, svc, email_id: str) -> Found | None:
     remembered = recent.get(email_id) if recent else None
     if record is None and remembered is not None:
         record = remembered[0]  # the summary RecentSends keeps
+    if record is None:
+        record = accepted_elsewhere(rt, email_id)
     if record is None or record.get("service_id") != svc.service_id:
         return None
     local = rt.extras.get("schedule_changes", {}).get(email_id, {})
     return Found(record, events, remembered[1] if remembered else {}, local)
+
+
+def accepted_elsewhere(rt, email_id: str) -> dict | None:
+    """The summary of a request another process appended (same shape as RecentSends'), read
+    from the embedded log by its key; None when unknown or when the log cannot look up keys
+    (Kafka: there the API replicas rely on analytics)."""
+    by_key = getattr(rt.log, "by_key", None)
+    if by_key is None:
+        return None
+    for rec in by_key(ev.Topic.REQUESTS, email_id):  # newest first: cancels and reschedules share the key
+        req = ev.decode(rec.value)
+        if isinstance(req, ev.SendRequested):
+            return req.model_dump(mode="json", by_alias=True, exclude=SUMMARY_EXCLUDES)
+    return None
 
 
 def parse_time(value: str | None) -> datetime | None:

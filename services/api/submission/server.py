@@ -205,7 +205,8 @@ async def serve(runtime, stop: asyncio.Event) -> None:
     s = runtime.settings
     handler = SubmissionHandler(runtime)
     server = await asyncio.get_running_loop().create_server(
-        factory(runtime, handler, server_context(s)), host=s.http_host, port=s.submission_port)
+        factory(runtime, handler, server_context(s)), host=s.http_host, port=s.submission_port,
+        reuse_port=bool(runtime.extras.get("reuse_port")))  # the API processes of `postline all` share it
     log.info("SMTP submission on %s:%s", s.http_host, s.submission_port)
     try:
         await stop.wait()

@@ -1,0 +1,332 @@
+"""`postline all` as a small cluster on one machine: one OS process per role over one data dir.
+
+Contract (SPEC §13):
+- ``POSTLINE_WORKERS`` API processes (default: the number of cores) share the HTTP and SMTP
+  submission ports (SO_REUSEPORT); one relay process (owns the delivery ledger and the
+  scheduler, runs the log's housekeeping), one webhooks process (owns the outbox), one
+  analytics process (owns chDB and serves it to the others as ClickHouse's HTTP interface on
+  a loopback port with a random password; with ``POSTLINE_CLICKHOUSE_URL`` set they all use
+  that server instead). Every consumer group therefore has exactly one member.
+- ``POSTLINE_WORKERS=1`` keeps the single-process mode: every role on one event loop in this
+  process (small machines, tests).
+- This parent makes the default workspace, waits until the API answers ``/readyz``, prints
+  the same banner as the single-process mode, and supervises: a child that exits is started
+  again (backoff from 0.5 s doubling to 30 s while it keeps dying young); a child that fails
+  before the installation was ever ready stops everything (a bad setting or a taken port is
+  reported once, not retried for ever). SIGTERM/SIGINT stop every child with SIGTERM (each
+  finishes and commits what it holds), SIGKILL after ``STOP_GRACE`` seconds. Children are in
+  their own process group (a terminal's Ctrl-C reaches only this parent, which stops them in
+  order) and get SIGTERM from the kernel if this parent dies, so none is orphaned.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger("postline.supervisor")
+STOP_GRACE = 30.0
+READY_TIMEOUT = 180.0
+MAX_BACKOFF = 30.0
+YOUNG = 10.0  # a child that dies younger than this (seconds) backs off longer each time
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_count(settings: Settings) -> int:
+    """POSTLINE_WORKERS, else the cores this process may run on."""
+    if settings.workers:
+        return settings.workers
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Child:
+    """One supervised process: its role, its command line additions and its environment."""
+    name: str
+    role: str
+    env: dict[str, str]
+    args: list[str] = field(default_factory=list)
+    pass_fds: tuple[int, ...] = ()
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.supervisor", self.role, *self.args],
+                                     env=self.env, pass_fds=self.pass_fds, preexec_fn=_child_setup)
+        self.started = time.monotonic()
+        self.restart_at = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _child_setup() -> None:
+    """In the child, before exec: own process group; SIGTERM when the parent dies."""
+    os.setpgid(0, 0)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: orphans are then stopped by the next start's port clash
+        pass
+
+
+def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], socket.socket | None]:
+    """The children of one installation, the environment each gets, and (embedded chDB) the
+    loopback socket the analytics process serves the store on, made here once so a restarted
+    analytics process serves on the same port and the others' URL stays right."""
+    workers = worker_count(settings)
+    env = {**base_env, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(settings))}
+    store_sock, owner_args = None, []
+    if not settings.clickhouse_url:
+        store_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        store_sock.bind(("127.0.0.1", 0))
+        store_sock.listen(128)
+        port = store_sock.getsockname()[1]
+        # the password travels in the environment (readable by this user only), never in argv
+        env["POSTLINE_CLICKHOUSE_URL"] = f"http://postline:{secrets.token_urlsafe(32)}@127.0.0.1:{port}"
+        owner_args = ["--store-fd", str(store_sock.fileno())]
+    api_env = {**env, "POSTLINE_API_REPLICAS": str(settings.api_replicas * workers)}  # each enforces its share
+    children = [Child("analytics", "analytics", env, owner_args, pass_fds=(store_sock.fileno(),) if store_sock else ()),
+                Child("relay", "relay", env), Child("webhooks", "webhooks", env)]
+    children += [Child(f"api-{n}", "api", api_env) for n in range(1, workers + 1)]
+    return children, store_sock
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Where the children's Prometheus values meet (services/ops.py reads them all)."""
+    return Path(settings.data_dir) / "metrics"
+
+
+def _fresh_metrics_dir(settings: Settings) -> None:
+    """Empty it at start: counters begin at 0 with each start, as in one process."""
+    path = metrics_dir(settings)
+    path.mkdir(mode=0o700, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
+
+
+async def _prepare(settings: Settings):
+    """What the single-process mode does before serving: the data dir, the master key, the
+    default workspace (its token is printed once). Returns ``(token, runtime)``; the
+    runtime is closed again (its dev inbox path is what the banner shows)."""
+    from shared.runtime import Runtime
+
+    settings.master_key  # create the data dir's key file once, before several processes want it
+    rt = Runtime(settings)
+    await rt.start(with_store=False)
+    try:
+        token = await rt.ensure_default_workspace()
+    finally:
+        await rt.close()
+    return token, rt
+
+
+def _check_port(host: str, port: int, what: str) -> None:
+    """Fail at once, with one clear line, when another program holds a port the API processes
+    need — including another `postline all` of this user, whose SO_REUSEPORT listeners would
+    otherwise silently share it (so: is anyone answering there already?)."""
+    if not port:
+        return
+    from services.cli import shared_listener
+
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        socket.create_connection((local, port), timeout=0.5).close()
+        raise SystemExit(f"postline: cannot listen on {host}:{port} ({what}): something is listening there")
+    except OSError:
+        pass
+    try:
+        shared_listener(host, port).close()
+    except OSError as exc:
+        raise SystemExit(f"postline: cannot listen on {host}:{port} ({what}): {exc.strerror}") from None
+
+
+def _lock_data_dir(settings: Settings) -> int:
+    """One `postline all` per data dir (two would run two relays: two members of one consumer
+    group). Returns the lock's fd; the children inherit it, so the lock is held until this
+    process and every child of it have exited."""
+    import fcntl
+
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(Path(settings.data_dir) / "postline-all.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"postline: another `postline all` is running over {settings.data_dir}") from None
+    return fd
+
+
+def _local_url(settings: Settings) -> str:
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.http_host, settings.http_host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.http_port}"
+
+
+class Supervisor:
+    def __init__(self, children: list[Child], on_exit=lambda pid: None):
+        """``on_exit(pid)``: called once for each child that exited, before it is started again."""
+        self.children = children
+        self.ever_ready = False
+        self.on_exit = on_exit
+
+    def start_all(self) -> None:
+        for child in self.children:
+            child.start()
+
+    def died_young(self) -> Child | None:
+        return next((c for c in self.children if not c.alive()), None)
+
+    async def until_ready(self, settings: Settings, stop: asyncio.Event) -> bool:
+        """Wait until the API answers ``/readyz`` (control replayed, analytics reachable).
+        False when stopped first, or when a child exits first (its error is on the terminal)."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+            while not stop.is_set() and time.monotonic() < deadline:
+                dead = self.died_young()
+                if dead is not None:
+                    log.error("%s exited with code %s while starting; stopping", dead.name, dead.proc.returncode)
+                    return False
+                try:
+                    if (await http.get(_local_url(settings) + "/readyz")).status_code == 200:
+                        self.ever_ready = True
+                        return True
+                except httpx.HTTPError:
+                    pass
+                await _sleep_unless(stop, 0.1)
+        if not stop.is_set():
+            log.error("not ready after %.0f s; stopping", READY_TIMEOUT)
+        return False
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Start again every child that exits, until ``stop``."""
+        while not stop.is_set():
+            now = time.monotonic()
+            for child in self.children:
+                if child.alive():
+                    continue
+                if child.restart_at is None:
+                    young = now - child.started < YOUNG
+                    child.failures = child.failures + 1 if young else 1
+                    delay = min(MAX_BACKOFF, 0.5 * math.pow(2, child.failures - 1))
+                    child.restart_at = now + delay
+                    log.error("%s (pid %s) exited with code %s; starting it again in %.1f s",
+                              child.name, child.proc.pid, child.proc.returncode, delay)
+                    self.on_exit(child.proc.pid)
+                elif now >= child.restart_at:
+                    child.start()
+                    log.info("%s started again (pid %s)", child.name, child.proc.pid)
+            await _sleep_unless(stop, 0.2)
+
+    async def stop_all(self) -> None:
+        """SIGTERM to every child, then wait; SIGKILL what is left after ``STOP_GRACE`` s."""
+        running = [c for c in self.children if c.alive()]
+        for child in running:
+            child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while any(c.alive() for c in running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for child in running:
+            if child.alive():
+                log.error("%s did not stop within %.0f s; killing it", child.name, STOP_GRACE)
+                child.proc.kill()
+            child.proc.wait()
+
+
+def _forget_metrics(settings: Settings, pid: int) -> None:
+    """A dead child's live gauges no longer count (its counters do: they are totals)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, str(metrics_dir(settings)))
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(asyncio.shield(stop.wait()), seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None:
+    """`postline all`: the single-process mode when ``POSTLINE_WORKERS=1``, else the supervised
+    processes described in the module docstring, until ``stop``."""
+    from services.cli import announce, run_roles
+
+    settings = settings or load_settings()
+    if worker_count(settings) <= 1:
+        return await run_roles("all", stop, settings)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness probe is not news
+    lock_fd = _lock_data_dir(settings)
+    _check_port(settings.http_host, settings.http_port, "HTTP")
+    _check_port(settings.http_host, settings.submission_port, "SMTP submission")
+    token, rt = await _prepare(settings)
+    _fresh_metrics_dir(settings)
+    children, store_sock = plan(settings, dict(os.environ))
+    for child in children:  # the children hold the data dir's lock too, until the last one has stopped
+        child.pass_fds += (lock_fd,)
+    sup = Supervisor(children, on_exit=lambda pid: _forget_metrics(settings, pid))
+    ready = False
+    try:
+        sup.start_all()
+        ready = await sup.until_ready(settings, stop)
+        if ready:
+            log.info("%d processes: %s", len(children), ", ".join(f"{c.name} (pid {c.proc.pid})" for c in children))
+            announce(settings, token, rt)
+            await sup.watch(stop)
+    finally:
+        await sup.stop_all()
+        if store_sock is not None:
+            store_sock.close()
+        os.close(lock_fd)
+    if not ready and not stop.is_set():
+        raise SystemExit(1)
+
+
+async def _child(role: str, settings: Settings, serve_store) -> None:
+    from services.cli import run_roles
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_roles(role, stop, settings, supervised=True, serve_store=serve_store)
+
+
+def child_main(argv: list[str]) -> None:
+    """``python -m services.supervisor ROLE [--store-fd FD]``: one child of `postline all`."""
+    from shared.logging import setup_logging
+
+    role, serve_store = argv[0], None
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    if argv[1:2] == ["--store-fd"]:  # the analytics owner: chDB here, served to the others
+        serve_store = (socket.socket(fileno=int(argv[2])), settings.clickhouse_url)
+        settings = settings.model_copy(update={"clickhouse_url": None})
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_child(role, settings, serve_store))
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1:])

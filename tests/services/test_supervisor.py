@@ -1,0 +1,220 @@
+"""`postline all` as supervised processes over one data dir (SPEC §13): real processes, a real
+SMTP sink, fresh connections so requests spread over the API workers (SO_REUSEPORT)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.postline import ROOT, Api, PostlineProcess, sink_reader, wait_verified
+from tests.support.smtp_sink import SmtpSink
+
+BODY = {"from": "Acme <hello@acme.test>", "to": ["ann@example.com"], "subject": "Hi", "message": "<p>hello</p>"}
+
+
+@pytest.fixture
+def sink():
+    s = SmtpSink().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, sink):
+    """`postline all` with two API workers delivering to ``sink``; yields (process, api, key)
+    of a sandbox service whose recipient ann@example.com is verified."""
+    proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "2", "POSTLINE_DELIVERY": "smarthost",
+                                                   "POSTLINE_SMARTHOST": sink.address}).start()
+    try:
+        wait_until(lambda: "Postline API on" in proc.output(), what="the banner")
+        api = Api(proc.url)
+        sid = api.create_service()
+        key = api.create_key(sid)
+        api.verify_sandbox(sid, "ann@example.com", sink_reader(sink, timeout=60))
+        wait_verified(api, sid)
+        yield proc, api, key
+    finally:
+        proc.stop()
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Live child processes of ``pid``: {pid: command line}."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        state = stat.rsplit(")", 1)[1].split()[0]
+        if ppid == pid and state != "Z":
+            out[int(entry.name)] = cmd
+    return out
+
+
+def roles(pid: int) -> dict[str, list[int]]:
+    by_role: dict[str, list[int]] = {}
+    for child, cmd in children_of(pid).items():
+        if "services.supervisor" in cmd:
+            by_role.setdefault(cmd.split("services.supervisor", 1)[1].split()[0], []).append(child)
+    return by_role
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def fresh(url: str) -> httpx.Client:
+    """A client whose connection is new: the kernel picks the API worker per connection."""
+    return httpx.Client(base_url=url, timeout=30, headers={"Connection": "close"})
+
+
+def wait_until(check, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"{what} never happened")
+
+
+def test_starts_one_process_per_role_and_sigterm_stops_them_all(cluster):
+    proc, api, key = cluster
+    by_role = roles(proc.proc.pid)
+    assert sorted(by_role) == ["analytics", "api", "relay", "webhooks"]
+    assert len(by_role["api"]) == 2 and all(len(by_role[r]) == 1 for r in ("analytics", "relay", "webhooks"))
+    children = [p for pids in by_role.values() for p in pids]
+    out = proc.output()
+    assert out.count("Postline API on http://127.0.0.1:") == 1  # one banner, from the parent
+    # the analytics process serves chDB to the others on loopback, to them only (a password)
+    store = "http://" + re.search(r"analytics store served to the other processes on (127\.0\.0\.1:\d+)", out)[1]
+    assert httpx.post(store, content="SELECT 1", trust_env=False).status_code == 401
+    assert httpx.post(store, content="SELECT 1", auth=("postline", "guess"), trust_env=False).status_code == 401
+    assert proc.stop() == 0
+    assert not any(alive(p) for p in children)  # no orphan
+
+
+def test_a_killed_relay_or_api_worker_is_restarted_and_every_accepted_send_is_delivered(cluster, sink):
+    proc, api, key = cluster
+    accepted = []
+
+    def send(n):
+        for _ in range(n):
+            with fresh(proc.url) as http:
+                r = http.post("/emails", json=BODY, headers={"Api-Key": key})
+            if r.status_code == 200:
+                accepted.append(r.json()["id"])
+
+    send(5)
+    relay = roles(proc.proc.pid)["relay"][0]
+    os.kill(relay, signal.SIGKILL)
+    send(5)  # accepted while the relay is down: durable in the log, delivered once it is back
+    new_relay = wait_until(lambda: [p for p in roles(proc.proc.pid).get("relay", []) if p != relay],
+                           what="a new relay process")
+    worker = roles(proc.proc.pid)["api"][0]
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: len([p for p in roles(proc.proc.pid).get("api", []) if p != worker]) == 2,
+               what="a new API worker")
+    send(5)
+    assert len(accepted) == 15
+    for email_id in accepted:
+        sink.wait_for(lambda m, eid=email_id: f"<{eid}@".encode() in m.data, timeout=60)
+    assert alive(new_relay[0]) and "relay (pid %d) exited" % relay in proc.output()
+    # any API process's /metrics counts the relay's deliveries, the killed relay's included
+    text = fresh(proc.url).get("/metrics").text
+    delivered = re.search(r'^postline_relay_deliveries_total\{outcome="delivered"\} (\S+)$', text, re.M)
+    assert delivered and float(delivered.group(1)) >= 15, text[:2000]
+
+
+def test_control_changes_and_sends_are_seen_by_every_worker(cluster):
+    proc, api, key = cluster
+    # a key made through one worker works at once on fresh connections (so on the other worker too)
+    sid = api.create_service("second")
+    new_key = api.create_key(sid)
+    unknown = "/emails/00000000-0000-4000-8000-000000000000"  # 404 once the key is accepted, 401 before
+
+    wait_until(lambda: fresh(proc.url).get(unknown, headers={"Api-Key": new_key}).status_code == 404,
+               timeout=5, what="the new key accepted")
+    codes = {fresh(proc.url).get(unknown, headers={"Api-Key": new_key}).status_code for _ in range(20)}
+    assert codes == {404}
+    # GET /emails/{id} right after the POST answers whichever worker accepted it
+    for _ in range(10):
+        with fresh(proc.url) as http:
+            email_id = http.post("/emails", json=BODY, headers={"Api-Key": key}).json()["id"]
+        with fresh(proc.url) as http:
+            r = http.get(f"/emails/{email_id}", headers={"Api-Key": key})
+        assert r.status_code == 200, r.text
+        assert r.json()["id"] == email_id
+
+
+def test_rotate_token_while_running_gives_a_token_every_worker_accepts(cluster):
+    proc, api, key = cluster
+    out = subprocess.run([sys.executable, "-m", "services.cli", "workspace", "rotate-token", "default"], cwd=ROOT,
+                         env=proc.env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.split("admin token (shown once): ")[1].split()[0]
+
+    def status(tok):
+        return fresh(proc.url).get("/api/email/services", headers={"Authorization": f"Bearer {tok}"}).status_code
+
+    wait_until(lambda: status(token) == 200, timeout=5, what="the rotated token accepted")
+    assert {status(token) for _ in range(20)} == {200}
+    wait_until(lambda: status(api.token) == 401, timeout=5, what="the old token refused")
+    assert {status(api.token) for _ in range(20)} == {401}
+
+
+def test_the_sandbox_cap_holds_across_workers(cluster):
+    proc, api, key = cluster
+    codes = []
+    for _ in range(60):
+        with fresh(proc.url) as http:
+            codes.append(http.post("/emails", json=BODY, headers={"Api-Key": key}).status_code)
+    # 50 a day per service: each of the two workers enforces its half
+    assert codes.count(200) <= 50 and codes.count(429) >= 10
+
+
+def test_workers_1_keeps_every_role_in_one_process(tmp_path):
+    proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "1"}).start()
+    try:
+        assert roles(proc.proc.pid) == {}
+        assert Api(proc.url).admin("GET", "/api/email/services").status_code == 200
+    finally:
+        assert proc.stop() == 0
+
+
+def test_children_stop_when_the_parent_is_killed(tmp_path):
+    proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "2"}).start()
+    try:
+        children = [p for pids in roles(proc.proc.pid).values() for p in pids]
+        assert len(children) == 5
+        proc.kill()  # SIGKILL: the parent cannot stop them itself; the kernel tells them
+        wait_until(lambda: not any(alive(p) for p in children), what="every child gone")
+    finally:
+        proc.stop()
+
+
+def test_a_second_postline_all_over_the_same_data_dir_or_port_refuses_to_start(cluster, tmp_path):
+    proc, api, key = cluster
+    same_dir = PostlineProcess(proc.data_dir, env={"POSTLINE_WORKERS": "2"})
+    same_port = PostlineProcess(tmp_path / "other", env={"POSTLINE_WORKERS": "2"}, port=proc.port)
+    for second, says in ((same_dir, "another `postline all` is running over"), (same_port, "something is listening")):
+        second.start(wait=False)
+        assert second.proc.wait(60) != 0
+        assert says in second.output()
+    assert api.admin("GET", "/api/email/services").status_code == 200  # the first one carries on
