@@ -50,8 +50,6 @@ def retry_topic(level: int) -> str:
     return f"{Topic.RETRY}.{level}"
 
 
-MAX_RETRY_LEVELS = 8
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
