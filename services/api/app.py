@@ -20,6 +20,7 @@ from services.api.limits import RateLimiter
 from services.api.request_ids import RequestIds, request_id_of
 from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
+from services.api.sending import RecentSends
 from services.api.text_checks import RejectUnencodable
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
@@ -126,9 +127,13 @@ def create_app(runtime) -> FastAPI:
     app.state.runtime = runtime
     if runtime is not None:
         s = runtime.settings
-        runtime.extras.setdefault("limits", RateLimiter(s.api_replicas, runtime.store, s.rate_per_minute, s.rate_per_day,
-                                                        overrides=lambda sid: runtime.control.state.rate_overrides(sid)))
-        runtime.extras.setdefault("idempotency", IdempotencyStore(runtime.settings.data_dir / "idempotency.sqlite3"))
+        if runtime.limits is None:  # one per process, however many apps a test builds on it
+            runtime.limits = RateLimiter(s.api_replicas, runtime.store, s.rate_per_minute, s.rate_per_day,
+                                         overrides=lambda sid: runtime.control.state.rate_overrides(sid))
+        if runtime.idempotency is None:
+            runtime.idempotency = IdempotencyStore(runtime.settings.data_dir / "idempotency.sqlite3")
+        if runtime.recent is None:
+            runtime.recent = RecentSends()
     app.add_middleware(RejectUnencodable)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLog)

@@ -185,4 +185,6 @@ async def append_requests(rt, reqs: list[ev.SendRequested]) -> None:
 
 
 def remember(rt, req: ev.SendRequested, response: dict) -> None:
-    rt.extras.setdefault("recent", RecentSends()).remember(req, response)
+    if rt.recent is None:  # a process without the HTTP app (the submission listener alone)
+        rt.recent = RecentSends()
+    rt.recent.remember(req, response)

@@ -27,7 +27,7 @@ IDEMPOTENCY = Header(None, alias="Idempotency-Key", description="Same key + same
 
 async def _send_one(rt, request: Request, svc, body: SendEmail, door: str, email_id: str | None,
                     response: Response) -> dict:
-    limiter = rt.extras["limits"]
+    limiter = rt.limits
     try:
         draft, req = prepare(rt, svc, body, door, email_id)
     except HTTPException as exc:
@@ -52,10 +52,10 @@ async def _door(rt, request: Request, response: Response, svc, body: SendEmail, 
     if not key:
         return await _send_one(rt, request, svc, body, door, None, response)
     h = body_hash(await request.body())
-    result = await rt.extras["idempotency"].run(
+    result = await rt.idempotency.run(
         svc.service_id, key, h, lambda: _send_one(rt, request, svc, body, door, email_id_for(svc.service_id, key), response))
     if "RateLimit-Limit" not in response.headers:  # a replay: report the current state, take nothing
-        response.headers.update((await rt.extras["limits"].take(svc.service_id, False, n=0)).headers())
+        response.headers.update((await rt.limits.take(svc.service_id, False, n=0)).headers())
     return result
 
 
@@ -87,7 +87,7 @@ async def send_batch(response: Response, items: list[dict] = Body(..., max_lengt
     send result or `{"error": ...}`), all accepted ones are appended together."""
     if not items:
         raise HTTPException(400, "body: at least one email is required")
-    svc, limiter = caller.service, rt.extras["limits"]
+    svc, limiter = caller.service, rt.limits
     results: list[dict] = []
     accepted = []
     for i, raw in enumerate(items):

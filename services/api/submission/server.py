@@ -166,7 +166,7 @@ class SubmissionHandler:
         """The pipeline of ``POST /emails`` with the client's bytes as the message."""
         rt = self.rt
         draft, req = prepare(rt, svc, body, "emails")
-        decision = await rt.extras["limits"].take(svc.service_id, sandboxed=draft.mode != "production",
+        decision = await rt.limits.take(svc.service_id, sandboxed=draft.mode != "production",
                                                   n=1 if draft.recipients else 0)
         if not decision.allowed:
             metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
