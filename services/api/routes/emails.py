@@ -9,10 +9,11 @@ from pydantic import ValidationError
 
 from services.api.auth import ServiceCaller, runtime, service_key
 from services.api.email_lookup import lookup_email
-from services.api.errors import item_error
+from services.api.errors import http_error, item_error
 from services.api.routes import schedule
 from services.api.idempotency import body_hash, email_id_for
 from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail, SendResult
+from services.api.refusal import Refusal
 from services.api.sending import append_requests, prepare, remember, respond, summary, tracking_view
 from services.api.validation_errors import first_error
 from shared import metrics
@@ -28,18 +29,19 @@ IDEMPOTENCY = Header(None, alias="Idempotency-Key", description="Same key + same
 async def _send_one(rt, request: Request, svc, body: SendEmail, door: str, email_id: str | None,
                     response: Response) -> dict:
     limiter = rt.limits
-    try:
-        draft, req = prepare(rt, svc, body, door, email_id)
-    except HTTPException as exc:
+    prepared = prepare(rt, svc, body, door, email_id)
+    if isinstance(prepared, Refusal):
         peek = await limiter.take(svc.service_id, sandboxed=False, n=0)
-        raise HTTPException(exc.status_code, exc.detail, headers={**peek.headers(), **(exc.headers or {})}) from None
+        raise http_error(prepared, peek.headers())
+    draft, req = prepared
     decision = await limiter.take(svc.service_id, sandboxed=draft.mode != "production",
                                   n=1 if draft.recipients else 0)
     if not decision.allowed:
         metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
         raise HTTPException(429, f"rate limit reached ({decision.scope}: {decision.limit}); "
                                  f"retry in {decision.retry_after} s", headers=decision.headers())
-    await append_requests(rt, [req])
+    if refused := await append_requests(rt, [req]):
+        raise http_error(refused)
     metrics.SENDS_ACCEPTED.labels("accepted").inc()
     result = respond(draft, req.email_id)
     remember(rt, req, result)
@@ -92,14 +94,14 @@ async def send_batch(response: Response, items: list[dict] = Body(..., max_lengt
     accepted = []
     for i, raw in enumerate(items):
         try:
-            body = SendEmail.model_validate(raw)
-            draft, req = prepare(rt, svc, body, "emails")
+            prepared = prepare(rt, svc, SendEmail.model_validate(raw), "emails")
         except ValidationError as exc:
             results.append(item_error(f"[{i}].{first_error(exc.errors())}"))
             continue
-        except HTTPException as exc:
-            results.append(item_error(f"[{i}].{exc.detail}", exc.status_code))
+        if isinstance(prepared, Refusal):
+            results.append(item_error(f"[{i}].{prepared.text}", prepared.status))
             continue
+        draft, req = prepared
         decision = await limiter.take(svc.service_id, sandboxed=draft.mode != "production",
                                       n=1 if draft.recipients else 0)
         if not decision.allowed:
@@ -107,7 +109,8 @@ async def send_batch(response: Response, items: list[dict] = Body(..., max_lengt
             continue
         accepted.append((req, draft))
         results.append({})
-    await append_requests(rt, [req for req, _ in accepted])
+    if refused := await append_requests(rt, [req for req, _ in accepted]):
+        raise http_error(refused)
     it = iter(accepted)
     for i, r in enumerate(results):
         if not r:
