@@ -57,7 +57,9 @@ def http_error(refusal: Refusal, headers: dict[str, str] | None = None) -> HTTPE
     """The HTTP error of a send step's refusal (raised by the route, rendered by the app's
     handler as ``error_body``); ``Retry-After`` when the refusal is temporary."""
     extra = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else {}
-    return HTTPException(refusal.status, refusal.text, headers={**(headers or {}), **extra} or None)
+    exc = HTTPException(refusal.status, refusal.text, headers={**(headers or {}), **extra} or None)
+    exc.__cause__ = refusal.cause  # a fault behind it is logged with the request id (app.py)
+    return exc
 
 
 def item_error(message: str, status: int = 400) -> dict:

@@ -5,7 +5,7 @@ each door maps it to its own protocol: the HTTP routes to an error response
 (``errors.http_error``), SMTP submission to a reply (``submission/replies.refusal``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +14,7 @@ class Refusal:
     message: str                    # human-readable, names what to do about it
     field: str | None = None        # the request field it is about, when there is one
     retry_after: int | None = None  # seconds: a temporary refusal (the log is down, a rate limit)
+    cause: BaseException | None = dataclass_field(default=None, compare=False, repr=False)  # an infrastructure fault, for the log
 
     @property
     def text(self) -> str:

@@ -7,7 +7,7 @@ Both doors use it; they differ only in what happens to an unverified sandbox rec
 (``/emails`` refuses with 400, the service door drops it as ``dropped: sandbox``)."""
 from __future__ import annotations
 
-import logging
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
@@ -188,9 +188,8 @@ async def append_requests(rt, reqs: list[ev.SendRequested]) -> Refusal | None:
     records = [(r.email_id, ev.encode(r)) for r in reqs]  # outside the try: failing here is a bug, not the log's
     try:
         await rt.log.append_many(ev.Topic.REQUESTS, records)
-    except Exception:  # log unreachable or disk full
-        logging.getLogger(__name__).warning("append of %d send requests failed", len(records), exc_info=True)
-        return LOG_DOWN
+    except Exception as exc:  # log unreachable or disk full
+        return dataclasses.replace(LOG_DOWN, cause=exc)
     return None
 
 

@@ -176,6 +176,7 @@ class SubmissionHandler:
         raw = message.finalize(sub, draft.from_, f"<{req.email_id}@{id_domain}>", req.time.timestamp())
         req = req.model_copy(update={"raw_mime": base64.b64encode(raw).decode(), "text": None, **relay_options(sub)})
         if refused := await append_requests(rt, [req]):
+            log.warning("submission: the event log refused the append", exc_info=refused.cause)
             return replies.refusal(refused)
         metrics.SENDS_ACCEPTED.labels("accepted").inc()
         remember(rt, req, respond(draft, req.email_id))

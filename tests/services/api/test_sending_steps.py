@@ -85,7 +85,7 @@ async def test_append_is_durable_or_a_503_refusal_never_an_exception(tmp_path):
     await consumer.close()
     await log.close()
     refused = await append_requests(rt, [req])  # the log is gone
-    assert refused is LOG_DOWN and (refused.status, refused.retry_after) == (503, 1)
+    assert refused == LOG_DOWN and (refused.status, refused.retry_after) == (503, 1) and refused.cause is not None
     assert replies.refusal(refused).startswith("451 4.3.0 the event log is unavailable")
 
 
