@@ -78,7 +78,7 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised
     process's chDB there to the other processes."""
     settings = settings or load_settings()
     rt = Runtime(settings)
-    rt.extras["reuse_port"] = supervised
+    rt.shared_ports = supervised
     await rt.start(with_store=role in ("all", "api", "analytics", "relay"), migrate=role in ("all", "analytics"))
     tasks: list[asyncio.Task] = []
     failed: list = []

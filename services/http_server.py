@@ -42,63 +42,69 @@ BUSY = _response(b"503 Service Unavailable", "too many connections to this serve
 SLOW = _response(b"408 Request Timeout", "the request headers took too long to arrive")
 
 
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a connection cap and header/body timeouts (set by ``protocol``)."""
+
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+    _timer = None
+    _reading_body = False
+
+    def _arm(self, seconds: float, handler) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, handler)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            log.warning("refusing a connection: %d open (cap %d)", len(self.connections), self.max_connections)
+            transport.write(BUSY)
+            transport.close()
+            return
+        self._arm(self.header_timeout, self._headers_too_slow)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._timer is None:  # a keep-alive connection's next request
+            self._arm(self.header_timeout, self._headers_too_slow)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._reading_body = True
+        self._arm(self.body_timeout, self._body_too_slow)
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm(self.body_timeout, self._body_too_slow)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_body = False
+        self._disarm()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        self._timer = None
+        if not self.transport.is_closing():
+            self.transport.write(SLOW)
+            self.transport.close()
+
+    def _body_too_slow(self) -> None:
+        self._timer = None
+        if self._reading_body and not self.transport.is_closing():
+            self.transport.close()  # the app's receive() reports http.disconnect
+
+
 def protocol(header_timeout: float, body_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
     """An ``HttpToolsProtocol`` class with these limits, for ``uvicorn.Config(http=...)``."""
-
-    class LimitedHttpToolsProtocol(HttpToolsProtocol):
-        _timer = None
-        _reading_body = False
-
-        def _arm(self, seconds: float, handler) -> None:
-            self._disarm()
-            self._timer = self.loop.call_later(seconds, handler)
-
-        def _disarm(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            if len(self.connections) > max_connections:
-                log.warning("refusing a connection: %d open (cap %d)", len(self.connections), max_connections)
-                transport.write(BUSY)
-                transport.close()
-                return
-            self._arm(header_timeout, self._headers_too_slow)
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            if self._timer is None:  # a keep-alive connection's next request
-                self._arm(header_timeout, self._headers_too_slow)
-
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            self._reading_body = True
-            self._arm(body_timeout, self._body_too_slow)
-
-        def on_body(self, body: bytes) -> None:
-            super().on_body(body)
-            self._arm(body_timeout, self._body_too_slow)
-
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self._reading_body = False
-            self._disarm()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _headers_too_slow(self) -> None:
-            self._timer = None
-            if not self.transport.is_closing():
-                self.transport.write(SLOW)
-                self.transport.close()
-
-        def _body_too_slow(self) -> None:
-            self._timer = None
-            if self._reading_body and not self.transport.is_closing():
-                self.transport.close()  # the app's receive() reports http.disconnect
-
-    return LimitedHttpToolsProtocol
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {
+        "header_timeout": header_timeout, "body_timeout": body_timeout, "max_connections": max_connections})

@@ -1,9 +1,9 @@
-"""Secrets: generation, hashing, encryption at rest and signing.
+"""Secrets: generation, hashing, encryption at rest and key derivation.
 
 - API keys and admin tokens are stored only as SHA-256 hashes (they are long random
   strings, so a fast hash is enough; no salt is needed against guessing).
 - DKIM private keys and webhook secrets are sealed with AES-256-GCM under the master key.
-- Links (tracking, verification) are signed with HMAC-SHA256 under a key derived from it.
+- Tokens (tracking, VERP, unsubscribe) are keyed by per-purpose keys derived from it (``derive_key``).
 """
 from __future__ import annotations
 
@@ -82,11 +82,3 @@ def unseal(master: bytes, sealed: str, context: str) -> bytes:
     raw = base64.urlsafe_b64decode(sealed.removeprefix("v1:"))
     return AESGCM(_subkey(master, "seal")).decrypt(raw[:12], raw[12:], context.encode())
 
-
-def sign(master: bytes, message: str) -> str:
-    mac = hmac.new(_subkey(master, "links"), message.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac[:20]).decode().rstrip("=")
-
-
-def verify_signature(master: bytes, message: str, signature: str) -> bool:
-    return hmac.compare_digest(sign(master, message), signature)

@@ -50,8 +50,6 @@ def retry_topic(level: int) -> str:
     return f"{Topic.RETRY}.{level}"
 
 
-MAX_RETRY_LEVELS = 8
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -363,7 +361,8 @@ AnyEvent = Annotated[
 ]
 _adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
 
-# (type, version) -> function turning that version's dict into the next version's dict.
+# (type, version) -> function turning that version's dict into the next version's fields;
+# ``decode`` sets ``v`` to version + 1 itself, so an upcaster cannot loop by forgetting it.
 UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
 
 
@@ -377,6 +376,6 @@ def decode(raw: bytes) -> Any:
     if not UPCASTERS:  # the fast path while every schema is at version 1
         return _adapter.validate_json(raw)
     obj = json.loads(raw)
-    while (up := UPCASTERS.get((obj.get("type"), obj.get("v", 1)))) is not None:
-        obj = up(obj)
+    while (up := UPCASTERS.get((obj.get("type"), v := obj.get("v", 1)))) is not None:
+        obj = {**up(obj), "v": v + 1}  # the loop advances the version: an upcaster only maps fields
     return _adapter.validate_python(obj)

@@ -3,7 +3,9 @@ store and (embedded) the dev inbox. Roles (api, relay, ...) are built on top of 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shared import events as ev
 from shared.control.plane import ControlPlane
@@ -16,6 +18,12 @@ from shared.settings import Settings
 from shared.store import open_store
 from shared.store.port import AnalyticsStore
 
+if TYPE_CHECKING:  # the API role's parts; shared/ never imports services/ at run time
+    from services.api.idempotency import IdempotencyStore
+    from services.api.limits import RateLimiter
+    from services.api.routes.tracking import Recorder
+    from services.api.sending import RecentSends
+
 log = logging.getLogger(__name__)
 DEFAULT_WORKSPACE = "default"
 
@@ -27,7 +35,13 @@ class Runtime:
     control: ControlPlane = None
     store: AnalyticsStore | None = None
     inbox: DevInbox | None = None
-    extras: dict = field(default_factory=dict)
+    shared_ports: bool = False  # one of several API processes of `postline all`: bind with SO_REUSEPORT
+    # Parts of the API role, set by services/api/app.py (None in the other roles):
+    limits: RateLimiter | None = None             # per-service rate limits
+    idempotency: IdempotencyStore | None = None   # Idempotency-Key responses
+    recent: RecentSends | None = None             # sends this process accepted, for GET /emails/{id}
+    tracking: Recorder | None = None              # opens/clicks/unsubscribes this process records
+    schedule_changes: OrderedDict[str, dict] = field(default_factory=OrderedDict)  # PATCH/cancel not yet seen by the relay
 
     async def start(self, with_store: bool = True, migrate: bool = True) -> None:
         """Open the log, replay the control topic, open the store. Migrations run here for

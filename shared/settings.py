@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.retry_schedule import MAX_LEVELS, parse as parse_schedule
+
 
 def _host_port(value: str | None, name: str) -> str | None:
     if value is None or value == "":
@@ -86,13 +88,13 @@ class Settings(BaseSettings):
 
     @field_validator("retry_schedule", "webhook_retry_schedule")
     @classmethod
-    def _check_schedule(cls, v: str) -> str:
+    def _check_schedule(cls, v: str, info) -> str:
+        """Only the delivery schedule is bound to the delay topics' number of levels."""
+        bound = MAX_LEVELS if info.field_name == "retry_schedule" else None
         try:
-            steps = [float(s) for s in v.split(",")]
-        except ValueError:
-            raise ValueError("POSTLINE_RETRY_SCHEDULE must be comma-separated seconds") from None
-        if not steps or any(s <= 0 for s in steps):
-            raise ValueError("POSTLINE_RETRY_SCHEDULE must be positive seconds")
+            parse_schedule(v, bound)
+        except ValueError as exc:
+            raise ValueError(f"POSTLINE_{info.field_name.upper()} {exc}") from None
         return v
 
     @model_validator(mode="after")
@@ -114,11 +116,11 @@ class Settings(BaseSettings):
 
     @property
     def retry_delays(self) -> list[float]:
-        return [float(s) for s in self.retry_schedule.split(",")]
+        return parse_schedule(self.retry_schedule)
 
     @property
     def webhook_delays(self) -> list[float]:
-        return [float(s) for s in self.webhook_retry_schedule.split(",")]
+        return parse_schedule(self.webhook_retry_schedule, None)
 
     @cached_property
     def master_key(self) -> bytes:

@@ -20,6 +20,7 @@ from services.api.limits import RateLimiter
 from services.api.request_ids import RequestIds, request_id_of
 from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
+from services.api.sending import RecentSends
 from services.api.text_checks import RejectUnencodable
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
@@ -125,15 +126,38 @@ def create_app(runtime) -> FastAPI:
                              503: {**error, "description": "A dependency is unavailable; safe to retry"}})
     app.state.runtime = runtime
     if runtime is not None:
-        s = runtime.settings
-        runtime.extras.setdefault("limits", RateLimiter(s.api_replicas, runtime.store, s.rate_per_minute, s.rate_per_day,
-                                                        overrides=lambda sid: runtime.control.state.rate_overrides(sid)))
-        runtime.extras.setdefault("idempotency", IdempotencyStore(runtime.settings.data_dir / "idempotency.sqlite3"))
+        attach_api_parts(runtime)
     app.add_middleware(RejectUnencodable)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLog)
     app.add_middleware(RequestIds)  # outside the others: every answer, the middlewares' own included, has the id
     app.add_middleware(tracking.HotPaths, runtime=runtime)  # outermost: the pixel and redirects skip the rest
+
+    add_error_handlers(app)
+    add_ops_routes(app, runtime)
+    add_docs_routes(app)
+
+    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
+        app.include_router(module.router)
+    dashboard.mount(app)
+    return app
+
+
+def attach_api_parts(runtime) -> None:
+    """The API role's parts on the runtime: one per process, however many apps a test builds on it."""
+    s = runtime.settings
+    if runtime.limits is None:
+        runtime.limits = RateLimiter(s.api_replicas, runtime.store, s.rate_per_minute, s.rate_per_day,
+                                     overrides=lambda sid: runtime.control.state.rate_overrides(sid))
+    if runtime.idempotency is None:
+        runtime.idempotency = IdempotencyStore(s.data_dir / "idempotency.sqlite3")
+    if runtime.recent is None:
+        runtime.recent = RecentSends()
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error in the one body shape (services/api/errors.py): validation → 400 (415 for a
+    form body), HTTP errors with their status, anything unexpected → 500 with the request id."""
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -167,11 +191,3 @@ def create_app(runtime) -> FastAPI:
         log.exception("request %s: unhandled error on %s %s", rid, request.method, _route(request))
         return JSONResponse({**error_body(500, "internal error"), "request_id": rid}, status_code=500,
                             headers={"X-Request-Id": rid})
-
-    add_ops_routes(app, runtime)
-    add_docs_routes(app)
-
-    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
-        app.include_router(module.router)
-    dashboard.mount(app)
-    return app

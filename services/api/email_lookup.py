@@ -72,7 +72,7 @@ async def lookup_email(rt, svc, email_id: str) -> Found | None:
             events = await queries.timeline(rt.store, email_id, svc.workspace_id) if record else []
         except Exception:  # analytics store down: fall back to what this process remembers
             record = None
-    recent = rt.extras.get("recent")
+    recent = rt.recent
     remembered = recent.get(email_id) if recent else None
     if record is None and remembered is not None:
         record = remembered[0]  # the summary RecentSends keeps
@@ -80,7 +80,7 @@ async def lookup_email(rt, svc, email_id: str) -> Found | None:
         record = accepted_elsewhere(rt, email_id)
     if record is None or record.get("service_id") != svc.service_id:
         return None
-    local = rt.extras.get("schedule_changes", {}).get(email_id, {})
+    local = rt.schedule_changes.get(email_id, {})
     return Found(record, events, remembered[1] if remembered else {}, local)
 
 

@@ -11,6 +11,10 @@ SDKs read ``statusCode``, ``name`` and ``message`` (they turn anything else into
 Resend has a name for the same situation it is Resend's."""
 from __future__ import annotations
 
+from fastapi import HTTPException
+
+from services.api.refusal import Refusal
+
 # status → name, when the message does not call for a finer one (see error_name)
 NAMES = {
     400: "validation_error",
@@ -47,6 +51,15 @@ def error_body(status: int, message: str, name: str | None = None) -> dict:
     """The body of an error response: ``error`` (the seed's field) and ``message``,
     ``name``, ``statusCode`` (Resend's)."""
     return {"error": message, "message": message, "name": name or error_name(status, message), "statusCode": status}
+
+
+def http_error(refusal: Refusal, headers: dict[str, str] | None = None) -> HTTPException:
+    """The HTTP error of a send step's refusal (raised by the route, rendered by the app's
+    handler as ``error_body``); ``Retry-After`` when the refusal is temporary."""
+    extra = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else {}
+    exc = HTTPException(refusal.status, refusal.text, headers={**(headers or {}), **extra} or None)
+    exc.__cause__ = refusal.cause  # a fault behind it is logged with the request id (app.py)
+    return exc
 
 
 def item_error(message: str, status: int = 400) -> dict:

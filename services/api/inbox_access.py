@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 async def own_email_ids(rt, wid: str, email_ids: list[str]) -> set[str]:
     """Which of ``email_ids`` are messages of workspace ``wid``: this process's recent sends,
     then the analytics store (when it is down, only what this process knows)."""
-    recent = rt.extras.get("recent")
+    recent = rt.recent
     mine = set()
     for eid in email_ids:
         hit = recent.get(eid) if recent else None

@@ -130,7 +130,7 @@ class TagIn:
         return name if value is None else f"{name}:{value}"
 
 
-def _address_list(value: str | list[str] | None, field: str) -> list[str]:
+def _address_list(value: str | list[str] | None) -> list[str]:
     if value is None:
         return []
     items = [value] if isinstance(value, str) else value
@@ -184,8 +184,8 @@ class SendEmail(BaseModel):
 
     @field_validator("to", "cc", "bcc", "reply_to")
     @classmethod
-    def _addresses(cls, v, info):
-        return _address_list(v, info.field_name) if v is not None else None
+    def _addresses(cls, v):
+        return _address_list(v) if v is not None else None
 
     @field_validator("subject")
     @classmethod
@@ -282,15 +282,15 @@ class SendEmail(BaseModel):
 
     @property
     def cc_list(self) -> list[str]:
-        return _address_list(self.cc, "cc")
+        return _address_list(self.cc)
 
     @property
     def bcc_list(self) -> list[str]:
-        return _address_list(self.bcc, "bcc")
+        return _address_list(self.bcc)
 
     @property
     def reply_to_list(self) -> list[str]:
-        return _address_list(self.reply_to, "reply_to")
+        return _address_list(self.reply_to)
 
 
 class Tracking(BaseModel):

@@ -7,12 +7,12 @@ Both doors use it; they differ only in what happens to an unverified sandbox rec
 (``/emails`` refuses with 400, the service door drops it as ``dropped: sandbox``)."""
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fastapi import HTTPException
-
+from services.api.refusal import Refusal
 from services.api.schemas import SendEmail
 from shared import events as ev
 from shared.addresses import bare, domain_of, parse_mailbox, format_mailbox
@@ -45,9 +45,10 @@ def all_recipients(body: SendEmail) -> list[str]:
     return out
 
 
-def check_active(svc: ev.ServiceSaved) -> None:
+def check_active(svc: ev.ServiceSaved) -> Refusal | None:
     if svc.status != "active":
-        raise HTTPException(403, "the service is disabled")
+        return Refusal(403, "the service is disabled")
+    return None
 
 
 def resolve_mode(draft: Draft, state: ControlState, sandbox_from: str) -> None:
@@ -67,18 +68,20 @@ def resolve_mode(draft: Draft, state: ControlState, sandbox_from: str) -> None:
         draft.reply_to = [draft.body.from_]
 
 
-def apply_sandbox_rules(draft: Draft, state: ControlState, door: Door) -> None:
+def apply_sandbox_rules(draft: Draft, state: ControlState, door: Door) -> Refusal | None:
+    """Sandbox mode: unverified recipients are refused (``/emails``) or dropped (service door)."""
     rcpts = all_recipients(draft.body)
     if draft.mode == "production":
         draft.recipients = rcpts
-        return
+        return None
     sid = draft.service.service_id
     unverified = [r for r in rcpts if not state.is_verified_sandbox_recipient(sid, r)]
     if unverified and door == "emails":
-        raise HTTPException(400, f"to: {unverified[0]} is not a verified sandbox recipient of this service; "
-                                 "verify it (POST /api/email/services/{id}/sandbox-emails) or send from a verified domain")
+        return Refusal(400, f"{unverified[0]} is not a verified sandbox recipient of this service; verify it "
+                            "(POST /api/email/services/{id}/sandbox-emails) or send from a verified domain", "to")
     draft.recipients = [r for r in rcpts if r not in unverified]
     draft.dropped += [ev.DroppedRecipient(recipient=r, reason="sandbox") for r in unverified]
+    return None
 
 
 def check_suppression(draft: Draft, state: ControlState) -> None:
@@ -163,26 +166,34 @@ class RecentSends:
 
 
 def prepare(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None = None
-            ) -> tuple[Draft, ev.SendRequested]:
-    """Run the checks and build the request event (nothing is written yet)."""
+            ) -> tuple[Draft, ev.SendRequested] | Refusal:
+    """Run the checks and build the request event (nothing is written yet); a refused send
+    is a ``Refusal`` value, which the door maps to its protocol."""
     state = rt.control.state
-    check_active(svc)
+    if refused := check_active(svc):
+        return refused
     draft = Draft(body=body, service=svc)
     resolve_mode(draft, state, rt.settings.sandbox_from)
-    apply_sandbox_rules(draft, state, door)
+    if refused := apply_sandbox_rules(draft, state, door):
+        return refused
     check_suppression(draft, state)
     return draft, build_request(draft, email_id or ev.new_id())
 
 
-async def append_requests(rt, reqs: list[ev.SendRequested]) -> None:
-    """Durably append; a failure means nothing in ``reqs`` may be reported as accepted."""
+LOG_DOWN = Refusal(503, "the event log is unavailable; nothing was sent, safe to retry", retry_after=1)
+
+
+async def append_requests(rt, reqs: list[ev.SendRequested]) -> Refusal | None:
+    """Durably append; ``LOG_DOWN`` means nothing in ``reqs`` may be reported as accepted."""
     records = [(r.email_id, ev.encode(r)) for r in reqs]  # outside the try: failing here is a bug, not the log's
     try:
         await rt.log.append_many(ev.Topic.REQUESTS, records)
     except Exception as exc:  # log unreachable or disk full
-        raise HTTPException(503, "the event log is unavailable; nothing was sent, safe to retry",
-                            headers={"Retry-After": "1"}) from exc
+        return dataclasses.replace(LOG_DOWN, cause=exc)
+    return None
 
 
 def remember(rt, req: ev.SendRequested, response: dict) -> None:
-    rt.extras.setdefault("recent", RecentSends()).remember(req, response)
+    if rt.recent is None:  # a process without the HTTP app (the submission listener alone)
+        rt.recent = RecentSends()
+    rt.recent.remember(req, response)

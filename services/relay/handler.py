@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 from services.relay import tracking
 from services.relay.bounce_class import classify
@@ -29,8 +29,9 @@ from shared import events as ev
 from shared import metrics
 from shared.addresses import domain_of, split_bare
 from shared.control.state import ControlState
-from shared import failpoints
+from shared import failpoints, retry_schedule
 from shared.log.port import EventLog
+from shared.retry_schedule import RetryPlan
 from shared.verp import return_path, unsubscribe_address
 
 log = logging.getLogger(__name__)
@@ -201,14 +202,12 @@ def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_a
                        retry_at=retry_at, **common)
 
 
-def retry_plan(ctx: RelayContext, req: ev.SendRequested) -> tuple[int, datetime, bool]:
-    """(level, when, gave_up) for the next attempt after attempt number ``req.attempt``."""
-    delays = ctx.settings.retry_delays[: ev.MAX_RETRY_LEVELS]
-    level = min(req.attempt, len(delays) - 1)
-    first = req.first_attempt_at or req.time
-    when = datetime.now(timezone.utc) + timedelta(seconds=delays[level])
-    gave_up = (when - first).total_seconds() > ctx.settings.queue_lifetime
-    return level, when, gave_up
+def retry_plan(ctx: RelayContext, req: ev.SendRequested, results: dict[str, DeliveryResult]) -> RetryPlan:
+    """The next attempt after attempt number ``req.attempt`` (shared/retry_schedule.py),
+    waiting at least as long as any deferring server asked (its ``retry_after``)."""
+    asked = [r.retry_after for r in results.values() if r.status == "deferred" and r.retry_after]
+    return retry_schedule.plan(ctx.settings.retry_delays, ctx.settings.queue_lifetime, req.attempt,
+                               req.first_attempt_at or req.time, ev.utcnow(), max(asked, default=None))
 
 
 async def schedule_retry(ctx: RelayContext, req: ev.SendRequested, rcpts: list[str], level: int,
@@ -239,15 +238,15 @@ async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
         raw = await build_and_sign(ctx, req, domain, pending)
         await ctx.in_flight.crash_point("relay.before_deliver")
         results = await deliver(ctx, req, domain, pending, raw)
-        level, when, gave_up = retry_plan(ctx, req)
-        outcomes = [outcome_event(req, rcpt, results[rcpt], when, gave_up) for rcpt in pending]
+        plan = retry_plan(ctx, req, results)
+        outcomes = [outcome_event(req, rcpt, results[rcpt], plan.when, plan.gave_up) for rcpt in pending]
         await ctx.ledger.record([(req.email_id, e.recipient, "failed",
                                   dataclasses.replace(results[e.recipient], at=e.time))
                                  for e in outcomes if e.type == "failed"])
         await ctx.in_flight.crash_point("relay.after_ledger")
         deferred = [e.recipient for e in outcomes if e.type == "deferred"]
         if deferred:
-            await schedule_retry(ctx, req, deferred, level, when)
+            await schedule_retry(ctx, req, deferred, plan.level, plan.when)
         for e in outcomes:
             metrics.DELIVERIES.labels(e.type).inc()
         events += outcomes

@@ -1,6 +1,7 @@
-"""Delivery outcomes as data, and the one function mapping SMTP results to them."""
+"""Delivery outcomes as data, and the functions mapping SMTP results to them."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -15,6 +16,20 @@ class DeliveryResult:
     smtp_reply: str | None = None
     mx_host: str | None = None
     at: datetime | None = None  # when the outcome became final; its event's time
+    retry_after: float | None = None  # seconds the server asked us to wait (a 4xx reply that says so)
+    connect_error: bool = False  # no session: could not connect, or the server refused it before MAIL
+
+
+# "try again in 5 minutes", "retry after 300 seconds", "please retry in 2h": the forms MTAs use
+_RETRY_AFTER = re.compile(r"(?:retry|try again)\s+(?:after|in)\s+(\d+(?:\.\d+)?)\s*"
+                          r"(s|secs?|seconds?|m|mins?|minutes?|h|hours?)\b", re.IGNORECASE)
+_UNIT = {"s": 1, "m": 60, "h": 3600}
+
+
+def retry_after(reply: str | None) -> float | None:
+    """Seconds a temporary-failure reply asks the client to wait, when it names a delay."""
+    found = _RETRY_AFTER.search(reply or "")
+    return float(found[1]) * _UNIT[found[2][0].lower()] if found else None
 
 
 def from_reply(code: int, message: str, host: str | None = None) -> DeliveryResult:
@@ -25,11 +40,13 @@ def from_reply(code: int, message: str, host: str | None = None) -> DeliveryResu
         return DeliveryResult("delivered", code, message, host)
     if 500 <= code < 600:
         return DeliveryResult("bounced", code, message, host)
-    return DeliveryResult("deferred", code, message, host)
+    return DeliveryResult("deferred", code, message, host, retry_after=retry_after(message))
 
 
-def from_exception(exc: BaseException, host: str | None = None) -> DeliveryResult:
-    """Connection failures, refusals while connecting and timeouts are temporary (the SMTP
-    client reports a server's refusal of a message as a reply, never as an exception)."""
+def from_exception(exc: BaseException, host: str | None = None, connecting: bool = False) -> DeliveryResult:
+    """Connection failures, refusals while connecting, drops and timeouts are temporary (the
+    SMTP client reports a server's refusal of a message as a reply, never as an exception).
+    ``connecting``: it happened before a transaction began (``connect_error``: the sender
+    may try another address of the destination at once; nothing can have been delivered)."""
     message = exc.message if isinstance(exc, SmtpError) else f"{type(exc).__name__}: {exc}"
-    return DeliveryResult("deferred", None, message, host)
+    return DeliveryResult("deferred", None, message, host, retry_after=retry_after(message), connect_error=connecting)

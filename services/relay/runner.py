@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from services.relay.handler import RelayContext, process
 from services.relay.ledger import Ledger
-from services.relay.retry import DelayForwarder
+from services.relay.delay_forwarder import DelayForwarder
 from services.relay.schedule_changes import apply_change, emit, scheduled_events
 from services.relay.scheduler import Scheduler
 from services.relay.senders.base import Sender
@@ -80,7 +80,7 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         lg = self.runtime.log
-        levels = min(len(self.ctx.settings.retry_delays), ev.MAX_RETRY_LEVELS)
+        levels = len(self.ctx.settings.retry_delays)  # bounded at start-up (shared/retry_schedule.py)
         tasks = [asyncio.create_task(run_consumer(lg.consumer([ev.Topic.REQUESTS], "relay"), self.handle_batch, stop,
                                                   max_records=self.ctx.settings.relay_concurrency * 4, guard=self.guard))]
         tasks.append(asyncio.create_task(self.scheduler.run(stop)))

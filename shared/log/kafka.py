@@ -12,8 +12,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from shared.events import MAX_RETRY_LEVELS, Topic, retry_topic
+from shared.events import Topic, retry_topic
 from shared.log.port import CommitFailed, Consumer, EventLog, LogNotStarted, LogUnavailable, Record
+from shared.retry_schedule import MAX_LEVELS as MAX_RETRY_LEVELS
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,9 @@ def test_four_processes_sigterm_loses_nothing(tmp_path, tansu):
         sid, key = production_service(api, dns)
         r = api.admin("POST", f"/api/email/services/{sid}/webhooks", json={"url": rx.url, "events": ["delivered"]})
         assert r.status_code == 201
-        time.sleep(1.0)  # the webhooks process follows the control topic
+        # the webhooks process follows the control topic: it knows the endpoint once it sends it the test event
+        assert api.admin("POST", f"/api/email/services/{sid}/webhooks/{r.json()['id']}/test").status_code == 202
+        rx.wait(1, timeout=30)
         ids = []
         for i in range(N):
             ids.append(api.send(key, {"from": "a@acme.test", "to": f"u{i}@example.com", "subject": "s",

@@ -28,13 +28,22 @@ def test_derived_ids_are_stable_and_distinct():
 def test_upcaster_turns_an_old_version_into_the_current_one(monkeypatch):
     old = {"type": "dropped", "v": 0, "workspace_id": "w", "email_id": "m", "why": "sandbox"}
 
-    def v0_to_v1(obj):
-        obj = dict(obj, v=1, reason=obj.pop("why"))
+    def v0_to_v1(obj):  # maps fields only: the decode loop advances ``v``
+        obj = dict(obj, reason=obj["why"])
+        del obj["why"]
         return obj
 
     monkeypatch.setitem(ev.UPCASTERS, ("dropped", 0), v0_to_v1)
     e = ev.decode(json.dumps(old).encode())
     assert isinstance(e, ev.Dropped) and e.reason == "sandbox" and e.v == 1
+
+
+def test_upcasters_chain_through_versions_without_bumping_v_themselves(monkeypatch):
+    old = {"type": "dropped", "v": -1, "workspace_id": "w", "email_id": "m", "recipient": "a@b.c"}
+    monkeypatch.setitem(ev.UPCASTERS, ("dropped", -1), lambda o: {**o, "why": "sandbox"})
+    monkeypatch.setitem(ev.UPCASTERS, ("dropped", 0), lambda o: {**o, "reason": o["why"]})
+    e = ev.decode(json.dumps(old).encode())
+    assert e.reason == "sandbox" and e.v == 1
 
 
 def test_garbage_is_refused():

@@ -9,10 +9,11 @@ from pydantic import ValidationError
 
 from services.api.auth import ServiceCaller, runtime, service_key
 from services.api.email_lookup import lookup_email
-from services.api.errors import item_error
+from services.api.errors import http_error, item_error
 from services.api.routes import schedule
 from services.api.idempotency import body_hash, email_id_for
 from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail, SendResult
+from services.api.refusal import Refusal
 from services.api.sending import append_requests, prepare, remember, respond, summary, tracking_view
 from services.api.validation_errors import first_error
 from shared import metrics
@@ -27,19 +28,20 @@ IDEMPOTENCY = Header(None, alias="Idempotency-Key", description="Same key + same
 
 async def _send_one(rt, request: Request, svc, body: SendEmail, door: str, email_id: str | None,
                     response: Response) -> dict:
-    limiter = rt.extras["limits"]
-    try:
-        draft, req = prepare(rt, svc, body, door, email_id)
-    except HTTPException as exc:
+    limiter = rt.limits
+    prepared = prepare(rt, svc, body, door, email_id)
+    if isinstance(prepared, Refusal):
         peek = await limiter.take(svc.service_id, sandboxed=False, n=0)
-        raise HTTPException(exc.status_code, exc.detail, headers={**peek.headers(), **(exc.headers or {})}) from None
+        raise http_error(prepared, peek.headers())
+    draft, req = prepared
     decision = await limiter.take(svc.service_id, sandboxed=draft.mode != "production",
                                   n=1 if draft.recipients else 0)
     if not decision.allowed:
         metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
         raise HTTPException(429, f"rate limit reached ({decision.scope}: {decision.limit}); "
                                  f"retry in {decision.retry_after} s", headers=decision.headers())
-    await append_requests(rt, [req])
+    if refused := await append_requests(rt, [req]):
+        raise http_error(refused)
     metrics.SENDS_ACCEPTED.labels("accepted").inc()
     result = respond(draft, req.email_id)
     remember(rt, req, result)
@@ -52,10 +54,10 @@ async def _door(rt, request: Request, response: Response, svc, body: SendEmail, 
     if not key:
         return await _send_one(rt, request, svc, body, door, None, response)
     h = body_hash(await request.body())
-    result = await rt.extras["idempotency"].run(
+    result = await rt.idempotency.run(
         svc.service_id, key, h, lambda: _send_one(rt, request, svc, body, door, email_id_for(svc.service_id, key), response))
     if "RateLimit-Limit" not in response.headers:  # a replay: report the current state, take nothing
-        response.headers.update((await rt.extras["limits"].take(svc.service_id, False, n=0)).headers())
+        response.headers.update((await rt.limits.take(svc.service_id, False, n=0)).headers())
     return result
 
 
@@ -87,19 +89,19 @@ async def send_batch(response: Response, items: list[dict] = Body(..., max_lengt
     send result or `{"error": ...}`), all accepted ones are appended together."""
     if not items:
         raise HTTPException(400, "body: at least one email is required")
-    svc, limiter = caller.service, rt.extras["limits"]
+    svc, limiter = caller.service, rt.limits
     results: list[dict] = []
     accepted = []
     for i, raw in enumerate(items):
         try:
-            body = SendEmail.model_validate(raw)
-            draft, req = prepare(rt, svc, body, "emails")
+            prepared = prepare(rt, svc, SendEmail.model_validate(raw), "emails")
         except ValidationError as exc:
             results.append(item_error(f"[{i}].{first_error(exc.errors())}"))
             continue
-        except HTTPException as exc:
-            results.append(item_error(f"[{i}].{exc.detail}", exc.status_code))
+        if isinstance(prepared, Refusal):
+            results.append(item_error(f"[{i}].{prepared.text}", prepared.status))
             continue
+        draft, req = prepared
         decision = await limiter.take(svc.service_id, sandboxed=draft.mode != "production",
                                       n=1 if draft.recipients else 0)
         if not decision.allowed:
@@ -107,7 +109,8 @@ async def send_batch(response: Response, items: list[dict] = Body(..., max_lengt
             continue
         accepted.append((req, draft))
         results.append({})
-    await append_requests(rt, [req for req, _ in accepted])
+    if refused := await append_requests(rt, [req for req, _ in accepted]):
+        raise http_error(refused)
     it = iter(accepted)
     for i, r in enumerate(results):
         if not r:

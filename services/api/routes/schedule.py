@@ -7,7 +7,6 @@ holding the request applies it, in distributed mode too) → remember it locally
 id}``. The relay then emits ``scheduled`` (new due time) or ``canceled`` per recipient."""
 from __future__ import annotations
 
-from collections import OrderedDict
 
 from datetime import datetime, timedelta, timezone
 
@@ -49,7 +48,7 @@ REMEMBERED_CHANGES = 20_000  # like RecentSends: bounded, oldest forgotten first
 
 def remember_change(rt, email_id: str, **change) -> None:
     """This process answers the next GET with the change before the relay's event arrives."""
-    changes: OrderedDict = rt.extras.setdefault("schedule_changes", OrderedDict())
+    changes = rt.schedule_changes
     changes.setdefault(email_id, {}).update(change)
     changes.move_to_end(email_id)
     while len(changes) > REMEMBERED_CHANGES:

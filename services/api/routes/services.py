@@ -14,7 +14,7 @@ def service_view(rt, svc: ev.ServiceSaved) -> dict:
     view = {"id": svc.service_id, "name": svc.name, "mode": svc.mode, "status": svc.status,
             "track_opens": svc.track_opens, "track_clicks": svc.track_clicks, "list_unsubscribe": svc.list_unsubscribe,
             "created_at": svc.created_at.isoformat()}
-    limits = rt.extras.get("limits")
+    limits = rt.limits
     if limits is not None:
         view["rate_limits"] = limits.view(svc.service_id)
     return view

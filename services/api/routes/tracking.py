@@ -74,8 +74,14 @@ class Recorder:
 
 
 def recorder(request: Request) -> Recorder:
-    rt = request.app.state.runtime
-    return rt.extras.get("tracking") or rt.extras.setdefault("tracking", Recorder(rt))
+    return recorder_of(request.app.state.runtime)
+
+
+def recorder_of(rt) -> Recorder:
+    """The process's one Recorder (made on first use: its id memory is per process)."""
+    if rt.tracking is None:
+        rt.tracking = Recorder(rt)
+    return rt.tracking
 
 
 def check(rec: Recorder, token: str, kind) -> tuple[Token, str] | None:
@@ -147,7 +153,7 @@ class HotPaths:
         handler = self.ROUTES.get(path[:5])
         if handler is None or scope["method"] not in ("GET", "HEAD") or self.runtime is None:
             return await self.app(scope, receive, send)
-        rec = self.runtime.extras.get("tracking") or self.runtime.extras.setdefault("tracking", Recorder(self.runtime))
+        rec = recorder_of(self.runtime)
         agent = next((v for k, v in scope["headers"] if k == b"user-agent"), None)
         status, headers, body = await handler(rec, scope["method"], path[5:],
                                               agent.decode("latin-1") if agent is not None else None)

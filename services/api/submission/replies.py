@@ -5,10 +5,10 @@ again), 429 → ``452 4.7.1`` (temporary: retry later), 503 → ``451 4.3.0`` (t
 nothing was accepted). Reply text is one line: any CR/LF in a detail becomes a space."""
 from __future__ import annotations
 
-from fastapi import HTTPException
 from pydantic import ValidationError
 
 from services.api.limits import Decision
+from services.api.refusal import Refusal
 from services.api.validation_errors import first_error
 
 MAX_TEXT = 400  # an SMTP reply line is at most 512 octets
@@ -27,18 +27,19 @@ def invalid(exc: ValidationError) -> str:
     return f"550 5.7.1 {_line(first_error(exc.errors()))}"
 
 
-def refusal(exc: HTTPException) -> str:
-    if exc.status_code == 429:
-        return f"452 4.7.1 {_line(exc.detail)}"
-    if exc.status_code >= 500:
-        return f"451 4.3.0 {_line(exc.detail)}"
-    return f"550 5.7.1 {_line(exc.detail)}"
+def refusal(refused: Refusal) -> str:
+    """A send step's refusal as a reply: its HTTP meaning decides permanent or temporary."""
+    if refused.status == 429:
+        return f"452 4.7.1 {_line(refused.text)}"
+    if refused.status >= 500:
+        return f"451 4.3.0 {_line(refused.text)}"
+    return f"550 5.7.1 {_line(refused.text)}"
 
 
 def rate_limited(decision: Decision) -> str:
     """The API's 429 message, as a temporary failure."""
-    return refusal(HTTPException(429, f"rate limit reached ({decision.scope}: {decision.limit}); "
-                                      f"retry in {decision.retry_after} s"))
+    return refusal(Refusal(429, f"rate limit reached ({decision.scope}: {decision.limit}); "
+                                f"retry in {decision.retry_after} s"))
 
 
 def too_many_recipients(limit: int) -> str:

@@ -18,11 +18,11 @@ import logging
 import time
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
-from fastapi import HTTPException
 from pydantic import ValidationError
 
 from services.api.auth import key_owner
 from services.api.schemas import MAX_MESSAGE_BYTES, MAX_RECIPIENTS, SendEmail
+from services.api.refusal import Refusal
 from services.api.sending import append_requests, prepare, remember, respond
 from services.api.submission import message, replies
 from services.api.submission.tls import server_context
@@ -149,8 +149,6 @@ class SubmissionHandler:
             reply = exc.reply
         except ValidationError as exc:
             reply = replies.invalid(exc)
-        except HTTPException as exc:
-            reply = replies.refusal(exc)
         except Exception:
             log.exception("submission failed; the client is told to retry")
             reply = "451 4.3.0 temporary failure; nothing was sent, try again later"
@@ -165,8 +163,11 @@ class SubmissionHandler:
     async def submit(self, svc: ev.ServiceSaved, body: SendEmail, sub: message.Submitted) -> str:
         """The pipeline of ``POST /emails`` with the client's bytes as the message."""
         rt = self.rt
-        draft, req = prepare(rt, svc, body, "emails")
-        decision = await rt.extras["limits"].take(svc.service_id, sandboxed=draft.mode != "production",
+        prepared = prepare(rt, svc, body, "emails")
+        if isinstance(prepared, Refusal):
+            return replies.refusal(prepared)
+        draft, req = prepared
+        decision = await rt.limits.take(svc.service_id, sandboxed=draft.mode != "production",
                                                   n=1 if draft.recipients else 0)
         if not decision.allowed:
             metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
@@ -174,7 +175,9 @@ class SubmissionHandler:
         id_domain = draft.sending_domain or domain_of(split_bare(rt.settings.sandbox_from))
         raw = message.finalize(sub, draft.from_, f"<{req.email_id}@{id_domain}>", req.time.timestamp())
         req = req.model_copy(update={"raw_mime": base64.b64encode(raw).decode(), "text": None, **relay_options(sub)})
-        await append_requests(rt, [req])
+        if refused := await append_requests(rt, [req]):
+            log.warning("submission: the event log refused the append", exc_info=refused.cause)
+            return replies.refusal(refused)
         metrics.SENDS_ACCEPTED.labels("accepted").inc()
         remember(rt, req, respond(draft, req.email_id))
         return replies.accepted(req.email_id)
@@ -206,7 +209,7 @@ async def serve(runtime, stop: asyncio.Event) -> None:
     handler = SubmissionHandler(runtime)
     server = await asyncio.get_running_loop().create_server(
         factory(runtime, handler, server_context(s)), host=s.http_host, port=s.submission_port,
-        reuse_port=bool(runtime.extras.get("reuse_port")))  # the API processes of `postline all` share it
+        reuse_port=runtime.shared_ports)  # the API processes of `postline all` share it
     log.info("SMTP submission on %s:%s", s.http_host, s.submission_port)
     try:
         await stop.wait()

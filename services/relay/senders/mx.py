@@ -77,10 +77,10 @@ class MxSender(Sender):
                 pool = self._pool(host, ip)
                 await self._gates[key].wait()
                 results = await pool.send(mail_from, rcpts, raw)
-                if not all(r.smtp_code is None for r in results.values()):
-                    return results  # the host answered (2xx/4xx/5xx): that is the outcome
+                if not all(r.connect_error for r in results.values()):
+                    return results  # a session took place (a reply, or a drop mid-transaction): that is the outcome
                 last = results      # could not connect: next address, then next MX
-        return last or {r: DeliveryResult("deferred", None, f"no reachable MX for {domain}") for r in rcpts}
+        return last or {r: DeliveryResult("deferred", None, f"no reachable MX for {domain}", connect_error=True) for r in rcpts}
 
     async def send(self, mail_from, rcpts, raw):
         by_domain: dict[str, list[str]] = defaultdict(list)

@@ -55,11 +55,12 @@ class SmtpPool:
         utf8 = needs_smtputf8(*envelope) or not raw.isascii()
         enc = "utf-8" if utf8 else "ascii"
         async with self._slots:
-            conn = None
+            conn, connecting = None, True
             try:
                 while self._idle and not (conn := self._idle.pop()).usable:
                     conn = None
                 conn = conn or await self._connect()
+                connecting = False
                 if utf8 and "SMTPUTF8" not in conn.extensions:
                     self._idle.append(conn)
                     return {r: NO_SMTPUTF8 for r in rcpts}
@@ -68,7 +69,7 @@ class SmtpPool:
             except Exception as exc:  # connection dropped, timeout, refused greeting: same for all
                 if conn is not None:
                     conn.close()
-                result = from_exception(exc, self.host)
+                result = from_exception(exc, self.host, connecting)
                 return {r: result for r in rcpts}
             self._idle.append(conn)
             return {r: from_reply(code, text, self.host) for r, (code, text) in zip(rcpts, replies)}

@@ -11,6 +11,7 @@ import pytest
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, dkim_results, sink_reader
 from tests.support.smtp_sink import SmtpSink
+from tests.support.waiting import caught_up
 
 ANN, BOB = "ann@example.com", "bob@example.com"
 
@@ -221,7 +222,7 @@ def test_idempotency_key(world, door):
     other = send(world, {**BASE, "subject": "changed"}, door, headers={"Idempotency-Key": key})
     assert other.status_code == 409 and "Idempotency-Key" in other.json()["error"]
     delivered(world, first.json()["id"])
-    time.sleep(0.5)
+    caught_up(world["api"], world["prod"][1], world["sink"])
     assert len([m for m in world["sink"].received if first.json()["id"].encode() in m.data]) == 1
 
 
@@ -244,7 +245,7 @@ def test_thousand_concurrent_sends_with_one_key_make_one_message(world):
     email_id = ids.pop()
     delivered(world, email_id)
     api.wait_status(key, email_id, BOB, "delivered")
-    time.sleep(1)
+    caught_up(api, key, world["sink"])
     assert len([m for m in world["sink"].received if email_id.encode() in m.data]) == 1
 
 

@@ -49,7 +49,7 @@ async def _detail(request: Request, c: Caller, service_id: str, period: str, sta
                   error: str | None = None):
     svc = service_of(c, service_id)
     state = c.rt.control.state
-    limiter = c.rt.extras.get("limits")
+    limiter = c.rt.limits
     if limiter is not None:
         await limiter.refresh(svc.service_id)  # seeds today's count and the tier from the store
     stats = await _stats(c.rt, svc.service_id, period)

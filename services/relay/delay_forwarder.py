@@ -1,5 +1,6 @@
-"""Delay topics: deferred requests wait on ``email.retry.<level>`` until due, then go back
-to ``email.requests``.
+"""The delay-topic forwarder: deferred requests wait on ``email.retry.<level>`` until due,
+then go back to ``email.requests``. (The schedule itself — levels, delays, the plan — is
+shared/retry_schedule.py.)
 
 Every record on one level waits the same delay, so due times on a partition are in
 order: the forwarder moves the due prefix of each partition and commits it; records
