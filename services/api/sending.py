@@ -171,7 +171,9 @@ def prepare(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str
     resolve_mode(draft, state, rt.settings.sandbox_from)
     apply_sandbox_rules(draft, state, door)
     check_suppression(draft, state)
-    return draft, build_request(draft, email_id or ev.new_id())
+    req = build_request(draft, email_id or ev.new_id())
+    # the position this decision rests on: a relay behind it waits (never sends unsigned)
+    return draft, req.model_copy(update={"control_position": rt.control.position()})
 
 
 async def append_requests(rt, reqs: list[ev.SendRequested]) -> None:

@@ -19,6 +19,7 @@ class ControlPlane:
         self._task: asyncio.Task | None = None
         self._consumer = None
         self._closing = False
+        self._written: dict[int, int] = {}
 
     async def start(self) -> None:
         """Replay the whole control topic (blocks until caught up), then follow it in the background."""
@@ -47,12 +48,24 @@ class ControlPlane:
                 self.state.apply(ev.decode(rec.value), rec.offset)
             except Exception:
                 log.exception("skipping unreadable control record at %s/%s", rec.partition, rec.offset)
+            self.state.advance(rec.partition, rec.offset)
 
     async def save(self, event: ev.Event) -> ev.Event:
         """Append durably, then apply locally (read-your-writes on this process)."""
-        _, offset = await self.log.append(ev.Topic.CONTROL, entity_key(event), ev.encode(event))
+        partition, offset = await self.log.append(ev.Topic.CONTROL, entity_key(event), ev.encode(event))
         self.state.apply(event, offset)
+        # Not state.advance: records before ``offset`` may not have been read yet
+        self._written[partition] = max(self._written.get(partition, 0), offset + 1)
         return event
+
+    def position(self) -> dict[int, int]:
+        """The control-log position this process's decisions rest on: per partition, past
+        every record it has read and every change it has written itself (read-your-writes).
+        A send request carries it; a relay waits until its own state has read that far."""
+        merged = dict(self.state.positions)
+        for p, off in self._written.items():
+            merged[p] = max(merged.get(p, 0), off)
+        return merged
 
     async def suppress(self, workspace_id: str, service_id: str, email: str, reason: str, detail: str | None,
                        source_email_id: str | None) -> ev.SuppressionSaved | None:
