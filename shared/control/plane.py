@@ -5,6 +5,7 @@ import asyncio
 import logging
 
 from shared import events as ev
+from shared import failpoints
 from shared.control.state import ControlState, entity_key
 from shared.log.port import EventLog
 
@@ -35,7 +36,10 @@ class ControlPlane:
     async def _follow(self) -> None:
         while not self._closing:
             try:
-                self._apply(await self._consumer.poll(max_records=5000, timeout=1.0))
+                records = await self._consumer.poll(max_records=5000, timeout=1.0)
+                if records and failpoints.delay("control.follow"):  # tests: a process that reads late
+                    await asyncio.sleep(failpoints.delay("control.follow"))
+                self._apply(records)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the log is unreachable for a moment: keep serving what we have
