@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 
+from shared import backoff_log
 from shared.logging import setup_logging
 from shared.runtime import Runtime
 from shared.settings import load_settings
@@ -84,6 +85,7 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
             from services.webhooks.runner import WebhookService
 
             tasks.append(asyncio.create_task(WebhookService(rt).run(stop), name="webhooks"))
+        rt.extras["roles"] = {t.get_name(): t for t in tasks if t.get_name() in wanted}  # for /readyz
         await asyncio.wait(tasks + [asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         stop.set()  # SIGTERM, or a role died: every role finishes what it holds, commits, returns
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level)
+    backoff_log.configure(settings.dependency_log_interval)
     try:
         import uvloop
 

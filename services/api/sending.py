@@ -7,6 +7,7 @@ Both doors use it; they differ only in what happens to an unverified sandbox rec
 (``/emails`` refuses with 400, the service door drops it as ``dropped: sandbox``)."""
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
@@ -17,6 +18,7 @@ from services.api.schemas import SendEmail
 from shared import events as ev
 from shared.addresses import bare, domain_of, parse_mailbox, format_mailbox
 from shared.control.state import ControlState
+from shared.log.deadline import LogUnavailable
 
 Door = Literal["emails", "service"]
 
@@ -181,9 +183,17 @@ async def append_requests(rt, reqs: list[ev.SendRequested]) -> None:
     records = [(r.email_id, ev.encode(r)) for r in reqs]  # outside the try: failing here is a bug, not the log's
     try:
         await rt.log.append_many(ev.Topic.REQUESTS, records)
+    except LogUnavailable as exc:  # no acknowledgement in time (shared/log/deadline.py): may land later
+        raise HTTPException(503, "the event log did not confirm the send in time; retry with the same "
+                                 "Idempotency-Key", headers={"Retry-After": retry_after(rt)}) from exc
     except Exception as exc:  # log unreachable or disk full
         raise HTTPException(503, "the event log is unavailable; nothing was sent, safe to retry",
                             headers={"Retry-After": "1"}) from exc
+
+
+def retry_after(rt) -> str:
+    """Seconds a client should wait after an append timed out: about one timeout."""
+    return str(max(1, math.ceil(rt.settings.log_append_timeout)))
 
 
 def remember(rt, req: ev.SendRequested, response: dict) -> None:

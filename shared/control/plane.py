@@ -6,6 +6,7 @@ import logging
 
 from shared import events as ev
 from shared import failpoints
+from shared.backoff_log import DEPENDENCIES, dependency_of
 from shared.control.state import ControlState, entity_key
 from shared.log.port import EventLog
 
@@ -42,8 +43,11 @@ class ControlPlane:
                 self._apply(records)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the log is unreachable for a moment: keep serving what we have
-                log.exception("control topic poll failed")
+            except Exception as exc:  # the log is unreachable for a moment: keep serving what we have
+                if dependency_of(exc):
+                    DEPENDENCIES.failed(dependency_of(exc), exc)  # one line per interval, not per poll
+                else:
+                    log.exception("control topic poll failed")
                 await asyncio.sleep(1)
 
     def _apply(self, records) -> None:

@@ -70,6 +70,10 @@ class SqliteLog(EventLog):
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-log-writer", daemon=True)
         self._writer.start()
 
+    async def ping(self) -> bool:
+        """The writer thread that commits appends is running."""
+        return self._writer is not None and self._writer.is_alive()
+
     async def close(self) -> None:
         if self._writer:
             self._queue.put(None)
