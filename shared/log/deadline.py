@@ -47,9 +47,8 @@ class DeadlineLog(EventLog):
 
     async def _bounded(self, call):
         try:
-            result = await asyncio.wait_for(call, self.timeout)
-        except asyncio.CancelledError:
-            raise
+            async with asyncio.timeout(self.timeout):  # no extra task per append (unlike wait_for)
+                result = await call
         except asyncio.TimeoutError as exc:
             timed_out = LogUnavailable(f"no acknowledgement of an append within {self.timeout:g} s")
             DEPENDENCIES.failed(DEPENDENCY, timed_out)
