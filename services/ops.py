@@ -41,6 +41,8 @@ async def readiness(runtime) -> tuple[bool, dict, dict]:
     for role, task in roles.items():
         if role != "api":  # the API's server is what answers this request
             checks[f"{role}_running"] = not task.done()
+    if "api" in roles and hasattr(runtime.log, "writable"):  # sends are appends: the last one must not have failed
+        checks["event_log_writable"] = runtime.log.writable()
     degraded = {}
     if runtime.store is not None:
         store_ok = await store_answers(runtime)

@@ -14,11 +14,13 @@ event ids, so a late record is harmless."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from shared.backoff_log import DEPENDENCIES
 from shared.log.port import Consumer, EventLog
 
 DEPENDENCY = "event_log"
+RECENT_FAILURE = 15.0  # seconds a failed append keeps the API unready unless an append succeeds
 
 
 class LogUnavailable(TimeoutError):
@@ -30,6 +32,7 @@ class DeadlineLog(EventLog):
 
     def __init__(self, inner: EventLog, timeout: float):
         self.inner, self.timeout = inner, timeout
+        self._last_ok = self._last_failed = float("-inf")  # monotonic times of the last append outcomes
 
     def __getattr__(self, name):  # adapter-specific attributes (e.g. the SQLite path)
         return getattr(self.inner, name)
@@ -50,14 +53,23 @@ class DeadlineLog(EventLog):
             async with asyncio.timeout(self.timeout):  # no extra task per append (unlike wait_for)
                 result = await call
         except asyncio.TimeoutError as exc:
+            self._last_failed = time.monotonic()
             timed_out = LogUnavailable(f"no acknowledgement of an append within {self.timeout:g} s")
             DEPENDENCIES.failed(DEPENDENCY, timed_out)
             raise timed_out from exc
         except Exception as exc:
+            self._last_failed = time.monotonic()
             DEPENDENCIES.failed(DEPENDENCY, exc)
             raise
+        self._last_ok = time.monotonic()
         DEPENDENCIES.ok(DEPENDENCY)
         return result
+
+    def writable(self, within: float = RECENT_FAILURE) -> bool:
+        """False while the latest append failed less than ``within`` seconds ago (the log
+        may answer metadata requests and still refuse writes); True again after a
+        successful append, or once that failure is older (so traffic comes back to test it)."""
+        return self._last_ok >= self._last_failed or time.monotonic() - self._last_failed > within
 
     async def ping(self) -> bool:
         """True when the log answers now (Kafka: cluster metadata from a broker; the embedded

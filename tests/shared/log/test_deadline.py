@@ -22,11 +22,14 @@ async def test_a_stalled_append_times_out_then_the_log_recovers(tmp_path):
         assert await log.ping()
         blocker = sqlite3.connect(tmp_path / "log.sqlite3", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
+        assert log.writable()
         with pytest.raises(LogUnavailable):
             await log.append("t", "k", b"stalled")
+        assert not log.writable()  # the API's /readyz: the last append failed
         blocker.execute("ROLLBACK")
         blocker.close()
         _, offset = await asyncio.wait_for(log.append("t", "k", b"after"), 10)
         assert offset == 2  # the timed-out record landed late (offset 1): "not acknowledged", not "not written"
+        assert log.writable()
     finally:
         await log.close()
