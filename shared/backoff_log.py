@@ -31,6 +31,7 @@ class DependencyLog:
         self._last_line: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._down: set[str] = set()
+        self._up: set[str] = set()  # dependencies whose gauge already says 1
 
     def failed(self, dependency: str, error: BaseException | str) -> bool:
         """Count one error of ``dependency``; log it if no line about it was written in the
@@ -40,6 +41,7 @@ class DependencyLog:
         now = time.monotonic()
         with self._lock:
             self._down.add(dependency)
+            self._up.discard(dependency)
             last = self._last_line.get(dependency)
             if last is not None and now - last < self.interval:
                 self._suppressed[dependency] = self._suppressed.get(dependency, 0) + 1
@@ -53,14 +55,19 @@ class DependencyLog:
         return True
 
     def ok(self, dependency: str) -> None:
-        """The dependency answered: log the recovery once (if it was down)."""
-        metrics.DEPENDENCY_UP.labels(dependency).set(1)
-        if dependency not in self._down:  # the common case: no lock, no work
+        """The dependency answered: log the recovery once (if it was down). Cheap when it
+        was not down (called after every append)."""
+        if dependency not in self._down:
+            if dependency not in self._up:
+                self._up.add(dependency)
+                metrics.DEPENDENCY_UP.labels(dependency).set(1)
             return
+        metrics.DEPENDENCY_UP.labels(dependency).set(1)
         with self._lock:
             if dependency not in self._down:
                 return
             self._down.discard(dependency)
+            self._up.add(dependency)
             self._last_line.pop(dependency, None)
             more = self._suppressed.pop(dependency, 0)
         log.warning("%s available again%s", dependency, f" ({more} errors not logged)" if more else "",
