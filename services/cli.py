@@ -14,6 +14,7 @@ import socket
 import sys
 from urllib.parse import unquote, urlparse
 
+from shared import backoff_log
 from shared.logging import setup_logging
 from shared.runtime import Runtime
 from shared.settings import load_settings
@@ -120,6 +121,7 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised
             from services.webhooks.runner import WebhookService
 
             tasks.append(asyncio.create_task(WebhookService(rt).run(stop), name="webhooks"))
+        rt.roles = {t.get_name(): t for t in tasks if t.get_name() in wanted}  # for /readyz
         await asyncio.wait(tasks + [asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         stop.set()  # SIGTERM, or a role died: every role finishes what it holds, commits, returns
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -219,7 +221,8 @@ async def _rotate_secret_key() -> None:
 # Environment variables by concern; each command's --help lists the groups it reads.
 ENV = {
     "store": ["POSTLINE_DATA_DIR", "POSTLINE_SECRET_KEY", "POSTLINE_KAFKA_BOOTSTRAP", "POSTLINE_CLICKHOUSE_URL",
-              "POSTLINE_LOG_LEVEL"],
+              "POSTLINE_LOG_LEVEL",
+              "POSTLINE_LOG_APPEND_TIMEOUT", "POSTLINE_DEPENDENCY_LOG_INTERVAL"],
     "http": ["POSTLINE_HTTP_HOST", "POSTLINE_HTTP_PORT", "POSTLINE_PUBLIC_URL"],
     "api": ["POSTLINE_ADMIN_TOKEN", "POSTLINE_SANDBOX_FROM", "POSTLINE_RATE_PER_MINUTE", "POSTLINE_RATE_PER_DAY",
             "POSTLINE_API_REPLICAS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_WEBHOOK_ALLOW_PRIVATE",
@@ -227,7 +230,8 @@ ENV = {
     "relay": ["POSTLINE_DELIVERY", "POSTLINE_SMARTHOST", "POSTLINE_SMARTHOST_USER", "POSTLINE_SMARTHOST_PASSWORD",
               "POSTLINE_SMARTHOST_TLS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_INBOUND_SMTP_PORT",
               "POSTLINE_RELAY_CONCURRENCY", "POSTLINE_RETRY_SCHEDULE", "POSTLINE_QUEUE_LIFETIME", "POSTLINE_MX_PORT",
-              "POSTLINE_MX_CONCURRENCY", "POSTLINE_MX_RATE"],
+              "POSTLINE_MX_CONCURRENCY", "POSTLINE_MX_RATE",
+              "POSTLINE_CONTROL_WAIT_TIMEOUT"],
     "webhooks": ["POSTLINE_WEBHOOK_ALLOW_PRIVATE", "POSTLINE_WEBHOOK_TIMEOUT", "POSTLINE_WEBHOOK_RETRY_SCHEDULE"],
     "all": ["POSTLINE_WORKERS"],
 }
@@ -292,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level)
+    backoff_log.configure(settings.dependency_log_interval)
     try:
         import uvloop
 

@@ -1,8 +1,12 @@
 """Health, readiness and metrics endpoints, for every role.
 
-``/healthz``: the process is alive. ``/readyz``: the control topic is replayed and the event
-log (and the analytics store, where the role uses one) answers. ``/metrics``: Prometheus.
-The API serves these itself; the other roles serve this small app on POSTLINE_HTTP_PORT."""
+``/healthz``: the process is alive. ``/readyz``: the process can do its role's job now
+(docs/operations.md, "Readiness"): every role needs its control state replayed and the
+event log answering; a consumer role also needs its consumer running; analytics also
+needs its store. The API and the relay never depend on ClickHouse for their job, so a
+ClickHouse outage shows under ``degraded`` but does not take them out of service.
+``/metrics``: Prometheus. The API serves these itself; the other roles serve this small
+app on POSTLINE_HTTP_PORT."""
 from __future__ import annotations
 
 import asyncio
@@ -14,16 +18,42 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.store import queries
 
+STORE_TIMEOUT = 3.0
+NEEDS_STORE = ("analytics",)  # the roles whose job is the analytics store itself
 
-async def readiness(runtime) -> tuple[bool, dict]:
-    checks = {"control_replayed": bool(runtime.control and runtime.control.ready.is_set())}
+
+async def log_answers(runtime) -> bool:
+    ping = getattr(runtime.log, "ping", None)
+    return bool(runtime.log is not None and (ping is None or await ping()))
+
+
+async def store_answers(runtime) -> bool:
+    try:
+        await asyncio.wait_for(queries.ping(runtime.store), STORE_TIMEOUT)
+        return True
+    except Exception:
+        return False
+
+
+async def readiness(runtime) -> tuple[bool, dict, dict]:
+    """``(ready, checks, degraded)``: ``checks`` decide readiness; ``degraded`` lists
+    dependencies that are down but that this process's roles do not need."""
+    roles = runtime.roles
+    checks = {"control_replayed": bool(runtime.control and runtime.control.ready.is_set()),
+              "event_log": await log_answers(runtime)}
+    for role, task in roles.items():
+        if role != "api":  # the API's server is what answers this request
+            checks[f"{role}_running"] = not task.done()
+    if "api" in roles and hasattr(runtime.log, "writable"):  # sends are appends: the last one must not have failed
+        checks["event_log_writable"] = runtime.log.writable()
+    degraded = {}
     if runtime.store is not None:
-        try:
-            await asyncio.wait_for(queries.ping(runtime.store), 3)
-            checks["analytics_store"] = True
-        except Exception:
-            checks["analytics_store"] = False
-    return all(checks.values()), checks
+        store_ok = await store_answers(runtime)
+        if any(r in NEEDS_STORE for r in roles) or not roles:
+            checks["analytics_store"] = store_ok
+        elif not store_ok:
+            degraded["analytics_store"] = False
+    return all(checks.values()), checks, degraded
 
 
 def add_ops_routes(app: FastAPI, runtime) -> None:
@@ -33,8 +63,8 @@ def add_ops_routes(app: FastAPI, runtime) -> None:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz():
-        ready, checks = await readiness(runtime)
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        ready, checks, degraded = await readiness(runtime)
+        return JSONResponse({"ready": ready, "checks": checks, "degraded": degraded}, status_code=200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics():

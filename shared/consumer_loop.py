@@ -23,6 +23,7 @@ from typing import Awaitable, Callable, Iterator
 
 from shared import events as ev
 from shared import metrics
+from shared.backoff_log import DEPENDENCIES, dependency_of
 from shared.failpoints import failpoint
 from shared.log.port import CommitFailed, Consumer, EventLog, Record
 
@@ -151,15 +152,21 @@ async def run_consumer(consumer: Consumer, handle: Handler, stop: asyncio.Event,
 async def handle_until_done(handle, records: list[Record], stop: asyncio.Event) -> None:
     """Retry a batch whose handling hit an infrastructure fault (store or log down); the
     handler is idempotent, so a partial first try is harmless."""
-    delay = 0.2
+    delay, down = 0.2, None
     while True:
         try:
             await handle(records)
+            if down:
+                DEPENDENCIES.ok(down)
             return
         except ConsumerHalted:
             raise
-        except Exception:
-            log.exception("batch failed; retrying in %.1fs", delay)
+        except Exception as exc:
+            down = dependency_of(exc)
+            if down:  # a dependency is down: one line per interval (shared/backoff_log.py)
+                DEPENDENCIES.failed(down, exc)
+            else:
+                log.exception("batch failed; retrying in %.1fs", delay)
             try:
                 await asyncio.wait_for(stop.wait(), delay)
             except asyncio.TimeoutError:

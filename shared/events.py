@@ -213,6 +213,9 @@ class SendRequested(Event):
     track_opens: bool = False
     track_clicks: bool = False
     list_unsubscribe: bool = False
+    # The control-log position the API decided on (partition → offset after the last record it
+    # had read or written); a relay whose control state is behind it waits before sending.
+    control_position: dict[int, int] = {}
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 

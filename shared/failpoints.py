@@ -1,7 +1,9 @@
 """Failpoints: named places where a test can make the process crash (``os._exit``).
 
 ``POSTLINE_FAILPOINTS="relay.after_ledger=0.02,relay.before_commit=0.05"`` crashes at each
-named point with that probability. Unset in production: the check is one dict lookup."""
+named point with that probability. Unset in production: the check is one dict lookup.
+Names ending in ``.delay`` are pauses instead, their value in seconds
+(``control.follow.delay=2``: this process reads the control topic two seconds late)."""
 from __future__ import annotations
 
 import os
@@ -22,3 +24,8 @@ def failpoint(name: str) -> None:
     """Crash here (with the configured probability)."""
     if hit(name):
         os._exit(137)
+
+
+def delay(name: str) -> float:
+    """Seconds to pause at the ``name`` delay point (0 unless a test configured it)."""
+    return _points.get(name + ".delay", 0.0)

@@ -13,3 +13,11 @@ SENDS_ACCEPTED = Counter("postline_api_sends_total", "Send requests by result", 
 ANALYTICS_ROWS = Counter("postline_analytics_rows_total", "Rows inserted into ClickHouse", ["table"])
 ANALYTICS_BATCH_SECONDS = Histogram("postline_analytics_insert_seconds", "ClickHouse batch insert latency")
 WEBHOOK_ATTEMPTS = Counter("postline_webhook_attempts_total", "Webhook delivery attempts by result", ["result"])
+RELAY_CONTROL_WAITS = Counter("postline_relay_control_waits_total",
+                              "Requests that waited for the relay's control state to reach the API's position")
+RELAY_HELD = Counter("postline_relay_held_total", "Requests deferred rather than sent unsigned, by reason", ["reason"])
+DEPENDENCY_ERRORS = Counter("postline_dependency_errors_total",
+                            "Errors while talking to a dependency (each one; the log shows one line per interval)",
+                            ["dependency"])
+DEPENDENCY_UP = Gauge("postline_dependency_up", "1 when the last call to the dependency succeeded, else 0",
+                      ["dependency"])

@@ -2,6 +2,7 @@
 store and (embedded) the dev inbox. Roles (api, relay, ...) are built on top of it."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Runtime:
     control: ControlPlane = None
     store: AnalyticsStore | None = None
     inbox: DevInbox | None = None
+    roles: dict[str, asyncio.Task] = field(default_factory=dict)  # role → its task (services/cli.py), for /readyz
     shared_ports: bool = False  # one of several API processes of `postline all`: bind with SO_REUSEPORT
     # Parts of the API role, set by services/api/app.py (None in the other roles):
     limits: RateLimiter | None = None             # per-service rate limits

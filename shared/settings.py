@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     relay_concurrency: int = Field(64, ge=1, le=1024, description="Messages a relay process delivers at once (64: measured faster than 32 with dual DKIM on 2 cores).")
     retry_schedule: str = Field("60,300,900,3600,10800,21600", description="Seconds between delivery retries, comma-separated; the last repeats.")
     queue_lifetime: int = Field(72 * 3600, ge=1, description="Seconds a deferred message keeps being retried before it fails.")
+    log_append_timeout: float = Field(5.0, gt=0, le=60, description="Seconds an append to the event log may take before it fails (the API then answers 503 with Retry-After).")
+    control_wait_timeout: float = Field(10.0, ge=0, le=300, description="Seconds a relay waits for its control state to reach the position a send request was decided on; then the message is deferred, never sent unsigned.")
+    dependency_log_interval: float = Field(30.0, gt=0, description="Seconds between two log lines about the same unavailable dependency (the errors in between are counted in a metric).")
 
     @field_validator("smarthost")
     @classmethod

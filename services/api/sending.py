@@ -8,6 +8,7 @@ Both doors use it; they differ only in what happens to an unverified sandbox rec
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
@@ -17,6 +18,7 @@ from services.api.schemas import SendEmail
 from shared import events as ev
 from shared.addresses import bare, domain_of, parse_mailbox, format_mailbox
 from shared.control.state import ControlState
+from shared.log.deadline import LogUnavailable
 
 Door = Literal["emails", "service"]
 
@@ -177,7 +179,9 @@ def prepare(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str
     if refused := apply_sandbox_rules(draft, state, door):
         return refused
     check_suppression(draft, state)
-    return draft, build_request(draft, email_id or ev.new_id())
+    req = build_request(draft, email_id or ev.new_id())
+    # the position this decision rests on: a relay behind it waits (never sends unsigned)
+    return draft, req.model_copy(update={"control_position": rt.control.position()})
 
 
 LOG_DOWN = Refusal(503, "the event log is unavailable; nothing was sent, safe to retry", retry_after=1)
@@ -188,9 +192,17 @@ async def append_requests(rt, reqs: list[ev.SendRequested]) -> Refusal | None:
     records = [(r.email_id, ev.encode(r)) for r in reqs]  # outside the try: failing here is a bug, not the log's
     try:
         await rt.log.append_many(ev.Topic.REQUESTS, records)
+    except LogUnavailable as exc:  # no acknowledgement in time (shared/log/deadline.py): may land later
+        return Refusal(503, "the event log did not confirm the send in time; retry with the same "
+                            "Idempotency-Key", retry_after=retry_after(rt), cause=exc)
     except Exception as exc:  # log unreachable or disk full
         return dataclasses.replace(LOG_DOWN, cause=exc)
     return None
+
+
+def retry_after(rt) -> int:
+    """Seconds a client should wait after an append timed out: about one timeout."""
+    return max(1, math.ceil(rt.settings.log_append_timeout))
 
 
 def remember(rt, req: ev.SendRequested, response: dict) -> None:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.relay import tracking
+from services.relay import control_wait, tracking
 from services.relay.bounce_class import classify
 from services.relay.ledger import Ledger
 from services.relay.mime import build
@@ -234,10 +234,14 @@ async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
     done = {e.recipient for e in events if e.type in FINAL}
     pending = [r for r in req.recipients if r not in done]
     if pending:
-        domain = sending_domain(ctx, req)
-        raw = await build_and_sign(ctx, req, domain, pending)
-        await ctx.in_flight.crash_point("relay.before_deliver")
-        results = await deliver(ctx, req, domain, pending, raw)
+        held = await control_wait.hold(ctx.control, req, ctx.settings.control_wait_timeout)
+        if held:  # never unsigned: deferred like a 4xx until the relay knows the domain's keys
+            results = {rcpt: held for rcpt in pending}
+        else:
+            domain = sending_domain(ctx, req)
+            raw = await build_and_sign(ctx, req, domain, pending)
+            await ctx.in_flight.crash_point("relay.before_deliver")
+            results = await deliver(ctx, req, domain, pending, raw)
         plan = retry_plan(ctx, req, results)
         outcomes = [outcome_event(req, rcpt, results[rcpt], plan.when, plan.gave_up) for rcpt in pending]
         await ctx.ledger.record([(req.email_id, e.recipient, "failed",

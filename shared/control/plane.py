@@ -5,6 +5,8 @@ import asyncio
 import logging
 
 from shared import events as ev
+from shared import failpoints
+from shared.backoff_log import DEPENDENCIES, dependency_of
 from shared.control.state import ControlState, entity_key
 from shared.log.port import EventLog
 
@@ -19,6 +21,7 @@ class ControlPlane:
         self._task: asyncio.Task | None = None
         self._consumer = None
         self._closing = False
+        self._written: dict[int, int] = {}
 
     async def start(self) -> None:
         """Replay the whole control topic (blocks until caught up), then follow it in the background."""
@@ -34,11 +37,17 @@ class ControlPlane:
     async def _follow(self) -> None:
         while not self._closing:
             try:
-                self._apply(await self._consumer.poll(max_records=5000, timeout=1.0))
+                records = await self._consumer.poll(max_records=5000, timeout=1.0)
+                if records and failpoints.delay("control.follow"):  # tests: a process that reads late
+                    await asyncio.sleep(failpoints.delay("control.follow"))
+                self._apply(records)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the log is unreachable for a moment: keep serving what we have
-                log.exception("control topic poll failed")
+            except Exception as exc:  # the log is unreachable for a moment: keep serving what we have
+                if dependency_of(exc):
+                    DEPENDENCIES.failed(dependency_of(exc), exc)  # one line per interval, not per poll
+                else:
+                    log.exception("control topic poll failed")
                 await asyncio.sleep(1)
 
     def _apply(self, records) -> None:
@@ -47,12 +56,24 @@ class ControlPlane:
                 self.state.apply(ev.decode(rec.value), rec.offset)
             except Exception:
                 log.exception("skipping unreadable control record at %s/%s", rec.partition, rec.offset)
+            self.state.advance(rec.partition, rec.offset)
 
     async def save(self, event: ev.Event) -> ev.Event:
         """Append durably, then apply locally (read-your-writes on this process)."""
-        _, offset = await self.log.append(ev.Topic.CONTROL, entity_key(event), ev.encode(event))
+        partition, offset = await self.log.append(ev.Topic.CONTROL, entity_key(event), ev.encode(event))
         self.state.apply(event, offset)
+        # Not state.advance: records before ``offset`` may not have been read yet
+        self._written[partition] = max(self._written.get(partition, 0), offset + 1)
         return event
+
+    def position(self) -> dict[int, int]:
+        """The control-log position this process's decisions rest on: per partition, past
+        every record it has read and every change it has written itself (read-your-writes).
+        A send request carries it; a relay waits until its own state has read that far."""
+        merged = dict(self.state.positions)
+        for p, off in self._written.items():
+            merged[p] = max(merged.get(p, 0), off)
+        return merged
 
     async def suppress(self, workspace_id: str, service_id: str, email: str, reason: str, detail: str | None,
                        source_email_id: str | None) -> ev.SuppressionSaved | None:

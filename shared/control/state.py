@@ -46,6 +46,18 @@ class ControlState:
     _recent_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _by_token: dict[str, str] = field(default_factory=dict)
     _by_key_hash: dict[str, str] = field(default_factory=dict)
+    # partition → the offset after the last record applied from it: how far this state has
+    # read the control log (what a send request records, and what a relay waits for).
+    positions: dict[int, int] = field(default_factory=dict)
+
+    def advance(self, partition: int, offset: int) -> None:
+        """Note that the record at ``offset`` of ``partition`` has been applied."""
+        if offset >= self.positions.get(partition, 0):
+            self.positions[partition] = offset + 1
+
+    def reached(self, position: dict[int, int]) -> bool:
+        """True when this state has read at least as far as ``position`` on every partition."""
+        return all(self.positions.get(p, 0) >= off for p, off in position.items())
 
     def apply(self, event: ev.Event, offset: int | None = None) -> bool:
         """Apply one control event; returns False if it is older than what is held (an

@@ -44,6 +44,8 @@ class KafkaLog(EventLog):
             enable_idempotence=self.settings.kafka_idempotence,
             linger_ms=2,
             max_request_size=16 * 1024 * 1024,
+            # aiokafka's default is 40 s; appends are bounded by this setting anyway (deadline.py)
+            request_timeout_ms=int(self.settings.log_append_timeout * 1000),
         )
         try:
             await self._producer.start()
@@ -88,6 +90,11 @@ class KafkaLog(EventLog):
 
     def consumer(self, topics, group):
         return KafkaConsumer(self, [str(t) for t in topics], group)
+
+    async def ping(self) -> bool:
+        """A broker answers a metadata request now (raises KafkaError when none does)."""
+        await self._producer.client.fetch_all_metadata()
+        return True
 
     async def close(self):
         if self._producer:

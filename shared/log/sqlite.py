@@ -111,6 +111,10 @@ class SqliteLog(EventLog):
         self._writer.start()
         self._watcher = asyncio.create_task(self._watch(), name="sqlite-log-watch")
 
+    async def ping(self) -> bool:
+        """The writer thread that commits appends is running."""
+        return self._writer is not None and self._writer.is_alive()
+
     async def close(self) -> None:
         if self._watcher:
             self._watcher.cancel()

@@ -1,0 +1,105 @@
+"""Fail fast and honest readiness, distributed: a tansu broker of this test's own, the
+ClickHouse-HTTP stand-in over chDB, and ``postline api``, ``relay`` and ``analytics`` as
+separate processes.
+
+- ClickHouse down: the API and the relay stay ready (sending needs no ClickHouse; their
+  ``/readyz`` lists it under ``degraded``), analytics is not ready.
+- Broker down: ``POST /emails`` answers 503 with ``Retry-After`` in the house error shape
+  once the append timeout (2 s here) passes, well inside the client's 12 s timeout
+  (aiokafka alone would have waited 40 s); ``/readyz`` goes non-200 on every role; each
+  process logs one line per unavailable dependency per interval, not one per attempt."""
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from tests.support.broker import Tansu, free_port
+from tests.support.clickhouse_http import ClickHouseHttp
+from tests.support.dns_server import DnsServer
+from tests.support.postline import Api, PostlineProcess, production_service
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
+APPEND_TIMEOUT = 2
+CLIENT_TIMEOUT = 12  # aiokafka's own request timeout is 40 s: without the setting, the POST times out
+
+
+def ready(url: str) -> tuple[int, dict]:
+    r = httpx.get(f"{url}/readyz", timeout=CLIENT_TIMEOUT)
+    return r.status_code, r.json()
+
+
+def wait_readiness(url: str, status: int, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, body = ready(url)
+        if code == status:
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"{url}/readyz never answered {status}: {body}")
+
+
+def error_lines(p: PostlineProcess, since: int) -> list[dict]:
+    out = []
+    for line in p.output()[since:].splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("level") in ("warning", "error", "critical"):
+            out.append(rec)
+    return out
+
+
+def test_clickhouse_down_keeps_sending_ready_and_broker_down_fails_fast(tmp_path):
+    broker, dns = Tansu(tmp_path / "tansu.log"), DnsServer().start()
+    ch = ClickHouseHttp(tmp_path / "clickhouse").start()
+    env = {"POSTLINE_KAFKA_BOOTSTRAP": broker.bootstrap, "POSTLINE_KAFKA_IDEMPOTENCE": "false",
+           "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "2000", "POSTLINE_CLICKHOUSE_URL": ch.url,
+           "POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "smarthost",
+           "POSTLINE_SMARTHOST": f"127.0.0.1:{free_port()}", "POSTLINE_LOG_APPEND_TIMEOUT": str(APPEND_TIMEOUT)}
+    procs = {role: PostlineProcess(tmp_path / role, role=role, env=env) for role in ("api", "relay", "analytics")}
+    try:
+        for p in procs.values():
+            p.start(wait=False)
+        for p in procs.values():
+            p.wait_ready()
+        api = Api(procs["api"].url)
+        api.http.timeout = httpx.Timeout(CLIENT_TIMEOUT)
+        _, key = production_service(api, dns)
+        body = {"from": "a@acme.test", "to": "ann@example.com", "subject": "s", "text": "t"}
+        assert api.send(key, body).status_code == 200
+
+        ch.stop()  # ClickHouse down: sending does not need it
+        wait_readiness(procs["analytics"].url, 503)
+        for role in ("api", "relay"):
+            code, state = ready(procs[role].url)
+            assert code == 200 and state["degraded"] == {"analytics_store": False}, (role, state)
+        assert api.send(key, body).status_code == 200
+
+        marks = {role: len(p.output()) for role, p in procs.items()}
+        broker.stop()  # the broker down: fail fast, say so
+        r = api.send(key, body)
+        assert r.status_code == 503, r.text
+        assert int(r.headers["Retry-After"]) >= 1
+        assert r.json()["name"] == "service_unavailable" and "Idempotency-Key" in r.json()["error"]
+        for role, p in procs.items():
+            state = wait_readiness(p.url, 503)
+            assert state["checks"]["event_log"] is False, (role, state)
+        time.sleep(5)  # consumers, producers and probes keep failing many times a second meanwhile
+        for role, p in procs.items():
+            lines = error_lines(p, marks[role])
+            about = [rec for rec in lines if rec["logger"] == "postline.dependency"]
+            assert about, f"{role} never said a dependency was down"
+            # one line per dependency per interval (30 s): kafka (the client library) and the event log
+            assert len({rec["dependency"] for rec in about}) == len(about) <= 3, (role, about)
+            assert len(lines) <= 10, (role, [rec["msg"][:120] for rec in lines])
+            assert 'postline_dependency_errors_total{dependency="' in httpx.get(f"{p.url}/metrics").text
+    finally:
+        for p in procs.values():
+            p.stop()
+        broker.stop()
+        ch.stop()
+        dns.stop()
