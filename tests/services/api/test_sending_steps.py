@@ -24,10 +24,12 @@ def service(**over) -> ev.ServiceSaved:
 
 
 def runtime(tmp_path, *events: ev.Event):
+    """The control state after ``events``, read up to offset 7 of control partition 0."""
     state = ControlState()
     for e in events:
         state.apply(e)
-    return SimpleNamespace(control=SimpleNamespace(state=state), settings=Settings(data_dir=tmp_path))
+    return SimpleNamespace(control=SimpleNamespace(state=state, position=lambda: {0: 7}),
+                           settings=Settings(data_dir=tmp_path))
 
 
 def verified_sandbox(email: str) -> ev.SandboxRecipientSaved:
@@ -71,6 +73,7 @@ def test_production_on_a_verified_domain_keeps_the_from_and_drops_suppressed(tmp
     draft, req = prepare(rt, service(mode="production"), body(to=[ANN], cc=[EVE]), "emails", "id-1")
     assert (req.email_id, req.mode, req.sending_domain, req.from_) == ("id-1", "production", "acme.test", "Acme <hello@acme.test>")
     assert req.recipients == [ANN] and [(d.recipient, d.reason) for d in req.dropped] == [(EVE, "suppressed")]
+    assert req.control_position == {0: 7}  # the position the decision rests on: a relay behind it waits
 
 
 async def test_append_is_durable_or_a_503_refusal_never_an_exception(tmp_path):
