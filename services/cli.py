@@ -74,8 +74,10 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None) -> None:
             tasks.append(asyncio.create_task(_Server(ops_app(rt), settings).run(stop), name="ops"))
         if "relay" in wanted:
             from services.relay.runner import Relay
+            from shared.log.retention import run_retention
 
             tasks.append(asyncio.create_task(Relay(rt).run(stop), name="relay"))
+            tasks.append(asyncio.create_task(run_retention(rt.log, settings, stop), name="log-retention"))
         if "analytics" in wanted:
             from services.analytics.consumer import AnalyticsConsumer
 

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     relay_concurrency: int = Field(64, ge=1, le=1024, description="Messages a relay process delivers at once (64: measured faster than 32 with dual DKIM on 2 cores).")
     retry_schedule: str = Field("60,300,900,3600,10800,21600", description="Seconds between delivery retries, comma-separated; the last repeats.")
     queue_lifetime: int = Field(72 * 3600, ge=1, description="Seconds a deferred message keeps being retried before it fails.")
+    log_retention_requests: int = Field(7 * 86400, ge=1, description="Embedded log: seconds `email.requests` and `email.retry.*` records are kept (at least POSTLINE_QUEUE_LIFETIME).")
+    log_retention_events: int = Field(30 * 86400, ge=1, description="Embedded log: seconds `email.events` records are kept (ClickHouse keeps the history).")
+    log_retention_dead_letter: int = Field(30 * 86400, ge=1, description="Embedded log: seconds `postline.dead-letter` records are kept.")
+    log_retention_interval: float = Field(300.0, gt=0, description="Embedded log: seconds between retention and compaction runs.")
 
     @field_validator("smarthost")
     @classmethod
@@ -101,6 +105,14 @@ class Settings(BaseSettings):
         for path in (self.tls_cert, self.tls_key):
             if path is not None and not path.is_file():
                 raise ValueError(f"{path} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
+    def _check_retention(self):
+        # a deferred message is retried from its requests/retry record: dropping it sooner
+        # would lose mail that is still within its queue lifetime
+        if self.log_retention_requests < self.queue_lifetime:
+            raise ValueError("POSTLINE_LOG_RETENTION_REQUESTS must be at least POSTLINE_QUEUE_LIFETIME")
         return self
 
     @property

@@ -5,7 +5,7 @@ Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL on every commit, and
 coroutines are group-committed by one writer thread, so the fsync cost is shared.
 
 Limits (documented in README): a group has one member per process (it gets every
-partition); topics are not compacted (the control topic stays small).
+partition). Retention and compaction: shared/log/retention.py.
 """
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def partition_for(key: str | None, partitions: int, counter: int) -> int:
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    # lets retention (shared/log/retention.py) give freed pages back to the file system;
+    # only takes effect on a new file, before journal_mode writes its first page
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     return conn
