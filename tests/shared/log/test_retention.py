@@ -281,3 +281,36 @@ def test_requests_retention_shorter_than_the_queue_lifetime_is_refused(monkeypat
     with pytest.raises(SystemExit):
         load_settings()
     assert "POSTLINE_LOG_RETENTION_REQUESTS" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ in a real `postline all`
+def test_postline_all_expires_sends_and_keeps_working_after_a_restart(tmp_path):
+    """The relay role runs retention: with a 1 s retention the delivered sends leave the log,
+    sends after it still flow, and a restart replays the compacted control topic (the key works)."""
+    from tests.support.postline import Api, PostlineProcess, inbox_reader
+
+    env = {"POSTLINE_QUEUE_LIFETIME": "1", "POSTLINE_LOG_RETENTION_REQUESTS": "1",
+           "POSTLINE_LOG_RETENTION_EVENTS": "1", "POSTLINE_LOG_RETENTION_INTERVAL": "0.3"}
+    path = tmp_path / "data" / "log.sqlite3"
+    body = {"from": "hello@acme.test", "to": "ann@example.com", "subject": "hi", "html": "<p>hi</p>"}
+    proc = PostlineProcess(tmp_path / "data", env=env).start()
+    try:
+        api = Api(proc.url)
+        sid = api.create_service()
+        key = api.create_key(sid)
+        api.verify_sandbox(sid, "ann@example.com", inbox_reader(api))
+        ids = [api.send(key, body).json()["id"] for _ in range(12)]
+        api.wait_status(key, ids[-1], "ann@example.com", "delivered")
+        deadline = time.monotonic() + 30
+        while count(path, ev.Topic.REQUESTS) > 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count(path, ev.Topic.REQUESTS) <= 4  # at most each partition's newest record
+        assert count(path, ev.Topic.EVENTS) <= 4 + 4 * 3  # the last few events may be newer than 1 s
+        proc.stop()
+        proc = PostlineProcess(tmp_path / "data", env=env).start()
+        api = Api(proc.url)
+        r = api.send(key, body)
+        assert r.status_code == 200, r.text
+        api.wait_status(key, r.json()["id"], "ann@example.com", "delivered")
+    finally:
+        proc.stop()
