@@ -45,8 +45,8 @@ from shared.control.state import ControlState, entity_key
 
 log = logging.getLogger(__name__)
 
-BATCH = 500  # records per delete transaction: ~2.5 MB of 5 KB sends, a few ms of lock
-VACUUM_PAGES = 1024  # pages released per incremental_vacuum transaction (4 MB)
+BATCH = 200  # records per delete transaction: ~1 MB of 5 KB sends, a few ms of lock
+VACUUM_PAGES = 256  # pages released per incremental_vacuum transaction (1 MB)
 PAUSE = 0.02  # seconds between two steps: the writer's busy handler gets the lock meanwhile
 CONVERT_LIMIT = 1 << 30  # one-time VACUUM of a pre-existing file only below 1 GB (it blocks writers)
 
