@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 200  # records per delete transaction: ~1 MB of 5 KB sends, a few ms of lock
 VACUUM_PAGES = 256  # pages released per incremental_vacuum transaction (1 MB)
-PAUSE = 0.02  # seconds between two steps: the writer's busy handler gets the lock meanwhile
+PAUSE = 0.11  # seconds between two steps: longer than the 100 ms a waiting writer's busy handler sleeps at most
 CONVERT_LIMIT = 1 << 30  # one-time VACUUM of a pre-existing file only below 1 GB (it blocks writers)
 
 
@@ -161,6 +161,14 @@ class _RetentionLock:
 
 
 # ------------------------------------------------------------ steps of a pass
+def _breathe(conn: sqlite3.Connection) -> None:
+    """Between two steps: copy the WAL frames this pass wrote into the file here (PASSIVE never
+    blocks writers), so the log's writer does not pay for them in its next auto-checkpoint,
+    then leave the lock to the writer for a while."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    time.sleep(PAUSE)
+
+
 def _ensure_incremental_vacuum(conn: sqlite3.Connection, path: Path) -> bool:
     """New files are created with auto_vacuum=INCREMENTAL (shared/log/sqlite.py); a file made
     before that needs one VACUUM to switch. VACUUM holds the write lock for its whole run, so
@@ -207,7 +215,7 @@ def _expire(conn: sqlite3.Connection, topic: str, part: int, cutoff_ms: int) -> 
         removed += len(old)
         if n < len(rows) or len(rows) < BATCH:
             return removed
-        time.sleep(PAUSE)
+        _breathe(conn)
 
 
 def _compact_control(conn: sqlite3.Connection) -> int:
@@ -243,7 +251,7 @@ def _compact_control(conn: sqlite3.Connection) -> int:
         conn.executemany("DELETE FROM records WHERE topic=? AND part=? AND off=?",
                          [(str(ev.Topic.CONTROL), p, o) for p, o in doomed[i:i + BATCH]])
         conn.execute("COMMIT")
-        time.sleep(PAUSE)
+        _breathe(conn)
     return len(doomed)
 
 
@@ -259,5 +267,5 @@ def _release_pages(conn: sqlite3.Connection) -> int:
         if after >= free:
             break  # nothing moved (another writer holds pages): next pass
         released += free - after
-        time.sleep(PAUSE)
+        _breathe(conn)
     return released

@@ -7,7 +7,7 @@
    fresh keys, until the log holds ``total`` messages' worth: the size after 100,000 messages
    without running 100,000 through SMTP, with exactly the records real sends write.
 3. One retention pass with a short retention (every message older than it) runs while a
-   writer keeps appending 5 KB sends; the size after it (those sends are retained), the
+   writer keeps appending 5 KB sends at WRITER_RATE a second; the size after it (those sends are retained), the
    pass's duration and the append latency during the pass against the same appends without
    one (sends are not paused) are reported; then a second pass once those sends are past
    retention too gives the floor (the control topic and each partition's newest record).
@@ -35,6 +35,7 @@ from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
 
 CLIENTS = 16
+WRITER_RATE = 200  # appends a second while the pass runs
 PARAGRAPH = ("<p style=\"margin:0 0 12px;font-family:Helvetica,Arial,sans-serif\">Hello {n}, your order "
              "<b>#{n}-A</b> has shipped. Track it at <a href=\"https://shop.example.com/t/{n}\">"
              "shop.example.com/t/{n}</a>. Thanks for shopping with Acme.</p>\n")
@@ -126,10 +127,11 @@ async def grow_and_retain(path: Path, total: int, real: int) -> dict:
         started = time.perf_counter()
         passing = asyncio.create_task(asyncio.to_thread(sweep, path, policy))
         latencies = []
-        while not passing.done():
+        while not passing.done():  # sends keep coming, ~WRITER_RATE a second
             t = time.perf_counter()
             await lg.append(ev.Topic.REQUESTS, None, body)
             latencies.append((time.perf_counter() - t) * 1000)
+            await asyncio.sleep(max(0.0, 1 / WRITER_RATE - (time.perf_counter() - t)))
         report = await passing
         pass_s = time.perf_counter() - started
     finally:
@@ -144,7 +146,7 @@ async def grow_and_retain(path: Path, total: int, real: int) -> dict:
             "retention_pass_s": round(pass_s, 1), "records_expired": sum(report.expired.values()),
             "pages_released": report.pages_released,
             "log_bytes_after_retention": after, "log_mb_after_retention": round(after / 1e6, 2),
-            "sends_during_pass": len(latencies),
+            "sends_during_pass": len(latencies), "send_rate_during_pass": WRITER_RATE,
             "log_bytes_when_those_expired_too": at_floor, "records_expired_then": sum(floor.expired.values()),
             "append_latency_ms_without_pass": quantiles(baseline),
             "append_latency_ms_during_pass": quantiles(latencies)}
