@@ -36,6 +36,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 BATCH = 200  # records per delete transaction: ~1 MB of 5 KB sends, a few ms of lock
 VACUUM_PAGES = 256  # pages released per incremental_vacuum transaction (1 MB)
 PAUSE = 0.11  # seconds between two steps: longer than the 100 ms a waiting writer's busy handler sleeps at most
-CONVERT_LIMIT = 1 << 30  # one-time VACUUM of a pre-existing file only below 1 GB (it blocks writers)
+CONVERT_LIMIT = 256 << 20  # one-time VACUUM of a pre-existing file only below 256 MB: it holds the write lock, and appends wait at most 30 s for it
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,14 @@ class SweepReport:
     converted: bool = False  # the one-time VACUUM to auto_vacuum=INCREMENTAL ran
 
 
-def sweep(path: Path, policy: RetentionPolicy, now: float | None = None) -> SweepReport:
-    """One blocking retention + compaction + reclaim pass over the log file at ``path``."""
+def sweep(path: Path, policy: RetentionPolicy, now: float | None = None,
+          cancel: threading.Event | None = None) -> SweepReport:
+    """One blocking retention + compaction + reclaim pass over the log file at ``path``.
+
+    Setting ``cancel`` ends the pass after the step in progress (what is done stays done)."""
     now_ms = int((time.time() if now is None else now) * 1000)
     report = SweepReport()
+    stopping = (cancel or threading.Event()).is_set
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     try:
         # the deletes need not survive a crash (the next pass redoes them): no fsync per step
@@ -93,12 +98,13 @@ def sweep(path: Path, policy: RetentionPolicy, now: float | None = None) -> Swee
         report.converted = _ensure_incremental_vacuum(conn, Path(path))
         for topic, part in _partitions(conn):
             keep = policy.seconds(topic)
-            if keep is not None:
-                gone = _expire(conn, topic, part, now_ms - int(keep * 1000))
+            if keep is not None and not stopping():
+                gone = _expire(conn, topic, part, now_ms - int(keep * 1000), stopping)
                 if gone:
                     report.expired[topic] = report.expired.get(topic, 0) + gone
-        report.compacted = _compact_control(conn)
-        report.pages_released = _release_pages(conn)
+        if not stopping():
+            report.compacted = _compact_control(conn, stopping)
+        report.pages_released = _release_pages(conn, stopping)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     finally:
         conn.close()
@@ -118,11 +124,14 @@ async def run_retention(event_log, settings, stop: asyncio.Event) -> None:
         return
     policy = RetentionPolicy.from_settings(settings)
     lock = _RetentionLock(event_log.path.with_name(event_log.path.name + ".retention.lock"))
+    cancel = threading.Event()  # a long pass must not hold up the process's shutdown
+    watcher = asyncio.create_task(stop.wait())
+    watcher.add_done_callback(lambda _: cancel.set())
     try:
         while not stop.is_set():
             try:
                 if lock.acquire():
-                    report = await asyncio.to_thread(sweep, event_log.path, policy)
+                    report = await asyncio.to_thread(sweep, event_log.path, policy, None, cancel)
                     if report.expired or report.compacted or report.converted:
                         log.info("log retention: expired %s, compacted %d control records, released %d pages",
                                  report.expired, report.compacted, report.pages_released)
@@ -133,6 +142,7 @@ async def run_retention(event_log, settings, stop: asyncio.Event) -> None:
             except asyncio.TimeoutError:
                 pass
     finally:
+        watcher.cancel()
         lock.release()
 
 
@@ -197,12 +207,12 @@ def _partitions(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     return out
 
 
-def _expire(conn: sqlite3.Connection, topic: str, part: int, cutoff_ms: int) -> int:
+def _expire(conn: sqlite3.Connection, topic: str, part: int, cutoff_ms: int, stopping) -> int:
     """Delete the partition's head up to the first record at or after ``cutoff_ms``, in
     ``BATCH``-sized transactions; the partition's newest record stays."""
     (newest,) = conn.execute("SELECT MAX(off) FROM records WHERE topic=? AND part=?", (topic, part)).fetchone()
     removed = 0
-    while True:
+    while not stopping():
         rows = conn.execute("SELECT off, ts FROM records WHERE topic=? AND part=? AND off<? ORDER BY off LIMIT ?",
                             (topic, part, newest, BATCH)).fetchall()
         # the head ends at the first record within retention (stamps follow offsets)
@@ -216,9 +226,10 @@ def _expire(conn: sqlite3.Connection, topic: str, part: int, cutoff_ms: int) -> 
         if n < len(rows) or len(rows) < BATCH:
             return removed
         _breathe(conn)
+    return removed
 
 
-def _compact_control(conn: sqlite3.Connection) -> int:
+def _compact_control(conn: sqlite3.Connection, stopping) -> int:
     """Drop control records a later record of the same key superseded (see module doc)."""
     state = ControlState()
     took_effect: dict[str, tuple[int, int]] = {}  # entity key -> (part, off) of the record holding its state
@@ -246,21 +257,25 @@ def _compact_control(conn: sqlite3.Connection) -> int:
     # key keeps all its records until a later pass, when the copy is no longer the newest.
     held = {key for part, (off, key) in newest.items() if took_effect.get(key) != (part, off)}
     doomed = [(p, o) for key, p, o in superseded if key not in held]
+    removed = 0
     for i in range(0, len(doomed), BATCH):
+        if stopping():
+            break
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("DELETE FROM records WHERE topic=? AND part=? AND off=?",
                          [(str(ev.Topic.CONTROL), p, o) for p, o in doomed[i:i + BATCH]])
         conn.execute("COMMIT")
+        removed += len(doomed[i:i + BATCH])
         _breathe(conn)
-    return len(doomed)
+    return removed
 
 
-def _release_pages(conn: sqlite3.Connection) -> int:
+def _release_pages(conn: sqlite3.Connection, stopping) -> int:
     """Give free pages back to the file system, ``VACUUM_PAGES`` per transaction."""
     if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
         return 0
     released = 0
-    while (free := conn.execute("PRAGMA freelist_count").fetchone()[0]) > 0:
+    while (free := conn.execute("PRAGMA freelist_count").fetchone()[0]) > 0 and not stopping():
         # executescript steps the pragma to its end; execute() would free one page per call
         conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
         after = conn.execute("PRAGMA freelist_count").fetchone()[0]

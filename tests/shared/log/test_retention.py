@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -240,27 +241,49 @@ async def test_sends_go_on_while_a_pass_runs(log):
     assert sorted((r.partition, r.offset) for r in got) == sorted(sent)
 
 
+async def test_a_cancelled_pass_stops_after_the_step_in_progress(log):
+    """Shutdown must not wait for a long pass: with ``cancel`` set, a pass stops after its
+    current step (one BATCH of deletes) and what it did stays done."""
+    await log.append_many(ev.Topic.EVENTS, [("k", b"x")] * (3 * retention.BATCH))
+    cancel = threading.Event()
+    real = retention._breathe
+
+    def cancelling(conn):
+        cancel.set()  # the process is asked to stop during the first pause
+        real(conn)
+
+    retention._breathe = cancelling
+    try:
+        report = await asyncio.to_thread(sweep, log.path, POLICY, time.time() + 31 * DAY, cancel)
+    finally:
+        retention._breathe = real
+    assert report.expired == {ev.Topic.EVENTS: retention.BATCH}
+    assert count(log.path, ev.Topic.EVENTS) == 2 * retention.BATCH
+
+
 # ------------------------------------------------------------ the task a role runs
 async def test_one_process_of_a_data_dir_runs_retention_and_another_takes_over(log, monkeypatch):
     runs: list[float] = []
     real = retention.sweep
 
-    def recording(path, policy, now=None):
+    def recording(path, policy, *rest):
         runs.append(policy.dead_letter)  # which runner made the pass
-        return real(path, policy, now)
+        return real(path, policy, *rest)
+
+    async def passes(n: int) -> None:
+        while len(runs) < n:
+            await asyncio.sleep(0.05)
 
     monkeypatch.setattr(retention, "sweep", recording)
     stop_a, stop_b = asyncio.Event(), asyncio.Event()
     a = asyncio.create_task(run_retention(log, Settings(log_retention_interval=0.05, log_retention_dead_letter=1), stop_a))
     b = asyncio.create_task(run_retention(log, Settings(log_retention_interval=0.05, log_retention_dead_letter=2), stop_b))
-    while len(runs) < 5:
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(passes(5), 60)
     assert set(runs) == {1}
     stop_a.set()
     await a
     runs.clear()
-    while len(runs) < 2:
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(passes(2), 60)
     assert set(runs) == {2}
     stop_b.set()
     await b
