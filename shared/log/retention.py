@@ -38,11 +38,12 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared import events as ev
-from shared.control.state import ControlState, entity_key
+from shared.control.state import ControlState
 
 log = logging.getLogger(__name__)
 
@@ -231,21 +232,23 @@ def _expire(conn: sqlite3.Connection, topic: str, part: int, cutoff_ms: int, sto
 
 def _compact_control(conn: sqlite3.Connection, stopping) -> int:
     """Drop control records a later record of the same key superseded (see module doc)."""
+    topic = str(ev.Topic.CONTROL)
+    # keys and positions first (no values: a key with one record has nothing to compact, and
+    # most entities are saved once), then only the records of keys with a history are decoded
+    index = conn.execute("SELECT part, off, key FROM records WHERE topic=? ORDER BY part, off", (topic,)).fetchall()
+    records_of = Counter(key for _, _, key in index)
+    newest = {part: (off, key) for part, off, key in index}  # part -> (off, key) of its newest record
     state = ControlState()
-    took_effect: dict[str, tuple[int, int]] = {}  # entity key -> (part, off) of the record holding its state
+    took_effect: dict[str, tuple[int, int]] = {}  # key -> (part, off) of the record holding its state
     superseded: list[tuple[str, int, int]] = []
-    newest: dict[int, tuple[int, str | None]] = {}  # part -> (off, key) of its newest record
-    rows = conn.execute("SELECT part, off, value FROM records WHERE topic=? ORDER BY part, off",
-                        (str(ev.Topic.CONTROL),))
-    for part, off, value in rows:
-        newest[part] = (off, None)
+    for part, off, key in index:
+        if records_of[key] < 2:
+            continue
+        row = conn.execute("SELECT value FROM records WHERE topic=? AND part=? AND off=?", (topic, part, off)).fetchone()
         try:
-            event = ev.decode(value)
-            key = entity_key(event)
-            applied = state.apply(event, off)
+            applied = state.apply(ev.decode(row[0]), off)
         except Exception:
-            continue  # unreadable: kept
-        newest[part] = (off, key)
+            continue  # unreadable (or gone): kept
         if applied:
             if key in took_effect:
                 superseded.append((key, *took_effect[key]))
@@ -255,7 +258,7 @@ def _compact_control(conn: sqlite3.Connection, stopping) -> int:
     # A partition's newest record stays (its offset tells a restart where to go on). If that
     # record is an ignored copy, replay recognises it only next to the change it copies: the
     # key keeps all its records until a later pass, when the copy is no longer the newest.
-    held = {key for part, (off, key) in newest.items() if took_effect.get(key) != (part, off)}
+    held = {key for part, (off, key) in newest.items() if records_of[key] > 1 and took_effect.get(key) != (part, off)}
     doomed = [(p, o) for key, p, o in superseded if key not in held]
     removed = 0
     for i in range(0, len(doomed), BATCH):
@@ -263,7 +266,7 @@ def _compact_control(conn: sqlite3.Connection, stopping) -> int:
             break
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("DELETE FROM records WHERE topic=? AND part=? AND off=?",
-                         [(str(ev.Topic.CONTROL), p, o) for p, o in doomed[i:i + BATCH]])
+                         [(topic, p, o) for p, o in doomed[i:i + BATCH]])
         conn.execute("COMMIT")
         removed += len(doomed[i:i + BATCH])
         _breathe(conn)
