@@ -12,15 +12,22 @@ One pass (``sweep``) over ``log.sqlite3``:
    replaying the compacted topic yields the same state as replaying all of it. Deletions are
    whole-state events with ``deleted`` set; they are kept as the latest record of their key
    (like Kafka tombstones), so a late copy of an older change cannot bring an entity back.
-   Records that do not decode are kept (never drop what we cannot read).
+   Records that do not decode are kept (never drop what we cannot read). A partition's newest
+   record always stays (see 1); when it is an ignored copy, its key keeps all its records
+   until a later pass. Limit: a copy of a change re-appended *after* a pass dropped that
+   change is not recognised by a later replay (producer retries come within seconds; a pass
+   runs every few minutes).
 3. **Space back to the file system**: pages freed by the deletes are released with
    ``PRAGMA incremental_vacuum`` steps (``auto_vacuum=INCREMENTAL``; an existing file made
    without it is converted once with ``VACUUM``), and the WAL is truncated by a
    ``wal_checkpoint(TRUNCATE)``.
 
 Sends are not paused: every delete and vacuum step is its own short transaction of at most
-``BATCH`` records or ``VACUUM_PAGES`` pages, with a pause between steps so the log's writer
-thread gets the lock in between, and the whole pass runs in a worker thread, off the loop.
+``BATCH`` records or ``VACUUM_PAGES`` pages; after each, the pass copies its WAL frames
+itself (a PASSIVE checkpoint, which never blocks writers, so the log's writer does not pay
+for them in its auto-checkpoint) and pauses longer than a waiting writer's busy handler
+sleeps, so the writer gets the lock in between. The pass runs in a worker thread, off the
+event loop, and stops after its current step when the process stops.
 
 Consumers need nothing: they read ``off >= position``, so one whose position fell below the
 earliest retained offset simply continues from the next record that is left.
