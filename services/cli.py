@@ -139,8 +139,10 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised
 def log_maintenance(rt, stop: asyncio.Event) -> list[asyncio.Task]:
     """Housekeeping of the embedded log that exactly one process of an installation runs:
     the one running the relay (in `postline all`, the relay process). The log's retention
-    and compaction (shared/log/retention.py) start here. Nothing to do over Kafka."""
-    return []
+    and compaction (shared/log/retention.py) start here; over Kafka the task only waits."""
+    from shared.log.retention import run_retention
+
+    return [asyncio.create_task(run_retention(rt.log, rt.settings, stop), name="log-retention")]
 
 
 def announce(settings, token: str | None, rt) -> None:
@@ -230,8 +232,9 @@ ENV = {
     "relay": ["POSTLINE_DELIVERY", "POSTLINE_SMARTHOST", "POSTLINE_SMARTHOST_USER", "POSTLINE_SMARTHOST_PASSWORD",
               "POSTLINE_SMARTHOST_TLS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_INBOUND_SMTP_PORT",
               "POSTLINE_RELAY_CONCURRENCY", "POSTLINE_RETRY_SCHEDULE", "POSTLINE_QUEUE_LIFETIME", "POSTLINE_MX_PORT",
-              "POSTLINE_MX_CONCURRENCY", "POSTLINE_MX_RATE",
-              "POSTLINE_CONTROL_WAIT_TIMEOUT"],
+              "POSTLINE_MX_CONCURRENCY", "POSTLINE_MX_RATE", "POSTLINE_CONTROL_WAIT_TIMEOUT",
+              "POSTLINE_LOG_RETENTION_REQUESTS", "POSTLINE_LOG_RETENTION_EVENTS", "POSTLINE_LOG_RETENTION_DEAD_LETTER",
+              "POSTLINE_LOG_RETENTION_INTERVAL"],
     "webhooks": ["POSTLINE_WEBHOOK_ALLOW_PRIVATE", "POSTLINE_WEBHOOK_TIMEOUT", "POSTLINE_WEBHOOK_RETRY_SCHEDULE"],
     "all": ["POSTLINE_WORKERS"],
 }

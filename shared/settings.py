@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     log_append_timeout: float = Field(5.0, gt=0, le=60, description="Seconds an append to the event log may take before it fails (the API then answers 503 with Retry-After).")
     control_wait_timeout: float = Field(10.0, ge=0, le=300, description="Seconds a relay waits for its control state to reach the position a send request was decided on; then the message is deferred, never sent unsigned.")
     dependency_log_interval: float = Field(30.0, gt=0, description="Seconds between two log lines about the same unavailable dependency (the errors in between are counted in a metric).")
+    log_retention_requests: int = Field(7 * 86400, ge=1, description="Embedded log: seconds `email.requests` and `email.retry.*` records are kept (at least POSTLINE_QUEUE_LIFETIME).")
+    log_retention_events: int = Field(30 * 86400, ge=1, description="Embedded log: seconds `email.events` records are kept (ClickHouse keeps the history).")
+    log_retention_dead_letter: int = Field(30 * 86400, ge=1, description="Embedded log: seconds `postline.dead-letter` records are kept.")
+    log_retention_interval: float = Field(300.0, gt=0, description="Embedded log: seconds between retention and compaction runs.")
 
     @field_validator("smarthost")
     @classmethod
@@ -107,6 +111,14 @@ class Settings(BaseSettings):
         for path in (self.tls_cert, self.tls_key):
             if path is not None and not path.is_file():
                 raise ValueError(f"{path} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
+    def _check_retention(self):
+        # a deferred message is retried from its requests/retry record: dropping it sooner
+        # would lose mail that is still within its queue lifetime
+        if self.log_retention_requests < self.queue_lifetime:
+            raise ValueError("POSTLINE_LOG_RETENTION_REQUESTS must be at least POSTLINE_QUEUE_LIFETIME")
         return self
 
     @property

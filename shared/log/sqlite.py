@@ -6,7 +6,8 @@ Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL on every commit, and
 coroutines are group-committed by one writer thread per process, so the fsync cost is shared.
 
 Across processes: one writer at a time (an ``flock`` on ``<log>.write-lock`` that wakes the
-next writer at once, then ``BEGIN IMMEDIATE``; anything else writing waits on the busy timeout). Offsets are assigned inside that write transaction from the ``heads``
+next writer at once, then ``BEGIN IMMEDIATE``; anything else writing, such as retention,
+waits on the busy timeout). Offsets are assigned inside that write transaction from the ``heads``
 table (the next offset of each partition), so two processes never hand out the same offset,
 and offsets are never reused even after old records are deleted. Consumers in every process
 are woken when any process commits: a watcher checks ``PRAGMA data_version`` (a counter
@@ -15,8 +16,8 @@ page) every ``WATCH_INTERVAL`` seconds (``WATCH_IDLE_INTERVAL`` when nothing cha
 while) and refreshes the heads only when it moved.
 
 Limits (documented in README): a group has one member across all processes (it gets every
-partition; ``postline all`` gives each consumer group to exactly one process); topics are
-not compacted (the control topic stays small).
+partition; ``postline all`` gives each consumer group to exactly one process). Retention
+and compaction: shared/log/retention.py.
 """
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def partition_for(key: str | None, partitions: int, counter: int) -> int:
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    # lets retention (shared/log/retention.py) give freed pages back to the file system;
+    # only takes effect on a new file, before journal_mode writes its first page
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     return conn

@@ -12,9 +12,11 @@ from tests.bench import relay
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory"], default=None)
+    parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory", "retention"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
+    parser.add_argument("--retention-sends", type=int, default=2000, help="real sends of the retention section")
+    parser.add_argument("--retention-messages", type=int, default=100_000, help="messages' worth of records it measures")
     args = parser.parse_args()
     import uvloop
 
@@ -49,6 +51,10 @@ def main() -> None:
         from tests.bench import memory
 
         results["memory_1mb_sends"] = memory.run(args.memory_sends)
+    if args.only in (None, "retention"):
+        from tests.bench import retention
+
+        results["log_retention_5kb_html"] = retention.run(args.retention_sends, args.retention_messages)
     print(json.dumps(results, indent=2))
 
 
