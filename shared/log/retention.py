@@ -127,6 +127,7 @@ async def run_retention(event_log, settings, stop: asyncio.Event) -> None:
     and tried again, so the role that runs it is not stopped by it."""
     from shared.log.sqlite import SqliteLog
 
+    event_log = getattr(event_log, "inner", event_log)  # the adapter behind the append deadline (shared/log/deadline.py)
     if not isinstance(event_log, SqliteLog):
         await stop.wait()  # a role's task that ends would stop the process: wait like one
         return
