@@ -16,6 +16,7 @@ from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail,
 from services.api.sending import append_requests, prepare, remember, respond, summary, tracking_view
 from services.api.validation_errors import first_error
 from shared import metrics
+from shared.failpoints import failpoint
 from shared.store import queries
 
 router = APIRouter(tags=["emails"])
@@ -40,6 +41,7 @@ async def _send_one(rt, request: Request, svc, body: SendEmail, door: str, email
         raise HTTPException(429, f"rate limit reached ({decision.scope}: {decision.limit}); "
                                  f"retry in {decision.retry_after} s", headers=decision.headers())
     await append_requests(rt, [req])
+    failpoint("api.after_append")  # tests: a crash before the Idempotency-Key keeps the response
     metrics.SENDS_ACCEPTED.labels("accepted").inc()
     result = respond(draft, req.email_id)
     remember(rt, req, result)
