@@ -32,6 +32,13 @@ def deliveries(sink: SmtpSink) -> list[tuple[str, tuple, float]]:
         return [(m.data.split(b"X-Postline-Id: ", 1)[1][:36].decode(), tuple(m.rcpt_tos), m.at) for m in sink.received]
 
 
+def partition_of(email_id: str, partitions: int = 4) -> int:
+    """The partition Kafka's default partitioner gives a key (murmur2, as aiokafka and the JVM client)."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(email_id.encode()) & 0x7FFFFFFF) % partitions
+
+
 def delivered_by(proc: PostlineProcess) -> float:
     text = httpx.get(f"{proc.url}/metrics", timeout=5).text
     return sum(float(line.split()[-1]) for line in text.splitlines()
@@ -85,6 +92,8 @@ def test_relay_killed_mid_burst_resends_nothing_finished_and_stats_count_once(tm
         start = min(first.values())
         print(f"\nfailover figures: {MESSAGES} messages, killed {killed_at - start:.1f}s into the burst; lost {len(lost)}, resent {len(resent)} ({after} of them in the sink's "
               f"hands at the kill), resend window {window:.2f}s before the kill")
+        print("resent per request partition:", dict(Counter(partition_of(mid) for mid, _ in resent)),
+              "| relay b rebuilt:", [line for line in procs["relay-b"].output().splitlines() if "rebuilt" in line])
         assert not lost, f"{len(lost)} messages never reached the sink"
         old_resent = [k for k in resent if first[k] < killed_at - 2.0]
         assert not old_resent, f"{len(old_resent)} messages finished > 2 s before the kill went out again"
