@@ -70,6 +70,7 @@ TTL toDateTime(time) + INTERVAL 30 DAY
     (5, """
 CREATE TABLE IF NOT EXISTS postline.events_by_id AS postline.events
 ENGINE = ReplacingMergeTree
+PARTITION BY tuple()
 ORDER BY (service_id, event_id)
 """),
     (6, "INSERT INTO postline.events_by_id SELECT * FROM postline.events",
