@@ -62,11 +62,12 @@ PARTITION BY toYYYYMM(time)
 ORDER BY (service_id, webhook_id, time, attempt_id)
 TTL toDateTime(time) + INTERVAL 30 DAY
 """),
-    # 5–8: one row per event id whatever its time. Steps 2's sorting key held the event time, so
+    # 5–9: one row per event id whatever its time. Step 2's sorting key held the event time, so
     # an event emitted again with a new time (a resend after a relay failover, the `sent` of an
     # Idempotency-Key retry) stayed a second row. The id alone is the key now, with no time
-    # partition: copies of an event collapse however far apart their times are (stats keep
-    # under 100 ms for 1M events of a service: docs/benchmarks.md).
+    # partition: copies of an event collapse however far apart their times are (the cost for
+    # stats: docs/benchmarks.md). Rows an analytics process inserted into the old table while
+    # this ran are copied again after the rename (step 8); copies collapse.
     (5, """
 CREATE TABLE IF NOT EXISTS postline.events_by_id AS postline.events
 ENGINE = ReplacingMergeTree
@@ -77,5 +78,7 @@ ORDER BY (service_id, event_id)
      "SELECT 1 FROM system.tables WHERE database = 'postline' AND name = 'events_by_id'"),
     (7, "RENAME TABLE postline.events TO postline.events_by_time, postline.events_by_id TO postline.events",
      "SELECT 1 FROM system.tables WHERE database = 'postline' AND name = 'events_by_id'"),
-    (8, "DROP TABLE IF EXISTS postline.events_by_time"),
+    (8, "INSERT INTO postline.events SELECT * FROM postline.events_by_time",
+     "SELECT 1 FROM system.tables WHERE database = 'postline' AND name = 'events_by_time'"),
+    (9, "DROP TABLE IF EXISTS postline.events_by_time"),
 ]
