@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from services.relay.handler import RelayContext, process
 from services.relay.ledger import Ledger
 from services.relay.delay_forwarder import DelayForwarder
+from services.relay.ledger_rebuild import LedgerRebuild
 from services.relay.schedule_changes import apply_change, emit, scheduled_events
 from services.relay.scheduler import Scheduler
 from services.relay.senders.base import Sender
@@ -81,7 +82,9 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         lg = self.runtime.log
         levels = len(self.ctx.settings.retry_delays)  # bounded at start-up (shared/retry_schedule.py)
-        tasks = [asyncio.create_task(run_consumer(lg.consumer([ev.Topic.REQUESTS], "relay"), self.handle_batch, stop,
+        requests = lg.consumer([ev.Topic.REQUESTS], "relay")
+        requests.on_assigned = LedgerRebuild(lg, self.ctx.ledger, self.ctx.settings).on_assigned  # before any request
+        tasks = [asyncio.create_task(run_consumer(requests, self.handle_batch, stop,
                                                   max_records=self.ctx.settings.relay_concurrency * 4, guard=self.guard))]
         tasks.append(asyncio.create_task(self.scheduler.run(stop)))
         from services.relay.inbound.server import serve

@@ -89,5 +89,12 @@ class DeadlineLog(EventLog):
     def consumer(self, topics, group) -> Consumer:
         return self.inner.consumer(topics, group)
 
+    def scan(self, topic, partition, start=0, since_ms=None):
+        """The adapter's ``scan`` (reads are not bounded here: a ledger rebuild must finish)."""
+        return self.inner.scan(topic, partition, start, since_ms)
+
+    async def partition_count(self, topic) -> int:
+        return await self.inner.partition_count(topic)
+
     async def close(self) -> None:
         await self.inner.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
@@ -96,6 +96,37 @@ class KafkaLog(EventLog):
         await self._producer.client.fetch_all_metadata()
         return True
 
+    async def scan(self, topic, partition, start=0, since_ms=None):
+        tp = TopicPartition(str(topic), partition)
+        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                             auto_offset_reset="earliest", fetch_max_wait_ms=100)
+        await c.start()
+        try:
+            c.assign([tp])
+            end = (await c.end_offsets([tp]))[tp]
+            if since_ms is not None:
+                found = (await c.offsets_for_times({tp: since_ms}))[tp]
+                if found is None or found.timestamp < 0:  # nothing appended since (tansu answers -1, not null)
+                    return
+                start = max(start, found.offset)
+            c.seek(tp, start)
+            while True:
+                # A short look past the end too: some brokers (tansu) report the end of a partition
+                # as the base offset of its last batch + 1; a fetch returns whole batches.
+                msgs = (await c.getmany(tp, timeout_ms=200 if start >= end else 1000, max_records=2000)).get(tp, [])
+                if msgs:
+                    if recs := [_record(m) for m in msgs if m.offset >= start]:  # tansu may answer from earlier
+                        yield recs
+                    if msgs[-1].offset >= end - 1:
+                        return
+                elif await c.position(tp) >= end:  # the fetch position: past offsets compaction left empty
+                    return
+        finally:
+            await c.stop()
+
+    async def partition_count(self, topic):
+        return len(await self._producer.partitions_for(str(topic)))
+
     async def close(self):
         if self._producer:
             await self._producer.stop()
@@ -110,7 +141,6 @@ class KafkaConsumer(Consumer):
         self._ends: dict[TopicPartition, int] | None = None
         self._closed = False
         self._c = AIOKafkaConsumer(
-            *topics,
             bootstrap_servers=log_.bootstrap,
             group_id=group,
             enable_auto_commit=False,
@@ -123,6 +153,7 @@ class KafkaConsumer(Consumer):
         )
 
     async def start(self):
+        self._c.subscribe(self.topics, listener=_Assignment(self))
         try:
             await self._c.start()
         except KafkaConnectionError as exc:
@@ -168,3 +199,26 @@ class KafkaConsumer(Consumer):
     async def close(self):
         self._closed = True
         await self._c.stop()
+
+
+def _record(m) -> Record:
+    return Record(m.topic, m.partition, m.offset, m.key.decode() if m.key is not None else None, m.value,
+                  m.timestamp, {k: v.decode() for k, v in (m.headers or ())})
+
+
+class _Assignment(ConsumerRebalanceListener):
+    """Runs the consumer's ``on_assigned`` hook inside the rebalance, before any fetch of the
+    newly assigned partitions (aiokafka awaits the listener before it resumes fetching)."""
+
+    def __init__(self, consumer: KafkaConsumer):
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked):
+        pass
+
+    async def on_partitions_assigned(self, assigned):
+        hook = self.consumer.on_assigned
+        if hook is None or not assigned:
+            return
+        c = self.consumer._c
+        await hook({(tp.topic, tp.partition): (await c.committed(tp)) or 0 for tp in assigned})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable
 
 
 class LogError(Exception):
@@ -47,6 +48,12 @@ class Record:
 
 
 class Consumer(abc.ABC):
+    on_assigned: Callable[[dict[tuple[str, int], int]], Awaitable[None]] | None = None
+    """Set before ``start``: awaited with ``{(topic, partition): offset consumption resumes at}``
+    each time the group hands this consumer partitions, before ``poll`` returns any record of
+    them (used to rebuild state that belongs to a partition). An exception is the hook's
+    own business: it should retry until it succeeds or the process stops."""
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Join the group (if any) and get partitions. May block until the group is formed.
@@ -91,6 +98,18 @@ class EventLog(abc.ABC):
         import asyncio
 
         return list(await asyncio.gather(*(self.append(topic, k, v) for k, v in items)))
+
+    def scan(self, topic: str, partition: int, start: int = 0,
+             since_ms: int | None = None) -> AsyncIterator[list[Record]]:
+        """Batches of the records of one partition from offset ``start`` (or the first record
+        appended at or after ``since_ms``, whichever is later) up to its end when the scan
+        began (at least; records appended during the scan may come too); no group, nothing
+        committed. Raises on an unreachable log."""
+        raise NotImplementedError
+
+    async def partition_count(self, topic: str) -> int:
+        """Partitions of ``topic``."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def consumer(self, topics: list[str], group: str | None) -> Consumer:

@@ -282,6 +282,35 @@ class SqliteLog(EventLog):
     def consumer(self, topics, group):
         return SqliteConsumer(self, [str(t) for t in topics], group)
 
+    async def scan(self, topic, partition, start=0, since_ms=None):
+        topic = str(topic)
+        end = self._next.get((topic, partition), 0)
+        if since_ms is not None:
+            start = max(start, self._first_at(topic, partition, since_ms, end))
+        while start < end:
+            recs = [r for r in self._read(topic, partition, start, _BATCH) if r.offset < end]
+            if not recs:
+                return
+            yield recs
+            start = recs[-1].offset + 1
+
+    def _first_at(self, topic: str, part: int, since_ms: int, end: int) -> int:
+        """First offset appended at or after ``since_ms``: a binary search, as one writer
+        stamps a partition's records in offset order (no index on the time needed)."""
+        lo, hi = 0, end
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = self._reader.execute("SELECT ts FROM records WHERE topic=? AND part=? AND off>=? ORDER BY off LIMIT 1",
+                                       (topic, part, mid)).fetchone()
+            if row and row[0] < since_ms:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    async def partition_count(self, topic):
+        return self.partitions
+
 
 def _resolve_all(outcomes: list[tuple[asyncio.Future, object, BaseException | None]], then=None) -> None:
     for fut, result, exc in outcomes:
@@ -307,6 +336,8 @@ class SqliteConsumer(Consumer):
             for part, end in self.log.end_offsets(topic).items():
                 self._pos[(topic, part)] = committed.get(part, 0)
                 self._start_ends[(topic, part)] = end
+        if self.on_assigned is not None:  # one member per process: it holds every partition
+            await self.on_assigned(dict(self._pos))
 
     async def poll(self, max_records=500, timeout=1.0):
         deadline = time.monotonic() + timeout

@@ -1,7 +1,11 @@
 """Versioned ClickHouse schema. Tables in database ``postline`` are a public interface
-(see docs/analytics.md): add columns and tables, never change the meaning of one."""
+(see docs/analytics.md): add columns and tables, never change the meaning of one.
 
-MIGRATIONS: list[tuple[int, str]] = [
+A step is ``(version, sql)`` or ``(version, sql, only_if)``: ``only_if`` is a query, and the
+step runs only when it returns a row (so a step that cannot be repeated, like a rename, is
+skipped when a crash came after it ran but before it was recorded)."""
+
+MIGRATIONS: list[tuple[int, str] | tuple[int, str, str]] = [
     (1, "CREATE DATABASE IF NOT EXISTS postline"),
     (2, """
 CREATE TABLE IF NOT EXISTS postline.events (
@@ -58,4 +62,23 @@ PARTITION BY toYYYYMM(time)
 ORDER BY (service_id, webhook_id, time, attempt_id)
 TTL toDateTime(time) + INTERVAL 30 DAY
 """),
+    # 5–9: one row per event id whatever its time. Step 2's sorting key held the event time, so
+    # an event emitted again with a new time (a resend after a relay failover, the `sent` of an
+    # Idempotency-Key retry) stayed a second row. The id alone is the key now, with no time
+    # partition: copies of an event collapse however far apart their times are (the cost for
+    # stats: docs/benchmarks.md). Rows an analytics process inserted into the old table while
+    # this ran are copied again after the rename (step 8); copies collapse.
+    (5, """
+CREATE TABLE IF NOT EXISTS postline.events_by_id AS postline.events
+ENGINE = ReplacingMergeTree
+PARTITION BY tuple()
+ORDER BY (service_id, event_id)
+"""),
+    (6, "INSERT INTO postline.events_by_id SELECT * FROM postline.events",
+     "SELECT 1 FROM system.tables WHERE database = 'postline' AND name = 'events_by_id'"),
+    (7, "RENAME TABLE postline.events TO postline.events_by_time, postline.events_by_id TO postline.events",
+     "SELECT 1 FROM system.tables WHERE database = 'postline' AND name = 'events_by_id'"),
+    (8, "INSERT INTO postline.events SELECT * FROM postline.events_by_time",
+     "SELECT 1 FROM system.tables WHERE database = 'postline' AND name = 'events_by_time'"),
+    (9, "DROP TABLE IF EXISTS postline.events_by_time"),
 ]

@@ -44,11 +44,12 @@ class AnalyticsStore(abc.ABC):
             "CREATE TABLE IF NOT EXISTS postline.schema_migrations (version UInt32, applied_at DateTime DEFAULT now()) "
             "ENGINE = MergeTree ORDER BY version")
         done = {r["version"] for r in await self.query("SELECT version FROM postline.schema_migrations")}
-        for version, sql in MIGRATIONS:
+        for version, sql, *only_if in MIGRATIONS:
             if version not in done:
-                await self.execute(sql)
+                if not only_if or await self.query(only_if[0]):
+                    await self.execute(sql)
                 await self.insert("schema_migrations", [{"version": version}], f"migration-{version}")
-        return max(v for v, _ in MIGRATIONS)
+        return max(step[0] for step in MIGRATIONS)
 
     async def close(self) -> None:
         """Release resources."""

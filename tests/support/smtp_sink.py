@@ -57,7 +57,13 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        if self.sink.data_delay:
+        if self.sink.data_delay and self.sink.one_at_a_time:  # a server that takes data_delay per message
+            import asyncio
+
+            self.sink.serial = self.sink.serial or asyncio.Lock()  # made on the controller's own loop
+            async with self.sink.serial:
+                await asyncio.sleep(self.sink.data_delay)
+        elif self.sink.data_delay:
             import asyncio
 
             await asyncio.sleep(self.sink.data_delay)
@@ -117,8 +123,9 @@ class SmtpSink:
     def __init__(self, data_replies: list[str] | None = None, rcpt_replies: dict[str, str] | None = None,
                  data_delay: float = 0.0, drop_data: bool = False, port: int | None = None,
                  pipelining: bool = False, starttls: str | None = None, login: tuple[str, str] | None = None,
-                 mail_replies: dict[str, str] | None = None, smtputf8: bool = True):
-        """``starttls``: None, ``"offer"`` or ``"require"`` (self-signed certificate);
+                 mail_replies: dict[str, str] | None = None, smtputf8: bool = True, one_at_a_time: bool = False):
+        """``one_at_a_time``: messages take ``data_delay`` each in turn (a slow server's
+        throughput), not all at once; ``starttls``: None, ``"offer"`` or ``"require"`` (self-signed certificate);
         ``login``: (user, password) the server requires (AUTH PLAIN/LOGIN); ``smtputf8``:
         whether EHLO offers SMTPUTF8 (RFC 6531)."""
         self.port = port or free_port()
@@ -127,6 +134,7 @@ class SmtpSink:
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
         self.mail_replies = {k.lower(): v for k, v in (mail_replies or {}).items()}
         self.data_delay, self.drop_data = data_delay, drop_data
+        self.one_at_a_time, self.serial = one_at_a_time, None
         self.received: list[Received] = []
         self.lock = threading.Lock()
         tls = {"tls_context": self_signed_context(), "require_starttls": starttls == "require"} if starttls else {}

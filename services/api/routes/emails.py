@@ -17,6 +17,7 @@ from services.api.refusal import Refusal
 from services.api.sending import append_requests, prepare, remember, respond, summary, tracking_view
 from services.api.validation_errors import first_error
 from shared import metrics
+from shared.failpoints import failpoint
 from shared.store import queries
 
 router = APIRouter(tags=["emails"])
@@ -42,6 +43,7 @@ async def _send_one(rt, request: Request, svc, body: SendEmail, door: str, email
                                  f"retry in {decision.retry_after} s", headers=decision.headers())
     if refused := await append_requests(rt, [req]):
         raise http_error(refused)
+    failpoint("api.after_append")  # tests: a crash before the Idempotency-Key keeps the response
     metrics.SENDS_ACCEPTED.labels("accepted").inc()
     result = respond(draft, req.email_id)
     remember(rt, req, result)

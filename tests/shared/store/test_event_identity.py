@@ -1,0 +1,99 @@
+"""One row per event id in ``postline.events`` whatever its time (issue 17): a copy of an
+event emitted again later (a resend after a relay failover, the ``sent`` of an
+Idempotency-Key retry) is counted once by stats, the message log and the timeline, on
+both adapters, for a new install and for one upgraded from the time-keyed schema (its rows
+kept, its duplicates collapsed)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.analytics.rows import event_row, message_row
+from shared import events as ev
+from shared.store import queries
+from shared.store.chdb_store import ChdbStore
+from shared.store.clickhouse import ClickHouseStore
+from shared.store.migrations import MIGRATIONS
+from tests.support.clickhouse_http import ClickHouseHttp
+
+pytestmark = pytest.mark.clickhouse
+SVC = "svc-id"
+
+
+@pytest.fixture(params=["chdb", "clickhouse-server"])
+async def bare_store(request, tmp_path):
+    server = None
+    if request.param == "chdb":
+        s = ChdbStore(tmp_path / "chdb")
+    else:
+        server = ClickHouseHttp(tmp_path / "chdb-server").start()
+        s = ClickHouseStore(server.url)
+    yield s
+    await s.close()
+    if server:
+        server.stop()
+
+
+def _message(i: int, hours_ago: float) -> tuple[dict, list[dict]]:
+    """Message ``i``: its request row, and its ``sent`` + ``delivered`` rows each twice, the
+    copy ``hours_ago`` later (same event id, another time)."""
+    email_id, rcpt = f"e{i}", f"u{i}@example.com"
+    t = ev.utcnow() - timedelta(hours=hours_ago + 1)
+    common = {"workspace_id": "w", "service_id": SVC, "email_id": email_id, "recipient": rcpt}
+    req = ev.SendRequested(workspace_id="w", service_id=SVC, email_id=email_id, mode="production", to=[rcpt],
+                           recipients=[rcpt], subject="s", time=t, **{"from": "a@acme.test"})
+    rows = []
+    for later in (timedelta(0), timedelta(hours=hours_ago)):  # a later copy of `sent` is newer than `delivered`
+        rows.append(event_row(ev.Sent(id=ev.derived_id(email_id, rcpt, "sent"), time=t + later, **common)))
+        rows.append(event_row(ev.Delivered(id=ev.derived_id(email_id, rcpt, "delivered"),
+                                           time=t + later + timedelta(seconds=1), smtp_code=250, **common)))
+    return message_row(req), rows
+
+
+async def _load_and_check(store, batches: list[list[dict]], messages: list[dict]) -> None:
+    for n, rows in enumerate(batches):
+        await store.insert("events", rows, f"batch-{n}")
+    await store.insert("messages", messages, "messages")
+    stats = await queries.stats(store, SVC, "30d", "day", None)
+    assert (stats["totals"]["sent"], stats["totals"]["delivered"]) == (len(messages), len(messages))
+    for m in messages:
+        timeline = await queries.timeline(store, m["email_id"], "w")
+        assert sorted(e["type"] for e in timeline) == ["delivered", "sent"]
+    log = await queries.message_log(store, SVC, "delivered", None, None, 50, None)
+    assert len(log["data"]) == len(messages)
+
+
+async def test_a_copy_with_another_time_counts_once(bare_store):
+    await bare_store.migrate()
+    # copies minutes, hours and days apart (the last across a month boundary or not, either way)
+    pairs = [_message(i, hours) for i, hours in enumerate((0.01, 3, 24 * 20))]
+    await _load_and_check(bare_store, [[r for _, rows in pairs for r in rows[:2]],
+                                       [r for _, rows in pairs for r in rows[2:]]], [m for m, _ in pairs])
+
+
+async def test_upgrade_from_the_time_keyed_schema_keeps_rows_and_collapses_copies(bare_store):
+    s = bare_store
+    await s.execute("CREATE DATABASE IF NOT EXISTS postline")
+    await s.execute("CREATE TABLE IF NOT EXISTS postline.schema_migrations (version UInt32, applied_at DateTime "
+                    "DEFAULT now()) ENGINE = MergeTree ORDER BY version")
+    for version, sql, *_ in MIGRATIONS[:4]:  # an install made before issue 17
+        await s.execute(sql)
+        await s.insert("schema_migrations", [{"version": version}], f"migration-{version}")
+    pairs = [_message(i, 2) for i in range(3)]
+    old = [r for _, rows in pairs for r in rows]
+    await s.insert("events", old, "before-upgrade")
+    assert len(await s.query("SELECT event_id FROM postline.events FINAL")) == len(old)  # the hole
+    for version, sql, *_ in MIGRATIONS[4:6]:  # the copy is made, then an analytics process inserts more
+        await s.execute(sql)
+        await s.insert("schema_migrations", [{"version": version}], f"migration-{version}")
+    late_message, late_rows = _message(9, 2)
+    await s.insert("events", late_rows, "during-upgrade")
+    pairs.append((late_message, late_rows))
+    old += late_rows
+    assert await s.migrate() == MIGRATIONS[-1][0]
+    assert await s.migrate() == MIGRATIONS[-1][0]  # a second run changes nothing
+    assert len(await s.query("SELECT event_id FROM postline.events FINAL")) == len(old) // 2  # the late ones too
+    tables = {r["name"] for r in await s.query("SELECT name FROM system.tables WHERE database = 'postline'")}
+    assert tables == {"events", "messages", "webhook_attempts", "schema_migrations"}
+    await _load_and_check(s, [], [m for m, _ in pairs])
