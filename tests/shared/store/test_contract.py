@@ -40,13 +40,13 @@ class StoreContract:
     @pytest.fixture
     async def store(self, tmp_path):
         store, cleanup = self.open_store(tmp_path)
-        assert await store.migrate() == max(v for v, _ in MIGRATIONS)
+        assert await store.migrate() == max(m[0] for m in MIGRATIONS)
         yield store
         await store.close()
         cleanup()
 
     async def test_migrate_is_idempotent(self, store):
-        assert await store.migrate() == max(v for v, _ in MIGRATIONS)
+        assert await store.migrate() == max(m[0] for m in MIGRATIONS)
         rows = await store.query("SELECT count() AS n FROM postline.schema_migrations")
         assert int(rows[0]["n"]) == len(MIGRATIONS)
 
