@@ -81,59 +81,82 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised
     rt = Runtime(settings)
     rt.shared_ports = supervised
     await rt.start(with_store=role in ("all", "api", "analytics", "relay"), migrate=role in ("all", "analytics"))
-    tasks: list[asyncio.Task] = []
     failed: list = []
     store_server = None
     try:
         if serve_store:  # after the migrations: the others query it as soon as it answers
-            from services.analytics.clickhouse_http import ChdbHttpServer
-
-            sock, url = serve_store[0], urlparse(serve_store[1])
-            store_server = ChdbHttpServer(settings.data_dir / "chdb", sock, unquote(url.username),
-                                          unquote(url.password)).start()
+            store_server = start_store_server(settings, serve_store)
         wanted = ROLES[1:] if role == "all" else (role,)
-        if "api" in wanted:
-            from services.api.app import create_app
-
-            token = None if supervised else await rt.ensure_default_workspace()
-            server = _Server(create_app(rt), settings, reuse_port=supervised)
-            tasks.append(asyncio.create_task(server.run(stop), name="api"))
-            if settings.submission_port:
-                from services.api.submission.server import serve as serve_submission
-
-                tasks.append(asyncio.create_task(serve_submission(rt, stop), name="submission"))
-            if not supervised:
-                announce(settings, token, rt)
-        elif not supervised:
-            from services.ops import ops_app
-
-            tasks.append(asyncio.create_task(_Server(ops_app(rt), settings).run(stop), name="ops"))
-        if "relay" in wanted:
-            from services.relay.runner import Relay
-
-            tasks.append(asyncio.create_task(Relay(rt).run(stop), name="relay"))
-            tasks.extend(log_maintenance(rt, stop))
-        if "analytics" in wanted:
-            from services.analytics.consumer import AnalyticsConsumer
-
-            tasks.append(asyncio.create_task(AnalyticsConsumer(rt.log, rt.store).run(stop), name="analytics"))
-        if "webhooks" in wanted:
-            from services.webhooks.runner import WebhookService
-
-            tasks.append(asyncio.create_task(WebhookService(rt).run(stop), name="webhooks"))
+        tasks = await start_front_door(rt, stop, wanted, supervised) + start_consumers(rt, stop, wanted)
         rt.roles = {t.get_name(): t for t in tasks if t.get_name() in wanted}  # for /readyz
-        await asyncio.wait(tasks + [asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        stop.set()  # SIGTERM, or a role died: every role finishes what it holds, commits, returns
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        failed = [(t.get_name(), r) for t, r in zip(tasks, results) if isinstance(r, BaseException)]
-        for name, exc in failed:
-            log.error("%s stopped: %r", name, exc)
+        failed = await run_until_stopped(tasks, stop)
     finally:
         if store_server is not None:
             store_server.stop()
         await rt.close()
     if failed:
         raise SystemExit(1)  # let the supervisor (Kubernetes, compose, `postline all`) restart the process
+
+
+def start_store_server(settings, serve_store: tuple[socket.socket, str]):
+    """Serve this process's chDB over ClickHouse's HTTP interface (the analytics child of `postline all`)."""
+    from services.analytics.clickhouse_http import ChdbHttpServer
+
+    sock, url = serve_store[0], urlparse(serve_store[1])
+    return ChdbHttpServer(settings.data_dir / "chdb", sock, unquote(url.username), unquote(url.password)).start()
+
+
+async def start_front_door(rt, stop: asyncio.Event, wanted, supervised: bool) -> list[asyncio.Task]:
+    """The API (HTTP and SMTP submission) when it is wanted, else the ops endpoints (unless supervised)."""
+    settings = rt.settings
+    if "api" not in wanted:
+        if supervised:
+            return []
+        from services.ops import ops_app
+
+        return [asyncio.create_task(_Server(ops_app(rt), settings).run(stop), name="ops")]
+    from services.api.app import create_app
+
+    token = None if supervised else await rt.ensure_default_workspace()
+    tasks = [asyncio.create_task(_Server(create_app(rt), settings, reuse_port=supervised).run(stop), name="api")]
+    if settings.submission_port:
+        from services.api.submission.server import serve as serve_submission
+
+        tasks.append(asyncio.create_task(serve_submission(rt, stop), name="submission"))
+    if not supervised:
+        announce(settings, token, rt)
+    return tasks
+
+
+def start_consumers(rt, stop: asyncio.Event, wanted) -> list[asyncio.Task]:
+    """The consuming roles: relay (with the embedded log's housekeeping), analytics, webhooks."""
+    tasks = []
+    if "relay" in wanted:
+        from services.relay.runner import Relay
+
+        tasks.append(asyncio.create_task(Relay(rt).run(stop), name="relay"))
+        tasks.extend(log_maintenance(rt, stop))
+    if "analytics" in wanted:
+        from services.analytics.consumer import AnalyticsConsumer
+
+        tasks.append(asyncio.create_task(AnalyticsConsumer(rt.log, rt.store).run(stop), name="analytics"))
+    if "webhooks" in wanted:
+        from services.webhooks.runner import WebhookService
+
+        tasks.append(asyncio.create_task(WebhookService(rt).run(stop), name="webhooks"))
+    return tasks
+
+
+async def run_until_stopped(tasks: list[asyncio.Task], stop: asyncio.Event) -> list[tuple[str, BaseException]]:
+    """Wait for SIGTERM or the first role to end, then let every role finish what it holds;
+    returns the roles that failed."""
+    await asyncio.wait(tasks + [asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()  # SIGTERM, or a role died: every role finishes what it holds, commits, returns
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    failed = [(t.get_name(), r) for t, r in zip(tasks, results) if isinstance(r, BaseException)]
+    for name, exc in failed:
+        log.error("%s stopped: %r", name, exc)
+    return failed
 
 
 def log_maintenance(rt, stop: asyncio.Event) -> list[asyncio.Task]:

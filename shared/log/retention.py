@@ -241,6 +241,22 @@ def _expire(conn: sqlite3.Connection, topic: str, part: int, cutoff_ms: int, sto
 def _compact_control(conn: sqlite3.Connection, stopping) -> int:
     """Drop control records a later record of the same key superseded (see module doc)."""
     topic = str(ev.Topic.CONTROL)
+    doomed = _superseded_control(conn, topic)
+    removed = 0
+    for i in range(0, len(doomed), BATCH):
+        if stopping():
+            break
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("DELETE FROM records WHERE topic=? AND part=? AND off=?",
+                         [(topic, p, o) for p, o in doomed[i:i + BATCH]])
+        conn.execute("COMMIT")
+        removed += len(doomed[i:i + BATCH])
+        _breathe(conn)
+    return removed
+
+
+def _superseded_control(conn: sqlite3.Connection, topic: str) -> list[tuple[int, int]]:
+    """``(part, off)`` of the control records whose key has a later record holding its state."""
     # keys and positions first (no values: a key with one record has nothing to compact, and
     # most entities are saved once), then only the records of keys with a history are decoded
     index = conn.execute("SELECT part, off, key FROM records WHERE topic=? ORDER BY part, off", (topic,)).fetchall()
@@ -267,18 +283,7 @@ def _compact_control(conn: sqlite3.Connection, stopping) -> int:
     # record is an ignored copy, replay recognises it only next to the change it copies: the
     # key keeps all its records until a later pass, when the copy is no longer the newest.
     held = {key for part, (off, key) in newest.items() if records_of[key] > 1 and took_effect.get(key) != (part, off)}
-    doomed = [(p, o) for key, p, o in superseded if key not in held]
-    removed = 0
-    for i in range(0, len(doomed), BATCH):
-        if stopping():
-            break
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("DELETE FROM records WHERE topic=? AND part=? AND off=?",
-                         [(topic, p, o) for p, o in doomed[i:i + BATCH]])
-        conn.execute("COMMIT")
-        removed += len(doomed[i:i + BATCH])
-        _breathe(conn)
-    return removed
+    return [(p, o) for key, p, o in superseded if key not in held]
 
 
 def _release_pages(conn: sqlite3.Connection, stopping) -> int:
