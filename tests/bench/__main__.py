@@ -12,9 +12,11 @@ from tests.bench import relay
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory"], default=None)
+    parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory", "e2e", "intake"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
+    parser.add_argument("--e2e-messages", type=int, default=3000, help="sends of the e2e and intake sections")
+    parser.add_argument("--e2e-sink", choices=["aiosmtpd", "lean"], default="aiosmtpd")
     args = parser.parse_args()
     import uvloop
 
@@ -49,6 +51,14 @@ def main() -> None:
         from tests.bench import memory
 
         results["memory_1mb_sends"] = memory.run(args.memory_sends)
+    if args.only in (None, "e2e"):
+        from tests.bench import e2e
+
+        results["e2e_vs_postfix"] = e2e.run(args.e2e_messages, args.e2e_sink)
+    if args.only in (None, "intake"):
+        from tests.bench import e2e
+
+        results["api_intake_alone"] = e2e.run_intake(args.e2e_messages)
     print(json.dumps(results, indent=2))
 
 
