@@ -17,6 +17,7 @@ def main() -> None:
     parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
     parser.add_argument("--e2e-messages", type=int, default=3000, help="sends of the e2e and intake sections")
     parser.add_argument("--e2e-sink", choices=["aiosmtpd", "lean"], default="aiosmtpd")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the intake run's API process into DIR/intake.txt")
     args = parser.parse_args()
     import uvloop
 
@@ -58,7 +59,7 @@ def main() -> None:
     if args.only in (None, "intake"):
         from tests.bench import e2e
 
-        results["api_intake_alone"] = e2e.run_intake(args.e2e_messages)
+        results["api_intake_alone"] = e2e.run_intake(args.e2e_messages, args.profile)
     print(json.dumps(results, indent=2))
 
 

@@ -290,7 +290,45 @@ def run(n: int = MESSAGES, sink_kind: str = "aiosmtpd") -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_intake(n: int = MESSAGES) -> dict:
+class Profile:
+    """``py-spy record`` of one process while a block runs (``--profile DIR``): the collapsed
+    stacks go to DIR/NAME.txt (for flamegraph tools); ``top`` sums samples per function."""
+
+    def __init__(self, out_dir: str | None, name: str, pid: int):
+        self.path = Path(out_dir) / f"{name}.txt" if out_dir else None
+        self.pid, self.proc = pid, None
+
+    def __enter__(self) -> "Profile":
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            spy = Path(sys.executable).with_name("py-spy")
+            self.proc = subprocess.Popen([str(spy), "record", "--pid", str(self.pid), "--rate", "250", "--threads",
+                                          "--format", "raw", "--output", str(self.path), "--nonblocking"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)  # py-spy attaches
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc:
+            self.proc.send_signal(2)  # SIGINT: py-spy writes the file and exits
+            self.proc.wait(30)
+
+    def top(self, n: int = 25) -> dict:
+        """The ``n`` functions with the most samples, inclusive (anywhere on the stack), as % of samples."""
+        if not self.path or not self.path.exists():
+            return {}
+        inclusive: dict[str, int] = {}
+        total = 0
+        for line in self.path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            total += int(count)
+            for frame in set(stack.split(";")):
+                inclusive[frame] = inclusive.get(frame, 0) + int(count)
+        best = sorted(inclusive.items(), key=lambda kv: -kv[1])[:n]
+        return {frame: round(100 * c / total, 1) for frame, c in best}
+
+
+def run_intake(n: int = MESSAGES, profile: str | None = None) -> dict:
     """``postline api`` alone on the embedded log: every 200 is fsync'd; nothing consumes."""
     tmp = Path(tempfile.mkdtemp(prefix="postline-bench-intake-"))
     dns = DnsServer().start()
@@ -300,7 +338,8 @@ def run_intake(n: int = MESSAGES) -> dict:
         post_all(proc.port, key, [json.dumps(request_body(-i - 1)).encode() for i in range(WARMUP)])
         bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
         cpu0 = tree_cpu_s(proc.proc.pid)
-        result = post_all(proc.port, key, bodies)
+        with Profile(profile, "intake", proc.proc.pid):
+            result = post_all(proc.port, key, bodies)
         result["cpu_ms_per_req"] = round((tree_cpu_s(proc.proc.pid) - cpu0) * 1000 / n, 2)
         result["clients"] = CLIENTS
         result["note"] = "`postline api` alone (no relay); the load generator shares the 2 cores"
