@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
     parser.add_argument("--e2e-messages", type=int, default=3000, help="sends of the e2e and intake sections")
     parser.add_argument("--e2e-sink", choices=["aiosmtpd", "lean"], default="aiosmtpd")
-    parser.add_argument("--profile", metavar="DIR", help="py-spy the intake run's API process into DIR/intake.txt")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the measured process into DIR/intake.txt and DIR/e2e.txt")
     args = parser.parse_args()
     import uvloop
 
@@ -55,7 +55,7 @@ def main() -> None:
     if args.only in (None, "e2e"):
         from tests.bench import e2e
 
-        results["e2e_vs_postfix"] = e2e.run(args.e2e_messages, args.e2e_sink)
+        results["e2e_vs_postfix"] = e2e.run(args.e2e_messages, args.e2e_sink, args.profile)
     if args.only in (None, "intake"):
         from tests.bench import e2e
 

@@ -148,7 +148,7 @@ def start_postline(tmp: Path, dns: DnsServer, role: str, sink: Sink | None) -> P
     return PostlineProcess(tmp / role, role=role, env=env).start()  # inherits POSTLINE_WORKERS if set
 
 
-def run_postline(tmp: Path, dns: DnsServer, sink: Sink, n: int) -> dict:
+def run_postline(tmp: Path, dns: DnsServer, sink: Sink, n: int, profile: str | None = None) -> dict:
     proc = start_postline(tmp, dns, "all", sink)
     try:
         _, key = production_service(Api(proc.url), dns)
@@ -157,9 +157,10 @@ def run_postline(tmp: Path, dns: DnsServer, sink: Sink, n: int) -> dict:
         sink.wait_for(WARMUP)
         bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
         base, cpu0 = sink.count(), tree_cpu_s(proc.proc.pid)
-        start = time.perf_counter()
-        intake = post_all(proc.port, key, bodies)
-        end = sink.wait_for(base + n)
+        with Profile(profile, "e2e", proc.proc.pid):
+            start = time.perf_counter()
+            intake = post_all(proc.port, key, bodies)
+            end = sink.wait_for(base + n)
         cpu = tree_cpu_s(proc.proc.pid) - cpu0
         return {"messages": n, "seconds": round(end - start, 2), "msg_per_s": round(n / (end - start), 1),
                 "api": intake, "cpu_ms_per_msg": round(cpu * 1000 / n, 2),
@@ -270,14 +271,14 @@ def postfix_version() -> str:
     return subprocess.run(["postconf", "-h", "mail_version"], capture_output=True, text=True).stdout.strip()
 
 
-def run(n: int = MESSAGES, sink_kind: str = "aiosmtpd") -> dict:
+def run(n: int = MESSAGES, sink_kind: str = "aiosmtpd", profile: str | None = None) -> dict:
     """Postline end to end, then Postfix into the same sink; the ratio of the two rates."""
     tmp = Path(tempfile.mkdtemp(prefix="postline-bench-e2e-"))
     dns = DnsServer().start()
     sink = Sink(sink_kind)
     try:
         result = {"sink": sink_kind, "clients": CLIENTS, "html_bytes": len(html_body(0)),
-                  "postline": run_postline(tmp, dns, sink, n)}
+                  "postline": run_postline(tmp, dns, sink, n, profile)}
         if Path(POSTFIX).exists():
             result["postfix"] = run_postfix(tmp, sink, n)
             result["ratio_postline_to_postfix"] = round(result["postline"]["msg_per_s"] / result["postfix"]["msg_per_s"], 2)
