@@ -66,8 +66,8 @@ screenshots: test-deps
 # its own config directory, bound to loopback, and stops it after the run.
 POSTFIX := /usr/sbin/postfix
 $(POSTFIX):
-	command -v apt-get >/dev/null || { echo "install postfix (Debian package) for the end-to-end bench" >&2; exit 1; }
-	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	@command -v apt-get >/dev/null || { echo "no apt-get: the end-to-end bench runs without its Postfix side" >&2; exit 0; }; \
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
 
 bench-deps: install $(POSTFIX)
