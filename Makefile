@@ -4,7 +4,7 @@ VENV   := .venv
 UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.synced
 
-.PHONY: run test bench install test-deps screenshots clean
+.PHONY: run test bench bench-deps install test-deps screenshots clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,8 +61,19 @@ test: test-deps
 screenshots: test-deps
 	POSTLINE_UPDATE_SCREENSHOTS=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider -m browser
 
+# The end-to-end bench runs Debian's postfix beside Postline as the bar to beat. Preseeded
+# "No configuration": the package writes no main.cf and starts nothing; the bench runs it from
+# its own config directory, bound to loopback, and stops it after the run.
+POSTFIX := /usr/sbin/postfix
+$(POSTFIX):
+	@command -v apt-get >/dev/null || { echo "no apt-get: the end-to-end bench runs without its Postfix side" >&2; exit 0; }; \
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+
+bench-deps: install $(POSTFIX)
+
 ## make bench: throughput/latency benchmarks; results in docs/benchmarks.md.
-bench: install
+bench: bench-deps
 	$(VENV)/bin/python -m tests.bench
 
 clean:

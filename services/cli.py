@@ -320,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from shared import malloc_tuning
+
+    malloc_tuning.tune()  # before any thread allocates: keeps RSS flat under large sends (see the module)
     settings = load_settings()
     setup_logging(settings.log_level)
     backoff_log.configure(settings.dependency_log_interval)

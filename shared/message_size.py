@@ -7,7 +7,7 @@ quoted-printable). The rule, part by part, mirrors ``services/relay/mime.py``:
 - a text or HTML part counts its exact quoted-printable size (UTF-8, CRLF line ends, the
   "." line guard) plus its part headers;
 - a plain-text part the relay derives from the HTML counts as much as the HTML part: the
-  relay trims the derived text to that budget (``fit_qp``), since html2text can expand;
+  relay trims the derived text to that budget (``fit_qp``), since the derived text can expand;
 - an attachment counts its exact base64 size (76-character lines) plus its headers;
 - every header value and address counts as at most 3 bytes per UTF-8 byte + 100 (RFC 2047
   encoded-words, folding, RFC 2231 file names stay under that);

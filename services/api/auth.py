@@ -33,28 +33,30 @@ def _bearer(credentials: HTTPAuthorizationCredentials | None) -> str | None:
     return credentials.credentials.strip() if credentials else None
 
 
-def runtime(request: Request):
+# The dependencies below are ``async def`` although they never await: FastAPI runs a plain
+# ``def`` dependency in a worker thread, two thread hand-offs per dependency per request.
+async def runtime(request: Request):
     return request.app.state.runtime
 
 
-def workspace(request: Request, authorization: HTTPAuthorizationCredentials | None = Security(ADMIN_TOKEN)) -> WorkspaceSaved:
+async def workspace(request: Request, authorization: HTTPAuthorizationCredentials | None = Security(ADMIN_TOKEN)) -> WorkspaceSaved:
     """The workspace whose admin token is presented as ``Authorization: Bearer``."""
     token = _bearer(authorization)
     if not token:
         raise HTTPException(401, "missing admin token: send Authorization: Bearer <token>")
-    ws = runtime(request).control.state.workspace_by_token_hash(hash_secret(token))
+    ws = request.app.state.runtime.control.state.workspace_by_token_hash(hash_secret(token))
     if ws is None:
         raise HTTPException(401, "invalid admin token")
     return ws
 
 
-def service_key(request: Request, api_key: str | None = Security(API_KEY),
-                authorization: HTTPAuthorizationCredentials | None = Security(API_KEY_BEARER)) -> ServiceCaller:
+async def service_key(request: Request, api_key: str | None = Security(API_KEY),
+                      authorization: HTTPAuthorizationCredentials | None = Security(API_KEY_BEARER)) -> ServiceCaller:
     """The service whose API key is presented as ``Api-Key`` or ``Authorization: Bearer``."""
     key = api_key or _bearer(authorization)
     if not key:
         raise HTTPException(401, "missing API key: send Api-Key: rs_eml_…")
-    caller = key_owner(runtime(request).control.state, key)
+    caller = key_owner(request.app.state.runtime.control.state, key)
     if caller is None:
         raise HTTPException(401, "invalid API key")
     if caller.service.status == "disabled":
@@ -71,7 +73,7 @@ def key_owner(state, key: str) -> ServiceCaller | None:
     return ServiceCaller(svc, rec) if rec is not None and svc is not None else None
 
 
-def owned_service(service_id: str, ws: WorkspaceSaved = Depends(workspace), rt=Depends(runtime)) -> ServiceSaved:
+async def owned_service(service_id: str, ws: WorkspaceSaved = Depends(workspace), rt=Depends(runtime)) -> ServiceSaved:
     """The service ``service_id`` of the caller's workspace, else 404."""
     svc = rt.control.state.service(ws.workspace_id, service_id)
     if svc is None:

@@ -15,8 +15,7 @@ import binascii
 import re
 from email.utils import formatdate
 
-import html2text
-
+from services.relay.html_text import html_to_text  # noqa: F401 (tracking.py imports it from here)
 from shared.addresses import ascii_domain, split_mailbox
 from shared.events import SendRequested
 from shared.message_size import fit_qp, qp_size
@@ -24,13 +23,6 @@ from shared.message_size import fit_qp, qp_size
 CRLF = b"\r\n"
 _PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")  # atoms that need no quoting
 _SAFE_TEXT = re.compile(r"^[\x20-\x7e]*$")
-
-
-def html_to_text(html: str) -> str:
-    conv = html2text.HTML2Text()
-    conv.body_width = 0
-    conv.ignore_images = True
-    return conv.handle(html).strip() + "\n"
 
 
 def message_id(email_id: str, domain: str) -> str:

@@ -5,9 +5,35 @@ nothing, count messages.
 benchmarks: a small asyncio protocol on uvloop that speaks enough SMTP (EHLO with
 PIPELINING, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT) and costs ~0.1 ms of
 CPU per message, so the number measures the relay rather than the sink sharing its two
-cores. ``aiosmtpd`` is the full Python server the tests use (~0.8 ms per message)."""
+cores. ``aiosmtpd`` is the full Python server the tests use (~0.8 ms per message).
+
+``python -m tests.bench.sink PORT [KIND] [COUNT_FILE]``: with COUNT_FILE, the number of
+messages accepted so far is written there (every 20 ms while it changes), so a benchmark in
+another process can tell when everything has arrived without the sink keeping anything."""
 import asyncio
+import os
 import sys
+import threading
+import time
+
+RECEIVED = [0]
+
+
+def report_count(path: str | None) -> None:
+    """Write RECEIVED to ``path`` (atomically, by rename) whenever it changed; runs in a thread."""
+    if not path:
+        return
+
+    def loop() -> None:
+        last = -1
+        while True:
+            if RECEIVED[0] != last:
+                last = RECEIVED[0]
+                with open(path + ".tmp", "w") as f:
+                    f.write(str(last))
+                os.replace(path + ".tmp", path)
+            time.sleep(0.02)
+    threading.Thread(target=loop, daemon=True).start()
 
 
 class LeanSmtp(asyncio.Protocol):
@@ -25,6 +51,7 @@ class LeanSmtp(asyncio.Protocol):
                     break
                 del self.buf[:end + 5]
                 self.in_data = False
+                RECEIVED[0] += 1
                 out.append(b"250 2.0.0 OK\r\n")
                 continue
             end = self.buf.find(b"\r\n")
@@ -59,6 +86,7 @@ def aiosmtpd(port: int) -> None:
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):
+            RECEIVED[0] += 1
             return "250 2.0.0 OK"
 
     c = Controller(Handler(), hostname="127.0.0.1", port=port, data_size_limit=50 * 1024 * 1024)
@@ -72,6 +100,7 @@ def aiosmtpd(port: int) -> None:
 
 if __name__ == "__main__":
     port, kind = int(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else "lean")
+    report_count(sys.argv[3] if len(sys.argv) > 3 else None)
     if kind == "lean":
         import uvloop
 

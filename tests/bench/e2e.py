@@ -1,0 +1,351 @@
+"""End to end against Postfix (issue 21), and the API's intake alone.
+
+``e2e``: ``postline all`` as a subprocess on embedded defaults (whatever its default process
+layout is; ``POSTLINE_WORKERS`` is passed through when set), a production service with a
+verified domain (dual DKIM: RSA-2048 + Ed25519), MESSAGES sends of a 5 KB HTML email from
+CLIENTS concurrent keep-alive HTTP clients, delivered by smarthost to an SMTP sink in
+another process on loopback. The clock stops when the sink has counted every message.
+Then, when Debian's ``postfix`` is installed (``make bench-deps``), Postfix relays the same
+messages, submitted over SMTP by CLIENTS connections, into the same sink in the same run:
+configured with ``postconf -e`` to listen on loopback only with ``relayhost=[127.0.0.1]:PORT``,
+and stopped afterwards. Both rates and their ratio are printed.
+
+``intake``: ``postline api`` alone on the embedded log (no relay running, so nothing is
+delivered and the log only grows): accepted sends/s, p50/p99 latency.
+
+CPU seconds of each system's process tree are reported per message: on this shared
+machine they move far less than wall-clock rates. The load generators are small asyncio
+clients (httpx or smtplib threads would spend more CPU than the servers on 2 cores)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support.broker import free_port, wait_port
+from tests.support.dns_server import DnsServer
+from tests.support.postline import Api, PostlineProcess, production_service
+
+MESSAGES, CLIENTS, WARMUP = 3000, 64, 200
+POSTFIX = "/usr/sbin/postfix"
+SENDER = "Acme <billing@acme.test>"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def html_body(i: int) -> str:
+    """A ~5 KB transactional HTML email (a receipt), distinct per message."""
+    rows = "".join(f"<tr><td style=\"padding:4px 8px\">Item {n} of order {i}</td>"
+                   f"<td style=\"text-align:right\">{n * 7 % 50 + 0.99:.2f} EUR</td></tr>\n" for n in range(40))
+    page = (f"<!doctype html><html><body style=\"font-family:sans-serif\"><h1>Receipt #{i}</h1>"
+            f"<p>Thanks for your order. Here is what you bought:</p><table>{rows}</table>"
+            "<p>Questions? Reply to this email.</p></body></html>")
+    return page + "<!--" + "-" * max(0, 5120 - len(page) - 7) + "-->"
+
+
+def request_body(i: int) -> dict:
+    return {"from": SENDER, "to": f"user{i}@example.com", "subject": f"Receipt #{i}", "html": html_body(i)}
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (reaped children included)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return total / TICKS
+
+
+class Sink:
+    """The SMTP sink process (tests/bench/sink.py) and the count of messages it accepted."""
+
+    def __init__(self, kind: str):
+        self.port = free_port()
+        self.count_file = Path(tempfile.mkdtemp(prefix="postline-bench-sink-")) / "count"
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.bench.sink", str(self.port), kind,
+                                      str(self.count_file)], stdout=subprocess.PIPE)
+        wait_port(self.port)
+
+    def count(self) -> int:
+        try:
+            return int(self.count_file.read_text() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def wait_for(self, n: int, timeout: float = 600) -> float:
+        """Block until the sink has ``n`` messages; the time it got there (perf_counter)."""
+        deadline = time.monotonic() + timeout
+        while self.count() < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the sink got {self.count()} of {n} messages")
+            time.sleep(0.02)
+        return time.perf_counter()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.count_file.parent, ignore_errors=True)
+
+
+# --- HTTP load: keep-alive connections, each posting its share of the bodies ----------
+
+async def _http_connection(port: int, key: str, bodies: list[bytes], latencies: list[float],
+                           codes: dict[int, int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST /emails HTTP/1.1\r\nHost: bench\r\nApi-Key: {key}\r\nContent-Type: application/json\r\n"
+    try:
+        for body in bodies:
+            start = time.perf_counter()
+            writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            reply = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in reply.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            latencies.append((time.perf_counter() - start) * 1000)
+            code = int(reply[9:12])
+            codes[code] = codes.get(code, 0) + 1
+    finally:
+        writer.close()
+
+
+def post_all(port: int, key: str, bodies: list[bytes], clients: int = CLIENTS) -> dict:
+    """POST every body over ``clients`` connections; rate and latency of the API's answers."""
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+
+    async def main() -> None:
+        await asyncio.gather(*(_http_connection(port, key, bodies[i::clients], latencies, codes)
+                               for i in range(clients)))
+    start = time.perf_counter()
+    asyncio.run(main())
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {"requests": len(latencies), "status_codes": codes, "seconds": round(elapsed, 2),
+            "req_per_s": round(len(latencies) / elapsed, 1),
+            "latency_ms": {"p50": round(statistics.median(latencies), 1),
+                           "p99": round(latencies[int(len(latencies) * 0.99)], 1)}}
+
+
+def start_postline(tmp: Path, dns: DnsServer, role: str, sink: Sink | None) -> PostlineProcess:
+    env = {"POSTLINE_DNS_SERVER": dns.address,
+           "POSTLINE_RATE_PER_MINUTE": "10000000", "POSTLINE_RATE_PER_DAY": "100000000"}
+    if sink is not None:
+        env |= {"POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": f"127.0.0.1:{sink.port}"}
+    return PostlineProcess(tmp / role, role=role, env=env).start()  # inherits POSTLINE_WORKERS if set
+
+
+def run_postline(tmp: Path, dns: DnsServer, sink: Sink, n: int, profile: str | None = None) -> dict:
+    proc = start_postline(tmp, dns, "all", sink)
+    try:
+        _, key = production_service(Api(proc.url), dns)
+        warm = [json.dumps(request_body(-i - 1)).encode() for i in range(WARMUP)]
+        post_all(proc.port, key, warm)  # pools, parsed keys, caches
+        sink.wait_for(WARMUP)
+        bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
+        base, cpu0 = sink.count(), tree_cpu_s(proc.proc.pid)
+        with Profile(profile, "e2e", proc.proc.pid):
+            start = time.perf_counter()
+            intake = post_all(proc.port, key, bodies)
+            end = sink.wait_for(base + n)
+        cpu = tree_cpu_s(proc.proc.pid) - cpu0
+        return {"messages": n, "seconds": round(end - start, 2), "msg_per_s": round(n / (end - start), 1),
+                "api": intake, "cpu_ms_per_msg": round(cpu * 1000 / n, 2),
+                "workers": os.environ.get("POSTLINE_WORKERS", "default")}
+    finally:
+        proc.stop()
+
+
+# --- Postfix --------------------------------------------------------------------------
+
+def postfix(*args: str) -> str:
+    return subprocess.run([POSTFIX, *args], check=True, capture_output=True, text=True).stdout
+
+
+def configure_postfix(smtpd_port: int, sink_port: int, log: Path) -> None:
+    """Loopback only, relay everything from 127.0.0.1 to the sink, no local delivery, no TLS.
+    A Debian install preseeded with "No configuration" has no main.cf: start from an empty one."""
+    main_cf = Path("/etc/postfix/main.cf")
+    if not main_cf.exists():
+        main_cf.write_text("# written by Postline's make bench (tests/bench/e2e.py)\n")
+    settings = {"inet_interfaces": "loopback-only", "inet_protocols": "ipv4", "mynetworks": "127.0.0.0/8",
+                "relayhost": f"[127.0.0.1]:{sink_port}", "mydestination": "", "local_transport": "error:no local mail",
+                "alias_maps": "", "alias_database": "", "smtpd_tls_security_level": "none",
+                "smtp_tls_security_level": "none", "compatibility_level": "3.6", "maillog_file": str(log),
+                "maillog_file_prefixes": "/var,/dev/stdout,/tmp",
+                "smtpd_recipient_restrictions": "permit_mynetworks,reject", "smtpd_relay_restrictions": "permit_mynetworks,reject",
+                "default_process_limit": "200", "smtpd_client_connection_count_limit": "0",
+                "smtpd_client_connection_rate_limit": "0", "smtpd_client_message_rate_limit": "0",
+                "anvil_rate_time_unit": "60s", "myhostname": "postfix.bench.test", "biff": "no"}
+    subprocess.run(["postconf", "-e", *(f"{k}={v}" for k, v in settings.items())], check=True)
+    # The SMTP listener on a free loopback port instead of 25, outside the chroot (no copied files needed).
+    master = subprocess.run(["postconf", "-M"], capture_output=True, text=True, check=True).stdout
+    for line in master.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if line.split()[1:2] == ["inet"] and name not in (f"127.0.0.1:{smtpd_port}",):
+            subprocess.run(["postconf", "-MX", f"{name}/inet"], check=True)
+    subprocess.run(["postconf", "-M", f"127.0.0.1:{smtpd_port}/inet=127.0.0.1:{smtpd_port} inet n - n - - smtpd"],
+                   check=True)
+    subprocess.run(["postconf", "-F", "*/*/chroot=n"], check=True)
+    subprocess.run(["postfix", "check"], check=True)
+
+
+def postfix_master_pid() -> int:
+    return int(Path("/var/spool/postfix/pid/master.pid").read_text().split()[0])
+
+
+def mime(i: int) -> bytes:
+    """The message a Postline send of ``request_body(i)`` becomes, as a client submits it."""
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = SENDER, f"user{i}@example.com", f"Receipt #{i}"
+    msg["Date"], msg["Message-ID"] = formatdate(), make_msgid(domain="acme.test")
+    msg.set_content(html_body(i), subtype="html")
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+
+
+def submit_all(port: int, messages: list[tuple[bytes, bytes]], clients: int = CLIENTS) -> dict:
+    """Submit (rcpt, raw) pairs over ``clients`` SMTP connections (pipelined, one transaction each)."""
+    from services.relay.senders.smtp_client import connect, dot_stuffed
+
+    codes: dict[int, int] = {}
+
+    async def connection(share: list[tuple[bytes, bytes]]) -> None:
+        conn = await connect("127.0.0.1", port, timeout=120)
+        try:
+            for rcpt, raw in share:
+                [(code, _)] = await conn.transaction(b"billing@acme.test", [rcpt], dot_stuffed(raw))
+                codes[code] = codes.get(code, 0) + 1
+        finally:
+            await conn.quit()
+
+    async def main() -> None:
+        await asyncio.gather(*(connection(messages[i::clients]) for i in range(clients)))
+    start = time.perf_counter()
+    asyncio.run(main())
+    return {"status_codes": codes, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def run_postfix(tmp: Path, sink: Sink, n: int) -> dict:
+    port = free_port()
+    log = tmp / "postfix.log"
+    configure_postfix(port, sink.port, log)
+    subprocess.run(["postfix", "stop"], capture_output=True)  # a leftover from an interrupted run
+    subprocess.run(["postfix", "start"], check=True, capture_output=True)
+    try:
+        wait_port(port)
+        warm = [(f"user-w{i}@example.com".encode(), mime(-i - 1)) for i in range(WARMUP)]
+        base = sink.count()
+        submit_all(port, warm)
+        sink.wait_for(base + WARMUP)
+        messages = [(f"user{i}@example.com".encode(), mime(i)) for i in range(n)]
+        master = postfix_master_pid()
+        base, cpu0 = sink.count(), tree_cpu_s(master)
+        start = time.perf_counter()
+        submission = submit_all(port, messages)
+        end = sink.wait_for(base + n)
+        cpu = tree_cpu_s(master) - cpu0
+        return {"messages": n, "seconds": round(end - start, 2), "msg_per_s": round(n / (end - start), 1),
+                "submission": submission, "cpu_ms_per_msg": round(cpu * 1000 / n, 2),
+                "version": postfix_version(), "signing": "none (Postfix has no DKIM without a milter)"}
+    finally:
+        subprocess.run(["postfix", "stop"], capture_output=True)
+
+
+def postfix_version() -> str:
+    return subprocess.run(["postconf", "-h", "mail_version"], capture_output=True, text=True).stdout.strip()
+
+
+def run(n: int = MESSAGES, sink_kind: str = "aiosmtpd", profile: str | None = None) -> dict:
+    """Postline end to end, then Postfix into the same sink; the ratio of the two rates."""
+    tmp = Path(tempfile.mkdtemp(prefix="postline-bench-e2e-"))
+    dns = DnsServer().start()
+    sink = Sink(sink_kind)
+    try:
+        result = {"sink": sink_kind, "clients": CLIENTS, "html_bytes": len(html_body(0)),
+                  "postline": run_postline(tmp, dns, sink, n, profile)}
+        if Path(POSTFIX).exists():
+            result["postfix"] = run_postfix(tmp, sink, n)
+            result["ratio_postline_to_postfix"] = round(result["postline"]["msg_per_s"] / result["postfix"]["msg_per_s"], 2)
+        else:
+            result["postfix"] = "not installed (make bench-deps installs Debian's postfix)"
+        return result
+    finally:
+        sink.stop()
+        dns.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Profile:
+    """``py-spy record`` of one process while a block runs (``--profile DIR``): the collapsed
+    stacks go to DIR/NAME.txt (for flamegraph tools); ``top`` sums samples per function."""
+
+    def __init__(self, out_dir: str | None, name: str, pid: int):
+        self.path = Path(out_dir) / f"{name}.txt" if out_dir else None
+        self.pid, self.proc = pid, None
+
+    def __enter__(self) -> "Profile":
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            spy = Path(sys.executable).with_name("py-spy")
+            self.proc = subprocess.Popen([str(spy), "record", "--pid", str(self.pid), "--rate", "250", "--threads",
+                                          "--format", "raw", "--output", str(self.path), "--nonblocking"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)  # py-spy attaches
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc:
+            self.proc.send_signal(2)  # SIGINT: py-spy writes the file and exits
+            self.proc.wait(30)
+
+    def top(self, n: int = 25) -> dict:
+        """The ``n`` functions with the most samples, inclusive (anywhere on the stack), as % of samples."""
+        if not self.path or not self.path.exists():
+            return {}
+        inclusive: dict[str, int] = {}
+        total = 0
+        for line in self.path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            total += int(count)
+            for frame in set(stack.split(";")):
+                inclusive[frame] = inclusive.get(frame, 0) + int(count)
+        best = sorted(inclusive.items(), key=lambda kv: -kv[1])[:n]
+        return {frame: round(100 * c / total, 1) for frame, c in best}
+
+
+def run_intake(n: int = MESSAGES, profile: str | None = None) -> dict:
+    """``postline api`` alone on the embedded log: every 200 is fsync'd; nothing consumes."""
+    tmp = Path(tempfile.mkdtemp(prefix="postline-bench-intake-"))
+    dns = DnsServer().start()
+    proc = start_postline(tmp, dns, "api", None)
+    try:
+        _, key = production_service(Api(proc.url), dns)
+        post_all(proc.port, key, [json.dumps(request_body(-i - 1)).encode() for i in range(WARMUP)])
+        bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
+        cpu0 = tree_cpu_s(proc.proc.pid)
+        with Profile(profile, "intake", proc.proc.pid):
+            result = post_all(proc.port, key, bodies)
+        result["cpu_ms_per_req"] = round((tree_cpu_s(proc.proc.pid) - cpu0) * 1000 / n, 2)
+        result["clients"] = CLIENTS
+        result["note"] = "`postline api` alone (no relay); the load generator shares the 2 cores"
+        return result
+    finally:
+        proc.stop()
+        dns.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

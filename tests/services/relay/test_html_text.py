@@ -1,0 +1,41 @@
+"""The text part derived from HTML-only sends: readable, links kept, nothing hidden leaks."""
+from hypothesis import given, settings, strategies as st
+
+from services.relay.html_text import html_to_text
+
+RECEIPT = ("<html><head><title>Receipt</title><style>p{color:red}</style></head><body>"
+           "<h1>Receipt #7</h1><p>Thanks, <b>Ann</b>! Track it <a href='https://shop.example/o/7?a=1&amp;b=2'>here</a>"
+           " or write to <a href='mailto:help@acme.test'>help@acme.test</a>.</p>"
+           "<table><tr><td>Mug</td><td>9.99</td></tr><tr><td>Tea</td><td>4.50</td></tr></table>"
+           "<ul><li>one<li>two</ul>line<br>break<img src='https://x.test/p.gif' alt='pixel'>"
+           "<script>steal()</script><div><p>inner</p>after</div></body></html>")
+
+
+def test_blocks_rows_and_list_items_are_lines_and_links_keep_their_target():
+    text = html_to_text(RECEIPT)
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    lines = text.splitlines()
+    assert lines[0] == "Receipt #7"  # the <title> is head matter, not body text
+    assert "Thanks, Ann! Track it here (https://shop.example/o/7?a=1&b=2) or write to help@acme.test." in lines
+    assert "Mug  9.99" in lines and "Tea  4.50" in lines
+    assert "* one" in lines and "* two" in lines
+    assert lines[lines.index("line") + 1] == "break"
+    assert lines[-3:] == ["inner", "", "after"]
+
+
+def test_scripts_styles_and_images_leave_nothing():
+    text = html_to_text(RECEIPT)
+    assert "steal" not in text and "color" not in text and "pixel" not in text and "<" not in text
+
+
+def test_hostile_nesting_and_empty_input():
+    assert html_to_text("<div>" * 200_000 + "deep").strip() == "deep"  # linear: the html2text path
+    assert html_to_text("") == "\n"
+    assert html_to_text("a\x00b\x01c\x02d\x03e") == "abcde\n"  # our markers cannot be injected
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.text())
+def test_never_raises_and_ends_in_one_newline(html):
+    text = html_to_text(html)
+    assert isinstance(text, str) and text.endswith("\n")
