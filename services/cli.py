@@ -69,17 +69,19 @@ def shared_listener(host: str, port: int) -> socket.socket:
 
 
 async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised: bool = False,
-                    serve_store: tuple[socket.socket, str] | None = None) -> None:
+                    serve_store: tuple[socket.socket, str] | None = None,
+                    relay_share: tuple[int, int] = (0, 1)) -> None:
     """Start ``role`` (or every role for ``all``) and run until ``stop`` is set.
 
     ``supervised``: this process is one child of `postline all` (services/supervisor.py): the
     parent made the default workspace and prints the banner, API processes share the HTTP
     and submission ports (SO_REUSEPORT), and the other roles serve no HTTP port.
     ``serve_store``: (analytics) ``(listening socket, URL with credentials)``: serve this
-    process's chDB there to the other processes."""
+    process's chDB there to the other processes. ``relay_share``: (relay) ``(index, count)``
+    of this relay process among those of `postline all`."""
     settings = settings or load_settings()
     rt = Runtime(settings)
-    rt.shared_ports = supervised
+    rt.shared_ports, rt.relay_share = supervised, relay_share
     await rt.start(with_store=role in ("all", "api", "analytics", "relay"), migrate=role in ("all", "analytics"))
     failed: list = []
     store_server = None
@@ -135,7 +137,8 @@ def start_consumers(rt, stop: asyncio.Event, wanted) -> list[asyncio.Task]:
         from services.relay.runner import Relay
 
         tasks.append(asyncio.create_task(Relay(rt).run(stop), name="relay"))
-        tasks.extend(log_maintenance(rt, stop))
+        if rt.relay_share[0] == 0:
+            tasks.extend(log_maintenance(rt, stop))
     if "analytics" in wanted:
         from services.analytics.consumer import AnalyticsConsumer
 
@@ -259,7 +262,7 @@ ENV = {
               "POSTLINE_LEDGER_CLOCK_MARGIN", "POSTLINE_LOG_RETENTION_REQUESTS", "POSTLINE_LOG_RETENTION_EVENTS",
               "POSTLINE_LOG_RETENTION_DEAD_LETTER", "POSTLINE_LOG_RETENTION_INTERVAL"],
     "webhooks": ["POSTLINE_WEBHOOK_ALLOW_PRIVATE", "POSTLINE_WEBHOOK_TIMEOUT", "POSTLINE_WEBHOOK_RETRY_SCHEDULE"],
-    "all": ["POSTLINE_WORKERS"],
+    "all": ["POSTLINE_WORKERS", "POSTLINE_RELAY_PROCESSES"],
 }
 COMMANDS = {
     "all": ("every role in one command on embedded defaults (what `make run` starts)",

@@ -2,11 +2,14 @@
 
 Contract (SPEC §13):
 - ``POSTLINE_WORKERS`` API processes (default: the number of cores) share the HTTP and SMTP
-  submission ports (SO_REUSEPORT); one relay process (owns the delivery ledger and the
-  scheduler, runs the log's housekeeping), one webhooks process (owns the outbox), one
-  analytics process (owns chDB and serves it to the others as ClickHouse's HTTP interface on
-  a loopback port with a random password; with ``POSTLINE_CLICKHOUSE_URL`` set they all use
-  that server instead). Every consumer group therefore has exactly one member.
+  submission ports (SO_REUSEPORT); ``POSTLINE_RELAY_PROCESSES`` relay processes (default:
+  the cores, at most the embedded partitions), each delivering a fixed share of the
+  partitions with its own delivery ledger, the first also releasing scheduled messages,
+  forwarding retries, receiving bounces and running the log's housekeeping; one webhooks
+  process (owns the outbox), one analytics process (owns chDB and serves it to the others
+  as ClickHouse's HTTP interface on a loopback port with a random password; with
+  ``POSTLINE_CLICKHOUSE_URL`` set they all use that server instead). Every partition of a
+  consumer group therefore has exactly one consumer.
 - ``POSTLINE_WORKERS=1`` keeps the single-process mode: every role on one event loop in this
   process (small machines, tests).
 - This parent makes the default workspace, waits until the API answers ``/readyz``, prints
@@ -54,6 +57,14 @@ def worker_count(settings: Settings) -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def relay_count(settings: Settings) -> int:
+    """POSTLINE_RELAY_PROCESSES, else the cores; never more than the partitions to share."""
+    if settings.kafka_bootstrap:
+        return 1  # over Kafka scale relays as separate deployments: the group shares partitions
+    wanted = settings.relay_processes or worker_count(settings.model_copy(update={"workers": None}))
+    return max(1, min(wanted, settings.embedded_partitions))
 
 
 @dataclass
@@ -104,8 +115,11 @@ def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], soc
         env["POSTLINE_CLICKHOUSE_URL"] = f"http://postline:{secrets.token_urlsafe(32)}@127.0.0.1:{port}"
         owner_args = ["--store-fd", str(store_sock.fileno())]
     api_env = {**env, "POSTLINE_API_REPLICAS": str(settings.api_replicas * workers)}  # each enforces its share
+    relays = relay_count(settings)
     children = [Child("analytics", "analytics", env, owner_args, pass_fds=(store_sock.fileno(),) if store_sock else ()),
-                Child("relay", "relay", env), Child("webhooks", "webhooks", env)]
+                Child("webhooks", "webhooks", env)]
+    children += [Child("relay" if n == 0 else f"relay-{n}", "relay", env, ["--share", f"{n}/{relays}"])
+                 for n in range(relays)]
     children += [Child(f"api-{n}", "api", api_env) for n in range(1, workers + 1)]
     return children, store_sock
 
@@ -299,33 +313,36 @@ async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None
         raise SystemExit(1)
 
 
-async def _child(role: str, settings: Settings, serve_store) -> None:
+async def _child(role: str, settings: Settings, serve_store, share: tuple[int, int]) -> None:
     from services.cli import run_roles
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_roles(role, stop, settings, supervised=True, serve_store=serve_store)
+    await run_roles(role, stop, settings, supervised=True, serve_store=serve_store, relay_share=share)
 
 
 def child_main(argv: list[str]) -> None:
-    """``python -m services.supervisor ROLE [--store-fd FD]``: one child of `postline all`."""
+    """``python -m services.supervisor ROLE [--store-fd FD | --share I/N]``: one child of `postline all`."""
     from shared.logging import setup_logging
 
-    role, serve_store = argv[0], None
+    role, serve_store, share = argv[0], None, (0, 1)
     settings = load_settings()
     setup_logging(settings.log_level)
     if argv[1:2] == ["--store-fd"]:  # the analytics owner: chDB here, served to the others
         serve_store = (socket.socket(fileno=int(argv[2])), settings.clickhouse_url)
         settings = settings.model_copy(update={"clickhouse_url": None})
+    if argv[1:2] == ["--share"]:  # one of the relay processes: index/count
+        index, count = argv[2].split("/")
+        share = (int(index), int(count))
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_child(role, settings, serve_store))
+    asyncio.run(_child(role, settings, serve_store, share))
 
 
 if __name__ == "__main__":

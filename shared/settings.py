@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     rate_per_day: int = Field(10_000, ge=1, description="Base production limit per service per day (reputation raises it).")
     api_replicas: int = Field(1, ge=1, description="API replicas sharing the rate limits; each enforces its share.")
     workers: int | None = Field(None, ge=1, le=256, description="API processes of `postline all` (default: the number of cores); 1 runs every role in one process.")
+    relay_processes: int | None = Field(None, ge=1, le=64, description="Relay processes of `postline all`, each delivering its share of the embedded log's partitions (default: the number of cores, at most POSTLINE_EMBEDDED_PARTITIONS).")
     mx_port: int = Field(25, ge=1, lt=65536, description="Port of receiving MX servers (25; tests point it at sinks).")
     mx_concurrency: int = Field(8, ge=1, le=256, description="Connections at once per destination MX host.")
     mx_rate: float = Field(50.0, gt=0, description="Messages per second per destination MX host.")

@@ -42,12 +42,23 @@ def is_for_later(req: ev.SendRequested) -> bool:
             and req.scheduled_at > datetime.now(timezone.utc) + timedelta(milliseconds=200))
 
 
+def ledger_dir(share: tuple[int, int]) -> str:
+    """Each relay process keeps its own ledger files (a cache of the log: a process that gets
+    other partitions after a restart rebuilds their ledger from the outcome events)."""
+    return "ledger" if share[0] == 0 else f"ledger-{share[0]}"
+
+
 class Relay:
+    """The relay role. Under `postline all` with several relay processes, each delivers the
+    requests of its share of the partitions (``Runtime.relay_share``); they share the
+    scheduler's file (SQLite, WAL), and the first of them alone releases held messages,
+    runs the inbound SMTP server and the delay-topic forwarders."""
+
     def __init__(self, runtime):
         s = runtime.settings
         self.runtime = runtime
         self.ctx = RelayContext(settings=s, log=runtime.log, control=runtime.control.state,
-                                sender=make_sender(s, runtime.inbox), ledger=Ledger(s.data_dir / "ledger"),
+                                sender=make_sender(s, runtime.inbox), ledger=Ledger(s.data_dir / ledger_dir(runtime.relay_share)),
                                 signer=Signer(s.master_key),
                                 suppressor=Suppressor(runtime.control, runtime.store, count_best_effort=True))
         self.scheduler = Scheduler(s.data_dir / "scheduled.sqlite3", runtime.log)
@@ -83,15 +94,17 @@ class Relay:
         lg = self.runtime.log
         levels = len(self.ctx.settings.retry_delays)  # bounded at start-up (shared/retry_schedule.py)
         requests = lg.consumer([ev.Topic.REQUESTS], "relay")
+        requests.take_share(*self.runtime.relay_share)
         requests.on_assigned = LedgerRebuild(lg, self.ctx.ledger, self.ctx.settings).on_assigned  # before any request
         tasks = [asyncio.create_task(run_consumer(requests, self.handle_batch, stop,
                                                   max_records=self.ctx.settings.relay_concurrency * 4, guard=self.guard))]
-        tasks.append(asyncio.create_task(self.scheduler.run(stop)))
-        from services.relay.inbound.server import serve
+        if self.runtime.relay_share[0] == 0:  # the first relay process also releases, listens and forwards
+            from services.relay.inbound.server import serve
 
-        tasks.append(asyncio.create_task(serve(self.runtime, stop)))
-        tasks += [asyncio.create_task(DelayForwarder(lg, lg.consumer([ev.retry_topic(i)], f"relay-retry-{i}")).run(stop))
-                  for i in range(levels)]
+            tasks.append(asyncio.create_task(self.scheduler.run(stop)))
+            tasks.append(asyncio.create_task(serve(self.runtime, stop)))
+            tasks += [asyncio.create_task(DelayForwarder(lg, lg.consumer([ev.retry_topic(i)], f"relay-retry-{i}")).run(stop))
+                      for i in range(levels)]
         try:
             await asyncio.gather(*tasks)
         finally:

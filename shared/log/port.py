@@ -72,6 +72,11 @@ class Consumer(abc.ABC):
         Raises ``CommitFailed`` when this consumer no longer owns one of their partitions
         (after a rebalance or ``close``): never silently skips the commit."""
 
+    def take_share(self, index: int, count: int) -> None:
+        """Before ``start``: consume only the partitions ``p`` with ``p % count == index`` (static
+        membership, for several processes of one group on the embedded log). Kafka's group
+        protocol shares the partitions itself, so adapters with one may ignore it."""
+
     @abc.abstractmethod
     async def caught_up(self) -> bool:
         """True once this consumer has read everything that was on its partitions when it started."""

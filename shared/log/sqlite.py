@@ -329,14 +329,21 @@ class SqliteConsumer(Consumer):
         self.log, self.topics, self.group = log, topics, group
         self._pos: dict[tuple[str, int], int] = {}
         self._start_ends: dict[tuple[str, int], int] = {}
+        self._share = (0, 1)
+
+    def take_share(self, index: int, count: int) -> None:
+        self._share = (index, count)
 
     async def start(self) -> None:
+        index, count = self._share
         for topic in self.topics:
             committed = self.log._committed(self.group, topic) if self.group else {}
             for part, end in self.log.end_offsets(topic).items():
+                if part % count != index:
+                    continue  # another process of the group has it
                 self._pos[(topic, part)] = committed.get(part, 0)
                 self._start_ends[(topic, part)] = end
-        if self.on_assigned is not None:  # one member per process: it holds every partition
+        if self.on_assigned is not None:  # static membership: this member's share from the start
             await self.on_assigned(dict(self._pos))
 
     async def poll(self, max_records=500, timeout=1.0):

@@ -28,9 +28,9 @@ def sink():
 
 @pytest.fixture
 def cluster(tmp_path, sink):
-    """`postline all` with two API workers delivering to ``sink``; yields (process, api, key)
+    """`postline all` with two API workers and two relay processes delivering to ``sink``; yields (process, api, key)
     of a sandbox service whose recipient ann@example.com is verified."""
-    proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "2", "POSTLINE_DELIVERY": "smarthost",
+    proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "2", "POSTLINE_RELAY_PROCESSES": "2", "POSTLINE_DELIVERY": "smarthost",
                                                    "POSTLINE_SMARTHOST": sink.address}).start()
     try:
         wait_until(lambda: "Postline API on" in proc.output(), what="the banner")
@@ -98,7 +98,8 @@ def test_starts_one_process_per_role_and_sigterm_stops_them_all(cluster):
     proc, api, key = cluster
     by_role = roles(proc.proc.pid)
     assert sorted(by_role) == ["analytics", "api", "relay", "webhooks"]
-    assert len(by_role["api"]) == 2 and all(len(by_role[r]) == 1 for r in ("analytics", "relay", "webhooks"))
+    assert len(by_role["api"]) == 2 and len(by_role["relay"]) == 2
+    assert all(len(by_role[r]) == 1 for r in ("analytics", "webhooks"))
     children = [p for pids in by_role.values() for p in pids]
     out = proc.output()
     assert out.count("Postline API on http://127.0.0.1:") == 1  # one banner, from the parent
@@ -122,10 +123,11 @@ def test_a_killed_relay_or_api_worker_is_restarted_and_every_accepted_send_is_de
                 accepted.append(r.json()["id"])
 
     send(5)
-    relay = roles(proc.proc.pid)["relay"][0]
+    relays = roles(proc.proc.pid)["relay"]
+    relay = relays[0]
     os.kill(relay, signal.SIGKILL)
-    send(5)  # accepted while the relay is down: durable in the log, delivered once it is back
-    new_relay = wait_until(lambda: [p for p in roles(proc.proc.pid).get("relay", []) if p != relay],
+    send(5)  # accepted while that relay is down: durable in the log, delivered once it is back
+    new_relay = wait_until(lambda: [p for p in roles(proc.proc.pid).get("relay", []) if p not in relays],
                            what="a new relay process")
     worker = roles(proc.proc.pid)["api"][0]
     os.kill(worker, signal.SIGKILL)
@@ -199,10 +201,10 @@ def test_workers_1_keeps_every_role_in_one_process(tmp_path):
 
 
 def test_children_stop_when_the_parent_is_killed(tmp_path):
-    proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "2"}).start()
+    proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "2", "POSTLINE_RELAY_PROCESSES": "2"}).start()
     try:
         children = [p for pids in roles(proc.proc.pid).values() for p in pids]
-        assert len(children) == 5
+        assert len(children) == 6  # analytics, webhooks, two relays, two API workers
         proc.kill()  # SIGKILL: the parent cannot stop them itself; the kernel tells them
         wait_until(lambda: not any(alive(p) for p in children), what="every child gone")
     finally:

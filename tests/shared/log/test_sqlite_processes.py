@@ -99,3 +99,27 @@ async def test_a_log_written_before_heads_existed_continues_its_offsets(tmp_path
     await lg.start()
     assert await lg.append("t", "k", b"c") == (0, 2)
     await lg.close()
+
+
+async def test_members_of_one_group_with_shares_split_the_partitions_and_commit_apart(tmp_path):
+    """Several relay processes of `postline all`: member i of n consumes the partitions
+    p % n == i; together they read every record once, and each resumes from its own commits."""
+    lg = SqliteLog(tmp_path / "log.sqlite3", partitions=4)
+    await lg.start()
+    await lg.append_many("t", [(f"key-{i}", b"v%d" % i) for i in range(40)])
+    got = {}
+    for index in (0, 1):
+        c = lg.consumer(["t"], "relay")
+        c.take_share(index, 2)
+        await c.start()
+        got[index] = await c.poll(max_records=100, timeout=0.5)
+        await c.commit(got[index])
+        await c.close()
+    assert {r.partition % 2 for r in got[0]} == {0} and {r.partition % 2 for r in got[1]} == {1}
+    assert sorted(r.value for r in got[0] + got[1]) == sorted(b"v%d" % i for i in range(40))
+    again = lg.consumer(["t"], "relay")
+    again.take_share(1, 2)
+    await again.start()
+    assert await again.poll(max_records=100, timeout=0.2) == []  # member 1 resumes after its commits
+    await again.close()
+    await lg.close()
