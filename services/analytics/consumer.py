@@ -16,6 +16,7 @@ from shared import events as ev
 from shared import metrics
 from shared.consumer_loop import PoisonGuard, commit, handle_until_done
 from shared.log.port import EventLog, Record
+from shared.store import queries
 from shared.store.port import AnalyticsStore
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,10 @@ class AnalyticsConsumer:
                 await add_message_fields(self.store, rows)
             if rows:
                 with metrics.ANALYTICS_BATCH_SECONDS.time():
-                    await self.store.insert(table, rows, _token(table, rows, key))
+                    if table == "events":  # one row per event id whatever its time
+                        await queries.insert_events(self.store, rows, _token(table, rows, key))
+                    else:
+                        await self.store.insert(table, rows, _token(table, rows, key))
                 metrics.ANALYTICS_ROWS.labels(table).inc(len(rows))
 
     async def run(self, stop: asyncio.Event) -> None:

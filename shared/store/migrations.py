@@ -62,23 +62,19 @@ PARTITION BY toYYYYMM(time)
 ORDER BY (service_id, webhook_id, time, attempt_id)
 TTL toDateTime(time) + INTERVAL 30 DAY
 """),
-    # 5–9: one row per event id whatever its time. Step 2's sorting key held the event time, so
-    # an event emitted again with a new time (a resend after a relay failover, the `sent` of an
-    # Idempotency-Key retry) stayed a second row. The id alone is the key now, with no time
-    # partition: copies of an event collapse however far apart their times are (the cost for
-    # stats: docs/benchmarks.md). Rows an analytics process inserted into the old table while
-    # this ran are copied again after the rename (step 8); copies collapse.
+    # 5–6: one row per event id whatever its time. An event emitted again with a new time (a
+    # resend after a relay failover, the `sent` of an Idempotency-Key retry) would be a second
+    # row under step 2's key, which holds the time (kept: stats skip by time). So the loader
+    # (queries.insert_events) gives every copy the time of the event's first copy, recorded
+    # here, and the copies collapse in postline.events. Step 6 records the ids already loaded.
     (5, """
-CREATE TABLE IF NOT EXISTS postline.events_by_id AS postline.events
-ENGINE = ReplacingMergeTree
-PARTITION BY tuple()
+CREATE TABLE IF NOT EXISTS postline.event_ids (
+    service_id   String,
+    event_id     String,
+    time         DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree
 ORDER BY (service_id, event_id)
 """),
-    (6, "INSERT INTO postline.events_by_id SELECT * FROM postline.events",
-     "SELECT 1 FROM system.tables WHERE database = 'postline' AND name = 'events_by_id'"),
-    (7, "RENAME TABLE postline.events TO postline.events_by_time, postline.events_by_id TO postline.events",
-     "SELECT 1 FROM system.tables WHERE database = 'postline' AND name = 'events_by_id'"),
-    (8, "INSERT INTO postline.events SELECT * FROM postline.events_by_time",
-     "SELECT 1 FROM system.tables WHERE database = 'postline' AND name = 'events_by_time'"),
-    (9, "DROP TABLE IF EXISTS postline.events_by_time"),
+    (6, "INSERT INTO postline.event_ids SELECT service_id, event_id, min(time) FROM postline.events "
+        "GROUP BY service_id, event_id"),
 ]
