@@ -3,7 +3,6 @@ sink, N sends of a 1 MB body from 4 clients; resident memory (VmRSS of the proce
 its children) after a warm-up and at the end should stay flat (±10 %)."""
 from __future__ import annotations
 
-import concurrent.futures
 import shutil
 import subprocess
 import sys
@@ -11,8 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
+from tests.bench.clients import post_sends
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
@@ -52,15 +50,8 @@ def run(sends: int = 10_000) -> dict:
         body = {"from": "a@acme.test", "to": "bench@example.com", "subject": "memory", "text": BODY_TEXT}
         codes: dict[int, int] = {}
 
-        def worker(n: int) -> None:
-            with httpx.Client(base_url=proc.url, headers={"Api-Key": key}, timeout=60) as c:
-                for _ in range(n):
-                    r = c.post("/emails", json=body)
-                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
-
         def batch(n: int) -> None:
-            with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
-                list(pool.map(worker, [n // CLIENTS] * CLIENTS))
+            post_sends(proc.url, key, body, n, CLIENTS, codes)
 
         start_rss = rss_mb(proc.proc.pid)
         batch(WARMUP)

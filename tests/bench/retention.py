@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import shutil
 import sqlite3
 import statistics
@@ -25,11 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from shared import events as ev
 from shared.log.retention import RetentionPolicy, sweep
 from shared.log.sqlite import SqliteLog
+from tests.bench.clients import post_sends
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
@@ -71,14 +69,7 @@ def send_through_postline(data: Path, sends: int) -> dict:
                 "html": HTML}
         codes: dict[int, int] = {}
 
-        def worker(n: int) -> None:
-            with httpx.Client(base_url=proc.url, headers={"Api-Key": key}, timeout=60) as c:
-                for _ in range(n):
-                    r = c.post("/emails", json=body)
-                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
-
-        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
-            list(pool.map(worker, [sends // CLIENTS] * CLIENTS))
+        post_sends(proc.url, key, body, sends, CLIENTS, codes)
         settled, last = 0, None
         while settled < 3:  # delivered: the events topic stopped growing for 3 s
             time.sleep(1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.postline import ROOT, Api, PostlineProcess, sink_reader, wait_verified
+from tests.support.postline import ROOT, Api, PostlineProcess, sandbox_service
 from tests.support.smtp_sink import SmtpSink
 
 BODY = {"from": "Acme <hello@acme.test>", "to": ["ann@example.com"], "subject": "Hi", "message": "<p>hello</p>"}
@@ -35,10 +35,7 @@ def cluster(tmp_path, sink):
     try:
         wait_until(lambda: "Postline API on" in proc.output(), what="the banner")
         api = Api(proc.url)
-        sid = api.create_service()
-        key = api.create_key(sid)
-        api.verify_sandbox(sid, "ann@example.com", sink_reader(sink, timeout=60))
-        wait_verified(api, sid)
+        _, key = sandbox_service(api, sink)
         yield proc, api, key
     finally:
         proc.stop()

@@ -178,10 +178,7 @@ def kafka_api_and_relay(tmp_path: Path, tansu, sink):
     relay = PostlineProcess(tmp_path / "relay", role="relay", env=env).start()
     try:
         api = Api(api_proc.url)
-        sid = api.create_service()
-        key = api.create_key(sid)
-        api.verify_sandbox(sid, "ann@example.com", sink_reader(sink, timeout=60))
-        wait_verified(api, sid)
+        sid, key = sandbox_service(api, sink)
         yield api, sid, key
     finally:
         relay.stop()
@@ -197,6 +194,16 @@ def sink_reader(sink, timeout: float = 20):
         got = sink.wait_for(lambda r: id(r) not in before and address in r.rcpt_tos and b"Confirm" in r.data, timeout)
         return mail_text(got[0].data)
     return read
+
+
+def sandbox_service(api: Api, sink, recipient: str = "ann@example.com") -> tuple[str, str]:
+    """``(service id, key)`` of a new sandbox service whose ``recipient`` is verified through
+    the verification mail that reached ``sink``, as the API's control state shows it."""
+    sid = api.create_service()
+    key = api.create_key(sid)
+    api.verify_sandbox(sid, recipient, sink_reader(sink, timeout=60))
+    wait_verified(api, sid)
+    return sid, key
 
 
 def production_service(api: Api, dns, domain: str = "acme.test", name: str = "prod") -> tuple[str, str]:

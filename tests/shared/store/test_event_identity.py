@@ -12,27 +12,10 @@ import pytest
 from services.analytics.rows import event_row, message_row
 from shared import events as ev
 from shared.store import queries
-from shared.store.chdb_store import ChdbStore
-from shared.store.clickhouse import ClickHouseStore
 from shared.store.migrations import MIGRATIONS
-from tests.support.clickhouse_http import ClickHouseHttp
 
 pytestmark = pytest.mark.clickhouse
 SVC = "svc-id"
-
-
-@pytest.fixture(params=["chdb", "clickhouse-server"])
-async def bare_store(request, tmp_path):
-    server = None
-    if request.param == "chdb":
-        s = ChdbStore(tmp_path / "chdb")
-    else:
-        server = ClickHouseHttp(tmp_path / "chdb-server").start()
-        s = ClickHouseStore(server.url)
-    yield s
-    await s.close()
-    if server:
-        server.stop()
 
 
 def _message(i: int, hours_ago: float) -> tuple[dict, list[dict]]:

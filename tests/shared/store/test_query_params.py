@@ -10,9 +10,6 @@ import pytest
 from services.analytics.rows import event_row, message_row
 from shared import events as ev
 from shared.store import queries
-from shared.store.chdb_store import ChdbStore
-from shared.store.clickhouse import ClickHouseStore
-from tests.support.clickhouse_http import ClickHouseHttp
 
 pytestmark = pytest.mark.clickhouse
 SVC = "svc-h"
@@ -20,20 +17,10 @@ HOSTILE = ["a\\", "a\\\\b", "a\tb", "a\nb", "a\rb", "a\0b", "it's", "a'b\\'", "`
            "'; DROP TABLE postline.events; --", "é€😀", "\x1b[0m", "[1,2]", "a\\tb"]
 
 
-@pytest.fixture(params=["chdb", "clickhouse-server"])
-async def store(request, tmp_path):
-    tmp = tmp_path
-    server = None
-    if request.param == "chdb":
-        s = ChdbStore(tmp / "chdb")
-    else:
-        server = ClickHouseHttp(tmp / "chdb-server").start()
-        s = ClickHouseStore(server.url)
-    await s.migrate()
-    yield s
-    await s.close()
-    if server:
-        server.stop()
+@pytest.fixture
+async def store(bare_store):
+    await bare_store.migrate()
+    return bare_store
 
 
 def _rows(value: str, i: int):
