@@ -49,21 +49,24 @@ YOUNG = 10.0  # a child that dies younger than this (seconds) backs off longer e
 _PR_SET_PDEATHSIG = 1
 
 
-def worker_count(settings: Settings) -> int:
-    """POSTLINE_WORKERS, else the cores this process may run on."""
-    if settings.workers:
-        return settings.workers
+def cores() -> int:
+    """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
 
 
+def worker_count(settings: Settings) -> int:
+    """POSTLINE_WORKERS, else the cores."""
+    return settings.workers or cores()
+
+
 def relay_count(settings: Settings) -> int:
     """POSTLINE_RELAY_PROCESSES, else the cores; never more than the partitions to share."""
     if settings.kafka_bootstrap:
         return 1  # over Kafka scale relays as separate deployments: the group shares partitions
-    wanted = settings.relay_processes or worker_count(settings.model_copy(update={"workers": None}))
+    wanted = settings.relay_processes or cores()
     return max(1, min(wanted, settings.embedded_partitions))
 
 
