@@ -14,8 +14,7 @@ import socket
 import sys
 from urllib.parse import unquote, urlparse
 
-from shared import backoff_log
-from shared.logging import setup_logging
+from shared.process_start import start_process
 from shared.runtime import Runtime
 from shared.settings import load_settings
 
@@ -323,18 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from shared import malloc_tuning
-
-    malloc_tuning.tune()  # before any thread allocates: keeps RSS flat under large sends (see the module)
-    settings = load_settings()
-    setup_logging(settings.log_level)
-    backoff_log.configure(settings.dependency_log_interval)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    start_process()
     if args.cmd in ROLES:
         asyncio.run(_main(args.cmd))
     elif args.cmd == "migrate":

@@ -328,23 +328,16 @@ async def _child(role: str, settings: Settings, serve_store, share: tuple[int, i
 
 def child_main(argv: list[str]) -> None:
     """``python -m services.supervisor ROLE [--store-fd FD | --share I/N]``: one child of `postline all`."""
-    from shared.logging import setup_logging
+    from shared.process_start import start_process
 
     role, serve_store, share = argv[0], None, (0, 1)
-    settings = load_settings()
-    setup_logging(settings.log_level)
+    settings = start_process()
     if argv[1:2] == ["--store-fd"]:  # the analytics owner: chDB here, served to the others
         serve_store = (socket.socket(fileno=int(argv[2])), settings.clickhouse_url)
         settings = settings.model_copy(update={"clickhouse_url": None})
     if argv[1:2] == ["--share"]:  # one of the relay processes: index/count
         index, count = argv[2].split("/")
         share = (int(index), int(count))
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
     asyncio.run(_child(role, settings, serve_store, share))
 
 

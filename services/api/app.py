@@ -20,6 +20,7 @@ from services.api.limits import RateLimiter
 from services.api.request_ids import RequestIds, request_id_of
 from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
+from services.api.send_fast_path import SendFastPath
 from services.api.sending import RecentSends
 from services.api.text_checks import RejectUnencodable
 from services.api.validation_errors import first_error
@@ -127,6 +128,7 @@ def create_app(runtime) -> FastAPI:
     app.state.runtime = runtime
     if runtime is not None:
         attach_api_parts(runtime)
+    app.add_middleware(SendFastPath, runtime=runtime)  # innermost: a plain send skips FastAPI's routing
     app.add_middleware(RejectUnencodable)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLog)

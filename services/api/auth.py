@@ -33,6 +33,14 @@ def _bearer(credentials: HTTPAuthorizationCredentials | None) -> str | None:
     return credentials.credentials.strip() if credentials else None
 
 
+def bearer_credential(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <credential>`` value, read as FastAPI's
+    ``HTTPBearer`` and ``_bearer`` above read it (the send fast path's copy); else None."""
+    scheme, _, credential = (authorization or "").partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
 # The dependencies below are ``async def`` although they never await: FastAPI runs a plain
 # ``def`` dependency in a worker thread, two thread hand-offs per dependency per request.
 async def runtime(request: Request):

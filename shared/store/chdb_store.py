@@ -15,6 +15,21 @@ from shared.store.sql import bind
 _sessions: dict[str, object] = {}
 _lock = threading.Lock()
 
+# ClickHouse's server caches, bounded: its defaults are sized for a dedicated server (5 GB
+# each for marks, primary indexes and skip-index marks), and in the embedded engine they
+# grew with the data into the one process that also serves the API's reads. Postline's
+# queries read a few columns of time-ordered parts; these bounds cost nothing measurable in
+# `make bench --only stats` and keep the analytics process's memory flat
+# (`make bench --only memory`; docs/benchmarks.md). Passed as start-up arguments of the
+# engine in the session's connection string.
+CACHE_LIMITS = {
+    "mark_cache_size": 64 << 20,
+    "index_mark_cache_size": 16 << 20,
+    "primary_index_cache_size": 64 << 20,
+    "query_condition_cache_size": 16 << 20,
+    "compiled_expression_cache_size": 16 << 20,
+}
+
 
 def _session(path: Path):
     from chdb import session
@@ -26,7 +41,8 @@ def _session(path: Path):
                 old.close()
             _sessions.clear()
         path.mkdir(parents=True, exist_ok=True)
-        _sessions[key] = session.Session(key)
+        limits = "&".join(f"{name}={value}" for name, value in CACHE_LIMITS.items())
+        _sessions[key] = session.Session(f"file:{key}?{limits}")
     return _sessions[key]
 
 

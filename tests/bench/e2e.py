@@ -10,8 +10,8 @@ messages, submitted over SMTP by CLIENTS connections, into the same sink in the 
 configured with ``postconf -e`` to listen on loopback only with ``relayhost=[127.0.0.1]:PORT``,
 and stopped afterwards. Both rates and their ratio are printed.
 
-``intake``: ``postline api`` alone on the embedded log (no relay running, so nothing is
-delivered and the log only grows): accepted sends/s, p50/p99 latency.
+``intake``: the same ``postline all`` with its relay processes paused (nothing is delivered
+and the log only grows): accepted sends/s, p50/p99 latency.
 
 CPU seconds of each system's process tree are reported per message: on this shared
 machine they move far less than wall-clock rates. The load generators are small asyncio
@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -303,7 +304,7 @@ class Profile:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             spy = Path(sys.executable).with_name("py-spy")
-            self.proc = subprocess.Popen([str(spy), "record", "--pid", str(self.pid), "--rate", "250", "--threads",
+            self.proc = subprocess.Popen([str(spy), "record", "--pid", str(self.pid), "--rate", "250", "--threads", "--subprocesses",
                                           "--format", "raw", "--output", str(self.path), "--nonblocking"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)  # py-spy attaches
@@ -329,23 +330,47 @@ class Profile:
         return {frame: round(100 * c / total, 1) for frame, c in best}
 
 
+def relay_pids(pid: int) -> list[int]:
+    """The relay children of a running `postline all` (``python -m services.supervisor relay …``)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if argv[3:4] == [b"relay"]:  # python -m services.supervisor relay --share I/N
+            found.append(int(child))
+    return found
+
+
 def run_intake(n: int = MESSAGES, profile: str | None = None) -> dict:
-    """``postline api`` alone on the embedded log: every 200 is fsync'd; nothing consumes."""
+    """The embedded default (`postline all`: API workers, analytics, webhooks, relays) with its
+    relay processes paused (SIGSTOP once the warm-up is delivered, so none holds the log's
+    write lock; SIGCONT after): every 200 is fsync'd and loaded by analytics, nothing is
+    delivered during the run. The load generator shares the 2 cores."""
     tmp = Path(tempfile.mkdtemp(prefix="postline-bench-intake-"))
-    dns = DnsServer().start()
-    proc = start_postline(tmp, dns, "api", None)
+    dns, sink = DnsServer().start(), Sink("aiosmtpd")
+    proc = start_postline(tmp, dns, "all", sink)
     try:
         _, key = production_service(Api(proc.url), dns)
         post_all(proc.port, key, [json.dumps(request_body(-i - 1)).encode() for i in range(WARMUP)])
+        sink.wait_for(WARMUP)
+        time.sleep(1)  # the relays record the last deliveries, then idle
+        relays = relay_pids(proc.proc.pid)
         bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
-        cpu0 = tree_cpu_s(proc.proc.pid)
-        with Profile(profile, "intake", proc.proc.pid):
-            result = post_all(proc.port, key, bodies)
-        result["cpu_ms_per_req"] = round((tree_cpu_s(proc.proc.pid) - cpu0) * 1000 / n, 2)
-        result["clients"] = CLIENTS
-        result["note"] = "`postline api` alone (no relay); the load generator shares the 2 cores"
+        for pid in relays:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            cpu0 = tree_cpu_s(proc.proc.pid)
+            with Profile(profile, "intake", proc.proc.pid):
+                result = post_all(proc.port, key, bodies)
+            result["cpu_ms_per_req"] = round((tree_cpu_s(proc.proc.pid) - cpu0) * 1000 / n, 2)
+        finally:
+            for pid in relays:
+                os.kill(pid, signal.SIGCONT)
+        result |= {"clients": CLIENTS, "relay_processes_paused": len(relays),
+                   "workers": os.environ.get("POSTLINE_WORKERS", "default"),
+                   "note": "`postline all` with its relays paused; the load generator shares the 2 cores"}
         return result
     finally:
         proc.stop()
+        sink.stop()
         dns.stop()
         shutil.rmtree(tmp, ignore_errors=True)

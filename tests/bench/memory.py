@@ -34,6 +34,17 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return round(total / 1024, 1)
 
 
+def rss_by_role(pid: int) -> dict[str, float]:
+    """VmRSS in MB of ``pid`` ("parent") and of each child of `postline all`, summed per role
+    (``python -m services.supervisor ROLE …``: api, relay, analytics, webhooks)."""
+    out: dict[str, float] = {}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        role = argv[3].decode() if len(argv) > 3 else "other"
+        out[role] = round(out.get(role, 0) + rss_mb(int(child)), 1)
+    return {"parent": round(rss_mb(pid) - sum(out.values()), 1), **out}
+
+
 def run(sends: int = 10_000) -> dict:
     dns = DnsServer().start()
     port = free_port()
@@ -58,6 +69,7 @@ def run(sends: int = 10_000) -> dict:
         time.sleep(5)  # let the relay drain the warm-up
         warm_rss = rss_mb(proc.proc.pid)
         warm_split = {f: rss_mb(proc.proc.pid, f) for f in ("RssAnon", "RssFile")}
+        warm_roles = rss_by_role(proc.proc.pid)
         samples = []
         t0 = time.perf_counter()
         for _ in range(10):
@@ -67,9 +79,11 @@ def run(sends: int = 10_000) -> dict:
         time.sleep(5)
         end_rss = rss_mb(proc.proc.pid)
         split = {f: rss_mb(proc.proc.pid, f) for f in ("RssAnon", "RssFile")}
+        roles = rss_by_role(proc.proc.pid)
         return {"sends": sum(codes.values()), "body_bytes": len(BODY_TEXT), "status_codes": codes,
                 "rss_mb": {"at_start": start_rss, "after_warmup": warm_rss, "during": samples, "at_end": end_rss},
-                "rss_split_after_warmup_mb": warm_split, "rss_split_at_end_mb": split, "growth_after_warmup_pct": round(100 * (end_rss - warm_rss) / warm_rss, 1),
+                "rss_split_after_warmup_mb": warm_split, "rss_split_at_end_mb": split,
+                "rss_by_role_after_warmup_mb": warm_roles, "rss_by_role_at_end_mb": roles, "growth_after_warmup_pct": round(100 * (end_rss - warm_rss) / warm_rss, 1),
                 "sends_per_s": round((sends - WARMUP) / elapsed, 1)}
     finally:
         proc.stop()

@@ -14,7 +14,7 @@ from services.api.routes import schedule
 from services.api.idempotency import body_hash, email_id_for
 from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail, SendResult
 from services.api.refusal import Refusal
-from services.api.sending import append_requests, prepare, remember, respond, summary, tracking_view
+from services.api.sending import Door, append_requests, prepare, remember, respond, summary, tracking_view
 from services.api.validation_errors import first_error
 from shared import metrics
 from shared.failpoints import failpoint
@@ -27,8 +27,23 @@ MAX_BATCH = 100
 IDEMPOTENCY = Header(None, alias="Idempotency-Key", description="Same key + same body within 24 h: same response, nothing new sent.")
 
 
-async def _send_one(rt, request: Request, svc, body: SendEmail, door: str, email_id: str | None,
-                    response: Response) -> dict:
+async def send(rt, svc, body: SendEmail, door: Door, idempotency_key: str | None, raw: bytes) -> tuple[dict, dict]:
+    """One send through either door (``raw``: the request body, hashed for the Idempotency-Key):
+    the response body and the ``RateLimit-*`` headers. A refusal raises ``HTTPException``
+    (the app's handler renders it). The FastAPI routes below and the fast path
+    (services/api/send_fast_path.py) both answer with this."""
+    headers: dict[str, str] = {}
+    if not idempotency_key:
+        return await _send_one(rt, svc, body, door, None, headers), headers
+    email_id = email_id_for(svc.service_id, idempotency_key)
+    result = await rt.idempotency.run(svc.service_id, idempotency_key, body_hash(raw),
+                                      lambda: _send_one(rt, svc, body, door, email_id, headers))
+    if "RateLimit-Limit" not in headers:  # a replay: report the current state, take nothing
+        headers.update((await rt.limits.take(svc.service_id, False, n=0)).headers())
+    return result, headers
+
+
+async def _send_one(rt, svc, body: SendEmail, door: Door, email_id: str | None, headers: dict) -> dict:
     limiter = rt.limits
     prepared = prepare(rt, svc, body, door, email_id)
     if isinstance(prepared, Refusal):
@@ -47,20 +62,19 @@ async def _send_one(rt, request: Request, svc, body: SendEmail, door: str, email
     metrics.SENDS_ACCEPTED.labels("accepted").inc()
     result = respond(draft, req.email_id)
     remember(rt, req, result)
-    response.headers.update(decision.headers())
-    request.state.email_id = req.email_id  # for the access log
+    headers.update(decision.headers())
     return result
 
 
-async def _door(rt, request: Request, response: Response, svc, body: SendEmail, door: str, key: str | None):
-    if not key:
-        return await _send_one(rt, request, svc, body, door, None, response)
-    h = body_hash(await request.body())
-    result = await rt.idempotency.run(
-        svc.service_id, key, h, lambda: _send_one(rt, request, svc, body, door, email_id_for(svc.service_id, key), response))
-    if "RateLimit-Limit" not in response.headers:  # a replay: report the current state, take nothing
-        response.headers.update((await rt.limits.take(svc.service_id, False, n=0)).headers())
+async def _answer(request: Request, response: Response, sent: tuple[dict, dict]) -> dict:
+    result, headers = sent
+    response.headers.update(headers)
+    request.state.email_id = result["id"]  # for the access log
     return result
+
+
+async def _raw_if(request: Request, idempotency_key: str | None) -> bytes:
+    return await request.body() if idempotency_key else b""
 
 
 @router.post("/emails", response_model=SendResult, response_model_by_alias=True, responses=ERRORS)
@@ -69,7 +83,8 @@ async def send_email(request: Request, response: Response, body: SendEmail,
                      idempotency_key: str | None = IDEMPOTENCY):
     """Send one email with a service API key (`Api-Key` header). Unverified sandbox
     recipients are refused (400)."""
-    return await _door(rt, request, response, caller.service, body, "emails", idempotency_key)
+    raw = await _raw_if(request, idempotency_key)
+    return await _answer(request, response, await send(rt, caller.service, body, "emails", idempotency_key, raw))
 
 
 @router.post("/api/email/services/{service_id}/send", response_model=SendResult, response_model_by_alias=True,
@@ -81,7 +96,8 @@ async def send_for_service(service_id: str, request: Request, response: Response
     recipients are dropped (`dropped`, reason `sandbox`) rather than refused."""
     if caller.service.service_id != service_id:
         raise HTTPException(403, "this API key does not belong to the service in the path")
-    return await _door(rt, request, response, caller.service, body, "service", idempotency_key)
+    raw = await _raw_if(request, idempotency_key)
+    return await _answer(request, response, await send(rt, caller.service, body, "service", idempotency_key, raw))
 
 
 @router.post("/emails/batch", response_model=BatchResult, response_model_by_alias=True, responses=ERRORS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
 import time
 
 import pytest
@@ -224,6 +225,34 @@ def test_idempotency_key(world, door):
     delivered(world, first.json()["id"])
     caught_up(world["api"], world["prod"][1], world["sink"])
     assert len([m for m in world["sink"].received if first.json()["id"].encode() in m.data]) == 1
+
+
+# The send fast path (services/api/send_fast_path.py) takes exactly ``application/json``;
+# the same body with a charset parameter goes through FastAPI's route. Both must answer alike.
+FAST, FULL = "application/json", "application/json; charset=utf-8"
+ANSWERED_ALIKE = [
+    ("prod", "emails", {**BASE, "to": [ANN], "cc": BOB, "tags": ["a"], "html": "<p>hi</p>", "track_opens": True}),
+    ("prod", "service", {**BASE, "from": "Other <me@other.test>", "to": ANN}),
+    ("sandbox", "service", {**BASE, "to": [ANN, BOB]}),  # BOB dropped: not a verified sandbox recipient
+    ("sandbox", "emails", {**BASE, "to": [ANN, BOB]}),  # a refusal after the schema and the key passed
+    ("prod", "emails", {**BASE, "to": "nope"}),  # the schema refuses
+    ("prod", "emails", {**BASE, "attachments": [{"filename": "a.exe", "content": "eA=="}]}),
+]
+
+
+@pytest.mark.parametrize("which,door,body", ANSWERED_ALIKE)
+def test_fast_and_full_send_paths_answer_alike(world, which, door, body):
+    answers = []
+    for i, content_type in enumerate((FAST, FULL)):
+        sid, key = world[which]
+        path = "/emails" if door == "emails" else f"/api/email/services/{sid}/send"
+        headers = {"Api-Key" if door == "emails" else "Authorization": key if door == "emails" else f"Bearer {key}",
+                   "Content-Type": content_type, "Idempotency-Key": f"alike-{which}-{door}-{len(str(body))}-{i}"}
+        r = world["api"].http.post(path, content=json.dumps(body), headers=headers)
+        answer = r.json()
+        answer.pop("id", None)  # a new message each time
+        answers.append((r.status_code, answer, sorted(r.headers.keys())))
+    assert answers[0] == answers[1]
 
 
 def test_thousand_concurrent_sends_with_one_key_make_one_message(world):

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.store.chdb_store import ChdbStore
+from shared.store.chdb_store import CACHE_LIMITS, ChdbStore
 from shared.store.clickhouse import ClickHouseStore
 from shared.store.migrations import MIGRATIONS
 from shared.store.port import StoreError, StoreUnavailable
@@ -93,6 +93,11 @@ class TestChdbStore(StoreContract):
     def unreachable_store(self, tmp_path):
         (tmp_path / "a-file").write_text("not a directory")
         return ChdbStore(tmp_path / "a-file" / "chdb")
+
+    async def test_the_engine_runs_with_bounded_caches(self, store):
+        rows = await store.query("SELECT name, toUInt64(value) AS v FROM system.server_settings "
+                                 "WHERE name IN {names:Array(String)}", {"names": list(CACHE_LIMITS)})
+        assert {r["name"]: int(r["v"]) for r in rows} == CACHE_LIMITS
 
 
 class TestClickHouseStore(StoreContract):

@@ -1,0 +1,126 @@
+"""``POST /emails`` and ``POST /api/email/services/{id}/send`` answered before FastAPI's
+routing, dependency injection and response validation, when nothing about the request is
+unusual (issue 21: that machinery was ~35% of the API's CPU per send; docs/benchmarks.md).
+
+Contract: the fast path answers only a send it can fully judge the way the FastAPI route
+would — ``Content-Type: application/json``, a JSON object that ``SendEmail`` accepts, an
+active service's key (``Api-Key`` or ``Authorization: Bearer``) and, on the service door,
+the key's own service. Every other request — a missing or invalid key, a body the schema
+refuses, another content type — goes on to FastAPI with its body intact, before anything
+is taken or written, so its error answer is the route's own. A send the fast path takes runs
+the very same steps as the route (``emails.send``); a refusal there is rendered by the app's
+``HTTPException`` handler, so both paths answer byte for byte alike (tested in
+tests/services/api/test_send_rules.py). The access log, request ids and body limits are
+the middlewares' around it, as for any request."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from services.api.auth import bearer_credential, key_owner
+from services.api.routes import emails
+from services.api.schemas import SendEmail, SendResult
+
+_RESULT = TypeAdapter(SendResult)
+_EMAILS = SimpleNamespace(path="/emails")  # scope["route"] for the access log (it reads .path)
+_SERVICE_DOOR = SimpleNamespace(path="/api/email/services/{service_id}/send")
+
+
+def door_of(scope) -> tuple[str, str | None] | None:
+    """("emails", None) or ("service", service_id) for a send request, else None."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path = scope["path"]
+    if path == "/emails":
+        return "emails", None
+    parts = path.split("/")  # "", "api", "email", "services", id, "send"
+    if len(parts) == 6 and parts[1:4] == ["api", "email", "services"] and parts[5] == "send" and parts[4]:
+        return "service", parts[4]
+    return None
+
+
+async def read_body(receive) -> tuple[bytes, bool]:
+    """The whole request body; False when the stream ended otherwise (a disconnect)."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks), True
+
+
+def judge(rt, headers: dict[bytes, bytes], raw: bytes, service_id: str | None):
+    """(caller, body, idempotency key) when the fast path can take this send, else None."""
+    if headers.get(b"content-type", b"").lower() != b"application/json":
+        return None
+    key = headers.get(b"api-key", b"").decode("latin-1") or bearer_credential(headers.get(b"authorization", b"").decode("latin-1"))
+    caller = key_owner(rt.control.state, key) if key else None
+    if caller is None or caller.service.status == "disabled":
+        return None
+    if service_id is not None and caller.service.service_id != service_id:
+        return None
+    try:
+        value = json.loads(raw)
+        body = SendEmail.model_validate(value) if isinstance(value, dict) else None
+    except (ValueError, ValidationError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    idempotency = headers.get(b"idempotency-key")
+    return (caller, body, idempotency.decode("latin-1") if idempotency is not None else None) if body else None
+
+
+class SendFastPath:
+    """ASGI middleware, the innermost of the app's own (see the module docstring)."""
+
+    def __init__(self, app, runtime):
+        self.app, self.runtime = app, runtime
+
+    async def __call__(self, scope, receive, send):
+        door = door_of(scope) if self.runtime is not None else None
+        if door is None:
+            return await self.app(scope, receive, send)
+        raw, complete = await read_body(receive)
+        headers = dict(reversed(scope["headers"]))  # the first of a repeated header wins, as in Starlette
+        judged = judge(self.runtime, headers, raw, door[1]) if complete else None
+        if judged is None:
+            return await self.app(scope, _replay(raw, complete, receive), send)
+        await self._send(scope, receive, send, door, judged, raw)
+
+    async def _send(self, scope, receive, send, door, judged, raw: bytes) -> None:
+        caller, body, idempotency_key = judged
+        scope["route"] = _EMAILS if door[0] == "emails" else _SERVICE_DOOR
+        if door[1] is not None:
+            scope["path_params"] = {"service_id": door[1]}
+        state = scope.setdefault("state", {})
+        state["service_id"] = caller.service.service_id
+        try:
+            result, rate_headers = await emails.send(self.runtime, caller.service, body, door[0], idempotency_key, raw)
+        except HTTPException as exc:  # a refusal: the app's own handler renders it
+            handler = scope["app"].exception_handlers[HTTPException]
+            response = await handler(Request(scope, receive), exc)
+            return await response(scope, receive, send)
+        state["email_id"] = result["id"]
+        payload = _RESULT.dump_json(_RESULT.validate_python(result), by_alias=True)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json"),
+                                *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in rate_headers.items())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _replay(raw: bytes, complete: bool, receive):
+    """The body read so far as one message, then the client's own stream."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": raw, "more_body": not complete}
+
+    return replay
