@@ -14,7 +14,7 @@ import socket
 import sys
 from urllib.parse import unquote, urlparse
 
-from shared.process_start import start_process
+from shared.process_start import start_process, started
 from shared.runtime import Runtime
 from shared.settings import load_settings
 
@@ -90,6 +90,7 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised
         wanted = ROLES[1:] if role == "all" else (role,)
         tasks = await start_front_door(rt, stop, wanted, supervised) + start_consumers(rt, stop, wanted)
         rt.roles = {t.get_name(): t for t in tasks if t.get_name() in wanted}  # for /readyz
+        started()
         failed = await run_until_stopped(tasks, stop)
     finally:
         if store_server is not None:

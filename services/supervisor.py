@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 import math
 import os
@@ -46,6 +47,7 @@ STOP_GRACE = 30.0
 READY_TIMEOUT = 180.0
 MAX_BACKOFF = 30.0
 YOUNG = 10.0  # a child that dies younger than this (seconds) backs off longer each time
+BACKGROUND_NICE = 10  # analytics and webhooks (see plan())
 _PR_SET_PDEATHSIG = 1
 
 
@@ -78,6 +80,7 @@ class Child:
     env: dict[str, str]
     args: list[str] = field(default_factory=list)
     pass_fds: tuple[int, ...] = ()
+    nice: int = 0
     proc: subprocess.Popen | None = None
     started: float = 0.0
     failures: int = 0
@@ -85,7 +88,8 @@ class Child:
 
     def start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "services.supervisor", self.role, *self.args],
-                                     env=self.env, pass_fds=self.pass_fds, preexec_fn=_child_setup)
+                                     env=self.env, pass_fds=self.pass_fds,
+                                     preexec_fn=functools.partial(_child_setup, self.nice))
         self.started = time.monotonic()
         self.restart_at = None
 
@@ -93,9 +97,11 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
 
-def _child_setup() -> None:
-    """In the child, before exec: own process group; SIGTERM when the parent dies."""
+def _child_setup(nice: int) -> None:
+    """In the child, before exec: own process group; SIGTERM when the parent dies; its nice value."""
     os.setpgid(0, 0)
+    if nice:
+        os.nice(nice)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: orphans are then stopped by the next start's port clash
@@ -119,8 +125,11 @@ def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], soc
         owner_args = ["--store-fd", str(store_sock.fileno())]
     api_env = {**env, "POSTLINE_API_REPLICAS": str(settings.api_replicas * workers)}  # each enforces its share
     relays = relay_count(settings)
-    children = [Child("analytics", "analytics", env, owner_args, pass_fds=(store_sock.fileno(),) if store_sock else ()),
-                Child("webhooks", "webhooks", env)]
+    # Analytics and webhooks run behind the API and the relays when the cores are all busy: their
+    # work can wait a moment (they catch up when the burst ends), an answer to a send cannot.
+    children = [Child("analytics", "analytics", env, owner_args, pass_fds=(store_sock.fileno(),) if store_sock else (),
+                      nice=BACKGROUND_NICE),
+                Child("webhooks", "webhooks", env, nice=BACKGROUND_NICE)]
     children += [Child("relay" if n == 0 else f"relay-{n}", "relay", env, ["--share", f"{n}/{relays}"])
                  for n in range(relays)]
     children += [Child(f"api-{n}", "api", api_env) for n in range(1, workers + 1)]

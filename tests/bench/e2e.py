@@ -27,9 +27,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+from tests.bench.memory import rss_mb
 from tests.support.broker import free_port, wait_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
@@ -66,6 +68,29 @@ def tree_cpu_s(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
     return total / TICKS
+
+
+class RssSampler:
+    """VmRSS of a process tree (tests/bench/memory.py's ``rss_mb``) every 2 s while a block runs."""
+
+    def __init__(self, pid: int):
+        self.pid, self.samples, self._stop = pid, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(rss_mb(self.pid))
+            if self._stop.wait(2):
+                return
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(rss_mb(self.pid))
 
 
 class Sink:
@@ -158,13 +183,14 @@ def run_postline(tmp: Path, dns: DnsServer, sink: Sink, n: int, profile: str | N
         sink.wait_for(WARMUP)
         bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
         base, cpu0 = sink.count(), tree_cpu_s(proc.proc.pid)
-        with Profile(profile, "e2e", proc.proc.pid):
+        with Profile(profile, "e2e", proc.proc.pid), RssSampler(proc.proc.pid) as rss:
             start = time.perf_counter()
             intake = post_all(proc.port, key, bodies)
             end = sink.wait_for(base + n)
         cpu = tree_cpu_s(proc.proc.pid) - cpu0
         return {"messages": n, "seconds": round(end - start, 2), "msg_per_s": round(n / (end - start), 1),
                 "api": intake, "cpu_ms_per_msg": round(cpu * 1000 / n, 2),
+                "rss_mb": {"max": max(rss.samples), "at_end": rss.samples[-1]},
                 "workers": os.environ.get("POSTLINE_WORKERS", "default")}
     finally:
         proc.stop()
