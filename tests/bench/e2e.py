@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.bench.memory import rss_mb
+from tests.bench.memory import per_role, rss_mb
 from tests.support.broker import free_port, wait_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
@@ -182,14 +182,16 @@ def run_postline(tmp: Path, dns: DnsServer, sink: Sink, n: int, profile: str | N
         post_all(proc.port, key, warm)  # pools, parsed keys, caches
         sink.wait_for(WARMUP)
         bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
-        base, cpu0 = sink.count(), tree_cpu_s(proc.proc.pid)
+        base, cpu0, roles0 = sink.count(), tree_cpu_s(proc.proc.pid), per_role(proc.proc.pid, tree_cpu_s)
         with Profile(profile, "e2e", proc.proc.pid), RssSampler(proc.proc.pid) as rss:
             start = time.perf_counter()
             intake = post_all(proc.port, key, bodies)
             end = sink.wait_for(base + n)
         cpu = tree_cpu_s(proc.proc.pid) - cpu0
+        roles = {role: round((s - roles0.get(role, 0)) * 1000 / n, 2)
+                 for role, s in per_role(proc.proc.pid, tree_cpu_s).items()}
         return {"messages": n, "seconds": round(end - start, 2), "msg_per_s": round(n / (end - start), 1),
-                "api": intake, "cpu_ms_per_msg": round(cpu * 1000 / n, 2),
+                "api": intake, "cpu_ms_per_msg": round(cpu * 1000 / n, 2), "cpu_ms_per_msg_by_role": roles,
                 "rss_mb": {"max": max(rss.samples), "at_end": rss.samples[-1]},
                 "workers": os.environ.get("POSTLINE_WORKERS", "default")}
     finally:

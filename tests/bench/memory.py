@@ -34,15 +34,16 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return round(total / 1024, 1)
 
 
-def rss_by_role(pid: int) -> dict[str, float]:
-    """VmRSS in MB of ``pid`` ("parent") and of each child of `postline all`, summed per role
-    (``python -m services.supervisor ROLE …``: api, relay, analytics, webhooks)."""
+def per_role(pid: int, measure) -> dict[str, float]:
+    """``measure(pid)`` of ``pid`` ("parent", its own share) and of each child of `postline all`,
+    summed per role (``python -m services.supervisor ROLE …``: api, relay, analytics, webhooks);
+    ``measure`` covers a process and its descendants (``rss_mb``, e2e's ``tree_cpu_s``)."""
     out: dict[str, float] = {}
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         role = argv[3].decode() if len(argv) > 3 else "other"
-        out[role] = round(out.get(role, 0) + rss_mb(int(child)), 1)
-    return {"parent": round(rss_mb(pid) - sum(out.values()), 1), **out}
+        out[role] = round(out.get(role, 0) + measure(int(child)), 2)
+    return {"parent": round(measure(pid) - sum(out.values()), 2), **out}
 
 
 def run(sends: int = 10_000) -> dict:
@@ -69,7 +70,7 @@ def run(sends: int = 10_000) -> dict:
         time.sleep(5)  # let the relay drain the warm-up
         warm_rss = rss_mb(proc.proc.pid)
         warm_split = {f: rss_mb(proc.proc.pid, f) for f in ("RssAnon", "RssFile")}
-        warm_roles = rss_by_role(proc.proc.pid)
+        warm_roles = per_role(proc.proc.pid, rss_mb)
         samples = []
         t0 = time.perf_counter()
         for _ in range(10):
@@ -79,7 +80,7 @@ def run(sends: int = 10_000) -> dict:
         time.sleep(5)
         end_rss = rss_mb(proc.proc.pid)
         split = {f: rss_mb(proc.proc.pid, f) for f in ("RssAnon", "RssFile")}
-        roles = rss_by_role(proc.proc.pid)
+        roles = per_role(proc.proc.pid, rss_mb)
         return {"sends": sum(codes.values()), "body_bytes": len(BODY_TEXT), "status_codes": codes,
                 "rss_mb": {"at_start": start_rss, "after_warmup": warm_rss, "during": samples, "at_end": end_rss},
                 "rss_split_after_warmup_mb": warm_split, "rss_split_at_end_mb": split,
