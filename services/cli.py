@@ -70,7 +70,8 @@ def shared_listener(host: str, port: int) -> socket.socket:
 async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised: bool = False,
                     serve_store: tuple[socket.socket, str] | None = None,
                     relay_share: tuple[int, int] = (0, 1)) -> None:
-    """Start ``role`` (or every role for ``all``) and run until ``stop`` is set.
+    """Start ``role`` (every role for ``all``; several joined by ``+``, as `postline all`'s
+    background process ``analytics+webhooks``) and run until ``stop`` is set.
 
     ``supervised``: this process is one child of `postline all` (services/supervisor.py): the
     parent made the default workspace and prints the banner, API processes share the HTTP
@@ -81,13 +82,13 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised
     settings = settings or load_settings()
     rt = Runtime(settings)
     rt.shared_ports, rt.relay_share = supervised, relay_share
-    await rt.start(with_store=role in ("all", "api", "analytics", "relay"), migrate=role in ("all", "analytics"))
+    wanted = ROLES[1:] if role == "all" else tuple(role.split("+"))
+    await rt.start(with_store=bool({"api", "analytics", "relay"} & set(wanted)), migrate="analytics" in wanted)
     failed: list = []
     store_server = None
     try:
         if serve_store:  # after the migrations: the others query it as soon as it answers
             store_server = start_store_server(settings, serve_store)
-        wanted = ROLES[1:] if role == "all" else (role,)
         tasks = await start_front_door(rt, stop, wanted, supervised) + start_consumers(rt, stop, wanted)
         rt.roles = {t.get_name(): t for t in tasks if t.get_name() in wanted}  # for /readyz
         started()

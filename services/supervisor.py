@@ -5,11 +5,11 @@ Contract (SPEC §13):
   submission ports (SO_REUSEPORT); ``POSTLINE_RELAY_PROCESSES`` relay processes (default:
   the cores, at most the embedded partitions), each delivering a fixed share of the
   partitions with its own delivery ledger, the first also releasing scheduled messages,
-  forwarding retries, receiving bounces and running the log's housekeeping; one webhooks
-  process (owns the outbox), one analytics process (owns chDB and serves it to the others
-  as ClickHouse's HTTP interface on a loopback port with a random password; with
-  ``POSTLINE_CLICKHOUSE_URL`` set they all use that server instead). Every partition of a
-  consumer group therefore has exactly one consumer.
+  forwarding retries, receiving bounces and running the log's housekeeping; one background
+  process for analytics and webhooks, at nice 10 (owns the webhook outbox, and chDB, which
+  it serves to the others as ClickHouse's HTTP interface on a loopback port with a random
+  password; with ``POSTLINE_CLICKHOUSE_URL`` set they all use that server instead). Every
+  partition of a consumer group therefore has exactly one consumer.
 - ``POSTLINE_WORKERS=1`` keeps the single-process mode: every role on one event loop in this
   process (small machines, tests).
 - This parent makes the default workspace, waits until the API answers ``/readyz``, prints
@@ -47,7 +47,7 @@ STOP_GRACE = 30.0
 READY_TIMEOUT = 180.0
 MAX_BACKOFF = 30.0
 YOUNG = 10.0  # a child that dies younger than this (seconds) backs off longer each time
-BACKGROUND_NICE = 10  # analytics and webhooks (see plan())
+BACKGROUND_NICE = 10  # the analytics+webhooks process (see plan())
 _PR_SET_PDEATHSIG = 1
 
 
@@ -125,11 +125,12 @@ def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], soc
         owner_args = ["--store-fd", str(store_sock.fileno())]
     api_env = {**env, "POSTLINE_API_REPLICAS": str(settings.api_replicas * workers)}  # each enforces its share
     relays = relay_count(settings)
-    # Analytics and webhooks run behind the API and the relays when the cores are all busy: their
-    # work can wait a moment (they catch up when the burst ends), an answer to a send cannot.
-    children = [Child("analytics", "analytics", env, owner_args, pass_fds=(store_sock.fileno(),) if store_sock else (),
-                      nice=BACKGROUND_NICE),
-                Child("webhooks", "webhooks", env, nice=BACKGROUND_NICE)]
+    # Analytics and webhooks share one process (each needs a fraction of a core; a Python
+    # process of its own costs ~60 MB) that runs behind the API and the relays when the cores
+    # are all busy: its work can wait a moment (it catches up when the burst ends), an answer
+    # to a send cannot.
+    children = [Child("analytics", "analytics+webhooks", env, owner_args, nice=BACKGROUND_NICE,
+                      pass_fds=(store_sock.fileno(),) if store_sock else ())]
     children += [Child("relay" if n == 0 else f"relay-{n}", "relay", env, ["--share", f"{n}/{relays}"])
                  for n in range(relays)]
     children += [Child(f"api-{n}", "api", api_env) for n in range(1, workers + 1)]

@@ -154,7 +154,10 @@ def attach_api_parts(runtime) -> None:
     if runtime.idempotency is None:
         runtime.idempotency = IdempotencyStore(s.data_dir / "idempotency.sqlite3")
     if runtime.recent is None:
-        runtime.recent = RecentSends()
+        # The embedded log finds any request by its id (email_lookup.accepted_elsewhere), so
+        # RecentSends only has to bridge analytics' few seconds of lag there; over Kafka it is
+        # the only answer while analytics is behind or down, so it keeps more.
+        runtime.recent = RecentSends(5_000 if hasattr(runtime.log, "by_key") else 20_000)
 
 
 def add_error_handlers(app: FastAPI) -> None:

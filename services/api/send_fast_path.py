@@ -24,6 +24,7 @@ from starlette.requests import Request
 from services.api.auth import bearer_credential, key_owner
 from services.api.routes import emails
 from services.api.schemas import SendEmail, SendResult
+from services.api.text_checks import replay_messages
 
 _RESULT = TypeAdapter(SendResult)
 _EMAILS = SimpleNamespace(path="/emails")  # scope["route"] for the access log (it reads .path)
@@ -88,7 +89,8 @@ class SendFastPath:
         headers = dict(reversed(scope["headers"]))  # the first of a repeated header wins, as in Starlette
         judged = judge(self.runtime, headers, raw, door[1]) if complete else None
         if judged is None:
-            return await self.app(scope, _replay(raw, complete, receive), send)
+            again = {"type": "http.request", "body": raw, "more_body": not complete}
+            return await self.app(scope, replay_messages([again], receive), send)
         await self._send(scope, receive, send, door, judged, raw)
 
     async def _send(self, scope, receive, send, door, judged, raw: bytes) -> None:
@@ -111,16 +113,3 @@ class SendFastPath:
                                 *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in rate_headers.items())]})
         await send({"type": "http.response.body", "body": payload})
 
-
-def _replay(raw: bytes, complete: bool, receive):
-    """The body read so far as one message, then the client's own stream."""
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": raw, "more_body": not complete}
-
-    return replay

@@ -75,14 +75,14 @@ class RejectUnencodable:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                return await self.app(scope, _replay([message], receive), send)
+                return await self.app(scope, replay_messages([message], receive), send)
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
         field = _unencodable_field(body)
         if field:
             return await _bad_request(send, message_for(field))
-        await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+        await self.app(scope, replay_messages([{"type": "http.request", "body": body, "more_body": False}], receive), send)
 
 
 def _unencodable_field(body: bytes) -> str | None:
@@ -97,7 +97,7 @@ def _unencodable_field(body: bytes) -> str | None:
     return first_unencodable(value)
 
 
-def _replay(messages, receive):
+def replay_messages(messages, receive):
     """The buffered messages again, then the client's own stream (which reports a disconnect)."""
     pending = list(messages)
 

@@ -369,7 +369,7 @@ def relay_pids(pid: int) -> list[int]:
 
 
 def run_intake(n: int = MESSAGES, profile: str | None = None) -> dict:
-    """The embedded default (`postline all`: API workers, analytics, webhooks, relays) with its
+    """The embedded default (`postline all`: API workers, relays, analytics+webhooks) with its
     relay processes paused (SIGSTOP once the warm-up is delivered, so none holds the log's
     write lock; SIGCONT after): every 200 is fsync'd and loaded by analytics, nothing is
     delivered during the run. The load generator shares the 2 cores."""

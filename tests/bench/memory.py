@@ -36,7 +36,7 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 def per_role(pid: int, measure) -> dict[str, float]:
     """``measure(pid)`` of ``pid`` ("parent", its own share) and of each child of `postline all`,
-    summed per role (``python -m services.supervisor ROLE …``: api, relay, analytics, webhooks);
+    summed per role (``python -m services.supervisor ROLE …``: api, relay, analytics+webhooks);
     ``measure`` covers a process and its descendants (``rss_mb``, e2e's ``tree_cpu_s``)."""
     out: dict[str, float] = {}
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():

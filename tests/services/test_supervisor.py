@@ -94,9 +94,8 @@ def wait_until(check, timeout: float = 30, what: str = "condition"):
 def test_starts_one_process_per_role_and_sigterm_stops_them_all(cluster):
     proc, api, key = cluster
     by_role = roles(proc.proc.pid)
-    assert sorted(by_role) == ["analytics", "api", "relay", "webhooks"]
-    assert len(by_role["api"]) == 2 and len(by_role["relay"]) == 2
-    assert all(len(by_role[r]) == 1 for r in ("analytics", "webhooks"))
+    assert sorted(by_role) == ["analytics+webhooks", "api", "relay"]
+    assert len(by_role["api"]) == 2 and len(by_role["relay"]) == 2 and len(by_role["analytics+webhooks"]) == 1
     children = [p for pids in by_role.values() for p in pids]
     out = proc.output()
     assert out.count("Postline API on http://127.0.0.1:") == 1  # one banner, from the parent
@@ -201,7 +200,7 @@ def test_children_stop_when_the_parent_is_killed(tmp_path):
     proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "2", "POSTLINE_RELAY_PROCESSES": "2"}).start()
     try:
         children = [p for pids in roles(proc.proc.pid).values() for p in pids]
-        assert len(children) == 6  # analytics, webhooks, two relays, two API workers
+        assert len(children) == 5  # analytics+webhooks, two relays, two API workers
         proc.kill()  # SIGKILL: the parent cannot stop them itself; the kernel tells them
         wait_until(lambda: not any(alive(p) for p in children), what="every child gone")
     finally:

@@ -1,0 +1,74 @@
+"""The send fast path's judgement in-process (services/api/send_fast_path.py): it takes only a
+send the FastAPI route would accept as is, and hands everything else on with its body
+intact. That both paths then answer alike is tested over HTTP in test_send_rules.py."""
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from services.api.send_fast_path import SendFastPath, door_of, judge
+from shared import events as ev
+from shared.control.state import ControlState
+from shared.crypto import hash_secret
+
+NOW = ev.utcnow()
+KEY = "rs_eml_" + "k" * 32
+BODY = {"from": "hello@acme.test", "to": "ann@example.com", "subject": "hi", "text": "t"}
+JSON = {b"content-type": b"application/json", b"api-key": KEY.encode()}
+
+
+def runtime(status: str = "active"):
+    state = ControlState()
+    state.apply(ev.ServiceSaved(workspace_id="w", service_id="s", name="app", created_at=NOW, status=status))
+    state.apply(ev.ApiKeySaved(workspace_id="w", service_id="s", key_id="k", name="k", key_hash=hash_secret(KEY),
+                               prefix=KEY[:11], created_at=NOW))
+    return SimpleNamespace(control=SimpleNamespace(state=state))
+
+
+def test_only_the_two_send_paths_are_doors():
+    http = {"type": "http", "method": "POST"}
+    assert door_of({**http, "path": "/emails"}) == ("emails", None)
+    assert door_of({**http, "path": "/api/email/services/s1/send"}) == ("service", "s1")
+    for path in ("/emails/", "/emails/batch", "/api/email/services//send", "/api/email/services/s1/send/x"):
+        assert door_of({**http, "path": path}) is None
+    assert door_of({**http, "method": "GET", "path": "/emails"}) is None
+
+
+def test_a_plain_send_is_taken_with_either_key_header():
+    raw = json.dumps(BODY).encode()
+    caller, body, idem = judge(runtime(), JSON, raw, None)
+    assert caller.service.service_id == "s" and body.subject == "hi" and idem is None
+    bearer = {b"content-type": b"application/json", b"authorization": f"Bearer {KEY}".encode(), b"idempotency-key": b"o-1"}
+    assert judge(runtime(), bearer, raw, "s")[2] == "o-1"
+
+
+@pytest.mark.parametrize("why,headers,raw,service_id,rt", [
+    ("another content type", {**JSON, b"content-type": b"application/json; charset=utf-8"}, BODY, None, "active"),
+    ("no key", {b"content-type": b"application/json"}, BODY, None, "active"),
+    ("an unknown key", {**JSON, b"api-key": b"rs_eml_nope"}, BODY, None, "active"),
+    ("a disabled service", JSON, BODY, None, "disabled"),
+    ("the key of another service", JSON, BODY, "other", "active"),
+    ("not JSON", JSON, b"{", None, "active"),
+    ("not an object", JSON, [BODY], None, "active"),
+    ("a body the schema refuses", JSON, {**BODY, "to": "nope"}, None, "active"),
+])
+def test_anything_else_goes_on_to_the_route(why, headers, raw, service_id, rt):
+    raw = raw if isinstance(raw, bytes) else json.dumps(raw).encode()
+    assert judge(runtime(rt), headers, raw, service_id) is None, why
+
+
+def test_a_request_handed_on_keeps_its_body():
+    seen = []
+
+    async def route(scope, receive, send):
+        seen.append((await receive())["body"])
+
+    async def client():
+        return {"type": "http.request", "body": b'{"to": "nope"}', "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/emails", "headers": list(JSON.items())}
+    asyncio.run(SendFastPath(route, runtime())(scope, client, None))
+    assert seen == [b'{"to": "nope"}']
