@@ -18,7 +18,7 @@ from email.utils import formatdate
 from services.relay.html_text import html_to_text  # noqa: F401 (tracking.py imports it from here)
 from shared.addresses import ascii_domain, split_mailbox
 from shared.events import SendRequested
-from shared.message_size import fit_qp, qp_size
+from shared.message_size import fit_qp
 
 CRLF = b"\r\n"
 _PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")  # atoms that need no quoting
@@ -107,8 +107,30 @@ def _b64(data: bytes) -> bytes:
 
 
 def text_part(subtype: str, text: str) -> bytes:
+    return qp_part(subtype, _qp(text))
+
+
+def qp_part(subtype: str, encoded: bytes) -> bytes:
+    """A text part around its already quoted-printable body."""
     return (f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
-            .encode() + _qp(text))
+            .encode() + encoded)
+
+
+def text_and_html(req: SendRequested) -> bytes:
+    """The plain-text part, and the HTML part as its alternative when there is HTML. A text
+    part derived from the HTML gets the HTML part's size at most (what the API counted:
+    shared.message_size). Each part is encoded once: its encoded length is its size."""
+    html_qp = _qp(req.html) if req.html is not None else None
+    if req.text is not None:
+        text_qp = _qp(req.text)
+    else:
+        derived, budget = html_to_text(req.html or ""), len(html_qp or b"")
+        text_qp = _qp(derived)
+        if len(text_qp) > budget:
+            text_qp = _qp(fit_qp(derived, budget))
+    if html_qp is None:
+        return qp_part("plain", text_qp)
+    return multipart("alternative", [qp_part("plain", text_qp), qp_part("html", html_qp)], req.email_id)
 
 
 def _param(name: str, value: str) -> str:
@@ -161,11 +183,7 @@ def build(req: SendRequested, id_domain: str, extra_headers: dict[str, str] | No
     for name, value in {**req.headers, **(extra_headers or {})}.items():
         head.append(unstructured(name, value))
     head.append(b"MIME-Version: 1.0\r\n")
-    # a derived text part gets the HTML part's size at most: what the API counted (shared.message_size)
-    text = req.text if req.text is not None else fit_qp(html_to_text(req.html or ""), qp_size(req.html or ""))
-    body = text_part("plain", text)
-    if req.html is not None:
-        body = multipart("alternative", [body, text_part("html", req.html)], req.email_id)
+    body = text_and_html(req)
     if req.attachments:
         body = multipart("mixed", [body] + [attachment_part(a.filename, a.content_type, a.content_base64)
                                             for a in req.attachments], req.email_id)

@@ -46,6 +46,17 @@ def header_digest(signed_headers: hashlib._Hash, tags: bytes) -> bytes:
     return h.digest()
 
 
+def parse_message(raw: bytes) -> tuple[list, bytes]:
+    """``dkim.rfc822_parse(raw)``, faster for a message that is CRLF throughout (all that
+    mime.build writes): dkimpy splits the whole message into lines with a regex and joins
+    the body again (~6% of a relay's CPU, on the body alone); the body of such a message is
+    simply the bytes after the first empty line, so only the headers go through dkimpy."""
+    head, blank, body = raw.partition(b"\r\n\r\n")
+    if blank and raw.count(b"\n") == raw.count(b"\r\n"):
+        return dkim.rfc822_parse(head + blank)[0], body
+    return dkim.rfc822_parse(raw)
+
+
 def signature_header(tags: bytes, signature: bytes) -> bytes:
     """The folded, CRLF-terminated ``DKIM-Signature`` header line."""
     value = tags + base64.b64encode(signature)
@@ -102,7 +113,7 @@ class Signer:
         """Everything but the private-key operations: keys, both tag lists, both digests.
         The message is canonicalized and its signed headers hashed once for both."""
         rsa_key, ed_key = self._keys(domain.domain_id, domain.rsa_private_sealed, domain.ed_private_sealed)
-        headers, body = dkim.rfc822_parse(raw)
+        headers, body = parse_message(raw)
         present = {name.lower() for name, _ in headers}
         include = [h for h in SIGNED_HEADERS if h in present]
         signed = hashlib.sha256()

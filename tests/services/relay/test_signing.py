@@ -8,7 +8,7 @@ import asyncio
 import dkim
 
 from services.relay.mime import build
-from services.relay.signing import Signer
+from services.relay.signing import Signer, parse_message
 from shared import events as ev
 from shared.dkim_keys import generate, split_txt, txt_value
 from tests.support.dns_server import DnsServer
@@ -61,3 +61,13 @@ async def test_messages_signed_together_each_verify_and_tampering_fails():
     finally:
         signer.close()
         dns.stop()
+
+
+def test_parsing_only_the_headers_of_a_crlf_message_is_what_dkimpy_parses():
+    req = ev.SendRequested(workspace_id="w", service_id="s", email_id="e1", mode="production", to=["ann@example.com"],
+                           recipients=["ann@example.com"], subject="Hi", **{"from": "a@acme.test"},
+                           html="<p>a</p>\n\n.\n<table><tr><td>x</td></tr></table>\n")
+    built = build(req, "acme.test")
+    for raw in (built, built + b"\r\n\r\n", built.replace(b"\r\n", b"\n"), b"Subject: no body\r\n",
+                b"Subject: x\r\n\r\nbare\nLF\r\nmixed\r\n"):
+        assert parse_message(raw) == dkim.rfc822_parse(raw)
