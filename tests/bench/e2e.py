@@ -192,7 +192,8 @@ def run_postline(tmp: Path, dns: DnsServer, sink: Sink, n: int, profile: str | N
                  for role, s in per_role(proc.proc.pid, tree_cpu_s).items()}
         return {"messages": n, "seconds": round(end - start, 2), "msg_per_s": round(n / (end - start), 1),
                 "api": intake, "cpu_ms_per_msg": round(cpu * 1000 / n, 2), "cpu_ms_per_msg_by_role": roles,
-                "rss_mb": {"max": max(rss.samples), "at_end": rss.samples[-1]},
+                "rss_mb": {"max": max(rss.samples), "at_end": rss.samples[-1],
+                           "at_end_by_role": per_role(proc.proc.pid, rss_mb)},
                 "workers": os.environ.get("POSTLINE_WORKERS", "default")}
     finally:
         proc.stop()
