@@ -11,7 +11,9 @@ configured with ``postconf -e`` to listen on loopback only with ``relayhost=[127
 and stopped afterwards. Both rates and their ratio are printed.
 
 ``intake``: the same ``postline all`` with its relay processes paused (nothing is delivered
-and the log only grows): accepted sends/s, p50/p99 latency.
+and the log only grows): accepted sends/s with p50/p99 at saturation (CLIENTS connections
+sending back to back), then p50/p99 with the sends due at TARGET_RATE per second (open loop:
+latency counts from when a send was due, so a backlog shows).
 
 CPU seconds of each system's process tree are reported per message: on this shared
 machine they move far less than wall-clock rates. The load generators are small asyncio
@@ -37,6 +39,7 @@ from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
 
 MESSAGES, CLIENTS, WARMUP = 3000, 64, 200
+TARGET_RATE = 1500  # issue 21: intake at this rate with p99 ≤ 50 ms
 POSTFIX = "/usr/sbin/postfix"
 SENDER = "Acme <billing@acme.test>"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -124,15 +127,20 @@ class Sink:
         shutil.rmtree(self.count_file.parent, ignore_errors=True)
 
 
-# --- HTTP load: keep-alive connections, each posting its share of the bodies ----------
+# --- HTTP load: keep-alive connections posting bodies ---------------------------------
 
-async def _http_connection(port: int, key: str, bodies: list[bytes], latencies: list[float],
-                           codes: dict[int, int]) -> None:
+async def _http_connection(port: int, key: str, next_job, latencies: list[float], codes: dict[int, int]) -> None:
+    """Post the bodies ``next_job()`` hands out, ``(body, due)``, until it returns None. A
+    request with a ``due`` time is sent then (not before) and its latency counts from then,
+    so time spent waiting for a free connection counts too (no coordinated omission)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = f"POST /emails HTTP/1.1\r\nHost: bench\r\nApi-Key: {key}\r\nContent-Type: application/json\r\n"
     try:
-        for body in bodies:
-            start = time.perf_counter()
+        while (job := next_job()) is not None:
+            body, due = job
+            if due is not None and due > time.perf_counter():
+                await asyncio.sleep(due - time.perf_counter())
+            start = due if due is not None else time.perf_counter()
             writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
             reply = await reader.readuntil(b"\r\n\r\n")
             length = 0
@@ -148,14 +156,21 @@ async def _http_connection(port: int, key: str, bodies: list[bytes], latencies: 
         writer.close()
 
 
-def post_all(port: int, key: str, bodies: list[bytes], clients: int = CLIENTS) -> dict:
-    """POST every body over ``clients`` connections; rate and latency of the API's answers."""
+def post_all(port: int, key: str, bodies: list[bytes], clients: int = CLIENTS, rate: float | None = None) -> dict:
+    """POST every body over ``clients`` connections; rate and latency of the API's answers.
+    Without ``rate`` each connection sends its share back to back (the API's saturation);
+    with it the requests are due at ``rate`` per second, taken by whichever connection is free."""
     latencies: list[float] = []
     codes: dict[int, int] = {}
 
     async def main() -> None:
-        await asyncio.gather(*(_http_connection(port, key, bodies[i::clients], latencies, codes)
-                               for i in range(clients)))
+        if rate is None:
+            shares = [iter(bodies[i::clients]) for i in range(clients)]
+            jobs = [lambda it=it: next(((b, None) for b in it), None) for it in shares]
+        else:
+            t0, todo = time.perf_counter() + 0.05, iter(enumerate(bodies))
+            jobs = [lambda: next(((b, t0 + i / rate) for i, b in todo), None)] * clients
+        await asyncio.gather(*(_http_connection(port, key, job, latencies, codes) for job in jobs))
     start = time.perf_counter()
     asyncio.run(main())
     elapsed = time.perf_counter() - start
@@ -384,6 +399,7 @@ def run_intake(n: int = MESSAGES, profile: str | None = None) -> dict:
         time.sleep(1)  # the relays record the last deliveries, then idle
         relays = relay_pids(proc.proc.pid)
         bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
+        again = [json.dumps(request_body(n + i)).encode() for i in range(n)]
         for pid in relays:
             os.kill(pid, signal.SIGSTOP)
         try:
@@ -391,6 +407,7 @@ def run_intake(n: int = MESSAGES, profile: str | None = None) -> dict:
             with Profile(profile, "intake", proc.proc.pid):
                 result = post_all(proc.port, key, bodies)
             result["cpu_ms_per_req"] = round((tree_cpu_s(proc.proc.pid) - cpu0) * 1000 / n, 2)
+            result["at_target_rate"] = post_all(proc.port, key, again, rate=TARGET_RATE) | {"rate": TARGET_RATE}
         finally:
             for pid in relays:
                 os.kill(pid, signal.SIGCONT)
