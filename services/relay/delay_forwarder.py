@@ -34,16 +34,25 @@ class DelayForwarder:
         await self.consumer.start()
         try:
             while not stop.is_set():
-                for rec in await self.consumer.poll(max_records=1000, timeout=0.2):
-                    try:
-                        self._buffer[rec.partition].append((due_at(rec), rec))
-                    except Exception as exc:  # unreadable: dead-letter it, it is committed with the next prefix
-                        await self.guard.dead_letter(rec, exc)
-                        self._buffer[rec.partition].append((0.0, rec))
+                await self.take(await self.consumer.poll(max_records=1000, timeout=0.2))
                 await self.forward_due()
                 await asyncio.sleep(min(0.5, self.next_wait()))
         finally:
             await self.consumer.close()
+
+    async def take(self, records: list[Record]) -> None:
+        """Buffer ``records`` by due time. An unreadable one is poison: dead-lettered and
+        committed with the next due prefix (due at once, never forwarded) — unless most of the
+        batch is, which halts the forwarder (``ConsumerHalted``, nothing dead-lettered or
+        committed: a bad deploy, not bad records), as every consumer's ``PoisonGuard`` does."""
+        for rec in records:
+            try:
+                self._buffer[rec.partition].append((due_at(rec), rec))
+            except Exception as exc:
+                self.guard.mark(rec, exc)
+                self._buffer[rec.partition].append((0.0, rec))
+        if records:
+            await self.guard.settle(records)
 
     def next_wait(self) -> float:
         heads = [q[0][0] for q in self._buffer.values() if q]
