@@ -1,0 +1,113 @@
+"""The webhook runner's steps in-process, on a real embedded log, control plane and outbox:
+which endpoints an event is queued for, and what each attempt's result does to the delivery
+and the endpoint (services/webhooks/runner.py's docstring). The HTTP side of an attempt is
+tests/services/webhooks/test_dispatch_steps.py; the whole service over HTTP, test_webhooks.py."""
+from __future__ import annotations
+
+import contextlib
+import time
+
+from services.webhooks.dispatch import AttemptResult
+from services.webhooks.outbox import Delivery
+from services.webhooks.runner import AUTO_DISABLE_AFTER, MAX_RETRY_AFTER, WebhookService
+from shared import events as ev
+from shared.crypto import seal
+from tests.support.inproc import api_runtime
+
+EVENT = {"id": "evt-1", "type": "delivered", "email_id": "m1"}
+
+
+@contextlib.asynccontextmanager
+async def service(tmp_path):
+    async with api_runtime(tmp_path, webhook_retry_schedule="5,60") as (rt, _):
+        svc = WebhookService(rt)
+        try:
+            yield rt, svc
+        finally:
+            svc.outbox.close()
+
+
+async def endpoint(rt, events=("delivered",), status="enabled") -> ev.WebhookSaved:
+    wid = ev.new_id()
+    wh = ev.WebhookSaved(workspace_id="w", service_id="s", webhook_id=wid, url="http://127.0.0.1:9/hook",
+                         events=list(events), status=status, created_at=ev.utcnow(),
+                         secret_sealed=seal(rt.settings.master_key, b"whsec_c2VjcmV0", wid))
+    return await rt.control.save(wh)
+
+
+async def attempts(rt, webhook_id: str) -> list[ev.WebhookAttempted]:
+    reader = rt.log.consumer([ev.Topic.EVENTS], None)
+    await reader.start()
+    try:
+        found = [ev.decode(r.value) for r in await reader.poll(max_records=1000, timeout=0.5) if r.key == webhook_id]
+    finally:
+        await reader.close()
+    return [e for e in found if isinstance(e, ev.WebhookAttempted)]
+
+
+async def test_an_event_is_queued_for_each_enabled_endpoint_that_subscribed_to_it(tmp_path):
+    async with service(tmp_path) as (rt, svc):
+        wanted = await endpoint(rt)
+        await endpoint(rt, status="disabled")
+        await endpoint(rt, events=("bounced",))
+        event = ev.Delivered(workspace_id="w", service_id="s", email_id="m1", recipient="ann@example.com")
+        await rt.log.append(ev.Topic.EVENTS, "m1", ev.encode(event))
+        reader = rt.log.consumer([ev.Topic.EVENTS], None)
+        await reader.start()
+        records = [r for r in await reader.poll(timeout=1) if r.key == "m1"]
+        await reader.close()
+        await svc.handle(records)
+        [queued] = svc.outbox.due(time.time() + 1, set())
+        assert queued.webhook_id == wanted.webhook_id and queued.event["id"] == event.id
+
+
+async def test_a_2xx_finishes_the_delivery(tmp_path):
+    async with service(tmp_path) as (rt, svc):
+        wh = await endpoint(rt)
+        await svc.outbox.add([("k1", wh.webhook_id, EVENT)])
+        [d] = svc.outbox.due(time.time(), set())
+        await svc._record(wh, d, AttemptResult(204, 3.0))
+        assert svc.outbox.due(time.time() + 10**6, set()) == []
+        [att] = await attempts(rt, wh.webhook_id)
+        assert (att.outcome, att.attempt, att.status_code, att.event_id) == ("delivered", 1, 204, "evt-1")
+
+
+async def test_a_429_waits_its_retry_after_and_at_most_a_day(tmp_path):
+    async with service(tmp_path) as (rt, svc):
+        wh = await endpoint(rt)
+        for key, retry_after, wait in (("k1", 120, 120), ("k2", 10**9, MAX_RETRY_AFTER)):
+            await svc.outbox.add([(key, wh.webhook_id, EVENT)])
+            before = time.time()
+            await svc._record(wh, Delivery(key, wh.webhook_id, EVENT, 0), AttemptResult(429, 1.0, retry_after=retry_after))
+            assert key not in {d.key for d in svc.outbox.due(before + wait - 1, set())}
+            assert key in {d.key for d in svc.outbox.due(time.time() + wait + 1, set())}
+        assert {a.outcome for a in await attempts(rt, wh.webhook_id)} == {"retrying"}
+
+
+async def test_a_410_disables_the_endpoint(tmp_path):
+    async with service(tmp_path) as (rt, svc):
+        wh = await endpoint(rt)
+        await svc._record(wh, Delivery("k1", wh.webhook_id, EVENT, 0), AttemptResult(410, 1.0))
+        now = rt.control.state.webhooks[wh.webhook_id]
+        assert now.status == "disabled" and "410" in now.disabled_reason
+
+
+async def test_messages_failing_the_whole_schedule_in_a_row_disable_the_endpoint(tmp_path):
+    async with service(tmp_path) as (rt, svc):
+        wh = await endpoint(rt)
+        last = len(rt.settings.webhook_delays)  # the attempt after the schedule's last delay
+        for i in range(AUTO_DISABLE_AFTER):
+            assert rt.control.state.webhooks[wh.webhook_id].status == "enabled"
+            await svc._record(wh, Delivery(f"k{i}", wh.webhook_id, EVENT, last), AttemptResult(500, 1.0))
+        assert rt.control.state.webhooks[wh.webhook_id].status == "disabled"
+        assert [a.outcome for a in await attempts(rt, wh.webhook_id)] == ["failed"] * AUTO_DISABLE_AFTER
+
+
+async def test_a_success_between_failures_resets_the_count(tmp_path):
+    async with service(tmp_path) as (rt, svc):
+        wh = await endpoint(rt)
+        last = len(rt.settings.webhook_delays)
+        for i, code in enumerate([500, 500, 200, 500, 500]):
+            await svc._record(wh, Delivery(f"k{i}", wh.webhook_id, EVENT, last if code == 500 else 0),
+                              AttemptResult(code, 1.0))
+        assert rt.control.state.webhooks[wh.webhook_id].status == "enabled"
