@@ -34,3 +34,14 @@ def browser():
         b = launch(pw)
         yield b
         b.close()
+
+
+@pytest.fixture
+async def sqlite_log(tmp_path):
+    """A started embedded log (4 partitions) in the test's own directory."""
+    from shared.log.sqlite import SqliteLog
+
+    lg = SqliteLog(tmp_path / "log.sqlite3", partitions=4)
+    await lg.start()
+    yield lg
+    await lg.close()

@@ -8,7 +8,8 @@ it here; the API workers and the relay reach it with the ordinary ClickHouse-ser
 Contract: loopback only; every request needs that user and password (HTTP Basic, or
 ClickHouse's ``X-ClickHouse-User``/``X-ClickHouse-Key`` headers), compared in constant time,
 else 401 — another local user must not read or write the analytics data. The query comes from
-the URL's ``query`` and/or the body; ``param_<name>`` are server-side parameters; the answer is
+the URL's ``query`` and/or the body, or a multipart form's fields; ``param_<name>`` are
+server-side parameters; the answer is
 in the requested ``FORMAT`` (or ``default_format``), with the ``X-ClickHouse-*`` headers the
 client reads; an engine error is an HTTP 500 whose text starts ``Code:`` as ClickHouse's does.
 Calls share the chDB lock with this process's own analytics consumer."""
@@ -21,6 +22,8 @@ import logging
 import re
 import socket
 import threading
+from email import policy
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -39,6 +42,14 @@ def _credentials(headers) -> tuple[str, str]:
         except ValueError:
             return "", ""
     return headers.get("X-ClickHouse-User") or "", headers.get("X-ClickHouse-Key") or ""
+
+
+def form_fields(content_type: str, body: str) -> dict[str, str]:
+    """The fields of a multipart/form-data body, as ClickHouse's HTTP interface reads them:
+    clickhouse-connect sends the query and its parameters as a form once the parameters
+    pass 4 KB (a long filter value, a replay's id list)."""
+    form = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n{body}".encode())
+    return {part.get_param("name", header="content-disposition"): part.get_content() for part in form.iter_parts()}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -60,6 +71,9 @@ class _Handler(BaseHTTPRequestHandler):
                 and hmac.compare_digest(password.encode(), expected_password.encode())):
             return self._reply(401, b"Code: 516. DB::Exception: Authentication failed", error=True)
         qs = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if self.headers.get("Content-Type", "").startswith("multipart/form-data"):
+            qs.update(form_fields(self.headers["Content-Type"], body))
+            body = ""
         sql = "\n".join(part for part in (qs.get("query", ""), body) if part).strip()
         if url.path.startswith("/ping") or not sql:
             return self._reply(200, b"Ok.\n")

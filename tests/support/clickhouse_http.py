@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import re
 import threading
-from email import policy
-from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from services.analytics.clickhouse_http import form_fields
 from tests.support.broker import free_port
 
 _lock = threading.Lock()
 _FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*$", re.IGNORECASE)
-
-
-def _form_fields(content_type: str, body: str) -> dict[str, str]:
-    """The fields of a multipart/form-data body (clickhouse-connect sends the query and its
-    parameters as a form once they are large), as ClickHouse's HTTP interface reads them."""
-    form = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n{body}".encode())
-    return {part.get_param("name", header="content-disposition"): part.get_content() for part in form.iter_parts()}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -36,7 +28,7 @@ class _Handler(BaseHTTPRequestHandler):
         qs = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode() if self.command == "POST" else ""
         if self.headers.get("Content-Type", "").startswith("multipart/form-data"):
-            qs.update(_form_fields(self.headers["Content-Type"], body))  # large parameters come as a form
+            qs.update(form_fields(self.headers["Content-Type"], body))  # large parameters come as a form
             body = ""
         sql = (qs.get("query", "") + ("\n" if qs.get("query") and body else "") + body).strip()
         if url.path.startswith("/ping") or not sql:

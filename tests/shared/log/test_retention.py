@@ -33,11 +33,8 @@ def count(path, topic: str | None = None) -> int:
 
 
 @pytest.fixture
-async def log(tmp_path):
-    lg = SqliteLog(tmp_path / "log.sqlite3", partitions=4)
-    await lg.start()
-    yield lg
-    await lg.close()
+def log(sqlite_log):
+    return sqlite_log
 
 
 async def test_each_topic_keeps_its_own_retention(log):
