@@ -24,7 +24,7 @@ from starlette.requests import Request
 from services.api.auth import bearer_credential, key_owner
 from services.api.routes import emails
 from services.api.schemas import SendEmail, SendResult
-from services.api.text_checks import replay_messages
+from services.api.text_checks import read_body
 
 _RESULT = TypeAdapter(SendResult)
 _EMAILS = SimpleNamespace(path="/emails")  # scope["route"] for the access log (it reads .path)
@@ -42,18 +42,6 @@ def door_of(scope) -> tuple[str, str | None] | None:
     if len(parts) == 6 and parts[1:4] == ["api", "email", "services"] and parts[5] == "send" and parts[4]:
         return "service", parts[4]
     return None
-
-
-async def read_body(receive) -> tuple[bytes, bool]:
-    """The whole request body; False when the stream ended otherwise (a disconnect)."""
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), False
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks), True
 
 
 def judge(rt, headers: dict[bytes, bytes], raw: bytes, service_id: str | None):
@@ -85,12 +73,11 @@ class SendFastPath:
         door = door_of(scope) if self.runtime is not None else None
         if door is None:
             return await self.app(scope, receive, send)
-        raw, complete = await read_body(receive)
+        raw, again = await read_body(receive)
         headers = dict(reversed(scope["headers"]))  # the first of a repeated header wins, as in Starlette
-        judged = judge(self.runtime, headers, raw, door[1]) if complete else None
+        judged = judge(self.runtime, headers, raw, door[1]) if raw is not None else None
         if judged is None:
-            again = {"type": "http.request", "body": raw, "more_body": not complete}
-            return await self.app(scope, replay_messages([again], receive), send)
+            return await self.app(scope, again, send)
         await self._send(scope, receive, send, door, judged, raw)
 
     async def _send(self, scope, receive, send, door, judged, raw: bytes) -> None:

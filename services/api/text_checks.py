@@ -71,18 +71,11 @@ class RejectUnencodable:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return await self.app(scope, replay_messages([message], receive), send)
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        field = _unencodable_field(body)
+        body, again = await read_body(receive)
+        field = _unencodable_field(body) if body is not None else None
         if field:
             return await _bad_request(send, message_for(field))
-        await self.app(scope, replay_messages([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+        await self.app(scope, again, send)
 
 
 def _unencodable_field(body: bytes) -> str | None:
@@ -97,7 +90,22 @@ def _unencodable_field(body: bytes) -> str | None:
     return first_unencodable(value)
 
 
-def replay_messages(messages, receive):
+async def read_body(receive):
+    """The whole request body, or None when the client went away first; and a ``receive``
+    that gives the app the same messages again, then the client's own stream. For the
+    middlewares that must see a body before the app does (this one, the send fast path)."""
+    seen, more = [], True
+    while more:
+        message = await receive()
+        seen.append(message)
+        if message["type"] != "http.request":
+            return None, _replay(seen, receive)
+        more = message.get("more_body", False)
+    body = b"".join(m.get("body", b"") for m in seen)
+    return body, _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+
+
+def _replay(messages, receive):
     """The buffered messages again, then the client's own stream (which reports a disconnect)."""
     pending = list(messages)
 

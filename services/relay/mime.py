@@ -106,10 +106,6 @@ def _b64(data: bytes) -> bytes:
     return CRLF.join(enc[i:i + 76] for i in range(0, len(enc), 76))
 
 
-def text_part(subtype: str, text: str) -> bytes:
-    return qp_part(subtype, _qp(text))
-
-
 def qp_part(subtype: str, encoded: bytes) -> bytes:
     """A text part around its already quoted-printable body."""
     return (f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"

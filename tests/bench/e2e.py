@@ -21,6 +21,7 @@ clients (httpx or smtplib threads would spend more CPU than the servers on 2 cor
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.bench.memory import per_role, rss_mb
+from tests.bench.memory import children_by_role, per_role, rss_mb
 from tests.support.broker import free_port, wait_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
@@ -164,13 +165,13 @@ def post_all(port: int, key: str, bodies: list[bytes], clients: int = CLIENTS, r
     codes: dict[int, int] = {}
 
     async def main() -> None:
-        if rate is None:
-            shares = [iter(bodies[i::clients]) for i in range(clients)]
-            jobs = [lambda it=it: next(((b, None) for b in it), None) for it in shares]
-        else:
-            t0, todo = time.perf_counter() + 0.05, iter(enumerate(bodies))
-            jobs = [lambda: next(((b, t0 + i / rate) for i, b in todo), None)] * clients
-        await asyncio.gather(*(_http_connection(port, key, job, latencies, codes) for job in jobs))
+        if rate is None:  # each connection its own share, back to back
+            feeds = [((b, None) for b in bodies[i::clients]) for i in range(clients)]
+        else:  # one schedule that every connection takes from
+            t0 = time.perf_counter() + 0.05
+            feeds = [((b, t0 + i / rate) for i, b in enumerate(bodies))] * clients
+        await asyncio.gather(*(_http_connection(port, key, functools.partial(next, feed, None), latencies, codes)
+                               for feed in feeds))
     start = time.perf_counter()
     asyncio.run(main())
     elapsed = time.perf_counter() - start
@@ -374,16 +375,6 @@ class Profile:
         return {frame: round(100 * c / total, 1) for frame, c in best}
 
 
-def relay_pids(pid: int) -> list[int]:
-    """The relay children of a running `postline all` (``python -m services.supervisor relay …``)."""
-    found = []
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        if argv[3:4] == [b"relay"]:  # python -m services.supervisor relay --share I/N
-            found.append(int(child))
-    return found
-
-
 def run_intake(n: int = MESSAGES, profile: str | None = None) -> dict:
     """The embedded default (`postline all`: API workers, relays, analytics+webhooks) with its
     relay processes paused (SIGSTOP once the warm-up is delivered, so none holds the log's
@@ -397,7 +388,7 @@ def run_intake(n: int = MESSAGES, profile: str | None = None) -> dict:
         post_all(proc.port, key, [json.dumps(request_body(-i - 1)).encode() for i in range(WARMUP)])
         sink.wait_for(WARMUP)
         time.sleep(1)  # the relays record the last deliveries, then idle
-        relays = relay_pids(proc.proc.pid)
+        relays = children_by_role(proc.proc.pid).get("relay", [])
         bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
         again = [json.dumps(request_body(n + i)).encode() for i in range(n)]
         for pid in relays:

@@ -34,15 +34,20 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return round(total / 1024, 1)
 
 
-def per_role(pid: int, measure) -> dict[str, float]:
-    """``measure(pid)`` of ``pid`` ("parent", its own share) and of each child of `postline all`,
-    summed per role (``python -m services.supervisor ROLE …``: api, relay, analytics+webhooks);
-    ``measure`` covers a process and its descendants (``rss_mb``, e2e's ``tree_cpu_s``)."""
-    out: dict[str, float] = {}
+def children_by_role(pid: int) -> dict[str, list[int]]:
+    """The children of a running `postline all` by role (``python -m services.supervisor ROLE …``:
+    api, relay, analytics+webhooks)."""
+    found: dict[str, list[int]] = {}
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        role = argv[3].decode() if len(argv) > 3 else "other"
-        out[role] = round(out.get(role, 0) + measure(int(child)), 2)
+        found.setdefault(argv[3].decode() if len(argv) > 3 else "other", []).append(int(child))
+    return found
+
+
+def per_role(pid: int, measure) -> dict[str, float]:
+    """``measure(pid)`` of ``pid`` ("parent", its own share) and of its children summed per role;
+    ``measure`` covers a process and its descendants (``rss_mb``, e2e's ``tree_cpu_s``)."""
+    out = {role: round(sum(measure(p) for p in pids), 2) for role, pids in children_by_role(pid).items()}
     return {"parent": round(measure(pid) - sum(out.values()), 2), **out}
 
 
