@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.clickhouse_http import ClickHouseHttp
 from tests.support.dns_server import DnsServer
-from tests.support.postline import Api, PostlineProcess, production_service
+from tests.support.postline import Api, PostlineProcess, post_batches, production_service
 from tests.support.smtp_sink import SmtpSink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
@@ -61,13 +61,7 @@ def test_relay_killed_mid_burst_resends_nothing_finished_and_stats_count_once(tm
         api = Api(procs["api"].url)
         sid, key = production_service(api, dns)
         time.sleep(2.0)  # both relays in the group, each with its partitions, and following the control topic
-        ids = []
-        for batch in range(MESSAGES // 100):
-            items = [{"from": "hello@acme.test", "to": f"u{batch * 100 + i}@example.com", "subject": "failover",
-                      "text": "x"} for i in range(100)]
-            r = httpx.post(f"{procs['api'].url}/emails/batch", json=items, headers={"Api-Key": key}, timeout=60)
-            assert r.status_code == 200, r.text
-            ids += [item["id"] for item in r.json()["data"]]
+        ids = post_batches(procs["api"].url, key, MESSAGES, "failover")
         deadline = time.monotonic() + 60
         while not deliveries(sink) and time.monotonic() < deadline:
             time.sleep(0.01)

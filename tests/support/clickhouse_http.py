@@ -4,6 +4,7 @@ the query from the URL and/or body, ``param_*`` server-side parameters, settings
 output in the requested FORMAT, ``X-ClickHouse-*`` headers, errors as HTTP 500 text."""
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +12,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from services.analytics.clickhouse_http import form_fields
+from shared.store.chdb_store import ChdbStore
+from shared.store.clickhouse import ClickHouseStore
 from tests.support.broker import free_port
 
 _lock = threading.Lock()
@@ -84,3 +87,17 @@ class ClickHouseHttp:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.asynccontextmanager
+async def store_of_kind(kind: str, path: Path):
+    """An analytics store over chDB data at ``path``: embedded ("chdb"), or the clickhouse-connect
+    adapter in front of this stand-in ("clickhouse-server"); closed (and the server stopped) after."""
+    server = ClickHouseHttp(path).start() if kind == "clickhouse-server" else None
+    store = ClickHouseStore(server.url) if server else ChdbStore(path)
+    try:
+        yield store
+    finally:
+        await store.close()
+        if server:
+            server.stop()

@@ -206,6 +206,19 @@ def sandbox_service(api: Api, sink, recipient: str = "ann@example.com") -> tuple
     return sid, key
 
 
+def post_batches(url: str, key: str, n: int, subject: str) -> list[str]:
+    """``n`` sends from the verified acme.test (to u0@example.com, u1@…) through
+    ``POST /emails/batch``, 100 a call; the ids, in order."""
+    ids: list[str] = []
+    for batch in range(0, n, 100):
+        items = [{"from": "hello@acme.test", "to": f"u{i}@example.com", "subject": subject, "text": "x"}
+                 for i in range(batch, min(batch + 100, n))]
+        r = httpx.post(f"{url}/emails/batch", json=items, headers={"Api-Key": key}, timeout=60)
+        assert r.status_code == 200, r.text
+        ids += [item["id"] for item in r.json()["data"]]
+    return ids
+
+
 def production_service(api: Api, dns, domain: str = "acme.test", name: str = "prod") -> tuple[str, str]:
     """A service in production mode with ``domain`` published in ``dns`` and verified."""
     sid = api.create_service(name)

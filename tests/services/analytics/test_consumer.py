@@ -11,9 +11,7 @@ from services.analytics.consumer import AnalyticsConsumer
 from shared import events as ev
 from shared.log.sqlite import SqliteLog
 from shared.store import queries
-from shared.store.chdb_store import ChdbStore
-from shared.store.clickhouse import ClickHouseStore
-from tests.support.clickhouse_http import ClickHouseHttp
+from tests.support.clickhouse_http import store_of_kind
 
 pytestmark = pytest.mark.clickhouse
 SVC = "svc-1"
@@ -51,18 +49,10 @@ async def parts(request, tmp_path):
     clickhouse-connect adapter over ClickHouse's HTTP interface (served over chDB)."""
     lg = SqliteLog(tmp_path / "log.sqlite3")
     await lg.start()
-    server = None
-    if request.param == "chdb":
-        store = ChdbStore(tmp_path / "chdb")
-    else:
-        server = ClickHouseHttp(tmp_path / "chdb-server").start()
-        store = ClickHouseStore(server.url)
-    await store.migrate()
-    yield lg, store
-    await store.close()
+    async with store_of_kind(request.param, tmp_path / "chdb") as store:
+        await store.migrate()
+        yield lg, store
     await lg.close()
-    if server:
-        server.stop()
 
 
 async def run_until_loaded(consumer: AnalyticsConsumer, lg, timeout: float = 20):

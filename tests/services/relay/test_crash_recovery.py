@@ -15,14 +15,13 @@ import asyncio
 import time
 from collections import Counter
 
-import httpx
 import pytest
 
 from shared import events as ev
 from shared.log.kafka import KafkaLog
 from shared.settings import Settings
 from tests.support.dns_server import DnsServer
-from tests.support.postline import Api, PostlineProcess, production_service
+from tests.support.postline import Api, PostlineProcess, post_batches, production_service
 from tests.support.smtp_sink import SmtpSink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -58,13 +57,7 @@ def test_relay_killed_at_random_points_loses_and_doubles_nothing(tmp_path, tansu
     try:
         api = Api(api_proc.url)
         _, key = production_service(api, dns)
-        ids = []
-        for batch in range(MESSAGES // 100):
-            items = [{"from": "hello@acme.test", "to": f"user{batch * 100 + i}@example.com", "subject": "crash test",
-                      "text": "x"} for i in range(100)]
-            r = httpx.post(f"{api_proc.url}/emails/batch", json=items, headers={"Api-Key": key}, timeout=60)
-            assert r.status_code == 200, r.text
-            ids += [item["id"] for item in r.json()["data"]]
+        ids = post_batches(api_proc.url, key, MESSAGES, "crash test")
         assert len(set(ids)) == MESSAGES
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
