@@ -48,6 +48,14 @@ class DeadlineLog(EventLog):
         """As ``EventLog.append_many``, all of it within one ``timeout``."""
         return await self._bounded(self.inner.append_many(topic, items))
 
+    async def append_guarded(self, topic, items, guard):
+        """The embedded log's guarded append (shared/log/sqlite.py), within ``timeout``."""
+        return await self._bounded(self.inner.append_guarded(topic, items, guard))
+
+    def read(self, query):
+        """The embedded log's read on its own tables (shared/log/sqlite.py)."""
+        return self.inner.read(query)
+
     async def _bounded(self, call):
         try:
             async with asyncio.timeout(self.timeout):  # no extra task per append (unlike wait_for)

@@ -32,7 +32,9 @@ import sqlite3
 import threading
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from shared.log.port import CommitFailed, Consumer, EventLog, LogNotStarted, LogUnavailable, Record
 
@@ -59,6 +61,15 @@ _BATCH = 2000
 WATCH_INTERVAL = 0.01
 WATCH_IDLE_INTERVAL = 0.05
 WATCH_BUSY_FOR = 2.0
+
+
+Guard = Callable[[sqlite3.Connection], object]  # returns a verdict with ``chosen``: a boolean per item
+
+
+@dataclass(frozen=True)
+class GuardFailed:
+    """A guard raised: its job is failed with this error, the other jobs of the commit go on."""
+    error: Exception
 
 
 def partition_for(key: str | None, partitions: int, counter: int) -> int:
@@ -172,6 +183,8 @@ class SqliteLog(EventLog):
             for kind, payload, fut in jobs:
                 if kind == "append":
                     results.append((fut, [self._insert(conn, item, assigned) for item in payload]))
+                elif kind == "guarded":
+                    results.append((fut, self._guarded(conn, payload, assigned)))
                 else:
                     conn.executemany(
                         "INSERT INTO commits(grp, topic, part, off) VALUES (?,?,?,?) "
@@ -191,6 +204,20 @@ class SqliteLog(EventLog):
         # one wake-up of the event loop per commit, not one per record
         self._loop.call_soon_threadsafe(_resolve_all, [(fut, res, None) for fut, res in results],
                                         lambda: self._advance(assigned))
+
+    def _guarded(self, conn: sqlite3.Connection, payload, assigned) -> tuple[object, list[tuple[int, int]]]:
+        """Run a guard in this write transaction, then append its records only if it allows.
+        A guard that raises undoes its own writes (a savepoint) and fails only its own job."""
+        items, guard = payload
+        conn.execute("SAVEPOINT guard")
+        try:
+            verdict = guard(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO guard")
+            conn.execute("RELEASE guard")
+            return GuardFailed(exc), []
+        conn.execute("RELEASE guard")
+        return verdict, [self._insert(conn, item, assigned) for item, keep in zip(items, verdict.chosen) if keep]
 
     def _insert(self, conn, payload, assigned) -> tuple[int, int]:
         topic, key, value, headers = payload
@@ -252,6 +279,20 @@ class SqliteLog(EventLog):
     async def append_many(self, topic, items):
         return await self._submit("append", [(str(topic), k, v, None) for k, v in items])
 
+    async def append_guarded(self, topic, items: list[tuple[str | None, bytes]], guard: Guard
+                             ) -> tuple[object, list[tuple[int, int]]]:
+        """``guard(connection)`` runs inside the write transaction that would hold ``items``
+        (so it sees and changes the log file's own tables with every other writer of every
+        process excluded); its verdict's ``chosen`` (a boolean per item) says which of ``items``
+        are appended. Returns ``(verdict, positions of those chosen)`` once durable; raises as
+        ``append`` does, and re-raises what the guard raised (nothing of its job written).
+        For decisions that must hold across processes at no extra fsync: rate counters,
+        idempotency claims."""
+        verdict, positions = await self._submit("guarded", ([(str(topic), k, v, None) for k, v in items], guard))
+        if isinstance(verdict, GuardFailed):
+            raise verdict.error
+        return verdict, positions
+
     async def _commit_offsets(self, rows: list[tuple[str, str, int, int]]) -> None:
         await self._submit("commit", rows)
 
@@ -265,6 +306,12 @@ class SqliteLog(EventLog):
     def _committed(self, group: str, topic: str) -> dict[int, int]:
         rows = self._reader.execute("SELECT part, off FROM commits WHERE grp=? AND topic=?", (group, topic))
         return dict(rows.fetchall())
+
+    def read(self, query: Callable[[sqlite3.Connection], object]) -> object:
+        """``query(connection)`` on this process's reader connection, on the caller's thread:
+        for small reads of the log file's own tables (e.g. rate counters); it sees every
+        commit made so far by any process."""
+        return query(self._reader)
 
     def by_key(self, topic: str, key: str, limit: int = 50) -> list[Record]:
         """The newest ``limit`` records of ``key`` on ``topic``, newest first (found through the

@@ -1,0 +1,88 @@
+"""Exact counters in the embedded log's own file, decided in its write transaction.
+
+Every writer of every process of an installation commits through one lock and one
+``BEGIN IMMEDIATE`` (shared/log/sqlite.py), so a check-and-count run inside that
+transaction is exact across all API processes, and costs no fsync of its own: it commits
+with the send it admits. Table ``quota_slots``: units per (service, scope, slot)."""
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from shared.quota.port import Quota
+from shared.quota.window import Counted, Decision, Take, Window, decide
+
+SCHEMA = ("CREATE TABLE IF NOT EXISTS quota_slots(svc TEXT NOT NULL, scope TEXT NOT NULL, slot INTEGER NOT NULL, "
+          "n INTEGER NOT NULL, PRIMARY KEY (svc, scope, slot)) WITHOUT ROWID")
+_COUNT = "SELECT COALESCE(SUM(n), 0), MIN(slot) FROM quota_slots WHERE svc=? AND scope=? AND slot>=?"
+_ROWS = "SELECT slot, n FROM quota_slots WHERE svc=? AND scope=? AND slot>=? ORDER BY slot"
+_ADD = ("INSERT INTO quota_slots(svc, scope, slot, n) VALUES (?,?,?,?) "
+        "ON CONFLICT(svc, scope, slot) DO UPDATE SET n = n + excluded.n")
+_EXPIRE = "DELETE FROM quota_slots WHERE svc=? AND scope=? AND slot<?"
+
+
+def count(conn: sqlite3.Connection, take: Take, now: float) -> list[Counted]:
+    out = []
+    for w in take.windows:
+        units, oldest = conn.execute(_COUNT, (take.service_id, w.scope, w.first_live(now))).fetchone()
+        out.append(Counted(w, units, oldest))
+    return out
+
+
+def judge(conn: sqlite3.Connection, take: Take, now: float) -> Decision:
+    rows = lambda w: conn.execute(_ROWS, (take.service_id, w.scope, w.first_live(now))).fetchall()  # noqa: E731
+    return decide(take, now, count(conn, take, now), rows)
+
+
+def record(conn: sqlite3.Connection, take: Take, now: float) -> None:
+    for w in take.windows:
+        conn.execute(_ADD, (take.service_id, w.scope, w.slot_at(now), take.n))
+        conn.execute(_EXPIRE, (take.service_id, w.scope, w.first_live(now)))  # usually nothing: one index probe
+
+
+class Verdict:
+    """The guard's answer to the log: which records to append, and the decisions."""
+
+    def __init__(self, decisions: list[Decision]):
+        self.decisions = decisions
+        self.chosen = [d.allowed for d in decisions]
+
+
+class SqliteQuota(Quota):
+    def __init__(self, log):
+        self.log = log  # the embedded log (or its deadline wrapper): it runs the guard
+        self._schema_ready = False
+
+    def _guard(self, takes: list[Take]):
+        def guard(conn: sqlite3.Connection) -> Verdict:
+            if not self._schema_ready:
+                conn.execute(SCHEMA)
+            now = time.time()
+            decisions = []
+            for take in takes:
+                decision = judge(conn, take, now)
+                if decision.allowed and take.n:
+                    record(conn, take, now)
+                decisions.append(decision)
+            return Verdict(decisions)
+        return guard
+
+    async def admit(self, topic, takes, items):
+        verdict = await self.log.append_guarded(topic, items, self._guard(takes))
+        self._schema_ready = True
+        return verdict.decisions
+
+    def peek(self, take: Take) -> Decision:
+        try:
+            return self.log.read(lambda conn: judge(conn, take, time.time()))
+        except sqlite3.OperationalError:  # no send yet on this installation: no table yet
+            return decide(take, time.time(), [Counted(w, 0, None) for w in take.windows], lambda w: [])
+
+    def usage(self, service_id, scopes):
+        now = time.time()
+        take = Take(service_id, 0, tuple(Window(scope, length, slot, 0) for scope, length, slot in scopes))
+        try:
+            counted = self.log.read(lambda conn: count(conn, take, now))
+        except sqlite3.OperationalError:
+            return {scope: 0 for scope, _, _ in scopes}
+        return {c.window.scope: c.count for c in counted}
