@@ -57,8 +57,8 @@ class Idempotency:
             try:
                 held = await self.claims.change(scope, key, c.claim(me, body_hash, now, self.lease))
             except Exception as exc:  # the log did not record the claim: nothing was sent
-                raise HTTPException(503, "the event log is unavailable; nothing was sent, safe to retry",
-                                    headers={"Retry-After": "1"}) from exc
+                raise HTTPException(503, "the event log did not record the Idempotency-Key; nothing was sent, "
+                                         "retry with the same key", headers={"Retry-After": "1"}) from exc
         return held
 
     async def _produce(self, scope, key, body_hash, me, produce) -> dict:
