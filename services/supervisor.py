@@ -123,7 +123,6 @@ def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], soc
         # the password travels in the environment (readable by this user only), never in argv
         env["POSTLINE_CLICKHOUSE_URL"] = f"http://postline:{secrets.token_urlsafe(32)}@127.0.0.1:{port}"
         owner_args = ["--store-fd", str(store_sock.fileno())]
-    api_env = {**env, "POSTLINE_API_REPLICAS": str(settings.api_replicas * workers)}  # each enforces its share
     relays = relay_count(settings)
     # Analytics and webhooks share one process (each needs a fraction of a core; a Python
     # process of its own costs ~60 MB) that runs behind the API and the relays when the cores
@@ -133,7 +132,7 @@ def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], soc
                       pass_fds=(store_sock.fileno(),) if store_sock else ())]
     children += [Child("relay" if n == 0 else f"relay-{n}", "relay", env, ["--share", f"{n}/{relays}"])
                  for n in range(relays)]
-    children += [Child(f"api-{n}", "api", api_env) for n in range(1, workers + 1)]
+    children += [Child(f"api-{n}", "api", env) for n in range(1, workers + 1)]
     return children, store_sock
 
 

@@ -24,6 +24,7 @@ class Topic(StrEnum):
     EVENTS = "email.events"
     RETRY = "email.retry"
     DEAD_LETTER = "postline.dead-letter"
+    QUOTA = "postline.quota"  # Kafka mode: each API replica's rate counts (shared/quota/gossip.py)
 
 
 _EVENT_NS = uuid.UUID("6f1d3c4e-2b1a-4f8e-9c51-7d0b8f3a9e20")

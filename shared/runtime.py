@@ -83,6 +83,8 @@ class Runtime:
         return wid, token
 
     async def close(self) -> None:
+        if self.limits:
+            await self.limits.quota.close()
         if self.control:
             await self.control.close()
         if self.store:

@@ -19,11 +19,17 @@ from shared.retry_schedule import MAX_LEVELS as MAX_RETRY_LEVELS
 log = logging.getLogger(__name__)
 
 
+# The control topic keeps the latest state per entity; the quota topic one total per counted
+# slot, and nothing older than its longest window (a day, plus a slot) plus a margin.
+TOPIC_CONFIGS = {Topic.CONTROL: {"cleanup.policy": "compact"},
+                 Topic.QUOTA: {"cleanup.policy": "compact,delete", "retention.ms": str(26 * 3600 * 1000)}}
+
+
 def topic_specs(partitions: int, replication: int) -> list[NewTopic]:
     """The topics Postline needs; the control topic is compacted (latest state per entity)."""
     specs = []
     for topic in Topic:
-        configs = {"cleanup.policy": "compact"} if topic is Topic.CONTROL else {}
+        configs = TOPIC_CONFIGS.get(topic, {})
         specs.append(NewTopic(str(topic), num_partitions=partitions, replication_factor=replication, topic_configs=configs))
     for level in range(MAX_RETRY_LEVELS):
         specs.append(NewTopic(retry_topic(level), num_partitions=partitions, replication_factor=replication))
