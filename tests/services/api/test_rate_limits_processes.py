@@ -2,6 +2,8 @@
 with four API processes over one data dir, a real SMTP sink, real HTTP clients."""
 from __future__ import annotations
 
+import threading
+
 import httpx
 import pytest
 
@@ -14,16 +16,36 @@ BODY = {"from": "Acme <hello@acme.test>", "to": ["ann@example.com"], "subject": 
 
 @pytest.fixture(scope="module")
 def four_workers(tmp_path_factory):
-    """`postline all` with 4 API processes (1 relay: the limit is the API's business) and a sink."""
+    """`postline all` with 4 API processes (1 relay: the limit is the API's business) and a
+    sink, under a send load: another service sends all along (to a recipient its sandbox
+    drops, so the load appends requests without counting against anything)."""
     sink = SmtpSink().start()
     proc = PostlineProcess(tmp_path_factory.mktemp("limits") / "data",
                            env={"POSTLINE_WORKERS": "4", "POSTLINE_RELAY_PROCESSES": "1",
                                 "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address}).start()
+    stop, codes = threading.Event(), []
     try:
-        yield Api(proc.url), sink
+        api = Api(proc.url)
+        load = threading.Thread(target=send_load, args=(api, stop, codes), daemon=True)
+        load.start()
+        yield api, sink
+        stop.set()
+        load.join(30)
+        assert codes and set(codes) == {200}, f"the background load was answered {sorted(set(codes))}"
     finally:
+        stop.set()
         proc.stop()
         sink.stop()
+
+
+def send_load(api: Api, stop: threading.Event, codes: list[int]) -> None:
+    sid = api.create_service("load")
+    key = api.create_key(sid)
+    with httpx.Client(base_url=api.http.base_url, timeout=30) as client:  # a new connection: maybe another process
+        while not stop.is_set():
+            r = client.post(f"/api/email/services/{sid}/send", json={**BODY, "to": ["nobody@example.com"]},
+                            headers={"Authorization": f"Bearer {key}"})
+            codes.append(r.status_code)
 
 
 def set_per_minute(api: Api, sid: str, per_minute: int) -> None:
