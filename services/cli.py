@@ -121,7 +121,9 @@ async def start_front_door(rt, stop: asyncio.Event, wanted, supervised: bool) ->
     from services.api.app import create_app
 
     token = None if supervised else await rt.ensure_default_workspace()
-    tasks = [asyncio.create_task(_Server(create_app(rt), settings, reuse_port=supervised).run(stop), name="api")]
+    app = create_app(rt)
+    await rt.limits.quota.start()  # Kafka: the other replicas' rate counts read up to now
+    tasks = [asyncio.create_task(_Server(app, settings, reuse_port=supervised).run(stop), name="api")]
     if settings.submission_port:
         from services.api.submission.server import serve as serve_submission
 
@@ -254,7 +256,7 @@ ENV = {
               "POSTLINE_LOG_APPEND_TIMEOUT", "POSTLINE_DEPENDENCY_LOG_INTERVAL"],
     "http": ["POSTLINE_HTTP_HOST", "POSTLINE_HTTP_PORT", "POSTLINE_PUBLIC_URL"],
     "api": ["POSTLINE_ADMIN_TOKEN", "POSTLINE_SANDBOX_FROM", "POSTLINE_RATE_PER_MINUTE", "POSTLINE_RATE_PER_DAY",
-            "POSTLINE_API_REPLICAS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_WEBHOOK_ALLOW_PRIVATE",
+            "POSTLINE_QUOTA_FLUSH_INTERVAL", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_WEBHOOK_ALLOW_PRIVATE",
             "POSTLINE_SUBMISSION_PORT", "POSTLINE_TLS_CERT", "POSTLINE_TLS_KEY"],
     "relay": ["POSTLINE_DELIVERY", "POSTLINE_SMARTHOST", "POSTLINE_SMARTHOST_USER", "POSTLINE_SMARTHOST_PASSWORD",
               "POSTLINE_SMARTHOST_TLS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_INBOUND_SMTP_PORT",

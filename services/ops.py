@@ -3,7 +3,8 @@
 ``/healthz``: the process is alive. ``/readyz``: the process can do its role's job now
 (docs/operations.md, "Readiness"): every role needs its control state replayed and the
 event log answering; a consumer role also needs its consumer running; analytics also
-needs its store. The API and the relay never depend on ClickHouse for their job, so a
+needs its store; a role may add checks of its own (``runtime.checks``: the relay's
+``ledger_writable``, false while it takes no work because it cannot record deliveries). The API and the relay never depend on ClickHouse for their job, so a
 ClickHouse outage shows under ``degraded`` but does not take them out of service.
 ``/metrics``: Prometheus. The API serves these itself; the other roles serve this small
 app on POSTLINE_HTTP_PORT."""
@@ -46,6 +47,7 @@ async def readiness(runtime) -> tuple[bool, dict, dict]:
             checks[f"{role}_running"] = not task.done()
     if "api" in roles and hasattr(runtime.log, "writable"):  # sends are appends: the last one must not have failed
         checks["event_log_writable"] = runtime.log.writable()
+    checks.update((name, check()) for name, check in runtime.checks.items())
     degraded = {}
     if runtime.store is not None:
         store_ok = await store_answers(runtime)

@@ -44,6 +44,7 @@ from shared.settings import Settings, load_settings
 
 log = logging.getLogger("postline.supervisor")
 STOP_GRACE = 30.0
+LOCK_WAIT = STOP_GRACE + 5  # an earlier instance's children drain for at most STOP_GRACE (then SIGKILL)
 READY_TIMEOUT = 180.0
 MAX_BACKOFF = 30.0
 YOUNG = 10.0  # a child that dies younger than this (seconds) backs off longer each time
@@ -123,7 +124,6 @@ def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], soc
         # the password travels in the environment (readable by this user only), never in argv
         env["POSTLINE_CLICKHOUSE_URL"] = f"http://postline:{secrets.token_urlsafe(32)}@127.0.0.1:{port}"
         owner_args = ["--store-fd", str(store_sock.fileno())]
-    api_env = {**env, "POSTLINE_API_REPLICAS": str(settings.api_replicas * workers)}  # each enforces its share
     relays = relay_count(settings)
     # Analytics and webhooks share one process (each needs a fraction of a core; a Python
     # process of its own costs ~60 MB) that runs behind the API and the relays when the cores
@@ -133,7 +133,7 @@ def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], soc
                       pass_fds=(store_sock.fileno(),) if store_sock else ())]
     children += [Child("relay" if n == 0 else f"relay-{n}", "relay", env, ["--share", f"{n}/{relays}"])
                  for n in range(relays)]
-    children += [Child(f"api-{n}", "api", api_env) for n in range(1, workers + 1)]
+    children += [Child(f"api-{n}", "api", env) for n in range(1, workers + 1)]
     return children, store_sock
 
 
@@ -186,20 +186,59 @@ def _check_port(host: str, port: int, what: str) -> None:
         raise SystemExit(f"postline: cannot listen on {host}:{port} ({what}): {exc.strerror}") from None
 
 
-def _lock_data_dir(settings: Settings) -> int:
+async def _lock_data_dir(settings: Settings, stop: asyncio.Event, wait: float = LOCK_WAIT) -> int:
     """One `postline all` per data dir (two would run two relays: two members of one consumer
     group). Returns the lock's fd; the children inherit it, so the lock is held until this
-    process and every child of it have exited."""
-    import fcntl
-
+    process and every child of it have exited. The lock file names the parent holding it:
+    while that parent lives, exits at once with an error; when it is gone (killed) but its
+    children still drain what they hold, waits for them — one line says so — up to ``wait``
+    seconds, then exits with an error."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(Path(settings.data_dir) / "postline-all.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    deadline, said = time.monotonic() + wait, False
+    while not _try_lock(fd):
+        holder = _lock_holder(fd)
+        if holder is not None or time.monotonic() >= deadline or stop.is_set():
+            os.close(fd)
+            raise SystemExit(f"postline: another `postline all` is running over {settings.data_dir}"
+                             + (f" (pid {holder})" if holder else f" (still after waiting {wait:.0f} s)" if said else ""))
+        if not said:
+            print(f"postline: waiting up to {wait:.0f} s for the processes of a previous `postline all` over "
+                  f"{settings.data_dir} to finish", file=sys.stderr, flush=True)
+            said = True
+        await _sleep_unless(stop, 0.2)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def _try_lock(fd: int) -> bool:
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
     except BlockingIOError:
-        os.close(fd)
-        raise SystemExit(f"postline: another `postline all` is running over {settings.data_dir}") from None
-    return fd
+        return False
+
+
+def _lock_holder(fd: int) -> int | None:
+    """The pid of the live `postline all` parent that wrote the lock file, or None (it is
+    gone, or wrote no pid: an older version)."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    if not text.isdigit():
+        return None
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        return int(text)
+    try:  # a killed parent not yet reaped by its own parent is a zombie: gone too
+        state = Path(f"/proc/{text}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return int(text)
+    return None if state == "Z" else int(text)
 
 
 def _local_url(settings: Settings) -> str:
@@ -300,7 +339,7 @@ async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None
     if worker_count(settings) <= 1:
         return await run_roles("all", stop, settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness probe is not news
-    lock_fd = _lock_data_dir(settings)
+    lock_fd = await _lock_data_dir(settings, stop)
     _check_port(settings.http_host, settings.http_port, "HTTP")
     _check_port(settings.http_host, settings.submission_port, "SMTP submission")
     token, rt = await _prepare(settings)

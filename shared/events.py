@@ -24,6 +24,7 @@ class Topic(StrEnum):
     EVENTS = "email.events"
     RETRY = "email.retry"
     DEAD_LETTER = "postline.dead-letter"
+    QUOTA = "postline.quota"  # Kafka mode: each API replica's rate counts (shared/quota/gossip.py)
     IDEMPOTENCY = "postline.idempotency"  # Kafka mode: Idempotency-Key claims (services/api/idempotency/)
 
 

@@ -3,9 +3,12 @@
 ``POSTLINE_FAILPOINTS="relay.after_ledger=0.02,relay.before_commit=0.05"`` crashes at each
 named point with that probability. Unset in production: the check is one dict lookup.
 Names ending in ``.delay`` are pauses instead, their value in seconds
-(``control.follow.delay=2``: this process reads the control topic two seconds late)."""
+(``control.follow.delay=2``: this process reads the control topic two seconds late).
+``io_error`` points raise ``OSError(ENOSPC)`` instead (a full disk at that write); an
+in-process test switches a point on and off with ``configure``."""
 from __future__ import annotations
 
+import errno
 import os
 import random
 
@@ -29,3 +32,17 @@ def failpoint(name: str) -> None:
 def delay(name: str) -> float:
     """Seconds to pause at the ``name`` delay point (0 unless a test configured it)."""
     return _points.get(name + ".delay", 0.0)
+
+
+def io_error(name: str) -> None:
+    """Raise ``OSError(ENOSPC)`` here (with the configured probability): a full disk."""
+    if hit(name):
+        raise OSError(errno.ENOSPC, f"No space left on device (failpoint {name})")
+
+
+def configure(name: str, value: float | None) -> None:
+    """Set (a probability, or a delay's seconds) or clear (None) one point in this process."""
+    if value is None:
+        _points.pop(name, None)
+    else:
+        _points[name] = value

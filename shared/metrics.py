@@ -8,6 +8,12 @@ DELIVERY_SECONDS = Histogram("postline_relay_delivery_seconds", "SMTP delivery l
 RELAY_IN_FLIGHT = Gauge("postline_relay_in_flight", "Messages being delivered now", multiprocess_mode="livesum")
 RELAY_QUEUE_DEPTH = Gauge("postline_relay_queue_depth", "Requests polled and not yet committed",
                           multiprocess_mode="livesum")
+# per ledger directory (one per relay process): livemin, so a relay that cannot write shows 0
+RELAY_LEDGER_WRITABLE = Gauge("postline_relay_ledger_writable",
+                              "1 while the relay's delivery ledger can be written; 0 while it takes no work",
+                              ["ledger"], multiprocess_mode="livemin")
+RELAY_LEDGER_WRITE_ERRORS = Counter("postline_relay_ledger_write_errors_total",
+                                    "Failed delivery-ledger writes (disk full, I/O error); each is retried")
 DEAD_LETTERS = Counter("postline_dead_letters_total", "Records sent to the dead-letter topic", ["group"])
 SENDS_ACCEPTED = Counter("postline_api_sends_total", "Send requests by result", ["result"])
 ANALYTICS_ROWS = Counter("postline_analytics_rows_total", "Rows inserted into ClickHouse", ["table"])

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from shared import events as ev
 from shared.control.plane import ControlPlane
@@ -37,6 +37,7 @@ class Runtime:
     store: AnalyticsStore | None = None
     inbox: DevInbox | None = None
     roles: dict[str, asyncio.Task] = field(default_factory=dict)  # role → its task (services/cli.py), for /readyz
+    checks: dict[str, Callable[[], bool]] = field(default_factory=dict)  # a role's own /readyz checks (relay: ledger_writable)
     relay_share: tuple[int, int] = (0, 1)  # (index, count): this relay process's share of the embedded log's partitions
     shared_ports: bool = False  # one of several API processes of `postline all`: bind with SO_REUSEPORT
     # Parts of the API role, set by services/api/app.py (None in the other roles):
@@ -83,6 +84,8 @@ class Runtime:
         return wid, token
 
     async def close(self) -> None:
+        if self.limits:
+            await self.limits.quota.close()
         if self.control:
             await self.control.close()
         if self.store:

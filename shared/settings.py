@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     spf_include: str | None = Field(None, description="Domain senders include in SPF (default _spf.<hostname>).")
     rate_per_minute: int = Field(600, ge=1, description="Base production limit per service per minute (reputation raises it).")
     rate_per_day: int = Field(10_000, ge=1, description="Base production limit per service per day (reputation raises it).")
-    api_replicas: int = Field(1, ge=1, description="API replicas sharing the rate limits; each enforces its share.")
+    quota_flush_interval: float = Field(0.1, gt=0, le=5, description="Kafka mode: seconds between an API replica's publications of its rate counts to the others (the total can overshoot by about this much traffic).")
     workers: int | None = Field(None, ge=1, le=256, description="API processes of `postline all` (default: the number of cores); 1 runs every role in one process.")
     relay_processes: int | None = Field(None, ge=1, le=64, description="Relay processes of `postline all`, each delivering its share of the embedded log's partitions (default: the number of cores, at most POSTLINE_EMBEDDED_PARTITIONS).")
     mx_port: int = Field(25, ge=1, lt=65536, description="Port of receiving MX servers (25; tests point it at sinks).")

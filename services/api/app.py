@@ -25,6 +25,7 @@ from services.api.sending import RecentSends
 from services.api.text_checks import RejectUnencodable
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
+from shared.quota import open_quota
 from services.api import dashboard
 from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, tracking, webhooks
 
@@ -149,7 +150,7 @@ def attach_api_parts(runtime) -> None:
     """The API role's parts on the runtime: one per process, however many apps a test builds on it."""
     s = runtime.settings
     if runtime.limits is None:
-        runtime.limits = RateLimiter(s.api_replicas, runtime.store, s.rate_per_minute, s.rate_per_day,
+        runtime.limits = RateLimiter(open_quota(runtime.log, s), runtime.store, s.rate_per_minute, s.rate_per_day,
                                      overrides=lambda sid: runtime.control.state.rate_overrides(sid))
     if runtime.idempotency is None:
         runtime.idempotency = open_idempotency(runtime.log, s)

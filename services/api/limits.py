@@ -11,67 +11,25 @@ Rules (documented in docs/rate-limits.md):
   bounce rate stays under 2% and the complaint rate under 0.1%. A bounce rate over 5% or a
   complaint rate over 0.5% halves the base limits instead.
 - One unit is one accepted message (whatever its recipient count), as Postmark counts.
-- With N API replicas (POSTLINE_API_REPLICAS) each replica enforces ceil(limit / N) of every
-  window, so the total holds without a shared counter; the daily count is re-seeded from the
-  analytics store after a restart.
+- The windows are sliding (shared/quota/window.py): "minute" is any 60 s, "day" any 24 h, so
+  no burst around a boundary gets twice the limit through. They are the service's, whatever
+  the number of API processes or replicas (shared/quota/: exact in the embedded log's write
+  transaction, shared through the log on Kafka).
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+
+from shared.quota import Decision, Quota, Take, Window
 
 BASE_MINUTE, BASE_DAY = 600, 10_000
 SANDBOX_DAY = 50
 REFRESH_SECONDS = 600
+# (scope, window length, slot length) in seconds
+MINUTE, DAY, SANDBOX = ("minute", 60, 1), ("day", 86_400, 300), ("sandbox day", 86_400, 300)
 
-
-@dataclass
-class Window:
-    """A fixed window counter; ``index`` is the window number (now // length)."""
-
-    index: int = -1
-    count: int = 0
-    length: int = 60
-
-    def roll(self, now: float) -> None:
-        index = int(now // self.length)
-        if index != self.index:
-            self.index, self.count = index, 0
-
-    def current(self, now: float) -> int:
-        return self.count if self.index == int(now // self.length) else 0
-
-    def reset_in(self, now: float) -> int:
-        return int((self.index + 1) * self.length - now) + 1
-
-
-@dataclass
-class Decision:
-    allowed: bool
-    limit: int
-    remaining: int
-    reset: int
-    retry_after: int = 0
-    scope: str = "minute"
-
-    def headers(self) -> dict[str, str]:
-        h = {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(max(0, self.remaining)),
-             "RateLimit-Reset": str(self.reset)}
-        if not self.allowed:
-            h["Retry-After"] = str(self.retry_after)
-        return h
-
-
-@dataclass
-class ServiceCounters:
-    minute: Window = field(default_factory=lambda: Window(length=60))
-    day: Window = field(default_factory=lambda: Window(length=86400))
-    sandbox_day: Window = field(default_factory=lambda: Window(length=86400))
-    tier: int = 0
-    refreshed_at: float = -1e9
-    seeded_day: float = -1.0
+__all__ = ["Decision", "RateLimiter", "tier_for"]
 
 
 def tier_for(sent_7d: int, bounced_7d: int, complained_7d: int) -> int:
@@ -85,79 +43,73 @@ def tier_for(sent_7d: int, bounced_7d: int, complained_7d: int) -> int:
     return 3 if sent_7d >= 50_000 else 2 if sent_7d >= 10_000 else 1 if sent_7d >= 1_000 else 0
 
 
+@dataclass
+class Reputation:
+    tier: int = 0
+    refreshed_at: float = -1e9
+
+
 class RateLimiter:
-    def __init__(self, replicas: int = 1, store=None, per_minute: int = BASE_MINUTE, per_day: int = BASE_DAY,
+    def __init__(self, quota: Quota, store=None, per_minute: int = BASE_MINUTE, per_day: int = BASE_DAY,
                  overrides=None):
-        """``overrides(service_id)`` → ``(per_minute, per_day)`` of the service's own base, each
-        None when not set (read from the control state on every call, so a PATCH applies at once)."""
-        self.replicas, self.store = replicas, store
+        """``quota``: the service-wide counters (shared/quota). ``overrides(service_id)`` →
+        ``(per_minute, per_day)`` of the service's own base, each None when not set (read
+        from the control state on every call, so a PATCH applies at once)."""
+        self.quota, self.store = quota, store
         self.base_minute, self.base_day = per_minute, per_day
         self.overrides = overrides or (lambda service_id: (None, None))
-        self._counters: dict[str, ServiceCounters] = {}
+        self._reputation: dict[str, Reputation] = {}
 
     def base(self, service_id: str) -> tuple[int, int]:
         minute, day = self.overrides(service_id)
         return minute or self.base_minute, day or self.base_day
 
     def limits(self, service_id: str) -> tuple[int, int]:
-        tier = self._counters.get(service_id, ServiceCounters()).tier
+        tier = self._reputation.get(service_id, Reputation()).tier
         factor = 0.5 if tier < 0 else 2 ** tier
         base_minute, base_day = self.base(service_id)
         return int(base_minute * factor), int(base_day * factor)
 
-    def _share(self, limit: int) -> int:
-        return math.ceil(limit / self.replicas)
-
-    async def refresh(self, service_id: str, now: float | None = None) -> ServiceCounters:
-        """Seed today's count and the reputation tier from the analytics store (at most every 10 min)."""
+    async def refresh(self, service_id: str, now: float | None = None) -> Reputation:
+        """The reputation tier from the analytics store (at most every 10 min; each process
+        reads the same store, so they agree)."""
         now = now or time.time()
-        c = self._counters.setdefault(service_id, ServiceCounters())
-        if self.store is None or now - c.refreshed_at < REFRESH_SECONDS:
-            return c
-        c.refreshed_at = now
+        rep = self._reputation.setdefault(service_id, Reputation())
+        if self.store is None or now - rep.refreshed_at < REFRESH_SECONDS:
+            return rep
+        rep.refreshed_at = now
         try:
             from shared.store import queries
 
-            week = await queries.stats(self.store, service_id, "7d", "day", None)
-            t = week["totals"]
-            c.tier = tier_for(t["sent"], t["bounced"], t["complained"])
-            day_start = now - (now % 86400)
-            if c.seeded_day != day_start:
-                c.seeded_day = day_start
-                today = await queries.messages_since(self.store, service_id, datetime.fromtimestamp(day_start, timezone.utc))
-                c.day.roll(now)
-                c.day.count = max(c.day.count, math.ceil(today / self.replicas))
-        except Exception:  # the store is a read model: limits still hold on local counts
+            t = (await queries.stats(self.store, service_id, "7d", "day", None))["totals"]
+            rep.tier = tier_for(t["sent"], t["bounced"], t["complained"])
+        except Exception:  # the store is a read model: limits still hold at the last tier
             pass
-        return c
+        return rep
 
-    async def take(self, service_id: str, sandboxed: bool, n: int = 1) -> Decision:
-        """Count ``n`` messages if every window has room; else a refusal saying when to retry."""
-        now = time.time()
-        c = await self.refresh(service_id, now)
+    async def take_for(self, service_id: str, sandboxed: bool, n: int = 1) -> Take:
+        """What one send (``n`` units; 0 for a send with no recipient left) asks of the windows."""
+        await self.refresh(service_id)
         per_min, per_day = self.limits(service_id)
-        windows = [("minute", c.minute, self._share(per_min)), ("day", c.day, self._share(per_day))]
+        windows = [Window(*MINUTE, per_min), Window(*DAY, per_day)]
         if sandboxed:
-            windows.append(("sandbox day", c.sandbox_day, self._share(SANDBOX_DAY)))
-        for _, w, _ in windows:
-            w.roll(now)
-        blocked = [(name, w, lim) for name, w, lim in windows if w.count + n > lim]
-        if blocked:
-            name, w, lim = blocked[-1]
-            reset = w.reset_in(now)
-            return Decision(False, lim, lim - w.count, reset, retry_after=reset, scope=name)
-        for _, w, _ in windows:
-            w.count += n
-        name, w, lim = min(windows, key=lambda x: x[2] - x[1].count)
-        return Decision(True, lim, lim - w.count, w.reset_in(now), scope=name)
+            windows.append(Window(*SANDBOX, SANDBOX_DAY))
+        return Take(service_id, n, tuple(windows))
+
+    async def admit(self, topic: str, takes: list[Take], items: list[tuple[str | None, bytes]]) -> list[Decision]:
+        """Count each take if it fits and append the records of those that do (shared/quota)."""
+        return await self.quota.admit(topic, takes, items)
+
+    async def peek(self, service_id: str) -> Decision:
+        """The service's state now, counting nothing (for ``RateLimit-*`` on answers that send nothing)."""
+        return self.quota.peek(await self.take_for(service_id, sandboxed=False, n=0))
 
     def view(self, service_id: str) -> dict:
-        now = time.time()
-        c = self._counters.get(service_id, ServiceCounters())
         per_min, per_day = self.limits(service_id)
         base_minute, base_day = self.base(service_id)
-        minute, day = c.minute.current(now), c.day.current(now)
+        usage = self.quota.usage(service_id, [MINUTE, DAY, SANDBOX])
         return {"per_minute": per_min, "per_day": per_day, "base_per_minute": base_minute, "base_per_day": base_day,
                 "overridden": self.overrides(service_id) != (None, None), "sandbox_per_day": SANDBOX_DAY,
-                "reputation_tier": c.tier, "usage": {"this_minute": minute,
-                                                     "today": day}}
+                "reputation_tier": self._reputation.get(service_id, Reputation()).tier,
+                # "today" is the day window: the last 24 hours, as the limit counts them
+                "usage": {"this_minute": usage["minute"], "today": usage["day"], "sandbox_today": usage["sandbox day"]}}

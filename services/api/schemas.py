@@ -437,7 +437,8 @@ class RateLimitView(BaseModel):
     overridden: bool = Field(description="True when an admin set this service's own base limits.")
     sandbox_per_day: int = Field(examples=[50])
     reputation_tier: int = Field(examples=[0])
-    usage: dict[str, int] = Field(examples=[{"this_minute": 3, "today": 120}])
+    usage: dict[str, int] = Field(examples=[{"this_minute": 3, "today": 120, "sandbox_today": 0}],
+                                  description="Units counted in the sliding windows: the last 60 s, the last 24 h, sandbox sends of the last 24 h.")
 
 
 class ServiceView(BaseModel):

@@ -20,6 +20,7 @@ from shared import events as ev
 from shared.addresses import bare, domain_of, parse_mailbox, format_mailbox
 from shared.control.state import ControlState
 from shared.log.deadline import LogUnavailable
+from shared.quota import Decision, Take
 
 Door = Literal["emails", "service"]
 
@@ -191,17 +192,25 @@ def prepare(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str
 LOG_DOWN = Refusal(503, "the event log is unavailable; nothing was sent, safe to retry", retry_after=1)
 
 
-async def append_requests(rt, reqs: list[ev.SendRequested]) -> Refusal | None:
-    """Durably append; ``LOG_DOWN`` means nothing in ``reqs`` may be reported as accepted."""
+async def admit_requests(rt, takes: list[Take], reqs: list[ev.SendRequested]) -> list[Decision] | Refusal:
+    """Count each request against the service's rate limits and durably append those that
+    fit, in one step (services/api/limits.py; ``takes[i]`` is ``reqs[i]``'s): the decisions,
+    or a refusal when the log did not confirm — then nothing in ``reqs`` may be reported as
+    accepted."""
     records = [(r.email_id, ev.encode(r)) for r in reqs]  # outside the try: failing here is a bug, not the log's
     try:
-        await rt.log.append_many(ev.Topic.REQUESTS, records)
+        return await rt.limits.admit(ev.Topic.REQUESTS, takes, records)
     except LogUnavailable as exc:  # no acknowledgement in time (shared/log/deadline.py): may land later
         return Refusal(503, "the event log did not confirm the send in time; retry with the same "
                             "Idempotency-Key", retry_after=retry_after(rt), cause=exc)
     except Exception as exc:  # log unreachable or disk full
         return dataclasses.replace(LOG_DOWN, cause=exc)
-    return None
+
+
+def rate_limited(decision: Decision) -> Refusal:
+    """The refusal of a send over a limit: the service's numbers, one wording for every door."""
+    return Refusal(429, f"rate limit reached ({decision.scope}: {decision.limit}); retry in {decision.retry_after} s",
+                   retry_after=decision.retry_after)
 
 
 def retry_after(rt) -> int:

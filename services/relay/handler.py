@@ -19,6 +19,7 @@ from datetime import datetime
 
 from services.relay import control_wait, tracking
 from services.relay.bounce_class import classify
+from services.relay.claims import Claims
 from services.relay.ledger import Ledger
 from services.relay.mime import build
 from services.relay.outcome import DeliveryResult
@@ -82,6 +83,7 @@ class RelayContext:
     ledger: Ledger
     signer: Signer
     in_flight: InFlight = field(default_factory=InFlight)
+    claims: Claims = field(default_factory=Claims)
     suppressor: Suppressor | None = None  # None: no suppression step (benchmarks without a control plane)
 
 
@@ -166,8 +168,10 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
 
     A final outcome is written to the ledger right after the server's reply, before the
     transaction counts as finished, so the only moment a crash can cause a resend is the
-    reply itself in flight (no sender can close that window)."""
+    reply itself in flight (no sender can close that window). No transaction starts while
+    the ledger cannot be written (services/relay/ledger.py): mail it could not record."""
     async def one(rcpt: str) -> tuple[str, DeliveryResult]:
+        await ctx.ledger.until_writable()
         async with ctx.in_flight.transaction():
             start = time.perf_counter()
             data = raw[rcpt] if isinstance(raw, dict) else raw  # a tracked message has one copy per recipient
@@ -228,7 +232,14 @@ async def suppress_bounced(ctx: RelayContext, events: list[ev.Event]) -> None:
 
 
 async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
-    """Deliver one request; all its effects are durable when this returns."""
+    """Deliver one request; all its effects are durable when this returns. A copy of a
+    request this relay is processing waits for it (services/relay/claims.py)."""
+    async with ctx.claims.hold(req.email_id):
+        await process_unclaimed(ctx, req)
+
+
+async def process_unclaimed(ctx: RelayContext, req: ev.SendRequested) -> None:
+    """``process``, for a caller that holds the email id."""
     events = announce(req)
     events += await already_final(ctx, req)
     done = {e.recipient for e in events if e.type in FINAL}

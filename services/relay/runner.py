@@ -63,6 +63,7 @@ class Relay:
                                 suppressor=Suppressor(runtime.control, runtime.store, count_best_effort=True))
         self.scheduler = Scheduler(s.data_dir / "scheduled.sqlite3", runtime.log)
         self.guard = PoisonGuard(runtime.log, "relay")
+        runtime.checks["ledger_writable"] = lambda: self.ctx.ledger.writable
         self._slots = asyncio.Semaphore(s.relay_concurrency)
 
     async def handle_batch(self, records: list[Record]) -> None:
@@ -90,6 +91,12 @@ class Relay:
                     await process(self.ctx, req)
             return None
 
+    async def _give_up_when_stopped(self, stop: asyncio.Event) -> None:
+        """On stop, requests waiting for a ledger that cannot be written give up: their batch
+        is not committed (a graceful stop must not wait for the disk)."""
+        await stop.wait()
+        self.ctx.ledger.give_up()
+
     async def run(self, stop: asyncio.Event) -> None:
         lg = self.runtime.log
         levels = len(self.ctx.settings.retry_delays)  # bounded at start-up (shared/retry_schedule.py)
@@ -105,6 +112,7 @@ class Relay:
             tasks.append(asyncio.create_task(serve(self.runtime, stop)))
             tasks += [asyncio.create_task(DelayForwarder(lg, lg.consumer([ev.retry_topic(i)], f"relay-retry-{i}")).run(stop))
                       for i in range(levels)]
+        tasks.append(asyncio.create_task(self._give_up_when_stopped(stop)))
         try:
             await asyncio.gather(*tasks)
         finally:

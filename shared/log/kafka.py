@@ -19,9 +19,11 @@ from shared.retry_schedule import MAX_LEVELS as MAX_RETRY_LEVELS
 log = logging.getLogger(__name__)
 
 
-# The control topic keeps the latest state per entity; the idempotency topic the latest
-# record per key (its answer, once done), and nothing past the keys' 24 h plus a margin.
+# The control topic keeps the latest state per entity; the quota topic one total per counted
+# slot, and nothing older than its longest window (a day, plus a slot) plus a margin; the
+# idempotency topic the latest record per key (its answer, once done) for the keys' 24 h plus a margin.
 TOPIC_CONFIGS = {Topic.CONTROL: {"cleanup.policy": "compact"},
+                 Topic.QUOTA: {"cleanup.policy": "compact,delete", "retention.ms": str(26 * 3600 * 1000)},
                  Topic.IDEMPOTENCY: {"cleanup.policy": "compact,delete", "retention.ms": str(25 * 3600 * 1000)}}
 
 

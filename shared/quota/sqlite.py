@@ -68,7 +68,7 @@ class SqliteQuota(Quota):
         return guard
 
     async def admit(self, topic, takes, items):
-        verdict = await self.log.append_guarded(topic, items, self._guard(takes))
+        verdict, _ = await self.log.append_guarded(topic, items, self._guard(takes))
         self._schema_ready = True
         return verdict.decisions
 

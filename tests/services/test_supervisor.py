@@ -216,3 +216,53 @@ def test_a_second_postline_all_over_the_same_data_dir_or_port_refuses_to_start(c
         assert second.proc.wait(60) != 0
         assert says in second.output()
     assert api.admin("GET", "/api/email/services").status_code == 200  # the first one carries on
+
+
+def test_after_kill_9_a_new_postline_all_waits_for_the_draining_children_then_starts(tmp_path):
+    slow = SmtpSink(data_delay=6).start()  # the relay drains transactions in flight for seconds
+    env = {"POSTLINE_WORKERS": "2", "POSTLINE_RELAY_PROCESSES": "1", "POSTLINE_DELIVERY": "smarthost",
+           "POSTLINE_SMARTHOST": slow.address}
+    first = PostlineProcess(tmp_path / "data", env=env).start()
+    second = PostlineProcess(tmp_path / "data", env=env, port=first.port)
+    try:
+        api = Api(first.url)
+        _, key = sandbox_service(api, slow)
+        for i in range(3):
+            assert api.send(key, {**BODY, "subject": f"drain {i}"}).status_code == 200
+        wait_until(lambda: metric_in_flight(first.url), what="a transaction in flight")
+        children = [p for pids in roles(first.proc.pid).values() for p in pids]
+        first.kill()  # SIGKILL: the children get SIGTERM from the kernel and finish what they hold
+        assert any(alive(p) for p in children)
+        second.start()  # waits for the ready API
+        assert "waiting up to" in second.output() and "previous `postline all`" in second.output()
+        assert not any(alive(p) for p in children)  # it started only once they were gone
+        assert Api(second.url).admin("GET", "/api/email/services").status_code == 200
+    finally:
+        second.stop()
+        first.stop()
+        slow.stop()
+
+
+def metric_in_flight(url: str) -> bool:
+    text = fresh(url).get("/metrics").text
+    found = re.search(r"^postline_relay_in_flight (\S+)$", text, re.M)
+    return bool(found and float(found.group(1)) > 0)
+
+
+async def test_the_wait_for_a_previous_instance_is_bounded(tmp_path):
+    import asyncio
+    import fcntl
+
+    from services.supervisor import _lock_data_dir
+    from shared.settings import Settings
+
+    data = tmp_path / "data"
+    data.mkdir()
+    held = os.open(data / "postline-all.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(held, b"999999999")  # a parent that is gone; its children (this test) keep the lock
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(SystemExit, match="another `postline all` is running .*still after waiting"):
+            await _lock_data_dir(Settings(data_dir=data), asyncio.Event(), wait=0.5)
+    finally:
+        os.close(held)

@@ -14,7 +14,7 @@ from services.api.routes import schedule
 from services.api.idempotency import body_hash, email_id_for
 from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail, SendResult
 from services.api.refusal import Refusal
-from services.api.sending import Door, append_requests, prepare, remember, respond, summary, tracking_view
+from services.api.sending import Door, admit_requests, prepare, rate_limited, remember, respond, summary, tracking_view
 from services.api.validation_errors import first_error
 from shared import metrics
 from shared.failpoints import failpoint
@@ -39,25 +39,25 @@ async def send(rt, svc, body: SendEmail, door: Door, idempotency_key: str | None
     result = await rt.idempotency.run(svc.service_id, idempotency_key, body_hash(raw),
                                       lambda: _send_one(rt, svc, body, door, email_id, headers))
     if "RateLimit-Limit" not in headers:  # a replay: report the current state, take nothing
-        headers.update((await rt.limits.take(svc.service_id, False, n=0)).headers())
+        headers.update((await rt.limits.peek(svc.service_id)).headers())
     return result, headers
 
 
 async def _send_one(rt, svc, body: SendEmail, door: Door, email_id: str | None, headers: dict) -> dict:
+    """prepare → count and append together (the service's limits) → respond."""
     limiter = rt.limits
     prepared = prepare(rt, svc, body, door, email_id)
     if isinstance(prepared, Refusal):
-        peek = await limiter.take(svc.service_id, sandboxed=False, n=0)
-        raise http_error(prepared, peek.headers())
+        raise http_error(prepared, (await limiter.peek(svc.service_id)).headers())
     draft, req = prepared
-    decision = await limiter.take(svc.service_id, sandboxed=draft.mode != "production",
-                                  n=1 if draft.recipients else 0)
+    take = await limiter.take_for(svc.service_id, sandboxed=draft.mode != "production", n=1 if draft.recipients else 0)
+    decisions = await admit_requests(rt, [take], [req])
+    if isinstance(decisions, Refusal):
+        raise http_error(decisions)
+    decision = decisions[0]
     if not decision.allowed:
         metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
-        raise HTTPException(429, f"rate limit reached ({decision.scope}: {decision.limit}); "
-                                 f"retry in {decision.retry_after} s", headers=decision.headers())
-    if refused := await append_requests(rt, [req]):
-        raise http_error(refused)
+        raise http_error(rate_limited(decision), decision.headers())
     failpoint("api.after_append")  # tests: a crash before the Idempotency-Key keeps the response
     metrics.SENDS_ACCEPTED.labels("accepted").inc()
     result = respond(draft, req.email_id)
@@ -109,7 +109,7 @@ async def send_batch(response: Response, items: list[dict] = Body(..., max_lengt
         raise HTTPException(400, "body: at least one email is required")
     svc, limiter = caller.service, rt.limits
     results: list[dict] = []
-    accepted = []
+    prepared_items = []  # (index in results, draft, request, take)
     for i, raw in enumerate(items):
         try:
             prepared = prepare(rt, svc, SendEmail.model_validate(raw), "emails")
@@ -120,22 +120,21 @@ async def send_batch(response: Response, items: list[dict] = Body(..., max_lengt
             results.append(item_error(f"[{i}].{prepared.text}", prepared.status))
             continue
         draft, req = prepared
-        decision = await limiter.take(svc.service_id, sandboxed=draft.mode != "production",
-                                      n=1 if draft.recipients else 0)
-        if not decision.allowed:
-            results.append(item_error(f"[{i}] rate limit reached ({decision.scope}); retry in {decision.retry_after} s", 429))
-            continue
-        accepted.append((req, draft))
+        take = await limiter.take_for(svc.service_id, sandboxed=draft.mode != "production", n=1 if draft.recipients else 0)
+        prepared_items.append((i, draft, req, take))
         results.append({})
-    if refused := await append_requests(rt, [req for req, _ in accepted]):
-        raise http_error(refused)
-    it = iter(accepted)
-    for i, r in enumerate(results):
-        if not r:
-            req, draft = next(it)
-            results[i] = respond(draft, req.email_id)
-            remember(rt, req, results[i])
-    response.headers.update((await limiter.take(svc.service_id, False, n=0)).headers())
+    decisions = await admit_requests(rt, [t for *_, t in prepared_items], [r for _, _, r, _ in prepared_items])
+    if isinstance(decisions, Refusal):
+        raise http_error(decisions)
+    for (i, draft, req, _), decision in zip(prepared_items, decisions):
+        if not decision.allowed:
+            metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
+            results[i] = item_error(f"[{i}] {rate_limited(decision).text}", 429)
+            continue
+        metrics.SENDS_ACCEPTED.labels("accepted").inc()
+        results[i] = respond(draft, req.email_id)
+        remember(rt, req, results[i])
+    response.headers.update((await limiter.peek(svc.service_id)).headers())
     return {"data": results}
 
 

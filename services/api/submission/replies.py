@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from services.api.limits import Decision
+from services.api import sending
 from services.api.refusal import Refusal
+from shared.quota import Decision
 from services.api.validation_errors import first_error
 
 MAX_TEXT = 400  # an SMTP reply line is at most 512 octets
@@ -38,8 +39,7 @@ def refusal(refused: Refusal) -> str:
 
 def rate_limited(decision: Decision) -> str:
     """The API's 429 message, as a temporary failure."""
-    return refusal(Refusal(429, f"rate limit reached ({decision.scope}: {decision.limit}); "
-                                f"retry in {decision.retry_after} s"))
+    return refusal(sending.rate_limited(decision))
 
 
 def too_many_recipients(limit: int) -> str:

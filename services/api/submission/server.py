@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from services.api.auth import key_owner
 from services.api.schemas import MAX_MESSAGE_BYTES, MAX_RECIPIENTS, SendEmail
 from services.api.refusal import Refusal
-from services.api.sending import append_requests, prepare, remember, respond
+from services.api.sending import admit_requests, prepare, remember, respond
 from services.api.submission import message, replies
 from services.api.submission.tls import server_context
 from shared import events as ev
@@ -167,17 +167,18 @@ class SubmissionHandler:
         if isinstance(prepared, Refusal):
             return replies.refusal(prepared)
         draft, req = prepared
-        decision = await rt.limits.take(svc.service_id, sandboxed=draft.mode != "production",
-                                                  n=1 if draft.recipients else 0)
-        if not decision.allowed:
-            metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
-            return replies.rate_limited(decision)
         id_domain = draft.sending_domain or domain_of(split_bare(rt.settings.sandbox_from))
         raw = message.finalize(sub, draft.from_, f"<{req.email_id}@{id_domain}>", req.time.timestamp())
         req = req.model_copy(update={"raw_mime": base64.b64encode(raw).decode(), "text": None, **relay_options(sub)})
-        if refused := await append_requests(rt, [req]):
-            log.warning("submission: the event log refused the append", exc_info=refused.cause)
-            return replies.refusal(refused)
+        take = await rt.limits.take_for(svc.service_id, sandboxed=draft.mode != "production",
+                                        n=1 if draft.recipients else 0)
+        decisions = await admit_requests(rt, [take], [req])
+        if isinstance(decisions, Refusal):
+            log.warning("submission: the event log refused the append", exc_info=decisions.cause)
+            return replies.refusal(decisions)
+        if not decisions[0].allowed:
+            metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
+            return replies.rate_limited(decisions[0])
         metrics.SENDS_ACCEPTED.labels("accepted").inc()
         remember(rt, req, respond(draft, req.email_id))
         return replies.accepted(req.email_id)

@@ -84,7 +84,7 @@ async def test_a_real_fault_is_5xx_with_a_logged_request_id(tmp_path, caplog):
         async def broken(*args, **kwargs):
             raise OSError("disk full")
 
-        rt.log.append_many = broken  # the event log failing is an infrastructure fault
+        rt.log.append_many = rt.log.append_guarded = broken  # the event log failing is an infrastructure fault
         with caplog.at_level(logging.ERROR):
             r = await admin.http.post("/emails", json=SEND, headers={"Api-Key": key})
         assert r.status_code == 503, r.text

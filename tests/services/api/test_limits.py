@@ -1,25 +1,85 @@
-"""Rate-limit arithmetic: windows, replica shares, reputation tiers."""
+"""Rate-limit arithmetic: sliding windows, the service's counts, reputation tiers.
+
+The windows are checked over both kinds of counters: exact ones in the embedded log's
+write transaction (a real SQLite log), and the gossiped ones of Kafka mode (the decision
+rules alone here; tests/deploy/test_rate_limits_kafka.py runs replicas on a broker)."""
 from __future__ import annotations
 
 import time
 
+import pytest
+
 from services.api.limits import RateLimiter, tier_for
+from shared.quota import Take, Window
+from shared.quota.gossip import GossipQuota
+from shared.quota.sqlite import SqliteQuota
 
 
-async def test_minute_window_with_replica_share():
-    limiter = RateLimiter(replicas=100)  # 600/min shared by 100 replicas → 6 here
-    results = [await limiter.take("svc", sandboxed=False) for _ in range(7)]
+@pytest.fixture(params=["sqlite", "gossip"])
+async def quota(request, sqlite_log):
+    yield SqliteQuota(sqlite_log) if request.param == "sqlite" else GossipQuota(sqlite_log)
+
+
+async def admit(limiter: RateLimiter, service_id: str, n: int = 1):
+    take = await limiter.take_for(service_id, sandboxed=False, n=n)
+    [decision] = await limiter.admit("t", [take], [(service_id, b"request")])
+    return decision
+
+
+async def test_the_minute_limit_holds_then_names_its_window(quota):
+    limiter = RateLimiter(quota, per_minute=6)
+    results = [await admit(limiter, "svc") for _ in range(7)]
     assert [d.allowed for d in results] == [True] * 6 + [False]
-    assert results[5].remaining == 0 and results[6].retry_after >= 1
-    assert await limiter.take("other", sandboxed=False)  # per service
+    assert results[5].remaining == 0 and results[6].scope == "minute" and results[6].limit == 6
+    assert 1 <= results[6].retry_after <= 61
+    assert (await admit(limiter, "other")).allowed  # per service
 
 
-async def test_zero_take_is_a_peek():
-    limiter = RateLimiter()
-    await limiter.take("svc", sandboxed=False)
-    peek = await limiter.take("svc", sandboxed=False, n=0)
+async def test_a_refused_send_is_not_appended(sqlite_log):
+    limiter = RateLimiter(SqliteQuota(sqlite_log), per_minute=2)
+    [await admit(limiter, "svc") for _ in range(5)]
+    assert sum(sqlite_log.end_offsets("t").values()) == 2
+
+
+async def test_a_peek_counts_nothing(quota):
+    limiter = RateLimiter(quota)
+    await admit(limiter, "svc")
+    peek = await limiter.peek("svc")
     assert peek.allowed and peek.remaining == 599
-    assert limiter.view("svc")["usage"] == {"this_minute": 1, "today": 1}
+    assert limiter.view("svc")["usage"] == {"this_minute": 1, "today": 1, "sandbox_today": 0}
+
+
+async def test_sandbox_sends_also_count_against_the_sandbox_day(quota):
+    limiter = RateLimiter(quota)
+    take = await limiter.take_for("svc", sandboxed=True)
+    [d] = await limiter.admit("t", [take], [("svc", b"r")])
+    assert d.allowed and d.limit == 50 and d.remaining == 49
+    assert limiter.view("svc")["usage"]["sandbox_today"] == 1
+
+
+async def test_a_batch_is_decided_in_order(quota):
+    limiter = RateLimiter(quota, per_minute=3)
+    takes = [await limiter.take_for("svc", sandboxed=False) for _ in range(5)]
+    decisions = await limiter.admit("t", takes, [("svc", b"r")] * 5)
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+
+
+def sliding_take(n: int = 1) -> Take:
+    return Take("svc", n, (Window("minute", 60, 1, 10),))
+
+
+async def test_no_burst_across_a_boundary_gets_twice_the_limit(quota, monkeypatch):
+    """10 units at second 59.9 of a calendar minute; at second 60.1 (a new calendar minute)
+    a sliding window still counts them."""
+    clock = [1_000_000 * 60 + 59.9]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    assert all(d.allowed for d in await quota.admit("t", [sliding_take()] * 10, [("svc", b"r")] * 10))
+    clock[0] += 0.2
+    [late] = await quota.admit("t", [sliding_take()], [("svc", b"r")])
+    assert not late.allowed and late.retry_after >= 59
+    clock[0] += 61  # the whole burst has left the window
+    [later] = await quota.admit("t", [sliding_take()], [("svc", b"r")])
+    assert later.allowed
 
 
 def test_reputation_tiers():
@@ -33,10 +93,10 @@ def test_reputation_tiers():
     assert tier_for(1_000, 0, 6) == -1          # 0.6% complaints: halved
 
 
-async def test_limits_follow_the_tier():
-    limiter = RateLimiter()
-    c = await limiter.refresh("svc", time.time())
-    c.tier = 2
+async def test_limits_follow_the_tier(sqlite_log):
+    limiter = RateLimiter(SqliteQuota(sqlite_log))
+    rep = await limiter.refresh("svc", time.time())
+    rep.tier = 2
     assert limiter.limits("svc") == (2400, 40_000)
-    c.tier = -1
+    rep.tier = -1
     assert limiter.limits("svc") == (300, 5_000)

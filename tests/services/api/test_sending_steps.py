@@ -8,7 +8,9 @@ import pytest
 
 from services.api.refusal import Refusal
 from services.api.schemas import SendEmail
-from services.api.sending import LOG_DOWN, append_requests, prepare
+from services.api.limits import RateLimiter
+from services.api.sending import LOG_DOWN, admit_requests, prepare
+from shared.quota.sqlite import SqliteQuota
 from services.api.submission import replies
 from shared import events as ev
 from shared.control.state import ControlState
@@ -80,14 +82,17 @@ async def test_append_is_durable_or_a_503_refusal_never_an_exception(tmp_path):
     log = SqliteLog(tmp_path / "log.sqlite3", partitions=1)
     await log.start()
     draft, req = prepare(runtime(tmp_path, verified_sandbox(ANN)), service(), body(), "emails")
-    rt = SimpleNamespace(log=log)
-    assert await append_requests(rt, [req]) is None
+    limiter = RateLimiter(SqliteQuota(log))
+    rt = SimpleNamespace(log=log, limits=limiter, settings=Settings(data_dir=tmp_path))
+    take = await limiter.take_for("s", sandboxed=True)
+    [decision] = await admit_requests(rt, [take], [req])
+    assert decision.allowed and decision.limit == 50  # the sandbox day is the tightest window
     consumer = log.consumer([ev.Topic.REQUESTS], None)
     await consumer.start()
     assert [ev.decode(r.value).email_id for r in await consumer.poll(timeout=0.5)] == [req.email_id]
     await consumer.close()
     await log.close()
-    refused = await append_requests(rt, [req])  # the log is gone
+    refused = await admit_requests(rt, [take], [req])  # the log is gone
     assert refused == LOG_DOWN and (refused.status, refused.retry_after) == (503, 1) and refused.cause is not None
     assert replies.refusal(refused).startswith("451 4.3.0 the event log is unavailable")
 

@@ -1,0 +1,175 @@
+"""Service-wide counters over Kafka: each replica publishes its counts, every replica adds them.
+
+A replica decides on its own counts plus the latest counts every other replica published
+(no replica count anywhere: a new replica is simply one more publisher). What it accepts
+is counted locally at once and published every ``flush_interval`` seconds as one record
+per changed slot — key ``service|replica|scope|slot``, value the slot's *total* (not a
+delta): reading a record twice changes nothing, and the topic can be compacted down to one
+record per live slot. A replica's id is new at every start; what an earlier incarnation
+published is read back like any other replica's, so a restart forgets nothing.
+
+Overshoot: a replica does not yet see what the others accepted in the last flush interval
+plus one fetch (~0.1 + 0.1 s), so the total may pass the limit by that much traffic of the
+other replicas: measured and written down in docs/rate-limits.md."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+
+from shared import events as ev
+from shared.quota.port import Quota
+from shared.quota.window import Counted, Decision, Take, Window, decide
+
+log = logging.getLogger(__name__)
+START_TIMEOUT = 30.0
+
+
+class SlotTable:
+    """Units per (service, scope) → publisher → slot."""
+
+    def __init__(self):
+        self._slots: dict[tuple[str, str], dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
+
+    def set(self, service_id: str, scope: str, publisher: str, slot: int, units: int) -> None:
+        self._slots[(service_id, scope)][publisher][slot] = units
+
+    def add(self, service_id: str, scope: str, publisher: str, slot: int, units: int) -> int:
+        slots = self._slots[(service_id, scope)][publisher]
+        slots[slot] = slots.get(slot, 0) + units
+        return slots[slot]
+
+    def units(self, service_id: str, scope: str, publisher: str, slot: int) -> int:
+        return self._slots[(service_id, scope)][publisher].get(slot, 0)
+
+    def live(self, service_id: str, w: Window, now: float) -> dict[int, int]:
+        """Live slots of the window, every publisher summed (expired ones are dropped here)."""
+        first, out = w.first_live(now), {}
+        for slots in self._slots.get((service_id, w.scope), {}).values():
+            for slot in [s for s in slots if s < first]:
+                del slots[slot]
+            for slot, units in slots.items():
+                out[slot] = out.get(slot, 0) + units
+        return out
+
+
+class GossipQuota(Quota):
+    def __init__(self, log_, flush_interval: float = 0.1):
+        self.log, self.flush_interval = log_, flush_interval
+        self.me = uuid.uuid4().hex[:12]
+        self.table = SlotTable()
+        self._dirty: set[tuple[str, str, int]] = set()
+        self._consumer = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        """Read every replica's published counts up to now (bounded), then follow and publish."""
+        self._consumer = self.log.consumer([ev.Topic.QUOTA], group=None)
+        await self._consumer.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not await self._consumer.caught_up() and time.monotonic() < deadline:
+            self._apply(await self._consumer.poll(max_records=5000, timeout=0.2))
+        self._tasks = [asyncio.create_task(self._follow(), name="quota-follow"),
+                       asyncio.create_task(self._publish(), name="quota-publish")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self._flush()  # what was accepted since the last flush, for the others
+        if self._consumer is not None:
+            await self._consumer.close()
+
+    # ------------------------------------------------------------ deciding
+    def _counted(self, take: Take, now: float) -> list[Counted]:
+        out = []
+        for w in take.windows:
+            live = self.table.live(take.service_id, w, now)
+            out.append(Counted(w, sum(live.values()), min(live) if live else None))
+        return out
+
+    def _judge(self, take: Take, now: float) -> Decision:
+        rows = lambda w: sorted(self.table.live(take.service_id, w, now).items())  # noqa: E731
+        return decide(take, now, self._counted(take, now), rows)
+
+    def _count(self, take: Take, now: float, sign: int) -> None:
+        for w in take.windows:
+            slot = w.slot_at(now)
+            self.table.add(take.service_id, w.scope, self.me, slot, sign * take.n)
+            self._dirty.add((take.service_id, w.scope, slot))
+
+    async def admit(self, topic, takes, items):
+        now = time.time()
+        decisions, counted = [], []
+        for take in takes:  # no await in this loop: decide-and-count is atomic on this replica
+            decision = self._judge(take, now)
+            if decision.allowed and take.n:
+                self._count(take, now, +1)
+                counted.append(take)
+            decisions.append(decision)
+        chosen = [item for item, d in zip(items, decisions) if d.allowed]
+        try:
+            if chosen:
+                await self.log.append_many(topic, chosen)
+        except BaseException:
+            for take in counted:  # nothing was acknowledged: give the units back
+                self._count(take, now, -1)
+            raise
+        return decisions
+
+    def peek(self, take: Take) -> Decision:
+        return self._judge(take, time.time())
+
+    def usage(self, service_id, scopes):
+        now = time.time()
+        return {scope: sum(self.table.live(service_id, Window(scope, length, slot, 0), now).values())
+                for scope, length, slot in scopes}
+
+    # ------------------------------------------------------------ sharing
+    async def _publish(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await self._flush()
+            except Exception:  # the log is down: the counts stay dirty and go with the next flush
+                log.debug("quota counts not published", exc_info=True)
+
+    async def _flush(self) -> None:
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        records = []
+        for service_id, scope, slot in dirty:
+            units = self.table.units(service_id, scope, self.me, slot)
+            value = json.dumps({"s": service_id, "p": self.me, "c": scope, "t": slot, "n": units}).encode()
+            records.append((f"{service_id}|{self.me}|{scope}|{slot}", value))
+        try:
+            await self.log.append_many(ev.Topic.QUOTA, records)
+        except BaseException:
+            self._dirty |= dirty
+            raise
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                self._apply(await self._consumer.poll(max_records=5000, timeout=1.0))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("quota topic poll failed", exc_info=True)
+                await asyncio.sleep(1)
+
+    def _apply(self, records) -> None:
+        for rec in records:
+            try:
+                c = json.loads(rec.value)
+                if c["p"] != self.me:  # our own counts are already here, and newer
+                    self.table.set(c["s"], c["c"], c["p"], int(c["t"]), int(c["n"]))
+            except (ValueError, KeyError, TypeError):
+                log.warning("skipping an unreadable quota record at %s/%s", rec.partition, rec.offset)
