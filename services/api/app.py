@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.allow import allowed_methods
 from services.api.errors import error_body
-from services.api.idempotency import IdempotencyStore
+from services.api.idempotency import open_idempotency
 from services.api.limits import RateLimiter
 from services.api.request_ids import RequestIds, request_id_of
 from services.api.request_log import RequestLog
@@ -153,7 +153,7 @@ def attach_api_parts(runtime) -> None:
         runtime.limits = RateLimiter(open_quota(runtime.log, s), runtime.store, s.rate_per_minute, s.rate_per_day,
                                      overrides=lambda sid: runtime.control.state.rate_overrides(sid))
     if runtime.idempotency is None:
-        runtime.idempotency = IdempotencyStore(s.data_dir / "idempotency.sqlite3")
+        runtime.idempotency = open_idempotency(runtime.log, s)
     if runtime.recent is None:
         # The embedded log finds any request by its id (email_lookup.accepted_elsewhere), so
         # RecentSends only has to bridge analytics' few seconds of lag there; over Kafka it is
