@@ -27,6 +27,7 @@ from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
 from shared.quota import open_quota
 from services.api import dashboard
+from shared.control.errors import ChangeRefused, ControlBehind
 from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, tracking, webhooks
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,14 @@ def add_error_handlers(app: FastAPI) -> None:
                                                 f"(got {request.headers.get('content-type') or 'no Content-Type'})"),
                                 status_code=415)
         return JSONResponse(error_body(400, first_error(exc.errors())), status_code=400)
+
+    @app.exception_handler(ChangeRefused)
+    async def _refused(request: Request, exc: ChangeRefused):  # 409 (changed meanwhile) or 404 (deleted)
+        return JSONResponse(error_body(exc.status, str(exc)), status_code=exc.status)
+
+    @app.exception_handler(ControlBehind)
+    async def _behind(request: Request, exc: ControlBehind):
+        return JSONResponse(error_body(503, str(exc)), status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -104,5 +104,14 @@ class DeadlineLog(EventLog):
     async def partition_count(self, topic) -> int:
         return await self.inner.partition_count(topic)
 
+    async def end_offsets(self, topic) -> dict[int, int]:
+        """As ``EventLog.end_offsets``; raises ``LogUnavailable`` after ``timeout`` seconds. Not
+        counted as an append (``writable`` and the dependency's state are the appends')."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.inner.end_offsets(topic)
+        except asyncio.TimeoutError as exc:
+            raise LogUnavailable(f"no end offsets of {topic} within {self.timeout:g} s") from exc
+
     async def close(self) -> None:
         await self.inner.close()

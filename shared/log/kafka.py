@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from shared.events import Topic, retry_topic
+from shared.log.fresh_query import FreshQuery
 from shared.log.port import CommitFailed, Consumer, EventLog, LogNotStarted, LogUnavailable, Record
 from shared.retry_schedule import MAX_LEVELS as MAX_RETRY_LEVELS
 
@@ -43,6 +44,8 @@ class KafkaLog(EventLog):
         self.settings = settings
         self.bootstrap = settings.kafka_bootstrap
         self._producer: AIOKafkaProducer | None = None
+        self._offsets: AIOKafkaConsumer | None = None  # no group, no assignment: asks for end offsets only
+        self._end_queries: dict[str, FreshQuery[dict[int, int]]] = {}
 
     async def start(self) -> None:
         await self.ensure_topics()
@@ -135,7 +138,31 @@ class KafkaLog(EventLog):
     async def partition_count(self, topic):
         return len(await self._producer.partitions_for(str(topic)))
 
+    async def end_offsets(self, topic):
+        """As ``EventLog.end_offsets``: one ListOffsets request to the partitions' leaders,
+        shared by the callers that arrive while the previous one runs (``FreshQuery``)."""
+        topic = str(topic)
+        query = self._end_queries.get(topic)
+        if query is None:
+            query = self._end_queries[topic] = FreshQuery(lambda: self._fetch_ends(topic))
+        return await query()
+
+    async def _fetch_ends(self, topic: str) -> dict[int, int]:
+        try:
+            if self._offsets is None:
+                client = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+                await client.start()
+                self._offsets = client
+            parts = await self._started().partitions_for(topic)
+            ends = await self._offsets.end_offsets([TopicPartition(topic, p) for p in parts])
+        except KafkaError as exc:
+            raise LogUnavailable(f"cannot read the end offsets of {topic}: {exc}") from exc
+        return {tp.partition: off for tp, off in ends.items()}
+
     async def close(self):
+        if self._offsets:
+            await self._offsets.stop()
+            self._offsets = None
         if self._producer:
             await self._producer.stop()
             self._producer = None

@@ -116,6 +116,16 @@ class EventLog(abc.ABC):
         """Partitions of ``topic``."""
         raise NotImplementedError
 
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition of ``topic``, the offset after its last record, as read *after* the
+        call began: every record whose append was acknowledged (in any process) before the
+        call is below it (read-your-writes: ``ControlPlane.catch_up``). Never earlier than a
+        previous answer. Calling it may wake this process's consumers of ``topic`` at once.
+        Adapters make it cheap under load: the embedded log answers from memory unless another
+        process committed since its last look; Kafka shares one request among concurrent
+        callers (one that started after they all arrived). Raises ``LogUnavailable``."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     def consumer(self, topics: list[str], group: str | None) -> Consumer:
         """A consumer of ``topics``; see the module docstring for group semantics."""

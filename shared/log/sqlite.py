@@ -323,8 +323,22 @@ class SqliteLog(EventLog):
             (topic, part, key, limit)).fetchall()
         return [Record(topic, part, off, key, value, ts, json.loads(h) if h else {}) for off, value, h, ts in rows]
 
-    def end_offsets(self, topic: str) -> dict[int, int]:
+    def _ends(self, topic: str) -> dict[int, int]:
+        """The partition ends as this process knows them (no read)."""
         return {p: self._next.get((topic, p), 0) for p in range(self.partitions)}
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """As ``EventLog.end_offsets``: a ``PRAGMA data_version`` read (microseconds, no page
+        touched); the heads are read again only when another process committed since the last
+        look, and then this process's consumers are woken at once (not at the watcher's next
+        tick). This process's own appends are known the moment they commit."""
+        if self._reader is None:
+            raise LogNotStarted("log is not started")
+        try:
+            self._refresh_heads()
+        except sqlite3.Error as exc:
+            raise LogUnavailable(f"cannot read the event log's heads: {exc}") from exc
+        return self._ends(str(topic))
 
     def consumer(self, topics, group):
         return SqliteConsumer(self, [str(t) for t in topics], group)
@@ -385,7 +399,7 @@ class SqliteConsumer(Consumer):
         index, count = self._share
         for topic in self.topics:
             committed = self.log._committed(self.group, topic) if self.group else {}
-            for part, end in self.log.end_offsets(topic).items():
+            for part, end in self.log._ends(topic).items():
                 if part % count != index:
                     continue  # another process of the group has it
                 self._pos[(topic, part)] = committed.get(part, 0)
