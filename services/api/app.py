@@ -138,6 +138,7 @@ def create_app(runtime) -> FastAPI:
     app.add_middleware(tracking.HotPaths, runtime=runtime)  # outermost: the pixel and redirects skip the rest
 
     add_error_handlers(app)
+    add_control_error_handlers(app)
     add_ops_routes(app, runtime)
     add_docs_routes(app)
 
@@ -162,6 +163,18 @@ def attach_api_parts(runtime) -> None:
         runtime.recent = RecentSends(5_000 if hasattr(runtime.log, "by_key") else 20_000)
 
 
+def add_control_error_handlers(app: FastAPI) -> None:
+    """The control plane's refusals (shared/control/errors.py), from any route or page."""
+
+    @app.exception_handler(ChangeRefused)
+    async def _refused(request: Request, exc: ChangeRefused):  # 409 (changed meanwhile) or 404 (deleted)
+        return JSONResponse(error_body(exc.status, str(exc)), status_code=exc.status)
+
+    @app.exception_handler(ControlBehind)
+    async def _behind(request: Request, exc: ControlBehind):
+        return JSONResponse(error_body(503, str(exc)), status_code=503, headers={"Retry-After": "1"})
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Every error in the one body shape (services/api/errors.py): validation → 400 (415 for a
     form body), HTTP errors with their status, anything unexpected → 500 with the request id."""
@@ -175,14 +188,6 @@ def add_error_handlers(app: FastAPI) -> None:
                                                 f"(got {request.headers.get('content-type') or 'no Content-Type'})"),
                                 status_code=415)
         return JSONResponse(error_body(400, first_error(exc.errors())), status_code=400)
-
-    @app.exception_handler(ChangeRefused)
-    async def _refused(request: Request, exc: ChangeRefused):  # 409 (changed meanwhile) or 404 (deleted)
-        return JSONResponse(error_body(exc.status, str(exc)), status_code=exc.status)
-
-    @app.exception_handler(ControlBehind)
-    async def _behind(request: Request, exc: ControlBehind):
-        return JSONResponse(error_body(503, str(exc)), status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -84,8 +84,10 @@ class ControlPlane:
         (on the embedded log: one ``PRAGMA data_version`` read when nothing changed). Raises
         ``ControlBehind`` when the end cannot be read or reached within the catch-up timeout."""
         try:
+            ends = await self.log.end_offsets(ev.Topic.CONTROL)  # bounded by the log (deadline.py)
+            if self.state.reached(ends):
+                return  # the usual case, without a timer
             async with asyncio.timeout(self.catch_up_timeout):
-                ends = await self.log.end_offsets(ev.Topic.CONTROL)
                 while not self.state.reached(ends):
                     await self._applied.wait()
         except (TimeoutError, ConnectionError, OSError) as exc:

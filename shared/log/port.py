@@ -87,6 +87,10 @@ class Consumer(abc.ABC):
 
 
 class EventLog(abc.ABC):
+    end_offsets_local: bool = False
+    """True when ``end_offsets`` only reads local storage (never waits on a network), so it
+    needs no deadline: the send hot path calls it on every request."""
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Connect / open storage. Raises ``LogUnavailable`` if the broker or the storage is

@@ -90,6 +90,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class SqliteLog(EventLog):
+    end_offsets_local = True  # a PRAGMA read, at most a few rows: nothing to bound
     def __init__(self, path: Path, partitions: int = 4):
         self.path = Path(path)
         self.partitions = partitions
@@ -102,6 +103,7 @@ class SqliteLog(EventLog):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: asyncio.Task | None = None
         self._data_version = -1
+        self._topic_versions: dict[str, int] = {}  # topic → data_version when end_offsets last read its heads
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -238,11 +240,14 @@ class SqliteLog(EventLog):
         old.set()
 
     def _advance(self, heads: dict[tuple[str, int], int]) -> None:
-        """Record new partition ends (they only grow) and wake this process's consumers."""
+        """Record new partition ends (they only grow) and wake this process's consumers if one moved."""
+        moved = False
         for tp, nxt in heads.items():
             if nxt > self._next.get(tp, 0):
                 self._next[tp] = nxt
-        self._notify()
+                moved = True
+        if moved:
+            self._notify()
 
     def _refresh_heads(self) -> bool:
         """Re-read the heads when another connection committed since the last look; True if so."""
@@ -329,16 +334,23 @@ class SqliteLog(EventLog):
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """As ``EventLog.end_offsets``: a ``PRAGMA data_version`` read (microseconds, no page
-        touched); the heads are read again only when another process committed since the last
-        look, and then this process's consumers are woken at once (not at the watcher's next
-        tick). This process's own appends are known the moment they commit."""
+        touched); the topic's heads rows are read again only when another process committed
+        since their last read, and a head that moved wakes this process's consumers at once
+        (not at the watcher's next tick). Its own appends are known the moment they commit.
+        The watcher's own bookkeeping (``_data_version``) is left alone: it still refreshes
+        every topic's heads for the other consumers."""
         if self._reader is None:
             raise LogNotStarted("log is not started")
+        topic = str(topic)
         try:
-            self._refresh_heads()
+            version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+            if self._topic_versions.get(topic) != version:  # another process committed since this topic's last read
+                rows = self._reader.execute("SELECT part, next FROM heads WHERE topic=?", (topic,)).fetchall()
+                self._advance({(topic, p): n for p, n in rows})
+                self._topic_versions[topic] = version
         except sqlite3.Error as exc:
             raise LogUnavailable(f"cannot read the event log's heads: {exc}") from exc
-        return self._ends(str(topic))
+        return self._ends(topic)
 
     def consumer(self, topics, group):
         return SqliteConsumer(self, [str(t) for t in topics], group)

@@ -36,7 +36,7 @@ def test_embedded_four_api_processes_read_their_writes_under_load(tmp_path):
         with SendLoad(proc.url, load_key, "a@load.test") as load:
             seq.run(SEQUENCES, suppressions)
         assert load.sent > 0
-        assert seq.failures == [], f"{len(seq.failures)} of {seq.requests} requests failed: {seq.failures[:10]}"
+        assert seq.failures == [], seq.summary()
     finally:
         proc.stop()
         dns.stop()
@@ -67,7 +67,7 @@ def test_kafka_two_replicas_read_their_writes(two_replicas):
     seq = Sequences(urls, dns)  # each request on the other replica than the one before
     with SendLoad(urls[1], load_key, "a@load.test"):
         seq.run(60, suppressions)
-    assert seq.failures == [], f"{len(seq.failures)} of {seq.requests} requests failed: {seq.failures[:10]}"
+    assert seq.failures == [], seq.summary()
 
 
 def patch(url: str, sid: str, body: dict) -> httpx.Response:

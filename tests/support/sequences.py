@@ -21,12 +21,16 @@ class Sequences:
         self._turn = itertools.count()
         self.failures: list[str] = []
         self.requests = 0
+        self.sequences_failed = 0
+        # one client for its speed (a new client per request costs milliseconds, long enough to
+        # hide a lagging process); ``Connection: close`` puts each request on a new connection
+        self.http = httpx.Client(timeout=30)
 
     def call(self, step: str, method: str, path: str, expect: int, key: str | None = None, **kw) -> dict | None:
         """One request on a fresh connection; a status other than ``expect`` is a failure."""
         url = self.urls[next(self._turn) % len(self.urls)]
         headers = {"Api-Key": key} if key else ADMIN
-        r = httpx.request(method, url + path, headers={**headers, "Connection": "close"}, timeout=30, **kw)
+        r = self.http.request(method, url + path, headers={**headers, "Connection": "close"}, **kw)
         self.requests += 1
         if r.status_code != expect:
             self.failures.append(f"{step}: {r.status_code} {r.text[:160]}")
@@ -83,8 +87,14 @@ class Sequences:
 
     def run(self, n: int, suppression_service: str) -> None:
         for i in range(n):
+            before = len(self.failures)
             [self.key_then_send, self.domain_then_production,
              lambda j: self.suppression_then_list(j, suppression_service)][i % 3](i)
+            self.sequences_failed += len(self.failures) > before
+
+    def summary(self) -> str:
+        return (f"{self.sequences_failed} sequences and {len(self.failures)} of {self.requests} requests failed: "
+                f"{self.failures[:10]}")
 
 
 class SendLoad:
