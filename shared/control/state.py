@@ -48,6 +48,7 @@ class ControlState:
     _recent: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # key → recent (event id, offset)
     _latest: dict[str, ev.ControlRecord] = field(default_factory=dict)  # key → entity, or its tombstone
     _versions: dict[str, dict[str, int]] = field(default_factory=dict)  # key → field → offset last set (merge.py)
+    _set_at: dict[str, int] = field(default_factory=dict)  # key → offset of the record its entity was set by
     _by_token: dict[str, str] = field(default_factory=dict)
     _by_key_hash: dict[str, str] = field(default_factory=dict)
     # partition → the offset after the last record applied from it: how far this state has
@@ -80,6 +81,7 @@ class ControlState:
             self._versions[key] = versions
         if entity is not held:
             self._store(key, held, entity)
+            self._set_at[key] = -1 if offset is None else offset
         return outcome
 
     def _is_copy(self, key: str, event: ev.ControlRecord, offset: int | None) -> bool:
@@ -136,9 +138,13 @@ class ControlState:
         return self._latest.get(key)
 
     def position_of(self, entity: ev.ControlRecord) -> int | None:
-        """The log offset of the record ``entity`` was read from (one of its key's recent
-        records), or None when it is older than those."""
-        return next((off for i, off in self._recent.get(entity_key(entity), ()) if i == entity.id), None)
+        """The log offset of the record ``entity`` was read from (the entity held now, or one of
+        its key's recent records), or None when it is older than those."""
+        key = entity_key(entity)
+        held = self._latest.get(key)
+        if held is not None and held.id == entity.id:
+            return self._set_at.get(key)
+        return next((off for i, off in self._recent.get(key, ()) if i == entity.id), None)
 
     def versions_of(self, key: str) -> dict[str, int]:
         """Field → offset of the change that last set it (``"*"``: the last whole state)."""
