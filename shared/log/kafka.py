@@ -6,6 +6,7 @@ effect is durable), ``auto_offset_reset="earliest"`` so a new group misses nothi
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -46,6 +47,7 @@ class KafkaLog(EventLog):
         self._producer: AIOKafkaProducer | None = None
         self._offsets: AIOKafkaConsumer | None = None  # no group, no assignment: asks for end offsets only
         self._end_queries: dict[str, FreshQuery[dict[int, int]]] = {}
+        self._offsets_lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self.ensure_topics()
@@ -149,10 +151,11 @@ class KafkaLog(EventLog):
 
     async def _fetch_ends(self, topic: str) -> dict[int, int]:
         try:
-            if self._offsets is None:
-                client = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
-                await client.start()
-                self._offsets = client
+            async with self._offsets_lock:  # one client, however many topics ask at once
+                if self._offsets is None:
+                    client = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+                    await client.start()
+                    self._offsets = client
             parts = await self._started().partitions_for(topic)
             ends = await self._offsets.end_offsets([TopicPartition(topic, p) for p in parts])
         except KafkaError as exc:
