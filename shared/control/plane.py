@@ -91,7 +91,8 @@ class ControlPlane:
                 while not self.state.reached(ends):
                     await self._applied.wait()
         except (TimeoutError, ConnectionError, OSError) as exc:
-            raise ControlBehind("this process cannot read the latest management changes right now; retry") from exc
+            raise ControlBehind("the event log is unavailable: this process cannot read the latest management "
+                                "changes; nothing was done, safe to retry (with the same Idempotency-Key)") from exc
 
     async def save(self, event: ev.ControlRecord) -> ev.ControlRecord:
         """Append a whole-state record (a create, or a state computed from nothing older: see

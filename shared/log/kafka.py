@@ -153,7 +153,9 @@ class KafkaLog(EventLog):
         try:
             async with self._offsets_lock:  # one client, however many topics ask at once
                 if self._offsets is None:
-                    client = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+                    # a request stuck on a broker that went away must not hold the next ones past the deadline
+                    client = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                              request_timeout_ms=int(self.settings.log_append_timeout * 1000))
                     await client.start()
                     self._offsets = client
             parts = await self._started().partitions_for(topic)
