@@ -55,7 +55,7 @@ class Runtime:
         secure_data_dir(s.data_dir)  # before anything is created in it: owner-only files
         self.log = open_log(s)
         await self.log.start()
-        self.control = ControlPlane(self.log)
+        self.control = ControlPlane(self.log, s.control_catch_up_timeout)
         await self.control.start()
         if s.delivery == "inbox":
             self.inbox = DevInbox(s.data_dir / "inbox.sqlite3")

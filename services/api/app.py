@@ -27,6 +27,7 @@ from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
 from shared.quota import open_quota
 from services.api import dashboard
+from shared.control.errors import ChangeRefused, ControlBehind
 from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, tracking, webhooks
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def create_app(runtime) -> FastAPI:
     app.add_middleware(tracking.HotPaths, runtime=runtime)  # outermost: the pixel and redirects skip the rest
 
     add_error_handlers(app)
+    add_control_error_handlers(app)
     add_ops_routes(app, runtime)
     add_docs_routes(app)
 
@@ -159,6 +161,18 @@ def attach_api_parts(runtime) -> None:
         # RecentSends only has to bridge analytics' few seconds of lag there; over Kafka it is
         # the only answer while analytics is behind or down, so it keeps more.
         runtime.recent = RecentSends(5_000 if hasattr(runtime.log, "by_key") else 20_000)
+
+
+def add_control_error_handlers(app: FastAPI) -> None:
+    """The control plane's refusals (shared/control/errors.py), from any route or page."""
+
+    @app.exception_handler(ChangeRefused)
+    async def _refused(request: Request, exc: ChangeRefused):  # 409 (changed meanwhile) or 404 (deleted)
+        return JSONResponse(error_body(exc.status, str(exc)), status_code=exc.status)
+
+    @app.exception_handler(ControlBehind)
+    async def _behind(request: Request, exc: ControlBehind):
+        return JSONResponse(error_body(503, str(exc)), status_code=503, headers={"Retry-After": "1"})
 
 
 def add_error_handlers(app: FastAPI) -> None:
