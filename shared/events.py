@@ -11,7 +11,7 @@ import json
 import uuid
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -87,6 +87,8 @@ class ControlRecord(Event):
     # whole-state record): lets a replay that starts at this record (after compaction) decide
     # later conflicts exactly as a replay of the whole history does.
     versions: dict[str, int] = {}
+    if TYPE_CHECKING:  # every entity type declares it (a field here would change the records' field order)
+        deleted: bool
 
 
 CONTROL_META = frozenset({"id", "v", "time", "changed", "based_on", "versions"})  # not the entity's state
@@ -375,7 +377,7 @@ class WebhookReplay(Event):
 
     type: Literal["webhook.replay"] = "webhook.replay"
     webhook_id: str
-    events: list[dict]
+    events: list[dict[str, Any]]
 
 
 AnyEvent = Annotated[
@@ -388,7 +390,7 @@ _adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
 
 # (type, version) -> function turning that version's dict into the next version's fields;
 # ``decode`` sets ``v`` to version + 1 itself, so an upcaster cannot loop by forgetting it.
-UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 def encode(event: Event) -> bytes:
