@@ -33,6 +33,8 @@ async def log_answers(runtime: Runtime) -> bool:
 
 
 async def store_answers(runtime: Runtime) -> bool:
+    if runtime.store is None:
+        return False
     try:
         await asyncio.wait_for(queries.ping(runtime.store), STORE_TIMEOUT)
         return True

@@ -126,18 +126,18 @@ def create_app(runtime: Runtime | None) -> FastAPI:
                              413: {**error, "description": "Body too large"},
                              429: {**error, "description": "Rate limit reached"},
                              503: {**error, "description": "A dependency is unavailable; safe to retry"}})
-    runtime = ApiContext.of(runtime) if runtime is not None else None  # what every route reads
-    app.state.runtime = runtime
-    app.add_middleware(SendFastPath, runtime=runtime)  # innermost: a plain send skips FastAPI's routing
+    ctx = ApiContext.of(runtime) if runtime is not None else None  # what every route reads
+    app.state.runtime = ctx
+    app.add_middleware(SendFastPath, runtime=ctx)  # innermost: a plain send skips FastAPI's routing
     app.add_middleware(RejectUnencodable)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLog)
     app.add_middleware(RequestIds)  # outside the others: every answer, the middlewares' own included, has the id
-    app.add_middleware(tracking.HotPaths, runtime=runtime)  # outermost: the pixel and redirects skip the rest
+    app.add_middleware(tracking.HotPaths, runtime=ctx)  # outermost: the pixel and redirects skip the rest
 
     add_error_handlers(app)
     add_control_error_handlers(app)
-    add_ops_routes(app, runtime.runtime if runtime is not None else None)
+    add_ops_routes(app, runtime)
     add_docs_routes(app)
 
     for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):

@@ -17,7 +17,7 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
-from typing import AsyncGenerator, Awaitable, Callable, TypeVar
+from typing import AsyncGenerator, Awaitable, Callable, Sequence, TypeVar
 
 from shared.backoff_log import DEPENDENCIES
 from shared.log.port import V, Consumer, EventLog, Guard, LogTimeout, LogUnavailable, Record
@@ -52,7 +52,7 @@ class DeadlineLog(EventLog):
         """As ``EventLog.append``; raises ``LogTimeout`` after ``timeout`` seconds."""
         return await self._bounded(self.inner.append(topic, key, value, headers))
 
-    async def append_many(self, topic: str, items: list[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
+    async def append_many(self, topic: str, items: Sequence[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
         """As ``EventLog.append_many``, all of it within one ``timeout``."""
         return await self._bounded(self.inner.append_many(topic, items))
 

@@ -154,7 +154,7 @@ class EventLog(abc.ABC):
         ``LogNotStarted`` before ``start``, ``LogUnavailable`` (``LogTimeout``: maybe written
         later) when the log is down or slow, ``LogRefused`` when it refuses the record."""
 
-    async def append_many(self, topic: str, items: list[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
+    async def append_many(self, topic: str, items: Sequence[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
         """Append several records; returns only once all are durable. Adapters may batch.
         Raises as ``append``."""
         import asyncio

@@ -34,7 +34,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncGenerator, Callable, Iterator, TypeVar
+from typing import Any, AsyncGenerator, Callable, Iterator, Sequence, TypeVar
 
 from shared.log.port import V, CommitFailed, Consumer, EventLog, Guard, LogNotStarted, LogUnavailable, Record, Verdict
 
@@ -314,7 +314,7 @@ class SqliteLog(EventLog):
         positions: list[tuple[int, int]] = await self._submit("append", [(str(topic), key, value, headers)])
         return positions[0]
 
-    async def append_many(self, topic: str, items: list[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
+    async def append_many(self, topic: str, items: Sequence[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
         positions: list[tuple[int, int]] = await self._submit("append", [(str(topic), k, v, None) for k, v in items])
         return positions
 

@@ -17,6 +17,7 @@ from services.relay.inbound.parse import Report, parse
 from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared.addresses import split_bare
+from shared.runtime import Runtime
 from shared.store import queries
 from shared.verp import parse_token, token_of, unsubscribe_token_of
 
@@ -27,7 +28,7 @@ class NotKnownYet(Exception):
 
 
 class BounceProcessor:
-    def __init__(self, runtime):
+    def __init__(self, runtime: Runtime):
         self.rt = runtime
         self.key = runtime.settings.master_key
         self.unparsed = Path(runtime.settings.data_dir) / "inbound" / "unparsed"
@@ -52,7 +53,10 @@ class BounceProcessor:
         emitted: list[ev.Event] = []
         for address in rcpt_tos:
             unsubscribing = unsubscribe_token_of(address) is not None
-            email_id, index = parse_token(self.key, token_of(address) or unsubscribe_token_of(address))
+            parsed = parse_token(self.key, token_of(address) or unsubscribe_token_of(address) or "")
+            if parsed is None:  # RCPT accepted only valid tokens (server.py): a bug, answered 451
+                raise ValueError(f"not a bounce or unsubscribe address: {address}")
+            email_id, index = parsed
             msg = await self.message(email_id)
             everyone = [split_bare(a) for a in (*msg["to"], *msg.get("cc", []), *msg.get("bcc", []))]
             rcpt = everyone[index] if index < len(everyone) else None
@@ -69,6 +73,7 @@ class BounceProcessor:
         """Emit the event a report makes, durably, then apply the suppression rules to it."""
         common = {"workspace_id": msg["workspace_id"], "service_id": msg["service_id"], "email_id": msg["email_id"],
                   "recipient": rcpt, "from": msg.get("from"), "subject": msg.get("subject"), "tags": msg.get("tags", [])}
+        event: ev.Complained | ev.Bounced
         if report.kind == "complaint":
             event = ev.Complained(id=ev.derived_id(msg["email_id"], rcpt, "complained"),
                                   feedback_type=report.feedback_type, **common)
@@ -91,7 +96,7 @@ class BounceProcessor:
     async def unsubscribe(self, msg: dict, rcpt: str) -> list[ev.Event]:
         """Mail to a List-Unsubscribe ``mailto:`` address: ``unsubscribed`` (the same event
         id as the one-click POST, so using both counts once) and a suppression."""
-        out = [ev.Unsubscribed(id=ev.derived_id(msg["email_id"], rcpt, "unsubscribed"), workspace_id=msg["workspace_id"],
+        out: list[ev.Event] = [ev.Unsubscribed(id=ev.derived_id(msg["email_id"], rcpt, "unsubscribed"), workspace_id=msg["workspace_id"],
                                service_id=msg["service_id"], email_id=msg["email_id"], recipient=rcpt)]
         await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(e)) for e in out])
         await self.rt.control.suppress(msg["workspace_id"], msg["service_id"], rcpt, "unsubscribe",
