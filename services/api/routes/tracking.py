@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api.context import ApiContext
 from services.api.errors import error_body
@@ -158,10 +159,10 @@ class HotPaths:
 
     ROUTES = {"/t/o/": pixel, "/t/c/": click}
 
-    def __init__(self, app, runtime):
+    def __init__(self, app: ASGIApp, runtime: ApiContext | None):
         self.app, self.runtime = app, runtime
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         handler = self.ROUTES.get(path[:5])
         if handler is None or scope["method"] not in ("GET", "HEAD") or self.runtime is None:
