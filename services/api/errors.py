@@ -15,7 +15,7 @@ route to raise, ``error_response`` for the app's handler and the send fast path.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
@@ -46,6 +46,16 @@ class RefusedHTTP(HTTPException):
 def http_error(refusal: Refusal) -> RefusedHTTP:
     """The HTTP error of a refusal, for the edge to raise (rendered by ``error_response``)."""
     return RefusedHTTP(refusal)
+
+
+T = TypeVar("T")
+
+
+def unless_refused(outcome: T | Refusal) -> T:
+    """A use case's value, or its refusal raised as the HTTP error (for routes)."""
+    if isinstance(outcome, Refusal):
+        raise http_error(outcome)
+    return outcome
 
 
 def refusal_headers(refusal: Refusal) -> dict[str, str] | None:
