@@ -1,9 +1,9 @@
-"""The send pipeline of the API, as named steps:
+"""The steps of a send, which the accept core (services/api/accept.py) composes:
 
-check_active → resolve_mode → apply_sandbox_rules → check_suppression → build_request →
-append (durable) → remember → respond.
+check_active → resolve_mode → apply_sandbox_rules → check_suppression → build_request
+(``prepare``), then ``admit_requests`` (limit + durable append), ``respond``, ``remember``.
 
-Both doors use it; they differ only in what happens to an unverified sandbox recipient
+Both HTTP doors use them; they differ only in what happens to an unverified sandbox recipient
 (``/emails`` refuses with 400, the service door drops it as ``dropped: sandbox``)."""
 from __future__ import annotations
 
