@@ -1,6 +1,6 @@
 """`postline all` as a small cluster on one machine: one OS process per role over one data dir.
 
-Contract (SPEC §13):
+Contract (docs/operations.md, "Embedded on one machine"):
 - ``POSTLINE_WORKERS`` API processes (default: the number of cores) share the HTTP and SMTP
   submission ports (SO_REUSEPORT); ``POSTLINE_RELAY_PROCESSES`` relay processes (default:
   the cores, at most the embedded partitions), each delivering a fixed share of the

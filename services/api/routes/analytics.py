@@ -1,4 +1,4 @@
-"""Stats and the message log of a service (SPEC §4), read from ClickHouse."""
+"""Stats and the message log of a service, read from ClickHouse (its tables: docs/analytics.md)."""
 from __future__ import annotations
 
 from typing import Literal
