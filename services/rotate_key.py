@@ -35,12 +35,12 @@ async def rotate(control, old: bytes, new: bytes) -> dict[str, int]:
         changes = {f: v for f in ("rsa_private_sealed", "ed_private_sealed")
                    if (v := _reseal(old, new, getattr(dom, f), dom.domain_id)) is not None}
         if changes:
-            await control.save(dom.model_copy(update={**changes, "id": ev.new_id(), "time": ev.utcnow()}))
+            await control.change(dom, **changes)
             done["domains"] += 1
     for wh in list(control.state.webhooks.values()):
         changes = {f: v for f in ("secret_sealed", "previous_secret_sealed")
                    if (v := _reseal(old, new, getattr(wh, f), wh.webhook_id)) is not None}
         if changes:
-            await control.save(wh.model_copy(update={**changes, "id": ev.new_id(), "time": ev.utcnow()}))
+            await control.change(wh, **changes)
             done["webhooks"] += 1
     return done

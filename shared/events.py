@@ -27,6 +27,7 @@ class Topic(StrEnum):
     RETRY = "email.retry"
     DEAD_LETTER = "postline.dead-letter"
     QUOTA = "postline.quota"  # Kafka mode: each API replica's rate counts (shared/quota/gossip.py)
+    IDEMPOTENCY = "postline.idempotency"  # Kafka mode: Idempotency-Key claims (services/api/idempotency/)
 
 
 _EVENT_NS = uuid.UUID("6f1d3c4e-2b1a-4f8e-9c51-7d0b8f3a9e20")
@@ -69,17 +70,37 @@ class Event(BaseModel):
 
 
 # ---------------------------------------------------------------- control plane
-# Each control event carries the entity's whole current state, keyed by entity, so the
-# compacted topic keeps exactly the latest state per entity and replay is trivial.
+# Each control event carries the entity's whole state, keyed by entity, so the compacted
+# topic keeps the latest state per entity. A change of an existing entity also says which
+# fields it sets and which version of the entity it was decided on, so that applying it
+# never reverts a field it did not touch (shared/control/state.py has the rules).
 
-class WorkspaceSaved(Event):
+class ControlRecord(Event):
+    """What every control event has besides the entity's state. All optional: events written
+    before these fields existed read as whole-state records (``changed`` None)."""
+
+    # None: the record is the entity's whole state (a create, or an older writer). A list: the
+    # fields this change sets (the rest of the record is the writer's view, not a change);
+    # an empty list: a record that changes nothing and restates the state (an anchor).
+    changed: list[str] | None = None
+    # The log offset of the entity's record the change was decided on (its writer's view).
+    based_on: int | None = None
+    # Offsets at which fields were last set by a change, as the writer saw them ("*": the last
+    # whole-state record): lets a replay that starts at this record (after compaction) decide
+    # later conflicts exactly as a replay of the whole history does.
+    versions: dict[str, int] = {}
+
+
+CONTROL_META = frozenset({"id", "v", "time", "changed", "based_on", "versions"})  # not the entity's state
+
+class WorkspaceSaved(ControlRecord):
     type: Literal["workspace.saved"] = "workspace.saved"
     name: str
     token_hash: str
     deleted: bool = False
 
 
-class ServiceSaved(Event):
+class ServiceSaved(ControlRecord):
     type: Literal["service.saved"] = "service.saved"
     name: str
     mode: Literal["sandbox", "production"] = "sandbox"
@@ -93,7 +114,7 @@ class ServiceSaved(Event):
     deleted: bool = False
 
 
-class ApiKeySaved(Event):
+class ApiKeySaved(ControlRecord):
     type: Literal["api_key.saved"] = "api_key.saved"
     key_id: str
     name: str
@@ -103,7 +124,7 @@ class ApiKeySaved(Event):
     deleted: bool = False
 
 
-class DomainSaved(Event):
+class DomainSaved(ControlRecord):
     type: Literal["domain.saved"] = "domain.saved"
     domain_id: str
     domain: str
@@ -121,7 +142,7 @@ class DomainSaved(Event):
     deleted: bool = False
 
 
-class SandboxRecipientSaved(Event):
+class SandboxRecipientSaved(ControlRecord):
     type: Literal["sandbox_recipient.saved"] = "sandbox_recipient.saved"
     recipient_id: str
     email: str
@@ -133,7 +154,7 @@ class SandboxRecipientSaved(Event):
     deleted: bool = False
 
 
-class SuppressionSaved(Event):
+class SuppressionSaved(ControlRecord):
     """A recipient a service never sends to again (until removed)."""
 
     type: Literal["suppression.saved"] = "suppression.saved"
@@ -145,7 +166,7 @@ class SuppressionSaved(Event):
     deleted: bool = False
 
 
-class WebhookSaved(Event):
+class WebhookSaved(ControlRecord):
     """A webhook endpoint. Secrets are sealed (AES-GCM); during a rotation the previous
     secret keeps signing too until ``previous_until``."""
 

@@ -20,7 +20,7 @@ from shared.store import open_store
 from shared.store.port import AnalyticsStore
 
 if TYPE_CHECKING:  # the API role's parts; shared/ never imports services/ at run time
-    from services.api.idempotency import IdempotencyStore
+    from services.api.idempotency import Idempotency
     from services.api.limits import RateLimiter
     from services.api.routes.tracking import Recorder
     from services.api.sending import RecentSends
@@ -42,7 +42,7 @@ class Runtime:
     shared_ports: bool = False  # one of several API processes of `postline all`: bind with SO_REUSEPORT
     # Parts of the API role, set by services/api/app.py (None in the other roles):
     limits: RateLimiter | None = None             # per-service rate limits
-    idempotency: IdempotencyStore | None = None   # Idempotency-Key responses
+    idempotency: Idempotency | None = None        # Idempotency-Key claims and responses
     recent: RecentSends | None = None             # sends this process accepted, for GET /emails/{id}
     tracking: Recorder | None = None              # opens/clicks/unsubscribes this process records
     schedule_changes: OrderedDict[str, dict] = field(default_factory=OrderedDict)  # PATCH/cancel not yet seen by the relay
@@ -55,7 +55,7 @@ class Runtime:
         secure_data_dir(s.data_dir)  # before anything is created in it: owner-only files
         self.log = open_log(s)
         await self.log.start()
-        self.control = ControlPlane(self.log)
+        self.control = ControlPlane(self.log, s.control_catch_up_timeout)
         await self.control.start()
         if s.delivery == "inbox":
             self.inbox = DevInbox(s.data_dir / "inbox.sqlite3")
@@ -92,5 +92,7 @@ class Runtime:
             await self.store.close()
         if self.inbox:
             self.inbox.close()
+        if self.idempotency:  # before the log it follows (Kafka mode)
+            await self.idempotency.close()
         if self.log:
             await self.log.close()

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     retry_schedule: str = Field("60,300,900,3600,10800,21600", description="Seconds between delivery retries, comma-separated; the last repeats.")
     queue_lifetime: int = Field(72 * 3600, ge=1, description="Seconds a deferred message keeps being retried before it fails.")
     log_append_timeout: float = Field(5.0, gt=0, le=60, description="Seconds an append to the event log may take before it fails (the API then answers 503 with Retry-After).")
+    idempotency_lease: float = Field(15.0, ge=1, le=600, description="Seconds a request holding an Idempotency-Key is trusted to finish (more than POSTLINE_LOG_APPEND_TIMEOUT): duplicates wait for its answer; after this one of them may take over, if it died.")
+    control_catch_up_timeout: float = Field(3.0, gt=0, le=60, description="Seconds a request that reads management state (services, keys, domains, …) may wait for its API process to read the control log up to its end (read-your-writes across processes); then 503 with Retry-After.")
     control_wait_timeout: float = Field(10.0, ge=0, le=300, description="Seconds a relay waits for its control state to reach the position a send request was decided on; then the message is deferred, never sent unsigned.")
     dependency_log_interval: float = Field(30.0, gt=0, description="Seconds between two log lines about the same unavailable dependency (the errors in between are counted in a metric).")
     log_retention_requests: int = Field(7 * 86400, ge=1, description="Embedded log: seconds `email.requests` and `email.retry.*` records are kept (at least POSTLINE_QUEUE_LIFETIME).")
@@ -121,6 +123,13 @@ class Settings(BaseSettings):
         # would lose mail that is still within its queue lifetime
         if self.log_retention_requests < self.queue_lifetime:
             raise ValueError("POSTLINE_LOG_RETENTION_REQUESTS must be at least POSTLINE_QUEUE_LIFETIME")
+        return self
+
+    @model_validator(mode="after")
+    def _check_lease(self):
+        # a lease shorter than an append would let a duplicate take over a request still appending
+        if self.idempotency_lease <= self.log_append_timeout:
+            raise ValueError("POSTLINE_IDEMPOTENCY_LEASE must be more than POSTLINE_LOG_APPEND_TIMEOUT")
         return self
 
     @property

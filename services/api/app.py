@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.allow import allowed_methods
 from services.api.errors import error_body
-from services.api.idempotency import IdempotencyStore
+from services.api.idempotency import open_idempotency
 from services.api.limits import RateLimiter
 from services.api.request_ids import RequestIds, request_id_of
 from services.api.request_log import RequestLog
@@ -27,6 +27,7 @@ from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
 from shared.quota import open_quota
 from services.api import dashboard
+from shared.control.errors import ChangeRefused, ControlBehind
 from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, tracking, webhooks
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def create_app(runtime) -> FastAPI:
     app.add_middleware(tracking.HotPaths, runtime=runtime)  # outermost: the pixel and redirects skip the rest
 
     add_error_handlers(app)
+    add_control_error_handlers(app)
     add_ops_routes(app, runtime)
     add_docs_routes(app)
 
@@ -153,12 +155,24 @@ def attach_api_parts(runtime) -> None:
         runtime.limits = RateLimiter(open_quota(runtime.log, s), runtime.store, s.rate_per_minute, s.rate_per_day,
                                      overrides=lambda sid: runtime.control.state.rate_overrides(sid))
     if runtime.idempotency is None:
-        runtime.idempotency = IdempotencyStore(s.data_dir / "idempotency.sqlite3")
+        runtime.idempotency = open_idempotency(runtime.log, s)
     if runtime.recent is None:
         # The embedded log finds any request by its id (email_lookup.accepted_elsewhere), so
         # RecentSends only has to bridge analytics' few seconds of lag there; over Kafka it is
         # the only answer while analytics is behind or down, so it keeps more.
         runtime.recent = RecentSends(5_000 if hasattr(runtime.log, "by_key") else 20_000)
+
+
+def add_control_error_handlers(app: FastAPI) -> None:
+    """The control plane's refusals (shared/control/errors.py), from any route or page."""
+
+    @app.exception_handler(ChangeRefused)
+    async def _refused(request: Request, exc: ChangeRefused):  # 409 (changed meanwhile) or 404 (deleted)
+        return JSONResponse(error_body(exc.status, str(exc)), status_code=exc.status)
+
+    @app.exception_handler(ControlBehind)
+    async def _behind(request: Request, exc: ControlBehind):
+        return JSONResponse(error_body(503, str(exc)), status_code=503, headers={"Retry-After": "1"})
 
 
 def add_error_handlers(app: FastAPI) -> None:

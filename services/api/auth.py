@@ -1,7 +1,11 @@
 """Credentials → tenant. Every lookup afterwards is scoped by what is returned here.
 
 401: missing or invalid credential. 403: valid, but the service is disabled, or the key
-belongs to another service than the one in the path. Other tenants' ids are 404."""
+belongs to another service than the one in the path. Other tenants' ids are 404.
+
+Each credential check first catches up with the control log (``caught_up``): a request reads
+every management change answered before it arrived, on whichever process made it (SPEC §14);
+503 with Retry-After when this process cannot within POSTLINE_CONTROL_CATCH_UP_TIMEOUT."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,6 +13,7 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from shared.control.errors import ControlBehind
 from shared.crypto import API_KEY_PREFIX, hash_secret
 from shared.events import ApiKeySaved, ServiceSaved, WorkspaceSaved
 
@@ -41,10 +46,20 @@ def bearer_credential(authorization: str | None) -> str | None:
     return credential if scheme.lower() == "bearer" and credential else None
 
 
-# The dependencies below are ``async def`` although they never await: FastAPI runs a plain
-# ``def`` dependency in a worker thread, two thread hand-offs per dependency per request.
+# The dependencies below are ``async def`` (also those that never await): FastAPI runs a
+# plain ``def`` dependency in a worker thread, two thread hand-offs per dependency per request.
 async def runtime(request: Request):
     return request.app.state.runtime
+
+
+async def caught_up(rt) -> None:
+    """Read-your-writes before a request reads control state: this process has applied the
+    control log up to its end as of now (microseconds on the embedded log when nothing
+    changed). Raises HTTPException 503 with Retry-After when it cannot."""
+    try:
+        await rt.control.catch_up()
+    except ControlBehind as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
 
 
 async def workspace(request: Request, authorization: HTTPAuthorizationCredentials | None = Security(ADMIN_TOKEN)) -> WorkspaceSaved:
@@ -52,6 +67,7 @@ async def workspace(request: Request, authorization: HTTPAuthorizationCredential
     token = _bearer(authorization)
     if not token:
         raise HTTPException(401, "missing admin token: send Authorization: Bearer <token>")
+    await caught_up(request.app.state.runtime)
     ws = request.app.state.runtime.control.state.workspace_by_token_hash(hash_secret(token))
     if ws is None:
         raise HTTPException(401, "invalid admin token")
@@ -64,6 +80,7 @@ async def service_key(request: Request, api_key: str | None = Security(API_KEY),
     key = api_key or _bearer(authorization)
     if not key:
         raise HTTPException(401, "missing API key: send Api-Key: rs_eml_…")
+    await caught_up(request.app.state.runtime)
     caller = key_owner(request.app.state.runtime.control.state, key)
     if caller is None:
         raise HTTPException(401, "invalid API key")
@@ -82,7 +99,7 @@ def key_owner(state, key: str) -> ServiceCaller | None:
 
 
 async def owned_service(service_id: str, ws: WorkspaceSaved = Depends(workspace), rt=Depends(runtime)) -> ServiceSaved:
-    """The service ``service_id`` of the caller's workspace, else 404."""
+    """The service ``service_id`` of the caller's workspace, else 404 (``workspace`` caught up)."""
     svc = rt.control.state.service(ws.workspace_id, service_id)
     if svc is None:
         raise HTTPException(404, f"service {service_id} not found")

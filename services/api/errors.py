@@ -38,6 +38,8 @@ def error_name(status: int, message: str) -> str:
     the raising code already writes (so no raise site has to know about this module)."""
     if status == 401 and message.lower().startswith("missing"):
         return "missing_api_key"
+    if status == 409 and message.startswith("Idempotency-Key") and "in progress" in message:
+        return "concurrent_idempotent_requests"
     if status == 409 and message.startswith("Idempotency-Key"):
         return "invalid_idempotent_request"
     if status == 429 and ("(day" in message or "(sandbox day" in message):

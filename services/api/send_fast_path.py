@@ -11,7 +11,9 @@ is taken or written, so its error answer is the route's own. A send the fast pat
 the very same steps as the route (``emails.send``); a refusal there is rendered by the app's
 ``HTTPException`` handler, so both paths answer byte for byte alike (tested in
 tests/services/api/test_send_rules.py). The access log, request ids and body limits are
-the middlewares' around it, as for any request."""
+the middlewares' around it, as for any request. Like the route's ``service_key``, the fast path
+first catches up with the control log (``auth.caught_up``: read-your-writes, SPEC §14), and its
+503 is rendered by the same handler."""
 from __future__ import annotations
 
 import json
@@ -21,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from services.api.auth import bearer_credential, key_owner
+from services.api.auth import bearer_credential, caught_up, key_owner
 from services.api.routes import emails
 from services.api.schemas import SendEmail, SendResult
 from services.api.text_checks import read_body
@@ -74,6 +76,10 @@ class SendFastPath:
         if door is None:
             return await self.app(scope, receive, send)
         raw, again = await read_body(receive)
+        try:
+            await caught_up(self.runtime)  # read-your-writes: a key made a moment ago on another process works
+        except HTTPException as exc:
+            return await self._refuse(scope, receive, send, exc)
         headers = dict(reversed(scope["headers"]))  # the first of a repeated header wins, as in Starlette
         judged = judge(self.runtime, headers, raw, door[1]) if raw is not None else None
         if judged is None:
@@ -90,13 +96,17 @@ class SendFastPath:
         try:
             result, rate_headers = await emails.send(self.runtime, caller.service, body, door[0], idempotency_key, raw)
         except HTTPException as exc:  # a refusal: the app's own handler renders it
-            handler = scope["app"].exception_handlers[HTTPException]
-            response = await handler(Request(scope, receive), exc)
-            return await response(scope, receive, send)
+            return await self._refuse(scope, receive, send, exc)
         state["email_id"] = result["id"]
         payload = _RESULT.dump_json(_RESULT.validate_python(result), by_alias=True)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json"),
                                 *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in rate_headers.items())]})
         await send({"type": "http.response.body", "body": payload})
+
+    @staticmethod
+    async def _refuse(scope, receive, send, exc: HTTPException) -> None:
+        handler = scope["app"].exception_handlers[HTTPException]
+        response = await handler(Request(scope, receive), exc)
+        await response(scope, receive, send)
 

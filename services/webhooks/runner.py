@@ -19,6 +19,7 @@ from services.webhooks.dispatch import AttemptResult, attempt
 from services.webhooks.outbox import Delivery, Outbox
 from shared import events as ev
 from shared import metrics
+from shared.control.errors import ChangeRefused
 from shared.consumer_loop import PoisonGuard, run_consumer
 from shared.crypto import unseal
 from shared.log.port import Record
@@ -138,8 +139,11 @@ class WebhookService:
         current = self.rt.control.state.webhooks.get(wh.webhook_id) or wh
         if current.status == "disabled":
             return
-        await self.rt.control.save(current.model_copy(update={
-            "id": ev.new_id(), "time": ev.utcnow(), "status": "disabled", "disabled_reason": reason}))
+        try:
+            await self.rt.control.change(current, status="disabled", disabled_reason=reason)
+        except ChangeRefused as exc:  # the endpoint was changed or deleted meanwhile: that change stands
+            log.info("webhook %s not disabled: %s", wh.webhook_id, exc)
+            return
         log.warning("webhook %s disabled: %s", wh.webhook_id, reason)
 
     async def run(self, stop: asyncio.Event) -> None:

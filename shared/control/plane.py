@@ -1,4 +1,10 @@
-"""The control plane of one process: replays the control topic, follows it live, writes to it."""
+"""The control plane of one process: replays the control topic, follows it live, writes to it.
+
+Read-your-writes across processes (SPEC §14): a request that reads control state first calls
+``catch_up``, which reads the control log's end *now* and waits until this process's state has
+applied up to it; a change answered 2xx anywhere is therefore seen by every later request.
+No lost updates: ``change`` records the fields it sets and the version it was decided on;
+every process merges it by the same rules (shared/control/merge.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,21 +13,27 @@ import logging
 from shared import events as ev
 from shared import failpoints
 from shared.backoff_log import DEPENDENCIES, dependency_of
+from shared.control.errors import ChangeRefused, ControlBehind
+from shared.control.merge import Outcome
 from shared.control.state import ControlState, entity_key
 from shared.log.port import EventLog
 
 log = logging.getLogger(__name__)
+ANCHOR_TRIES = 5  # anchors written in a row while other changes of the key keep landing between
 
 
 class ControlPlane:
-    def __init__(self, event_log: EventLog):
+    def __init__(self, event_log: EventLog, catch_up_timeout: float = 3.0):
         self.log = event_log
         self.state = ControlState()
         self.ready = asyncio.Event()
+        self.catch_up_timeout = catch_up_timeout
         self._task: asyncio.Task | None = None
         self._consumer = None
         self._closing = False
         self._written: dict[int, int] = {}
+        self._applied = asyncio.Event()  # set (and replaced) each time the follower applied records
+        self._waiting: dict[str, asyncio.Future] = {}  # event id → outcome, for changes this process wrote
 
     async def start(self) -> None:
         """Replay the whole control topic (blocks until caught up), then follow it in the background."""
@@ -52,19 +64,109 @@ class ControlPlane:
 
     def _apply(self, records) -> None:
         for rec in records:
+            event = outcome = None
             try:
-                self.state.apply(ev.decode(rec.value), rec.offset)
+                event = ev.decode(rec.value)
+                outcome = self.state.apply(event, rec.offset)
             except Exception:
                 log.exception("skipping unreadable control record at %s/%s", rec.partition, rec.offset)
             self.state.advance(rec.partition, rec.offset)
+            waiter = self._waiting.pop(event.id, None) if event is not None else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(outcome)
+        if records:
+            old, self._applied = self._applied, asyncio.Event()
+            old.set()
 
-    async def save(self, event: ev.Event) -> ev.Event:
-        """Append durably, then apply locally (read-your-writes on this process)."""
+    async def catch_up(self) -> None:
+        """Wait until this process's state has applied the control log up to its end as read
+        now, after the caller arrived (read-your-writes). Returns at once when it already has
+        (on the embedded log: one ``PRAGMA data_version`` read when nothing changed). Raises
+        ``ControlBehind`` when the end cannot be read or reached within the catch-up timeout."""
+        try:
+            ends = await self.log.end_offsets(ev.Topic.CONTROL)  # bounded by the log (deadline.py)
+            if self.state.reached(ends):
+                return  # the usual case, without a timer
+            async with asyncio.timeout(self.catch_up_timeout):
+                while not self.state.reached(ends):
+                    await self._applied.wait()
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            raise ControlBehind("the event log is unavailable: this process cannot read the latest management "
+                                "changes; nothing was done, safe to retry (with the same Idempotency-Key)") from exc
+
+    async def save(self, event: ev.ControlRecord) -> ev.ControlRecord:
+        """Append a whole-state record (a create, or a state computed from nothing older: see
+        ``change`` for changes of an existing entity) durably, then apply it locally
+        (read-your-writes on this process). A whole state supersedes every earlier record of
+        its key, so applying it before the follower has read those is safe."""
         partition, offset = await self.log.append(ev.Topic.CONTROL, entity_key(event), ev.encode(event))
         self.state.apply(event, offset)
         # Not state.advance: records before ``offset`` may not have been read yet
         self._written[partition] = max(self._written.get(partition, 0), offset + 1)
         return event
+
+    async def change(self, current: ev.ControlRecord, **fields) -> ev.ControlRecord:
+        """Set ``fields`` of the entity ``current`` (as read from this process's state), leaving
+        every other field as it is in the log, whatever this process has seen. Returns the
+        entity once the change is applied here (a record with ``deleted`` set after a delete).
+
+        Raises ``ChangeRefused``: 409 when one of ``fields`` was set by another request since
+        ``current`` was read, 404 when the entity was deleted meanwhile; ``ControlBehind`` when
+        the change is durable but this process did not read it back within the timeout (its
+        outcome is then unknown here); the log's errors when the append fails."""
+        key = entity_key(current)
+        latest = self.state.entity(key)
+        if latest is None or latest.deleted:
+            raise ChangeRefused(404, f"{_what(key)} not found")
+        based_on = self.state.position_of(current)
+        event = latest.model_copy(update={**fields, "id": ev.new_id(), "time": ev.utcnow(), "changed": sorted(fields),
+                                          "based_on": -1 if based_on is None else based_on,
+                                          "versions": self.state.versions_of(key)})
+        outcome = await self._append_and_wait(key, event)
+        if outcome is not Outcome.WHOLE:
+            await self._anchor(key)
+        if outcome is Outcome.CONFLICT:
+            raise ChangeRefused(409, f"{_what(key)} was changed by another request at the same time "
+                                     f"({', '.join(sorted(fields))}); read it again and retry")
+        if outcome is Outcome.GONE:
+            raise ChangeRefused(404, f"{_what(key)} not found")
+        return self.state.entity(key) or event
+
+    async def _append_and_wait(self, key: str, event: ev.ControlRecord) -> Outcome | None:
+        """Append ``event`` and wait for the follower to apply it: its outcome here, which is
+        every process's (they apply the same records by the same rules)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting[event.id] = waiter
+        try:
+            partition, offset = await self.log.append(ev.Topic.CONTROL, key, ev.encode(event))
+            self._written[partition] = max(self._written.get(partition, 0), offset + 1)
+            async with asyncio.timeout(self.catch_up_timeout):
+                return await waiter
+        except TimeoutError as exc:
+            raise ControlBehind("the change is saved, but this process has not read it back yet; "
+                                "read it again before retrying") from exc
+        finally:
+            self._waiting.pop(event.id, None)
+
+    async def _anchor(self, key: str) -> None:
+        """Append the key's whole state as held now, changing nothing, until such a record is
+        the key's latest one: compaction keeps only the latest record per key, and the change
+        just applied (merged, or refused) does not hold the whole state (merge.py). Failures
+        are logged, not raised: the change itself is already decided."""
+        try:
+            for _ in range(ANCHOR_TRIES):
+                held = self.state.entity(key)
+                if held is None:
+                    return
+                based_on = self.state.position_of(held)
+                anchor = held.model_copy(update={"id": ev.new_id(), "time": ev.utcnow(), "changed": [],
+                                                 "based_on": -1 if based_on is None else based_on,
+                                                 "versions": self.state.versions_of(key)})
+                if await self._append_and_wait(key, anchor) is Outcome.WHOLE:
+                    return
+            log.warning("control: %s has no record of its whole state after %d anchors", key, ANCHOR_TRIES)
+        except Exception:
+            log.exception("control: could not append an anchor of %s (a later change of it writes one)", key)
 
     def position(self) -> dict[int, int]:
         """The control-log position this process's decisions rest on: per partition, past
@@ -96,3 +198,11 @@ class ControlPlane:
                 pass
         if self._consumer:
             await self._consumer.close()
+
+
+def _what(key: str) -> str:
+    """'service 1f…' for 'service:1f…' (suppressions: 'suppression of a@b.c')."""
+    kind, _, ident = key.partition(":")
+    if kind == "suppression":
+        return f"suppression of {ident.partition(':')[2]}"
+    return f"{kind.replace('_', ' ')} {ident}"

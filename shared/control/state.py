@@ -1,14 +1,16 @@
 """In-memory projection of the control topic.
 
-Each control event carries an entity's whole state and is keyed by the entity, so the
-latest event per key is the truth. ``apply`` is idempotent and ignores stale events
-(positions are compared per key; a key always lives on one partition).
+Each control event carries an entity's whole state and is keyed by the entity (a key always
+lives on one partition, so offsets order a key's records). ``apply`` is idempotent: a record
+at or before the key's last position, or a copy of one of the key's earlier records, changes
+nothing. How a change merges onto the entity held: shared/control/merge.py.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from shared import events as ev
+from shared.control.merge import WHOLE_KEY, Outcome, decide
 
 
 def entity_key(event: ev.Event) -> str:
@@ -43,7 +45,10 @@ class ControlState:
     suppressions: dict[tuple[str, str], ev.SuppressionSaved] = field(default_factory=dict)
     webhooks: dict[str, ev.WebhookSaved] = field(default_factory=dict)
     _positions: dict[str, int] = field(default_factory=dict)
-    _recent_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _recent: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # key → recent (event id, offset)
+    _latest: dict[str, ev.ControlRecord] = field(default_factory=dict)  # key → entity, or its tombstone
+    _versions: dict[str, dict[str, int]] = field(default_factory=dict)  # key → field → offset last set (merge.py)
+    _set_at: dict[str, int] = field(default_factory=dict)  # key → offset of the record its entity was set by
     _by_token: dict[str, str] = field(default_factory=dict)
     _by_key_hash: dict[str, str] = field(default_factory=dict)
     # partition → the offset after the last record applied from it: how far this state has
@@ -59,53 +64,91 @@ class ControlState:
         """True when this state has read at least as far as ``position`` on every partition."""
         return all(self.positions.get(p, 0) >= off for p, off in position.items())
 
-    def apply(self, event: ev.Event, offset: int | None = None) -> bool:
-        """Apply one control event; returns False if it is older than what is held (an
-        earlier log position, or a copy of one of the key's earlier changes)."""
+    def apply(self, event: ev.ControlRecord, offset: int | None = None) -> Outcome:
+        """Apply one control record; the outcome is truthy when it took effect (merge.py), falsy
+        when it is older than what is held (an earlier log position, or a copy of one of the
+        key's earlier changes) or was refused."""
         key = entity_key(event)
         if offset is not None:
             if self._positions.get(key, -1) >= offset:
-                return False
+                return Outcome.IGNORED
             self._positions[key] = offset
-        # A copy of an earlier change appended again later (a producer retry without
-        # idempotence) must not undo the changes after it: each change has its own event id,
-        # so a key's recent ids recognise the copy. (Log order, not clocks, decides otherwise.)
-        seen = self._recent_ids.get(key, ())
-        if event.id in seen[:-1]:
-            return False
-        if not seen or seen[-1] != event.id:
-            self._recent_ids[key] = (*seen[-(RECENT_IDS - 1):], event.id)
-        match event:
+        if self._is_copy(key, event, offset):
+            return Outcome.IGNORED
+        held = self._latest.get(key)
+        outcome, entity, versions = decide(event, held, self._versions.get(key), -1 if offset is None else offset)
+        if versions is not None:
+            self._versions[key] = versions
+        if entity is not held:
+            self._store(key, held, entity)
+            self._set_at[key] = -1 if offset is None else offset
+        return outcome
+
+    def _is_copy(self, key: str, event: ev.ControlRecord, offset: int | None) -> bool:
+        """A copy of an earlier change appended again later (a producer retry without
+        idempotence) must not undo the changes after it: each change has its own event id,
+        so a key's recent ids recognise the copy. (Log order, not clocks, decides otherwise.)
+        A copy of the latest whole state re-applies harmlessly; a copy of the latest change
+        is ignored too, so it does not look like a newer change of its fields."""
+        seen = self._recent.get(key, ())
+        ids = [i for i, _ in seen]
+        if event.id in ids[:-1] or (ids and ids[-1] == event.id and event.changed is not None):
+            return True
+        if not ids or ids[-1] != event.id:
+            self._recent[key] = (*seen[-(RECENT_IDS - 1):], (event.id, -1 if offset is None else offset))
+        return False
+
+    def _store(self, key: str, old: ev.ControlRecord | None, new: ev.ControlRecord) -> None:
+        """Hold ``new`` as the key's entity (or tombstone), with the tables and indexes."""
+        self._latest[key] = new
+        match new:
             case ev.WorkspaceSaved():
-                old = self.workspaces.get(event.workspace_id)
-                if old:
+                if old is not None:
                     self._by_token.pop(old.token_hash, None)
-                self._put(self.workspaces, event.workspace_id, event)
-                if not event.deleted:
-                    self._by_token[event.token_hash] = event.workspace_id
+                self._put(self.workspaces, new.workspace_id, new)
+                if not new.deleted:
+                    self._by_token[new.token_hash] = new.workspace_id
             case ev.ServiceSaved():
-                self._put(self.services, event.service_id, event)
+                self._put(self.services, new.service_id, new)
             case ev.ApiKeySaved():
-                self._by_key_hash.pop(getattr(self.api_keys.get(event.key_id), "key_hash", ""), None)
-                self._put(self.api_keys, event.key_id, event)
-                if not event.deleted:
-                    self._by_key_hash[event.key_hash] = event.key_id
+                self._by_key_hash.pop(getattr(old, "key_hash", ""), None)
+                self._put(self.api_keys, new.key_id, new)
+                if not new.deleted:
+                    self._by_key_hash[new.key_hash] = new.key_id
             case ev.DomainSaved():
-                self._put(self.domains, event.domain_id, event)
+                self._put(self.domains, new.domain_id, new)
             case ev.SandboxRecipientSaved():
-                self._put(self.sandbox, event.recipient_id, event)
+                self._put(self.sandbox, new.recipient_id, new)
             case ev.SuppressionSaved():
-                self._put(self.suppressions, (event.service_id, event.email), event)
+                self._put(self.suppressions, (new.service_id, new.email), new)
             case ev.WebhookSaved():
-                self._put(self.webhooks, event.webhook_id, event)
-        return True
+                self._put(self.webhooks, new.webhook_id, new)
 
     @staticmethod
-    def _put(table: dict, ident: str, event) -> None:
+    def _put(table: dict, ident, event) -> None:
         if event.deleted:
             table.pop(ident, None)
         else:
             table[ident] = event
+
+    # ------------------------------------------------------------ change bookkeeping
+    def entity(self, key: str) -> ev.ControlRecord | None:
+        """The entity of ``key`` as held now: None if never seen, a record with ``deleted`` set
+        if deleted (kept, so a late change is known to be of a deleted entity)."""
+        return self._latest.get(key)
+
+    def position_of(self, entity: ev.ControlRecord) -> int | None:
+        """The log offset of the record ``entity`` was read from (the entity held now, or one of
+        its key's recent records), or None when it is older than those."""
+        key = entity_key(entity)
+        held = self._latest.get(key)
+        if held is not None and held.id == entity.id:
+            return self._set_at.get(key)
+        return next((off for i, off in self._recent.get(key, ()) if i == entity.id), None)
+
+    def versions_of(self, key: str) -> dict[str, int]:
+        """Field → offset of the change that last set it (``"*"``: the last whole state)."""
+        return dict(self._versions.get(key) or {WHOLE_KEY: self._positions.get(key, -1)})
 
     # ------------------------------------------------------------ lookups
     def workspace_by_token_hash(self, token_hash: str) -> ev.WorkspaceSaved | None:

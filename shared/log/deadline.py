@@ -34,6 +34,10 @@ class DeadlineLog(EventLog):
         self.inner, self.timeout = inner, timeout
         self._last_ok = self._last_failed = float("-inf")  # monotonic times of the last append outcomes
 
+    @property
+    def end_offsets_local(self) -> bool:
+        return self.inner.end_offsets_local
+
     def __getattr__(self, name):  # adapter-specific attributes (e.g. the SQLite path)
         return getattr(self.inner, name)
 
@@ -103,6 +107,18 @@ class DeadlineLog(EventLog):
 
     async def partition_count(self, topic) -> int:
         return await self.inner.partition_count(topic)
+
+    async def end_offsets(self, topic) -> dict[int, int]:
+        """As ``EventLog.end_offsets``; raises ``LogUnavailable`` after ``timeout`` seconds (not
+        bounded when the adapter's answer is local: a timer per call would cost more than the
+        read). Not counted as an append (``writable`` and the dependency's state are the appends')."""
+        if self.inner.end_offsets_local:
+            return await self.inner.end_offsets(topic)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.inner.end_offsets(topic)
+        except asyncio.TimeoutError as exc:
+            raise LogUnavailable(f"no end offsets of {topic} within {self.timeout:g} s") from exc
 
     async def close(self) -> None:
         await self.inner.close()

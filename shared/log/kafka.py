@@ -6,6 +6,7 @@ effect is durable), ``auto_offset_reset="earliest"`` so a new group misses nothi
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -13,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from shared.events import Topic, retry_topic
+from shared.log.fresh_query import FreshQuery
 from shared.log.port import CommitFailed, Consumer, EventLog, LogNotStarted, LogUnavailable, Record
 from shared.retry_schedule import MAX_LEVELS as MAX_RETRY_LEVELS
 
@@ -20,9 +22,11 @@ log = logging.getLogger(__name__)
 
 
 # The control topic keeps the latest state per entity; the quota topic one total per counted
-# slot, and nothing older than its longest window (a day, plus a slot) plus a margin.
+# slot, and nothing older than its longest window (a day, plus a slot) plus a margin; the
+# idempotency topic the latest record per key (its answer, once done) for the keys' 24 h plus a margin.
 TOPIC_CONFIGS = {Topic.CONTROL: {"cleanup.policy": "compact"},
-                 Topic.QUOTA: {"cleanup.policy": "compact,delete", "retention.ms": str(26 * 3600 * 1000)}}
+                 Topic.QUOTA: {"cleanup.policy": "compact,delete", "retention.ms": str(26 * 3600 * 1000)},
+                 Topic.IDEMPOTENCY: {"cleanup.policy": "compact,delete", "retention.ms": str(25 * 3600 * 1000)}}
 
 
 def topic_specs(partitions: int, replication: int) -> list[NewTopic]:
@@ -41,6 +45,9 @@ class KafkaLog(EventLog):
         self.settings = settings
         self.bootstrap = settings.kafka_bootstrap
         self._producer: AIOKafkaProducer | None = None
+        self._offsets: AIOKafkaConsumer | None = None  # no group, no assignment: asks for end offsets only
+        self._end_queries: dict[str, FreshQuery[dict[int, int]]] = {}
+        self._offsets_lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self.ensure_topics()
@@ -133,7 +140,34 @@ class KafkaLog(EventLog):
     async def partition_count(self, topic):
         return len(await self._producer.partitions_for(str(topic)))
 
+    async def end_offsets(self, topic):
+        """As ``EventLog.end_offsets``: one ListOffsets request to the partitions' leaders,
+        shared by the callers that arrive while the previous one runs (``FreshQuery``)."""
+        topic = str(topic)
+        query = self._end_queries.get(topic)
+        if query is None:
+            query = self._end_queries[topic] = FreshQuery(lambda: self._fetch_ends(topic))
+        return await query()
+
+    async def _fetch_ends(self, topic: str) -> dict[int, int]:
+        try:
+            async with self._offsets_lock:  # one client, however many topics ask at once
+                if self._offsets is None:
+                    # a request stuck on a broker that went away must not hold the next ones past the deadline
+                    client = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                              request_timeout_ms=int(self.settings.log_append_timeout * 1000))
+                    await client.start()
+                    self._offsets = client
+            parts = await self._started().partitions_for(topic)
+            ends = await self._offsets.end_offsets([TopicPartition(topic, p) for p in parts])
+        except KafkaError as exc:
+            raise LogUnavailable(f"cannot read the end offsets of {topic}: {exc}") from exc
+        return {tp.partition: off for tp, off in ends.items()}
+
     async def close(self):
+        if self._offsets:
+            await self._offsets.stop()
+            self._offsets = None
         if self._producer:
             await self._producer.stop()
             self._producer = None

@@ -87,6 +87,10 @@ class Consumer(abc.ABC):
 
 
 class EventLog(abc.ABC):
+    end_offsets_local: bool = False
+    """True when ``end_offsets`` only reads local storage (never waits on a network), so it
+    needs no deadline: the send hot path calls it on every request."""
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Connect / open storage. Raises ``LogUnavailable`` if the broker or the storage is
@@ -114,6 +118,16 @@ class EventLog(abc.ABC):
 
     async def partition_count(self, topic: str) -> int:
         """Partitions of ``topic``."""
+        raise NotImplementedError
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition of ``topic``, the offset after its last record, as read *after* the
+        call began: every record whose append was acknowledged (in any process) before the
+        call is below it (read-your-writes: ``ControlPlane.catch_up``). Never earlier than a
+        previous answer. Calling it may wake this process's consumers of ``topic`` at once.
+        Adapters make it cheap under load: the embedded log answers from memory unless another
+        process committed since its last look; Kafka shares one request among concurrent
+        callers (one that started after they all arrived). Raises ``LogUnavailable``."""
         raise NotImplementedError
 
     @abc.abstractmethod

@@ -7,7 +7,9 @@ One pass (``sweep``) over ``log.sqlite3``:
    whole segments from the head the same way). The newest record of every partition is always
    kept, so the next offset of a partition survives a restart (offsets are never reused).
 2. **Compaction of the control topic**: a record is dropped when a later record of its key
-   took effect. "Took effect" is decided by ``ControlState.apply`` itself, so a re-appended
+   took effect. "Took effect" is decided by ``ControlState.apply`` itself (a change merged onto
+   an older state supersedes nothing: the records it merged onto stay until a record holding
+   the whole state follows, see shared/control/merge.py), so a re-appended
    copy of an earlier change (which replay ignores) never replaces the change after it, and
    replaying the compacted topic yields the same state as replaying all of it. Deletions are
    whole-state events with ``deleted`` set; they are kept as the latest record of their key
@@ -50,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared import events as ev
+from shared.control.merge import Outcome
 from shared.control.state import ControlState
 
 log = logging.getLogger(__name__)
@@ -263,26 +266,29 @@ def _superseded_control(conn: sqlite3.Connection, topic: str) -> list[tuple[int,
     records_of = Counter(key for _, _, key in index)
     newest = {part: (off, key) for part, off, key in index}  # part -> (off, key) of its newest record
     state = ControlState()
-    took_effect: dict[str, tuple[int, int]] = {}  # key -> (part, off) of the record holding its state
+    # key -> (part, off) of the records holding its state: the last whole one (a record that
+    # alone holds the entity, shared/control/merge.py) and the changes merged after it
+    holding: dict[str, list[tuple[int, int]]] = {}
     superseded: list[tuple[str, int, int]] = []
     for part, off, key in index:
         if records_of[key] < 2:
             continue
         row = conn.execute("SELECT value FROM records WHERE topic=? AND part=? AND off=?", (topic, part, off)).fetchone()
         try:
-            applied = state.apply(ev.decode(row[0]), off)
+            outcome = state.apply(ev.decode(row[0]), off)
         except Exception:
             continue  # unreadable (or gone): kept
-        if applied:
-            if key in took_effect:
-                superseded.append((key, *took_effect[key]))
-            took_effect[key] = (part, off)
+        if outcome is Outcome.WHOLE:
+            superseded += [(key, p, o) for p, o in holding.get(key, ())]
+            holding[key] = [(part, off)]
+        elif outcome:  # merged, not whole: the records before it still hold the other fields
+            holding.setdefault(key, []).append((part, off))
         else:
             superseded.append((key, part, off))
     # A partition's newest record stays (its offset tells a restart where to go on). If that
     # record is an ignored copy, replay recognises it only next to the change it copies: the
     # key keeps all its records until a later pass, when the copy is no longer the newest.
-    held = {key for part, (off, key) in newest.items() if records_of[key] > 1 and took_effect.get(key) != (part, off)}
+    held = {key for part, (off, key) in newest.items() if records_of[key] > 1 and (part, off) not in holding.get(key, ())}
     return [(p, o) for key, p, o in superseded if key not in held]
 
 

@@ -90,6 +90,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class SqliteLog(EventLog):
+    end_offsets_local = True  # a PRAGMA read, at most a few rows: nothing to bound
     def __init__(self, path: Path, partitions: int = 4):
         self.path = Path(path)
         self.partitions = partitions
@@ -102,6 +103,7 @@ class SqliteLog(EventLog):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: asyncio.Task | None = None
         self._data_version = -1
+        self._topic_versions: dict[str, int] = {}  # topic → data_version when end_offsets last read its heads
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -238,11 +240,14 @@ class SqliteLog(EventLog):
         old.set()
 
     def _advance(self, heads: dict[tuple[str, int], int]) -> None:
-        """Record new partition ends (they only grow) and wake this process's consumers."""
+        """Record new partition ends (they only grow) and wake this process's consumers if one moved."""
+        moved = False
         for tp, nxt in heads.items():
             if nxt > self._next.get(tp, 0):
                 self._next[tp] = nxt
-        self._notify()
+                moved = True
+        if moved:
+            self._notify()
 
     def _refresh_heads(self) -> bool:
         """Re-read the heads when another connection committed since the last look; True if so."""
@@ -323,8 +328,29 @@ class SqliteLog(EventLog):
             (topic, part, key, limit)).fetchall()
         return [Record(topic, part, off, key, value, ts, json.loads(h) if h else {}) for off, value, h, ts in rows]
 
-    def end_offsets(self, topic: str) -> dict[int, int]:
+    def _ends(self, topic: str) -> dict[int, int]:
+        """The partition ends as this process knows them (no read)."""
         return {p: self._next.get((topic, p), 0) for p in range(self.partitions)}
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """As ``EventLog.end_offsets``: a ``PRAGMA data_version`` read (microseconds, no page
+        touched); the topic's heads rows are read again only when another process committed
+        since their last read, and a head that moved wakes this process's consumers at once
+        (not at the watcher's next tick). Its own appends are known the moment they commit.
+        The watcher's own bookkeeping (``_data_version``) is left alone: it still refreshes
+        every topic's heads for the other consumers."""
+        if self._reader is None:
+            raise LogNotStarted("log is not started")
+        topic = str(topic)
+        try:
+            version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+            if self._topic_versions.get(topic) != version:  # another process committed since this topic's last read
+                rows = self._reader.execute("SELECT part, next FROM heads WHERE topic=?", (topic,)).fetchall()
+                self._advance({(topic, p): n for p, n in rows})
+                self._topic_versions[topic] = version
+        except sqlite3.Error as exc:
+            raise LogUnavailable(f"cannot read the event log's heads: {exc}") from exc
+        return self._ends(topic)
 
     def consumer(self, topics, group):
         return SqliteConsumer(self, [str(t) for t in topics], group)
@@ -385,7 +411,7 @@ class SqliteConsumer(Consumer):
         index, count = self._share
         for topic in self.topics:
             committed = self.log._committed(self.group, topic) if self.group else {}
-            for part, end in self.log.end_offsets(topic).items():
+            for part, end in self.log._ends(topic).items():
                 if part % count != index:
                     continue  # another process of the group has it
                 self._pos[(topic, part)] = committed.get(part, 0)

@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from services.api.dashboard.pages import (auth, domains, inbox, keys, messages, sandbox, services, suppressions,
                                           webhooks)
-from services.api.dashboard.web import HERE, PageError, SignInRequired, caller, page, redirect
+from services.api.dashboard.web import HERE, PageError, SignInRequired, page, redirect, session_caller
 
 STATIC_PATH = "/dashboard-static"
 
@@ -28,7 +28,7 @@ def mount(app: FastAPI) -> None:
     @app.exception_handler(PageError)
     async def _page_error(request: Request, exc: PageError):
         try:
-            c = caller(request)
+            c = session_caller(request)
         except SignInRequired:
             c = None
         return page(request, "error.html", status=exc.status, c=c, message=exc.message)

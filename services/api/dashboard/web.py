@@ -11,9 +11,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from services.api.auth import caught_up
 from services.api.dashboard import session as sess
 from services.api.validation_errors import first_error
 from shared import events as ev
+from shared.control.errors import ChangeRefused
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -25,7 +27,8 @@ CSP_WITH_MAIL = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline
     "img-src 'self' data:", "img-src 'self' data:; frame-src 'self'")
 
 
-BAD_INPUT = (ValidationError, HTTPException)  # what the API's route functions raise on bad input
+# what the API's route functions raise on bad input (or a change refused: 409 changed meanwhile, 404 deleted)
+BAD_INPUT = (ValidationError, HTTPException, ChangeRefused)
 
 
 class SignInRequired(Exception):
@@ -50,8 +53,16 @@ def rt_of(request: Request):
     return request.app.state.runtime
 
 
-def caller(request: Request) -> Caller:
-    """FastAPI dependency: the session's workspace, else ``SignInRequired``."""
+async def caller(request: Request) -> Caller:
+    """FastAPI dependency: the session's workspace, else ``SignInRequired``. Catches up with
+    the control log first (read-your-writes: a change made on another process is shown)."""
+    await caught_up(rt_of(request))
+    return session_caller(request)
+
+
+def session_caller(request: Request) -> Caller:
+    """The session's workspace as this process knows it now (no catch-up: for the sign-in
+    form's redirect and error pages), else ``SignInRequired``."""
     rt = rt_of(request)
     state = rt.control.state
 

@@ -61,11 +61,9 @@ async def get_domain(d=Depends(owned_domain), rt=Depends(runtime)):
 @router.patch("/{domain_id}", response_model=DomainView, response_model_exclude_none=True)
 async def update_domain(body: DomainUpdate, d=Depends(owned_domain), rt=Depends(runtime)):
     """Set (or, with null, remove) the domain's tracking host; its CNAME joins the records."""
-    changes = {}
-    if "tracking_host" in body.model_fields_set:
-        changes["tracking_host"] = _tracking_host(body.tracking_host, d.domain)
-    updated = d.model_copy(update={**changes, "id": ev.new_id(), "time": ev.utcnow()})
-    await rt.control.save(updated)
+    if "tracking_host" not in body.model_fields_set:
+        return domain_view(d, rt.settings)
+    updated = await rt.control.change(d, tracking_host=_tracking_host(body.tracking_host, d.domain))
     return domain_view(updated, rt.settings)
 
 
@@ -73,14 +71,11 @@ async def update_domain(body: DomainUpdate, d=Depends(owned_domain), rt=Depends(
 async def verify_domain(d=Depends(owned_domain), rt=Depends(runtime)):
     verified, checks = await dom.verify(d, rt.settings)
     now = ev.utcnow()
-    updated = d.model_copy(update={
-        "id": ev.new_id(), "time": now, "verified": verified,
-        "verified_at": (d.verified_at or now) if verified else None,
-        "last_check": {"at": now.isoformat(), "records": checks}})
-    await rt.control.save(updated)
+    updated = await rt.control.change(d, verified=verified, verified_at=(d.verified_at or now) if verified else None,
+                                      last_check={"at": now.isoformat(), "records": checks})
     return {**domain_view(updated, rt.settings), "checks": checks}
 
 
 @router.delete("/{domain_id}", status_code=204)
 async def delete_domain(d=Depends(owned_domain), rt=Depends(runtime)):
-    await rt.control.save(d.model_copy(update={"deleted": True, "id": ev.new_id(), "time": ev.utcnow()}))
+    await rt.control.change(d, deleted=True)

@@ -35,4 +35,4 @@ async def revoke_key(key_id: str, svc=Depends(owned_service), rt=Depends(runtime
     rec = rt.control.state.api_keys.get(key_id)
     if rec is None or rec.service_id != svc.service_id:
         raise HTTPException(404, f"api key {key_id} not found")
-    await rt.control.save(rec.model_copy(update={"deleted": True, "id": ev.new_id(), "time": ev.utcnow()}))
+    await rt.control.change(rec, deleted=True)

@@ -9,7 +9,7 @@ from html import escape
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
-from services.api.auth import owned_service, runtime
+from services.api.auth import caught_up, owned_service, runtime
 from services.api.schemas import SandboxEmailCreate, SandboxEmailList, SandboxEmailView
 from services.api.sending import remember
 from shared import events as ev
@@ -45,11 +45,12 @@ async def add_sandbox_email(body: SandboxEmailCreate, svc=Depends(owned_service)
         return recipient_view(existing[0])
     token = secrets.token_urlsafe(32)
     now = ev.utcnow()
-    rec = ev.SandboxRecipientSaved(
-        workspace_id=svc.workspace_id, service_id=svc.service_id,
-        recipient_id=existing[0].recipient_id if existing else ev.new_id(), email=body.email,
-        token_hash=hash_secret(token), token_expires_at=now + TOKEN_TTL, created_at=now)
-    await rt.control.save(rec)
+    if existing:  # a new link for a pending address (never a whole state: it may be verified meanwhile)
+        rec = await rt.control.change(existing[0], token_hash=hash_secret(token), token_expires_at=now + TOKEN_TTL)
+    else:
+        rec = await rt.control.save(ev.SandboxRecipientSaved(
+            workspace_id=svc.workspace_id, service_id=svc.service_id, recipient_id=ev.new_id(), email=body.email,
+            token_hash=hash_secret(token), token_expires_at=now + TOKEN_TTL, created_at=now))
     link = f"{rt.settings.base_url}{VERIFY_PATH}?token={token}"
     req = verification_request(rt, rec, svc, link)
     await rt.log.append(ev.Topic.REQUESTS, req.email_id, ev.encode(req))
@@ -67,18 +68,17 @@ async def delete_sandbox_email(recipient_id: str, svc=Depends(owned_service), rt
     rec = rt.control.state.sandbox.get(recipient_id)
     if rec is None or rec.service_id != svc.service_id:
         raise HTTPException(404, f"sandbox email {recipient_id} not found")
-    await rt.control.save(rec.model_copy(update={"deleted": True, "id": ev.new_id(), "time": ev.utcnow()}))
+    await rt.control.change(rec, deleted=True)
 
 
 @router.get(VERIFY_PATH, response_class=HTMLResponse, include_in_schema=False)
 async def verify_sandbox_email(token: str = Query(..., min_length=10, max_length=200), rt=Depends(runtime)):
     """Follow the link from the verification email. Single-use; expires after 24 h."""
+    await caught_up(rt)  # the address may have been added on another process a moment ago
     h = hash_secret(token)
     rec = next((r for r in rt.control.state.sandbox.values() if r.token_hash == h), None)
     now = ev.utcnow()
     if rec is None or rec.token_expires_at is None or rec.token_expires_at < now:
         return HTMLResponse("<h1>This link is invalid or has expired.</h1>", status_code=400)
-    await rt.control.save(rec.model_copy(update={
-        "id": ev.new_id(), "time": now, "verified": True, "verified_at": now, "token_hash": None,
-        "token_expires_at": None}))
+    await rt.control.change(rec, verified=True, verified_at=now, token_hash=None, token_expires_at=None)
     return HTMLResponse(f"<h1>{escape(rec.email)} is verified.</h1><p>It can now receive test email.</p>")

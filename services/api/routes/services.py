@@ -53,11 +53,13 @@ async def update_service(body: ServiceUpdate, svc=Depends(owned_service), rt=Dep
         changes.update(rate_override_changes(body.rate_limits))
     if changes.get("mode") == "production" and not any(d.verified for d in rt.control.state.domains_of(svc.service_id)):
         raise HTTPException(400, "mode: production needs at least one verified domain; verify a domain first")
-    updated = svc.model_copy(update={**changes, "id": ev.new_id(), "time": ev.utcnow()})
-    await rt.control.save(updated)
-    return service_view(rt, updated)
+    if not changes:
+        return service_view(rt, svc)
+    # only the fields given are recorded as changed: a field this process has an older view of
+    # is never written back (409 if another request set one of these since ``svc`` was read)
+    return service_view(rt, await rt.control.change(svc, **changes))
 
 
 @router.delete("/{service_id}", status_code=204)
 async def delete_service(svc=Depends(owned_service), rt=Depends(runtime)):
-    await rt.control.save(svc.model_copy(update={"deleted": True, "id": ev.new_id(), "time": ev.utcnow()}))
+    await rt.control.change(svc, deleted=True)

@@ -74,4 +74,4 @@ async def remove_suppression(email: str, svc=Depends(owned_service), rt=Depends(
     rec = rt.control.state.suppression(svc.service_id, _normal(email))
     if rec is None:
         raise HTTPException(404, f"{email} is not suppressed")
-    await rt.control.save(rec.model_copy(update={"deleted": True, "id": ev.new_id(), "time": ev.utcnow()}))
+    await rt.control.change(rec, deleted=True)

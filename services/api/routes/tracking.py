@@ -15,6 +15,7 @@ event id, which consumers drop). If the log cannot take the event, the person st
 the image or the redirect: tracking never stands between a reader and the link."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import string
@@ -30,6 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from services.api.errors import error_body
 from services.api.machine import is_machine
 from shared import events as ev
+from shared.control.errors import ControlBehind
 from shared.tracking import Token, Tokens
 
 log = logging.getLogger(__name__)
@@ -84,10 +86,18 @@ def recorder_of(rt) -> Recorder:
     return rt.tracking
 
 
-def check(rec: Recorder, token: str, kind) -> tuple[Token, str] | None:
-    """(token contents, workspace id) of a valid token of a live service, else None."""
+async def check(rec: Recorder, token: str, kind) -> tuple[Token, str] | None:
+    """(token contents, workspace id) of a valid token of a live service, else None. A valid
+    token of a service this process does not know catches up with the control log first (the
+    service may be a moment old, made on another process); a known one costs no catch-up."""
     tok = rec.tokens.verify(token, kind)
-    svc = rec.rt.control.state.services.get(tok.service_id) if tok else None
+    if tok is None:
+        return None
+    svc = rec.rt.control.state.services.get(tok.service_id)
+    if svc is None:
+        with contextlib.suppress(ControlBehind):  # cannot tell now: answered as unknown
+            await rec.rt.control.catch_up()
+        svc = rec.rt.control.state.services.get(tok.service_id)
     return (tok, svc.workspace_id) if svc else None
 
 
@@ -122,7 +132,7 @@ _302_HEADERS = [(b"content-length", b"0"), *((k.lower().encode(), v.encode()) fo
 
 async def pixel(rec: Recorder, method: str, token: str, user_agent: str | None) -> tuple[int, list, bytes]:
     """The open pixel: a 1x1 transparent GIF, never cached; emits ``opened``."""
-    found = check(rec, token.removesuffix(".gif"), "open")
+    found = await check(rec, token.removesuffix(".gif"), "open")
     if found is None:
         return 404, _404_HEADERS, _JSON_404
     await record_view(rec, method, user_agent, *found)
@@ -131,7 +141,7 @@ async def pixel(rec: Recorder, method: str, token: str, user_agent: str | None) 
 
 async def click(rec: Recorder, method: str, token: str, user_agent: str | None) -> tuple[int, list, bytes]:
     """A tracked link: 302 to the original URL (query and fragment kept); emits ``clicked``."""
-    found = check(rec, token, "click")
+    found = await check(rec, token, "click")
     if found is None:
         return 404, _404_HEADERS, _JSON_404
     await record_view(rec, method, user_agent, *found)
@@ -172,7 +182,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 @router.get("/t/u/{token}")
 async def unsubscribe_page(token: str, request: Request):
     """A confirmation page with a button; it never unsubscribes by itself (scanners follow links)."""
-    found = check(recorder(request), token, "unsubscribe")
+    found = await check(recorder(request), token, "unsubscribe")
     if found is None:
         return _page("This link is invalid", "<p>It may have been mistyped or cut.</p>", 404)
     form = (f"<p>Stop email to <b>{escape(found[0].recipient)}</b> from this sender?</p>"
@@ -197,7 +207,7 @@ async def one_click(request: Request) -> bool:
 async def unsubscribe(token: str, request: Request):
     """RFC 8058 one-click: suppress the recipient (reason ``unsubscribe``), emit ``unsubscribed``."""
     rec = recorder(request)
-    found = check(rec, token, "unsubscribe")
+    found = await check(rec, token, "unsubscribe")
     if found is None:
         return JSONResponse(_NOT_FOUND, status_code=404)
     if not await one_click(request):

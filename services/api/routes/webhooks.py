@@ -137,7 +137,7 @@ async def get_webhook(w=Depends(owned_webhook)):
 
 @router.patch("/{webhook_id}", response_model=WebhookView)
 async def update_webhook(body: WebhookUpdate, w=Depends(owned_webhook), rt=Depends(runtime)):
-    changes: dict = {"id": ev.new_id(), "time": ev.utcnow()}
+    changes: dict = {}
     if body.url is not None:
         await check_destination(rt, body.url)
         changes["url"] = body.url
@@ -152,14 +152,15 @@ async def update_webhook(body: WebhookUpdate, w=Depends(owned_webhook), rt=Depen
         changes.update(secret_sealed=seal(rt.settings.master_key, secret.encode(), w.webhook_id),
                        previous_secret_sealed=w.secret_sealed,
                        previous_until=datetime.now(timezone.utc) + ROTATION_OVERLAP)
-    updated = w.model_copy(update=changes)
-    await rt.control.save(updated)
-    return view(updated, secret)
+    if not changes:
+        return view(w)
+    # a rotation sets previous_secret_sealed from this view: a concurrent rotation is a 409
+    return view(await rt.control.change(w, **changes), secret)
 
 
 @router.delete("/{webhook_id}", status_code=204)
 async def delete_webhook(w=Depends(owned_webhook), rt=Depends(runtime)):
-    await rt.control.save(w.model_copy(update={"deleted": True, "id": ev.new_id(), "time": ev.utcnow()}))
+    await rt.control.change(w, deleted=True)
 
 
 @router.get("/{webhook_id}/attempts")

@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import time
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 from pydantic import ValidationError
 
 from services.api.auth import key_owner
@@ -27,6 +27,7 @@ from services.api.sending import admit_requests, prepare, remember, respond
 from services.api.submission import message, replies
 from services.api.submission.tls import server_context
 from shared import events as ev
+from shared.control.errors import ControlBehind
 from shared import metrics
 from shared.addresses import AddressError, domain_of, parse_mailbox, split_bare
 
@@ -69,6 +70,14 @@ class SubmissionSMTP(SMTP):
         finally:
             self._in_greeting = False
 
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        """Catch up with the control log before the key is checked (read-your-writes: a key
+        created a moment ago on another API process is known); 454 if this process cannot."""
+        if not await self.event_handler.caught_up():
+            return await self.push("454 4.7.0 temporary authentication failure; try again later")
+        await super().smtp_AUTH(arg)
+
     async def smtp_HELO(self, hostname: str):
         self._in_greeting = True
         try:
@@ -99,6 +108,15 @@ class SubmissionHandler:
             return AuthResult(success=False, handled=False, message="535 5.7.8 invalid API key (the password must be a service API key)")
         return AuthResult(success=True, auth_data=caller.key.key_hash)
 
+    async def caught_up(self) -> bool:
+        """Read-your-writes before control state is read (``ControlPlane.catch_up``); False
+        when this process cannot read the control log up to its end in time."""
+        try:
+            await self.rt.control.catch_up()
+            return True
+        except ControlBehind:
+            return False
+
     def caller(self, session):
         """The service of the session's key; raises ``message.Refused``."""
         state = self.rt.control.state
@@ -115,6 +133,8 @@ class SubmissionHandler:
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if not await self.caught_up():  # each message sees a revocation made elsewhere
+            return "451 4.3.0 temporary failure; try again later"
         try:
             svc = self.caller(session)
         except message.Refused as exc:

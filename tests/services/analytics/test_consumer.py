@@ -62,7 +62,7 @@ async def run_until_loaded(consumer: AnalyticsConsumer, lg, timeout: float = 20)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if lg._committed("analytics", ev.Topic.EVENTS) == {p: o for p, o in lg.end_offsets(ev.Topic.EVENTS).items() if o}:
+        if lg._committed("analytics", ev.Topic.EVENTS) == {p: o for p, o in lg._ends(ev.Topic.EVENTS).items() if o}:
             break
         await asyncio.sleep(0.1)
     stop.set()

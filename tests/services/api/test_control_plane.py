@@ -201,3 +201,38 @@ async def test_malformed_json_is_400(tmp_path):
     async with api_runtime(tmp_path) as (rt, admin):
         r = await admin("POST", "/api/email/services", content=b"{nope", headers={"content-type": "application/json"})
         assert r.status_code == 400 and "JSON" in r.json()["error"]
+
+
+# ---------------------------------------------------------------- several API processes (SPEC §14)
+
+async def test_a_change_on_one_process_is_used_at_once_on_another(tmp_path):
+    """Two API processes over one embedded log (in this event loop, so the second one's log
+    watcher never gets a tick in between): what A answered 201/200 is used by B's next request."""
+    async with api_runtime(tmp_path) as (_, a), api_runtime(tmp_path) as (_, b):
+        for i in range(5):
+            sid = await a.service(f"s{i}")
+            key = await b.key(sid)  # 404 without read-your-writes
+            r = await a.http.post(f"/api/email/services/{sid}/send", json=SEND, headers={"Api-Key": key})
+            assert r.status_code == 200, r.text
+            assert (await b("PATCH", f"/api/email/services/{sid}", json={"track_opens": True})).status_code == 200
+            got = (await a("GET", f"/api/email/services/{sid}")).json()
+            assert got["track_opens"] is True
+
+
+async def test_concurrent_changes_on_two_processes_keep_every_change_answered_200(tmp_path):
+    """Different fields at once: both apply. The same field at once: the later may be refused
+    with 409, never answered 200 and dropped."""
+    async with api_runtime(tmp_path) as (_, a), api_runtime(tmp_path) as (_, b):
+        for i in range(5):
+            sid = await a.service(f"s{i}")
+            path = f"/api/email/services/{sid}"
+            opens, clicks = await asyncio.gather(a("PATCH", path, json={"track_opens": True}),
+                                                 b("PATCH", path, json={"track_clicks": True}))
+            assert (opens.status_code, clicks.status_code) == (200, 200), (opens.text, clicks.text)
+            first, second = await asyncio.gather(a("PATCH", path, json={"name": "first"}),
+                                                 b("PATCH", path, json={"name": "second"}))
+            assert {first.status_code, second.status_code} <= {200, 409}
+            for client in (a, b):
+                got = (await client("GET", path)).json()
+                assert got["track_opens"] is True and got["track_clicks"] is True, got
+                assert got["name"] in {r.json()["name"] for r in (first, second) if r.status_code == 200}, got

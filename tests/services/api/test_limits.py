@@ -38,7 +38,7 @@ async def test_the_minute_limit_holds_then_names_its_window(quota):
 async def test_a_refused_send_is_not_appended(sqlite_log):
     limiter = RateLimiter(SqliteQuota(sqlite_log), per_minute=2)
     [await admit(limiter, "svc") for _ in range(5)]
-    assert sum(sqlite_log.end_offsets("t").values()) == 2
+    assert sum(sqlite_log._ends("t").values()) == 2
 
 
 async def test_a_peek_counts_nothing(quota):

@@ -25,7 +25,10 @@ def runtime(status: str = "active"):
     state.apply(ev.ServiceSaved(workspace_id="w", service_id="s", name="app", created_at=NOW, status=status))
     state.apply(ev.ApiKeySaved(workspace_id="w", service_id="s", key_id="k", name="k", key_hash=hash_secret(KEY),
                                prefix=KEY[:11], created_at=NOW))
-    return SimpleNamespace(control=SimpleNamespace(state=state))
+    async def caught_up():  # one process: nothing to catch up with
+        return None
+
+    return SimpleNamespace(control=SimpleNamespace(state=state, catch_up=caught_up))
 
 
 def test_only_the_two_send_paths_are_doors():

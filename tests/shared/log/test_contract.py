@@ -139,6 +139,18 @@ class LogContract:
         await c.close()
         await lg.close()
 
+    async def test_end_offsets_are_past_every_acknowledged_append_of_any_process(self, make_log, topic):
+        """Read-your-writes rests on it: ``end_offsets`` read after an append (here by another
+        instance, as another process would) is past that append's offset."""
+        writer, reader = make_log(), make_log()
+        await writer.start()
+        await reader.start()
+        await reader.append(topic, "warm-up", b"x")  # the topic exists for both
+        for i in range(5):
+            part, off = await writer.append(topic, f"k{i}", b"v")
+            assert (await reader.end_offsets(topic))[part] >= off + 1
+        await writer.close()
+        await reader.close()
 
     async def test_records_survive_reopen(self, make_log, topic):
         lg = make_log()

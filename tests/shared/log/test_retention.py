@@ -189,6 +189,40 @@ async def test_a_copy_that_is_its_partitions_newest_record_keeps_its_key_until_a
     assert count(path, ev.Topic.CONTROL) == 2
 
 
+def merged_change(base: ev.ServiceSaved, based_on: int, **fields) -> ev.ServiceSaved:
+    """A change decided on an old view (its record's other fields are stale), as ControlPlane.change writes it."""
+    return base.model_copy(update={**fields, "id": ev.new_id(), "changed": sorted(fields), "based_on": based_on,
+                                   "versions": {"*": based_on}})
+
+
+async def test_a_merged_change_keeps_the_records_it_merged_onto_until_a_whole_state_follows(tmp_path):
+    """create, mode → production, then rate from the creation's view: the latest record says
+    sandbox, so compaction must keep the production change; once an anchor (the whole state)
+    follows, the earlier records go."""
+    path = tmp_path / "log.sqlite3"
+    lg = SqliteLog(path, partitions=1)
+    await lg.start()
+    created = service("s1", "app")
+    for event in (created, merged_change(created, 0, mode="production"), merged_change(created, 0, rate_per_minute=9)):
+        await lg.append(ev.Topic.CONTROL, "service:s1", ev.encode(event))
+    await lg.close()
+    await asyncio.to_thread(sweep, path, POLICY)
+    svc = (await replay(path))["services"]["s1"]
+    assert (svc.mode, svc.rate_per_minute) == ("production", 9)
+    lg = SqliteLog(path, partitions=1)
+    await lg.start()
+    plane = ControlPlane(lg)
+    await plane.start()
+    await plane._anchor("service:s1")
+    await plane.close()
+    await lg.append(ev.Topic.CONTROL, "service:s9", ev.encode(service("s9", "other")))  # the anchor is not the newest
+    await lg.close()
+    await asyncio.to_thread(sweep, path, POLICY)
+    svc = (await replay(path))["services"]["s1"]
+    assert (svc.mode, svc.rate_per_minute) == ("production", 9)
+    assert count(path, ev.Topic.CONTROL) == 2
+
+
 # ------------------------------------------------------------ space back to the file system
 def on_disk(path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.name.endswith(("3", "-wal")))

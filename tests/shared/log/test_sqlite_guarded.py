@@ -29,7 +29,7 @@ async def test_only_what_the_guard_allows_is_appended(sqlite_log):
     allowed = [verdict.allowed for verdict, _ in results]
     assert allowed.count(True) == 5
     assert all(bool(positions) == ok for (_, positions), ok in zip(results, allowed))
-    assert sum(sqlite_log.end_offsets("t").values()) == 5
+    assert sum(sqlite_log._ends("t").values()) == 5
 
 
 async def test_two_processes_share_the_counter(tmp_path):
@@ -57,6 +57,6 @@ async def test_a_failing_guard_fails_its_job_only(sqlite_log):
     bad = sqlite_log.append_guarded("t", [(None, b"b")], broken)
     results = await asyncio.gather(ok, bad, return_exceptions=True)
     assert results[0][0].allowed and isinstance(results[1], ValueError)
-    assert sum(sqlite_log.end_offsets("t").values()) == 1
+    assert sum(sqlite_log._ends("t").values()) == 1
     # the failing guard's own writes were undone with it (DDL included: SQLite's is transactional)
     assert sqlite_log.read(lambda c: c.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='t_side'").fetchone()[0]) == 0

@@ -5,8 +5,9 @@ import secrets
 
 from fastapi import APIRouter, Depends, Request
 
+from services.api.auth import caught_up
 from services.api.dashboard import session as sess
-from services.api.dashboard.web import Caller, SignInRequired, caller, form, page, redirect, rt_of
+from services.api.dashboard.web import Caller, SignInRequired, caller, form, page, redirect, rt_of, session_caller
 from shared.crypto import hash_secret
 
 router = APIRouter(include_in_schema=False)
@@ -14,7 +15,7 @@ router = APIRouter(include_in_schema=False)
 
 def _signed_in(request: Request) -> bool:
     try:
-        caller(request)
+        session_caller(request)
         return True
     except SignInRequired:
         return False
@@ -55,6 +56,7 @@ async def signin(request: Request):
         return _signin_page(request, "The sign-in form expired. Try again.", 403)
     token = str(data.get("token") or "").strip()
     rt = rt_of(request)
+    await caught_up(rt)  # a workspace re-keyed a moment ago on another process
     ws = rt.control.state.workspace_by_token_hash(hash_secret(token)) if token else None
     if ws is None:
         return _signin_page(request, "That admin token is not valid.", 401)

@@ -1,0 +1,82 @@
+"""Who holds an Idempotency-Key: the state of one (service, key) and the one rule that
+changes it, applied in the same order by every process (embedded: inside the log's write
+transaction; Kafka: in the claims topic's order, by every replica that reads it).
+
+A request *claims* the key (its body hash, a random owner token, a lease), then records
+*done* with its response, or *releases* the key when it answered an error (nothing sent, so
+a retry may try again, with any body). Changes are plain dicts (``kind``, ``owner``,
+``hash``, ``at``, and ``lease_until`` or ``response``), so they travel as JSON records."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+TTL_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Claim:
+    owner: str                  # the token of the request that holds the key
+    body_hash: str
+    lease_until: float          # epoch seconds; after it a same-body request may take over
+    at: float                   # when claimed, or when done: the 24 h start from here
+    response: dict | None = None  # the first response, once done
+
+    def live(self, now: float) -> bool:
+        return self.at + TTL_SECONDS > now
+
+
+def apply(state: Claim | None, change: dict) -> Claim | None:
+    """The state after ``change``. A claim wins a free key (none, released or older than 24 h),
+    or takes over an unfinished one whose lease ran out, for the same body only (the email id
+    is the same, and the relay absorbs a repeated request); otherwise it loses and changes
+    nothing. The first done records the response; a release frees only its owner's unfinished claim."""
+    kind, at = change["kind"], change["at"]
+    if state is not None and not state.live(at):
+        state = None
+    if kind == "claim":
+        takes_over = (state is not None and state.response is None and state.lease_until <= at
+                      and state.body_hash == change["hash"])
+        if state is None or takes_over:
+            return Claim(change["owner"], change["hash"], change["lease_until"], at)
+        return state
+    if kind == "done":
+        if state is None or (state.response is None and state.body_hash == change["hash"]):
+            return Claim(change["owner"], change["hash"], at, at, change["response"])
+        return state
+    if kind == "release" and state is not None and state.response is None and state.owner == change["owner"]:
+        return None
+    return state
+
+
+def claim(owner: str, body_hash: str, now: float, lease: float) -> dict:
+    return {"kind": "claim", "owner": owner, "hash": body_hash, "at": now, "lease_until": now + lease}
+
+
+def done(owner: str, body_hash: str, now: float, response: dict) -> dict:
+    return {"kind": "done", "owner": owner, "hash": body_hash, "at": now, "response": response}
+
+
+def release(owner: str, body_hash: str, now: float) -> dict:
+    return {"kind": "release", "owner": owner, "hash": body_hash, "at": now}
+
+
+class Claims(abc.ABC):
+    """Where the claims of one installation are agreed (one implementation per log adapter)."""
+
+    @abc.abstractmethod
+    async def look(self, scope: str, key: str) -> Claim | None:
+        """The state as this process knows it now (may lag behind the log; never blocks long)."""
+
+    @abc.abstractmethod
+    async def change(self, scope: str, key: str, change: dict) -> Claim | None:
+        """Record ``change`` in the installation's one order, durably. For a claim, returns the
+        state just after it (the claim won iff its owner holds it); for done and release the
+        return value may be None. Raises the log's errors when it cannot be recorded."""
+
+    @abc.abstractmethod
+    async def changed(self, scope: str, key: str, timeout: float) -> None:
+        """Return when the state of (scope, key) may have changed, or after ``timeout`` seconds."""
+
+    async def close(self) -> None:
+        """Release what the implementation holds."""

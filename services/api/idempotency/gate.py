@@ -1,0 +1,82 @@
+"""One send per Idempotency-Key, whichever process or replica a request reaches.
+
+A request looks the key up; a free key (or an unfinished one whose lease ran out, same body)
+it claims through ``Claims`` — the installation's one order decides who holds it. The holder
+sends and records its response (done) or, on an error answer, releases the key. Any other
+request with the same body waits for the holder's response (at most until the lease runs
+out, then it may take over) and answers with it; with another body it gets 409 at once."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Awaitable, Callable
+
+from fastapi import HTTPException
+
+from services.api.idempotency import claims as c
+from services.api.idempotency.claims import Claim, Claims
+from services.api.idempotency.keys import check_key
+
+log = logging.getLogger(__name__)
+OTHER_BODY = "Idempotency-Key: already used with a different request body"
+IN_PROGRESS = "Idempotency-Key: a request with this key is still in progress; retry later"
+
+
+class Idempotency:
+    def __init__(self, claims: Claims, lease: float):
+        """``lease``: seconds a holder is trusted to finish (POSTLINE_IDEMPOTENCY_LEASE)."""
+        self.claims, self.lease = claims, lease
+
+    async def run(self, scope: str, key: str, body_hash: str, produce: Callable[[], Awaitable[dict]]) -> dict:
+        """The first response for (scope, key), or ``produce()``'s when this request holds the
+        key. Raises ``HTTPException``: 400 for a bad key, 409 for another body (or still in
+        progress after two leases), 503 when the claim cannot be recorded (nothing sent);
+        whatever ``produce`` raises (the key is then released)."""
+        check_key(key)
+        me, give_up = uuid.uuid4().hex, time.time() + 2 * self.lease
+        while True:
+            held = await self._look_or_claim(scope, key, body_hash, me)
+            if held is None:  # released between our look and our claim: try again
+                continue
+            if held.owner == me and held.response is None:
+                return await self._produce(scope, key, body_hash, me, produce)
+            if held.body_hash != body_hash:
+                raise HTTPException(409, OTHER_BODY)
+            if held.response is not None:
+                return held.response
+            now = time.time()
+            if now >= give_up:
+                raise HTTPException(409, IN_PROGRESS)
+            await self.claims.changed(scope, key, min(held.lease_until, give_up) - now)
+
+    async def _look_or_claim(self, scope: str, key: str, body_hash: str, me: str) -> Claim | None:
+        now = time.time()
+        held = await self.claims.look(scope, key)
+        if held is None or (held.response is None and held.lease_until <= now and held.body_hash == body_hash):
+            try:
+                held = await self.claims.change(scope, key, c.claim(me, body_hash, now, self.lease))
+            except Exception as exc:  # the log did not record the claim: nothing was sent
+                raise HTTPException(503, "the event log did not record the Idempotency-Key; nothing was sent, "
+                                         "retry with the same key", headers={"Retry-After": "1"}) from exc
+        return held
+
+    async def _produce(self, scope, key, body_hash, me, produce) -> dict:
+        try:
+            response = await produce()
+        except BaseException:
+            await self._record(scope, key, c.release(me, body_hash, time.time()))
+            raise
+        await self._record(scope, key, c.done(me, body_hash, time.time(), response))
+        return response
+
+    async def _record(self, scope: str, key: str, change: dict) -> None:
+        """Done or release: when it cannot be recorded the lease still runs out, and a retry
+        after it sends again under the same email id (the relay absorbs the copy)."""
+        try:
+            await self.claims.change(scope, key, change)
+        except Exception:
+            log.warning("Idempotency-Key of service %s: could not record %s", scope, change["kind"], exc_info=True)
+
+    async def close(self) -> None:
+        await self.claims.close()

@@ -1,0 +1,31 @@
+"""What an Idempotency-Key request is identified by: a valid key, its email id, its body's hash."""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+from fastapi import HTTPException
+
+_NS = uuid.UUID("0b6f3c56-5d3e-4a55-8d0f-2f1c9e7a4b11")
+
+
+def check_key(key: str) -> None:
+    """Raises 400 unless ``key`` is at most 255 printable characters."""
+    if len(key) > 255 or not key.isprintable():
+        raise HTTPException(400, "Idempotency-Key: at most 255 printable characters")
+
+
+def email_id_for(service_id: str, key: str) -> str:
+    """The email id of a keyed send: the same on every process, so a request repeated after a
+    lease ran out (its holder died, or was too slow) is the same message to every consumer."""
+    return str(uuid.uuid5(_NS, f"{service_id}|{key}"))
+
+
+def body_hash(raw: bytes) -> str:
+    """Hash of the JSON body, insensitive to key order and whitespace."""
+    try:
+        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        canonical = raw
+    return hashlib.sha256(canonical).hexdigest()

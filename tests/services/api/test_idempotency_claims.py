@@ -1,0 +1,82 @@
+"""The Idempotency-Key protocol in-process: the claim rule, and two gates over one embedded
+log file (as two API processes of ``postline all`` are) sending once per key."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fastapi import HTTPException
+
+from services.api.idempotency import Idempotency
+from services.api.idempotency import claims as c
+from services.api.idempotency.sqlite_claims import SqliteClaims
+from shared.log.sqlite import SqliteLog
+
+
+def test_the_first_claim_holds_until_done_or_its_lease_runs_out():
+    first = c.apply(None, c.claim("a", "h1", 100.0, 10))
+    assert first.owner == "a"
+    assert c.apply(first, c.claim("b", "h1", 105.0, 10)) is first            # lease still running
+    assert c.apply(first, c.claim("b", "h2", 111.0, 10)) is first            # other body: never takes over
+    assert c.apply(first, c.claim("b", "h1", 111.0, 10)).owner == "b"        # same body, lease over
+    finished = c.apply(first, c.done("a", "h1", 106.0, {"id": "x"}))
+    assert finished.response == {"id": "x"}
+    assert c.apply(finished, c.claim("b", "h1", 5000.0, 10)) is finished     # done is final for 24 h
+    assert c.apply(finished, c.claim("b", "h2", 106.0 + c.TTL_SECONDS, 10)).owner == "b"
+    assert c.apply(first, c.release("b", "h1", 101.0)) is first              # only the owner releases
+    assert c.apply(first, c.release("a", "h1", 101.0)) is None
+
+
+@pytest.fixture
+async def two_processes(tmp_path):
+    logs = [SqliteLog(tmp_path / "log.sqlite3"), SqliteLog(tmp_path / "log.sqlite3")]
+    for lg in logs:
+        await lg.start()
+    yield [Idempotency(SqliteClaims(lg), lease=1.0) for lg in logs]
+    for lg in logs:
+        await lg.close()
+
+
+def producer(calls: list, result: dict, delay: float = 0.05):
+    async def produce():
+        calls.append(result)
+        await asyncio.sleep(delay)
+        return result
+    return produce
+
+
+async def test_concurrent_duplicates_on_two_processes_send_once(two_processes):
+    calls: list = []
+    answers = await asyncio.gather(*(two_processes[i % 2].run("svc", "k", "h", producer(calls, {"id": "e1"}))
+                                     for i in range(20)))
+    assert len(calls) == 1 and all(a == {"id": "e1"} for a in answers)
+
+
+async def test_two_bodies_at_once_one_wins_the_other_409(two_processes):
+    calls: list = []
+    runs = [two_processes[i % 2].run("svc", "k", f"h{i % 2}", producer(calls, {"body": i % 2})) for i in range(10)]
+    answers = await asyncio.gather(*runs, return_exceptions=True)
+    won = [a for a in answers if isinstance(a, dict)]
+    assert len(calls) == 1 and won and all(a == calls[0] for a in won)
+    assert all(isinstance(a, HTTPException) and a.status_code == 409 for a in answers if not isinstance(a, dict))
+    assert len(won) == 5  # every request with the winner's body got its answer
+
+
+async def test_an_error_answer_frees_the_key(two_processes):
+    async def refused():
+        raise HTTPException(429, "rate limit reached")
+
+    a, b = two_processes
+    with pytest.raises(HTTPException):
+        await a.run("svc", "k", "h", refused)
+    assert await b.run("svc", "k", "other body", producer([], {"id": "e2"}, 0)) == {"id": "e2"}
+
+
+async def test_a_holder_that_never_finishes_is_taken_over_after_its_lease(two_processes):
+    a, b = two_processes
+    stuck = asyncio.create_task(a.run("svc", "k", "h", producer([], {"id": "never"}, delay=3600)))
+    await asyncio.sleep(0.2)
+    calls: list = []
+    assert await b.run("svc", "k", "h", producer(calls, {"id": "e3"}, 0)) == {"id": "e3"}
+    assert len(calls) == 1
+    stuck.cancel()
