@@ -12,13 +12,8 @@ from datetime import datetime
 
 from fastapi import HTTPException
 
-from services.api.sending import SUMMARY_EXCLUDES
 from shared import events as ev
 from shared.store import queries
-
-# what a message's last event is before the relay has said anything
-GONE_OUT = {"sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked",
-            "unsubscribed"}
 
 
 @dataclass
@@ -52,7 +47,7 @@ class Found:
         return "scheduled" if self.scheduled_at else "queued"
 
     def went_out(self) -> bool:
-        return any(e.get("type") in GONE_OUT for e in self.events)
+        return any(e.get("type") in ev.RELEASED_TYPES for e in self.events)
 
 
 async def find_email(rt, svc, email_id: str) -> Found:
@@ -94,7 +89,7 @@ def accepted_elsewhere(rt, email_id: str) -> dict | None:
     for rec in by_key(ev.Topic.REQUESTS, email_id):  # newest first: cancels and reschedules share the key
         req = ev.decode(rec.value)
         if isinstance(req, ev.SendRequested):
-            return req.model_dump(mode="json", by_alias=True, exclude=SUMMARY_EXCLUDES)
+            return ev.message_summary(req)
     return None
 
 

@@ -1,8 +1,8 @@
 """One error body for every error response, readable by two kinds of client at once.
 
-Postline's own contract (SPEC §4) is ``{"error": "human-readable explanation"}``; Resend's
-SDKs read ``statusCode``, ``name`` and ``message`` (they turn anything else into
-"Unknown error"). Every error carries all four, so both kinds of client work unchanged:
+Postline's own contract is ``{"error": "human-readable explanation"}``; Resend's SDKs read
+``statusCode``, ``name`` and ``message`` (they turn anything else into "Unknown error").
+Every error carries all four, so both kinds of client work unchanged:
 
     {"error": "to: is not a valid address", "message": "to: is not a valid address",
      "name": "validation_error", "statusCode": 400}

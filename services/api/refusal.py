@@ -18,7 +18,7 @@ class Refusal:
 
     @property
     def text(self) -> str:
-        """``"<field>: <message>"``, the API's error wording (SPEC §4: the error names the field)."""
+        """``"<field>: <message>"``, the API's error wording (the message names the field: docs/compatibility.md)."""
         return f"{self.field}: {self.message}" if self.field else self.message
 
     @property

@@ -12,7 +12,7 @@ the very same steps as the route (``emails.send``); a refusal there is rendered 
 ``HTTPException`` handler, so both paths answer byte for byte alike (tested in
 tests/services/api/test_send_rules.py). The access log, request ids and body limits are
 the middlewares' around it, as for any request. Like the route's ``service_key``, the fast path
-first catches up with the control log (``auth.caught_up``: read-your-writes, SPEC §14), and its
+first catches up with the control log (``auth.caught_up``: read-your-writes, docs/architecture.md), and its
 503 is rendered by the same handler."""
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The two send doors (SPEC §5), batch send and the message lookup.
+"""The two send doors (``POST /emails`` with an API key, ``POST /api/email/services/{id}/send``
+with the admin token), batch send and the message lookup.
 
 Each send: authenticate → validate → (idempotency) → prepare → rate limit → append → respond,
 with ``RateLimit-*`` headers on the response (``Retry-After`` too on a 429)."""

@@ -1,4 +1,5 @@
-"""Service API keys: the secret is shown once; only its SHA-256 is kept (SPEC §3)."""
+"""Service API keys: the secret is shown once; only its SHA-256 is kept; a key
+of one service never reads or sends for another."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException

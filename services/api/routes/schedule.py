@@ -2,7 +2,7 @@
 (``POST /emails/{id}/cancel``), Resend's update-email and cancel-email.
 
 Each: authenticate → find the email → check it is still held (scheduled, not yet gone out,
-not cancelled) → append the change to ``email.requests`` keyed by the email id (so the relay
+not canceled) → append the change to ``email.requests`` keyed by the email id (so the relay
 holding the request applies it, in distributed mode too) → remember it locally → ``{object,
 id}``. The relay then emits ``scheduled`` (new due time) or ``canceled`` per recipient."""
 from __future__ import annotations
@@ -24,7 +24,7 @@ MARGIN = timedelta(seconds=1)
 
 
 def check_still_held(found: Found, email_id: str, verb: str) -> None:
-    """409 unless the email is scheduled, not cancelled and not yet due."""
+    """409 unless the email is scheduled, not canceled and not yet due."""
     due = parse_time(found.scheduled_at)
     if due is None:
         raise HTTPException(409, f"email {email_id} was not scheduled; only a scheduled email can be {verb}")
@@ -74,7 +74,7 @@ async def cancel_email(email_id: str, caller: ServiceCaller = Depends(service_ke
     svc = caller.service
     found = await find_email(rt, svc, email_id)
     check_still_held(found, email_id, "canceled")
-    await append_change(rt, ev.SendCancelled(workspace_id=svc.workspace_id, service_id=svc.service_id,
+    await append_change(rt, ev.SendCanceled(workspace_id=svc.workspace_id, service_id=svc.service_id,
                                              email_id=email_id), email_id)
     remember_change(rt, email_id, canceled=True)
     return {"object": "email", "id": email_id}

@@ -1,4 +1,5 @@
-"""Services: logical senders of a workspace (SPEC §4)."""
+"""Services: logical senders of a workspace (one per app or environment), each with its own
+mode, status, rate limits, domains, keys and webhooks."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException

@@ -1,4 +1,4 @@
-"""The suppression list of a service (SPEC §4): recipients never sent to again.
+"""The suppression list of a service (docs/delivery.md): recipients never sent to again.
 
 Hard bounces and complaints add entries automatically (relay/inbound); users add and
 remove entries here. State is event-sourced on the control topic."""

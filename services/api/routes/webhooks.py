@@ -1,4 +1,5 @@
-"""Webhook endpoints of a service (SPEC §4, §8): CRUD, secret rotation, attempts, replay, test."""
+"""Webhook endpoints of a service: CRUD, secret rotation, attempts, replay, test. Deliveries
+follow Standard Webhooks (docs/architecture.md; services/webhooks/)."""
 from __future__ import annotations
 
 import base64
