@@ -4,7 +4,7 @@
 belongs to another service than the one in the path. Other tenants' ids are 404.
 
 Each credential check first catches up with the control log (``caught_up``): a request reads
-every management change answered before it arrived, on whichever process made it (SPEC §14);
+every management change answered before it arrived, on whichever process made it (docs/architecture.md);
 503 with Retry-After when this process cannot within POSTLINE_CONTROL_CATCH_UP_TIMEOUT."""
 from __future__ import annotations
 

@@ -12,14 +12,10 @@ from typing import Any
 from datetime import datetime
 
 from services.api.refusal import Refusal
-from services.api.sending import SUMMARY_EXCLUDES, summary, tracking_view
+from services.api.sending import summary, tracking_view
 from shared import events as ev
 from shared.runtime import Runtime
 from shared.store import queries
-
-# what a message's last event is before the relay has said anything
-GONE_OUT = {"sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked",
-            "unsubscribed"}
 
 
 @dataclass
@@ -53,7 +49,7 @@ class Found:
         return "scheduled" if self.scheduled_at else "queued"
 
     def went_out(self) -> bool:
-        return any(e.get("type") in GONE_OUT for e in self.events)
+        return any(e.get("type") in ev.RELEASED_TYPES for e in self.events)
 
 
 async def find_email(rt: Runtime, svc: ev.ServiceSaved, email_id: str) -> Found | Refusal:
@@ -95,7 +91,7 @@ def accepted_elsewhere(rt, email_id: str) -> dict | None:
     for rec in by_key(ev.Topic.REQUESTS, email_id):  # newest first: cancels and reschedules share the key
         req = ev.decode(rec.value)
         if isinstance(req, ev.SendRequested):
-            return req.model_dump(mode="json", by_alias=True, exclude=SUMMARY_EXCLUDES)
+            return ev.message_summary(req)
     return None
 
 

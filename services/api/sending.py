@@ -146,16 +146,11 @@ def respond(draft: Draft, email_id: str) -> dict[str, Any]:
             "tracking": tracking_view(tracking_of(draft.body, draft.service))}
 
 
-# What GET /emails/{id} reads of a request: never the bodies, headers or attachments, so a
-# remembered send costs about a kilobyte however large the message was.
-SUMMARY_EXCLUDES = {"html", "text", "attachments", "headers", "raw_mime"}
-
-
 class RecentSends:
     """Records this API process accepted, so ``GET /emails/{id}`` answers at once after the
     POST, before analytics has loaded the message (bounded, oldest forgotten first).
 
-    Each record is a small summary (the request as JSON without ``SUMMARY_EXCLUDES``) and the
+    Each record is a small summary (``shared.events.message_summary``) and the
     send's response, kept as one JSON string: strings are not walked by Python's garbage
     collector, so 20,000 remembered sends add nothing to its pauses. ``get`` returns
     ``(summary, response)`` or ``None``."""
@@ -165,7 +160,7 @@ class RecentSends:
         self._items: OrderedDict[str, str] = OrderedDict()
 
     def remember(self, req: ev.SendRequested, response: dict) -> None:
-        summary = req.model_dump_json(by_alias=True, exclude=SUMMARY_EXCLUDES)
+        summary = req.model_dump_json(by_alias=True, exclude=ev.SUMMARY_EXCLUDES)  # message_summary, as JSON
         self._items[req.email_id] = f"[{summary},{json.dumps(response, separators=(',', ':'))}]"
         while len(self._items) > self.size:
             self._items.popitem(last=False)

@@ -1,5 +1,5 @@
-"""Service API keys: the secret is shown once; only its SHA-256 is kept (the HTTP doors of
-services/api/manage/keys.py)."""
+"""Service API keys: the secret is shown once; only its SHA-256 is kept; a key of one service
+never reads or sends for another (the HTTP doors of services/api/manage/keys.py)."""
 from __future__ import annotations
 
 from typing import Any

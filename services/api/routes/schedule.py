@@ -2,7 +2,7 @@
 (``POST /emails/{id}/cancel``), Resend's update-email and cancel-email.
 
 Each: authenticate → find the email → check it is still held (scheduled, not yet gone out,
-not cancelled) → append the change to ``email.requests`` keyed by the email id (so the relay
+not canceled) → append the change to ``email.requests`` keyed by the email id (so the relay
 holding the request applies it, in distributed mode too) → remember it locally → ``{object,
 id}``. The relay then emits ``scheduled`` (new due time) or ``canceled`` per recipient."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ MARGIN = timedelta(seconds=1)
 
 
 def check_still_held(found: Found, email_id: str, verb: str) -> Refusal | None:
-    """A 409 refusal unless the email is scheduled, not cancelled and not yet due."""
+    """A 409 refusal unless the email is scheduled, not canceled and not yet due."""
     due = parse_time(found.scheduled_at)
     if due is None:
         return Refusal(409, f"email {email_id} was not scheduled; only a scheduled email can be {verb}")
@@ -86,7 +86,7 @@ async def cancel_email(email_id: str, caller: ServiceCaller = Depends(service_ke
     """Cancel a scheduled email: it will not be sent (409 once it was sent or canceled)."""
     svc = caller.service
     await held_email(rt, svc, email_id, "canceled")
-    await append_change(rt, ev.SendCancelled(workspace_id=svc.workspace_id, service_id=svc.service_id,
+    await append_change(rt, ev.SendCanceled(workspace_id=svc.workspace_id, service_id=svc.service_id,
                                              email_id=email_id), email_id)
     remember_change(rt, email_id, canceled=True)
     return {"object": "email", "id": email_id}

@@ -1,4 +1,6 @@
-"""Services: logical senders of a workspace (the HTTP doors of services/api/manage/services.py)."""
+"""Services: logical senders of a workspace (one per app or environment), each with its own
+mode, status, rate limits, domains, keys and webhooks (the HTTP doors of
+services/api/manage/services.py)."""
 from __future__ import annotations
 
 from typing import Any

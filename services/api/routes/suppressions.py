@@ -1,5 +1,5 @@
-"""The suppression list of a service: recipients never sent to again (the HTTP doors of
-services/api/manage/suppressions.py). State is event-sourced on the control topic."""
+"""The suppression list of a service (docs/delivery.md): recipients never sent to again (the
+HTTP doors of services/api/manage/suppressions.py). State is event-sourced on the control topic."""
 from __future__ import annotations
 
 from typing import Any

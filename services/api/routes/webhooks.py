@@ -1,5 +1,6 @@
 """Webhook endpoints of a service: CRUD, secret rotation, attempts, replay, test (the HTTP
-doors of services/api/manage/webhooks.py)."""
+doors of services/api/manage/webhooks.py). Deliveries follow Standard Webhooks
+(docs/architecture.md; services/webhooks/)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""SMTP replies for the pipeline's outcomes (SPEC §11): the API's refusals keep their text.
+"""SMTP replies for the pipeline's outcomes (docs/submission.md): the API's refusals keep their text.
 
 HTTP status → reply: 400/403 → ``550 5.7.1`` (permanent: the same message would be refused
 again), 429 → ``452 4.7.1`` (temporary: retry later), 503 → ``451 4.3.0`` (the log is down;

@@ -1,4 +1,4 @@
-"""The SMTP submission listener (SPEC §11), run by the api role on POSTLINE_SUBMISSION_PORT.
+"""The SMTP submission listener (docs/submission.md), run by the api role on POSTLINE_SUBMISSION_PORT.
 
 A session: EHLO → STARTTLS → AUTH PLAIN/LOGIN (password = a service API key, any user
 name) → MAIL → RCPT (at most 50) → DATA. DATA is a door of the accept core (services/api/accept.py), like ``POST /emails``:
