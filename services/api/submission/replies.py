@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from services.api import sending
 from services.api.refusal import Refusal
-from shared.quota import Decision
 from services.api.validation_errors import first_error
 
 MAX_TEXT = 400  # an SMTP reply line is at most 512 octets
@@ -35,11 +33,6 @@ def refusal(refused: Refusal) -> str:
     if refused.status >= 500:
         return f"451 4.3.0 {_line(refused.text)}"
     return f"550 5.7.1 {_line(refused.text)}"
-
-
-def rate_limited(decision: Decision) -> str:
-    """The API's 429 message, as a temporary failure."""
-    return refusal(sending.rate_limited(decision))
 
 
 def too_many_recipients(limit: int) -> str:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.api.dashboard.web import Caller, PageError, caller, page, service_of
-from services.api.routes.emails import email_record
+from services.api.email_lookup import email_record
 from shared import events as ev
 from shared.store import queries
 
