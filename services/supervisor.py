@@ -1,6 +1,6 @@
 """`postline all` as a small cluster on one machine: one OS process per role over one data dir.
 
-Contract (SPEC §13):
+Contract (docs/operations.md, "Embedded on one machine"):
 - ``POSTLINE_WORKERS`` API processes (default: the number of cores) share the HTTP and SMTP
   submission ports (SO_REUSEPORT); ``POSTLINE_RELAY_PROCESSES`` relay processes (default:
   the cores, at most the embedded partitions), each delivering a fixed share of the
@@ -172,7 +172,7 @@ def _check_port(host: str, port: int, what: str) -> None:
     otherwise silently share it (so: is anyone answering there already?)."""
     if not port:
         return
-    from services.cli import shared_listener
+    from services.roles import shared_listener
 
     local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     try:
@@ -333,7 +333,7 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None:
     """`postline all`: the single-process mode when ``POSTLINE_WORKERS=1``, else the supervised
     processes described in the module docstring, until ``stop``."""
-    from services.cli import announce, run_roles
+    from services.roles import announce, run_roles
 
     settings = settings or load_settings()
     if worker_count(settings) <= 1:
@@ -366,7 +366,7 @@ async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None
 
 
 async def _child(role: str, settings: Settings, serve_store, share: tuple[int, int]) -> None:
-    from services.cli import run_roles
+    from services.roles import run_roles
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

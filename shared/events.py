@@ -11,9 +11,11 @@ import json
 import uuid
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.addresses import split_bare
 
 
 class Topic(StrEnum):
@@ -244,17 +246,17 @@ class SendRequested(Event):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
-class SendCancelled(Event):
+class SendCanceled(Event):
     """Cancel a scheduled send (``POST /emails/{id}/cancel``). On ``email.requests`` keyed
     by the email id, so it reaches the relay that holds the request, after the request."""
 
-    type: Literal["send-cancelled"] = "send-cancelled"
+    type: Literal["send-cancelled"] = "send-cancelled"  # spelled as the records on the log already are
     email_id: str
 
 
 class SendRescheduled(Event):
     """Move a scheduled send (``PATCH /emails/{id}``); on ``email.requests`` like
-    ``SendCancelled``."""
+    ``SendCanceled``."""
 
     type: Literal["send-rescheduled"] = "send-rescheduled"
     email_id: str
@@ -345,7 +347,7 @@ class Scheduled(_Lifecycle):
 
 
 class Canceled(_Lifecycle):
-    """A scheduled message was cancelled before it was due: it will not be sent."""
+    """A scheduled message was canceled before it was due: it will not be sent."""
 
     type: Literal["canceled"] = "canceled"
 
@@ -354,8 +356,90 @@ LifecycleEvent = Annotated[
     Union[Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled],
     Field(discriminator="type"),
 ]
+
+# ---------------------------------------------------------------- the vocabulary
+# What the services say about lifecycle events — which types end a delivery, which fields
+# every event repeats, how a recipient is numbered — said once, here. One spelling:
+# "canceled" (Resend's ``last_event``); only the ``send-cancelled`` record type and the
+# relay's ``cancelled`` table keep two l's, because records and relays already hold them.
+
 LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked",
                    "unsubscribed", "scheduled", "canceled")
+"""Every lifecycle event type, in the order webhooks and the dashboard offer them."""
+
+FINAL_TYPES = ("delivered", "bounced", "failed")
+"""A recipient's delivery is over: the relay's ledger records these outcomes, and a
+recipient with one is never sent to again (services/relay/ledger.py)."""
+
+HELD_TYPES = ("scheduled", "canceled")
+"""What the relay says of a scheduled message it holds (or dropped) before it is due."""
+
+RELEASED_TYPES = ("sent", "delivered", "bounced", "complained", "dropped", "deferred", "failed", "opened", "clicked",
+                  "unsubscribed")
+"""Every other lifecycle type: a message with one of them went out (too late to cancel or
+reschedule). Also what ``stats`` counts, in this order (its totals and the dashboard's
+chart list them so)."""
+
+TRACKING_TYPES = ("opened", "clicked", "unsubscribed")
+"""Emitted by the public endpoints from a signed token alone (docs/tracking.md): they carry
+no ``from``/``subject``/``tags`` until analytics fills them in, and are counted by distinct
+event id and distinct (email, recipient)."""
+
+MessageStatus = Literal["queued", "sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained"]
+MESSAGE_STATUSES: tuple[str, ...] = get_args(MessageStatus)
+"""A message's status in the message log: the type of its latest delivery event (one of
+``DELIVERY_TYPES``), ``queued`` before it has any."""
+DELIVERY_TYPES = MESSAGE_STATUSES[1:]
+"""The lifecycle types that set a message's status (tracking and held events do not)."""
+
+LIFECYCLE_FIELDS = ("workspace_id", "service_id", "email_id", "from", "subject", "tags")
+"""The message's fields every lifecycle event repeats (besides ``id``, ``v``, ``type``,
+``time`` and its ``recipient``), so a webhook or a row needs no lookup."""
+
+
+def lifecycle_fields(message: SendRequested | dict[str, Any]) -> dict[str, Any]:
+    """``LIFECYCLE_FIELDS`` of a message, as event keyword arguments: from the request, or
+    from its summary (``message_summary``, the ``postline.messages`` payload)."""
+    if isinstance(message, SendRequested):
+        return {"workspace_id": message.workspace_id, "service_id": message.service_id, "email_id": message.email_id,
+                "from": message.from_, "subject": message.subject, "tags": message.tags}
+    return {"workspace_id": message["workspace_id"], "service_id": message["service_id"],
+            "email_id": message["email_id"], "from": message.get("from"), "subject": message.get("subject"),
+            "tags": message.get("tags", [])}
+
+
+def recipients_in_order(message: SendRequested | dict[str, Any]) -> list[str]:
+    """to + cc + bcc as bare addresses: the list a recipient index points into."""
+    if isinstance(message, SendRequested):
+        listed = (*message.to, *message.cc, *message.bcc)
+    else:
+        listed = (*message["to"], *message.get("cc", []), *message.get("bcc", []))
+    return [split_bare(a) for a in listed]
+
+
+def recipient_index(message: SendRequested | dict[str, Any], rcpt: str) -> int:
+    """Position of ``rcpt`` in ``recipients_in_order`` (case-insensitive; 0 when absent):
+    what VERP return paths and unsubscribe tokens carry (shared/verp.py)."""
+    everyone = [a.lower() for a in recipients_in_order(message)]
+    return everyone.index(rcpt.lower()) if rcpt.lower() in everyone else 0
+
+
+def recipient_at(message: SendRequested | dict[str, Any], index: int) -> str | None:
+    """The recipient a token's index names (``recipient_index`` reversed); None out of range."""
+    everyone = recipients_in_order(message)
+    return everyone[index] if 0 <= index < len(everyone) else None
+
+
+SUMMARY_EXCLUDES = frozenset({"html", "text", "attachments", "headers", "raw_mime"})
+"""What a message summary leaves out of the request: bodies, headers and attachments, so
+a remembered send costs about a kilobyte however large the message was."""
+
+
+def message_summary(req: SendRequested) -> dict[str, Any]:
+    """The request as JSON-ready dict without ``SUMMARY_EXCLUDES``: what ``GET /emails/{id}``
+    reads (services/api/email_lookup.py) and the bounce processor maps tokens with."""
+    return req.model_dump(mode="json", by_alias=True, exclude=SUMMARY_EXCLUDES)
+
 
 class WebhookAttempted(Event):
     """One delivery attempt of one event to one endpoint (the attempts log)."""
@@ -382,7 +466,7 @@ class WebhookReplay(Event):
 
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved, WebhookAttempted, WebhookReplay, SendRequested, SendCancelled, SendRescheduled,
+          WebhookSaved, WebhookAttempted, WebhookReplay, SendRequested, SendCanceled, SendRescheduled,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled],
     Field(discriminator="type"),
 ]

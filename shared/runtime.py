@@ -31,7 +31,7 @@ class Runtime:
     settings: Settings
     store: AnalyticsStore | None = None
     inbox: DevInbox | None = None
-    roles: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # role → its task (services/cli.py), for /readyz
+    roles: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # role → its task (services/roles.py), for /readyz
     checks: dict[str, Callable[[], bool]] = field(default_factory=dict)  # a role's own /readyz checks (relay: ledger_writable)
     relay_share: tuple[int, int] = (0, 1)  # (index, count): this relay process's share of the embedded log's partitions
     shared_ports: bool = False  # one of several API processes of `postline all`: bind with SO_REUSEPORT

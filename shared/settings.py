@@ -1,7 +1,7 @@
 """The one settings object of a Postline process.
 
 Every field maps to a ``POSTLINE_*`` environment variable (names are part of the
-product contract, see SPEC §2). A bad value stops the process at start-up with one
+product contract: the README's "Configuration" lists them). A bad value stops the process at start-up with one
 clear line (see ``load_settings``).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The house's shape (DESIGN.md: small modules, handlers as short lists of steps), checked:
+"""The house's shape (small modules, handlers as short lists of named steps), checked:
 the median module of services/ and shared/ is under 100 lines, and no function is over 40
 lines unless its docstring says why (a line starting "Long because:")."""
 from __future__ import annotations

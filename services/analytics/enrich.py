@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 
+from shared import events as ev
 from shared.store import queries
 from shared.store.port import AnalyticsStore
-
-TRACKING_TYPES = ("opened", "clicked", "unsubscribed")
 
 
 async def add_message_fields(store: AnalyticsStore, rows: list[dict]) -> None:
     """Fill ``tags`` (column and payload), ``from`` and ``subject`` of tracking rows in place."""
-    todo = [r for r in rows if r["type"] in TRACKING_TYPES]
+    todo = [r for r in rows if r["type"] in ev.TRACKING_TYPES]
     if not todo:
         return
     found = await queries.message_fields(store, list({r["service_id"] for r in todo}), list({r["email_id"] for r in todo}))

@@ -1,6 +1,8 @@
 """Event → ClickHouse row mapping (the columns of docs/analytics.md)."""
 from __future__ import annotations
 
+import json
+
 from shared import events as ev
 
 
@@ -19,9 +21,9 @@ def event_row(e) -> dict:
 
 
 def message_row(r: ev.SendRequested) -> dict:
-    summary = r.model_dump(mode="json", by_alias=True, exclude={"html", "text", "attachments", "raw_mime"})
-    summary["attachments"] = [{"filename": a.filename, "content_type": a.content_type} for a in r.attachments]
-    import json
+    # the message summary, plus what the message log shows of headers and attachments
+    summary = {**ev.message_summary(r), "headers": r.headers,
+               "attachments": [{"filename": a.filename, "content_type": a.content_type} for a in r.attachments]}
 
     return {
         "email_id": r.email_id, "time": _ts(r.time), "workspace_id": r.workspace_id, "service_id": r.service_id or "",

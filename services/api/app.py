@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.allow import allowed_methods
-from services.api.errors import error_body
 from services.api.context import ApiContext
+from services.api.errors import error_body, error_response, name_of, route_of
 from services.api.request_ids import RequestIds, request_id_of
 from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
@@ -69,11 +69,6 @@ async def _too_large(send, limit: int) -> None:
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-def _route(request: Request) -> str | None:
-    """The route template: a raw path can hold a token (``/t/u/…``) or an address."""
-    return getattr(request.scope.get("route"), "path", None)
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -174,23 +169,16 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        if exc.status_code >= 500:  # an infrastructure fault: logged, and the client gets the id to quote
-            rid = request_id_of(request.scope)
-            log.error("request %s: %s %s → %d %s", rid, request.method, _route(request), exc.status_code,
-                      exc.detail, exc_info=exc.__cause__)
-            return JSONResponse({**error_body(exc.status_code, str(exc.detail)), "request_id": rid},
-                                status_code=exc.status_code,
-                                headers={**(getattr(exc, "headers", None) or {}), "X-Request-Id": rid})
         if exc.status_code == 405:
             return JSONResponse(error_body(405, str(exc.detail)), status_code=405,
                                 headers={"Allow": ", ".join(allowed_methods(request.app, request.scope))})
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        # a 5xx is logged with its cause, and the client gets the request id to quote
+        return error_response(request, exc.status_code, str(exc.detail), name_of(exc), exc.headers, exc.__cause__)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         # Runs outside the middlewares (Starlette's ServerErrorMiddleware): set the header here.
         rid = request_id_of(request.scope)
-        log.exception("request %s: unhandled error on %s %s", rid, request.method, _route(request))
+        log.exception("request %s: unhandled error on %s %s", rid, request.method, route_of(request))
         return JSONResponse({**error_body(500, "internal error"), "request_id": rid}, status_code=500,
                             headers={"X-Request-Id": rid})

@@ -4,7 +4,7 @@
 belongs to another service than the one in the path. Other tenants' ids are 404.
 
 Each credential check first catches up with the control log (``caught_up``): a request reads
-every management change answered before it arrived, on whichever process made it (SPEC §14);
+every management change answered before it arrived, on whichever process made it (docs/architecture.md);
 503 with Retry-After when this process cannot within POSTLINE_CONTROL_CATCH_UP_TIMEOUT."""
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from services.api.context import ApiContext
+from services.api.errors import http_error
+from services.api.refusal import Refusal
 from shared.control.errors import ControlBehind
 from shared.crypto import API_KEY_PREFIX, hash_secret
 from shared.events import ApiKeySaved, ServiceSaved, WorkspaceSaved
+
+
+MISSING = "missing_api_key"  # Resend's name for a request without a credential (either kind)
 
 
 @dataclass(frozen=True)
@@ -53,21 +58,28 @@ async def runtime(request: Request) -> ApiContext:
     return request.app.state.runtime
 
 
-async def caught_up(rt: ApiContext) -> None:
+async def catch_up(rt: ApiContext) -> Refusal | None:
     """Read-your-writes before a request reads control state: this process has applied the
     control log up to its end as of now (microseconds on the embedded log when nothing
-    changed). Raises HTTPException 503 with Retry-After when it cannot."""
+    changed). A 503 refusal (retry after 1 s) when it cannot."""
     try:
         await rt.control.catch_up()
     except ControlBehind as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+        return Refusal(503, str(exc), retry_after=1, cause=exc)
+    return None
+
+
+async def caught_up(rt: ApiContext) -> None:
+    """``catch_up`` for a route or page: raises its refusal as the HTTP error."""
+    if refused := await catch_up(rt):
+        raise http_error(refused)
 
 
 async def workspace(request: Request, authorization: HTTPAuthorizationCredentials | None = Security(ADMIN_TOKEN)) -> WorkspaceSaved:
     """The workspace whose admin token is presented as ``Authorization: Bearer``."""
     token = _bearer(authorization)
     if not token:
-        raise HTTPException(401, "missing admin token: send Authorization: Bearer <token>")
+        raise http_error(Refusal(401, "missing admin token: send Authorization: Bearer <token>", code=MISSING))
     await caught_up(request.app.state.runtime)
     ws = request.app.state.runtime.control.state.workspace_by_token_hash(hash_secret(token))
     if ws is None:
@@ -80,7 +92,7 @@ async def service_key(request: Request, api_key: str | None = Security(API_KEY),
     """The service whose API key is presented as ``Api-Key`` or ``Authorization: Bearer``."""
     key = api_key or _bearer(authorization)
     if not key:
-        raise HTTPException(401, "missing API key: send Api-Key: rs_eml_…")
+        raise http_error(Refusal(401, "missing API key: send Api-Key: rs_eml_…", code=MISSING))
     await caught_up(request.app.state.runtime)
     caller = key_owner(request.app.state.runtime.control.state, key)
     if caller is None:

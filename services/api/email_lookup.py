@@ -1,5 +1,5 @@
 """Find one email of a service and derive its state: the lookup behind ``GET /emails/{id}``
-and the schedule changes (cancel, reschedule).
+(``email_record``, also the dashboard's message page) and the schedule changes (cancel, reschedule).
 
 The record comes from the analytics read model, or from this API process's memory of
 what it accepted (so a GET right after the POST answers before analytics has the row), or
@@ -8,17 +8,14 @@ all` accepted it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime
 
-from fastapi import HTTPException
-
-from services.api.sending import SUMMARY_EXCLUDES
+from services.api.refusal import Refusal
+from services.api.sending import summary, tracking_view
 from shared import events as ev
+from services.api.context import ApiContext
 from shared.store import queries
-
-# what a message's last event is before the relay has said anything
-GONE_OUT = {"sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked",
-            "unsubscribed"}
 
 
 @dataclass
@@ -52,18 +49,18 @@ class Found:
         return "scheduled" if self.scheduled_at else "queued"
 
     def went_out(self) -> bool:
-        return any(e.get("type") in GONE_OUT for e in self.events)
+        return any(e.get("type") in ev.RELEASED_TYPES for e in self.events)
 
 
-async def find_email(rt, svc, email_id: str) -> Found:
-    """The email ``email_id`` of ``svc``; 404 when unknown or another service's."""
+async def find_email(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> Found | Refusal:
+    """The email ``email_id`` of ``svc``; a 404 refusal when unknown or another service's."""
     found = await lookup_email(rt, svc, email_id)
     if found is None:
-        raise HTTPException(404, f"email {email_id} not found")
+        return Refusal(404, f"email {email_id} not found")
     return found
 
 
-async def lookup_email(rt, svc, email_id: str) -> Found | None:
+async def lookup_email(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> Found | None:
     """The email ``email_id`` of ``svc``; None when unknown or another service's."""
     record, events = None, []
     if rt.store is not None:
@@ -94,8 +91,34 @@ def accepted_elsewhere(rt, email_id: str) -> dict | None:
     for rec in by_key(ev.Topic.REQUESTS, email_id):  # newest first: cancels and reschedules share the key
         req = ev.decode(rec.value)
         if isinstance(req, ev.SendRequested):
-            return req.model_dump(mode="json", by_alias=True, exclude=SUMMARY_EXCLUDES)
+            return ev.message_summary(req)
     return None
+
+
+async def email_record(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> dict[str, Any] | None:
+    """``GET /emails/{id}``'s body for a message of ``svc`` (None: not found, or another service's)."""
+    found = await lookup_email(rt, svc, email_id)
+    if found is None:
+        return None
+    record, events, response = found.record, found.events, found.response
+    recipients = queries.recipient_states(events)
+    for r in record.get("recipients", []):
+        recipients.setdefault(r, {"status": "queued"})
+    for d in record.get("dropped", []):
+        recipients.setdefault(d["recipient"], {"status": "dropped", "reason": d["reason"]})
+    return {
+        "id": email_id, "status": "sent" if record.get("recipients") else "failed", "mode": record["mode"],
+        "from": record["from"], "to": record["to"], "cc": record.get("cc", []), "bcc": record.get("bcc", []),
+        "subject": record.get("subject", ""), "tags": record.get("tags", []), "created_at": record["time"],
+        "scheduled_at": found.scheduled_at,
+        "message": response.get("message") or summary(
+            record.get("recipients", []), [(d["recipient"], d["reason"]) for d in record.get("dropped", [])],
+            record.get("sending_domain")),
+        "recipients": recipients, "events": events, "tracking": tracking_view(record),
+        # what Resend's SDKs read besides the fields above (docs/compatibility.md)
+        "object": "email", "last_event": found.last_event, "reply_to": record.get("reply_to", []),
+        "html": None, "text": None,
+    }
 
 
 def parse_time(value: str | None) -> datetime | None:

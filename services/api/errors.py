@@ -1,69 +1,98 @@
-"""One error body for every error response, readable by two kinds of client at once.
+"""The HTTP edge's errors: one body for every error response, readable by two kinds of client.
 
-Postline's own contract (SPEC §4) is ``{"error": "human-readable explanation"}``; Resend's
-SDKs read ``statusCode``, ``name`` and ``message`` (they turn anything else into
-"Unknown error"). Every error carries all four, so both kinds of client work unchanged:
+Postline's own contract is ``{"error": "human-readable explanation"}``; Resend's SDKs read
+``statusCode``, ``name`` and ``message`` (they turn anything else into "Unknown error").
+Every error carries all four, so both kinds of client work unchanged:
 
     {"error": "to: is not a valid address", "message": "to: is not a valid address",
      "name": "validation_error", "statusCode": 400}
 
-``name`` is a stable machine-readable code (documented in docs/compatibility.md); where
-Resend has a name for the same situation it is Resend's."""
+``name`` is a stable machine-readable code (documented in docs/compatibility.md): a
+``Refusal``'s ``code`` where the refusal was made, else the status's (``refusal.code_for``);
+it is never derived from the message. Below the edge nothing raises HTTP errors: use cases
+return ``Refusal`` values, and this module turns them into answers — ``http_error`` for a
+route to raise, ``error_response`` for the app's handler and the send fast path."""
 from __future__ import annotations
 
+import logging
+from typing import Any, Mapping, TypeVar
+
 from fastapi import HTTPException
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
 
-from services.api.refusal import Refusal
+from services.api.refusal import Refusal, code_for
+from services.api.request_ids import request_id_of
 
-# status → name, when the message does not call for a finer one (see error_name)
-NAMES = {
-    400: "validation_error",
-    401: "invalid_api_key",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    409: "conflict",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "rate_limit_exceeded",
-    500: "application_error",
-    503: "service_unavailable",
-}
+log = logging.getLogger(__name__)
 
 
-def error_name(status: int, message: str) -> str:
-    """The machine-readable code of an error; the finer names follow the message that
-    the raising code already writes (so no raise site has to know about this module)."""
-    if status == 401 and message.lower().startswith("missing"):
-        return "missing_api_key"
-    if status == 409 and message.startswith("Idempotency-Key") and "in progress" in message:
-        return "concurrent_idempotent_requests"
-    if status == 409 and message.startswith("Idempotency-Key"):
-        return "invalid_idempotent_request"
-    if status == 429 and ("(day" in message or "(sandbox day" in message):
-        return "daily_quota_exceeded"
-    if status == 400 and message.startswith("Idempotency-Key"):
-        return "invalid_idempotency_key"
-    return NAMES.get(status) or ("application_error" if status >= 500 else "invalid_request")
-
-
-def error_body(status: int, message: str, name: str | None = None) -> dict:
+def error_body(status: int, message: str, name: str | None = None) -> dict[str, Any]:
     """The body of an error response: ``error`` (the seed's field) and ``message``,
-    ``name``, ``statusCode`` (Resend's)."""
-    return {"error": message, "message": message, "name": name or error_name(status, message), "statusCode": status}
+    ``name``, ``statusCode`` (Resend's); ``name`` defaults to the status's code."""
+    return {"error": message, "message": message, "name": name or code_for(status), "statusCode": status}
 
 
-def http_error(refusal: Refusal, headers: dict[str, str] | None = None) -> HTTPException:
-    """The HTTP error of a send step's refusal (raised by the route, rendered by the app's
-    handler as ``error_body``); ``Retry-After`` when the refusal is temporary."""
+class RefusedHTTP(HTTPException):
+    """A refusal raised by a route or dependency; the app's handler answers it with the
+    refusal's code as ``name``."""
+
+    def __init__(self, refusal: Refusal):
+        super().__init__(refusal.status, refusal.text, headers=refusal_headers(refusal))
+        self.refusal = refusal
+        self.__cause__ = refusal.cause  # a fault behind it is logged with the request id
+
+
+def http_error(refusal: Refusal) -> RefusedHTTP:
+    """The HTTP error of a refusal, for the edge to raise (rendered by ``error_response``)."""
+    return RefusedHTTP(refusal)
+
+
+T = TypeVar("T")
+
+
+def unless_refused(outcome: T | Refusal) -> T:
+    """A use case's value, or its refusal raised as the HTTP error (for routes)."""
+    if isinstance(outcome, Refusal):
+        raise http_error(outcome)
+    return outcome
+
+
+def refusal_headers(refusal: Refusal) -> dict[str, str] | None:
+    """``RateLimit-*`` when the refusal reports the service's limits, and ``Retry-After``
+    when it is temporary."""
+    limits = refusal.limits.headers() if refusal.limits is not None else {}
     extra = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else {}
-    exc = HTTPException(refusal.status, refusal.text, headers={**(headers or {}), **extra} or None)
-    exc.__cause__ = refusal.cause  # a fault behind it is logged with the request id (app.py)
-    return exc
+    return {**limits, **extra} or None
 
 
-def item_error(message: str, status: int = 400) -> dict:
+def name_of(exc: HTTPException) -> str:
+    """The ``name`` of an HTTP error: its refusal's code, else its status's."""
+    return exc.refusal.name if isinstance(exc, RefusedHTTP) else code_for(exc.status_code)
+
+
+def error_response(request: Request, status: int, message: str, name: str,
+                   headers: Mapping[str, str] | None = None, cause: BaseException | None = None) -> JSONResponse:
+    """An error answer. A 5xx is an infrastructure fault: it is logged (with ``cause``) and
+    the client gets the request id to quote, in the body and as ``X-Request-Id``."""
+    if status < 500:
+        return JSONResponse(error_body(status, message, name), status_code=status, headers=headers)
+    rid = request_id_of(request.scope)
+    log.error("request %s: %s %s → %d %s", rid, request.method, route_of(request), status, message, exc_info=cause)
+    return JSONResponse({**error_body(status, message, name), "request_id": rid}, status_code=status,
+                        headers={**(headers or {}), "X-Request-Id": rid})
+
+
+def refusal_response(request: Request, refusal: Refusal) -> JSONResponse:
+    """A refusal's answer, as the app's handler renders ``http_error(refusal)``."""
+    return error_response(request, refusal.status, refusal.text, refusal.name, refusal_headers(refusal), refusal.cause)
+
+
+def route_of(request: Request) -> str | None:
+    """The route template: a raw path can hold a token (``/t/u/…``) or an address."""
+    return getattr(request.scope.get("route"), "path", None)
+
+
+def item_error(message: str, status: int = 400, name: str | None = None) -> dict[str, Any]:
     """One failed item of a batch (``data[i]``): the same four fields."""
-    return error_body(status, message)
+    return error_body(status, message, name)

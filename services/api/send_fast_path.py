@@ -7,33 +7,46 @@ would — ``Content-Type: application/json``, a JSON object that ``SendEmail`` a
 active service's key (``Api-Key`` or ``Authorization: Bearer``) and, on the service door,
 the key's own service. Every other request — a missing or invalid key, a body the schema
 refuses, another content type — goes on to FastAPI with its body intact, before anything
-is taken or written, so its error answer is the route's own. A send the fast path takes runs
-the very same steps as the route (``emails.send``); a refusal there is rendered by the app's
-``HTTPException`` handler, so both paths answer byte for byte alike (tested in
-tests/services/api/test_send_rules.py). The access log, request ids and body limits are
-the middlewares' around it, as for any request. Like the route's ``service_key``, the fast path
-first catches up with the control log (``auth.caught_up``: read-your-writes, SPEC §14), and its
-503 is rendered by the same handler."""
+is taken or written, so its error answer is the route's own. A send the fast path takes is
+accepted by the same use case as the route (services/api/accept.py); a refusal is rendered by
+the same mapping as the app's handler (``errors.refusal_response``), so both paths answer byte
+for byte alike (tested in tests/services/api/test_send_rules.py). The access log, request ids
+and body limits are the middlewares' around it, as for any request. Like the route's
+``service_key``, the fast path first catches up with the control log (``auth.catch_up``:
+read-your-writes), and its 503 is rendered the same way."""
 from __future__ import annotations
 
 import json
 from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.api.auth import bearer_credential, caught_up, key_owner
-from services.api.routes import emails
+from services.api.accept import accept
+from services.api.auth import ServiceCaller, bearer_credential, catch_up, key_owner
+from services.api.errors import refusal_response
+from services.api.refusal import Refusal
 from services.api.schemas import SendEmail, SendResult
+from services.api.sending import Door
 from services.api.text_checks import read_body
+from services.api.context import ApiContext
 
 _RESULT = TypeAdapter(SendResult)
 _EMAILS = SimpleNamespace(path="/emails")  # scope["route"] for the access log (it reads .path)
 _SERVICE_DOOR = SimpleNamespace(path="/api/email/services/{service_id}/send")
 
 
-def door_of(scope) -> tuple[str, str | None] | None:
+class Judged(NamedTuple):
+    """A send the fast path can take: who sends what, with which Idempotency-Key."""
+
+    caller: ServiceCaller
+    body: SendEmail
+    idempotency_key: str | None
+
+
+def door_of(scope: Scope) -> tuple[Door, str | None] | None:
     """("emails", None) or ("service", service_id) for a send request, else None."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
@@ -46,8 +59,8 @@ def door_of(scope) -> tuple[str, str | None] | None:
     return None
 
 
-def judge(rt, headers: dict[bytes, bytes], raw: bytes, service_id: str | None):
-    """(caller, body, idempotency key) when the fast path can take this send, else None."""
+def judge(rt: ApiContext, headers: dict[bytes, bytes], raw: bytes, service_id: str | None) -> Judged | None:
+    """The send when the fast path can take it, else None."""
     if headers.get(b"content-type", b"").lower() != b"application/json":
         return None
     key = headers.get(b"api-key", b"").decode("latin-1") or bearer_credential(headers.get(b"authorization", b"").decode("latin-1"))
@@ -62,51 +75,54 @@ def judge(rt, headers: dict[bytes, bytes], raw: bytes, service_id: str | None):
     except (ValueError, ValidationError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None
     idempotency = headers.get(b"idempotency-key")
-    return (caller, body, idempotency.decode("latin-1") if idempotency is not None else None) if body else None
+    return Judged(caller, body, idempotency.decode("latin-1") if idempotency is not None else None) if body else None
 
 
 class SendFastPath:
     """ASGI middleware, the innermost of the app's own (see the module docstring)."""
 
-    def __init__(self, app, runtime):
+    def __init__(self, app: ASGIApp, runtime: ApiContext | None):
         self.app, self.runtime = app, runtime
 
-    async def __call__(self, scope, receive, send):
-        door = door_of(scope) if self.runtime is not None else None
-        if door is None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = self.runtime
+        door = door_of(scope) if rt is not None else None
+        if rt is None or door is None:
             return await self.app(scope, receive, send)
         raw, again = await read_body(receive)
-        try:
-            await caught_up(self.runtime)  # read-your-writes: a key made a moment ago on another process works
-        except HTTPException as exc:
-            return await self._refuse(scope, receive, send, exc)
+        if refused := await catch_up(rt):  # read-your-writes: a key made a moment ago on another process works
+            return await _refuse(scope, receive, send, refused)
         headers = dict(reversed(scope["headers"]))  # the first of a repeated header wins, as in Starlette
-        judged = judge(self.runtime, headers, raw, door[1]) if raw is not None else None
-        if judged is None:
+        judged = judge(rt, headers, raw, door[1]) if raw is not None else None
+        if judged is None or raw is None:
             return await self.app(scope, again, send)
-        await self._send(scope, receive, send, door, judged, raw)
+        await self._send(rt, scope, receive, send, door, judged, raw)
 
-    async def _send(self, scope, receive, send, door, judged, raw: bytes) -> None:
-        caller, body, idempotency_key = judged
+    async def _send(self, rt: ApiContext, scope: Scope, receive: Receive, send: Send,
+                    door: tuple[Door, str | None], judged: Judged, raw: bytes) -> None:
+        """name the route (access log) → accept → the answer, or the refusal's."""
+        svc = judged.caller.service
         scope["route"] = _EMAILS if door[0] == "emails" else _SERVICE_DOOR
         if door[1] is not None:
             scope["path_params"] = {"service_id": door[1]}
         state = scope.setdefault("state", {})
-        state["service_id"] = caller.service.service_id
-        try:
-            result, rate_headers = await emails.send(self.runtime, caller.service, body, door[0], idempotency_key, raw)
-        except HTTPException as exc:  # a refusal: the app's own handler renders it
-            return await self._refuse(scope, receive, send, exc)
-        state["email_id"] = result["id"]
-        payload = _RESULT.dump_json(_RESULT.validate_python(result), by_alias=True)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json"),
-                                *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in rate_headers.items())]})
-        await send({"type": "http.response.body", "body": payload})
+        state["service_id"] = svc.service_id
+        outcome = await accept(rt, svc, judged.body, door[0], judged.idempotency_key, raw)
+        if isinstance(outcome, Refusal):
+            return await _refuse(scope, receive, send, outcome)
+        state["email_id"] = outcome.email_id
+        await _answer(send, outcome.response, outcome.limits.headers())
 
-    @staticmethod
-    async def _refuse(scope, receive, send, exc: HTTPException) -> None:
-        handler = scope["app"].exception_handlers[HTTPException]
-        response = await handler(Request(scope, receive), exc)
-        await response(scope, receive, send)
 
+async def _answer(send: Send, result: dict[str, Any], rate_headers: dict[str, str]) -> None:
+    """200 with the ``SendResult`` body as the route's response model serialises it."""
+    payload = _RESULT.dump_json(_RESULT.validate_python(result), by_alias=True)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json"),
+                            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in rate_headers.items())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
+    response = refusal_response(Request(scope, receive), refusal)
+    await response(scope, receive, send)

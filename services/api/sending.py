@@ -1,9 +1,9 @@
-"""The send pipeline of the API, as named steps:
+"""The steps of a send, which the accept core (services/api/accept.py) composes:
 
-check_active → resolve_mode → apply_sandbox_rules → check_suppression → build_request →
-append (durable) → remember → respond.
+check_active → resolve_mode → apply_sandbox_rules → check_suppression → build_request
+(``prepare``), then ``admit_requests`` (limit + durable append), ``respond``, ``remember``.
 
-Both doors use it; they differ only in what happens to an unverified sandbox recipient
+Both HTTP doors use them; they differ only in what happens to an unverified sandbox recipient
 (``/emails`` refuses with 400, the service door drops it as ``dropped: sandbox``)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import json
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from services.api.refusal import Refusal
 from services.api.schemas import SendEmail
@@ -21,6 +21,9 @@ from shared.addresses import bare, domain_of, parse_mailbox, format_mailbox
 from shared.control.state import ControlState
 from shared.log.deadline import LogUnavailable
 from shared.quota import Decision, Take
+
+if TYPE_CHECKING:  # services/api/context.py imports RecentSends (below) at run time
+    from services.api.context import ApiContext
 
 Door = Literal["emails", "service"]
 
@@ -135,7 +138,7 @@ def summary(recipients: list[str], dropped: list[tuple[str, str]], sending_domai
     return text + ("; dropped " + gone if dropped else "")
 
 
-def respond(draft: Draft, email_id: str) -> dict:
+def respond(draft: Draft, email_id: str) -> dict[str, Any]:
     return {"id": email_id, "status": "sent" if draft.recipients else "failed", "mode": draft.mode,
             "from": draft.from_, "to": draft.body.to_list, "message": summary(draft.recipients, [(d.recipient, d.reason) for d in draft.dropped],
                                   draft.sending_domain),
@@ -143,16 +146,11 @@ def respond(draft: Draft, email_id: str) -> dict:
             "tracking": tracking_view(tracking_of(draft.body, draft.service))}
 
 
-# What GET /emails/{id} reads of a request: never the bodies, headers or attachments, so a
-# remembered send costs about a kilobyte however large the message was.
-SUMMARY_EXCLUDES = {"html", "text", "attachments", "headers", "raw_mime"}
-
-
 class RecentSends:
     """Records this API process accepted, so ``GET /emails/{id}`` answers at once after the
     POST, before analytics has loaded the message (bounded, oldest forgotten first).
 
-    Each record is a small summary (the request as JSON without ``SUMMARY_EXCLUDES``) and the
+    Each record is a small summary (``shared.events.message_summary``) and the
     send's response, kept as one JSON string: strings are not walked by Python's garbage
     collector, so 20,000 remembered sends add nothing to its pauses. ``get`` returns
     ``(summary, response)`` or ``None``."""
@@ -162,7 +160,7 @@ class RecentSends:
         self._items: OrderedDict[str, str] = OrderedDict()
 
     def remember(self, req: ev.SendRequested, response: dict) -> None:
-        summary = req.model_dump_json(by_alias=True, exclude=SUMMARY_EXCLUDES)
+        summary = req.model_dump_json(by_alias=True, exclude=ev.SUMMARY_EXCLUDES)  # message_summary, as JSON
         self._items[req.email_id] = f"[{summary},{json.dumps(response, separators=(',', ':'))}]"
         while len(self._items) > self.size:
             self._items.popitem(last=False)
@@ -172,7 +170,7 @@ class RecentSends:
         return tuple(json.loads(found)) if found is not None else None
 
 
-def prepare(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None = None
+def prepare(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None = None
             ) -> tuple[Draft, ev.SendRequested] | Refusal:
     """Run the checks and build the request event (nothing is written yet); a refused send
     is a ``Refusal`` value, which the door maps to its protocol."""
@@ -192,7 +190,7 @@ def prepare(rt, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str
 LOG_DOWN = Refusal(503, "the event log is unavailable; nothing was sent, safe to retry", retry_after=1)
 
 
-async def admit_requests(rt, takes: list[Take], reqs: list[ev.SendRequested]) -> list[Decision] | Refusal:
+async def admit_requests(rt: ApiContext, takes: list[Take], reqs: list[ev.SendRequested]) -> list[Decision] | Refusal:
     """Count each request against the service's rate limits and durably append those that
     fit, in one step (services/api/limits.py; ``takes[i]`` is ``reqs[i]``'s): the decisions,
     or a refusal when the log did not confirm — then nothing in ``reqs`` may be reported as
@@ -207,18 +205,23 @@ async def admit_requests(rt, takes: list[Take], reqs: list[ev.SendRequested]) ->
         return dataclasses.replace(LOG_DOWN, cause=exc)
 
 
+DAILY_SCOPES = ("day", "sandbox day")  # services/api/limits.py's day windows
+
+
 def rate_limited(decision: Decision) -> Refusal:
-    """The refusal of a send over a limit: the service's numbers, one wording for every door."""
+    """The refusal of a send over a limit: the service's numbers, one wording for every door,
+    and the code that says which kind of limit (a day's quota, or the per-minute rate)."""
+    code = "daily_quota_exceeded" if decision.scope in DAILY_SCOPES else "rate_limit_exceeded"
     return Refusal(429, f"rate limit reached ({decision.scope}: {decision.limit}); retry in {decision.retry_after} s",
-                   retry_after=decision.retry_after)
+                   retry_after=decision.retry_after, code=code, limits=decision)
 
 
-def retry_after(rt) -> int:
+def retry_after(rt: ApiContext) -> int:
     """Seconds a client should wait after an append timed out: about one timeout."""
     return max(1, math.ceil(rt.settings.log_append_timeout))
 
 
-def remember(rt, req: ev.SendRequested, response: dict) -> None:
+def remember(rt: ApiContext, req: ev.SendRequested, response: dict[str, Any]) -> None:
     if rt.recent is None:  # a process without the HTTP app (the submission listener alone)
         rt.recent = RecentSends()
     rt.recent.remember(req, response)

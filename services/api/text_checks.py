@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 
+from starlette.types import Message, Receive
+
 from services.api.errors import error_body
 
 # A \u escape of a surrogate code point (D800-DFFF) in the raw JSON: the only way JSON can
@@ -90,11 +92,12 @@ def _unencodable_field(body: bytes) -> str | None:
     return first_unencodable(value)
 
 
-async def read_body(receive):
+async def read_body(receive: Receive) -> tuple[bytes | None, Receive]:
     """The whole request body, or None when the client went away first; and a ``receive``
     that gives the app the same messages again, then the client's own stream. For the
     middlewares that must see a body before the app does (this one, the send fast path)."""
-    seen, more = [], True
+    seen: list[Message] = []
+    more = True
     while more:
         message = await receive()
         seen.append(message)
@@ -105,11 +108,11 @@ async def read_body(receive):
     return body, _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
 
 
-def _replay(messages, receive):
+def _replay(messages: list[Message], receive: Receive) -> Receive:
     """The buffered messages again, then the client's own stream (which reports a disconnect)."""
     pending = list(messages)
 
-    async def replay():
+    async def replay() -> Message:
         if pending:
             return pending.pop(0)
         return await receive()

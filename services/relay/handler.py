@@ -37,7 +37,6 @@ from shared.settings import Settings
 from shared.verp import return_path, unsubscribe_address
 
 log = logging.getLogger(__name__)
-FINAL = ("delivered", "bounced", "failed")
 
 
 class InFlight:
@@ -88,11 +87,6 @@ class RelayContext:
     suppressor: Suppressor | None = None  # None: no suppression step (benchmarks without a control plane)
 
 
-def _common(req: ev.SendRequested) -> dict:
-    return {"workspace_id": req.workspace_id, "service_id": req.service_id, "email_id": req.email_id,
-            "from": req.from_, "subject": req.subject, "tags": req.tags}
-
-
 Outcome = ev.Delivered | ev.Bounced | ev.Failed | ev.Deferred  # a delivery attempt's event for one recipient
 RecipientEvent = ev.Sent | ev.Dropped | Outcome  # what the relay emits about one recipient
 
@@ -101,10 +95,10 @@ def announce(req: ev.SendRequested) -> list[RecipientEvent]:
     """First attempt only: ``sent`` per recipient to deliver, ``dropped`` per dropped one."""
     if req.attempt:
         return []
-    out: list[RecipientEvent] = [ev.Sent(id=ev.derived_id(req.email_id, r, "sent"), recipient=r, time=req.time, **_common(req))
-                           for r in req.recipients]
+    out: list[RecipientEvent] = [ev.Sent(id=ev.derived_id(req.email_id, r, "sent"), recipient=r, time=req.time,
+                                         **ev.lifecycle_fields(req)) for r in req.recipients]
     out += [ev.Dropped(id=ev.derived_id(req.email_id, d.recipient, "dropped"), recipient=d.recipient,
-                       reason=d.reason, time=req.time, **_common(req)) for d in req.dropped]
+                       reason=d.reason, time=req.time, **ev.lifecycle_fields(req)) for d in req.dropped]
     return out
 
 
@@ -150,19 +144,13 @@ def unsubscribe_mailto(ctx: RelayContext, req: ev.SendRequested, domain: ev.Doma
     listener; none for the sandbox sender (its bounce domain is not a customer's)."""
     if not (req.list_unsubscribe and domain):
         return None
-    return unsubscribe_address(ctx.settings.master_key, req.email_id, recipient_index(req, rcpt),
+    return unsubscribe_address(ctx.settings.master_key, req.email_id, ev.recipient_index(req, rcpt),
                                f"bounces.{domain.domain}")
-
-
-def recipient_index(req: ev.SendRequested, rcpt: str) -> int:
-    """Position of ``rcpt`` in to+cc+bcc: what VERP and unsubscribe tokens carry."""
-    everyone = [split_bare(a).lower() for a in (*req.to, *req.cc, *req.bcc)]
-    return everyone.index(rcpt.lower()) if rcpt.lower() in everyone else 0
 
 
 def verp_for(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpt: str) -> str:
     """The per-recipient return path: bounces map back to (message, recipient)."""
-    index = recipient_index(req, rcpt)
+    index = ev.recipient_index(req, rcpt)
     bounce_domain = f"bounces.{domain.domain}" if domain else ctx.settings.hostname
     return return_path(ctx.settings.master_key, req.email_id, index, bounce_domain)
 
@@ -182,7 +170,7 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             data = raw[rcpt] if isinstance(raw, dict) else raw  # a tracked message has one copy per recipient
             res = (await ctx.sender.send(verp_for(ctx, req, domain, rcpt), [rcpt], data)).get(rcpt)
             res = res or DeliveryResult("deferred", None, "no reply for recipient")
-            if res.status in FINAL:
+            if res.status in ev.FINAL_TYPES:
                 res = dataclasses.replace(res, at=ev.utcnow())
                 await ctx.ledger.record([(req.email_id, rcpt, res.status, res)])
             metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
@@ -195,7 +183,7 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
 
 def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_at: datetime | None,
                   gave_up: bool) -> Outcome:
-    common = {**_common(req), "recipient": rcpt, "smtp_code": res.smtp_code, "smtp_reply": res.smtp_reply}
+    common = {**ev.lifecycle_fields(req), "recipient": rcpt, "smtp_code": res.smtp_code, "smtp_reply": res.smtp_reply}
     if res.at is not None:  # a final outcome keeps its time, so an event emitted again is the same row
         common["time"] = res.at
     attempt = req.attempt + 1
@@ -247,7 +235,7 @@ async def process_unclaimed(ctx: RelayContext, req: ev.SendRequested) -> None:
     """``process``, for a caller that holds the email id."""
     events = announce(req)
     events += await already_final(ctx, req)
-    done = {e.recipient for e in events if e.type in FINAL}
+    done = {e.recipient for e in events if e.type in ev.FINAL_TYPES}
     pending = [r for r in req.recipients if r not in done]
     if pending:
         held = await control_wait.hold(ctx.control, req, ctx.settings.control_wait_timeout)

@@ -1,5 +1,5 @@
-"""The plain-text part derived from an HTML-only send (SPEC §5: "when only HTML is given a
-plain-text part is derived").
+"""The plain-text part derived from an HTML-only send: a message given only HTML still gets a
+text part (the send API's rule).
 
 Why not html2text (used before): on the relay's event-loop thread it cost 3-9 ms for a
 5 KB table-laid-out receipt (its pure-Python HTMLParser plus Markdown escaping), about half

@@ -79,11 +79,11 @@ class Relay:
             req = await self.guard.decode(record)
             if req is None:
                 return None
-            if isinstance(req, (ev.SendCancelled, ev.SendRescheduled)):
+            if isinstance(req, (ev.SendCanceled, ev.SendRescheduled)):
                 return req
             with self.guard.for_record(record):  # a request no step can handle is dead-lettered
-                if req.scheduled_at is not None and req.attempt == 0 and self.scheduler.is_cancelled(req.email_id):
-                    pass  # cancelled: a redelivered or released copy that arrives after the cancel never goes out
+                if req.scheduled_at is not None and req.attempt == 0 and self.scheduler.is_canceled(req.email_id):
+                    pass  # canceled: a redelivered or released copy that arrives after the cancel never goes out
                 elif is_for_later(req):
                     if await self.scheduler.hold(req):
                         await emit(self.ctx, req.email_id, scheduled_events(req))

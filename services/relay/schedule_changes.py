@@ -5,7 +5,7 @@ recipient). Nothing is emitted when nothing was held: the message was already re
 the timeline keeps telling the truth (it went out) whatever the API answered."""
 from __future__ import annotations
 
-from services.relay.handler import RelayContext, _common
+from services.relay.handler import RelayContext
 from services.relay.scheduler import Scheduler
 from shared import events as ev
 
@@ -16,12 +16,12 @@ def scheduled_events(req: ev.SendRequested) -> list[ev.Event]:
     assert req.scheduled_at is not None  # only scheduled requests are held
     due = req.scheduled_at.isoformat()
     return [ev.Scheduled(id=ev.derived_id(req.email_id, r, "scheduled", due), recipient=r, time=ev.utcnow(),
-                         scheduled_at=req.scheduled_at, **_common(req)) for r in req.recipients]
+                         scheduled_at=req.scheduled_at, **ev.lifecycle_fields(req)) for r in req.recipients]
 
 
 def canceled_events(req: ev.SendRequested) -> list[ev.Event]:
-    return [ev.Canceled(id=ev.derived_id(req.email_id, r, "canceled"), recipient=r, time=ev.utcnow(), **_common(req))
-            for r in req.recipients]
+    return [ev.Canceled(id=ev.derived_id(req.email_id, r, "canceled"), recipient=r, time=ev.utcnow(),
+                        **ev.lifecycle_fields(req)) for r in req.recipients]
 
 
 async def emit(ctx: RelayContext, email_id: str, events: list[ev.Event]) -> None:
@@ -31,7 +31,7 @@ async def emit(ctx: RelayContext, email_id: str, events: list[ev.Event]) -> None
 
 async def apply_change(ctx: RelayContext, scheduler: Scheduler, change) -> None:
     """Apply one ``send-cancelled`` / ``send-rescheduled``; durable when it returns."""
-    if isinstance(change, ev.SendCancelled):
+    if isinstance(change, ev.SendCanceled):
         held = await scheduler.cancel(change.email_id)
         await emit(ctx, change.email_id, canceled_events(held) if held else [])
     elif isinstance(change, ev.SendRescheduled):

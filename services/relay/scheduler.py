@@ -31,6 +31,7 @@ class Scheduler:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS scheduled(email_id TEXT PRIMARY KEY, due REAL, payload BLOB)")
+        # "cancelled": the table keeps the name the relays' files already have (shared/events.py)
         self._db.execute("CREATE TABLE IF NOT EXISTS cancelled(email_id TEXT PRIMARY KEY, at REAL)")
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
@@ -46,7 +47,7 @@ class Scheduler:
 
     async def hold(self, req: ev.SendRequested) -> bool:
         """Keep ``req`` until its ``scheduled_at``; durable when it returns. False (and
-        nothing held) when the email was cancelled already."""
+        nothing held) when the email was canceled already."""
         held = await asyncio.to_thread(self._hold, req)
         self._wake.set()
         return held
@@ -63,7 +64,7 @@ class Scheduler:
     async def cancel(self, email_id: str) -> ev.SendRequested | None:
         """Drop the held request of ``email_id`` and remember the cancellation (durable when
         it returns). Returns the request that was held, or None when nothing was (already
-        released, or cancelled before)."""
+        released, or canceled before)."""
         return await asyncio.to_thread(self._cancel, email_id)
 
     def _reschedule(self, email_id: str, when) -> ev.SendRequested | None:
@@ -78,12 +79,12 @@ class Scheduler:
 
     async def reschedule(self, email_id: str, when) -> ev.SendRequested | None:
         """Move the held request of ``email_id`` to ``when``; the updated request, or None
-        when nothing is held (already released or cancelled)."""
+        when nothing is held (already released or canceled)."""
         req = await asyncio.to_thread(self._reschedule, email_id, when)
         self._wake.set()
         return req
 
-    def is_cancelled(self, email_id: str) -> bool:
+    def is_canceled(self, email_id: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM cancelled WHERE email_id=?", (email_id,)).fetchone() is not None
 

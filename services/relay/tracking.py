@@ -1,4 +1,4 @@
-"""Per-recipient tracking of one message (SPEC §10), applied in the MIME step, before signing.
+"""Per-recipient tracking of one message (docs/tracking.md), applied in the MIME step, before signing.
 
 A tracked message is built once per recipient, because each recipient's links, pixel and
 List-Unsubscribe carry that recipient's own signed tokens. An untracked message (all three

@@ -1,5 +1,5 @@
 """How one control record changes the entity held for its key: the rules that make a change
-apply the fields it sets and nothing else (SPEC §14, no lost updates).
+apply the fields it sets and nothing else (docs/architecture.md: no lost updates).
 
 A record at offset ``o`` with the entity ``held`` (None: never seen; a record with ``deleted``
 set: a tombstone) and the key's ``versions`` (field → offset of the change that last set it;

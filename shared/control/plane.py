@@ -1,6 +1,6 @@
 """The control plane of one process: replays the control topic, follows it live, writes to it.
 
-Read-your-writes across processes (SPEC §14): a request that reads control state first calls
+Read-your-writes across processes (docs/architecture.md): a request that reads control state first calls
 ``catch_up``, which reads the control log's end *now* and waits until this process's state has
 applied up to it; a change answered 2xx anywhere is therefore seen by every later request.
 No lost updates: ``change`` records the fields it sets and the version it was decided on;

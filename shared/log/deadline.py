@@ -56,7 +56,7 @@ class DeadlineLog(EventLog):
         """As ``EventLog.append_many``, all of it within one ``timeout``."""
         return await self._bounded(self.inner.append_many(topic, items))
 
-    async def append_guarded(self, topic: str, items: list[tuple[str | None, bytes]],
+    async def append_guarded(self, topic: str, items: Sequence[tuple[str | None, bytes]],
                              guard: Guard[V]) -> tuple[V, list[tuple[int, int]]]:
         """As ``EventLog.append_guarded``, within ``timeout``."""
         return await self._bounded(self.inner.append_guarded(topic, items, guard))

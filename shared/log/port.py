@@ -161,7 +161,7 @@ class EventLog(abc.ABC):
 
         return list(await asyncio.gather(*(self.append(topic, k, v) for k, v in items)))
 
-    async def append_guarded(self, topic: str, items: list[tuple[str | None, bytes]],
+    async def append_guarded(self, topic: str, items: Sequence[tuple[str | None, bytes]],
                              guard: Guard[V]) -> tuple[V, list[tuple[int, int]]]:
         """Only when ``local_sql``: in the appends' own write transaction, ``guard(connection)``
         returns a verdict whose ``chosen`` (a boolean per item) says which items are appended.

@@ -318,7 +318,7 @@ class SqliteLog(EventLog):
         positions: list[tuple[int, int]] = await self._submit("append", [(str(topic), k, v, None) for k, v in items])
         return positions
 
-    async def append_guarded(self, topic: str, items: list[tuple[str | None, bytes]], guard: Guard[V]
+    async def append_guarded(self, topic: str, items: Sequence[tuple[str | None, bytes]], guard: Guard[V]
                              ) -> tuple[V, list[tuple[int, int]]]:
         """``guard(connection)`` runs inside the write transaction that would hold ``items``
         (so it sees and changes the log file's own tables with every other writer of every

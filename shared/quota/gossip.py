@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 
 from shared import events as ev
 from shared.log.port import Consumer, EventLog, Record
@@ -107,7 +108,7 @@ class GossipQuota(Quota):
             self.table.add(take.service_id, w.scope, self.me, slot, sign * take.n)
             self._dirty.add((take.service_id, w.scope, slot))
 
-    async def admit(self, topic: str, takes: list[Take], items: list[tuple[str | None, bytes]]) -> list[Decision]:
+    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]]) -> list[Decision]:
         now = time.time()
         decisions: list[Decision] = []
         counted: list[Take] = []

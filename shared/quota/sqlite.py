@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from shared.log.port import EventLog
 from shared.quota.port import Quota
@@ -71,7 +71,7 @@ class SqliteQuota(Quota):
             return Verdict(decisions)
         return guard
 
-    async def admit(self, topic: str, takes: list[Take], items: list[tuple[str | None, bytes]]) -> list[Decision]:
+    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]]) -> list[Decision]:
         verdict, _ = await self.log.append_guarded(topic, items, self._guard(takes))
         self._schema_ready = True
         return verdict.decisions

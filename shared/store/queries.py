@@ -13,18 +13,21 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from shared import events as ev
 from shared.store.port import AnalyticsStore
 
 PERIODS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
-STAT_TYPES = ("sent", "delivered", "bounced", "complained", "dropped", "deferred", "failed", "opened", "clicked",
-              "unsubscribed")
-# Tracking events are counted by distinct event id (two API processes may each record the
-# same derived id at different times) and, as unique_*, by distinct (email, recipient).
-TRACKING_TYPES = ("opened", "clicked", "unsubscribed")
+# Tracking events (ev.TRACKING_TYPES) are counted by distinct event id (two API processes may
+# each record the same derived id at different times) and, as unique_*, by distinct (email, recipient).
 UNIQUE_STATS = {"opened": "unique_opened", "clicked": "unique_clicked"}
 # The state of a recipient is its latest lifecycle event by this precedence.
 RECIPIENT_STATE_ORDER = ["sent", "deferred", "dropped", "delivered", "opened", "clicked", "bounced", "failed", "complained",
                          "unsubscribed"]
+
+
+def _sql_in(types: tuple[str, ...]) -> str:
+    """A constant type list as SQL (the vocabulary's own names: nothing from a request)."""
+    return "(" + ", ".join(f"'{t}'" for t in types) + ")"
 
 
 def _fmt(t: datetime) -> str:
@@ -78,7 +81,7 @@ async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str
     rows = await store.query(
         f"SELECT toString({trunc}(time)) AS b, type, count() AS n FROM postline.events FINAL "
         f"WHERE {where} GROUP BY b, type ORDER BY b", params)
-    keys = STAT_TYPES + tuple(UNIQUE_STATS.values())
+    keys = ev.RELEASED_TYPES + tuple(UNIQUE_STATS.values())
     buckets: dict[str, dict[str, int]] = {}
     t = start
     while t <= now:
@@ -86,7 +89,7 @@ async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str
         t += step
     totals = {k: 0 for k in keys}
     for r in rows:
-        if r["type"] not in totals or r["type"] in TRACKING_TYPES:
+        if r["type"] not in totals or r["type"] in ev.TRACKING_TYPES:
             continue
         n = int(r["n"])
         totals[r["type"]] += n
@@ -108,7 +111,7 @@ async def tracking_counts(store: AnalyticsStore, trunc: str, where: str, params:
     rows = await store.query(
         f"SELECT toString({trunc}(time)) AS b, type, count() AS n, uniqExact(cityHash64(email_id, recipient)) AS u, "
         f"grouping(b) AS total FROM postline.events FINAL WHERE {where} "
-        f"AND type IN ('opened', 'clicked', 'unsubscribed') GROUP BY GROUPING SETS ((b, type), (type))", params)
+        f"AND type IN {_sql_in(ev.TRACKING_TYPES)} GROUP BY GROUPING SETS ((b, type), (type))", params)
     return rows
 
 
@@ -155,7 +158,7 @@ SELECT m.email_id AS email_id, toString(m.time) AS time, m.from_addr AS from_add
 FROM (SELECT * FROM postline.messages AS m FINAL WHERE {' AND '.join(where)}) AS m
 LEFT JOIN (SELECT email_id, argMax(kind, first) AS status
            FROM (SELECT email_id, event_id, any(type) AS kind, min(time) AS first FROM postline.events
-                 WHERE service_id = {{s:String}} AND type IN ('sent','deferred','delivered','bounced','failed','dropped','complained')
+                 WHERE service_id = {{s:String}} AND type IN {_sql_in(ev.DELIVERY_TYPES)}
                  GROUP BY email_id, event_id)
            GROUP BY email_id) AS s ON s.email_id = m.email_id
 {status_filter}

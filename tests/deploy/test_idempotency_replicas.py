@@ -1,4 +1,4 @@
-"""Idempotency-Key across API replicas in Kafka mode (SPEC §14): two ``postline api``
+"""Idempotency-Key across API replicas in Kafka mode (docs/architecture.md): two ``postline api``
 processes with their own data dirs and a ``postline relay`` on the tansu broker. Concurrent
 requests with one key, spread over both replicas, give one email id, one request on
 ``email.requests`` and one message at the sink; one key with two bodies gives one body's

@@ -1,4 +1,4 @@
-"""Rate limits over Kafka with three API replicas as separate processes (SPEC §14): every
+"""Rate limits over Kafka with three API replicas as separate processes (docs/rate-limits.md): every
 replica enforces the service's limit, not a share, with no setting that knows how many
 replicas run; the total may pass the limit by at most one second of traffic or 1% of the
 limit (whichever is larger). The overshoot measured is printed for docs/rate-limits.md."""

@@ -1,4 +1,4 @@
-"""SPEC §14 across processes: a management change answered 2xx is seen by the next request on
+"""Read-your-writes across processes (docs/architecture.md): a management change answered 2xx is seen by the next request on
 any API process (``postline all`` with 4 workers, under a send load) or replica (two
 ``postline api`` on Kafka), and a change made on one replica right after another replica's
 change keeps both (no lost update)."""

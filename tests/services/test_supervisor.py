@@ -1,4 +1,4 @@
-"""`postline all` as supervised processes over one data dir (SPEC §13): real processes, a real
+"""`postline all` as supervised processes over one data dir (docs/operations.md): real processes, a real
 SMTP sink, fresh connections so requests spread over the API workers (SO_REUSEPORT)."""
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_positions_still_order_copies_of_the_same_time():
     assert state.is_verified_sandbox_recipient("s", "ann@example.com")
 
 
-# ---------------------------------------------------------------- changes (SPEC §14: no lost updates)
+# ---------------------------------------------------------------- changes (no lost updates)
 
 def service(**fields) -> ev.ServiceSaved:
     return ev.ServiceSaved(**{"workspace_id": "w", "service_id": "s", "name": "app", "created_at": ev.utcnow(),

@@ -1,4 +1,4 @@
-"""Management sequences that use a change at once (SPEC §14, read your writes): create a
+"""Management sequences that use a change at once (read your writes: docs/architecture.md): create a
 service then its key and send with it; add a domain, verify it, switch to production and send
 from it; add a suppression and list it. Every request goes on its own connection (a new
 client each time), to the next of ``urls`` in turn: on ``postline all`` the kernel hands each

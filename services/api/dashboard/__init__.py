@@ -1,4 +1,5 @@
-"""The web dashboard (SPEC §12): server-rendered pages at ``/`` on the API's port.
+"""The web dashboard (the README's "Dashboard"): server-rendered pages at ``/`` on the API's
+port, signed in with a workspace admin token, working without JavaScript.
 
 ``mount(app)`` adds the pages, their static files (CSS and a small JS, served from this
 package: no CDN) and the HTML answers for "sign in first" (303 to /signin, no data) and

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
@@ -14,9 +15,9 @@ from pydantic import ValidationError
 from services.api.auth import caught_up
 from services.api.context import ApiContext
 from services.api.dashboard import session as sess
+from services.api.refusal import Refusal
 from services.api.validation_errors import first_error
 from shared import events as ev
-from shared.control.errors import ChangeRefused
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -28,8 +29,9 @@ CSP_WITH_MAIL = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline
     "img-src 'self' data:", "img-src 'self' data:; frame-src 'self'")
 
 
-# what the API's route functions raise on bad input (or a change refused: 409 changed meanwhile, 404 deleted)
-BAD_INPUT = (ValidationError, HTTPException, ChangeRefused)
+# what the API's input models raise on a form they refuse (the operations return refusals)
+BAD_INPUT = (ValidationError,)
+T = TypeVar("T")
 
 
 class SignInRequired(Exception):
@@ -93,13 +95,19 @@ async def form(request: Request, c: Caller) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
-def problem(exc: Exception) -> str:
-    """A person-readable message from what the API functions raise on bad input."""
-    if isinstance(exc, HTTPException):
-        return str(exc.detail)
-    if isinstance(exc, ValidationError):
-        return first_error(exc.errors())
-    return str(exc)
+def problem(exc: ValidationError | Refusal) -> str:
+    """A person-readable message from a refused form or a management operation's refusal."""
+    if isinstance(exc, Refusal):
+        return exc.text
+    return first_error(exc.errors())
+
+
+def or_error_page(outcome: T | Refusal) -> T:
+    """A management operation's value, or its refusal as an error page (404 deleted
+    meanwhile, 409 changed meanwhile, ...)."""
+    if isinstance(outcome, Refusal):
+        raise PageError(outcome.status, outcome.text)
+    return outcome
 
 
 def page(request: Request, name: str, status: int = 200, csp: str = CSP, **ctx) -> HTMLResponse:

@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` (SPEC §5, §14): the same key with the same body within 24 h returns the
+"""``Idempotency-Key`` (docs/compatibility.md, docs/architecture.md): the same key with the same body within 24 h returns the
 first response and sends nothing new; the same key with another body is a 409 — whichever
 API process or replica each request reaches.
 

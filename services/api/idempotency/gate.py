@@ -4,23 +4,36 @@ A request looks the key up; a free key (or an unfinished one whose lease ran out
 it claims through ``Claims`` — the installation's one order decides who holds it. The holder
 sends and records its response (done) or, on an error answer, releases the key. Any other
 request with the same body waits for the holder's response (at most until the lease runs
-out, then it may take over) and answers with it; with another body it gets 409 at once."""
+out, then it may take over) and answers with it; with another body it gets 409 at once.
+
+Every "no" is a ``Refusal`` value (services/api/refusal.py); the HTTP edge renders it."""
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from typing import Awaitable, Callable
-
-from fastapi import HTTPException
+from typing import Any, Awaitable, Callable
 
 from services.api.idempotency import claims as c
 from services.api.idempotency.claims import Claim, Claims
 from services.api.idempotency.keys import check_key
+from services.api.refusal import Refusal
 
 log = logging.getLogger(__name__)
-OTHER_BODY = "Idempotency-Key: already used with a different request body"
-IN_PROGRESS = "Idempotency-Key: a request with this key is still in progress; retry later"
+Response = dict[str, Any]  # the first response, as recorded with the key (JSON)
+Produce = Callable[[], Awaitable["Response | Refusal"]]
+OTHER_BODY = Refusal(409, "Idempotency-Key: already used with a different request body",
+                     code="invalid_idempotent_request")
+IN_PROGRESS = Refusal(409, "Idempotency-Key: a request with this key is still in progress; retry later",
+                      code="concurrent_idempotent_requests")
+
+
+class _NotRecorded(Exception):
+    """The claim could not be recorded (the refusal says so; the log's error is its cause)."""
+
+    def __init__(self, refusal: Refusal):
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 class Idempotency:
@@ -28,49 +41,57 @@ class Idempotency:
         """``lease``: seconds a holder is trusted to finish (POSTLINE_IDEMPOTENCY_LEASE)."""
         self.claims, self.lease = claims, lease
 
-    async def run(self, scope: str, key: str, body_hash: str, produce: Callable[[], Awaitable[dict]]) -> dict:
+    async def run(self, scope: str, key: str, body_hash: str, produce: Produce) -> Response | Refusal:
         """The first response for (scope, key), or ``produce()``'s when this request holds the
-        key. Raises ``HTTPException``: 400 for a bad key, 409 for another body (or still in
-        progress after two leases), 503 when the claim cannot be recorded (nothing sent);
-        whatever ``produce`` raises (the key is then released)."""
-        check_key(key)
+        key. Refusals: 400 for a bad key, 409 for another body (or still in progress after two
+        leases), 503 when the claim cannot be recorded (nothing sent), or ``produce``'s own
+        (the key is then released, as when ``produce`` raises — which propagates)."""
+        if refused := check_key(key):
+            return refused
         me, give_up = uuid.uuid4().hex, time.time() + 2 * self.lease
         while True:
-            held = await self._look_or_claim(scope, key, body_hash, me)
+            try:
+                held = await self._look_or_claim(scope, key, body_hash, me)
+            except _NotRecorded as exc:
+                return exc.refusal
             if held is None:  # released between our look and our claim: try again
                 continue
             if held.owner == me and held.response is None:
                 return await self._produce(scope, key, body_hash, me, produce)
             if held.body_hash != body_hash:
-                raise HTTPException(409, OTHER_BODY)
+                return OTHER_BODY
             if held.response is not None:
                 return held.response
             now = time.time()
             if now >= give_up:
-                raise HTTPException(409, IN_PROGRESS)
+                return IN_PROGRESS
             await self.claims.changed(scope, key, min(held.lease_until, give_up) - now)
 
     async def _look_or_claim(self, scope: str, key: str, body_hash: str, me: str) -> Claim | None:
+        """The key's state, claimed by ``me`` when it was free; raises ``_NotRecorded``."""
         now = time.time()
         held = await self.claims.look(scope, key)
         if held is None or (held.response is None and held.lease_until <= now and held.body_hash == body_hash):
             try:
                 held = await self.claims.change(scope, key, c.claim(me, body_hash, now, self.lease))
             except Exception as exc:  # the log did not record the claim: nothing was sent
-                raise HTTPException(503, "the event log did not record the Idempotency-Key; nothing was sent, "
-                                         "retry with the same key", headers={"Retry-After": "1"}) from exc
+                raise _NotRecorded(Refusal(503, "the event log did not record the Idempotency-Key; nothing was sent, "
+                                                "retry with the same key", retry_after=1, cause=exc)) from exc
         return held
 
-    async def _produce(self, scope, key, body_hash, me, produce) -> dict:
+    async def _produce(self, scope: str, key: str, body_hash: str, me: str, produce: Produce) -> Response | Refusal:
         try:
             response = await produce()
         except BaseException:
             await self._record(scope, key, c.release(me, body_hash, time.time()))
             raise
+        if isinstance(response, Refusal):  # nothing was sent: a retry may try again, with any body
+            await self._record(scope, key, c.release(me, body_hash, time.time()))
+            return response
         await self._record(scope, key, c.done(me, body_hash, time.time(), response))
         return response
 
-    async def _record(self, scope: str, key: str, change: dict) -> None:
+    async def _record(self, scope: str, key: str, change: dict[str, Any]) -> None:
         """Done or release: when it cannot be recorded the lease still runs out, and a retry
         after it sends again under the same email id (the relay absorbs the copy)."""
         try:

@@ -5,15 +5,16 @@ import hashlib
 import json
 import uuid
 
-from fastapi import HTTPException
+from services.api.refusal import Refusal
 
 _NS = uuid.UUID("0b6f3c56-5d3e-4a55-8d0f-2f1c9e7a4b11")
 
 
-def check_key(key: str) -> None:
-    """Raises 400 unless ``key`` is at most 255 printable characters."""
+def check_key(key: str) -> Refusal | None:
+    """A 400 refusal unless ``key`` is at most 255 printable characters."""
     if len(key) > 255 or not key.isprintable():
-        raise HTTPException(400, "Idempotency-Key: at most 255 printable characters")
+        return Refusal(400, "Idempotency-Key: at most 255 printable characters", code="invalid_idempotency_key")
+    return None
 
 
 def email_id_for(service_id: str, key: str) -> str:

@@ -1,4 +1,4 @@
-"""Stats and the message log of a service (SPEC §4), read from ClickHouse."""
+"""Stats and the message log of a service, read from ClickHouse (its tables: docs/analytics.md)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from services.api.auth import owned_service, runtime
 from services.api.context import ApiContext
+from shared import events as ev
 from shared.store import queries
 from shared.store.port import AnalyticsStore
 
@@ -35,8 +36,7 @@ async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Litera
 
 
 @router.get("/messages")
-async def messages(status: Literal["queued", "sent", "delivered", "deferred", "bounced", "failed", "dropped",
-                                   "complained"] | None = None,
+async def messages(status: ev.MessageStatus | None = None,
                    to: str | None = Query(None, max_length=320), tag: str | None = Query(None, max_length=64),
                    limit: int = Query(50, ge=1, le=500), cursor: str | None = Query(None, max_length=500),
                    svc=Depends(owned_service), rt: ApiContext = Depends(runtime)):

@@ -1,24 +1,28 @@
-"""The two send doors (SPEC §5), batch send and the message lookup.
+"""The send routes (JSON, the service door, batch) and the message lookup.
 
-Each send: authenticate → validate → (idempotency) → prepare → rate limit → append → respond,
-with ``RateLimit-*`` headers on the response (``Retry-After`` too on a 429)."""
+Each send route is a thin adapter over the accept core (services/api/accept.py): read the
+request → ``accept`` → the answer with ``RateLimit-*`` headers, or the refusal as an HTTP error
+(``Retry-After`` too on a 429 or 503). The send fast path (send_fast_path.py) answers plain
+sends with the same core before FastAPI's routing; both answer byte for byte alike."""
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Response
 from pydantic import ValidationError
 
+from services.api.accept import Accepted, accept, accept_batch
 from services.api.auth import ServiceCaller, runtime, service_key
-from services.api.email_lookup import lookup_email
+from services.api.email_lookup import email_record
 from services.api.errors import http_error, item_error
+from services.api.parts import limiter
 from services.api.routes import schedule
-from services.api.idempotency import body_hash, email_id_for
 from services.api.schemas import BatchResult, EmailRecord, ErrorBody, SendEmail, SendResult
 from services.api.refusal import Refusal
-from services.api.sending import Door, admit_requests, prepare, rate_limited, remember, respond, summary, tracking_view
+from services.api.sending import Door
 from services.api.validation_errors import first_error
-from shared import metrics
-from shared.failpoints import failpoint
-from shared.store import queries
+from shared import events as ev
+from services.api.context import ApiContext
 
 router = APIRouter(tags=["emails"])
 ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
@@ -27,119 +31,77 @@ MAX_BATCH = 100
 IDEMPOTENCY = Header(None, alias="Idempotency-Key", description="Same key + same body within 24 h: same response, nothing new sent.")
 
 
-async def send(rt, svc, body: SendEmail, door: Door, idempotency_key: str | None, raw: bytes) -> tuple[dict, dict]:
-    """One send through either door (``raw``: the request body, hashed for the Idempotency-Key):
-    the response body and the ``RateLimit-*`` headers. A refusal raises ``HTTPException``
-    (the app's handler renders it). The FastAPI routes below and the fast path
-    (services/api/send_fast_path.py) both answer with this."""
-    headers: dict[str, str] = {}
-    if not idempotency_key:
-        return await _send_one(rt, svc, body, door, None, headers), headers
-    email_id = email_id_for(svc.service_id, idempotency_key)
-    result = await rt.idempotency.run(svc.service_id, idempotency_key, body_hash(raw),
-                                      lambda: _send_one(rt, svc, body, door, email_id, headers))
-    if "RateLimit-Limit" not in headers:  # a replay: report the current state, take nothing
-        headers.update((await rt.limits.peek(svc.service_id)).headers())
-    return result, headers
-
-
-async def _send_one(rt, svc, body: SendEmail, door: Door, email_id: str | None, headers: dict) -> dict:
-    """prepare → count and append together (the service's limits) → respond."""
-    limiter = rt.limits
-    prepared = prepare(rt, svc, body, door, email_id)
-    if isinstance(prepared, Refusal):
-        raise http_error(prepared, (await limiter.peek(svc.service_id)).headers())
-    draft, req = prepared
-    take = await limiter.take_for(svc.service_id, sandboxed=draft.mode != "production", n=1 if draft.recipients else 0)
-    decisions = await admit_requests(rt, [take], [req])
-    if isinstance(decisions, Refusal):
-        raise http_error(decisions)
-    decision = decisions[0]
-    if not decision.allowed:
-        metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
-        raise http_error(rate_limited(decision), decision.headers())
-    failpoint("api.after_append")  # tests: a crash before the Idempotency-Key keeps the response
-    metrics.SENDS_ACCEPTED.labels("accepted").inc()
-    result = respond(draft, req.email_id)
-    remember(rt, req, result)
-    headers.update(decision.headers())
-    return result
-
-
-async def _answer(request: Request, response: Response, sent: tuple[dict, dict]) -> dict:
-    result, headers = sent
-    response.headers.update(headers)
-    request.state.email_id = result["id"]  # for the access log
-    return result
-
-
-async def _raw_if(request: Request, idempotency_key: str | None) -> bytes:
-    return await request.body() if idempotency_key else b""
+async def _send(request: Request, response: Response, rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail,
+                door: Door, idempotency_key: str | None) -> dict[str, Any]:
+    """read the body (hashed for the Idempotency-Key) → accept → answer or raise the refusal."""
+    raw = await request.body() if idempotency_key else b""
+    outcome = await accept(rt, svc, body, door, idempotency_key, raw)
+    if isinstance(outcome, Refusal):
+        raise http_error(outcome)
+    response.headers.update(outcome.limits.headers())
+    request.state.email_id = outcome.email_id  # for the access log
+    return outcome.response
 
 
 @router.post("/emails", response_model=SendResult, response_model_by_alias=True, responses=ERRORS)
 async def send_email(request: Request, response: Response, body: SendEmail,
-                     caller: ServiceCaller = Depends(service_key), rt=Depends(runtime),
-                     idempotency_key: str | None = IDEMPOTENCY):
+                     caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime),
+                     idempotency_key: str | None = IDEMPOTENCY) -> dict[str, Any]:
     """Send one email with a service API key (`Api-Key` header). Unverified sandbox
     recipients are refused (400)."""
-    raw = await _raw_if(request, idempotency_key)
-    return await _answer(request, response, await send(rt, caller.service, body, "emails", idempotency_key, raw))
+    return await _send(request, response, rt, caller.service, body, "emails", idempotency_key)
 
 
 @router.post("/api/email/services/{service_id}/send", response_model=SendResult, response_model_by_alias=True,
              responses=ERRORS)
 async def send_for_service(service_id: str, request: Request, response: Response, body: SendEmail,
-                           caller: ServiceCaller = Depends(service_key), rt=Depends(runtime),
-                           idempotency_key: str | None = IDEMPOTENCY):
+                           caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime),
+                           idempotency_key: str | None = IDEMPOTENCY) -> dict[str, Any]:
     """Send one email for ``service_id`` (`Authorization: Bearer <api key>`); unverified sandbox
     recipients are dropped (`dropped`, reason `sandbox`) rather than refused."""
     if caller.service.service_id != service_id:
-        raise HTTPException(403, "this API key does not belong to the service in the path")
-    raw = await _raw_if(request, idempotency_key)
-    return await _answer(request, response, await send(rt, caller.service, body, "service", idempotency_key, raw))
+        raise http_error(Refusal(403, "this API key does not belong to the service in the path"))
+    return await _send(request, response, rt, caller.service, body, "service", idempotency_key)
 
 
 @router.post("/emails/batch", response_model=BatchResult, response_model_by_alias=True, responses=ERRORS)
-async def send_batch(response: Response, items: list[dict] = Body(..., max_length=MAX_BATCH),
-                     caller: ServiceCaller = Depends(service_key), rt=Depends(runtime)):
+async def send_batch(response: Response, items: list[dict[str, Any]] = Body(..., max_length=MAX_BATCH),
+                     caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """Up to 100 emails in one call; each item succeeds or fails on its own (`data[i]` is the
     send result or `{"error": ...}`), all accepted ones are appended together."""
     if not items:
-        raise HTTPException(400, "body: at least one email is required")
-    svc, limiter = caller.service, rt.limits
-    results: list[dict] = []
-    prepared_items = []  # (index in results, draft, request, take)
-    for i, raw in enumerate(items):
-        try:
-            prepared = prepare(rt, svc, SendEmail.model_validate(raw), "emails")
-        except ValidationError as exc:
-            results.append(item_error(f"[{i}].{first_error(exc.errors())}"))
-            continue
-        if isinstance(prepared, Refusal):
-            results.append(item_error(f"[{i}].{prepared.text}", prepared.status))
-            continue
-        draft, req = prepared
-        take = await limiter.take_for(svc.service_id, sandboxed=draft.mode != "production", n=1 if draft.recipients else 0)
-        prepared_items.append((i, draft, req, take))
-        results.append({})
-    decisions = await admit_requests(rt, [t for *_, t in prepared_items], [r for _, _, r, _ in prepared_items])
-    if isinstance(decisions, Refusal):
-        raise http_error(decisions)
-    for (i, draft, req, _), decision in zip(prepared_items, decisions):
-        if not decision.allowed:
-            metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
-            results[i] = item_error(f"[{i}] {rate_limited(decision).text}", 429)
-            continue
-        metrics.SENDS_ACCEPTED.labels("accepted").inc()
-        results[i] = respond(draft, req.email_id)
-        remember(rt, req, results[i])
-    response.headers.update((await limiter.peek(svc.service_id)).headers())
+        raise http_error(Refusal(400, "body: at least one email is required"))
+    svc = caller.service
+    parsed = [_parse_item(i, item) for i, item in enumerate(items)]
+    outcomes = await accept_batch(rt, svc, [p for p in parsed if isinstance(p, SendEmail)], "emails")
+    if isinstance(outcomes, Refusal):
+        raise http_error(outcomes)
+    decided = iter(outcomes)
+    results = [_item_result(i, next(decided)) if isinstance(p, SendEmail) else p for i, p in enumerate(parsed)]
+    response.headers.update((await limiter(rt).peek(svc.service_id)).headers())
     return {"data": results}
 
 
+def _parse_item(i: int, item: dict[str, Any]) -> SendEmail | dict[str, Any]:
+    """The item as a ``SendEmail``, or its error (``[i].<field>: ...``)."""
+    try:
+        return SendEmail.model_validate(item)
+    except ValidationError as exc:
+        return item_error(f"[{i}].{first_error(exc.errors())}")
+
+
+def _item_result(i: int, outcome: Accepted | Refusal) -> dict[str, Any]:
+    """``data[i]``: the send result, or the refusal's error (``[i].<field>: ...``; a rate
+    limit's as ``[i] rate limit reached ...``)."""
+    if isinstance(outcome, Accepted):
+        return outcome.response
+    sep = " " if outcome.status == 429 else "."
+    return item_error(f"[{i}]{sep}{outcome.text}", outcome.status, outcome.name)
+
+
 @router.get("/emails/{email_id}", response_model=EmailRecord, response_model_by_alias=True, responses=ERRORS)
-async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key), rt=Depends(runtime)):
+async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key),
+                    rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """The send record, per-recipient state and the event timeline; also the fields Resend's
     SDKs read (`object`, `last_event`, `reply_to`; `html`/`text` are null: bodies are not
     kept after sending)."""
@@ -147,32 +109,6 @@ async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key),
     if found is None:
         raise HTTPException(404, f"email {email_id} not found")
     return found
-
-
-async def email_record(rt, svc, email_id: str) -> dict | None:
-    """``GET /emails/{id}``'s body for a message of ``svc`` (None: not found, or another service's)."""
-    found = await lookup_email(rt, svc, email_id)
-    if found is None:
-        return None
-    record, events, response = found.record, found.events, found.response
-    recipients = queries.recipient_states(events)
-    for r in record.get("recipients", []):
-        recipients.setdefault(r, {"status": "queued"})
-    for d in record.get("dropped", []):
-        recipients.setdefault(d["recipient"], {"status": "dropped", "reason": d["reason"]})
-    return {
-        "id": email_id, "status": "sent" if record.get("recipients") else "failed", "mode": record["mode"],
-        "from": record["from"], "to": record["to"], "cc": record.get("cc", []), "bcc": record.get("bcc", []),
-        "subject": record.get("subject", ""), "tags": record.get("tags", []), "created_at": record["time"],
-        "scheduled_at": found.scheduled_at,
-        "message": response.get("message") or summary(
-            record.get("recipients", []), [(d["recipient"], d["reason"]) for d in record.get("dropped", [])],
-            record.get("sending_domain")),
-        "recipients": recipients, "events": events, "tracking": tracking_view(record),
-        # what Resend's SDKs read besides the fields above (docs/compatibility.md)
-        "object": "email", "last_event": found.last_event, "reply_to": record.get("reply_to", []),
-        "html": None, "text": None,
-    }
 
 
 router.include_router(schedule.router)  # PATCH /emails/{id}, POST /emails/{id}/cancel

@@ -1,4 +1,4 @@
-"""Public tracking endpoints (SPEC §10): the open pixel, click redirects, unsubscribe.
+"""Public tracking endpoints (docs/tracking.md): the open pixel, click redirects, unsubscribe.
 
 The pixel and the redirects are served by ``HotPaths`` (plain ASGI, mounted in app.py);
 the unsubscribe page and one-click POST are ordinary routes.

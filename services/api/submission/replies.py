@@ -1,4 +1,4 @@
-"""SMTP replies for the pipeline's outcomes (SPEC §11): the API's refusals keep their text.
+"""SMTP replies for the pipeline's outcomes (docs/submission.md): the API's refusals keep their text.
 
 HTTP status → reply: 400/403 → ``550 5.7.1`` (permanent: the same message would be refused
 again), 429 → ``452 4.7.1`` (temporary: retry later), 503 → ``451 4.3.0`` (the log is down;
@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from services.api import sending
 from services.api.refusal import Refusal
-from shared.quota import Decision
 from services.api.validation_errors import first_error
 
 MAX_TEXT = 400  # an SMTP reply line is at most 512 octets
@@ -35,11 +33,6 @@ def refusal(refused: Refusal) -> str:
     if refused.status >= 500:
         return f"451 4.3.0 {_line(refused.text)}"
     return f"550 5.7.1 {_line(refused.text)}"
-
-
-def rate_limited(decision: Decision) -> str:
-    """The API's 429 message, as a temporary failure."""
-    return refusal(sending.rate_limited(decision))
 
 
 def too_many_recipients(limit: int) -> str:

@@ -1,10 +1,10 @@
-"""The SMTP submission listener (SPEC §11), run by the api role on POSTLINE_SUBMISSION_PORT.
+"""The SMTP submission listener (docs/submission.md), run by the api role on POSTLINE_SUBMISSION_PORT.
 
 A session: EHLO → STARTTLS → AUTH PLAIN/LOGIN (password = a service API key, any user
-name) → MAIL → RCPT (at most 50) → DATA. DATA runs the send pipeline of ``POST /emails``:
+name) → MAIL → RCPT (at most 50) → DATA. DATA is a door of the accept core (services/api/accept.py), like ``POST /emails``:
 
-parse (message.py) → validate (the API's ``SendEmail``) → prepare (mode, sandbox rules,
-suppression) → rate limit → finalize the bytes → append (durable) → remember → 250 with the
+parse (message.py) → validate (the API's ``SendEmail``) → accept (prepare: mode, sandbox rules,
+suppression; finalize the bytes; rate limit + append, durable; remember) → 250 with the
 email id. Every refusal is an SMTP reply (replies.py); nothing is accepted before the
 request is on the log.
 
@@ -23,13 +23,14 @@ from pydantic import ValidationError
 from services.api.auth import key_owner
 from services.api.schemas import MAX_MESSAGE_BYTES, MAX_RECIPIENTS, SendEmail
 from services.api.refusal import Refusal
-from services.api.sending import admit_requests, prepare, remember, respond
+from services.api.accept import Finish, accept
+from services.api.sending import Draft
 from services.api.submission import message, replies
 from services.api.submission.tls import server_context
 from shared import events as ev
 from shared.control.errors import ControlBehind
-from shared import metrics
 from shared.addresses import AddressError, domain_of, parse_mailbox, split_bare
+from services.api.context import ApiContext
 
 log = logging.getLogger(__name__)
 # aiosmtpd sets its deprecated Session.login_data on every AUTH and warns about its own call
@@ -181,30 +182,27 @@ class SubmissionHandler:
         return reply
 
     async def submit(self, svc: ev.ServiceSaved, body: SendEmail, sub: message.Submitted) -> str:
-        """The pipeline of ``POST /emails`` with the client's bytes as the message."""
-        rt = self.rt
-        prepared = prepare(rt, svc, body, "emails")
-        if isinstance(prepared, Refusal):
-            return replies.refusal(prepared)
-        draft, req = prepared
+        """The accept core of ``POST /emails`` with the client's bytes as the message; its
+        outcome as a reply (replies.py)."""
+        outcome = await accept(self.rt, svc, body, "emails", finish=as_written(self.rt, sub))
+        if isinstance(outcome, Refusal):
+            if outcome.cause is not None:
+                log.warning("submission: the event log refused the append", exc_info=outcome.cause)
+            return replies.refusal(outcome)
+        return replies.accepted(outcome.email_id)
+
+
+def as_written(rt: ApiContext, sub: message.Submitted) -> Finish:
+    """The request's last step for a submitted message: the client's MIME, finalized (From,
+    Message-ID, Date) and carried as ``raw_mime`` in place of the parsed text."""
+    def finish(draft: Draft, req: ev.SendRequested) -> ev.SendRequested:
         id_domain = draft.sending_domain or domain_of(split_bare(rt.settings.sandbox_from))
         raw = message.finalize(sub, draft.from_, f"<{req.email_id}@{id_domain}>", req.time.timestamp())
-        req = req.model_copy(update={"raw_mime": base64.b64encode(raw).decode(), "text": None, **relay_options(sub)})
-        take = await rt.limits.take_for(svc.service_id, sandboxed=draft.mode != "production",
-                                        n=1 if draft.recipients else 0)
-        decisions = await admit_requests(rt, [take], [req])
-        if isinstance(decisions, Refusal):
-            log.warning("submission: the event log refused the append", exc_info=decisions.cause)
-            return replies.refusal(decisions)
-        if not decisions[0].allowed:
-            metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
-            return replies.rate_limited(decisions[0])
-        metrics.SENDS_ACCEPTED.labels("accepted").inc()
-        remember(rt, req, respond(draft, req.email_id))
-        return replies.accepted(req.email_id)
+        return req.model_copy(update={"raw_mime": base64.b64encode(raw).decode(), "text": None, **relay_options(sub)})
+    return finish
 
 
-def relay_options(sub: message.Submitted) -> dict:
+def relay_options(sub: message.Submitted) -> dict[str, bool]:
     """Tracking fields of the request, where this build has them (docs/submission.md): open
     and click tracking rewrite the HTML the relay builds, so they are off for a message sent
     as its client wrote it; the relay's List-Unsubscribe is left out when the client wrote one."""

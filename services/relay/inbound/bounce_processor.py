@@ -16,7 +16,6 @@ from services.relay.bounce_class import classify
 from services.relay.inbound.parse import Report, parse
 from services.relay.suppress import Suppressor
 from shared import events as ev
-from shared.addresses import split_bare
 from shared.runtime import Runtime
 from shared.store import queries
 from shared.verp import parse_token, token_of, unsubscribe_token_of
@@ -58,8 +57,7 @@ class BounceProcessor:
                 raise ValueError(f"not a bounce or unsubscribe address: {address}")
             email_id, index = parsed
             msg = await self.message(email_id)
-            everyone = [split_bare(a) for a in (*msg["to"], *msg.get("cc", []), *msg.get("bcc", []))]
-            rcpt = everyone[index] if index < len(everyone) else None
+            rcpt = ev.recipient_at(msg, index)
             if rcpt is not None and unsubscribing:  # whatever the mail says: RFC 2369 mailto: unsubscribe
                 emitted += await self.unsubscribe(msg, rcpt)
                 continue
@@ -71,8 +69,7 @@ class BounceProcessor:
 
     async def apply(self, msg: dict, rcpt: str, report: Report) -> list[ev.Event]:
         """Emit the event a report makes, durably, then apply the suppression rules to it."""
-        common = {"workspace_id": msg["workspace_id"], "service_id": msg["service_id"], "email_id": msg["email_id"],
-                  "recipient": rcpt, "from": msg.get("from"), "subject": msg.get("subject"), "tags": msg.get("tags", [])}
+        common = {**ev.lifecycle_fields(msg), "recipient": rcpt}
         event: ev.Complained | ev.Bounced
         if report.kind == "complaint":
             event = ev.Complained(id=ev.derived_id(msg["email_id"], rcpt, "complained"),

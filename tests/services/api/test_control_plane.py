@@ -203,7 +203,7 @@ async def test_malformed_json_is_400(tmp_path):
         assert r.status_code == 400 and "JSON" in r.json()["error"]
 
 
-# ---------------------------------------------------------------- several API processes (SPEC §14)
+# ---------------------------------------------------------------- several API processes (read your writes)
 
 async def test_a_change_on_one_process_is_used_at_once_on_another(tmp_path):
     """Two API processes over one embedded log (in this event loop, so the second one's log

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fastapi import HTTPException
 
 from services.api.idempotency import Idempotency
 from services.api.idempotency import claims as c
 from services.api.idempotency.sqlite_claims import SqliteClaims
+from services.api.refusal import Refusal
 from shared.log.sqlite import SqliteLog
 
 
@@ -55,21 +55,34 @@ async def test_concurrent_duplicates_on_two_processes_send_once(two_processes):
 async def test_two_bodies_at_once_one_wins_the_other_409(two_processes):
     calls: list = []
     runs = [two_processes[i % 2].run("svc", "k", f"h{i % 2}", producer(calls, {"body": i % 2})) for i in range(10)]
-    answers = await asyncio.gather(*runs, return_exceptions=True)
+    answers = await asyncio.gather(*runs)
     won = [a for a in answers if isinstance(a, dict)]
     assert len(calls) == 1 and won and all(a == calls[0] for a in won)
-    assert all(isinstance(a, HTTPException) and a.status_code == 409 for a in answers if not isinstance(a, dict))
+    assert all(isinstance(a, Refusal) and (a.status, a.name) == (409, "invalid_idempotent_request")
+               for a in answers if not isinstance(a, dict))
     assert len(won) == 5  # every request with the winner's body got its answer
 
 
 async def test_an_error_answer_frees_the_key(two_processes):
+    limited = Refusal(429, "rate limit reached", code="rate_limit_exceeded")
+
     async def refused():
-        raise HTTPException(429, "rate limit reached")
+        return limited
+
+    async def broken():
+        raise RuntimeError("a bug")
 
     a, b = two_processes
-    with pytest.raises(HTTPException):
-        await a.run("svc", "k", "h", refused)
+    assert await a.run("svc", "k", "h", refused) is limited  # the producer's refusal comes back as it is
     assert await b.run("svc", "k", "other body", producer([], {"id": "e2"}, 0)) == {"id": "e2"}
+    with pytest.raises(RuntimeError):  # a raising producer frees the key too
+        await a.run("svc", "k2", "h", broken)
+    assert await b.run("svc", "k2", "other body", producer([], {"id": "e3"}, 0)) == {"id": "e3"}
+
+
+async def test_a_bad_key_is_a_400_refusal(two_processes):
+    refused = await two_processes[0].run("svc", "k\n", "h", producer([], {"id": "never"}, 0))
+    assert isinstance(refused, Refusal) and (refused.status, refused.name) == (400, "invalid_idempotency_key")
 
 
 async def test_a_holder_that_never_finishes_is_taken_over_after_its_lease(two_processes):

@@ -1,5 +1,5 @@
 """Idempotency-Key across the API processes of ``postline all`` (``POSTLINE_WORKERS=4`` over
-one data dir, SPEC §14): concurrent requests with one key, each on its own connection, give
+one data dir, docs/architecture.md): concurrent requests with one key, each on its own connection, give
 one email id, one request on the log and one message at a slow smarthost; the same key with
 two bodies at once gives one body's answer (200), 409 for the other, and only that body goes out."""
 from __future__ import annotations

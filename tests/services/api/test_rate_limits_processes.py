@@ -1,4 +1,4 @@
-"""Rate limits are the service's, however many API processes answer (SPEC §14): `postline all`
+"""Rate limits are the service's, however many API processes answer (docs/rate-limits.md): `postline all`
 with four API processes over one data dir, a real SMTP sink, real HTTP clients."""
 from __future__ import annotations
 

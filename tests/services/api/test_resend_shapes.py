@@ -7,7 +7,13 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
-from services.api.errors import error_body
+from services.api.auth import MISSING
+from services.api.errors import error_body, http_error, name_of
+from services.api.idempotency.gate import IN_PROGRESS, OTHER_BODY
+from services.api.idempotency.keys import check_key
+from services.api.refusal import Refusal
+from services.api.sending import rate_limited
+from shared.quota import Decision
 from services.api.schemas import SendEmail
 from services.api.validation_errors import first_error
 from services.api.when import parse_natural
@@ -22,17 +28,22 @@ def error_of(extra: dict) -> str:
     return first_error(exc.value.errors())
 
 
-@pytest.mark.parametrize("status,message,name", [
-    (400, "to: bad", "validation_error"), (401, "missing API key: send Api-Key", "missing_api_key"),
-    (401, "invalid API key", "invalid_api_key"), (404, "email x not found", "not_found"),
-    (409, "Idempotency-Key: already used with a different request body", "invalid_idempotent_request"),
-    (429, "rate limit reached (minute: 600); retry in 3 s", "rate_limit_exceeded"),
-    (429, "rate limit reached (day: 10000); retry in 3 s", "daily_quota_exceeded"),
-    (429, "rate limit reached (sandbox day: 50); retry in 3 s", "daily_quota_exceeded"),
-    (500, "internal error; safe to retry", "application_error"), (502, "x", "application_error"),
+@pytest.mark.parametrize("refusal,name", [
+    (Refusal(400, "bad", "to"), "validation_error"), (Refusal(401, "missing API key", code=MISSING), "missing_api_key"),
+    (Refusal(401, "invalid API key"), "invalid_api_key"), (Refusal(404, "email x not found"), "not_found"),
+    (OTHER_BODY, "invalid_idempotent_request"), (IN_PROGRESS, "concurrent_idempotent_requests"),
+    (check_key("k" * 256), "invalid_idempotency_key"),
+    (rate_limited(Decision(False, 600, 0, 3, 3, "minute")), "rate_limit_exceeded"),
+    (rate_limited(Decision(False, 10000, 0, 3, 3, "day")), "daily_quota_exceeded"),
+    (rate_limited(Decision(False, 50, 0, 3, 3, "sandbox day")), "daily_quota_exceeded"),
+    (Refusal(500, "internal error; safe to retry"), "application_error"), (Refusal(502, "x"), "application_error"),
 ])
-def test_error_body_has_both_contracts(status, message, name):
-    assert error_body(status, message) == {"error": message, "message": message, "name": name, "statusCode": status}
+def test_error_body_has_both_contracts(refusal, name):
+    """The machine code is given where the refusal is made (never read from its text), and
+    the HTTP edge puts it in the body next to the message."""
+    assert refusal.name == name and name_of(http_error(refusal)) == name
+    assert error_body(refusal.status, refusal.text, refusal.name) == {
+        "error": refusal.text, "message": refusal.text, "name": name, "statusCode": refusal.status}
 
 
 def test_tags_as_name_value_objects_become_strings():

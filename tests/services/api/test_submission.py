@@ -1,4 +1,4 @@
-"""SMTP submission (issue 18, SPEC §11) against a running `postline all` that delivers to an
+"""SMTP submission (issue 18, docs/submission.md) against a running `postline all` that delivers to an
 SMTP sink, with clients nobody here wrote: Python's smtplib and Debian's swaks."""
 from __future__ import annotations
 

@@ -34,14 +34,14 @@ async def test_cancel_drops_the_held_request_and_is_remembered(tmp_path):
     try:
         later = datetime.now(timezone.utc) + timedelta(hours=1)
         assert await scheduler.hold(request("e1", later))
-        await apply_change(ctx, scheduler, ev.SendCancelled(workspace_id="w", service_id="s", email_id="e1"))
-        assert scheduler._next_due() is None and scheduler.is_cancelled("e1")
+        await apply_change(ctx, scheduler, ev.SendCanceled(workspace_id="w", service_id="s", email_id="e1"))
+        assert scheduler._next_due() is None and scheduler.is_canceled("e1")
         # the request redelivered after a crash is not held again
         assert not await scheduler.hold(request("e1", later))
         [canceled] = await read_all(log, ev.Topic.EVENTS, "t1")
         assert (canceled.type, canceled.email_id, canceled.recipient) == ("canceled", "e1", "a@example.com")
         # a cancel that finds nothing held (already released) emits nothing
-        await apply_change(ctx, scheduler, ev.SendCancelled(workspace_id="w", service_id="s", email_id="e2"))
+        await apply_change(ctx, scheduler, ev.SendCanceled(workspace_id="w", service_id="s", email_id="e2"))
         assert [e.email_id for e in await read_all(log, ev.Topic.EVENTS, "t2")] == ["e1"]
     finally:
         scheduler.close()

@@ -4,15 +4,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from services.api.dashboard.pages.owned import owned
-from services.api.dashboard.web import BAD_INPUT, Caller, caller, form, page, problem, redirect, service_of
-from services.api.routes import domains as domains_api
+from services.api.dashboard.web import (BAD_INPUT, Caller, caller, form, or_error_page, page, problem, redirect,
+                                        service_of)
+from services.api.manage import domains as manage
+from services.api.refusal import Refusal
 from services.api.schemas import DomainCreate
 
 router = APIRouter(include_in_schema=False)
 
 
 def _domains(request, c, svc, status=200, error=None):
-    items = [domains_api.domain_view(d, c.rt.settings) for d in c.rt.control.state.domains_of(svc.service_id)]
+    items = manage.list_domains(c.rt, svc)
     return page(request, "domains.html", status=status, c=c, svc=svc, domains=items, error=error, tab="domains")
 
 
@@ -26,9 +28,12 @@ async def domain_add(request: Request, service_id: str, c: Caller = Depends(call
     data = await form(request, c)
     svc = service_of(c, service_id)
     try:
-        d = await domains_api.add_domain(DomainCreate(domain=data.get("domain", "")), svc=svc, rt=c.rt)
+        body = DomainCreate(domain=data.get("domain", ""))
     except BAD_INPUT as exc:
         return _domains(request, c, svc, 400, problem(exc))
+    d = await manage.add_domain(c.rt, svc, body.domain, body.tracking_host)
+    if isinstance(d, Refusal):
+        return _domains(request, c, svc, 400, problem(d))
     return redirect(f"/services/{service_id}/domains/{d['id']}")
 
 
@@ -36,7 +41,7 @@ async def domain_add(request: Request, service_id: str, c: Caller = Depends(call
 async def domain_page(request: Request, service_id: str, domain_id: str, c: Caller = Depends(caller)):
     svc = service_of(c, service_id)
     d = owned(c.rt.control.state.domains, domain_id, svc, "domain")
-    return page(request, "domain.html", c=c, svc=svc, d=domains_api.domain_view(d, c.rt.settings), tab="domains")
+    return page(request, "domain.html", c=c, svc=svc, d=manage.domain_view(d, c.rt.settings), tab="domains")
 
 
 @router.post("/services/{service_id}/domains/{domain_id}/verify")
@@ -45,7 +50,7 @@ async def domain_verify(request: Request, service_id: str, domain_id: str, c: Ca
     await form(request, c)
     svc = service_of(c, service_id)
     d = owned(c.rt.control.state.domains, domain_id, svc, "domain")
-    view = await domains_api.verify_domain(d=d, rt=c.rt)
+    view = or_error_page(await manage.verify_domain(c.rt, d))
     return page(request, "domain.html", c=c, svc=svc, d=view, checked=True, tab="domains")
 
 
@@ -53,5 +58,5 @@ async def domain_verify(request: Request, service_id: str, domain_id: str, c: Ca
 async def domain_delete(request: Request, service_id: str, domain_id: str, c: Caller = Depends(caller)):
     await form(request, c)
     svc = service_of(c, service_id)
-    await domains_api.delete_domain(d=owned(c.rt.control.state.domains, domain_id, svc, "domain"), rt=c.rt)
+    or_error_page(await manage.delete_domain(c.rt, owned(c.rt.control.state.domains, domain_id, svc, "domain")))
     return redirect(f"/services/{service_id}/domains")

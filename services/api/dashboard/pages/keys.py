@@ -4,15 +4,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from services.api.dashboard.pages.owned import owned
-from services.api.dashboard.web import BAD_INPUT, Caller, caller, form, page, problem, redirect, service_of
-from services.api.routes import keys as keys_api
+from services.api.dashboard.web import (BAD_INPUT, Caller, caller, form, or_error_page, page, problem, redirect,
+                                        service_of)
+from services.api.manage import keys as manage
 from services.api.schemas import ApiKeyCreate
 
 router = APIRouter(include_in_schema=False)
 
 
 def _keys(request, c, svc, status=200, error=None, created=None):
-    items = [keys_api.key_view(k) for k in c.rt.control.state.keys_of(svc.service_id)]
+    items = manage.list_keys(c.rt, svc)
     return page(request, "keys.html", status=status, c=c, svc=svc, keys=items, created=created, error=error,
                 tab="keys")
 
@@ -28,9 +29,10 @@ async def key_create(request: Request, service_id: str, c: Caller = Depends(call
     data = await form(request, c)
     svc = service_of(c, service_id)
     try:
-        created = await keys_api.create_key(ApiKeyCreate(name=data.get("name", "").strip()), svc=svc, rt=c.rt)
+        body = ApiKeyCreate(name=data.get("name", "").strip())
     except BAD_INPUT as exc:
         return _keys(request, c, svc, 400, problem(exc))
+    created = await manage.create_key(c.rt, svc, body.name)
     return _keys(request, c, svc, 201, created=created)
 
 
@@ -39,5 +41,5 @@ async def key_revoke(request: Request, service_id: str, key_id: str, c: Caller =
     await form(request, c)
     svc = service_of(c, service_id)
     owned(c.rt.control.state.api_keys, key_id, svc, "API key")
-    await keys_api.revoke_key(key_id, svc=svc, rt=c.rt)
+    or_error_page(await manage.revoke_key(c.rt, svc, key_id))
     return redirect(f"/services/{service_id}/keys")

@@ -6,14 +6,15 @@ from datetime import datetime, timedelta, timezone
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.api.dashboard.web import Caller, PageError, caller, page, service_of
-from services.api.routes.emails import email_record
+from services.api.email_lookup import email_record
+from shared import events as ev
 from shared.store import queries
 
 router = APIRouter(include_in_schema=False)
-STATUSES = ("queued", "sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained")
+STATUSES = ev.MESSAGE_STATUSES
 SINCE = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 # Fields every event has; the rest (smtp_code, reason, bounce_class, url, ...) are shown as they come.
-COMMON = {"id", "v", "type", "time", "workspace_id", "service_id", "email_id", "recipient", "from", "subject", "tags"}
+COMMON = {"id", "v", "type", "time", "recipient", *ev.LIFECYCLE_FIELDS}
 
 
 def details(event: dict) -> list[tuple[str, str]]:

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Request
 
 from services.api.dashboard import chart
 from services.api.dashboard.web import BAD_INPUT, Caller, PageError, caller, form, page, problem, redirect, service_of
-from services.api.routes import services as api
+from services.api.manage import services as api
+from services.api.refusal import Refusal
 from services.api.schemas import ServiceCreate, ServiceUpdate
 from shared.store import queries
 
@@ -29,9 +30,10 @@ async def services_list(request: Request, c: Caller = Depends(caller)):
 async def services_create(request: Request, c: Caller = Depends(caller)):
     data = await form(request, c)
     try:
-        created = await api.create_service(ServiceCreate(name=data.get("name", "").strip()), ws=c.workspace, rt=c.rt)
+        body = ServiceCreate(name=data.get("name", "").strip())
     except BAD_INPUT as exc:
         return _list(request, c, 400, problem(exc))
+    created = await api.create_service(c.rt, c.workspace, body.name)
     return redirect(f"/services/{created['id']}")
 
 
@@ -79,7 +81,10 @@ async def service_settings(request: Request, service_id: str, c: Caller = Depend
     if data.get("tracking"):  # the tracking form: an unchecked box is simply absent
         changes.update(track_opens="track_opens" in data, track_clicks="track_clicks" in data)
     try:
-        await api.update_service(ServiceUpdate(**changes), svc=svc, rt=c.rt)
+        body = ServiceUpdate(**changes)
     except BAD_INPUT as exc:
         return await _detail(request, c, service_id, "7d", 400, problem(exc))
+    updated = await api.update_service(c.rt, svc, body)
+    if isinstance(updated, Refusal):
+        return await _detail(request, c, service_id, "7d", 400, problem(updated))
     return redirect(f"/services/{service_id}")

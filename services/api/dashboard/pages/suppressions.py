@@ -1,17 +1,18 @@
 """A service's suppression list: list (newest first), search, add, remove."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 
 from services.api.dashboard.web import BAD_INPUT, Caller, caller, form, page, problem, redirect, service_of
-from services.api.routes import suppressions as api
+from services.api.manage import suppressions as api
+from services.api.refusal import Refusal
 
 router = APIRouter(include_in_schema=False)
 PAGE = 200
 
 
 def _list(request, c, svc, q: str = "", status=200, error=None):
-    items = [api.view(s) for s in c.rt.control.state.suppressions_of(svc.service_id)]
+    items = api.list_all(c.rt, svc)
     needle = q.strip().lower()
     if needle:
         items = [s for s in items if needle in s["email"]]
@@ -30,9 +31,9 @@ async def suppression_add(request: Request, service_id: str, c: Caller = Depends
     svc = service_of(c, service_id)
     try:
         body = api.SuppressionCreate(email=data.get("email", ""), reason="manual")
-        await api.add_suppression(body, svc=svc, rt=c.rt)
     except BAD_INPUT as exc:
         return _list(request, c, svc, status=400, error=problem(exc))
+    await api.add(c.rt, svc, body)
     return redirect(f"/services/{service_id}/suppressions")
 
 
@@ -40,8 +41,7 @@ async def suppression_add(request: Request, service_id: str, c: Caller = Depends
 async def suppression_remove(request: Request, service_id: str, c: Caller = Depends(caller)):
     data = await form(request, c)
     svc = service_of(c, service_id)
-    try:
-        await api.remove_suppression(data.get("email", ""), svc=svc, rt=c.rt)
-    except HTTPException as exc:
-        return _list(request, c, svc, status=exc.status_code, error=problem(exc))
+    refused = await api.remove(c.rt, svc, data.get("email", ""))
+    if isinstance(refused, Refusal):
+        return _list(request, c, svc, status=refused.status, error=problem(refused))
     return redirect(f"/services/{service_id}/suppressions")

@@ -5,15 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from services.api.dashboard.pages.owned import owned
-from services.api.dashboard.web import BAD_INPUT, Caller, caller, form, page, problem, redirect, service_of
-from services.api.routes import webhooks as webhooks_api
+from services.api.dashboard.web import (BAD_INPUT, Caller, caller, form, or_error_page, page, problem, redirect,
+                                        service_of)
+from services.api.manage import webhooks as manage
+from services.api.manage.webhook_inputs import ReplayRequest, WebhookCreate
+from services.api.refusal import Refusal
 from shared import events as ev
 
 router = APIRouter(include_in_schema=False)
 
 
 def _webhooks(request, c, svc, status=200, error=None, created=None):
-    items = [webhooks_api.view(w) for w in c.rt.control.state.webhooks_of(svc.service_id)]
+    items = [manage.view(w) for w in c.rt.control.state.webhooks_of(svc.service_id)]
     return page(request, "webhooks.html", status=status, c=c, svc=svc, webhooks=items, created=created, error=error,
                 event_types=ev.LIFECYCLE_TYPES, tab="webhooks")
 
@@ -30,24 +33,27 @@ async def webhook_create(request: Request, service_id: str, c: Caller = Depends(
     events = [e for e in (await request.form()).getlist("events") if isinstance(e, str)]
     svc = service_of(c, service_id)
     try:
-        body = webhooks_api.WebhookCreate(url=str(data.get("url", "")).strip(), events=events)
-        created = await webhooks_api.create_webhook(body, svc=svc, rt=c.rt)
+        body = WebhookCreate(url=str(data.get("url", "")).strip(), events=events)
     except BAD_INPUT as exc:
         return _webhooks(request, c, svc, 400, problem(exc))
+    created = await manage.create_webhook(c.rt, svc, body)
+    if isinstance(created, Refusal):
+        return _webhooks(request, c, svc, 400, problem(created))
     return _webhooks(request, c, svc, 201, created=created)
 
 
 async def _attempts(c: Caller, w: ev.WebhookSaved) -> list[dict] | None:
     try:
-        return (await webhooks_api.list_attempts(limit=50, w=w, rt=c.rt))["data"]
-    except Exception:  # no analytics store on this process, or it is down
+        found = await manage.attempts(c.rt, w, 50)
+    except Exception:  # the analytics store is down: the page shows the rest
         return None
+    return None if isinstance(found, Refusal) else found  # a refusal: no analytics store on this process
 
 
 async def _webhook(request, c, service_id: str, webhook_id: str, status=200, notice=None, error=None):
     svc = service_of(c, service_id)
     w = owned(c.rt.control.state.webhooks, webhook_id, svc, "webhook")
-    return page(request, "webhook.html", status=status, c=c, svc=svc, w=webhooks_api.view(w),
+    return page(request, "webhook.html", status=status, c=c, svc=svc, w=manage.view(w),
                 attempts=await _attempts(c, w), notice=notice, error=error, tab="webhooks")
 
 
@@ -60,7 +66,7 @@ async def webhook_page(request: Request, service_id: str, webhook_id: str, c: Ca
 async def webhook_test(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)):
     await form(request, c)
     w = owned(c.rt.control.state.webhooks, webhook_id, service_of(c, service_id), "webhook")
-    await webhooks_api.send_test(w=w, rt=c.rt)
+    await manage.send_test(c.rt, w)
     return await _webhook(request, c, service_id, webhook_id, 202, notice="A test event is on its way.")
 
 
@@ -69,9 +75,12 @@ async def webhook_replay(request: Request, service_id: str, webhook_id: str, c: 
     data = await form(request, c)
     w = owned(c.rt.control.state.webhooks, webhook_id, service_of(c, service_id), "webhook")
     try:
-        done = await webhooks_api.replay(webhooks_api.ReplayRequest(event_id=data.get("event_id") or None), w=w, rt=c.rt)
+        body = ReplayRequest(event_id=data.get("event_id") or None)
     except BAD_INPUT as exc:
         return await _webhook(request, c, service_id, webhook_id, 400, error=problem(exc))
+    done = await manage.replay(c.rt, w, body)
+    if isinstance(done, Refusal):
+        return await _webhook(request, c, service_id, webhook_id, 400, error=problem(done))
     return await _webhook(request, c, service_id, webhook_id, 202, notice=f"Replaying {done['events']} event(s).")
 
 
@@ -79,5 +88,5 @@ async def webhook_replay(request: Request, service_id: str, webhook_id: str, c: 
 async def webhook_delete(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)):
     await form(request, c)
     w = owned(c.rt.control.state.webhooks, webhook_id, service_of(c, service_id), "webhook")
-    await webhooks_api.delete_webhook(w=w, rt=c.rt)
+    or_error_page(await manage.delete_webhook(c.rt, w))
     return redirect(f"/services/{service_id}/webhooks")

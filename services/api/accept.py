@@ -1,0 +1,131 @@
+"""Accept a send: the one use case behind every door (docs/architecture.md, "The accept core").
+
+    idempotency (when keyed) → prepare → limit + append (one step) → metrics → remember
+
+``accept`` takes one message, ``accept_batch`` several at once (each accepted or refused on
+its own, all appended together). Both return values — ``Accepted`` or a ``Refusal``
+(services/api/refusal.py) — and raise only for bugs. The doors are thin adapters that map
+them to their protocol: the JSON routes and the batch route (routes/emails.py), the send fast
+path (send_fast_path.py) and SMTP submission (submission/server.py). Nothing here knows HTTP
+or SMTP.
+
+Nothing is reported as accepted before its request is durably on the log."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from services.api.idempotency import body_hash, email_id_for
+from services.api.parts import idempotency, limiter
+from services.api.refusal import Refusal
+from services.api.schemas import SendEmail
+from services.api.sending import Door, Draft, admit_requests, prepare, rate_limited, remember, respond
+from shared import events as ev
+from shared import metrics
+from shared.failpoints import failpoint
+from shared.quota import Decision
+from services.api.context import ApiContext
+
+# A door's own last touch on the request before it is appended (SMTP: the client's bytes).
+Finish = Callable[[Draft, ev.SendRequested], ev.SendRequested]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A send on the log: its answer (the ``SendResult`` body, also what an Idempotency-Key
+    replays) and the service's rate-limit state after it (``RateLimit-*`` over HTTP)."""
+
+    response: dict[str, Any]
+    limits: Decision
+
+    @property
+    def email_id(self) -> str:
+        return str(self.response["id"])
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    draft: Draft
+    request: ev.SendRequested
+
+
+async def accept(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, key: str | None = None,
+                 raw: bytes = b"", finish: Finish | None = None) -> Accepted | Refusal:
+    """One send. With an Idempotency-Key ``key`` (``raw``: the request body, hashed), the same
+    key and body within 24 h answer the first response and send nothing new (the email id is
+    derived from the key); the gate's refusals (400, 409, 503) come back as they are."""
+    if key is None:
+        return await _accept_one(rt, svc, body, door, None, finish)
+    fresh: list[Accepted] = []
+
+    async def produce() -> dict[str, Any] | Refusal:
+        outcome = await _accept_one(rt, svc, body, door, email_id_for(svc.service_id, key), finish)
+        if isinstance(outcome, Refusal):
+            return outcome
+        fresh.append(outcome)
+        return outcome.response
+
+    answer = await idempotency(rt).run(svc.service_id, key, body_hash(raw), produce)
+    if isinstance(answer, Refusal):
+        return answer
+    if fresh:
+        return fresh[0]
+    return Accepted(answer, await limiter(rt).peek(svc.service_id))  # a replay: the state now, nothing taken
+
+
+async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[SendEmail], door: Door
+                       ) -> list[Accepted | Refusal] | Refusal:
+    """Several sends: ``[i]`` is ``bodies[i]``'s outcome; the prepared ones are counted and
+    appended in one step. One ``Refusal`` for the whole when the log did not confirm the
+    append (then none of them was accepted)."""
+    prepared = [_prepare(rt, svc, body, door, None, None) for body in bodies]
+    admitted = await _admit(rt, svc, [p for p in prepared if isinstance(p, _Prepared)])
+    if isinstance(admitted, Refusal):
+        return admitted
+    decided = iter(admitted)
+    return [p if isinstance(p, Refusal) else next(decided) for p in prepared]
+
+
+async def _accept_one(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None,
+                      finish: Finish | None) -> Accepted | Refusal:
+    """prepare → limit + append → record; a refused preparation reports the limits as they are."""
+    prepared = _prepare(rt, svc, body, door, email_id, finish)
+    if isinstance(prepared, Refusal):
+        return dataclasses.replace(prepared, limits=await limiter(rt).peek(svc.service_id))
+    admitted = await _admit(rt, svc, [prepared])
+    return admitted if isinstance(admitted, Refusal) else admitted[0]
+
+
+def _prepare(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None,
+             finish: Finish | None) -> _Prepared | Refusal:
+    """The checks and the request event (services/api/sending.py); nothing is written."""
+    prepared = prepare(rt, svc, body, door, email_id)
+    if isinstance(prepared, Refusal):
+        return prepared
+    draft, req = prepared
+    return _Prepared(draft, finish(draft, req) if finish is not None else req)
+
+
+async def _admit(rt: ApiContext, svc: ev.ServiceSaved, prepared: list[_Prepared]) -> list[Accepted | Refusal] | Refusal:
+    """Count each request against the service's limits and append those that fit, in one step."""
+    limits = limiter(rt)
+    takes = [await limits.take_for(svc.service_id, sandboxed=p.draft.mode != "production",
+                                   n=1 if p.draft.recipients else 0) for p in prepared]
+    decisions = await admit_requests(rt, takes, [p.request for p in prepared])
+    if isinstance(decisions, Refusal):
+        return decisions
+    return [_record(rt, p, decision) for p, decision in zip(prepared, decisions)]
+
+
+def _record(rt: ApiContext, p: _Prepared, decision: Decision) -> Accepted | Refusal:
+    """Count the outcome (``postline_api_sends_total``, every door alike) and remember an
+    accepted send for ``GET /emails/{id}``."""
+    if not decision.allowed:
+        metrics.SENDS_ACCEPTED.labels("rate_limited").inc()
+        return rate_limited(decision)
+    failpoint("api.after_append")  # tests: a crash after the append, before anything is answered
+    metrics.SENDS_ACCEPTED.labels("accepted").inc()
+    response = respond(p.draft, p.request.email_id)
+    remember(rt, p.request, response)
+    return Accepted(response, decision)

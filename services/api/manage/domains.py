@@ -1,0 +1,79 @@
+"""Sending domains: add (a DKIM key is generated), the DNS records to publish, the tracking
+host, verify now (per-record result), remove."""
+from __future__ import annotations
+
+from typing import Any
+
+from services.api import domains as dom
+from services.api.manage import changed, deleted
+from services.api.refusal import Refusal
+from shared import events as ev
+from shared.dkim_keys import generate
+from services.api.context import ApiContext
+from shared.settings import Settings
+
+
+def domain_view(d: ev.DomainSaved, settings: Settings) -> dict[str, Any]:
+    return {"id": d.domain_id, "domain": d.domain, "status": "verified" if d.verified else "pending",
+            "verified": d.verified, "verified_at": d.verified_at.isoformat() if d.verified_at else None,
+            "created_at": d.created_at.isoformat(), "records": dom.records(d, settings),
+            "tracking_host": d.tracking_host, "last_check": d.last_check}
+
+
+def list_domains(rt: ApiContext, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
+    return [domain_view(d, rt.settings) for d in rt.control.state.domains_of(svc.service_id)]
+
+
+def find_domain(rt: ApiContext, svc: ev.ServiceSaved, domain_id: str) -> ev.DomainSaved | Refusal:
+    """``svc``'s domain ``domain_id``; 404 for another service's or none."""
+    d = rt.control.state.domains.get(domain_id)
+    if d is None or d.service_id != svc.service_id:
+        return Refusal(404, f"domain {domain_id} not found")
+    return d
+
+
+def tracking_host(value: str | None, domain: str) -> str | None | Refusal:
+    """The normalised tracking host (None: none), or a 400 refusal."""
+    try:
+        return dom.normalise_tracking_host(value, domain) if value else None
+    except ValueError as exc:
+        return Refusal(400, str(exc))
+
+
+async def add_domain(rt: ApiContext, svc: ev.ServiceSaved, domain: str, host: str | None) -> dict[str, Any] | Refusal:
+    """400 for a name that is not a domain (or a bad tracking host), 409 when already added."""
+    name = dom.normalise_domain(domain)
+    if name is None:
+        return Refusal(400, f"domain: {domain!r} is not a valid domain name")
+    if any(d.domain == name for d in rt.control.state.domains_of(svc.service_id)):
+        return Refusal(409, f"domain: {name} is already added to this service")
+    tracking = tracking_host(host, name)
+    if isinstance(tracking, Refusal):
+        return tracking
+    domain_id = ev.new_id()
+    d = ev.DomainSaved(workspace_id=svc.workspace_id, service_id=svc.service_id, domain_id=domain_id, domain=name,
+                       tracking_host=tracking, created_at=ev.utcnow(), **generate(rt.settings.master_key, domain_id))
+    await rt.control.save(d)
+    return domain_view(d, rt.settings)
+
+
+async def set_tracking_host(rt: ApiContext, d: ev.DomainSaved, host: str | None) -> dict[str, Any] | Refusal:
+    """Set (or, with None, remove) the domain's tracking host; its CNAME joins the records."""
+    tracking = tracking_host(host, d.domain)
+    if isinstance(tracking, Refusal):
+        return tracking
+    updated = await changed(rt, d, tracking_host=tracking)
+    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
+
+
+async def verify_domain(rt: ApiContext, d: ev.DomainSaved) -> dict[str, Any] | Refusal:
+    """Look the records up now: the domain's view with each record's result (``checks``)."""
+    verified, checks = await dom.verify(d, rt.settings)
+    now = ev.utcnow()
+    updated = await changed(rt, d, verified=verified, verified_at=(d.verified_at or now) if verified else None,
+                            last_check={"at": now.isoformat(), "records": checks})
+    return updated if isinstance(updated, Refusal) else {**domain_view(updated, rt.settings), "checks": checks}
+
+
+async def delete_domain(rt: ApiContext, d: ev.DomainSaved) -> Refusal | None:
+    return await deleted(rt, d)
