@@ -81,14 +81,11 @@ async def lookup_email(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> F
     return Found(record, events, remembered[1] if remembered else {}, local)
 
 
-def accepted_elsewhere(rt, email_id: str) -> dict | None:
+def accepted_elsewhere(rt: ApiContext, email_id: str) -> dict[str, Any] | None:
     """The summary of a request another process appended (same shape as RecentSends'), read
     from the embedded log by its key; None when unknown or when the log cannot look up keys
-    (Kafka: there the API replicas rely on analytics)."""
-    by_key = getattr(rt.log, "by_key", None)
-    if by_key is None:
-        return None
-    for rec in by_key(ev.Topic.REQUESTS, email_id):  # newest first: cancels and reschedules share the key
+    (Kafka: ``by_key`` finds nothing there, and the API replicas rely on analytics)."""
+    for rec in rt.log.by_key(ev.Topic.REQUESTS, email_id):  # newest first: cancels and reschedules share the key
         req = ev.decode(rec.value)
         if isinstance(req, ev.SendRequested):
             return ev.message_summary(req)
