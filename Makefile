@@ -4,7 +4,7 @@ VENV   := .venv
 UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.synced
 
-.PHONY: run test bench bench-deps install test-deps screenshots clean
+.PHONY: run test typecheck bench bench-deps install test-deps screenshots clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,9 +53,13 @@ test-deps: install $(CHROMIUM) $(SWAKS) $(SDK_NODE)
 run: install
 	$(VENV)/bin/postline all
 
-## make test: the whole suite, real parts included (tansu broker, chDB, SMTP sinks, DNS).
-test: test-deps
+## make test: the type checker ([tool.mypy] in pyproject.toml), then the whole suite, real parts
+## included (tansu broker, chDB, SMTP sinks, DNS).
+test: test-deps typecheck
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+typecheck: install
+	$(VENV)/bin/mypy
 
 ## make screenshots: the browser tests, writing docs/screenshots/*.png (linked from the README).
 screenshots: test-deps

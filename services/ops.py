@@ -17,18 +17,24 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.log.port import LogNotStarted
+from shared.runtime import Runtime
 from shared.store import queries
 
 STORE_TIMEOUT = 3.0
 NEEDS_STORE = ("analytics",)  # the roles whose job is the analytics store itself
 
 
-async def log_answers(runtime) -> bool:
-    ping = getattr(runtime.log, "ping", None)
-    return bool(runtime.log is not None and (ping is None or await ping()))
+async def log_answers(runtime: Runtime) -> bool:
+    try:
+        return await runtime.log.ping()
+    except LogNotStarted:
+        return False
 
 
-async def store_answers(runtime) -> bool:
+async def store_answers(runtime: Runtime) -> bool:
+    if runtime.store is None:
+        return False
     try:
         await asyncio.wait_for(queries.ping(runtime.store), STORE_TIMEOUT)
         return True
@@ -36,16 +42,16 @@ async def store_answers(runtime) -> bool:
         return False
 
 
-async def readiness(runtime) -> tuple[bool, dict, dict]:
+async def readiness(runtime: Runtime) -> tuple[bool, dict[str, bool], dict[str, bool]]:
     """``(ready, checks, degraded)``: ``checks`` decide readiness; ``degraded`` lists
     dependencies that are down but that this process's roles do not need."""
     roles = runtime.roles
-    checks = {"control_replayed": bool(runtime.control and runtime.control.ready.is_set()),
+    checks = {"control_replayed": _replayed(runtime),
               "event_log": await log_answers(runtime)}
     for role, task in roles.items():
         if role != "api":  # the API's server is what answers this request
             checks[f"{role}_running"] = not task.done()
-    if "api" in roles and hasattr(runtime.log, "writable"):  # sends are appends: the last one must not have failed
+    if "api" in roles:  # sends are appends: the last one must not have failed
         checks["event_log_writable"] = runtime.log.writable()
     checks.update((name, check()) for name, check in runtime.checks.items())
     degraded = {}
@@ -58,13 +64,22 @@ async def readiness(runtime) -> tuple[bool, dict, dict]:
     return all(checks.values()), checks, degraded
 
 
-def add_ops_routes(app: FastAPI, runtime) -> None:
+def _replayed(runtime: Runtime) -> bool:
+    try:
+        return runtime.control.ready.is_set()
+    except LogNotStarted:
+        return False
+
+
+def add_ops_routes(app: FastAPI, runtime: Runtime | None) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz():
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz():
+        if runtime is None:
+            return JSONResponse({"ready": False, "checks": {}, "degraded": {}}, status_code=503)
         ready, checks, degraded = await readiness(runtime)
         return JSONResponse({"ready": ready, "checks": checks, "degraded": degraded}, status_code=200 if ready else 503)
 
@@ -85,7 +100,7 @@ def exposition() -> bytes:
     return generate_latest(registry)
 
 
-def ops_app(runtime) -> FastAPI:
+def ops_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     add_ops_routes(app, runtime)
     return app

@@ -115,15 +115,16 @@ async def start_front_door(rt, stop: asyncio.Event, wanted, supervised: bool) ->
 
         return [asyncio.create_task(_Server(ops_app(rt), settings).run(stop), name="ops")]
     from services.api.app import create_app
+    from services.api.context import ApiContext
 
     token = None if supervised else await rt.ensure_default_workspace()
-    app = create_app(rt)
-    await rt.limits.quota.start()  # Kafka: the other replicas' rate counts read up to now
+    app, api = create_app(rt), ApiContext.of(rt)
+    await api.limits.quota.start()  # Kafka: the other replicas' rate counts read up to now
     tasks = [asyncio.create_task(_Server(app, settings, reuse_port=supervised).run(stop), name="api")]
     if settings.submission_port:
         from services.api.submission.server import serve as serve_submission
 
-        tasks.append(asyncio.create_task(serve_submission(rt, stop), name="submission"))
+        tasks.append(asyncio.create_task(serve_submission(api, stop), name="submission"))
     if not supervised:
         announce(settings, token, rt)
     return tasks

@@ -17,6 +17,8 @@ import threading
 import time
 
 from shared import metrics
+from shared.log.port import LogError
+from shared.store.port import StoreError
 
 log = logging.getLogger("postline.dependency")
 DEFAULT_INTERVAL = 30.0
@@ -25,7 +27,7 @@ DEFAULT_INTERVAL = 30.0
 class DependencyLog:
     """Per-dependency rate-limited error reporting; thread-safe, never blocks."""
 
-    def __init__(self, interval: float = DEFAULT_INTERVAL):
+    def __init__(self, interval: float = DEFAULT_INTERVAL) -> None:
         self.interval = interval
         self._lock = threading.Lock()
         self._last_line: dict[str, float] = {}
@@ -98,20 +100,20 @@ class LibraryFilter(logging.Filter):
 
 
 DEPENDENCIES = DependencyLog()
-LIBRARIES = {"aiokafka": "kafka", "kafka": "kafka", "clickhouse_connect": "clickhouse", "urllib3": "clickhouse"}
+# The libraries that log about a dependency themselves, by logger name, and the port they serve.
+LIBRARIES = {"aiokafka": LogError.dependency, "kafka": LogError.dependency,
+             "clickhouse_connect": StoreError.dependency, "urllib3": StoreError.dependency}
+PORT_ERRORS: tuple[type[LogError] | type[StoreError], ...] = (LogError, StoreError)
 
 
-def dependency_of(exc: BaseException) -> str | None:
-    """The dependency an exception (or one of its causes) came from, by the library that
-    raised it; None for anything else (a bug keeps its full traceback in the log)."""
+def dependency_of(exc: BaseException | None) -> str | None:
+    """The dependency that is down when ``exc`` (or one of its causes) is a port's retriable
+    error (``LogUnavailable``, ``StoreUnavailable``, ...: the adapters translate their
+    library's errors into these); None for anything else (a bug keeps its full traceback)."""
     seen = 0
     while exc is not None and seen < 8:
-        module = type(exc).__module__
-        if module == "shared.log.deadline":
-            return "event_log"
-        for prefix, dependency in LIBRARIES.items():
-            if module == prefix or module.startswith(prefix + "."):
-                return dependency
+        if isinstance(exc, PORT_ERRORS) and exc.retriable:
+            return exc.dependency
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
 

@@ -4,6 +4,7 @@ A small SQLite file in the data dir; the relay writes, the API lists (``GET /dev
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import re
 import sqlite3
@@ -14,7 +15,9 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any, Awaitable, Callable
 
+Mail = dict[str, Any]  # a captured message as the dev inbox API shows it (JSON values)
 URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+")
 
 
@@ -39,7 +42,7 @@ class DevInbox:
         """Keep one delivered message; durable (committed) when it returns."""
         return await asyncio.to_thread(self._store, mail_from, rcpts, raw)
 
-    def list(self, limit: int = 50, to: str | None = None, email_id: str | None = None) -> list[dict]:
+    def list(self, limit: int = 50, to: str | None = None, email_id: str | None = None) -> builtins.list[Mail]:
         """Newest first; ``to`` keeps mail to that envelope recipient, ``email_id`` the mail of
         that Postline email (its ``X-Postline-Id``)."""
         filtered = bool(to or email_id)
@@ -58,7 +61,8 @@ class DevInbox:
             out.append(summary)
         return out[:limit]
 
-    async def wait_list(self, wait: float, keep=None, **filters) -> list[dict]:
+    async def wait_list(self, wait: float, keep: Callable[[builtins.list[Mail]], Awaitable[builtins.list[Mail]]] | None = None,
+                        **filters: Any) -> builtins.list[Mail]:
         """``list(**filters)``, narrowed by ``await keep(found)`` when given, waiting up to
         ``wait`` seconds for a first match (the relay delivers asynchronously: a script can ask
         for a mail it just caused)."""
@@ -71,7 +75,7 @@ class DevInbox:
                 return found
             await asyncio.sleep(0.1)
 
-    def message(self, mid: str, with_raw: bool = False) -> dict | None:
+    def message(self, mid: str, with_raw: bool = False) -> Mail | None:
         """One captured message, decoded: the summary plus ``date``, ``headers`` (name, value
         pairs), ``text`` and ``html`` (the decoded parts, or None), ``attachments`` (file
         names) and ``links`` (every http(s) URL of the text part, then of the HTML's ``href``s,
@@ -91,12 +95,12 @@ class DevInbox:
             out["raw"] = raw.decode("utf-8", errors="replace")
         return out
 
-    def summary(self, mid: str) -> dict | None:
+    def summary(self, mid: str) -> Mail | None:
         """One captured message's summary (as ``list`` gives it), or None."""
         found = self._parsed(mid)
         return found[0] if found else None
 
-    def _parsed(self, mid: str) -> tuple[dict, EmailMessage, bytes] | None:
+    def _parsed(self, mid: str) -> tuple[Mail, EmailMessage, bytes] | None:
         with self._lock:
             row = self._db.execute("SELECT id, received_at, mail_from, rcpts, raw FROM mail WHERE id=?", (mid,)).fetchone()
         if row is None:
@@ -113,7 +117,7 @@ class DevInbox:
         self._db.close()
 
 
-def _summary(mid: str, ts: float, mail_from: str, rcpts: list[str], msg: EmailMessage) -> dict:
+def _summary(mid: str, ts: float, mail_from: str, rcpts: list[str], msg: EmailMessage) -> Mail:
     return {"id": mid, "received_at": ts, "mail_from": mail_from, "rcpt_to": rcpts,
             "from": str(msg["From"] or ""), "to": str(msg["To"] or ""), "subject": str(msg["Subject"] or ""),
             "message_id": str(msg["Message-ID"] or ""), "postline_id": str(msg["X-Postline-Id"] or "")}
@@ -125,11 +129,11 @@ def _part(msg: EmailMessage, subtype: str) -> str | None:
 
 
 class _Hrefs(HTMLParser):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.found: list[str] = []
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
             self.found += [v for k, v in attrs if k == "href" and v and v.lower().startswith(("http://", "https://"))]
 

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from shared.crypto import random_base62, seal
 
 
-def generate(master_key: bytes, domain_id: str) -> dict:
+def generate(master_key: bytes, domain_id: str) -> dict[str, str]:
     """Fresh RSA-2048 and Ed25519 keys; private halves sealed (AES-GCM, bound to the domain id)."""
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rsa_pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,

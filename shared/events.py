@@ -11,7 +11,7 @@ import json
 import uuid
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Annotated, Any, Callable, Literal, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -89,6 +89,8 @@ class ControlRecord(Event):
     # whole-state record): lets a replay that starts at this record (after compaction) decide
     # later conflicts exactly as a replay of the whole history does.
     versions: dict[str, int] = {}
+    if TYPE_CHECKING:  # every entity type declares it (a field here would change the records' field order)
+        deleted: bool
 
 
 CONTROL_META = frozenset({"id", "v", "time", "changed", "based_on", "versions"})  # not the entity's state
@@ -395,7 +397,7 @@ LIFECYCLE_FIELDS = ("workspace_id", "service_id", "email_id", "from", "subject",
 ``time`` and its ``recipient``), so a webhook or a row needs no lookup."""
 
 
-def lifecycle_fields(message: SendRequested | dict) -> dict:
+def lifecycle_fields(message: SendRequested | dict[str, Any]) -> dict[str, Any]:
     """``LIFECYCLE_FIELDS`` of a message, as event keyword arguments: from the request, or
     from its summary (``message_summary``, the ``postline.messages`` payload)."""
     if isinstance(message, SendRequested):
@@ -406,7 +408,7 @@ def lifecycle_fields(message: SendRequested | dict) -> dict:
             "tags": message.get("tags", [])}
 
 
-def recipients_in_order(message: SendRequested | dict) -> list[str]:
+def recipients_in_order(message: SendRequested | dict[str, Any]) -> list[str]:
     """to + cc + bcc as bare addresses: the list a recipient index points into."""
     if isinstance(message, SendRequested):
         listed = (*message.to, *message.cc, *message.bcc)
@@ -415,14 +417,14 @@ def recipients_in_order(message: SendRequested | dict) -> list[str]:
     return [split_bare(a) for a in listed]
 
 
-def recipient_index(message: SendRequested | dict, rcpt: str) -> int:
+def recipient_index(message: SendRequested | dict[str, Any], rcpt: str) -> int:
     """Position of ``rcpt`` in ``recipients_in_order`` (case-insensitive; 0 when absent):
     what VERP return paths and unsubscribe tokens carry (shared/verp.py)."""
     everyone = [a.lower() for a in recipients_in_order(message)]
     return everyone.index(rcpt.lower()) if rcpt.lower() in everyone else 0
 
 
-def recipient_at(message: SendRequested | dict, index: int) -> str | None:
+def recipient_at(message: SendRequested | dict[str, Any], index: int) -> str | None:
     """The recipient a token's index names (``recipient_index`` reversed); None out of range."""
     everyone = recipients_in_order(message)
     return everyone[index] if 0 <= index < len(everyone) else None
@@ -433,7 +435,7 @@ SUMMARY_EXCLUDES = frozenset({"html", "text", "attachments", "headers", "raw_mim
 a remembered send costs about a kilobyte however large the message was."""
 
 
-def message_summary(req: SendRequested) -> dict:
+def message_summary(req: SendRequested) -> dict[str, Any]:
     """The request as JSON-ready dict without ``SUMMARY_EXCLUDES``: what ``GET /emails/{id}``
     reads (services/api/email_lookup.py) and the bounce processor maps tokens with."""
     return req.model_dump(mode="json", by_alias=True, exclude=SUMMARY_EXCLUDES)
@@ -459,7 +461,7 @@ class WebhookReplay(Event):
 
     type: Literal["webhook.replay"] = "webhook.replay"
     webhook_id: str
-    events: list[dict]
+    events: list[dict[str, Any]]
 
 
 AnyEvent = Annotated[
@@ -472,7 +474,7 @@ _adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
 
 # (type, version) -> function turning that version's dict into the next version's fields;
 # ``decode`` sets ``v`` to version + 1 itself, so an upcaster cannot loop by forgetting it.
-UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 def encode(event: Event) -> bytes:

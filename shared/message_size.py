@@ -86,7 +86,7 @@ class SizeReport:
 
     @property
     def largest(self) -> str:
-        return max(self.parts, key=self.parts.get)
+        return max(self.parts, key=lambda name: self.parts[name])
 
 
 def encoded_size(*, from_: str, to: list[str], cc: list[str], reply_to: list[str], subject: str,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Awaitable, Callable
 
 from shared import events as ev
 from shared.control.plane import ControlPlane
@@ -14,16 +13,10 @@ from shared.crypto import hash_secret, new_admin_token
 from shared.data_dir import secure as secure_data_dir
 from shared.devinbox import DevInbox
 from shared.log import open_log
-from shared.log.port import EventLog
+from shared.log.port import EventLog, LogNotStarted
 from shared.settings import Settings
 from shared.store import open_store
 from shared.store.port import AnalyticsStore
-
-if TYPE_CHECKING:  # the API role's parts; shared/ never imports services/ at run time
-    from services.api.idempotency import Idempotency
-    from services.api.limits import RateLimiter
-    from services.api.routes.tracking import Recorder
-    from services.api.sending import RecentSends
 
 log = logging.getLogger(__name__)
 DEFAULT_WORKSPACE = "default"
@@ -31,21 +24,41 @@ DEFAULT_WORKSPACE = "default"
 
 @dataclass
 class Runtime:
+    """The process's parts; ``log`` and ``control`` exist once ``start`` has run (reading them
+    before raises ``LogNotStarted``). A role's own parts live in its context
+    (services/api/context.py ``ApiContext``, services/relay/handler.py ``RelayContext``)."""
+
     settings: Settings
-    log: EventLog = None
-    control: ControlPlane = None
     store: AnalyticsStore | None = None
     inbox: DevInbox | None = None
-    roles: dict[str, asyncio.Task] = field(default_factory=dict)  # role → its task (services/roles.py), for /readyz
+    roles: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # role → its task (services/roles.py), for /readyz
     checks: dict[str, Callable[[], bool]] = field(default_factory=dict)  # a role's own /readyz checks (relay: ledger_writable)
     relay_share: tuple[int, int] = (0, 1)  # (index, count): this relay process's share of the embedded log's partitions
     shared_ports: bool = False  # one of several API processes of `postline all`: bind with SO_REUSEPORT
-    # Parts of the API role, set by services/api/app.py (None in the other roles):
-    limits: RateLimiter | None = None             # per-service rate limits
-    idempotency: Idempotency | None = None        # Idempotency-Key claims and responses
-    recent: RecentSends | None = None             # sends this process accepted, for GET /emails/{id}
-    tracking: Recorder | None = None              # opens/clicks/unsubscribes this process records
-    schedule_changes: OrderedDict[str, dict] = field(default_factory=OrderedDict)  # PATCH/cancel not yet seen by the relay
+    contexts: dict[str, object] = field(default_factory=dict)  # role → its context, built once per process
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # the contexts' close, run before the log's
+    _log: EventLog | None = field(default=None, repr=False)
+    _control: ControlPlane | None = field(default=None, repr=False)
+
+    @property
+    def log(self) -> EventLog:
+        """The event log (``shared/log``), bounded by the append deadline."""
+        return self.event_log()
+
+    @property
+    def control(self) -> ControlPlane:
+        """The control plane: the replayed control topic, and the way to change it."""
+        return self.control_plane()
+
+    def event_log(self) -> EventLog:
+        if self._log is None:
+            raise LogNotStarted("the runtime is not started")
+        return self._log
+
+    def control_plane(self) -> ControlPlane:
+        if self._control is None:
+            raise LogNotStarted("the runtime is not started")
+        return self._control
 
     async def start(self, with_store: bool = True, migrate: bool = True) -> None:
         """Open the log, replay the control topic, open the store. Migrations run here for
@@ -53,10 +66,10 @@ class Runtime:
         roles leave them to ``postline migrate`` and start even while ClickHouse is down."""
         s = self.settings
         secure_data_dir(s.data_dir)  # before anything is created in it: owner-only files
-        self.log = open_log(s)
-        await self.log.start()
-        self.control = ControlPlane(self.log, s.control_catch_up_timeout)
-        await self.control.start()
+        self._log = open_log(s)
+        await self._log.start()
+        self._control = ControlPlane(self._log, s.control_catch_up_timeout)
+        await self._control.start()
         if s.delivery == "inbox":
             self.inbox = DevInbox(s.data_dir / "inbox.sqlite3")
         if with_store:
@@ -84,15 +97,14 @@ class Runtime:
         return wid, token
 
     async def close(self) -> None:
-        if self.limits:
-            await self.limits.quota.close()
-        if self.control:
-            await self.control.close()
+        for close in reversed(self.closers):  # the roles' parts, some following the log (Kafka mode)
+            await close()
+        self.closers.clear()
+        if self._control:
+            await self._control.close()
         if self.store:
             await self.store.close()
         if self.inbox:
             self.inbox.close()
-        if self.idempotency:  # before the log it follows (Kafka mode)
-            await self.idempotency.close()
-        if self.log:
-            await self.log.close()
+        if self._log:
+            await self._log.close()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.retry_schedule import MAX_LEVELS, parse as parse_schedule
@@ -99,17 +99,17 @@ class Settings(BaseSettings):
 
     @field_validator("retry_schedule", "webhook_retry_schedule")
     @classmethod
-    def _check_schedule(cls, v: str, info) -> str:
+    def _check_schedule(cls, v: str, info: ValidationInfo) -> str:
         """Only the delivery schedule is bound to the delay topics' number of levels."""
         bound = MAX_LEVELS if info.field_name == "retry_schedule" else None
         try:
             parse_schedule(v, bound)
         except ValueError as exc:
-            raise ValueError(f"POSTLINE_{info.field_name.upper()} {exc}") from None
+            raise ValueError(f"POSTLINE_{str(info.field_name).upper()} {exc}") from None
         return v
 
     @model_validator(mode="after")
-    def _check_tls_pair(self):
+    def _check_tls_pair(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("POSTLINE_TLS_CERT and POSTLINE_TLS_KEY must be set together")
         for path in (self.tls_cert, self.tls_key):
@@ -118,7 +118,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _check_retention(self):
+    def _check_retention(self) -> Settings:
         # a deferred message is retried from its requests/retry record: dropping it sooner
         # would lose mail that is still within its queue lifetime
         if self.log_retention_requests < self.queue_lifetime:
@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _check_lease(self):
+    def _check_lease(self) -> Settings:
         # a lease shorter than an append would let a duplicate take over a request still appending
         if self.idempotency_lease <= self.log_append_timeout:
             raise ValueError("POSTLINE_IDEMPOTENCY_LEASE must be more than POSTLINE_LOG_APPEND_TIMEOUT")
@@ -156,7 +156,7 @@ class Settings(BaseSettings):
         return load_or_create_master_key(self.secret_key, self.data_dir)
 
 
-def load_settings(**overrides) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the environment; on a bad value print one line and exit(2)."""
     try:
         return Settings(**overrides)

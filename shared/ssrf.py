@@ -58,7 +58,7 @@ async def resolve_checked(host: str, port: int, allow_private: bool) -> str:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise BlockedDestination(f"cannot resolve {host}: {exc}") from None
-    ips = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    ips = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not ips:
         raise BlockedDestination(f"{host} has no address")
     if not allow_private:

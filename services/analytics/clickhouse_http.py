@@ -22,6 +22,7 @@ import logging
 import re
 import socket
 import threading
+from typing import Callable
 from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,7 +50,7 @@ def form_fields(content_type: str, body: str) -> dict[str, str]:
     clickhouse-connect sends the query and its parameters as a form once the parameters
     pass 4 KB (a long filter value, a replay's id list)."""
     form = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n{body}".encode())
-    return {part.get_param("name", header="content-disposition"): part.get_content() for part in form.iter_parts()}
+    return {str(part.get_param("name", header="content-disposition")): part.get_content() for part in form.iter_parts()}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -108,6 +109,11 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = _handle
 
 
+class _Server(ThreadingHTTPServer):
+    credentials: tuple[str, str]  # the user and password every request must present
+    run: Callable[[str, str, dict[str, str]], bytes]  # runs a query on the chDB session
+
+
 class ChdbHttpServer:
     """Serves the chDB data at ``path`` on ``sock`` (a listening loopback socket the supervisor
     made once, so a restarted analytics process serves on the same port) until ``stop``."""
@@ -116,7 +122,7 @@ class ChdbHttpServer:
         if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
             raise ValueError("the analytics owner serves chDB on loopback only")
         self.path = Path(path)
-        self.httpd = ThreadingHTTPServer(sock.getsockname()[:2], _Handler, bind_and_activate=False)
+        self.httpd = _Server(sock.getsockname()[:2], _Handler, bind_and_activate=False)
         self.httpd.socket.close()
         self.httpd.socket = sock
         self.httpd.daemon_threads = True

@@ -25,7 +25,7 @@ from shared import events as ev
 from shared import metrics
 from shared.failpoints import failpoint
 from shared.quota import Decision
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 # A door's own last touch on the request before it is appended (SMTP: the client's bytes).
 Finish = Callable[[Draft, ev.SendRequested], ev.SendRequested]
@@ -50,7 +50,7 @@ class _Prepared:
     request: ev.SendRequested
 
 
-async def accept(rt: Runtime, svc: ev.ServiceSaved, body: SendEmail, door: Door, key: str | None = None,
+async def accept(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, key: str | None = None,
                  raw: bytes = b"", finish: Finish | None = None) -> Accepted | Refusal:
     """One send. With an Idempotency-Key ``key`` (``raw``: the request body, hashed), the same
     key and body within 24 h answer the first response and send nothing new (the email id is
@@ -74,7 +74,7 @@ async def accept(rt: Runtime, svc: ev.ServiceSaved, body: SendEmail, door: Door,
     return Accepted(answer, await limiter(rt).peek(svc.service_id))  # a replay: the state now, nothing taken
 
 
-async def accept_batch(rt: Runtime, svc: ev.ServiceSaved, bodies: Sequence[SendEmail], door: Door
+async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[SendEmail], door: Door
                        ) -> list[Accepted | Refusal] | Refusal:
     """Several sends: ``[i]`` is ``bodies[i]``'s outcome; the prepared ones are counted and
     appended in one step. One ``Refusal`` for the whole when the log did not confirm the
@@ -87,7 +87,7 @@ async def accept_batch(rt: Runtime, svc: ev.ServiceSaved, bodies: Sequence[SendE
     return [p if isinstance(p, Refusal) else next(decided) for p in prepared]
 
 
-async def _accept_one(rt: Runtime, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None,
+async def _accept_one(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None,
                       finish: Finish | None) -> Accepted | Refusal:
     """prepare → limit + append → record; a refused preparation reports the limits as they are."""
     prepared = _prepare(rt, svc, body, door, email_id, finish)
@@ -97,7 +97,7 @@ async def _accept_one(rt: Runtime, svc: ev.ServiceSaved, body: SendEmail, door: 
     return admitted if isinstance(admitted, Refusal) else admitted[0]
 
 
-def _prepare(rt: Runtime, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None,
+def _prepare(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None,
              finish: Finish | None) -> _Prepared | Refusal:
     """The checks and the request event (services/api/sending.py); nothing is written."""
     prepared = prepare(rt, svc, body, door, email_id)
@@ -107,7 +107,7 @@ def _prepare(rt: Runtime, svc: ev.ServiceSaved, body: SendEmail, door: Door, ema
     return _Prepared(draft, finish(draft, req) if finish is not None else req)
 
 
-async def _admit(rt: Runtime, svc: ev.ServiceSaved, prepared: list[_Prepared]) -> list[Accepted | Refusal] | Refusal:
+async def _admit(rt: ApiContext, svc: ev.ServiceSaved, prepared: list[_Prepared]) -> list[Accepted | Refusal] | Refusal:
     """Count each request against the service's limits and append those that fit, in one step."""
     limits = limiter(rt)
     takes = [await limits.take_for(svc.service_id, sandboxed=p.draft.mode != "production",
@@ -118,7 +118,7 @@ async def _admit(rt: Runtime, svc: ev.ServiceSaved, prepared: list[_Prepared]) -
     return [_record(rt, p, decision) for p, decision in zip(prepared, decisions)]
 
 
-def _record(rt: Runtime, p: _Prepared, decision: Decision) -> Accepted | Refusal:
+def _record(rt: ApiContext, p: _Prepared, decision: Decision) -> Accepted | Refusal:
     """Count the outcome (``postline_api_sends_total``, every door alike) and remember an
     accepted send for ``GET /emails/{id}``."""
     if not decision.allowed:

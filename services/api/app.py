@@ -14,20 +14,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.allow import allowed_methods
+from services.api.context import ApiContext
 from services.api.errors import error_body, error_response, name_of, route_of
-from services.api.idempotency import open_idempotency
-from services.api.limits import RateLimiter
 from services.api.request_ids import RequestIds, request_id_of
 from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
 from services.api.send_fast_path import SendFastPath
-from services.api.sending import RecentSends
 from services.api.text_checks import RejectUnencodable
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
-from shared.quota import open_quota
 from services.api import dashboard
 from shared.control.errors import ChangeRefused, ControlBehind
+from shared.runtime import Runtime
 from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, tracking, webhooks
 
 log = logging.getLogger(__name__)
@@ -110,7 +108,8 @@ def _self_only(page: HTMLResponse) -> HTMLResponse:
     return page
 
 
-def create_app(runtime) -> FastAPI:
+def create_app(runtime: Runtime | None) -> FastAPI:
+    """The API's app over ``runtime``'s process (None: no routes work; for the OpenAPI schema)."""
     error = {"model": ErrorBody}
     app = FastAPI(title="Postline", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Transactional email: send API, management API, events. Errors are `{\"error\": \"...\"}`.",
@@ -122,15 +121,14 @@ def create_app(runtime) -> FastAPI:
                              413: {**error, "description": "Body too large"},
                              429: {**error, "description": "Rate limit reached"},
                              503: {**error, "description": "A dependency is unavailable; safe to retry"}})
-    app.state.runtime = runtime
-    if runtime is not None:
-        attach_api_parts(runtime)
-    app.add_middleware(SendFastPath, runtime=runtime)  # innermost: a plain send skips FastAPI's routing
+    ctx = ApiContext.of(runtime) if runtime is not None else None  # what every route reads
+    app.state.runtime = ctx
+    app.add_middleware(SendFastPath, runtime=ctx)  # innermost: a plain send skips FastAPI's routing
     app.add_middleware(RejectUnencodable)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLog)
     app.add_middleware(RequestIds)  # outside the others: every answer, the middlewares' own included, has the id
-    app.add_middleware(tracking.HotPaths, runtime=runtime)  # outermost: the pixel and redirects skip the rest
+    app.add_middleware(tracking.HotPaths, runtime=ctx)  # outermost: the pixel and redirects skip the rest
 
     add_error_handlers(app)
     add_control_error_handlers(app)
@@ -141,21 +139,6 @@ def create_app(runtime) -> FastAPI:
         app.include_router(module.router)
     dashboard.mount(app)
     return app
-
-
-def attach_api_parts(runtime) -> None:
-    """The API role's parts on the runtime: one per process, however many apps a test builds on it."""
-    s = runtime.settings
-    if runtime.limits is None:
-        runtime.limits = RateLimiter(open_quota(runtime.log, s), runtime.store, s.rate_per_minute, s.rate_per_day,
-                                     overrides=lambda sid: runtime.control.state.rate_overrides(sid))
-    if runtime.idempotency is None:
-        runtime.idempotency = open_idempotency(runtime.log, s)
-    if runtime.recent is None:
-        # The embedded log finds any request by its id (email_lookup.accepted_elsewhere), so
-        # RecentSends only has to bridge analytics' few seconds of lag there; over Kafka it is
-        # the only answer while analytics is behind or down, so it keeps more.
-        runtime.recent = RecentSends(5_000 if hasattr(runtime.log, "by_key") else 20_000)
 
 
 def add_control_error_handlers(app: FastAPI) -> None:

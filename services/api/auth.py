@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from services.api.context import ApiContext
 from services.api.errors import http_error
 from services.api.refusal import Refusal
 from shared.control.errors import ControlBehind
-from shared.runtime import Runtime
 from shared.crypto import API_KEY_PREFIX, hash_secret
 from shared.events import ApiKeySaved, ServiceSaved, WorkspaceSaved
 
@@ -54,11 +54,11 @@ def bearer_credential(authorization: str | None) -> str | None:
 
 # The dependencies below are ``async def`` (also those that never await): FastAPI runs a
 # plain ``def`` dependency in a worker thread, two thread hand-offs per dependency per request.
-async def runtime(request: Request):
+async def runtime(request: Request) -> ApiContext:
     return request.app.state.runtime
 
 
-async def catch_up(rt: Runtime) -> Refusal | None:
+async def catch_up(rt: ApiContext) -> Refusal | None:
     """Read-your-writes before a request reads control state: this process has applied the
     control log up to its end as of now (microseconds on the embedded log when nothing
     changed). A 503 refusal (retry after 1 s) when it cannot."""
@@ -69,7 +69,7 @@ async def catch_up(rt: Runtime) -> Refusal | None:
     return None
 
 
-async def caught_up(rt: Runtime) -> None:
+async def caught_up(rt: ApiContext) -> None:
     """``catch_up`` for a route or page: raises its refusal as the HTTP error."""
     if refused := await catch_up(rt):
         raise http_error(refused)
@@ -111,7 +111,7 @@ def key_owner(state, key: str) -> ServiceCaller | None:
     return ServiceCaller(svc, rec) if rec is not None and svc is not None else None
 
 
-async def owned_service(service_id: str, ws: WorkspaceSaved = Depends(workspace), rt=Depends(runtime)) -> ServiceSaved:
+async def owned_service(service_id: str, ws: WorkspaceSaved = Depends(workspace), rt: ApiContext = Depends(runtime)) -> ServiceSaved:
     """The service ``service_id`` of the caller's workspace, else 404 (``workspace`` caught up)."""
     svc = rt.control.state.service(ws.workspace_id, service_id)
     if svc is None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from services.api.refusal import Refusal
 from services.api.sending import summary, tracking_view
 from shared import events as ev
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 from shared.store import queries
 
 
@@ -52,7 +52,7 @@ class Found:
         return any(e.get("type") in ev.RELEASED_TYPES for e in self.events)
 
 
-async def find_email(rt: Runtime, svc: ev.ServiceSaved, email_id: str) -> Found | Refusal:
+async def find_email(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> Found | Refusal:
     """The email ``email_id`` of ``svc``; a 404 refusal when unknown or another service's."""
     found = await lookup_email(rt, svc, email_id)
     if found is None:
@@ -60,7 +60,7 @@ async def find_email(rt: Runtime, svc: ev.ServiceSaved, email_id: str) -> Found 
     return found
 
 
-async def lookup_email(rt: Runtime, svc: ev.ServiceSaved, email_id: str) -> Found | None:
+async def lookup_email(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> Found | None:
     """The email ``email_id`` of ``svc``; None when unknown or another service's."""
     record, events = None, []
     if rt.store is not None:
@@ -81,21 +81,18 @@ async def lookup_email(rt: Runtime, svc: ev.ServiceSaved, email_id: str) -> Foun
     return Found(record, events, remembered[1] if remembered else {}, local)
 
 
-def accepted_elsewhere(rt, email_id: str) -> dict | None:
+def accepted_elsewhere(rt: ApiContext, email_id: str) -> dict[str, Any] | None:
     """The summary of a request another process appended (same shape as RecentSends'), read
     from the embedded log by its key; None when unknown or when the log cannot look up keys
-    (Kafka: there the API replicas rely on analytics)."""
-    by_key = getattr(rt.log, "by_key", None)
-    if by_key is None:
-        return None
-    for rec in by_key(ev.Topic.REQUESTS, email_id):  # newest first: cancels and reschedules share the key
+    (Kafka: ``by_key`` finds nothing there, and the API replicas rely on analytics)."""
+    for rec in rt.log.by_key(ev.Topic.REQUESTS, email_id):  # newest first: cancels and reschedules share the key
         req = ev.decode(rec.value)
         if isinstance(req, ev.SendRequested):
             return ev.message_summary(req)
     return None
 
 
-async def email_record(rt: Runtime, svc: ev.ServiceSaved, email_id: str) -> dict[str, Any] | None:
+async def email_record(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> dict[str, Any] | None:
     """``GET /emails/{id}``'s body for a message of ``svc`` (None: not found, or another service's)."""
     found = await lookup_email(rt, svc, email_id)
     if found is None:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import logging
 
+from services.api.context import ApiContext
+
 from services.api.email_lookup import accepted_elsewhere
 from shared.store import queries
 
 log = logging.getLogger(__name__)
 
 
-async def own_email_ids(rt, wid: str, email_ids: list[str]) -> set[str]:
+async def own_email_ids(rt: ApiContext, wid: str, email_ids: list[str]) -> set[str]:
     """Which of ``email_ids`` are messages of workspace ``wid``: this process's recent sends,
     then the analytics store (when it is down, only what this process knows), then the
     embedded log (a message analytics has not loaded yet)."""

@@ -19,6 +19,7 @@ Rules (documented in docs/rate-limits.md):
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.quota import Decision, Quota, Take, Window
@@ -96,7 +97,7 @@ class RateLimiter:
             windows.append(Window(*SANDBOX, SANDBOX_DAY))
         return Take(service_id, n, tuple(windows))
 
-    async def admit(self, topic: str, takes: list[Take], items: list[tuple[str | None, bytes]]) -> list[Decision]:
+    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]]) -> list[Decision]:
         """Count each take if it fits and append the records of those that do (shared/quota)."""
         return await self.quota.admit(topic, takes, items)
 

@@ -269,7 +269,7 @@ class SendEmail(BaseModel):
         """What the relay will build, in bytes (``shared.message_size``)."""
         return encoded_size(from_=self.from_, to=self.to_list + self.bcc_list, cc=self.cc_list, reply_to=self.reply_to_list,
                             subject=self.subject, headers=self.headers or {}, html=self.html_body, text=self.text,
-                            attachments=[(a.filename, a.content_type, a.content_base64) for a in self.attachments or []],
+                            attachments=[(a.filename, a.content_type, a.content_base64 or "") for a in self.attachments or []],
                             exact=exact)
 
     @property

@@ -31,7 +31,7 @@ from services.api.refusal import Refusal
 from services.api.schemas import SendEmail, SendResult
 from services.api.sending import Door
 from services.api.text_checks import read_body
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 _RESULT = TypeAdapter(SendResult)
 _EMAILS = SimpleNamespace(path="/emails")  # scope["route"] for the access log (it reads .path)
@@ -59,7 +59,7 @@ def door_of(scope: Scope) -> tuple[Door, str | None] | None:
     return None
 
 
-def judge(rt: Runtime, headers: dict[bytes, bytes], raw: bytes, service_id: str | None) -> Judged | None:
+def judge(rt: ApiContext, headers: dict[bytes, bytes], raw: bytes, service_id: str | None) -> Judged | None:
     """The send when the fast path can take it, else None."""
     if headers.get(b"content-type", b"").lower() != b"application/json":
         return None
@@ -81,7 +81,7 @@ def judge(rt: Runtime, headers: dict[bytes, bytes], raw: bytes, service_id: str 
 class SendFastPath:
     """ASGI middleware, the innermost of the app's own (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime | None):
+    def __init__(self, app: ASGIApp, runtime: ApiContext | None):
         self.app, self.runtime = app, runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,7 +98,7 @@ class SendFastPath:
             return await self.app(scope, again, send)
         await self._send(rt, scope, receive, send, door, judged, raw)
 
-    async def _send(self, rt: Runtime, scope: Scope, receive: Receive, send: Send,
+    async def _send(self, rt: ApiContext, scope: Scope, receive: Receive, send: Send,
                     door: tuple[Door, str | None], judged: Judged, raw: bytes) -> None:
         """name the route (access log) → accept → the answer, or the refusal's."""
         svc = judged.caller.service

@@ -22,8 +22,8 @@ from shared.control.state import ControlState
 from shared.log.deadline import LogUnavailable
 from shared.quota import Decision, Take
 
-if TYPE_CHECKING:  # shared/runtime.py names RecentSends (below) for its type hints
-    from shared.runtime import Runtime
+if TYPE_CHECKING:  # services/api/context.py imports RecentSends (below) at run time
+    from services.api.context import ApiContext
 
 Door = Literal["emails", "service"]
 
@@ -170,7 +170,7 @@ class RecentSends:
         return tuple(json.loads(found)) if found is not None else None
 
 
-def prepare(rt: Runtime, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None = None
+def prepare(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None = None
             ) -> tuple[Draft, ev.SendRequested] | Refusal:
     """Run the checks and build the request event (nothing is written yet); a refused send
     is a ``Refusal`` value, which the door maps to its protocol."""
@@ -190,7 +190,7 @@ def prepare(rt: Runtime, svc: ev.ServiceSaved, body: SendEmail, door: Door, emai
 LOG_DOWN = Refusal(503, "the event log is unavailable; nothing was sent, safe to retry", retry_after=1)
 
 
-async def admit_requests(rt: Runtime, takes: list[Take], reqs: list[ev.SendRequested]) -> list[Decision] | Refusal:
+async def admit_requests(rt: ApiContext, takes: list[Take], reqs: list[ev.SendRequested]) -> list[Decision] | Refusal:
     """Count each request against the service's rate limits and durably append those that
     fit, in one step (services/api/limits.py; ``takes[i]`` is ``reqs[i]``'s): the decisions,
     or a refusal when the log did not confirm — then nothing in ``reqs`` may be reported as
@@ -216,12 +216,12 @@ def rate_limited(decision: Decision) -> Refusal:
                    retry_after=decision.retry_after, code=code, limits=decision)
 
 
-def retry_after(rt: Runtime) -> int:
+def retry_after(rt: ApiContext) -> int:
     """Seconds a client should wait after an append timed out: about one timeout."""
     return max(1, math.ceil(rt.settings.log_append_timeout))
 
 
-def remember(rt: Runtime, req: ev.SendRequested, response: dict[str, Any]) -> None:
+def remember(rt: ApiContext, req: ev.SendRequested, response: dict[str, Any]) -> None:
     if rt.recent is None:  # a process without the HTTP app (the submission listener alone)
         rt.recent = RecentSends()
     rt.recent.remember(req, response)

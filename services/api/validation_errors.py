@@ -1,6 +1,8 @@
 """Turn pydantic/FastAPI validation errors into one line that names the field."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 _SKIP = {"body", "query", "path", "header", "str", "list[str]", "function-after"}
 
 
@@ -15,7 +17,7 @@ def _field(loc) -> str:
     return name or "body"
 
 
-def first_error(errors: list[dict]) -> str:
+def first_error(errors: Sequence[Any]) -> str:  # pydantic's ErrorDetails, or FastAPI's dicts
     err = errors[0]
     kind = err.get("type")
     if kind == "json_invalid":

@@ -111,7 +111,7 @@ def _by_text(reply: str, only: frozenset[str] | None = None) -> str | None:
     return None
 
 
-def _by_codes(reply: str, codes: list[tuple[int, int, int]], hard: bool) -> str | None:
+def _by_codes(reply: str, codes: list[tuple[int, ...]], hard: bool) -> str | None:
     """The class the first decisive enhanced code gives (the text picks within subjects 6 and 7)."""
     for _, subject, detail in codes:
         if (subject, detail) in BY_CODE:
@@ -149,5 +149,5 @@ def classify(smtp_code: int | None, reply: str | None, permanent: bool | None = 
     suppress = cls in ADDRESS_CLASSES
     if cls is None:
         cls, suppress = _BARE_CODE.get(smtp_code or 550, (OTHER, False))
-    bounce_type = "soft" if cls in ALWAYS_SOFT else "hard"
+    bounce_type: Literal["hard", "soft"] = "soft" if cls in ALWAYS_SOFT else "hard"
     return Classification(bounce_type, cls, suppress and bounce_type == "hard")

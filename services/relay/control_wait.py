@@ -49,7 +49,7 @@ async def hold(state: ControlState, req: ev.SendRequested, timeout: float) -> De
     if not req.sending_domain:
         return None
     reached = await caught_up(state, req.control_position, timeout)
-    if usable(state.verified_domain(req.service_id, req.sending_domain)):
+    if usable(state.verified_domain(req.service_id or "", req.sending_domain)):  # no service: never signed, deferred
         return None
     metrics.RELAY_HELD.labels("control_behind" if not reached else "no_signing_key").inc()
     why = ("this relay has not yet read the control log as far as the request"

@@ -33,6 +33,7 @@ from shared.control.state import ControlState
 from shared import failpoints, retry_schedule
 from shared.log.port import EventLog
 from shared.retry_schedule import RetryPlan
+from shared.settings import Settings
 from shared.verp import return_path, unsubscribe_address
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class InFlight:
 
 @dataclass
 class RelayContext:
-    settings: object
+    settings: Settings
     log: EventLog
     control: ControlState
     sender: Sender
@@ -86,18 +87,22 @@ class RelayContext:
     suppressor: Suppressor | None = None  # None: no suppression step (benchmarks without a control plane)
 
 
-def announce(req: ev.SendRequested) -> list[ev.Event]:
+Outcome = ev.Delivered | ev.Bounced | ev.Failed | ev.Deferred  # a delivery attempt's event for one recipient
+RecipientEvent = ev.Sent | ev.Dropped | Outcome  # what the relay emits about one recipient
+
+
+def announce(req: ev.SendRequested) -> list[RecipientEvent]:
     """First attempt only: ``sent`` per recipient to deliver, ``dropped`` per dropped one."""
     if req.attempt:
         return []
-    out: list[ev.Event] = [ev.Sent(id=ev.derived_id(req.email_id, r, "sent"), recipient=r, time=req.time,
-                                   **ev.lifecycle_fields(req)) for r in req.recipients]
+    out: list[RecipientEvent] = [ev.Sent(id=ev.derived_id(req.email_id, r, "sent"), recipient=r, time=req.time,
+                                         **ev.lifecycle_fields(req)) for r in req.recipients]
     out += [ev.Dropped(id=ev.derived_id(req.email_id, d.recipient, "dropped"), recipient=d.recipient,
                        reason=d.reason, time=req.time, **ev.lifecycle_fields(req)) for d in req.dropped]
     return out
 
 
-async def already_final(ctx: RelayContext, req: ev.SendRequested) -> list[ev.Event]:
+async def already_final(ctx: RelayContext, req: ev.SendRequested) -> list[RecipientEvent]:
     """Outcome events of recipients the ledger already has a final outcome for: they are not
     sent again, but their event is emitted again (same derived id, so consumers keep one),
     because a crash between the ledger write and the events append would otherwise lose it."""
@@ -108,7 +113,7 @@ async def already_final(ctx: RelayContext, req: ev.SendRequested) -> list[ev.Eve
 def sending_domain(ctx: RelayContext, req: ev.SendRequested) -> ev.DomainSaved | None:
     if not req.sending_domain:
         return None
-    return ctx.control.verified_domain(req.service_id, req.sending_domain)
+    return ctx.control.verified_domain(req.service_id or "", req.sending_domain)
 
 
 def build_message(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None,
@@ -177,7 +182,7 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
 
 
 def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_at: datetime | None,
-                  gave_up: bool) -> ev.Event:
+                  gave_up: bool) -> Outcome:
     common = {**ev.lifecycle_fields(req), "recipient": rcpt, "smtp_code": res.smtp_code, "smtp_reply": res.smtp_reply}
     if res.at is not None:  # a final outcome keeps its time, so an event emitted again is the same row
         common["time"] = res.at
@@ -209,13 +214,13 @@ async def schedule_retry(ctx: RelayContext, req: ev.SendRequested, rcpts: list[s
     await ctx.log.append(ev.retry_topic(level), req.email_id, ev.encode(retry))
 
 
-async def suppress_bounced(ctx: RelayContext, events: list[ev.Event]) -> None:
+async def suppress_bounced(ctx: RelayContext, events: list[RecipientEvent]) -> None:
     """After the events are durable: suppression rules for the bounces among them, re-emitted
     ones included (a crash may have come between their append and this step)."""
     if ctx.suppressor is None:
         return
     for e in events:
-        if e.type == "bounced":
+        if isinstance(e, ev.Bounced):
             await ctx.suppressor.apply(e, classify(e.smtp_code, e.smtp_reply))
 
 
@@ -243,11 +248,10 @@ async def process_unclaimed(ctx: RelayContext, req: ev.SendRequested) -> None:
             results = await deliver(ctx, req, domain, pending, raw)
         plan = retry_plan(ctx, req, results)
         outcomes = [outcome_event(req, rcpt, results[rcpt], plan.when, plan.gave_up) for rcpt in pending]
-        await ctx.ledger.record([(req.email_id, e.recipient, "failed",
-                                  dataclasses.replace(results[e.recipient], at=e.time))
-                                 for e in outcomes if e.type == "failed"])
+        await ctx.ledger.record([(req.email_id, rcpt, "failed", dataclasses.replace(results[rcpt], at=e.time))
+                                 for rcpt, e in zip(pending, outcomes) if e.type == "failed"])
         await ctx.in_flight.crash_point("relay.after_ledger")
-        deferred = [e.recipient for e in outcomes if e.type == "deferred"]
+        deferred = [rcpt for rcpt, e in zip(pending, outcomes) if e.type == "deferred"]
         if deferred:
             await schedule_retry(ctx, req, deferred, plan.level, plan.when)
         for e in outcomes:

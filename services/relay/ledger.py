@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 from services.relay import ledger_format
-from services.relay.outcome import DeliveryResult
+from services.relay.outcome import DeliveryResult, ResultStatus
 from shared import failpoints, metrics
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ class Ledger:
             kept = self._done.get((email_id, r)) or self._previous.get((email_id, r))
             if kept:
                 status, code, reply, host, at = kept
-                kind = status if status in ("delivered", "bounced") else "deferred"  # failed: deferred to the end
+                kind: ResultStatus = "delivered" if status == "delivered" else "bounced" if status == "bounced" \
+                    else "deferred"  # failed: deferred to the end
                 out[r] = (status, DeliveryResult(kind, code, reply, host, datetime.fromisoformat(at) if at else None))
         return out
 
@@ -181,9 +182,10 @@ class Ledger:
 
     def _abandon(self) -> int:
         batch, self._queued = self._queued, []
+        error = self._failure[0].args if self._failure is not None else ()
         for _, done in batch:
             if not done.done():
-                done.set_exception(LedgerUnwritable(*self._failure[0].args))
+                done.set_exception(LedgerUnwritable(*error))
         self._ok.set()  # waiters wake and raise
         lost = sum(len(rows) for rows, _ in batch)
         log.error("stopping with %d delivery outcomes not in the ledger: their requests are not committed and "

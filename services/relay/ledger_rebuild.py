@@ -21,7 +21,7 @@ import logging
 import time
 
 from services.relay.ledger import Ledger, Row
-from services.relay.outcome import DeliveryResult
+from services.relay.outcome import DeliveryResult, ResultStatus
 from shared import events as ev
 from shared.log.port import EventLog, Record
 
@@ -42,7 +42,7 @@ def outcome_rows(records: list[Record]) -> list[Row]:
             continue
         if e.type not in _FINAL or not e.recipient:
             continue
-        kind = e.type if e.type != "failed" else "deferred"  # how the ledger keeps a failure
+        kind: ResultStatus = "deferred" if e.type == "failed" else e.type  # how the ledger keeps a failure
         rows.append((e.email_id, e.recipient, e.type,
                      DeliveryResult(kind, e.smtp_code, e.smtp_reply, getattr(e, "mx_host", None), e.time)))
     return rows

@@ -160,6 +160,8 @@ def submitted(req: SendRequested, extra_headers: dict[str, str] | None = None) -
     (services/api/submission/message.py), after our X-Postline-Id and any extra headers."""
     head = [f"X-Postline-Id: {req.email_id}\r\n".encode()]
     head += [unstructured(name, value) for name, value in (extra_headers or {}).items()]
+    if req.raw_mime is None:
+        raise ValueError(f"{req.email_id} was not submitted over SMTP")
     return b"".join(head) + base64.b64decode(req.raw_mime)
 
 

@@ -8,10 +8,12 @@ from typing import Literal
 
 from services.relay.senders.smtp_client import SmtpError
 
+ResultStatus = Literal["delivered", "deferred", "bounced"]
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    status: Literal["delivered", "deferred", "bounced"]
+    status: ResultStatus
     smtp_code: int | None = None
     smtp_reply: str | None = None
     mx_host: str | None = None

@@ -15,7 +15,7 @@ The redirect target is that decoded value, so a click lands on the exact origina
 from __future__ import annotations
 
 from html import escape
-from html.parser import HTMLParser, attrfind_tolerant, tagfind_tolerant
+from html.parser import HTMLParser, attrfind_tolerant, tagfind_tolerant  # type: ignore[attr-defined]  # private, not in typeshed
 from typing import Callable
 
 LINK_TAGS = ("a", "area")

@@ -13,6 +13,7 @@ from shared import events as ev
 def scheduled_events(req: ev.SendRequested) -> list[ev.Event]:
     """``scheduled`` per recipient; the id carries the due time, so a reschedule is a new
     event and a redelivered hold is the same one."""
+    assert req.scheduled_at is not None  # only scheduled requests are held
     due = req.scheduled_at.isoformat()
     return [ev.Scheduled(id=ev.derived_id(req.email_id, r, "scheduled", due), recipient=r, time=ev.utcnow(),
                          scheduled_at=req.scheduled_at, **ev.lifecycle_fields(req)) for r in req.recipients]

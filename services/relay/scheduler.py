@@ -37,6 +37,7 @@ class Scheduler:
         self._wake = asyncio.Event()
 
     def _hold(self, req: ev.SendRequested) -> bool:
+        assert req.scheduled_at is not None  # only scheduled requests are held
         with self._lock:
             if self._db.execute("SELECT 1 FROM cancelled WHERE email_id=?", (req.email_id,)).fetchone():
                 return False

@@ -8,6 +8,7 @@ operations on a small thread pool and they use the second core."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 import base64
 import hashlib
 import time
@@ -70,7 +71,7 @@ def private_key_operations(rsa_key, rsa_digest: bytes, ed_key, ed_digest: bytes)
 
 def _sign_batch(loop: asyncio.AbstractEventLoop, batch: list[tuple[tuple, asyncio.Future]]) -> None:
     """Pool side: sign every message of the batch, then resolve all their futures at once."""
-    results = []
+    results: list[tuple[asyncio.Future[Any], tuple[bytes, bytes] | None, Exception | None]] = []
     for key_work, done in batch:
         try:
             results.append((done, private_key_operations(*key_work), None))

@@ -49,7 +49,8 @@ class Suppressor:
         raises (the caller's message is then redelivered and this runs again)."""
         rcpt = (event.recipient or "").lower()
         reason = self.reason(event, classification)
-        if not rcpt or reason is None or self.control.state.suppression(event.service_id, rcpt):
+        if not rcpt or reason is None or event.service_id is None \
+                or self.control.state.suppression(event.service_id, rcpt):
             return None
         if reason == "soft?":
             if await self.soft_bounces_before(event) + 1 < SOFT_BOUNCES_TO_SUPPRESS:
@@ -65,11 +66,11 @@ class Suppressor:
         log.info("suppressed a recipient of email %s (service %s): %s", event.email_id, event.service_id, reason)
         return entry
 
-    async def soft_bounces_before(self, event: ev.Bounced) -> int:
+    async def soft_bounces_before(self, event: ev.Bounced | ev.Complained) -> int:
         """Soft bounces of this recipient within the window, this one left out. Without an
         analytics store (a relay started without one) the count is 0: one soft bounce never
         suppresses by itself."""
-        if self.store is None:
+        if self.store is None or event.service_id is None or event.recipient is None:
             return 0
         try:
             return await queries.recent_soft_bounces(self.store, event.service_id, event.recipient, event.id)

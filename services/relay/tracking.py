@@ -52,9 +52,9 @@ def personalize(req: ev.SendRequested, rcpt: str, tokens: Tokens, base: str, iss
     if html is not None and (req.track_opens or req.track_clicks):
         link_for = (lambda i, url: link(base, "click", make("click", i, url))) if req.track_clicks else None
         pixel = link(base, "open", make("open")) if req.track_opens else None
-        html = rewrite(req.html, link_for, pixel)
+        source, html = html, rewrite(html, link_for, pixel)
         if text is None:
-            text = html_to_text(req.html)
+            text = html_to_text(source)
     headers: dict[str, str] = {}
     if req.list_unsubscribe:
         value = f"<{link(base, 'unsubscribe', make('unsubscribe'))}>" + (f", <mailto:{mailto}>" if mailto else "")

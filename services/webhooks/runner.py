@@ -23,6 +23,7 @@ from shared.control.errors import ChangeRefused
 from shared.consumer_loop import PoisonGuard, run_consumer
 from shared.crypto import unseal
 from shared.log.port import Record
+from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 PER_ENDPOINT, GLOBAL = 4, 64
@@ -38,7 +39,7 @@ def secrets_of(master_key: bytes, wh: ev.WebhookSaved) -> list[str]:
 
 
 class WebhookService:
-    def __init__(self, runtime):
+    def __init__(self, runtime: Runtime):
         self.rt = runtime
         self.settings = runtime.settings
         self.outbox = Outbox(self.settings.data_dir / "webhooks.sqlite3")

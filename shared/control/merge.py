@@ -49,11 +49,11 @@ def fields_of(event: ev.ControlRecord) -> list[str]:
 
 def same_state(a: ev.ControlRecord, b: ev.ControlRecord) -> bool:
     """Equal entity state, whatever the records' ids, times and change metadata."""
-    return a.model_dump(exclude=ev.CONTROL_META) == b.model_dump(exclude=ev.CONTROL_META)
+    return a.model_dump(exclude=set(ev.CONTROL_META)) == b.model_dump(exclude=set(ev.CONTROL_META))
 
 
 def decide(event: ev.ControlRecord, held: ev.ControlRecord | None, versions: dict[str, int] | None,
-           offset: int) -> tuple[Outcome, ev.ControlRecord | None, dict[str, int] | None]:
+           offset: int) -> tuple[Outcome, ev.ControlRecord, dict[str, int] | None]:
     """(outcome, the entity afterwards, the key's versions afterwards) of ``event`` at ``offset``.
     Pure: the caller stores the result."""
     if event.changed is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from shared import events as ev
 from shared import failpoints
@@ -16,7 +17,7 @@ from shared.backoff_log import DEPENDENCIES, dependency_of
 from shared.control.errors import ChangeRefused, ControlBehind
 from shared.control.merge import Outcome
 from shared.control.state import ControlState, entity_key
-from shared.log.port import EventLog
+from shared.log.port import Consumer, EventLog, Record
 
 log = logging.getLogger(__name__)
 ANCHOR_TRIES = 5  # anchors written in a row while other changes of the key keep landing between
@@ -28,20 +29,20 @@ class ControlPlane:
         self.state = ControlState()
         self.ready = asyncio.Event()
         self.catch_up_timeout = catch_up_timeout
-        self._task: asyncio.Task | None = None
-        self._consumer = None
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: Consumer | None = None
         self._closing = False
         self._written: dict[int, int] = {}
         self._applied = asyncio.Event()  # set (and replaced) each time the follower applied records
-        self._waiting: dict[str, asyncio.Future] = {}  # event id → outcome, for changes this process wrote
+        self._waiting: dict[str, asyncio.Future[Outcome | None]] = {}  # event id → outcome, for changes this process wrote
 
     async def start(self) -> None:
         """Replay the whole control topic (blocks until caught up), then follow it in the background."""
-        self._consumer = self.log.consumer([ev.Topic.CONTROL], group=None)
-        await self._consumer.start()
+        self._consumer = consumer = self.log.consumer([ev.Topic.CONTROL], group=None)
+        await consumer.start()
         while True:
-            self._apply(await self._consumer.poll(max_records=5000, timeout=0.2))
-            if await self._consumer.caught_up():
+            self._apply(await consumer.poll(max_records=5000, timeout=0.2))
+            if await consumer.caught_up():
                 break
         self.ready.set()
         self._task = asyncio.create_task(self._follow(), name="control-follow")
@@ -62,9 +63,10 @@ class ControlPlane:
                     log.exception("control topic poll failed")
                 await asyncio.sleep(1)
 
-    def _apply(self, records) -> None:
+    def _apply(self, records: list[Record]) -> None:
         for rec in records:
-            event = outcome = None
+            event: ev.ControlRecord | None = None
+            outcome: Outcome | None = None
             try:
                 event = ev.decode(rec.value)
                 outcome = self.state.apply(event, rec.offset)
@@ -105,7 +107,7 @@ class ControlPlane:
         self._written[partition] = max(self._written.get(partition, 0), offset + 1)
         return event
 
-    async def change(self, current: ev.ControlRecord, **fields) -> ev.ControlRecord:
+    async def change(self, current: ev.ControlRecord, **fields: Any) -> ev.ControlRecord:
         """Set ``fields`` of the entity ``current`` (as read from this process's state), leaving
         every other field as it is in the log, whatever this process has seen. Returns the
         entity once the change is applied here (a record with ``deleted`` set after a delete).
@@ -135,7 +137,7 @@ class ControlPlane:
     async def _append_and_wait(self, key: str, event: ev.ControlRecord) -> Outcome | None:
         """Append ``event`` and wait for the follower to apply it: its outcome here, which is
         every process's (they apply the same records by the same rules)."""
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
         self._waiting[event.id] = waiter
         try:
             partition, offset = await self.log.append(ev.Topic.CONTROL, key, ev.encode(event))
@@ -186,7 +188,8 @@ class ControlPlane:
         entry = ev.SuppressionSaved(workspace_id=workspace_id, service_id=service_id, email=email.lower(),
                                     reason=reason, detail=detail, source_email_id=source_email_id,
                                     created_at=ev.utcnow())
-        return await self.save(entry)
+        await self.save(entry)
+        return entry
 
     async def close(self) -> None:
         self._closing = True

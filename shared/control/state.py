@@ -8,6 +8,7 @@ nothing. How a change merges onto the entity held: shared/control/merge.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared import events as ev
 from shared.control.merge import WHOLE_KEY, Outcome, decide
@@ -103,7 +104,7 @@ class ControlState:
         self._latest[key] = new
         match new:
             case ev.WorkspaceSaved():
-                if old is not None:
+                if isinstance(old, ev.WorkspaceSaved):
                     self._by_token.pop(old.token_hash, None)
                 self._put(self.workspaces, new.workspace_id, new)
                 if not new.deleted:
@@ -111,7 +112,8 @@ class ControlState:
             case ev.ServiceSaved():
                 self._put(self.services, new.service_id, new)
             case ev.ApiKeySaved():
-                self._by_key_hash.pop(getattr(old, "key_hash", ""), None)
+                if isinstance(old, ev.ApiKeySaved):
+                    self._by_key_hash.pop(old.key_hash, None)
                 self._put(self.api_keys, new.key_id, new)
                 if not new.deleted:
                     self._by_key_hash[new.key_hash] = new.key_id
@@ -125,7 +127,7 @@ class ControlState:
                 self._put(self.webhooks, new.webhook_id, new)
 
     @staticmethod
-    def _put(table: dict, ident, event) -> None:
+    def _put(table: dict[Any, Any], ident: object, event: ev.ControlRecord) -> None:
         if event.deleted:
             table.pop(ident, None)
         else:

@@ -1,10 +1,11 @@
 """The event-log port and its adapters (embedded SQLite, Kafka)."""
 from shared.log.port import Consumer, EventLog, Record
+from shared.settings import Settings
 
 __all__ = ["Consumer", "EventLog", "Record", "open_log"]
 
 
-def open_log(settings) -> EventLog:
+def open_log(settings: Settings) -> EventLog:
     """The adapter the settings ask for: Kafka when POSTLINE_KAFKA_BOOTSTRAP is set, else
     embedded; its appends bounded by POSTLINE_LOG_APPEND_TIMEOUT (shared/log/deadline.py)."""
     from shared.log.deadline import DeadlineLog

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Generic, TypeVar
+from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -16,8 +16,8 @@ class FreshQuery(Generic[T]):
 
     def __init__(self, fetch: Callable[[], Awaitable[T]]):
         self._fetch = fetch
-        self._running: asyncio.Task | None = None
-        self._next: asyncio.Future | None = None  # the callers waiting for the call after the running one
+        self._running: asyncio.Future[T] | None = None
+        self._next: asyncio.Future[T] | None = None  # the callers waiting for the call after the running one
 
     async def __call__(self) -> T:
         if self._running is None:
@@ -27,12 +27,12 @@ class FreshQuery(Generic[T]):
             self._next = asyncio.get_running_loop().create_future()
         return await asyncio.shield(self._next)
 
-    def _start(self) -> asyncio.Task:
+    def _start(self) -> asyncio.Future[T]:
         task = asyncio.ensure_future(self._fetch())
         task.add_done_callback(self._finished)
         return task
 
-    def _finished(self, task: asyncio.Task) -> None:
+    def _finished(self, task: asyncio.Future[T]) -> None:
         if not task.cancelled():
             task.exception()  # retrieved: a failure nobody awaited is not logged as "never retrieved"
         waiting, self._next = self._next, None
@@ -43,13 +43,13 @@ class FreshQuery(Generic[T]):
         self._running.add_done_callback(lambda t: _settle(waiting, t))
 
 
-def _settle(fut: asyncio.Future, task: asyncio.Task) -> None:
+def _settle(fut: asyncio.Future[Any], task: asyncio.Future[Any]) -> None:
     if fut.done():
         return
     if task.cancelled():
         fut.cancel()
-    elif task.exception() is not None:
-        fut.set_exception(task.exception())
+    elif (error := task.exception()) is not None:
+        fut.set_exception(error)
         fut.exception()  # retrieved here too: every waiter may have gone
     else:
         fut.set_result(task.result())

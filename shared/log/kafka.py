@@ -7,15 +7,20 @@ effect is durable), ``auto_offset_reset="earliest"`` so a new group misses nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Any, AsyncGenerator, Iterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, KafkaTimeoutError,
+                             RequestTimedOutError, TopicAlreadyExistsError)
 
 from shared.events import Topic, retry_topic
 from shared.log.fresh_query import FreshQuery
-from shared.log.port import CommitFailed, Consumer, EventLog, LogNotStarted, LogUnavailable, Record
+from shared.log.port import (CommitFailed, Consumer, EventLog, LogError, LogNotStarted, LogRefused, LogTimeout,
+                             LogUnavailable, Record)
+from shared.settings import Settings
 from shared.retry_schedule import MAX_LEVELS as MAX_RETRY_LEVELS
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,27 @@ log = logging.getLogger(__name__)
 TOPIC_CONFIGS = {Topic.CONTROL: {"cleanup.policy": "compact"},
                  Topic.QUOTA: {"cleanup.policy": "compact,delete", "retention.ms": str(26 * 3600 * 1000)},
                  Topic.IDEMPOTENCY: {"cleanup.policy": "compact,delete", "retention.ms": str(25 * 3600 * 1000)}}
+
+
+def translate(exc: KafkaError, what: str) -> LogError:
+    """aiokafka's error as the port's: a timeout is ``LogTimeout``; what aiokafka marks
+    ``retriable`` (or a lost connection) is ``LogUnavailable``; anything else the broker
+    refused (record too large, not authorised, unknown topic) is ``LogRefused``."""
+    message = f"{what}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, (KafkaTimeoutError, RequestTimedOutError)):
+        return LogTimeout(message)
+    if exc.retriable or isinstance(exc, KafkaConnectionError):
+        return LogUnavailable(message)
+    return LogRefused(message)
+
+
+@contextlib.contextmanager
+def kafka_errors(what: str) -> Iterator[None]:
+    """Raise aiokafka's errors inside as the port's (``translate``)."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise translate(exc, what) from exc
 
 
 def topic_specs(partitions: int, replication: int) -> list[NewTopic]:
@@ -41,7 +67,7 @@ def topic_specs(partitions: int, replication: int) -> list[NewTopic]:
 
 
 class KafkaLog(EventLog):
-    def __init__(self, settings):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.bootstrap = settings.kafka_bootstrap
         self._producer: AIOKafkaProducer | None = None
@@ -62,9 +88,9 @@ class KafkaLog(EventLog):
         )
         try:
             await self._producer.start()
-        except KafkaConnectionError as exc:
+        except KafkaError as exc:
             self._producer = None
-            raise LogUnavailable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+            raise translate(exc, f"cannot reach Kafka at {self.bootstrap}") from exc
 
     def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -87,30 +113,44 @@ class KafkaLog(EventLog):
         finally:
             await admin.close()
 
-    async def append(self, topic, key, value, headers=None):
-        md = await self._started().send_and_wait(
-            str(topic), value, key=key.encode() if key is not None else None,
-            headers=[(k, v.encode()) for k, v in (headers or {}).items()] or None)
+    async def append(self, topic: str, key: str | None, value: bytes,
+                     headers: dict[str, str] | None = None) -> tuple[int, int]:
+        producer = self._started()
+        with kafka_errors(f"append to {topic}"):
+            md = await producer.send_and_wait(
+                str(topic), value, key=key.encode() if key is not None else None,
+                headers=[(k, v.encode()) for k, v in (headers or {}).items()] or None)
         return md.partition, md.offset
 
-    async def append_many(self, topic, items):
-        futs = [await self._started().send(str(topic), v, key=k.encode() if k is not None else None) for k, v in items]
+    async def append_many(self, topic: str, items: Sequence[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
+        producer = self._started()
         out = []
-        for fut in futs:
-            md = await fut
-            out.append((md.partition, md.offset))
+        with kafka_errors(f"append to {topic}"):
+            futs = [await producer.send(str(topic), v, key=k.encode() if k is not None else None) for k, v in items]
+            for fut in futs:
+                md = await fut
+                out.append((md.partition, md.offset))
         return out
 
-    def consumer(self, topics, group):
+    def consumer(self, topics: list[str], group: str | None) -> KafkaConsumer:
         return KafkaConsumer(self, [str(t) for t in topics], group)
 
     async def ping(self) -> bool:
-        """A broker answers a metadata request now (raises KafkaError when none does)."""
-        await self._producer.client.fetch_all_metadata()
+        """A broker answers a metadata request now (raises ``LogUnavailable`` when none does)."""
+        producer = self._started()
+        with kafka_errors("cluster metadata"):
+            await producer.client.fetch_all_metadata()
         return True
 
-    async def scan(self, topic, partition, start=0, since_ms=None):
-        tp = TopicPartition(str(topic), partition)
+    async def scan(self, topic: str, partition: int, start: int = 0,
+                   since_ms: int | None = None) -> AsyncGenerator[list[Record], None]:
+        with kafka_errors(f"scan of {topic}/{partition}"):
+            async with contextlib.aclosing(self._scan(str(topic), partition, start, since_ms)) as batches:
+                async for batch in batches:
+                    yield batch
+
+    async def _scan(self, topic: str, partition: int, start: int, since_ms: int | None) -> AsyncGenerator[list[Record], None]:
+        tp = TopicPartition(topic, partition)
         c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest", fetch_max_wait_ms=100)
         await c.start()
@@ -137,10 +177,12 @@ class KafkaLog(EventLog):
         finally:
             await c.stop()
 
-    async def partition_count(self, topic):
-        return len(await self._producer.partitions_for(str(topic)))
+    async def partition_count(self, topic: str) -> int:
+        producer = self._started()
+        with kafka_errors(f"partitions of {topic}"):
+            return len(await producer.partitions_for(str(topic)))
 
-    async def end_offsets(self, topic):
+    async def end_offsets(self, topic: str) -> dict[int, int]:
         """As ``EventLog.end_offsets``: one ListOffsets request to the partitions' leaders,
         shared by the callers that arrive while the previous one runs (``FreshQuery``)."""
         topic = str(topic)
@@ -158,13 +200,14 @@ class KafkaLog(EventLog):
                                               request_timeout_ms=int(self.settings.log_append_timeout * 1000))
                     await client.start()
                     self._offsets = client
+                offsets = self._offsets
             parts = await self._started().partitions_for(topic)
-            ends = await self._offsets.end_offsets([TopicPartition(topic, p) for p in parts])
+            ends = await offsets.end_offsets([TopicPartition(topic, p) for p in parts])
         except KafkaError as exc:
-            raise LogUnavailable(f"cannot read the end offsets of {topic}: {exc}") from exc
+            raise translate(exc, f"cannot read the end offsets of {topic}") from exc
         return {tp.partition: off for tp, off in ends.items()}
 
-    async def close(self):
+    async def close(self) -> None:
         if self._offsets:
             await self._offsets.stop()
             self._offsets = None
@@ -180,6 +223,7 @@ class KafkaConsumer(Consumer):
         self.topics = topics
         self._ends: dict[TopicPartition, int] | None = None
         self._closed = False
+        self.on_assigned = None
         self._c = AIOKafkaConsumer(
             bootstrap_servers=log_.bootstrap,
             group_id=group,
@@ -192,24 +236,17 @@ class KafkaConsumer(Consumer):
             metadata_max_age_ms=5000,
         )
 
-    async def start(self):
+    async def start(self) -> None:
         self._c.subscribe(self.topics, listener=_Assignment(self))
-        try:
+        with kafka_errors("cannot reach Kafka"):
             await self._c.start()
-        except KafkaConnectionError as exc:
-            raise LogUnavailable(f"cannot reach Kafka: {exc}") from exc
 
-    async def poll(self, max_records=500, timeout=1.0):
-        batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
-        out = []
-        for tp, msgs in batches.items():
-            for m in msgs:
-                out.append(Record(
-                    m.topic, m.partition, m.offset, m.key.decode() if m.key is not None else None, m.value,
-                    m.timestamp, {k: v.decode() for k, v in (m.headers or ())}))
-        return out
+    async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        with kafka_errors(f"poll of {self.topics}"):
+            batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        return [_record(m) for msgs in batches.values() for m in msgs]
 
-    async def commit(self, records):
+    async def commit(self, records: list[Record]) -> None:
         if not self.group or not records:
             return
         if self._closed:
@@ -224,39 +261,42 @@ class KafkaConsumer(Consumer):
             # A rebalance is under way (CommitFailedError) or done and the partition is no
             # longer ours (IllegalStateError): the port's caller must know nothing was committed.
             raise CommitFailed(f"{self.group}: commit refused after a rebalance: {exc}") from exc
+        except KafkaError as exc:
+            raise translate(exc, f"{self.group}: commit") from exc
 
-    async def caught_up(self):
+    async def caught_up(self) -> bool:
         assigned = self._c.assignment()
         if not assigned:
             return False
-        if self._ends is None:
-            self._ends = await self._c.end_offsets(list(assigned))
-        for tp, end in self._ends.items():
-            if tp in assigned and await self._c.position(tp) < end:
-                return False
+        with kafka_errors(f"{self.group}: end offsets"):
+            if self._ends is None:
+                self._ends = await self._c.end_offsets(list(assigned))
+            for tp, end in self._ends.items():
+                if tp in assigned and await self._c.position(tp) < end:
+                    return False
         return True
 
-    async def close(self):
+    async def close(self) -> None:
         self._closed = True
         await self._c.stop()
 
 
-def _record(m) -> Record:
+def _record(m: Any) -> Record:  # an aiokafka ConsumerRecord
     return Record(m.topic, m.partition, m.offset, m.key.decode() if m.key is not None else None, m.value,
                   m.timestamp, {k: v.decode() for k, v in (m.headers or ())})
 
 
-class _Assignment(ConsumerRebalanceListener):
+class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
     """Runs the consumer's ``on_assigned`` hook inside the rebalance, before any fetch of the
     newly assigned partitions (aiokafka awaits the listener before it resumes fetching)."""
 
     def __init__(self, consumer: KafkaConsumer):
         self.consumer = consumer
 
-    async def on_partitions_revoked(self, revoked):
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         pass
 
-    async def on_partitions_assigned(self, assigned):
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         hook = self.consumer.on_assigned
         if hook is None or not assigned:
             return

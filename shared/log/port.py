@@ -14,12 +14,32 @@ subclasses below); the contract suite checks each adapter raises them on the sam
 from __future__ import annotations
 
 import abc
+import sqlite3
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import AsyncGenerator, Awaitable, Callable, Protocol, Sequence, TypeVar
+
+
+class Verdict(Protocol):
+    """What a guarded append's check returns: which of its items to append."""
+
+    @property
+    def chosen(self) -> Sequence[bool]: ...
+
+
+T = TypeVar("T")
+V = TypeVar("V", bound=Verdict)
+Guard = Callable[[sqlite3.Connection], V]
+"""A guarded append's check, run inside the write transaction (``EventLog.append_guarded``)."""
 
 
 class LogError(Exception):
-    """Base of the errors the event-log port raises."""
+    """Base of the errors the event-log port raises. ``retriable``: whether the same call may
+    succeed later (the log was down or slow) or will fail the same way (a bug, a refused
+    request); ``shared/backoff_log.py`` treats the retriable ones as "the event log is down"."""
+
+    retriable: bool = False
+    dependency = "event_log"  # the name in postline_dependency_* metrics and in the log lines
 
 
 class LogNotStarted(LogError, RuntimeError):
@@ -28,6 +48,23 @@ class LogNotStarted(LogError, RuntimeError):
 
 class LogUnavailable(LogError, ConnectionError):
     """The broker or the storage cannot be reached; an infrastructure fault, worth retrying."""
+
+    retriable = True
+
+
+class LogTimeout(LogUnavailable, TimeoutError):
+    """The log did not answer within its deadline (``shared/log/deadline.py``). An append that
+    timed out is not known to have failed: its record may still land (consumers deduplicate)."""
+
+
+class LogRefused(LogError):
+    """The log refused the request itself (record too large, unknown topic, not authorised):
+    the same request fails the same way again."""
+
+
+class LogUnsupported(LogError, NotImplementedError):
+    """This adapter does not offer the method (see the capability flags on ``EventLog``): a bug
+    in the caller, which should have asked the flag first."""
 
 
 class CommitFailed(LogError):
@@ -87,9 +124,23 @@ class Consumer(abc.ABC):
 
 
 class EventLog(abc.ABC):
+    """The port. Capabilities some adapters lack are declared here with a flag and a default,
+    so callers ask the flag (or call the method and get its documented default), never probe
+    the adapter with ``hasattr``."""
+
     end_offsets_local: bool = False
     """True when ``end_offsets`` only reads local storage (never waits on a network), so it
     needs no deadline: the send hot path calls it on every request."""
+    keyed_lookups: bool = False
+    """True when ``by_key`` finds records (the embedded log has an index on keys; Kafka has none)."""
+    local_sql: bool = False
+    """True when ``read`` and ``append_guarded`` work: the log is a SQL database this process
+    can read and write inside the appends' own transaction (the embedded log)."""
+
+    @property
+    def local_file(self) -> Path | None:
+        """The file holding the log when it is one on this machine (retention sweeps it), else None."""
+        return None
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -100,26 +151,60 @@ class EventLog(abc.ABC):
     async def append(self, topic: str, key: str | None, value: bytes,
                      headers: dict[str, str] | None = None) -> tuple[int, int]:
         """Append durably and return ``(partition, offset)``. Raises on failure (nothing acked):
-        ``LogNotStarted`` before ``start``, otherwise an infrastructure error."""
+        ``LogNotStarted`` before ``start``, ``LogUnavailable`` (``LogTimeout``: maybe written
+        later) when the log is down or slow, ``LogRefused`` when it refuses the record."""
 
-    async def append_many(self, topic: str, items: list[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
-        """Append several records; returns only once all are durable. Adapters may batch."""
+    async def append_many(self, topic: str, items: Sequence[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
+        """Append several records; returns only once all are durable. Adapters may batch.
+        Raises as ``append``."""
         import asyncio
 
         return list(await asyncio.gather(*(self.append(topic, k, v) for k, v in items)))
 
+    async def append_guarded(self, topic: str, items: Sequence[tuple[str | None, bytes]],
+                             guard: Guard[V]) -> tuple[V, list[tuple[int, int]]]:
+        """Only when ``local_sql``: in the appends' own write transaction, ``guard(connection)``
+        returns a verdict whose ``chosen`` (a boolean per item) says which items are appended.
+        Returns ``(verdict, positions of those chosen)`` once durable; raises as ``append``,
+        re-raises what the guard raised (nothing of its job written), and ``LogUnsupported``
+        on an adapter without ``local_sql``."""
+        raise LogUnsupported(f"{type(self).__name__} has no guarded appends")
+
+    def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Only when ``local_sql``: ``query(connection)`` on this process's reader connection, on
+        the caller's thread (it blocks: small reads only); it sees every commit made so far by
+        any process. Raises ``LogUnsupported`` on an adapter without ``local_sql``."""
+        raise LogUnsupported(f"{type(self).__name__} has no local reads")
+
+    def by_key(self, topic: str, key: str, limit: int = 50) -> list[Record]:
+        """The newest ``limit`` records of ``key`` on ``topic``, newest first, when
+        ``keyed_lookups``; [] on an adapter without a key index (callers fall back to another
+        source). Blocks briefly (an index read)."""
+        return []
+
+    async def ping(self) -> bool:
+        """True when the log answers now (Kafka: cluster metadata from a broker; the embedded
+        log: its writer is running). Adapters without a cheaper probe answer True once started."""
+        return True
+
+    def writable(self, within: float = 15.0) -> bool:
+        """False while the latest append failed less than ``within`` seconds ago (only the
+        append deadline, ``shared/log/deadline.py``, keeps that record; the adapters say True)."""
+        return True
+
+    @abc.abstractmethod
     def scan(self, topic: str, partition: int, start: int = 0,
-             since_ms: int | None = None) -> AsyncIterator[list[Record]]:
+             since_ms: int | None = None) -> AsyncGenerator[list[Record], None]:
         """Batches of the records of one partition from offset ``start`` (or the first record
         appended at or after ``since_ms``, whichever is later) up to its end when the scan
         began (at least; records appended during the scan may come too); no group, nothing
-        committed. Raises on an unreachable log."""
-        raise NotImplementedError
+        committed. Raises ``LogUnavailable`` on an unreachable log."""
 
+    @abc.abstractmethod
     async def partition_count(self, topic: str) -> int:
-        """Partitions of ``topic``."""
-        raise NotImplementedError
+        """Partitions of ``topic``. Raises ``LogUnavailable`` on an unreachable log."""
 
+    @abc.abstractmethod
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition of ``topic``, the offset after its last record, as read *after* the
         call began: every record whose append was acknowledged (in any process) before the
@@ -128,7 +213,6 @@ class EventLog(abc.ABC):
         Adapters make it cheap under load: the embedded log answers from memory unless another
         process committed since its last look; Kafka shares one request among concurrent
         callers (one that started after they all arrived). Raises ``LogUnavailable``."""
-        raise NotImplementedError
 
     @abc.abstractmethod
     def consumer(self, topics: list[str], group: str | None) -> Consumer:

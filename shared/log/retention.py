@@ -50,10 +50,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, cast
 
 from shared import events as ev
 from shared.control.merge import Outcome
 from shared.control.state import ControlState
+from shared.log.port import EventLog
+from shared.settings import Settings
+
+Stopping = Callable[[], bool]  # True once the pass should end (``sweep``'s ``cancel``)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,7 @@ class RetentionPolicy:
     dead_letter: float
 
     @classmethod
-    def from_settings(cls, settings) -> RetentionPolicy:
+    def from_settings(cls, settings: Settings) -> RetentionPolicy:
         return cls(settings.log_retention_requests, settings.log_retention_events,
                    settings.log_retention_dead_letter)
 
@@ -122,20 +127,18 @@ def sweep(path: Path, policy: RetentionPolicy, now: float | None = None,
     return report
 
 
-async def run_retention(event_log, settings, stop: asyncio.Event) -> None:
+async def run_retention(event_log: EventLog, settings: Settings, stop: asyncio.Event) -> None:
     """Run ``sweep`` every ``POSTLINE_LOG_RETENTION_INTERVAL`` seconds until ``stop`` is set.
 
     Only for the embedded log (Kafka applies its topic configs itself), and only in the one
     process holding the retention lock of the data dir. Never raises: a failed pass is logged
     and tried again, so the role that runs it is not stopped by it."""
-    from shared.log.sqlite import SqliteLog
-
-    event_log = getattr(event_log, "inner", event_log)  # the adapter behind the append deadline (shared/log/deadline.py)
-    if not isinstance(event_log, SqliteLog):
+    path = event_log.local_file
+    if path is None:
         await stop.wait()  # a role's task that ends would stop the process: wait like one
         return
     policy = RetentionPolicy.from_settings(settings)
-    lock = _RetentionLock(event_log.path.with_name(event_log.path.name + ".retention.lock"))
+    lock = _RetentionLock(path.with_name(path.name + ".retention.lock"))
     cancel = threading.Event()  # a long pass must not hold up the process's shutdown
     watcher = asyncio.create_task(stop.wait())
     watcher.add_done_callback(lambda _: cancel.set())
@@ -143,7 +146,7 @@ async def run_retention(event_log, settings, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 if lock.acquire():
-                    report = await asyncio.to_thread(sweep, event_log.path, policy, None, cancel)
+                    report = await asyncio.to_thread(sweep, path, policy, None, cancel)
                     if report.expired or report.compacted or report.converted:
                         log.info("log retention: expired %s, compacted %d control records, released %d pages",
                                  report.expired, report.compacted, report.pages_released)
@@ -162,7 +165,7 @@ class _RetentionLock:
     """An exclusive, non-blocking ``flock``: released by the kernel if the process dies."""
 
     def __init__(self, path: Path):
-        self.path, self._fd = path, None
+        self.path, self._fd = path, cast(int | None, None)
 
     def acquire(self) -> bool:
         if self._fd is not None:
@@ -219,7 +222,7 @@ def _partitions(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     return out
 
 
-def _expire(conn: sqlite3.Connection, topic: str, part: int, cutoff_ms: int, stopping) -> int:
+def _expire(conn: sqlite3.Connection, topic: str, part: int, cutoff_ms: int, stopping: Stopping) -> int:
     """Delete the partition's head up to the first record at or after ``cutoff_ms``, in
     ``BATCH``-sized transactions; the partition's newest record stays."""
     (newest,) = conn.execute("SELECT MAX(off) FROM records WHERE topic=? AND part=?", (topic, part)).fetchone()
@@ -241,7 +244,7 @@ def _expire(conn: sqlite3.Connection, topic: str, part: int, cutoff_ms: int, sto
     return removed
 
 
-def _compact_control(conn: sqlite3.Connection, stopping) -> int:
+def _compact_control(conn: sqlite3.Connection, stopping: Stopping) -> int:
     """Drop control records a later record of the same key superseded (see module doc)."""
     topic = str(ev.Topic.CONTROL)
     doomed = _superseded_control(conn, topic)
@@ -292,7 +295,7 @@ def _superseded_control(conn: sqlite3.Connection, topic: str) -> list[tuple[int,
     return [(p, o) for key, p, o in superseded if key not in held]
 
 
-def _release_pages(conn: sqlite3.Connection, stopping) -> int:
+def _release_pages(conn: sqlite3.Connection, stopping: Stopping) -> int:
     """Give free pages back to the file system, ``VACUUM_PAGES`` per transaction."""
     if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
         return 0

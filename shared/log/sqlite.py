@@ -34,9 +34,12 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, AsyncGenerator, Callable, Iterator, Sequence, TypeVar
 
-from shared.log.port import CommitFailed, Consumer, EventLog, LogNotStarted, LogUnavailable, Record
+from shared.log.port import V, CommitFailed, Consumer, EventLog, Guard, LogNotStarted, LogUnavailable, Record, Verdict
+
+T = TypeVar("T")
+Outcome = tuple["asyncio.Future[Any]", object, "BaseException | None"]  # a job's future, its result or its error
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +66,6 @@ WATCH_IDLE_INTERVAL = 0.05
 WATCH_BUSY_FOR = 2.0
 
 
-Guard = Callable[[sqlite3.Connection], object]  # returns a verdict with ``chosen``: a boolean per item
-
-
 @dataclass(frozen=True)
 class GuardFailed:
     """A guard raised: its job is failed with this error, the other jobs of the commit go on."""
@@ -89,21 +89,43 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+@contextlib.contextmanager
+def _storage_errors(what: str) -> Iterator[None]:
+    """SQLite's and the file system's errors as the port's: the file cannot be read or written
+    (disk full, I/O error, locked too long) is the log being unavailable."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        raise LogUnavailable(f"{what}: {exc}") from exc
+
+
 class SqliteLog(EventLog):
     end_offsets_local = True  # a PRAGMA read, at most a few rows: nothing to bound
+    keyed_lookups = True  # records_by_key
+    local_sql = True
+
     def __init__(self, path: Path, partitions: int = 4):
         self.path = Path(path)
         self.partitions = partitions
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[tuple[str, Any, asyncio.Future[Any]] | None] = queue.Queue()
         self._next: dict[tuple[str, int], int] = {}
         self._counter = 0
         self._writer: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._watcher: asyncio.Task | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._data_version = -1
         self._topic_versions: dict[str, int] = {}  # topic → data_version when end_offsets last read its heads
+
+    @property
+    def local_file(self) -> Path:
+        return self.path
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise LogNotStarted("log is not started")
+        return self._reader
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -169,16 +191,17 @@ class SqliteLog(EventLog):
                         jobs.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                if None in jobs:
-                    stop = True
-                    jobs = [j for j in jobs if j is not None]
-                if jobs:
-                    self._commit_jobs(conn, jobs)
+                stop = None in jobs
+                work = [j for j in jobs if j is not None]
+                if work:
+                    self._commit_jobs(conn, work)
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
-    def _commit_jobs(self, conn: sqlite3.Connection, jobs: list) -> None:
-        results: list = []
+    def _commit_jobs(self, conn: sqlite3.Connection, jobs: list[tuple[str, Any, asyncio.Future[Any]]]) -> None:
+        results: list[tuple[asyncio.Future[Any], object]] = []
+        loop = self._loop
+        assert loop is not None  # set by start, before the writer runs
         assigned: dict[tuple[str, int], int] = {}
         try:
             conn.execute("BEGIN IMMEDIATE")  # waits (busy timeout) while another process writes
@@ -201,13 +224,20 @@ class SqliteLog(EventLog):
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            self._loop.call_soon_threadsafe(_resolve_all, [(fut, None, exc) for _, _, fut in jobs], None)
+            failed: BaseException = exc
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                failed = LogUnavailable(f"cannot write the event log at {self.path}: {exc}")
+                failed.__cause__ = exc
+            failures: list[Outcome] = [(fut, None, failed) for _, _, fut in jobs]
+            loop.call_soon_threadsafe(_resolve_all, failures, None)
             return
         # one wake-up of the event loop per commit, not one per record
-        self._loop.call_soon_threadsafe(_resolve_all, [(fut, res, None) for fut, res in results],
+        done: list[Outcome] = [(fut, res, None) for fut, res in results]
+        loop.call_soon_threadsafe(_resolve_all, done,
                                         lambda: self._advance(assigned))
 
-    def _guarded(self, conn: sqlite3.Connection, payload, assigned) -> tuple[object, list[tuple[int, int]]]:
+    def _guarded(self, conn: sqlite3.Connection, payload: tuple[list[tuple[str, str | None, bytes, None]], Guard[Verdict]],
+                 assigned: dict[tuple[str, int], int]) -> tuple[Verdict | GuardFailed, list[tuple[int, int]]]:
         """Run a guard in this write transaction, then append its records only if it allows.
         A guard that raises undoes its own writes (a savepoint) and fails only its own job."""
         items, guard = payload
@@ -221,7 +251,8 @@ class SqliteLog(EventLog):
         conn.execute("RELEASE guard")
         return verdict, [self._insert(conn, item, assigned) for item, keep in zip(items, verdict.chosen) if keep]
 
-    def _insert(self, conn, payload, assigned) -> tuple[int, int]:
+    def _insert(self, conn: sqlite3.Connection, payload: tuple[str, str | None, bytes, dict[str, str] | None],
+                assigned: dict[tuple[str, int], int]) -> tuple[int, int]:
         topic, key, value, headers = payload
         part = partition_for(key, self.partitions, self._counter)
         self._counter += 1
@@ -251,11 +282,11 @@ class SqliteLog(EventLog):
 
     def _refresh_heads(self) -> bool:
         """Re-read the heads when another connection committed since the last look; True if so."""
-        version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        version = self._conn().execute("PRAGMA data_version").fetchone()[0]
         if version == self._data_version:
             return False
         self._data_version = version
-        rows = self._reader.execute("SELECT topic, part, next FROM heads").fetchall()
+        rows = self._conn().execute("SELECT topic, part, next FROM heads").fetchall()
         self._advance({(t, p): n for t, p, n in rows})
         return True
 
@@ -271,21 +302,24 @@ class SqliteLog(EventLog):
             except sqlite3.Error:  # busy or I/O hiccup: look again next tick
                 log.debug("log watcher: could not read heads", exc_info=True)
 
-    def _submit(self, kind: str, payload) -> asyncio.Future:
-        if self._writer is None:
+    def _submit(self, kind: str, payload: object) -> asyncio.Future[Any]:
+        if self._writer is None or self._loop is None:
             raise LogNotStarted("log is not started")
         fut = self._loop.create_future()
         self._queue.put((kind, payload, fut))
         return fut
 
-    async def append(self, topic, key, value, headers=None):
-        return (await self._submit("append", [(str(topic), key, value, headers)]))[0]
+    async def append(self, topic: str, key: str | None, value: bytes,
+                     headers: dict[str, str] | None = None) -> tuple[int, int]:
+        positions: list[tuple[int, int]] = await self._submit("append", [(str(topic), key, value, headers)])
+        return positions[0]
 
-    async def append_many(self, topic, items):
-        return await self._submit("append", [(str(topic), k, v, None) for k, v in items])
+    async def append_many(self, topic: str, items: Sequence[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
+        positions: list[tuple[int, int]] = await self._submit("append", [(str(topic), k, v, None) for k, v in items])
+        return positions
 
-    async def append_guarded(self, topic, items: list[tuple[str | None, bytes]], guard: Guard
-                             ) -> tuple[object, list[tuple[int, int]]]:
+    async def append_guarded(self, topic: str, items: Sequence[tuple[str | None, bytes]], guard: Guard[V]
+                             ) -> tuple[V, list[tuple[int, int]]]:
         """``guard(connection)`` runs inside the write transaction that would hold ``items``
         (so it sees and changes the log file's own tables with every other writer of every
         process excluded); its verdict's ``chosen`` (a boolean per item) says which of ``items``
@@ -293,6 +327,8 @@ class SqliteLog(EventLog):
         ``append`` does, and re-raises what the guard raised (nothing of its job written).
         For decisions that must hold across processes at no extra fsync: rate counters,
         idempotency claims."""
+        verdict: V | GuardFailed
+        positions: list[tuple[int, int]]
         verdict, positions = await self._submit("guarded", ([(str(topic), k, v, None) for k, v in items], guard))
         if isinstance(verdict, GuardFailed):
             raise verdict.error
@@ -303,27 +339,28 @@ class SqliteLog(EventLog):
 
     # ------------------------------------------------------------ reads
     def _read(self, topic: str, part: int, start: int, limit: int) -> list[Record]:
-        rows = self._reader.execute(
+        with _storage_errors(f"cannot read {topic}/{part} of the event log"):
+            rows = self._conn().execute(
             "SELECT off, key, value, headers, ts FROM records WHERE topic=? AND part=? AND off>=? ORDER BY off LIMIT ?",
             (topic, part, start, limit)).fetchall()
         return [Record(topic, part, off, key, value, ts, json.loads(h) if h else {}) for off, key, value, h, ts in rows]
 
     def _committed(self, group: str, topic: str) -> dict[int, int]:
-        rows = self._reader.execute("SELECT part, off FROM commits WHERE grp=? AND topic=?", (group, topic))
+        rows = self._conn().execute("SELECT part, off FROM commits WHERE grp=? AND topic=?", (group, topic))
         return dict(rows.fetchall())
 
-    def read(self, query: Callable[[sqlite3.Connection], object]) -> object:
+    def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """``query(connection)`` on this process's reader connection, on the caller's thread:
         for small reads of the log file's own tables (e.g. rate counters); it sees every
         commit made so far by any process."""
-        return query(self._reader)
+        return query(self._conn())
 
     def by_key(self, topic: str, key: str, limit: int = 50) -> list[Record]:
         """The newest ``limit`` records of ``key`` on ``topic``, newest first (found through the
         key index, on the key's partition). For look-ups of one entity written by another
         process, e.g. a send request."""
         part = partition_for(key, self.partitions, 0)
-        rows = self._reader.execute(
+        rows = self._conn().execute(
             "SELECT off, value, headers, ts FROM records WHERE topic=? AND part=? AND key=? ORDER BY off DESC LIMIT ?",
             (topic, part, key, limit)).fetchall()
         return [Record(topic, part, off, key, value, ts, json.loads(h) if h else {}) for off, value, h, ts in rows]
@@ -352,10 +389,11 @@ class SqliteLog(EventLog):
             raise LogUnavailable(f"cannot read the event log's heads: {exc}") from exc
         return self._ends(topic)
 
-    def consumer(self, topics, group):
+    def consumer(self, topics: list[str], group: str | None) -> SqliteConsumer:
         return SqliteConsumer(self, [str(t) for t in topics], group)
 
-    async def scan(self, topic, partition, start=0, since_ms=None):
+    async def scan(self, topic: str, partition: int, start: int = 0,
+                   since_ms: int | None = None) -> AsyncGenerator[list[Record], None]:
         topic = str(topic)
         end = self._next.get((topic, partition), 0)
         if since_ms is not None:
@@ -373,7 +411,7 @@ class SqliteLog(EventLog):
         lo, hi = 0, end
         while lo < hi:
             mid = (lo + hi) // 2
-            row = self._reader.execute("SELECT ts FROM records WHERE topic=? AND part=? AND off>=? ORDER BY off LIMIT 1",
+            row = self._conn().execute("SELECT ts FROM records WHERE topic=? AND part=? AND off>=? ORDER BY off LIMIT 1",
                                        (topic, part, mid)).fetchone()
             if row and row[0] < since_ms:
                 lo = mid + 1
@@ -381,11 +419,12 @@ class SqliteLog(EventLog):
                 hi = mid
         return lo
 
-    async def partition_count(self, topic):
+    async def partition_count(self, topic: str) -> int:
         return self.partitions
 
 
-def _resolve_all(outcomes: list[tuple[asyncio.Future, object, BaseException | None]], then=None) -> None:
+def _resolve_all(outcomes: list[Outcome],
+                 then: Callable[[], None] | None = None) -> None:
     for fut, result, exc in outcomes:
         if fut.done():
             continue
@@ -403,6 +442,7 @@ class SqliteConsumer(Consumer):
         self._pos: dict[tuple[str, int], int] = {}
         self._start_ends: dict[tuple[str, int], int] = {}
         self._share = (0, 1)
+        self.on_assigned = None
 
     def take_share(self, index: int, count: int) -> None:
         self._share = (index, count)
@@ -419,7 +459,7 @@ class SqliteConsumer(Consumer):
         if self.on_assigned is not None:  # static membership: this member's share from the start
             await self.on_assigned(dict(self._pos))
 
-    async def poll(self, max_records=500, timeout=1.0):
+    async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         deadline = time.monotonic() + timeout
         while True:
             waiter = self.log._changed
@@ -444,7 +484,7 @@ class SqliteConsumer(Consumer):
             finally:
                 wake.cancel()
 
-    async def commit(self, records):
+    async def commit(self, records: list[Record]) -> None:
         if not self.group or not records:
             return
         if any((r.topic, r.partition) not in self._pos for r in records):
@@ -454,8 +494,8 @@ class SqliteConsumer(Consumer):
             last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
         await self.log._commit_offsets([(self.group, t, p, o + 1) for (t, p), o in last.items()])
 
-    async def caught_up(self):
+    async def caught_up(self) -> bool:
         return all(self._pos[tp] >= end for tp, end in self._start_ends.items())
 
-    async def close(self):
+    async def close(self) -> None:
         self._pos.clear()

@@ -6,13 +6,15 @@ counts what it accepts and publishes its counts through the log; every replica a
 others' (``gossip.py``): nothing needs to know how many replicas run, and the total can
 overshoot only by what the others accepted in the last moment (≤ one flush interval plus a
 fetch, a fraction of a second of traffic)."""
+from shared.log.port import EventLog
 from shared.quota.port import Quota
+from shared.settings import Settings
 from shared.quota.window import Decision, Take, Window
 
 __all__ = ["Decision", "Quota", "Take", "Window", "open_quota"]
 
 
-def open_quota(log, settings) -> Quota:
+def open_quota(log: EventLog, settings: Settings) -> Quota:
     """The counters that match the log: in the embedded log's transaction, else gossiped."""
     if settings.kafka_bootstrap:
         from shared.quota.gossip import GossipQuota

@@ -20,8 +20,10 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 
 from shared import events as ev
+from shared.log.port import Consumer, EventLog, Record
 from shared.quota.port import Quota
 from shared.quota.window import Counted, Decision, Take, Window, decide
 
@@ -32,7 +34,7 @@ START_TIMEOUT = 30.0
 class SlotTable:
     """Units per (service, scope) → publisher → slot."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._slots: dict[tuple[str, str], dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
 
     def set(self, service_id: str, scope: str, publisher: str, slot: int, units: int) -> None:
@@ -48,7 +50,7 @@ class SlotTable:
 
     def live(self, service_id: str, w: Window, now: float) -> dict[int, int]:
         """Live slots of the window, every publisher summed (expired ones are dropped here)."""
-        first, out = w.first_live(now), {}
+        first, out = w.first_live(now), dict[int, int]()
         for slots in self._slots.get((service_id, w.scope), {}).values():
             for slot in [s for s in slots if s < first]:
                 del slots[slot]
@@ -58,22 +60,22 @@ class SlotTable:
 
 
 class GossipQuota(Quota):
-    def __init__(self, log_, flush_interval: float = 0.1):
+    def __init__(self, log_: EventLog, flush_interval: float = 0.1):
         self.log, self.flush_interval = log_, flush_interval
         self.me = uuid.uuid4().hex[:12]
         self.table = SlotTable()
         self._dirty: set[tuple[str, str, int]] = set()
-        self._consumer = None
-        self._tasks: list[asyncio.Task] = []
+        self._consumer: Consumer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Read every replica's published counts up to now (bounded), then follow and publish."""
-        self._consumer = self.log.consumer([ev.Topic.QUOTA], group=None)
-        await self._consumer.start()
+        self._consumer = consumer = self.log.consumer([ev.Topic.QUOTA], group=None)
+        await consumer.start()
         deadline = time.monotonic() + START_TIMEOUT
-        while not await self._consumer.caught_up() and time.monotonic() < deadline:
-            self._apply(await self._consumer.poll(max_records=5000, timeout=0.2))
-        self._tasks = [asyncio.create_task(self._follow(), name="quota-follow"),
+        while not await consumer.caught_up() and time.monotonic() < deadline:
+            self._apply(await consumer.poll(max_records=5000, timeout=0.2))
+        self._tasks = [asyncio.create_task(self._follow(consumer), name="quota-follow"),
                        asyncio.create_task(self._publish(), name="quota-publish")]
 
     async def close(self) -> None:
@@ -95,7 +97,9 @@ class GossipQuota(Quota):
         return out
 
     def _judge(self, take: Take, now: float) -> Decision:
-        rows = lambda w: sorted(self.table.live(take.service_id, w, now).items())  # noqa: E731
+        def rows(w: Window) -> list[tuple[int, int]]:
+            return sorted(self.table.live(take.service_id, w, now).items())
+
         return decide(take, now, self._counted(take, now), rows)
 
     def _count(self, take: Take, now: float, sign: int) -> None:
@@ -104,9 +108,10 @@ class GossipQuota(Quota):
             self.table.add(take.service_id, w.scope, self.me, slot, sign * take.n)
             self._dirty.add((take.service_id, w.scope, slot))
 
-    async def admit(self, topic, takes, items):
+    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]]) -> list[Decision]:
         now = time.time()
-        decisions, counted = [], []
+        decisions: list[Decision] = []
+        counted: list[Take] = []
         for take in takes:  # no await in this loop: decide-and-count is atomic on this replica
             decision = self._judge(take, now)
             if decision.allowed and take.n:
@@ -126,7 +131,7 @@ class GossipQuota(Quota):
     def peek(self, take: Take) -> Decision:
         return self._judge(take, time.time())
 
-    def usage(self, service_id, scopes):
+    def usage(self, service_id: str, scopes: list[tuple[str, int, int]]) -> dict[str, int]:
         now = time.time()
         return {scope: sum(self.table.live(service_id, Window(scope, length, slot, 0), now).values())
                 for scope, length, slot in scopes}
@@ -144,7 +149,7 @@ class GossipQuota(Quota):
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, set()
-        records = []
+        records: list[tuple[str | None, bytes]] = []
         for service_id, scope, slot in dirty:
             units = self.table.units(service_id, scope, self.me, slot)
             value = json.dumps({"s": service_id, "p": self.me, "c": scope, "t": slot, "n": units}).encode()
@@ -155,17 +160,17 @@ class GossipQuota(Quota):
             self._dirty |= dirty
             raise
 
-    async def _follow(self) -> None:
+    async def _follow(self, consumer: Consumer) -> None:
         while True:
             try:
-                self._apply(await self._consumer.poll(max_records=5000, timeout=1.0))
+                self._apply(await consumer.poll(max_records=5000, timeout=1.0))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.debug("quota topic poll failed", exc_info=True)
                 await asyncio.sleep(1)
 
-    def _apply(self, records) -> None:
+    def _apply(self, records: list[Record]) -> None:
         for rec in records:
             try:
                 c = json.loads(rec.value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
 from shared.quota.window import Decision, Take
 
@@ -14,7 +15,7 @@ class Quota(abc.ABC):
         """Release what ``start`` took."""
 
     @abc.abstractmethod
-    async def admit(self, topic: str, takes: list[Take], items: list[tuple[str | None, bytes]]
+    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]]
                     ) -> list[Decision]:
         """Decide ``takes`` in order (each one sees the units of those allowed before it) and
         append durably the record of each allowed one (``items[i]`` belongs to ``takes[i]``),

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from typing import Callable, Sequence
 
+from shared.log.port import EventLog
 from shared.quota.port import Quota
 from shared.quota.window import Counted, Decision, Take, Window, decide
 
@@ -30,7 +32,9 @@ def count(conn: sqlite3.Connection, take: Take, now: float) -> list[Counted]:
 
 
 def judge(conn: sqlite3.Connection, take: Take, now: float) -> Decision:
-    rows = lambda w: conn.execute(_ROWS, (take.service_id, w.scope, w.first_live(now))).fetchall()  # noqa: E731
+    def rows(w: Window) -> list[tuple[int, int]]:
+        return conn.execute(_ROWS, (take.service_id, w.scope, w.first_live(now))).fetchall()
+
     return decide(take, now, count(conn, take, now), rows)
 
 
@@ -49,11 +53,11 @@ class Verdict:
 
 
 class SqliteQuota(Quota):
-    def __init__(self, log):
+    def __init__(self, log: EventLog):
         self.log = log  # the embedded log (or its deadline wrapper): it runs the guard
         self._schema_ready = False
 
-    def _guard(self, takes: list[Take]):
+    def _guard(self, takes: list[Take]) -> Callable[[sqlite3.Connection], Verdict]:
         def guard(conn: sqlite3.Connection) -> Verdict:
             if not self._schema_ready:
                 conn.execute(SCHEMA)
@@ -67,7 +71,7 @@ class SqliteQuota(Quota):
             return Verdict(decisions)
         return guard
 
-    async def admit(self, topic, takes, items):
+    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]]) -> list[Decision]:
         verdict, _ = await self.log.append_guarded(topic, items, self._guard(takes))
         self._schema_ready = True
         return verdict.decisions
@@ -78,7 +82,7 @@ class SqliteQuota(Quota):
         except sqlite3.OperationalError:  # no send yet on this installation: no table yet
             return decide(take, time.time(), [Counted(w, 0, None) for w in take.windows], lambda w: [])
 
-    def usage(self, service_id, scopes):
+    def usage(self, service_id: str, scopes: list[tuple[str, int, int]]) -> dict[str, int]:
         now = time.time()
         take = Take(service_id, 0, tuple(Window(scope, length, slot, 0) for scope, length, slot in scopes))
         try:

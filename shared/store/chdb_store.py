@@ -8,11 +8,15 @@ import asyncio
 import json
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from shared.store.port import AnalyticsStore, StoreError, StoreUnavailable
+from shared.store.port import AnalyticsStore, Row, StoreRefused, StoreUnavailable
 from shared.store.sql import bind
 
-_sessions: dict[str, object] = {}
+if TYPE_CHECKING:
+    from chdb.session import Session
+
+_sessions: dict[str, Session] = {}
 _lock = threading.Lock()
 
 # ClickHouse's server caches, bounded: its defaults are sized for a dedicated server (5 GB
@@ -31,7 +35,7 @@ CACHE_LIMITS = {
 }
 
 
-def _session(path: Path):
+def _session(path: Path) -> Session:
     from chdb import session
 
     key = str(path)
@@ -50,19 +54,19 @@ class ChdbStore(AnalyticsStore):
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def _run(self, sql: str, fmt: str = "CSV", params: dict | None = None):
+    def _run(self, sql: str, fmt: str = "CSV", params: dict[str, Any] | None = None) -> bytes:
         try:
             with _lock:
-                return _session(self.path).query(sql, fmt, params=bind(params))
+                return bytes(_session(self.path).query(sql, fmt, params=bind(params)).bytes())
         except OSError as exc:  # the data path cannot be created or opened
             raise StoreUnavailable(f"chDB data path {self.path}: {exc}") from exc
         except RuntimeError as exc:  # chdb's ChdbError: the engine refused the statement
-            raise StoreError(str(exc)) from exc
+            raise StoreRefused(str(exc)) from exc
 
-    async def execute(self, sql):
+    async def execute(self, sql: str) -> None:
         await asyncio.to_thread(self._run, sql)
 
-    async def insert(self, table, rows, dedup_token):
+    async def insert(self, table: str, rows: list[Row], dedup_token: str) -> None:
         if not rows:
             return
         body = "\n".join(json.dumps(r, default=str) for r in rows)
@@ -70,9 +74,8 @@ class ChdbStore(AnalyticsStore):
                f"FORMAT JSONEachRow\n{body}")
         await asyncio.to_thread(self._run, sql)
 
-    async def query(self, sql, params=None):
-        res = await asyncio.to_thread(self._run, sql, "JSONEachRow", params)
-        raw = res.bytes() if hasattr(res, "bytes") else bytes(res)
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[Row]:
+        raw = await asyncio.to_thread(self._run, sql, "JSONEachRow", params)
         return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
 

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlparse
 
-from shared.store.port import AnalyticsStore, StoreError, StoreUnavailable
+from shared.store.port import AnalyticsStore, Row, StoreRefused, StoreUnavailable
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+T = TypeVar("T")
 
 
 class ClickHouseStore(AnalyticsStore):
     def __init__(self, url: str):
         self.url = url
-        self._client = None
+        self._client: Client | None = None
 
-    def _connect(self):
+    def _connect(self) -> Client:
         if self._client is None:
             import clickhouse_connect
 
@@ -28,7 +34,7 @@ class ClickHouseStore(AnalyticsStore):
                 connect_timeout=5, send_receive_timeout=30, autogenerate_session_id=False)
         return self._client
 
-    async def _call(self, fn):
+    async def _call(self, fn: Callable[[], T]) -> T:
         """``fn`` off the event loop, with the driver's errors as the port's."""
         from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
@@ -37,16 +43,16 @@ class ClickHouseStore(AnalyticsStore):
         except OperationalError as exc:  # connection refused, reset, timed out
             raise StoreUnavailable(f"ClickHouse at {self._where()}: {exc}") from exc
         except ClickHouseError as exc:
-            raise StoreError(str(exc)) from exc
+            raise StoreRefused(str(exc)) from exc
 
     def _where(self) -> str:
         u = urlparse(self.url)  # never the password
         return f"{u.hostname}:{u.port}"
 
-    async def execute(self, sql):
+    async def execute(self, sql: str) -> None:
         await self._call(lambda: self._connect().command(sql))
 
-    async def insert(self, table, rows, dedup_token):
+    async def insert(self, table: str, rows: list[Row], dedup_token: str) -> None:
         if not rows:
             return
         body = "\n".join(json.dumps(r, default=str) for r in rows)
@@ -54,12 +60,12 @@ class ClickHouseStore(AnalyticsStore):
         await self._call(lambda: self._connect().command(
             sql, settings={"insert_deduplication_token": dedup_token}))
 
-    async def query(self, sql, params=None):
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[Row]:
         raw = await self._call(lambda: self._connect().raw_query(sql, parameters=params or {},
                                                                  fmt="JSONEachRow"))
         return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
-    async def close(self):
+    async def close(self) -> None:
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
             self._client = None

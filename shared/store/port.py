@@ -5,11 +5,23 @@ ClickHouse server adapter by ``tests/shared/store/test_contract.py``)."""
 from __future__ import annotations
 
 import abc
+from typing import Any
 
 from shared.store.migrations import MIGRATIONS
 
+Row = dict[str, Any]  # a row as a dict, column name → JSON value
+
 
 class StoreError(Exception):
+    """Base of the errors the analytics-store port raises. ``retriable``: whether the same
+    statement may succeed later (the store was down or slow) or fails the same way;
+    ``shared/backoff_log.py`` treats the retriable ones as "the analytics store is down"."""
+
+    retriable: bool = False
+    dependency = "analytics_store"  # the name in postline_dependency_* metrics and in the log lines
+
+
+class StoreRefused(StoreError):
     """The store refused a statement (bad SQL, unknown table or column: a bug or a missing
     migration). Retrying the same statement gives the same answer."""
 
@@ -18,24 +30,26 @@ class StoreUnavailable(StoreError, ConnectionError):
     """The store cannot be reached (server down, data path unusable): an infrastructure
     fault, worth retrying."""
 
+    retriable = True
+
 
 class AnalyticsStore(abc.ABC):
     @abc.abstractmethod
     async def execute(self, sql: str) -> None:
-        """Run a statement (DDL). Raises ``StoreError`` (``StoreUnavailable`` when unreachable)."""
+        """Run a statement (DDL). Raises ``StoreRefused``, or ``StoreUnavailable`` when unreachable."""
 
     @abc.abstractmethod
-    async def insert(self, table: str, rows: list[dict], dedup_token: str) -> None:
+    async def insert(self, table: str, rows: list[Row], dedup_token: str) -> None:
         """Insert ``rows`` into ``postline.<table>`` as one batch; durable when it returns.
 
         Re-inserting the same batch (same ``dedup_token``) must not duplicate rows in query
         results: tables are ReplacingMergeTree on the event id and queries deduplicate.
-        Raises ``StoreError`` (``StoreUnavailable`` when unreachable); nothing is inserted then."""
+        Raises ``StoreRefused`` or ``StoreUnavailable`` (unreachable); nothing is inserted then."""
 
     @abc.abstractmethod
-    async def query(self, sql: str, params: dict | None = None) -> list[dict]:
-        """Run a SELECT with ``{name:Type}`` parameters; rows as dicts. Raises ``StoreError``
-        (``StoreUnavailable`` when the store cannot be reached)."""
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[Row]:
+        """Run a SELECT with ``{name:Type}`` parameters; rows as dicts. Raises ``StoreRefused``,
+        or ``StoreUnavailable`` when the store cannot be reached."""
 
     async def migrate(self) -> int:
         """Apply pending migrations in order; returns the schema version."""
@@ -44,9 +58,10 @@ class AnalyticsStore(abc.ABC):
             "CREATE TABLE IF NOT EXISTS postline.schema_migrations (version UInt32, applied_at DateTime DEFAULT now()) "
             "ENGINE = MergeTree ORDER BY version")
         done = {r["version"] for r in await self.query("SELECT version FROM postline.schema_migrations")}
-        for version, sql, *only_if in MIGRATIONS:
+        for step in MIGRATIONS:
+            version, sql, only_if = step[0], step[1], step[2] if len(step) == 3 else None
             if version not in done:
-                if not only_if or await self.query(only_if[0]):
+                if only_if is None or await self.query(only_if):
                     await self.execute(sql)
                 await self.insert("schema_migrations", [{"version": version}], f"migration-{version}")
         return max(step[0] for step in MIGRATIONS)

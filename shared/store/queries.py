@@ -11,6 +11,7 @@ import base64
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from shared import events as ev
 from shared.store.port import AnalyticsStore
@@ -33,16 +34,17 @@ def _fmt(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-async def message(store: AnalyticsStore, email_id: str, workspace_id: str) -> dict | None:
+async def message(store: AnalyticsStore, email_id: str, workspace_id: str) -> dict[str, Any] | None:
     rows = await store.query(
         "SELECT payload FROM postline.messages FINAL WHERE email_id = {id:String} AND workspace_id = {w:String} LIMIT 1",
         {"id": email_id, "w": workspace_id})
     if not rows:
         return None
-    return json.loads(rows[0]["payload"])
+    payload: dict[str, Any] = json.loads(rows[0]["payload"])
+    return payload
 
 
-async def timeline(store: AnalyticsStore, email_id: str, workspace_id: str) -> list[dict]:
+async def timeline(store: AnalyticsStore, email_id: str, workspace_id: str) -> list[dict[str, Any]]:
     rows = await store.query(
         "SELECT any(payload) AS payload, min(time) AS t FROM postline.events "
         "WHERE email_id = {id:String} AND workspace_id = {w:String} GROUP BY event_id ORDER BY t, payload",
@@ -50,9 +52,9 @@ async def timeline(store: AnalyticsStore, email_id: str, workspace_id: str) -> l
     return [json.loads(r["payload"]) for r in rows]
 
 
-def recipient_states(events: list[dict]) -> dict[str, dict]:
+def recipient_states(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Latest state per recipient from a timeline (time order, ties by precedence)."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for e in sorted(events, key=lambda e: (e["time"], RECIPIENT_STATE_ORDER.index(e["type"])
                                            if e["type"] in RECIPIENT_STATE_ORDER else 0)):
         rcpt = e.get("recipient")
@@ -63,7 +65,7 @@ def recipient_states(events: list[dict]) -> dict[str, dict]:
 
 
 async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str, tag: str | None,
-                now: datetime | None = None) -> dict:
+                now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(timezone.utc)
     step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
     start = now - PERIODS[period]
@@ -101,7 +103,7 @@ async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str
             "buckets": [{"start": k.replace(" ", "T") + "Z", **v} for k, v in sorted(buckets.items())]}
 
 
-async def tracking_counts(store: AnalyticsStore, trunc: str, where: str, params: dict) -> list[dict]:
+async def tracking_counts(store: AnalyticsStore, trunc: str, where: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Per bucket and over the whole period (``total``): distinct events and distinct
     (email, recipient) of each tracking type. The pairs are counted by their 64-bit hash
     (3x faster than the strings on 1M events: docs/benchmarks.md); two pairs would have to
@@ -130,9 +132,9 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
 
 
 async def message_log(store: AnalyticsStore, service_id: str, status: str | None, to: str | None, tag: str | None,
-                      limit: int, cursor: str | None, since: datetime | None = None) -> dict:
+                      limit: int, cursor: str | None, since: datetime | None = None) -> dict[str, Any]:
     where = ["m.service_id = {s:String}"]
-    params: dict = {"s": service_id, "limit": limit + 1}
+    params: dict[str, Any] = {"s": service_id, "limit": limit + 1}
     if since:
         where.append("m.time >= toDateTime64({since:String}, 3, 'UTC')")
         params["since"] = _fmt(since)
@@ -185,12 +187,13 @@ async def ping(store: AnalyticsStore) -> None:
     await store.query("SELECT 1 AS ok")
 
 
-async def message_by_id(store: AnalyticsStore, email_id: str) -> dict | None:
+async def message_by_id(store: AnalyticsStore, email_id: str) -> dict[str, Any] | None:
     """A message's request payload whatever its workspace (the inbound bounce processor
     knows the id from a signed VERP token, not the workspace)."""
     rows = await store.query(
         "SELECT payload FROM postline.messages FINAL WHERE email_id = {id:String} LIMIT 1", {"id": email_id})
-    return json.loads(rows[0]["payload"]) if rows else None
+    payload: dict[str, Any] = json.loads(rows[0]["payload"])
+    return payload if rows else None
 
 
 async def own_email_ids(store: AnalyticsStore, workspace_id: str, email_ids: list[str]) -> set[str]:
@@ -215,7 +218,7 @@ async def recent_soft_bounces(store: AnalyticsStore, service_id: str, recipient:
     return int(rows[0]["n"]) if rows else 0
 
 
-async def message_fields(store: AnalyticsStore, service_ids: list[str], email_ids: list[str]) -> list[dict]:
+async def message_fields(store: AnalyticsStore, service_ids: list[str], email_ids: list[str]) -> list[dict[str, Any]]:
     """``email_id, tags, from_addr, subject`` of the given messages (those loaded so far)."""
     return await store.query(
         "SELECT email_id, any(tags) AS tags, any(from_addr) AS from_addr, any(subject) AS subject "
@@ -225,7 +228,7 @@ async def message_fields(store: AnalyticsStore, service_ids: list[str], email_id
         {"svcs": json.dumps(sorted(service_ids)), "ids": json.dumps(sorted(email_ids))})
 
 
-async def webhook_attempts(store: AnalyticsStore, service_id: str, webhook_id: str, limit: int) -> list[dict]:
+async def webhook_attempts(store: AnalyticsStore, service_id: str, webhook_id: str, limit: int) -> list[dict[str, Any]]:
     """A webhook's recent delivery attempts, newest first."""
     return await store.query(
         "SELECT event_id, event_type, attempt, status_code, latency_ms, outcome, error, toString(time) AS time "
@@ -235,13 +238,15 @@ async def webhook_attempts(store: AnalyticsStore, service_id: str, webhook_id: s
 
 async def events_to_replay(store: AnalyticsStore, service_id: str, limit: int, event_id: str | None = None,
                            since: datetime | None = None, until: datetime | None = None,
-                           types: list[str] | None = None) -> list[dict]:
+                           types: list[str] | None = None) -> list[dict[str, Any]]:
     """Event payloads of a service in time order: the one ``event_id``, or those of ``types``
     from ``since`` (to ``until`` when given)."""
-    where, params = ["service_id = {s:String}"], {"s": service_id, "n": limit}
+    where, params = ["service_id = {s:String}"], dict[str, Any](s=service_id, n=limit)
     if event_id:
         where.append("event_id = {e:String}")
         params["e"] = event_id
+    elif since is None:
+        raise ValueError("events_to_replay needs an event id or a start time")
     else:
         where.append("time >= toDateTime64({since:String}, 3, 'UTC') AND type IN {types:Array(String)}")
         params.update(since=_fmt(since), types=types or [])
@@ -253,7 +258,7 @@ async def events_to_replay(store: AnalyticsStore, service_id: str, limit: int, e
     return [json.loads(r["payload"]) for r in rows]
 
 
-async def insert_events(store: AnalyticsStore, rows: list[dict], token: str) -> None:
+async def insert_events(store: AnalyticsStore, rows: list[dict[str, Any]], token: str) -> None:
     """Load event rows so that each event id is one row whatever its time (issue 17).
 
     A copy of an event loaded before (a resend after a relay failover, the ``sent`` of an
@@ -264,7 +269,7 @@ async def insert_events(store: AnalyticsStore, rows: list[dict], token: str) -> 
     finds its own times. (Two analytics processes loading copies of one event at the same
     moment could both miss the other: events are keyed by email, so one partition, one
     consumer, outside a rebalance.)"""
-    first: dict[str, dict] = {}
+    first: dict[str, dict[str, Any]] = {}
     for r in rows:
         first.setdefault(r["event_id"], r)
     known = await _first_times(store, list(first.values()))
@@ -280,7 +285,7 @@ async def insert_events(store: AnalyticsStore, rows: list[dict], token: str) -> 
 LOOKUP_CHUNK = 500  # ids per lookup query: bounded query and parameter size
 
 
-async def _first_times(store: AnalyticsStore, rows: list[dict]) -> dict[str, str]:
+async def _first_times(store: AnalyticsStore, rows: list[dict[str, Any]]) -> dict[str, str]:
     """``{event_id: time of its first copy}`` for the ids of ``rows`` already loaded."""
     known: dict[str, str] = {}
     for i in range(0, len(rows), LOOKUP_CHUNK):

@@ -9,7 +9,8 @@ import time
 from prometheus_client import REGISTRY
 
 from shared.backoff_log import DependencyLog, LibraryFilter, dependency_of
-from shared.log.deadline import LogUnavailable
+from shared.log.port import LogNotStarted, LogRefused, LogTimeout, LogUnavailable
+from shared.store.port import StoreRefused, StoreUnavailable
 
 
 def errors_counted(dependency: str) -> float:
@@ -61,3 +62,15 @@ def test_dependency_of_follows_the_cause_chain():
     except RuntimeError as outer:
         assert dependency_of(outer) == "event_log"
     assert dependency_of(ValueError("a bug")) is None
+
+
+def test_dependency_down_is_decided_by_the_ports_retriable_errors():
+    assert dependency_of(LogTimeout("no acknowledgement in time")) == "event_log"
+    assert dependency_of(StoreUnavailable("ClickHouse refused the connection")) == "analytics_store"
+    for not_down in (LogRefused("record too large"), LogNotStarted("a bug"), StoreRefused("unknown column")):
+        assert not not_down.retriable and dependency_of(not_down) is None  # logged in full: not an outage
+
+    class ForeignError(Exception):  # a library error the adapter did not translate: no module-name guessing
+        __module__ = "aiokafka.errors"
+
+    assert dependency_of(ForeignError("connection reset")) is None

@@ -69,5 +69,5 @@ def csrf_for(master: bytes, nonce: str) -> str:
     return _mac(master, "csrf", nonce)
 
 
-def csrf_ok(expected: str, given: str | None) -> bool:
-    return bool(given) and hmac.compare_digest(expected, given)
+def csrf_ok(expected: str, given: object) -> bool:
+    return isinstance(given, str) and bool(given) and hmac.compare_digest(expected, given)

@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from services.api.auth import caught_up
+from services.api.context import ApiContext
 from services.api.dashboard import session as sess
 from services.api.refusal import Refusal
 from services.api.validation_errors import first_error
@@ -46,12 +47,12 @@ class PageError(Exception):
 class Caller:
     """The signed-in person: their workspace and session (for CSRF tokens)."""
 
-    rt: object
+    rt: ApiContext
     workspace: ev.WorkspaceSaved
     session: sess.Session
 
 
-def rt_of(request: Request):
+def rt_of(request: Request) -> ApiContext:
     return request.app.state.runtime
 
 

@@ -16,12 +16,12 @@ from typing import Any, TypeVar, cast
 from services.api.refusal import Refusal
 from shared import events as ev
 from shared.control.errors import ChangeRefused
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 Entity = TypeVar("Entity", bound=ev.ControlRecord)
 
 
-async def changed(rt: Runtime, entity: Entity, **fields: Any) -> Entity | Refusal:
+async def changed(rt: ApiContext, entity: Entity, **fields: Any) -> Entity | Refusal:
     """``entity`` with ``fields`` set, once applied here; 409/404 refusals when it lost a race."""
     try:
         result = await rt.control.change(entity, **fields)
@@ -30,7 +30,7 @@ async def changed(rt: Runtime, entity: Entity, **fields: Any) -> Entity | Refusa
     return cast(Entity, result)  # the control plane returns the entity's own kind of record
 
 
-async def deleted(rt: Runtime, entity: ev.ControlRecord) -> Refusal | None:
+async def deleted(rt: ApiContext, entity: ev.ControlRecord) -> Refusal | None:
     """Delete ``entity`` (a ``deleted`` change); None when done."""
     outcome = await changed(rt, entity, deleted=True)
     return outcome if isinstance(outcome, Refusal) else None

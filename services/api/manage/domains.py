@@ -9,7 +9,7 @@ from services.api.manage import changed, deleted
 from services.api.refusal import Refusal
 from shared import events as ev
 from shared.dkim_keys import generate
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 from shared.settings import Settings
 
 
@@ -20,11 +20,11 @@ def domain_view(d: ev.DomainSaved, settings: Settings) -> dict[str, Any]:
             "tracking_host": d.tracking_host, "last_check": d.last_check}
 
 
-def list_domains(rt: Runtime, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
+def list_domains(rt: ApiContext, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
     return [domain_view(d, rt.settings) for d in rt.control.state.domains_of(svc.service_id)]
 
 
-def find_domain(rt: Runtime, svc: ev.ServiceSaved, domain_id: str) -> ev.DomainSaved | Refusal:
+def find_domain(rt: ApiContext, svc: ev.ServiceSaved, domain_id: str) -> ev.DomainSaved | Refusal:
     """``svc``'s domain ``domain_id``; 404 for another service's or none."""
     d = rt.control.state.domains.get(domain_id)
     if d is None or d.service_id != svc.service_id:
@@ -40,7 +40,7 @@ def tracking_host(value: str | None, domain: str) -> str | None | Refusal:
         return Refusal(400, str(exc))
 
 
-async def add_domain(rt: Runtime, svc: ev.ServiceSaved, domain: str, host: str | None) -> dict[str, Any] | Refusal:
+async def add_domain(rt: ApiContext, svc: ev.ServiceSaved, domain: str, host: str | None) -> dict[str, Any] | Refusal:
     """400 for a name that is not a domain (or a bad tracking host), 409 when already added."""
     name = dom.normalise_domain(domain)
     if name is None:
@@ -57,7 +57,7 @@ async def add_domain(rt: Runtime, svc: ev.ServiceSaved, domain: str, host: str |
     return domain_view(d, rt.settings)
 
 
-async def set_tracking_host(rt: Runtime, d: ev.DomainSaved, host: str | None) -> dict[str, Any] | Refusal:
+async def set_tracking_host(rt: ApiContext, d: ev.DomainSaved, host: str | None) -> dict[str, Any] | Refusal:
     """Set (or, with None, remove) the domain's tracking host; its CNAME joins the records."""
     tracking = tracking_host(host, d.domain)
     if isinstance(tracking, Refusal):
@@ -66,7 +66,7 @@ async def set_tracking_host(rt: Runtime, d: ev.DomainSaved, host: str | None) ->
     return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
 
 
-async def verify_domain(rt: Runtime, d: ev.DomainSaved) -> dict[str, Any] | Refusal:
+async def verify_domain(rt: ApiContext, d: ev.DomainSaved) -> dict[str, Any] | Refusal:
     """Look the records up now: the domain's view with each record's result (``checks``)."""
     verified, checks = await dom.verify(d, rt.settings)
     now = ev.utcnow()
@@ -75,5 +75,5 @@ async def verify_domain(rt: Runtime, d: ev.DomainSaved) -> dict[str, Any] | Refu
     return updated if isinstance(updated, Refusal) else {**domain_view(updated, rt.settings), "checks": checks}
 
 
-async def delete_domain(rt: Runtime, d: ev.DomainSaved) -> Refusal | None:
+async def delete_domain(rt: ApiContext, d: ev.DomainSaved) -> Refusal | None:
     return await deleted(rt, d)

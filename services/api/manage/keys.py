@@ -7,18 +7,18 @@ from services.api.manage import deleted
 from services.api.refusal import Refusal
 from shared import events as ev
 from shared.crypto import hash_secret, new_api_key
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 
 def key_view(k: ev.ApiKeySaved) -> dict[str, Any]:
     return {"id": k.key_id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at.isoformat()}
 
 
-def list_keys(rt: Runtime, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
+def list_keys(rt: ApiContext, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
     return [key_view(k) for k in rt.control.state.keys_of(svc.service_id)]
 
 
-async def create_key(rt: Runtime, svc: ev.ServiceSaved, name: str) -> dict[str, Any]:
+async def create_key(rt: ApiContext, svc: ev.ServiceSaved, name: str) -> dict[str, Any]:
     """The key's view with its secret (``key``), shown in this one answer."""
     secret = new_api_key()
     rec = ev.ApiKeySaved(workspace_id=svc.workspace_id, service_id=svc.service_id, key_id=ev.new_id(), name=name,
@@ -27,7 +27,7 @@ async def create_key(rt: Runtime, svc: ev.ServiceSaved, name: str) -> dict[str, 
     return {**key_view(rec), "key": secret}
 
 
-async def revoke_key(rt: Runtime, svc: ev.ServiceSaved, key_id: str) -> Refusal | None:
+async def revoke_key(rt: ApiContext, svc: ev.ServiceSaved, key_id: str) -> Refusal | None:
     """404 when ``key_id`` is not one of ``svc``'s keys."""
     rec = rt.control.state.api_keys.get(key_id)
     if rec is None or rec.service_id != svc.service_id:

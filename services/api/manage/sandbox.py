@@ -13,7 +13,7 @@ from services.api.refusal import Refusal
 from services.api.sending import remember
 from shared import events as ev
 from shared.crypto import hash_secret
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 TOKEN_TTL = timedelta(hours=24)
 VERIFY_PATH = "/api/email/sandbox-emails/verify"
@@ -25,11 +25,11 @@ def recipient_view(r: ev.SandboxRecipientSaved) -> dict[str, Any]:
             "verified_at": r.verified_at.isoformat() if r.verified_at else None}
 
 
-def list_recipients(rt: Runtime, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
+def list_recipients(rt: ApiContext, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
     return [recipient_view(r) for r in rt.control.state.sandbox_of(svc.service_id)]
 
 
-def verification_request(rt: Runtime, r: ev.SandboxRecipientSaved, svc: ev.ServiceSaved, link: str) -> ev.SendRequested:
+def verification_request(rt: ApiContext, r: ev.SandboxRecipientSaved, svc: ev.ServiceSaved, link: str) -> ev.SendRequested:
     text = (f"Someone asked to receive test email from the Postline service \"{svc.name}\" at this address.\n\n"
             f"Confirm: {link}\n\nThe link works once and expires in 24 hours. If this wasn't you, ignore it.\n")
     html = (f"<p>Someone asked to receive test email from the Postline service <b>{escape(svc.name)}</b> at this "
@@ -41,7 +41,7 @@ def verification_request(rt: Runtime, r: ev.SandboxRecipientSaved, svc: ev.Servi
                             **{"from": f"Postline <{rt.settings.sandbox_from}>"})
 
 
-async def add_recipient(rt: Runtime, svc: ev.ServiceSaved, email: str) -> dict[str, Any] | Refusal:
+async def add_recipient(rt: ApiContext, svc: ev.ServiceSaved, email: str) -> dict[str, Any] | Refusal:
     """A verified address as it is; else a new link (pending addresses get a fresh one) and its
     message's id as ``verification_email_id``."""
     existing = [r for r in rt.control.state.sandbox_of(svc.service_id) if r.email == email]
@@ -64,7 +64,7 @@ async def add_recipient(rt: Runtime, svc: ev.ServiceSaved, email: str) -> dict[s
     return {**recipient_view(rec), "verification_email_id": req.email_id}
 
 
-async def remove_recipient(rt: Runtime, svc: ev.ServiceSaved, recipient_id: str) -> Refusal | None:
+async def remove_recipient(rt: ApiContext, svc: ev.ServiceSaved, recipient_id: str) -> Refusal | None:
     """404 when ``recipient_id`` is not one of ``svc``'s sandbox recipients."""
     rec = rt.control.state.sandbox.get(recipient_id)
     if rec is None or rec.service_id != svc.service_id:
@@ -72,7 +72,7 @@ async def remove_recipient(rt: Runtime, svc: ev.ServiceSaved, recipient_id: str)
     return await deleted(rt, rec)
 
 
-async def verify_token(rt: Runtime, token: str) -> ev.SandboxRecipientSaved | Refusal:
+async def verify_token(rt: ApiContext, token: str) -> ev.SandboxRecipientSaved | Refusal:
     """Follow a confirmation link: the recipient, now verified (the token is used up); 400
     when the token is unknown, used or expired."""
     h = hash_secret(token)

@@ -8,10 +8,10 @@ from services.api.manage import changed, deleted
 from services.api.refusal import Refusal
 from services.api.schemas import RateLimitsUpdate, ServiceUpdate
 from shared import events as ev
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 
-def service_view(rt: Runtime, svc: ev.ServiceSaved) -> dict[str, Any]:
+def service_view(rt: ApiContext, svc: ev.ServiceSaved) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": svc.service_id, "name": svc.name, "mode": svc.mode, "status": svc.status,
         "track_opens": svc.track_opens, "track_clicks": svc.track_clicks, "list_unsubscribe": svc.list_unsubscribe,
@@ -29,13 +29,13 @@ def rate_override_changes(limits: RateLimitsUpdate | None) -> dict[str, int | No
     return {f"rate_{name}": getattr(limits, name) for name in ("per_minute", "per_day") if name in limits.model_fields_set}
 
 
-async def create_service(rt: Runtime, ws: ev.WorkspaceSaved, name: str) -> dict[str, Any]:
+async def create_service(rt: ApiContext, ws: ev.WorkspaceSaved, name: str) -> dict[str, Any]:
     svc = ev.ServiceSaved(workspace_id=ws.workspace_id, service_id=ev.new_id(), name=name, created_at=ev.utcnow())
     await rt.control.save(svc)
     return service_view(rt, svc)
 
 
-async def update_service(rt: Runtime, svc: ev.ServiceSaved, body: ServiceUpdate) -> dict[str, Any] | Refusal:
+async def update_service(rt: ApiContext, svc: ev.ServiceSaved, body: ServiceUpdate) -> dict[str, Any] | Refusal:
     """Only the fields given are recorded as changed: a field this process has an older view
     of is never written back (409 if another request set one of these since ``svc`` was read).
     Production needs a verified domain (400)."""
@@ -50,5 +50,5 @@ async def update_service(rt: Runtime, svc: ev.ServiceSaved, body: ServiceUpdate)
     return updated if isinstance(updated, Refusal) else service_view(rt, updated)
 
 
-async def delete_service(rt: Runtime, svc: ev.ServiceSaved) -> Refusal | None:
+async def delete_service(rt: ApiContext, svc: ev.ServiceSaved) -> Refusal | None:
     return await deleted(rt, svc)

@@ -10,7 +10,7 @@ from services.api.manage import deleted
 from services.api.refusal import Refusal
 from shared import events as ev
 from shared.addresses import AddressError, parse_mailbox
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 
 Reason = Literal["manual", "hard_bounce", "complaint", "unsubscribe"]  # SuppressionCreate's pattern
@@ -35,19 +35,19 @@ def view(s: ev.SuppressionSaved) -> dict[str, Any]:
             "created_at": s.created_at.isoformat()}
 
 
-def list_all(rt: Runtime, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
+def list_all(rt: ApiContext, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
     """Newest first."""
     return [view(s) for s in rt.control.state.suppressions_of(svc.service_id)]
 
 
-async def add(rt: Runtime, svc: ev.ServiceSaved, body: SuppressionCreate) -> dict[str, Any]:
+async def add(rt: ApiContext, svc: ev.ServiceSaved, body: SuppressionCreate) -> dict[str, Any]:
     rec = ev.SuppressionSaved(workspace_id=svc.workspace_id, service_id=svc.service_id, email=body.email,
                               reason=cast(Reason, body.reason), created_at=ev.utcnow())
     await rt.control.save(rec)
     return view(rec)
 
 
-def find(rt: Runtime, svc: ev.ServiceSaved, email: str) -> ev.SuppressionSaved | Refusal:
+def find(rt: ApiContext, svc: ev.ServiceSaved, email: str) -> ev.SuppressionSaved | Refusal:
     """The entry of ``email`` (any spelling of the address); 400 for a bad address, 404 when
     it is not suppressed."""
     try:
@@ -58,6 +58,6 @@ def find(rt: Runtime, svc: ev.ServiceSaved, email: str) -> ev.SuppressionSaved |
     return rec if rec is not None else Refusal(404, f"{email} is not suppressed")
 
 
-async def remove(rt: Runtime, svc: ev.ServiceSaved, email: str) -> Refusal | None:
+async def remove(rt: ApiContext, svc: ev.ServiceSaved, email: str) -> Refusal | None:
     found = find(rt, svc, email)
     return found if isinstance(found, Refusal) else await deleted(rt, found)

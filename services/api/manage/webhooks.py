@@ -13,7 +13,7 @@ from services.api.manage.webhook_inputs import ReplayRequest, WebhookCreate, Web
 from services.api.refusal import Refusal
 from shared import events as ev
 from shared.crypto import seal
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 from shared.ssrf import BlockedDestination, check_url_shape, resolve_checked
 from shared.store import queries
 
@@ -31,14 +31,14 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
 
-def find_webhook(rt: Runtime, svc: ev.ServiceSaved, webhook_id: str) -> ev.WebhookSaved | Refusal:
+def find_webhook(rt: ApiContext, svc: ev.ServiceSaved, webhook_id: str) -> ev.WebhookSaved | Refusal:
     w = rt.control.state.webhooks.get(webhook_id)
     if w is None or w.service_id != svc.service_id:
         return Refusal(404, f"webhook {webhook_id} not found")
     return w
 
 
-async def check_destination(rt: Runtime, url: str) -> Refusal | None:
+async def check_destination(rt: ApiContext, url: str) -> Refusal | None:
     """400 unless ``url``'s host resolves to addresses webhooks may reach (no private ones
     unless POSTLINE_WEBHOOK_ALLOW_PRIVATE)."""
     _, host, port = check_url_shape(url)
@@ -49,7 +49,7 @@ async def check_destination(rt: Runtime, url: str) -> Refusal | None:
     return None
 
 
-async def create_webhook(rt: Runtime, svc: ev.ServiceSaved, body: WebhookCreate) -> dict[str, Any] | Refusal:
+async def create_webhook(rt: ApiContext, svc: ev.ServiceSaved, body: WebhookCreate) -> dict[str, Any] | Refusal:
     if refused := await check_destination(rt, body.url):
         return refused
     wid, secret = ev.new_id(), new_secret()
@@ -60,7 +60,7 @@ async def create_webhook(rt: Runtime, svc: ev.ServiceSaved, body: WebhookCreate)
     return view(w, secret)
 
 
-async def update_webhook(rt: Runtime, w: ev.WebhookSaved, body: WebhookUpdate) -> dict[str, Any] | Refusal:
+async def update_webhook(rt: ApiContext, w: ev.WebhookSaved, body: WebhookUpdate) -> dict[str, Any] | Refusal:
     """The fields given; a rotation returns the new secret once and keeps the old one valid
     for ``ROTATION_OVERLAP`` (a concurrent rotation is a 409: it sets the previous secret)."""
     changes: dict[str, Any] = {}
@@ -85,11 +85,11 @@ async def update_webhook(rt: Runtime, w: ev.WebhookSaved, body: WebhookUpdate) -
     return updated if isinstance(updated, Refusal) else view(updated, secret)
 
 
-async def delete_webhook(rt: Runtime, w: ev.WebhookSaved) -> Refusal | None:
+async def delete_webhook(rt: ApiContext, w: ev.WebhookSaved) -> Refusal | None:
     return await deleted(rt, w)
 
 
-async def attempts(rt: Runtime, w: ev.WebhookSaved, limit: int) -> list[dict[str, Any]] | Refusal:
+async def attempts(rt: ApiContext, w: ev.WebhookSaved, limit: int) -> list[dict[str, Any]] | Refusal:
     """Recent delivery attempts, newest first (503 without an analytics store; the store's
     errors propagate)."""
     if rt.store is None:
@@ -98,7 +98,7 @@ async def attempts(rt: Runtime, w: ev.WebhookSaved, limit: int) -> list[dict[str
     return [{**r, "status_code": r["status_code"] or None} for r in rows]
 
 
-async def replay(rt: Runtime, w: ev.WebhookSaved, body: ReplayRequest) -> dict[str, Any] | Refusal:
+async def replay(rt: ApiContext, w: ev.WebhookSaved, body: ReplayRequest) -> dict[str, Any] | Refusal:
     """Send one event (``event_id``, 404 when unknown) or every subscribed event in a time range again."""
     if rt.store is None:
         return NO_STORE
@@ -109,7 +109,7 @@ async def replay(rt: Runtime, w: ev.WebhookSaved, body: ReplayRequest) -> dict[s
     return await _append_replay(rt, w, events)
 
 
-async def send_test(rt: Runtime, w: ev.WebhookSaved) -> dict[str, Any]:
+async def send_test(rt: ApiContext, w: ev.WebhookSaved) -> dict[str, Any]:
     """Send a sample ``delivered`` event (email id ``test-…``) to the endpoint."""
     sample = ev.Delivered(workspace_id=w.workspace_id, service_id=w.service_id, email_id=f"test-{ev.new_id()}",
                           recipient="test@example.com", subject="Postline test event", smtp_code=250,
@@ -117,7 +117,7 @@ async def send_test(rt: Runtime, w: ev.WebhookSaved) -> dict[str, Any]:
     return await _append_replay(rt, w, [sample.model_dump(mode="json", by_alias=True)])
 
 
-async def _append_replay(rt: Runtime, w: ev.WebhookSaved, events: list[dict[str, Any]]) -> dict[str, Any]:
+async def _append_replay(rt: ApiContext, w: ev.WebhookSaved, events: list[dict[str, Any]]) -> dict[str, Any]:
     replay_ = ev.WebhookReplay(workspace_id=w.workspace_id, service_id=w.service_id, webhook_id=w.webhook_id,
                                events=events)
     await rt.log.append(ev.Topic.EVENTS, w.webhook_id, ev.encode(replay_))

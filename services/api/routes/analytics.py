@@ -6,13 +6,15 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from services.api.auth import owned_service, runtime
+from services.api.context import ApiContext
 from shared import events as ev
 from shared.store import queries
+from shared.store.port import AnalyticsStore
 
 router = APIRouter(prefix="/api/email/services/{service_id}", tags=["analytics"])
 
 
-def _store(rt):
+def _store(rt: ApiContext) -> AnalyticsStore:
     if rt.store is None:
         raise HTTPException(503, "analytics store not configured on this process")
     return rt.store
@@ -20,7 +22,7 @@ def _store(rt):
 
 @router.get("/stats")
 async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Literal["day", "hour"] | None = None,
-                tag: str | None = Query(None, max_length=64), svc=Depends(owned_service), rt=Depends(runtime)):
+                tag: str | None = Query(None, max_length=64), svc=Depends(owned_service), rt: ApiContext = Depends(runtime)):
     """Counts of sent, delivered, bounced, complained, dropped, deferred, failed, opened,
     clicked and unsubscribed, plus unique_opened / unique_clicked (distinct email+recipient):
     totals and per bucket (zero-filled). Default bucket: hour for 1h/24h, else day."""
@@ -37,7 +39,7 @@ async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Litera
 async def messages(status: ev.MessageStatus | None = None,
                    to: str | None = Query(None, max_length=320), tag: str | None = Query(None, max_length=64),
                    limit: int = Query(50, ge=1, le=500), cursor: str | None = Query(None, max_length=500),
-                   svc=Depends(owned_service), rt=Depends(runtime)):
+                   svc=Depends(owned_service), rt: ApiContext = Depends(runtime)):
     """The message log, newest first, filtered by latest status, recipient or tag; page with
     ``cursor`` = the previous page's ``next_cursor``."""
     try:

@@ -11,35 +11,35 @@ from services.api.errors import unless_refused
 from services.api.manage import domains as manage
 from services.api.schemas import DomainCreate, DomainList, DomainUpdate, DomainView
 from shared import events as ev
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 router = APIRouter(prefix="/api/email/services/{service_id}/domains", tags=["domains"])
 
 
 async def owned_domain(domain_id: str, svc: ev.ServiceSaved = Depends(owned_service),
-                       rt: Runtime = Depends(runtime)) -> ev.DomainSaved:
+                       rt: ApiContext = Depends(runtime)) -> ev.DomainSaved:
     return unless_refused(manage.find_domain(rt, svc, domain_id))
 
 
 @router.post("", status_code=201, response_model=DomainView, response_model_exclude_none=True)
 async def add_domain(body: DomainCreate, svc: ev.ServiceSaved = Depends(owned_service),
-                     rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+                     rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     return unless_refused(await manage.add_domain(rt, svc, body.domain, body.tracking_host))
 
 
 @router.get("", response_model=DomainList, response_model_exclude_none=True)
-async def list_domains(svc: ev.ServiceSaved = Depends(owned_service), rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+async def list_domains(svc: ev.ServiceSaved = Depends(owned_service), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     return {"data": manage.list_domains(rt, svc)}
 
 
 @router.get("/{domain_id}", response_model=DomainView, response_model_exclude_none=True)
-async def get_domain(d: ev.DomainSaved = Depends(owned_domain), rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+async def get_domain(d: ev.DomainSaved = Depends(owned_domain), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     return manage.domain_view(d, rt.settings)
 
 
 @router.patch("/{domain_id}", response_model=DomainView, response_model_exclude_none=True)
 async def update_domain(body: DomainUpdate, d: ev.DomainSaved = Depends(owned_domain),
-                        rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+                        rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """Set (or, with null, remove) the domain's tracking host; its CNAME joins the records."""
     if "tracking_host" not in body.model_fields_set:
         return manage.domain_view(d, rt.settings)
@@ -47,10 +47,10 @@ async def update_domain(body: DomainUpdate, d: ev.DomainSaved = Depends(owned_do
 
 
 @router.post("/{domain_id}/verify", response_model=DomainView, response_model_exclude_none=True)
-async def verify_domain(d: ev.DomainSaved = Depends(owned_domain), rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+async def verify_domain(d: ev.DomainSaved = Depends(owned_domain), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     return unless_refused(await manage.verify_domain(rt, d))
 
 
 @router.delete("/{domain_id}", status_code=204)
-async def delete_domain(d: ev.DomainSaved = Depends(owned_domain), rt: Runtime = Depends(runtime)) -> None:
+async def delete_domain(d: ev.DomainSaved = Depends(owned_domain), rt: ApiContext = Depends(runtime)) -> None:
     unless_refused(await manage.delete_domain(rt, d))

@@ -22,7 +22,7 @@ from services.api.refusal import Refusal
 from services.api.sending import Door
 from services.api.validation_errors import first_error
 from shared import events as ev
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 router = APIRouter(tags=["emails"])
 ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
@@ -31,7 +31,7 @@ MAX_BATCH = 100
 IDEMPOTENCY = Header(None, alias="Idempotency-Key", description="Same key + same body within 24 h: same response, nothing new sent.")
 
 
-async def _send(request: Request, response: Response, rt: Runtime, svc: ev.ServiceSaved, body: SendEmail,
+async def _send(request: Request, response: Response, rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail,
                 door: Door, idempotency_key: str | None) -> dict[str, Any]:
     """read the body (hashed for the Idempotency-Key) → accept → answer or raise the refusal."""
     raw = await request.body() if idempotency_key else b""
@@ -45,7 +45,7 @@ async def _send(request: Request, response: Response, rt: Runtime, svc: ev.Servi
 
 @router.post("/emails", response_model=SendResult, response_model_by_alias=True, responses=ERRORS)
 async def send_email(request: Request, response: Response, body: SendEmail,
-                     caller: ServiceCaller = Depends(service_key), rt: Runtime = Depends(runtime),
+                     caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime),
                      idempotency_key: str | None = IDEMPOTENCY) -> dict[str, Any]:
     """Send one email with a service API key (`Api-Key` header). Unverified sandbox
     recipients are refused (400)."""
@@ -55,7 +55,7 @@ async def send_email(request: Request, response: Response, body: SendEmail,
 @router.post("/api/email/services/{service_id}/send", response_model=SendResult, response_model_by_alias=True,
              responses=ERRORS)
 async def send_for_service(service_id: str, request: Request, response: Response, body: SendEmail,
-                           caller: ServiceCaller = Depends(service_key), rt: Runtime = Depends(runtime),
+                           caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime),
                            idempotency_key: str | None = IDEMPOTENCY) -> dict[str, Any]:
     """Send one email for ``service_id`` (`Authorization: Bearer <api key>`); unverified sandbox
     recipients are dropped (`dropped`, reason `sandbox`) rather than refused."""
@@ -66,7 +66,7 @@ async def send_for_service(service_id: str, request: Request, response: Response
 
 @router.post("/emails/batch", response_model=BatchResult, response_model_by_alias=True, responses=ERRORS)
 async def send_batch(response: Response, items: list[dict[str, Any]] = Body(..., max_length=MAX_BATCH),
-                     caller: ServiceCaller = Depends(service_key), rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+                     caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """Up to 100 emails in one call; each item succeeds or fails on its own (`data[i]` is the
     send result or `{"error": ...}`), all accepted ones are appended together."""
     if not items:
@@ -101,7 +101,7 @@ def _item_result(i: int, outcome: Accepted | Refusal) -> dict[str, Any]:
 
 @router.get("/emails/{email_id}", response_model=EmailRecord, response_model_by_alias=True, responses=ERRORS)
 async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key),
-                    rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+                    rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """The send record, per-recipient state and the event timeline; also the fields Resend's
     SDKs read (`object`, `last_event`, `reply_to`; `html`/`text` are null: bodies are not
     kept after sending)."""

@@ -14,7 +14,7 @@ from services.api.manage import sandbox as manage
 from services.api.refusal import Refusal
 from services.api.schemas import SandboxEmailCreate, SandboxEmailList, SandboxEmailView
 from shared import events as ev
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 router = APIRouter(tags=["sandbox-emails"])
 VERIFY_PATH = manage.VERIFY_PATH
@@ -22,25 +22,25 @@ VERIFY_PATH = manage.VERIFY_PATH
 
 @router.post("/api/email/services/{service_id}/sandbox-emails", status_code=201, response_model=SandboxEmailView)
 async def add_sandbox_email(body: SandboxEmailCreate, svc: ev.ServiceSaved = Depends(owned_service),
-                            rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+                            rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     return unless_refused(await manage.add_recipient(rt, svc, body.email))
 
 
 @router.get("/api/email/services/{service_id}/sandbox-emails", response_model=SandboxEmailList)
-async def list_sandbox_emails(svc: ev.ServiceSaved = Depends(owned_service), rt: Runtime = Depends(runtime)
+async def list_sandbox_emails(svc: ev.ServiceSaved = Depends(owned_service), rt: ApiContext = Depends(runtime)
                               ) -> dict[str, Any]:
     return {"data": manage.list_recipients(rt, svc)}
 
 
 @router.delete("/api/email/services/{service_id}/sandbox-emails/{recipient_id}", status_code=204)
 async def delete_sandbox_email(recipient_id: str, svc: ev.ServiceSaved = Depends(owned_service),
-                               rt: Runtime = Depends(runtime)) -> None:
+                               rt: ApiContext = Depends(runtime)) -> None:
     unless_refused(await manage.remove_recipient(rt, svc, recipient_id))
 
 
 @router.get(VERIFY_PATH, response_class=HTMLResponse, include_in_schema=False)
 async def verify_sandbox_email(token: str = Query(..., min_length=10, max_length=200),
-                               rt: Runtime = Depends(runtime)) -> HTMLResponse:
+                               rt: ApiContext = Depends(runtime)) -> HTMLResponse:
     """Follow the link from the verification email. Single-use; expires after 24 h."""
     await caught_up(rt)  # the address may have been added on another process a moment ago
     rec = await manage.verify_token(rt, token)

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from fastapi import APIRouter, Depends
 
 from services.api.auth import ServiceCaller, runtime, service_key
+from services.api.context import ApiContext
 from services.api.email_lookup import Found, find_email, parse_time
 from services.api.errors import http_error
 from services.api.refusal import Refusal
 from services.api.schemas import ErrorBody, ScheduleChanged, ScheduleUpdate
 from shared import events as ev
-from shared.runtime import Runtime
 
 router = APIRouter(tags=["emails"])
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 503)}
 # a change this close to the due time could reach the relay after it released the message
 MARGIN = timedelta(seconds=1)
 
@@ -39,7 +40,7 @@ def check_still_held(found: Found, email_id: str, verb: str) -> Refusal | None:
     return None
 
 
-async def held_email(rt: Runtime, svc: ev.ServiceSaved, email_id: str, verb: str) -> Found:
+async def held_email(rt: ApiContext, svc: ev.ServiceSaved, email_id: str, verb: str) -> Found:
     """The email, still held; raises its refusal (404, 409) as the HTTP error."""
     found = await find_email(rt, svc, email_id)
     if isinstance(found, Refusal):
@@ -49,7 +50,7 @@ async def held_email(rt: Runtime, svc: ev.ServiceSaved, email_id: str, verb: str
     return found
 
 
-async def append_change(rt: Runtime, change: ev.Event, email_id: str) -> None:
+async def append_change(rt: ApiContext, change: ev.Event, email_id: str) -> None:
     try:
         await rt.log.append(ev.Topic.REQUESTS, email_id, ev.encode(change))
     except Exception as exc:  # log unreachable
@@ -60,7 +61,7 @@ async def append_change(rt: Runtime, change: ev.Event, email_id: str) -> None:
 REMEMBERED_CHANGES = 20_000  # like RecentSends: bounded, oldest forgotten first
 
 
-def remember_change(rt, email_id: str, **change) -> None:
+def remember_change(rt: ApiContext, email_id: str, **change: Any) -> None:
     """This process answers the next GET with the change before the relay's event arrives."""
     changes = rt.schedule_changes
     changes.setdefault(email_id, {}).update(change)
@@ -71,7 +72,7 @@ def remember_change(rt, email_id: str, **change) -> None:
 
 @router.patch("/emails/{email_id}", response_model=ScheduleChanged, responses=ERRORS)
 async def reschedule_email(email_id: str, body: ScheduleUpdate, caller: ServiceCaller = Depends(service_key),
-                           rt=Depends(runtime)):
+                           rt: ApiContext = Depends(runtime)):
     """Move a scheduled email to `scheduled_at` (409 once it was sent or canceled)."""
     svc = caller.service
     await held_email(rt, svc, email_id, "rescheduled")
@@ -82,7 +83,7 @@ async def reschedule_email(email_id: str, body: ScheduleUpdate, caller: ServiceC
 
 
 @router.post("/emails/{email_id}/cancel", response_model=ScheduleChanged, responses=ERRORS)
-async def cancel_email(email_id: str, caller: ServiceCaller = Depends(service_key), rt=Depends(runtime)):
+async def cancel_email(email_id: str, caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime)):
     """Cancel a scheduled email: it will not be sent (409 once it was sent or canceled)."""
     svc = caller.service
     await held_email(rt, svc, email_id, "canceled")

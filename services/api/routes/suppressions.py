@@ -12,7 +12,7 @@ from services.api.manage import suppressions as manage
 from services.api.manage.suppressions import SuppressionCreate
 from services.api.schemas import SuppressionList, SuppressionView
 from shared import events as ev
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 router = APIRouter(prefix="/api/email/services/{service_id}/suppressions", tags=["suppressions"])
 __all__ = ["SuppressionCreate", "router"]
@@ -20,7 +20,7 @@ __all__ = ["SuppressionCreate", "router"]
 
 @router.get("", response_model=SuppressionList)
 async def list_suppressions(limit: int = Query(50, ge=1, le=500), cursor: str | None = Query(None, max_length=320),
-                            svc: ev.ServiceSaved = Depends(owned_service), rt: Runtime = Depends(runtime)
+                            svc: ev.ServiceSaved = Depends(owned_service), rt: ApiContext = Depends(runtime)
                             ) -> dict[str, Any]:
     """Newest first; ``next_cursor`` pages on (an email address is the cursor)."""
     items = manage.list_all(rt, svc)
@@ -33,17 +33,17 @@ async def list_suppressions(limit: int = Query(50, ge=1, le=500), cursor: str | 
 
 @router.post("", status_code=201, response_model=SuppressionView)
 async def add_suppression(body: SuppressionCreate, svc: ev.ServiceSaved = Depends(owned_service),
-                          rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+                          rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     return await manage.add(rt, svc, body)
 
 
 @router.get("/{email}", response_model=SuppressionView)
 async def get_suppression(email: str, svc: ev.ServiceSaved = Depends(owned_service),
-                          rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+                          rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     return manage.view(unless_refused(manage.find(rt, svc, email)))
 
 
 @router.delete("/{email}", status_code=204)
 async def remove_suppression(email: str, svc: ev.ServiceSaved = Depends(owned_service),
-                             rt: Runtime = Depends(runtime)) -> None:
+                             rt: ApiContext = Depends(runtime)) -> None:
     unless_refused(await manage.remove(rt, svc, email))

@@ -23,11 +23,14 @@ import time
 from collections import OrderedDict
 from datetime import datetime, timezone
 from html import escape
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.api.context import ApiContext
 from services.api.errors import error_body
 from services.api.machine import is_machine
 from shared import events as ev
@@ -35,6 +38,7 @@ from shared.control.errors import ControlBehind
 from shared.tracking import Token, Tokens
 
 log = logging.getLogger(__name__)
+TrackingEvent = ev.Opened | ev.Clicked | ev.Unsubscribed  # what this route records
 router = APIRouter(tags=["tracking"], include_in_schema=False)
 WINDOW = 10
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
@@ -52,7 +56,7 @@ PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsaf
 class Recorder:
     """Appends tracking events, each id at most once per process (bounded memory)."""
 
-    def __init__(self, rt, remember: int = 200_000):
+    def __init__(self, rt: ApiContext, remember: int = 200_000):
         self.rt, self.remember = rt, remember
         self.tokens = Tokens(rt.settings.master_key)
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -65,7 +69,7 @@ class Recorder:
             self._seen.popitem(last=False)
         return True
 
-    async def append(self, event: ev.Event, key: str) -> bool:
+    async def append(self, event: TrackingEvent, key: str) -> bool:
         try:
             await self.rt.log.append_many(ev.Topic.EVENTS, [(key, ev.encode(event))])
             return True
@@ -79,7 +83,7 @@ def recorder(request: Request) -> Recorder:
     return recorder_of(request.app.state.runtime)
 
 
-def recorder_of(rt) -> Recorder:
+def recorder_of(rt: ApiContext) -> Recorder:
     """The process's one Recorder (made on first use: its id memory is per process)."""
     if rt.tracking is None:
         rt.tracking = Recorder(rt)
@@ -101,7 +105,7 @@ async def check(rec: Recorder, token: str, kind) -> tuple[Token, str] | None:
     return (tok, svc.workspace_id) if svc else None
 
 
-def _event(cls, tok: Token, workspace_id: str, event_id: str, **fields) -> ev.Event:
+def _event(cls: type[TrackingEvent], tok: Token, workspace_id: str, event_id: str, **fields: Any) -> TrackingEvent:
     return cls(id=event_id, workspace_id=workspace_id, service_id=tok.service_id, email_id=tok.email_id,
                recipient=tok.recipient, **fields)
 
@@ -155,10 +159,10 @@ class HotPaths:
 
     ROUTES = {"/t/o/": pixel, "/t/c/": click}
 
-    def __init__(self, app, runtime):
+    def __init__(self, app: ASGIApp, runtime: ApiContext | None):
         self.app, self.runtime = app, runtime
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         handler = self.ROUTES.get(path[:5])
         if handler is None or scope["method"] not in ("GET", "HEAD") or self.runtime is None:

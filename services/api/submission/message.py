@@ -79,11 +79,11 @@ def split_fields(raw: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
             name, value = fields[-1]
             fields[-1] = (name, value + line + CRLF)
             continue
-        name, colon, _ = line.partition(b":")
-        if not colon or not FIELD_NAME.match(name) or b"\0" in line:
+        field_name, colon, _ = line.partition(b":")
+        if not colon or not FIELD_NAME.match(field_name) or b"\0" in line:
             shown = line[:60].decode("ascii", "replace")
             raise Refused(f"550 5.6.0 malformed header line: {shown!r}")
-        fields.append((name.decode().lower(), line + CRLF))
+        fields.append((field_name.decode().lower(), line + CRLF))
     return fields, body
 
 

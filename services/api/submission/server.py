@@ -30,7 +30,7 @@ from services.api.submission.tls import server_context
 from shared import events as ev
 from shared.control.errors import ControlBehind
 from shared.addresses import AddressError, domain_of, parse_mailbox, split_bare
-from shared.runtime import Runtime
+from services.api.context import ApiContext
 
 log = logging.getLogger(__name__)
 # aiosmtpd sets its deprecated Session.login_data on every AUTH and warns about its own call
@@ -192,7 +192,7 @@ class SubmissionHandler:
         return replies.accepted(outcome.email_id)
 
 
-def as_written(rt: Runtime, sub: message.Submitted) -> Finish:
+def as_written(rt: ApiContext, sub: message.Submitted) -> Finish:
     """The request's last step for a submitted message: the client's MIME, finalized (From,
     Message-ID, Date) and carried as ``raw_mime`` in place of the parsed text."""
     def finish(draft: Draft, req: ev.SendRequested) -> ev.SendRequested:

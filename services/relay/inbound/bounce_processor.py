@@ -16,6 +16,7 @@ from services.relay.bounce_class import classify
 from services.relay.inbound.parse import Report, parse
 from services.relay.suppress import Suppressor
 from shared import events as ev
+from shared.runtime import Runtime
 from shared.store import queries
 from shared.verp import parse_token, token_of, unsubscribe_token_of
 
@@ -26,7 +27,7 @@ class NotKnownYet(Exception):
 
 
 class BounceProcessor:
-    def __init__(self, runtime):
+    def __init__(self, runtime: Runtime):
         self.rt = runtime
         self.key = runtime.settings.master_key
         self.unparsed = Path(runtime.settings.data_dir) / "inbound" / "unparsed"
@@ -51,7 +52,10 @@ class BounceProcessor:
         emitted: list[ev.Event] = []
         for address in rcpt_tos:
             unsubscribing = unsubscribe_token_of(address) is not None
-            email_id, index = parse_token(self.key, token_of(address) or unsubscribe_token_of(address))
+            parsed = parse_token(self.key, token_of(address) or unsubscribe_token_of(address) or "")
+            if parsed is None:  # RCPT accepted only valid tokens (server.py): a bug, answered 451
+                raise ValueError(f"not a bounce or unsubscribe address: {address}")
+            email_id, index = parsed
             msg = await self.message(email_id)
             rcpt = ev.recipient_at(msg, index)
             if rcpt is not None and unsubscribing:  # whatever the mail says: RFC 2369 mailto: unsubscribe
@@ -66,6 +70,7 @@ class BounceProcessor:
     async def apply(self, msg: dict, rcpt: str, report: Report) -> list[ev.Event]:
         """Emit the event a report makes, durably, then apply the suppression rules to it."""
         common = {**ev.lifecycle_fields(msg), "recipient": rcpt}
+        event: ev.Complained | ev.Bounced
         if report.kind == "complaint":
             event = ev.Complained(id=ev.derived_id(msg["email_id"], rcpt, "complained"),
                                   feedback_type=report.feedback_type, **common)
@@ -88,7 +93,7 @@ class BounceProcessor:
     async def unsubscribe(self, msg: dict, rcpt: str) -> list[ev.Event]:
         """Mail to a List-Unsubscribe ``mailto:`` address: ``unsubscribed`` (the same event
         id as the one-click POST, so using both counts once) and a suppression."""
-        out = [ev.Unsubscribed(id=ev.derived_id(msg["email_id"], rcpt, "unsubscribed"), workspace_id=msg["workspace_id"],
+        out: list[ev.Event] = [ev.Unsubscribed(id=ev.derived_id(msg["email_id"], rcpt, "unsubscribed"), workspace_id=msg["workspace_id"],
                                service_id=msg["service_id"], email_id=msg["email_id"], recipient=rcpt)]
         await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(e)) for e in out])
         await self.rt.control.suppress(msg["workspace_id"], msg["service_id"], rcpt, "unsubscribe",

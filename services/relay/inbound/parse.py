@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
-from email.message import Message
+from email.message import EmailMessage, Message
+from email.utils import collapse_rfc2231_value
+from typing import Any, cast
 from email.parser import HeaderParser
 
 HARD_WORDS = re.compile(r"user unknown|unknown user|no such (user|mailbox|recipient)|does not exist|"
@@ -73,7 +75,7 @@ def _text(msg: Message) -> str:
     for part in msg.walk():
         if part.get_content_maintype() == "text":
             try:
-                out.append(str(part.get_content()))
+                out.append(str(cast(EmailMessage, part).get_content()))  # policy.default: parts are EmailMessage
             except Exception:
                 payload = part.get_payload(decode=True) or b""
                 out.append(payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload))
@@ -83,7 +85,7 @@ def _text(msg: Message) -> str:
 
 
 def _delivery_status(part: Message) -> list[RecipientReport]:
-    blocks = part.get_payload()
+    blocks: Any = part.get_payload()
     if isinstance(blocks, str):  # some servers send it as text: parse the header blocks ourselves
         blocks = [HeaderParser().parsestr(b) for b in re.split(r"\r?\n\r?\n", blocks) if b.strip()]
     out = []
@@ -106,7 +108,8 @@ def _feedback(part: Message) -> dict[str, str]:
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
         fields = payload[0]
     else:
-        raw = payload if isinstance(payload, str) else (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+        decoded: Any = part.get_payload(decode=True)
+        raw = payload if isinstance(payload, str) else (decoded or b"").decode("utf-8", "replace")
         fields = HeaderParser().parsestr(raw)
     return {k.lower(): str(v) for k, v in fields.items()}
 
@@ -131,7 +134,8 @@ def parse(raw: bytes) -> Report:
     try:
         msg = message_from_bytes(raw[: 10 * 1024 * 1024], policy=policy.default)
         ctype = msg.get_content_type()
-        report_type = (msg.get_param("report-type") or "").lower() if ctype == "multipart/report" else ""
+        report_type = (collapse_rfc2231_value(msg.get_param("report-type") or "").lower()
+                       if ctype == "multipart/report" else "")
         if ctype == "multipart/report":
             for part in msg.walk():
                 sub = part.get_content_type()

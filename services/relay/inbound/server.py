@@ -12,6 +12,7 @@ import logging
 from aiosmtpd.smtp import SMTP
 
 from services.relay.inbound.bounce_processor import BounceProcessor, NotKnownYet
+from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class _Handler:
         return "250 2.0.0 OK"
 
 
-async def serve(runtime, stop: asyncio.Event) -> None:
+async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
     """Listen until ``stop``; every connection is one aiosmtpd SMTP session."""
     handler = _Handler(BounceProcessor(runtime))
     s = runtime.settings

@@ -125,9 +125,10 @@ class SmtpConnection:
         return self._r.error is None and self._r.transport is not None and not self._r.transport.is_closing()
 
     def _write(self, data: bytes) -> None:
-        if not self.usable:
+        transport = self._r.transport
+        if not self.usable or transport is None:
             raise self._r.error or SmtpError("connection closed")
-        self._r.transport.write(data)
+        transport.write(data)
 
     async def command(self, line: bytes) -> tuple[int, str]:
         self._write(line + b"\r\n")
@@ -152,8 +153,10 @@ class SmtpConnection:
 
     async def _starttls(self, context: ssl.SSLContext, server_hostname: str, name: str) -> None:
         await self._expect(b"STARTTLS", (220,))
-        loop = self._r.loop
-        tls = await asyncio.wait_for(loop.start_tls(self._r.transport, self._r, context, server_hostname=server_hostname),
+        loop, transport = self._r.loop, self._r.transport
+        if transport is None:
+            raise self._r.error or SmtpError("connection closed")
+        tls = await asyncio.wait_for(loop.start_tls(transport, self._r, context, server_hostname=server_hostname),
                                      self.timeout)
         self._r.transport = tls
         await self._hello(name)  # RFC 3207: forget what was said before TLS
@@ -185,7 +188,8 @@ class SmtpConnection:
         accepted = [c in (250, 251) for c, _ in rcpt_replies]
         if data_reply is None or data_reply[0] != 354:
             await self._reset(data_reply)
-            return [data_reply if ok else reply for reply, ok in zip(rcpt_replies, accepted)]
+            # data_reply is None only when no recipient was accepted: every answer is the RCPT's
+            return [data_reply if ok and data_reply is not None else reply for reply, ok in zip(rcpt_replies, accepted)]
         if not any(accepted):  # the server opened DATA with no recipient: send nothing, drop it
             raise SmtpError("server accepted DATA without recipients")
         self._write(payload)
@@ -231,7 +235,7 @@ async def connect(host: str, port: int, *, timeout: float = 30.0, local_hostname
         if tls == "starttls" or (tls == "opportunistic" and "STARTTLS" in conn.extensions):
             if tls == "starttls" and "STARTTLS" not in conn.extensions:
                 raise SmtpError("server does not offer STARTTLS")
-            await conn._starttls(context, name, local_hostname)
+            await conn._starttls(context or ssl.create_default_context(), name, local_hostname)
         if user:
             await conn._login(user, password or "")
     except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:

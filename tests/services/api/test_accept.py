@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.api.accept import Accepted, accept, accept_batch
+from services.api.context import ApiContext
 from services.api.refusal import Refusal
 from services.api.schemas import SendEmail
 from shared import events as ev
@@ -64,16 +65,17 @@ async def test_accept_returns_values_with_codes(tmp_path):
         sid, _ = await ready_service(rt, admin)
         svc = rt.control.state.services[sid]
         body = SendEmail.model_validate(SEND)
-        first = await accept(rt, svc, body, "emails", key="order-1", raw=b'{"a": 1}')
+        api = ApiContext.of(rt)  # the API role's parts over the process's runtime
+        first = await accept(api, svc, body, "emails", key="order-1", raw=b'{"a": 1}')
         assert isinstance(first, Accepted) and first.response["status"] == "sent"
-        replay = await accept(rt, svc, body, "emails", key="order-1", raw=b'{ "a" : 1 }')
+        replay = await accept(api, svc, body, "emails", key="order-1", raw=b'{ "a" : 1 }')
         assert isinstance(replay, Accepted) and replay.response == first.response  # nothing new sent
-        other = await accept(rt, svc, body, "emails", key="order-1", raw=b'{"a": 2}')
+        other = await accept(api, svc, body, "emails", key="order-1", raw=b'{"a": 2}')
         assert isinstance(other, Refusal) and (other.status, other.name) == (409, "invalid_idempotent_request")
-        over = await accept(rt, svc, body, "emails")
+        over = await accept(api, svc, body, "emails")
         assert isinstance(over, Refusal) and (over.status, over.name) == (429, "daily_quota_exceeded")
         assert over.limits is not None and over.retry_after == over.limits.retry_after
         unverified = SendEmail.model_validate({**SEND, "to": ["bob@example.com"]})
-        outcomes = await accept_batch(rt, svc, [unverified], "service")  # the service door drops it instead
+        outcomes = await accept_batch(api, svc, [unverified], "service")  # the service door drops it instead
         assert isinstance(outcomes, list) and isinstance(outcomes[0], Accepted)
         assert outcomes[0].response["status"] == "failed" and outcomes[0].response["dropped"][0]["reason"] == "sandbox"

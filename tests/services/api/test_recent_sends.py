@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+from services.api.context import ApiContext
 from tests.services.api.test_bad_input import SEND, ready_service
 from tests.support.inproc import api_runtime
 
@@ -18,7 +19,7 @@ async def test_a_large_send_is_remembered_as_a_small_summary(tmp_path):
         r = await admin.http.post("/emails", json=body, headers={"Api-Key": key})
         assert r.status_code == 200, r.text
         email_id = r.json()["id"]
-        kept = rt.recent.get(email_id)
+        kept = ApiContext.of(rt).recent.get(email_id)
         assert len(json.dumps(kept)) < 4096
         assert "x" * 100 not in json.dumps(kept) and "text" not in kept[0] and "attachments" not in kept[0]
         got = await admin.http.get(f"/emails/{email_id}", headers={"Api-Key": key})

@@ -1,6 +1,6 @@
 """Appends fail fast: ``DeadlineLog`` over the real embedded log, whose writer is stalled
-by another connection holding SQLite's write lock, raises ``LogUnavailable`` after the
-timeout instead of waiting (SQLite's own busy timeout is 30 s); once the lock is gone the
+by another connection holding SQLite's write lock, raises ``LogTimeout`` (a
+``LogUnavailable``) after the timeout instead of waiting (SQLite's own busy timeout is 30 s); once the lock is gone the
 same log appends again (the timed-out record was written late, which is why the API's 503
 says "retry with the same Idempotency-Key"), and ``ping`` reports the writer alive."""
 from __future__ import annotations
@@ -10,7 +10,8 @@ import sqlite3
 
 import pytest
 
-from shared.log.deadline import DeadlineLog, LogUnavailable
+from shared.log.deadline import DeadlineLog
+from shared.log.port import LogTimeout
 from shared.log.sqlite import SqliteLog
 
 
@@ -23,7 +24,7 @@ async def test_a_stalled_append_times_out_then_the_log_recovers(tmp_path):
         blocker = sqlite3.connect(tmp_path / "log.sqlite3", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         assert log.writable()
-        with pytest.raises(LogUnavailable):
+        with pytest.raises(LogTimeout):
             await log.append("t", "k", b"stalled")
         assert not log.writable()  # the API's /readyz: the last append failed
         blocker.execute("ROLLBACK")

@@ -16,6 +16,7 @@ from shared import events as ev
 from shared.control.plane import ControlPlane
 from shared.control.state import entity_key
 from shared.log import retention
+from shared.log.kafka import KafkaLog
 from shared.log.retention import RetentionPolicy, run_retention, sweep
 from shared.log.sqlite import SqliteLog
 from shared.settings import Settings, load_settings
@@ -322,7 +323,8 @@ async def test_one_process_of_a_data_dir_runs_retention_and_another_takes_over(l
 
 async def test_with_kafka_the_task_only_waits_for_stop():
     stop = asyncio.Event()
-    task = asyncio.create_task(run_retention(object(), Settings(), stop))
+    kafka = KafkaLog(Settings(kafka_bootstrap="127.0.0.1:9"))  # never started: it has no local file either way
+    task = asyncio.create_task(run_retention(kafka, Settings(), stop))
     await asyncio.sleep(0.05)
     assert not task.done()
     stop.set()
