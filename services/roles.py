@@ -102,7 +102,7 @@ def start_store_server(settings, serve_store: tuple[socket.socket, str]):
     from services.analytics.clickhouse_http import ChdbHttpServer
 
     sock, url = serve_store[0], urlparse(serve_store[1])
-    return ChdbHttpServer(settings.data_dir / "chdb", sock, unquote(url.username), unquote(url.password)).start()
+    return ChdbHttpServer(settings.data_dir / "chdb", sock, unquote(url.username or ""), unquote(url.password or "")).start()
 
 
 async def start_front_door(rt, stop: asyncio.Event, wanted, supervised: bool) -> list[asyncio.Task]:

@@ -97,6 +97,13 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """The child's process; only asked of a child that was started."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.proc
+
 
 def _child_setup(nice: int) -> None:
     """In the child, before exec: own process group; SIGTERM when the parent dies; its nice value."""
@@ -268,7 +275,7 @@ class Supervisor:
             while not stop.is_set() and time.monotonic() < deadline:
                 dead = self.died_young()
                 if dead is not None:
-                    log.error("%s exited with code %s while starting; stopping", dead.name, dead.proc.returncode)
+                    log.error("%s exited with code %s while starting; stopping", dead.name, dead.process.returncode)
                     return False
                 try:
                     if (await http.get(_local_url(settings) + "/readyz")).status_code == 200:
@@ -294,26 +301,26 @@ class Supervisor:
                     delay = min(MAX_BACKOFF, 0.5 * math.pow(2, child.failures - 1))
                     child.restart_at = now + delay
                     log.error("%s (pid %s) exited with code %s; starting it again in %.1f s",
-                              child.name, child.proc.pid, child.proc.returncode, delay)
-                    self.on_exit(child.proc.pid)
+                              child.name, child.process.pid, child.process.returncode, delay)
+                    self.on_exit(child.process.pid)
                 elif now >= child.restart_at:
                     child.start()
-                    log.info("%s started again (pid %s)", child.name, child.proc.pid)
+                    log.info("%s started again (pid %s)", child.name, child.process.pid)
             await _sleep_unless(stop, 0.2)
 
     async def stop_all(self) -> None:
         """SIGTERM to every child, then wait; SIGKILL what is left after ``STOP_GRACE`` s."""
         running = [c for c in self.children if c.alive()]
         for child in running:
-            child.proc.send_signal(signal.SIGTERM)
+            child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
         while any(c.alive() for c in running) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for child in running:
             if child.alive():
                 log.error("%s did not stop within %.0f s; killing it", child.name, STOP_GRACE)
-                child.proc.kill()
-            child.proc.wait()
+                child.process.kill()
+            child.process.wait()
 
 
 def _forget_metrics(settings: Settings, pid: int) -> None:
@@ -353,7 +360,7 @@ async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None
         sup.start_all()
         ready = await sup.until_ready(settings, stop)
         if ready:
-            log.info("%d processes: %s", len(children), ", ".join(f"{c.name} (pid {c.proc.pid})" for c in children))
+            log.info("%d processes: %s", len(children), ", ".join(f"{c.name} (pid {c.process.pid})" for c in children))
             announce(settings, token, rt)
             await sup.watch(stop)
     finally:

@@ -104,6 +104,7 @@ class WorkspaceSaved(ControlRecord):
 
 class ServiceSaved(ControlRecord):
     type: Literal["service.saved"] = "service.saved"
+    service_id: str  # every entity but a workspace belongs to a service
     name: str
     mode: Literal["sandbox", "production"] = "sandbox"
     status: Literal["active", "disabled"] = "active"
@@ -118,6 +119,7 @@ class ServiceSaved(ControlRecord):
 
 class ApiKeySaved(ControlRecord):
     type: Literal["api_key.saved"] = "api_key.saved"
+    service_id: str  # every entity but a workspace belongs to a service
     key_id: str
     name: str
     key_hash: str
@@ -128,6 +130,7 @@ class ApiKeySaved(ControlRecord):
 
 class DomainSaved(ControlRecord):
     type: Literal["domain.saved"] = "domain.saved"
+    service_id: str  # every entity but a workspace belongs to a service
     domain_id: str
     domain: str
     rsa_selector: str
@@ -146,6 +149,7 @@ class DomainSaved(ControlRecord):
 
 class SandboxRecipientSaved(ControlRecord):
     type: Literal["sandbox_recipient.saved"] = "sandbox_recipient.saved"
+    service_id: str  # every entity but a workspace belongs to a service
     recipient_id: str
     email: str
     verified: bool = False
@@ -160,6 +164,7 @@ class SuppressionSaved(ControlRecord):
     """A recipient a service never sends to again (until removed)."""
 
     type: Literal["suppression.saved"] = "suppression.saved"
+    service_id: str  # every entity but a workspace belongs to a service
     email: str
     reason: Literal["hard_bounce", "soft_bounce", "complaint", "unsubscribe", "manual"]
     detail: str | None = None
@@ -173,6 +178,7 @@ class WebhookSaved(ControlRecord):
     secret keeps signing too until ``previous_until``."""
 
     type: Literal["webhook.saved"] = "webhook.saved"
+    service_id: str  # every entity but a workspace belongs to a service
     webhook_id: str
     url: str
     events: list[str]
@@ -212,6 +218,7 @@ class SendRequested(Event):
     """A message accepted by the API; the relay delivers it to ``recipients``."""
 
     type: Literal["send-requested"] = "send-requested"
+    service_id: str
     email_id: str
     mode: Literal["production", "sandbox", "sandbox_fallback"]
     from_: str = Field(alias="from")
@@ -430,7 +437,7 @@ def recipient_at(message: SendRequested | dict[str, Any], index: int) -> str | N
     return everyone[index] if 0 <= index < len(everyone) else None
 
 
-SUMMARY_EXCLUDES = frozenset({"html", "text", "attachments", "headers", "raw_mime"})
+SUMMARY_EXCLUDES: set[str] = {"html", "text", "attachments", "headers", "raw_mime"}  # never changed: a set is what pydantic takes
 """What a message summary leaves out of the request: bodies, headers and attachments, so
 a remembered send costs about a kilobyte however large the message was."""
 

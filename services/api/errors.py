@@ -19,6 +19,7 @@ from typing import Any, Mapping, TypeVar
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from services.api.refusal import Refusal, code_for
@@ -66,7 +67,7 @@ def refusal_headers(refusal: Refusal) -> dict[str, str] | None:
     return {**limits, **extra} or None
 
 
-def name_of(exc: HTTPException) -> str:
+def name_of(exc: StarletteHTTPException) -> str:
     """The ``name`` of an HTTP error: its refusal's code, else its status's."""
     return exc.refusal.name if isinstance(exc, RefusedHTTP) else code_for(exc.status_code)
 

@@ -80,6 +80,7 @@ class LogClaims(Claims):
     async def _follow(self) -> None:
         while True:
             try:
+                assert self._consumer is not None  # started before following
                 records = await self._consumer.poll(max_records=2000, timeout=1.0)
             except asyncio.CancelledError:
                 raise

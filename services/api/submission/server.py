@@ -62,6 +62,7 @@ class SubmissionSMTP(SMTP):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        assert self.session is not None  # aiosmtpd made it in connection_made
         self._auth_require_tls = auth_needs_tls(self.session.peer)
 
     async def smtp_EHLO(self, hostname: str):
@@ -207,7 +208,7 @@ def relay_options(sub: message.Submitted) -> dict[str, bool]:
     and click tracking rewrite the HTML the relay builds, so they are off for a message sent
     as its client wrote it; the relay's List-Unsubscribe is left out when the client wrote one."""
     fields = ev.SendRequested.model_fields
-    out = {name: False for name in ("track_opens", "track_clicks") if name in fields}
+    out: dict[str, bool] = {name: False for name in ("track_opens", "track_clicks") if name in fields}
     if "list_unsubscribe" in fields and sub.has("list-unsubscribe"):
         out["list_unsubscribe"] = False
     return out
