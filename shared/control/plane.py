@@ -16,7 +16,7 @@ from shared.consumer_loop import FOLLOW, consume
 from shared.control.errors import ChangeRefused, ControlBehind
 from shared.control.merge import Outcome
 from shared.control.state import ControlState, entity_key
-from shared.log.port import EventLog, Record
+from shared.log.port import Consumer, EventLog, Record
 
 log = logging.getLogger(__name__)
 ANCHOR_TRIES = 5  # anchors written in a row while other changes of the key keep landing between
@@ -29,7 +29,7 @@ class ControlPlane:
         self.ready = asyncio.Event()
         self.catch_up_timeout = catch_up_timeout
         self._task: asyncio.Task | None = None
-        self._consumer = None
+        self._consumer: Consumer | None = None
         self._stop = asyncio.Event()  # set by ``close``: the follower stops
         self._written: dict[int, int] = {}
         self._applied = asyncio.Event()  # set (and replaced) each time the follower applied records
@@ -58,7 +58,7 @@ class ControlPlane:
             await asyncio.sleep(failpoints.delay("control.follow"))
         self._apply(records)
 
-    def _apply(self, records) -> None:
+    def _apply(self, records: list[Record]) -> None:
         for rec in records:
             event = outcome = None
             try:
