@@ -10,7 +10,7 @@ import asyncio
 import signal
 import sys
 
-from services.roles import ROLES, run_roles
+from services.roles import COMMAND_ROLES, ROLES, run_roles
 from shared.process_start import start_process
 from shared.runtime import Runtime
 from shared.settings import load_settings
@@ -26,7 +26,7 @@ async def _main(role: str) -> None:
 
         await run_all(stop)
     else:
-        await run_roles(role, stop)
+        await run_roles(COMMAND_ROLES.get(role, role), stop)
 
 
 async def _migrate() -> None:
@@ -85,11 +85,13 @@ ENV = {
             "POSTLINE_QUOTA_FLUSH_INTERVAL", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_WEBHOOK_ALLOW_PRIVATE",
             "POSTLINE_SUBMISSION_PORT", "POSTLINE_TLS_CERT", "POSTLINE_TLS_KEY", "POSTLINE_CONTROL_CATCH_UP_TIMEOUT"],
     "relay": ["POSTLINE_DELIVERY", "POSTLINE_SMARTHOST", "POSTLINE_SMARTHOST_USER", "POSTLINE_SMARTHOST_PASSWORD",
-              "POSTLINE_SMARTHOST_TLS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_INBOUND_SMTP_PORT",
+              "POSTLINE_SMARTHOST_TLS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME",
               "POSTLINE_RELAY_CONCURRENCY", "POSTLINE_RETRY_SCHEDULE", "POSTLINE_QUEUE_LIFETIME", "POSTLINE_MX_PORT",
               "POSTLINE_MX_CONCURRENCY", "POSTLINE_MX_RATE", "POSTLINE_CONTROL_WAIT_TIMEOUT",
-              "POSTLINE_LEDGER_CLOCK_MARGIN", "POSTLINE_LOG_RETENTION_REQUESTS", "POSTLINE_LOG_RETENTION_EVENTS",
-              "POSTLINE_LOG_RETENTION_DEAD_LETTER", "POSTLINE_LOG_RETENTION_INTERVAL"],
+              "POSTLINE_LEDGER_CLOCK_MARGIN"],
+    "housekeeping": ["POSTLINE_INBOUND_SMTP_PORT", "POSTLINE_RETRY_SCHEDULE", "POSTLINE_LOG_RETENTION_REQUESTS",
+                     "POSTLINE_LOG_RETENTION_EVENTS", "POSTLINE_LOG_RETENTION_DEAD_LETTER",
+                     "POSTLINE_LOG_RETENTION_INTERVAL"],
     "webhooks": ["POSTLINE_WEBHOOK_ALLOW_PRIVATE", "POSTLINE_WEBHOOK_TIMEOUT", "POSTLINE_WEBHOOK_RETRY_SCHEDULE"],
     "all": ["POSTLINE_WORKERS", "POSTLINE_RELAY_PROCESSES"],
 }
@@ -100,15 +102,23 @@ COMMANDS = {
             "POSTLINE_DELIVERY says otherwise. Prints the API URL and, on the first run, the\n"
             "admin token. Supervises one process per role (POSTLINE_WORKERS API processes,\n"
             "default: the cores); POSTLINE_WORKERS=1 runs every role in this one process.",
-            ("store", "http", "api", "relay", "webhooks", "all")),
+            ("store", "http", "api", "relay", "housekeeping", "webhooks", "all")),
     "api": ("the HTTP API, dashboard and docs",
             "Serves the management and send APIs, the dev inbox and /docs on\n"
             "POSTLINE_HTTP_HOST:POSTLINE_HTTP_PORT, and SMTP submission on POSTLINE_SUBMISSION_PORT;\n"
             "appends send requests to the log.", ("store", "http", "api")),
     "relay": ("delivery: builds, DKIM-signs and sends queued mail; receives bounces",
-              "Consumes email.requests and the retry topic, delivers over SMTP (or into the dev\n"
-              "inbox) and listens for bounces on POSTLINE_INBOUND_SMTP_PORT. Health on the HTTP port.",
-              ("store", "http", "relay")),
+              "Consumes email.requests, delivers over SMTP (or into the dev inbox) and holds\n"
+              "scheduled sends; also runs its data dir's housekeeping (see `housekeeping`):\n"
+              "releases them, forwards the retry topics and listens for bounces on\n"
+              "POSTLINE_INBOUND_SMTP_PORT. Health on the HTTP port.",
+              ("store", "http", "relay", "housekeeping")),
+    "housekeeping": ("the duties a data dir needs run once: scheduled sends, retries, bounces, log retention",
+                     "Releases the scheduled sends held in POSTLINE_DATA_DIR, forwards the retry topics\n"
+                     "back to email.requests, listens for bounces on POSTLINE_INBOUND_SMTP_PORT and\n"
+                     "(embedded log) applies retention and compaction; over Kafka the broker does that.\n"
+                     "`postline relay` runs this too; `postline all` runs it in its background process.",
+                     ("store", "http", "housekeeping")),
     "webhooks": ("signed webhook fan-out of lifecycle events",
                  "Consumes email.events and delivers them to subscribed endpoints with retries.\n"
                  "Health on the HTTP port.", ("store", "http", "webhooks")),

@@ -15,7 +15,10 @@ from shared.runtime import Runtime
 from shared.settings import load_settings
 
 log = logging.getLogger("postline")
-ROLES = ("all", "api", "relay", "webhooks", "analytics")
+ROLES = ("all", "api", "relay", "webhooks", "analytics", "housekeeping")
+# A command started on its own owns its data dir alone, so `postline relay` also runs that data
+# dir's housekeeping (services/housekeeping.py); `postline all` places housekeeping itself.
+COMMAND_ROLES = {"relay": "relay+housekeeping"}
 
 
 class _Server:
@@ -79,7 +82,8 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised
     rt = Runtime(settings)
     rt.shared_ports, rt.relay_share = supervised, relay_share
     wanted = ROLES[1:] if role == "all" else tuple(role.split("+"))
-    await rt.start(with_store=bool({"api", "analytics", "relay"} & set(wanted)), migrate="analytics" in wanted)
+    await rt.start(with_store=bool({"api", "analytics", "relay", "housekeeping"} & set(wanted)),
+                   migrate="analytics" in wanted)
     failed: list = []
     store_server = None
     try:
@@ -131,14 +135,16 @@ async def start_front_door(rt, stop: asyncio.Event, wanted, supervised: bool) ->
 
 
 def start_consumers(rt, stop: asyncio.Event, wanted) -> list[asyncio.Task]:
-    """The consuming roles: relay (with the embedded log's housekeeping), analytics, webhooks."""
+    """The consuming roles: relay, housekeeping (the data dir's singleton duties), analytics, webhooks."""
     tasks = []
     if "relay" in wanted:
         from services.relay.runner import Relay
 
         tasks.append(asyncio.create_task(Relay(rt).run(stop), name="relay"))
-        if rt.relay_share[0] == 0:
-            tasks.extend(log_maintenance(rt, stop))
+    if "housekeeping" in wanted:
+        from services.housekeeping import Housekeeping
+
+        tasks.append(asyncio.create_task(Housekeeping(rt).run(stop), name="housekeeping"))
     if "analytics" in wanted:
         from services.analytics.consumer import AnalyticsConsumer
 
@@ -160,15 +166,6 @@ async def run_until_stopped(tasks: list[asyncio.Task], stop: asyncio.Event) -> l
     for name, exc in failed:
         log.error("%s stopped: %r", name, exc)
     return failed
-
-
-def log_maintenance(rt, stop: asyncio.Event) -> list[asyncio.Task]:
-    """Housekeeping of the embedded log that exactly one process of an installation runs:
-    the one running the relay (in `postline all`, the relay process). The log's retention
-    and compaction (shared/log/retention.py) start here; over Kafka the task only waits."""
-    from shared.log.retention import run_retention
-
-    return [asyncio.create_task(run_retention(rt.log, rt.settings, stop), name="log-retention")]
 
 
 def announce(settings, token: str | None, rt) -> None:

@@ -4,9 +4,9 @@ Contract (docs/operations.md, "Embedded on one machine"):
 - ``POSTLINE_WORKERS`` API processes (default: the number of cores) share the HTTP and SMTP
   submission ports (SO_REUSEPORT); ``POSTLINE_RELAY_PROCESSES`` relay processes (default:
   the cores, at most the embedded partitions), each delivering a fixed share of the
-  partitions with its own delivery ledger, the first also releasing scheduled messages,
-  forwarding retries, receiving bounces and running the log's housekeeping; one background
-  process for analytics and webhooks, at nice 10 (owns the webhook outbox, and chDB, which
+  partitions with its own delivery ledger (all alike); one background process for analytics,
+  webhooks and housekeeping (services/housekeeping.py: releasing scheduled sends, forwarding
+  retries, receiving bounces, the embedded log's retention), at nice 10 (owns the webhook outbox, and chDB, which
   it serves to the others as ClickHouse's HTTP interface on a loopback port with a random
   password; with ``POSTLINE_CLICKHOUSE_URL`` set they all use that server instead). Every
   partition of a consumer group therefore has exactly one consumer.
@@ -48,7 +48,7 @@ LOCK_WAIT = STOP_GRACE + 5  # an earlier instance's children drain for at most S
 READY_TIMEOUT = 180.0
 MAX_BACKOFF = 30.0
 YOUNG = 10.0  # a child that dies younger than this (seconds) backs off longer each time
-BACKGROUND_NICE = 10  # the analytics+webhooks process (see plan())
+BACKGROUND_NICE = 10  # the analytics+webhooks+housekeeping process (see plan())
 _PR_SET_PDEATHSIG = 1
 
 
@@ -132,11 +132,11 @@ def plan(settings: Settings, base_env: dict[str, str]) -> tuple[list[Child], soc
         env["POSTLINE_CLICKHOUSE_URL"] = f"http://postline:{secrets.token_urlsafe(32)}@127.0.0.1:{port}"
         owner_args = ["--store-fd", str(store_sock.fileno())]
     relays = relay_count(settings)
-    # Analytics and webhooks share one process (each needs a fraction of a core; a Python
-    # process of its own costs ~60 MB) that runs behind the API and the relays when the cores
-    # are all busy: its work can wait a moment (it catches up when the burst ends), an answer
-    # to a send cannot.
-    children = [Child("analytics", "analytics+webhooks", env, owner_args, nice=BACKGROUND_NICE,
+    # Analytics, webhooks and housekeeping share one process (each needs a fraction of a core;
+    # a Python process of its own costs ~60 MB) that runs behind the API and the relays when
+    # the cores are all busy: its work can wait a moment (it catches up when the burst ends),
+    # an answer to a send cannot. Housekeeping runs once per data dir: here, not in a relay.
+    children = [Child("analytics", "analytics+webhooks+housekeeping", env, owner_args, nice=BACKGROUND_NICE,
                       pass_fds=(store_sock.fileno(),) if store_sock else ())]
     children += [Child("relay" if n == 0 else f"relay-{n}", "relay", env, ["--share", f"{n}/{relays}"])
                  for n in range(relays)]

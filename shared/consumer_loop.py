@@ -1,124 +1,124 @@
-"""The thin runner every consumer uses: poll → handle the batch → commit, until stopped.
+"""The one consumer loop: take a batch → handle it → commit, until stopped (arq's one worker
+loop; what differs between consumers is a ``BatchPolicy``, like arroyo's strategies).
 
 The handler's effects must be durable when it returns; the commit comes last, so a crash
 anywhere before it redelivers the batch (at-least-once; effects are idempotent).
 
-Two kinds of failure, two answers:
-- **Infrastructure faults** (store or log down: any exception not listed below) retry the
-  whole batch with backoff, forever; nothing is lost and nothing is skipped.
-- **Poison records** — a record that does not decode, or whose handling raises
-  ``InvalidRecord`` or a content error (``POISON_ERRORS``: a bug or bad data that no retry
-  can fix) — go to the dead-letter topic with the error and the source offset, and the
-  partition moves on. When most of a batch is poison (``HALT_SHARE`` of it, at least
-  ``HALT_MIN_POISON`` records) or ``MAX_CONSECUTIVE_POISON`` records in a row are, the
-  cause is almost surely a bad deploy, not bad data: the consumer halts, says so, and
-  neither dead-letters nor commits that batch, so a fixed deploy processes it again.
+Failures, by type:
+- **Poison** (a record that does not decode, or ``InvalidRecord`` from a step): settled by
+  the consumer's ``PoisonGuard`` (shared/poison.py): dead-lettered, or a halt when most of
+  the batch is.
+- **Anything else the handler raises** — a store or log down, or a bug in our code (a
+  ``TypeError`` is ours, not the record's) — retries the whole batch with backoff until it
+  succeeds or the consumer stops; nothing is skipped, dead-lettered or committed. A
+  dependency down is reported once per interval (shared/backoff_log.py), any other error
+  once with its traceback, then again only when it changes.
+- **A poll that fails** (the log unreachable): the policy says — raise (the role stops and
+  its supervisor restarts the process) or keep polling (a follower keeps serving what it has).
+
+Users: the relay (email.requests), webhooks and analytics (email.events), the delay
+forwarders (email.retry.*) and every process's control follower (``FOLLOW``).
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Awaitable, Callable, Iterator
+import time
+from dataclasses import dataclass
+from typing import Literal
 
-from shared import events as ev
-from shared import metrics
 from shared.backoff_log import DEPENDENCIES, dependency_of
 from shared.failpoints import failpoint
-from shared.log.port import CommitFailed, Consumer, EventLog, Record
+from shared.log.port import CommitFailed, Consumer, InvalidRecord, Record
+from shared.poison import ConsumerHalted, Handler, PoisonGuard
 
+__all__ = ["BatchPolicy", "ConsumerHalted", "FOLLOW", "Handler", "InvalidRecord", "PoisonGuard", "commit",
+           "consume", "handle_until_done", "run_consumer"]
 log = logging.getLogger(__name__)
-MAX_CONSECUTIVE_POISON = 100
-HALT_SHARE = 0.5  # "most of a batch": strictly more than this share of its records...
-HALT_MIN_POISON = 5  # ...and at least this many, so one bad record in a tiny batch is just dead-lettered
-
-Handler = Callable[[list[Record]], Awaitable[None]]
+MAX_RETRY_DELAY = 10.0
 
 
-class ConsumerHalted(RuntimeError):
-    """Raised to stop a consumer for good (e.g. every record is poison after a bad deploy)."""
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How one consumer takes and settles its batches."""
+
+    max_records: int = 500
+    """At most this many records per batch."""
+    max_wait: float = 0.0
+    """Keep gathering a batch for up to this many seconds (until ``max_records``); 0: a batch
+    is what one poll returns (analytics waits ~1 s for thousands of rows per insert)."""
+    poll_timeout: float = 0.5
+    """One poll waits at most this long for records."""
+    commit: bool = True
+    """Commit each batch once handled. False for a group-less follower (it never commits) and
+    for a handler that commits what it has finished itself (the delay forwarder)."""
+    handle_empty: bool = False
+    """Call the handler after an empty poll too (a handler with timers of its own)."""
+    on_unreachable: Literal["raise", "retry"] = "raise"
+    """A poll that fails: raise it (the role ends, its supervisor restarts the process), or
+    report it and poll again after a second (keep serving what this process has)."""
 
 
-class InvalidRecord(Exception):
-    """Raised by a handler step for a record that can never be handled (its content is
-    wrong, not the infrastructure): the record is dead-lettered and the partition moves on."""
+FOLLOW = BatchPolicy(max_records=5000, poll_timeout=1.0, commit=False, on_unreachable="retry")
+"""A group-less follower of a topic (the control plane): big batches, no commits, and an
+unreachable log is waited out while the process serves the state it has."""
 
 
-# Errors that come from a record's content or from a bug meeting it — never from a store or
-# log being down (those are OSError, sqlite3/Kafka/ClickHouse errors): retrying cannot help.
-POISON_ERRORS: tuple[type[BaseException], ...] = (InvalidRecord, ValueError, LookupError, TypeError, AttributeError)
+async def run_consumer(consumer: Consumer, handle: Handler, stop: asyncio.Event,
+                       policy: BatchPolicy = BatchPolicy(), guard: PoisonGuard | None = None) -> None:
+    """Start ``consumer``, ``consume`` until ``stop`` is set, close it. The batch in hand is
+    finished (and committed, per the policy) before returning. Raises ``ConsumerHalted``."""
+    await consumer.start()
+    try:
+        await consume(consumer, handle, stop, policy, guard)
+    finally:
+        await consumer.close()
 
 
-class PoisonGuard:
-    """Collects the poison records of a batch (``decode``, ``for_record``) and, once the
-    handler is done (``guarded``), dead-letters them — or halts when most of the batch is
-    poison, rather than dead-lettering the whole stream."""
+async def consume(consumer: Consumer, handle: Handler, stop: asyncio.Event,
+                  policy: BatchPolicy = BatchPolicy(), guard: PoisonGuard | None = None) -> None:
+    """The loop over a started consumer: take a batch, handle it until done (each batch
+    settled by ``guard`` when given: poison dead-lettered, or ``ConsumerHalted``), commit it
+    (per the policy). Returns once ``stop`` is set; never closes ``consumer``."""
+    if guard is not None:
+        handle = guard.guarded(handle)
+    while not stop.is_set():
+        records = await take_batch(consumer, policy, stop)
+        if not records and not policy.handle_empty:
+            continue
+        await handle_until_done(handle, records, stop)
+        if records and policy.commit:
+            failpoint("consumer.before_commit")  # the batch is fully handled: a safe crash point
+            await commit(consumer, records)
 
-    def __init__(self, event_log: EventLog, group: str):
-        self.log, self.group, self.consecutive = event_log, group, 0
-        self.pending: list[tuple[Record, BaseException]] = []
 
-    async def dead_letter(self, record: Record, error: BaseException) -> None:
-        """Append ``record`` to the dead-letter topic now, with the error and its source."""
-        log.error("dead-lettering %s/%s@%s: %s", record.topic, record.partition, record.offset, error)
-        metrics.DEAD_LETTERS.labels(self.group).inc()
-        await self.log.append(ev.Topic.DEAD_LETTER, record.key, record.value, {
-            "error": f"{type(error).__name__}: {error}"[:1000], "group": self.group,
-            "source": f"{record.topic}/{record.partition}/{record.offset}"})
+async def take_batch(consumer: Consumer, policy: BatchPolicy, stop: asyncio.Event) -> list[Record]:
+    """Poll until the batch has ``max_records`` or ``max_wait`` has passed (one poll when 0)."""
+    batch: list[Record] = []
+    deadline = time.monotonic() + policy.max_wait
+    while True:
+        left = deadline - time.monotonic()
+        timeout = policy.poll_timeout if policy.max_wait <= 0 else max(0.0, min(left, policy.poll_timeout))
+        batch += await poll(consumer, policy, policy.max_records - len(batch), timeout, stop)
+        if len(batch) >= policy.max_records or stop.is_set() or time.monotonic() >= deadline:
+            return batch
 
-    def mark(self, record: Record, error: BaseException) -> None:
-        """Note ``record`` as poison; it is dead-lettered when the batch is settled."""
-        self.pending.append((record, error))
 
-    @contextlib.contextmanager
-    def for_record(self, record: Record) -> Iterator[None]:
-        """Wrap the handling of one record: a ``POISON_ERRORS`` exception marks it poison
-        and is swallowed; any other exception (an infrastructure fault) propagates."""
-        try:
-            yield
-        except POISON_ERRORS as exc:
-            log.warning("%s: record %s/%s@%s is poison", self.group, record.topic, record.partition,
-                        record.offset, exc_info=not isinstance(exc, InvalidRecord))
-            self.mark(record, exc)
-
-    def ok(self) -> None:
-        """Kept for callers that report a good record; the batch settlement does this now."""
-
-    async def decode(self, record: Record):
-        """The event in ``record``, or None after marking a record that does not parse."""
-        try:
-            return ev.decode(record.value)
-        except Exception as exc:
-            self.mark(record, exc)
-            return None
-
-    async def decode_all(self, records: list[Record]) -> list:
-        return [e for e in [await self.decode(r) for r in records] if e is not None]
-
-    async def settle(self, records: list[Record]) -> None:
-        """Dead-letter the batch's poison records, or raise ``ConsumerHalted`` (dead-lettering
-        none of them) when there are too many: see the module docstring."""
-        poison, self.pending = self.pending, []
-        self.consecutive = self.consecutive + len(poison) if len(poison) == len(records) else 0
-        too_many = len(poison) > HALT_SHARE * len(records) and len(poison) >= HALT_MIN_POISON
-        if too_many or self.consecutive > MAX_CONSECUTIVE_POISON:
-            first = poison[0][1]
-            msg = (f"{self.group}: {len(poison)} of {len(records)} records in the batch are poison "
-                   f"({self.consecutive} in a row), first: {type(first).__name__}: {first}; "
-                   "halting the consumer (likely a bad deploy) without dead-lettering or committing them")
-            log.critical(msg)
-            raise ConsumerHalted(msg) from first
-        for record, error in sorted(poison, key=lambda p: (p[0].topic, p[0].partition, p[0].offset)):
-            await self.dead_letter(record, error)
-
-    def guarded(self, handle: Handler) -> Handler:
-        """``handle`` followed by ``settle``; a retried batch starts with no poison noted."""
-        async def run(records: list[Record]) -> None:
-            self.pending = []
-            await handle(records)
-            await self.settle(records)
-
-        return run
+async def poll(consumer: Consumer, policy: BatchPolicy, max_records: int, timeout: float,
+               stop: asyncio.Event) -> list[Record]:
+    """One poll; a failure is raised or reported and waited out, as the policy says."""
+    try:
+        return await consumer.poll(max_records=max_records, timeout=timeout)
+    except Exception as exc:
+        if policy.on_unreachable == "raise":
+            raise
+        down = dependency_of(exc)
+        if down:
+            DEPENDENCIES.failed(down, exc)  # one line per interval, not per poll
+        else:
+            log.exception("poll failed; polling again in 1 s")
+        await _sleep_unless_stopped(stop, 1.0)
+        return []
 
 
 async def commit(consumer: Consumer, records: list[Record]) -> None:
@@ -130,47 +130,47 @@ async def commit(consumer: Consumer, records: list[Record]) -> None:
         log.warning("%s; the records will be processed again by the partition's owner", exc)
 
 
-async def run_consumer(consumer: Consumer, handle: Handler, stop: asyncio.Event, max_records: int = 500,
-                       poll_timeout: float = 0.5, guard: PoisonGuard | None = None) -> None:
-    """Run until ``stop`` is set; the batch in hand is finished and committed before returning.
-    With ``guard``, each batch is settled by it (poison dead-lettered, or ``ConsumerHalted``)."""
-    if guard is not None:
-        handle = guard.guarded(handle)
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            records = await consumer.poll(max_records=max_records, timeout=poll_timeout)
-            if not records:
-                continue
-            await handle_until_done(handle, records, stop)
-            failpoint("consumer.before_commit")  # the batch is fully handled: a safe crash point
-            await commit(consumer, records)
-    finally:
-        await consumer.close()
-
-
-async def handle_until_done(handle, records: list[Record], stop: asyncio.Event) -> None:
-    """Retry a batch whose handling hit an infrastructure fault (store or log down); the
-    handler is idempotent, so a partial first try is harmless."""
-    delay, down = 0.2, None
+async def handle_until_done(handle: Handler, records: list[Record], stop: asyncio.Event) -> None:
+    """Retry a batch whose handling raised (anything but ``ConsumerHalted``: a dependency down
+    or a bug) with backoff until it succeeds; the handler is idempotent, so a partial try is
+    harmless. Re-raises the last error when ``stop`` is set meanwhile (nothing committed)."""
+    delay, down, tries, last = 0.2, None, 0, ""
     while True:
         try:
             await handle(records)
             if down:
                 DEPENDENCIES.ok(down)
+            elif tries:
+                log.warning("a batch of %d records went through after %d failed tries", len(records), tries)
             return
         except ConsumerHalted:
             raise
         except Exception as exc:
+            tries += 1
             down = dependency_of(exc)
             if down:  # a dependency is down: one line per interval (shared/backoff_log.py)
                 DEPENDENCIES.failed(down, exc)
-            else:
-                log.exception("batch failed; retrying in %.1fs", delay)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+            elif repr(exc) != last:  # a bug: one line with the traceback, not one per retry
+                log.error("handling %s failed; not poison (only undecodable records and InvalidRecord "
+                          "are): retrying it until it succeeds, nothing is dead-lettered or committed meanwhile",
+                          _batch(records), exc_info=exc)
+            last = repr(exc)
+            await _sleep_unless_stopped(stop, delay)
             if stop.is_set():
                 raise
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+
+
+def _batch(records: list[Record]) -> str:
+    """'a batch of 3 records from email.events/2@41' for log lines."""
+    if not records:
+        return "an empty batch"
+    first = records[0]
+    return f"a batch of {len(records)} records from {first.topic}/{first.partition}@{first.offset}"
+
+
+async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass

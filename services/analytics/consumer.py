@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
+from typing import Any
 
 from services.analytics.enrich import add_message_fields
 from services.analytics.rows import attempt_row, event_row, message_row
 from shared import events as ev
 from shared import metrics
-from shared.consumer_loop import PoisonGuard, commit, handle_until_done
+from shared.consumer_loop import BatchPolicy, PoisonGuard, run_consumer
 from shared.log.port import EventLog, Record
 from shared.store import queries
 from shared.store.port import AnalyticsStore
@@ -24,18 +24,19 @@ log = logging.getLogger(__name__)
 
 class AnalyticsConsumer:
     def __init__(self, event_log: EventLog, store: AnalyticsStore, batch_size: int = 5000,
-                 batch_seconds: float = 1.0):
+                 batch_seconds: float = 1.0) -> None:
         self.log, self.store = event_log, store
         self.batch_size, self.batch_seconds = batch_size, batch_seconds
         self.guard = PoisonGuard(event_log, "analytics")
 
     async def load(self, records: list[Record]) -> None:
-        """Parse → map → insert (idempotent). Unreadable or unmappable records are marked
-        poison; the guard dead-letters them once the batch is in (see ``run``)."""
+        """Parse → map → insert (idempotent). Undecodable records (and any a mapping step
+        rejects with ``InvalidRecord``) are marked poison; the guard dead-letters them once the
+        batch is in. A mapping bug raises: the loop retries the batch (shared/consumer_loop.py)."""
         events, messages, attempts = [], [], []
         for record in records:
             e = await self.guard.decode(record)
-            with self.guard.for_record(record):  # an event that cannot be mapped is dead-lettered
+            with self.guard.for_record(record):  # InvalidRecord: dead-lettered
                 if isinstance(e, ev.SendRequested):
                     if e.attempt == 0:
                         messages.append(message_row(e))
@@ -56,26 +57,14 @@ class AnalyticsConsumer:
                 metrics.ANALYTICS_ROWS.labels(table).inc(len(rows))
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Load batches of up to ``batch_size`` records gathered for up to ``batch_seconds``
+        (ClickHouse wants thousands of rows, about one insert a second), until ``stop``."""
         consumer = self.log.consumer([ev.Topic.REQUESTS, ev.Topic.EVENTS], "analytics")
-        load = self.guard.guarded(self.load)
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                batch: list[Record] = []
-                deadline = time.monotonic() + self.batch_seconds
-                while len(batch) < self.batch_size and not stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    batch += await consumer.poll(max_records=self.batch_size - len(batch), timeout=min(left, 0.5))
-                if batch:
-                    await handle_until_done(load, batch, stop)
-                    await commit(consumer, batch)
-        finally:
-            await consumer.close()
+        policy = BatchPolicy(max_records=self.batch_size, max_wait=self.batch_seconds)
+        await run_consumer(consumer, self.load, stop, policy, guard=self.guard)
 
 
-def _token(prefix: str, rows: list[dict], key: str) -> str:
+def _token(prefix: str, rows: list[dict[str, Any]], key: str) -> str:
     h = hashlib.sha256()
     for r in rows:
         h.update(r[key].encode())

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 
 from services.relay.handler import RelayContext, process
 from services.relay.ledger import Ledger
-from services.relay.delay_forwarder import DelayForwarder
 from services.relay.ledger_rebuild import LedgerRebuild
 from services.relay.schedule_changes import apply_change, emit, scheduled_events
 from services.relay.scheduler import Scheduler
@@ -16,7 +15,7 @@ from services.relay.signing import Signer
 from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared import metrics
-from shared.consumer_loop import PoisonGuard, run_consumer
+from shared.consumer_loop import BatchPolicy, PoisonGuard, run_consumer
 from shared.log.port import Record
 
 log = logging.getLogger(__name__)
@@ -49,10 +48,11 @@ def ledger_dir(share: tuple[int, int]) -> str:
 
 
 class Relay:
-    """The relay role. Under `postline all` with several relay processes, each delivers the
-    requests of its share of the partitions (``Runtime.relay_share``); they share the
-    scheduler's file (SQLite, WAL), and the first of them alone releases held messages,
-    runs the inbound SMTP server and the delay-topic forwarders."""
+    """The relay role: delivers email.requests and holds the scheduled ones in the data dir.
+    Under `postline all` with several relay processes, each delivers the requests of its share
+    of the partitions (``Runtime.relay_share``); they share the scheduler's file (SQLite, WAL).
+    Releasing what is held, forwarding retries and receiving bounces are the data dir's
+    duties, run once per data dir by the housekeeping role (services/housekeeping.py)."""
 
     def __init__(self, runtime):
         s = runtime.settings
@@ -99,19 +99,11 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         lg = self.runtime.log
-        levels = len(self.ctx.settings.retry_delays)  # bounded at start-up (shared/retry_schedule.py)
         requests = lg.consumer([ev.Topic.REQUESTS], "relay")
         requests.take_share(*self.runtime.relay_share)
         requests.on_assigned = LedgerRebuild(lg, self.ctx.ledger, self.ctx.settings).on_assigned  # before any request
-        tasks = [asyncio.create_task(run_consumer(requests, self.handle_batch, stop,
-                                                  max_records=self.ctx.settings.relay_concurrency * 4, guard=self.guard))]
-        if self.runtime.relay_share[0] == 0:  # the first relay process also releases, listens and forwards
-            from services.relay.inbound.server import serve
-
-            tasks.append(asyncio.create_task(self.scheduler.run(stop)))
-            tasks.append(asyncio.create_task(serve(self.runtime, stop)))
-            tasks += [asyncio.create_task(DelayForwarder(lg, lg.consumer([ev.retry_topic(i)], f"relay-retry-{i}")).run(stop))
-                      for i in range(levels)]
+        policy = BatchPolicy(max_records=self.ctx.settings.relay_concurrency * 4)
+        tasks = [asyncio.create_task(run_consumer(requests, self.handle_batch, stop, policy, guard=self.guard))]
         tasks.append(asyncio.create_task(self._give_up_when_stopped(stop)))
         try:
             await asyncio.gather(*tasks)

@@ -22,6 +22,8 @@ from pathlib import Path
 from shared import events as ev
 from shared.log.port import EventLog
 
+POLL = 0.25  # the relays that hold may be other processes (the wake below is this process's only)
+
 
 class Scheduler:
     def __init__(self, path: Path, event_log: EventLog):
@@ -110,7 +112,7 @@ class Scheduler:
                 await asyncio.to_thread(self._forget, [i for i, _ in due])
                 continue
             nxt = self._next_due()
-            wait = 1.0 if nxt is None else max(0.01, min(1.0, nxt - time.time()))
+            wait = POLL if nxt is None else max(0.01, min(POLL, nxt - time.time()))
             self._wake.clear()
             waiter = asyncio.ensure_future(self._wake.wait())
             try:

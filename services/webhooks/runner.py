@@ -22,7 +22,7 @@ from shared import metrics
 from shared.control.errors import ChangeRefused
 from shared.consumer_loop import PoisonGuard, run_consumer
 from shared.crypto import unseal
-from shared.log.port import Record
+from shared.log.port import InvalidRecord, Record
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,14 @@ def secrets_of(master_key: bytes, wh: ev.WebhookSaved) -> list[str]:
     if wh.previous_secret_sealed and wh.previous_until and wh.previous_until > datetime.now(timezone.utc):
         out.append(unseal(master_key, wh.previous_secret_sealed, wh.webhook_id).decode())
     return out
+
+
+def replayed_id(event: dict[str, object]) -> str:
+    """The id of one event of a replay; ``InvalidRecord`` (poison) when it has none."""
+    event_id = event.get("id")
+    if not isinstance(event_id, str):
+        raise InvalidRecord(f"a replayed event has no id: {str(event)[:200]}")
+    return event_id
 
 
 class WebhookService:
@@ -59,9 +67,9 @@ class WebhookService:
         rows = []
         for record in records:
             e = await self.guard.decode(record)
-            with self.guard.for_record(record):  # an event no step can handle is dead-lettered
+            with self.guard.for_record(record):  # InvalidRecord: dead-lettered
                 if isinstance(e, ev.WebhookReplay):
-                    rows += [(f"{e.webhook_id}|{x['id']}|{e.id}", e.webhook_id, x) for x in e.events]
+                    rows += [(f"{e.webhook_id}|{replayed_id(x)}|{e.id}", e.webhook_id, x) for x in e.events]
                 elif e is not None and e.type in ev.LIFECYCLE_TYPES:
                     payload = e.model_dump(mode="json", by_alias=True)
                     rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in self.subscribers(e)]

@@ -13,7 +13,7 @@ from typing import Any
 
 from shared import events as ev
 from shared import failpoints
-from shared.backoff_log import DEPENDENCIES, dependency_of
+from shared.consumer_loop import FOLLOW, consume
 from shared.control.errors import ChangeRefused, ControlBehind
 from shared.control.merge import Outcome
 from shared.control.state import ControlState, entity_key
@@ -31,7 +31,7 @@ class ControlPlane:
         self.catch_up_timeout = catch_up_timeout
         self._task: asyncio.Task[None] | None = None
         self._consumer: Consumer | None = None
-        self._closing = False
+        self._stop = asyncio.Event()  # set by ``close``: the follower stops
         self._written: dict[int, int] = {}
         self._applied = asyncio.Event()  # set (and replaced) each time the follower applied records
         self._waiting: dict[str, asyncio.Future[Outcome | None]] = {}  # event id → outcome, for changes this process wrote
@@ -48,20 +48,16 @@ class ControlPlane:
         self._task = asyncio.create_task(self._follow(), name="control-follow")
 
     async def _follow(self) -> None:
-        while not self._closing:
-            try:
-                records = await self._consumer.poll(max_records=5000, timeout=1.0)
-                if records and failpoints.delay("control.follow"):  # tests: a process that reads late
-                    await asyncio.sleep(failpoints.delay("control.follow"))
-                self._apply(records)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the log is unreachable for a moment: keep serving what we have
-                if dependency_of(exc):
-                    DEPENDENCIES.failed(dependency_of(exc), exc)  # one line per interval, not per poll
-                else:
-                    log.exception("control topic poll failed")
-                await asyncio.sleep(1)
+        """Follow the control topic live, in the one consumer loop as a group-less follower
+        that never commits; an unreachable log is waited out while this process serves the
+        state it has (``FOLLOW``)."""
+        assert self._consumer is not None  # started by ``start``
+        await consume(self._consumer, self._apply_late, self._stop, FOLLOW)
+
+    async def _apply_late(self, records: list[Record]) -> None:
+        if records and failpoints.delay("control.follow"):  # tests: a process that reads late
+            await asyncio.sleep(failpoints.delay("control.follow"))
+        self._apply(records)
 
     def _apply(self, records: list[Record]) -> None:
         for rec in records:
@@ -192,7 +188,7 @@ class ControlPlane:
         return entry
 
     async def close(self) -> None:
-        self._closing = True
+        self._stop.set()
         if self._task:
             self._task.cancel()
             try:

@@ -73,6 +73,15 @@ class CommitFailed(LogError):
     will process them again from the last commit (at-least-once)."""
 
 
+class InvalidRecord(Exception):
+    """A record whose content can never be handled (bad data, not a fault of ours or of the
+    infrastructure): raised by a consumer's step, or for bytes that do not decode. The only
+    kind of poison: the consumer dead-letters the record and its partition moves on. Any
+    other exception from a handler (a bug, a store down) retries the batch instead."""
+
+    retriable = False
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     topic: str

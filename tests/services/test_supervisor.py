@@ -94,8 +94,9 @@ def wait_until(check, timeout: float = 30, what: str = "condition"):
 def test_starts_one_process_per_role_and_sigterm_stops_them_all(cluster):
     proc, api, key = cluster
     by_role = roles(proc.proc.pid)
-    assert sorted(by_role) == ["analytics+webhooks", "api", "relay"]
-    assert len(by_role["api"]) == 2 and len(by_role["relay"]) == 2 and len(by_role["analytics+webhooks"]) == 1
+    assert sorted(by_role) == ["analytics+webhooks+housekeeping", "api", "relay"]
+    assert len(by_role["api"]) == 2 and len(by_role["relay"]) == 2
+    assert len(by_role["analytics+webhooks+housekeeping"]) == 1
     children = [p for pids in by_role.values() for p in pids]
     out = proc.output()
     assert out.count("Postline API on http://127.0.0.1:") == 1  # one banner, from the parent
@@ -200,7 +201,7 @@ def test_children_stop_when_the_parent_is_killed(tmp_path):
     proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "2", "POSTLINE_RELAY_PROCESSES": "2"}).start()
     try:
         children = [p for pids in roles(proc.proc.pid).values() for p in pids]
-        assert len(children) == 5  # analytics+webhooks, two relays, two API workers
+        assert len(children) == 5  # analytics+webhooks+housekeeping, two relays, two API workers
         proc.kill()  # SIGKILL: the parent cannot stop them itself; the kernel tells them
         wait_until(lambda: not any(alive(p) for p in children), what="every child gone")
     finally:
@@ -266,3 +267,21 @@ async def test_the_wait_for_a_previous_instance_is_bounded(tmp_path):
             await _lock_data_dir(Settings(data_dir=data), asyncio.Event(), wait=0.5)
     finally:
         os.close(held)
+
+
+def test_housekeeping_runs_once_per_data_dir_and_every_relay_is_alike(tmp_path):
+    """The data dir's singleton duties (services/housekeeping.py) have exactly one process in
+    `postline all`, never a relay; `postline relay` on its own runs them for its own data dir."""
+    from services.cli import COMMAND_ROLES
+    from services.supervisor import plan
+    from shared.settings import Settings
+
+    children, sock = plan(Settings(data_dir=tmp_path, relay_processes=3, workers=2), {})
+    try:
+        placed = [c.name for c in children if "housekeeping" in c.role.split("+")]
+        assert placed == ["analytics"]
+        assert {c.role for c in children if c.name.startswith("relay")} == {"relay"}
+    finally:
+        if sock is not None:
+            sock.close()
+    assert COMMAND_ROLES["relay"].split("+") == ["relay", "housekeeping"]

@@ -1,5 +1,6 @@
-"""The webhook consumer on a record that decodes but that no step can handle: it is
-dead-lettered with the error and its offset, and the rest of the batch is queued."""
+"""The webhook consumer on a record that decodes but that no step can handle (a step raises
+InvalidRecord): it is dead-lettered with the error and its offset, and the rest of the batch
+is queued."""
 from __future__ import annotations
 
 import time
@@ -31,4 +32,4 @@ async def test_a_replay_that_cannot_be_queued_is_dead_lettered_and_the_rest_goes
         await dead.close()
         assert letter.value == records[0].value
         assert letter.headers["source"] == f"{ev.Topic.EVENTS}/{bad_at[0]}/{bad_at[1]}"
-        assert letter.headers["error"].startswith("KeyError") and letter.headers["group"] == "webhooks"
+        assert letter.headers["error"].startswith("InvalidRecord: a replayed event has no id") and letter.headers["group"] == "webhooks"
