@@ -6,12 +6,14 @@ Each method is probed through the routes' public ``matches`` (a ``FULL`` match m
 path and the method are served), which works for plain routes and included routers alike."""
 from __future__ import annotations
 
+from starlette.applications import Starlette
 from starlette.routing import Match
+from starlette.types import Scope
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def allowed_methods(app, scope) -> list[str]:
+def allowed_methods(app: Starlette, scope: Scope) -> list[str]:
     """Methods (in ``METHODS`` order) that some route of ``app`` serves on ``scope``'s path."""
     return [m for m in METHODS
             if any(route.matches({**scope, "method": m})[0] == Match.FULL for route in app.router.routes)]

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.allow import allowed_methods
 from services.api.context import ApiContext
@@ -35,10 +36,10 @@ MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 1
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` with 413, before they are read into memory."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
@@ -46,7 +47,7 @@ class BodyLimit:
             return await _too_large(send, self.max_bytes)
         seen = 0
 
-        async def limited():
+        async def limited() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
@@ -64,7 +65,7 @@ class _TooLarge(Exception):
     pass
 
 
-async def _too_large(send, limit: int) -> None:
+async def _too_large(send: Send, limit: int) -> None:
     body = json.dumps(error_body(413, "body: larger than %d MB" % (limit // (1024 * 1024)))).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
@@ -145,11 +146,11 @@ def add_control_error_handlers(app: FastAPI) -> None:
     """The control plane's refusals (shared/control/errors.py), from any route or page."""
 
     @app.exception_handler(ChangeRefused)
-    async def _refused(request: Request, exc: ChangeRefused):  # 409 (changed meanwhile) or 404 (deleted)
+    async def _refused(request: Request, exc: ChangeRefused) -> JSONResponse:  # 409 (changed meanwhile) or 404 (deleted)
         return JSONResponse(error_body(exc.status, str(exc)), status_code=exc.status)
 
     @app.exception_handler(ControlBehind)
-    async def _behind(request: Request, exc: ControlBehind):
+    async def _behind(request: Request, exc: ControlBehind) -> JSONResponse:
         return JSONResponse(error_body(503, str(exc)), status_code=503, headers={"Retry-After": "1"})
 
 
@@ -158,7 +159,7 @@ def add_error_handlers(app: FastAPI) -> None:
     form body), HTTP errors with their status, anything unexpected → 500 with the request id."""
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         body_refused = any(e.get("loc", ("",))[0] == "body" for e in exc.errors())
         if body_refused and not _is_json(request.headers.get("content-type")):
             # curl -d without -H 'content-type: application/json' sends a form: say what to fix
@@ -168,7 +169,7 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(400, first_error(exc.errors())), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 405:
             return JSONResponse(error_body(405, str(exc.detail)), status_code=405,
                                 headers={"Allow": ", ".join(allowed_methods(request.app, request.scope))})
@@ -176,7 +177,7 @@ def add_error_handlers(app: FastAPI) -> None:
         return error_response(request, exc.status_code, str(exc.detail), name_of(exc), exc.headers, exc.__cause__)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Runs outside the middlewares (Starlette's ServerErrorMiddleware): set the header here.
         rid = request_id_of(request.scope)
         log.exception("request %s: unhandled error on %s %s", rid, request.method, route_of(request))

@@ -17,6 +17,7 @@ from services.api.context import ApiContext
 from services.api.errors import http_error
 from services.api.refusal import Refusal
 from shared.control.errors import ControlBehind
+from shared.control.state import ControlState
 from shared.crypto import API_KEY_PREFIX, hash_secret
 from shared.events import ApiKeySaved, ServiceSaved, WorkspaceSaved
 
@@ -103,7 +104,7 @@ async def service_key(request: Request, api_key: str | None = Security(API_KEY),
     return caller
 
 
-def key_owner(state, key: str) -> ServiceCaller | None:
+def key_owner(state: ControlState, key: str) -> ServiceCaller | None:
     """The service (disabled ones too) and key record of a presented API key; None when the
     key is unknown, revoked or its service deleted. Also the SMTP submission's AUTH check."""
     rec = state.api_key_by_hash(hash_secret(key)) if key.startswith(API_KEY_PREFIX) else None

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from shared import events as ev
 from shared.dkim_keys import split_txt, txt_value
 from shared.dns_lookup import resolver, txt
+from shared.settings import Settings
 
 DOMAIN_RE = re.compile(r"^(?=.{3,253}$)(?!-)([a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}$")
 
@@ -26,7 +27,7 @@ def bounce_domain(domain: str) -> str:
     return f"bounces.{domain}"
 
 
-def records(d: ev.DomainSaved, settings) -> list[dict]:
+def records(d: ev.DomainSaved, settings: Settings) -> list[dict]:
     """The DNS records for ``d``, as a user pastes them into a registrar."""
     rsa = txt_value("rsa", d.rsa_public_b64)
     ed = txt_value("ed25519", d.ed_public_b64)
@@ -48,7 +49,7 @@ def records(d: ev.DomainSaved, settings) -> list[dict]:
     return out
 
 
-def tracking_target(settings) -> str:
+def tracking_target(settings: Settings) -> str:
     """What a domain's tracking host is a CNAME to: the host of POSTLINE_PUBLIC_URL, or
     POSTLINE_HOSTNAME when that is an IP address (a CNAME cannot point at an address)."""
     host = urlsplit(settings.base_url).hostname or settings.hostname
@@ -74,7 +75,7 @@ def _dkim_p(value: str) -> str | None:
     return None
 
 
-def _check(record: dict, seen: list[str] | None, settings) -> dict:
+def _check(record: dict, seen: list[str] | None, settings: Settings) -> dict:
     result = {"record": record["record"], "name": record["name"], "expected": record["value"],
               "seen": seen or []}
     if seen is None:
@@ -94,7 +95,7 @@ def _check(record: dict, seen: list[str] | None, settings) -> dict:
     return {**result, "status": status}
 
 
-async def verify(d: ev.DomainSaved, settings) -> tuple[bool, list[dict]]:
+async def verify(d: ev.DomainSaved, settings: Settings) -> tuple[bool, list[dict]]:
     """Look every TXT record up now; verified when SPF and both DKIM keys match."""
     res = resolver(settings.dns_server)
     checks = []

@@ -19,10 +19,11 @@ Rules (documented in docs/rate-limits.md):
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared.quota import Decision, Quota, Take, Window
+from shared.store.port import AnalyticsStore
 
 BASE_MINUTE, BASE_DAY = 600, 10_000
 SANDBOX_DAY = 50
@@ -51,8 +52,9 @@ class Reputation:
 
 
 class RateLimiter:
-    def __init__(self, quota: Quota, store=None, per_minute: int = BASE_MINUTE, per_day: int = BASE_DAY,
-                 overrides=None):
+    def __init__(self, quota: Quota, store: AnalyticsStore | None = None, per_minute: int = BASE_MINUTE,
+                 per_day: int = BASE_DAY,
+                 overrides: Callable[[str], tuple[int | None, int | None]] | None = None) -> None:
         """``quota``: the service-wide counters (shared/quota). ``overrides(service_id)`` →
         ``(per_minute, per_day)`` of the service's own base, each None when not set (read
         from the control state on every call, so a PATCH applies at once)."""

@@ -10,17 +10,19 @@ from __future__ import annotations
 import re
 import uuid
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 HEADER = "X-Request-Id"
 SCOPE_KEY = "postline.request_id"
 _CLIENT_ID = re.compile(rb"[A-Za-z0-9._:-]{8,64}")
 
 
-def request_id_of(scope) -> str:
+def request_id_of(scope: Scope) -> str:
     """The id of the request in ``scope`` ("-" outside a request that went through the middleware)."""
     return scope.get(SCOPE_KEY, "-")
 
 
-def _pick(scope) -> str:
+def _pick(scope: Scope) -> str:
     given = dict(scope.get("headers") or []).get(HEADER.lower().encode())
     if given is not None and _CLIENT_ID.fullmatch(given):
         return given.decode()
@@ -32,15 +34,15 @@ class RequestIds:
     the response. It must run outside every middleware that answers on its own (body
     limits, unencodable text), so their answers carry the id too."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         rid = scope[SCOPE_KEY] = _pick(scope)
 
-        async def with_id(message):
+        async def with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
                 message = {**message, "headers": headers + [(b"x-request-id", rid.encode())]}

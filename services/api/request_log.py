@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.request_ids import request_id_of
 
@@ -21,16 +24,16 @@ log = logging.getLogger("postline.access")
 class RequestLog:
     """Pure ASGI middleware (no body buffering, ~10 µs a request)."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not log.isEnabledFor(logging.INFO):
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = 500  # what the client gets if the app dies before answering
 
-        async def send_and_note(message):
+        async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -42,7 +45,7 @@ class RequestLog:
             log.info("request", extra={"fields": access_fields(scope, status, start)})
 
 
-def access_fields(scope, status: int, start: float) -> dict:
+def access_fields(scope: Scope, status: int, start: float) -> dict[str, Any]:
     route = scope.get("route")
     state = scope.get("state") or {}
     fields = {"method": scope["method"], "route": getattr(route, "path", None), "status": status,

@@ -6,14 +6,14 @@ import binascii
 import mimetypes
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from services.api.when import parse_natural
 from services.api.text_checks import check_encodable
 from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
-from shared.message_size import MAX_ATTACHMENTS, MAX_MESSAGE_BYTES, encoded_size
+from shared.message_size import MAX_ATTACHMENTS, MAX_MESSAGE_BYTES, SizeReport, encoded_size
 
 MAX_RECIPIENTS = 50
 MAX_HEADERS = 50
@@ -56,7 +56,7 @@ class AttachmentIn(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _resend_shape(cls, data):
+    def _resend_shape(cls, data: Any) -> Any:
         """Resend's fields become Postline's before the field rules run."""
         if not isinstance(data, dict) or ("content" not in data and "path" not in data):
             return data
@@ -78,7 +78,7 @@ class AttachmentIn(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _has_content(self):
+    def _has_content(self) -> Self:
         if self.content_base64 is None:
             raise ValueError("content_base64: field required")
         return self
@@ -169,7 +169,7 @@ class SendEmail(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _encodable(cls, data):
+    def _encodable(cls, data: Any) -> Any:
         check_encodable(data)  # here too, not only at the door: a batch judges each item alone
         return data
 
@@ -184,7 +184,7 @@ class SendEmail(BaseModel):
 
     @field_validator("to", "cc", "bcc", "reply_to")
     @classmethod
-    def _addresses(cls, v):
+    def _addresses(cls, v: str | list[str] | None) -> list[str] | None:
         return _address_list(v) if v is not None else None
 
     @field_validator("subject")
@@ -196,7 +196,7 @@ class SendEmail(BaseModel):
 
     @field_validator("headers")
     @classmethod
-    def _headers(cls, v: dict[str, str] | None):
+    def _headers(cls, v: dict[str, str] | None) -> dict[str, str] | None:
         if v is None:
             return v
         if len(v) > MAX_HEADERS:
@@ -212,7 +212,7 @@ class SendEmail(BaseModel):
 
     @field_validator("tags", mode="before")
     @classmethod
-    def _resend_tags(cls, v):
+    def _resend_tags(cls, v: Any) -> Any:
         """Resend's ``[{name, value}]`` tags become ``name:value`` strings (docs/compatibility.md)."""
         if not isinstance(v, list):
             return v
@@ -220,7 +220,7 @@ class SendEmail(BaseModel):
 
     @field_validator("tags")
     @classmethod
-    def _tags(cls, v: list[str] | None):
+    def _tags(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return v
         if len(v) > MAX_TAGS:
@@ -232,13 +232,13 @@ class SendEmail(BaseModel):
 
     @field_validator("scheduled_at", mode="before")
     @classmethod
-    def _natural(cls, v):
+    def _natural(cls, v: Any) -> Any:
         """Also Resend's natural-language forms: ``in 1 min``, ``tomorrow at 9am`` (UTC)."""
         return (parse_natural(v) or v) if isinstance(v, str) else v
 
     @field_validator("scheduled_at")
     @classmethod
-    def _scheduled(cls, v: datetime | None):
+    def _scheduled(cls, v: datetime | None) -> datetime | None:
         if v is None:
             return v
         if v.tzinfo is None:
@@ -248,7 +248,7 @@ class SendEmail(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _whole(self):
+    def _whole(self) -> Self:
         if self.message is not None and self.html is not None and self.message != self.html:
             raise ValueError("message: give either message or html, not both")
         if self.html_body is None and self.text is None:
@@ -265,7 +265,7 @@ class SendEmail(BaseModel):
                              f"{MAX_MESSAGE_BYTES} bytes ({MAX_MESSAGE_BYTES // (1024 * 1024)} MiB)")
         return self
 
-    def encoded_size(self, exact: bool = True):
+    def encoded_size(self, exact: bool = True) -> SizeReport:
         """What the relay will build, in bytes (``shared.message_size``)."""
         return encoded_size(from_=self.from_, to=self.to_list + self.bcc_list, cc=self.cc_list, reply_to=self.reply_to_list,
                             subject=self.subject, headers=self.headers or {}, html=self.html_body, text=self.text,
@@ -413,12 +413,12 @@ class ScheduleUpdate(BaseModel):
 
     @field_validator("scheduled_at", mode="before")
     @classmethod
-    def _natural(cls, v):
+    def _natural(cls, v: Any) -> Any:
         return SendEmail._natural(v)
 
     @field_validator("scheduled_at")
     @classmethod
-    def _limit(cls, v: datetime):
+    def _limit(cls, v: datetime) -> datetime | None:
         return SendEmail._scheduled(v)
 
 

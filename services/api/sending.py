@@ -110,7 +110,7 @@ def tracking_of(body: SendEmail, svc: ev.ServiceSaved) -> dict[str, bool]:
             "list_unsubscribe": pick(body.list_unsubscribe, svc.list_unsubscribe)}
 
 
-def tracking_view(req_or_record) -> dict[str, bool]:
+def tracking_view(req_or_record: object) -> dict[str, bool]:
     """``{opens, clicks, list_unsubscribe}`` of a request event or its stored record."""
     get = req_or_record.get if isinstance(req_or_record, dict) else lambda k, d=False: getattr(req_or_record, k, d)
     return {"opens": bool(get("track_opens", False)), "clicks": bool(get("track_clicks", False)),
@@ -155,7 +155,7 @@ class RecentSends:
     collector, so 20,000 remembered sends add nothing to its pauses. ``get`` returns
     ``(summary, response)`` or ``None``."""
 
-    def __init__(self, size: int = 20_000):
+    def __init__(self, size: int = 20_000) -> None:
         self.size = size
         self._items: OrderedDict[str, str] = OrderedDict()
 
@@ -165,7 +165,7 @@ class RecentSends:
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 
-    def get(self, email_id: str):
+    def get(self, email_id: str) -> tuple[Any, ...] | None:
         found = self._items.get(email_id)
         return tuple(json.loads(found)) if found is not None else None
 

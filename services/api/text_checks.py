@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
-from starlette.types import Message, Receive
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.errors import error_body
 
@@ -32,7 +33,7 @@ def _encodable(s: str) -> bool:
     return True
 
 
-def first_unencodable(value, path: str = "") -> str | None:
+def first_unencodable(value: Any, path: str = "") -> str | None:
     """The path (``text``, ``headers.X-A``, ``attachments[0].filename``) of the first string,
     key included, that is not valid Unicode text; ``None`` when there is none."""
     if isinstance(value, str):
@@ -57,7 +58,7 @@ def message_for(field: str) -> str:
     return f"{field}: contains an unpaired UTF-16 surrogate, which is not text (it cannot be encoded as UTF-8)"
 
 
-def check_encodable(value) -> None:
+def check_encodable(value: Any) -> None:
     """Raise ``UnencodableText`` naming the first field that holds unencodable text."""
     found = first_unencodable(value)
     if found:
@@ -67,10 +68,10 @@ def check_encodable(value) -> None:
 class RejectUnencodable:
     """ASGI middleware: a JSON body (an object) holding unencodable text → 400 naming the field."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         body, again = await read_body(receive)
@@ -120,7 +121,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-async def _bad_request(send, error: str) -> None:
+async def _bad_request(send: Send, error: str) -> None:
     body = json.dumps(error_body(400, error)).encode()
     await send({"type": "http.response.start", "status": 400,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

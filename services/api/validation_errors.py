@@ -6,7 +6,7 @@ from typing import Any, Sequence
 _SKIP = {"body", "query", "path", "header", "str", "list[str]", "function-after"}
 
 
-def _field(loc) -> str:
+def _field(loc: Sequence[Any]) -> str:
     parts = []
     for p in loc:
         p = str(p)

@@ -7,6 +7,7 @@ page errors (404 for another workspace's ids, 403 for a form without its CSRF to
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.api.dashboard.pages import (auth, domains, inbox, keys, messages, sandbox, services, suppressions,
@@ -22,11 +23,11 @@ def mount(app: FastAPI) -> None:
         app.include_router(module.router)
 
     @app.exception_handler(SignInRequired)
-    async def _sign_in(request: Request, exc: SignInRequired):
+    async def _sign_in(request: Request, exc: SignInRequired) -> RedirectResponse:
         return redirect("/signin")
 
     @app.exception_handler(PageError)
-    async def _page_error(request: Request, exc: PageError):
+    async def _page_error(request: Request, exc: PageError) -> HTMLResponse:
         try:
             c = session_caller(request)
         except SignInRequired:

@@ -14,6 +14,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 COOKIE = "pl_session"
@@ -46,7 +47,8 @@ def issue(master: bytes, workspace_id: str, token_hash: str, now: float | None =
     return f"{data}.{_mac(master, 'session', data)}"
 
 
-def read(master: bytes, value: str | None, token_hash_of, now: float | None = None) -> Session | None:
+def read(master: bytes, value: str | None, token_hash_of: Callable[[str], str | None],
+         now: float | None = None) -> Session | None:
     """The session in cookie ``value``, or None if it is missing, forged, expired or its
     workspace's admin token changed since. ``token_hash_of(workspace_id)`` → current hash or None."""
     if not value or value.count(".") != 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -110,7 +110,7 @@ def or_error_page(outcome: T | Refusal) -> T:
     return outcome
 
 
-def page(request: Request, name: str, status: int = 200, csp: str = CSP, **ctx) -> HTMLResponse:
+def page(request: Request, name: str, status: int = 200, csp: str = CSP, **ctx: Any) -> HTMLResponse:
     c = ctx.get("c")
     response = templates.TemplateResponse(request, name, {"csrf": c.session.csrf if c else "", **ctx},
                                           status_code=status)
@@ -125,7 +125,7 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def _when(value) -> str:
+def _when(value: Any) -> str:  # str (ISO), datetime, epoch seconds, None or ""
     """ISO strings, datetimes and epoch seconds → ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
     if value in (None, ""):
         return ""

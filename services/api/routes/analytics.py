@@ -1,7 +1,7 @@
 """Stats and the message log of a service, read from ClickHouse (its tables: docs/analytics.md)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
@@ -20,9 +20,10 @@ def _store(rt: ApiContext) -> AnalyticsStore:
     return rt.store
 
 
-@router.get("/stats")
+@router.get("/stats", response_model=None)
 async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Literal["day", "hour"] | None = None,
-                tag: str | None = Query(None, max_length=64), svc=Depends(owned_service), rt: ApiContext = Depends(runtime)):
+                tag: str | None = Query(None, max_length=64), svc: ev.ServiceSaved = Depends(owned_service),
+                rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """Counts of sent, delivered, bounced, complained, dropped, deferred, failed, opened,
     clicked and unsubscribed, plus unique_opened / unique_clicked (distinct email+recipient):
     totals and per bucket (zero-filled). Default bucket: hour for 1h/24h, else day."""
@@ -35,11 +36,12 @@ async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Litera
         raise HTTPException(503, "analytics store unavailable; retry shortly") from exc
 
 
-@router.get("/messages")
+@router.get("/messages", response_model=None)
 async def messages(status: ev.MessageStatus | None = None,
                    to: str | None = Query(None, max_length=320), tag: str | None = Query(None, max_length=64),
                    limit: int = Query(50, ge=1, le=500), cursor: str | None = Query(None, max_length=500),
-                   svc=Depends(owned_service), rt: ApiContext = Depends(runtime)):
+                   svc: ev.ServiceSaved = Depends(owned_service),
+                   rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """The message log, newest first, filtered by latest status, recipient or tag; page with
     ``cursor`` = the previous page's ``next_cursor``."""
     try:

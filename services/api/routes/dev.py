@@ -31,11 +31,12 @@ async def _own(rt: ApiContext, ws: WorkspaceSaved, mail: dict[str, Any] | None, 
     return mail
 
 
-@router.get("")
+@router.get("", response_model=None)
 async def list_inbox(limit: int = Query(50, ge=1, le=500), to: str | None = Query(None, max_length=320),
                      email_id: str | None = Query(None, max_length=64),
                      wait: float = Query(0, ge=0, le=30, description="Seconds to wait for a first match."),
-                     ws=Depends(workspace), rt: ApiContext = Depends(runtime)):
+                     ws: WorkspaceSaved = Depends(workspace),
+                     rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """Captured mail of this workspace, newest first; ``to`` / ``email_id`` filter, ``wait`` long-polls."""
     async def own(mails: list[dict]) -> list[dict]:
         mine = await own_email_ids(rt, ws.workspace_id, [m["postline_id"] for m in mails])
@@ -46,13 +47,15 @@ async def list_inbox(limit: int = Query(50, ge=1, le=500), to: str | None = Quer
 
 # before "/{mail_id}", which would otherwise take "<id>.eml" as an id
 @router.get("/{mail_id}.eml")
-async def raw_mail(mail_id: str, ws=Depends(workspace), rt: ApiContext = Depends(runtime)):
+async def raw_mail(mail_id: str, ws: WorkspaceSaved = Depends(workspace),
+                   rt: ApiContext = Depends(runtime)) -> Response:
     inbox = _inbox(rt)
     await _own(rt, ws, inbox.summary(mail_id), mail_id)
     return Response(inbox.raw(mail_id), media_type="message/rfc822")
 
 
-@router.get("/{mail_id}")
-async def mail(mail_id: str, ws=Depends(workspace), rt: ApiContext = Depends(runtime)):
+@router.get("/{mail_id}", response_model=None)
+async def mail(mail_id: str, ws: WorkspaceSaved = Depends(workspace),
+               rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """One captured message decoded: headers, ``text``, ``html`` and the ``links`` it contains."""
     return await _own(rt, ws, _inbox(rt).message(mail_id), mail_id)

@@ -72,7 +72,7 @@ def remember_change(rt: ApiContext, email_id: str, **change: Any) -> None:
 
 @router.patch("/emails/{email_id}", response_model=ScheduleChanged, responses=ERRORS)
 async def reschedule_email(email_id: str, body: ScheduleUpdate, caller: ServiceCaller = Depends(service_key),
-                           rt: ApiContext = Depends(runtime)):
+                           rt: ApiContext = Depends(runtime)) -> dict[str, str]:
     """Move a scheduled email to `scheduled_at` (409 once it was sent or canceled)."""
     svc = caller.service
     await held_email(rt, svc, email_id, "rescheduled")
@@ -83,7 +83,8 @@ async def reschedule_email(email_id: str, body: ScheduleUpdate, caller: ServiceC
 
 
 @router.post("/emails/{email_id}/cancel", response_model=ScheduleChanged, responses=ERRORS)
-async def cancel_email(email_id: str, caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime)):
+async def cancel_email(email_id: str, caller: ServiceCaller = Depends(service_key),
+                       rt: ApiContext = Depends(runtime)) -> dict[str, str]:
     """Cancel a scheduled email: it will not be sent (409 once it was sent or canceled)."""
     svc = caller.service
     await held_email(rt, svc, email_id, "canceled")

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api.context import ApiContext
@@ -35,7 +35,7 @@ from services.api.errors import error_body
 from services.api.machine import is_machine
 from shared import events as ev
 from shared.control.errors import ControlBehind
-from shared.tracking import Token, Tokens
+from shared.tracking import Kind, Token, Tokens
 
 log = logging.getLogger(__name__)
 TrackingEvent = ev.Opened | ev.Clicked | ev.Unsubscribed  # what this route records
@@ -90,7 +90,7 @@ def recorder_of(rt: ApiContext) -> Recorder:
     return rt.tracking
 
 
-async def check(rec: Recorder, token: str, kind) -> tuple[Token, str] | None:
+async def check(rec: Recorder, token: str, kind: Kind) -> tuple[Token, str] | None:
     """(token contents, workspace id) of a valid token of a live service, else None. A valid
     token of a service this process does not know catches up with the control log first (the
     service may be a moment old, made on another process); a known one costs no catch-up."""
@@ -184,7 +184,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 
 @router.get("/t/u/{token}")
-async def unsubscribe_page(token: str, request: Request):
+async def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
     """A confirmation page with a button; it never unsubscribes by itself (scanners follow links)."""
     found = await check(recorder(request), token, "unsubscribe")
     if found is None:
@@ -208,7 +208,7 @@ async def one_click(request: Request) -> bool:
 
 
 @router.post("/t/u/{token}")
-async def unsubscribe(token: str, request: Request):
+async def unsubscribe(token: str, request: Request) -> Response:
     """RFC 8058 one-click: suppress the recipient (reason ``unsubscribe``), emit ``unsubscribed``."""
     rec = recorder(request)
     found = await check(rec, token, "unsubscribe")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import secrets
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
 
 from services.api.auth import caught_up
 from services.api.dashboard import session as sess
@@ -26,16 +27,16 @@ def _secure(request: Request) -> bool:
 
 
 @router.get("/")
-async def home(c: Caller = Depends(caller)):
+async def home(c: Caller = Depends(caller)) -> Response:
     return redirect("/services")
 
 
 @router.get("/signin")
-async def signin_form(request: Request):
+async def signin_form(request: Request) -> Response:
     return _signin_page(request)
 
 
-def _signin_page(request: Request, error: str | None = None, status: int = 200):
+def _signin_page(request: Request, error: str | None = None, status: int = 200) -> Response:
     """The sign-in form; ``error`` and ``status`` come from this module only, never from the
     query string (a link must not put its own words on the sign-in page)."""
     if error is None and _signed_in(request):
@@ -48,7 +49,7 @@ def _signin_page(request: Request, error: str | None = None, status: int = 200):
 
 
 @router.post("/signin")
-async def signin(request: Request):
+async def signin(request: Request) -> Response:
     """Check the double-submitted form token, then the admin token; set the session cookie."""
     data = await request.form()
     pre = request.cookies.get(sess.PRE_COOKIE)
@@ -68,7 +69,7 @@ async def signin(request: Request):
 
 
 @router.post("/signout")
-async def signout(request: Request, c: Caller = Depends(caller)):
+async def signout(request: Request, c: Caller = Depends(caller)) -> Response:
     await form(request, c)
     response = redirect("/signin")
     response.delete_cookie(sess.COOKIE, path="/")

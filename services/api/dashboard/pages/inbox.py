@@ -7,6 +7,7 @@ store or this process's recent sends know)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
 
 from services.api.dashboard.web import CSP_WITH_MAIL, Caller, PageError, caller, page
 from services.api.inbox_access import own_email_ids
@@ -27,14 +28,14 @@ async def _own_ids(c: Caller, email_ids: list[str]) -> set[str]:
 
 
 @router.get("/inbox")
-async def inbox_page(request: Request, c: Caller = Depends(caller)):
+async def inbox_page(request: Request, c: Caller = Depends(caller)) -> Response:
     mails = _inbox(c).list(limit=LIST)
     mine = await _own_ids(c, [m["postline_id"] for m in mails])
     return page(request, "inbox.html", c=c, mails=[m for m in mails if m["postline_id"] in mine], tab="inbox")
 
 
 @router.get("/inbox/{mail_id}")
-async def inbox_message(request: Request, mail_id: str, c: Caller = Depends(caller)):
+async def inbox_message(request: Request, mail_id: str, c: Caller = Depends(caller)) -> Response:
     parts = _inbox(c).message(mail_id[:64], with_raw=True)
     if parts is None or parts["postline_id"] not in await _own_ids(c, [parts["postline_id"]]):
         raise PageError(404, "This message is not in your dev inbox.")

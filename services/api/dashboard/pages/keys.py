@@ -1,30 +1,35 @@
 """A service's API keys: create (the secret is shown once), list, revoke."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
 
 from services.api.dashboard.pages.owned import owned
 from services.api.dashboard.web import (BAD_INPUT, Caller, caller, form, or_error_page, page, problem, redirect,
                                         service_of)
 from services.api.manage import keys as manage
 from services.api.schemas import ApiKeyCreate
+from shared import events as ev
 
 router = APIRouter(include_in_schema=False)
 
 
-def _keys(request, c, svc, status=200, error=None, created=None):
+def _keys(request: Request, c: Caller, svc: ev.ServiceSaved, status: int = 200, error: str | None = None,
+          created: dict[str, Any] | None = None) -> HTMLResponse:
     items = manage.list_keys(c.rt, svc)
     return page(request, "keys.html", status=status, c=c, svc=svc, keys=items, created=created, error=error,
                 tab="keys")
 
 
 @router.get("/services/{service_id}/keys")
-async def keys_page(request: Request, service_id: str, c: Caller = Depends(caller)):
+async def keys_page(request: Request, service_id: str, c: Caller = Depends(caller)) -> Response:
     return _keys(request, c, service_of(c, service_id))
 
 
 @router.post("/services/{service_id}/keys")
-async def key_create(request: Request, service_id: str, c: Caller = Depends(caller)):
+async def key_create(request: Request, service_id: str, c: Caller = Depends(caller)) -> Response:
     """Create a key and show its secret in this one response (it is not stored)."""
     data = await form(request, c)
     svc = service_of(c, service_id)
@@ -37,7 +42,7 @@ async def key_create(request: Request, service_id: str, c: Caller = Depends(call
 
 
 @router.post("/services/{service_id}/keys/{key_id}/revoke")
-async def key_revoke(request: Request, service_id: str, key_id: str, c: Caller = Depends(caller)):
+async def key_revoke(request: Request, service_id: str, key_id: str, c: Caller = Depends(caller)) -> Response:
     await form(request, c)
     svc = service_of(c, service_id)
     owned(c.rt.control.state.api_keys, key_id, svc, "API key")

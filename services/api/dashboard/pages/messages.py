@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
 
 from services.api.dashboard.web import Caller, PageError, caller, page, service_of
 from services.api.email_lookup import email_record
@@ -37,7 +38,7 @@ def check_filters(status: str, since: str, cursor: str) -> None:
 @router.get("/services/{service_id}/messages")
 async def messages_page(request: Request, service_id: str, c: Caller = Depends(caller),
                         status: str = "", to: str = Query("", max_length=320), tag: str = Query("", max_length=64),
-                        since: str = "", cursor: str = Query("", max_length=500)):
+                        since: str = "", cursor: str = Query("", max_length=500)) -> Response:
     svc = service_of(c, service_id)
     check_filters(status, since, cursor)
     if c.rt.store is None:
@@ -54,7 +55,7 @@ async def messages_page(request: Request, service_id: str, c: Caller = Depends(c
 
 
 @router.get("/services/{service_id}/messages/{email_id}")
-async def message_page(request: Request, service_id: str, email_id: str, c: Caller = Depends(caller)):
+async def message_page(request: Request, service_id: str, email_id: str, c: Caller = Depends(caller)) -> Response:
     svc = service_of(c, service_id)
     record = await email_record(c.rt, svc, email_id)
     if record is None:

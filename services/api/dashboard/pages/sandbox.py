@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
 
 from services.api.dashboard.pages.owned import owned
 from services.api.dashboard.web import (BAD_INPUT, Caller, caller, form, or_error_page, page, problem, redirect,
@@ -9,23 +10,25 @@ from services.api.dashboard.web import (BAD_INPUT, Caller, caller, form, or_erro
 from services.api.manage import sandbox as manage
 from services.api.refusal import Refusal
 from services.api.schemas import SandboxEmailCreate
+from shared import events as ev
 
 router = APIRouter(include_in_schema=False)
 
 
-def _sandbox(request, c, svc, status=200, error=None, notice=None):
+def _sandbox(request: Request, c: Caller, svc: ev.ServiceSaved, status: int = 200, error: str | None = None,
+             notice: str | None = None) -> HTMLResponse:
     items = manage.list_recipients(c.rt, svc)
     return page(request, "sandbox.html", status=status, c=c, svc=svc, recipients=items, error=error, notice=notice,
                 tab="sandbox")
 
 
 @router.get("/services/{service_id}/sandbox")
-async def sandbox_page(request: Request, service_id: str, c: Caller = Depends(caller)):
+async def sandbox_page(request: Request, service_id: str, c: Caller = Depends(caller)) -> Response:
     return _sandbox(request, c, service_of(c, service_id))
 
 
 @router.post("/services/{service_id}/sandbox")
-async def sandbox_add(request: Request, service_id: str, c: Caller = Depends(caller)):
+async def sandbox_add(request: Request, service_id: str, c: Caller = Depends(caller)) -> Response:
     data = await form(request, c)
     svc = service_of(c, service_id)
     try:
@@ -41,7 +44,7 @@ async def sandbox_add(request: Request, service_id: str, c: Caller = Depends(cal
 
 
 @router.post("/services/{service_id}/sandbox/{recipient_id}/delete")
-async def sandbox_remove(request: Request, service_id: str, recipient_id: str, c: Caller = Depends(caller)):
+async def sandbox_remove(request: Request, service_id: str, recipient_id: str, c: Caller = Depends(caller)) -> Response:
     await form(request, c)
     svc = service_of(c, service_id)
     owned(c.rt.control.state.sandbox, recipient_id, svc, "sandbox recipient")

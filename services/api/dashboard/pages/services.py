@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
 
+from services.api.context import ApiContext
 from services.api.dashboard import chart
 from services.api.dashboard.web import BAD_INPUT, Caller, PageError, caller, form, page, problem, redirect, service_of
 from services.api.manage import services as api
@@ -16,18 +18,18 @@ log = logging.getLogger(__name__)
 BUCKET = {"24h": "hour", "7d": "day", "30d": "day"}
 
 
-def _list(request: Request, c: Caller, status: int = 200, error: str | None = None):
+def _list(request: Request, c: Caller, status: int = 200, error: str | None = None) -> HTMLResponse:
     items = [api.service_view(c.rt, s) for s in c.rt.control.state.services_of(c.workspace.workspace_id)]
     return page(request, "services.html", status=status, c=c, services=items, error=error)
 
 
 @router.get("/services")
-async def services_list(request: Request, c: Caller = Depends(caller)):
+async def services_list(request: Request, c: Caller = Depends(caller)) -> Response:
     return _list(request, c)
 
 
 @router.post("/services")
-async def services_create(request: Request, c: Caller = Depends(caller)):
+async def services_create(request: Request, c: Caller = Depends(caller)) -> Response:
     data = await form(request, c)
     try:
         body = ServiceCreate(name=data.get("name", "").strip())
@@ -37,7 +39,7 @@ async def services_create(request: Request, c: Caller = Depends(caller)):
     return redirect(f"/services/{created['id']}")
 
 
-async def _stats(rt, service_id: str, period: str) -> dict | None:
+async def _stats(rt: ApiContext, service_id: str, period: str) -> dict | None:
     if rt.store is None:
         return None
     try:
@@ -48,7 +50,7 @@ async def _stats(rt, service_id: str, period: str) -> dict | None:
 
 
 async def _detail(request: Request, c: Caller, service_id: str, period: str, status: int = 200,
-                  error: str | None = None):
+                  error: str | None = None) -> HTMLResponse:
     svc = service_of(c, service_id)
     state = c.rt.control.state
     limiter = c.rt.limits
@@ -66,14 +68,15 @@ async def _detail(request: Request, c: Caller, service_id: str, period: str, sta
 
 
 @router.get("/services/{service_id}")
-async def service_detail(request: Request, service_id: str, period: str = "7d", c: Caller = Depends(caller)):
+async def service_detail(request: Request, service_id: str, period: str = "7d",
+                         c: Caller = Depends(caller)) -> Response:
     if period not in BUCKET:
         raise PageError(400, "period: one of 24h, 7d, 30d")
     return await _detail(request, c, service_id, period)
 
 
 @router.post("/services/{service_id}/settings")
-async def service_settings(request: Request, service_id: str, c: Caller = Depends(caller)):
+async def service_settings(request: Request, service_id: str, c: Caller = Depends(caller)) -> Response:
     """Switch mode, status or tracking with the API's own rules (production needs a verified domain)."""
     data = await form(request, c)
     svc = service_of(c, service_id)

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
 
 from services.api.dashboard.web import BAD_INPUT, Caller, caller, form, page, problem, redirect, service_of
 from services.api.manage import suppressions as api
 from services.api.refusal import Refusal
+from shared import events as ev
 
 router = APIRouter(include_in_schema=False)
 PAGE = 200
 
 
-def _list(request, c, svc, q: str = "", status=200, error=None):
+def _list(request: Request, c: Caller, svc: ev.ServiceSaved, q: str = "", status: int = 200,
+          error: str | None = None) -> HTMLResponse:
     items = api.list_all(c.rt, svc)
     needle = q.strip().lower()
     if needle:
@@ -21,12 +24,12 @@ def _list(request, c, svc, q: str = "", status=200, error=None):
 
 
 @router.get("/services/{service_id}/suppressions")
-async def suppressions_page(request: Request, service_id: str, q: str = "", c: Caller = Depends(caller)):
+async def suppressions_page(request: Request, service_id: str, q: str = "", c: Caller = Depends(caller)) -> Response:
     return _list(request, c, service_of(c, service_id), q[:320])
 
 
 @router.post("/services/{service_id}/suppressions")
-async def suppression_add(request: Request, service_id: str, c: Caller = Depends(caller)):
+async def suppression_add(request: Request, service_id: str, c: Caller = Depends(caller)) -> Response:
     data = await form(request, c)
     svc = service_of(c, service_id)
     try:
@@ -38,7 +41,7 @@ async def suppression_add(request: Request, service_id: str, c: Caller = Depends
 
 
 @router.post("/services/{service_id}/suppressions/remove")
-async def suppression_remove(request: Request, service_id: str, c: Caller = Depends(caller)):
+async def suppression_remove(request: Request, service_id: str, c: Caller = Depends(caller)) -> Response:
     data = await form(request, c)
     svc = service_of(c, service_id)
     refused = await api.remove(c.rt, svc, data.get("email", ""))

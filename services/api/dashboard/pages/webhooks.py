@@ -2,7 +2,10 @@
 latency, replay one event, send a test event, delete."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
 
 from services.api.dashboard.pages.owned import owned
 from services.api.dashboard.web import (BAD_INPUT, Caller, caller, form, or_error_page, page, problem, redirect,
@@ -15,19 +18,20 @@ from shared import events as ev
 router = APIRouter(include_in_schema=False)
 
 
-def _webhooks(request, c, svc, status=200, error=None, created=None):
+def _webhooks(request: Request, c: Caller, svc: ev.ServiceSaved, status: int = 200, error: str | None = None,
+              created: dict[str, Any] | None = None) -> HTMLResponse:
     items = [manage.view(w) for w in c.rt.control.state.webhooks_of(svc.service_id)]
     return page(request, "webhooks.html", status=status, c=c, svc=svc, webhooks=items, created=created, error=error,
                 event_types=ev.LIFECYCLE_TYPES, tab="webhooks")
 
 
 @router.get("/services/{service_id}/webhooks")
-async def webhooks_page(request: Request, service_id: str, c: Caller = Depends(caller)):
+async def webhooks_page(request: Request, service_id: str, c: Caller = Depends(caller)) -> Response:
     return _webhooks(request, c, service_of(c, service_id))
 
 
 @router.post("/services/{service_id}/webhooks")
-async def webhook_create(request: Request, service_id: str, c: Caller = Depends(caller)):
+async def webhook_create(request: Request, service_id: str, c: Caller = Depends(caller)) -> Response:
     """Create an endpoint; its signing secret is shown in this one response."""
     data = await form(request, c)
     events = [e for e in (await request.form()).getlist("events") if isinstance(e, str)]
@@ -50,7 +54,8 @@ async def _attempts(c: Caller, w: ev.WebhookSaved) -> list[dict] | None:
     return None if isinstance(found, Refusal) else found  # a refusal: no analytics store on this process
 
 
-async def _webhook(request, c, service_id: str, webhook_id: str, status=200, notice=None, error=None):
+async def _webhook(request: Request, c: Caller, service_id: str, webhook_id: str, status: int = 200,
+                   notice: str | None = None, error: str | None = None) -> HTMLResponse:
     svc = service_of(c, service_id)
     w = owned(c.rt.control.state.webhooks, webhook_id, svc, "webhook")
     return page(request, "webhook.html", status=status, c=c, svc=svc, w=manage.view(w),
@@ -58,12 +63,12 @@ async def _webhook(request, c, service_id: str, webhook_id: str, status=200, not
 
 
 @router.get("/services/{service_id}/webhooks/{webhook_id}")
-async def webhook_page(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)):
+async def webhook_page(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)) -> Response:
     return await _webhook(request, c, service_id, webhook_id)
 
 
 @router.post("/services/{service_id}/webhooks/{webhook_id}/test")
-async def webhook_test(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)):
+async def webhook_test(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)) -> Response:
     await form(request, c)
     w = owned(c.rt.control.state.webhooks, webhook_id, service_of(c, service_id), "webhook")
     await manage.send_test(c.rt, w)
@@ -71,7 +76,7 @@ async def webhook_test(request: Request, service_id: str, webhook_id: str, c: Ca
 
 
 @router.post("/services/{service_id}/webhooks/{webhook_id}/replay")
-async def webhook_replay(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)):
+async def webhook_replay(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)) -> Response:
     data = await form(request, c)
     w = owned(c.rt.control.state.webhooks, webhook_id, service_of(c, service_id), "webhook")
     try:
@@ -85,7 +90,7 @@ async def webhook_replay(request: Request, service_id: str, webhook_id: str, c: 
 
 
 @router.post("/services/{service_id}/webhooks/{webhook_id}/delete")
-async def webhook_delete(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)):
+async def webhook_delete(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)) -> Response:
     await form(request, c)
     w = owned(c.rt.control.state.webhooks, webhook_id, service_of(c, service_id), "webhook")
     or_error_page(await manage.delete_webhook(c.rt, w))
