@@ -15,9 +15,11 @@ descriptor) for ever, and ~1,000 of them starve every other request. This protoc
 Keep-alive idle time is uvicorn's ``timeout_keep_alive``."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import resource
+from typing import Callable
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -51,7 +53,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     _timer = None
     _reading_body = False
 
-    def _arm(self, seconds: float, handler) -> None:
+    def _arm(self, seconds: float, handler: Callable[[], None]) -> None:
         self._disarm()
         self._timer = self.loop.call_later(seconds, handler)
 
@@ -60,7 +62,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's own
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             log.warning("refusing a connection: %d open (cap %d)", len(self.connections), self.max_connections)
@@ -88,7 +90,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_body = False
         self._disarm()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 

@@ -72,19 +72,20 @@ def _replayed(runtime: Runtime) -> bool:
 
 
 def add_ops_routes(app: FastAPI, runtime: Runtime | None) -> None:
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz():
+    # response_model=None: the handlers' return annotations are for mypy, not a response model
+    @app.get("/healthz", include_in_schema=False, response_model=None)
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz():
+    @app.get("/readyz", include_in_schema=False, response_model=None)
+    async def readyz() -> JSONResponse:
         if runtime is None:
             return JSONResponse({"ready": False, "checks": {}, "degraded": {}}, status_code=503)
         ready, checks, degraded = await readiness(runtime)
         return JSONResponse({"ready": ready, "checks": checks, "degraded": degraded}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics():
+    @app.get("/metrics", include_in_schema=False, response_model=None)
+    async def metrics() -> Response:
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -8,11 +8,18 @@ import asyncio
 import contextlib
 import logging
 import socket
+from typing import TYPE_CHECKING, Generator, cast
 from urllib.parse import unquote, urlparse
 
 from shared.process_start import started
 from shared.runtime import Runtime
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # imported where used: a process loads only its roles' modules
+    from fastapi import FastAPI
+
+    from services.analytics.clickhouse_http import ChdbHttpServer
+    from shared.store.port import AnalyticsStore
 
 log = logging.getLogger("postline")
 ROLES = ("all", "api", "relay", "webhooks", "analytics", "housekeeping")
@@ -24,14 +31,14 @@ COMMAND_ROLES = {"relay": "relay+housekeeping"}
 class _Server:
     """uvicorn without its own signal handling: this process owns SIGTERM/SIGINT."""
 
-    def __init__(self, app, settings, reuse_port: bool = False):
+    def __init__(self, app: FastAPI, settings: Settings, reuse_port: bool = False) -> None:
         """``reuse_port``: bind with SO_REUSEPORT so several API processes share the port
         (the kernel spreads connections over them)."""
         import uvicorn
 
         class Server(uvicorn.Server):
             @contextlib.contextmanager
-            def capture_signals(self):
+            def capture_signals(self) -> Generator[None, None, None]:
                 yield
 
         from services import http_server
@@ -66,7 +73,7 @@ def shared_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised: bool = False,
+async def run_roles(role: str, stop: asyncio.Event, settings: Settings | None = None, *, supervised: bool = False,
                     serve_store: tuple[socket.socket, str] | None = None,
                     relay_share: tuple[int, int] = (0, 1)) -> None:
     """Start ``role`` (every role for ``all``; several joined by ``+``, as `postline all`'s
@@ -84,7 +91,7 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised
     wanted = ROLES[1:] if role == "all" else tuple(role.split("+"))
     await rt.start(with_store=bool({"api", "analytics", "relay", "housekeeping"} & set(wanted)),
                    migrate="analytics" in wanted)
-    failed: list = []
+    failed: list[tuple[str, BaseException]] = []
     store_server = None
     try:
         if serve_store:  # after the migrations: the others query it as soon as it answers
@@ -101,7 +108,7 @@ async def run_roles(role: str, stop: asyncio.Event, settings=None, *, supervised
         raise SystemExit(1)  # let the supervisor (Kubernetes, compose, `postline all`) restart the process
 
 
-def start_store_server(settings, serve_store: tuple[socket.socket, str]):
+def start_store_server(settings: Settings, serve_store: tuple[socket.socket, str]) -> ChdbHttpServer:
     """Serve this process's chDB over ClickHouse's HTTP interface (the analytics child of `postline all`)."""
     from services.analytics.clickhouse_http import ChdbHttpServer
 
@@ -109,7 +116,7 @@ def start_store_server(settings, serve_store: tuple[socket.socket, str]):
     return ChdbHttpServer(settings.data_dir / "chdb", sock, unquote(url.username or ""), unquote(url.password or "")).start()
 
 
-async def start_front_door(rt, stop: asyncio.Event, wanted, supervised: bool) -> list[asyncio.Task]:
+async def start_front_door(rt: Runtime, stop: asyncio.Event, wanted: tuple[str, ...], supervised: bool) -> list[asyncio.Task]:
     """The API (HTTP and SMTP submission) when it is wanted, else the ops endpoints (unless supervised)."""
     settings = rt.settings
     if "api" not in wanted:
@@ -134,7 +141,7 @@ async def start_front_door(rt, stop: asyncio.Event, wanted, supervised: bool) ->
     return tasks
 
 
-def start_consumers(rt, stop: asyncio.Event, wanted) -> list[asyncio.Task]:
+def start_consumers(rt: Runtime, stop: asyncio.Event, wanted: tuple[str, ...]) -> list[asyncio.Task]:
     """The consuming roles: relay, housekeeping (the data dir's singleton duties), analytics, webhooks."""
     tasks = []
     if "relay" in wanted:
@@ -148,7 +155,8 @@ def start_consumers(rt, stop: asyncio.Event, wanted) -> list[asyncio.Task]:
     if "analytics" in wanted:
         from services.analytics.consumer import AnalyticsConsumer
 
-        tasks.append(asyncio.create_task(AnalyticsConsumer(rt.log, rt.store).run(stop), name="analytics"))
+        store = cast("AnalyticsStore", rt.store)  # run_roles started the runtime with its store for analytics
+        tasks.append(asyncio.create_task(AnalyticsConsumer(rt.log, store).run(stop), name="analytics"))
     if "webhooks" in wanted:
         from services.webhooks.runner import WebhookService
 
@@ -168,7 +176,7 @@ async def run_until_stopped(tasks: list[asyncio.Task], stop: asyncio.Event) -> l
     return failed
 
 
-def announce(settings, token: str | None, rt) -> None:
+def announce(settings: Settings, token: str | None, rt: Runtime) -> None:
     lines = [f"Postline API on {settings.base_url}  (docs: {settings.base_url}/docs)"]
     if token:
         lines.append(f"Admin token (shown once; set POSTLINE_ADMIN_TOKEN to choose your own): {token}")

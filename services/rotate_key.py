@@ -12,6 +12,7 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 
 from shared import events as ev
+from shared.control.plane import ControlPlane
 from shared.crypto import seal, unseal
 
 
@@ -26,7 +27,7 @@ def _reseal(old: bytes, new: bytes, sealed: str | None, context: str) -> str | N
         return seal(new, unseal(old, sealed, context), context)  # InvalidTag here: the old key is wrong
 
 
-async def rotate(control, old: bytes, new: bytes) -> dict[str, int]:
+async def rotate(control: ControlPlane, old: bytes, new: bytes) -> dict[str, int]:
     """Append re-sealed copies of the domains and webhooks of ``control`` (a started
     ``ControlPlane``); returns how many of each were re-sealed. Raises ``InvalidTag`` when
     a secret opens with neither key."""

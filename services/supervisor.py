@@ -37,10 +37,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, cast
 
 import httpx
 
 from shared.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
 
 log = logging.getLogger("postline.supervisor")
 STOP_GRACE = 30.0
@@ -157,7 +161,7 @@ def _fresh_metrics_dir(settings: Settings) -> None:
         old.unlink()
 
 
-async def _prepare(settings: Settings):
+async def _prepare(settings: Settings) -> tuple[str | None, Runtime]:
     """What the single-process mode does before serving: the data dir, the master key, the
     default workspace (its token is printed once). Returns ``(token, runtime)``; the
     runtime is closed again (its dev inbox path is what the banner shows)."""
@@ -254,7 +258,7 @@ def _local_url(settings: Settings) -> str:
 
 
 class Supervisor:
-    def __init__(self, children: list[Child], on_exit=lambda pid: None):
+    def __init__(self, children: list[Child], on_exit: Callable[[int], None] = lambda pid: None) -> None:
         """``on_exit(pid)``: called once for each child that exited, before it is started again."""
         self.children = children
         self.ever_ready = False
@@ -372,7 +376,8 @@ async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None
         raise SystemExit(1)
 
 
-async def _child(role: str, settings: Settings, serve_store, share: tuple[int, int]) -> None:
+async def _child(role: str, settings: Settings, serve_store: tuple[socket.socket, str] | None,
+                 share: tuple[int, int]) -> None:
     from services.roles import run_roles
 
     stop = asyncio.Event()
@@ -389,7 +394,8 @@ def child_main(argv: list[str]) -> None:
     role, serve_store, share = argv[0], None, (0, 1)
     settings = start_process()
     if argv[1:2] == ["--store-fd"]:  # the analytics owner: chDB here, served to the others
-        serve_store = (socket.socket(fileno=int(argv[2])), settings.clickhouse_url)
+        # plan() gave this child the store's URL (POSTLINE_CLICKHOUSE_URL) with the fd
+        serve_store = (socket.socket(fileno=int(argv[2])), cast(str, settings.clickhouse_url))
         settings = settings.model_copy(update={"clickhouse_url": None})
     if argv[1:2] == ["--share"]:  # one of the relay processes: index/count
         index, count = argv[2].split("/")

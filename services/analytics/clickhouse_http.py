@@ -22,8 +22,9 @@ import logging
 import re
 import socket
 import threading
-from typing import Callable
+from typing import Any, Callable
 from email import policy
+from email.message import Message
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,7 +35,7 @@ _FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*$", re.IGNORECASE)
 MAX_BODY = 64 << 20  # queries from our own processes; a bigger body is a fault, not a query
 
 
-def _credentials(headers) -> tuple[str, str]:
+def _credentials(headers: Message) -> tuple[str, str]:
     auth = headers.get("Authorization") or ""
     if auth.startswith("Basic "):
         try:
@@ -56,11 +57,12 @@ def form_fields(content_type: str, body: str) -> dict[str, str]:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "ClickHouse"
     protocol_version = "HTTP/1.1"  # keep-alive: the clients pool their connections
+    server: _Server  # the server that made this handler (ChdbHttpServer)
 
-    def log_message(self, *args):  # requests are not worth a log line; errors are logged below
+    def log_message(self, *args: Any) -> None:  # requests are not worth a log line; errors are logged below
         pass
 
-    def _handle(self):
+    def _handle(self) -> None:
         url = urlparse(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
@@ -91,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, data, fmt)
 
     def _reply(self, status: int, data: bytes, fmt: str = "TabSeparated", error: bool = False,
-               close: bool = False):
+               close: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=UTF-8")
         self.send_header("X-ClickHouse-Format", fmt)

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from shared import events as ev
 
 
-def _ts(t) -> str:
+def _ts(t: datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def event_row(e) -> dict:
+def event_row(e: ev.LifecycleEvent) -> dict:
     return {
         "event_id": e.id, "type": e.type, "time": _ts(e.time), "workspace_id": e.workspace_id,
         "service_id": e.service_id or "", "email_id": e.email_id, "recipient": e.recipient or "",
@@ -32,7 +33,7 @@ def message_row(r: ev.SendRequested) -> dict:
     }
 
 
-def attempt_row(a) -> dict:
+def attempt_row(a: ev.WebhookAttempted) -> dict:
     return {"attempt_id": a.id, "time": _ts(a.time), "workspace_id": a.workspace_id, "service_id": a.service_id or "",
             "webhook_id": a.webhook_id, "event_id": a.event_id, "event_type": a.event_type, "attempt": a.attempt,
             "status_code": a.status_code or 0, "latency_ms": a.latency_ms, "outcome": a.outcome,

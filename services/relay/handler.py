@@ -16,6 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import AsyncIterator
 
 from services.relay import control_wait, tracking
 from services.relay.bounce_class import classify
@@ -44,13 +45,13 @@ class InFlight:
     both graceful shutdown and failpoint crashes use: a crash is simulated at a pipeline
     step of one message, never in the middle of another message's SMTP hand-over."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.count, self.closed = 0, False
         self.idle = asyncio.Event()
         self.idle.set()
 
     @contextlib.asynccontextmanager
-    async def transaction(self):
+    async def transaction(self) -> AsyncIterator[None]:
         while self.closed:
             await asyncio.sleep(3600)
         self.count += 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 import html2text
-from selectolax.lexbor import LexborHTMLParser
+from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 MAX_TAGS = 10_000
 
@@ -70,7 +70,7 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
-def _around(node, mark: str) -> None:
+def _around(node: LexborNode, mark: str) -> None:
     node.insert_before(mark)
     node.insert_after(mark)
 

@@ -24,6 +24,7 @@ from services.relay.ledger import Ledger, Row
 from services.relay.outcome import DeliveryResult, ResultStatus
 from shared import events as ev
 from shared.log.port import EventLog, Record
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 _FINAL = {"delivered": b'"type":"delivered"', "bounced": b'"type":"bounced"', "failed": b'"type":"failed"'}
@@ -51,7 +52,7 @@ def outcome_rows(records: list[Record]) -> list[Row]:
 class LedgerRebuild:
     """The ``on_assigned`` hook of the relay's request consumer."""
 
-    def __init__(self, event_log: EventLog, ledger: Ledger, settings, retry_delay: float = 1.0):
+    def __init__(self, event_log: EventLog, ledger: Ledger, settings: Settings, retry_delay: float = 1.0) -> None:
         self.log, self.ledger, self.settings = event_log, ledger, settings
         self.retry_delay = retry_delay
         self._held: set[int] = set()

@@ -48,11 +48,11 @@ class _Scanner(HTMLParser):
         line, col = self.getpos()
         return self.line_starts[line - 1] + col
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in LINK_TAGS:
             self.links.append((self._offset(), self.get_starttag_text() or "", attrs))
 
-    def handle_endtag(self, tag):
+    def handle_endtag(self, tag: str) -> None:
         if tag == "body":
             self.body_end = self._offset()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import cast
 
 from services.relay.handler import RelayContext, process
 from services.relay.ledger import Ledger
@@ -16,12 +17,15 @@ from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared import metrics
 from shared.consumer_loop import BatchPolicy, PoisonGuard, run_consumer
+from shared.devinbox import DevInbox
 from shared.log.port import Record
+from shared.runtime import Runtime
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def make_sender(settings, inbox=None) -> Sender:
+def make_sender(settings: Settings, inbox: DevInbox | None = None) -> Sender:
     if settings.delivery == "smarthost":
         from services.relay.senders.smarthost import SmarthostSender
 
@@ -32,7 +36,7 @@ def make_sender(settings, inbox=None) -> Sender:
         return MxSender(settings)
     from services.relay.senders.inbox import InboxSender
 
-    return InboxSender(inbox)
+    return InboxSender(cast(DevInbox, inbox))  # the runtime opens its dev inbox with delivery=inbox
 
 
 def is_for_later(req: ev.SendRequested) -> bool:
@@ -54,7 +58,7 @@ class Relay:
     Releasing what is held, forwarding retries and receiving bounces are the data dir's
     duties, run once per data dir by the housekeeping role (services/housekeeping.py)."""
 
-    def __init__(self, runtime):
+    def __init__(self, runtime: Runtime) -> None:
         s = runtime.settings
         self.runtime = runtime
         self.ctx = RelayContext(settings=s, log=runtime.log, control=runtime.control.state,
@@ -73,7 +77,7 @@ class Relay:
             await apply_change(self.ctx, self.scheduler, change)
         metrics.RELAY_QUEUE_DEPTH.set(0)
 
-    async def _one(self, record: Record):
+    async def _one(self, record: Record) -> ev.SendCanceled | ev.SendRescheduled | None:
         """Deliver or hold one request; a cancel/reschedule is returned for handle_batch."""
         async with self._slots:
             req = await self.guard.decode(record)

@@ -29,7 +29,7 @@ async def emit(ctx: RelayContext, email_id: str, events: list[ev.Event]) -> None
         await ctx.log.append_many(ev.Topic.EVENTS, [(email_id, ev.encode(e)) for e in events])
 
 
-async def apply_change(ctx: RelayContext, scheduler: Scheduler, change) -> None:
+async def apply_change(ctx: RelayContext, scheduler: Scheduler, change: ev.SendCanceled | ev.SendRescheduled) -> None:
     """Apply one ``send-cancelled`` / ``send-rescheduled``; durable when it returns."""
     if isinstance(change, ev.SendCanceled):
         held = await scheduler.cancel(change.email_id)

@@ -17,6 +17,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from shared import events as ev
@@ -69,7 +70,7 @@ class Scheduler:
         released, or canceled before)."""
         return await asyncio.to_thread(self._cancel, email_id)
 
-    def _reschedule(self, email_id: str, when) -> ev.SendRequested | None:
+    def _reschedule(self, email_id: str, when: datetime) -> ev.SendRequested | None:
         with self._lock:
             row = self._db.execute("SELECT payload FROM scheduled WHERE email_id=?", (email_id,)).fetchone()
             if row is None:
@@ -79,7 +80,7 @@ class Scheduler:
                              (when.timestamp(), ev.encode(req), email_id))
         return req
 
-    async def reschedule(self, email_id: str, when) -> ev.SendRequested | None:
+    async def reschedule(self, email_id: str, when: datetime) -> ev.SendRequested | None:
         """Move the held request of ``email_id`` to ``when``; the updated request, or None
         when nothing is held (already released or canceled)."""
         req = await asyncio.to_thread(self._reschedule, email_id, when)

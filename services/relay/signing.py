@@ -8,7 +8,7 @@ operations on a small thread pool and they use the second core."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 import base64
 import hashlib
 import time
@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from shared.crypto import unseal
@@ -64,7 +64,8 @@ def signature_header(tags: bytes, signature: bytes) -> bytes:
     return b"DKIM-Signature: " + dkim.fold(value, namelen=len(b"DKIM-Signature: "), linesep=b"\r\n") + b"\r\n"
 
 
-def private_key_operations(rsa_key, rsa_digest: bytes, ed_key, ed_digest: bytes) -> tuple[bytes, bytes]:
+def private_key_operations(rsa_key: rsa.RSAPrivateKey, rsa_digest: bytes, ed_key: ed25519.Ed25519PrivateKey,
+                           ed_digest: bytes) -> tuple[bytes, bytes]:
     """Both signatures; runs on the signing pool (OpenSSL releases the GIL while it works)."""
     return rsa_key.sign(rsa_digest, _PAD, _PREHASHED), ed_key.sign(ed_digest)
 
@@ -104,13 +105,15 @@ class Signer:
         self._batch: list[tuple[tuple, asyncio.Future]] = []
 
     @lru_cache(maxsize=4096)
-    def _keys(self, domain_id: str, rsa_sealed: str, ed_sealed: str):
+    def _keys(self, domain_id: str, rsa_sealed: str,
+              ed_sealed: str) -> tuple[rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey]:
         rsa_pem = unseal(self.master_key, rsa_sealed, domain_id)
         ed_seed = unseal(self.master_key, ed_sealed, domain_id)
-        return (serialization.load_pem_private_key(rsa_pem, password=None),
+        return (cast(rsa.RSAPrivateKey, serialization.load_pem_private_key(rsa_pem, password=None)),  # a domain's RSA key
                 ed25519.Ed25519PrivateKey.from_private_bytes(ed_seed))
 
-    def _prepare(self, raw: bytes, domain: DomainSaved):
+    def _prepare(self, raw: bytes, domain: DomainSaved) -> tuple[
+            tuple[bytes, bytes], tuple[rsa.RSAPrivateKey, bytes, ed25519.Ed25519PrivateKey, bytes]]:
         """Everything but the private-key operations: keys, both tag lists, both digests.
         The message is canonicalized and its signed headers hashed once for both."""
         rsa_key, ed_key = self._keys(domain.domain_id, domain.rsa_private_sealed, domain.ed_private_sealed)

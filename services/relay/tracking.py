@@ -20,6 +20,7 @@ from functools import lru_cache
 from services.relay.mime import html_to_text
 from services.relay.rewrite import rewrite
 from shared import events as ev
+from shared.settings import Settings
 from shared.tracking import Tokens, link
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -34,7 +35,7 @@ def tokens_for(master_key: bytes) -> Tokens:
     return Tokens(master_key)
 
 
-def base_url(settings, domain: ev.DomainSaved | None) -> str:
+def base_url(settings: Settings, domain: ev.DomainSaved | None) -> str:
     """Where tracking links point: the sending domain's own tracking host (a CNAME to this
     installation, served over https) when it has one, else POSTLINE_PUBLIC_URL."""
     host = getattr(domain, "tracking_host", None) if domain else None

@@ -58,7 +58,9 @@ class WebhookService:
         self._wake = asyncio.Event()
 
     # ------------------------------------------------------------ intake
-    def subscribers(self, event) -> list[ev.WebhookSaved]:
+    def subscribers(self, event: ev.LifecycleEvent) -> list[ev.WebhookSaved]:
+        if event.service_id is None:  # every webhook belongs to a service
+            return []
         return [w for w in self.rt.control.state.webhooks_of(event.service_id)
                 if w.status == "enabled" and event.type in w.events]
 

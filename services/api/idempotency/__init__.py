@@ -16,13 +16,17 @@ claim, send, record the response; duplicates wait for it):
 The email id is derived from (service, key), so a request repeated after a holder's lease ran
 out (it died mid-way) is the same message to the relay, which never delivers one (email id,
 recipient) twice. Requests without the header pay nothing of this."""
+from __future__ import annotations
+
 from services.api.idempotency.gate import Idempotency
 from services.api.idempotency.keys import body_hash, check_key, email_id_for
+from shared.log.port import EventLog
+from shared.settings import Settings
 
 __all__ = ["Idempotency", "body_hash", "check_key", "email_id_for", "open_idempotency"]
 
 
-def open_idempotency(log, settings) -> Idempotency:
+def open_idempotency(log: EventLog, settings: Settings) -> Idempotency:
     """The claims that match the log: in the embedded log's transaction, else on the Kafka topic."""
     if settings.kafka_bootstrap:
         from services.api.idempotency.log_claims import LogClaims

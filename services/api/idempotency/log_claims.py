@@ -18,13 +18,14 @@ import time
 from services.api.idempotency.claims import Claim, Claims, apply, done
 from shared import events as ev
 from shared.log.deadline import LogUnavailable
+from shared.log.port import Consumer, EventLog, Record
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 600.0
 
 
 class LogClaims(Claims):
-    def __init__(self, log_, reach_timeout: float):
+    def __init__(self, log_: EventLog, reach_timeout: float) -> None:
         """``reach_timeout``: seconds a request waits for this replica to read its own claim back."""
         self.log, self.reach_timeout = log_, reach_timeout
         self._states: dict[tuple[str, str], Claim] = {}
@@ -32,7 +33,7 @@ class LogClaims(Claims):
         self._pos: dict[int, int] = {}  # partition → next offset to read
         self._changed = asyncio.Event()
         self._start_lock = asyncio.Lock()
-        self._consumer = None
+        self._consumer: Consumer | None = None
         self._task: asyncio.Task | None = None
         self._pruned = time.time()
 
@@ -44,13 +45,13 @@ class LogClaims(Claims):
                 self._consumer = consumer
                 self._task = asyncio.create_task(self._follow(), name="idempotency-follow")
 
-    async def look(self, scope, key):
+    async def look(self, scope: str, key: str) -> Claim | None:
         if self._task is None:
             await self._follow_topic()
         state = self._states.get((scope, key))
         return state if state is not None and state.live(time.time()) else None
 
-    async def change(self, scope, key, change):
+    async def change(self, scope: str, key: str, change: dict) -> Claim | None:
         if self._task is None:
             await self._follow_topic()
         k = (scope, key)
@@ -73,7 +74,7 @@ class LogClaims(Claims):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(waiter.wait(), left)
 
-    async def changed(self, scope, key, timeout):
+    async def changed(self, scope: str, key: str, timeout: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._changed.wait(), max(0.0, timeout))
 
@@ -90,13 +91,14 @@ class LogClaims(Claims):
                 continue
             self._apply(records)
 
-    def _apply(self, records) -> None:
+    def _apply(self, records: list[Record]) -> None:
         for rec in records:
             if rec.offset < self._pos.get(rec.partition, 0):
                 continue  # some brokers (tansu) may answer from earlier
             self._pos[rec.partition] = rec.offset + 1
             try:
-                change, k = json.loads(rec.value), tuple(rec.key.split("|", 1))
+                # a record without a key raises AttributeError here: it is skipped as unreadable
+                change, k = json.loads(rec.value), tuple(rec.key.split("|", 1))  # type: ignore[union-attr]
                 before = self._states.get(k)
                 after = apply(before, change)
             except (ValueError, KeyError, TypeError, AttributeError):
@@ -108,7 +110,7 @@ class LogClaims(Claims):
         old, self._changed = self._changed, asyncio.Event()  # wake every waiter once per batch
         old.set()
 
-    def _keep(self, k, before: Claim | None, after: Claim | None, offset: int) -> None:
+    def _keep(self, k: tuple[str, str], before: Claim | None, after: Claim | None, offset: int) -> None:
         if after is None:
             self._states.pop(k, None)
             self._done_at.pop(k, None)

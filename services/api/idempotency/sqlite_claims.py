@@ -10,9 +10,11 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from services.api.idempotency.claims import TTL_SECONDS, Claim, Claims, apply
 from shared import events as ev
+from shared.log.port import EventLog
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS idempotency_claims(scope TEXT NOT NULL, key TEXT NOT NULL, "
           "owner TEXT NOT NULL, body_hash TEXT NOT NULL, lease_until REAL NOT NULL, at REAL NOT NULL, "
@@ -46,24 +48,24 @@ class _Verdict:
 
 
 class SqliteClaims(Claims):
-    def __init__(self, log):
+    def __init__(self, log: EventLog) -> None:
         self.log = log  # the embedded log (or its deadline wrapper): it runs the guard
         self._schema_ready = False
         self._pruned = 0.0
 
-    async def look(self, scope, key):
+    async def look(self, scope: str, key: str) -> Claim | None:
         try:
             state = self.log.read(lambda conn: _get(conn, scope, key))
         except sqlite3.OperationalError:  # no keyed send yet on this installation: no table yet
             return None
         return state if state is not None and state.live(time.time()) else None
 
-    async def change(self, scope, key, change):
+    async def change(self, scope: str, key: str, change: dict) -> Claim | None:
         verdict, _ = await self.log.append_guarded(ev.Topic.IDEMPOTENCY, [], self._guard(scope, key, change))
         self._schema_ready = True
         return verdict.state
 
-    def _guard(self, scope: str, key: str, change: dict):
+    def _guard(self, scope: str, key: str, change: dict) -> Callable[[sqlite3.Connection], _Verdict]:
         def guard(conn: sqlite3.Connection) -> _Verdict:
             if not self._schema_ready:
                 for statement in SCHEMA:
@@ -80,5 +82,5 @@ class SqliteClaims(Claims):
             return _Verdict(after)
         return guard
 
-    async def changed(self, scope, key, timeout):
+    async def changed(self, scope: str, key: str, timeout: float) -> None:
         await asyncio.sleep(max(0.0, min(POLL, timeout)))

@@ -15,9 +15,11 @@ import asyncio
 import base64
 import ipaddress
 import logging
+import ssl
 import time
+from typing import Any, AnyStr, Callable, cast
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 from pydantic import ValidationError
 
 from services.api.auth import key_owner
@@ -42,7 +44,7 @@ MAX_DATA_BYTES = MAX_MESSAGE_BYTES + MAX_MESSAGE_BYTES // 10
 CALL_LIMITS = {"AUTH": 5, "*": 2**62}
 
 
-def auth_needs_tls(peer) -> bool:
+def auth_needs_tls(peer: Any) -> bool:
     """False only for a loopback peer (``127.0.0.0/8``, ``::1``, IPv4-mapped loopback): there
     the password cannot be sniffed on the wire. Unknown or unparseable peers need TLS."""
     try:
@@ -60,12 +62,12 @@ class SubmissionSMTP(SMTP):
 
     _in_greeting = False
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert self.session is not None  # aiosmtpd made it in connection_made
         self._auth_require_tls = auth_needs_tls(self.session.peer)
 
-    async def smtp_EHLO(self, hostname: str):
+    async def smtp_EHLO(self, hostname: str) -> None:
         self._in_greeting = True  # RFC 2034: EHLO and HELO replies carry no enhanced codes
         try:
             await super().smtp_EHLO(hostname)
@@ -80,17 +82,18 @@ class SubmissionSMTP(SMTP):
             return await self.push("454 4.7.0 temporary authentication failure; try again later")
         await super().smtp_AUTH(arg)
 
-    async def smtp_HELO(self, hostname: str):
+    async def smtp_HELO(self, hostname: str) -> None:
         self._in_greeting = True
         try:
             await super().smtp_HELO(hostname)
         finally:
             self._in_greeting = False
 
-    async def push(self, status):
+    async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and not self._in_greeting:
-            code = status[:3]
-            status = replies.too_big(self.data_size_limit) if code == "552" else replies.with_enhanced_code(status)
+            code = status[:3]  # a 552 is aiosmtpd's size refusal: ``factory`` always sets the limit
+            return await super().push(replies.too_big(cast(int, self.data_size_limit)) if code == "552"
+                                      else replies.with_enhanced_code(status))
         await super().push(status)
 
 
@@ -98,10 +101,11 @@ class SubmissionHandler:
     """aiosmtpd hooks. The session keeps the key's hash only: the key is looked up again for
     every message, so a revoked key or a disabled service stops sending at once."""
 
-    def __init__(self, runtime):
+    def __init__(self, runtime: ApiContext) -> None:
         self.rt = runtime
 
-    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                     auth_data: object) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         key = auth_data.password.decode("utf-8", "replace").strip()
@@ -119,7 +123,7 @@ class SubmissionHandler:
         except ControlBehind:
             return False
 
-    def caller(self, session):
+    def caller(self, session: Session) -> ev.ServiceSaved:
         """The service of the session's key; raises ``message.Refused``."""
         state = self.rt.control.state
         rec = state.api_key_by_hash(session.auth_data) if isinstance(session.auth_data, str) else None
@@ -128,13 +132,15 @@ class SubmissionHandler:
             raise message.Refused("535 5.7.8 the API key was revoked")
         return svc
 
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
         session.host_name = hostname
         # aiosmtpd reads commands in order from a buffer, so pipelined commands just work
         responses[-1:-1] = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
         return responses
 
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
         if not await self.caught_up():  # each message sees a revocation made elsewhere
             return "451 4.3.0 temporary failure; try again later"
         try:
@@ -147,7 +153,8 @@ class SubmissionHandler:
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
         try:
             _, addr = parse_mailbox(address)
         except AddressError as exc:
@@ -160,11 +167,11 @@ class SubmissionHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server, session, envelope):
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         start, svc = time.perf_counter(), None
         try:
             svc = self.caller(session)
-            sub = message.parse(envelope.original_content, envelope.rcpt_tos)
+            sub = message.parse(cast(bytes, envelope.original_content), envelope.rcpt_tos)  # aiosmtpd set it before DATA's hook
             body = SendEmail.model_validate(sub.send)
             reply = await self.submit(svc, body, sub)
         except message.Refused as exc:
@@ -214,7 +221,7 @@ def relay_options(sub: message.Submitted) -> dict[str, bool]:
     return out
 
 
-def factory(runtime, handler: SubmissionHandler, tls_context):
+def factory(runtime: ApiContext, handler: SubmissionHandler, tls_context: ssl.SSLContext) -> Callable[[], SubmissionSMTP]:
     s = runtime.settings
     return lambda: SubmissionSMTP(
         handler, hostname=s.hostname, ident="Postline ESMTP submission", tls_context=tls_context,
@@ -222,7 +229,7 @@ def factory(runtime, handler: SubmissionHandler, tls_context):
         authenticator=handler.authenticate, command_call_limit=CALL_LIMITS, timeout=300)
 
 
-async def serve(runtime, stop: asyncio.Event) -> None:
+async def serve(runtime: ApiContext, stop: asyncio.Event) -> None:
     """Listen on POSTLINE_HTTP_HOST:POSTLINE_SUBMISSION_PORT until ``stop``. Raises ``OSError``
     when the port cannot be bound (the process stops: a listener nobody can reach is a fault)."""
     s = runtime.settings

@@ -8,6 +8,8 @@ import os
 import ssl
 from pathlib import Path
 
+from shared.settings import Settings
+
 SELF_SIGNED_NAME = "submission-tls.pem"
 VALID_DAYS = 3650
 
@@ -54,7 +56,7 @@ def self_signed_path(data_dir: Path, hostname: str) -> Path:
     return path
 
 
-def server_context(settings) -> ssl.SSLContext:
+def server_context(settings: Settings) -> ssl.SSLContext:
     """Server-side context (TLS 1.2+). Raises ``ssl.SSLError``/``OSError`` for an unusable
     certificate or key, which stops the process at start-up."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

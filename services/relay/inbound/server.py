@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from services.relay.inbound.bounce_processor import BounceProcessor, NotKnownYet
 from shared.runtime import Runtime
@@ -18,18 +19,20 @@ log = logging.getLogger(__name__)
 
 
 class _Handler:
-    def __init__(self, processor: BounceProcessor):
+    def __init__(self, processor: BounceProcessor) -> None:
         self.p = processor
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
         if not self.p.valid_rcpt(address):
             return "550 5.1.1 no such user here"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server, session, envelope):
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         try:
-            await self.p.handle(envelope.rcpt_tos, envelope.original_content or envelope.content)
+            # bytes: the SMTP server is made without decode_data
+            await self.p.handle(envelope.rcpt_tos, cast(bytes, envelope.original_content or envelope.content))
         except NotKnownYet:
             return "451 4.3.0 message not known yet, try again later"
         except Exception:

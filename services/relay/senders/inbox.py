@@ -9,10 +9,10 @@ from shared.devinbox import DevInbox
 
 
 class InboxSender(Sender):
-    def __init__(self, inbox: DevInbox):
+    def __init__(self, inbox: DevInbox) -> None:
         self.inbox = inbox
 
-    async def send(self, mail_from, rcpts, raw):
+    async def send(self, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
         try:
             mid = await self.inbox.store(mail_from, rcpts, raw)
         except (OSError, sqlite3.Error) as exc:  # the inbox is this sender's next hop: down → try later

@@ -12,6 +12,7 @@ from services.relay.senders.base import Sender
 from services.relay.senders.smtp_pool import SmtpPool
 from shared import dns_lookup
 from shared.addresses import domain_of
+from shared.settings import Settings
 
 MX_CACHE_SECONDS = 300
 
@@ -32,7 +33,7 @@ class RateGate:
 
 
 class MxSender(Sender):
-    def __init__(self, settings):
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.resolver = dns_lookup.resolver(settings.dns_server)
         self._mx_cache: dict[str, tuple[float, list[str] | None]] = {}
@@ -82,7 +83,7 @@ class MxSender(Sender):
                 last = results      # could not connect: next address, then next MX
         return last or {r: DeliveryResult("deferred", None, f"no reachable MX for {domain}", connect_error=True) for r in rcpts}
 
-    async def send(self, mail_from, rcpts, raw):
+    async def send(self, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
         by_domain: dict[str, list[str]] = defaultdict(list)
         for r in rcpts:
             by_domain[domain_of(r)].append(r)
@@ -91,6 +92,6 @@ class MxSender(Sender):
             out.update(part)
         return out
 
-    async def close(self):
+    async def close(self) -> None:
         for pool in self._pools.values():
             await pool.close()

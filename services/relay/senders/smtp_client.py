@@ -44,7 +44,7 @@ class _ReplyReader(asyncio.Protocol):
         self._lines: list[bytes] = []
         self._waiter: asyncio.Future | None = None
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # a stream transport
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
