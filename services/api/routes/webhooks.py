@@ -6,26 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
 
 from services.api.auth import owned_service, runtime
 from services.api.errors import unless_refused
 from services.api.manage import webhooks as manage
-from services.api.manage.webhook_inputs import ReplayRequest, WebhookCreate, WebhookUpdate
+from services.api.manage.webhook_inputs import ReplayRequest, WebhookCreate, WebhookUpdate, WebhookView
 from shared import events as ev
 from services.api.context import ApiContext
 
 router = APIRouter(prefix="/api/email/services/{service_id}/webhooks", tags=["webhooks"])
-
-
-class WebhookView(BaseModel):
-    id: str
-    url: str
-    events: list[str]
-    status: str
-    disabled_reason: str | None
-    created_at: str
-    secret: str | None = Field(None, description="Only in the response that created or rotated it.")
 
 
 async def owned_webhook(webhook_id: str, svc: ev.ServiceSaved = Depends(owned_service),
