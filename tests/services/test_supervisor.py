@@ -228,14 +228,20 @@ def test_after_kill_9_a_new_postline_all_waits_for_the_draining_children_then_st
     try:
         api = Api(first.url)
         _, key = sandbox_service(api, slow)
+        # the verification mail's transaction must be over, so the one in flight at the kill is
+        # one of these, just begun: it holds the relay for seconds after the kill
+        wait_until(lambda: not metric_in_flight(first.url), what="the verification mail's transaction over")
         for i in range(3):
             assert api.send(key, {**BODY, "subject": f"drain {i}"}).status_code == 200
         wait_until(lambda: metric_in_flight(first.url), what="a transaction in flight")
         children = [p for pids in roles(first.proc.pid).values() for p in pids]
         first.kill()  # SIGKILL: the children get SIGTERM from the kernel and finish what they hold
         assert any(alive(p) for p in children)
-        second.start()  # waits for the ready API
-        assert "waiting up to" in second.output() and "previous `postline all`" in second.output()
+        second.start(wait=False)  # not second.wait_ready(): the old API children may still answer on the port
+        wait_until(lambda: "waiting up to" in second.output(), what="the new instance saying it waits")
+        assert "previous `postline all`" in second.output()
+        # both instances write this log: the second banner is the new instance, ready
+        wait_until(lambda: second.output().count("Postline API on") == 2, timeout=60, what="the new instance ready")
         assert not any(alive(p) for p in children)  # it started only once they were gone
         assert Api(second.url).admin("GET", "/api/email/services").status_code == 200
     finally:
