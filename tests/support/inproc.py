@@ -6,6 +6,7 @@ import contextlib
 import httpx
 
 from services.api.app import create_app
+from shared import events as ev
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.support.postline import ADMIN_TOKEN
@@ -43,3 +44,13 @@ class AdminClient:
         r = await self("POST", f"/api/email/services/{sid}/api-keys", json={"name": "k"})
         assert r.status_code == 201, r.text
         return r.json()["key"]
+
+
+async def ready_service(rt, admin) -> tuple[str, str]:
+    """A sandbox service with a key and ``ann@example.com`` verified."""
+    sid = await admin.service()
+    key = await admin.key(sid)
+    await admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "ann@example.com"})
+    rec = next(iter(rt.control.state.sandbox.values()))
+    await rt.control.save(rec.model_copy(update={"verified": True, "token_hash": None, "id": ev.new_id()}))
+    return sid, key

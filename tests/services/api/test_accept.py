@@ -6,20 +6,9 @@ from services.api.accept import Accepted, accept, accept_batch
 from services.api.context import ApiContext
 from services.api.refusal import Refusal
 from services.api.schemas import SendEmail
-from shared import events as ev
-from tests.support.inproc import api_runtime
+from tests.support.inproc import api_runtime, ready_service
 
 SEND = {"from": "a@acme.test", "to": ["ann@example.com"], "subject": "s", "text": "t"}
-
-
-async def ready_service(rt, admin) -> tuple[str, str]:
-    """A sandbox service with a key and ``ann@example.com`` verified."""
-    sid = await admin.service()
-    key = await admin.key(sid)
-    await admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "ann@example.com"})
-    rec = next(iter(rt.control.state.sandbox.values()))
-    await rt.control.save(rec.model_copy(update={"verified": True, "token_hash": None, "id": ev.new_id()}))
-    return sid, key
 
 
 async def sends_total(admin) -> dict[str, float]:

@@ -7,21 +7,10 @@ import logging
 
 import pytest
 
-from shared import events as ev
-from tests.support.inproc import api_runtime
+from tests.support.inproc import api_runtime, ready_service
 
 SEND = {"from": "a@acme.test", "to": ["ann@example.com"], "subject": "s", "text": "t"}
 LONE = "\udfff"
-
-
-async def ready_service(rt, admin) -> tuple[str, str]:
-    """A sandbox service with a key and ``ann@example.com`` verified."""
-    sid = await admin.service()
-    key = await admin.key(sid)
-    await admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "ann@example.com"})
-    rec = next(iter(rt.control.state.sandbox.values()))
-    await rt.control.save(rec.model_copy(update={"verified": True, "token_hash": None, "id": ev.new_id()}))
-    return sid, key
 
 
 def raw(body) -> bytes:
