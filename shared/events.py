@@ -125,6 +125,11 @@ class ApiKeySaved(ControlRecord):
     key_hash: str
     prefix: str
     created_at: datetime
+    # Resend's key scopes: a sending key only sends (what every key was before scopes); a
+    # full-access key also manages its own service through Resend's paths. ``domain_id``
+    # limits a sending key to From addresses of that domain.
+    permission: Literal["full_access", "sending_access"] = "sending_access"
+    domain_id: str | None = None
     deleted: bool = False
 
 

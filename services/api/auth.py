@@ -23,6 +23,7 @@ from shared.events import ApiKeySaved, ServiceSaved, WorkspaceSaved
 
 
 MISSING = "missing_api_key"  # Resend's name for a request without a credential (either kind)
+RESTRICTED = "restricted_api_key"  # Resend's name for a sending-only key on a management path
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,16 @@ async def service_key(request: Request, api_key: str | None = Security(API_KEY),
     if caller.service.status == "disabled":
         raise HTTPException(403, "the service is disabled")
     request.state.service_id = caller.service.service_id  # for the access log
+    return caller
+
+
+async def full_access_key(caller: ServiceCaller = Depends(service_key)) -> ServiceCaller:
+    """``service_key``, and the key has ``permission: full_access`` (Resend's management
+    paths: domains, api-keys, suppressions, webhooks, templates, emails list); else 403
+    ``restricted_api_key`` as Resend answers a sending-only key there."""
+    if caller.key.permission != "full_access":
+        raise http_error(Refusal(403, "this API key is restricted to sending emails; use a full_access key",
+                                 code=RESTRICTED))
     return caller
 
 
