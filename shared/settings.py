@@ -17,6 +17,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.retry_schedule import MAX_LEVELS, parse as parse_schedule
 
 
+MIN_TOKEN_LENGTH, MIN_TOKEN_DISTINCT = 24, 10  # docs/security.md, "The admin token"
+
+
+def _strong_token(value: str | None) -> str | None:
+    """A guessable admin token is refused at start-up (a generated one has 47 characters of
+    base62): shorter than ``MIN_TOKEN_LENGTH`` or fewer than ``MIN_TOKEN_DISTINCT`` different
+    characters (``aaaa…``, ``abababab…``, ``1234512345…``). Whitespace around it is a paste slip."""
+    if value is None or value == "":
+        return None
+    if value != value.strip() or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must not contain spaces or control characters")
+    if len(value) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"too short: at least {MIN_TOKEN_LENGTH} characters (got {len(value)}); "
+                         "leave it unset to have one generated")
+    if len(set(value)) < MIN_TOKEN_DISTINCT:
+        raise ValueError(f"too easy to guess: use at least {MIN_TOKEN_DISTINCT} different characters "
+                         "(a random token, e.g. `openssl rand -base64 32`)")
+    return value
+
+
 def _host_port(value: str | None, name: str) -> str | None:
     if value is None or value == "":
         return None
@@ -36,7 +56,7 @@ class Settings(BaseSettings):
     http_body_timeout: float = Field(30.0, gt=0, description="Seconds allowed between two chunks of a request body (then the connection is closed).")
     http_keepalive_timeout: int = Field(5, ge=1, description="Seconds an idle keep-alive connection stays open.")
     http_max_connections: int | None = Field(None, ge=1, description="Open HTTP connections per process; more are answered 503 at once. Default: half the open-files limit.")
-    admin_token: str | None = Field(None, description="If set, accepted as the admin token of the default workspace.")
+    admin_token: str | None = Field(None, description=f"If set, accepted as the admin token of the default workspace: at least {MIN_TOKEN_LENGTH} characters, {MIN_TOKEN_DISTINCT} of them different (else the process does not start).")
     secret_key: str | None = Field(None, description="Master key (urlsafe base64, 32 bytes); generated into the data dir when unset.")
     previous_secret_key: str | None = Field(None, description="Only for `postline rotate-secret-key`: the master key being replaced (default: the data dir's key file).")
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; when set, Kafka replaces the embedded log.")
@@ -86,6 +106,11 @@ class Settings(BaseSettings):
     log_retention_dead_letter: int = Field(30 * 86400, ge=1, description="Embedded log: seconds `postline.dead-letter` records are kept.")
     log_retention_interval: float = Field(300.0, gt=0, description="Embedded log: seconds between retention and compaction runs.")
     ledger_clock_margin: int = Field(300, ge=0, description="Seconds further back than the oldest unfinished request a relay reads outcomes when it rebuilds a partition's delivery ledger (covers clock skew between the hosts that append requests and outcomes).")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, v: str | None) -> str | None:
+        return _strong_token(v)
 
     @field_validator("smarthost")
     @classmethod
@@ -163,5 +188,5 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = "POSTLINE_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
-        print(f"postline: bad setting {field}: {err['msg']}", file=sys.stderr)
+        print(f"postline: bad setting {field}: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         raise SystemExit(2) from None

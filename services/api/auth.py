@@ -3,11 +3,16 @@
 401: missing or invalid credential. 403: valid, but the service is disabled, or the key
 belongs to another service than the one in the path. Other tenants' ids are 404.
 
+Failed credentials are throttled per source address and account (services/api/throttle.py):
+a blocked caller gets 429 ``too_many_failed_attempts`` with Retry-After before its credential
+is checked.
+
 Each credential check first catches up with the control log (``caught_up``): a request reads
 every management change answered before it arrived, on whichever process made it (docs/architecture.md);
 503 with Retry-After when this process cannot within POSTLINE_CONTROL_CATCH_UP_TIMEOUT."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -16,14 +21,18 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from services.api.context import ApiContext
 from services.api.errors import http_error
 from services.api.refusal import Refusal
+from services.api.throttle import Door, account_of, source_of
 from shared.control.errors import ControlBehind
 from shared.control.state import ControlState
 from shared.crypto import API_KEY_PREFIX, hash_secret
 from shared.events import ApiKeySaved, ServiceSaved, WorkspaceSaved
+from shared.log.port import LogError
 
+log = logging.getLogger(__name__)
 
 MISSING = "missing_api_key"  # Resend's name for a request without a credential (either kind)
 RESTRICTED = "restricted_api_key"  # Resend's name for a sending-only key on a management path
+THROTTLED = "too_many_failed_attempts"  # 429: this address (or account) failed too often; Retry-After says how long
 
 
 @dataclass(frozen=True)
@@ -77,14 +86,42 @@ async def caught_up(rt: ApiContext) -> None:
         raise http_error(refused)
 
 
+def client_address(request: Request) -> str:
+    """The address a request's failures are counted under (throttle.source_of)."""
+    return source_of(request.client.host if request.client else None)
+
+
+def throttled(rt: ApiContext, address: str, credential: str) -> Refusal | None:
+    """429 with Retry-After when ``address`` (or the credential's account, for an address
+    that failed recently) is blocked; checked before the credential is."""
+    blocked = rt.throttle.check(address, account_of(credential))
+    if blocked is None:
+        return None
+    return Refusal(429, blocked.message, retry_after=blocked.retry_after, code=THROTTLED)
+
+
+async def count_failure(rt: ApiContext, door: Door, address: str, credential: str) -> None:
+    """Count a wrong credential. When the log cannot take the count, the caller still gets
+    its 401 (and the operator a line): the log being down stops everything else anyway."""
+    try:
+        await rt.throttle.failed(door, address, account_of(credential))
+    except LogError as exc:
+        log.warning("auth throttle: a failed attempt was not counted: %s", exc)
+
+
 async def workspace(request: Request, authorization: HTTPAuthorizationCredentials | None = Security(ADMIN_TOKEN)) -> WorkspaceSaved:
     """The workspace whose admin token is presented as ``Authorization: Bearer``."""
     token = _bearer(authorization)
     if not token:
         raise http_error(Refusal(401, "missing admin token: send Authorization: Bearer <token>", code=MISSING))
-    await caught_up(request.app.state.runtime)
-    ws = request.app.state.runtime.control.state.workspace_by_token_hash(hash_secret(token))
+    rt: ApiContext = request.app.state.runtime
+    address = client_address(request)
+    if refused := throttled(rt, address, token):
+        raise http_error(refused)
+    await caught_up(rt)
+    ws = rt.control.state.workspace_by_token_hash(hash_secret(token))
     if ws is None:
+        await count_failure(rt, "admin_token", address, token)
         raise HTTPException(401, "invalid admin token")
     return ws
 
@@ -95,9 +132,14 @@ async def service_key(request: Request, api_key: str | None = Security(API_KEY),
     key = api_key or _bearer(authorization)
     if not key:
         raise http_error(Refusal(401, "missing API key: send Api-Key: rs_eml_…", code=MISSING))
-    await caught_up(request.app.state.runtime)
-    caller = key_owner(request.app.state.runtime.control.state, key)
+    rt: ApiContext = request.app.state.runtime
+    address = client_address(request)
+    if refused := throttled(rt, address, key):
+        raise http_error(refused)
+    await caught_up(rt)
+    caller = key_owner(rt.control.state, key)
     if caller is None:
+        await count_failure(rt, "api_key", address, key)
         raise HTTPException(401, "invalid API key")
     if caller.service.status == "disabled":
         raise HTTPException(403, "the service is disabled")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from services.api.idempotency import Idempotency, open_idempotency
 from services.api.limits import RateLimiter
 from services.api.sending import RecentSends
+from services.api.throttle import Throttle
 from shared.control.plane import ControlPlane
 from shared.devinbox import DevInbox
 from shared.log.port import EventLog
@@ -31,6 +32,7 @@ class ApiContext:
     limits: RateLimiter              # per-service rate limits
     idempotency: Idempotency         # Idempotency-Key claims and responses
     recent: RecentSends              # sends this process accepted, for GET /emails/{id}
+    throttle: Throttle               # failed credentials per address and account (on the same counters)
     tracking: Recorder | None = None  # opens/clicks/unsubscribes this process records (made on first use)
     schedule_changes: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)  # PATCH/cancel not yet seen by the relay
 
@@ -42,14 +44,16 @@ class ApiContext:
         if isinstance(made, ApiContext):
             return made
         s = runtime.settings
+        quota = open_quota(runtime.event_log(), s)
         ctx = cls(runtime,
-                  limits=RateLimiter(open_quota(runtime.event_log(), s), runtime.store, s.rate_per_minute,
+                  limits=RateLimiter(quota, runtime.store, s.rate_per_minute,
                                      s.rate_per_day, overrides=lambda sid: runtime.control_plane().state.rate_overrides(sid)),
                   idempotency=open_idempotency(runtime.event_log(), s),
                   # The embedded log finds any request by its id (email_lookup.accepted_elsewhere), so
                   # RecentSends only has to bridge analytics' few seconds of lag there; over Kafka it is
                   # the only answer while analytics is behind or down, so it keeps more.
-                  recent=RecentSends(5_000 if runtime.event_log().keyed_lookups else 20_000))
+                  recent=RecentSends(5_000 if runtime.event_log().keyed_lookups else 20_000),
+                  throttle=Throttle(quota))
         runtime.contexts[ROLE] = ctx
         runtime.closers.append(ctx.close)
         return ctx

@@ -13,7 +13,8 @@ the same mapping as the app's handler (``errors.refusal_response``), so both pat
 for byte alike (tested in tests/services/api/test_send_rules.py). The access log, request ids
 and body limits are the middlewares' around it, as for any request. Like the route's
 ``service_key``, the fast path first catches up with the control log (``auth.catch_up``:
-read-your-writes), and its 503 is rendered the same way."""
+read-your-writes), and its 503 is rendered the same way. A caller the throttle blocks
+(services/api/throttle.py) goes on to the route, whose ``service_key`` answers its 429."""
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api.accept import accept
 from services.api.auth import ServiceCaller, bearer_credential, catch_up, key_owner
+from services.api.throttle import account_of, source_of
 from services.api.errors import refusal_response
 from services.api.refusal import Refusal
 from services.api.schemas import SendEmail, SendResult
@@ -59,12 +61,16 @@ def door_of(scope: Scope) -> tuple[Door, str | None] | None:
     return None
 
 
-def judge(rt: ApiContext, headers: dict[bytes, bytes], raw: bytes, service_id: str | None) -> Judged | None:
-    """The send when the fast path can take it, else None."""
+def judge(rt: ApiContext, headers: dict[bytes, bytes], raw: bytes, service_id: str | None,
+          client: str | None = None) -> Judged | None:
+    """The send when the fast path can take it, else None (also when ``client``'s address
+    or the key's account is blocked by the throttle)."""
     if headers.get(b"content-type", b"").lower() != b"application/json":
         return None
     key = headers.get(b"api-key", b"").decode("latin-1") or bearer_credential(headers.get(b"authorization", b"").decode("latin-1"))
-    caller = key_owner(rt.control.state, key) if key else None
+    if not key or rt.throttle.check(source_of(client), account_of(key)) is not None:
+        return None
+    caller = key_owner(rt.control.state, key)
     if caller is None or caller.service.status == "disabled":
         return None
     if service_id is not None and caller.service.service_id != service_id:
@@ -93,7 +99,8 @@ class SendFastPath:
         if refused := await catch_up(rt):  # read-your-writes: a key made a moment ago on another process works
             return await _refuse(scope, receive, send, refused)
         headers = dict(reversed(scope["headers"]))  # the first of a repeated header wins, as in Starlette
-        judged = judge(rt, headers, raw, door[1]) if raw is not None else None
+        client = scope.get("client")
+        judged = judge(rt, headers, raw, door[1], client[0] if client else None) if raw is not None else None
         if judged is None or raw is None:
             return await self.app(scope, again, send)
         await self._send(rt, scope, receive, send, door, judged, raw)

@@ -131,6 +131,10 @@ class GossipQuota(Quota):
     def peek(self, take: Take) -> Decision:
         return self._judge(take, time.time())
 
+    def tally(self, service_id: str, scope: tuple[str, int, int]) -> tuple[int, int | None]:
+        live = self.table.live(service_id, Window(scope[0], scope[1], scope[2], 0), time.time())
+        return sum(live.values()), max(live) if live else None
+
     def usage(self, service_id: str, scopes: list[tuple[str, int, int]]) -> dict[str, int]:
         now = time.time()
         return {scope: sum(self.table.live(service_id, Window(scope, length, slot, 0), now).values())

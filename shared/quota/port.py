@@ -27,5 +27,12 @@ class Quota(abc.ABC):
         """What ``take`` would be told now, counting nothing (``take.n`` is usually 0)."""
 
     @abc.abstractmethod
+    def tally(self, service_id: str, scope: tuple[str, int, int]) -> tuple[int, int | None]:
+        """One window ``(scope, length, slot)`` now: the units counted in it and the newest
+        slot holding any (None when it holds none). Counts nothing; never blocks (embedded:
+        one indexed read; Kafka: memory). For counters that need *when*, not only how many
+        (services/api/throttle.py: a block lasts from the last failure)."""
+
+    @abc.abstractmethod
     def usage(self, service_id: str, scopes: list[tuple[str, int, int]]) -> dict[str, int]:
         """Units counted now per scope, for ``(scope, length, slot)`` windows."""

@@ -17,6 +17,7 @@ from shared.quota.window import Counted, Decision, Take, Window, decide
 SCHEMA = ("CREATE TABLE IF NOT EXISTS quota_slots(svc TEXT NOT NULL, scope TEXT NOT NULL, slot INTEGER NOT NULL, "
           "n INTEGER NOT NULL, PRIMARY KEY (svc, scope, slot)) WITHOUT ROWID")
 _COUNT = "SELECT COALESCE(SUM(n), 0), MIN(slot) FROM quota_slots WHERE svc=? AND scope=? AND slot>=?"
+_TALLY = "SELECT COALESCE(SUM(n), 0), MAX(slot) FROM quota_slots WHERE svc=? AND scope=? AND slot>=?"
 _ROWS = "SELECT slot, n FROM quota_slots WHERE svc=? AND scope=? AND slot>=? ORDER BY slot"
 _ADD = ("INSERT INTO quota_slots(svc, scope, slot, n) VALUES (?,?,?,?) "
         "ON CONFLICT(svc, scope, slot) DO UPDATE SET n = n + excluded.n")
@@ -81,6 +82,15 @@ class SqliteQuota(Quota):
             return self.log.read(lambda conn: judge(conn, take, time.time()))
         except sqlite3.OperationalError:  # no send yet on this installation: no table yet
             return decide(take, time.time(), [Counted(w, 0, None) for w in take.windows], lambda w: [])
+
+    def tally(self, service_id: str, scope: tuple[str, int, int]) -> tuple[int, int | None]:
+        name, length, slot = scope
+        first = Window(name, length, slot, 0).first_live(time.time())
+        try:
+            units, newest = self.log.read(lambda conn: conn.execute(_TALLY, (service_id, name, first)).fetchone())
+        except sqlite3.OperationalError:  # nothing counted yet on this installation: no table yet
+            return 0, None
+        return int(units), newest
 
     def usage(self, service_id: str, scopes: list[tuple[str, int, int]]) -> dict[str, int]:
         now = time.time()

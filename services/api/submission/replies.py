@@ -35,6 +35,12 @@ def refusal(refused: Refusal) -> str:
     return f"550 5.7.1 {_line(refused.text)}"
 
 
+def throttled(retry_after: int) -> str:
+    """AUTH refused while the peer or the account is blocked (services/api/throttle.py); the
+    connection is then closed, as ``421`` means."""
+    return f"421 4.7.0 too many failed authentications; try again in {retry_after} s"
+
+
 def too_many_recipients(limit: int) -> str:
     return f"452 4.5.3 too many recipients: at most {limit} per message"
 

@@ -8,7 +8,11 @@ suppression; finalize the bytes; rate limit + append, durable; remember) → 250
 email id. Every refusal is an SMTP reply (replies.py); nothing is accepted before the
 request is on the log.
 
-AUTH is offered only after STARTTLS, except to a loopback peer (``auth_needs_tls``)."""
+AUTH is offered only after STARTTLS, except to a loopback peer (``auth_needs_tls``). Wrong
+keys are counted per peer address and key prefix across connections and processes
+(services/api/throttle.py); while the peer (or the account, for a peer that failed
+recently) is blocked, AUTH is answered ``421 4.7.0`` and the connection closed, whatever
+the key."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +26,8 @@ from typing import Any, AnyStr, Callable, cast
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 from pydantic import ValidationError
 
-from services.api.auth import key_owner
+from services.api.auth import count_failure, key_owner
+from services.api.throttle import Blocked, account_of, source_of
 from services.api.schemas import MAX_MESSAGE_BYTES, MAX_RECIPIENTS, SendEmail
 from services.api.refusal import Refusal
 from services.api.accept import Finish, accept
@@ -61,6 +66,8 @@ class SubmissionSMTP(SMTP):
     and an enhanced status code on every reply (aiosmtpd's own replies have none)."""
 
     _in_greeting = False
+    failed_key: str | None = None  # the authenticator's finding on the AUTH being answered
+    blocked: Blocked | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -80,7 +87,17 @@ class SubmissionSMTP(SMTP):
         created a moment ago on another API process is known); 454 if this process cannot."""
         if not await self.event_handler.caught_up():
             return await self.push("454 4.7.0 temporary authentication failure; try again later")
-        await super().smtp_AUTH(arg)
+        handler: SubmissionHandler = self.event_handler
+        assert self.session is not None  # made in connection_made
+        self.failed_key, self.blocked = None, handler.blocked(self.session, None)
+        if self.blocked is None:  # the address is not blocked: read the credential (the account may be)
+            await super().smtp_AUTH(arg)
+        if self.failed_key is not None:
+            await handler.count_failure(self.session, self.failed_key)
+        if self.blocked is not None:
+            await self.push(replies.throttled(self.blocked.retry_after))
+            assert self.transport is not None  # a command is being answered: the connection is open
+            self.transport.close()
 
     async def smtp_HELO(self, hostname: str) -> None:
         self._in_greeting = True
@@ -109,10 +126,23 @@ class SubmissionHandler:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         key = auth_data.password.decode("utf-8", "replace").strip()
+        if blocked := self.blocked(session, key):  # SubmissionSMTP.smtp_AUTH answers 421
+            if isinstance(server, SubmissionSMTP):
+                server.blocked = blocked
+            return AuthResult(success=False, handled=True)
         caller = key_owner(self.rt.control.state, key)
         if caller is None:
+            if isinstance(server, SubmissionSMTP):
+                server.failed_key = key  # counted once the reply is decided (smtp_AUTH)
             return AuthResult(success=False, handled=False, message="535 5.7.8 invalid API key (the password must be a service API key)")
         return AuthResult(success=True, auth_data=caller.key.key_hash)
+
+    def blocked(self, session: Session, key: str | None) -> Blocked | None:
+        """Whether the throttle refuses this peer (and ``key``'s account) now."""
+        return self.rt.throttle.check(_peer_address(session), account_of(key) if key is not None else None)
+
+    async def count_failure(self, session: Session, key: str) -> None:
+        await count_failure(self.rt, "smtp", _peer_address(session), key)
 
     async def caught_up(self) -> bool:
         """Read-your-writes before control state is read (``ControlPlane.catch_up``); False
@@ -198,6 +228,10 @@ class SubmissionHandler:
                 log.warning("submission: the event log refused the append", exc_info=outcome.cause)
             return replies.refusal(outcome)
         return replies.accepted(outcome.email_id)
+
+
+def _peer_address(session: Session) -> str:
+    return source_of(str(session.peer[0]) if session.peer else None)
 
 
 def as_written(rt: ApiContext, sub: message.Submitted) -> Finish:

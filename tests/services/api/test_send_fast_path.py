@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from services.api.send_fast_path import SendFastPath, door_of, judge
+from services.api.throttle import Blocked
 from shared import events as ev
 from shared.control.state import ControlState
 from shared.crypto import hash_secret
@@ -20,7 +21,7 @@ BODY = {"from": "hello@acme.test", "to": "ann@example.com", "subject": "hi", "te
 JSON = {b"content-type": b"application/json", b"api-key": KEY.encode()}
 
 
-def runtime(status: str = "active"):
+def runtime(status: str = "active", blocked: bool = False):
     state = ControlState()
     state.apply(ev.ServiceSaved(workspace_id="w", service_id="s", name="app", created_at=NOW, status=status))
     state.apply(ev.ApiKeySaved(workspace_id="w", service_id="s", key_id="k", name="k", key_hash=hash_secret(KEY),
@@ -28,7 +29,10 @@ def runtime(status: str = "active"):
     async def caught_up():  # one process: nothing to catch up with
         return None
 
-    return SimpleNamespace(control=SimpleNamespace(state=state, catch_up=caught_up))
+    def check(address, account):  # the throttle: blocked or not, whoever asks
+        return Blocked("address", 5) if blocked else None
+
+    return SimpleNamespace(control=SimpleNamespace(state=state, catch_up=caught_up), throttle=SimpleNamespace(check=check))
 
 
 def test_only_the_two_send_paths_are_doors():
@@ -61,6 +65,12 @@ def test_a_plain_send_is_taken_with_either_key_header():
 def test_anything_else_goes_on_to_the_route(why, headers, raw, service_id, rt):
     raw = raw if isinstance(raw, bytes) else json.dumps(raw).encode()
     assert judge(runtime(rt), headers, raw, service_id) is None, why
+
+
+def test_a_blocked_caller_goes_on_to_the_route_which_answers_429():
+    raw = json.dumps(BODY).encode()
+    assert judge(runtime(), JSON, raw, None, "127.0.0.1") is not None
+    assert judge(runtime(blocked=True), JSON, raw, None, "127.0.0.1") is None
 
 
 def test_a_request_handed_on_keeps_its_body():

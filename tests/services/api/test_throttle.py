@@ -1,0 +1,135 @@
+"""Failed credentials are throttled per address and per account (services/api/throttle.py),
+in-process over the real embedded log. Each test speaks from its own loopback address, so
+the counts of one do not reach another (they share the module's installation)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import httpx
+import pytest
+
+from services.api.app import create_app
+from tests.services.api.dashboard.support import csrf_of
+from tests.support.inproc import api_runtime, ready_service
+from tests.support.postline import ADMIN_TOKEN
+
+SEND = {"from": "hello@acme.test", "to": ["ann@example.com"], "subject": "hi", "text": "hello"}
+WRONG_TOKEN = ADMIN_TOKEN[:-4] + "zzzz"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One installation for the module: (its app, a service's key, an event loop)."""
+    loop = asyncio.new_event_loop()
+    stack = contextlib.AsyncExitStack()
+    rt, admin = loop.run_until_complete(stack.enter_async_context(api_runtime(tmp_path_factory.mktemp("throttle"))))
+    _, key = loop.run_until_complete(ready_service(rt, admin))
+    yield create_app(rt), key, loop
+    loop.run_until_complete(stack.aclose())
+    loop.close()
+
+
+def client(app, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 40000), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080")
+
+
+async def sign_in_attempt(http: httpx.AsyncClient, token: str) -> httpx.Response:
+    form = await http.get("/signin")
+    return await http.post("/signin", data={"csrf": csrf_of(form.text), "token": token})
+
+
+def test_thirty_wrong_sign_ins_are_throttled_and_the_right_one_works_after_the_delay(world, caplog):
+    rt, _, loop = world
+
+    async def run():
+        async with client(rt, "127.0.0.2") as http:
+            answers = [await sign_in_attempt(http, WRONG_TOKEN) for _ in range(30)]
+            codes = [r.status_code for r in answers]
+            assert codes[:10] == [401] * 10  # the free failures
+            assert 429 in codes and set(codes) <= {401, 429}
+            refused = next(r for r in answers if r.status_code == 429)
+            assert int(refused.headers["Retry-After"]) >= 1 and "Too many failed sign-ins" in refused.text
+            # one more counted failure after the first block: the next block is longer (2 s)
+            await asyncio.sleep(int(answers[-1].headers.get("Retry-After", "0")))
+            while (r := await sign_in_attempt(http, WRONG_TOKEN)).status_code == 401:
+                pass
+            assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 2
+            # the right token is refused too while the address is blocked ...
+            right = await sign_in_attempt(http, ADMIN_TOKEN)
+            assert right.status_code == 429, "a blocked address must not learn whether a token is right"
+            # ... and works once the block is over
+            await asyncio.sleep(int(right.headers["Retry-After"]))
+            ok = await sign_in_attempt(http, ADMIN_TOKEN)
+            assert ok.status_code == 303 and ok.headers["location"] == "/services"
+
+    with caplog.at_level(logging.WARNING, logger="services.api.throttle"):
+        loop.run_until_complete(run())
+    starts = [r.getMessage() for r in caplog.records if "blocked for" in r.getMessage()]
+    # one line per block start: the 10th failure (1 s), then each counted failure after a block
+    assert starts and all("address 127.0.0.2" in line and "door dashboard" in line for line in starts)
+    assert len(starts) == len({line for line in starts})  # each block logged once
+    assert not any(WRONG_TOKEN in r.getMessage() or ADMIN_TOKEN in r.getMessage() for r in caplog.records)
+
+
+def test_admin_token_failures_on_the_management_api_are_throttled_per_address(world):
+    rt, _, loop = world
+
+    async def run():
+        async with client(rt, "127.0.0.3") as attacker, client(rt, "127.0.0.4") as bystander:
+            wrong = {"Authorization": "Bearer pl_adm_" + "q" * 40}  # an account of its own
+            right = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            codes = [(await attacker.get("/api/email/services", headers=wrong)).status_code for _ in range(12)]
+            assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+            r = await attacker.get("/api/email/services", headers=right)
+            assert r.status_code == 429 and r.json()["name"] == "too_many_failed_attempts"
+            assert int(r.headers["Retry-After"]) >= 1 and "this address" in r.json()["error"]
+            # another address is not affected
+            assert (await bystander.get("/api/email/services", headers=right)).status_code == 200
+
+    loop.run_until_complete(run())
+
+
+def test_api_key_failures_are_throttled_on_the_send_api_fast_path_included(world):
+    rt, key, loop = world
+
+    async def run():
+        async with client(rt, "127.0.0.5") as attacker, client(rt, "127.0.0.6") as bystander:
+            wrong = {"Api-Key": "rs_eml_" + "w" * 32}
+            codes = [(await attacker.post("/emails", json=SEND, headers=wrong)).status_code for _ in range(11)]
+            assert codes == [401] * 10 + [429]
+            # the right key, as a plain send the fast path would take, is refused from there too
+            r = await attacker.post("/emails", json=SEND, headers={"Api-Key": key})
+            assert r.status_code == 429 and r.json()["name"] == "too_many_failed_attempts"
+            assert int(r.headers["Retry-After"]) >= 1
+            assert (await bystander.post("/emails", json=SEND, headers={"Api-Key": key})).status_code == 200
+
+    loop.run_until_complete(run())
+
+
+def test_an_account_block_never_locks_out_a_user_on_a_clean_address(world):
+    """Failures against one key prefix spread over many addresses block the account — for
+    addresses that failed themselves; the key's owner on a clean address still gets in."""
+    rt, key, loop = world
+    guess = key[:11] + "x" * 32  # the key's public prefix, a wrong secret
+
+    async def run():
+        for i in range(20):  # one failure from each of 20 addresses: no address reaches its limit
+            async with client(rt, f"127.0.1.{i + 1}") as http:
+                assert (await http.post("/emails", json=SEND, headers={"Api-Key": guess})).status_code == 401
+        async with client(rt, "127.0.1.1") as failed_before:
+            r = await failed_before.post("/emails", json=SEND, headers={"Api-Key": key})
+            assert r.status_code == 429 and "this account" in r.json()["error"]
+        async with client(rt, "127.0.2.1") as owner:
+            assert (await owner.post("/emails", json=SEND, headers={"Api-Key": key})).status_code == 200
+
+    loop.run_until_complete(run())
+
+
+def test_ipv6_clients_are_counted_by_their_64():
+    from services.api.throttle import source_of
+
+    assert source_of("2001:db8:1:2:aaaa::1") == source_of("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    assert source_of("::ffff:192.0.2.7") == "192.0.2.7" and source_of("192.0.2.7") == "192.0.2.7"
