@@ -204,6 +204,25 @@ ControlEvent = Annotated[
 ]
 
 
+class AuditEntry(Event):
+    """Who changed what (shared/audit.py; docs/security.md, "Audit log"). On the control
+    topic under its own key (``audit:<id>``): never compacted away, never rewritten. Not an
+    entity: the control state keeps the newest entries in a bounded index for reading.
+    ``before``/``after`` hold the fields that changed (the whole state for a create or a
+    delete), every secret-bearing field redacted."""
+
+    type: Literal["audit.entry"] = "audit.entry"
+    actor_type: str   # "admin_token" (its hash's first 12 hex digits as id), "api_key" (key id), "user" (user id)
+    actor_id: str
+    action: str       # "<target_type>.created" | ".updated" | ".deleted"
+    target_type: str  # "service", "api_key", "domain", "webhook", "sandbox_recipient", "suppression", "workspace"
+    target_id: str
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    source: str | None = None      # the client's address
+    request_id: str | None = None  # the X-Request-Id of the request that made the change
+
+
 # ---------------------------------------------------------------- send requests
 
 class Attachment(BaseModel):
@@ -478,7 +497,7 @@ class WebhookReplay(Event):
 
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved, WebhookAttempted, WebhookReplay, SendRequested, SendCanceled, SendRescheduled,
+          WebhookSaved, AuditEntry, WebhookAttempted, WebhookReplay, SendRequested, SendCanceled, SendRescheduled,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled],
     Field(discriminator="type"),
 ]

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.actors import AuditContext
 from services.api.allow import allowed_methods
 from services.api.context import ApiContext
 from services.api.errors import error_body, error_response, name_of, route_of
@@ -27,7 +28,8 @@ from services.ops import add_ops_routes
 from services.api import dashboard
 from shared.control.errors import ChangeRefused, ControlBehind
 from shared.runtime import Runtime
-from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, tracking, webhooks
+from services.api.routes import (analytics, audit_log, dev, domains, emails, keys, sandbox, services, suppressions,
+                                 tracking, webhooks)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
@@ -128,6 +130,7 @@ def create_app(runtime: Runtime | None) -> FastAPI:
     app.add_middleware(RejectUnencodable)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLog)
+    app.add_middleware(AuditContext)  # who acts, for the audit log; inside RequestIds (it reads the id)
     app.add_middleware(RequestIds)  # outside the others: every answer, the middlewares' own included, has the id
     app.add_middleware(tracking.HotPaths, runtime=ctx)  # outermost: the pixel and redirects skip the rest
 
@@ -136,7 +139,7 @@ def create_app(runtime: Runtime | None) -> FastAPI:
     add_ops_routes(app, runtime)
     add_docs_routes(app)
 
-    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
+    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev, audit_log):
         app.include_router(module.router)
     dashboard.mount(app)
     return app

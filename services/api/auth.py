@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from services.api import actors
 from services.api.context import ApiContext
 from services.api.errors import http_error
 from services.api.refusal import Refusal
@@ -123,6 +124,7 @@ async def workspace(request: Request, authorization: HTTPAuthorizationCredential
     if ws is None:
         await count_failure(rt, "admin_token", address, token)
         raise HTTPException(401, "invalid admin token")
+    actors.admin_token(ws.token_hash)
     return ws
 
 
@@ -144,6 +146,7 @@ async def service_key(request: Request, api_key: str | None = Security(API_KEY),
     if caller.service.status == "disabled":
         raise HTTPException(403, "the service is disabled")
     request.state.service_id = caller.service.service_id  # for the access log
+    actors.api_key(caller.key.key_id)
     return caller
 
 

@@ -533,3 +533,32 @@ class SuppressionView(BaseModel):
 class SuppressionList(BaseModel):
     data: list[SuppressionView]
     next_cursor: str | None
+
+
+class AuditActor(BaseModel):
+    type: str = Field(examples=["admin_token"], description="`admin_token`, `api_key` or `user`.")
+    id: str = Field(description="Admin token: its hash's first 12 hex digits; API key: the key id; user: the user id.")
+
+
+class AuditTarget(BaseModel):
+    type: str = Field(examples=["service"])
+    id: str
+
+
+class AuditEntryView(BaseModel):
+    id: str
+    time: str
+    actor: AuditActor
+    action: str = Field(examples=["service.updated"])
+    target: AuditTarget
+    service_id: str | None = None
+    before: dict[str, Any] | None = Field(None, description="Fields before the change (secrets shown as `[redacted]`).")
+    after: dict[str, Any] | None = Field(None, description="Fields after the change (secrets shown as `[redacted]`).")
+    source: str | None = Field(None, description="The client's address.")
+    request_id: str | None = None
+
+
+class AuditPage(BaseModel):
+    data: list[AuditEntryView]
+    has_more: bool
+    next_cursor: str | None = Field(None, description="Pass as `after` for the next (older) page.")

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from shared import events as ev
+from shared import audit, events as ev
 from shared import failpoints
 from shared.consumer_loop import FOLLOW, consume
 from shared.control.errors import ChangeRefused, ControlBehind
@@ -96,11 +96,21 @@ class ControlPlane:
         """Append a whole-state record (a create, or a state computed from nothing older: see
         ``change`` for changes of an existing entity) durably, then apply it locally
         (read-your-writes on this process). A whole state supersedes every earlier record of
-        its key, so applying it before the follower has read those is safe."""
-        partition, offset = await self.log.append(ev.Topic.CONTROL, entity_key(event), ev.encode(event))
+        its key, so applying it before the follower has read those is safe. Made on behalf of
+        someone (``audit.current``), it is appended together with its audit entry (one append:
+        one transaction on the embedded log)."""
+        key = entity_key(event)
+        ctx = audit.current()
+        entry = audit.entry_for(self.state.entity(key), event, ctx) if ctx is not None else None
+        items = [(key, ev.encode(event))] + ([(entity_key(entry), ev.encode(entry))] if entry is not None else [])
+        positions = await self.log.append_many(ev.Topic.CONTROL, items)
+        partition, offset = positions[0]
         self.state.apply(event, offset)
+        if entry is not None:
+            self.state.apply(entry)  # readable here at once; the follower's copy is recognised by its id
         # Not state.advance: records before ``offset`` may not have been read yet
-        self._written[partition] = max(self._written.get(partition, 0), offset + 1)
+        for partition, offset in positions:
+            self._written[partition] = max(self._written.get(partition, 0), offset + 1)
         return event
 
     async def change(self, current: ev.ControlRecord, **fields: Any) -> ev.ControlRecord:
@@ -116,6 +126,7 @@ class ControlPlane:
         latest = self.state.entity(key)
         if latest is None or latest.deleted:
             raise ChangeRefused(404, f"{_what(key)} not found")
+        ctx = audit.current()
         based_on = self.state.position_of(current)
         event = latest.model_copy(update={**fields, "id": ev.new_id(), "time": ev.utcnow(), "changed": sorted(fields),
                                           "based_on": -1 if based_on is None else based_on,
@@ -128,7 +139,24 @@ class ControlPlane:
                                      f"({', '.join(sorted(fields))}); read it again and retry")
         if outcome is Outcome.GONE:
             raise ChangeRefused(404, f"{_what(key)} not found")
-        return self.state.entity(key) or event
+        result = self.state.entity(key) or event
+        if outcome and ctx is not None:
+            await self._audit(audit.entry_for(latest, result, ctx, only=sorted(fields)))
+        return result
+
+    async def _audit(self, entry: ev.AuditEntry | None) -> None:
+        """Append the audit entry of a change that took effect. It follows the change (whose
+        outcome it needs): a process killed between the two leaves that change without an
+        entry. Failures are logged, not raised: the change itself is done."""
+        if entry is None:
+            return
+        try:
+            partition, offset = await self.log.append(ev.Topic.CONTROL, entity_key(entry), ev.encode(entry))
+        except Exception:
+            log.exception("control: the audit entry of a change could not be appended")
+            return
+        self.state.apply(entry)
+        self._written[partition] = max(self._written.get(partition, 0), offset + 1)
 
     async def _append_and_wait(self, key: str, event: ev.ControlRecord) -> Outcome | None:
         """Append ``event`` and wait for the follower to apply it: its outcome here, which is

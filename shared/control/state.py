@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import events as ev
+from shared.control.audit_index import AuditIndex
 from shared.control.merge import WHOLE_KEY, Outcome, decide
 
 
 def entity_key(event: ev.Event) -> str:
     match event:
+        case ev.AuditEntry():  # one key per entry: compaction never removes one
+            return f"audit:{event.id}"
         case ev.WorkspaceSaved():
             return f"workspace:{event.workspace_id}"
         case ev.ServiceSaved():
@@ -45,6 +48,7 @@ class ControlState:
     sandbox: dict[str, ev.SandboxRecipientSaved] = field(default_factory=dict)
     suppressions: dict[tuple[str, str], ev.SuppressionSaved] = field(default_factory=dict)
     webhooks: dict[str, ev.WebhookSaved] = field(default_factory=dict)
+    audit: AuditIndex = field(default_factory=AuditIndex)  # the newest entries per workspace (shared/audit.py)
     _positions: dict[str, int] = field(default_factory=dict)
     _recent: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # key → recent (event id, offset)
     _latest: dict[str, ev.ControlRecord] = field(default_factory=dict)  # key → entity, or its tombstone
@@ -65,10 +69,13 @@ class ControlState:
         """True when this state has read at least as far as ``position`` on every partition."""
         return all(self.positions.get(p, 0) >= off for p, off in position.items())
 
-    def apply(self, event: ev.ControlRecord, offset: int | None = None) -> Outcome:
+    def apply(self, event: ev.ControlRecord | ev.AuditEntry, offset: int | None = None) -> Outcome:
         """Apply one control record; the outcome is truthy when it took effect (merge.py), falsy
         when it is older than what is held (an earlier log position, or a copy of one of the
-        key's earlier changes) or was refused."""
+        key's earlier changes) or was refused. An audit entry goes to the audit index."""
+        if isinstance(event, ev.AuditEntry):
+            self.audit.add(event)
+            return Outcome.WHOLE
         key = entity_key(event)
         if offset is not None:
             if self._positions.get(key, -1) >= offset:

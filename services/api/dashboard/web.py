@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from services.api import actors
 from services.api.auth import caught_up
 from services.api.context import ApiContext
 from services.api.dashboard import session as sess
@@ -76,7 +77,9 @@ def session_caller(request: Request) -> Caller:
     s = sess.read(rt.settings.master_key, request.cookies.get(sess.COOKIE), token_hash_of)
     if s is None:
         raise SignInRequired()
-    return Caller(rt, state.workspaces[s.workspace_id], s)
+    ws = state.workspaces[s.workspace_id]
+    actors.admin_token(ws.token_hash)  # the audit log's actor (signed in with the admin token)
+    return Caller(rt, ws, s)
 
 
 def service_of(c: Caller, service_id: str) -> ev.ServiceSaved:
