@@ -239,3 +239,31 @@ def test_works_without_javascript_and_escapes_html(browser, postline):
         assert not page.locator("button.copy").first.is_visible()  # copy buttons need the script
     finally:
         context.close()
+
+
+def test_audit_log_page_lists_changes_with_actor_and_no_secret(page, postline):
+    """The audit log page (shared/audit.py): a service created, renamed over the API and a key
+    created in the dashboard appear with actor, action, before → after; the key never does."""
+    sign_in(page)
+    sid = create_service(page, "Audited")
+    r = httpx.patch(f"{postline.url}/api/email/services/{sid}", json={"name": "Audited app"},
+                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert r.status_code == 200
+    page.goto(f"/services/{sid}/keys")
+    page.get_by_label("Name").fill("audited-key")
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").inner_text()
+
+    page.get_by_role("link", name="Audit log").click()
+    page.wait_for_url("**/audit-log")
+    rows = page.locator("table.audit tbody tr").all_inner_texts()
+    rename = next(row for row in rows if "service.updated" in row and sid in row)
+    assert '"Audited" → "Audited app"' in rename and "admin_token" in rename
+    created = next(row for row in rows if "api_key.created" in row and "audited-key" in row)
+    assert "[redacted]" in created and key not in page.content()
+    shot(page, "audit-log")
+
+    page.get_by_label("Target").fill(sid)
+    page.get_by_role("button", name="Filter").click()
+    actions = [row.split("\t")[2] for row in page.locator("table.audit tbody tr").all_inner_texts()]
+    assert actions == ["service.updated", "service.created"]
