@@ -28,6 +28,7 @@ from shared import events as ev
 from shared.control.state import entity_key
 
 REDACTED = "[redacted]"
+ID_FIELDS = {"api_key": "key_id", "sandbox_recipient": "recipient_id"}  # else "<type>_id"
 # a field whose name holds one of these carries a secret (or a hash or sealed form of one)
 SECRET_MARKS = ("hash", "secret", "sealed", "private", "password", "totp", "recovery")
 
@@ -77,7 +78,11 @@ def redact(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _state(entity: ev.ControlRecord) -> dict[str, Any]:
-    return redact(entity.model_dump(mode="json", exclude=set(ev.CONTROL_META) | {"type", "workspace_id"}))
+    """The entity's fields as an entry shows them: no record metadata, no ``deleted`` flag (the
+    action says it), no field repeating the target's id; secrets redacted."""
+    kind, _ = target_of(entity)
+    skip = set(ev.CONTROL_META) | {"type", "workspace_id", "deleted", ID_FIELDS.get(kind, f"{kind}_id")}
+    return redact(entity.model_dump(mode="json", exclude=skip))
 
 
 def target_of(entity: ev.ControlRecord) -> tuple[str, str]:

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     rate_per_minute: int = Field(600, ge=1, description="Base production limit per service per minute (reputation raises it).")
     rate_per_day: int = Field(10_000, ge=1, description="Base production limit per service per day (reputation raises it).")
     quota_flush_interval: float = Field(0.1, gt=0, le=5, description="Kafka mode: seconds between an API replica's publications of its rate counts to the others (the total can overshoot by about this much traffic).")
+    auth_free_failures: int = Field(10, ge=1, le=1_000_000, description="Failed credentials (sign-ins, admin tokens, API keys, SMTP AUTH) an address may make within an hour before it is blocked for 1 s, 2 s, 4 s … at most 15 min; an account may make twice as many within 15 min (docs/security.md).")
     workers: int | None = Field(None, ge=1, le=256, description="API processes of `postline all` (default: the number of cores); 1 runs every role in one process.")
     relay_processes: int | None = Field(None, ge=1, le=64, description="Relay processes of `postline all`, each delivering its share of the embedded log's partitions (default: the number of cores, at most POSTLINE_EMBEDDED_PARTITIONS).")
     mx_port: int = Field(25, ge=1, lt=65536, description="Port of receiving MX servers (25; tests point it at sinks).")

@@ -53,7 +53,7 @@ class ApiContext:
                   # RecentSends only has to bridge analytics' few seconds of lag there; over Kafka it is
                   # the only answer while analytics is behind or down, so it keeps more.
                   recent=RecentSends(5_000 if runtime.event_log().keyed_lookups else 20_000),
-                  throttle=Throttle(quota))
+                  throttle=Throttle(quota, s.auth_free_failures))
         runtime.contexts[ROLE] = ctx
         runtime.closers.append(ctx.close)
         return ctx

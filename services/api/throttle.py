@@ -27,7 +27,7 @@ import ipaddress
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from shared import events as ev
@@ -93,10 +93,13 @@ def account_of(credential: str) -> str:
 
 
 class Throttle:
-    """One per API process, over the process's ``Quota`` (``ApiContext.throttle``)."""
+    """One per API process, over the process's ``Quota`` (``ApiContext.throttle``).
+    ``free_failures``: an address's (POSTLINE_AUTH_FREE_FAILURES); an account gets twice as many."""
 
-    def __init__(self, quota: Quota, address: Rule = ADDRESS, account: Rule = ACCOUNT) -> None:
-        self.quota, self.address, self.account = quota, address, account
+    def __init__(self, quota: Quota, free_failures: int = ADDRESS.failures) -> None:
+        self.quota = quota
+        self.address = replace(ADDRESS, failures=free_failures)
+        self.account = replace(ACCOUNT, failures=2 * free_failures)
 
     def check(self, address: str, account: str | None) -> Blocked | None:
         """Whether a credential from ``address`` for ``account`` is refused now, before it is
