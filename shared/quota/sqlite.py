@@ -22,6 +22,8 @@ _ROWS = "SELECT slot, n FROM quota_slots WHERE svc=? AND scope=? AND slot>=? ORD
 _ADD = ("INSERT INTO quota_slots(svc, scope, slot, n) VALUES (?,?,?,?) "
         "ON CONFLICT(svc, scope, slot) DO UPDATE SET n = n + excluded.n")
 _EXPIRE = "DELETE FROM quota_slots WHERE svc=? AND scope=? AND slot<?"
+_SWEEP = "DELETE FROM quota_slots WHERE scope=? AND slot<?"  # every key's expired slots (a table scan)
+SWEEP_INTERVAL = 600.0  # seconds between two sweeps of a scope by one process
 
 
 def count(conn: sqlite3.Connection, take: Take, now: float) -> list[Counted]:
@@ -57,6 +59,16 @@ class SqliteQuota(Quota):
     def __init__(self, log: EventLog):
         self.log = log  # the embedded log (or its deadline wrapper): it runs the guard
         self._schema_ready = False
+        self._swept: dict[str, float] = {}  # scope → when this process last swept it
+
+    def _sweep(self, conn: sqlite3.Connection, windows: list[Window], now: float) -> None:
+        """Drop expired slots of keys nobody counts any more (``record`` expires only the key it
+        counts): an address that failed once (services/api/throttle.py) or a deleted service
+        would otherwise keep its rows for ever. A scope's windows all have one length."""
+        for w in windows:
+            if now - self._swept.get(w.scope, 0.0) >= SWEEP_INTERVAL:
+                conn.execute(_SWEEP, (w.scope, w.first_live(now)))
+                self._swept[w.scope] = now
 
     def _guard(self, takes: list[Take]) -> Callable[[sqlite3.Connection], Verdict]:
         def guard(conn: sqlite3.Connection) -> Verdict:
@@ -69,6 +81,7 @@ class SqliteQuota(Quota):
                 if decision.allowed and take.n:
                     record(conn, take, now)
                 decisions.append(decision)
+            self._sweep(conn, [w for take in takes for w in take.windows], now)
             return Verdict(decisions)
         return guard
 
