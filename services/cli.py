@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import signal
+import socket
 import sys
 
 from services.roles import COMMAND_ROLES, ROLES, run_roles
+from shared import audit
 from shared.process_start import start_process
 from shared.runtime import Runtime
 from shared.settings import load_settings
@@ -42,20 +45,34 @@ async def _migrate() -> None:
     await store.close()
 
 
+def _operator(command: str) -> audit.Context:
+    """The audit log's actor of a change made from the command line: ``cli``, named by the
+    operating-system user and the command, from this host (shared/audit.py)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a passwd entry
+        user = "unknown user"
+    return audit.Context(source=socket.gethostname(), actor_type="cli", actor_id=f"{user}: postline {command}")
+
+
 async def _workspace(action: str, name: str) -> None:
     rt = Runtime(load_settings())
     await rt.start(with_store=False)
     try:
-        if action == "create":
-            wid, token = await rt.create_workspace(name)
-        else:
-            ws = rt.control.state.workspaces.get(name)
-            if ws is None:
-                raise SystemExit(f"postline: no workspace {name!r}")
-            wid, token = await rt.create_workspace(ws.name, ws.workspace_id)
+        with audit.acting(_operator(f"workspace {action}")):
+            wid, token = await _workspace_change(rt, action, name)
         print(f"workspace {wid}\nadmin token (shown once): {token}")
     finally:
         await rt.close()
+
+
+async def _workspace_change(rt: Runtime, action: str, name: str) -> tuple[str, str]:
+    if action == "create":
+        return await rt.create_workspace(name)
+    ws = rt.control.state.workspaces.get(name)
+    if ws is None:
+        raise SystemExit(f"postline: no workspace {name!r}")
+    return await rt.create_workspace(ws.name, ws.workspace_id)
 
 
 async def _rotate_secret_key() -> None:
@@ -69,7 +86,8 @@ async def _rotate_secret_key() -> None:
     rt = Runtime(settings)
     await rt.start(with_store=False)
     try:
-        done = await rotate(rt.control, old, settings.master_key)
+        with audit.acting(_operator("rotate-secret-key")):
+            done = await rotate(rt.control, old, settings.master_key)
         print(f"re-sealed {done['domains']} domains and {done['webhooks']} webhooks under the new master key")
     finally:
         await rt.close()

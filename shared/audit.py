@@ -1,7 +1,7 @@
 """The audit log (docs/security.md, "Audit log"): who changed what, when, from where.
 
 Every control change made on behalf of someone — an admin token, an API key, a dashboard
-session (a user, once there are users) — is described by an ``AuditEntry`` appended to the
+session (a user, once there are users), an operator's command (services/cli.py) — is described by an ``AuditEntry`` appended to the
 control topic by ``ControlPlane.save``/``change`` (shared/control/plane.py), under a key of
 its own (``audit:<id>``): compaction keeps the latest record per key, so it never removes an
 entry, and nothing rewrites one. Changes nobody made (a bounce adding a suppression, the
@@ -38,7 +38,7 @@ class Context:
     """What one request knows about who is acting; the actor is set once authenticated."""
     source: str | None = None
     request_id: str | None = None
-    actor_type: str | None = None  # "admin_token", "api_key", "user"
+    actor_type: str | None = None  # "admin_token", "api_key", "user", "cli"
     actor_id: str | None = None
 
 

@@ -212,7 +212,8 @@ class AuditEntry(Event):
     delete), every secret-bearing field redacted."""
 
     type: Literal["audit.entry"] = "audit.entry"
-    actor_type: str   # "admin_token" (its hash's first 12 hex digits as id), "api_key" (key id), "user" (user id)
+    actor_type: str   # "admin_token" (its hash's first 12 hex digits as id), "api_key" (key id), "user" (user id),
+    #                   "cli" (the operating-system user and the command)
     actor_id: str
     action: str       # "<target_type>.created" | ".updated" | ".deleted"
     target_type: str  # "service", "api_key", "domain", "webhook", "sandbox_recipient", "suppression", "workspace"

@@ -536,8 +536,9 @@ class SuppressionList(BaseModel):
 
 
 class AuditActor(BaseModel):
-    type: str = Field(examples=["admin_token"], description="`admin_token`, `api_key` or `user`.")
-    id: str = Field(description="Admin token: its hash's first 12 hex digits; API key: the key id; user: the user id.")
+    type: str = Field(examples=["admin_token"], description="`admin_token`, `api_key`, `user` or `cli`.")
+    id: str = Field(description="Admin token: its hash's first 12 hex digits; API key: the key id; user: the user id; "
+                                "cli: the operating-system user and the command.")
 
 
 class AuditTarget(BaseModel):

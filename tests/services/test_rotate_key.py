@@ -44,3 +44,9 @@ async def test_rotate_secret_key_command(tmp_path):
             assert unseal(new, value, context)
             with pytest.raises(InvalidTag):
                 unseal(old, value, context)
+        # the audit log says who re-sealed what, and shows no sealed value (shared/audit.py)
+        entries = [e for wid in rt.control.state.workspaces for e in rt.control.state.audit.newest(wid)]
+        rotated = [e for e in entries if e.actor_type == "cli"]
+        assert sorted(e.action for e in rotated) == ["domain.updated", "webhook.updated"]
+        assert all(e.actor_id.endswith(": postline rotate-secret-key") for e in rotated)
+        assert all(set(e.after.values()) == {"[redacted]"} for e in rotated)
