@@ -92,20 +92,22 @@ def client_address(request: Request) -> str:
     return source_of(request.client.host if request.client else None)
 
 
-def throttled(rt: ApiContext, address: str, credential: str) -> Refusal | None:
-    """429 with Retry-After when ``address`` (or the credential's account, for an address
-    that failed recently) is blocked; checked before the credential is."""
-    blocked = rt.throttle.check(address, account_of(credential))
+def throttled(rt: ApiContext, address: str, account: str) -> Refusal | None:
+    """429 with Retry-After when ``address`` (or ``account``, for an address that failed
+    recently) is blocked; checked before the credential is. ``account``: ``account_of(secret)``
+    for a key or token, the user name for a person."""
+    blocked = rt.throttle.check(address, account)
     if blocked is None:
         return None
     return Refusal(429, blocked.message, retry_after=blocked.retry_after, code=THROTTLED)
 
 
-async def count_failure(rt: ApiContext, door: Door, address: str, credential: str) -> None:
-    """Count a wrong credential. When the log cannot take the count, the caller still gets
-    its 401 (and the operator a line): the log being down stops everything else anyway."""
+async def count_failure(rt: ApiContext, door: Door, address: str, account: str) -> None:
+    """Count a wrong credential for ``account`` (as in ``throttled``). When the log cannot
+    take the count, the caller still gets its 401 (and the operator a line): the log being
+    down stops everything else anyway."""
     try:
-        await rt.throttle.failed(door, address, account_of(credential))
+        await rt.throttle.failed(door, address, account)
     except LogError as exc:
         log.warning("auth throttle: a failed attempt was not counted: %s", exc)
 
@@ -117,12 +119,12 @@ async def workspace(request: Request, authorization: HTTPAuthorizationCredential
         raise http_error(Refusal(401, "missing admin token: send Authorization: Bearer <token>", code=MISSING))
     rt: ApiContext = request.app.state.runtime
     address = client_address(request)
-    if refused := throttled(rt, address, token):
+    if refused := throttled(rt, address, account_of(token)):
         raise http_error(refused)
     await caught_up(rt)
     ws = rt.control.state.workspace_by_token_hash(hash_secret(token))
     if ws is None:
-        await count_failure(rt, "admin_token", address, token)
+        await count_failure(rt, "admin_token", address, account_of(token))
         raise HTTPException(401, "invalid admin token")
     actors.admin_token(ws.token_hash)
     return ws
@@ -136,12 +138,12 @@ async def service_key(request: Request, api_key: str | None = Security(API_KEY),
         raise http_error(Refusal(401, "missing API key: send Api-Key: rs_eml_…", code=MISSING))
     rt: ApiContext = request.app.state.runtime
     address = client_address(request)
-    if refused := throttled(rt, address, key):
+    if refused := throttled(rt, address, account_of(key)):
         raise http_error(refused)
     await caught_up(rt)
     caller = key_owner(rt.control.state, key)
     if caller is None:
-        await count_failure(rt, "api_key", address, key)
+        await count_failure(rt, "api_key", address, account_of(key))
         raise HTTPException(401, "invalid API key")
     if caller.service.status == "disabled":
         raise HTTPException(403, "the service is disabled")

@@ -36,6 +36,7 @@ from shared.quota import Quota, Take, Window
 log = logging.getLogger(__name__)
 Door = Literal["dashboard", "admin_token", "api_key", "smtp"]
 UNLIMITED = 2**62  # failures are always counted: the rules below read the counts
+MAX_NAME = 254     # longest account name kept (an email address's limit)
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,15 @@ def source_of(host: str | None) -> str:
 
 
 def account_of(credential: str) -> str:
-    """The public part of a presented credential (a key's or token's first 11 characters, as
-    the dashboard lists keys): never enough of it to be a secret."""
-    return "".join(ch if ch.isalnum() or ch in "_-.@" else "?" for ch in credential[:11])
+    """The account a presented key or token is counted under: its public part (the first 11
+    characters, as the dashboard lists keys), never enough of it to be a secret. A person's
+    account is their user name (``Throttle`` takes any name)."""
+    return credential[:11]
+
+
+def _printable(name: str) -> str:
+    """A presented name as keys and log lines hold it: printable, bounded (it is the caller's text)."""
+    return "".join(ch if ch.isprintable() and not ch.isspace() else "?" for ch in name[:MAX_NAME])
 
 
 class Throttle:
@@ -107,10 +114,11 @@ class Throttle:
         failed, blocked = self._state(self.address, _key("address", address))
         if blocked is not None or not failed or account is None:
             return blocked
-        return self._state(self.account, _key("account", account))[1]
+        return self._state(self.account, _key("account", _printable(account)))[1]
 
     async def failed(self, door: Door, address: str, account: str | None) -> None:
         """Count one failed credential; log a block it starts. Raises as the log's append does."""
+        account = _printable(account) if account is not None else None
         takes = [Take(_key("address", address), 1, (_window(self.address),))]
         if account is not None:
             takes.append(Take(_key("account", account), 1, (_window(self.account),)))

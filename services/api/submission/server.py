@@ -142,7 +142,7 @@ class SubmissionHandler:
         return self.rt.throttle.check(_peer_address(session), account_of(key) if key is not None else None)
 
     async def count_failure(self, session: Session, key: str) -> None:
-        await count_failure(self.rt, "smtp", _peer_address(session), key)
+        await count_failure(self.rt, "smtp", _peer_address(session), account_of(key))
 
     async def caught_up(self) -> bool:
         """Read-your-writes before control state is read (``ControlPlane.catch_up``); False

@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from services.api.auth import caught_up, client_address, count_failure, throttled
 from services.api.dashboard import session as sess
+from services.api.throttle import account_of
 from services.api.dashboard.web import Caller, SignInRequired, caller, form, page, redirect, rt_of, session_caller
 from shared.crypto import hash_secret
 
@@ -62,14 +63,14 @@ async def signin(request: Request) -> Response:
         return _signin_page(request, "The sign-in form expired. Try again.", 403)
     token = str(data.get("token") or "").strip()
     rt, address = rt_of(request), client_address(request)
-    if refused := throttled(rt, address, token):
+    if refused := throttled(rt, address, account_of(token)):
         return _signin_page(request, f"Too many failed sign-ins. Try again in {refused.retry_after} s.", 429,
                             retry_after=refused.retry_after)
     await caught_up(rt)  # a workspace re-keyed a moment ago on another process
     ws = rt.control.state.workspace_by_token_hash(hash_secret(token)) if token else None
     if ws is None:
         if token:
-            await count_failure(rt, "dashboard", address, token)
+            await count_failure(rt, "dashboard", address, account_of(token))
         return _signin_page(request, "That admin token is not valid.", 401)
     response = redirect("/services")
     response.set_cookie(sess.COOKIE, sess.issue(rt.settings.master_key, ws.workspace_id, ws.token_hash),
