@@ -82,6 +82,8 @@ def _state(entity: ev.ControlRecord) -> dict[str, Any]:
     action says it), no field repeating the target's id; secrets redacted."""
     kind, _ = target_of(entity)
     skip = set(ev.CONTROL_META) | {"type", "workspace_id", "deleted", ID_FIELDS.get(kind, f"{kind}_id")}
+    if kind == "workspace":
+        skip.add("service_id")  # a workspace belongs to no service
     return redact(entity.model_dump(mode="json", exclude=skip))
 
 
