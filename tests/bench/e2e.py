@@ -7,8 +7,9 @@ CLIENTS concurrent keep-alive HTTP clients, delivered by smarthost to an SMTP si
 another process on loopback. The clock stops when the sink has counted every message.
 Then, when Debian's ``postfix`` is installed (``make bench-deps``), Postfix relays the same
 messages, submitted over SMTP by CLIENTS connections, into the same sink in the same run:
-configured with ``postconf -e`` to listen on loopback only with ``relayhost=[127.0.0.1]:PORT``,
-and stopped afterwards. Both rates and their ratio are printed.
+run from a config directory of its own (``postfix -c``, its own queue: the system's Postfix is
+left exactly as it was) listening on loopback only with ``relayhost=[127.0.0.1]:PORT``, and
+stopped afterwards. Both rates and their ratio are printed.
 
 ``intake``: the same ``postline all`` with its relay processes paused (nothing is delivered
 and the log only grows): accepted sends/s with p50/p99 at saturation (CLIENTS connections
@@ -217,40 +218,61 @@ def run_postline(tmp: Path, dns: DnsServer, sink: Sink, n: int, profile: str | N
 
 # --- Postfix --------------------------------------------------------------------------
 
-def postfix(*args: str) -> str:
-    return subprocess.run([POSTFIX, *args], check=True, capture_output=True, text=True).stdout
+class PostfixInstance:
+    """Debian's Postfix run from a config directory of its own (``postfix -c DIR``) with its own
+    queue and data directories, all under ``root``: the system's /etc/postfix, its spool and its
+    port-25 listener are never touched, so ``postfix start`` works for the next user as before.
+    Loopback only, relay everything from 127.0.0.1 to the sink, no local delivery, no TLS."""
 
+    def __init__(self, root: Path, smtpd_port: int, sink_port: int):
+        self.root, self.port = root, smtpd_port
+        self.conf, self.spool, self.data = root / "conf", root / "spool", root / "data"
+        self.log = root / "postfix.log"
+        self.sink_port = sink_port
 
-def configure_postfix(smtpd_port: int, sink_port: int, log: Path) -> None:
-    """Loopback only, relay everything from 127.0.0.1 to the sink, no local delivery, no TLS.
-    A Debian install preseeded with "No configuration" has no main.cf: start from an empty one."""
-    main_cf = Path("/etc/postfix/main.cf")
-    if not main_cf.exists():
-        main_cf.write_text("# written by Postline's make bench (tests/bench/e2e.py)\n")
-    settings = {"inet_interfaces": "loopback-only", "inet_protocols": "ipv4", "mynetworks": "127.0.0.0/8",
-                "relayhost": f"[127.0.0.1]:{sink_port}", "mydestination": "", "local_transport": "error:no local mail",
-                "alias_maps": "", "alias_database": "", "smtpd_tls_security_level": "none",
-                "smtp_tls_security_level": "none", "compatibility_level": "3.6", "maillog_file": str(log),
-                "maillog_file_prefixes": "/var,/dev/stdout,/tmp",
-                "smtpd_recipient_restrictions": "permit_mynetworks,reject", "smtpd_relay_restrictions": "permit_mynetworks,reject",
-                "default_process_limit": "200", "smtpd_client_connection_count_limit": "0",
-                "smtpd_client_connection_rate_limit": "0", "smtpd_client_message_rate_limit": "0",
-                "anvil_rate_time_unit": "60s", "myhostname": "postfix.bench.test", "biff": "no"}
-    subprocess.run(["postconf", "-e", *(f"{k}={v}" for k, v in settings.items())], check=True)
-    # The SMTP listener on a free loopback port instead of 25, outside the chroot (no copied files needed).
-    master = subprocess.run(["postconf", "-M"], capture_output=True, text=True, check=True).stdout
-    for line in master.splitlines():
-        name = line.split()[0] if line.split() else ""
-        if line.split()[1:2] == ["inet"] and name not in (f"127.0.0.1:{smtpd_port}",):
-            subprocess.run(["postconf", "-MX", f"{name}/inet"], check=True)
-    subprocess.run(["postconf", "-M", f"127.0.0.1:{smtpd_port}/inet=127.0.0.1:{smtpd_port} inet n - n - - smtpd"],
-                   check=True)
-    subprocess.run(["postconf", "-F", "*/*/chroot=n"], check=True)
-    subprocess.run(["postfix", "check"], check=True)
+    def postconf(self, *args: str) -> str:
+        return subprocess.run(["postconf", "-c", str(self.conf), *args], check=True, capture_output=True, text=True).stdout
 
+    def configure(self) -> "PostfixInstance":
+        for d in (self.conf, self.spool, self.data):
+            d.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)  # Postfix's daemons run as the postfix user and must reach the spool
+        shutil.chown(self.data, user="postfix")  # master.lock and caches: written as the postfix user
+        shutil.copy(Path("/etc/postfix/master.cf.proto")
+                    if Path("/etc/postfix/master.cf.proto").exists() else Path("/etc/postfix/master.cf"), self.conf / "master.cf")
+        (self.conf / "main.cf").write_text("# written by Postline's make bench (tests/bench/e2e.py)\n")
+        settings = {"queue_directory": str(self.spool), "data_directory": str(self.data),
+                    "inet_interfaces": "loopback-only", "inet_protocols": "ipv4", "mynetworks": "127.0.0.0/8",
+                    "relayhost": f"[127.0.0.1]:{self.sink_port}", "mydestination": "",
+                    "local_transport": "error:no local mail", "alias_maps": "", "alias_database": "",
+                    "smtpd_tls_security_level": "none", "smtp_tls_security_level": "none",
+                    "compatibility_level": "3.6", "maillog_file": str(self.log),
+                    "maillog_file_prefixes": "/var,/dev/stdout,/tmp",
+                    "smtpd_recipient_restrictions": "permit_mynetworks,reject",
+                    "smtpd_relay_restrictions": "permit_mynetworks,reject",
+                    "default_process_limit": "200", "smtpd_client_connection_count_limit": "0",
+                    "smtpd_client_connection_rate_limit": "0", "smtpd_client_message_rate_limit": "0",
+                    "anvil_rate_time_unit": "60s", "myhostname": "postfix.bench.test", "biff": "no"}
+        self.postconf("-e", *(f"{k}={v}" for k, v in settings.items()))
+        # The SMTP listener on a free loopback port instead of 25, outside the chroot (no copied files needed).
+        for line in self.postconf("-M").splitlines():
+            fields = line.split()
+            if fields[1:2] == ["inet"]:
+                self.postconf("-MX", f"{fields[0]}/inet")
+        self.postconf("-M", f"127.0.0.1:{self.port}/inet=127.0.0.1:{self.port} inet n - n - - smtpd")
+        self.postconf("-F", "*/*/chroot=n")
+        subprocess.run([POSTFIX, "-c", str(self.conf), "check"], check=True)
+        return self
 
-def postfix_master_pid() -> int:
-    return int(Path("/var/spool/postfix/pid/master.pid").read_text().split()[0])
+    def start(self) -> None:
+        subprocess.run([POSTFIX, "-c", str(self.conf), "start"], check=True, capture_output=True)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        subprocess.run([POSTFIX, "-c", str(self.conf), "stop"], capture_output=True)
+
+    def master_pid(self) -> int:
+        return int((self.spool / "pid" / "master.pid").read_text().split()[0])
 
 
 def mime(i: int) -> bytes:
@@ -287,34 +309,40 @@ def submit_all(port: int, messages: list[tuple[bytes, bytes]], clients: int = CL
     return {"status_codes": codes, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def run_postfix(tmp: Path, sink: Sink, n: int) -> dict:
-    port = free_port()
-    log = tmp / "postfix.log"
-    configure_postfix(port, sink.port, log)
-    subprocess.run(["postfix", "stop"], capture_output=True)  # a leftover from an interrupted run
-    subprocess.run(["postfix", "start"], check=True, capture_output=True)
+def run_postfix(sink: Sink, n: int) -> dict:
+    # Its own directory in /tmp, not under ``tmp`` (mode 0700): the postfix user must reach the spool.
+    instance = PostfixInstance(Path(tempfile.mkdtemp(prefix="postline-bench-postfix-")), free_port(), sink.port)
+    instance.configure().start()
     try:
-        wait_port(port)
         warm = [(f"user-w{i}@example.com".encode(), mime(-i - 1)) for i in range(WARMUP)]
         base = sink.count()
-        submit_all(port, warm)
+        submit_all(instance.port, warm)
         sink.wait_for(base + WARMUP)
         messages = [(f"user{i}@example.com".encode(), mime(i)) for i in range(n)]
-        master = postfix_master_pid()
+        master = instance.master_pid()
         base, cpu0 = sink.count(), tree_cpu_s(master)
         start = time.perf_counter()
-        submission = submit_all(port, messages)
+        submission = submit_all(instance.port, messages)
         end = sink.wait_for(base + n)
         cpu = tree_cpu_s(master) - cpu0
         return {"messages": n, "seconds": round(end - start, 2), "msg_per_s": round(n / (end - start), 1),
                 "submission": submission, "cpu_ms_per_msg": round(cpu * 1000 / n, 2),
                 "version": postfix_version(), "signing": "none (Postfix has no DKIM without a milter)"}
     finally:
-        subprocess.run(["postfix", "stop"], capture_output=True)
+        instance.stop()
+        shutil.rmtree(instance.root, ignore_errors=True)
 
 
 def postfix_version() -> str:
-    return subprocess.run(["postconf", "-h", "mail_version"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True).stdout.strip()
+
+
+def system_postfix_files() -> dict[str, str]:
+    """SHA-256 of every file under /etc/postfix: the bench reports whether it left them as it found them."""
+    import hashlib
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path("/etc/postfix").rglob("*")) if p.is_file()}
 
 
 def run(n: int = MESSAGES, sink_kind: str = "aiosmtpd", profile: str | None = None) -> dict:
@@ -326,7 +354,9 @@ def run(n: int = MESSAGES, sink_kind: str = "aiosmtpd", profile: str | None = No
         result = {"sink": sink_kind, "clients": CLIENTS, "html_bytes": len(html_body(0)),
                   "postline": run_postline(tmp, dns, sink, n, profile)}
         if Path(POSTFIX).exists():
-            result["postfix"] = run_postfix(tmp, sink, n)
+            before = system_postfix_files()
+            result["postfix"] = run_postfix(sink, n)
+            result["postfix"]["system_config_unchanged"] = system_postfix_files() == before
             result["ratio_postline_to_postfix"] = round(result["postline"]["msg_per_s"] / result["postfix"]["msg_per_s"], 2)
         else:
             result["postfix"] = "not installed (make bench-deps installs Debian's postfix)"
