@@ -25,6 +25,7 @@ from services.api.schemas import SandboxEmailCreate
 from services.api.sending import remember
 from shared import events as ev
 from shared.crypto import hash_secret
+from shared.runtime import DEFAULT_WORKSPACE
 
 INVITE_TTL = timedelta(hours=72)
 ACCEPT_PATH = "/accept-invite"
@@ -144,10 +145,12 @@ async def password_sign_in(rt: ApiContext, email: str, password: str, code: str)
     answer for every failure: the form does not tell which part was wrong)."""
     candidates = [u for u in rt.control.state.users_by_email(email) if u.status == "active" and u.password_hash]
     user = None
-    for u in candidates[:5] or [None]:  # one address in a few workspaces at most; a dummy check without
-        if await credentials.password_ok(u.password_hash if u else None, password) and u is not None:
+    for u in candidates[:5]:  # one address in a few workspaces at most
+        if await credentials.password_ok(u.password_hash, password):
             user = u
             break
+    if not candidates:
+        await credentials.password_ok(None, password)  # as slow as a real check: no address oracle
     if user is None or user.totp_sealed is None:
         return user
     return await second_factor(rt, user, code)
@@ -165,3 +168,30 @@ async def second_factor(rt: ApiContext, user: ev.UserSaved, code: str) -> ev.Use
         outcome = await changed(rt, user, recovery_hashes=[r for r in user.recovery_hashes if r != h])
         return None if isinstance(outcome, Refusal) else outcome
     return None
+
+
+async def sso_user(rt: ApiContext, subject: str, email: str, allowed_domains: set[str]) -> ev.UserSaved | Refusal:
+    """The user an OpenID Connect identity signs in as: the one already linked to ``subject``;
+    else the user (invited or active) of ``email`` — linked now, an invitation accepted —; else,
+    when the address's domain is allowed, a new ``viewer`` of the default workspace. 403 for
+    an address neither invited nor allowed, or one already linked to another identity."""
+    state = rt.control.state
+    linked = [u for u in state.users.values() if u.oidc_subject == subject]
+    if linked:
+        return linked[0]
+    known = state.users_by_email(email)
+    if known:
+        user = known[0]
+        if user.oidc_subject is not None:
+            return Refusal(403, f"{email} signs in with another single sign-on identity")
+        return await changed(rt, user, oidc_subject=subject, status="active", invite_token_hash=None,
+                             invite_expires_at=None)
+    if email.rpartition("@")[2] not in allowed_domains:
+        return Refusal(403, f"{email} is not invited to Postline, and its domain may not sign up")
+    workspace_id = DEFAULT_WORKSPACE
+    if len(state.users_of(workspace_id)) >= MAX_USERS:
+        return Refusal(403, f"a workspace has at most {MAX_USERS} users")
+    rec = ev.UserSaved(workspace_id=workspace_id, user_id=user_id_for(workspace_id, email), email=email, role="viewer",
+                       status="active", oidc_subject=subject, invited_by="sso", created_at=ev.utcnow())
+    await rt.control.save(rec)
+    return rec

@@ -80,7 +80,7 @@ async def signed_in(request: Request, ws: ev.WorkspaceSaved, user: ev.UserSaved 
     cookie = await sessions.open_session(rt, ws, user, method, request.client.host if request.client else None,
                                          request.headers.get("user-agent"))
     response = redirect(to)
-    response.set_cookie(sess.COOKIE, cookie, httponly=True, samesite="lax" if method == "oidc" else "strict",
+    response.set_cookie(sess.COOKIE, cookie, httponly=True, samesite="strict",
                         secure=secure(request), max_age=sess.LIFETIME, path="/")
     response.delete_cookie(sess.PRE_COOKIE, path="/signin")
     return response

@@ -82,7 +82,8 @@ FORMS = ["/signout", "/services", "/services/{sid}/settings", "/services/{sid}/d
 OWN_FORMS = ["/people", "/account/signout-everywhere", "/account/totp", "/account/totp/confirm",
              "/account/totp/disable", "/account/tokens"]
 PUBLIC = {("GET", "/"), ("GET", "/signin"), ("POST", "/signin"), ("POST", "/signin/password"),
-          ("GET", "/accept-invite"), ("POST", "/accept-invite")}
+          ("GET", "/accept-invite"), ("POST", "/accept-invite"), ("GET", "/signin/oidc"),
+          ("GET", "/signin/oidc/callback"), ("GET", "/signin/oidc/done")}
 
 
 @pytest.fixture
