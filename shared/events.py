@@ -197,7 +197,7 @@ class WebhookSaved(ControlRecord):
     deleted: bool = False
 
 
-# ---------------------------------------------------------------- people and access (SPEC §19)
+# ---------------------------------------------------------------- people and access (docs/people-and-access.md)
 
 Role = Literal["owner", "admin", "developer", "viewer"]
 ROLES: tuple[str, ...] = get_args(Role)

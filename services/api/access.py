@@ -1,4 +1,4 @@
-"""Who may do what (SPEC §19): the one place that decides, for the dashboard and the
+"""Who may do what (docs/people-and-access.md): the one place that decides, for the dashboard and the
 management API alike.
 
 Roles, most powerful first: ``owner``, ``admin``, ``developer`` (everything but people and

@@ -114,19 +114,13 @@ class ControlState:
         self._latest[key] = new
         match new:
             case ev.WorkspaceSaved():
-                if isinstance(old, ev.WorkspaceSaved):
-                    self._by_token.pop(old.token_hash, None)
                 self._put(self.workspaces, new.workspace_id, new)
-                if not new.deleted:
-                    self._by_token[new.token_hash] = new.workspace_id
+                self._index(self._by_token, getattr(old, "token_hash", None), new.token_hash, new.workspace_id, new)
             case ev.ServiceSaved():
                 self._put(self.services, new.service_id, new)
             case ev.ApiKeySaved():
-                if isinstance(old, ev.ApiKeySaved):
-                    self._by_key_hash.pop(old.key_hash, None)
                 self._put(self.api_keys, new.key_id, new)
-                if not new.deleted:
-                    self._by_key_hash[new.key_hash] = new.key_id
+                self._index(self._by_key_hash, getattr(old, "key_hash", None), new.key_hash, new.key_id, new)
             case ev.DomainSaved():
                 self._put(self.domains, new.domain_id, new)
             case ev.SandboxRecipientSaved():
@@ -140,11 +134,16 @@ class ControlState:
             case ev.SessionSaved():
                 self._put(self.sessions, new.session_id, new)
             case ev.UserTokenSaved():
-                if isinstance(old, ev.UserTokenSaved):
-                    self._by_user_token_hash.pop(old.token_hash, None)
                 self._put(self.user_tokens, new.token_id, new)
-                if not new.deleted:
-                    self._by_user_token_hash[new.token_hash] = new.token_id
+                self._index(self._by_user_token_hash, getattr(old, "token_hash", None), new.token_hash, new.token_id, new)
+
+    @staticmethod
+    def _index(index: dict[str, str], old_hash: str | None, new_hash: str, ident: str, event: ev.ControlRecord) -> None:
+        """Keep a secret-hash → id index in step: the old hash out, the new one in unless deleted."""
+        if old_hash is not None:
+            index.pop(old_hash, None)
+        if not event.deleted:
+            index[new_hash] = ident
 
     @staticmethod
     def _put(table: dict[Any, Any], ident: object, event: ev.ControlRecord) -> None:

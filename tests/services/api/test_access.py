@@ -1,4 +1,4 @@
-"""People and access (SPEC §19), in-process over the real embedded log: invitations mailed
+"""People and access (docs/people-and-access.md), in-process over the real embedded log: invitations mailed
 through the send pipeline, password + TOTP sign-in with its edge cases, roles refused
 server-side on the management API (personal tokens) and on dashboard forms posted directly,
 sessions listed and ended. The browser test (tests/services/api/dashboard/test_people_browser.py)

@@ -173,26 +173,26 @@ def test_sign_out_makes_a_saved_cookie_useless_on_every_api_process(world, conte
         assert r.status_code == 303 and r.headers["location"] == "/signin", proc.url
 
 
-def test_single_sign_on_with_the_local_openid_provider(world, context):
-    page = context.new_page()
+def sso_sign_in(page, login: str) -> None:
+    """From Postline's sign-in page through the provider's own login and consent forms."""
     page.goto("/signin")
     page.get_by_role("link", name="Single sign-on (OpenID Connect)").click()
-    page.locator("input[name=login]").fill("olga@sso.test")  # the provider's own login form
+    page.locator("input[name=login]").fill(login)
     page.locator("input[name=password]").fill("anything")
     page.get_by_role("button", name="Sign-in").click()
-    page.get_by_role("button", name="Continue").click()  # the provider's consent screen
+    page.get_by_role("button", name="Continue").click()
+
+
+def test_single_sign_on_with_the_local_openid_provider(world, context):
+    page = context.new_page()
+    sso_sign_in(page, "olga@sso.test")
     page.wait_for_url("**/services")
     assert page.get_by_text("olga@sso.test (viewer)").is_visible()  # a first SSO sign-in: the lowest role
     assert page.get_by_text("Read-only access").is_visible()
     # an address neither invited nor of an allowed domain is turned away
     with context.browser.new_context(base_url=world.a.url) as other:
         stranger = other.new_page()
-        stranger.goto("/signin")
-        stranger.get_by_role("link", name="Single sign-on (OpenID Connect)").click()
-        stranger.locator("input[name=login]").fill("mallory@evil.test")
-        stranger.locator("input[name=password]").fill("anything")
-        stranger.get_by_role("button", name="Sign-in").click()
-        stranger.get_by_role("button", name="Continue").click()
+        sso_sign_in(stranger, "mallory@evil.test")
         stranger.wait_for_url("**/signin/oidc/callback**")
         assert stranger.get_by_text("mallory@evil.test is not invited").is_visible()
     with admin_api(world) as api, signed_in_http(world) as admin:
