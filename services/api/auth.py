@@ -37,7 +37,8 @@ class ServiceCaller:
 # Declared as OpenAPI security schemes (the docs' Authorize button); they only read the
 # headers (auto_error=False) and the functions below give the errors.
 ADMIN_TOKEN = HTTPBearer(scheme_name="AdminToken", auto_error=False,
-                         description="Workspace admin token (`pl_adm_…`) for the management API and the dev inbox.")
+                         description="Workspace admin token (`pl_adm_…`), or a user's personal token (`pl_usr_…`, "
+                                     "acting with that user's role), for the management API and the dev inbox.")
 API_KEY = APIKeyHeader(name="Api-Key", scheme_name="ApiKey", auto_error=False,
                        description="Service API key (`rs_eml_…`) for the send API.")
 API_KEY_BEARER = HTTPBearer(scheme_name="ApiKeyBearer", auto_error=False,

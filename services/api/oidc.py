@@ -123,7 +123,7 @@ async def finish(settings: Settings, sealed_flow: str | None, params: dict[str, 
             info = await _get_json(meta["userinfo_endpoint"], {"Authorization": f"Bearer {tokens['access_token']}"})
             if info.get("sub") == claims["sub"]:
                 claims = {**info, **claims}
-    except (httpx.HTTPError, JoseError, KeyError, ValueError) as exc:
+    except (httpx.HTTPError, JoseError, KeyError, TypeError, ValueError) as exc:
         return Refusal(401, f"The single sign-on answer could not be verified ({type(exc).__name__}).", cause=exc)
     email = str(claims.get("email") or "").lower()
     if not email or claims.get("email_verified") is not True:

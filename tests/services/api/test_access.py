@@ -27,8 +27,9 @@ from tests.support.postline import ADMIN_TOKEN
 PASSWORD = "correct horse battery staple"
 
 
-def client(rt) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(rt), raise_app_exceptions=False),
+def client(app) -> httpx.AsyncClient:
+    """A browser-like client (its own cookie jar) of the test's one app."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
                              base_url="http://127.0.0.1:8080")
 
 
@@ -61,12 +62,12 @@ def cheap_argon2(monkeypatch):
 @pytest.fixture
 async def world(tmp_path):
     async with api_runtime(tmp_path, with_store=True, webhook_allow_private=True) as (rt, admin):
-        yield rt, admin
+        yield rt, admin, create_app(rt)  # one app per test: building one takes a noticeable moment
 
 
 async def test_invitation_is_mailed_through_the_pipeline_and_accepting_it_signs_in(world):
-    rt, admin = world
-    async with client(rt) as http:
+    rt, admin, app = world
+    async with client(app) as http:
         csrf = await sign_in(http, ADMIN_TOKEN)
         r = await http.post("/people", data={"csrf": csrf, "email": "not an address", "role": "viewer"})
         assert r.status_code == 400 and "email" in r.text
@@ -80,7 +81,7 @@ async def test_invitation_is_mailed_through_the_pipeline_and_accepting_it_signs_
     token = re.search(r"/accept-invite\?token=([\w-]+)", mail[0].text).group(1)
     user = next(iter(rt.control.state.users.values()))
     assert user.status == "invited" and token not in user.model_dump_json()  # only its hash is kept
-    async with client(rt) as http:
+    async with client(app) as http:
         page = await http.get(f"/accept-invite?token={token}")
         assert page.status_code == 200 and "developer" in page.text
         r = await http.post("/accept-invite", data={"token": token, "password": "short", "password_again": "short"})
@@ -93,23 +94,23 @@ async def test_invitation_is_mailed_through_the_pipeline_and_accepting_it_signs_
         assert r.status_code == 400 and "invalid, used or expired" in r.text
     user = rt.control.state.users[user.user_id]
     assert user.status == "active" and user.password_hash.startswith("$argon2id$") and user.invite_token_hash is None
-    async with client(rt) as http:
+    async with client(app) as http:
         assert (await password_sign_in(http, "dev@acme.test", "wrong password!")).status_code == 401
         assert (await password_sign_in(http, "nobody@acme.test")).status_code == 401
         r = await password_sign_in(http, "DEV@acme.test")
         assert r.status_code == 303 and r.headers["location"] == "/services"
         # an invitation to an active member is refused
         csrf = csrf_of((await http.get("/people")).text)
-    async with client(rt) as http:
+    async with client(app) as http:
         csrf = await sign_in(http, ADMIN_TOKEN)
         r = await http.post("/people", data={"csrf": csrf, "email": "dev@acme.test", "role": "viewer"})
         assert r.status_code == 409 and "already a member" in r.text
 
 
 async def test_totp_codes_work_once_and_recovery_codes_replace_them_once(world):
-    rt, admin = world
+    rt, admin, app = world
     user = await add_user(rt, "default", "tia@acme.test", "developer", PASSWORD)
-    async with client(rt) as http:
+    async with client(app) as http:
         assert (await password_sign_in(http, "tia@acme.test")).status_code == 303
         csrf = csrf_of((await http.get("/account")).text)
         assert (await http.post("/account/totp", data={"csrf": csrf})).status_code == 303
@@ -124,7 +125,7 @@ async def test_totp_codes_work_once_and_recovery_codes_replace_them_once(world):
         assert len(codes) == 10 and all(recovery_hash(c) in rt.control.state.users[user.user_id].recovery_hashes
                                         for c in codes)
         assert codes[0] not in (await http.get("/account")).text  # shown once
-    async with client(rt) as http:
+    async with client(app) as http:
         assert (await password_sign_in(http, "tia@acme.test")).status_code == 401  # a code is needed now
         # the code used to turn it on cannot be used again; the next step's can
         assert (await password_sign_in(http, "tia@acme.test", code=pyotp.TOTP(secret).now())).status_code == 401
@@ -137,12 +138,12 @@ async def test_totp_codes_work_once_and_recovery_codes_replace_them_once(world):
 
 
 async def test_a_viewer_cannot_change_anything_even_posting_forms_directly(world):
-    rt, admin = world
+    rt, admin, app = world
     ids = await seed(rt, admin)
     await add_user(rt, "default", "vic@acme.test", "viewer", PASSWORD)
     tables = ("services", "api_keys", "domains", "webhooks", "sandbox", "suppressions", "users", "sessions")
     snapshot = {k: dict(getattr(rt.control.state, k)) for k in tables}
-    async with client(rt) as http:
+    async with client(app) as http:
         assert (await password_sign_in(http, "vic@acme.test")).status_code == 303
         page = await http.get(f"/services/{ids['sid']}/keys")
         assert page.status_code == 200 and "Read-only access" in page.text
@@ -176,11 +177,11 @@ async def test_a_viewer_cannot_change_anything_even_posting_forms_directly(world
 
 
 async def test_roles_decide_with_the_users_current_role_and_owners_stay_owned(world):
-    rt, admin = world
+    rt, admin, app = world
     dev = await add_user(rt, "default", "dee@acme.test", "developer", PASSWORD)
     adm = await add_user(rt, "default", "ada@acme.test", "admin", PASSWORD)
     owner = await add_user(rt, "default", "own@acme.test", "owner", PASSWORD)
-    async with client(rt) as http:
+    async with client(app) as http:
         await password_sign_in(http, "dee@acme.test")
         csrf = csrf_of((await http.get("/services")).text)
         assert (await http.post("/services", data={"csrf": csrf, "name": "by dev"})).status_code == 303
@@ -191,7 +192,7 @@ async def test_roles_decide_with_the_users_current_role_and_owners_stay_owned(wo
         token = re.search(r'id="new-token" class="secret">([^<]+)<', r.text).group(1)
     api = admin.as_token(token)
     assert (await api("POST", "/api/email/services", json={"name": "by token"})).status_code == 201
-    async with client(rt) as http:
+    async with client(app) as http:
         await password_sign_in(http, "ada@acme.test")
         csrf = csrf_of((await http.get("/people")).text)
         assert (await http.post(f"/people/{dev.user_id}/role", data={"csrf": csrf, "role": "viewer"})).status_code == 303
@@ -200,7 +201,7 @@ async def test_roles_decide_with_the_users_current_role_and_owners_stay_owned(wo
         r = await http.post(f"/people/{owner.user_id}/remove", data={"csrf": csrf})
         assert r.status_code == 403 and owner.user_id in rt.control.state.users
     assert (await api("POST", "/api/email/services", json={"name": "again"})).status_code == 403
-    async with client(rt) as http:
+    async with client(app) as http:
         await password_sign_in(http, "own@acme.test")
         csrf = csrf_of((await http.get("/people")).text)
         assert (await http.post(f"/people/{dev.user_id}/remove", data={"csrf": csrf})).status_code == 303
@@ -212,11 +213,11 @@ async def test_roles_decide_with_the_users_current_role_and_owners_stay_owned(wo
 
 
 async def test_sessions_are_listed_and_sign_out_everywhere_ends_them_all(world):
-    rt, admin = world
+    rt, admin, app = world
     await add_user(rt, "default", "sam@acme.test", "viewer", PASSWORD)
     phones = []
     for _ in range(3):
-        http = client(rt)
+        http = client(app)
         assert (await password_sign_in(http, "sam@acme.test")).status_code == 303
         phones.append(http)
     try:
@@ -228,7 +229,7 @@ async def test_sessions_are_listed_and_sign_out_everywhere_ends_them_all(world):
         assert (await phones[1].get("/services")).status_code == 303  # that one is ended
         assert (await phones[2].get("/services")).status_code == 200
         # another user's (or the admin token's) session cannot be ended from here
-        async with client(rt) as other:
+        async with client(app) as other:
             await sign_in(other, ADMIN_TOKEN)
             admin_session = other.cookies[sess.COOKIE].partition(".")[0]
             r = await phones[0].post(f"/account/sessions/{admin_session}/end", data={"csrf": csrf})

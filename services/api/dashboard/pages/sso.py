@@ -3,6 +3,7 @@ is set. The flow's secrets ride in a sealed cookie scoped to the callback (SameS
 provider's redirect back is a cross-site navigation)."""
 from __future__ import annotations
 
+import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -26,7 +27,7 @@ async def sso_begin(request: Request) -> Response:
         raise PageError(404, "Single sign-on is not set up on this installation.")
     try:
         url, flow = await oidc.begin(settings)
-    except Exception:  # the provider is down or misconfigured: say so, never a 500
+    except (httpx.HTTPError, KeyError, TypeError, ValueError):  # the provider is down or misconfigured: say so
         return signin_page(request, "The single sign-on provider cannot be reached. Try again later.", 503)
     response = redirect(url)
     response.set_cookie(FLOW_COOKIE, flow, httponly=True, samesite="lax", secure=secure(request),
