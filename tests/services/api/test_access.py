@@ -192,6 +192,11 @@ async def test_roles_decide_with_the_users_current_role_and_owners_stay_owned(wo
         token = re.search(r'id="new-token" class="secret">([^<]+)<', r.text).group(1)
     api = admin.as_token(token)
     assert (await api("POST", "/api/email/services", json={"name": "by token"})).status_code == 201
+    # tenant isolation: the token is its workspace's only
+    _, token_b = await rt.create_workspace("B")
+    sid_b = (await admin.as_token(token_b)("POST", "/api/email/services", json={"name": "b"})).json()["id"]
+    assert (await api("GET", f"/api/email/services/{sid_b}")).status_code == 404
+    assert sid_b not in (await api("GET", "/api/email/services")).text
     async with client(app) as http:
         await password_sign_in(http, "ada@acme.test")
         csrf = csrf_of((await http.get("/people")).text)

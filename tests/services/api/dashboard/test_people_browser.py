@@ -93,8 +93,8 @@ def test_invite_accept_then_sign_in_with_password_and_totp(world, context):
     admin.get_by_label("Admin token").fill(ADMIN_TOKEN)
     admin.get_by_role("button", name="Sign in", exact=True).click()
     admin.goto("/people")
-    admin.get_by_label("Email").fill("pat@acme.test")
-    admin.get_by_label("Role").select_option("developer")
+    admin.get_by_label("Email", exact=True).fill("pat@acme.test")
+    admin.get_by_label("Role", exact=True).select_option("developer")
     admin.get_by_role("button", name="Send invitation").click()
     assert admin.get_by_text("Invitation sent to pat@acme.test (developer)").is_visible()
     link = invitation_link(world, "pat@acme.test")
@@ -195,7 +195,19 @@ def test_single_sign_on_with_the_local_openid_provider(world, context):
         sso_sign_in(stranger, "mallory@evil.test")
         stranger.wait_for_url("**/signin/oidc/callback**")
         assert stranger.get_by_text("mallory@evil.test is not invited").is_visible()
-    with admin_api(world) as api, signed_in_http(world) as admin:
+    # an invited address (any domain) signs in with the role it was invited with
+    with signed_in_http(world) as admin:
+        csrf = CSRF_RE.search(admin.get("/people").text).group(1)
+        assert admin.post("/people", data={"csrf": csrf, "email": "ivan@partner.test", "role": "admin"}).status_code == 201
+    with context.browser.new_context(base_url=world.a.url) as other:
+        ivan = other.new_page()
+        sso_sign_in(ivan, "ivan@partner.test")
+        ivan.wait_for_url("**/services")
+        assert ivan.get_by_text("ivan@partner.test (admin)").is_visible()
+    # an answer that does not belong to a sign-in started here is refused (state, flow cookie)
+    r = httpx.get(f"{world.a.url}/signin/oidc/callback", params={"code": "x", "state": "forged"})
+    assert r.status_code == 400 and "does not match a sign-in started here" in r.text
+    with signed_in_http(world) as admin:
         people = admin.get("/people").text
         assert "olga@sso.test" in people and "mallory@evil.test" not in people
-        assert api.get("/api/email/services").status_code == 200
+        assert re.search(r"ivan@partner.test.*?active.*?SSO", people, re.S)

@@ -136,8 +136,12 @@ async def test_a_session_is_stored_ends_on_sign_out_expires_and_is_bound_to_the_
         async with client(rt) as forged:
             forged.cookies.set(sess.COOKIE, f"{session_id}.not-the-secret")
             assert (await forged.get("/services")).status_code == 303
-        # idle for longer than IDLE: ended (the record says so, on every process)
+        # idle for longer than IDLE, or past its absolute end however active: ended (on every process)
         await rt.control.save(rec.model_copy(update={"id": ev.new_id(), "last_seen_at": rec.last_seen_at - sessions.IDLE}))
+        assert (await http.get("/services")).status_code == 303
+        await sign_in(http, ADMIN_TOKEN)
+        rec = rt.control.state.sessions[http.cookies[sess.COOKIE].partition(".")[0]]
+        await rt.control.save(rec.model_copy(update={"id": ev.new_id(), "expires_at": ev.utcnow() - timedelta(seconds=1)}))
         assert (await http.get("/services")).status_code == 303
         csrf = await sign_in(http, ADMIN_TOKEN)
         old = http.cookies[sess.COOKIE]
