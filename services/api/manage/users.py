@@ -31,6 +31,7 @@ INVITE_TTL = timedelta(hours=72)
 ACCEPT_PATH = "/accept-invite"
 SYSTEM_SERVICE = "postline-system"
 MAX_USERS = 500  # per workspace
+RESEND_AFTER = timedelta(minutes=1)  # a fresh link to one address at most this often (no mail bombing)
 
 
 class UserInvite(SandboxEmailCreate):
@@ -53,8 +54,9 @@ def user_id_for(workspace_id: str, email: str) -> str:
 
 
 async def invite(rt: ApiContext, actor: Actor, email: str, role: ev.Role) -> dict[str, Any] | Refusal:
-    """Invite ``email`` with ``role`` (a pending invitation gets a fresh link); 409 when the
-    address is already an active user, 403 when ``actor`` may not grant ``role``."""
+    """Invite ``email`` with ``role`` (a pending invitation gets a fresh link, at most once a
+    minute: else 429); 409 when the address is already an active user, 403 when ``actor``
+    may not grant ``role``, 400 past ``MAX_USERS``."""
     if refused := role_change_refusal(actor, None, role):
         return refused
     email = email.lower()
@@ -62,6 +64,10 @@ async def invite(rt: ApiContext, actor: Actor, email: str, role: ev.Role) -> dic
     existing = state.user(actor.workspace_id, user_id_for(actor.workspace_id, email))
     if existing is not None and existing.status == "active":
         return Refusal(409, f"{email} is already a member of this workspace", field="email")
+    if existing is not None and existing.invite_expires_at is not None and \
+            existing.invite_expires_at - INVITE_TTL > ev.utcnow() - RESEND_AFTER:
+        return Refusal(429, f"an invitation was sent to {email} less than a minute ago", field="email",
+                       retry_after=int(RESEND_AFTER.total_seconds()))
     if existing is None and len(state.users_of(actor.workspace_id)) >= MAX_USERS:
         return Refusal(400, f"a workspace has at most {MAX_USERS} users", field="email")
     token = secrets.token_urlsafe(32)

@@ -75,6 +75,8 @@ async def test_invitation_is_mailed_through_the_pipeline_and_accepting_it_signs_
         assert r.status_code == 400 and "role" in r.text
         r = await http.post("/people", data={"csrf": csrf, "email": "Dev@Acme.test", "role": "developer"})
         assert r.status_code == 201 and "Invitation sent to dev@acme.test" in r.text
+        r = await http.post("/people", data={"csrf": csrf, "email": "dev@acme.test", "role": "developer"})
+        assert r.status_code == 429 and "less than a minute ago" in r.text  # no mail bombing through invitations
     mail = [m for m in await requests_on_the_log(rt) if m.to == ["dev@acme.test"]]
     assert len(mail) == 1 and mail[0].service_id == users.SYSTEM_SERVICE and "postline-invitation" in mail[0].tags
     assert mail[0].from_ == f"Postline <{rt.settings.sandbox_from}>"
