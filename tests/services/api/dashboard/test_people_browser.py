@@ -17,6 +17,7 @@ import pytest
 
 from services.api.dashboard import session as sess
 from tests.support.broker import free_port
+from tests.support.browser import screenshot_dir
 from tests.support.oidc_provider import OidcProvider
 from tests.support.postline import ADMIN_TOKEN, PostlineProcess
 
@@ -111,6 +112,7 @@ def test_invite_accept_then_sign_in_with_password_and_totp(world, context):
         pat.get_by_label("Code").fill(pyotp.TOTP(secret).now())
         pat.get_by_role("button", name="Turn on").click()
         assert pat.locator("#recovery-codes li").count() == 10
+        pat.screenshot(path=str(screenshot_dir() / "account.png"), full_page=True)
         pat.get_by_role("button", name="Sign out", exact=True).click()
         pat.wait_for_url("**/signin")
         pat.get_by_label("Email").fill("pat@acme.test")
@@ -126,6 +128,7 @@ def test_invite_accept_then_sign_in_with_password_and_totp(world, context):
     admin.goto("/people")
     row = admin.get_by_role("row", name=re.compile("pat@acme.test"))
     assert "active" in row.inner_text() and "TOTP" in row.inner_text()
+    admin.screenshot(path=str(screenshot_dir() / "people.png"), full_page=True)
 
 
 def test_a_viewer_is_offered_no_form_and_every_form_posted_directly_is_refused(world, context):
