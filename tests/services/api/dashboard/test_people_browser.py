@@ -88,11 +88,18 @@ def invited_user_cookie(world, email: str, role: str) -> str:
         return invitee.cookies[sess.COOKIE]
 
 
+def admin_page(context):
+    """A page of ``context`` signed in with the workspace admin token."""
+    page = context.new_page()
+    page.goto("/signin")
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_url("**/services")
+    return page
+
+
 def test_invite_accept_then_sign_in_with_password_and_totp(world, context):
-    admin = context.new_page()
-    admin.goto("/signin")
-    admin.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    admin.get_by_role("button", name="Sign in", exact=True).click()
+    admin = admin_page(context)
     admin.goto("/people")
     admin.get_by_label("Email", exact=True).fill("pat@acme.test")
     admin.get_by_label("Role", exact=True).select_option("developer")
@@ -159,11 +166,7 @@ def test_a_viewer_is_offered_no_form_and_every_form_posted_directly_is_refused(w
 
 
 def test_sign_out_makes_a_saved_cookie_useless_on_every_api_process(world, context):
-    page = context.new_page()
-    page.goto("/signin")
-    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_url("**/services")
+    page = admin_page(context)
     saved = next(c["value"] for c in context.cookies() if c["name"] == sess.COOKIE)
     for proc in (world.a, world.b):
         assert httpx.get(f"{proc.url}/services", cookies={sess.COOKIE: saved}).status_code == 200
