@@ -88,7 +88,8 @@ async def _rotate_secret_key() -> None:
     try:
         with audit.acting(_operator("rotate-secret-key")):
             done = await rotate(rt.control, old, settings.master_key)
-        print(f"re-sealed {done['domains']} domains and {done['webhooks']} webhooks under the new master key")
+        print(f"re-sealed {done['domains']} domains, {done['webhooks']} webhooks and {done['users']} users' TOTP "
+              "secrets under the new master key")
     finally:
         await rt.close()
 
@@ -102,7 +103,8 @@ ENV = {
     "api": ["POSTLINE_ADMIN_TOKEN", "POSTLINE_SANDBOX_FROM", "POSTLINE_RATE_PER_MINUTE", "POSTLINE_RATE_PER_DAY",
             "POSTLINE_QUOTA_FLUSH_INTERVAL", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME", "POSTLINE_WEBHOOK_ALLOW_PRIVATE",
             "POSTLINE_SUBMISSION_PORT", "POSTLINE_TLS_CERT", "POSTLINE_TLS_KEY", "POSTLINE_CONTROL_CATCH_UP_TIMEOUT",
-            "POSTLINE_AUTH_FREE_FAILURES"],
+            "POSTLINE_OIDC_ISSUER", "POSTLINE_OIDC_CLIENT_ID", "POSTLINE_OIDC_CLIENT_SECRET",
+            "POSTLINE_OIDC_ALLOWED_DOMAINS", "POSTLINE_AUTH_FREE_FAILURES"],
     "relay": ["POSTLINE_DELIVERY", "POSTLINE_SMARTHOST", "POSTLINE_SMARTHOST_USER", "POSTLINE_SMARTHOST_PASSWORD",
               "POSTLINE_SMARTHOST_TLS", "POSTLINE_DNS_SERVER", "POSTLINE_HOSTNAME",
               "POSTLINE_RELAY_CONCURRENCY", "POSTLINE_RETRY_SCHEDULE", "POSTLINE_QUEUE_LIFETIME", "POSTLINE_MX_PORT",

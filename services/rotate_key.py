@@ -1,4 +1,4 @@
-"""``postline rotate-secret-key``: re-seal every DKIM private key and webhook secret from
+"""``postline rotate-secret-key``: re-seal every DKIM private key, webhook secret and TOTP secret from
 the previous master key to the current one, as new control events (offline: stop the
 roles first, run it once, start them with the new key).
 
@@ -28,10 +28,10 @@ def _reseal(old: bytes, new: bytes, sealed: str | None, context: str) -> str | N
 
 
 async def rotate(control: ControlPlane, old: bytes, new: bytes) -> dict[str, int]:
-    """Append re-sealed copies of the domains and webhooks of ``control`` (a started
+    """Append re-sealed copies of the domains, webhooks and users (TOTP) of ``control`` (a started
     ``ControlPlane``); returns how many of each were re-sealed. Raises ``InvalidTag`` when
     a secret opens with neither key."""
-    done = {"domains": 0, "webhooks": 0}
+    done = {"domains": 0, "webhooks": 0, "users": 0}
     for dom in list(control.state.domains.values()):
         changes = {f: v for f in ("rsa_private_sealed", "ed_private_sealed")
                    if (v := _reseal(old, new, getattr(dom, f), dom.domain_id)) is not None}
@@ -44,4 +44,10 @@ async def rotate(control: ControlPlane, old: bytes, new: bytes) -> dict[str, int
         if changes:
             await control.change(wh, **changes)
             done["webhooks"] += 1
+    for user in list(control.state.users.values()):  # TOTP secrets (services/api/manage/credentials.py)
+        changes = {f: v for f in ("totp_sealed", "totp_pending_sealed")
+                   if (v := _reseal(old, new, getattr(user, f), f"totp:{user.user_id}")) is not None}
+        if changes:
+            await control.change(user, **changes)
+            done["users"] += 1
     return done

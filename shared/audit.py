@@ -28,7 +28,10 @@ from shared import events as ev
 from shared.control.state import entity_key
 
 REDACTED = "[redacted]"
-ID_FIELDS = {"api_key": "key_id", "sandbox_recipient": "recipient_id"}  # else "<type>_id"
+ID_FIELDS = {"api_key": "key_id", "sandbox_recipient": "recipient_id", "user_token": "token_id"}  # else "<type>_id"
+# Dashboard sessions are bookkeeping (a session's last activity moves on every page): the
+# Account page lists them; signing in and out are not control changes of the workspace.
+UNAUDITED = frozenset({"session"})
 # a field whose name holds one of these carries a secret (or a hash or sealed form of one)
 SECRET_MARKS = ("hash", "secret", "sealed", "private", "password", "totp", "recovery")
 
@@ -100,6 +103,8 @@ def entry_for(before: ev.ControlRecord | None, after: ev.ControlRecord, ctx: Con
     whole old one, updates the fields that changed (of ``only``, the fields a change set,
     when given: another request's change merged meanwhile is not this actor's)."""
     kind, ident = target_of(after)
+    if kind in UNAUDITED:
+        return None
     old = _state(before) if before is not None and not before.deleted else None
     new = _state(after) if not after.deleted else None
     if old is None and new is None:

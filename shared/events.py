@@ -197,9 +197,70 @@ class WebhookSaved(ControlRecord):
     deleted: bool = False
 
 
+# ---------------------------------------------------------------- people and access (docs/people-and-access.md)
+
+Role = Literal["owner", "admin", "developer", "viewer"]
+ROLES: tuple[str, ...] = get_args(Role)
+"""Dashboard roles, most powerful first (services/api/access.py says what each may do)."""
+
+
+class UserSaved(ControlRecord):
+    """A dashboard user of a workspace: invited (a 72 h link), then active with a password
+    (argon2id) and optional TOTP, or through OpenID Connect. Secrets are stored hashed
+    (password, invitation token, recovery codes) or sealed (the TOTP secret)."""
+
+    type: Literal["user.saved"] = "user.saved"
+    user_id: str  # derived from (workspace, email): one record per address and workspace
+    email: str
+    role: Role = "viewer"
+    status: Literal["invited", "active"] = "invited"
+    password_hash: str | None = None
+    invite_token_hash: str | None = None
+    invite_expires_at: datetime | None = None
+    invited_by: str | None = None
+    totp_sealed: str | None = None  # the confirmed TOTP secret; None: no second factor
+    totp_pending_sealed: str | None = None  # shown to the user, not confirmed with a code yet
+    totp_last_step: int = 0  # the last time step accepted (a code works once)
+    recovery_hashes: list[str] = []  # unused recovery codes, hashed
+    oidc_subject: str | None = None  # ``iss`` + ``sub`` of the identity it signed in with
+    created_at: datetime
+    deleted: bool = False
+
+
+class SessionSaved(ControlRecord):
+    """A dashboard session. The cookie holds ``session_id`` and a secret whose hash is
+    stored here; deleting the record ends the session on every process."""
+
+    type: Literal["session.saved"] = "session.saved"
+    session_id: str
+    user_id: str | None = None  # None: signed in with the workspace admin token
+    token_prefix: str | None = None  # admin-token sessions: the token's hash prefix (a re-key ends them)
+    secret_hash: str
+    method: Literal["admin_token", "password", "oidc"]
+    source: str | None = None  # the client address it was opened from
+    user_agent: str | None = None
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime  # absolute end, whatever the activity
+    deleted: bool = False
+
+
+class UserTokenSaved(ControlRecord):
+    """A user's personal API token for the management API (``pl_usr_…``, shown once)."""
+
+    type: Literal["user_token.saved"] = "user_token.saved"
+    token_id: str
+    user_id: str
+    name: str
+    token_hash: str
+    prefix: str
+    created_at: datetime
+    deleted: bool = False
+
+
 ControlEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved],
+          WebhookSaved, UserSaved, SessionSaved, UserTokenSaved],
     Field(discriminator="type"),
 ]
 
@@ -498,7 +559,8 @@ class WebhookReplay(Event):
 
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved, AuditEntry, WebhookAttempted, WebhookReplay, SendRequested, SendCanceled, SendRescheduled,
+          WebhookSaved, AuditEntry, UserSaved, SessionSaved, UserTokenSaved, WebhookAttempted, WebhookReplay, SendRequested,
+          SendCanceled, SendRescheduled,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled],
     Field(discriminator="type"),
 ]

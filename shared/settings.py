@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Base URL for tracking, unsubscribe and verification links.")
     hostname: str = Field("postline.localhost", description="Public host name of this installation: HELO name, MX target of bounce domains.")
     spf_include: str | None = Field(None, description="Domain senders include in SPF (default _spf.<hostname>).")
+    oidc_issuer: str | None = Field(None, description="OpenID Connect issuer URL for dashboard single sign-on (discovery at <issuer>/.well-known/openid-configuration); unset: no SSO.")
+    oidc_client_id: str | None = Field(None, description="Client id of Postline at the OpenID Connect provider.")
+    oidc_client_secret: str | None = Field(None, description="Client secret of Postline at the OpenID Connect provider.")
+    oidc_allowed_domains: str = Field("", description="Comma-separated email domains that may sign in with OpenID Connect (a first sign-in creates a viewer); empty: only addresses already invited.")
     rate_per_minute: int = Field(600, ge=1, description="Base production limit per service per minute (reputation raises it).")
     rate_per_day: int = Field(10_000, ge=1, description="Base production limit per service per day (reputation raises it).")
     quota_flush_interval: float = Field(0.1, gt=0, le=5, description="Kafka mode: seconds between an API replica's publications of its rate counts to the others (the total can overshoot by about this much traffic).")
@@ -141,6 +145,12 @@ class Settings(BaseSettings):
         for path in (self.tls_cert, self.tls_key):
             if path is not None and not path.is_file():
                 raise ValueError(f"{path} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> Settings:
+        if self.oidc_issuer and not (self.oidc_client_id and self.oidc_client_secret):
+            raise ValueError("POSTLINE_OIDC_ISSUER needs POSTLINE_OIDC_CLIENT_ID and POSTLINE_OIDC_CLIENT_SECRET")
         return self
 
     @model_validator(mode="after")

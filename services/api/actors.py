@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.api.access import Actor
 from services.api.request_ids import request_id_of
-from shared import audit
+from shared import audit, events as ev
 
 
 class AuditContext:
@@ -23,6 +24,15 @@ class AuditContext:
         client = scope.get("client")
         with audit.acting(audit.Context(source=str(client[0]) if client else None, request_id=request_id_of(scope))):
             await self.app(scope, receive, send)
+
+
+def acting(actor: Actor, ws: ev.WorkspaceSaved) -> None:
+    """Name ``actor`` (services/api/access.py) as the audit log's actor: a user by their id
+    (through a dashboard session or a personal token), else the workspace's admin token."""
+    if actor.user is not None:
+        audit.set_actor("user", actor.user.user_id)
+    else:
+        admin_token(ws.token_hash)
 
 
 def admin_token(token_hash: str) -> None:

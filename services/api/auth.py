@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from services.api import actors
+from services.api import access, actors
 from services.api.context import ApiContext
 from services.api.errors import http_error
+from services.api.manage import user_tokens
 from services.api.refusal import Refusal
 from services.api.throttle import Door, account_of, source_of
 from shared.control.errors import ControlBehind
@@ -45,7 +46,8 @@ class ServiceCaller:
 # Declared as OpenAPI security schemes (the docs' Authorize button); they only read the
 # headers (auto_error=False) and the functions below give the errors.
 ADMIN_TOKEN = HTTPBearer(scheme_name="AdminToken", auto_error=False,
-                         description="Workspace admin token (`pl_adm_…`) for the management API and the dev inbox.")
+                         description="Workspace admin token (`pl_adm_…`), or a user's personal token (`pl_usr_…`, "
+                                     "acting with that user's role), for the management API and the dev inbox.")
 API_KEY = APIKeyHeader(name="Api-Key", scheme_name="ApiKey", auto_error=False,
                        description="Service API key (`rs_eml_…`) for the send API.")
 API_KEY_BEARER = HTTPBearer(scheme_name="ApiKeyBearer", auto_error=False,
@@ -113,7 +115,10 @@ async def count_failure(rt: ApiContext, door: Door, address: str, account: str) 
 
 
 async def workspace(request: Request, authorization: HTTPAuthorizationCredentials | None = Security(ADMIN_TOKEN)) -> WorkspaceSaved:
-    """The workspace whose admin token is presented as ``Authorization: Bearer``."""
+    """The workspace of the credential presented as ``Authorization: Bearer``: the workspace
+    admin token (role owner) or a user's personal token (``pl_usr_…``, that user's role).
+    The request must be allowed to the role (services/api/access.py: reading for every role,
+    any other method needs ``write``), else 403; ``request.state.actor`` names who acts."""
     token = _bearer(authorization)
     if not token:
         raise http_error(Refusal(401, "missing admin token: send Authorization: Bearer <token>", code=MISSING))
@@ -122,12 +127,25 @@ async def workspace(request: Request, authorization: HTTPAuthorizationCredential
     if refused := throttled(rt, address, account_of(token)):
         raise http_error(refused)
     await caught_up(rt)
-    ws = rt.control.state.workspace_by_token_hash(hash_secret(token))
-    if ws is None:
+    actor = credential_actor(rt.control.state, token)
+    if actor is None:
         await count_failure(rt, "admin_token", address, account_of(token))
         raise HTTPException(401, "invalid admin token")
-    actors.admin_token(ws.token_hash)
+    request.state.actor = actor
+    ws = rt.control.state.workspaces[actor.workspace_id]
+    actors.acting(actor, ws)
+    if refused := access.refusal(actor, access.permission_of_method(request.method)):
+        raise http_error(refused)
     return ws
+
+
+def credential_actor(state: ControlState, token: str) -> access.Actor | None:
+    """Who a management credential acts for: a workspace admin token (owner) or a personal
+    token; None when it is neither."""
+    if token.startswith(user_tokens.PREFIX):
+        return user_tokens.token_actor(state, token)
+    ws = state.workspace_by_token_hash(hash_secret(token))
+    return access.Actor(ws.workspace_id, "owner") if ws is not None else None
 
 
 async def service_key(request: Request, api_key: str | None = Security(API_KEY),

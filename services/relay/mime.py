@@ -92,12 +92,16 @@ def address_header(name: str, values: list[str]) -> bytes:
     return fold(name, tokens)
 
 
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
 def _qp(text: str) -> bytes:
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode()
     out = binascii.b2a_qp(data, istext=True, header=False)
-    # b2a_qp leaves a lone "." line as is; encode it so no line is ever just "."
-    out = b"\n".join(b"=2E" if line == b"." else (b"=2E" + line[1:] if line.startswith(b".") else line)
-                     for line in out.split(b"\n"))
+    # b2a_qp leaves a "." at the start of a line as is: encode it, so no line is ever just "."
+    # and no line needs dot-stuffing (one regex pass, only when there is such a line).
+    if out.startswith(b".") or b"\n." in out:
+        out = _LEADING_DOT.sub(b"=2E", out)
     return out.replace(b"\n", CRLF)
 
 

@@ -33,6 +33,12 @@ def entity_key(event: ev.Event) -> str:
             return f"suppression:{event.service_id}:{event.email}"
         case ev.WebhookSaved():
             return f"webhook:{event.webhook_id}"
+        case ev.UserSaved():
+            return f"user:{event.user_id}"
+        case ev.SessionSaved():
+            return f"session:{event.session_id}"
+        case ev.UserTokenSaved():
+            return f"user_token:{event.token_id}"
     raise TypeError(f"not a control event: {type(event).__name__}")
 
 
@@ -48,6 +54,9 @@ class ControlState:
     sandbox: dict[str, ev.SandboxRecipientSaved] = field(default_factory=dict)
     suppressions: dict[tuple[str, str], ev.SuppressionSaved] = field(default_factory=dict)
     webhooks: dict[str, ev.WebhookSaved] = field(default_factory=dict)
+    users: dict[str, ev.UserSaved] = field(default_factory=dict)
+    sessions: dict[str, ev.SessionSaved] = field(default_factory=dict)
+    user_tokens: dict[str, ev.UserTokenSaved] = field(default_factory=dict)
     audit: AuditIndex = field(default_factory=AuditIndex)  # the newest entries per workspace (shared/audit.py)
     _positions: dict[str, int] = field(default_factory=dict)
     _recent: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # key → recent (event id, offset)
@@ -56,6 +65,7 @@ class ControlState:
     _set_at: dict[str, int] = field(default_factory=dict)  # key → offset of the record its entity was set by
     _by_token: dict[str, str] = field(default_factory=dict)
     _by_key_hash: dict[str, str] = field(default_factory=dict)
+    _by_user_token_hash: dict[str, str] = field(default_factory=dict)
     # partition → the offset after the last record applied from it: how far this state has
     # read the control log (what a send request records, and what a relay waits for).
     positions: dict[int, int] = field(default_factory=dict)
@@ -111,19 +121,13 @@ class ControlState:
         self._latest[key] = new
         match new:
             case ev.WorkspaceSaved():
-                if isinstance(old, ev.WorkspaceSaved):
-                    self._by_token.pop(old.token_hash, None)
                 self._put(self.workspaces, new.workspace_id, new)
-                if not new.deleted:
-                    self._by_token[new.token_hash] = new.workspace_id
+                self._index(self._by_token, getattr(old, "token_hash", None), new.token_hash, new.workspace_id, new)
             case ev.ServiceSaved():
                 self._put(self.services, new.service_id, new)
             case ev.ApiKeySaved():
-                if isinstance(old, ev.ApiKeySaved):
-                    self._by_key_hash.pop(old.key_hash, None)
                 self._put(self.api_keys, new.key_id, new)
-                if not new.deleted:
-                    self._by_key_hash[new.key_hash] = new.key_id
+                self._index(self._by_key_hash, getattr(old, "key_hash", None), new.key_hash, new.key_id, new)
             case ev.DomainSaved():
                 self._put(self.domains, new.domain_id, new)
             case ev.SandboxRecipientSaved():
@@ -132,6 +136,21 @@ class ControlState:
                 self._put(self.suppressions, (new.service_id, new.email), new)
             case ev.WebhookSaved():
                 self._put(self.webhooks, new.webhook_id, new)
+            case ev.UserSaved():
+                self._put(self.users, new.user_id, new)
+            case ev.SessionSaved():
+                self._put(self.sessions, new.session_id, new)
+            case ev.UserTokenSaved():
+                self._put(self.user_tokens, new.token_id, new)
+                self._index(self._by_user_token_hash, getattr(old, "token_hash", None), new.token_hash, new.token_id, new)
+
+    @staticmethod
+    def _index(index: dict[str, str], old_hash: str | None, new_hash: str, ident: str, event: ev.ControlRecord) -> None:
+        """Keep a secret-hash → id index in step: the old hash out, the new one in unless deleted."""
+        if old_hash is not None:
+            index.pop(old_hash, None)
+        if not event.deleted:
+            index[new_hash] = ident
 
     @staticmethod
     def _put(table: dict[Any, Any], ident: object, event: ev.ControlRecord) -> None:
@@ -207,6 +226,32 @@ class ControlState:
     def suppressions_of(self, service_id: str) -> list[ev.SuppressionSaved]:
         return sorted((s for (sid, _), s in self.suppressions.items() if sid == service_id),
                       key=lambda s: (s.created_at, s.email), reverse=True)
+
+    def user(self, workspace_id: str, user_id: str) -> ev.UserSaved | None:
+        """The user if it exists and belongs to ``workspace_id`` (tenant isolation)."""
+        u = self.users.get(user_id)
+        return u if u and u.workspace_id == workspace_id else None
+
+    def users_of(self, workspace_id: str) -> list[ev.UserSaved]:
+        return sorted((u for u in self.users.values() if u.workspace_id == workspace_id), key=lambda u: u.email)
+
+    def users_by_email(self, email: str) -> list[ev.UserSaved]:
+        """Every workspace's user of ``email`` (lower-cased), oldest first."""
+        email = email.lower()
+        return sorted((u for u in self.users.values() if u.email == email), key=lambda u: u.created_at)
+
+    def sessions_of(self, workspace_id: str, user_id: str | None) -> list[ev.SessionSaved]:
+        """The sessions of a user (``user_id`` None: the admin token's), newest first;
+        expired ones included (the caller filters by time)."""
+        return sorted((s for s in self.sessions.values() if s.workspace_id == workspace_id and s.user_id == user_id),
+                      key=lambda s: s.created_at, reverse=True)
+
+    def user_token_by_hash(self, token_hash: str) -> ev.UserTokenSaved | None:
+        tid = self._by_user_token_hash.get(token_hash)
+        return self.user_tokens.get(tid) if tid else None
+
+    def user_tokens_of(self, user_id: str) -> list[ev.UserTokenSaved]:
+        return sorted((t for t in self.user_tokens.values() if t.user_id == user_id), key=lambda t: t.created_at)
 
     def webhooks_of(self, service_id: str) -> list[ev.WebhookSaved]:
         return sorted((w for w in self.webhooks.values() if w.service_id == service_id), key=lambda w: w.created_at)

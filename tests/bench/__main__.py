@@ -8,6 +8,7 @@ import platform
 import os
 
 from tests.bench import relay
+from tests.bench.shapes import BY_NAME, SHAPES
 
 
 def main() -> None:
@@ -20,6 +21,8 @@ def main() -> None:
     parser.add_argument("--retention-messages", type=int, default=100_000, help="messages' worth of records it measures")
     parser.add_argument("--e2e-messages", type=int, default=3000, help="sends of the e2e and intake sections")
     parser.add_argument("--e2e-sink", choices=["aiosmtpd", "lean"], default="aiosmtpd")
+    parser.add_argument("--e2e-shapes", default=",".join(s.name for s in SHAPES),
+                        help="comma-separated workload shapes of tests/bench/shapes.py (default: all)")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the measured process into DIR/intake.txt and DIR/e2e.txt")
     args = parser.parse_args()
     import uvloop
@@ -62,11 +65,14 @@ def main() -> None:
     if args.only in (None, "e2e"):
         from tests.bench import e2e
 
-        results["e2e_vs_postfix"] = e2e.run(args.e2e_messages, args.e2e_sink, args.profile)
+        shapes = [BY_NAME[name] for name in args.e2e_shapes.split(",")]
+        results["e2e_vs_postfix"] = e2e.run(args.e2e_messages, args.e2e_sink, args.profile, shapes)
     if args.only in (None, "intake"):
         from tests.bench import e2e
 
         results["api_intake_alone"] = e2e.run_intake(args.e2e_messages, args.profile)
+        results["api_intake_alone_seed_fields"] = e2e.run_intake(args.e2e_messages, args.profile,
+                                                                 BY_NAME["seed_message_4kb_one_line"])
     print(json.dumps(results, indent=2))
 
 

@@ -1,14 +1,16 @@
 """End to end against Postfix (issue 21), and the API's intake alone.
 
 ``e2e``: ``postline all`` as a subprocess on embedded defaults (whatever its default process
-layout is; ``POSTLINE_WORKERS`` is passed through when set), a production service with a
-verified domain (dual DKIM: RSA-2048 + Ed25519), MESSAGES sends of a 5 KB HTML email from
+layout is; ``POSTLINE_WORKERS`` is passed through when set); for each workload shape of
+tests/bench/shapes.py a fresh production service with a verified domain (dual DKIM:
+RSA-2048 + Ed25519), MESSAGES sends (a tenth for the 1 MB and ten-recipient shapes) from
 CLIENTS concurrent keep-alive HTTP clients, delivered by smarthost to an SMTP sink in
-another process on loopback. The clock stops when the sink has counted every message.
+another process on loopback. The clock stops when the sink has counted every delivery.
 Then, when Debian's ``postfix`` is installed (``make bench-deps``), Postfix relays the same
 messages, submitted over SMTP by CLIENTS connections, into the same sink in the same run:
-configured with ``postconf -e`` to listen on loopback only with ``relayhost=[127.0.0.1]:PORT``,
-and stopped afterwards. Both rates and their ratio are printed.
+run from a config directory of its own (``postfix -c``, its own queue: the system's Postfix is
+left exactly as it was) listening on loopback only with ``relayhost=[127.0.0.1]:PORT``, and
+stopped afterwards. Every shape's two rates and their ratio are printed.
 
 ``intake``: the same ``postline all`` with its relay processes paused (nothing is delivered
 and the log only grows): accepted sends/s with p50/p99 at saturation (CLIENTS connections
@@ -38,26 +40,21 @@ from tests.bench.memory import children_by_role, per_role, rss_mb
 from tests.support.broker import free_port, wait_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
+from tests.bench.shapes import BY_NAME, SHAPES, Shape
 
 MESSAGES, CLIENTS, WARMUP = 3000, 64, 200
 TARGET_RATE = 1500  # issue 21: intake at this rate with p99 ≤ 50 ms
 POSTFIX = "/usr/sbin/postfix"
-SENDER = "Acme <billing@acme.test>"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def html_body(i: int) -> str:
-    """A ~5 KB transactional HTML email (a receipt), distinct per message."""
-    rows = "".join(f"<tr><td style=\"padding:4px 8px\">Item {n} of order {i}</td>"
-                   f"<td style=\"text-align:right\">{n * 7 % 50 + 0.99:.2f} EUR</td></tr>\n" for n in range(40))
-    page = (f"<!doctype html><html><body style=\"font-family:sans-serif\"><h1>Receipt #{i}</h1>"
-            f"<p>Thanks for your order. Here is what you bought:</p><table>{rows}</table>"
-            "<p>Questions? Reply to this email.</p></body></html>")
-    return page + "<!--" + "-" * max(0, 5120 - len(page) - 7) + "-->"
+def bodies_of(shape: Shape, domain: str, start: int, n: int) -> list[bytes]:
+    return [json.dumps(shape.request(start + i, domain)).encode() for i in range(n)]
 
 
-def request_body(i: int) -> dict:
-    return {"from": SENDER, "to": f"user{i}@example.com", "subject": f"Receipt #{i}", "html": html_body(i)}
+def count_of(shape: Shape, n: int) -> int:
+    """Sends of ``shape`` in a run of ``n`` messages (the 1 MB and ten-recipient shapes send a tenth)."""
+    return max(10, int(n * shape.scale))
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -190,93 +187,103 @@ def start_postline(tmp: Path, dns: DnsServer, role: str, sink: Sink | None) -> P
     return PostlineProcess(tmp / role, role=role, env=env).start()  # inherits POSTLINE_WORKERS if set
 
 
-def run_postline(tmp: Path, dns: DnsServer, sink: Sink, n: int, profile: str | None = None) -> dict:
-    proc = start_postline(tmp, dns, "all", sink)
-    try:
-        _, key = production_service(Api(proc.url), dns)
-        warm = [json.dumps(request_body(-i - 1)).encode() for i in range(WARMUP)]
-        post_all(proc.port, key, warm)  # pools, parsed keys, caches
-        sink.wait_for(WARMUP)
-        bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
-        base, cpu0, roles0 = sink.count(), tree_cpu_s(proc.proc.pid), per_role(proc.proc.pid, tree_cpu_s)
-        with Profile(profile, "e2e", proc.proc.pid), RssSampler(proc.proc.pid) as rss:
-            start = time.perf_counter()
-            intake = post_all(proc.port, key, bodies)
-            end = sink.wait_for(base + n)
-        cpu = tree_cpu_s(proc.proc.pid) - cpu0
-        roles = {role: round((s - roles0.get(role, 0)) * 1000 / n, 2)
-                 for role, s in per_role(proc.proc.pid, tree_cpu_s).items()}
-        return {"messages": n, "seconds": round(end - start, 2), "msg_per_s": round(n / (end - start), 1),
-                "api": intake, "cpu_ms_per_msg": round(cpu * 1000 / n, 2), "cpu_ms_per_msg_by_role": roles,
-                "rss_mb": {"max": max(rss.samples), "at_end": rss.samples[-1],
-                           "at_end_by_role": per_role(proc.proc.pid, rss_mb)},
-                "workers": os.environ.get("POSTLINE_WORKERS", "default")}
-    finally:
-        proc.stop()
+def run_postline(proc: PostlineProcess, dns: DnsServer, sink: Sink, shape: Shape, n: int,
+                 profile: str | None = None) -> dict:
+    """``n`` sends of ``shape`` from CLIENTS connections to a fresh production service of the
+    running ``proc``; the clock stops when the sink has every delivery."""
+    domain = f"{shape.name.replace('_', '-')}.test"
+    _, key = production_service(Api(proc.url), dns, domain=domain, name=shape.name)
+    if shape.warm_up:
+        base = sink.count()
+        post_all(proc.port, key, bodies_of(shape, domain, -WARMUP, WARMUP))  # pools, parsed keys, caches
+        sink.wait_for(base + WARMUP * shape.recipients)
+    bodies = bodies_of(shape, domain, 0, n)
+    base, cpu0, roles0 = sink.count(), tree_cpu_s(proc.proc.pid), per_role(proc.proc.pid, tree_cpu_s)
+    with Profile(profile, f"e2e-{shape.name}", proc.proc.pid), RssSampler(proc.proc.pid) as rss:
+        start = time.perf_counter()
+        intake = post_all(proc.port, key, bodies)
+        end = sink.wait_for(base + n * shape.recipients)
+    del bodies
+    cpu = tree_cpu_s(proc.proc.pid) - cpu0
+    roles = {role: round((s - roles0.get(role, 0)) * 1000 / n, 2)
+             for role, s in per_role(proc.proc.pid, tree_cpu_s).items()}
+    return {"sends": n, "deliveries": n * shape.recipients, "seconds": round(end - start, 2),
+            "msg_per_s": round(n * shape.recipients / (end - start), 1), "api": intake,
+            "cpu_ms_per_send": round(cpu * 1000 / n, 2), "cpu_ms_per_send_by_role": roles,
+            "rss_mb": {"max": max(rss.samples), "at_end": rss.samples[-1]}}
 
 
 # --- Postfix --------------------------------------------------------------------------
 
-def postfix(*args: str) -> str:
-    return subprocess.run([POSTFIX, *args], check=True, capture_output=True, text=True).stdout
+class PostfixInstance:
+    """Debian's Postfix run from a config directory of its own (``postfix -c DIR``) with its own
+    queue and data directories, all under ``root``: the system's /etc/postfix, its spool and its
+    port-25 listener are never touched, so ``postfix start`` works for the next user as before.
+    Loopback only, relay everything from 127.0.0.1 to the sink, no local delivery, no TLS."""
+
+    def __init__(self, root: Path, smtpd_port: int, sink_port: int):
+        self.root, self.port = root, smtpd_port
+        self.conf, self.spool, self.data = root / "conf", root / "spool", root / "data"
+        self.log = root / "postfix.log"
+        self.sink_port = sink_port
+
+    def postconf(self, *args: str) -> str:
+        return subprocess.run(["postconf", "-c", str(self.conf), *args], check=True, capture_output=True, text=True).stdout
+
+    def configure(self) -> "PostfixInstance":
+        for d in (self.conf, self.spool, self.data):
+            d.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)  # Postfix's daemons run as the postfix user and must reach the spool
+        shutil.chown(self.data, user="postfix")  # master.lock and caches: written as the postfix user
+        shutil.copy(Path("/etc/postfix/master.cf.proto")
+                    if Path("/etc/postfix/master.cf.proto").exists() else Path("/etc/postfix/master.cf"), self.conf / "master.cf")
+        (self.conf / "main.cf").write_text("# written by Postline's make bench (tests/bench/e2e.py)\n")
+        settings = {"queue_directory": str(self.spool), "data_directory": str(self.data),
+                    "inet_interfaces": "loopback-only", "inet_protocols": "ipv4", "mynetworks": "127.0.0.0/8",
+                    "relayhost": f"[127.0.0.1]:{self.sink_port}", "mydestination": "",
+                    "local_transport": "error:no local mail", "alias_maps": "", "alias_database": "",
+                    "smtpd_tls_security_level": "none", "smtp_tls_security_level": "none",
+                    "compatibility_level": "3.6", "maillog_file": str(self.log),
+                    "maillog_file_prefixes": "/var,/dev/stdout,/tmp",
+                    "smtpd_recipient_restrictions": "permit_mynetworks,reject",
+                    "smtpd_relay_restrictions": "permit_mynetworks,reject",
+                    "default_process_limit": "200", "smtpd_client_connection_count_limit": "0",
+                    "smtpd_client_connection_rate_limit": "0", "smtpd_client_message_rate_limit": "0",
+                    "anvil_rate_time_unit": "60s", "myhostname": "postfix.bench.test", "biff": "no"}
+        self.postconf("-e", *(f"{k}={v}" for k, v in settings.items()))
+        # The SMTP listener on a free loopback port instead of 25, outside the chroot (no copied files needed).
+        for line in self.postconf("-M").splitlines():
+            fields = line.split()
+            if fields[1:2] == ["inet"]:
+                self.postconf("-MX", f"{fields[0]}/inet")
+        self.postconf("-M", f"127.0.0.1:{self.port}/inet=127.0.0.1:{self.port} inet n - n - - smtpd")
+        self.postconf("-F", "*/*/chroot=n")
+        subprocess.run([POSTFIX, "-c", str(self.conf), "check"], check=True)
+        return self
+
+    def start(self) -> None:
+        subprocess.run([POSTFIX, "-c", str(self.conf), "start"], check=True, capture_output=True)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        subprocess.run([POSTFIX, "-c", str(self.conf), "stop"], capture_output=True)
+
+    def master_pid(self) -> int:
+        return int((self.spool / "pid" / "master.pid").read_text().split()[0])
 
 
-def configure_postfix(smtpd_port: int, sink_port: int, log: Path) -> None:
-    """Loopback only, relay everything from 127.0.0.1 to the sink, no local delivery, no TLS.
-    A Debian install preseeded with "No configuration" has no main.cf: start from an empty one."""
-    main_cf = Path("/etc/postfix/main.cf")
-    if not main_cf.exists():
-        main_cf.write_text("# written by Postline's make bench (tests/bench/e2e.py)\n")
-    settings = {"inet_interfaces": "loopback-only", "inet_protocols": "ipv4", "mynetworks": "127.0.0.0/8",
-                "relayhost": f"[127.0.0.1]:{sink_port}", "mydestination": "", "local_transport": "error:no local mail",
-                "alias_maps": "", "alias_database": "", "smtpd_tls_security_level": "none",
-                "smtp_tls_security_level": "none", "compatibility_level": "3.6", "maillog_file": str(log),
-                "maillog_file_prefixes": "/var,/dev/stdout,/tmp",
-                "smtpd_recipient_restrictions": "permit_mynetworks,reject", "smtpd_relay_restrictions": "permit_mynetworks,reject",
-                "default_process_limit": "200", "smtpd_client_connection_count_limit": "0",
-                "smtpd_client_connection_rate_limit": "0", "smtpd_client_message_rate_limit": "0",
-                "anvil_rate_time_unit": "60s", "myhostname": "postfix.bench.test", "biff": "no"}
-    subprocess.run(["postconf", "-e", *(f"{k}={v}" for k, v in settings.items())], check=True)
-    # The SMTP listener on a free loopback port instead of 25, outside the chroot (no copied files needed).
-    master = subprocess.run(["postconf", "-M"], capture_output=True, text=True, check=True).stdout
-    for line in master.splitlines():
-        name = line.split()[0] if line.split() else ""
-        if line.split()[1:2] == ["inet"] and name not in (f"127.0.0.1:{smtpd_port}",):
-            subprocess.run(["postconf", "-MX", f"{name}/inet"], check=True)
-    subprocess.run(["postconf", "-M", f"127.0.0.1:{smtpd_port}/inet=127.0.0.1:{smtpd_port} inet n - n - - smtpd"],
-                   check=True)
-    subprocess.run(["postconf", "-F", "*/*/chroot=n"], check=True)
-    subprocess.run(["postfix", "check"], check=True)
-
-
-def postfix_master_pid() -> int:
-    return int(Path("/var/spool/postfix/pid/master.pid").read_text().split()[0])
-
-
-def mime(i: int) -> bytes:
-    """The message a Postline send of ``request_body(i)`` becomes, as a client submits it."""
-    from email.message import EmailMessage
-    from email.utils import formatdate, make_msgid
-
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = SENDER, f"user{i}@example.com", f"Receipt #{i}"
-    msg["Date"], msg["Message-ID"] = formatdate(), make_msgid(domain="acme.test")
-    msg.set_content(html_body(i), subtype="html")
-    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
-
-
-def submit_all(port: int, messages: list[tuple[bytes, bytes]], clients: int = CLIENTS) -> dict:
-    """Submit (rcpt, raw) pairs over ``clients`` SMTP connections (pipelined, one transaction each)."""
+def submit_all(port: int, messages: list[tuple[bytes, list[bytes], bytes]], clients: int = CLIENTS) -> dict:
+    """Submit (sender, rcpts, raw) over ``clients`` SMTP connections (pipelined, one transaction each)."""
     from services.relay.senders.smtp_client import connect, dot_stuffed
 
     codes: dict[int, int] = {}
 
-    async def connection(share: list[tuple[bytes, bytes]]) -> None:
+    async def connection(share: list[tuple[bytes, list[bytes], bytes]]) -> None:
         conn = await connect("127.0.0.1", port, timeout=120)
         try:
-            for rcpt, raw in share:
-                [(code, _)] = await conn.transaction(b"billing@acme.test", [rcpt], dot_stuffed(raw))
-                codes[code] = codes.get(code, 0) + 1
+            for sender, rcpts, raw in share:
+                for code, _ in await conn.transaction(sender, rcpts, dot_stuffed(raw)):
+                    codes[code] = codes.get(code, 0) + 1
         finally:
             await conn.quit()
 
@@ -287,49 +294,72 @@ def submit_all(port: int, messages: list[tuple[bytes, bytes]], clients: int = CL
     return {"status_codes": codes, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def run_postfix(tmp: Path, sink: Sink, n: int) -> dict:
-    port = free_port()
-    log = tmp / "postfix.log"
-    configure_postfix(port, sink.port, log)
-    subprocess.run(["postfix", "stop"], capture_output=True)  # a leftover from an interrupted run
-    subprocess.run(["postfix", "start"], check=True, capture_output=True)
-    try:
-        wait_port(port)
-        warm = [(f"user-w{i}@example.com".encode(), mime(-i - 1)) for i in range(WARMUP)]
+def run_postfix(instance: PostfixInstance, sink: Sink, shape: Shape, n: int) -> dict:
+    """The same ``n`` messages of ``shape``, submitted to the running Postfix ``instance`` over
+    CLIENTS SMTP connections; the clock stops when the sink has every delivery."""
+    domain = f"{shape.name.replace('_', '-')}.test"
+    if shape.warm_up:
         base = sink.count()
-        submit_all(port, warm)
-        sink.wait_for(base + WARMUP)
-        messages = [(f"user{i}@example.com".encode(), mime(i)) for i in range(n)]
-        master = postfix_master_pid()
-        base, cpu0 = sink.count(), tree_cpu_s(master)
-        start = time.perf_counter()
-        submission = submit_all(port, messages)
-        end = sink.wait_for(base + n)
-        cpu = tree_cpu_s(master) - cpu0
-        return {"messages": n, "seconds": round(end - start, 2), "msg_per_s": round(n / (end - start), 1),
-                "submission": submission, "cpu_ms_per_msg": round(cpu * 1000 / n, 2),
-                "version": postfix_version(), "signing": "none (Postfix has no DKIM without a milter)"}
-    finally:
-        subprocess.run(["postfix", "stop"], capture_output=True)
+        submit_all(instance.port, [shape.mime(-i - 1, domain) for i in range(WARMUP)])
+        sink.wait_for(base + WARMUP * shape.recipients)
+    messages = [shape.mime(i, domain) for i in range(n)]
+    master = instance.master_pid()
+    base, cpu0 = sink.count(), tree_cpu_s(master)
+    start = time.perf_counter()
+    submission = submit_all(instance.port, messages)
+    end = sink.wait_for(base + n * shape.recipients)
+    cpu = tree_cpu_s(master) - cpu0
+    return {"sends": n, "deliveries": n * shape.recipients, "seconds": round(end - start, 2),
+            "msg_per_s": round(n * shape.recipients / (end - start), 1), "submission": submission,
+            "cpu_ms_per_send": round(cpu * 1000 / n, 2)}
 
 
 def postfix_version() -> str:
-    return subprocess.run(["postconf", "-h", "mail_version"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True).stdout.strip()
 
 
-def run(n: int = MESSAGES, sink_kind: str = "aiosmtpd", profile: str | None = None) -> dict:
-    """Postline end to end, then Postfix into the same sink; the ratio of the two rates."""
+def system_postfix_files() -> dict[str, str]:
+    """SHA-256 of every file under /etc/postfix: the bench reports whether it left them as it found them."""
+    import hashlib
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path("/etc/postfix").rglob("*")) if p.is_file()}
+
+
+def run(n: int = MESSAGES, sink_kind: str = "aiosmtpd", profile: str | None = None,
+        shapes: list[Shape] = SHAPES) -> dict:
+    """Every shape through Postline (one ``postline all``, a fresh service per shape), then the
+    same messages through Postfix into the same sink, in the same run; each shape's ratio of
+    deliveries per second (Postline / Postfix)."""
     tmp = Path(tempfile.mkdtemp(prefix="postline-bench-e2e-"))
     dns = DnsServer().start()
     sink = Sink(sink_kind)
+    result: dict = {"sink": sink_kind, "clients": CLIENTS, "messages": n,
+                    "workers": os.environ.get("POSTLINE_WORKERS", "default"), "shapes": {}}
     try:
-        result = {"sink": sink_kind, "clients": CLIENTS, "html_bytes": len(html_body(0)),
-                  "postline": run_postline(tmp, dns, sink, n, profile)}
-        if Path(POSTFIX).exists():
-            result["postfix"] = run_postfix(tmp, sink, n)
-            result["ratio_postline_to_postfix"] = round(result["postline"]["msg_per_s"] / result["postfix"]["msg_per_s"], 2)
-        else:
+        proc = start_postline(tmp, dns, "all", sink)
+        try:
+            for shape in shapes:
+                result["shapes"][shape.name] = {"postline": run_postline(proc, dns, sink, shape, count_of(shape, n), profile)}
+        finally:
+            proc.stop()
+        if not Path(POSTFIX).exists():
             result["postfix"] = "not installed (make bench-deps installs Debian's postfix)"
+            return result
+        before = system_postfix_files()
+        instance = PostfixInstance(Path(tempfile.mkdtemp(prefix="postline-bench-postfix-")), free_port(), sink.port)
+        instance.configure().start()
+        try:
+            for shape in shapes:
+                one = result["shapes"][shape.name]
+                one["postfix"] = run_postfix(instance, sink, shape, count_of(shape, n))
+                one["ratio_postline_to_postfix"] = round(one["postline"]["msg_per_s"] / one["postfix"]["msg_per_s"], 2)
+        finally:
+            instance.stop()
+            shutil.rmtree(instance.root, ignore_errors=True)
+        result["postfix"] = {"version": postfix_version(), "signing": "none (Postfix has no DKIM without a milter)",
+                             "system_config_unchanged": system_postfix_files() == before}
+        result["ratios"] = {name: one["ratio_postline_to_postfix"] for name, one in result["shapes"].items()}
         return result
     finally:
         sink.stop()
@@ -375,7 +405,7 @@ class Profile:
         return {frame: round(100 * c / total, 1) for frame, c in best}
 
 
-def run_intake(n: int = MESSAGES, profile: str | None = None) -> dict:
+def run_intake(n: int = MESSAGES, profile: str | None = None, shape: Shape = BY_NAME["receipt_5kb"]) -> dict:
     """The embedded default (`postline all`: API workers, relays, analytics+webhooks) with its
     relay processes paused (SIGSTOP once the warm-up is delivered, so none holds the log's
     write lock; SIGCONT after): every 200 is fsync'd and loaded by analytics, nothing is
@@ -384,25 +414,25 @@ def run_intake(n: int = MESSAGES, profile: str | None = None) -> dict:
     dns, sink = DnsServer().start(), Sink("aiosmtpd")
     proc = start_postline(tmp, dns, "all", sink)
     try:
-        _, key = production_service(Api(proc.url), dns)
-        post_all(proc.port, key, [json.dumps(request_body(-i - 1)).encode() for i in range(WARMUP)])
+        domain = "acme.test"
+        _, key = production_service(Api(proc.url), dns, domain=domain)
+        post_all(proc.port, key, bodies_of(shape, domain, -WARMUP, WARMUP))
         sink.wait_for(WARMUP)
         time.sleep(1)  # the relays record the last deliveries, then idle
         relays = children_by_role(proc.proc.pid).get("relay", [])
-        bodies = [json.dumps(request_body(i)).encode() for i in range(n)]
-        again = [json.dumps(request_body(n + i)).encode() for i in range(n)]
+        bodies, again = bodies_of(shape, domain, 0, n), bodies_of(shape, domain, n, n)
         for pid in relays:
             os.kill(pid, signal.SIGSTOP)
         try:
             cpu0 = tree_cpu_s(proc.proc.pid)
-            with Profile(profile, "intake", proc.proc.pid):
+            with Profile(profile, f"intake-{shape.name}", proc.proc.pid):
                 result = post_all(proc.port, key, bodies)
             result["cpu_ms_per_req"] = round((tree_cpu_s(proc.proc.pid) - cpu0) * 1000 / n, 2)
             result["at_target_rate"] = post_all(proc.port, key, again, rate=TARGET_RATE) | {"rate": TARGET_RATE}
         finally:
             for pid in relays:
                 os.kill(pid, signal.SIGCONT)
-        result |= {"clients": CLIENTS, "relay_processes_paused": len(relays),
+        result |= {"shape": shape.name, "clients": CLIENTS, "relay_processes_paused": len(relays),
                    "workers": os.environ.get("POSTLINE_WORKERS", "default"),
                    "note": "`postline all` with its relays paused; the load generator shares the 2 cores"}
         return result

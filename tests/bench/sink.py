@@ -1,5 +1,7 @@
 """SMTP sinks for the relay benchmark, run as a separate process: accept everything, keep
-nothing, count messages.
+nothing, count deliveries: the recipients of every completed transaction (one message to ten
+recipients in one transaction counts ten, as do ten one-recipient transactions, so MTAs that
+batch recipients and those that don't compare alike).
 
 ``lean`` (default) plays the receiving MTA the way Postfix's ``smtp-sink`` does for MTA
 benchmarks: a small asyncio protocol on uvloop that speaks enough SMTP (EHLO with
@@ -38,7 +40,7 @@ def report_count(path: str | None) -> None:
 
 class LeanSmtp(asyncio.Protocol):
     def connection_made(self, transport):
-        self.t, self.buf, self.in_data = transport, bytearray(), False
+        self.t, self.buf, self.in_data, self.rcpts = transport, bytearray(), False, 0
         transport.write(b"220 sink ESMTP\r\n")
 
     def data_received(self, data):
@@ -51,7 +53,8 @@ class LeanSmtp(asyncio.Protocol):
                     break
                 del self.buf[:end + 5]
                 self.in_data = False
-                RECEIVED[0] += 1
+                RECEIVED[0] += self.rcpts
+                self.rcpts = 0
                 out.append(b"250 2.0.0 OK\r\n")
                 continue
             end = self.buf.find(b"\r\n")
@@ -70,6 +73,10 @@ class LeanSmtp(asyncio.Protocol):
                 self.t.close()
                 return
             else:  # HELO, MAIL, RCPT, RSET, NOOP
+                if verb == b"RCPT":
+                    self.rcpts += 1
+                elif verb in (b"MAIL", b"RSET"):
+                    self.rcpts = 0
                 out.append(b"250 OK\r\n")
         if out:
             self.t.write(b"".join(out))
@@ -86,7 +93,7 @@ def aiosmtpd(port: int) -> None:
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):
-            RECEIVED[0] += 1
+            RECEIVED[0] += len(envelope.rcpt_tos)
             return "250 2.0.0 OK"
 
     c = Controller(Handler(), hostname="127.0.0.1", port=port, data_size_limit=50 * 1024 * 1024)

@@ -71,6 +71,7 @@ def test_parts_are_exact():
 
     for text in ("", "a", ".", "\n.\n", "a\r\nb\rc", "€" * 1000, "x" * 5000 + "\n." * 10, " \n\t\n"):
         assert qp_size(text) == len(_qp(text))
+        assert not any(line.startswith(b".") for line in _qp(text).split(b"\r\n"))  # never dot-stuffed
     for n in range(0, 200):
         assert b64_size(base64.b64encode(b"a" * n).decode()) == len(_b64(b"a" * n))
     assert qp_size(fit_qp("€" * 1000, 300)) <= 300 < qp_size(fit_qp("€" * 1000, 300) + "€")

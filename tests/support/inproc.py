@@ -54,3 +54,14 @@ async def ready_service(rt, admin) -> tuple[str, str]:
     rec = next(iter(rt.control.state.sandbox.values()))
     await rt.control.save(rec.model_copy(update={"verified": True, "token_hash": None, "id": ev.new_id()}))
     return sid, key
+
+
+async def add_user(rt, workspace_id: str, email: str, role: str, password: str = "correct horse battery staple"):
+    """An active dashboard user with ``password`` (as if invited and accepted)."""
+    from services.api.manage import credentials, users
+
+    rec = ev.UserSaved(workspace_id=workspace_id, user_id=users.user_id_for(workspace_id, email), email=email,
+                       role=role, status="active", password_hash=await credentials.hash_password(password),
+                       created_at=ev.utcnow())
+    await rt.control.save(rec)
+    return rec

@@ -1,5 +1,7 @@
 """The web dashboard (the README's "Dashboard"): server-rendered pages at ``/`` on the API's
-port, signed in with a workspace admin token, working without JavaScript.
+port, signed in as a user (password [+ TOTP], or OpenID Connect) or with a workspace admin
+token, with a role that every page and form is checked against (services/api/access.py);
+sessions live on the control log (services/api/manage/sessions.py). Works without JavaScript.
 
 ``mount(app)`` adds the pages, their static files (CSS and a small JS, served from this
 package: no CDN) and the HTML answers for "sign in first" (303 to /signin, no data) and
@@ -10,8 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.api.dashboard.pages import (audit, auth, domains, inbox, keys, messages, sandbox, services,
-                                          suppressions, webhooks)
+from services.api.dashboard.pages import (account, audit, auth, domains, inbox, invitations, keys, messages, people,
+                                          sandbox, services, sso, suppressions, webhooks)
 from services.api.dashboard.web import HERE, PageError, SignInRequired, page, redirect, session_caller
 
 STATIC_PATH = "/dashboard-static"
@@ -19,7 +21,8 @@ STATIC_PATH = "/dashboard-static"
 
 def mount(app: FastAPI) -> None:
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="dashboard-static")
-    for module in (auth, services, domains, keys, sandbox, webhooks, suppressions, messages, inbox, audit):
+    for module in (auth, services, domains, keys, sandbox, webhooks, suppressions, messages, inbox, people, account,
+                   invitations, sso, audit):
         app.include_router(module.router)
 
     @app.exception_handler(SignInRequired)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -13,9 +14,11 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from services.api import actors
+from services.api.access import Actor, Permission, permission_of_method, refusal
 from services.api.auth import caught_up
 from services.api.context import ApiContext
 from services.api.dashboard import session as sess
+from services.api.manage import sessions
 from services.api.refusal import Refusal
 from services.api.validation_errors import first_error
 from shared import events as ev
@@ -46,40 +49,56 @@ class PageError(Exception):
 
 @dataclass(frozen=True)
 class Caller:
-    """The signed-in person: their workspace and session (for CSRF tokens)."""
+    """The signed-in person: their workspace, who they are (``actor``: the admin token or a
+    user, with the role) and their session's CSRF token."""
 
     rt: ApiContext
     workspace: ev.WorkspaceSaved
-    session: sess.Session
+    actor: Actor
+    session: ev.SessionSaved
+    csrf: str
+
+    def can(self, permission: Permission) -> bool:
+        """For templates: whether to offer a form (the server decides again on submit)."""
+        return refusal(self.actor, permission) is None
 
 
 def rt_of(request: Request) -> ApiContext:
     return request.app.state.runtime
 
 
-async def caller(request: Request) -> Caller:
-    """FastAPI dependency: the session's workspace, else ``SignInRequired``. Catches up with
-    the control log first (read-your-writes: a change made on another process is shown)."""
-    await caught_up(rt_of(request))
-    return session_caller(request)
+def require(permission: Permission | None = None) -> Callable[[Request], Awaitable[Caller]]:
+    """A FastAPI dependency: the signed-in caller, allowed ``permission`` — the one place a
+    page or form is authorised (services/api/access.py). ``None``: by the method (pages are
+    ``read``, forms ``write``), so a new form is closed to viewers unless it says otherwise.
+    No session → ``SignInRequired``; not allowed → a 403 page. Catches up with the control
+    log first (read-your-writes: a change or sign-out on another process is seen)."""
+    async def dependency(request: Request) -> Caller:
+        await caught_up(rt_of(request))
+        c = session_caller(request)
+        await sessions.touch(c.rt, c.session)
+        if refused := refusal(c.actor, permission or permission_of_method(request.method)):
+            raise PageError(403, refused.text[0].upper() + refused.text[1:] + ".")
+        return c
+    return dependency
+
+
+caller = require()  # reading pages and ordinary forms; see ``require`` for people and self-service
 
 
 def session_caller(request: Request) -> Caller:
-    """The session's workspace as this process knows it now (no catch-up: for the sign-in
+    """The session's caller as this process knows it now (no catch-up: for the sign-in
     form's redirect and error pages), else ``SignInRequired``."""
     rt = rt_of(request)
     state = rt.control.state
-
-    def token_hash_of(wid: str) -> str | None:
-        ws = state.workspaces.get(wid)
-        return ws.token_hash if ws else None
-
-    s = sess.read(rt.settings.master_key, request.cookies.get(sess.COOKIE), token_hash_of)
-    if s is None:
+    rec = sessions.find(state, request.cookies.get(sess.COOKIE), ev.utcnow())
+    actor = sessions.actor_of(state, rec) if rec is not None else None
+    if rec is None or actor is None:
         raise SignInRequired()
-    ws = state.workspaces[s.workspace_id]
-    actors.admin_token(ws.token_hash)  # the audit log's actor (signed in with the admin token)
-    return Caller(rt, ws, s)
+    request.state.actor = actor
+    ws = state.workspaces[rec.workspace_id]
+    actors.acting(actor, ws)  # the audit log's actor
+    return Caller(rt, ws, actor, rec, sess.csrf_for(rt.settings.master_key, rec.session_id))
 
 
 def service_of(c: Caller, service_id: str) -> ev.ServiceSaved:
@@ -93,7 +112,7 @@ def service_of(c: Caller, service_id: str) -> ev.ServiceSaved:
 async def form(request: Request, c: Caller) -> dict[str, str]:
     """The posted form, after its CSRF token was checked (403 without a valid one)."""
     data = await request.form()
-    if not sess.csrf_ok(c.session.csrf, data.get("csrf")):
+    if not sess.csrf_ok(c.csrf, data.get("csrf")):
         raise PageError(403, "This form has expired or did not come from this dashboard. Reload the page and try again.")
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
@@ -115,7 +134,7 @@ def or_error_page(outcome: T | Refusal) -> T:
 
 def page(request: Request, name: str, status: int = 200, csp: str = CSP, **ctx: Any) -> HTMLResponse:
     c = ctx.get("c")
-    response = templates.TemplateResponse(request, name, {"csrf": c.session.csrf if c else "", **ctx},
+    response = templates.TemplateResponse(request, name, {"csrf": c.csrf if c else "", **ctx},
                                           status_code=status)
     response.headers["Content-Security-Policy"] = csp
     response.headers["Cache-Control"] = "no-store"

@@ -6,9 +6,15 @@ import asyncio
 import contextlib
 import json
 
+import httpx
 import pytest
 
+from services.api.access import Actor
+from services.api.app import create_app
+from services.api.context import ApiContext
+from services.api.manage import user_tokens
 from shared import events as ev
+from tests.services.api.dashboard.support import sign_in
 from tests.support.inproc import AdminClient, api_runtime
 from tests.support.postline import ADMIN_TOKEN
 
@@ -141,3 +147,38 @@ def test_another_workspace_sees_none_of_it(world):
     before, sid, after = loop.run_until_complete(run())
     assert before == [] and [e["target"]["id"] for e in after] == [sid]
     assert sid not in [e["target"]["id"] for e in entries(world, limit=200)["data"]]
+
+
+def test_a_role_change_and_a_users_own_change_name_their_actor(world):
+    """People (docs/people-and-access.md) are audited like the rest: an invitation and a role
+    change by the admin token in the dashboard, then a change made with the user's own
+    personal token, named by the user's id. Sessions are not entries."""
+    rt, admin, loop, made = world
+
+    async def run():
+        transport = httpx.ASGITransport(app=create_app(rt), client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as http:
+            csrf = await sign_in(http, ADMIN_TOKEN)
+            r = await http.post("/people", data={"csrf": csrf, "email": "dev@acme.test", "role": "developer"})
+            assert r.status_code == 201, r.text
+            user = next(u for u in rt.control.state.users.values() if u.email == "dev@acme.test")
+            r = await http.post(f"/people/{user.user_id}/role", data={"csrf": csrf, "role": "viewer"})
+            assert r.status_code == 303, r.text
+        # the user, active with a developer's role, renames a service with a personal token
+        sid = await admin.service("dev-owned")
+        user = await rt.control.change(rt.control.state.users[user.user_id], status="active", role="developer")
+        token = await user_tokens.create_token(ApiContext.of(rt), Actor(user.workspace_id, "developer", user=user), "ci")
+        r = await admin.as_token(token["token"])("PATCH", f"/api/email/services/{sid}", json={"name": "by-dev"})
+        assert r.status_code == 200, r.text
+        return user
+
+    user = loop.run_until_complete(run())
+    created, changed = reversed(entries(world, target=user.user_id)["data"])
+    assert created["action"] == "user.created" and created["after"]["role"] == "developer"
+    assert created["after"]["invite_token_hash"] == "[redacted]" and created["actor"]["type"] == "admin_token"
+    assert changed["action"] == "user.updated" and (changed["before"], changed["after"]) == ({"role": "developer"},
+                                                                                           {"role": "viewer"})
+    [by_user] = entries(world, actor=user.user_id)["data"]
+    assert by_user["actor"] == {"type": "user", "id": user.user_id} and by_user["after"] == {"name": "by-dev"}
+    everything = entries(world, limit=200)["data"]
+    assert not any(e["target"]["type"] == "session" for e in everything)

@@ -32,6 +32,7 @@ def test_hostile_nesting_and_empty_input():
     assert html_to_text("<div>" * 200_000 + "deep").strip() == "deep"  # linear: the html2text path
     assert html_to_text("") == "\n"
     assert html_to_text("a\x00b\x01c\x02d\x03e") == "abcde\n"  # our markers cannot be injected
+    assert html_to_text("<p>caf\u00e9 \x00\u00b7 b\x03</p>") == "caf\u00e9 \u00b7 b\n"  # ... in non-ASCII text either
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)

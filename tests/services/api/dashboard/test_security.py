@@ -4,17 +4,21 @@ escaped. In-process app (real embedded log, chDB, dev inbox file), no browser ne
 from __future__ import annotations
 
 import contextlib
-import time
+import importlib
+import pkgutil
+from datetime import timedelta
 
 import httpx
 import pytest
 
 from services.analytics.rows import event_row, message_row
+from services.api.access import Actor
 from services.api.app import create_app
+from services.api.manage import sessions, user_tokens
 from services.api.dashboard import session as sess
 from shared import events as ev
 from tests.services.api.dashboard.support import csrf_of, sign_in
-from tests.support.inproc import api_runtime
+from tests.support.inproc import add_user, api_runtime
 from tests.support.postline import ADMIN_TOKEN
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -53,6 +57,12 @@ async def seed(rt, admin) -> dict:
     raw = (f"From: hello@acme.test\r\nTo: ann@example.com\r\nSubject: secret subject of A\r\n"
            f"X-Postline-Id: {req.email_id}\r\nContent-Type: text/plain\r\n\r\nhello\r\n").encode()
     ids["mid"] = await rt.inbox.store("hello@acme.test", ["ann@example.com"], raw)
+    # a user of A with a session and a personal token
+    amy = await add_user(rt, "default", "amy@acme.test", "developer")
+    ids["uid"] = amy.user_id
+    await sessions.open_session(rt, rt.control.state.workspaces["default"], amy, "password", None, None)
+    ids["ses"] = rt.control.state.sessions_of("default", amy.user_id)[0].session_id
+    ids["tid"] = (await user_tokens.create_token(rt, Actor("default", "developer", user=amy), "ci"))["id"]
     return ids
 
 
@@ -60,13 +70,20 @@ PAGES = ["/services", "/services/{sid}", "/services/{sid}?period=30d", "/service
          "/services/{sid}/domains/{did}", "/services/{sid}/keys", "/services/{sid}/sandbox",
          "/services/{sid}/webhooks", "/services/{sid}/webhooks/{wid}", "/services/{sid}/suppressions",
          "/services/{sid}/suppressions?q=gone", "/services/{sid}/messages", "/services/{sid}/messages/{eid}",
-         "/inbox", "/inbox/{mid}"]
+         "/inbox", "/inbox/{mid}", "/people", "/account", "/audit-log"]
 FORMS = ["/signout", "/services", "/services/{sid}/settings", "/services/{sid}/domains",
          "/services/{sid}/domains/{did}/verify", "/services/{sid}/domains/{did}/delete", "/services/{sid}/keys",
          "/services/{sid}/keys/{kid}/revoke", "/services/{sid}/sandbox", "/services/{sid}/sandbox/{rid}/delete",
          "/services/{sid}/webhooks", "/services/{sid}/webhooks/{wid}/test", "/services/{sid}/webhooks/{wid}/replay",
          "/services/{sid}/webhooks/{wid}/delete", "/services/{sid}/suppressions",
-         "/services/{sid}/suppressions/remove"]
+         "/services/{sid}/suppressions/remove", "/people/{uid}/role", "/people/{uid}/remove",
+         "/account/sessions/{ses}/end", "/account/tokens/{tid}/revoke"]
+# forms without a target id (the caller's own workspace or account): not in the other-workspace test
+OWN_FORMS = ["/people", "/account/signout-everywhere", "/account/totp", "/account/totp/confirm",
+             "/account/totp/disable", "/account/tokens"]
+PUBLIC = {("GET", "/"), ("GET", "/signin"), ("POST", "/signin"), ("POST", "/signin/password"),
+          ("GET", "/accept-invite"), ("POST", "/accept-invite"), ("GET", "/signin/oidc"),
+          ("GET", "/signin/oidc/callback"), ("GET", "/signin/oidc/done")}
 
 
 @pytest.fixture
@@ -77,16 +94,15 @@ async def world(tmp_path):
 
 def test_every_dashboard_route_is_listed():
     """New pages must join PAGES/FORMS above, so the checks below cover them."""
-    from services.api.dashboard.pages import (auth, domains, inbox, keys, messages, sandbox, services,
-                                              suppressions, webhooks)
+    from services.api.dashboard import pages
 
-    paths = {(m, r.path) for mod in (auth, domains, inbox, keys, messages, sandbox, services, suppressions, webhooks)
-             for r in mod.router.routes for m in r.methods}
-    listed = {("GET", p.split("?")[0]) for p in PAGES} | {("POST", p) for p in FORMS}
-    listed |= {("GET", "/"), ("GET", "/signin"), ("POST", "/signin")}
+    modules = [importlib.import_module(f"{pages.__name__}.{info.name}") for info in pkgutil.iter_modules(pages.__path__)]
+    paths = {(m, r.path) for mod in modules if hasattr(mod, "router") for r in mod.router.routes for m in r.methods}
+    listed = {("GET", p.split("?")[0]) for p in PAGES} | {("POST", p) for p in FORMS + OWN_FORMS} | PUBLIC
     normal = {(m, p.replace("{service_id}", "{sid}").replace("{domain_id}", "{did}").replace("{key_id}", "{kid}")
                .replace("{recipient_id}", "{rid}").replace("{webhook_id}", "{wid}").replace("{email_id}", "{eid}")
-               .replace("{mail_id}", "{mid}")) for m, p in paths}
+               .replace("{mail_id}", "{mid}").replace("{user_id}", "{uid}").replace("{session_id}", "{ses}")
+               .replace("{token_id}", "{tid}")) for m, p in paths}
     assert normal == listed
 
 
@@ -97,7 +113,7 @@ async def test_without_a_session_every_page_redirects_to_sign_in_and_shows_nothi
             r = await http.get(path.format(**ids))
             assert r.status_code == 303 and r.headers["location"] == "/signin", path
             assert "acme" not in r.text and "script" not in r.text and ids["sid"] not in r.text, path
-        for path in FORMS:
+        for path in FORMS + OWN_FORMS:
             r = await http.post(path.format(**ids), data={"csrf": "x", "name": "n", "email": "a@b.co"})
             assert r.status_code == 303 and r.headers["location"] == "/signin", path
         # a forged or tampered cookie is no session either
@@ -107,19 +123,36 @@ async def test_without_a_session_every_page_redirects_to_sign_in_and_shows_nothi
     assert rt.control.state.services[ids["sid"]].name == EVIL  # nothing changed
 
 
-async def test_a_session_is_bound_to_the_admin_token_and_expires(world):
+async def test_a_session_is_stored_ends_on_sign_out_expires_and_is_bound_to_the_admin_token(world):
     rt, ids = world
     async with client(rt) as http:
-        await sign_in(http, ADMIN_TOKEN)
-        assert (await http.get("/services")).status_code == 200
+        csrf = await sign_in(http, ADMIN_TOKEN)
         cookie = http.cookies[sess.COOKIE]
-        # the session is stateless: another process with the same master key accepts it
+        session_id = cookie.partition(".")[0]
+        rec = rt.control.state.sessions[session_id]
+        assert rec.user_id is None and rec.method == "admin_token"
+        assert cookie.partition(".")[2] not in rec.model_dump_json()  # only the secret's hash is stored
+        # a forged secret for a real session id is no session
+        async with client(rt) as forged:
+            forged.cookies.set(sess.COOKIE, f"{session_id}.not-the-secret")
+            assert (await forged.get("/services")).status_code == 303
+        # idle for longer than IDLE, or past its absolute end however active: ended (on every process)
+        await rt.control.save(rec.model_copy(update={"id": ev.new_id(), "last_seen_at": rec.last_seen_at - sessions.IDLE}))
+        assert (await http.get("/services")).status_code == 303
+        await sign_in(http, ADMIN_TOKEN)
+        rec = rt.control.state.sessions[http.cookies[sess.COOKIE].partition(".")[0]]
+        await rt.control.save(rec.model_copy(update={"id": ev.new_id(), "expires_at": ev.utcnow() - timedelta(seconds=1)}))
+        assert (await http.get("/services")).status_code == 303
+        csrf = await sign_in(http, ADMIN_TOKEN)
+        old = http.cookies[sess.COOKIE]
+        # signed out: the saved cookie is useless, here and on another app over the same log
+        assert (await http.post("/signout", data={"csrf": csrf})).status_code == 303
         other = create_app(rt)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://x") as h2:
-            h2.cookies.set(sess.COOKIE, cookie)
-            assert (await h2.get("/services")).status_code == 200
-        ws = rt.control.state.workspaces["default"]
-        assert sess.read(rt.settings.master_key, cookie, lambda w: ws.token_hash, now=time.time() + sess.LIFETIME + 1) is None
+            h2.cookies.set(sess.COOKIE, old)
+            r = await h2.get("/services")
+            assert r.status_code == 303 and r.headers["location"] == "/signin"
+        await sign_in(http, ADMIN_TOKEN)
         await rt.create_workspace("Default workspace", "default")  # re-keyed: the old token's sessions end
         r = await http.get("/services")
         assert r.status_code == 303 and r.headers["location"] == "/signin"
@@ -140,6 +173,11 @@ async def test_workspace_b_sees_nothing_of_workspace_a(world):
                 r = await http.get(path)
                 assert r.status_code == 200 and "secret subject of A" not in r.text and ids["mid"] not in r.text
                 continue
+            if path in ("/people", "/account", "/audit-log"):  # B's own people, sessions, changes: none of A's
+                r = await http.get(path)
+                assert r.status_code == 200 and "amy@acme.test" not in r.text and ids["ses"] not in r.text, path
+                assert ids["sid"] not in r.text and ids["kid"] not in r.text, path
+                continue
             r = await http.get(path.format(**ids))
             assert r.status_code == 404, path
             assert "acme" not in r.text and "alert" not in r.text and "gone@example.com" not in r.text, path
@@ -159,7 +197,7 @@ async def test_forms_without_their_csrf_token_are_refused(world):
         async with client(rt) as other:
             other_csrf = await sign_in(other, ADMIN_TOKEN)  # another session's token does not fit
         assert other_csrf != csrf
-        for path in FORMS:
+        for path in FORMS + OWN_FORMS:
             for data in ({}, {"csrf": ""}, {"csrf": other_csrf}):
                 r = await http.post(path.format(**ids), data={**data, "name": "n", "email": "a@b.co"})
                 assert r.status_code == 403, (path, data)

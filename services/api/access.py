@@ -1,0 +1,72 @@
+"""Who may do what (docs/people-and-access.md): the one place that decides, for the dashboard and the
+management API alike.
+
+Roles, most powerful first: ``owner``, ``admin``, ``developer`` (everything but people and
+workspace settings), ``viewer`` (read only). A request needs one permission:
+
+- ``read``   — every page and every GET of the management API: all roles;
+- ``write``  — any change to services, domains, keys, webhooks, suppressions, sandbox
+  recipients, sends: owner, admin, developer;
+- ``people`` — invite users, change roles, remove users: owner, admin (an admin can neither
+  grant ``owner`` nor change or remove an owner);
+- ``self``   — one's own account: sessions, sign-out, TOTP, personal API tokens: all roles.
+
+The workspace admin token acts as an ``owner`` (bootstrap and automation)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from services.api.refusal import Refusal
+from shared import events as ev
+
+Permission = Literal["read", "write", "people", "self"]
+ALLOWED: dict[Permission, frozenset[str]] = {
+    "read": frozenset(ev.ROLES),
+    "write": frozenset({"owner", "admin", "developer"}),
+    "people": frozenset({"owner", "admin"}),
+    "self": frozenset(ev.ROLES),
+}
+FORBIDDEN = "forbidden"  # the refusal's machine code
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a request: the workspace admin token, or a user (through a dashboard session
+    or a personal API token). ``request.state.actor`` holds it (the audit log names it)."""
+
+    workspace_id: str
+    role: ev.Role
+    user: ev.UserSaved | None = None
+    session_id: str | None = None
+    token_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``admin_token`` or ``user:<email>``: how logs and the audit trail name the actor."""
+        return f"user:{self.user.email}" if self.user else "admin_token"
+
+    @property
+    def user_id(self) -> str | None:
+        return self.user.user_id if self.user else None
+
+
+def permission_of_method(method: str) -> Permission:
+    """The default permission of a request: reading (GET, HEAD) or changing (anything else)."""
+    return "read" if method.upper() in ("GET", "HEAD", "OPTIONS") else "write"
+
+
+def refusal(actor: Actor, permission: Permission) -> Refusal | None:
+    """None when ``actor`` may act with ``permission``, else a 403 naming the role."""
+    if actor.role in ALLOWED[permission]:
+        return None
+    what = {"read": "read", "write": "make changes", "people": "manage people", "self": "do this"}[permission]
+    return Refusal(403, f"your role ({actor.role}) may not {what} in this workspace", code=FORBIDDEN)
+
+
+def role_change_refusal(actor: Actor, target_role: str | None, new_role: str | None) -> Refusal | None:
+    """Granting or touching ``owner`` is for owners only (an admin cannot promote itself or
+    remove the owner); None when allowed."""
+    if actor.role != "owner" and "owner" in (target_role, new_role):
+        return Refusal(403, "only an owner may grant the owner role or change an owner", code=FORBIDDEN)
+    return None
