@@ -13,7 +13,9 @@ every management change answered before it arrived, on whichever process made it
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -114,6 +116,25 @@ async def count_failure(rt: ApiContext, door: Door, address: str, account: str) 
         log.warning("auth throttle: a failed attempt was not counted: %s", exc)
 
 
+Found = TypeVar("Found")
+
+
+async def checked(request: Request, door: Door, credential: str, lookup: Callable[[ControlState, str], Found | None],
+                  invalid: str) -> Found:
+    """The throttle (429 while blocked), read-your-writes, then ``lookup`` of the credential;
+    a wrong one is counted and answered 401 ``invalid``."""
+    rt: ApiContext = request.app.state.runtime
+    address = client_address(request)
+    if refused := throttled(rt, address, account_of(credential)):
+        raise http_error(refused)
+    await caught_up(rt)
+    found = lookup(rt.control.state, credential)
+    if found is None:
+        await count_failure(rt, door, address, account_of(credential))
+        raise HTTPException(401, invalid)
+    return found
+
+
 async def workspace(request: Request, authorization: HTTPAuthorizationCredentials | None = Security(ADMIN_TOKEN)) -> WorkspaceSaved:
     """The workspace of the credential presented as ``Authorization: Bearer``: the workspace
     admin token (role owner) or a user's personal token (``pl_usr_…``, that user's role).
@@ -123,14 +144,7 @@ async def workspace(request: Request, authorization: HTTPAuthorizationCredential
     if not token:
         raise http_error(Refusal(401, "missing admin token: send Authorization: Bearer <token>", code=MISSING))
     rt: ApiContext = request.app.state.runtime
-    address = client_address(request)
-    if refused := throttled(rt, address, account_of(token)):
-        raise http_error(refused)
-    await caught_up(rt)
-    actor = credential_actor(rt.control.state, token)
-    if actor is None:
-        await count_failure(rt, "admin_token", address, account_of(token))
-        raise HTTPException(401, "invalid admin token")
+    actor = await checked(request, "admin_token", token, credential_actor, "invalid admin token")
     request.state.actor = actor
     ws = rt.control.state.workspaces[actor.workspace_id]
     actors.acting(actor, ws)
@@ -154,15 +168,7 @@ async def service_key(request: Request, api_key: str | None = Security(API_KEY),
     key = api_key or _bearer(authorization)
     if not key:
         raise http_error(Refusal(401, "missing API key: send Api-Key: rs_eml_…", code=MISSING))
-    rt: ApiContext = request.app.state.runtime
-    address = client_address(request)
-    if refused := throttled(rt, address, account_of(key)):
-        raise http_error(refused)
-    await caught_up(rt)
-    caller = key_owner(rt.control.state, key)
-    if caller is None:
-        await count_failure(rt, "api_key", address, account_of(key))
-        raise HTTPException(401, "invalid API key")
+    caller = await checked(request, "api_key", key, key_owner, "invalid API key")
     if caller.service.status == "disabled":
         raise HTTPException(403, "the service is disabled")
     request.state.service_id = caller.service.service_id  # for the access log
