@@ -135,3 +135,42 @@ def test_ipv6_clients_are_counted_by_their_64():
 
     assert source_of("2001:db8:1:2:aaaa::1") == source_of("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
     assert source_of("::ffff:192.0.2.7") == "192.0.2.7" and source_of("192.0.2.7") == "192.0.2.7"
+
+
+def test_password_sign_ins_are_throttled_and_an_attacked_user_still_gets_in(world, monkeypatch):
+    """The people door (docs/people-and-access.md): wrong passwords block the address; a
+    password spray over many addresses blocks the account only for addresses that failed,
+    so the user, on a clean address, signs in."""
+    from argon2 import PasswordHasher
+
+    from services.api.manage import credentials
+    from services.api.manage.users import user_id_for
+    from shared import events as ev
+
+    monkeypatch.setattr(credentials, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    app, _, loop = world
+    rt = app.state.runtime
+    password, email = "correct horse battery staple", "amy@acme.test"
+
+    async def attempt(address: str, secret: str) -> httpx.Response:
+        async with client(app, address) as http:
+            form = await http.get("/signin")
+            return await http.post("/signin/password", data={"csrf": csrf_of(form.text), "email": email,
+                                                             "password": secret, "code": ""})
+
+    async def run():
+        await rt.control.save(ev.UserSaved(workspace_id="default", user_id=user_id_for("default", email), email=email,
+                                           role="developer", status="active", created_at=ev.utcnow(),
+                                           password_hash=await credentials.hash_password(password)))
+        codes = [(await attempt("127.0.5.1", "wrong")).status_code for _ in range(11)]
+        assert codes == [401] * 10 + [429]
+        blocked = await attempt("127.0.5.1", password)
+        assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
+        for i in range(9):  # the spray: the account reaches its 20 free failures (10 above)
+            assert (await attempt(f"127.0.6.{i + 1}", "guess")).status_code == 401
+        assert (await attempt("127.0.6.20", "guess")).status_code == 401
+        assert (await attempt("127.0.6.1", password)).status_code == 429  # an address that failed: refused
+        ok = await attempt("127.0.7.1", password)  # the user, from a clean address
+        assert ok.status_code == 303 and ok.headers["location"] == "/services"
+
+    loop.run_until_complete(run())
