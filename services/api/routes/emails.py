@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Request, Response
 from pydantic import ValidationError
 
 from services.api.accept import Accepted, accept, accept_batch
+from services.api import not_offered
 from services.api.auth import ServiceCaller, runtime, service_key
 from services.api.email_lookup import email_record
 from services.api.errors import http_error, item_error
@@ -117,8 +118,9 @@ async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key),
     SDKs read (`object`, `last_event`, `reply_to`; `html`/`text` are null: bodies are not
     kept after sending)."""
     found = await email_record(rt, caller.service, email_id)
-    if found is None:
-        raise HTTPException(404, f"email {email_id} not found")
+    if found is None:  # ``/emails/receiving`` and ``/emails/metrics`` are Resend paths, not ids
+        raise http_error(not_offered.refusal_for("GET", f"/emails/{email_id}")
+                         or Refusal(404, f"email {email_id} not found"))
     return found
 
 
