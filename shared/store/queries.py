@@ -272,9 +272,10 @@ async def webhook_attempts(store: AnalyticsStore, service_id: str, webhook_id: s
 
 
 async def webhook_events(store: AnalyticsStore, service_id: str, webhook_id: str, limit: int) -> list[dict[str, Any]]:
-    """The events a webhook was sent, newest first: type, first attempt's time, latest outcome."""
+    """The events a webhook was sent, newest first: type, first attempt's time (``first_at``),
+    latest outcome."""
     return await store.query(
-        "SELECT event_id, any(event_type) AS event_type, toString(min(time)) AS time, argMax(outcome, time) AS outcome "
+        "SELECT event_id, any(event_type) AS event_type, toString(min(time)) AS first_at, argMax(outcome, time) AS outcome "
         "FROM postline.webhook_attempts FINAL WHERE service_id = {s:String} AND webhook_id = {w:String} "
         "GROUP BY event_id ORDER BY min(time) DESC, event_id DESC LIMIT {n:UInt32}",
         {"s": service_id, "w": webhook_id, "n": limit})

@@ -14,7 +14,7 @@ from services.api.context import ApiContext
 from services.api.errors import http_error
 from services.api.manage.webhooks import NO_STORE
 from services.api.refusal import Refusal
-from services.api.routes.resend.paging import Paging, envelope, paging
+from services.api.routes.resend.paging import Paging, envelope, iso, paging
 from shared.store import queries
 
 router = APIRouter(tags=["resend: emails"])
@@ -25,7 +25,7 @@ def listed(row: dict[str, Any]) -> dict[str, Any]:
     """Resend's list item (``object: "email"``); times as ISO 8601."""
     return {"object": "email", "id": row["email_id"], "from": row["from_addr"], "to": row["to_addrs"],
             "cc": row["cc_addrs"], "bcc": row["bcc_addrs"], "reply_to": row["reply_to"], "subject": row["subject"],
-            "created_at": row["time"].replace(" ", "T") + "Z", "scheduled_at": row["scheduled_at"] or None,
+            "created_at": iso(row["time"]), "scheduled_at": row["scheduled_at"] or None,
             "last_event": row["status"]}
 
 

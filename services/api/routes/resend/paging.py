@@ -31,6 +31,11 @@ def paging(limit: int | None = Query(None, ge=1, le=100, description="1–100; a
     return Paging(limit, after, before)
 
 
+def iso(store_time: str) -> str:
+    """A store's ``YYYY-MM-DD hh:mm:ss.fff`` (UTC) as ISO 8601, as the API's other times."""
+    return store_time.replace(" ", "T") + "Z" if " " in store_time else store_time
+
+
 def envelope(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {"object": "list", "has_more": has_more, "data": data}
 

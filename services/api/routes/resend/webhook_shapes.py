@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.api.refusal import Refusal
+from services.api.routes.resend.paging import iso
 from services.api.validation_errors import first_error
 from shared import events as ev
 
@@ -67,9 +68,9 @@ def webhook_view(w: ev.WebhookSaved) -> dict[str, Any]:
 
 def event_summary(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["event_id"], "type": RESEND_NAMES.get(row["event_type"], row["event_type"]),
-            "created_at": row["time"], "status": STATUS.get(row["outcome"], "pending")}
+            "created_at": iso(row.get("first_at") or row["time"]), "status": STATUS.get(row["outcome"], "pending")}
 
 
 def attempt_view(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["attempt_id"], "http_status_code": row["status_code"], "response": row["error"] or "",
-            "sent_at": row["time"]}
+            "sent_at": iso(row["time"])}
