@@ -13,7 +13,7 @@ import re
 from services.api.refusal import Refusal
 
 _RESOURCES = ("contacts", "audiences", "broadcasts", "segments", "topics", "contact-properties", "automations",
-              "events", "logs", "inboxes", "oauth-grants", "usage")
+              "events", "logs", "inboxes", "oauth", "usage")
 # (the path's pattern, what Resend calls it: ``{0}`` is the pattern's first group)
 NOT_OFFERED = [
     (re.compile(rf"^/({'|'.join(map(re.escape, _RESOURCES))})(?:/.*)?$"), "{0}"),
