@@ -11,7 +11,7 @@ from services.api.auth import ServiceCaller, full_access_key, runtime
 from services.api.context import ApiContext
 from services.api.errors import unless_refused
 from services.api.manage import keys as manage
-from services.api.routes.resend.paging import Paging, envelope, page_of, paging
+from services.api.routes.resend.paging import Paging, newest_first_page, paging
 from services.api.schemas import ApiKeyCreate
 
 router = APIRouter(prefix="/api-keys", tags=["resend: api-keys"])
@@ -38,9 +38,8 @@ async def create_key(body: ApiKeyCreate, caller: ServiceCaller = Depends(full_ac
 @router.get("")
 async def list_keys(p: Paging = Depends(paging), caller: ServiceCaller = Depends(full_access_key),
                     rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
-    keys = sorted(manage.list_keys(rt, caller.service), key=lambda k: k["created_at"], reverse=True)
-    data, more = page_of(keys, lambda k: k["id"], p)
-    return envelope([listed(k) for k in data], more)
+    return newest_first_page(manage.list_keys(rt, caller.service), lambda k: k["created_at"], lambda k: k["id"],
+                             listed, p)
 
 
 @router.patch("/{key_id}")

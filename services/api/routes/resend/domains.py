@@ -12,7 +12,7 @@ from services.api.errors import unless_refused
 from services.api.manage import domains as manage
 from services.api.routes.resend.domain_shapes import (ResendDomainCreate, ResendDomainUpdate, domain_view, listed,
                                                       tracking_host, unoffered)
-from services.api.routes.resend.paging import Paging, envelope, page_of, paging
+from services.api.routes.resend.paging import Paging, newest_first_page, paging
 from shared import events as ev
 
 router = APIRouter(prefix="/domains", tags=["resend: domains"])
@@ -36,9 +36,8 @@ async def add_domain(body: ResendDomainCreate, caller: ServiceCaller = Depends(f
 @router.get("")
 async def list_domains(p: Paging = Depends(paging), caller: ServiceCaller = Depends(full_access_key),
                        rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
-    domains = sorted(rt.control.state.domains_of(caller.service.service_id), key=lambda d: d.created_at, reverse=True)
-    data, more = page_of(domains, lambda d: d.domain_id, p)
-    return envelope([listed(d) for d in data], more)
+    return newest_first_page(rt.control.state.domains_of(caller.service.service_id), lambda d: d.created_at,
+                             lambda d: d.domain_id, listed, p)
 
 
 @router.get("/{domain_id}")

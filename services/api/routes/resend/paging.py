@@ -54,3 +54,11 @@ def page_of(items: Sequence[T], id_of: Callable[[T], str], p: Paging) -> tuple[l
     if p.limit is None or len(window) <= p.limit:
         return window, False
     return (window[:p.limit], True) if p.before is None else (window[-p.limit:], True)
+
+
+def newest_first_page(items: Sequence[T], created_at: Callable[[T], Any], id_of: Callable[[T], str],
+                      view: Callable[[T], dict[str, Any]], p: Paging) -> dict[str, Any]:
+    """Resend's list answer: ``items`` sorted newest first, one page of them, each as ``view``."""
+    ordered = sorted(items, key=created_at, reverse=True)
+    data, more = page_of(ordered, id_of, p)
+    return envelope([view(item) for item in data], more)

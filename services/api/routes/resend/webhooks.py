@@ -14,7 +14,7 @@ from services.api.errors import unless_refused
 from services.api.manage import webhooks as manage
 from services.api.manage.webhook_inputs import WebhookCreate, WebhookUpdate
 from services.api.refusal import Refusal
-from services.api.routes.resend.paging import Paging, envelope, page_of, paging
+from services.api.routes.resend.paging import Paging, newest_first_page, paging
 from services.api.routes.resend.webhook_shapes import (ResendWebhookCreate, ResendWebhookUpdate, postline_body,
                                                        postline_events, webhook_view)
 from shared import events as ev
@@ -48,9 +48,8 @@ async def create(body: ResendWebhookCreate, caller: ServiceCaller = Depends(full
 @router.get("")
 async def list_webhooks(p: Paging = Depends(paging), caller: ServiceCaller = Depends(full_access_key),
                         rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
-    hooks = sorted(rt.control.state.webhooks_of(caller.service.service_id), key=lambda w: w.created_at, reverse=True)
-    data, more = page_of(hooks, lambda w: w.webhook_id, p)
-    return envelope([webhook_view(w) for w in data], more)
+    return newest_first_page(rt.control.state.webhooks_of(caller.service.service_id), lambda w: w.created_at,
+                             lambda w: w.webhook_id, webhook_view, p)
 
 
 @router.get("/{webhook_id}")
