@@ -78,7 +78,10 @@ async def send_batch(response: Response, items: list[dict[str, Any]] = Body(...,
     (`[{index, message}]`). An item over the rate limit is in `errors` in both modes."""
     if not items:
         raise http_error(Refusal(400, "body: at least one email is required"))
-    strict = validation.strip().lower() != "permissive"
+    mode = validation.strip().lower()
+    if mode not in ("strict", "permissive"):
+        raise http_error(Refusal(400, f"must be strict or permissive (got {validation[:40]!r})", "x-batch-validation"))
+    strict = mode == "strict"
     parsed = [_parse_item(i, item) for i, item in enumerate(items)]
     bodies = [p for p in parsed if isinstance(p, SendEmail)]
     if strict and (invalid := next((p for p in parsed if isinstance(p, Refusal)), None)):

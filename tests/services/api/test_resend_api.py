@@ -74,6 +74,8 @@ async def test_strict_batches_send_nothing_and_permissive_ones_send_the_valid_it
             assert r.status_code == 422 and r.json()["error"].startswith("[1].to: "), r.text
             r = await admin.http.post("/emails/batch", json=[SEND, SEND, unverified], headers={"Api-Key": key, **header})
             assert r.status_code == 422 and r.json()["error"].startswith("[2].to: bob@example.com is not a verified"), r.text
+        r = await admin.http.post("/emails/batch", json=[SEND], headers={"Api-Key": key, "x-batch-validation": "lenient"})
+        assert r.status_code == 400 and r.json()["error"].startswith("x-batch-validation: must be strict or permissive")
         assert (await sends_total(admin)).get("accepted", 0) == before  # nothing was sent
         r = await admin.http.post("/emails/batch", json=[SEND], headers={"Api-Key": key})
         assert r.status_code == 200 and "errors" not in r.json() and len(r.json()["data"]) == 1, r.text
