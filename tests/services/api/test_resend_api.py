@@ -166,3 +166,31 @@ async def test_the_dashboard_creates_full_access_and_domain_limited_keys(tmp_pat
             assert r.status_code == 201 and "full access" in r.text
             scopes = {k.name: (k.permission, k.domain_id) for k in rt.control.state.keys_of(sid)}
             assert scopes == {"acme": ("sending_access", did), "ops": ("full_access", None)}
+
+
+async def test_a_full_access_key_reaches_only_its_own_service(tmp_path):
+    async with api_runtime(tmp_path, webhook_allow_private=True) as (rt, admin):
+        keys = {}
+        for name in ("a", "b"):
+            sid = await admin.service(name)
+            r = await admin("POST", f"/api/email/services/{sid}/api-keys", json={"name": name, "permission": "full_access"})
+            keys[name] = ({"Authorization": f"Bearer {r.json()['key']}"}, r.json()["id"])
+        b_auth, b_key = keys["b"]
+        b_domain = (await admin.http.post("/domains", json={"name": "b.test"}, headers=b_auth)).json()["id"]
+        b_hook = (await admin.http.post("/webhooks", json={"endpoint": "http://127.0.0.1:9/hook", "events": ["email.sent"]},
+                                        headers=b_auth)).json()["id"]
+        b_gone = (await admin.http.post("/suppressions", json={"email": "b@example.com"}, headers=b_auth)).json()["id"]
+        a_auth = keys["a"][0]
+        for method, path in (("GET", f"/domains/{b_domain}"), ("PATCH", f"/domains/{b_domain}"),
+                             ("POST", f"/domains/{b_domain}/verify"), ("DELETE", f"/domains/{b_domain}"),
+                             ("PATCH", f"/api-keys/{b_key}"), ("DELETE", f"/api-keys/{b_key}"),
+                             ("GET", f"/webhooks/{b_hook}"), ("PATCH", f"/webhooks/{b_hook}"),
+                             ("GET", f"/webhooks/{b_hook}/events"), ("POST", f"/webhooks/{b_hook}/signing-secret/rotate"),
+                             ("DELETE", f"/webhooks/{b_hook}"), ("GET", f"/suppressions/{b_gone}"),
+                             ("DELETE", f"/suppressions/{b_gone}"), ("GET", "/suppressions/b@example.com")):
+            body = {"name": "x"} if method == "PATCH" else None
+            r = await admin.http.request(method, path, headers=a_auth, json=body)
+            assert r.status_code == 404, (method, path, r.text)
+        for listing in ("/domains", "/webhooks", "/suppressions"):
+            assert (await admin.http.get(listing, headers=a_auth)).json()["data"] == [], listing
+        assert b_key not in [k["id"] for k in (await admin.http.get("/api-keys", headers=a_auth)).json()["data"]]
