@@ -59,12 +59,14 @@ def test_keys_domains_and_suppressions(node, sdk_world):
 def test_webhooks_with_events_attempts_and_replay(node, sdk_world):
     key, endpoint = sdk_world.full_key, Receiver()
     try:
-        made, got, updated = calls(
-            node, ("webhooks.create", {"endpoint": endpoint.url, "events": ["email.delivered"]}),
-            ("webhooks.get", "$0.data.id"), ("webhooks.update", "$0.data.id", {"status": "enabled"}), key=key)
+        made, got, updated, listed = calls(
+            node, ("webhooks.create", {"endpoint": endpoint.url, "events": ["email.sent"]}),
+            ("webhooks.get", "$0.data.id"), ("webhooks.update", "$0.data.id", {"events": ["email.delivered"]}),
+            ("webhooks.list",), key=key)
         hook = ok(made)
-        assert hook["signing_secret"].startswith("whsec_") and ok(got)["events"] == ["email.delivered"]
+        assert hook["signing_secret"].startswith("whsec_") and ok(got)["events"] == ["email.sent"]
         assert ok(updated)["id"] == hook["id"]
+        assert {w["id"]: w["events"] for w in ok(listed)["data"]}[hook["id"]] == ["email.delivered"]
         sent = ok(node("send", email={"from": FROM, "to": "ann@example.com", "subject": "hooked (node)", "text": "x"}))
         endpoint.wait(1, 30, lambda r: sent["id"].encode() in r["body"])
         deadline, events = time.monotonic() + 30, []
