@@ -18,7 +18,7 @@ from services.api.allow import allowed_methods
 from services.api.context import ApiContext
 from services.api.errors import error_body, error_response, name_of, refusal_response, route_of
 from services.api.request_ids import RequestIds, request_id_of
-from services.api.php_errors import PhpErrorShape
+from services.api.php_errors import PhpErrorShape, is_php, php_shape
 from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
 from services.api.send_fast_path import SendFastPath
@@ -187,5 +187,6 @@ def add_error_handlers(app: FastAPI) -> None:
         # Runs outside the middlewares (Starlette's ServerErrorMiddleware): set the header here.
         rid = request_id_of(request.scope)
         log.exception("request %s: unhandled error on %s %s", rid, request.method, route_of(request))
-        return JSONResponse({**error_body(500, "internal error"), "request_id": rid}, status_code=500,
+        body = {**error_body(500, "internal error"), "request_id": rid}
+        return JSONResponse(php_shape(body) if is_php(request.scope) else body, status_code=500,
                             headers={"X-Request-Id": rid})

@@ -9,10 +9,11 @@ four fields instead — what that SDK's HttpTransporter reads (``message``; ``ty
 ``name``; ``code`` or ``statusCode``). Every other client keeps the string.
 
 An unhandled fault (500) is answered by Starlette's outermost error middleware, outside this
-one, and keeps the string."""
+one: the app's handler for it shapes its body with ``php_shape`` itself."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,18 +25,21 @@ def is_php(scope: Scope) -> bool:
     return agent.lower().startswith(PHP_AGENT)
 
 
+def php_shape(doc: dict[str, Any]) -> dict[str, Any]:
+    """An error body with its ``error`` string as ``{message, name, statusCode, type, code}``."""
+    if not isinstance(doc.get("error"), str):
+        return doc
+    name, status = doc.get("name") or "application_error", doc.get("statusCode")
+    return {**doc, "error": {"message": doc["error"], "name": name, "statusCode": status, "type": name, "code": status}}
+
+
 def php_body(body: bytes) -> bytes:
-    """``body`` with its ``error`` string as ``{message, name, statusCode, type, code}``; as
-    it was when it is not such an error body."""
+    """``php_shape`` of a JSON error body; the body as it was when it is not one."""
     try:
         doc = json.loads(body)
     except ValueError:
         return body
-    if not (isinstance(doc, dict) and isinstance(doc.get("error"), str)):
-        return body
-    name, status = doc.get("name") or "application_error", doc.get("statusCode")
-    doc["error"] = {"message": doc["error"], "name": name, "statusCode": status, "type": name, "code": status}
-    return json.dumps(doc).encode()
+    return json.dumps(php_shape(doc)).encode() if isinstance(doc, dict) and isinstance(doc.get("error"), str) else body
 
 
 class PhpErrorShape:

@@ -147,6 +147,16 @@ async def test_resend_php_gets_an_error_object_it_can_read(tmp_path):
         ok = await admin.http.post("/emails", json=SEND, headers={"Api-Key": key, **PHP})
         assert ok.status_code == 200 and ok.json()["status"] == "sent"  # answers other than errors are untouched
 
+        def broken(service_id):
+            raise RuntimeError("a bug")
+
+        rt.control.state.domains_of = broken  # an unhandled fault: Starlette's outermost handler answers
+        full = (await admin("POST", f"/api/email/services/{sid}/api-keys",
+                            json={"name": "f", "permission": "full_access"})).json()["key"]
+        fault = await admin.http.get("/domains", headers={"Authorization": f"Bearer {full}", **PHP})
+        assert fault.status_code == 500 and fault.json()["error"]["code"] == 500
+        assert fault.json()["error"]["type"] == "application_error" and fault.json()["request_id"]
+
 
 async def test_the_dashboard_creates_full_access_and_domain_limited_keys(tmp_path):
     async with api_runtime(tmp_path) as (rt, admin):
