@@ -337,9 +337,17 @@ class ServiceUpdate(BaseModel):
         None, description="Override the base limits of this service (`null` fields fall back to the global base).")
 
 
+KeyPermission = Literal["full_access", "sending_access"]
+
+
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100, examples=["production server"])
+    permission: KeyPermission = Field("sending_access", description=(
+        "`sending_access` (the default) only sends; `full_access` also manages its own service through "
+        "Resend's paths (`/domains`, `/api-keys`, `/suppressions`, `/webhooks`, `GET /emails`)."))
+    domain_id: str | None = Field(None, max_length=64, description=(
+        "A domain of the service: the key may then only send From that domain (`sending_access` keys only)."))
 
 
 class DomainCreate(BaseModel):
@@ -369,8 +377,14 @@ class SandboxEmailCreate(BaseModel):
         return addr.lower()
 
 
+class BatchError(BaseModel):
+    index: int = Field(description="The item's place in the request, from 0.")
+    message: str = Field(examples=["[1].to: is not a valid address ('bob')"])
+
+
 class BatchResult(BaseModel):
-    data: list[dict] = Field(description="Per item: the send result, or `{\"error\": ...}`.")
+    data: list[dict] = Field(description="The send result of each item sent, in request order.")
+    errors: list[BatchError] | None = Field(None, description="The items not sent (`permissive` mode, or over the rate limit).")
 
 
 class RecipientState(BaseModel):
@@ -462,6 +476,8 @@ class ApiKeyView(BaseModel):
     name: str
     prefix: str = Field(examples=["rs_eml_a8K2"])
     created_at: str
+    permission: KeyPermission = "sending_access"
+    domain_id: str | None = None
 
 
 class ApiKeyCreated(ApiKeyView):
