@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(False, description="Let webhook URLs point at loopback/private addresses.")
     inbound_smtp_port: int = Field(2525, ge=0, lt=65536, description="Inbound listener for bounces and complaints.")
     submission_port: int = Field(1587, ge=0, lt=65536, description="SMTP submission listener of the api role (STARTTLS + AUTH with an API key); 0 turns it off.")
-    tls_cert: Path | None = Field(None, description="PEM certificate (chain) of the submission listener; a self-signed one is generated into the data dir when unset.")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) of the submission listener; when unset, one issued by a local CA made once in the data dir (services/api/submission/local_ca.py).")
     tls_key: Path | None = Field(None, description="PEM private key matching POSTLINE_TLS_CERT.")
     public_url: str | None = Field(None, description="Base URL for tracking, unsubscribe and verification links.")
     hostname: str = Field("postline.localhost", description="Public host name of this installation: HELO name, MX target of bounce domains.")
