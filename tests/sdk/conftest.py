@@ -65,7 +65,9 @@ def sdk_world(tmp_path_factory):
         r = api.admin("POST", f"/api/email/services/{sid}/webhooks",
                       json={"url": hooks.url, "events": ["delivered", "scheduled", "canceled"]})
         assert r.status_code == 201, r.text
-        yield SdkWorld(proc, api, sink, sid, key, hooks)
+        world = SdkWorld(proc, api, sink, sid, key, hooks)
+        world.dns = dns  # to verify the DKIM signatures of what the sink received
+        yield world
     finally:
         proc.stop()
         sink.stop()
