@@ -65,7 +65,7 @@ def server_names(settings: Settings) -> tuple[str, ...]:
 
 def ensure(settings: Settings) -> LocalTls:
     """The CA (made on first use) and a current listener certificate, as files in the data
-    dir. Raises ``OSError`` when the data dir cannot be written."""
+    dir. Raises ``OSError`` when the data dir cannot be written or its CA file is damaged."""
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = _ca(data_dir)
@@ -81,10 +81,13 @@ def _ca(data_dir: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     if not path.exists():
         _write_once(path, _new_ca(), 0o600)
     pem = path.read_bytes()
-    key = serialization.load_pem_private_key(pem, None)
+    try:
+        key = serialization.load_pem_private_key(pem, None)
+        cert = x509.load_pem_x509_certificate(pem[pem.index(b"-----BEGIN CERTIFICATE-----"):])
+    except (ValueError, TypeError) as exc:
+        raise OSError(f"{path} is not a CA key and certificate ({exc}); move it away to make a new CA") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise OSError(f"{path}: not an EC private key")
-    cert = x509.load_pem_x509_certificate(pem[pem.index(b"-----BEGIN CERTIFICATE-----"):])
+        raise OSError(f"{path}: not the EC key of a Postline CA; move it away to make a new CA")
     public = data_dir / CA_CERT_NAME
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     if not public.exists() or public.read_bytes() != cert_pem:

@@ -1,7 +1,8 @@
 """SMTP submission (issue 18, docs/submission.md) against a running `postline all` that delivers to an
-SMTP sink, with clients nobody here wrote: Python's smtplib, Debian's swaks, Django's SMTP backend
-with the README's settings and nodemailer with its defaults (issue 28) — every one verifying the
-listener's certificate against the data dir's local CA, as the README tells users to."""
+SMTP sink, with clients nobody here wrote: Python's smtplib, Debian's swaks, and (issue 28) the
+README's framework settings as pasted — Django's SMTP backend, Rails's through the mail gem,
+Laravel's through Symfony Mailer — and nodemailer with its defaults: every one verifying the
+listener's certificate against the data dir's local CA, trusted as the README says."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import pytest
 
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
-from tests.support.postline import Api, PostlineProcess, dkim_results, production_service, sink_reader
+from tests.support.postline import ROOT, Api, PostlineProcess, dkim_results, production_service, sink_reader
 from tests.support.smtp_sink import SmtpSink
 from tests.support.waiting import caught_up
 
@@ -295,8 +296,6 @@ def test_certificate_comes_from_the_data_dirs_ca_and_names_loopback(world):
 
 
 def readme_smtp_section() -> str:
-    from tests.support.postline import ROOT
-
     readme = (ROOT / "README.md").read_text()
     return readme.split("## Send over SMTP", 1)[1].split("\n## ", 1)[0]
 
@@ -331,8 +330,6 @@ def test_django_smtp_backend_with_the_readmes_settings(world, monkeypatch):
 
 
 def nodemailer(world, env: dict) -> subprocess.CompletedProcess:
-    from tests.support.postline import ROOT
-
     node_dir = ROOT / "tests" / "sdk" / "node"
     if shutil.which("node") is None or not (node_dir / "node_modules" / "nodemailer").is_dir():
         pytest.fail("node or the pinned nodemailer package is missing: run `make test-deps`")
@@ -356,6 +353,46 @@ def test_nodemailer_verifies_the_certificate(world):
     """Without the CA nodemailer refuses the listener: the test above passes because it verifies."""
     run = nodemailer(world, {})
     assert run.returncode != 0 and "certificate" in run.stderr, run.stdout + run.stderr
+
+
+CLIENTS = ROOT / "tests" / "data" / "clients"
+
+
+def readme_line(prefix: str) -> str:
+    """The README's one-line settings for a framework (``Rails:``, ``Laravel:``), between backticks."""
+    line = next(line for line in readme_smtp_section().splitlines() if line.startswith(prefix))
+    return line.split("`", 2)[1]
+
+
+def trusting_env(world) -> dict:
+    """The environment after the README's `export SSL_CERT_FILE=$PWD/.postline/postline-ca.pem`."""
+    export = re.search(r"^export SSL_CERT_FILE=(\S+)", readme_smtp_section(), flags=re.M).group(1)
+    return {**os.environ, "SSL_CERT_FILE": export.replace("$PWD", str(world["pwd"]))}
+
+
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby and ruby-mail (Debian) not installed: make test-deps")
+def test_rails_smtp_settings_from_the_readme(world):
+    """The README's Rails ``smtp_settings`` hash, as Action Mailer hands it to the mail gem."""
+    settings = readme_line("Rails:").split(" = ", 1)[1]
+    settings = settings.replace('"rs_eml_..."', json.dumps(world["prod"][1])).replace("port: 1587", f"port: {world['port']}")
+    run = subprocess.run(["ruby", str(CLIENTS / "rails_mail.rb"), settings, "Hello from Rails"],
+                         env=trusting_env(world), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "delivered", run.stdout + run.stderr
+    got = world["sink"].wait_for(lambda m: b"Subject: Hello from Rails" in m.data, 30)
+    assert got[0].rcpt_tos == [BOB] and dkim_results(got[0].data, world["dns"].address) == [True, True]
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php-cli and php-symfony-mailer (Debian) not installed: make test-deps")
+def test_laravel_mail_settings_from_the_readme(world):
+    """The README's Laravel ``MAIL_*`` line, built into Symfony Mailer as Laravel does."""
+    mail_env = dict(pair.split("=", 1) for pair in readme_line("Laravel:").split())
+    assert mail_env["MAIL_MAILER"] == "smtp"
+    mail_env.update(MAIL_PORT=str(world["port"]), MAIL_PASSWORD=world["prod"][1])
+    run = subprocess.run(["php", str(CLIENTS / "laravel_mailer.php"), "Hello from Laravel"],
+                         env={**trusting_env(world), **mail_env}, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "delivered", run.stdout + run.stderr
+    got = world["sink"].wait_for(lambda m: b"Subject: Hello from Laravel" in m.data, 30)
+    assert got[0].rcpt_tos == [BOB] and dkim_results(got[0].data, world["dns"].address) == [True, True]
 
 
 def json_line(out: str) -> dict:
