@@ -110,3 +110,23 @@ def test_an_operators_certificate_wins(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", tls_cert=made.server_pem, tls_key=made.server_pem)
     assert handshake(server_context(settings), made.ca_cert, socket.AF_INET, "127.0.0.1", "localhost")
     assert not (tmp_path / "data" / local_ca.CA_KEY_NAME).exists()
+
+
+def _ensure_in_a_process(data_dir: str) -> tuple[bytes, bytes]:
+    tls = local_ca.ensure(Settings(data_dir=data_dir))
+    return tls.ca_cert.read_bytes(), tls.server_pem.read_bytes()
+
+
+def test_processes_starting_at_once_share_one_ca(tmp_path):
+    """Several API processes (`postline api` ×N over one data dir) create the CA at once: one
+    wins, every process serves a certificate that CA issued."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = list(pool.map(_ensure_in_a_process, [str(tmp_path)] * 4))
+    ca = x509.load_pem_x509_certificate((tmp_path / local_ca.CA_CERT_NAME).read_bytes())
+    assert {ca_pem for ca_pem, _ in results} == {(tmp_path / local_ca.CA_CERT_NAME).read_bytes()}
+    for _, server_pem in results:
+        served = x509.load_pem_x509_certificate(server_pem[server_pem.index(b"-----BEGIN CERTIFICATE-----"):])
+        served.verify_directly_issued_by(ca)
