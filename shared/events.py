@@ -272,6 +272,7 @@ class Attachment(BaseModel):
     filename: str
     content_base64: str
     content_type: str = "application/octet-stream"
+    content_id: str | None = None  # an inline part the HTML shows as cid:<content_id>
 
 
 class DroppedRecipient(BaseModel):

@@ -1,6 +1,7 @@
 """Accept a send: the one use case behind every door (docs/architecture.md, "The accept core").
 
-    idempotency (when keyed) → prepare → limit + append (one step) → metrics → remember
+    idempotency (when keyed) → fetch remote attachments → prepare → limit + append (one step)
+    → metrics → remember
 
 ``accept`` takes one message, ``accept_batch`` several at once (each accepted or refused on
 its own, all appended together). Both return values — ``Accepted`` or a ``Refusal``
@@ -19,6 +20,7 @@ from typing import Any, Callable, Sequence
 from services.api.idempotency import body_hash, email_id_for
 from services.api.parts import idempotency, limiter
 from services.api.refusal import Refusal
+from services.api.remote_attachments import fetch_remote
 from services.api.schemas import SendEmail
 from services.api.sending import Door, Draft, admit_requests, prepare, rate_limited, remember, respond
 from shared import events as ev
@@ -82,8 +84,11 @@ async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[Se
     """Several sends: ``[i]`` is ``bodies[i]``'s outcome; the prepared ones are counted and
     appended in one step. One ``Refusal`` for the whole when the log did not confirm the
     append (then none of them was accepted), or, ``all_or_nothing`` (Resend's strict batch),
-    when any body is refused: the first one's, as 422 naming ``[i]`` (nothing is appended)."""
-    prepared = [prepare_one(rt, svc, body, door, api_key=api_key) for body in bodies]
+    when any body is refused (a remote attachment that could not be fetched too): the first
+    one's, as 422 naming ``[i]`` (nothing is appended)."""
+    fetched = [await fetch_remote(rt, body) for body in bodies]
+    prepared = [body if isinstance(body, Refusal) else prepare_one(rt, svc, body, door, api_key=api_key)
+                for body in fetched]
     if all_or_nothing and (refused := first_refused(prepared)):
         return refused
     admitted = await _admit(rt, svc, [p for p in prepared if isinstance(p, _Prepared)])
@@ -104,8 +109,10 @@ def first_refused(prepared: list[_Prepared | Refusal]) -> Refusal | None:
 
 async def _accept_one(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None,
                       finish: Finish | None, api_key: ev.ApiKeySaved | None) -> Accepted | Refusal:
-    """prepare → limit + append → record; a refused preparation reports the limits as they are."""
-    prepared = prepare_one(rt, svc, body, door, email_id, finish, api_key)
+    """fetch remote attachments → prepare → limit + append → record; a refused preparation
+    reports the limits as they are."""
+    fetched = await fetch_remote(rt, body)
+    prepared = fetched if isinstance(fetched, Refusal) else prepare_one(rt, svc, fetched, door, email_id, finish, api_key)
     if isinstance(prepared, Refusal):
         return dataclasses.replace(prepared, limits=await limiter(rt).peek(svc.service_id))
     admitted = await _admit(rt, svc, [prepared])

@@ -27,7 +27,8 @@ from services.api.context import ApiContext
 
 router = APIRouter(tags=["emails"])
 ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
-          409: {"model": ErrorBody}, 429: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+          409: {"model": ErrorBody}, 422: {"model": ErrorBody, "description": "A remote attachment (`path`) could not be fetched."},
+          429: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 MAX_BATCH = 100
 BATCH_VALIDATION = Header("strict", alias="x-batch-validation",
                           description="`strict` (default): all or nothing; `permissive`: the valid items are sent.")
