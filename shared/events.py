@@ -115,6 +115,7 @@ class ServiceSaved(ControlRecord):
     list_unsubscribe: bool = False  # RFC 8058 one-click List-Unsubscribe headers by default
     created_at: datetime
     deleted: bool = False
+    receiving_retention_days: int = 30  # how long received mail is kept (docs/receiving.md)
 
 
 class ApiKeySaved(ControlRecord):
@@ -150,6 +151,7 @@ class DomainSaved(ControlRecord):
     tracking_host: str | None = None  # the domain's own host for tracking links (a CNAME to this installation)
     created_at: datetime
     deleted: bool = False
+    receiving: bool = False  # mail to any address at the domain is received (docs/receiving.md)
 
 
 class SandboxRecipientSaved(ControlRecord):
@@ -364,6 +366,49 @@ class Canceled(_Lifecycle):
     type: Literal["canceled"] = "canceled"
 
 
+# ---------------------------------------------------------------- received mail
+
+class ReceivedAttachment(BaseModel):
+    """An attachment of a received message: what the event and the API list (its bytes are
+    in the store, shared/store/received.py)."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    filename: str | None = None
+    content_type: str = "application/octet-stream"
+    content_id: str | None = None
+    content_disposition: Literal["inline", "attachment"] = "attachment"
+    size: int = 0
+
+
+class EmailReceived(Event):
+    """Mail to a receiving domain of the service was accepted and stored (Resend's
+    ``email.received``). Carries references, never bodies: the message and its attachments
+    are in the store under ``email_id`` (docs/receiving.md)."""
+
+    type: Literal["email.received"] = "email.received"
+    service_id: str
+    email_id: str
+    from_: str = Field(alias="from")
+    to: list[str] = []
+    cc: list[str] = []
+    received_for: list[str] = []  # the envelope recipients at the service's receiving domains
+    subject: str = ""
+    message_id: str | None = None
+    attachments: list[ReceivedAttachment] = []
+    size: int = 0
+    spf: str = "none"
+    dkim: str = "none"
+    dmarc: str = "none"
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+RECEIVED_TYPES = ("email.received",)
+"""Events about received mail (docs/receiving.md): webhooks and analytics take them as they
+take lifecycle events, keyed by the received email's id."""
+
+
 LifecycleEvent = Annotated[
     Union[Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled],
     Field(discriminator="type"),
@@ -378,6 +423,9 @@ LifecycleEvent = Annotated[
 LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked",
                    "unsubscribed", "scheduled", "canceled")
 """Every lifecycle event type, in the order webhooks and the dashboard offer them."""
+
+WEBHOOK_TYPES = LIFECYCLE_TYPES + RECEIVED_TYPES
+"""What a webhook endpoint can subscribe to."""
 
 FINAL_TYPES = ("delivered", "bounced", "failed")
 """A recipient's delivery is over: the relay's ledger records these outcomes, and a
@@ -479,7 +527,8 @@ class WebhookReplay(Event):
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
           WebhookSaved, WebhookAttempted, WebhookReplay, SendRequested, SendCanceled, SendRescheduled,
-          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled],
+          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled,
+          EmailReceived],
     Field(discriminator="type"),
 ]
 _adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)

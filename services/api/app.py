@@ -27,7 +27,8 @@ from services.ops import add_ops_routes
 from services.api import dashboard
 from shared.control.errors import ChangeRefused, ControlBehind
 from shared.runtime import Runtime
-from services.api.routes import analytics, dev, domains, emails, keys, sandbox, services, suppressions, tracking, webhooks
+from services.api.routes import (analytics, dev, domains, emails, keys, receiving, sandbox, services, suppressions,
+                                 tracking, webhooks)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
@@ -136,7 +137,8 @@ def create_app(runtime: Runtime | None) -> FastAPI:
     add_ops_routes(app, runtime)
     add_docs_routes(app)
 
-    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev):
+    # receiving before emails: /emails/receiving is not GET /emails/{email_id}
+    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, receiving, emails, dev):
         app.include_router(module.router)
     dashboard.mount(app)
     return app

@@ -58,7 +58,7 @@ class WebhookService:
         self._wake = asyncio.Event()
 
     # ------------------------------------------------------------ intake
-    def subscribers(self, event: ev.LifecycleEvent) -> list[ev.WebhookSaved]:
+    def subscribers(self, event: ev.LifecycleEvent | ev.EmailReceived) -> list[ev.WebhookSaved]:
         if event.service_id is None:  # every webhook belongs to a service
             return []
         return [w for w in self.rt.control.state.webhooks_of(event.service_id)
@@ -72,7 +72,7 @@ class WebhookService:
             with self.guard.for_record(record):  # InvalidRecord: dead-lettered
                 if isinstance(e, ev.WebhookReplay):
                     rows += [(f"{e.webhook_id}|{replayed_id(x)}|{e.id}", e.webhook_id, x) for x in e.events]
-                elif e is not None and e.type in ev.LIFECYCLE_TYPES:
+                elif e is not None and e.type in ev.WEBHOOK_TYPES:
                     payload = e.model_dump(mode="json", by_alias=True)
                     rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in self.subscribers(e)]
         await self.outbox.add(rows)

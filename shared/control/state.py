@@ -187,6 +187,15 @@ class ControlState:
                 return d
         return None
 
+    def receiving_domain(self, domain: str) -> ev.DomainSaved | None:
+        """The domain record that receives mail for ``domain`` (docs/receiving.md): the one
+        with ``receiving`` on, the oldest if two services claimed it at once (enabling
+        receiving refuses a domain another service receives for, but two processes may
+        both have said yes before either saw the other)."""
+        domain = domain.lower()
+        claims = [d for d in self.domains.values() if d.receiving and d.domain == domain]
+        return min(claims, key=lambda d: (d.created_at, d.domain_id)) if claims else None
+
     def sandbox_of(self, service_id: str) -> list[ev.SandboxRecipientSaved]:
         return sorted((r for r in self.sandbox.values() if r.service_id == service_id), key=lambda r: r.created_at)
 

@@ -1,7 +1,7 @@
 """Service API keys: create (the secret is returned once; only its SHA-256 is kept), list, revoke."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from services.api.manage import deleted
 from services.api.refusal import Refusal
@@ -18,11 +18,12 @@ def list_keys(rt: ApiContext, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
     return [key_view(k) for k in rt.control.state.keys_of(svc.service_id)]
 
 
-async def create_key(rt: ApiContext, svc: ev.ServiceSaved, name: str) -> dict[str, Any]:
+async def create_key(rt: ApiContext, svc: ev.ServiceSaved, name: str,
+                     permission: Literal["full_access", "sending_access"] = "sending_access") -> dict[str, Any]:
     """The key's view with its secret (``key``), shown in this one answer."""
     secret = new_api_key()
     rec = ev.ApiKeySaved(workspace_id=svc.workspace_id, service_id=svc.service_id, key_id=ev.new_id(), name=name,
-                         key_hash=hash_secret(secret), prefix=secret[:11], created_at=ev.utcnow())
+                         key_hash=hash_secret(secret), prefix=secret[:11], created_at=ev.utcnow(), permission=permission)
     await rt.control.save(rec)
     return {**key_view(rec), "key": secret}
 
