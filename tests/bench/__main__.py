@@ -13,13 +13,14 @@ from tests.bench import relay
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory",
-                                           "retention", "e2e", "intake"], default=None)
+                                           "retention", "e2e", "intake", "receiving"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
     parser.add_argument("--retention-sends", type=int, default=2000, help="real sends of the retention section")
     parser.add_argument("--retention-messages", type=int, default=100_000, help="messages' worth of records it measures")
     parser.add_argument("--e2e-messages", type=int, default=3000, help="sends of the e2e and intake sections")
     parser.add_argument("--e2e-sink", choices=["aiosmtpd", "lean"], default="aiosmtpd")
+    parser.add_argument("--receiving-messages", type=int, default=600, help="100 KB messages of the receiving section")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the measured process into DIR/intake.txt and DIR/e2e.txt")
     args = parser.parse_args()
     import uvloop
@@ -67,6 +68,10 @@ def main() -> None:
         from tests.bench import e2e
 
         results["api_intake_alone"] = e2e.run_intake(args.e2e_messages, args.profile)
+    if args.only in (None, "receiving"):
+        from tests.bench import receiving
+
+        results["receiving_100kb"] = receiving.run(args.receiving_messages)
     print(json.dumps(results, indent=2))
 
 

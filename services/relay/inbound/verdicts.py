@@ -13,15 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
-from functools import partial
+from functools import cache, lru_cache, partial
+from importlib.resources import as_file, files
 from typing import Any
 
 import authheaders
+import authheaders.dmarc_lookup
 import dkim
 import dns.exception
 import dns.resolver
 import spf
 from authres import DKIMAuthenticationResult, SPFAuthenticationResult
+from publicsuffix2 import PublicSuffixList
 
 DNS_TIMEOUT = 3.0
 
@@ -76,6 +79,24 @@ def _spf_lookup(res: dns.resolver.Resolver, name: str, qtype: str, strict: bool 
     except dns.exception.DNSException as exc:
         raise spf.TempError(f"DNS {exc}") from exc
     return out
+
+
+@cache
+def _suffix_list() -> PublicSuffixList:
+    with as_file(files("authheaders") / "public_suffix_list.txt") as path, open(path, encoding="utf-8") as f:
+        return PublicSuffixList(f)
+
+
+@lru_cache(maxsize=8192)
+def _org_domain(domain: str) -> str:
+    """authheaders' organisational domain, from the same bundled Public Suffix List."""
+    return str(_suffix_list().get_public_suffix(domain))
+
+
+# authheaders parses the whole Public Suffix List again on every organisational-domain lookup
+# (~300 ms, three per DMARC check: measured 0.93 s per message); the process keeps one parsed
+# list and the answers instead. Same list, same function, same results.
+authheaders.get_org_domain = authheaders.dmarc_lookup.get_org_domain = _org_domain
 
 
 class Judge:
