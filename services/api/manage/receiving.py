@@ -106,7 +106,7 @@ async def download(rt: ApiContext, service_id: str, email_id: str, attachment_id
     signature (it never says which), as for an attachment that is not there."""
     good = signature(rt.settings.master_key, service_id, email_id, attachment_id, expires)
     svc = rt.control.state.services.get(service_id)
-    if not hmac.compare_digest(good, sig) or expires < time.time() or svc is None or svc.deleted:
+    if not hmac.compare_digest(good.encode(), sig.encode()) or expires < time.time() or svc is None or svc.deleted:
         return Refusal(404, "this download link is not valid (or has expired)")
     message = await find_received(rt, svc, email_id)
     if isinstance(message, Refusal):
