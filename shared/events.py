@@ -199,9 +199,24 @@ class WebhookSaved(ControlRecord):
     deleted: bool = False
 
 
+class ReceivingRuleSaved(ControlRecord):
+    """A routing rule for received mail (docs/receiving.md): mail to an address matching
+    ``pattern`` goes to ``webhook_ids`` (None: every webhook subscribed to
+    ``email.received``) and is forwarded to ``forward_to``."""
+
+    type: Literal["receiving_rule.saved"] = "receiving_rule.saved"
+    service_id: str  # every entity but a workspace belongs to a service
+    rule_id: str
+    pattern: str  # a lower-case address glob: help@acme.com, *@acme.com, support+*@acme.com
+    webhook_ids: list[str] | None = None
+    forward_to: list[str] = []
+    created_at: datetime
+    deleted: bool = False
+
+
 ControlEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved],
+          WebhookSaved, ReceivingRuleSaved],
     Field(discriminator="type"),
 ]
 
@@ -400,6 +415,10 @@ class EmailReceived(Event):
     spf: str = "none"
     dkim: str = "none"
     dmarc: str = "none"
+    # The routing rules' decision (docs/receiving.md): the webhooks that get this event (None:
+    # every webhook subscribed to it) and the forwards sent (their email ids).
+    webhook_ids: list[str] | None = None
+    forwards: list[str] = []
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -526,7 +545,7 @@ class WebhookReplay(Event):
 
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved, WebhookAttempted, WebhookReplay, SendRequested, SendCanceled, SendRescheduled,
+          WebhookSaved, ReceivingRuleSaved, WebhookAttempted, WebhookReplay, SendRequested, SendCanceled, SendRescheduled,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled,
           EmailReceived],
     Field(discriminator="type"),

@@ -61,8 +61,9 @@ class WebhookService:
     def subscribers(self, event: ev.LifecycleEvent | ev.EmailReceived) -> list[ev.WebhookSaved]:
         if event.service_id is None:  # every webhook belongs to a service
             return []
+        chosen = getattr(event, "webhook_ids", None)  # received mail: its routing rules' choice (docs/receiving.md)
         return [w for w in self.rt.control.state.webhooks_of(event.service_id)
-                if w.status == "enabled" and event.type in w.events]
+                if w.status == "enabled" and event.type in w.events and (chosen is None or w.webhook_id in chosen)]
 
     async def handle(self, records: list[Record]) -> None:
         """Parse → queue deliveries in the outbox (durable). The runner commits after."""

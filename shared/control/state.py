@@ -30,6 +30,8 @@ def entity_key(event: ev.Event) -> str:
             return f"suppression:{event.service_id}:{event.email}"
         case ev.WebhookSaved():
             return f"webhook:{event.webhook_id}"
+        case ev.ReceivingRuleSaved():
+            return f"receiving_rule:{event.rule_id}"
     raise TypeError(f"not a control event: {type(event).__name__}")
 
 
@@ -45,6 +47,7 @@ class ControlState:
     sandbox: dict[str, ev.SandboxRecipientSaved] = field(default_factory=dict)
     suppressions: dict[tuple[str, str], ev.SuppressionSaved] = field(default_factory=dict)
     webhooks: dict[str, ev.WebhookSaved] = field(default_factory=dict)
+    receiving_rules: dict[str, ev.ReceivingRuleSaved] = field(default_factory=dict)
     _positions: dict[str, int] = field(default_factory=dict)
     _recent: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # key → recent (event id, offset)
     _latest: dict[str, ev.ControlRecord] = field(default_factory=dict)  # key → entity, or its tombstone
@@ -125,6 +128,8 @@ class ControlState:
                 self._put(self.suppressions, (new.service_id, new.email), new)
             case ev.WebhookSaved():
                 self._put(self.webhooks, new.webhook_id, new)
+            case ev.ReceivingRuleSaved():
+                self._put(self.receiving_rules, new.rule_id, new)
 
     @staticmethod
     def _put(table: dict[Any, Any], ident: object, event: ev.ControlRecord) -> None:
@@ -212,3 +217,7 @@ class ControlState:
 
     def webhooks_of(self, service_id: str) -> list[ev.WebhookSaved]:
         return sorted((w for w in self.webhooks.values() if w.service_id == service_id), key=lambda w: w.created_at)
+
+    def receiving_rules_of(self, service_id: str) -> list[ev.ReceivingRuleSaved]:
+        return sorted((r for r in self.receiving_rules.values() if r.service_id == service_id),
+                      key=lambda r: (r.created_at, r.rule_id))

@@ -1,7 +1,8 @@
 """Received mail (docs/receiving.md): Resend's ``/emails/receiving`` paths with a
 full-access API key, the same under ``/api/email/services/{id}/emails/receiving`` with the
-admin token, and the signed attachment download. The HTTP doors of
-services/api/manage/receiving.py.
+admin token, the signed attachment download, and the routing rules
+(``/api/email/services/{id}/receiving-rules``). The HTTP doors of
+services/api/manage/receiving.py and receiving_rules.py.
 
 A router of its own, included before the send routes: ``/emails/receiving`` must not be
 read as ``GET /emails/{email_id}``."""
@@ -15,6 +16,7 @@ from services.api.auth import ServiceCaller, full_access_key, owned_service, run
 from services.api.context import ApiContext
 from services.api.errors import unless_refused
 from services.api.manage import receiving as manage
+from services.api.manage import receiving_rules as rules
 from shared import events as ev
 
 router = APIRouter(tags=["receiving"])
@@ -90,3 +92,33 @@ async def admin_list_attachments(email_id: str, svc: ev.ServiceSaved = Depends(o
 async def admin_get_attachment(email_id: str, attachment_id: str, svc: ev.ServiceSaved = Depends(owned_service),
                                rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     return unless_refused(await manage.find_attachment(rt, svc, email_id, attachment_id))
+
+
+RULES = "/api/email/services/{service_id}/receiving-rules"
+
+
+async def owned_rule(rule_id: str, svc: ev.ServiceSaved = Depends(owned_service),
+                     rt: ApiContext = Depends(runtime)) -> ev.ReceivingRuleSaved:
+    return unless_refused(rules.find_rule(rt, svc, rule_id))
+
+
+@router.post(RULES, status_code=201)
+async def create_rule(body: rules.RuleCreate, svc: ev.ServiceSaved = Depends(owned_service),
+                      rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
+    """Route mail to matching addresses to some webhooks and/or forward it (docs/receiving.md)."""
+    return unless_refused(await rules.create_rule(rt, svc, body))
+
+
+@router.get(RULES)
+async def list_rules(svc: ev.ServiceSaved = Depends(owned_service), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
+    return {"data": rules.list_rules(rt, svc)}
+
+
+@router.get(RULES + "/{rule_id}")
+async def get_rule(rule: ev.ReceivingRuleSaved = Depends(owned_rule)) -> dict[str, Any]:
+    return rules.rule_view(rule)
+
+
+@router.delete(RULES + "/{rule_id}", status_code=204)
+async def delete_rule(rule: ev.ReceivingRuleSaved = Depends(owned_rule), rt: ApiContext = Depends(runtime)) -> None:
+    unless_refused(await rules.delete_rule(rt, rule))

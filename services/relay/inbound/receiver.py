@@ -3,23 +3,28 @@
 A message is handled once per service it reaches (one envelope may name addresses at
 receiving domains of several services; each gets its own copy and id). The steps:
 parse (received_mail.py) → judge (verdicts.py: SPF, DKIM, DMARC) → store the message and its
-attachments (shared/store/received.py) → append ``email.received`` (references only) →
-the SMTP server answers 250. A failure before the append is a 451: the sender retries, and
+attachments (shared/store/received.py) → route (routing.py: which webhooks, which forwards)
+→ append the forwards' send requests, then ``email.received`` (references only) → the SMTP
+server answers 250. A failure before the append is a 451: the sender retries, and
 the same bytes for the same service get the same id, so a retry stores and announces
 nothing twice (the store and every consumer deduplicate on the ids)."""
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from services.relay.inbound import routing
 from services.relay.inbound.received_mail import ParsedMail, parse_mail
 from services.relay.inbound.verdicts import Judge, Verdicts
 from shared import events as ev
 from shared.control.errors import ControlBehind
 from shared.runtime import Runtime
 from shared.store import received
+
+log = logging.getLogger(__name__)
 
 
 class StoreMissing(Exception):
@@ -81,9 +86,27 @@ class Receiver:
         digest = hashlib.sha256(raw).hexdigest()
         out = []
         for sid, rcpts in by_service.items():
-            out.append(await self.keep(services[sid], rcpts, env, raw, parsed, verdicts, digest))
+            event = await self.keep(services[sid], rcpts, env, raw, parsed, verdicts, digest)
+            out.append(await self.route(services[sid], rcpts, raw, event))
         await self.rt.log.append_many(ev.Topic.EVENTS, [(e.email_id, ev.encode(e)) for e in out])
         return out
+
+    async def route(self, svc: ev.ServiceSaved, rcpts: list[str], raw: bytes, event: ev.EmailReceived) -> ev.EmailReceived:
+        """Apply the service's routing rules: append the forwards (durable) and return the
+        event with the decision (its webhooks, its forwards' ids)."""
+        decision = routing.route(self.rt.control.state.receiving_rules_of(svc.service_id), rcpts)
+        domain = self.rt.control.state.receiving_domain(domain_of(rcpts[0]))
+        forwards = []
+        if decision.forward_to and routing.hops(raw) < routing.MAX_HOPS:
+            if domain is not None and domain.verified:  # forwards are DKIM-signed by the receiving domain
+                forwards = [routing.forward_request(svc, domain, event.email_id, event.from_, event.subject, raw, to)
+                            for to in decision.forward_to]
+            else:
+                log.warning("received email %s: not forwarded, %s is not verified (forwards are DKIM-signed)",
+                            event.email_id, domain.domain if domain else "its domain")
+        if forwards:
+            await self.rt.log.append_many(ev.Topic.REQUESTS, [(f.email_id, ev.encode(f)) for f in forwards])
+        return event.model_copy(update={"webhook_ids": decision.webhook_ids, "forwards": [f.email_id for f in forwards]})
 
     async def keep(self, svc: ev.ServiceSaved, rcpts: list[str], env: Envelope, raw: bytes, parsed: ParsedMail,
                    verdicts: Verdicts, digest: str) -> ev.EmailReceived:

@@ -21,8 +21,9 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
-from tests.support.postline import Api, PostlineProcess
+from tests.support.postline import Api, PostlineProcess, dkim_results
 from tests.support.receiver import Receiver
+from tests.support.smtp_sink import SmtpSink
 from tests.support.waiting import until
 
 PDF = b"%PDF-1.4\n" + os.urandom(150_000)  # binary, not a multiple of 3: base64 padding must survive
@@ -48,10 +49,11 @@ def _listening(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    dns, hooks = DnsServer().start(), Receiver()
+    dns, hooks, sink = DnsServer().start(), Receiver(), SmtpSink().start()
     inbound = free_port()
     proc = PostlineProcess(tmp_path_factory.mktemp("receiving") / "data", env={
         "POSTLINE_DNS_SERVER": dns.address, "POSTLINE_WEBHOOK_ALLOW_PRIVATE": "true", "POSTLINE_WORKERS": "2",
+        "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address,
         "POSTLINE_INBOUND_SMTP_PORT": str(inbound), "POSTLINE_INBOUND_MAX_MESSAGE_BYTES": str(MAX_BYTES)}).start()
     api = Api(proc.url)
     until(lambda: _listening(inbound), timeout=60, what="the inbound listener")  # the background process starts last
@@ -68,8 +70,9 @@ def world(tmp_path_factory):
                                           for i in range(0, len(f"v=DKIM1; k=rsa; p={public}"), 250)])
     dns.txt("_dmarc.sender.test", "v=DMARC1; p=reject")
     yield {"api": api, "proc": proc, "dns": dns, "hooks": hooks, "inbound": inbound, "sid": sid, "key": r.json()["key"],
-           "domain": domain, "secret": hook["secret"], "pem": pem}
+           "domain": domain, "secret": hook["secret"], "pem": pem, "sink": sink}
     proc.stop()
+    sink.stop()
     hooks.stop()
     dns.stop()
 
@@ -226,3 +229,53 @@ def test_message_over_the_size_limit_is_refused(world, receiving):
     with pytest.raises(smtplib.SMTPException) as exc:
         smtp_send(world, msg.as_bytes(), ["help@inbox.test"])
     assert getattr(exc.value, "smtp_code", None) == 552
+
+
+def test_a_rule_forwards_dkim_signed_and_picks_the_webhooks(world, receiving):
+    api, sid, did = world["api"], world["sid"], world["domain"]["id"]
+    rules = f"/api/email/services/{sid}/receiving-rules"
+    r = api.admin("POST", rules, json={"pattern": "sales@inbox.test", "forward_to": ["boss@example.com"]})
+    assert r.status_code == 400 and "verified" in r.json()["error"]  # forwards are signed by the domain: verify first
+    for rec in world["domain"]["records"]:
+        if rec["type"] == "TXT":
+            world["dns"].txt(rec["name"], rec.get("value_strings") or rec["value"])
+    assert api.admin("POST", f"/api/email/services/{sid}/domains/{did}/verify").json()["verified"]
+    for bad, field in (({"pattern": "sales"}, "pattern"), ({"pattern": "*@x.test", "webhook_ids": ["nope"]}, "webhook_ids"),
+                       ({"pattern": "*@x.test", "forward_to": ["loop@inbox.test"]}, "forward_to"),
+                       ({"pattern": "*@x.test", "forward_to": ["not an address"]}, "forward_to")):
+        r = api.admin("POST", rules, json=bad)
+        assert r.status_code == 400 and r.json()["error"].startswith(field), (bad, r.text)
+    sales_hooks = Receiver()
+    try:
+        hook = api.admin("POST", f"/api/email/services/{sid}/webhooks",
+                         json={"url": sales_hooks.url, "events": ["email.received"]}).json()
+        r = api.admin("POST", rules, json={"pattern": "sales@inbox.test", "webhook_ids": [hook["id"]],
+                                           "forward_to": ["Boss <boss@example.com>"]})
+        assert r.status_code == 201, r.text
+        assert api.admin("GET", rules).json()["data"] == [r.json()]
+
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "ann@sender.test", "Sales <sales@inbox.test>", "Forward me"
+        msg["Message-ID"] = "<fw1@sender.test>"
+        msg.set_content("a lead")
+        smtp_send(world, msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")), ["sales@inbox.test"])
+
+        [fwd] = world["sink"].wait_for(lambda m: "boss@example.com" in m.rcpt_tos, timeout=60)
+        assert b"a lead" in fwd.data and fwd.message["Subject"] == "Forward me"
+        assert fwd.mail_from.endswith("@bounces.inbox.test")  # the envelope sender is rewritten to our domain
+        assert dkim_results(fwd.data, world["dns"].address) == [True, True]
+        assert "d=inbox.test" in fwd.message["DKIM-Signature"].replace(" ", "")
+        req = sales_hooks.wait(1)[0]
+        data = Webhook(hook["secret"]).verify(req["body"], {k: req["headers"][k] for k in
+                                                            ("webhook-id", "webhook-timestamp", "webhook-signature")})["data"]
+        assert data["subject"] == "Forward me" and len(data["forwards"]) == 1
+        # the rule chose its webhook: the service's other endpoint gets the next message, not this one
+        msg.replace_header("Subject", "After the forward")
+        msg.replace_header("To", "help@inbox.test")
+        smtp_send(world, bytes(msg), ["help@inbox.test"])
+        webhook_for(world, "After the forward")
+        assert not any(b'"subject":"Forward me"' in x["body"] for x in world["hooks"].received)
+        assert api.admin("DELETE", f"{rules}/{r.json()['id']}").status_code == 204
+        assert api.admin("GET", f"{rules}/{r.json()['id']}").status_code == 404
+    finally:
+        sales_hooks.stop()
