@@ -21,7 +21,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
-from tests.support.postline import Api, PostlineProcess, dkim_results
+from tests.support.postline import ADMIN_TOKEN, Api, PostlineProcess, dkim_results
 from tests.support.receiver import Receiver
 from tests.support.smtp_sink import SmtpSink
 from tests.support.waiting import until
@@ -279,3 +279,39 @@ def test_a_rule_forwards_dkim_signed_and_picks_the_webhooks(world, receiving):
         assert api.admin("GET", f"{rules}/{r.json()['id']}").status_code == 404
     finally:
         sales_hooks.stop()
+
+
+@pytest.mark.browser
+def test_dashboard_shows_received_mail_with_its_html_sandboxed(world, receiving, browser):
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "ann@sender.test", "help@inbox.test", "Dashboard <check>"
+    msg.set_content("plain words")
+    msg.add_alternative('<p id="shown">rich words</p><script>alert("script")</script>'
+                        '<img src="x" onerror="alert(\'img\')">', subtype="html")
+    msg.add_attachment(b"%PDF-1.4 tiny", maintype="application", subtype="pdf", filename="t.pdf")
+    smtp_send(world, signed(world, msg), ["help@inbox.test"])
+    email_id = webhook_for(world, "Dashboard <check>")["data"]["email_id"]
+
+    context = browser.new_context(base_url=world["proc"].url)
+    page = context.new_page()
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    try:
+        page.goto("/")
+        page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url("**/services")
+        page.goto(f"/services/{world['sid']}/received")
+        page.get_by_role("link", name="Dashboard <check>").click()
+        page.wait_for_url(f"**/received/{email_id}")
+        main = page.inner_text("main")
+        assert "SPF pass" in main and "DKIM pass" in main and "DMARC pass" in main and "plain words" in main
+        frame = page.locator("iframe.mail-html")
+        assert frame.get_attribute("sandbox") == ""
+        assert page.frame_locator("iframe.mail-html").locator("#shown").inner_text() == "rich words"
+        with page.expect_download() as download:
+            page.get_by_role("link", name="t.pdf").click()
+        assert open(download.value.path(), "rb").read() == b"%PDF-1.4 tiny"
+        assert dialogs == []  # neither the script nor the onerror handler ran
+    finally:
+        context.close()
