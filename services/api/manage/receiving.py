@@ -76,14 +76,19 @@ async def list_attachments(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) 
     return {"object": "list", "has_more": False, "data": links}
 
 
-async def find_attachment(rt: ApiContext, svc: ev.ServiceSaved, email_id: str, attachment_id: str) -> dict[str, Any] | Refusal:
+async def attachment_meta(rt: ApiContext, svc: ev.ServiceSaved, email_id: str,
+                          attachment_id: str) -> dict[str, Any] | Refusal:
+    """The metadata of one attachment of a received email; 404 when either is not there."""
     message = await find_received(rt, svc, email_id)
     if isinstance(message, Refusal):
         return message
-    meta = next((a for a in message["attachments"] if a["id"] == attachment_id), None)
-    if meta is None:
-        return Refusal(404, f"attachment {attachment_id} not found")
-    return {"object": "attachment", **with_link(rt, svc, email_id, meta)}
+    meta: dict[str, Any] | None = next((a for a in message["attachments"] if a["id"] == attachment_id), None)
+    return meta if meta is not None else Refusal(404, f"attachment {attachment_id} not found")
+
+
+async def find_attachment(rt: ApiContext, svc: ev.ServiceSaved, email_id: str, attachment_id: str) -> dict[str, Any] | Refusal:
+    meta = await attachment_meta(rt, svc, email_id, attachment_id)
+    return meta if isinstance(meta, Refusal) else {"object": "attachment", **with_link(rt, svc, email_id, meta)}
 
 
 def with_link(rt: ApiContext, svc: ev.ServiceSaved, email_id: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -108,12 +113,9 @@ async def download(rt: ApiContext, service_id: str, email_id: str, attachment_id
     svc = rt.control.state.services.get(service_id)
     if not hmac.compare_digest(good.encode(), sig.encode()) or expires < time.time() or svc is None or svc.deleted:
         return Refusal(404, "this download link is not valid (or has expired)")
-    message = await find_received(rt, svc, email_id)
-    if isinstance(message, Refusal):
-        return message
-    meta = next((a for a in message["attachments"] if a["id"] == attachment_id), None)
-    if meta is None:
-        return Refusal(404, f"attachment {attachment_id} not found")
+    meta = await attachment_meta(rt, svc, email_id, attachment_id)
+    if isinstance(meta, Refusal):
+        return meta
     store = _store(rt)
     if isinstance(store, Refusal):
         return store
