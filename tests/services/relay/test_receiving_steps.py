@@ -2,14 +2,19 @@
 retention (the real embedded log and chDB; the API answers through FastAPI in-process)."""
 from __future__ import annotations
 
+import asyncio
+import smtplib
+import time
 from datetime import timedelta
 from email.message import EmailMessage
 
 from services.relay.inbound.rate import PerAddressRate
 from services.relay.inbound.received_mail import parse_mail
 from services.relay.inbound.receiver import Envelope, Receiver
+from services.relay.inbound.server import serve
 from shared import events as ev
 from shared.store import received
+from tests.support.broker import free_port
 from tests.support.inproc import api_runtime
 
 
@@ -81,3 +86,42 @@ async def test_retention_expires_old_mail(tmp_path):
         assert (await get(kept)).status_code == 404
         assert await received.attachment(rt.store, sid, kept, att["id"]) is None
         assert (await admin("PATCH", f"/api/email/services/{sid}", json={"receiving_retention_days": 0})).status_code == 400
+
+
+async def test_the_listener_tells_a_sender_over_its_rate_to_come_back(tmp_path):
+    port = free_port()
+    async with api_runtime(tmp_path, with_store=True, inbound_smtp_port=port, inbound_rate_per_minute=2) as (rt, admin):
+        sid = await admin.service("support")
+        did = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "inbox.test"})).json()["id"]
+        await admin("PATCH", f"/api/email/services/{sid}/domains/{did}", json={"receiving": True})
+        stop = asyncio.Event()
+        listener = asyncio.create_task(serve(rt, stop))
+
+        def three_messages() -> list[tuple[int, bytes]]:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            replies = []
+            with s:
+                s.ehlo("mail.sender.test")
+                for i in range(3):
+                    s.mail("ann@sender.test")
+                    replies.append(s.rcpt(f"u{i}@inbox.test"))
+                    s.rset()
+                s.mail("")
+                replies.append(s.rcpt("b+nope@bounces.inbox.test"))  # a bounce address is no receiving one, and no token
+            return replies
+
+        try:
+            replies = await asyncio.to_thread(three_messages)
+        finally:
+            stop.set()
+            await listener
+    assert [code for code, _ in replies[:3]] == [250, 250, 451]
+    assert replies[2][1].startswith(b"4.7.1") and replies[3][0] == 550 and replies[3][1].startswith(b"5.1.1")
