@@ -313,5 +313,12 @@ def test_dashboard_shows_received_mail_with_its_html_sandboxed(world, receiving,
             page.get_by_role("link", name="t.pdf").click()
         assert open(download.value.path(), "rb").read() == b"%PDF-1.4 tiny"
         assert dialogs == []  # neither the script nor the onerror handler ran
+        # a domain's page turns receiving on: the MX record joins the records to publish
+        d = world["api"].admin("POST", f"/api/email/services/{world['sid']}/domains", json={"domain": "desk.test"}).json()
+        page.goto(f"/services/{world['sid']}/domains/{d['id']}")
+        assert "RECEIVING" not in page.inner_text("table.records")
+        page.get_by_role("button", name="Receive mail").click()
+        page.wait_for_load_state()
+        assert "RECEIVING" in page.inner_text("table.records") and page.get_by_role("button", name="Stop receiving").count() == 1
     finally:
         context.close()
