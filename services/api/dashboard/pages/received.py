@@ -21,10 +21,10 @@ async def received_page(request: Request, service_id: str, after: str | None = N
     return page(request, "received.html", c=c, svc=svc, mails=listed["data"], more=listed["has_more"], tab="received")
 
 
-@router.get("/services/{service_id}/received/{email_id}")
-async def received_message(request: Request, service_id: str, email_id: str, c: Caller = Depends(caller)) -> Response:
+@router.get("/services/{service_id}/received/{received_id}")
+async def received_message(request: Request, service_id: str, received_id: str, c: Caller = Depends(caller)) -> Response:
     svc = service_of(c, service_id)
-    mail = or_error_page(await api.find_received(c.rt, svc, email_id[:64]))
+    mail = or_error_page(await api.find_received(c.rt, svc, received_id[:64]))
     attachments = [api.with_link(c.rt, svc, mail["id"], a) for a in mail["attachments"]]
     return page(request, "received_message.html", c=c, svc=svc, mail=mail, attachments=attachments,
                 csp=CSP_WITH_MAIL, tab="received")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from services.analytics.rows import event_row, message_row
 from services.api.app import create_app
 from services.api.dashboard import session as sess
 from shared import events as ev
+from shared.store import received
 from tests.services.api.dashboard.support import csrf_of, sign_in
 from tests.support.inproc import api_runtime
 from tests.support.postline import ADMIN_TOKEN
@@ -53,6 +55,16 @@ async def seed(rt, admin) -> dict:
     raw = (f"From: hello@acme.test\r\nTo: ann@example.com\r\nSubject: secret subject of A\r\n"
            f"X-Postline-Id: {req.email_id}\r\nContent-Type: text/plain\r\n\r\nhello\r\n").encode()
     ids["mid"] = await rt.inbox.store("hello@acme.test", ["ann@example.com"], raw)
+    # received mail with HTML in its fields, as the inbound listener stores it
+    ids["reid"] = ev.new_id()
+    await received.save(rt.store, {"id": ids["reid"], "workspace_id": "default", "service_id": sid,
+                                   "created_at": ev.utcnow().isoformat(), "from": EVIL, "to": [EVIL], "cc": [],
+                                   "reply_to": [], "received_for": ["help@acme.test"], "subject": EVIL, "html": EVIL,
+                                   "text": EVIL, "headers": {"X-Evil": EVIL}, "message_id": EVIL, "in_reply_to": None,
+                                   "attachments": [{"id": "a1", "filename": EVIL, "content_type": "text/html",
+                                                    "content_id": None, "content_disposition": "attachment", "size": 4}],
+                                   "verdicts": {"spf": EVIL, "dkim": "pass", "dmarc": "none", "dmarc_policy": None}},
+                        {"a1": b"<b>"}, ev.utcnow() + timedelta(days=1))
     return ids
 
 
@@ -60,13 +72,13 @@ PAGES = ["/services", "/services/{sid}", "/services/{sid}?period=30d", "/service
          "/services/{sid}/domains/{did}", "/services/{sid}/keys", "/services/{sid}/sandbox",
          "/services/{sid}/webhooks", "/services/{sid}/webhooks/{wid}", "/services/{sid}/suppressions",
          "/services/{sid}/suppressions?q=gone", "/services/{sid}/messages", "/services/{sid}/messages/{eid}",
-         "/inbox", "/inbox/{mid}"]
+         "/inbox", "/inbox/{mid}", "/services/{sid}/received", "/services/{sid}/received/{reid}"]
 FORMS = ["/signout", "/services", "/services/{sid}/settings", "/services/{sid}/domains",
          "/services/{sid}/domains/{did}/verify", "/services/{sid}/domains/{did}/delete", "/services/{sid}/keys",
          "/services/{sid}/keys/{kid}/revoke", "/services/{sid}/sandbox", "/services/{sid}/sandbox/{rid}/delete",
          "/services/{sid}/webhooks", "/services/{sid}/webhooks/{wid}/test", "/services/{sid}/webhooks/{wid}/replay",
          "/services/{sid}/webhooks/{wid}/delete", "/services/{sid}/suppressions",
-         "/services/{sid}/suppressions/remove"]
+         "/services/{sid}/suppressions/remove", "/services/{sid}/domains/{did}/receiving"]
 
 
 @pytest.fixture
@@ -77,16 +89,17 @@ async def world(tmp_path):
 
 def test_every_dashboard_route_is_listed():
     """New pages must join PAGES/FORMS above, so the checks below cover them."""
-    from services.api.dashboard.pages import (auth, domains, inbox, keys, messages, sandbox, services,
+    from services.api.dashboard.pages import (auth, domains, inbox, keys, messages, received, sandbox, services,
                                               suppressions, webhooks)
 
-    paths = {(m, r.path) for mod in (auth, domains, inbox, keys, messages, sandbox, services, suppressions, webhooks)
+    paths = {(m, r.path) for mod in (auth, domains, inbox, keys, messages, received, sandbox, services, suppressions,
+                                     webhooks)
              for r in mod.router.routes for m in r.methods}
     listed = {("GET", p.split("?")[0]) for p in PAGES} | {("POST", p) for p in FORMS}
     listed |= {("GET", "/"), ("GET", "/signin"), ("POST", "/signin")}
     normal = {(m, p.replace("{service_id}", "{sid}").replace("{domain_id}", "{did}").replace("{key_id}", "{kid}")
                .replace("{recipient_id}", "{rid}").replace("{webhook_id}", "{wid}").replace("{email_id}", "{eid}")
-               .replace("{mail_id}", "{mid}")) for m, p in paths}
+               .replace("{mail_id}", "{mid}").replace("{received_id}", "{reid}")) for m, p in paths}
     assert normal == listed
 
 
