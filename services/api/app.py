@@ -28,8 +28,8 @@ from services.ops import add_ops_routes
 from services.api import dashboard, not_offered
 from shared.control.errors import ChangeRefused, ControlBehind
 from shared.runtime import Runtime
-from services.api.routes import (analytics, dev, domains, emails, keys, resend, sandbox, services, suppressions, tracking,
-                                 webhooks)
+from services.api.routes import (analytics, dev, domains, emails, keys, receiving, resend, sandbox, services,
+                                 suppressions, tracking, webhooks)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
@@ -139,7 +139,9 @@ def create_app(runtime: Runtime | None) -> FastAPI:
     add_ops_routes(app, runtime)
     add_docs_routes(app)
 
-    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev, resend):
+    # receiving before emails: /emails/receiving is not GET /emails/{email_id}
+    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, receiving, emails, dev,
+                   resend):
         app.include_router(module.router)
     dashboard.mount(app)
     return app

@@ -3,7 +3,7 @@
 
 A fallback, never a route: the app's 404/405 handler asks ``refusal_for`` only when no route
 matched the path (or only with another method; and ``GET /emails/{id}`` asks it before its
-own 404, for ``/emails/receiving`` and ``/emails/metrics``), so a router added later — in any order —
+own 404, for ``/emails/metrics``), so a router added later — in any order —
 is never shadowed by this list. To offer one of these paths, register its route: the
 fallback then never sees it (remove its pattern here to keep the list honest)."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ NOT_OFFERED = [
     (re.compile(rf"^/({'|'.join(map(re.escape, _RESOURCES))})(?:/.*)?$"), "{0}"),
     (re.compile(r"^/domains/(?:claim|[^/]+/claim(?:/verify)?)$"), "domain claims"),
     (re.compile(r"^/suppressions/batch(?:/.*)?$"), "batch suppressions"),
-    (re.compile(r"^/emails/(receiving|metrics)(?:/.*)?$"), "emails {0}"),
+    (re.compile(r"^/emails/(metrics)(?:/.*)?$"), "emails {0}"),
     (re.compile(r"^/emails/[^/]+/(attachments|share)(?:/.*)?$"), "email {0}"),
 ]
 

@@ -382,6 +382,7 @@ class ServiceUpdate(BaseModel):
     list_unsubscribe: StrictBool | None = None
     rate_limits: RateLimitsUpdate | None = Field(
         None, description="Override the base limits of this service (`null` fields fall back to the global base).")
+    receiving_retention_days: int | None = Field(None, ge=1, le=365, description="Days received mail is kept (default 30).")
 
 
 KeyPermission = Literal["full_access", "sending_access"]
@@ -408,6 +409,8 @@ class DomainUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tracking_host: str | None = Field(None, max_length=253, examples=["track.acme.test"],
                                       description="A host under the domain for tracking links; null removes it.")
+    receiving: StrictBool | None = Field(None, description="Receive mail for any address at the domain: adds an MX "
+                                                          "record to publish (docs/receiving.md).")
 
 
 class SandboxEmailCreate(BaseModel):
@@ -510,6 +513,7 @@ class ServiceView(BaseModel):
     track_opens: bool
     track_clicks: bool
     list_unsubscribe: bool = False
+    receiving_retention_days: int = 30
     created_at: str
     rate_limits: RateLimitView | None = None
 
@@ -537,7 +541,7 @@ class ApiKeyList(BaseModel):
 
 
 class DnsRecord(BaseModel):
-    record: Literal["SPF", "DKIM", "DMARC", "MX", "TRACKING"]
+    record: Literal["SPF", "DKIM", "DMARC", "MX", "TRACKING", "RECEIVING"]
     type: Literal["TXT", "MX", "CNAME"]
     name: str = Field(examples=["plrab12cd._domainkey.acme.test"])
     value: str
@@ -563,6 +567,7 @@ class DomainView(BaseModel):
     created_at: str
     records: list[DnsRecord]
     tracking_host: str | None = None
+    receiving: bool = False
     last_check: dict | None = None
     checks: list[DnsCheck] | None = None
 

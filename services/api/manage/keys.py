@@ -7,7 +7,7 @@ be limited to one of the service's domains (``domain_id``): it then only sends F
 domain (``sending.check_key_domain``, every send door)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from services.api.manage import changed, deleted
 from services.api.refusal import Refusal
