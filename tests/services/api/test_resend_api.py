@@ -117,7 +117,7 @@ async def test_paths_postline_does_not_offer_say_so_and_its_own_keep_their_answe
         _, key = await ready_service(rt, admin)
         for method, path in (("GET", "/contacts"), ("POST", "/audiences"), ("GET", "/broadcasts/b1"),
                              ("POST", "/domains/claim"), ("GET", "/domains/d1/claim"), ("POST", "/suppressions/batch/add"),
-                             ("GET", "/emails/receiving"), ("GET", "/emails/e1/attachments"), ("GET", "/emails/metrics")):
+                             ("GET", "/emails/e1/attachments"), ("GET", "/emails/metrics")):
             r = await admin.http.request(method, path, headers={"Api-Key": key})
             assert r.status_code == 404, (method, path, r.text)
             assert r.json()["name"] == "not_found" and r.json()["error"].startswith("Postline does not offer Resend's")

@@ -15,8 +15,9 @@ from services.api.validation_errors import first_error
 from shared import events as ev
 
 Body = TypeVar("Body", bound=BaseModel)
-# Postline lifecycle type → Resend's event name (the last two are Postline's own events)
-RESEND_NAMES = {"sent": "email.sent", "delivered": "email.delivered", "deferred": "email.delivery_delayed",
+# Postline event type → Resend's event name (canceled and unsubscribed are Postline's own;
+# received mail has Resend's name in both)
+RESEND_NAMES = {"email.received": "email.received", "sent": "email.sent", "delivered": "email.delivered", "deferred": "email.delivery_delayed",
                 "bounced": "email.bounced", "failed": "email.failed", "dropped": "email.suppressed",
                 "complained": "email.complained", "opened": "email.opened", "clicked": "email.clicked",
                 "scheduled": "email.scheduled", "canceled": "email.canceled", "unsubscribed": "email.unsubscribed"}
