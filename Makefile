@@ -45,9 +45,20 @@ $(SWAKS):
 	command -v apt-get >/dev/null || { echo "install swaks (Debian package) for the SMTP submission tests" >&2; exit 1; }
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks >/dev/null
 
+# The README's Rails and Laravel SMTP settings are driven through the mail gem (what Action Mailer
+# delivers with) and Symfony Mailer (Laravel's), Debian packages (tests/data/clients/).
+RUBY_MAIL      := /usr/lib/ruby/vendor_ruby/mail.rb
+SYMFONY_MAILER := /usr/share/php/Symfony/Component/Mailer/autoload.php
+$(RUBY_MAIL):
+	command -v apt-get >/dev/null || { echo "install ruby and ruby-mail (Debian packages) for the SMTP submission tests" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ruby ruby-mail >/dev/null
+$(SYMFONY_MAILER):
+	command -v apt-get >/dev/null || { echo "install php-cli and php-symfony-mailer (Debian packages) for the SMTP submission tests" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq php-cli php-symfony-mailer >/dev/null
+
 install: $(STAMP)
 
-test-deps: install $(CHROMIUM) $(SWAKS) $(SDK_NODE)
+test-deps: install $(CHROMIUM) $(SWAKS) $(SDK_NODE) $(RUBY_MAIL) $(SYMFONY_MAILER)
 
 ## make run: everything in one process on embedded defaults (SQLite log, chDB, dev inbox).
 run: install

@@ -7,8 +7,9 @@ of relay processes over it.
 - **Forward retries**: one delay forwarder per retry level (services/relay/delay_forwarder.py),
   consumer groups ``relay-retry-<level>``. The embedded log gives a group's partitions to one
   consumer only; over Kafka the group shares them among however many run.
-- **Receive bounces**: the inbound SMTP server on ``POSTLINE_INBOUND_SMTP_PORT`` (one
-  listener per port).
+- **Receive bounces and received mail**: the inbound SMTP server on
+  ``POSTLINE_INBOUND_SMTP_PORT`` (one listener per port), and the expiry of received mail
+  past its service's retention (services/relay/inbound/retention.py, docs/receiving.md).
 - **Retention and compaction of the embedded log** (shared/log/retention.py). Over Kafka the
   broker applies the topic configs itself: this duty only waits.
 
@@ -25,6 +26,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from services.relay.delay_forwarder import DelayForwarder
+from services.relay.inbound.retention import run_received_retention
 from services.relay.inbound.server import serve as serve_inbound
 from services.relay.scheduler import Scheduler
 from shared import events as ev
@@ -43,6 +45,7 @@ class Housekeeping:
         duties: dict[str, Coroutine[Any, Any, None]] = {
             "release-scheduled": self.scheduler.run(stop),
             "inbound-smtp": serve_inbound(self.runtime, stop),
+            "received-retention": run_received_retention(self.runtime, stop),
             "log-retention": run_retention(lg, self.runtime.settings, stop),
         }
         for level in range(levels):

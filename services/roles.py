@@ -185,8 +185,11 @@ def announce(settings: Settings, token: str | None, rt: Runtime) -> None:
     else:
         lines.append("Admin token: printed on the first run (run `postline workspace rotate-token default` for a new one)")
     if settings.submission_port:
+        from services.api.submission.tls import trust_lines
+
         lines.append(f"SMTP submission: {settings.http_host}:{settings.submission_port}  "
                      "(STARTTLS; any user name, a service API key as the password)")
+        lines += trust_lines(settings)
     if rt.inbox is not None:
         lines.append(f"Dev inbox: GET {settings.base_url}/dev/inbox  (stored in {rt.inbox.path})")
     print("\n".join(lines), flush=True)

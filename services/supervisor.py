@@ -168,6 +168,13 @@ async def _prepare(settings: Settings) -> tuple[str | None, Runtime]:
     from shared.runtime import Runtime
 
     settings.master_key  # create the data dir's key file once, before several processes want it
+    if settings.submission_port and not settings.tls_cert:  # and the local CA (services/api/submission/local_ca.py)
+        from services.api.submission import local_ca
+
+        try:
+            local_ca.ensure(settings)
+        except OSError as exc:
+            raise SystemExit(f"postline: SMTP submission certificate: {exc}") from None
     rt = Runtime(settings)
     await rt.start(with_store=False)
     try:

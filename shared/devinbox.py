@@ -19,6 +19,8 @@ from typing import Any, Awaitable, Callable
 
 Mail = dict[str, Any]  # a captured message as the dev inbox API shows it (JSON values)
 URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+")
+CID_REF = re.compile(r"cid:([^\s\"'<>)]+)")  # an inline part's reference in the HTML (RFC 2392)
+INLINE_SHOWN_BYTES = 5 * 1024 * 1024  # inline images a message's dashboard page shows, in all
 
 
 class DevInbox:
@@ -75,18 +77,23 @@ class DevInbox:
                 return found
             await asyncio.sleep(0.1)
 
-    def message(self, mid: str, with_raw: bool = False) -> Mail | None:
+    def message(self, mid: str, with_raw: bool = False, show_inline: bool = False) -> Mail | None:
         """One captured message, decoded: the summary plus ``date``, ``headers`` (name, value
         pairs), ``text`` and ``html`` (the decoded parts, or None), ``attachments`` (file
         names) and ``links`` (every http(s) URL of the text part, then of the HTML's ``href``s,
         first occurrence order) — so a script can follow a link without decoding
-        quoted-printable itself. ``with_raw`` adds ``raw``, the source as text."""
+        quoted-printable itself. ``with_raw`` adds ``raw``, the source as text.
+        ``show_inline``: the HTML's ``cid:`` references to inline images become ``data:`` URLs
+        (``inline_images``), for a viewer that loads nothing else (the dashboard's frame)."""
         found = self._parsed(mid)
         if found is None:
             return None
         summary, msg, raw = found
         text, html = _part(msg, "plain"), _part(msg, "html")
         links = URL_IN_TEXT.findall(text or "") + _hrefs(html or "")
+        if show_inline and html is not None:
+            images = inline_images(msg)
+            html = CID_REF.sub(lambda m: images.get(m.group(1), m.group(0)), html)
         out = {**summary, "date": str(msg["Date"] or ""),
                "headers": [[k, str(v)] for k, v in msg.items()], "text": text, "html": html,
                "attachments": [a.get_filename() or "(unnamed)" for a in msg.iter_attachments()],
@@ -121,6 +128,23 @@ def _summary(mid: str, ts: float, mail_from: str, rcpts: list[str], msg: EmailMe
     return {"id": mid, "received_at": ts, "mail_from": mail_from, "rcpt_to": rcpts,
             "from": str(msg["From"] or ""), "to": str(msg["To"] or ""), "subject": str(msg["Subject"] or ""),
             "message_id": str(msg["Message-ID"] or ""), "postline_id": str(msg["X-Postline-Id"] or "")}
+
+
+def inline_images(msg: EmailMessage) -> dict[str, str]:
+    """Content-ID → ``data:`` URL of the message's inline images (``image/*`` parts with a
+    Content-ID), up to ``INLINE_SHOWN_BYTES`` of them in all."""
+    import base64
+
+    found, budget = {}, INLINE_SHOWN_BYTES
+    for part in msg.walk():
+        cid = str(part.get("Content-ID") or "").strip().removeprefix("<").removesuffix(">")
+        if not cid or part.get_content_maintype() != "image":
+            continue
+        data = part.get_payload(decode=True)
+        if isinstance(data, bytes) and len(data) <= budget:
+            budget -= len(data)
+            found[cid] = f"data:{part.get_content_type()};base64,{base64.b64encode(data).decode()}"
+    return found
 
 
 def _part(msg: EmailMessage, subtype: str) -> str | None:

@@ -115,6 +115,7 @@ class ServiceSaved(ControlRecord):
     list_unsubscribe: bool = False  # RFC 8058 one-click List-Unsubscribe headers by default
     created_at: datetime
     deleted: bool = False
+    receiving_retention_days: int = 30  # how long received mail is kept (docs/receiving.md)
 
 
 class ApiKeySaved(ControlRecord):
@@ -150,6 +151,7 @@ class DomainSaved(ControlRecord):
     tracking_host: str | None = None  # the domain's own host for tracking links (a CNAME to this installation)
     created_at: datetime
     deleted: bool = False
+    receiving: bool = False  # mail to any address at the domain is received (docs/receiving.md)
 
 
 class SandboxRecipientSaved(ControlRecord):
@@ -258,9 +260,24 @@ class UserTokenSaved(ControlRecord):
     deleted: bool = False
 
 
+class ReceivingRuleSaved(ControlRecord):
+    """A routing rule for received mail (docs/receiving.md): mail to an address matching
+    ``pattern`` goes to ``webhook_ids`` (None: every webhook subscribed to
+    ``email.received``) and is forwarded to ``forward_to``."""
+
+    type: Literal["receiving_rule.saved"] = "receiving_rule.saved"
+    service_id: str  # every entity but a workspace belongs to a service
+    rule_id: str
+    pattern: str  # a lower-case address glob: help@acme.com, *@acme.com, support+*@acme.com
+    webhook_ids: list[str] | None = None
+    forward_to: list[str] = []
+    created_at: datetime
+    deleted: bool = False
+
+
 ControlEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved, UserSaved, SessionSaved, UserTokenSaved],
+          WebhookSaved, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved],
     Field(discriminator="type"),
 ]
 
@@ -292,6 +309,7 @@ class Attachment(BaseModel):
     filename: str
     content_base64: str
     content_type: str = "application/octet-stream"
+    content_id: str | None = None  # an inline part the HTML shows as cid:<content_id>
 
 
 class DroppedRecipient(BaseModel):
@@ -445,6 +463,53 @@ class Canceled(_Lifecycle):
     type: Literal["canceled"] = "canceled"
 
 
+# ---------------------------------------------------------------- received mail
+
+class ReceivedAttachment(BaseModel):
+    """An attachment of a received message: what the event and the API list (its bytes are
+    in the store, shared/store/received.py)."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    filename: str | None = None
+    content_type: str = "application/octet-stream"
+    content_id: str | None = None
+    content_disposition: Literal["inline", "attachment"] = "attachment"
+    size: int = 0
+
+
+class EmailReceived(Event):
+    """Mail to a receiving domain of the service was accepted and stored (Resend's
+    ``email.received``). Carries references, never bodies: the message and its attachments
+    are in the store under ``email_id`` (docs/receiving.md)."""
+
+    type: Literal["email.received"] = "email.received"
+    service_id: str
+    email_id: str
+    from_: str = Field(alias="from")
+    to: list[str] = []
+    cc: list[str] = []
+    received_for: list[str] = []  # the envelope recipients at the service's receiving domains
+    subject: str = ""
+    message_id: str | None = None
+    attachments: list[ReceivedAttachment] = []
+    size: int = 0
+    spf: str = "none"
+    dkim: str = "none"
+    dmarc: str = "none"
+    # The routing rules' decision (docs/receiving.md): the webhooks that get this event (None:
+    # every webhook subscribed to it) and the forwards sent (their email ids).
+    webhook_ids: list[str] | None = None
+    forwards: list[str] = []
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+RECEIVED_TYPES = ("email.received",)
+"""Events about received mail (docs/receiving.md): webhooks and analytics take them as they
+take lifecycle events, keyed by the received email's id."""
+
+
 LifecycleEvent = Annotated[
     Union[Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled],
     Field(discriminator="type"),
@@ -459,6 +524,9 @@ LifecycleEvent = Annotated[
 LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "dropped", "complained", "opened", "clicked",
                    "unsubscribed", "scheduled", "canceled")
 """Every lifecycle event type, in the order webhooks and the dashboard offer them."""
+
+WEBHOOK_TYPES = LIFECYCLE_TYPES + RECEIVED_TYPES
+"""What a webhook endpoint can subscribe to."""
 
 FINAL_TYPES = ("delivered", "bounced", "failed")
 """A recipient's delivery is over: the relay's ledger records these outcomes, and a
@@ -559,9 +627,10 @@ class WebhookReplay(Event):
 
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved, AuditEntry, UserSaved, SessionSaved, UserTokenSaved, WebhookAttempted, WebhookReplay, SendRequested,
-          SendCanceled, SendRescheduled,
-          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled],
+          WebhookSaved, AuditEntry, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved, WebhookAttempted,
+          WebhookReplay, SendRequested, SendCanceled, SendRescheduled,
+          Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled,
+          EmailReceived],
     Field(discriminator="type"),
 ]
 _adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)

@@ -8,7 +8,8 @@ quoted-printable). The rule, part by part, mirrors ``services/relay/mime.py``:
   "." line guard) plus its part headers;
 - a plain-text part the relay derives from the HTML counts as much as the HTML part: the
   relay trims the derived text to that budget (``fit_qp``), since the derived text can expand;
-- an attachment counts its exact base64 size (76-character lines) plus its headers;
+- an attachment counts its exact base64 size (76-character lines) plus its headers (an inline
+  one its Content-ID too; the multipart/related wrapper is within ``RESERVE``);
 - every header value and address counts as at most 3 bytes per UTF-8 byte + 100 (RFC 2047
   encoded-words, folding, RFC 2231 file names stay under that);
 - ``RESERVE`` bytes are kept for what the relay adds (Date, Message-ID, MIME boundaries,
@@ -91,9 +92,10 @@ class SizeReport:
 
 def encoded_size(*, from_: str, to: list[str], cc: list[str], reply_to: list[str], subject: str,
                  headers: dict[str, str], html: str | None, text: str | None,
-                 attachments: list[tuple[str, str, str]], exact: bool = True) -> SizeReport:
+                 attachments: list[tuple[str, str, str, str | None]], exact: bool = True) -> SizeReport:
     """Upper bound (tight to a few KB) of the built message's size; ``attachments`` are
-    ``(filename, content_type, content_base64)``. ``exact=False`` bounds the text parts
+    ``(filename, content_type, content_base64, content_id)`` (an attachment still to be fetched
+    counts with empty content). ``exact=False`` bounds the text parts
     with ``qp_bound`` (looser, ~3x, but without encoding them: quoted-printable costs
     ~18 ms per MB), enough to let most messages through without the exact count."""
     measure = qp_size if exact else qp_bound
@@ -107,5 +109,5 @@ def encoded_size(*, from_: str, to: list[str], cc: list[str], reply_to: list[str
     parts["message"] = html_size
     parts["text"] = (measure(text) if text is not None else html_size - PART_HEADERS) + PART_HEADERS
     parts["attachments"] = sum(b64_size(b64) + header_size(name) * 2 + header_size(ctype) + PART_HEADERS
-                               for name, ctype, b64 in attachments)
+                               + (header_size(cid) if cid else 0) for name, ctype, b64, cid in attachments)
     return SizeReport(parts)

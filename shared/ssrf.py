@@ -1,4 +1,5 @@
-"""SSRF guard for webhook URLs: refuse destinations on loopback, private, link-local,
+"""SSRF guard for the URLs Postline fetches or posts to on a user's behalf (webhook endpoints,
+remote attachments): refuse destinations on loopback, private, link-local,
 multicast, reserved or unspecified addresses, including IPv4-mapped, NAT64 and 6to4 forms
 of them. Checked on the resolved addresses at connect time (the request then goes to the
 checked address), so a DNS answer that changes between check and connect cannot slip past."""
@@ -7,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+import httpx
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
@@ -66,3 +70,24 @@ async def resolve_checked(host: str, port: int, allow_private: bool) -> str:
         if bad:
             raise BlockedDestination(f"{host} resolves to a non-public address ({bad[0]})")
     return str(ips[0])
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """A request target after the guard: ``url`` has the checked address as its host, and
+    ``headers``/``extensions`` keep the original name for the Host header and for TLS (SNI and
+    the certificate's name), so the request goes exactly where it was checked."""
+
+    url: httpx.URL
+    headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, str] = field(default_factory=dict)
+
+
+async def pinned(url: str, allow_private: bool) -> Pinned:
+    """``url`` checked (shape, then every address it resolves to) and pinned to the address;
+    raises ValueError for a malformed URL and BlockedDestination for a refused address."""
+    scheme, host, port = check_url_shape(url)
+    ip = await resolve_checked(host, port, allow_private)
+    original = httpx.URL(url)
+    return Pinned(original.copy_with(host=ip), {"host": original.netloc.decode()},
+                  {"sni_hostname": host} if scheme == "https" else {})

@@ -75,3 +75,6 @@ def test_readme_walkthrough_runs_as_pasted(tmp_path):
     assert '"logger": "postline.access"' in server_log and '"route": "/emails"' in server_log
     assert "AUTH mechanisms" not in server_log  # the bounce listener offers no AUTH and says nothing of it
     assert token not in server_log.split(token, 1)[1]  # printed once in the banner, never logged
+    # the banner says where the SMTP listener's CA is (README, "Send over SMTP")
+    ca = re.search(r"SSL_CERT_FILE=(\S+)", server_log)
+    assert ca and Path(ca.group(1)) == (tmp_path / "data" / "postline-ca.pem").resolve() and Path(ca.group(1)).is_file()

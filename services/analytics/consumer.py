@@ -40,7 +40,7 @@ class AnalyticsConsumer:
                 if isinstance(e, ev.SendRequested):
                     if e.attempt == 0:
                         messages.append(message_row(e))
-                elif e is not None and e.type in ev.LIFECYCLE_TYPES:
+                elif e is not None and e.type in ev.WEBHOOK_TYPES:
                     events.append(event_row(e))
                 elif isinstance(e, ev.WebhookAttempted):
                     attempts.append(attempt_row(e))

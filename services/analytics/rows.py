@@ -11,11 +11,12 @@ def _ts(t: datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def event_row(e: ev.LifecycleEvent) -> dict:
+def event_row(e: ev.LifecycleEvent | ev.EmailReceived) -> dict:
+    """``email.received`` rows carry the received email's id and no recipient or tags."""
     return {
         "event_id": e.id, "type": e.type, "time": _ts(e.time), "workspace_id": e.workspace_id,
-        "service_id": e.service_id or "", "email_id": e.email_id, "recipient": e.recipient or "",
-        "tags": list(e.tags), "smtp_code": getattr(e, "smtp_code", None) or 0,
+        "service_id": e.service_id or "", "email_id": e.email_id, "recipient": getattr(e, "recipient", None) or "",
+        "tags": list(getattr(e, "tags", [])), "smtp_code": getattr(e, "smtp_code", None) or 0,
         "reason": getattr(e, "reason", None) or getattr(e, "bounce_type", None) or "",
         "payload": e.model_dump_json(by_alias=True),
     }

@@ -1,6 +1,7 @@
 """Accept a send: the one use case behind every door (docs/architecture.md, "The accept core").
 
-    idempotency (when keyed) → prepare → limit + append (one step) → metrics → remember
+    idempotency (when keyed) → fetch remote attachments → prepare → limit + append (one step)
+    → metrics → remember
 
 ``accept`` takes one message, ``accept_batch`` several at once (each accepted or refused on
 its own, all appended together). Both return values — ``Accepted`` or a ``Refusal``
@@ -19,6 +20,7 @@ from typing import Any, Callable, Sequence
 from services.api.idempotency import body_hash, email_id_for
 from services.api.parts import idempotency, limiter
 from services.api.refusal import Refusal
+from services.api.remote_attachments import fetch_remote
 from services.api.schemas import SendEmail
 from services.api.sending import Door, Draft, admit_requests, prepare, rate_limited, remember, respond
 from shared import events as ev
@@ -51,16 +53,18 @@ class _Prepared:
 
 
 async def accept(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, key: str | None = None,
-                 raw: bytes = b"", finish: Finish | None = None) -> Accepted | Refusal:
+                 raw: bytes = b"", finish: Finish | None = None, api_key: ev.ApiKeySaved | None = None
+                 ) -> Accepted | Refusal:
     """One send. With an Idempotency-Key ``key`` (``raw``: the request body, hashed), the same
     key and body within 24 h answer the first response and send nothing new (the email id is
-    derived from the key); the gate's refusals (400, 409, 503) come back as they are."""
+    derived from the key); the gate's refusals (400, 409, 503) come back as they are.
+    ``api_key``: the service key the send came with (a ``domain_id`` limits its From)."""
     if key is None:
-        return await _accept_one(rt, svc, body, door, None, finish)
+        return await _accept_one(rt, svc, body, door, None, finish, api_key)
     fresh: list[Accepted] = []
 
     async def produce() -> dict[str, Any] | Refusal:
-        outcome = await _accept_one(rt, svc, body, door, email_id_for(svc.service_id, key), finish)
+        outcome = await _accept_one(rt, svc, body, door, email_id_for(svc.service_id, key), finish, api_key)
         if isinstance(outcome, Refusal):
             return outcome
         fresh.append(outcome)
@@ -74,12 +78,19 @@ async def accept(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Do
     return Accepted(answer, await limiter(rt).peek(svc.service_id))  # a replay: the state now, nothing taken
 
 
-async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[SendEmail], door: Door
+async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[SendEmail], door: Door,
+                       api_key: ev.ApiKeySaved | None = None, all_or_nothing: bool = False
                        ) -> list[Accepted | Refusal] | Refusal:
     """Several sends: ``[i]`` is ``bodies[i]``'s outcome; the prepared ones are counted and
     appended in one step. One ``Refusal`` for the whole when the log did not confirm the
-    append (then none of them was accepted)."""
-    prepared = [_prepare(rt, svc, body, door, None, None) for body in bodies]
+    append (then none of them was accepted), or, ``all_or_nothing`` (Resend's strict batch),
+    when any body is refused (a remote attachment that could not be fetched too): the first
+    one's, as 422 naming ``[i]`` (nothing is appended)."""
+    fetched = [await fetch_remote(rt, body) for body in bodies]
+    prepared = [body if isinstance(body, Refusal) else prepare_one(rt, svc, body, door, api_key=api_key)
+                for body in fetched]
+    if all_or_nothing and (refused := first_refused(prepared)):
+        return refused
     admitted = await _admit(rt, svc, [p for p in prepared if isinstance(p, _Prepared)])
     if isinstance(admitted, Refusal):
         return admitted
@@ -87,20 +98,32 @@ async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[Se
     return [p if isinstance(p, Refusal) else next(decided) for p in prepared]
 
 
+def first_refused(prepared: list[_Prepared | Refusal]) -> Refusal | None:
+    """The first refused item as the whole batch's refusal: 422 ``[i].<field>: ...``."""
+    for i, p in enumerate(prepared):
+        if isinstance(p, Refusal):
+            return dataclasses.replace(p, status=422, field=f"[{i}].{p.field}" if p.field else f"[{i}]",
+                                       code="validation_error", limits=None)
+    return None
+
+
 async def _accept_one(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None,
-                      finish: Finish | None) -> Accepted | Refusal:
-    """prepare → limit + append → record; a refused preparation reports the limits as they are."""
-    prepared = _prepare(rt, svc, body, door, email_id, finish)
+                      finish: Finish | None, api_key: ev.ApiKeySaved | None) -> Accepted | Refusal:
+    """fetch remote attachments → prepare → limit + append → record; a refused preparation
+    reports the limits as they are."""
+    fetched = await fetch_remote(rt, body)
+    prepared = fetched if isinstance(fetched, Refusal) else prepare_one(rt, svc, fetched, door, email_id, finish, api_key)
     if isinstance(prepared, Refusal):
         return dataclasses.replace(prepared, limits=await limiter(rt).peek(svc.service_id))
     admitted = await _admit(rt, svc, [prepared])
     return admitted if isinstance(admitted, Refusal) else admitted[0]
 
 
-def _prepare(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None,
-             finish: Finish | None) -> _Prepared | Refusal:
-    """The checks and the request event (services/api/sending.py); nothing is written."""
-    prepared = prepare(rt, svc, body, door, email_id)
+def prepare_one(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None = None,
+                finish: Finish | None = None, api_key: ev.ApiKeySaved | None = None) -> _Prepared | Refusal:
+    """The checks and the request event (services/api/sending.py); nothing is written (a
+    strict batch judges every item with it before any is appended)."""
+    prepared = prepare(rt, svc, body, door, email_id, api_key)
     if isinstance(prepared, Refusal):
         return prepared
     draft, req = prepared

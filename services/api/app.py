@@ -17,19 +17,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api.actors import AuditContext
 from services.api.allow import allowed_methods
 from services.api.context import ApiContext
-from services.api.errors import error_body, error_response, name_of, route_of
+from services.api.errors import error_body, error_response, name_of, refusal_response, route_of
 from services.api.request_ids import RequestIds, request_id_of
+from services.api.php_errors import PhpErrorShape, is_php, php_shape
 from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
 from services.api.send_fast_path import SendFastPath
 from services.api.text_checks import RejectUnencodable
 from services.api.validation_errors import first_error
 from services.ops import add_ops_routes
-from services.api import dashboard
+from services.api import dashboard, not_offered
 from shared.control.errors import ChangeRefused, ControlBehind
 from shared.runtime import Runtime
-from services.api.routes import (analytics, audit_log, dev, domains, emails, keys, sandbox, services, suppressions,
-                                 tracking, webhooks)
+from services.api.routes import (analytics, audit_log, dev, domains, emails, keys, receiving, resend, sandbox,
+                                 services, suppressions, tracking, webhooks)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
@@ -129,6 +130,7 @@ def create_app(runtime: Runtime | None) -> FastAPI:
     app.add_middleware(SendFastPath, runtime=ctx)  # innermost: a plain send skips FastAPI's routing
     app.add_middleware(RejectUnencodable)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(PhpErrorShape)  # outside the body limit: its 413 is reshaped too
     app.add_middleware(RequestLog)
     app.add_middleware(AuditContext)  # who acts, for the audit log; inside RequestIds (it reads the id)
     app.add_middleware(RequestIds)  # outside the others: every answer, the middlewares' own included, has the id
@@ -139,7 +141,9 @@ def create_app(runtime: Runtime | None) -> FastAPI:
     add_ops_routes(app, runtime)
     add_docs_routes(app)
 
-    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, emails, dev, audit_log):
+    # receiving before emails: /emails/receiving is not GET /emails/{email_id}
+    for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, receiving, emails, dev,
+                   resend, audit_log):
         app.include_router(module.router)
     dashboard.mount(app)
     return app
@@ -173,6 +177,9 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unrouted = exc.status_code == 405 or (exc.status_code == 404 and request.scope.get("route") is None)
+        if unrouted and (elsewhere := not_offered.refusal_for(request.method, request.url.path)):
+            return refusal_response(request, elsewhere)  # a Resend path Postline does not offer
         if exc.status_code == 405:
             return JSONResponse(error_body(405, str(exc.detail)), status_code=405,
                                 headers={"Allow": ", ".join(allowed_methods(request.app, request.scope))})
@@ -184,5 +191,6 @@ def add_error_handlers(app: FastAPI) -> None:
         # Runs outside the middlewares (Starlette's ServerErrorMiddleware): set the header here.
         rid = request_id_of(request.scope)
         log.exception("request %s: unhandled error on %s %s", rid, request.method, route_of(request))
-        return JSONResponse({**error_body(500, "internal error"), "request_id": rid}, status_code=500,
+        body = {**error_body(500, "internal error"), "request_id": rid}
+        return JSONResponse(php_shape(body) if is_php(request.scope) else body, status_code=500,
                             headers={"X-Request-Id": rid})

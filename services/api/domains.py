@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from shared import events as ev
 from shared.dkim_keys import split_txt, txt_value
-from shared.dns_lookup import resolver, txt
+from shared.dns_lookup import mx, resolver, txt
 from shared.settings import Settings
 
 DOMAIN_RE = re.compile(r"^(?=.{3,253}$)(?!-)([a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}$")
@@ -43,6 +43,9 @@ def records(d: ev.DomainSaved, settings: Settings) -> list[dict]:
         {"record": "MX", "type": "MX", "name": bounce_domain(d.domain), "value": f"10 {settings.hostname}",
          "required": False},
     ]
+    if d.receiving:  # mail to the domain itself comes to the inbound listener (docs/receiving.md)
+        out.append({"record": "RECEIVING", "type": "MX", "name": d.domain, "value": f"10 {settings.hostname}",
+                    "required": True})
     if d.tracking_host:
         out.append({"record": "TRACKING", "type": "CNAME", "name": d.tracking_host,
                     "value": tracking_target(settings), "required": False})
@@ -89,6 +92,9 @@ def _check(record: dict, seen: list[str] | None, settings: Settings) -> dict:
         keys = [v for v in seen if "p=" in v.replace(" ", "")]
         ok = any(_dkim_p(v) == _dkim_p(record["value"]) for v in keys)
         status = "found" if ok else ("mismatch" if keys else "missing")
+    elif kind == "RECEIVING":  # an MX record: any preference, our host among the exchanges
+        hosts = [v.split()[-1].rstrip(".").lower() for v in seen]
+        status = "found" if settings.hostname.lower() in hosts else ("mismatch" if hosts else "missing")
     else:  # DMARC
         dmarc = [v for v in seen if v.replace(" ", "").lower().startswith("v=dmarc1")]
         status = "found" if dmarc else "missing"
@@ -96,12 +102,16 @@ def _check(record: dict, seen: list[str] | None, settings: Settings) -> dict:
 
 
 async def verify(d: ev.DomainSaved, settings: Settings) -> tuple[bool, list[dict]]:
-    """Look every TXT record up now; verified when SPF and both DKIM keys match."""
+    """Look every TXT record (and, for a receiving domain, its MX) up now; verified when SPF
+    and both DKIM keys match. The MX check is reported in ``checks`` (``RECEIVING``): mail
+    comes only where the MX points, so receiving does not wait for it."""
     res = resolver(settings.dns_server)
     checks = []
     for record in records(d, settings):
-        if record["type"] != "TXT":
-            continue
-        checks.append(_check(record, await txt(res, record["name"]), settings))
+        if record["type"] == "TXT":
+            checks.append(_check(record, await txt(res, record["name"]), settings))
+        elif record["record"] == "RECEIVING":
+            hosts = await mx(res, record["name"])
+            checks.append(_check(record, None if hosts is None else [f"{p} {h}" for p, h in hosts], settings))
     verified = all(c["status"] == "found" for c in checks if c["record"] in ("SPF", "DKIM"))
     return verified, checks

@@ -14,6 +14,7 @@ from services.api.when import parse_natural
 from services.api.text_checks import check_encodable
 from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
 from shared.message_size import MAX_ATTACHMENTS, MAX_MESSAGE_BYTES, SizeReport, encoded_size
+from shared.ssrf import check_url_shape
 
 MAX_RECIPIENTS = 50
 MAX_HEADERS = 50
@@ -31,6 +32,7 @@ HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,76}$")
 TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"  # RFC 2045 token: US-ASCII, no space, controls or tspecials
 MIME_TYPE = re.compile(f"{_TOKEN}/{_TOKEN}")
+CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,200}")  # RFC 5322 atext, dots and @: a msg-id's halves
 
 
 class ErrorBody(BaseModel):
@@ -43,28 +45,42 @@ class ErrorBody(BaseModel):
 
 class AttachmentIn(BaseModel):
     """Postline's shape ``{filename, content_base64, content_type}`` or Resend's
-    ``{filename, content, content_type?}`` (``content``: base64, or bytes as a list of
-    integers as Resend's Python SDK sends them; the type is then guessed from the name)."""
+    ``{filename, content | path, content_type?, content_id?}`` (``content``: base64, or bytes
+    as a list of integers as Resend's Python SDK sends them; the type is then guessed from the
+    name). ``path`` is fetched when the send is accepted (services/api/remote_attachments.py);
+    ``content_id`` (Resend's Python SDK also says ``inline_content_id``) makes an inline part."""
 
     model_config = ConfigDict(extra="forbid")
-    filename: str = Field(min_length=1, max_length=255, examples=["receipt.pdf"])
-    content_base64: str | None = Field(None, examples=["JVBERi0xLjQK"], description="Required unless `content` is given.")
+    filename: str = Field(min_length=1, max_length=255, examples=["receipt.pdf"],
+                          description="Required unless `path` is given (then the URL's last segment).")
+    content_base64: str | None = Field(None, examples=["JVBERi0xLjQK"], description="Required unless `content` or `path` is given.")
     content_type: str = Field("application/octet-stream", max_length=255, examples=["application/pdf"])
     content: str | list[int] | None = Field(None, description="Resend's name for the base64 content.")
-    path: str | None = Field(None, description="Resend's remote attachment URL: refused (Postline fetches nothing "
-                                                "on a sender's behalf); send the file in `content`.")
+    path: str | None = Field(None, max_length=2048, examples=["https://files.acme.test/invoice.pdf"],
+                             description="Resend's remote attachment: an http(s) URL fetched when the send is accepted "
+                                         "(public addresses only; the message size limit applies); a failure is a 422.")
+    content_id: str | None = Field(None, max_length=200, examples=["logo"],
+                                   description="Makes an inline part (`multipart/related`), shown by `<img src=\"cid:logo\">`.")
 
     @model_validator(mode="before")
     @classmethod
     def _resend_shape(cls, data: Any) -> Any:
         """Resend's fields become Postline's before the field rules run."""
-        if not isinstance(data, dict) or ("content" not in data and "path" not in data):
+        if not isinstance(data, dict):
             return data
         data = dict(data)
-        if data.get("path") is not None:
-            raise ValueError("path: remote attachments are not fetched; send the file base64-encoded in content")
+        if "inline_content_id" in data:
+            inline = data.pop("inline_content_id")
+            if data.get("content_id") not in (None, inline):
+                raise ValueError("content_id: give either content_id or inline_content_id, not both")
+            data["content_id"] = inline
+        if isinstance(data.get("content_id"), str):
+            data["content_id"] = data["content_id"].strip().removeprefix("<").removesuffix(">")  # as Resend's Node SDK does
+        if isinstance(data.get("path"), str) and not data.get("filename"):
+            data["filename"] = filename_of_url(data["path"])
+        if "content" not in data:
+            return data
         content = data.pop("content", None)
-        data.pop("path", None)
         if "content_base64" in data and content is not None:
             raise ValueError("content: give either content or content_base64, not both")
         if isinstance(content, list):
@@ -79,9 +95,26 @@ class AttachmentIn(BaseModel):
 
     @model_validator(mode="after")
     def _has_content(self) -> Self:
-        if self.content_base64 is None:
-            raise ValueError("content_base64: field required")
+        if self.content_base64 is not None and self.path is not None:
+            raise ValueError("content: give either content or path, not both")
+        if self.content_base64 is None and self.path is None:
+            raise ValueError("content: field required (base64 content, or a path URL to fetch)")
         return self
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_url_shape(v)  # the address itself is checked when it is fetched (the SSRF guard)
+        return v
+
+    @field_validator("content_id")
+    @classmethod
+    def _content_id(cls, v: str | None) -> str | None:
+        if v is not None and not CONTENT_ID.fullmatch(v):
+            raise ValueError("must be 1-200 characters of letters, digits and !#$%&'*+-/=?^_`{|}~.@ "
+                             "(used as <img src=\"cid:…\">)")
+        return v
 
     @field_validator("filename")
     @classmethod
@@ -111,6 +144,14 @@ class AttachmentIn(BaseModel):
         except (binascii.Error, ValueError):
             raise ValueError("must be valid base64") from None
         return v
+
+
+def filename_of_url(url: str) -> str:
+    """A remote attachment's file name when none is given: the URL path's last segment."""
+    from pathlib import PurePosixPath
+    from urllib.parse import unquote, urlsplit
+
+    return PurePosixPath(unquote(urlsplit(url).path)).name[:255] or "attachment"
 
 
 class TagIn:
@@ -257,6 +298,11 @@ class SendEmail(BaseModel):
             raise ValueError("to: at least one recipient is required")
         if len(self.to_list) + len(self.cc_list) + len(self.bcc_list) > MAX_RECIPIENTS:
             raise ValueError(f"to: at most {MAX_RECIPIENTS} recipients across to, cc and bcc")
+        seen: dict[str, int] = {}
+        for i, a in enumerate(self.attachments or []):
+            if a.content_id is not None and seen.setdefault(a.content_id, i) != i:
+                raise ValueError(f"attachments[{i}].content_id: {a.content_id!r} is already the content_id of "
+                                 f"attachments[{seen[a.content_id]}]")
         size = self.encoded_size(exact=False)  # a cheap bound first; most messages are far below the limit
         if size.total > MAX_MESSAGE_BYTES:
             size = self.encoded_size()
@@ -269,7 +315,8 @@ class SendEmail(BaseModel):
         """What the relay will build, in bytes (``shared.message_size``)."""
         return encoded_size(from_=self.from_, to=self.to_list + self.bcc_list, cc=self.cc_list, reply_to=self.reply_to_list,
                             subject=self.subject, headers=self.headers or {}, html=self.html_body, text=self.text,
-                            attachments=[(a.filename, a.content_type, a.content_base64 or "") for a in self.attachments or []],
+                            attachments=[(a.filename, a.content_type, a.content_base64 or "", a.content_id)
+                                         for a in self.attachments or []],
                             exact=exact)
 
     @property
@@ -335,11 +382,20 @@ class ServiceUpdate(BaseModel):
     list_unsubscribe: StrictBool | None = None
     rate_limits: RateLimitsUpdate | None = Field(
         None, description="Override the base limits of this service (`null` fields fall back to the global base).")
+    receiving_retention_days: int | None = Field(None, ge=1, le=365, description="Days received mail is kept (default 30).")
+
+
+KeyPermission = Literal["full_access", "sending_access"]
 
 
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100, examples=["production server"])
+    permission: KeyPermission = Field("sending_access", description=(
+        "`sending_access` (the default) only sends; `full_access` also manages its own service through "
+        "Resend's paths (`/domains`, `/api-keys`, `/suppressions`, `/webhooks`, `GET /emails`)."))
+    domain_id: str | None = Field(None, max_length=64, description=(
+        "A domain of the service: the key may then only send From that domain (`sending_access` keys only)."))
 
 
 class DomainCreate(BaseModel):
@@ -353,6 +409,8 @@ class DomainUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tracking_host: str | None = Field(None, max_length=253, examples=["track.acme.test"],
                                       description="A host under the domain for tracking links; null removes it.")
+    receiving: StrictBool | None = Field(None, description="Receive mail for any address at the domain: adds an MX "
+                                                          "record to publish (docs/receiving.md).")
 
 
 class SandboxEmailCreate(BaseModel):
@@ -369,8 +427,14 @@ class SandboxEmailCreate(BaseModel):
         return addr.lower()
 
 
+class BatchError(BaseModel):
+    index: int = Field(description="The item's place in the request, from 0.")
+    message: str = Field(examples=["[1].to: is not a valid address ('bob')"])
+
+
 class BatchResult(BaseModel):
-    data: list[dict] = Field(description="Per item: the send result, or `{\"error\": ...}`.")
+    data: list[dict] = Field(description="The send result of each item sent, in request order.")
+    errors: list[BatchError] | None = Field(None, description="The items not sent (`permissive` mode, or over the rate limit).")
 
 
 class RecipientState(BaseModel):
@@ -449,6 +513,7 @@ class ServiceView(BaseModel):
     track_opens: bool
     track_clicks: bool
     list_unsubscribe: bool = False
+    receiving_retention_days: int = 30
     created_at: str
     rate_limits: RateLimitView | None = None
 
@@ -462,6 +527,8 @@ class ApiKeyView(BaseModel):
     name: str
     prefix: str = Field(examples=["rs_eml_a8K2"])
     created_at: str
+    permission: KeyPermission = "sending_access"
+    domain_id: str | None = None
 
 
 class ApiKeyCreated(ApiKeyView):
@@ -474,7 +541,7 @@ class ApiKeyList(BaseModel):
 
 
 class DnsRecord(BaseModel):
-    record: Literal["SPF", "DKIM", "DMARC", "MX", "TRACKING"]
+    record: Literal["SPF", "DKIM", "DMARC", "MX", "TRACKING", "RECEIVING"]
     type: Literal["TXT", "MX", "CNAME"]
     name: str = Field(examples=["plrab12cd._domainkey.acme.test"])
     value: str
@@ -500,6 +567,7 @@ class DomainView(BaseModel):
     created_at: str
     records: list[DnsRecord]
     tracking_host: str | None = None
+    receiving: bool = False
     last_check: dict | None = None
     checks: list[DnsCheck] | None = None
 

@@ -114,7 +114,7 @@ class SendFastPath:
             scope["path_params"] = {"service_id": door[1]}
         state = scope.setdefault("state", {})
         state["service_id"] = svc.service_id
-        outcome = await accept(rt, svc, judged.body, door[0], judged.idempotency_key, raw)
+        outcome = await accept(rt, svc, judged.body, door[0], judged.idempotency_key, raw, api_key=judged.caller.key)
         if isinstance(outcome, Refusal):
             return await _refuse(scope, receive, send, outcome)
         state["email_id"] = outcome.email_id

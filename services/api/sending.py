@@ -1,7 +1,7 @@
 """The steps of a send, which the accept core (services/api/accept.py) composes:
 
-check_active → resolve_mode → apply_sandbox_rules → check_suppression → build_request
-(``prepare``), then ``admit_requests`` (limit + durable append), ``respond``, ``remember``.
+check_active → check_key_domain → resolve_mode → apply_sandbox_rules → check_suppression →
+build_request (``prepare``), then ``admit_requests`` (limit + durable append), ``respond``, ``remember``.
 
 Both HTTP doors use them; they differ only in what happens to an unverified sandbox recipient
 (``/emails`` refuses with 400, the service door drops it as ``dropped: sandbox``)."""
@@ -55,6 +55,22 @@ def all_recipients(body: SendEmail) -> list[str]:
 def check_active(svc: ev.ServiceSaved) -> Refusal | None:
     if svc.status != "active":
         return Refusal(403, "the service is disabled")
+    return None
+
+
+def check_key_domain(state: ControlState, key: ev.ApiKeySaved | None, from_: str) -> Refusal | None:
+    """A key limited to a domain (``domain_id``) sends only From that domain: else 403 naming
+    ``from`` (Resend answers a From its key may not use with 403 ``validation_error``). A key
+    whose domain was removed sends nothing. None for an unlimited key, or none (admin door)."""
+    if key is None or key.domain_id is None:
+        return None
+    d = state.domains.get(key.domain_id)
+    if d is None:
+        return Refusal(403, "this API key is limited to a domain that was removed; use another key", "from",
+                       code="validation_error")
+    if domain_of(bare(from_)) != d.domain.lower():
+        return Refusal(403, f"this API key may only send from {d.domain} (got {from_!r})", "from",
+                       code="validation_error")
     return None
 
 
@@ -170,12 +186,13 @@ class RecentSends:
         return tuple(json.loads(found)) if found is not None else None
 
 
-def prepare(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None = None
-            ) -> tuple[Draft, ev.SendRequested] | Refusal:
+def prepare(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, email_id: str | None = None,
+            key: ev.ApiKeySaved | None = None) -> tuple[Draft, ev.SendRequested] | Refusal:
     """Run the checks and build the request event (nothing is written yet); a refused send
-    is a ``Refusal`` value, which the door maps to its protocol."""
+    is a ``Refusal`` value, which the door maps to its protocol. ``key``: the API key it
+    came with (its ``domain_id`` limits the From)."""
     state = rt.control.state
-    if refused := check_active(svc):
+    if refused := check_active(svc) or check_key_domain(state, key, body.from_):
         return refused
     draft = Draft(body=body, service=svc)
     resolve_mode(draft, state, rt.settings.sandbox_from)

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-_SKIP = {"body", "query", "path", "header", "str", "list[str]", "function-after"}
+_WHERE = {"body", "query", "path", "header"}  # FastAPI's first element: where in the request
+_SKIP = {"str", "list[str]", "function-after"}
 
 
 def _field(loc: Sequence[Any]) -> str:
     parts = []
-    for p in loc:
+    for i, p in enumerate(loc):
         p = str(p)
-        if p in _SKIP or p.startswith("function-") or p.startswith("union["):
+        if (i == 0 and p in _WHERE) or p in _SKIP or p.startswith("function-") or p.startswith("union["):
             continue
         parts.append(f"[{p}]" if p.isdigit() else p)
     name = ".".join(parts).replace(".[", "[").replace("from_", "from")

@@ -141,11 +141,36 @@ def _param(name: str, value: str) -> str:
     return f"{name}*=utf-8''{quote(value, safe='')}"  # RFC 2231
 
 
-def attachment_part(filename: str, content_type: str, content_b64: str) -> bytes:
+def attachment_part(filename: str, content_type: str, content_b64: str, content_id: str | None = None) -> bytes:
+    """An attachment; with ``content_id`` an inline part (``Content-ID: <id>``, disposition
+    ``inline``) that the HTML shows through ``cid:id``."""
     data = base64.b64decode(content_b64)
+    disposition, cid = ("inline", f"Content-ID: <{content_id}>\r\n") if content_id else ("attachment", "")
     return (f"Content-Type: {content_type}; {_param('name', filename)}\r\n"
-            f"Content-Disposition: attachment; {_param('filename', filename)}\r\n"
+            f"Content-Disposition: {disposition}; {_param('filename', filename)}\r\n{cid}"
             "Content-Transfer-Encoding: base64\r\n\r\n").encode() + _b64(data)
+
+
+def with_attachments(body: bytes, req: SendRequested) -> bytes:
+    """The body with its attachments (RFC 2387 for the inline ones)::
+
+        multipart/mixed                 when there are attachments
+          multipart/related             when there are inline parts and HTML
+            <body>                      text, or multipart/alternative text + HTML
+            inline parts                Content-ID, disposition inline
+          attachments
+
+    Inline parts belong to the HTML; a message without HTML carries them in
+    ``multipart/mixed`` after the text (still ``inline``, with their Content-ID: clients show
+    them below the text), since no HTML refers to them."""
+    parts = [(a, attachment_part(a.filename, a.content_type, a.content_base64, a.content_id)) for a in req.attachments]
+    inline = [p for a, p in parts if a.content_id and req.html is not None]
+    attached = [p for a, p in parts if not (a.content_id and req.html is not None)]
+    if inline:
+        body = multipart("related", [body] + inline, req.email_id)
+    if attached:
+        body = multipart("mixed", [body] + attached, req.email_id)
+    return body
 
 
 def multipart(subtype: str, parts: list[bytes], seed: str) -> bytes:
@@ -170,7 +195,7 @@ def submitted(req: SendRequested, extra_headers: dict[str, str] | None = None) -
 
 
 def build(req: SendRequested, id_domain: str, extra_headers: dict[str, str] | None = None) -> bytes:
-    """The message as bytes ready for DATA (headers, multipart/alternative, attachments)."""
+    """The message as bytes ready for DATA (headers, multipart/alternative, inline parts, attachments)."""
     if req.raw_mime is not None:  # SMTP submission: sent as the client wrote it
         return submitted(req, extra_headers)
     head = [address_header("From", [req.from_]), address_header("To", req.to)]
@@ -185,8 +210,4 @@ def build(req: SendRequested, id_domain: str, extra_headers: dict[str, str] | No
     for name, value in {**req.headers, **(extra_headers or {})}.items():
         head.append(unstructured(name, value))
     head.append(b"MIME-Version: 1.0\r\n")
-    body = text_and_html(req)
-    if req.attachments:
-        body = multipart("mixed", [body] + [attachment_part(a.filename, a.content_type, a.content_base64)
-                                            for a in req.attachments], req.email_id)
-    return b"".join(head) + body
+    return b"".join(head) + with_attachments(text_and_html(req), req)

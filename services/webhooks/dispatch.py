@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from shared.ssrf import BlockedDestination, check_url_shape, resolve_checked
+from shared.ssrf import BlockedDestination, pinned
 
 CONTEXT_FIELDS = ("id", "v", "time", "workspace_id", "type")
 
@@ -61,15 +61,12 @@ async def attempt(client: httpx.AsyncClient, url: str, secrets: list[str], event
     now = datetime.now(timezone.utc)
     start = time.perf_counter()
     try:
-        scheme, host, port = check_url_shape(url)
-        ip = await resolve_checked(host, port, allow_private)
-        target = httpx.URL(url).copy_with(host=ip)
-        headers = {"content-type": "application/json", "user-agent": "Postline-Webhooks/1",
-                   "host": httpx.URL(url).netloc.decode(), "webhook-id": event["id"],
-                   "webhook-timestamp": str(int(now.timestamp())),
+        target = await pinned(url, allow_private)
+        headers = {"content-type": "application/json", "user-agent": "Postline-Webhooks/1", **target.headers,
+                   "webhook-id": event["id"], "webhook-timestamp": str(int(now.timestamp())),
                    "webhook-signature": signature_header(secrets, event["id"], now, body)}
-        ext = {"sni_hostname": host} if scheme == "https" else {}
-        resp = await client.post(target, content=body.encode(), headers=headers, extensions=ext, timeout=timeout)
+        resp = await client.post(target.url, content=body.encode(), headers=headers, extensions=target.extensions,
+                                 timeout=timeout)
         latency = (time.perf_counter() - start) * 1000
         return AttemptResult(resp.status_code, latency, None if resp.is_success else resp.text[:200],
                              _retry_after(resp.headers.get("retry-after")))

@@ -58,11 +58,12 @@ class WebhookService:
         self._wake = asyncio.Event()
 
     # ------------------------------------------------------------ intake
-    def subscribers(self, event: ev.LifecycleEvent) -> list[ev.WebhookSaved]:
+    def subscribers(self, event: ev.LifecycleEvent | ev.EmailReceived) -> list[ev.WebhookSaved]:
         if event.service_id is None:  # every webhook belongs to a service
             return []
+        chosen = getattr(event, "webhook_ids", None)  # received mail: its routing rules' choice (docs/receiving.md)
         return [w for w in self.rt.control.state.webhooks_of(event.service_id)
-                if w.status == "enabled" and event.type in w.events]
+                if w.status == "enabled" and event.type in w.events and (chosen is None or w.webhook_id in chosen)]
 
     async def handle(self, records: list[Record]) -> None:
         """Parse → queue deliveries in the outbox (durable). The runner commits after."""
@@ -72,7 +73,7 @@ class WebhookService:
             with self.guard.for_record(record):  # InvalidRecord: dead-lettered
                 if isinstance(e, ev.WebhookReplay):
                     rows += [(f"{e.webhook_id}|{replayed_id(x)}|{e.id}", e.webhook_id, x) for x in e.events]
-                elif e is not None and e.type in ev.LIFECYCLE_TYPES:
+                elif e is not None and e.type in ev.WEBHOOK_TYPES:
                     payload = e.model_dump(mode="json", by_alias=True)
                     rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in self.subscribers(e)]
         await self.outbox.add(rows)

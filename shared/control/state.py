@@ -39,6 +39,8 @@ def entity_key(event: ev.Event) -> str:
             return f"session:{event.session_id}"
         case ev.UserTokenSaved():
             return f"user_token:{event.token_id}"
+        case ev.ReceivingRuleSaved():
+            return f"receiving_rule:{event.rule_id}"
     raise TypeError(f"not a control event: {type(event).__name__}")
 
 
@@ -57,6 +59,7 @@ class ControlState:
     users: dict[str, ev.UserSaved] = field(default_factory=dict)
     sessions: dict[str, ev.SessionSaved] = field(default_factory=dict)
     user_tokens: dict[str, ev.UserTokenSaved] = field(default_factory=dict)
+    receiving_rules: dict[str, ev.ReceivingRuleSaved] = field(default_factory=dict)
     audit: AuditIndex = field(default_factory=AuditIndex)  # the newest entries per workspace (shared/audit.py)
     _positions: dict[str, int] = field(default_factory=dict)
     _recent: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # key → recent (event id, offset)
@@ -143,6 +146,8 @@ class ControlState:
             case ev.UserTokenSaved():
                 self._put(self.user_tokens, new.token_id, new)
                 self._index(self._by_user_token_hash, getattr(old, "token_hash", None), new.token_hash, new.token_id, new)
+            case ev.ReceivingRuleSaved():
+                self._put(self.receiving_rules, new.rule_id, new)
 
     @staticmethod
     def _index(index: dict[str, str], old_hash: str | None, new_hash: str, ident: str, event: ev.ControlRecord) -> None:
@@ -213,6 +218,15 @@ class ControlState:
                 return d
         return None
 
+    def receiving_domain(self, domain: str) -> ev.DomainSaved | None:
+        """The domain record that receives mail for ``domain`` (docs/receiving.md): the one
+        with ``receiving`` on, the oldest if two services claimed it at once (enabling
+        receiving refuses a domain another service receives for, but two processes may
+        both have said yes before either saw the other)."""
+        domain = domain.lower()
+        claims = [d for d in self.domains.values() if d.receiving and d.domain == domain]
+        return min(claims, key=lambda d: (d.created_at, d.domain_id)) if claims else None
+
     def sandbox_of(self, service_id: str) -> list[ev.SandboxRecipientSaved]:
         return sorted((r for r in self.sandbox.values() if r.service_id == service_id), key=lambda r: r.created_at)
 
@@ -255,3 +269,7 @@ class ControlState:
 
     def webhooks_of(self, service_id: str) -> list[ev.WebhookSaved]:
         return sorted((w for w in self.webhooks.values() if w.service_id == service_id), key=lambda w: w.created_at)
+
+    def receiving_rules_of(self, service_id: str) -> list[ev.ReceivingRuleSaved]:
+        return sorted((r for r in self.receiving_rules.values() if r.service_id == service_id),
+                      key=lambda r: (r.created_at, r.rule_id))

@@ -77,4 +77,37 @@ ORDER BY (service_id, event_id)
 """),
     (6, "INSERT INTO postline.event_ids SELECT service_id, event_id, min(time) FROM postline.events "
         "GROUP BY service_id, event_id"),
+    # 30–31: received mail (docs/receiving.md). Numbered after the issue that added them, so
+    # steps other branches add meanwhile (7, 8, …) cannot take the same numbers. Rows expire
+    # at ``expires_at`` (the service's retention when the mail came): the TTL drops them in
+    # merges, the housekeeping purge (shared/store/received.py) at once, and reads skip them.
+    (30, """
+CREATE TABLE IF NOT EXISTS postline.received_emails (
+    email_id     String,
+    time         DateTime64(3, 'UTC'),
+    expires_at   DateTime('UTC'),
+    workspace_id String,
+    service_id   String,
+    from_addr    String,
+    subject      String,
+    to_addrs     Array(String),
+    message_id   String,
+    size         UInt64,
+    payload      String
+) ENGINE = ReplacingMergeTree
+ORDER BY (service_id, email_id)
+TTL expires_at
+"""),
+    (31, """
+CREATE TABLE IF NOT EXISTS postline.received_attachments (
+    service_id    String,
+    email_id      String,
+    attachment_id String,
+    expires_at    DateTime('UTC'),
+    size          UInt64,
+    content       String
+) ENGINE = ReplacingMergeTree
+ORDER BY (service_id, email_id, attachment_id)
+TTL expires_at
+"""),
 ]

@@ -131,6 +131,14 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     return time_, email_id
 
 
+# joins each message ``m`` of service ``{s:String}`` with its latest delivery status ``s.status``
+_LATEST_STATUS = f"""LEFT JOIN (SELECT email_id, argMax(kind, first) AS status
+           FROM (SELECT email_id, event_id, any(type) AS kind, min(time) AS first FROM postline.events
+                 WHERE service_id = {{s:String}} AND type IN {_sql_in(ev.DELIVERY_TYPES)}
+                 GROUP BY email_id, event_id)
+           GROUP BY email_id) AS s ON s.email_id = m.email_id"""
+
+
 async def message_log(store: AnalyticsStore, service_id: str, status: str | None, to: str | None, tag: str | None,
                       limit: int, cursor: str | None, since: datetime | None = None) -> dict[str, Any]:
     where = ["m.service_id = {s:String}"]
@@ -156,11 +164,7 @@ async def message_log(store: AnalyticsStore, service_id: str, status: str | None
 SELECT m.email_id AS email_id, toString(m.time) AS time, m.from_addr AS from_addr, m.subject AS subject,
        m.to_addrs AS to_addrs, m.tags AS tags, m.mode AS mode, if(s.status = '', 'queued', s.status) AS status
 FROM (SELECT * FROM postline.messages AS m FINAL WHERE {' AND '.join(where)}) AS m
-LEFT JOIN (SELECT email_id, argMax(kind, first) AS status
-           FROM (SELECT email_id, event_id, any(type) AS kind, min(time) AS first FROM postline.events
-                 WHERE service_id = {{s:String}} AND type IN {_sql_in(ev.DELIVERY_TYPES)}
-                 GROUP BY email_id, event_id)
-           GROUP BY email_id) AS s ON s.email_id = m.email_id
+{_LATEST_STATUS}
 {status_filter}
 ORDER BY m.time DESC, m.email_id DESC
 LIMIT {{limit:UInt32}}"""
@@ -171,6 +175,35 @@ LIMIT {{limit:UInt32}}"""
               "to": r["to_addrs"], "tags": r["tags"], "mode": r["mode"], "status": r["status"]} for r in rows]
     next_cursor = encode_cursor(rows[-1]["time"], rows[-1]["email_id"]) if more and rows else None
     return {"data": items, "next_cursor": next_cursor}
+
+
+async def email_page(store: AnalyticsStore, service_id: str, limit: int, after: str | None = None,
+                     before: str | None = None) -> tuple[list[dict[str, Any]], bool] | None:
+    """Resend's ``GET /emails`` page: the service's messages newest first, older than the
+    message ``after`` or newer than ``before`` (ids); with whether more follow that way.
+    None when the cursor id is not a message of the service. Rows: the request's summary
+    fields and ``status`` (the latest delivery status, ``queued`` before any)."""
+    params: dict[str, Any] = {"s": service_id, "limit": limit + 1, "c": after or before or ""}
+    where, order = "", "DESC"
+    if after or before:
+        found = await store.query("SELECT toString(time) AS t FROM postline.messages FINAL "
+                                  "WHERE service_id = {s:String} AND email_id = {c:String} LIMIT 1", params)
+        if not found:
+            return None
+        params["ct"] = found[0]["t"]
+        where = f" AND (m.time, m.email_id) {'<' if after else '>'} (toDateTime64({{ct:String}}, 3, 'UTC'), {{c:String}})"
+        order = "DESC" if after else "ASC"
+    rows = await store.query(f"""
+SELECT m.email_id AS email_id, toString(m.time) AS time, m.from_addr AS from_addr, m.subject AS subject,
+       m.to_addrs AS to_addrs, m.cc_addrs AS cc_addrs, m.bcc_addrs AS bcc_addrs,
+       JSONExtract(m.payload, 'reply_to', 'Array(String)') AS reply_to,
+       JSONExtractString(m.payload, 'scheduled_at') AS scheduled_at, if(s.status = '', 'queued', s.status) AS status
+FROM (SELECT * FROM postline.messages AS m FINAL WHERE m.service_id = {{s:String}}{where}) AS m
+{_LATEST_STATUS}
+ORDER BY m.time {order}, m.email_id {order}
+LIMIT {{limit:UInt32}}""", params)
+    page = rows[:limit] if order == "DESC" else list(reversed(rows[:limit]))
+    return page, len(rows) > limit
 
 
 async def messages_since(store: AnalyticsStore, service_id: str, since: datetime) -> int:
@@ -228,12 +261,24 @@ async def message_fields(store: AnalyticsStore, service_ids: list[str], email_id
         {"svcs": json.dumps(sorted(service_ids)), "ids": json.dumps(sorted(email_ids))})
 
 
-async def webhook_attempts(store: AnalyticsStore, service_id: str, webhook_id: str, limit: int) -> list[dict[str, Any]]:
-    """A webhook's recent delivery attempts, newest first."""
+async def webhook_attempts(store: AnalyticsStore, service_id: str, webhook_id: str, limit: int,
+                           event_id: str | None = None) -> list[dict[str, Any]]:
+    """A webhook's recent delivery attempts (of one event, when ``event_id``), newest first."""
+    one = " AND event_id = {e:String}" if event_id else ""
     return await store.query(
-        "SELECT event_id, event_type, attempt, status_code, latency_ms, outcome, error, toString(time) AS time "
+        "SELECT attempt_id, event_id, event_type, attempt, status_code, latency_ms, outcome, error, toString(time) AS time "
+        "FROM postline.webhook_attempts FINAL WHERE service_id = {s:String} AND webhook_id = {w:String}" + one +
+        " ORDER BY time DESC LIMIT {n:UInt32}", {"s": service_id, "w": webhook_id, "n": limit, "e": event_id or ""})
+
+
+async def webhook_events(store: AnalyticsStore, service_id: str, webhook_id: str, limit: int) -> list[dict[str, Any]]:
+    """The events a webhook was sent, newest first: type, first attempt's time (``first_at``),
+    latest outcome."""
+    return await store.query(
+        "SELECT event_id, any(event_type) AS event_type, toString(min(time)) AS first_at, argMax(outcome, time) AS outcome "
         "FROM postline.webhook_attempts FINAL WHERE service_id = {s:String} AND webhook_id = {w:String} "
-        "ORDER BY time DESC LIMIT {n:UInt32}", {"s": service_id, "w": webhook_id, "n": limit})
+        "GROUP BY event_id ORDER BY min(time) DESC, event_id DESC LIMIT {n:UInt32}",
+        {"s": service_id, "w": webhook_id, "n": limit})
 
 
 async def events_to_replay(store: AnalyticsStore, service_id: str, limit: int, event_id: str | None = None,

@@ -14,7 +14,7 @@ from tests.bench.shapes import BY_NAME, SHAPES
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory",
-                                           "retention", "e2e", "intake"], default=None)
+                                           "retention", "e2e", "intake", "receiving"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
     parser.add_argument("--retention-sends", type=int, default=2000, help="real sends of the retention section")
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--e2e-sink", choices=["aiosmtpd", "lean"], default="aiosmtpd")
     parser.add_argument("--e2e-shapes", default=",".join(s.name for s in SHAPES),
                         help="comma-separated workload shapes of tests/bench/shapes.py (default: all)")
+    parser.add_argument("--receiving-messages", type=int, default=600, help="100 KB messages of the receiving section")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the measured process into DIR/intake.txt and DIR/e2e.txt")
     args = parser.parse_args()
     import uvloop
@@ -73,6 +74,10 @@ def main() -> None:
         results["api_intake_alone"] = e2e.run_intake(args.e2e_messages, args.profile)
         results["api_intake_alone_seed_fields"] = e2e.run_intake(args.e2e_messages, args.profile,
                                                                  BY_NAME["seed_message_4kb_one_line"])
+    if args.only in (None, "receiving"):
+        from tests.bench import receiving
+
+        results["receiving_100kb"] = receiving.run(args.receiving_messages)
     print(json.dumps(results, indent=2))
 
 

@@ -25,6 +25,23 @@ def raise_limits(api: Api, sid: str) -> None:
     assert r.status_code == 200, r.text
 
 
+def resend_paths_read_their_writes(api: Api, sid: str) -> None:
+    """Resend's management paths, each request on a new connection (any of the processes): a key
+    made through ``POST /api-keys`` works at once, a suppression added is found at once."""
+    r = api.admin("POST", f"/api/email/services/{sid}/api-keys", json={"name": "full", "permission": "full_access"})
+    full = r.json()["key"]
+    for i in range(TRIES):
+        made = httpx.post(f"{api.http.base_url}/api-keys", json={"name": f"k{i}", "permission": "full_access"},
+                          headers={"Authorization": f"Bearer {full}"})
+        assert made.status_code == 201, made.text
+        listed = httpx.get(f"{api.http.base_url}/api-keys", headers={"Authorization": f"Bearer {made.json()['token']}"})
+        assert listed.status_code == 200 and made.json()["id"] in [k["id"] for k in listed.json()["data"]], listed.text
+        added = httpx.post(f"{api.http.base_url}/suppressions", json={"email": f"ryw{i}@example.com"},
+                           headers={"Authorization": f"Bearer {full}"})
+        got = httpx.get(f"{api.http.base_url}/suppressions/{added.json()['id']}", headers={"Authorization": f"Bearer {full}"})
+        assert got.status_code == 200 and got.json()["email"] == f"ryw{i}@example.com", got.text
+
+
 def test_embedded_four_api_processes_read_their_writes_under_load(tmp_path):
     dns = DnsServer().start()
     proc = PostlineProcess(tmp_path / "pl", env={"POSTLINE_WORKERS": "4", "POSTLINE_DNS_SERVER": dns.address}).start()
@@ -36,6 +53,7 @@ def test_embedded_four_api_processes_read_their_writes_under_load(tmp_path):
         seq = Sequences([proc.url], dns)
         with SendLoad(proc.url, load_key, "a@load.test") as load:
             seq.run(SEQUENCES, suppressions)
+            resend_paths_read_their_writes(api, suppressions)
         assert load.sent > 0
         assert seq.failures == [], seq.summary()
     finally:

@@ -3,7 +3,12 @@ a production service with a verified domain (acme.test, published on a real DNS 
 delivering to a real SMTP sink, so a test reads the mail the SDK's call produced."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +18,16 @@ from tests.support.receiver import Receiver
 from tests.support.smtp_sink import SmtpSink
 
 
+NODE_DIR = Path(__file__).parent / "node"
+
+
 class SdkWorld:
-    def __init__(self, proc: PostlineProcess, api: Api, sink: SmtpSink, service_id: str, key: str, hooks: Receiver):
+    def __init__(self, proc: PostlineProcess, api: Api, sink: SmtpSink, service_id: str, key: str, hooks: Receiver,
+                 dns: DnsServer, full_key: str):
         self.proc, self.api, self.sink, self.service_id, self.key = proc, api, sink, service_id, key
         self.hooks = hooks  # a real webhook endpoint subscribed to delivered, scheduled and canceled
+        self.dns = dns  # the DNS server domain verification reads (publish records with dns.txt)
+        self.full_key = full_key  # a full_access key of the service (Resend's management paths)
 
     def webhook(self, email_id: str, kind: str, timeout: float = 30) -> dict:
         """The ``kind`` webhook body about ``email_id`` the endpoint received."""
@@ -65,9 +76,26 @@ def sdk_world(tmp_path_factory):
         r = api.admin("POST", f"/api/email/services/{sid}/webhooks",
                       json={"url": hooks.url, "events": ["delivered", "scheduled", "canceled"]})
         assert r.status_code == 201, r.text
-        yield SdkWorld(proc, api, sink, sid, key, hooks)
+        r = api.admin("POST", f"/api/email/services/{sid}/api-keys", json={"name": "manager", "permission": "full_access"})
+        assert r.status_code == 201, r.text
+        yield SdkWorld(proc, api, sink, sid, key, hooks, dns, r.json()["key"])
     finally:
         proc.stop()
         sink.stop()
         dns.stop()
         hooks.stop()
+
+
+@pytest.fixture
+def node(sdk_world):
+    # a failure, not a skip: `make test` installs both, and a skipped SDK test would hide a gap
+    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "resend").is_dir():
+        pytest.fail("node or the pinned resend package is missing: run `make test-deps`")
+
+    def call(case: str, key: str | None = None, **args) -> dict:
+        env = {**os.environ, "RESEND_BASE_URL": sdk_world.url, "RESEND_API_KEY": key or sdk_world.key}
+        out = subprocess.run(["node", "run.mjs", case, json.dumps(args)], cwd=NODE_DIR, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    return call

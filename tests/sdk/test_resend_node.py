@@ -1,34 +1,10 @@
 """Resend's Node SDK (npm ``resend``, pinned in tests/sdk/node/package.json and installed by
 ``make test-deps``), unchanged, pointed at a running Postline by ``RESEND_BASE_URL`` only.
-Each case runs tests/sdk/node/run.mjs, which prints the SDK's ``{data, error}``."""
+Each case runs tests/sdk/node/run.mjs, which prints the SDK's ``{data, error}`` (the ``node``
+fixture, tests/sdk/conftest.py)."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
-import pytest
-
-NODE_DIR = Path(__file__).parent / "node"
 FROM = "Acme <hello@acme.test>"
-
-
-
-@pytest.fixture
-def node(sdk_world):
-    # a failure, not a skip: `make test` installs both, and a skipped SDK test would hide a gap
-    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "resend").is_dir():
-        pytest.fail("node or the pinned resend package is missing: run `make test-deps`")
-
-    def call(case: str, key: str | None = None, **args) -> dict:
-        env = {**os.environ, "RESEND_BASE_URL": sdk_world.url, "RESEND_API_KEY": key or sdk_world.key}
-        out = subprocess.run(["node", "run.mjs", case, json.dumps(args)], cwd=NODE_DIR, env=env,
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    return call
 
 
 def test_send(node, sdk_world):
@@ -96,8 +72,3 @@ def test_errors_reach_the_caller_through_the_sdk(node):
     r = node("send", key="rs_eml_" + "x" * 32, email={"from": FROM, "to": "ann@example.com", "subject": "x", "text": "x"})
     assert r["error"] == {"error": "invalid API key", "message": "invalid API key", "name": "invalid_api_key",
                           "statusCode": 401}
-    r = node("batch", emails=[{"from": FROM, "to": ["ann@example.com"], "subject": "ok", "text": "1"},
-                              {"from": FROM, "to": ["nobody"], "subject": "bad", "text": "2"}])
-    good, bad = r["data"]["data"]
-    assert good["id"] and bad["statusCode"] == 400 and bad["name"] == "validation_error"
-    assert bad["message"].startswith("[1].to")

@@ -25,14 +25,15 @@ def request(text, html, subject="s", headers=None, attachments=()):
     return ev.SendRequested(workspace_id="w", service_id="s", email_id=ev.new_id(), mode="production",
                             sending_domain="acme.test", to=["ann@example.com"], recipients=["ann@example.com"],
                             subject=subject, text=text, html=html, headers=headers or {},
-                            attachments=[ev.Attachment(filename=f, content_type=c, content_base64=b) for f, c, b in attachments],
+                            attachments=[ev.Attachment(filename=a[0], content_type=a[1], content_base64=a[2],
+                                                        content_id=a[3] if len(a) > 3 else None) for a in attachments],
                             **{"from": "Acme <a@acme.test>"})
 
 
 def bound(req: ev.SendRequested) -> int:
     return encoded_size(from_=req.from_, to=req.to, cc=req.cc, reply_to=req.reply_to, subject=req.subject,
                         headers=req.headers, html=req.html, text=req.text,
-                        attachments=[(a.filename, a.content_type, a.content_base64) for a in req.attachments]).total
+                        attachments=[(a.filename, a.content_type, a.content_base64, a.content_id) for a in req.attachments]).total
 
 
 def well_formed(raw: bytes) -> email.message.EmailMessage:
@@ -48,7 +49,8 @@ def well_formed(raw: bytes) -> email.message.EmailMessage:
 def test_bound_holds_and_message_is_well_formed(text, html, subject, value, blob):
     if text is None and html is None:
         text = ""
-    req = request(text, html, subject, {"X-Note": value}, [("ä.bin", "application/octet-stream", base64.b64encode(blob).decode())])
+    req = request(text, html, subject, {"X-Note": value}, [("ä.bin", "application/octet-stream", base64.b64encode(blob).decode()),
+                                                           ("logo.png", "image/png", base64.b64encode(blob).decode(), "logo@acme.test")])
     raw = build(req, "acme.test")
     assert len(raw) + RELAY_ADDS <= bound(req)
     msg = well_formed(raw)

@@ -17,7 +17,7 @@ def domain_view(d: ev.DomainSaved, settings: Settings) -> dict[str, Any]:
     return {"id": d.domain_id, "domain": d.domain, "status": "verified" if d.verified else "pending",
             "verified": d.verified, "verified_at": d.verified_at.isoformat() if d.verified_at else None,
             "created_at": d.created_at.isoformat(), "records": dom.records(d, settings),
-            "tracking_host": d.tracking_host, "last_check": d.last_check}
+            "tracking_host": d.tracking_host, "receiving": d.receiving, "last_check": d.last_check}
 
 
 def list_domains(rt: ApiContext, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
@@ -63,6 +63,18 @@ async def set_tracking_host(rt: ApiContext, d: ev.DomainSaved, host: str | None)
     if isinstance(tracking, Refusal):
         return tracking
     updated = await changed(rt, d, tracking_host=tracking)
+    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
+
+
+async def set_receiving(rt: ApiContext, d: ev.DomainSaved, receiving: bool) -> dict[str, Any] | Refusal:
+    """Turn receiving on (the MX record joins the records to publish) or off. 409 when
+    another service already receives for the same domain name: mail for a domain goes to
+    one service only."""
+    if receiving and not d.receiving:
+        holder = rt.control.state.receiving_domain(d.domain)
+        if holder is not None and holder.domain_id != d.domain_id:
+            return Refusal(409, f"another service already receives mail for {d.domain}", field="receiving")
+    updated = await changed(rt, d, receiving=receiving)
     return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.api.manage import deleted
 from services.api.refusal import Refusal
+from services.api.validation_errors import first_error
 from shared import events as ev
 from shared.addresses import AddressError, parse_mailbox
 from services.api.context import ApiContext
@@ -28,6 +29,14 @@ class SuppressionCreate(BaseModel):
             return parse_mailbox(v)[1].lower()
         except AddressError as exc:
             raise ValueError(str(exc)) from None
+
+
+def parse(email: str, reason: str = "manual") -> SuppressionCreate | Refusal:
+    """The entry to add for ``email``, or a 400 refusal naming ``email``."""
+    try:
+        return SuppressionCreate(email=email, reason=reason)
+    except ValidationError as exc:
+        return Refusal(400, first_error(exc.errors()))
 
 
 def view(s: ev.SuppressionSaved) -> dict[str, Any]:

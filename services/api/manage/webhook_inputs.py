@@ -15,9 +15,9 @@ def _events(v: list[str] | None) -> list[str] | None:
         return v
     if not v:
         raise ValueError("at least one event type")
-    bad = [e for e in v if e not in ev.LIFECYCLE_TYPES]
+    bad = [e for e in v if e not in ev.WEBHOOK_TYPES]
     if bad:
-        raise ValueError(f"unknown event type {bad[0]!r}; one of {', '.join(ev.LIFECYCLE_TYPES)}")
+        raise ValueError(f"unknown event type {bad[0]!r}; one of {', '.join(ev.WEBHOOK_TYPES)}")
     return sorted(set(v))
 
 

@@ -45,7 +45,7 @@ async def check_destination(rt: ApiContext, url: str) -> Refusal | None:
     try:
         await resolve_checked(host, port, rt.settings.webhook_allow_private)
     except BlockedDestination as exc:
-        return Refusal(400, f"url: {exc}")
+        return Refusal(400, str(exc), "url")
     return None
 
 
@@ -89,13 +89,32 @@ async def delete_webhook(rt: ApiContext, w: ev.WebhookSaved) -> Refusal | None:
     return await deleted(rt, w)
 
 
-async def attempts(rt: ApiContext, w: ev.WebhookSaved, limit: int) -> list[dict[str, Any]] | Refusal:
-    """Recent delivery attempts, newest first (503 without an analytics store; the store's
-    errors propagate)."""
+async def attempts(rt: ApiContext, w: ev.WebhookSaved, limit: int, event_id: str | None = None
+                   ) -> list[dict[str, Any]] | Refusal:
+    """Recent delivery attempts (of one event, when ``event_id``), newest first (503 without
+    an analytics store; the store's errors propagate)."""
     if rt.store is None:
         return NO_STORE
-    rows = await queries.webhook_attempts(rt.store, w.service_id, w.webhook_id, limit)
+    rows = await queries.webhook_attempts(rt.store, w.service_id, w.webhook_id, limit, event_id)
     return [{**r, "status_code": r["status_code"] or None} for r in rows]
+
+
+async def events(rt: ApiContext, w: ev.WebhookSaved, limit: int) -> list[dict[str, Any]] | Refusal:
+    """The events sent to the endpoint, newest first, with their latest ``outcome``
+    (``delivered``, ``retrying``, ``failed``, ``disabled``); 503 without an analytics store."""
+    if rt.store is None:
+        return NO_STORE
+    return await queries.webhook_events(rt.store, w.service_id, w.webhook_id, limit)
+
+
+async def event(rt: ApiContext, w: ev.WebhookSaved, event_id: str) -> tuple[dict[str, Any], dict[str, Any]] | Refusal:
+    """One event sent to the endpoint: its payload and its latest attempt; 404 when it was
+    not sent there."""
+    tried = await attempts(rt, w, 1, event_id)
+    if isinstance(tried, Refusal) or not tried:
+        return tried if isinstance(tried, Refusal) else Refusal(404, f"event {event_id} not found")
+    payloads = await queries.events_to_replay(rt.store, w.service_id, 1, event_id=event_id) if rt.store else []
+    return (payloads[0] if payloads else {}), tried[0]
 
 
 async def replay(rt: ApiContext, w: ev.WebhookSaved, body: ReplayRequest) -> dict[str, Any] | Refusal:

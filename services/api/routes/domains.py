@@ -39,11 +39,16 @@ async def get_domain(d: ev.DomainSaved = Depends(owned_domain), rt: ApiContext =
 
 @router.patch("/{domain_id}", response_model=DomainView, response_model_exclude_none=True)
 async def update_domain(body: DomainUpdate, d: ev.DomainSaved = Depends(owned_domain),
-                        rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
-    """Set (or, with null, remove) the domain's tracking host; its CNAME joins the records."""
-    if "tracking_host" not in body.model_fields_set:
-        return manage.domain_view(d, rt.settings)
-    return unless_refused(await manage.set_tracking_host(rt, d, body.tracking_host))
+                        svc: ev.ServiceSaved = Depends(owned_service), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
+    """Set (or, with null, remove) the domain's tracking host (its CNAME joins the records);
+    ``receiving`` turns receiving mail on or off (an MX record joins the records)."""
+    view = manage.domain_view(d, rt.settings)
+    if "tracking_host" in body.model_fields_set:
+        view = unless_refused(await manage.set_tracking_host(rt, d, body.tracking_host))
+        d = unless_refused(manage.find_domain(rt, svc, d.domain_id))
+    if body.receiving is not None:
+        view = unless_refused(await manage.set_receiving(rt, d, body.receiving))
+    return view
 
 
 @router.post("/{domain_id}/verify", response_model=DomainView, response_model_exclude_none=True)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Request, Response
 from pydantic import ValidationError
 
 from services.api.accept import Accepted, accept, accept_batch
+from services.api import not_offered
 from services.api.auth import ServiceCaller, runtime, service_key
 from services.api.email_lookup import email_record
 from services.api.errors import http_error, item_error
@@ -26,16 +27,19 @@ from services.api.context import ApiContext
 
 router = APIRouter(tags=["emails"])
 ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
-          409: {"model": ErrorBody}, 429: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+          409: {"model": ErrorBody}, 422: {"model": ErrorBody, "description": "A remote attachment (`path`) could not be fetched."},
+          429: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 MAX_BATCH = 100
+BATCH_VALIDATION = Header("strict", alias="x-batch-validation",
+                          description="`strict` (default): all or nothing; `permissive`: the valid items are sent.")
 IDEMPOTENCY = Header(None, alias="Idempotency-Key", description="Same key + same body within 24 h: same response, nothing new sent.")
 
 
-async def _send(request: Request, response: Response, rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail,
+async def _send(request: Request, response: Response, rt: ApiContext, caller: ServiceCaller, body: SendEmail,
                 door: Door, idempotency_key: str | None) -> dict[str, Any]:
     """read the body (hashed for the Idempotency-Key) → accept → answer or raise the refusal."""
     raw = await request.body() if idempotency_key else b""
-    outcome = await accept(rt, svc, body, door, idempotency_key, raw)
+    outcome = await accept(rt, caller.service, body, door, idempotency_key, raw, api_key=caller.key)
     if isinstance(outcome, Refusal):
         raise http_error(outcome)
     response.headers.update(outcome.limits.headers())
@@ -49,7 +53,7 @@ async def send_email(request: Request, response: Response, body: SendEmail,
                      idempotency_key: str | None = IDEMPOTENCY) -> dict[str, Any]:
     """Send one email with a service API key (`Api-Key` header). Unverified sandbox
     recipients are refused (400)."""
-    return await _send(request, response, rt, caller.service, body, "emails", idempotency_key)
+    return await _send(request, response, rt, caller, body, "emails", idempotency_key)
 
 
 @router.post("/api/email/services/{service_id}/send", response_model=SendResult, response_model_by_alias=True,
@@ -61,38 +65,50 @@ async def send_for_service(service_id: str, request: Request, response: Response
     recipients are dropped (`dropped`, reason `sandbox`) rather than refused."""
     if caller.service.service_id != service_id:
         raise http_error(Refusal(403, "this API key does not belong to the service in the path"))
-    return await _send(request, response, rt, caller.service, body, "service", idempotency_key)
+    return await _send(request, response, rt, caller, body, "service", idempotency_key)
 
 
-@router.post("/emails/batch", response_model=BatchResult, response_model_by_alias=True, responses=ERRORS)
+@router.post("/emails/batch", response_model=BatchResult, response_model_by_alias=True,
+             response_model_exclude_unset=True, responses={**ERRORS, 422: {"model": ErrorBody}})
 async def send_batch(response: Response, items: list[dict[str, Any]] = Body(..., max_length=MAX_BATCH),
-                     caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
-    """Up to 100 emails in one call; each item succeeds or fails on its own (`data[i]` is the
-    send result or `{"error": ...}`), all accepted ones are appended together."""
+                     caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime),
+                     validation: str = BATCH_VALIDATION) -> dict[str, Any]:
+    """Up to 100 emails in one call, appended together. `x-batch-validation: strict` (the
+    default, as Resend's): any invalid item → 422 naming its index and field, nothing sent.
+    `permissive`: the valid items are sent; `data` holds them, `errors` the others
+    (`[{index, message}]`). An item over the rate limit is in `errors` in both modes."""
     if not items:
         raise http_error(Refusal(400, "body: at least one email is required"))
-    svc = caller.service
+    mode = validation.strip().lower()
+    if mode not in ("strict", "permissive"):
+        raise http_error(Refusal(400, f"must be strict or permissive (got {validation[:40]!r})", "x-batch-validation"))
+    strict = mode == "strict"
     parsed = [_parse_item(i, item) for i, item in enumerate(items)]
-    outcomes = await accept_batch(rt, svc, [p for p in parsed if isinstance(p, SendEmail)], "emails")
-    if isinstance(outcomes, Refusal):
+    bodies = [p for p in parsed if isinstance(p, SendEmail)]
+    if strict and (invalid := next((p for p in parsed if isinstance(p, Refusal)), None)):
+        raise http_error(invalid)
+    outcomes = await accept_batch(rt, caller.service, bodies, "emails", caller.key, all_or_nothing=strict)
+    if isinstance(outcomes, Refusal):  # strict: an item's refusal (422, nothing sent); or the log is down
         raise http_error(outcomes)
     decided = iter(outcomes)
-    results = [_item_result(i, next(decided)) if isinstance(p, SendEmail) else p for i, p in enumerate(parsed)]
-    response.headers.update((await limiter(rt).peek(svc.service_id)).headers())
-    return {"data": results}
+    results = [_item_result(i, next(decided)) if isinstance(p, SendEmail) else item_error(p.text, p.status, p.name)
+               for i, p in enumerate(parsed)]
+    response.headers.update((await limiter(rt).peek(caller.service.service_id)).headers())
+    errors = [{"index": i, "message": r["message"]} for i, r in enumerate(results) if "id" not in r]
+    return {"data": [r for r in results if "id" in r], **({"errors": errors} if errors or not strict else {})}
 
 
-def _parse_item(i: int, item: dict[str, Any]) -> SendEmail | dict[str, Any]:
-    """The item as a ``SendEmail``, or its error (``[i].<field>: ...``)."""
+def _parse_item(i: int, item: dict[str, Any]) -> SendEmail | Refusal:
+    """The item as a ``SendEmail``, or its 422 refusal (``[i].<field>: ...``)."""
     try:
         return SendEmail.model_validate(item)
     except ValidationError as exc:
-        return item_error(f"[{i}].{first_error(exc.errors())}")
+        return Refusal(422, f"[{i}].{first_error(exc.errors())}")
 
 
 def _item_result(i: int, outcome: Accepted | Refusal) -> dict[str, Any]:
-    """``data[i]``: the send result, or the refusal's error (``[i].<field>: ...``; a rate
-    limit's as ``[i] rate limit reached ...``)."""
+    """The send result, or the refusal's error (``[i].<field>: ...``; a rate limit's as
+    ``[i] rate limit reached ...``)."""
     if isinstance(outcome, Accepted):
         return outcome.response
     sep = " " if outcome.status == 429 else "."
@@ -106,8 +122,9 @@ async def get_email(email_id: str, caller: ServiceCaller = Depends(service_key),
     SDKs read (`object`, `last_event`, `reply_to`; `html`/`text` are null: bodies are not
     kept after sending)."""
     found = await email_record(rt, caller.service, email_id)
-    if found is None:
-        raise HTTPException(404, f"email {email_id} not found")
+    if found is None:  # ``/emails/receiving`` and ``/emails/metrics`` are Resend paths, not ids
+        raise http_error(not_offered.refusal_for("GET", f"/emails/{email_id}")
+                         or Refusal(404, f"email {email_id} not found"))
     return found
 
 

@@ -1,4 +1,4 @@
-"""Service API keys: the secret is shown once; only its SHA-256 is kept; a key of one service
+"""Service API keys (with Resend's ``permission`` and ``domain_id``): the secret is shown once; only its SHA-256 is kept; a key of one service
 never reads or sends for another (the HTTP doors of services/api/manage/keys.py)."""
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ router = APIRouter(prefix="/api/email/services/{service_id}/api-keys", tags=["ap
 @router.post("", status_code=201, response_model=ApiKeyCreated)
 async def create_key(body: ApiKeyCreate, svc: ev.ServiceSaved = Depends(owned_service),
                      rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
-    return await manage.create_key(rt, svc, body.name)
+    """`permission` (`sending_access` by default, or `full_access`) and an optional `domain_id`
+    (a sending key then sends only From that domain). The secret is in this answer only."""
+    return unless_refused(await manage.create_key(rt, svc, body))
 
 
 @router.get("", response_model=ApiKeyList)

@@ -26,7 +26,7 @@ from typing import Any, AnyStr, Callable, cast
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 from pydantic import ValidationError
 
-from services.api.auth import count_failure, key_owner
+from services.api.auth import ServiceCaller, count_failure, key_owner
 from services.api.throttle import Blocked, account_of, source_of
 from services.api.schemas import MAX_MESSAGE_BYTES, MAX_RECIPIENTS, SendEmail
 from services.api.refusal import Refusal
@@ -153,14 +153,14 @@ class SubmissionHandler:
         except ControlBehind:
             return False
 
-    def caller(self, session: Session) -> ev.ServiceSaved:
-        """The service of the session's key; raises ``message.Refused``."""
+    def caller(self, session: Session) -> ServiceCaller:
+        """The service and key record of the session's key; raises ``message.Refused``."""
         state = self.rt.control.state
         rec = state.api_key_by_hash(session.auth_data) if isinstance(session.auth_data, str) else None
         svc = state.services.get(rec.service_id) if rec else None
-        if svc is None:
+        if rec is None or svc is None:
             raise message.Refused("535 5.7.8 the API key was revoked")
-        return svc
+        return ServiceCaller(svc, rec)
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -174,7 +174,7 @@ class SubmissionHandler:
         if not await self.caught_up():  # each message sees a revocation made elsewhere
             return "451 4.3.0 temporary failure; try again later"
         try:
-            svc = self.caller(session)
+            svc = self.caller(session).service
         except message.Refused as exc:
             return exc.reply
         if svc.status != "active":
@@ -200,10 +200,11 @@ class SubmissionHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         start, svc = time.perf_counter(), None
         try:
-            svc = self.caller(session)
+            who = self.caller(session)
+            svc = who.service
             sub = message.parse(cast(bytes, envelope.original_content), envelope.rcpt_tos)  # aiosmtpd set it before DATA's hook
             body = SendEmail.model_validate(sub.send)
-            reply = await self.submit(svc, body, sub)
+            reply = await self.submit(who, body, sub)
         except message.Refused as exc:
             reply = exc.reply
         except ValidationError as exc:
@@ -219,10 +220,10 @@ class SubmissionHandler:
             "ms": round((time.perf_counter() - start) * 1000, 2)}})
         return reply
 
-    async def submit(self, svc: ev.ServiceSaved, body: SendEmail, sub: message.Submitted) -> str:
+    async def submit(self, who: ServiceCaller, body: SendEmail, sub: message.Submitted) -> str:
         """The accept core of ``POST /emails`` with the client's bytes as the message; its
-        outcome as a reply (replies.py)."""
-        outcome = await accept(self.rt, svc, body, "emails", finish=as_written(self.rt, sub))
+        outcome as a reply (replies.py). A key limited to a domain is held to it as on the API."""
+        outcome = await accept(self.rt, who.service, body, "emails", finish=as_written(self.rt, sub), api_key=who.key)
         if isinstance(outcome, Refusal):
             if outcome.cause is not None:
                 log.warning("submission: the event log refused the append", exc_info=outcome.cause)

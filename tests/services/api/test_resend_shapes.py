@@ -55,16 +55,16 @@ def test_tags_as_name_value_objects_become_strings():
     assert error_of({"tags": [{"name": "has space", "value": "x"}]}).startswith("tags: 'has space:x'")
 
 
-def test_attachment_content_alias_bytes_list_and_refused_path():
+def test_attachment_content_alias_bytes_list_and_path():
     body = SendEmail.model_validate({**BASE, "attachments": [{"filename": "a.pdf", "content": "JVBERg=="},
                                                              {"filename": "b.txt", "content": list(b"hi")}]})
     assert [(a.content_base64, a.content_type) for a in body.attachments] == [
         ("JVBERg==", "application/pdf"), ("aGk=", "text/plain")]
     seed = SendEmail.model_validate({**BASE, "attachments": [{"filename": "a.pdf", "content_base64": "JVBERg=="}]})
     assert seed.attachments[0].content_type == "application/octet-stream"  # the seed's shape keeps its default
-    assert error_of({"attachments": [{"filename": "a.pdf", "path": "https://example.com/a.pdf"}]}).startswith(
-        "attachments[0]: path: remote attachments are not fetched")
-    assert error_of({"attachments": [{"filename": "a.pdf"}]}) == "attachments[0]: content_base64: field required"
+    remote = SendEmail.model_validate({**BASE, "attachments": [{"path": "https://example.com/a.pdf"}]})
+    assert (remote.attachments[0].path, remote.attachments[0].filename) == ("https://example.com/a.pdf", "a.pdf")
+    assert error_of({"attachments": [{"filename": "a.pdf"}]}).startswith("attachments[0]: content: field required")
     assert "content" in error_of({"attachments": [{"filename": "a.pdf", "content": [1, 300]}]})
 
 

@@ -1,7 +1,13 @@
 """SMTP submission (issue 18, docs/submission.md) against a running `postline all` that delivers to an
-SMTP sink, with clients nobody here wrote: Python's smtplib and Debian's swaks."""
+SMTP sink, with clients nobody here wrote: Python's smtplib, Debian's swaks, and (issue 28) the
+README's framework settings as pasted — Django's SMTP backend, Rails's through the mail gem,
+Laravel's through Symfony Mailer — and nodemailer with its defaults: every one verifying the
+listener's certificate against the data dir's local CA, trusted as the README says."""
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import smtplib
 import socket
@@ -13,7 +19,7 @@ import pytest
 
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
-from tests.support.postline import Api, PostlineProcess, dkim_results, production_service, sink_reader
+from tests.support.postline import ROOT, Api, PostlineProcess, dkim_results, production_service, sink_reader
 from tests.support.smtp_sink import SmtpSink
 from tests.support.waiting import caught_up
 
@@ -27,7 +33,8 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("submission")
     sink, dns = SmtpSink().start(), DnsServer().start()
     port = free_port()
-    proc = PostlineProcess(tmp / "data", env={"POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address,
+    # the README's default data dir name: its `$PWD/.postline/postline-ca.pem` is this one with PWD=tmp
+    proc = PostlineProcess(tmp / ".postline", env={"POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address,
                                               "POSTLINE_DNS_SERVER": dns.address,
                                               "POSTLINE_SUBMISSION_PORT": str(port)}).start()
     api = Api(proc.url)
@@ -35,7 +42,8 @@ def world(tmp_path_factory):
     sandbox_sid = api.create_service("sandboxed")
     sandbox = (sandbox_sid, api.create_key(sandbox_sid))
     api.verify_sandbox(sandbox_sid, ANN, sink_reader(sink))
-    yield {"api": api, "sink": sink, "dns": dns, "proc": proc, "port": port, "prod": prod, "sandbox": sandbox}
+    yield {"api": api, "sink": sink, "dns": dns, "proc": proc, "port": port, "prod": prod, "sandbox": sandbox,
+           "ca": tmp / ".postline" / "postline-ca.pem", "pwd": tmp}
     proc.stop()
     sink.stop()
     dns.stop()
@@ -45,9 +53,7 @@ def client(world, tls: bool = True) -> smtplib.SMTP:
     s = smtplib.SMTP("127.0.0.1", world["port"], timeout=30)
     s.ehlo("client.test")
     if tls:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the generated self-signed certificate
-        s.starttls(context=ctx)
+        s.starttls(context=ssl.create_default_context(cafile=world["ca"]))  # verified: name and issuer
         s.ehlo("client.test")
     return s
 
@@ -272,14 +278,125 @@ def test_auth_is_offered_without_tls_to_a_loopback_client(world):
         assert login(s, world["prod"][1])[0] == 235
 
 
-def test_certificate_is_generated_once_into_the_data_dir(world):
-    path = world["proc"].data_dir / "submission-tls.pem"
-    assert path.stat().st_mode & 0o777 == 0o600
-    with socket.create_connection(("127.0.0.1", world["port"]), timeout=10):
-        pass
-    with client(world) as s:
-        der = s.sock.getpeercert(binary_form=True)
-    assert ssl.DER_cert_to_PEM_cert(der).strip() in path.read_text()
+def test_certificate_comes_from_the_data_dirs_ca_and_names_loopback(world):
+    from cryptography import x509
+
+    data_dir = world["proc"].data_dir
+    assert (data_dir / "postline-ca-key.pem").stat().st_mode & 0o777 == 0o600
+    assert (data_dir / "submission-tls.pem").stat().st_mode & 0o777 == 0o600
+    with client(world) as s:  # verified against the CA: chain and the name 127.0.0.1
+        served = x509.load_der_x509_certificate(s.sock.getpeercert(binary_form=True))
+    served.verify_directly_issued_by(x509.load_pem_x509_certificate(world["ca"].read_bytes()))
+    names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"localhost", "postline.localhost"} <= set(names.get_values_for_type(x509.DNSName))
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} >= {"127.0.0.1", "::1"}
+    # the banner says where the CA is and how to trust it
+    banner = world["proc"].output()
+    assert f"SSL_CERT_FILE={world['ca']}" in banner and f"NODE_EXTRA_CA_CERTS={world['ca']}" in banner
+
+
+def readme_smtp_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("## Send over SMTP", 1)[1].split("\n## ", 1)[0]
+
+
+def test_django_smtp_backend_with_the_readmes_settings(world, monkeypatch):
+    """Django's real SMTP backend, configured with the README's block as pasted (the key and
+    the test's port substituted), in an environment set up by the README's exports."""
+    import re
+
+    section = readme_smtp_section()
+    for name, value in re.findall(r"^export (\w+)=(\S+)", section, flags=re.M):
+        monkeypatch.setenv(name, value.replace("$PWD", str(world["pwd"])))
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    block = block.replace('"rs_eml_..."', repr(world["prod"][1])).replace("EMAIL_PORT = 1587", f"EMAIL_PORT = {world['port']}")
+    readme_settings: dict = {}
+    exec(block, {}, readme_settings)
+    assert readme_settings["EMAIL_USE_TLS"] is True and readme_settings["EMAIL_HOST"] == "127.0.0.1"
+
+    from django.conf import settings
+    from django.core.mail import send_mail
+
+    if not settings.configured:
+        settings.configure(**readme_settings)
+    for name, value in readme_settings.items():  # also when another test configured Django first
+        setattr(settings, name, value)
+    assert send_mail("Hello from Django", "Sent by django.core.mail.", "Acme <hello@acme.test>", [BOB]) == 1
+    monkeypatch.delenv("SSL_CERT_FILE")  # without the README's export, Django's default verification refuses
+    with pytest.raises(ssl.SSLCertVerificationError):
+        send_mail("Not sent", "x", "Acme <hello@acme.test>", [BOB])
+    got = world["sink"].wait_for(lambda m: b"Subject: Hello from Django" in m.data, 30)
+    assert got[0].rcpt_tos == [BOB] and dkim_results(got[0].data, world["dns"].address) == [True, True]
+
+
+def nodemailer(world, env: dict) -> subprocess.CompletedProcess:
+    node_dir = ROOT / "tests" / "sdk" / "node"
+    if shutil.which("node") is None or not (node_dir / "node_modules" / "nodemailer").is_dir():
+        pytest.fail("node or the pinned nodemailer package is missing: run `make test-deps`")
+    args = {"host": "127.0.0.1", "port": world["port"], "user": "postline", "pass": world["prod"][1],
+            "message": {"from": "Acme <hello@acme.test>", "to": BOB, "subject": "Hello from nodemailer",
+                        "text": "Sent by nodemailer."}}
+    clean = {k: v for k, v in os.environ.items() if k not in ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE")}
+    return subprocess.run(["node", "nodemailer.mjs", json.dumps(args)], cwd=node_dir, env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_nodemailer_defaults_with_the_ca_trusted(world):
+    run = nodemailer(world, {"NODE_EXTRA_CA_CERTS": str(world["ca"])})
+    assert run.returncode == 0, run.stderr
+    eid = json_line(run.stdout)["response"].split()[-1]
+    (m,) = at_sink(world, eid)
+    assert b"Subject: Hello from nodemailer" in m.data and dkim_results(m.data, world["dns"].address) == [True, True]
+
+
+def test_nodemailer_verifies_the_certificate(world):
+    """Without the CA nodemailer refuses the listener: the test above passes because it verifies."""
+    run = nodemailer(world, {})
+    assert run.returncode != 0 and "certificate" in run.stderr, run.stdout + run.stderr
+
+
+CLIENTS = ROOT / "tests" / "data" / "clients"
+
+
+def readme_line(prefix: str) -> str:
+    """The README's one-line settings for a framework (``Rails:``, ``Laravel:``), between backticks."""
+    line = next(line for line in readme_smtp_section().splitlines() if line.startswith(prefix))
+    return line.split("`", 2)[1]
+
+
+def trusting_env(world) -> dict:
+    """The environment after the README's `export SSL_CERT_FILE=$PWD/.postline/postline-ca.pem`."""
+    export = re.search(r"^export SSL_CERT_FILE=(\S+)", readme_smtp_section(), flags=re.M).group(1)
+    return {**os.environ, "SSL_CERT_FILE": export.replace("$PWD", str(world["pwd"]))}
+
+
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby and ruby-mail (Debian) not installed: make test-deps")
+def test_rails_smtp_settings_from_the_readme(world):
+    """The README's Rails ``smtp_settings`` hash, as Action Mailer hands it to the mail gem."""
+    settings = readme_line("Rails:").split(" = ", 1)[1]
+    settings = settings.replace('"rs_eml_..."', json.dumps(world["prod"][1])).replace("port: 1587", f"port: {world['port']}")
+    run = subprocess.run(["ruby", str(CLIENTS / "rails_mail.rb"), settings, "Hello from Rails"],
+                         env=trusting_env(world), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "delivered", run.stdout + run.stderr
+    got = world["sink"].wait_for(lambda m: b"Subject: Hello from Rails" in m.data, 30)
+    assert got[0].rcpt_tos == [BOB] and dkim_results(got[0].data, world["dns"].address) == [True, True]
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php-cli and php-symfony-mailer (Debian) not installed: make test-deps")
+def test_laravel_mail_settings_from_the_readme(world):
+    """The README's Laravel ``MAIL_*`` line, built into Symfony Mailer as Laravel does."""
+    mail_env = dict(pair.split("=", 1) for pair in readme_line("Laravel:").split())
+    assert mail_env["MAIL_MAILER"] == "smtp"
+    mail_env.update(MAIL_PORT=str(world["port"]), MAIL_PASSWORD=world["prod"][1])
+    run = subprocess.run(["php", str(CLIENTS / "laravel_mailer.php"), "Hello from Laravel"],
+                         env={**trusting_env(world), **mail_env}, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "delivered", run.stdout + run.stderr
+    got = world["sink"].wait_for(lambda m: b"Subject: Hello from Laravel" in m.data, 30)
+    assert got[0].rcpt_tos == [BOB] and dkim_results(got[0].data, world["dns"].address) == [True, True]
+
+
+def json_line(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_250_means_the_request_is_on_the_log(tmp_path):

@@ -1,4 +1,5 @@
-"""A service's domains: add, the DNS records to publish, verify now (per-record result), remove."""
+"""A service's domains: add, the DNS records to publish, verify now (per-record result),
+receive mail (docs/receiving.md), remove."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
@@ -55,6 +56,16 @@ async def domain_verify(request: Request, service_id: str, domain_id: str, c: Ca
     d = owned(c.rt.control.state.domains, domain_id, svc, "domain")
     view = or_error_page(await manage.verify_domain(c.rt, d))
     return page(request, "domain.html", c=c, svc=svc, d=view, checked=True, tab="domains")
+
+
+@router.post("/services/{service_id}/domains/{domain_id}/receiving")
+async def domain_receiving(request: Request, service_id: str, domain_id: str, c: Caller = Depends(caller)) -> Response:
+    """Turn receiving mail on (``on=true``) or off; the MX record joins the records."""
+    data = await form(request, c)
+    svc = service_of(c, service_id)
+    d = owned(c.rt.control.state.domains, domain_id, svc, "domain")
+    or_error_page(await manage.set_receiving(c.rt, d, data.get("on") == "true"))
+    return redirect(f"/services/{service_id}/domains/{domain_id}")
 
 
 @router.post("/services/{service_id}/domains/{domain_id}/delete")

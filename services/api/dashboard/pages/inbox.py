@@ -36,7 +36,7 @@ async def inbox_page(request: Request, c: Caller = Depends(caller)) -> Response:
 
 @router.get("/inbox/{mail_id}")
 async def inbox_message(request: Request, mail_id: str, c: Caller = Depends(caller)) -> Response:
-    parts = _inbox(c).message(mail_id[:64], with_raw=True)
+    parts = _inbox(c).message(mail_id[:64], with_raw=True, show_inline=True)
     if parts is None or parts["postline_id"] not in await _own_ids(c, [parts["postline_id"]]):
         raise PageError(404, "This message is not in your dev inbox.")
     return page(request, "inbox_message.html", c=c, mail=parts, mail_id=mail_id, csp=CSP_WITH_MAIL, tab="inbox")

@@ -1,4 +1,5 @@
-"""A service's API keys: create (the secret is shown once), list, revoke."""
+"""A service's API keys: create (the secret is shown once; sending or full access, optionally one
+domain), list, revoke."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,6 +11,7 @@ from services.api.dashboard.pages.owned import owned
 from services.api.dashboard.web import (BAD_INPUT, Caller, caller, form, or_error_page, page, problem, redirect,
                                         service_of)
 from services.api.manage import keys as manage
+from services.api.refusal import Refusal
 from services.api.schemas import ApiKeyCreate
 from shared import events as ev
 
@@ -19,8 +21,9 @@ router = APIRouter(include_in_schema=False)
 def _keys(request: Request, c: Caller, svc: ev.ServiceSaved, status: int = 200, error: str | None = None,
           created: dict[str, Any] | None = None) -> HTMLResponse:
     items = manage.list_keys(c.rt, svc)
+    domains = {d.domain_id: d.domain for d in c.rt.control.state.domains_of(svc.service_id)}
     return page(request, "keys.html", status=status, c=c, svc=svc, keys=items, created=created, error=error,
-                tab="keys")
+                domains=domains, tab="keys")
 
 
 @router.get("/services/{service_id}/keys")
@@ -34,10 +37,13 @@ async def key_create(request: Request, service_id: str, c: Caller = Depends(call
     data = await form(request, c)
     svc = service_of(c, service_id)
     try:
-        body = ApiKeyCreate(name=data.get("name", "").strip())
+        body = ApiKeyCreate(name=data.get("name", "").strip(), permission=data.get("permission") or "sending_access",
+                            domain_id=data.get("domain_id") or None)
     except BAD_INPUT as exc:
         return _keys(request, c, svc, 400, problem(exc))
-    created = await manage.create_key(c.rt, svc, body.name)
+    created = await manage.create_key(c.rt, svc, body)
+    if isinstance(created, Refusal):
+        return _keys(request, c, svc, created.status, created.text)
     return _keys(request, c, svc, 201, created=created)
 
 

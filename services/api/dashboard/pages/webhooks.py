@@ -22,7 +22,7 @@ def _webhooks(request: Request, c: Caller, svc: ev.ServiceSaved, status: int = 2
               created: dict[str, Any] | None = None) -> HTMLResponse:
     items = [manage.view(w) for w in c.rt.control.state.webhooks_of(svc.service_id)]
     return page(request, "webhooks.html", status=status, c=c, svc=svc, webhooks=items, created=created, error=error,
-                event_types=ev.LIFECYCLE_TYPES, tab="webhooks")
+                event_types=ev.WEBHOOK_TYPES, tab="webhooks")
 
 
 @router.get("/services/{service_id}/webhooks")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import pkgutil
+import time
 from datetime import timedelta
 
 import httpx
@@ -17,6 +18,7 @@ from services.api.app import create_app
 from services.api.manage import sessions, user_tokens
 from services.api.dashboard import session as sess
 from shared import events as ev
+from shared.store import received
 from tests.services.api.dashboard.support import csrf_of, sign_in
 from tests.support.inproc import add_user, api_runtime
 from tests.support.postline import ADMIN_TOKEN
@@ -63,6 +65,16 @@ async def seed(rt, admin) -> dict:
     await sessions.open_session(rt, rt.control.state.workspaces["default"], amy, "password", None, None)
     ids["ses"] = rt.control.state.sessions_of("default", amy.user_id)[0].session_id
     ids["tid"] = (await user_tokens.create_token(rt, Actor("default", "developer", user=amy), "ci"))["id"]
+    # received mail with HTML in its fields, as the inbound listener stores it
+    ids["reid"] = ev.new_id()
+    await received.save(rt.store, {"id": ids["reid"], "workspace_id": "default", "service_id": sid,
+                                   "created_at": ev.utcnow().isoformat(), "from": EVIL, "to": [EVIL], "cc": [],
+                                   "reply_to": [], "received_for": ["help@acme.test"], "subject": EVIL, "html": EVIL,
+                                   "text": EVIL, "headers": {"X-Evil": EVIL}, "message_id": EVIL, "in_reply_to": None,
+                                   "attachments": [{"id": "a1", "filename": EVIL, "content_type": "text/html",
+                                                    "content_id": None, "content_disposition": "attachment", "size": 4}],
+                                   "verdicts": {"spf": EVIL, "dkim": "pass", "dmarc": "none", "dmarc_policy": None}},
+                        {"a1": b"<b>"}, ev.utcnow() + timedelta(days=1))
     return ids
 
 
@@ -70,14 +82,16 @@ PAGES = ["/services", "/services/{sid}", "/services/{sid}?period=30d", "/service
          "/services/{sid}/domains/{did}", "/services/{sid}/keys", "/services/{sid}/sandbox",
          "/services/{sid}/webhooks", "/services/{sid}/webhooks/{wid}", "/services/{sid}/suppressions",
          "/services/{sid}/suppressions?q=gone", "/services/{sid}/messages", "/services/{sid}/messages/{eid}",
-         "/inbox", "/inbox/{mid}", "/people", "/account", "/audit-log"]
+         "/inbox", "/inbox/{mid}", "/people", "/account", "/audit-log",
+         "/services/{sid}/received", "/services/{sid}/received/{reid}"]
 FORMS = ["/signout", "/services", "/services/{sid}/settings", "/services/{sid}/domains",
          "/services/{sid}/domains/{did}/verify", "/services/{sid}/domains/{did}/delete", "/services/{sid}/keys",
          "/services/{sid}/keys/{kid}/revoke", "/services/{sid}/sandbox", "/services/{sid}/sandbox/{rid}/delete",
          "/services/{sid}/webhooks", "/services/{sid}/webhooks/{wid}/test", "/services/{sid}/webhooks/{wid}/replay",
          "/services/{sid}/webhooks/{wid}/delete", "/services/{sid}/suppressions",
          "/services/{sid}/suppressions/remove", "/people/{uid}/role", "/people/{uid}/remove",
-         "/account/sessions/{ses}/end", "/account/tokens/{tid}/revoke"]
+         "/account/sessions/{ses}/end", "/account/tokens/{tid}/revoke",
+         "/services/{sid}/domains/{did}/receiving"]
 # forms without a target id (the caller's own workspace or account): not in the other-workspace test
 OWN_FORMS = ["/people", "/account/signout-everywhere", "/account/totp", "/account/totp/confirm",
              "/account/totp/disable", "/account/tokens"]
@@ -102,7 +116,7 @@ def test_every_dashboard_route_is_listed():
     normal = {(m, p.replace("{service_id}", "{sid}").replace("{domain_id}", "{did}").replace("{key_id}", "{kid}")
                .replace("{recipient_id}", "{rid}").replace("{webhook_id}", "{wid}").replace("{email_id}", "{eid}")
                .replace("{mail_id}", "{mid}").replace("{user_id}", "{uid}").replace("{session_id}", "{ses}")
-               .replace("{token_id}", "{tid}")) for m, p in paths}
+               .replace("{token_id}", "{tid}").replace("{received_id}", "{reid}")) for m, p in paths}
     assert normal == listed
 
 
