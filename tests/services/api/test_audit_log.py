@@ -182,3 +182,23 @@ def test_a_role_change_and_a_users_own_change_name_their_actor(world):
     assert by_user["actor"] == {"type": "user", "id": user.user_id} and by_user["after"] == {"name": "by-dev"}
     everything = entries(world, limit=200)["data"]
     assert not any(e["target"]["type"] == "session" for e in everything)
+
+
+def test_a_full_access_key_managing_its_service_is_the_actor_by_key_id(world):
+    """Resend's management paths (a full_access key): the entry names the key by its id, and
+    the new domain's DKIM private keys are redacted."""
+    rt, admin, loop, made = world
+
+    async def run():
+        key = (await admin("POST", f"/api/email/services/{made['sid']}/api-keys",
+                           json={"name": "manager", "permission": "full_access"})).json()
+        r = await admin.http.post("/domains", json={"name": "audited.test"}, headers={"Authorization": f"Bearer {key['key']}"})
+        assert r.status_code in (200, 201), r.text
+        return key
+
+    key = loop.run_until_complete(run())
+    [entry] = entries(world, actor=key["id"])["data"]
+    assert entry["actor"] == {"type": "api_key", "id": key["id"]} and entry["action"] == "domain.created"
+    assert entry["after"]["domain"] == "audited.test"
+    assert entry["after"]["rsa_private_sealed"] == entry["after"]["ed_private_sealed"] == "[redacted]"
+    assert key["key"] not in json.dumps(entry)
