@@ -30,6 +30,10 @@ def entity_key(event: ev.Event) -> str:
             return f"suppression:{event.service_id}:{event.email}"
         case ev.WebhookSaved():
             return f"webhook:{event.webhook_id}"
+        case ev.TemplateSaved():
+            return f"template:{event.template_id}"
+        case ev.TemplateVersionSaved():
+            return f"template_version:{event.version_id}"
     raise TypeError(f"not a control event: {type(event).__name__}")
 
 
@@ -45,6 +49,8 @@ class ControlState:
     sandbox: dict[str, ev.SandboxRecipientSaved] = field(default_factory=dict)
     suppressions: dict[tuple[str, str], ev.SuppressionSaved] = field(default_factory=dict)
     webhooks: dict[str, ev.WebhookSaved] = field(default_factory=dict)
+    templates: dict[str, ev.TemplateSaved] = field(default_factory=dict)
+    template_versions: dict[str, ev.TemplateVersionSaved] = field(default_factory=dict)
     _positions: dict[str, int] = field(default_factory=dict)
     _recent: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # key → recent (event id, offset)
     _latest: dict[str, ev.ControlRecord] = field(default_factory=dict)  # key → entity, or its tombstone
@@ -125,6 +131,10 @@ class ControlState:
                 self._put(self.suppressions, (new.service_id, new.email), new)
             case ev.WebhookSaved():
                 self._put(self.webhooks, new.webhook_id, new)
+            case ev.TemplateSaved():
+                self._put(self.templates, new.template_id, new)
+            case ev.TemplateVersionSaved():
+                self._put(self.template_versions, new.version_id, new)
 
     @staticmethod
     def _put(table: dict[Any, Any], ident: object, event: ev.ControlRecord) -> None:
@@ -203,3 +213,20 @@ class ControlState:
 
     def webhooks_of(self, service_id: str) -> list[ev.WebhookSaved]:
         return sorted((w for w in self.webhooks.values() if w.service_id == service_id), key=lambda w: w.created_at)
+
+    def templates_of(self, service_id: str) -> list[ev.TemplateSaved]:
+        """The service's templates, newest first (Resend's list order)."""
+        return sorted((t for t in self.templates.values() if t.service_id == service_id),
+                      key=lambda t: (t.created_at, t.template_id), reverse=True)
+
+    def template(self, service_id: str, id_or_alias: str) -> ev.TemplateSaved | None:
+        """The service's template by id, else by alias (tenant isolation: another service's is None)."""
+        found = self.templates.get(id_or_alias)
+        if found is not None and found.service_id == service_id:
+            return found
+        return next((t for t in self.templates.values() if t.service_id == service_id and t.alias == id_or_alias), None)
+
+    def versions_of_template(self, template_id: str) -> list[ev.TemplateVersionSaved]:
+        """A template's published versions, newest first."""
+        return sorted((v for v in self.template_versions.values() if v.template_id == template_id),
+                      key=lambda v: v.number, reverse=True)

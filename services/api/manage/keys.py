@@ -18,11 +18,12 @@ def list_keys(rt: ApiContext, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
     return [key_view(k) for k in rt.control.state.keys_of(svc.service_id)]
 
 
-async def create_key(rt: ApiContext, svc: ev.ServiceSaved, name: str) -> dict[str, Any]:
+async def create_key(rt: ApiContext, svc: ev.ServiceSaved, name: str, permission: str = "sending_access") -> dict[str, Any]:
     """The key's view with its secret (``key``), shown in this one answer."""
     secret = new_api_key()
     rec = ev.ApiKeySaved(workspace_id=svc.workspace_id, service_id=svc.service_id, key_id=ev.new_id(), name=name,
-                         key_hash=hash_secret(secret), prefix=secret[:11], created_at=ev.utcnow())
+                         key_hash=hash_secret(secret), prefix=secret[:11], created_at=ev.utcnow(),
+                         permission=permission)
     await rt.control.save(rec)
     return {**key_view(rec), "key": secret}
 

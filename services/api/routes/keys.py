@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/email/services/{service_id}/api-keys", tags=["ap
 @router.post("", status_code=201, response_model=ApiKeyCreated)
 async def create_key(body: ApiKeyCreate, svc: ev.ServiceSaved = Depends(owned_service),
                      rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
-    return await manage.create_key(rt, svc, body.name)
+    return await manage.create_key(rt, svc, body.name, body.permission)
 
 
 @router.get("", response_model=ApiKeyList)
