@@ -421,6 +421,7 @@ class EmailRecord(BaseModel):
     recipients: dict[str, RecipientState]
     events: list[dict]
     tracking: Tracking | None = None
+    template_id: str | None = Field(None, description="The stored template the message was rendered from.")
 
 
 class ScheduleUpdate(BaseModel):

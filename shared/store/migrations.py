@@ -77,4 +77,8 @@ ORDER BY (service_id, event_id)
 """),
     (6, "INSERT INTO postline.event_ids SELECT service_id, event_id, min(time) FROM postline.events "
         "GROUP BY service_id, event_id"),
+    # 7–8: the stored template a message was rendered from ('' when none): stats and the
+    # message log filter on it (docs/templates.md).
+    (7, "ALTER TABLE postline.messages ADD COLUMN IF NOT EXISTS template_id String DEFAULT ''"),
+    (8, "ALTER TABLE postline.events ADD COLUMN IF NOT EXISTS template_id String DEFAULT ''"),
 ]

@@ -3,6 +3,7 @@ a production service with a verified domain (acme.test, published on a real DNS 
 delivering to a real SMTP sink, so a test reads the mail the SDK's call produced."""
 from __future__ import annotations
 
+import functools
 import time
 
 import pytest
@@ -26,6 +27,14 @@ class SdkWorld:
             body = json.loads(r["body"])
             return body["type"] == kind and body["data"]["email_id"] == email_id
         return json.loads(self.hooks.wait(1, timeout, about)[0]["body"])
+
+    @functools.cached_property
+    def full_key(self) -> str:
+        """A ``full_access`` key of the service (Resend's management paths: templates, …)."""
+        r = self.api.admin("POST", f"/api/email/services/{self.service_id}/api-keys",
+                           json={"name": "full", "permission": "full_access"})
+        assert r.status_code == 201, r.text
+        return r.json()["key"]
 
     @property
     def url(self) -> str:

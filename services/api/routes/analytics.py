@@ -20,16 +20,26 @@ def _store(rt: ApiContext) -> AnalyticsStore:
     return rt.store
 
 
+def _template_id(rt: ApiContext, svc: ev.ServiceSaved, template: str | None) -> str | None:
+    """The id a ``template`` filter names (an alias of a live template, else as given: a
+    deleted template's messages still carry its id)."""
+    found = rt.control.state.template(svc.service_id, template) if template else None
+    return found.template_id if found is not None else template
+
+
 @router.get("/stats", response_model=None)
 async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Literal["day", "hour"] | None = None,
-                tag: str | None = Query(None, max_length=64), svc: ev.ServiceSaved = Depends(owned_service),
-                rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
+                tag: str | None = Query(None, max_length=64),
+                template: str | None = Query(None, max_length=200, description="A template's id or alias."),
+                svc: ev.ServiceSaved = Depends(owned_service), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """Counts of sent, delivered, bounced, complained, dropped, deferred, failed, opened,
     clicked and unsubscribed, plus unique_opened / unique_clicked (distinct email+recipient):
-    totals and per bucket (zero-filled). Default bucket: hour for 1h/24h, else day."""
+    totals and per bucket (zero-filled). Default bucket: hour for 1h/24h, else day. ``template``:
+    only messages rendered from that template (docs/templates.md)."""
     bucket = bucket or ("hour" if period in ("1h", "24h") else "day")
     try:
-        return await queries.stats(_store(rt), svc.service_id, period, bucket, tag)
+        return await queries.stats(_store(rt), svc.service_id, period, bucket, tag,
+                                   template=_template_id(rt, svc, template))
     except HTTPException:
         raise
     except Exception as exc:
@@ -39,6 +49,7 @@ async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Litera
 @router.get("/messages", response_model=None)
 async def messages(status: ev.MessageStatus | None = None,
                    to: str | None = Query(None, max_length=320), tag: str | None = Query(None, max_length=64),
+                   template: str | None = Query(None, max_length=200, description="A template's id or alias."),
                    limit: int = Query(50, ge=1, le=500), cursor: str | None = Query(None, max_length=500),
                    svc: ev.ServiceSaved = Depends(owned_service),
                    rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
@@ -50,7 +61,8 @@ async def messages(status: ev.MessageStatus | None = None,
     except Exception:
         raise HTTPException(400, "cursor: not a cursor from a previous page") from None
     try:
-        return await queries.message_log(_store(rt), svc.service_id, status, to, tag, limit, cursor)
+        return await queries.message_log(_store(rt), svc.service_id, status, to, tag, limit, cursor,
+                                         template=_template_id(rt, svc, template))
     except HTTPException:
         raise
     except Exception as exc:
