@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.api.dashboard.pages import (auth, domains, inbox, keys, messages, sandbox, services, suppressions,
-                                          webhooks)
+                                          templates, webhooks)
 from services.api.dashboard.web import HERE, PageError, SignInRequired, page, redirect, session_caller
 
 STATIC_PATH = "/dashboard-static"
@@ -19,7 +19,7 @@ STATIC_PATH = "/dashboard-static"
 
 def mount(app: FastAPI) -> None:
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="dashboard-static")
-    for module in (auth, services, domains, keys, sandbox, webhooks, suppressions, messages, inbox):
+    for module in (auth, services, domains, keys, sandbox, webhooks, templates, suppressions, messages, inbox):
         app.include_router(module.router)
 
     @app.exception_handler(SignInRequired)

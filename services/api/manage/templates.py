@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from services.api import template_render
+from services.api.accept import accept
 from services.api.context import ApiContext
 from services.api.manage import changed, deleted
 from services.api.manage.template_inputs import TemplateCreate, TemplateFields
 from services.api.refusal import Refusal
+from services.api.schemas import SendEmail
+from services.api.validation_errors import first_error
 from shared import events as ev
 
 MAX_LIST = 100
@@ -198,3 +203,50 @@ async def delete_template(rt: ApiContext, t: ev.TemplateSaved) -> dict[str, Any]
     for version in rt.control.state.versions_of_template(t.template_id):
         await deleted(rt, version)  # a refusal here: already deleted by a concurrent request
     return {"object": "template", "id": t.template_id, "deleted": True}
+
+
+def sample_values(content: ev.TemplateContent, samples: dict[str, str]) -> dict[str, Any]:
+    """The dashboard's sample values (text typed by a person) for ``content``'s declared
+    variables: numbers read as numbers; empty or undeclared samples are left out."""
+    kinds = {v.key: v.type for v in content.variables}
+    out: dict[str, Any] = {}
+    for key, text in samples.items():
+        if key not in kinds or text == "":
+            continue
+        if kinds[key] == "number":
+            try:
+                out[key] = float(text) if any(ch in text for ch in ".eE") else int(text)
+            except ValueError:
+                out[key] = text  # rendered as the type error a send would get
+        else:
+            out[key] = text
+    return out
+
+
+def preview(content: ev.TemplateContent, samples: dict[str, str]) -> template_render.Rendered | Refusal:
+    """``content`` rendered with sample values, or the 422 a send with them would get."""
+    try:
+        return template_render.render(content, sample_values(content, samples))
+    except template_render.TemplateError as exc:
+        return Refusal(422, exc.message, field=exc.field)
+
+
+async def send_test(rt: ApiContext, svc: ev.ServiceSaved, t: ev.TemplateSaved, recipient: str,
+                    samples: dict[str, str]) -> dict[str, Any] | Refusal:
+    """Send the *draft*, rendered with sample values, to one of the service's verified sandbox
+    recipients through the accept core (so before publishing, a person sees the real mail).
+    The subject is marked ``[Test]``; the sandbox rules apply as to any send."""
+    if not rt.control.state.is_verified_sandbox_recipient(svc.service_id, recipient):
+        return Refusal(400, f"{recipient} is not a verified sandbox recipient of this service", field="to")
+    rendered = preview(t.draft, samples)
+    if isinstance(rendered, Refusal):
+        return rendered
+    fields = {"from": t.draft.sender or rt.settings.sandbox_from, "to": [recipient], "html": rendered.html,
+              "subject": f"[Test] {rendered.subject or t.name}", "tags": ["template-test"],
+              **({"text": rendered.text} if rendered.text is not None else {})}
+    try:
+        body = SendEmail.model_validate(fields)
+    except ValidationError as exc:
+        return Refusal(422, "the rendered " + first_error(exc.errors()), field="template")
+    outcome = await accept(rt, svc, body, "emails")
+    return outcome if isinstance(outcome, Refusal) else outcome.response
