@@ -13,7 +13,7 @@ from tests.bench import relay
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory",
-                                           "retention", "e2e", "intake"], default=None)
+                                           "retention", "e2e", "intake", "templates"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
     parser.add_argument("--retention-sends", type=int, default=2000, help="real sends of the retention section")
@@ -67,6 +67,10 @@ def main() -> None:
         from tests.bench import e2e
 
         results["api_intake_alone"] = e2e.run_intake(args.e2e_messages, args.profile)
+    if args.only in (None, "templates"):
+        from tests.bench import templates
+
+        results["intake_template_vs_plain"] = templates.run(args.e2e_messages)
     print(json.dumps(results, indent=2))
 
 

@@ -5,9 +5,12 @@ over the real embedded log; the rendered request is read back from the log."""
 from __future__ import annotations
 
 import pytest
+import pytest_asyncio
 
 from shared import events as ev
 from tests.support.inproc import api_runtime, ready_service
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # one API for the module; a service per test
 
 WELCOME = {"name": "welcome", "alias": "welcome-email", "from": "Acme <hello@acme.test>",
            "subject": "Welcome, {{{NAME}}}", "html": "<p>Hi {{{NAME}}}, you have {{{ CREDITS }}} credits</p>",
@@ -15,16 +18,24 @@ WELCOME = {"name": "welcome", "alias": "welcome-email", "from": "Acme <hello@acm
                          {"key": "CREDITS", "type": "number", "fallback_value": 5}]}
 
 
-@pytest.fixture
-async def world(tmp_path):
-    async with api_runtime(tmp_path) as (rt, admin):
-        sid, key = await ready_service(rt, admin)
-        r = await admin("POST", f"/api/email/services/{sid}/api-keys", json={"name": "full", "permission": "full_access"})
-        full = r.json()["key"]
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def api(tmp_path_factory):
+    async with api_runtime(tmp_path_factory.mktemp("templates")) as (rt, admin):
+        yield rt, admin
 
-        async def call(method: str, path: str, key_: str = full, **kw):
-            return await admin.http.request(method, path, headers={"Authorization": f"Bearer {key_}"}, **kw)
-        yield rt, admin, sid, key, call
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def world(api):
+    """A fresh sandbox service (``ann@example.com`` verified), its sending key and a caller
+    with its full-access key."""
+    rt, admin = api
+    sid, key = await ready_service(rt, admin)
+    r = await admin("POST", f"/api/email/services/{sid}/api-keys", json={"name": "full", "permission": "full_access"})
+    full = r.json()["key"]
+
+    async def call(method: str, path: str, key_: str = full, **kw):
+        return await admin.http.request(method, path, headers={"Authorization": f"Bearer {key_}"}, **kw)
+    return rt, admin, sid, key, call
 
 
 async def published_template(call, body=WELCOME) -> str:
