@@ -208,7 +208,7 @@ class TemplateVariable(BaseModel):
 
 
 class TemplateContent(BaseModel):
-    """What a template says: its draft, and each published version (SPEC.md §15)."""
+    """What a template says: its draft, and each published version (docs/templates.md)."""
 
     model_config = ConfigDict(frozen=True)
     sender: str | None = None  # Resend's ``from``

@@ -1,4 +1,4 @@
-"""A send with ``template: {id, variables}`` (SPEC.md §15, docs/templates.md): the first step
+"""A send with ``template: {id, variables}`` (docs/templates.md): the first step
 of the accept core (services/api/sending.py ``prepare``), the same on every door.
 
 The template's *published* version is rendered here, at accept, so the request on the log

@@ -64,6 +64,19 @@ def recipient_states(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _filters(table: str, tag: str | None, template: str | None, params: dict[str, Any]) -> list[str]:
+    """The SQL conditions of the ``tag`` and ``template`` filters on the columns of ``table``
+    (an alias with its dot, or ''), their values added to ``params``."""
+    conditions = []
+    if tag:
+        conditions.append(f"has({table}tags, {{tag:String}})")
+        params["tag"] = tag
+    if template:
+        conditions.append(f"{table}template_id = {{template:String}}")
+        params["template"] = template
+    return conditions
+
+
 async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str, tag: str | None,
                 now: datetime | None = None, template: str | None = None) -> dict[str, Any]:
     now = now or datetime.now(timezone.utc)
@@ -73,14 +86,9 @@ async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str
     if bucket == "day":
         start = start.replace(hour=0)
     trunc = "toStartOfHour" if bucket == "hour" else "toStartOfDay"
-    where = "service_id = {s:String} AND time >= toDateTime64({start:String}, 3, 'UTC')"
     params = {"s": service_id, "start": _fmt(start)}
-    if tag:
-        where += " AND has(tags, {tag:String})"
-        params["tag"] = tag
-    if template:
-        where += " AND template_id = {template:String}"
-        params["template"] = template
+    where = " AND ".join(["service_id = {s:String} AND time >= toDateTime64({start:String}, 3, 'UTC')",
+                          *_filters("", tag, template, params)])
     rows = await store.query(
         f"SELECT toString({trunc}(time)) AS b, type, count() AS n FROM postline.events FINAL "
         f"WHERE {where} GROUP BY b, type ORDER BY b", params)
@@ -146,12 +154,7 @@ async def message_log(store: AnalyticsStore, service_id: str, status: str | None
     if to:
         where.append("(has(m.to_addrs, {to:String}) OR has(m.cc_addrs, {to:String}) OR has(m.bcc_addrs, {to:String}))")
         params["to"] = to
-    if tag:
-        where.append("has(m.tags, {tag:String})")
-        params["tag"] = tag
-    if template:
-        where.append("m.template_id = {template:String}")
-        params["template"] = template
+    where += _filters("m.", tag, template, params)
     if cursor:
         ct, cid = decode_cursor(cursor)
         where.append("(m.time, m.email_id) < (toDateTime64({ct:String}, 3, 'UTC'), {cid:String})")

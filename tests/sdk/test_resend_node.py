@@ -3,32 +3,17 @@
 Each case runs tests/sdk/node/run.mjs, which prints the SDK's ``{data, error}``."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 
-NODE_DIR = Path(__file__).parent / "node"
+from tests.support.node_sdk import node_caller
+
 FROM = "Acme <hello@acme.test>"
 
 
 
 @pytest.fixture
 def node(sdk_world):
-    # a failure, not a skip: `make test` installs both, and a skipped SDK test would hide a gap
-    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "resend").is_dir():
-        pytest.fail("node or the pinned resend package is missing: run `make test-deps`")
-
-    def call(case: str, key: str | None = None, **args) -> dict:
-        env = {**os.environ, "RESEND_BASE_URL": sdk_world.url, "RESEND_API_KEY": key or sdk_world.key}
-        out = subprocess.run(["node", "run.mjs", case, json.dumps(args)], cwd=NODE_DIR, env=env,
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    return call
+    return node_caller(sdk_world.url, "run.mjs", sdk_world.key)
 
 
 def test_send(node, sdk_world):

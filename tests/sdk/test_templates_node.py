@@ -3,30 +3,16 @@ for ``RESEND_BASE_URL``: create-and-publish (the SDK's chain), read, edit, send 
 variables (camelCase options become Resend's fields), duplicate, remove."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 
-NODE_DIR = Path(__file__).parent / "node"
+from tests.support.node_sdk import node_caller
+
 FROM = "Acme <hello@acme.test>"
 
 
 @pytest.fixture
 def node(sdk_world):
-    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "resend").is_dir():
-        pytest.fail("node or the pinned resend package is missing: run `make test-deps`")
-
-    def call(case: str, key: str | None = None, **args) -> dict:
-        env = {**os.environ, "RESEND_BASE_URL": sdk_world.url, "RESEND_API_KEY": key or sdk_world.full_key}
-        out = subprocess.run(["node", "templates.mjs", case, json.dumps(args)], cwd=NODE_DIR, env=env,
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    return call
+    return node_caller(sdk_world.url, "templates.mjs", sdk_world.full_key)
 
 
 def test_create_publish_send_and_manage(node, sdk_world):

@@ -1,4 +1,4 @@
-"""Stored templates of a service (SPEC.md §15, docs/templates.md): create, change the draft,
+"""Stored templates of a service (docs/templates.md): create, change the draft,
 publish (the draft becomes a new published version, the one sends use; earlier versions
 stay listed), duplicate, delete; and the published content a send renders.
 

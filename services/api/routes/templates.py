@@ -25,7 +25,10 @@ async def key_service(caller: ServiceCaller = Depends(full_access_key)) -> ev.Se
 
 
 def _add_routes(router: APIRouter, owner: Any) -> None:
-    """The same operations on ``router``, the service given by the ``owner`` dependency."""
+    """The same operations on ``router``, the service given by the ``owner`` dependency.
+
+    Long because: one short handler per operation, declared together so that both doors
+    always offer the same set."""
 
     async def owned(template_id: str, svc: ev.ServiceSaved = Depends(owner),
                     rt: ApiContext = Depends(runtime)) -> ev.TemplateSaved:
