@@ -220,11 +220,14 @@ class ControlState:
                       key=lambda t: (t.created_at, t.template_id), reverse=True)
 
     def template(self, service_id: str, id_or_alias: str) -> ev.TemplateSaved | None:
-        """The service's template by id, else by alias (tenant isolation: another service's is None)."""
+        """The service's template by id, else by alias (tenant isolation: another service's is
+        None). Aliases are checked unique when set, but two processes may each accept the same
+        new alias at one moment: the older template then keeps it, on every process alike."""
         found = self.templates.get(id_or_alias)
         if found is not None and found.service_id == service_id:
             return found
-        return next((t for t in self.templates.values() if t.service_id == service_id and t.alias == id_or_alias), None)
+        named = [t for t in self.templates.values() if t.service_id == service_id and t.alias == id_or_alias]
+        return min(named, key=lambda t: (t.created_at, t.template_id)) if named else None
 
     def versions_of_template(self, template_id: str) -> list[ev.TemplateVersionSaved]:
         """A template's published versions, newest first."""
