@@ -79,6 +79,14 @@ async def test_manage_draft_publish_versions_duplicate_delete(world):
     assert listed["object"] == "list" and [t["id"] for t in listed["data"]] == [tid] and not listed["has_more"]
     other = await admin.service("other")
     assert (await admin("GET", f"/api/email/services/{other}/templates/{tid}")).status_code == 404
+    other_key = (await admin("POST", f"/api/email/services/{other}/api-keys",
+                             json={"name": "f", "permission": "full_access"})).json()["key"]
+    for method, path in (("GET", f"/templates/{tid}"), ("PATCH", f"/templates/{tid}"), ("POST", f"/templates/{tid}/publish"),
+                         ("DELETE", "/templates/welcome-email")):
+        assert (await call(method, path, key_=other_key, json={})).status_code == 404, (method, path)
+    r = await admin.http.post("/emails", headers={"Api-Key": other_key},
+                              json={"from": "a@acme.test", "to": "x@example.com", "template": {"id": tid}})
+    assert (r.status_code, r.json()["error"]) == (422, f"template.id: template {tid} not found")
     copy = (await call("POST", f"/templates/{tid}/duplicate")).json()["id"]
     dup = (await call("GET", f"/templates/{copy}")).json()
     assert dup["status"] == "draft" and dup["alias"] is None and dup["html"] == "<p>Hello {{{NAME}}}</p>"
