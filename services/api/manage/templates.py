@@ -35,6 +35,15 @@ def _iso(t: Any) -> str | None:
     return t.isoformat() if t is not None else None
 
 
+def template_filter(rt: ApiContext, svc: ev.ServiceSaved, id_or_alias: str | None) -> str | None:
+    """The template id a stats or message-log filter names: a live template's by id or alias,
+    else the text as given (a deleted template's messages still carry its id); None: no filter."""
+    if not id_or_alias:
+        return None
+    found = rt.control.state.template(svc.service_id, id_or_alias)
+    return found.template_id if found is not None else id_or_alias
+
+
 def list_item(t: ev.TemplateSaved) -> dict[str, Any]:
     """What Resend's list answers per template."""
     return {"id": t.template_id, "object": "template", "name": t.name, "alias": t.alias,

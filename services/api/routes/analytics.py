@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from services.api.auth import owned_service, runtime
 from services.api.context import ApiContext
+from services.api.manage.templates import template_filter
 from shared import events as ev
 from shared.store import queries
 from shared.store.port import AnalyticsStore
@@ -18,13 +19,6 @@ def _store(rt: ApiContext) -> AnalyticsStore:
     if rt.store is None:
         raise HTTPException(503, "analytics store not configured on this process")
     return rt.store
-
-
-def _template_id(rt: ApiContext, svc: ev.ServiceSaved, template: str | None) -> str | None:
-    """The id a ``template`` filter names (an alias of a live template, else as given: a
-    deleted template's messages still carry its id)."""
-    found = rt.control.state.template(svc.service_id, template) if template else None
-    return found.template_id if found is not None else template
 
 
 @router.get("/stats", response_model=None)
@@ -39,7 +33,7 @@ async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Litera
     bucket = bucket or ("hour" if period in ("1h", "24h") else "day")
     try:
         return await queries.stats(_store(rt), svc.service_id, period, bucket, tag,
-                                   template=_template_id(rt, svc, template))
+                                   template=template_filter(rt, svc, template))
     except HTTPException:
         raise
     except Exception as exc:
@@ -62,7 +56,7 @@ async def messages(status: ev.MessageStatus | None = None,
         raise HTTPException(400, "cursor: not a cursor from a previous page") from None
     try:
         return await queries.message_log(_store(rt), svc.service_id, status, to, tag, limit, cursor,
-                                         template=_template_id(rt, svc, template))
+                                         template=template_filter(rt, svc, template))
     except HTTPException:
         raise
     except Exception as exc:

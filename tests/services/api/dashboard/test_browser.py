@@ -307,4 +307,9 @@ def test_edit_preview_publish_and_send_a_template(browser, postline):
     assert mail["subject"] == "Welcome, Bob" and "<h1>Hello Bob</h1><p>pro plan</p>" in mail["html"]
     page.goto(f"/services/{sid}/templates")
     assert page.get_by_role("link", name="welcome").get_attribute("href").endswith(template_id)
+    page.goto(f"/services/{sid}/messages?template=welcome")  # the log filtered by the template's alias
+    reload_until(page, lambda: page.get_by_role("link", name="Welcome, Bob").count() == 1)
+    assert page.get_by_role("link", name=re.compile(r"^\[Test\]")).count() == 0  # the test send used no template
+    page.get_by_role("link", name="Welcome, Bob").click()
+    assert page.get_by_role("link", name=template_id).is_visible()  # the message names its template
     page.context.close()
