@@ -275,9 +275,63 @@ class ReceivingRuleSaved(ControlRecord):
     deleted: bool = False
 
 
+class TemplateVariable(BaseModel):
+    """A variable a template declares (Resend's shape): used as ``{{{KEY}}}``; without a
+    ``fallback_value`` a send must give it."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    type: Literal["string", "number"] = "string"
+    fallback_value: str | int | float | None = None
+
+
+class TemplateContent(BaseModel):
+    """What a template says: its draft, and each published version (docs/templates.md)."""
+
+    model_config = ConfigDict(frozen=True)
+    sender: str | None = None  # Resend's ``from``
+    subject: str | None = None
+    reply_to: list[str] = []
+    html: str = ""
+    text: str | None = None  # None: derived from the HTML, as for any send
+    variables: list[TemplateVariable] = []
+
+
+class TemplateSaved(ControlRecord):
+    """A stored template: its name, alias and draft (the fields edits change, one by one, so
+    two editors of different fields both win), and which published version sends use.
+    Published versions are records of their own (``TemplateVersionSaved``), so this record
+    stays one draft's size however long the history."""
+
+    type: Literal["template.saved"] = "template.saved"
+    service_id: str  # every entity but a workspace belongs to a service
+    template_id: str
+    name: str
+    alias: str | None = None
+    draft: TemplateContent = TemplateContent()
+    published_version_id: str | None = None
+    published_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    deleted: bool = False
+
+
+class TemplateVersionSaved(ControlRecord):
+    """One published version of a template, never changed afterwards (deleted with it)."""
+
+    type: Literal["template_version.saved"] = "template_version.saved"
+    service_id: str  # every entity but a workspace belongs to a service
+    template_id: str
+    version_id: str
+    number: int  # 1, 2, … in publishing order
+    content: TemplateContent
+    created_at: datetime
+    deleted: bool = False
+
+
 ControlEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved],
+          WebhookSaved, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved, TemplateSaved, TemplateVersionSaved],
     Field(discriminator="type"),
 ]
 
@@ -353,6 +407,9 @@ class SendRequested(Event):
     # The control-log position the API decided on (partition → offset after the last record it
     # had read or written); a relay whose control state is behind it waits before sending.
     control_position: dict[int, int] = {}
+    # The stored template the message was rendered from (its id; None: not from a template).
+    # The bodies above are already rendered: a later edit of the template changes nothing here.
+    template_id: str | None = None
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -382,6 +439,7 @@ class _Lifecycle(Event):
     from_: str | None = Field(None, alias="from")
     subject: str | None = None
     tags: list[str] = []
+    template_id: str | None = None  # the stored template the message was rendered from
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -553,7 +611,7 @@ MESSAGE_STATUSES: tuple[str, ...] = get_args(MessageStatus)
 DELIVERY_TYPES = MESSAGE_STATUSES[1:]
 """The lifecycle types that set a message's status (tracking and held events do not)."""
 
-LIFECYCLE_FIELDS = ("workspace_id", "service_id", "email_id", "from", "subject", "tags")
+LIFECYCLE_FIELDS = ("workspace_id", "service_id", "email_id", "from", "subject", "tags", "template_id")
 """The message's fields every lifecycle event repeats (besides ``id``, ``v``, ``type``,
 ``time`` and its ``recipient``), so a webhook or a row needs no lookup."""
 
@@ -563,10 +621,11 @@ def lifecycle_fields(message: SendRequested | dict[str, Any]) -> dict[str, Any]:
     from its summary (``message_summary``, the ``postline.messages`` payload)."""
     if isinstance(message, SendRequested):
         return {"workspace_id": message.workspace_id, "service_id": message.service_id, "email_id": message.email_id,
-                "from": message.from_, "subject": message.subject, "tags": message.tags}
+                "from": message.from_, "subject": message.subject, "tags": message.tags,
+                "template_id": message.template_id}
     return {"workspace_id": message["workspace_id"], "service_id": message["service_id"],
             "email_id": message["email_id"], "from": message.get("from"), "subject": message.get("subject"),
-            "tags": message.get("tags", [])}
+            "tags": message.get("tags", []), "template_id": message.get("template_id")}
 
 
 def recipients_in_order(message: SendRequested | dict[str, Any]) -> list[str]:
@@ -627,8 +686,9 @@ class WebhookReplay(Event):
 
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved, AuditEntry, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved, WebhookAttempted,
-          WebhookReplay, SendRequested, SendCanceled, SendRescheduled,
+          WebhookSaved, AuditEntry, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved, TemplateSaved,
+          TemplateVersionSaved, WebhookAttempted, WebhookReplay,
+          SendRequested, SendCanceled, SendRescheduled,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled,
           EmailReceived],
     Field(discriminator="type"),

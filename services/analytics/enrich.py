@@ -1,4 +1,4 @@
-"""Tracking events get their message's ``from``, ``subject`` and ``tags`` before loading.
+"""Tracking events get their message's ``from``, ``subject``, ``tags`` and ``template_id`` before loading.
 
 ``opened``, ``clicked`` and ``unsubscribed`` are emitted by the public endpoints from the
 signed token alone (the hot path looks nothing up), so they arrive without them. Filled in
@@ -15,7 +15,7 @@ from shared.store.port import AnalyticsStore
 
 
 async def add_message_fields(store: AnalyticsStore, rows: list[dict]) -> None:
-    """Fill ``tags`` (column and payload), ``from`` and ``subject`` of tracking rows in place."""
+    """Fill ``tags`` and ``template_id`` (columns and payload), ``from`` and ``subject`` of tracking rows in place."""
     todo = [r for r in rows if r["type"] in ev.TRACKING_TYPES]
     if not todo:
         return
@@ -29,4 +29,5 @@ async def add_message_fields(store: AnalyticsStore, rows: list[dict]) -> None:
         payload["tags"] = payload.get("tags") or m["tags"]
         payload["from"] = payload.get("from") or m["from_addr"]
         payload["subject"] = payload.get("subject") or m["subject"]
-        row["tags"], row["payload"] = payload["tags"], json.dumps(payload)
+        payload["template_id"] = payload.get("template_id") or m["template_id"] or None
+        row["tags"], row["template_id"], row["payload"] = payload["tags"], payload["template_id"] or "", json.dumps(payload)

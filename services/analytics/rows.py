@@ -18,7 +18,7 @@ def event_row(e: ev.LifecycleEvent | ev.EmailReceived) -> dict:
         "service_id": e.service_id or "", "email_id": e.email_id, "recipient": getattr(e, "recipient", None) or "",
         "tags": list(getattr(e, "tags", [])), "smtp_code": getattr(e, "smtp_code", None) or 0,
         "reason": getattr(e, "reason", None) or getattr(e, "bounce_type", None) or "",
-        "payload": e.model_dump_json(by_alias=True),
+        "template_id": getattr(e, "template_id", None) or "", "payload": e.model_dump_json(by_alias=True),
     }
 
 
@@ -30,7 +30,7 @@ def message_row(r: ev.SendRequested) -> dict:
     return {
         "email_id": r.email_id, "time": _ts(r.time), "workspace_id": r.workspace_id, "service_id": r.service_id or "",
         "mode": r.mode, "from_addr": r.from_, "subject": r.subject, "to_addrs": r.to, "cc_addrs": r.cc,
-        "bcc_addrs": r.bcc, "tags": r.tags, "payload": json.dumps(summary),
+        "bcc_addrs": r.bcc, "tags": r.tags, "template_id": r.template_id or "", "payload": json.dumps(summary),
     }
 
 

@@ -30,7 +30,7 @@ from services.api import dashboard, not_offered
 from shared.control.errors import ChangeRefused, ControlBehind
 from shared.runtime import Runtime
 from services.api.routes import (analytics, audit_log, dev, domains, emails, keys, receiving, resend, sandbox,
-                                 services, suppressions, tracking, webhooks)
+                                 services, suppressions, templates, tracking, webhooks)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
@@ -145,6 +145,8 @@ def create_app(runtime: Runtime | None) -> FastAPI:
     for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, receiving, emails, dev,
                    resend, audit_log):
         app.include_router(module.router)
+    for router in templates.routers:  # their own routers, before any catch-all of Resend's paths
+        app.include_router(router)
     dashboard.mount(app)
     return app
 

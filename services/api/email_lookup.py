@@ -114,7 +114,7 @@ async def email_record(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> d
         "recipients": recipients, "events": events, "tracking": tracking_view(record),
         # what Resend's SDKs read besides the fields above (docs/compatibility.md)
         "object": "email", "last_event": found.last_event, "reply_to": record.get("reply_to", []),
-        "html": None, "text": None,
+        "html": None, "text": None, "template_id": record.get("template_id"),
     }
 
 

@@ -183,19 +183,30 @@ def _address_list(value: str | list[str] | None) -> list[str]:
     return list(items)
 
 
+class TemplateRef(BaseModel):
+    """Send a stored template's published version (docs/templates.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=200, description="The template's id or alias.")
+    variables: dict[str, Any] | None = Field(None, max_length=50, examples=[{"FIRST_NAME": "Ann"}],
+                                            description="Values of the template's variables (string or number).")
+
+
 class SendEmail(BaseModel):
-    """One email. ``message`` (HTML; ``html`` is an alias) and/or ``text`` is required."""
+    """One email. ``message`` (HTML; ``html`` is an alias) and/or ``text`` is required, or a
+    ``template`` (which may also give ``from`` and ``subject``)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [{
         "from": "Acme <hello@acme.test>", "to": ["ann@example.com"], "subject": "Welcome",
         "message": "<p>Hello Ann</p>", "tags": ["welcome"]}]})
 
-    from_: str = Field(alias="from", description="Sender, bare or `Name <addr>`.")
+    from_: str = Field("", alias="from", description="Sender, bare or `Name <addr>`; required unless the template gives one.")
     to: str | list[str] = Field(description="Recipient or list of recipients.")
     cc: str | list[str] | None = None
     bcc: str | list[str] | None = None
     reply_to: str | list[str] | None = None
-    subject: str = Field(max_length=998, description="Required (the seed marks it so); may be empty only if given explicitly.")
+    subject: str = Field("", max_length=998, description="Required (the seed marks it so) unless a template gives one; "
+                                                        "may be empty only if given explicitly.")
     message: str | None = Field(None, description="HTML body.")
     html: str | None = Field(None, description="Alias of `message`.")
     text: str | None = Field(None, description="Plain-text body; derived from the HTML when absent.")
@@ -207,6 +218,7 @@ class SendEmail(BaseModel):
     track_clicks: StrictBool | None = Field(None, description="Click tracking for this message (default: the service's).")
     list_unsubscribe: StrictBool | None = Field(
         None, description="RFC 8058 one-click List-Unsubscribe headers for this message (default: the service's).")
+    template: TemplateRef | None = Field(None, description="A stored template instead of `html`/`text`.")
 
     @model_validator(mode="before")
     @classmethod
@@ -292,8 +304,12 @@ class SendEmail(BaseModel):
     def _whole(self) -> Self:
         if self.message is not None and self.html is not None and self.message != self.html:
             raise ValueError("message: give either message or html, not both")
-        if self.html_body is None and self.text is None:
-            raise ValueError("message: at least one of message (html) or text is required")
+        if self.template is None:  # a template gives these (services/api/template_send.py)
+            for name, shown in (("from_", "from"), ("subject", "subject")):
+                if name not in self.model_fields_set:
+                    raise ValueError(f"{shown}: field required")
+            if self.html_body is None and self.text is None:
+                raise ValueError("message: at least one of message (html) or text is required")
         if not self.to_list:
             raise ValueError("to: at least one recipient is required")
         if len(self.to_list) + len(self.cc_list) + len(self.bcc_list) > MAX_RECIPIENTS:
@@ -466,6 +482,7 @@ class EmailRecord(BaseModel):
     recipients: dict[str, RecipientState]
     events: list[dict]
     tracking: Tracking | None = None
+    template_id: str | None = Field(None, description="The stored template the message was rendered from.")
 
 
 class ScheduleUpdate(BaseModel):

@@ -13,8 +13,10 @@ the same mapping as the app's handler (``errors.refusal_response``), so both pat
 for byte alike (tested in tests/services/api/test_send_rules.py). The access log, request ids
 and body limits are the middlewares' around it, as for any request. Like the route's
 ``service_key``, the fast path first catches up with the control log (``auth.catch_up``:
-read-your-writes), and its 503 is rendered the same way. A caller the throttle blocks
-(services/api/throttle.py) goes on to the route, whose ``service_key`` answers its 429."""
+read-your-writes), and its 503 is rendered the same way. A send with a ``template`` is taken
+too: the accept core renders it (services/api/template_send.py), as for the route. A caller
+the throttle blocks (services/api/throttle.py) goes on to the route, whose ``service_key``
+answers its 429."""
 from __future__ import annotations
 
 import json

@@ -1,7 +1,7 @@
 """The steps of a send, which the accept core (services/api/accept.py) composes:
 
-check_active → check_key_domain → resolve_mode → apply_sandbox_rules → check_suppression →
-build_request (``prepare``), then ``admit_requests`` (limit + durable append), ``respond``, ``remember``.
+check_active → apply_template → check_key_domain → resolve_mode → apply_sandbox_rules →
+check_suppression → build_request (``prepare``), then ``admit_requests`` (limit + durable append), ``respond``, ``remember``.
 
 Both HTTP doors use them; they differ only in what happens to an unverified sandbox recipient
 (``/emails`` refuses with 400, the service door drops it as ``dropped: sandbox``)."""
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from services.api.refusal import Refusal
 from services.api.schemas import SendEmail
+from services.api.template_send import apply_template
 from shared import events as ev
 from shared.addresses import bare, domain_of, parse_mailbox, format_mailbox
 from shared.control.state import ControlState
@@ -40,6 +41,7 @@ class Draft:
     sending_domain: str | None = None
     recipients: list[str] = field(default_factory=list)
     dropped: list[ev.DroppedRecipient] = field(default_factory=list)
+    template_id: str | None = None  # the stored template the body was rendered from
 
 
 def all_recipients(body: SendEmail) -> list[str]:
@@ -140,7 +142,7 @@ def build_request(draft: Draft, email_id: str) -> ev.SendRequested:
         mode=draft.mode, sending_domain=draft.sending_domain, to=b.to_list, cc=b.cc_list, bcc=b.bcc_list,
         reply_to=draft.reply_to, subject=b.subject, html=b.html_body, text=b.text, headers=b.headers or {},
         attachments=[ev.Attachment(**a.model_dump()) for a in b.attachments or []], tags=b.tags or [],
-        recipients=draft.recipients, dropped=draft.dropped, scheduled_at=b.scheduled_at,
+        recipients=draft.recipients, dropped=draft.dropped, scheduled_at=b.scheduled_at, template_id=draft.template_id,
         **tracking_of(b, draft.service), **{"from": draft.from_})
 
 
@@ -192,9 +194,14 @@ def prepare(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, e
     is a ``Refusal`` value, which the door maps to its protocol. ``key``: the API key it
     came with (its ``domain_id`` limits the From)."""
     state = rt.control.state
-    if refused := check_active(svc) or check_key_domain(state, key, body.from_):
+    if refused := check_active(svc):
         return refused
-    draft = Draft(body=body, service=svc)
+    rendered = apply_template(state, svc, body)
+    if isinstance(rendered, Refusal):
+        return rendered
+    if refused := check_key_domain(state, key, rendered[0].from_):  # the From a template gave too
+        return refused
+    draft = Draft(body=rendered[0], service=svc, template_id=rendered[1])
     resolve_mode(draft, state, rt.settings.sandbox_from)
     if refused := apply_sandbox_rules(draft, state, door):
         return refused

@@ -41,6 +41,10 @@ def entity_key(event: ev.Event) -> str:
             return f"user_token:{event.token_id}"
         case ev.ReceivingRuleSaved():
             return f"receiving_rule:{event.rule_id}"
+        case ev.TemplateSaved():
+            return f"template:{event.template_id}"
+        case ev.TemplateVersionSaved():
+            return f"template_version:{event.version_id}"
     raise TypeError(f"not a control event: {type(event).__name__}")
 
 
@@ -60,6 +64,8 @@ class ControlState:
     sessions: dict[str, ev.SessionSaved] = field(default_factory=dict)
     user_tokens: dict[str, ev.UserTokenSaved] = field(default_factory=dict)
     receiving_rules: dict[str, ev.ReceivingRuleSaved] = field(default_factory=dict)
+    templates: dict[str, ev.TemplateSaved] = field(default_factory=dict)
+    template_versions: dict[str, ev.TemplateVersionSaved] = field(default_factory=dict)
     audit: AuditIndex = field(default_factory=AuditIndex)  # the newest entries per workspace (shared/audit.py)
     _positions: dict[str, int] = field(default_factory=dict)
     _recent: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # key → recent (event id, offset)
@@ -148,6 +154,10 @@ class ControlState:
                 self._index(self._by_user_token_hash, getattr(old, "token_hash", None), new.token_hash, new.token_id, new)
             case ev.ReceivingRuleSaved():
                 self._put(self.receiving_rules, new.rule_id, new)
+            case ev.TemplateSaved():
+                self._put(self.templates, new.template_id, new)
+            case ev.TemplateVersionSaved():
+                self._put(self.template_versions, new.version_id, new)
 
     @staticmethod
     def _index(index: dict[str, str], old_hash: str | None, new_hash: str, ident: str, event: ev.ControlRecord) -> None:
@@ -273,3 +283,23 @@ class ControlState:
     def receiving_rules_of(self, service_id: str) -> list[ev.ReceivingRuleSaved]:
         return sorted((r for r in self.receiving_rules.values() if r.service_id == service_id),
                       key=lambda r: (r.created_at, r.rule_id))
+
+    def templates_of(self, service_id: str) -> list[ev.TemplateSaved]:
+        """The service's templates, newest first (Resend's list order)."""
+        return sorted((t for t in self.templates.values() if t.service_id == service_id),
+                      key=lambda t: (t.created_at, t.template_id), reverse=True)
+
+    def template(self, service_id: str, id_or_alias: str) -> ev.TemplateSaved | None:
+        """The service's template by id, else by alias (tenant isolation: another service's is
+        None). Aliases are checked unique when set, but two processes may each accept the same
+        new alias at one moment: the older template then keeps it, on every process alike."""
+        found = self.templates.get(id_or_alias)
+        if found is not None and found.service_id == service_id:
+            return found
+        named = [t for t in self.templates.values() if t.service_id == service_id and t.alias == id_or_alias]
+        return min(named, key=lambda t: (t.created_at, t.template_id)) if named else None
+
+    def versions_of_template(self, template_id: str) -> list[ev.TemplateVersionSaved]:
+        """A template's published versions, newest first."""
+        return sorted((v for v in self.template_versions.values() if v.template_id == template_id),
+                      key=lambda v: v.number, reverse=True)

@@ -77,11 +77,14 @@ ORDER BY (service_id, event_id)
 """),
     (6, "INSERT INTO postline.event_ids SELECT service_id, event_id, min(time) FROM postline.events "
         "GROUP BY service_id, event_id"),
-    # 30–31: received mail (docs/receiving.md). Numbered after the issue that added them, so
-    # steps other branches add meanwhile (7, 8, …) cannot take the same numbers. Rows expire
+    # 7–8: the stored template a message was rendered from ('' when none): stats and the
+    # message log filter on it (docs/templates.md).
+    (7, "ALTER TABLE postline.messages ADD COLUMN IF NOT EXISTS template_id String DEFAULT ''"),
+    (8, "ALTER TABLE postline.events ADD COLUMN IF NOT EXISTS template_id String DEFAULT ''"),
+    # 9–10: received mail (docs/receiving.md). Rows expire
     # at ``expires_at`` (the service's retention when the mail came): the TTL drops them in
     # merges, the housekeeping purge (shared/store/received.py) at once, and reads skip them.
-    (30, """
+    (9, """
 CREATE TABLE IF NOT EXISTS postline.received_emails (
     email_id     String,
     time         DateTime64(3, 'UTC'),
@@ -98,7 +101,7 @@ CREATE TABLE IF NOT EXISTS postline.received_emails (
 ORDER BY (service_id, email_id)
 TTL expires_at
 """),
-    (31, """
+    (10, """
 CREATE TABLE IF NOT EXISTS postline.received_attachments (
     service_id    String,
     email_id      String,

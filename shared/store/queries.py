@@ -64,8 +64,21 @@ def recipient_states(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _filters(table: str, tag: str | None, template: str | None, params: dict[str, Any]) -> list[str]:
+    """The SQL conditions of the ``tag`` and ``template`` filters on the columns of ``table``
+    (an alias with its dot, or ''), their values added to ``params``."""
+    conditions = []
+    if tag:
+        conditions.append(f"has({table}tags, {{tag:String}})")
+        params["tag"] = tag
+    if template:
+        conditions.append(f"{table}template_id = {{template:String}}")
+        params["template"] = template
+    return conditions
+
+
 async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str, tag: str | None,
-                now: datetime | None = None) -> dict[str, Any]:
+                now: datetime | None = None, template: str | None = None) -> dict[str, Any]:
     now = now or datetime.now(timezone.utc)
     step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
     start = now - PERIODS[period]
@@ -73,11 +86,9 @@ async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str
     if bucket == "day":
         start = start.replace(hour=0)
     trunc = "toStartOfHour" if bucket == "hour" else "toStartOfDay"
-    where = "service_id = {s:String} AND time >= toDateTime64({start:String}, 3, 'UTC')"
     params = {"s": service_id, "start": _fmt(start)}
-    if tag:
-        where += " AND has(tags, {tag:String})"
-        params["tag"] = tag
+    where = " AND ".join(["service_id = {s:String} AND time >= toDateTime64({start:String}, 3, 'UTC')",
+                          *_filters("", tag, template, params)])
     rows = await store.query(
         f"SELECT toString({trunc}(time)) AS b, type, count() AS n FROM postline.events FINAL "
         f"WHERE {where} GROUP BY b, type ORDER BY b", params)
@@ -99,7 +110,8 @@ async def stats(store: AnalyticsStore, service_id: str, period: str, bucket: str
         into[r["type"]] = int(r["n"])
         if r["type"] in UNIQUE_STATS:
             into[UNIQUE_STATS[r["type"]]] = int(r["u"])
-    return {"service_id": service_id, "period": period, "bucket": bucket, "tag": tag, "totals": totals,
+    return {"service_id": service_id, "period": period, "bucket": bucket, "tag": tag,
+            **({"template": template} if template else {}), "totals": totals,
             "buckets": [{"start": k.replace(" ", "T") + "Z", **v} for k, v in sorted(buckets.items())]}
 
 
@@ -140,7 +152,8 @@ _LATEST_STATUS = f"""LEFT JOIN (SELECT email_id, argMax(kind, first) AS status
 
 
 async def message_log(store: AnalyticsStore, service_id: str, status: str | None, to: str | None, tag: str | None,
-                      limit: int, cursor: str | None, since: datetime | None = None) -> dict[str, Any]:
+                      limit: int, cursor: str | None, since: datetime | None = None,
+                      template: str | None = None) -> dict[str, Any]:
     where = ["m.service_id = {s:String}"]
     params: dict[str, Any] = {"s": service_id, "limit": limit + 1}
     if since:
@@ -149,9 +162,7 @@ async def message_log(store: AnalyticsStore, service_id: str, status: str | None
     if to:
         where.append("(has(m.to_addrs, {to:String}) OR has(m.cc_addrs, {to:String}) OR has(m.bcc_addrs, {to:String}))")
         params["to"] = to
-    if tag:
-        where.append("has(m.tags, {tag:String})")
-        params["tag"] = tag
+    where += _filters("m.", tag, template, params)
     if cursor:
         ct, cid = decode_cursor(cursor)
         where.append("(m.time, m.email_id) < (toDateTime64({ct:String}, 3, 'UTC'), {cid:String})")
@@ -162,7 +173,7 @@ async def message_log(store: AnalyticsStore, service_id: str, status: str | None
         params["status"] = status
     sql = f"""
 SELECT m.email_id AS email_id, toString(m.time) AS time, m.from_addr AS from_addr, m.subject AS subject,
-       m.to_addrs AS to_addrs, m.tags AS tags, m.mode AS mode, if(s.status = '', 'queued', s.status) AS status
+       m.to_addrs AS to_addrs, m.tags AS tags, m.template_id AS template_id, m.mode AS mode, if(s.status = '', 'queued', s.status) AS status
 FROM (SELECT * FROM postline.messages AS m FINAL WHERE {' AND '.join(where)}) AS m
 {_LATEST_STATUS}
 {status_filter}
@@ -172,7 +183,8 @@ LIMIT {{limit:UInt32}}"""
     more = len(rows) > limit
     rows = rows[:limit]
     items = [{"id": r["email_id"], "created_at": r["time"], "from": r["from_addr"], "subject": r["subject"],
-              "to": r["to_addrs"], "tags": r["tags"], "mode": r["mode"], "status": r["status"]} for r in rows]
+              "to": r["to_addrs"], "tags": r["tags"], "template_id": r["template_id"] or None, "mode": r["mode"],
+              "status": r["status"]} for r in rows]
     next_cursor = encode_cursor(rows[-1]["time"], rows[-1]["email_id"]) if more and rows else None
     return {"data": items, "next_cursor": next_cursor}
 
@@ -252,9 +264,10 @@ async def recent_soft_bounces(store: AnalyticsStore, service_id: str, recipient:
 
 
 async def message_fields(store: AnalyticsStore, service_ids: list[str], email_ids: list[str]) -> list[dict[str, Any]]:
-    """``email_id, tags, from_addr, subject`` of the given messages (those loaded so far)."""
+    """``email_id, tags, from_addr, subject, template_id`` of the given messages (those loaded so far)."""
     return await store.query(
-        "SELECT email_id, any(tags) AS tags, any(from_addr) AS from_addr, any(subject) AS subject "
+        "SELECT email_id, any(tags) AS tags, any(from_addr) AS from_addr, any(subject) AS subject, "
+        "any(template_id) AS template_id "
         "FROM postline.messages WHERE service_id IN (SELECT arrayJoin(JSONExtract({svcs:String}, 'Array(String)'))) "
         "AND email_id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)'))) GROUP BY email_id",
         # JSON strings, which both adapters pass alike; IN (subquery) on the table's sorting key uses its index

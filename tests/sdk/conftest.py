@@ -3,22 +3,15 @@ a production service with a verified domain (acme.test, published on a real DNS 
 delivering to a real SMTP sink, so a test reads the mail the SDK's call produced."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.support.dns_server import DnsServer
+from tests.support.node_sdk import node_caller
 from tests.support.postline import Api, PostlineProcess, production_service
 from tests.support.receiver import Receiver
 from tests.support.smtp_sink import SmtpSink
-
-
-NODE_DIR = Path(__file__).parent / "node"
 
 
 class SdkWorld:
@@ -88,14 +81,5 @@ def sdk_world(tmp_path_factory):
 
 @pytest.fixture
 def node(sdk_world):
-    # a failure, not a skip: `make test` installs both, and a skipped SDK test would hide a gap
-    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "resend").is_dir():
-        pytest.fail("node or the pinned resend package is missing: run `make test-deps`")
-
-    def call(case: str, key: str | None = None, **args) -> dict:
-        env = {**os.environ, "RESEND_BASE_URL": sdk_world.url, "RESEND_API_KEY": key or sdk_world.key}
-        out = subprocess.run(["node", "run.mjs", case, json.dumps(args)], cwd=NODE_DIR, env=env,
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    return call
+    """Resend's Node SDK (tests/sdk/node/run.mjs) against this Postline, with the service's sending key by default."""
+    return node_caller(sdk_world.url, "run.mjs", sdk_world.key)

@@ -51,7 +51,7 @@ async def ready_service(rt, admin) -> tuple[str, str]:
     sid = await admin.service()
     key = await admin.key(sid)
     await admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "ann@example.com"})
-    rec = next(iter(rt.control.state.sandbox.values()))
+    rec = rt.control.state.sandbox_of(sid)[0]
     await rt.control.save(rec.model_copy(update={"verified": True, "token_hash": None, "id": ev.new_id()}))
     return sid, key
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 
 from tests.support.broker import free_port
+from tests.support.node_sdk import NODE_DIR
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "sdk" / "node"
 CLIENT_ID, CLIENT_SECRET = "postline", "postline-test-client-secret"
 
 

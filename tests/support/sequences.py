@@ -1,6 +1,7 @@
 """Management sequences that use a change at once (read your writes: docs/architecture.md): create a
 service then its key and send with it; add a domain, verify it, switch to production and send
-from it; add a suppression and list it. Every request goes on its own connection (a new
+from it; add a suppression and list it; create a template, publish it, edit and publish it
+again, send with it (docs/templates.md). Every request goes on its own connection (a new
 client each time), to the next of ``urls`` in turn: on ``postline all`` the kernel hands each
 connection to any API process, on Kafka the replicas alternate."""
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Sequences:
         self.failures: list[str] = []
         self.requests = 0
         self.sequences_failed = 0
+        self._keys: dict[str, str] = {}  # service id → a sending key (the template sequence's)
         # one client for its speed (a new client per request costs milliseconds, long enough to
         # hide a lagging process); ``Connection: close`` puts each request on a new connection
         self.http = httpx.Client(timeout=30)
@@ -85,11 +87,34 @@ class Sequences:
                    f"{email} not listed")
         self.call("read suppression", "GET", f"{base}/{email}", 200)
 
+    def template_then_send(self, i: int, service_id: str) -> None:
+        """Create a template, publish it (by alias), change the draft and publish again, read
+        it (two versions, nothing unpublished), send with it by alias."""
+        if service_id not in self._keys:
+            key = self.call("create key", "POST", f"/api/email/services/{service_id}/api-keys", 201, json={"name": "t"})
+            if key is None:
+                return
+            self._keys[service_id] = key["key"]
+        base, alias = f"/api/email/services/{service_id}/templates", f"t{i}"
+        if self.call("create template", "POST", base, 201, json={
+                "name": alias, "alias": alias, "html": "<p>{{{N}}}</p>", "variables": [{"key": "N", "type": "string"}]}) is None:
+            return
+        self.call("publish", "POST", f"{base}/{alias}/publish", 200)
+        self.call("edit the draft", "PATCH", f"{base}/{alias}", 200, json={"html": "<p>v2 {{{N}}}</p>"})
+        self.call("publish again", "POST", f"{base}/{alias}/publish", 200)
+        got = self.call("read template", "GET", f"{base}/{alias}", 200)
+        self.check("read template", got is not None and len(got["versions"]) == 2 and not got["has_unpublished_versions"]
+                   and got["html"] == "<p>v2 {{{N}}}</p>", str(got)[:300])
+        self.call("send with the template", "POST", f"/api/email/services/{service_id}/send", 200,
+                  key=self._keys[service_id], json={"from": "a@example.org", "to": ["ann@example.com"],
+                                                    "template": {"id": alias, "variables": {"N": "x"}}})
+
     def run(self, n: int, suppression_service: str) -> None:
         for i in range(n):
             before = len(self.failures)
             [self.key_then_send, self.domain_then_production,
-             lambda j: self.suppression_then_list(j, suppression_service)][i % 3](i)
+             lambda j: self.suppression_then_list(j, suppression_service),
+             lambda j: self.template_then_send(j, suppression_service)][i % 4](i)
             self.sequences_failed += len(self.failures) > before
 
     def summary(self) -> str:

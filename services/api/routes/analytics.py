@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from services.api.auth import owned_service, runtime
 from services.api.context import ApiContext
+from services.api.manage.templates import template_filter
 from shared import events as ev
 from shared.store import queries
 from shared.store.port import AnalyticsStore
@@ -22,14 +23,17 @@ def _store(rt: ApiContext) -> AnalyticsStore:
 
 @router.get("/stats", response_model=None)
 async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Literal["day", "hour"] | None = None,
-                tag: str | None = Query(None, max_length=64), svc: ev.ServiceSaved = Depends(owned_service),
-                rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
+                tag: str | None = Query(None, max_length=64),
+                template: str | None = Query(None, max_length=200, description="A template's id or alias."),
+                svc: ev.ServiceSaved = Depends(owned_service), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """Counts of sent, delivered, bounced, complained, dropped, deferred, failed, opened,
     clicked and unsubscribed, plus unique_opened / unique_clicked (distinct email+recipient):
-    totals and per bucket (zero-filled). Default bucket: hour for 1h/24h, else day."""
+    totals and per bucket (zero-filled). Default bucket: hour for 1h/24h, else day. ``template``:
+    only messages rendered from that template (docs/templates.md)."""
     bucket = bucket or ("hour" if period in ("1h", "24h") else "day")
     try:
-        return await queries.stats(_store(rt), svc.service_id, period, bucket, tag)
+        return await queries.stats(_store(rt), svc.service_id, period, bucket, tag,
+                                   template=template_filter(rt, svc, template))
     except HTTPException:
         raise
     except Exception as exc:
@@ -39,6 +43,7 @@ async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Litera
 @router.get("/messages", response_model=None)
 async def messages(status: ev.MessageStatus | None = None,
                    to: str | None = Query(None, max_length=320), tag: str | None = Query(None, max_length=64),
+                   template: str | None = Query(None, max_length=200, description="A template's id or alias."),
                    limit: int = Query(50, ge=1, le=500), cursor: str | None = Query(None, max_length=500),
                    svc: ev.ServiceSaved = Depends(owned_service),
                    rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
@@ -50,7 +55,8 @@ async def messages(status: ev.MessageStatus | None = None,
     except Exception:
         raise HTTPException(400, "cursor: not a cursor from a previous page") from None
     try:
-        return await queries.message_log(_store(rt), svc.service_id, status, to, tag, limit, cursor)
+        return await queries.message_log(_store(rt), svc.service_id, status, to, tag, limit, cursor,
+                                         template=template_filter(rt, svc, template))
     except HTTPException:
         raise
     except Exception as exc:

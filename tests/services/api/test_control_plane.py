@@ -27,8 +27,11 @@ async def setup_service(admin) -> dict:
     # a public IP literal: resolving it needs no network, and nothing is sent in these tests
     hook = (await admin("POST", f"/api/email/services/{sid}/webhooks",
                         json={"url": "https://93.184.215.14/hook", "events": ["delivered"]})).json()
+    tid = (await admin("POST", f"/api/email/services/{sid}/templates", json={"name": "t", "html": "<p>x</p>"})).json()["id"]
+    await admin("POST", f"/api/email/services/{sid}/templates/{tid}/publish")
+    version = (await admin("GET", f"/api/email/services/{sid}/templates/{tid}")).json()["versions"][0]["id"]
     return {"sid": sid, "key": key, "key_id": keys[0]["id"], "domain_id": d["id"], "recipient_id": sb["id"],
-            "webhook_id": hook["id"]}
+            "webhook_id": hook["id"], "template_id": tid, "version_id": version}
 
 
 async def test_state_survives_restart(tmp_path):
@@ -82,7 +85,7 @@ async def test_tenant_isolation_on_every_route(tmp_path):
                 continue
             url = path.format(service_id=a["sid"], domain_id=a["domain_id"], key_id=a["key_id"],
                               recipient_id=a["recipient_id"], email="x@example.com",
-                              webhook_id=a["webhook_id"])
+                              webhook_id=a["webhook_id"], template_id=a["template_id"], version_id=a["version_id"])
             for method in operations:
                 r = await b_admin(method.upper(), url, json={})
                 assert r.status_code == 404, (method, path, r.status_code, r.text)

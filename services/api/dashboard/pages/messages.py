@@ -1,4 +1,4 @@
-"""The message log of a service (filters: status, recipient, tag, time) and a message's
+"""The message log of a service (filters: status, recipient, tag, time, template) and a message's
 page: its recipients' states and the timeline of its events."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from services.api.dashboard.web import Caller, PageError, caller, page, service_of
 from services.api.email_lookup import email_record
+from services.api.manage.templates import template_filter
 from shared import events as ev
 from shared.store import queries
 
@@ -38,16 +39,19 @@ def check_filters(status: str, since: str, cursor: str) -> None:
 @router.get("/services/{service_id}/messages")
 async def messages_page(request: Request, service_id: str, c: Caller = Depends(caller),
                         status: str = "", to: str = Query("", max_length=320), tag: str = Query("", max_length=64),
-                        since: str = "", cursor: str = Query("", max_length=500)) -> Response:
+                        since: str = "", cursor: str = Query("", max_length=500),
+                        template: str = Query("", max_length=200)) -> Response:
     svc = service_of(c, service_id)
     check_filters(status, since, cursor)
     if c.rt.store is None:
         raise PageError(503, "The message log needs the analytics store, which this process does not have.")
-    filters = {"status": status, "to": to.strip().lower(), "tag": tag.strip(), "since": since}
+    filters = {"status": status, "to": to.strip().lower(), "tag": tag.strip(), "since": since,
+               "template": template.strip()}
     start = datetime.now(timezone.utc) - SINCE[since] if since else None
     try:
         result = await queries.message_log(c.rt.store, svc.service_id, status or None, filters["to"] or None,
-                                           filters["tag"] or None, 50, cursor or None, since=start)
+                                           filters["tag"] or None, 50, cursor or None, since=start,
+                                           template=template_filter(c.rt, svc, filters["template"]))
     except Exception:
         raise PageError(503, "The analytics store is unavailable; reload in a moment.") from None
     return page(request, "messages.html", c=c, svc=svc, items=result["data"], next_cursor=result["next_cursor"],

@@ -12,7 +12,7 @@ import pytest
 from shared.dkim_keys import split_txt
 from tests.support.browser import screenshot_dir
 from tests.support.dns_server import DnsServer
-from tests.support.postline import ADMIN_TOKEN, PostlineProcess
+from tests.support.postline import ADMIN_TOKEN, Api, PostlineProcess
 
 pytestmark = pytest.mark.browser
 DESKTOP = {"width": 1280, "height": 860}
@@ -239,6 +239,80 @@ def test_works_without_javascript_and_escapes_html(browser, postline):
         assert not page.locator("button.copy").first.is_visible()  # copy buttons need the script
     finally:
         context.close()
+
+
+def _inbox_mail(api: Api, **query) -> dict:
+    """The newest dev-inbox mail matching ``query`` (waits up to 10 s for it)."""
+    r = api.admin("GET", "/dev/inbox", params={**query, "wait": 10})
+    assert r.status_code == 200 and r.json()["data"], r.text
+    return api.admin("GET", f"/dev/inbox/{r.json()['data'][0]['id']}").json()
+
+
+def test_edit_preview_publish_and_send_a_template(browser, postline):
+    """Templates (docs/templates.md): a person creates one, edits the draft, previews it with
+    sample values in the sandboxed frame, sends a test to a verified sandbox recipient and
+    publishes it; a send by API key then renders the published version."""
+    api = Api(postline.url)
+    sid = api.create_service("templated")
+    key = api.create_key(sid)
+    api.admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "ann@example.com"})
+    link = _inbox_mail(api, to="ann@example.com")["links"][0]
+    assert api.http.get(link.split(postline.url, 1)[1]).status_code == 200  # the verification link
+
+    page = browser.new_context(viewport={"width": 1280, "height": 1000}, base_url=postline.url).new_page()
+    page.goto("/")
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/services")
+    page.goto(f"/services/{sid}/templates")
+    page.get_by_label("Name").fill("welcome")
+    page.get_by_role("button", name="Create template").click()
+    page.wait_for_url(re.compile(r".*/templates/[0-9a-f-]{36}$"))
+    template_id = page.url.rsplit("/", 1)[1]
+    assert page.locator("#tpl-status").inner_text() == "draft"
+
+    page.get_by_label("Alias").fill("welcome")
+    page.get_by_label("Subject").fill("Welcome, {{{NAME}}}")
+    page.get_by_label("HTML", exact=True).fill("<h1>Hello {{{NAME}}}</h1><p>{{{PLAN}}} plan</p>")
+    page.get_by_label("Variables").fill("NAME string friend\nPLAN string free")
+    page.get_by_role("button", name="Save draft").click()
+    assert page.get_by_text("Draft saved.").is_visible()
+
+    page.get_by_label("Sample values").fill("NAME=<b>Ann</b>")
+    page.get_by_role("button", name="Preview").click()
+    assert page.locator("#preview-subject").inner_text() == "Welcome, <b>Ann</b>"
+    frame = page.frame_locator("iframe.mail-html")
+    assert frame.locator("h1").inner_text() == "Hello <b>Ann</b>"  # escaped: shown as text, not bold
+    assert frame.locator("p").inner_text() == "free plan"  # the fallback
+    assert page.locator("iframe.mail-html").get_attribute("sandbox") == ""
+
+    page.get_by_role("button", name="Send test").click()
+    notice = page.get_by_text("Test sent to ann@example.com").inner_text()
+    test_mail = _inbox_mail(api, email_id=re.search(r"email ([0-9a-f-]{36})", notice).group(1))
+    assert test_mail["subject"] == "[Test] Welcome, <b>Ann</b>"
+    assert "Hello &lt;b&gt;Ann&lt;/b&gt;" in test_mail["html"]
+
+    page.get_by_role("button", name="Publish the draft").click()
+    assert page.get_by_text("Published: sends use this version now.").is_visible()
+    assert page.locator("#tpl-status").inner_text() == "published"
+    assert page.get_by_role("cell", name=re.compile("Version 1")).is_visible()
+    page.frame_locator("iframe.mail-html").locator("h1").wait_for()  # the preview is drawn again after the POST
+    page.get_by_role("heading", name="Preview").scroll_into_view_if_needed()
+    shot(page, "template", full_page=False)  # a frame below the fold is not painted in a full-page shot
+
+    sent = api.send(key, {"from": "a@acme.test", "to": "ann@example.com",
+                          "template": {"id": "welcome", "variables": {"NAME": "Bob", "PLAN": "pro"}}})
+    assert sent.status_code == 200, sent.text
+    mail = _inbox_mail(api, email_id=sent.json()["id"])
+    assert mail["subject"] == "Welcome, Bob" and "<h1>Hello Bob</h1><p>pro plan</p>" in mail["html"]
+    page.goto(f"/services/{sid}/templates")
+    assert page.get_by_role("link", name="welcome").get_attribute("href").endswith(template_id)
+    page.goto(f"/services/{sid}/messages?template=welcome")  # the log filtered by the template's alias
+    reload_until(page, lambda: page.get_by_role("link", name="Welcome, Bob").count() == 1)
+    assert page.get_by_role("link", name=re.compile(r"^\[Test\]")).count() == 0  # the test send used no template
+    page.get_by_role("link", name="Welcome, Bob").click()
+    assert page.get_by_role("link", name=template_id).is_visible()  # the message names its template
+    page.context.close()
 
 
 def test_audit_log_page_lists_changes_with_actor_and_no_secret(page, postline):
