@@ -85,7 +85,8 @@ async def test_tenant_isolation_on_every_route(tmp_path):
                 continue
             url = path.format(service_id=a["sid"], domain_id=a["domain_id"], key_id=a["key_id"],
                               recipient_id=a["recipient_id"], email="x@example.com",
-                              webhook_id=a["webhook_id"], template_id=a["template_id"], version_id=a["version_id"])
+                              webhook_id=a["webhook_id"], template_id=a["template_id"], version_id=a["version_id"],
+                              email_id=ev.new_id(), attachment_id="a1", rule_id=ev.new_id(), event_id=ev.new_id())
             for method in operations:
                 r = await b_admin(method.upper(), url, json={})
                 assert r.status_code == 404, (method, path, r.status_code, r.text)

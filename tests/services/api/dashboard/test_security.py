@@ -65,6 +65,11 @@ async def seed(rt, admin) -> dict:
     await sessions.open_session(rt, rt.control.state.workspaces["default"], amy, "password", None, None)
     ids["ses"] = rt.control.state.sessions_of("default", amy.user_id)[0].session_id
     ids["tid"] = (await user_tokens.create_token(rt, Actor("default", "developer", user=amy), "ci"))["id"]
+    # a published template with HTML in its name and body
+    r = await admin("POST", f"/api/email/services/{sid}/templates", json={"name": EVIL, "html": f"<p>{EVIL}</p>"})
+    ids["tpl"] = r.json()["id"]
+    await admin("POST", f"/api/email/services/{sid}/templates/{ids['tpl']}/publish")
+    ids["ver"] = rt.control.state.versions_of_template(ids["tpl"])[0].version_id
     # received mail with HTML in its fields, as the inbound listener stores it
     ids["reid"] = ev.new_id()
     await received.save(rt.store, {"id": ids["reid"], "workspace_id": "default", "service_id": sid,
@@ -83,7 +88,8 @@ PAGES = ["/services", "/services/{sid}", "/services/{sid}?period=30d", "/service
          "/services/{sid}/webhooks", "/services/{sid}/webhooks/{wid}", "/services/{sid}/suppressions",
          "/services/{sid}/suppressions?q=gone", "/services/{sid}/messages", "/services/{sid}/messages/{eid}",
          "/inbox", "/inbox/{mid}", "/people", "/account", "/audit-log",
-         "/services/{sid}/received", "/services/{sid}/received/{reid}"]
+         "/services/{sid}/received", "/services/{sid}/received/{reid}", "/services/{sid}/templates",
+         "/services/{sid}/templates/{tpl}"]
 FORMS = ["/signout", "/services", "/services/{sid}/settings", "/services/{sid}/domains",
          "/services/{sid}/domains/{did}/verify", "/services/{sid}/domains/{did}/delete", "/services/{sid}/keys",
          "/services/{sid}/keys/{kid}/revoke", "/services/{sid}/sandbox", "/services/{sid}/sandbox/{rid}/delete",
@@ -91,7 +97,9 @@ FORMS = ["/signout", "/services", "/services/{sid}/settings", "/services/{sid}/d
          "/services/{sid}/webhooks/{wid}/delete", "/services/{sid}/suppressions",
          "/services/{sid}/suppressions/remove", "/people/{uid}/role", "/people/{uid}/remove",
          "/account/sessions/{ses}/end", "/account/tokens/{tid}/revoke",
-         "/services/{sid}/domains/{did}/receiving"]
+         "/services/{sid}/domains/{did}/receiving", "/services/{sid}/templates", "/services/{sid}/templates/{tpl}",
+         "/services/{sid}/templates/{tpl}/publish", "/services/{sid}/templates/{tpl}/send-test",
+         "/services/{sid}/templates/{tpl}/versions/{ver}/restore", "/services/{sid}/templates/{tpl}/delete"]
 # forms without a target id (the caller's own workspace or account): not in the other-workspace test
 OWN_FORMS = ["/people", "/account/signout-everywhere", "/account/totp", "/account/totp/confirm",
              "/account/totp/disable", "/account/tokens"]
@@ -116,7 +124,8 @@ def test_every_dashboard_route_is_listed():
     normal = {(m, p.replace("{service_id}", "{sid}").replace("{domain_id}", "{did}").replace("{key_id}", "{kid}")
                .replace("{recipient_id}", "{rid}").replace("{webhook_id}", "{wid}").replace("{email_id}", "{eid}")
                .replace("{mail_id}", "{mid}").replace("{user_id}", "{uid}").replace("{session_id}", "{ses}")
-               .replace("{token_id}", "{tid}").replace("{received_id}", "{reid}")) for m, p in paths}
+               .replace("{token_id}", "{tid}").replace("{received_id}", "{reid}")
+               .replace("{template_id}", "{tpl}").replace("{version_id}", "{ver}")) for m, p in paths}
     assert normal == listed
 
 
