@@ -65,6 +65,8 @@ async def seed(rt, admin) -> dict:
     await sessions.open_session(rt, rt.control.state.workspaces["default"], amy, "password", None, None)
     ids["ses"] = rt.control.state.sessions_of("default", amy.user_id)[0].session_id
     ids["tid"] = (await user_tokens.create_token(rt, Actor("default", "developer", user=amy), "ci"))["id"]
+    r = await admin("POST", f"/api/email/services/{sid}/receiving-rules", json={"pattern": "help@acme.test"})
+    ids["rule"] = r.json()["id"]
     # a published template with HTML in its name and body
     r = await admin("POST", f"/api/email/services/{sid}/templates", json={"name": EVIL, "html": f"<p>{EVIL}</p>"})
     ids["tpl"] = r.json()["id"]
@@ -99,7 +101,8 @@ FORMS = ["/signout", "/services", "/services/{sid}/settings", "/services/{sid}/d
          "/account/sessions/{ses}/end", "/account/tokens/{tid}/revoke",
          "/services/{sid}/domains/{did}/receiving", "/services/{sid}/templates", "/services/{sid}/templates/{tpl}",
          "/services/{sid}/templates/{tpl}/publish", "/services/{sid}/templates/{tpl}/send-test",
-         "/services/{sid}/templates/{tpl}/versions/{ver}/restore", "/services/{sid}/templates/{tpl}/delete"]
+         "/services/{sid}/templates/{tpl}/versions/{ver}/restore", "/services/{sid}/templates/{tpl}/delete",
+         "/services/{sid}/received/rules", "/services/{sid}/received/rules/{rule}/delete"]
 # forms without a target id (the caller's own workspace or account): not in the other-workspace test
 OWN_FORMS = ["/people", "/account/signout-everywhere", "/account/totp", "/account/totp/confirm",
              "/account/totp/disable", "/account/tokens"]
@@ -125,7 +128,8 @@ def test_every_dashboard_route_is_listed():
                .replace("{recipient_id}", "{rid}").replace("{webhook_id}", "{wid}").replace("{email_id}", "{eid}")
                .replace("{mail_id}", "{mid}").replace("{user_id}", "{uid}").replace("{session_id}", "{ses}")
                .replace("{token_id}", "{tid}").replace("{received_id}", "{reid}")
-               .replace("{template_id}", "{tpl}").replace("{version_id}", "{ver}")) for m, p in paths}
+               .replace("{template_id}", "{tpl}").replace("{version_id}", "{ver}")
+               .replace("{rule_id}", "{rule}")) for m, p in paths}
     assert normal == listed
 
 
