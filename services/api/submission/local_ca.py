@@ -91,7 +91,9 @@ def _ca(data_dir: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     public = data_dir / CA_CERT_NAME
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     if not public.exists() or public.read_bytes() != cert_pem:
-        _write_replacing(public, cert_pem, 0o644)
+        # owner-only like everything in the data dir (0700, so nobody else could reach it anyway):
+        # the user who runs Postline points SSL_CERT_FILE / NODE_EXTRA_CA_CERTS at it
+        _write_replacing(public, cert_pem, 0o600)
     return key, cert
 
 
