@@ -448,26 +448,44 @@ class Sent(_Lifecycle):
     type: Literal["sent"] = "sent"
 
 
-class Delivered(_Lifecycle):
-    type: Literal["delivered"] = "delivered"
+class TlsUsed(BaseModel):
+    """The TLS of the SMTP session that delivered a message (SPEC §17, docs/delivery.md).
+    ``verified``: what vouched for the server's certificate — ``none`` (opportunistic
+    STARTTLS, not checked), ``pkix`` (a public CA and the MX name), ``mta-sts`` (PKIX, to an
+    MX the domain's MTA-STS policy lists), ``dane`` (the MX's authenticated TLSA records)."""
+
+    model_config = ConfigDict(frozen=True)
+    version: str | None = None  # "TLSv1.3"
+    cipher: str | None = None
+    verified: Literal["none", "pkix", "mta-sts", "dane"] = "none"
+
+
+class _Attempted(_Lifecycle):
+    """An outcome of talking to the destination: where it went, from which source address.
+    ``provider``: the mailbox provider of the destination (shared/providers.py), what
+    shaping and stats group by; None on events from before it."""
+
     smtp_code: int | None = None
     smtp_reply: str | None = None
     mx_host: str | None = None
+    provider: str | None = None
+    source_ip: str | None = None  # the local address the connection left from (IP pools)
 
 
-class Deferred(_Lifecycle):
+class Delivered(_Attempted):
+    type: Literal["delivered"] = "delivered"
+    tls: TlsUsed | None = None  # None: the session had no TLS
+
+
+class Deferred(_Attempted):
     type: Literal["deferred"] = "deferred"
-    smtp_code: int | None = None
-    smtp_reply: str | None = None
     attempt: int = 1
     retry_at: datetime | None = None
 
 
-class Bounced(_Lifecycle):
+class Bounced(_Attempted):
     type: Literal["bounced"] = "bounced"
     bounce_type: Literal["hard", "soft"] = "hard"
-    smtp_code: int | None = None
-    smtp_reply: str | None = None
     bounce_class: str | None = None  # why (services/relay/bounce_class.py); None on events from before it
 
 
@@ -563,6 +581,32 @@ class EmailReceived(Event):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
+class Alert(Event):
+    """Something about a service's sending needs a person (SPEC §17–18): a rate over its
+    threshold (``bounce_rate``, ``complaint_rate``), a provider paused after policy blocks
+    (``provider_paused``), … ``state`` ``raised`` once when it starts and ``cleared`` once
+    when it ends — never one per event. Webhook-able; in the service's timeline.
+    ``email_id`` is the alert's own key (``alert_key``), so an alert raised twice by two
+    processes is one row."""
+
+    type: Literal["alert"] = "alert"
+    email_id: str
+    kind: str
+    state: Literal["raised", "cleared"] = "raised"
+    provider: str | None = None
+    value: float | None = None  # the measured rate (0–1) or count
+    threshold: float | None = None
+    message: str = ""
+
+
+def alert_key(service_id: str, kind: str, provider: str | None, since: datetime) -> str:
+    """The id of one alert episode: the same inputs from any process give the same id."""
+    return derived_id("alert", service_id, kind, provider or "", since.isoformat())
+
+
+ALERT_TYPES = ("alert",)
+"""Events that ask for a person's attention (``Alert``)."""
+
 RECEIVED_TYPES = ("email.received",)
 """Events about received mail (docs/receiving.md): webhooks and analytics take them as they
 take lifecycle events, keyed by the received email's id."""
@@ -583,7 +627,7 @@ LIFECYCLE_TYPES = ("sent", "delivered", "deferred", "bounced", "failed", "droppe
                    "unsubscribed", "scheduled", "canceled")
 """Every lifecycle event type, in the order webhooks and the dashboard offer them."""
 
-WEBHOOK_TYPES = LIFECYCLE_TYPES + RECEIVED_TYPES
+WEBHOOK_TYPES = LIFECYCLE_TYPES + RECEIVED_TYPES + ALERT_TYPES
 """What a webhook endpoint can subscribe to."""
 
 FINAL_TYPES = ("delivered", "bounced", "failed")
@@ -690,7 +734,7 @@ AnyEvent = Annotated[
           TemplateVersionSaved, WebhookAttempted, WebhookReplay,
           SendRequested, SendCanceled, SendRescheduled,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled,
-          EmailReceived],
+          EmailReceived, Alert],
     Field(discriminator="type"),
 ]
 _adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)

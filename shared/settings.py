@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import providers
 from shared.retry_schedule import MAX_LEVELS, parse as parse_schedule
 
 
@@ -97,6 +98,7 @@ class Settings(BaseSettings):
     mx_port: int = Field(25, ge=1, lt=65536, description="Port of receiving MX servers (25; tests point it at sinks).")
     mx_concurrency: int = Field(8, ge=1, le=256, description="Connections at once per destination MX host.")
     mx_rate: float = Field(50.0, gt=0, description="Messages per second per destination MX host.")
+    providers: str = Field("", description="Extra or replaced mailbox providers for shaping and stats: `name=mx-suffix,mx-suffix;name=…` (shared/providers.py has the built-in table).")
     webhook_retry_schedule: str = Field("5,300,1800,7200,18000,36000,36000",
                                         description="Seconds between webhook retries (~27 h in all by default).")
     webhook_timeout: float = Field(10.0, gt=0, description="Seconds a webhook endpoint has to answer.")
@@ -130,6 +132,12 @@ class Settings(BaseSettings):
     @classmethod
     def _check_dns(cls, v: str | None) -> str | None:
         return _host_port(v, "POSTLINE_DNS_SERVER")
+
+    @field_validator("providers")
+    @classmethod
+    def _check_providers(cls, v: str) -> str:
+        providers.parse_setting(v)
+        return v
 
     @field_validator("retry_schedule", "webhook_retry_schedule")
     @classmethod
@@ -179,6 +187,11 @@ class Settings(BaseSettings):
     @property
     def spf_domain(self) -> str:
         return self.spf_include or f"_spf.{self.hostname}"
+
+    @cached_property
+    def provider_table(self) -> list[tuple[str, str]]:
+        """The ``(mx suffix, provider)`` table: built-in plus ``POSTLINE_PROVIDERS``."""
+        return providers.suffix_table(providers.parse_setting(self.providers))
 
     @property
     def retry_delays(self) -> list[float]:

@@ -31,7 +31,7 @@ from shared import events as ev
 from shared import metrics
 from shared.addresses import domain_of, split_bare
 from shared.control.state import ControlState
-from shared import failpoints, retry_schedule
+from shared import failpoints, providers, retry_schedule
 from shared.log.port import EventLog
 from shared.retry_schedule import RetryPlan
 from shared.settings import Settings
@@ -108,7 +108,8 @@ async def already_final(ctx: RelayContext, req: ev.SendRequested) -> list[Recipi
     sent again, but their event is emitted again (same derived id, so consumers keep one),
     because a crash between the ledger write and the events append would otherwise lose it."""
     recorded = await ctx.ledger.done(req.email_id, req.recipients)
-    return [outcome_event(req, rcpt, res, None, status == "failed") for rcpt, (status, res) in recorded.items()]
+    return [outcome_event(req, rcpt, res, None, status == "failed", ctx.settings.provider_table)
+            for rcpt, (status, res) in recorded.items()]
 
 
 def sending_domain(ctx: RelayContext, req: ev.SendRequested) -> ev.DomainSaved | None:
@@ -183,21 +184,23 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
 
 
 def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_at: datetime | None,
-                  gave_up: bool) -> Outcome:
+                  gave_up: bool, provider_table: list[tuple[str, str]] | None = None) -> Outcome:
     common = {**ev.lifecycle_fields(req), "recipient": rcpt, "smtp_code": res.smtp_code, "smtp_reply": res.smtp_reply}
     if res.at is not None:  # a final outcome keeps its time, so an event emitted again is the same row
         common["time"] = res.at
     attempt = req.attempt + 1
+    if gave_up and res.status == "deferred":
+        return ev.Failed(id=ev.derived_id(req.email_id, rcpt, "failed"), reason="queue lifetime exceeded", **common)
+    path = {"mx_host": res.mx_host, "source_ip": res.source_ip,
+            "provider": providers.provider_of(res.mx_host, domain_of(rcpt), provider_table)}
     if res.status == "delivered":
-        return ev.Delivered(id=ev.derived_id(req.email_id, rcpt, "delivered"), mx_host=res.mx_host, **common)
+        return ev.Delivered(id=ev.derived_id(req.email_id, rcpt, "delivered"), tls=res.tls, **path, **common)
     if res.status == "bounced":
         cls = classify(res.smtp_code, res.smtp_reply)
         return ev.Bounced(id=ev.derived_id(req.email_id, rcpt, "bounced"), bounce_type=cls.bounce_type,
-                          bounce_class=cls.bounce_class, **common)
-    if gave_up:
-        return ev.Failed(id=ev.derived_id(req.email_id, rcpt, "failed"), reason="queue lifetime exceeded", **common)
+                          bounce_class=cls.bounce_class, **path, **common)
     return ev.Deferred(id=ev.derived_id(req.email_id, rcpt, "deferred", attempt), attempt=attempt,
-                       retry_at=retry_at, **common)
+                       retry_at=retry_at, **path, **common)
 
 
 def retry_plan(ctx: RelayContext, req: ev.SendRequested, results: dict[str, DeliveryResult]) -> RetryPlan:
@@ -248,7 +251,8 @@ async def process_unclaimed(ctx: RelayContext, req: ev.SendRequested) -> None:
             await ctx.in_flight.crash_point("relay.before_deliver")
             results = await deliver(ctx, req, domain, pending, raw)
         plan = retry_plan(ctx, req, results)
-        outcomes = [outcome_event(req, rcpt, results[rcpt], plan.when, plan.gave_up) for rcpt in pending]
+        outcomes = [outcome_event(req, rcpt, results[rcpt], plan.when, plan.gave_up, ctx.settings.provider_table)
+                    for rcpt in pending]
         await ctx.ledger.record([(req.email_id, rcpt, "failed", dataclasses.replace(results[rcpt], at=e.time))
                                  for rcpt, e in zip(pending, outcomes) if e.type == "failed"])
         await ctx.in_flight.crash_point("relay.after_ledger")

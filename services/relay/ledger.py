@@ -30,11 +30,27 @@ from pathlib import Path
 
 from services.relay import ledger_format
 from services.relay.outcome import DeliveryResult, ResultStatus
+from shared.events import TlsUsed
 from shared import failpoints, metrics
 
 log = logging.getLogger(__name__)
 Row = tuple[str, str, str, DeliveryResult]  # email id, recipient, final status, the outcome
 RETRY_FIRST, RETRY_MAX = 1.0, 5.0
+
+
+def path_of(o: DeliveryResult) -> dict | None:
+    """The ledger's ``path`` field: where the outcome's session left from and its TLS, so an
+    outcome emitted again after a restart is the same event."""
+    if o.source_ip is None and o.tls is None:
+        return None
+    return {"source_ip": o.source_ip, "tls": o.tls.model_dump() if o.tls else None}
+
+
+def path_fields(path: dict | None) -> dict:
+    """``path_of`` reversed, as ``DeliveryResult`` keyword arguments."""
+    if not path:
+        return {}
+    return {"source_ip": path.get("source_ip"), "tls": TlsUsed(**path["tls"]) if path.get("tls") else None}
 
 
 class LedgerUnwritable(OSError):
@@ -94,10 +110,11 @@ class Ledger:
         for r in recipients:
             kept = self._done.get((email_id, r)) or self._previous.get((email_id, r))
             if kept:
-                status, code, reply, host, at = kept
+                status, code, reply, host, at, path = kept
                 kind: ResultStatus = "delivered" if status == "delivered" else "bounced" if status == "bounced" \
                     else "deferred"  # failed: deferred to the end
-                out[r] = (status, DeliveryResult(kind, code, reply, host, datetime.fromisoformat(at) if at else None))
+                out[r] = (status, DeliveryResult(kind, code, reply, host, datetime.fromisoformat(at) if at else None,
+                                                 **path_fields(path)))
         return out
 
     async def record(self, rows: list[Row]) -> None:
@@ -119,7 +136,7 @@ class Ledger:
         try:
             while self._queued:
                 batch = self._queued[:]
-                rows = [[e, r, s, o.smtp_code, o.smtp_reply, o.mx_host, o.at.isoformat() if o.at else None]
+                rows = [[e, r, s, o.smtp_code, o.smtp_reply, o.mx_host, o.at.isoformat() if o.at else None, path_of(o)]
                         for rows, _ in batch for e, r, s, o in rows]
                 data = b"".join(map(ledger_format.encode, rows))
                 try:

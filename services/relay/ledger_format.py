@@ -1,7 +1,8 @@
 """The delivery ledger's line format: what survives a torn write.
 
 Current lines: ``<crc32, 8 hex> <JSON list>`` — ``[email_id, recipient, status, code, reply,
-host, time]``, the checksum taken over the JSON text. A line whose checksum does not match
+host, time, path]``, the checksum taken over the JSON text; ``path`` (``{"source_ip": …,
+"tls": {…}}`` or null) is absent from lines written before it. A line whose checksum does not match
 (torn by a kill or a full disk mid-write, or a page of zeros after a power loss) is skipped:
 its outcome was never acknowledged, so its request was never committed and comes again.
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import zlib
 
-Fields = list  # [email_id, recipient, status, code, reply, host, time]
+Fields = list  # [email_id, recipient, status, code, reply, host, time, path]
 
 
 def encode(row: Fields) -> bytes:
@@ -34,7 +35,7 @@ def parse(line: str) -> Fields | None:
     if line.startswith("["):  # the JSON lines written before checksums
         return _json_row(line)
     parts = line.split(" ")
-    return [*parts, None, None, None, None] if len(parts) == 3 else None
+    return [*parts, None, None, None, None, None] if len(parts) == 3 else None
 
 
 def _json_row(text: str) -> Fields | None:
@@ -42,4 +43,6 @@ def _json_row(text: str) -> Fields | None:
         row = json.loads(text)
     except ValueError:
         return None
-    return row if isinstance(row, list) and len(row) == 7 else None
+    if not isinstance(row, list) or len(row) not in (7, 8):
+        return None
+    return row if len(row) == 8 else [*row, None]

@@ -45,7 +45,8 @@ def outcome_rows(records: list[Record]) -> list[Row]:
             continue
         kind: ResultStatus = "deferred" if e.type == "failed" else e.type  # how the ledger keeps a failure
         rows.append((e.email_id, e.recipient, e.type,
-                     DeliveryResult(kind, e.smtp_code, e.smtp_reply, getattr(e, "mx_host", None), e.time)))
+                     DeliveryResult(kind, e.smtp_code, e.smtp_reply, getattr(e, "mx_host", None), e.time,
+                                    source_ip=getattr(e, "source_ip", None), tls=getattr(e, "tls", None))))
     return rows
 
 

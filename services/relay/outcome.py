@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from services.relay.senders.smtp_client import SmtpError
+from shared.events import TlsUsed
 
 ResultStatus = Literal["delivered", "deferred", "bounced"]
 
@@ -20,6 +21,8 @@ class DeliveryResult:
     at: datetime | None = None  # when the outcome became final; its event's time
     retry_after: float | None = None  # seconds the server asked us to wait (a 4xx reply that says so)
     connect_error: bool = False  # no session: could not connect, or the server refused it before MAIL
+    source_ip: str | None = None  # the local address the session left from (IP pools)
+    tls: TlsUsed | None = None  # the session's TLS; None: plaintext (or no session)
 
 
 # "try again in 5 minutes", "retry after 300 seconds", "please retry in 2h": the forms MTAs use

@@ -1,5 +1,5 @@
 """The delivery ledger across a restart: a final outcome comes back whole (status, SMTP
-code and reply, host, time) so the relay can emit the same event again; lines of the first
+code and reply, host, time, source address and TLS) so the relay can emit the same event again; lines of the first
 format still read; a line torn by a kill mid-write is skipped, and so is a line whose
 checksum does not match; a write that fails (full disk) is kept and retried, never lost
 and never reported done before it is on disk."""
@@ -17,7 +17,8 @@ from shared import failpoints, metrics
 
 async def test_outcomes_survive_a_restart_whole(tmp_path):
     at = ev.utcnow()
-    ok = DeliveryResult("delivered", 250, "2.0.0 OK\nqueued", "mx1", at)
+    ok = DeliveryResult("delivered", 250, "2.0.0 OK\nqueued", "mx1", at, source_ip="127.0.0.2",
+                        tls=ev.TlsUsed(version="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384", verified="mta-sts"))
     bounced = DeliveryResult("bounced", 550, "5.1.1 no such user", "mx1", at)
     ledger = Ledger(tmp_path)
     await ledger.record([("e1", "a@example.com", "delivered", ok), ("e1", "b@example.com", "bounced", bounced),

@@ -78,7 +78,7 @@ async def test_a_new_owner_emits_finished_outcomes_again_instead_of_sending(tmp_
         for e in ids:
             req = request(e, ["a@x.test", "b@x.test", "c@x.test", "d@x.test"])
             assert set(await ledger.done(e, req.recipients)) == {"a@x.test", "b@x.test", "c@x.test"}
-            again = {x.id: x for x in await already_final(SimpleNamespace(ledger=ledger), req)}
+            again = {x.id: x for x in await already_final(SimpleNamespace(ledger=ledger, settings=Settings()), req)}
             before = {x.id: x for x in events[e] if x.type != "deferred"}
             assert set(again) == set(before)
             for i, x in before.items():  # the same event: same id, time, type and SMTP reply
