@@ -35,7 +35,8 @@ from shared import failpoints, providers, retry_schedule
 from shared.log.port import EventLog
 from shared.retry_schedule import RetryPlan
 from shared.settings import Settings
-from shared.verp import return_path, unsubscribe_address
+from shared import verp
+from shared.verp import unsubscribe_address
 
 log = logging.getLogger(__name__)
 
@@ -150,37 +151,54 @@ def unsubscribe_mailto(ctx: RelayContext, req: ev.SendRequested, domain: ev.Doma
                                f"bounces.{domain.domain}")
 
 
-def verp_for(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpt: str) -> str:
-    """The per-recipient return path: bounces map back to (message, recipient)."""
-    index = ev.recipient_index(req, rcpt)
+def verp_for(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpt: str | None) -> str:
+    """The return path: bounces map back to (message, recipient); ``rcpt`` None for a
+    transaction carrying several recipients (a message-wide token, shared/verp.py)."""
+    index = verp.ALL if rcpt is None else ev.recipient_index(req, rcpt)
     bounce_domain = f"bounces.{domain.domain}" if domain else ctx.settings.hostname
-    return return_path(ctx.settings.master_key, req.email_id, index, bounce_domain)
+    return verp.return_path(ctx.settings.master_key, req.email_id, index, bounce_domain)
+
+
+def transactions(rcpts: list[str], raw: bytes | dict[str, bytes]) -> list[list[str]]:
+    """Recipients per SMTP transaction: one transaction per destination domain, as an MTA
+    does (one copy of the message crosses the wire per receiving server, not per recipient);
+    one per recipient when the message is tracked (each recipient has its own copy)."""
+    if isinstance(raw, dict) or len(rcpts) == 1:
+        return [[r] for r in rcpts]
+    by_domain: dict[str, list[str]] = {}
+    for r in rcpts:
+        by_domain.setdefault(domain_of(r).lower(), []).append(r)
+    return list(by_domain.values())
 
 
 async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpts: list[str],
                   raw: bytes | dict[str, bytes]) -> dict[str, DeliveryResult]:
-    """One SMTP transaction per recipient (VERP), all at once; outcomes per recipient.
+    """Every transaction of ``transactions`` at once; outcomes per recipient (a server
+    answers each RCPT on its own, so one recipient's refusal is its own outcome).
 
     A final outcome is written to the ledger right after the server's reply, before the
     transaction counts as finished, so the only moment a crash can cause a resend is the
     reply itself in flight (no sender can close that window). No transaction starts while
     the ledger cannot be written (services/relay/ledger.py): mail it could not record."""
-    async def one(rcpt: str) -> tuple[str, DeliveryResult]:
+    async def one(group: list[str]) -> dict[str, DeliveryResult]:
         await ctx.ledger.until_writable()
         async with ctx.in_flight.transaction():
             start = time.perf_counter()
-            data = raw[rcpt] if isinstance(raw, dict) else raw  # a tracked message has one copy per recipient
-            res = (await ctx.sender.send(verp_for(ctx, req, domain, rcpt), [rcpt], data)).get(rcpt)
-            res = res or DeliveryResult("deferred", None, "no reply for recipient")
-            if res.status in ev.FINAL_TYPES:
-                res = dataclasses.replace(res, at=ev.utcnow())
-                await ctx.ledger.record([(req.email_id, rcpt, res.status, res)])
+            data = raw[group[0]] if isinstance(raw, dict) else raw  # a tracked message has one copy per recipient
+            mail_from = verp_for(ctx, req, domain, group[0] if len(group) == 1 else None)
+            replies = await ctx.sender.send(mail_from, group, data)
+            results = {r: replies.get(r) or DeliveryResult("deferred", None, "no reply for recipient") for r in group}
+            now = ev.utcnow()
+            final = {r: dataclasses.replace(res, at=now) for r, res in results.items() if res.status in ev.FINAL_TYPES}
+            if final:
+                await ctx.ledger.record([(req.email_id, r, res.status, res) for r, res in final.items()])
             metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
-        return rcpt, res
+        return {**results, **final}
 
-    if len(rcpts) == 1:  # the common case: no task per recipient
-        return dict([await one(rcpts[0])])
-    return dict(await asyncio.gather(*(one(r) for r in rcpts)))
+    groups = transactions(rcpts, raw)
+    if len(groups) == 1:  # the common case: no task per transaction
+        return await one(groups[0])
+    return {r: res for part in await asyncio.gather(*(one(g) for g in groups)) for r, res in part.items()}
 
 
 def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_at: datetime | None,

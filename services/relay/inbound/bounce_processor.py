@@ -1,6 +1,8 @@
 """The inbound bounce processor: a report mailed to the bounce domain → events and suppressions.
 
-Each recipient is a VERP address (a signed token) naming (message, recipient). The report
+Each recipient is a VERP address (a signed token) naming (message, recipient), or the whole
+message when one transaction carried several recipients (the report's recipient fields then
+say which: ``reported_recipients``). The report
 is parsed and emits ``bounced`` / ``complained``, adding the recipient to the service's
 suppression list for hard bounces, complaints, and the third soft bounce within 7 days.
 Mail to ``unsubscribe+<token>@`` (the List-Unsubscribe ``mailto:``) is an unsubscribe,
@@ -18,7 +20,16 @@ from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared.runtime import Runtime
 from shared.store import queries
-from shared.verp import parse_token, token_of, unsubscribe_token_of
+from shared.verp import ALL, parse_token, token_of, unsubscribe_token_of
+
+
+def reported_recipients(msg: dict, report: Report) -> list[str]:
+    """The message's recipients a report names, for a message-wide return path (one
+    transaction carried several recipients): the DSN's Final-/Original-Recipient fields, or
+    an ARF report's Original-Rcpt-To. A report naming none of them names nobody (kept)."""
+    ours = {r.lower(): r for r in ev.recipients_in_order(msg)}
+    named = [r.recipient for r in report.recipients] + [report.original_recipient]
+    return list(dict.fromkeys(ours[n.lower()] for n in named if n and n.lower() in ours))
 
 
 class NotKnownYet(Exception):
@@ -57,14 +68,18 @@ class BounceProcessor:
                 raise ValueError(f"not a bounce or unsubscribe address: {address}")
             email_id, index = parsed
             msg = await self.message(email_id)
-            rcpt = ev.recipient_at(msg, index)
-            if rcpt is not None and unsubscribing:  # whatever the mail says: RFC 2369 mailto: unsubscribe
-                emitted += await self.unsubscribe(msg, rcpt)
+            if index is ALL:
+                rcpts = reported_recipients(msg, report)
+            else:
+                rcpts = [r] if (r := ev.recipient_at(msg, index)) is not None else []
+            if unsubscribing and index is not ALL and rcpts:  # whatever the mail says: RFC 2369 mailto: unsubscribe
+                emitted += await self.unsubscribe(msg, rcpts[0])
                 continue
-            if rcpt is None or report.kind == "unknown":
+            if not rcpts or report.kind == "unknown":
                 self.keep(raw, address)
                 continue
-            emitted += await self.apply(msg, rcpt, report)
+            for rcpt in rcpts:
+                emitted += await self.apply(msg, rcpt, report)
         return emitted
 
     async def apply(self, msg: dict, rcpt: str, report: Report) -> list[ev.Event]:

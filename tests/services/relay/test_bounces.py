@@ -147,3 +147,21 @@ def test_parser_fuzz_never_crashes_or_hangs(data):
     assert report.kind in ("bounce", "complaint", "unknown")
     for r in report.recipients:
         assert r.bounce_type in (None, "hard", "soft")
+
+
+def test_one_transaction_for_recipients_at_one_domain_and_the_dsn_names_who_bounced(world):
+    """Two recipients at one domain travel in one SMTP transaction (one copy over the wire)
+    with a message-wide return path; a DSN to it bounces only the recipient it names in
+    Final-Recipient, and the other stays delivered."""
+    ann, bob = "multi-ann@example.org", "multi-bob@example.org"
+    email_id = world["api"].send(world["key"], {"from": "hello@acme.test", "to": [ann, bob], "subject": "Both",
+                                                "text": "hi"}).json()["id"]
+    got = world["sink"].wait_for(lambda m: email_id.encode() in m.data)
+    assert len(got) == 1 and sorted(got[0].rcpt_tos) == [ann, bob]
+    verp = got[0].mail_from
+    assert verp.startswith("bounces+") and verp.split("@")[0].split("-")[1] == "a"  # message-wide token
+    world["api"].wait_status(world["key"], email_id, bob, "delivered")
+    feed(world, "postfix_hard.eml", verp, bob, email_id)
+    rec = world["api"].wait_status(world["key"], email_id, bob, "bounced")
+    assert rec["recipients"][ann]["status"] == "delivered"
+    assert suppression(world, bob).status_code == 200 and suppression(world, ann).status_code == 404
