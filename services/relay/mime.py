@@ -106,8 +106,17 @@ def _qp(text: str) -> bytes:
 
 
 def _b64(data: bytes) -> bytes:
-    enc = base64.b64encode(data)
-    return CRLF.join(enc[i:i + 76] for i in range(0, len(enc), 76))
+    return _lines_of_76(base64.b64encode(data))
+
+
+def _lines_of_76(enc: bytes) -> bytes:
+    return CRLF.join([enc[i:i + 76] for i in range(0, len(enc), 76)])
+
+
+def _unwrapped_b64(text: str) -> bool:
+    """Base64 as the API validated it (``validate=True``: alphabet and padding only, no line
+    breaks), which can go into the part as it is. Two fast scans, no decoding."""
+    return len(text) % 4 == 0 and "\n" not in text and " " not in text and text.isascii()
 
 
 def qp_part(subtype: str, encoded: bytes) -> bytes:
@@ -144,11 +153,14 @@ def _param(name: str, value: str) -> str:
 def attachment_part(filename: str, content_type: str, content_b64: str, content_id: str | None = None) -> bytes:
     """An attachment; with ``content_id`` an inline part (``Content-ID: <id>``, disposition
     ``inline``) that the HTML shows through ``cid:id``."""
-    data = base64.b64decode(content_b64)
+    # The API validated the base64 (services/api/schemas.py): wrap it as it is instead of decoding
+    # and encoding a megabyte again (~5 ms of a 1 MB attachment's relay CPU). Anything else is
+    # decoded and encoded afresh.
+    body = _lines_of_76(content_b64.encode()) if _unwrapped_b64(content_b64) else _b64(base64.b64decode(content_b64))
     disposition, cid = ("inline", f"Content-ID: <{content_id}>\r\n") if content_id else ("attachment", "")
     return (f"Content-Type: {content_type}; {_param('name', filename)}\r\n"
             f"Content-Disposition: {disposition}; {_param('filename', filename)}\r\n{cid}"
-            "Content-Transfer-Encoding: base64\r\n\r\n").encode() + _b64(data)
+            "Content-Transfer-Encoding: base64\r\n\r\n").encode() + body
 
 
 def with_attachments(body: bytes, req: SendRequested) -> bytes:

@@ -106,7 +106,8 @@ class _ReplyReader(asyncio.Protocol):
 def dot_stuffed(raw: bytes) -> bytes:
     """The DATA payload: CRLF line endings, leading dots doubled, ending ``CRLF.CRLF``.
     (Our MIME builder emits CRLF only; other input is normalised here, the rare slow path.)"""
-    if raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
+    crlf = raw.count(b"\r\n")  # counted once: on a 1 MB attachment each pass costs ~1.5 ms
+    if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if not raw.endswith(b"\r\n"):
         raw += b"\r\n"
