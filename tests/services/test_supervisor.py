@@ -2,6 +2,7 @@
 SMTP sink, fresh connections so requests spread over the API workers (SO_REUSEPORT)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -19,21 +20,21 @@ from tests.support.smtp_sink import SmtpSink
 BODY = {"from": "Acme <hello@acme.test>", "to": ["ann@example.com"], "subject": "Hi", "message": "<p>hello</p>"}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sink():
     s = SmtpSink().start()
     yield s
     s.stop()
 
 
-@pytest.fixture
-def cluster(tmp_path, sink):
+@contextlib.contextmanager
+def running_cluster(data_dir: Path, sink: SmtpSink):
     """`postline all` with two API workers and two relay processes delivering to ``sink``; yields (process, api, key)
     of a sandbox service whose recipient ann@example.com is verified."""
     # the tests here present retired tokens and keys on purpose, dozens of times: not a brute force to throttle
-    proc = PostlineProcess(tmp_path / "data", env={"POSTLINE_WORKERS": "2", "POSTLINE_RELAY_PROCESSES": "2", "POSTLINE_DELIVERY": "smarthost",
-                                                   "POSTLINE_SMARTHOST": sink.address,
-                                                   "POSTLINE_AUTH_FREE_FAILURES": "1000"}).start()
+    proc = PostlineProcess(data_dir, env={"POSTLINE_WORKERS": "2", "POSTLINE_RELAY_PROCESSES": "2", "POSTLINE_DELIVERY": "smarthost",
+                                          "POSTLINE_SMARTHOST": sink.address,
+                                          "POSTLINE_AUTH_FREE_FAILURES": "1000"}).start()
     try:
         wait_until(lambda: "Postline API on" in proc.output(), what="the banner")
         api = Api(proc.url)
@@ -41,6 +42,21 @@ def cluster(tmp_path, sink):
         yield proc, api, key
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, sink):
+    """One cluster for the tests below that keep it running (in file order: the sandbox
+    service's 50 sends a day are shared, and the token rotation comes last)."""
+    with running_cluster(tmp_path_factory.mktemp("cluster") / "data", sink) as running:
+        yield running
+
+
+@pytest.fixture
+def own_cluster(tmp_path, sink):
+    """A cluster the test may stop."""
+    with running_cluster(tmp_path / "data", sink) as running:
+        yield running
 
 
 def children_of(pid: int) -> dict[int, str]:
@@ -93,8 +109,8 @@ def wait_until(check, timeout: float = 30, what: str = "condition"):
     raise AssertionError(f"{what} never happened")
 
 
-def test_starts_one_process_per_role_and_sigterm_stops_them_all(cluster):
-    proc, api, key = cluster
+def test_starts_one_process_per_role_and_sigterm_stops_them_all(own_cluster):
+    proc, api, key = own_cluster
     by_role = roles(proc.proc.pid)
     assert sorted(by_role) == ["analytics+webhooks+housekeeping", "api", "relay"]
     assert len(by_role["api"]) == 2 and len(by_role["relay"]) == 2
@@ -164,30 +180,14 @@ def test_control_changes_and_sends_are_seen_by_every_worker(cluster):
         assert r.json()["id"] == email_id
 
 
-def test_rotate_token_while_running_gives_a_token_every_worker_accepts(cluster):
-    proc, api, key = cluster
-    out = subprocess.run([sys.executable, "-m", "services.cli", "workspace", "rotate-token", "default"], cwd=ROOT,
-                         env=proc.env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    token = out.stdout.split("admin token (shown once): ")[1].split()[0]
-
-    def status(tok):
-        return fresh(proc.url).get("/api/email/services", headers={"Authorization": f"Bearer {tok}"}).status_code
-
-    wait_until(lambda: status(token) == 200, timeout=5, what="the rotated token accepted")
-    assert {status(token) for _ in range(20)} == {200}
-    wait_until(lambda: status(api.token) == 401, timeout=5, what="the old token refused")
-    assert {status(api.token) for _ in range(20)} == {401}
-
-
 def test_the_sandbox_cap_holds_across_workers(cluster):
     proc, api, key = cluster
     codes = []
     for _ in range(60):
         with fresh(proc.url) as http:
             codes.append(http.post("/emails", json=BODY, headers={"Api-Key": key}).status_code)
-    # 50 a day per service: each of the two workers enforces its half
-    assert codes.count(200) <= 50 and codes.count(429) >= 10
+    # 50 a day per service, the earlier tests' 25 sends included: the workers share one count
+    assert codes.count(200) <= 25 and codes.count(429) >= 35
 
 
 def test_workers_1_keeps_every_role_in_one_process(tmp_path):
@@ -219,6 +219,22 @@ def test_a_second_postline_all_over_the_same_data_dir_or_port_refuses_to_start(c
         assert second.proc.wait(60) != 0
         assert says in second.output()
     assert api.admin("GET", "/api/email/services").status_code == 200  # the first one carries on
+
+
+def test_rotate_token_while_running_gives_a_token_every_worker_accepts(cluster):
+    proc, api, key = cluster
+    out = subprocess.run([sys.executable, "-m", "services.cli", "workspace", "rotate-token", "default"], cwd=ROOT,
+                         env=proc.env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.split("admin token (shown once): ")[1].split()[0]
+
+    def status(tok):
+        return fresh(proc.url).get("/api/email/services", headers={"Authorization": f"Bearer {tok}"}).status_code
+
+    wait_until(lambda: status(token) == 200, timeout=5, what="the rotated token accepted")
+    assert {status(token) for _ in range(20)} == {200}
+    wait_until(lambda: status(api.token) == 401, timeout=5, what="the old token refused")
+    assert {status(api.token) for _ in range(20)} == {401}
 
 
 def test_after_kill_9_a_new_postline_all_waits_for_the_draining_children_then_starts(tmp_path):

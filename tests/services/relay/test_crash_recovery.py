@@ -1,4 +1,4 @@
-"""Crash the relay at random points across 500 messages: every message reaches the sink at
+"""Crash the relay at random points across 300 messages: every message reaches the sink at
 least once, no (message, recipient) is delivered twice, and every message's `delivered`
 event is on the log (a crash after the ledger write and before the events append must not
 lose it).
@@ -25,7 +25,7 @@ from tests.support.postline import Api, PostlineProcess, post_batches, productio
 from tests.support.smtp_sink import SmtpSink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-MESSAGES = 500
+MESSAGES = 300
 
 
 async def delivered_events(bootstrap: str) -> set[str]:
@@ -50,8 +50,8 @@ def test_relay_killed_at_random_points_loses_and_doubles_nothing(tmp_path, tansu
            "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "1500", "POSTLINE_DELIVERY": "smarthost",
            "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address}
     api_proc = PostlineProcess(tmp_path / "api", role="api", env=env).start()
-    crashy = {**env, "POSTLINE_FAILPOINTS": "relay.before_deliver=0.008,relay.after_ledger=0.008,"
-                                            "relay.after_events=0.008,consumer.before_commit=0.02"}
+    crashy = {**env, "POSTLINE_FAILPOINTS": "relay.before_deliver=0.012,relay.after_ledger=0.012,"
+                                            "relay.after_events=0.012,consumer.before_commit=0.02"}
     relay = PostlineProcess(tmp_path / "relay", role="relay", env=crashy).start()
     restarts = 0
     try:
