@@ -255,8 +255,8 @@ def test_edit_preview_publish_and_send_a_template(browser, postline):
     api = Api(postline.url)
     sid = api.create_service("templated")
     key = api.create_key(sid)
-    api.admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "ann@example.com"})
-    link = _inbox_mail(api, to="ann@example.com")["links"][0]
+    api.admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "tess@example.com"})
+    link = _inbox_mail(api, to="tess@example.com")["links"][0]
     assert api.http.get(link.split(postline.url, 1)[1]).status_code == 200  # the verification link
 
     page = browser.new_context(viewport={"width": 1280, "height": 1000}, base_url=postline.url).new_page()
@@ -287,7 +287,7 @@ def test_edit_preview_publish_and_send_a_template(browser, postline):
     assert page.locator("iframe.mail-html").get_attribute("sandbox") == ""
 
     page.get_by_role("button", name="Send test").click()
-    notice = page.get_by_text("Test sent to ann@example.com").inner_text()
+    notice = page.get_by_text("Test sent to tess@example.com").inner_text()
     test_mail = _inbox_mail(api, email_id=re.search(r"email ([0-9a-f-]{36})", notice).group(1))
     assert test_mail["subject"] == "[Test] Welcome, <b>Ann</b>"
     assert "Hello &lt;b&gt;Ann&lt;/b&gt;" in test_mail["html"]
@@ -300,7 +300,7 @@ def test_edit_preview_publish_and_send_a_template(browser, postline):
     page.get_by_role("heading", name="Preview").scroll_into_view_if_needed()
     shot(page, "template", full_page=False)  # a frame below the fold is not painted in a full-page shot
 
-    sent = api.send(key, {"from": "a@acme.test", "to": "ann@example.com",
+    sent = api.send(key, {"from": "a@acme.test", "to": "tess@example.com",
                           "template": {"id": "welcome", "variables": {"NAME": "Bob", "PLAN": "pro"}}})
     assert sent.status_code == 200, sent.text
     mail = _inbox_mail(api, email_id=sent.json()["id"])
