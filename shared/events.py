@@ -329,9 +329,25 @@ class TemplateVersionSaved(ControlRecord):
     deleted: bool = False
 
 
+class ProviderLimits(BaseModel):
+    """One mailbox provider's limits, for the whole installation (services/relay/shaping/)."""
+    max_connections: int = Field(ge=1, le=1000)  # SMTP sessions open at once
+    rate: float = Field(gt=0, le=10000)  # messages per second
+    per_connection: int = Field(ge=1, le=10000)  # messages over one session before it is closed
+
+
+class ShapingSaved(ControlRecord):
+    """The operator's provider limits (``PUT /api/email/shaping``): one record for the
+    installation, keyed ``shaping:installation``; ``workspace_id`` names who saved it."""
+    type: Literal["shaping.saved"] = "shaping.saved"
+    providers: dict[str, ProviderLimits] = {}  # provider name (or "other") → limits; absent: built-in
+    deleted: bool = False
+
+
 ControlEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
-          WebhookSaved, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved, TemplateSaved, TemplateVersionSaved],
+          WebhookSaved, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved, TemplateSaved, TemplateVersionSaved,
+          ShapingSaved],
     Field(discriminator="type"),
 ]
 
@@ -731,7 +747,7 @@ class WebhookReplay(Event):
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
           WebhookSaved, AuditEntry, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved, TemplateSaved,
-          TemplateVersionSaved, WebhookAttempted, WebhookReplay,
+          TemplateVersionSaved, ShapingSaved, WebhookAttempted, WebhookReplay,
           SendRequested, SendCanceled, SendRescheduled,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled,
           EmailReceived, Alert],

@@ -27,3 +27,13 @@ DEPENDENCY_ERRORS = Counter("postline_dependency_errors_total",
                             ["dependency"])
 DEPENDENCY_UP = Gauge("postline_dependency_up", "1 when the last call to the dependency succeeded, else 0",
                       ["dependency"])
+
+# Shaping per mailbox provider (services/relay/shaping/); names fixed by the Grafana dashboard
+SHAPING_RATE = Gauge("postline_shaping_rate", "Current messages/s allowed to the provider (after back-off)",
+                     ["provider"], multiprocess_mode="max")
+SHAPING_STATE = Gauge("postline_shaping_state", "1 for the provider's current state (normal, backing_off, paused)",
+                      ["provider", "state"], multiprocess_mode="max")
+SHAPING_QUEUE_DEPTH = Gauge("postline_shaping_queue_depth", "Recipients waiting for the provider's rate or pause",
+                            ["provider"], multiprocess_mode="livesum")
+SHAPING_CONNECTIONS = Gauge("postline_shaping_connections", "SMTP sessions open to the provider",
+                            ["provider"], multiprocess_mode="livesum")

@@ -45,6 +45,8 @@ def entity_key(event: ev.Event) -> str:
             return f"template:{event.template_id}"
         case ev.TemplateVersionSaved():
             return f"template_version:{event.version_id}"
+        case ev.ShapingSaved():
+            return "shaping:installation"
     raise TypeError(f"not a control event: {type(event).__name__}")
 
 
@@ -66,6 +68,7 @@ class ControlState:
     receiving_rules: dict[str, ev.ReceivingRuleSaved] = field(default_factory=dict)
     templates: dict[str, ev.TemplateSaved] = field(default_factory=dict)
     template_versions: dict[str, ev.TemplateVersionSaved] = field(default_factory=dict)
+    shaping: ev.ShapingSaved | None = None  # the operator's provider limits (services/relay/shaping/)
     audit: AuditIndex = field(default_factory=AuditIndex)  # the newest entries per workspace (shared/audit.py)
     _positions: dict[str, int] = field(default_factory=dict)
     _recent: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # key → recent (event id, offset)
@@ -158,6 +161,8 @@ class ControlState:
                 self._put(self.templates, new.template_id, new)
             case ev.TemplateVersionSaved():
                 self._put(self.template_versions, new.version_id, new)
+            case ev.ShapingSaved():
+                self.shaping = None if new.deleted else new
 
     @staticmethod
     def _index(index: dict[str, str], old_hash: str | None, new_hash: str, ident: str, event: ev.ControlRecord) -> None:

@@ -1,6 +1,7 @@
 """MX delivery: look up the recipient domain's MX hosts (A/AAAA fallback, RFC 5321 §5.1),
-try them in preference order, reuse connections per host, opportunistic STARTTLS, and cap
-concurrency and message rate per destination host."""
+try them in preference order, reuse connections per host, opportunistic STARTTLS; connections,
+rate and messages per connection shaped per mailbox provider for the whole installation
+(services/relay/shaping/)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,34 +12,24 @@ from services.relay.outcome import DeliveryResult
 from services.relay.senders.base import Sender
 from services.relay.senders.smtp_pool import SmtpPool
 from shared import dns_lookup
+from services.relay.shaping.shaper import Shaper
+from services.relay.shaping.store import ShapingStore
 from shared.addresses import domain_of
+from shared.control.state import ControlState
+from shared.providers import provider_of
 from shared.settings import Settings
 
 MX_CACHE_SECONDS = 300
 
 
-class RateGate:
-    """At most ``rate`` starts per second (evenly spaced)."""
-
-    def __init__(self, rate: float):
-        self.interval, self.next_at = 1.0 / rate, 0.0
-        self._lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            if self.next_at > now:
-                await asyncio.sleep(self.next_at - now)
-            self.next_at = max(now, self.next_at) + self.interval
-
-
 class MxSender(Sender):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, control: ControlState | None = None) -> None:
         self.settings = settings
+        self.providers = settings.provider_table
+        self.shaper = Shaper(settings, control, ShapingStore(settings.data_dir / "shaping.sqlite3"))
         self.resolver = dns_lookup.resolver(settings.dns_server)
         self._mx_cache: dict[str, tuple[float, list[str] | None]] = {}
         self._pools: dict[str, SmtpPool] = {}
-        self._gates: dict[str, RateGate] = {}
 
     async def mx_hosts(self, domain: str) -> list[str] | None:
         """Hosts in preference order; [] for a null MX; None when DNS failed (try later)."""
@@ -55,13 +46,12 @@ class MxSender(Sender):
         self._mx_cache[domain] = (time.monotonic() + MX_CACHE_SECONDS, hosts)
         return hosts
 
-    def _pool(self, host: str, ip: str) -> SmtpPool:
-        key = f"{host}|{ip}"
+    def _pool(self, host: str, ip: str, provider: str) -> SmtpPool:
+        key = f"{provider}|{host}|{ip}"
         if key not in self._pools:
-            self._pools[key] = SmtpPool(ip, self.settings.mx_port, size=self.settings.mx_concurrency,
+            self._pools[key] = SmtpPool(ip, self.settings.mx_port, size=self.shaper.limits(provider).max_connections,
                                         tls="opportunistic", local_hostname=self.settings.hostname,
-                                        server_hostname=host)
-            self._gates[key] = RateGate(self.settings.mx_rate)
+                                        server_hostname=host, slots=self.shaper.slots(provider))
         return self._pools[key]
 
     async def _send_domain(self, domain: str, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
@@ -74,10 +64,8 @@ class MxSender(Sender):
         for host in hosts:
             ips = await dns_lookup.addresses(self.resolver, host)
             for ip in ips or []:
-                key = f"{host}|{ip}"
-                pool = self._pool(host, ip)
-                await self._gates[key].wait()
-                results = await pool.send(mail_from, rcpts, raw)
+                pool = self._pool(host, ip, provider := provider_of(host, domain, self.providers))
+                results = await self.shaper.deliver(provider, rcpts, lambda some: pool.send(mail_from, some, raw))
                 if not all(r.connect_error for r in results.values()):
                     return results  # a session took place (a reply, or a drop mid-transaction): that is the outcome
                 last = results      # could not connect: next address, then next MX

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 
 from services.relay.outcome import DeliveryResult, from_exception, from_reply
 from services.relay.senders.smtp_client import SmtpConnection, connect, dot_stuffed
+from services.relay.shaping.shaper import Slots
 from shared.addresses import ascii_domain, needs_smtputf8
 
 
@@ -13,6 +15,10 @@ from shared.addresses import ascii_domain, needs_smtputf8
 # header) must not be sent to a server that does not offer it; it cannot be downgraded.
 NO_SMTPUTF8 = DeliveryResult("bounced", 553, "5.6.7 the message needs SMTPUTF8 (an address with a non-ASCII "
                                              "local part) and the receiving server does not offer it")
+
+
+IDLE_CLOSE = 2.0  # seconds a shaped session stays open idle (well under the lease's TTL)
+LEASE_RENEW = 20.0  # seconds between two renewals of a busy session's lease
 
 
 class SmtpPool:
@@ -23,7 +29,7 @@ class SmtpPool:
 
     def __init__(self, host: str, port: int, size: int = 8, tls: str = "none",
                  user: str | None = None, password: str | None = None, timeout: float = 30.0,
-                 local_hostname: str | None = None, server_hostname: str | None = None):
+                 local_hostname: str | None = None, server_hostname: str | None = None, slots: Slots | None = None):
         self.host, self.port, self.tls = host, port, tls
         self.user, self.password, self.timeout = user, password, timeout
         self.local_hostname = local_hostname or "localhost"
@@ -31,6 +37,11 @@ class SmtpPool:
         self._ctx: ssl.SSLContext | None = None
         self._idle: list[SmtpConnection] = []
         self._slots = asyncio.Semaphore(size)
+        # shaping (services/relay/shaping/): a provider-wide lease per open session, held while
+        # it is idle too (the receiver counts open sessions); sessions idle IDLE_CLOSE seconds close
+        self.shared_slots = slots
+        self._idle_since: dict[SmtpConnection, float] = {}
+        self._leases: dict[SmtpConnection, tuple[str, int, float]] = {}  # session → (lease, messages, renewed)
 
     def _tls_context(self) -> ssl.SSLContext:
         # built once per pool: loading the CA store costs ~40 ms
@@ -42,6 +53,56 @@ class SmtpPool:
         return self._ctx
 
     async def _connect(self) -> SmtpConnection:
+        if self.shared_slots is None:
+            return await self._open()
+        lease = await self.shared_slots.acquire()
+        try:
+            conn = await self._open()
+        except BaseException:
+            await self.shared_slots.release(lease)
+            raise
+        self._leases[conn] = (lease, 0, time.monotonic())
+        return conn
+
+    async def _drop(self, conn: SmtpConnection, polite: bool = False) -> None:
+        """Close a session and give its lease back."""
+        if polite:
+            await conn.quit()
+        else:
+            conn.close()
+        held = self._leases.pop(conn, None)
+        if held is not None and self.shared_slots is not None:
+            await self.shared_slots.release(held[0])
+
+    async def _used(self, conn: SmtpConnection) -> None:
+        """One more message over ``conn``: back to idle, or closed at the provider's
+        messages-per-connection limit; its lease renewed now and then."""
+        held = self._leases.get(conn)
+        if held is None or self.shared_slots is None:
+            self._idle.append(conn)
+            return
+        lease, count, renewed = held
+        if count + 1 >= self.shared_slots.per_connection:
+            await self._drop(conn, polite=True)
+            return
+        if time.monotonic() - renewed > LEASE_RENEW:
+            await self.shared_slots.renew(lease)
+            renewed = time.monotonic()
+        self._leases[conn] = (lease, count + 1, renewed)
+        self._idle.append(conn)
+        self._idle_since[conn] = time.monotonic()
+        asyncio.get_running_loop().call_later(IDLE_CLOSE, self._reap)
+
+    def _reap(self) -> None:
+        """Close sessions idle for IDLE_CLOSE seconds: their slots go back to every relay."""
+        now = time.monotonic()
+        old = [c for c in self._idle if now - self._idle_since.get(c, now) >= IDLE_CLOSE - 0.01]
+        for conn in old:
+            self._idle.remove(conn)
+            self._idle_since.pop(conn, None)
+            asyncio.get_running_loop().create_task(self._drop(conn, polite=True))
+
+    async def _open(self) -> SmtpConnection:
         return await connect(self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname,
                              tls=self.tls, context=self._tls_context() if self.tls != "none" else None,
                              server_hostname=self.server_hostname, user=self.user, password=self.password)
@@ -58,22 +119,25 @@ class SmtpPool:
             conn, connecting = None, True
             try:
                 while self._idle and not (conn := self._idle.pop()).usable:
+                    await self._drop(conn)
                     conn = None
+                if conn is not None:
+                    self._idle_since.pop(conn, None)
                 conn = conn or await self._connect()
                 connecting = False
                 if utf8 and "SMTPUTF8" not in conn.extensions:
-                    self._idle.append(conn)
+                    await self._used(conn)
                     return {r: NO_SMTPUTF8 for r in rcpts}
                 replies = await conn.transaction(envelope[0].encode(enc), [r.encode(enc) for r in envelope[1:]],
                                                  dot_stuffed(raw), b" SMTPUTF8" if utf8 else b"")
             except Exception as exc:  # connection dropped, timeout, refused greeting: same for all
                 if conn is not None:
-                    conn.close()
+                    await self._drop(conn)
                 result = from_exception(exc, self.host, connecting)
                 return {r: result for r in rcpts}
-            self._idle.append(conn)
+            await self._used(conn)
             return {r: from_reply(code, text, self.host) for r, (code, text) in zip(rcpts, replies)}
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(conn.quit() for conn in idle))
+        await asyncio.gather(*(self._drop(conn, polite=True) for conn in idle))

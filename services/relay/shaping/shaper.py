@@ -1,0 +1,118 @@
+"""The sender's gate per mailbox provider: connection leases for the SMTP pool, a start time
+per message from the provider's shared schedule, and the adaptive reaction to its replies.
+
+A throttled recipient waits inside the relay (the provider's pause, then its halved rate)
+and is tried again, up to POSTLINE_SHAPING_HOLD seconds; after that it is deferred with a
+``retry_after`` of the pause, so the retry schedule takes it soon. Nothing bounces for being
+throttled: only a 5xx reply bounces, as before."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+
+from services.relay.outcome import DeliveryResult
+from services.relay.shaping import limits as provider_limits
+from services.relay.shaping.replies import classify
+from services.relay.shaping.store import ShapingStore
+from shared import events as ev
+from shared import metrics
+from shared.control.state import ControlState
+from shared.settings import Settings
+
+SLOT_POLL = 0.05  # seconds between two tries for a connection slot when all are taken
+PUBLISH_INTERVAL = 1.0  # seconds between two refreshes of the gauges, besides state changes
+STATES = ("normal", "backing_off", "paused")
+
+
+class Slots:
+    """Connection slots of one provider, for ``SmtpPool``: a lease per open session."""
+
+    def __init__(self, shaper: Shaper, provider: str) -> None:
+        self.shaper, self.provider = shaper, provider
+
+    @property
+    def per_connection(self) -> int:
+        return self.shaper.limits(self.provider).per_connection
+
+    async def acquire(self) -> str:
+        while (lease := await self.shaper.store.lease(self.provider, self.shaper.limits(self.provider).max_connections)) is None:
+            await asyncio.sleep(SLOT_POLL)
+        metrics.SHAPING_CONNECTIONS.labels(self.provider).inc()
+        return lease
+
+    async def renew(self, lease: str) -> None:
+        await self.shaper.store.renew(lease)
+
+    async def release(self, lease: str) -> None:
+        metrics.SHAPING_CONNECTIONS.labels(self.provider).dec()
+        await self.shaper.store.release(lease)
+
+
+class Shaper:
+    def __init__(self, settings: Settings, control: ControlState | None, store: ShapingStore) -> None:
+        self.settings, self.control, self.store = settings, control, store
+        self._published = 0.0
+
+    def limits(self, provider: str) -> ev.ProviderLimits:
+        shaping = self.control.shaping if self.control is not None else None
+        return provider_limits.limits_for(provider, shaping.providers if shaping else {}, self.settings)
+
+    def slots(self, provider: str) -> Slots:
+        return Slots(self, provider)
+
+    async def _wait_turn(self, provider: str, n: int) -> None:
+        """Wait for the provider's next start time (its pause, then its rate)."""
+        start = await self.store.reserve(provider, self.limits(provider).rate)
+        if (delay := start - time.time()) > 0:
+            depth = metrics.SHAPING_QUEUE_DEPTH.labels(provider)
+            depth.inc(n)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                depth.dec(n)
+
+    async def deliver(self, provider: str, rcpts: list[str],
+                      send: Callable[[list[str]], Awaitable[dict[str, DeliveryResult]]]) -> dict[str, DeliveryResult]:
+        """``send(rcpts)`` when the provider allows it; throttled recipients again after the
+        pause, until the hold is over."""
+        out: dict[str, DeliveryResult] = {}
+        hold_until = time.monotonic() + self.settings.shaping_hold
+        pending = rcpts
+        while pending:
+            await self._wait_turn(provider, len(pending))
+            results = await send(pending)
+            throttled = [r for r, res in results.items() if classify(res.smtp_code, res.smtp_reply) == "throttle"]
+            await self._react(provider, results)
+            out.update(results)
+            if not throttled or time.monotonic() >= hold_until:
+                for r in throttled:  # deferred, soon: the provider's pause
+                    out[r] = dataclasses.replace(out[r], retry_after=max(out[r].retry_after or 0, self.settings.shaping_pause))
+                break
+            pending = throttled
+        return out
+
+    async def _react(self, provider: str, results: dict[str, DeliveryResult]) -> None:
+        configured = self.limits(provider).rate
+        kinds = {classify(res.smtp_code, res.smtp_reply): res for res in results.values()}
+        if (res := kinds.get("throttle")) is not None:
+            await self.store.throttled(provider, configured, f"{res.smtp_code} {res.smtp_reply}", self.settings.shaping_pause)
+        elif (res := kinds.get("block")) is not None:
+            await self.store.blocked(provider, f"{res.smtp_code} {res.smtp_reply}", self.settings.shaping_block_spike,
+                                     self.settings.shaping_block_pause)
+        elif any(res.status == "delivered" for res in results.values()):
+            await self.store.clean(provider, configured, self.settings.shaping_recovery)
+        if kinds.keys() & {"throttle", "block"} or time.monotonic() - self._published >= PUBLISH_INTERVAL:
+            await asyncio.to_thread(self.publish)
+
+    def publish(self) -> None:
+        """The gauges of every provider with state (rate, state)."""
+        self._published = time.monotonic()
+        now = time.time()
+        for view in self.store.views():
+            configured = self.limits(view.provider).rate
+            metrics.SHAPING_RATE.labels(view.provider).set(view.rate if view.rate is not None else configured)
+            state = "paused" if view.paused_until > now else "backing_off" if view.backing_off else "normal"
+            for s in STATES:
+                metrics.SHAPING_STATE.labels(view.provider, s).set(1 if s == state else 0)

@@ -1,0 +1,186 @@
+"""Installation-wide shaping state in one SQLite file of the data dir (``shaping.sqlite3``).
+
+Every relay process of an embedded installation opens the same file; each decision runs in
+one ``BEGIN IMMEDIATE`` transaction, so it is exact across processes without any process
+knowing how many others run:
+
+- connection slots are leases (a row per open SMTP session, with an expiry renewed at each
+  use; a crashed process's leases lapse after ``LEASE_TTL``);
+- the rate is one schedule per provider (``next_at``: the earliest start of the next
+  message, advanced by ``1/rate`` per message — a GCRA), so two processes interleave their
+  messages instead of each sending at the full rate;
+- the adaptive state (current rate, paused until, last reply, recent policy blocks) is a row
+  per provider that every process reads and changes.
+
+The file holds no durable data (a lost file resets rates to their configured values) and is
+written with ``synchronous=OFF``. On Kafka each replica has its own data dir: the file then
+holds the replica's own view (docs/delivery.md says what that means)."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+LEASE_TTL = 60.0  # seconds a connection lease lives without being renewed
+MIN_RATE_SHARE = 1 / 16  # back-off never goes below this share of the configured rate
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS leases(provider TEXT NOT NULL, lease TEXT PRIMARY KEY, expires REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS leases_provider ON leases(provider, expires)",
+    "CREATE TABLE IF NOT EXISTS providers(provider TEXT PRIMARY KEY, next_at REAL NOT NULL DEFAULT 0, "
+    "rate REAL, paused_until REAL NOT NULL DEFAULT 0, last_throttle REAL NOT NULL DEFAULT 0, "
+    "last_step REAL NOT NULL DEFAULT 0, last_reply TEXT, last_reply_at REAL, blocks INTEGER NOT NULL DEFAULT 0, "
+    "blocks_since REAL NOT NULL DEFAULT 0, paused_for_blocks INTEGER NOT NULL DEFAULT 0)",
+)
+
+
+@dataclass(frozen=True)
+class ProviderView:
+    """One provider's state as ``GET /api/email/shaping`` shows it."""
+    provider: str
+    rate: float | None  # current messages/s; None: never backed off (the configured rate)
+    paused_until: float  # epoch seconds; 0: not paused
+    backing_off: bool
+    last_reply: str | None
+    last_reply_at: float | None
+    connections: int
+    paused_for_blocks: bool
+
+
+class ShapingStore:
+    """The shared file; every method is a short transaction run off the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=OFF")
+            for statement in SCHEMA:
+                conn.execute(statement)
+            self._conn = conn
+        return self._conn
+
+    def _tx(self, job: Callable[[sqlite3.Connection, float], T]) -> T:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = job(conn, time.time())
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+    async def run(self, job: Callable[[sqlite3.Connection, float], T]) -> T:
+        return await asyncio.to_thread(self._tx, job)
+
+    # ---------------------------------------------------------------- connections
+    async def lease(self, provider: str, max_connections: int) -> str | None:
+        """A connection slot for ``provider`` (its lease id), or None when all are taken."""
+        def job(conn: sqlite3.Connection, now: float) -> str | None:
+            conn.execute("DELETE FROM leases WHERE provider=? AND expires<?", (provider, now))
+            (held,) = conn.execute("SELECT COUNT(*) FROM leases WHERE provider=?", (provider,)).fetchone()
+            if held >= max_connections:
+                return None
+            lease = uuid.uuid4().hex
+            conn.execute("INSERT INTO leases(provider, lease, expires) VALUES (?,?,?)", (provider, lease, now + LEASE_TTL))
+            return lease
+        return await self.run(job)
+
+    async def renew(self, lease: str) -> None:
+        await self.run(lambda conn, now: conn.execute("UPDATE leases SET expires=? WHERE lease=?", (now + LEASE_TTL, lease)))
+
+    async def release(self, lease: str) -> None:
+        await self.run(lambda conn, now: conn.execute("DELETE FROM leases WHERE lease=?", (lease,)))
+
+    # ---------------------------------------------------------------- rate
+    async def reserve(self, provider: str, configured: float) -> float:
+        """A start time for one message (epoch seconds; the caller waits until then): after
+        the provider's pause, and ``1/rate`` after the previous one reserved by any process."""
+        def job(conn: sqlite3.Connection, now: float) -> float:
+            row = conn.execute("SELECT next_at, rate, paused_until FROM providers WHERE provider=?", (provider,)).fetchone()
+            next_at, rate, paused_until = row if row else (0.0, None, 0.0)
+            rate = min(rate or configured, configured)
+            start = max(now, next_at, paused_until)
+            conn.execute("INSERT INTO providers(provider, next_at) VALUES (?,?) ON CONFLICT(provider) DO UPDATE "
+                         "SET next_at=excluded.next_at", (provider, start + 1.0 / rate))
+            return start
+        return await self.run(job)
+
+    # ---------------------------------------------------------------- adaptive
+    async def throttled(self, provider: str, configured: float, reply: str, pause: float) -> float:
+        """A throttling reply: halve the current rate (not below 1/16 of the configured one),
+        pause ``pause`` seconds. Returns the new rate."""
+        def job(conn: sqlite3.Connection, now: float) -> float:
+            row = conn.execute("SELECT rate, paused_until FROM providers WHERE provider=?", (provider,)).fetchone()
+            current, paused_until = row if row else (None, 0.0)
+            current = min(current or configured, configured)
+            # replies to messages sent before this pause began come back together: one halving per pause
+            rate = current if paused_until > now else max(current / 2, configured * MIN_RATE_SHARE)
+            conn.execute("INSERT INTO providers(provider, rate, paused_until, last_throttle, last_reply, last_reply_at, "
+                         "next_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(provider) DO UPDATE SET rate=excluded.rate, "
+                         "paused_until=MAX(paused_until, excluded.paused_until), last_throttle=excluded.last_throttle, "
+                         "last_reply=excluded.last_reply, last_reply_at=excluded.last_reply_at",
+                         (provider, rate, now + pause, now, reply[:300], now, 0.0))
+            return float(rate)
+        return await self.run(job)
+
+    async def blocked(self, provider: str, reply: str, spike: int, pause: float) -> bool:
+        """A 5.7.x policy block; True when it completes a spike (``spike`` within a minute)
+        and the provider was not paused for blocks yet: it is paused now (raise the alert)."""
+        def job(conn: sqlite3.Connection, now: float) -> bool:
+            conn.execute("INSERT INTO providers(provider) VALUES (?) ON CONFLICT(provider) DO NOTHING", (provider,))
+            blocks, since, already = conn.execute("SELECT blocks, blocks_since, paused_for_blocks FROM providers "
+                                                  "WHERE provider=?", (provider,)).fetchone()
+            blocks, since = (blocks + 1, since) if now - since < 60 else (1, now)
+            raise_it = blocks >= spike and not already
+            conn.execute("UPDATE providers SET blocks=?, blocks_since=?, last_reply=?, last_reply_at=?, "
+                         "paused_until=CASE WHEN ? THEN ? ELSE paused_until END, "
+                         "paused_for_blocks=CASE WHEN ? THEN 1 ELSE paused_for_blocks END WHERE provider=?",
+                         (blocks, since, reply[:300], now, raise_it, now + pause, raise_it, provider))
+            return raise_it
+        return await self.run(job)
+
+    async def clean(self, provider: str, configured: float, recovery: float) -> bool:
+        """A message went through: after ``recovery`` clean seconds a backed-off rate grows a
+        quarter of the configured rate. True when a pause for policy blocks just ended (clear
+        the alert)."""
+        def job(conn: sqlite3.Connection, now: float) -> bool:
+            row = conn.execute("SELECT rate, last_throttle, last_step, paused_until, paused_for_blocks FROM providers "
+                               "WHERE provider=?", (provider,)).fetchone()
+            if row is None:
+                return False
+            rate, last_throttle, last_step, paused_until, for_blocks = row
+            if rate is not None and rate < configured and now - max(last_throttle, last_step) >= recovery:
+                grown = rate + configured / 4
+                conn.execute("UPDATE providers SET rate=?, last_step=? WHERE provider=?",
+                             (None if grown >= configured else grown, now, provider))
+            if for_blocks and paused_until <= now:
+                conn.execute("UPDATE providers SET paused_for_blocks=0, blocks=0 WHERE provider=?", (provider,))
+                return True
+            return False
+        return await self.run(job)
+
+    def views(self) -> list[ProviderView]:
+        """Every provider with state (read-only; the API's view)."""
+        def job(conn: sqlite3.Connection, now: float) -> list[ProviderView]:
+            held = dict(conn.execute("SELECT provider, COUNT(*) FROM leases WHERE expires>=? GROUP BY provider",
+                                     (now,)).fetchall())
+            rows = conn.execute("SELECT provider, rate, paused_until, last_reply, last_reply_at, paused_for_blocks "
+                                "FROM providers ORDER BY provider").fetchall()
+            return [ProviderView(p, rate, paused_until if paused_until > now else 0.0, rate is not None, reply, at,
+                                 int(held.get(p, 0)), bool(blocks)) for p, rate, paused_until, reply, at, blocks in rows]
+        return self._tx(job)
