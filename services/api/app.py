@@ -30,7 +30,7 @@ from services.api import dashboard, not_offered
 from shared.control.errors import ChangeRefused, ControlBehind
 from shared.runtime import Runtime
 from services.api.routes import (analytics, audit_log, dev, domains, emails, keys, receiving, resend, sandbox,
-                                 services, suppressions, templates, tracking, webhooks)
+                                 services, shaping, suppressions, templates, tracking, webhooks)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
@@ -143,7 +143,7 @@ def create_app(runtime: Runtime | None) -> FastAPI:
 
     # receiving before emails: /emails/receiving is not GET /emails/{email_id}
     for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, receiving, emails, dev,
-                   resend, audit_log):
+                   resend, audit_log, shaping):
         app.include_router(module.router)
     for router in templates.routers:  # their own routers, before any catch-all of Resend's paths
         app.include_router(router)

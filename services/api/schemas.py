@@ -15,6 +15,7 @@ from services.api.when import parse_natural
 from services.api.text_checks import check_encodable
 from shared.addresses import AddressError, has_forbidden_chars, parse_mailbox
 from shared.message_size import MAX_ATTACHMENTS, MAX_MESSAGE_BYTES, SizeReport, encoded_size
+from shared.events import ProviderLimits
 from shared.ssrf import check_url_shape
 
 MAX_RECIPIENTS = 50
@@ -666,3 +667,23 @@ class AuditPage(BaseModel):
     data: list[AuditEntryView]
     has_more: bool
     next_cursor: str | None = Field(None, description="Pass as `after` for the next (older) page.")
+
+
+SHAPING_MAX_PROVIDERS = 200
+_PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class ShapingUpdate(BaseModel):
+    """``PUT /api/email/shaping``: the operator's limits per provider (a built-in name, a
+    name from POSTLINE_PROVIDERS, or ``other`` for every destination without one); the
+    providers left out keep their built-in limits."""
+    model_config = ConfigDict(extra="forbid")
+    providers: dict[str, ProviderLimits] = Field(max_length=SHAPING_MAX_PROVIDERS)
+
+    @field_validator("providers")
+    @classmethod
+    def _names(cls, v: dict[str, ProviderLimits]) -> dict[str, ProviderLimits]:
+        for name in v:
+            if not _PROVIDER_NAME.match(name):
+                raise ValueError(f"provider name {name[:70]!r}: lowercase letters, digits, '_', '.', '-' (1-63)")
+        return v

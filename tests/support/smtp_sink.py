@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from tests.support.broker import free_port
 
@@ -24,6 +24,7 @@ class Received:
     at: float = field(default_factory=time.time)
     tls: bool = False
     login: str | None = None
+    peer: str | None = None  # the sender's address (its source IP)
 
     @property
     def message(self):
@@ -75,7 +76,8 @@ class _Handler:
             with self.sink.lock:
                 login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
                 self.sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
-                                                   tls=session.ssl is not None, login=login))
+                                                   tls=session.ssl is not None, login=login,
+                                                   peer=session.peer[0] if session.peer else None))
         return reply
 
 
@@ -119,16 +121,48 @@ def self_signed_context() -> ssl.SSLContext:
     return ctx
 
 
+class _CountingSMTP(SMTP):
+    """Counts the sessions open at once (what a provider limits a sender's connections by)."""
+
+    def __init__(self, sink: "SmtpSink", *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sink = sink
+
+    def connection_made(self, transport):
+        with self.sink.lock:
+            self.sink.sessions_open += 1
+            self.sink.max_sessions = max(self.sink.max_sessions, self.sink.sessions_open)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc):
+        with self.sink.lock:
+            self.sink.sessions_open -= 1
+        super().connection_lost(exc)
+
+
+class _Controller(Controller):
+    def __init__(self, sink: "SmtpSink", *args, **kwargs):
+        self.sink = sink
+        super().__init__(*args, **kwargs)
+
+    def factory(self):
+        return _CountingSMTP(self.sink, self.handler, **self.SMTP_kwargs)
+
+
 class SmtpSink:
     def __init__(self, data_replies: list[str] | None = None, rcpt_replies: dict[str, str] | None = None,
                  data_delay: float = 0.0, drop_data: bool = False, port: int | None = None,
                  pipelining: bool = False, starttls: str | None = None, login: tuple[str, str] | None = None,
-                 mail_replies: dict[str, str] | None = None, smtputf8: bool = True, one_at_a_time: bool = False):
+                 mail_replies: dict[str, str] | None = None, smtputf8: bool = True, one_at_a_time: bool = False,
+                 host: str = "127.0.0.1"):
         """``one_at_a_time``: messages take ``data_delay`` each in turn (a slow server's
         throughput), not all at once; ``starttls``: None, ``"offer"`` or ``"require"`` (self-signed certificate);
         ``login``: (user, password) the server requires (AUTH PLAIN/LOGIN); ``smtputf8``:
-        whether EHLO offers SMTPUTF8 (RFC 6531)."""
-        self.port = port or free_port()
+        whether EHLO offers SMTPUTF8 (RFC 6531); ``host``: another loopback address (127.0.0.10
+        …) lets several sinks share one port, as receivers of different providers do.
+        ``max_sessions``: the most sessions that were open at once."""
+        self.host, self.port = host, port or free_port()
+        self.sessions_open = self.max_sessions = 0
         self.pipelining, self.ehlo_count = pipelining, 0
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
@@ -140,7 +174,7 @@ class SmtpSink:
         tls = {"tls_context": self_signed_context(), "require_starttls": starttls == "require"} if starttls else {}
         auth = {"authenticator": _Authenticator(*login), "auth_required": True,
                 "auth_require_tls": False} if login else {}
-        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
+        self.controller = _Controller(self, _Handler(self), hostname=host, port=self.port,
                                      data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=smtputf8, **tls, **auth)
 
     def next_data_reply(self) -> str:
@@ -151,7 +185,7 @@ class SmtpSink:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> "SmtpSink":
         self.controller.start()

@@ -1,0 +1,65 @@
+"""Shaping per mailbox provider, installation-wide (SPEC §17, docs/delivery.md "Shaping"):
+the operator's limits (one ``shaping.saved`` control record, so every relay and API process
+reads the same) and each provider's live state from the relays' shared shaping file.
+
+Only a workspace ``owner`` or ``admin`` may read or change it: the limits apply to every
+service of the installation."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from services.api.context import ApiContext
+from services.api.refusal import Refusal
+from services.relay.shaping import limits as provider_limits
+from services.relay.shaping.store import ProviderView, ShapingStore
+from shared import events as ev
+from shared.providers import OTHER
+
+ROLES = frozenset({"owner", "admin"})
+RECIPIENTS_PER_TRANSACTION = 1  # every recipient has its own VERP transaction (docs/delivery.md)
+
+
+def refusal(role: str) -> Refusal | None:
+    """None when ``role`` may see and change the installation's shaping."""
+    return None if role in ROLES else Refusal(403, "shaping is for a workspace owner or admin", code="forbidden")
+
+
+def _when(epoch: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch else None
+
+
+def _limits_view(lim: ev.ProviderLimits) -> dict[str, Any]:
+    return {**lim.model_dump(), "recipients_per_transaction": RECIPIENTS_PER_TRANSACTION}
+
+
+def _state_view(configured: ev.ProviderLimits, live: ProviderView | None) -> dict[str, Any]:
+    rate = live.rate if live is not None and live.rate is not None else configured.rate
+    paused = live is not None and live.paused_until > 0
+    state = "paused" if paused else "backing_off" if live is not None and live.backing_off else "normal"
+    return {"current_rate": rate, "state": state, "paused_until": _when(live.paused_until) if live else None,
+            "connections": live.connections if live else 0, "last_reply": live.last_reply if live else None,
+            "last_reply_at": _when(live.last_reply_at) if live else None}
+
+
+def view(rt: ApiContext) -> dict[str, Any]:
+    """Every named provider (and ``other``) with its configured limits, whether the operator
+    set them, and its live state; then each ``other:<domain>`` that has live state."""
+    saved = rt.control.state.shaping
+    overrides = saved.providers if saved else {}
+    live = {v.provider: v for v in ShapingStore(rt.settings.data_dir / "shaping.sqlite3").views()}
+    rows = []
+    for name, lim in provider_limits.table(overrides, rt.settings).items():
+        rows.append({"provider": name, "configured": _limits_view(lim), "custom": name in overrides,
+                     **_state_view(lim, live.get(name))})
+    for name, state in live.items():
+        if name.startswith(f"{OTHER}:"):
+            lim = provider_limits.limits_for(name, overrides, rt.settings)
+            rows.append({"provider": name, "configured": _limits_view(lim), "custom": False, **_state_view(lim, state)})
+    return {"object": "shaping", "data": rows}
+
+
+async def save(rt: ApiContext, ws: ev.WorkspaceSaved, providers: dict[str, ev.ProviderLimits]) -> dict[str, Any]:
+    """Replace the operator's limits with ``providers`` (an empty map: the built-in ones)."""
+    await rt.control.save(ev.ShapingSaved(workspace_id=ws.workspace_id, providers=providers))
+    return view(rt)

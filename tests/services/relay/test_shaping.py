@@ -1,0 +1,140 @@
+"""Shaping per mailbox provider (SPEC §17), end to end: `postline all` with two relay
+processes on one embedded log, a real DNS server publishing MX records of Google, Microsoft
+and Yahoo hosts, and one aiosmtpd sink per provider, each on its own loopback address and
+the same port (POSTLINE_MX_PORT).
+
+- the limits set through `PUT /api/email/shaping` hold for both relays together, measured
+  at the sinks: sessions open at once, messages in any 1 s window, messages per session;
+- a provider answering `421 4.7.0 … try again later` for a few seconds has its rate halved
+  (seen in `GET /api/email/shaping`), nothing bounces, everything is delivered after."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.support.broker import free_port
+from tests.support.dns_server import DnsServer
+from tests.support.postline import Api, PostlineProcess, production_service
+from tests.support.smtp_sink import SmtpSink
+
+MX = {"google": ("gmail.test", "gmail-smtp-in.l.google.com", "127.0.0.10"),
+      "microsoft": ("outlook.test", "outlook-test.mail.protection.outlook.com", "127.0.0.11"),
+      "yahoo": ("yahoo.test", "mta5.am0.yahoodns.net", "127.0.0.12")}
+LIMITS = {"google": {"max_connections": 2, "rate": 10, "per_connection": 5},
+          "microsoft": {"max_connections": 1, "rate": 5, "per_connection": 100},
+          "yahoo": {"max_connections": 2, "rate": 4, "per_connection": 100}}
+# Start times are spaced exactly (one schedule for both relays); the sink sees a message when
+# its DATA ends, so a transaction slowed by the busy machine can land next to the following
+# one. Tolerance: 3 messages over the rate in any 1 s window.
+RATE_TOLERANCE = 3
+THROTTLE = "421 4.7.0 [TS01] Messages temporarily deferred due to unusual rate - try again later"
+
+
+@pytest.fixture(scope="module")
+def installation(tmp_path_factory):
+    port = free_port()
+    sinks = {name: SmtpSink(port=port, host=ip).start() for name, (_, _, ip) in MX.items()}
+    dns = DnsServer().start()
+    for domain, host, ip in MX.values():
+        dns.mx(domain, (10, host))
+        dns.a(host, ip)
+    proc = PostlineProcess(tmp_path_factory.mktemp("shaping") / "data", env={
+        "POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "mx", "POSTLINE_MX_PORT": str(port),
+        "POSTLINE_RELAY_PROCESSES": "2", "POSTLINE_SHAPING_PAUSE": "1", "POSTLINE_SHAPING_RECOVERY": "2"}).start()
+    api = Api(proc.url)
+    _, key = production_service(api, dns)
+    r = api.admin("PUT", "/api/email/shaping", json={"providers": LIMITS})
+    assert r.status_code == 200, r.text
+    try:
+        yield api, key, sinks
+    finally:
+        proc.stop()
+        dns.stop()
+        for sink in sinks.values():
+            sink.stop()
+
+
+def send_batch(api: Api, key: str, domain: str, n: int, subject: str) -> list[str]:
+    items = [{"from": "hello@acme.test", "to": f"u{i}@{domain}", "subject": subject, "text": "x"} for i in range(n)]
+    r = api.http.post("/emails/batch", json=items, headers={"Api-Key": key}, timeout=60)
+    assert r.status_code == 200, r.text
+    return [item["id"] for item in r.json()["data"]]
+
+
+def wait_received(sink: SmtpSink, subject: str, n: int, timeout: float = 60) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sink.lock:
+            got = [m for m in sink.received if f"Subject: {subject}".encode() in m.data]
+        if len(got) >= n:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"{len(got)} of {n} messages with subject {subject!r} arrived")
+
+
+def most_in_one_second(times: list[float]) -> int:
+    times, best, first = sorted(times), 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] >= 1.0:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def provider_row(api: Api, name: str) -> dict:
+    rows = api.admin("GET", "/api/email/shaping").json()["data"]
+    return next(r for r in rows if r["provider"] == name)
+
+
+def test_limits_hold_for_two_relays_together(installation):
+    api, key, sinks = installation
+    send_batch(api, key, "gmail.test", 60, "limits-g")
+    send_batch(api, key, "outlook.test", 20, "limits-m")
+    for name, n, subject in (("google", 60, "limits-g"), ("microsoft", 20, "limits-m")):
+        got = wait_received(sinks[name], subject, n)
+        assert len(got) == n, f"{name}: a message arrived twice"
+        limits = LIMITS[name]
+        assert sinks[name].max_sessions <= limits["max_connections"], f"{name}: {sinks[name].max_sessions} sessions at once"
+        busiest = most_in_one_second([m.at for m in got])
+        assert busiest <= limits["rate"] + RATE_TOLERANCE, f"{name}: {busiest} messages in one second"
+    # 5 messages per session at most: 60 messages to Google took at least 12 sessions
+    assert sinks["google"].ehlo_count >= 12
+    row = provider_row(api, "google")
+    assert row["configured"] == {**LIMITS["google"], "recipients_per_transaction": 1} and row["custom"]
+
+
+def test_throttling_halves_the_rate_and_nothing_bounces(installation):
+    api, key, sinks = installation
+    sink = sinks["yahoo"]
+    with sink.lock:
+        sink.data_replies = [THROTTLE]
+    ids = send_batch(api, key, "yahoo.test", 12, "throttled")
+    deadline, row = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        row = provider_row(api, "yahoo")
+        if row["current_rate"] < LIMITS["yahoo"]["rate"]:
+            break
+        time.sleep(0.1)
+    assert row["current_rate"] < LIMITS["yahoo"]["rate"] and row["state"] in ("backing_off", "paused"), row
+    assert row["last_reply"].startswith("421 4.7.0")
+    time.sleep(4)  # the provider keeps throttling a few seconds
+    with sink.lock:
+        sink.data_replies = []
+    wait_received(sink, "throttled", 12)
+    for i, email_id in enumerate(ids):
+        api.wait_status(key, email_id, f"u{i}@yahoo.test", "delivered", timeout=30)
+        events = api.http.get(f"/emails/{email_id}", headers={"Api-Key": key}).json()["events"]
+        assert not [e for e in events if e["type"] == "bounced"]
+
+
+def test_shaping_api_refuses_bad_limits_and_anonymous_callers(installation):
+    api, _, _ = installation
+    bad = api.admin("PUT", "/api/email/shaping", json={"providers": {"google": {"max_connections": 0, "rate": 1,
+                                                                                  "per_connection": 1}}})
+    assert bad.status_code == 400 and "max_connections" in bad.json()["error"]
+    bad = api.admin("PUT", "/api/email/shaping", json={"providers": {"Not A Name!": LIMITS["google"]}})
+    assert bad.status_code == 400 and "providers" in bad.json()["error"]
+    assert httpx.get(f"{api.http.base_url}/api/email/shaping").status_code == 401
+    assert provider_row(api, "google")["configured"]["max_connections"] == LIMITS["google"]["max_connections"]
