@@ -1,4 +1,4 @@
-"""Shaping per mailbox provider, installation-wide (SPEC §17, docs/delivery.md "Shaping"):
+"""Shaping per mailbox provider, installation-wide (docs/delivery.md "Shaping"):
 the operator's limits (one ``shaping.saved`` control record, so every relay and API process
 reads the same) and each provider's live state from the relays' shared shaping file.
 

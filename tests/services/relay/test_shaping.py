@@ -1,4 +1,4 @@
-"""Shaping per mailbox provider (SPEC §17), end to end: `postline all` with two relay
+"""Shaping per mailbox provider, end to end: `postline all` with two relay
 processes on one embedded log, a real DNS server publishing MX records of Google, Microsoft
 and Yahoo hosts, and one aiosmtpd sink per provider, each on its own loopback address and
 the same port (POSTLINE_MX_PORT).
