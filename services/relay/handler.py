@@ -27,6 +27,7 @@ from services.relay.outcome import DeliveryResult
 from services.relay.senders.base import Sender
 from services.relay.signing import Signer
 from services.relay.suppress import Suppressor
+from services.relay.shaping.shaper import sending_for
 from shared import events as ev
 from shared import metrics
 from shared.addresses import domain_of, split_bare
@@ -180,6 +181,8 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
     transaction counts as finished, so the only moment a crash can cause a resend is the
     reply itself in flight (no sender can close that window). No transaction starts while
     the ledger cannot be written (services/relay/ledger.py): mail it could not record."""
+    sending_for.set((req.workspace_id, req.service_id))  # whose mail a provider's pause alert names
+
     async def one(group: list[str]) -> dict[str, DeliveryResult]:
         await ctx.ledger.until_writable()
         async with ctx.in_flight.transaction():

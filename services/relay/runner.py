@@ -19,14 +19,15 @@ from shared import metrics
 from shared.consumer_loop import BatchPolicy, PoisonGuard, run_consumer
 from shared.control.state import ControlState
 from shared.devinbox import DevInbox
-from shared.log.port import Record
+from shared.log.port import EventLog, Record
 from shared.runtime import Runtime
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def make_sender(settings: Settings, inbox: DevInbox | None = None, control: ControlState | None = None) -> Sender:
+def make_sender(settings: Settings, inbox: DevInbox | None = None, control: ControlState | None = None,
+                log: EventLog | None = None) -> Sender:
     if settings.delivery == "smarthost":
         from services.relay.senders.smarthost import SmarthostSender
 
@@ -34,7 +35,7 @@ def make_sender(settings: Settings, inbox: DevInbox | None = None, control: Cont
     if settings.delivery == "mx":
         from services.relay.senders.mx import MxSender
 
-        return MxSender(settings, control)
+        return MxSender(settings, control, log)
     from services.relay.senders.inbox import InboxSender
 
     return InboxSender(cast(DevInbox, inbox))  # the runtime opens its dev inbox with delivery=inbox
@@ -63,7 +64,7 @@ class Relay:
         s = runtime.settings
         self.runtime = runtime
         self.ctx = RelayContext(settings=s, log=runtime.log, control=runtime.control.state,
-                                sender=make_sender(s, runtime.inbox, runtime.control.state), ledger=Ledger(s.data_dir / ledger_dir(runtime.relay_share)),
+                                sender=make_sender(s, runtime.inbox, runtime.control.state, runtime.log), ledger=Ledger(s.data_dir / ledger_dir(runtime.relay_share)),
                                 signer=Signer(s.master_key),
                                 suppressor=Suppressor(runtime.control, runtime.store, count_best_effort=True))
         self.scheduler = Scheduler(s.data_dir / "scheduled.sqlite3", runtime.log)

@@ -12,10 +12,12 @@ from services.relay.outcome import DeliveryResult
 from services.relay.senders.base import Sender
 from services.relay.senders.smtp_pool import SmtpPool
 from shared import dns_lookup
+from shared import events as ev
 from services.relay.shaping.shaper import Shaper
 from services.relay.shaping.store import ShapingStore
 from shared.addresses import domain_of
 from shared.control.state import ControlState
+from shared.log.port import EventLog
 from shared.providers import provider_of
 from shared.settings import Settings
 
@@ -23,10 +25,15 @@ MX_CACHE_SECONDS = 300
 
 
 class MxSender(Sender):
-    def __init__(self, settings: Settings, control: ControlState | None = None) -> None:
+    def __init__(self, settings: Settings, control: ControlState | None = None, log: EventLog | None = None) -> None:
         self.settings = settings
         self.providers = settings.provider_table
-        self.shaper = Shaper(settings, control, ShapingStore(settings.data_dir / "shaping.sqlite3"))
+
+        async def alert(event: ev.Alert) -> None:
+            if log is not None:
+                await log.append(ev.Topic.EVENTS, event.email_id, ev.encode(event))
+
+        self.shaper = Shaper(settings, control, ShapingStore(settings.data_dir / "shaping.sqlite3"), alert)
         self.resolver = dns_lookup.resolver(settings.dns_server)
         self._mx_cache: dict[str, tuple[float, list[str] | None]] = {}
         self._pools: dict[str, SmtpPool] = {}

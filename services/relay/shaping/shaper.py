@@ -11,6 +11,8 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from datetime import datetime, timezone
 
 from services.relay.outcome import DeliveryResult
 from services.relay.shaping import limits as provider_limits
@@ -21,6 +23,9 @@ from shared import metrics
 from shared.control.state import ControlState
 from shared.settings import Settings
 
+# (workspace_id, service_id) of the message being delivered, set by the relay's handler: whose
+# message completed a spike of policy blocks (the alert's owner)
+sending_for: ContextVar[tuple[str, str] | None] = ContextVar("sending_for", default=None)
 SLOT_POLL = 0.05  # seconds between two tries for a connection slot when all are taken
 PUBLISH_INTERVAL = 1.0  # seconds between two refreshes of the gauges, besides state changes
 STATES = ("normal", "backing_off", "paused")
@@ -51,8 +56,11 @@ class Slots:
 
 
 class Shaper:
-    def __init__(self, settings: Settings, control: ControlState | None, store: ShapingStore) -> None:
-        self.settings, self.control, self.store = settings, control, store
+    def __init__(self, settings: Settings, control: ControlState | None, store: ShapingStore,
+                 alert: Callable[[ev.Alert], Awaitable[object]] | None = None) -> None:
+        """``alert``: appends an ``alert`` event (to email.events) when a provider is paused
+        for policy blocks and when it resumes."""
+        self.settings, self.control, self.store, self.alert = settings, control, store, alert
         self._published = 0.0
 
     def limits(self, provider: str) -> ev.ProviderLimits:
@@ -99,12 +107,29 @@ class Shaper:
         if (res := kinds.get("throttle")) is not None:
             await self.store.throttled(provider, configured, f"{res.smtp_code} {res.smtp_reply}", self.settings.shaping_pause)
         elif (res := kinds.get("block")) is not None:
-            await self.store.blocked(provider, f"{res.smtp_code} {res.smtp_reply}", self.settings.shaping_block_spike,
-                                     self.settings.shaping_block_pause)
+            owner = sending_for.get() or ("", "")
+            reply = f"{res.smtp_code} {res.smtp_reply}"
+            since = await self.store.blocked(provider, reply, self.settings.shaping_block_spike,
+                                             self.settings.shaping_block_pause, "|".join(owner))
+            if since is not None:
+                await self._alert("raised", provider, owner, since, f"{provider} paused after a spike of policy blocks: {reply}")
         elif any(res.status == "delivered" for res in results.values()):
-            await self.store.clean(provider, configured, self.settings.shaping_recovery)
+            ended = await self.store.clean(provider, configured, self.settings.shaping_recovery)
+            if ended is not None:
+                workspace_id, _, service_id = ended[0].partition("|")
+                await self._alert("cleared", provider, (workspace_id, service_id), ended[1], f"{provider} resumed")
         if kinds.keys() & {"throttle", "block"} or time.monotonic() - self._published >= PUBLISH_INTERVAL:
             await asyncio.to_thread(self.publish)
+
+    async def _alert(self, state: str, provider: str, owner: tuple[str, str], since: float, message: str) -> None:
+        if self.alert is None:
+            return
+        workspace_id, service_id = owner
+        key = ev.alert_key(service_id, "provider_paused", provider, datetime.fromtimestamp(since, timezone.utc))
+        await self.alert(ev.Alert(workspace_id=workspace_id, service_id=service_id or None, email_id=key,
+                                  kind="provider_paused", state="raised" if state == "raised" else "cleared",
+                                  provider=provider, value=float(self.settings.shaping_block_spike),
+                                  threshold=float(self.settings.shaping_block_spike), message=message[:500]))
 
     def publish(self) -> None:
         """The gauges of every provider with state (rate, state)."""

@@ -36,7 +36,8 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS providers(provider TEXT PRIMARY KEY, next_at REAL NOT NULL DEFAULT 0, "
     "rate REAL, paused_until REAL NOT NULL DEFAULT 0, last_throttle REAL NOT NULL DEFAULT 0, "
     "last_step REAL NOT NULL DEFAULT 0, last_reply TEXT, last_reply_at REAL, blocks INTEGER NOT NULL DEFAULT 0, "
-    "blocks_since REAL NOT NULL DEFAULT 0, paused_for_blocks INTEGER NOT NULL DEFAULT 0)",
+    "blocks_since REAL NOT NULL DEFAULT 0, paused_for_blocks INTEGER NOT NULL DEFAULT 0, alert_scope TEXT, "
+    "alert_since REAL)",
 )
 
 
@@ -138,10 +139,11 @@ class ShapingStore:
             return float(rate)
         return await self.run(job)
 
-    async def blocked(self, provider: str, reply: str, spike: int, pause: float) -> bool:
-        """A 5.7.x policy block; True when it completes a spike (``spike`` within a minute)
-        and the provider was not paused for blocks yet: it is paused now (raise the alert)."""
-        def job(conn: sqlite3.Connection, now: float) -> bool:
+    async def blocked(self, provider: str, reply: str, spike: int, pause: float, scope: str) -> float | None:
+        """A 5.7.x policy block; when it completes a spike (``spike`` within a minute) and the
+        provider was not paused for blocks yet, it is paused now: returns when (the alert's
+        episode start; ``scope`` names whose message completed it, for the clearing)."""
+        def job(conn: sqlite3.Connection, now: float) -> float | None:
             conn.execute("INSERT INTO providers(provider) VALUES (?) ON CONFLICT(provider) DO NOTHING", (provider,))
             blocks, since, already = conn.execute("SELECT blocks, blocks_since, paused_for_blocks FROM providers "
                                                   "WHERE provider=?", (provider,)).fetchone()
@@ -151,27 +153,29 @@ class ShapingStore:
                          "paused_until=CASE WHEN ? THEN ? ELSE paused_until END, "
                          "paused_for_blocks=CASE WHEN ? THEN 1 ELSE paused_for_blocks END WHERE provider=?",
                          (blocks, since, reply[:300], now, raise_it, now + pause, raise_it, provider))
-            return raise_it
+            if raise_it:
+                conn.execute("UPDATE providers SET alert_scope=?, alert_since=? WHERE provider=?", (scope, now, provider))
+            return now if raise_it else None
         return await self.run(job)
 
-    async def clean(self, provider: str, configured: float, recovery: float) -> bool:
+    async def clean(self, provider: str, configured: float, recovery: float) -> tuple[str, float] | None:
         """A message went through: after ``recovery`` clean seconds a backed-off rate grows a
-        quarter of the configured rate. True when a pause for policy blocks just ended (clear
-        the alert)."""
-        def job(conn: sqlite3.Connection, now: float) -> bool:
-            row = conn.execute("SELECT rate, last_throttle, last_step, paused_until, paused_for_blocks FROM providers "
-                               "WHERE provider=?", (provider,)).fetchone()
+        quarter of the configured rate. When a pause for policy blocks just ended: the raised
+        alert's ``(scope, since)``, to clear it (once: the first process to see it)."""
+        def job(conn: sqlite3.Connection, now: float) -> tuple[str, float] | None:
+            row = conn.execute("SELECT rate, last_throttle, last_step, paused_until, paused_for_blocks, alert_scope, "
+                               "alert_since FROM providers WHERE provider=?", (provider,)).fetchone()
             if row is None:
-                return False
-            rate, last_throttle, last_step, paused_until, for_blocks = row
+                return None
+            rate, last_throttle, last_step, paused_until, for_blocks, scope, since = row
             if rate is not None and rate < configured and now - max(last_throttle, last_step) >= recovery:
                 grown = rate + configured / 4
                 conn.execute("UPDATE providers SET rate=?, last_step=? WHERE provider=?",
                              (None if grown >= configured else grown, now, provider))
             if for_blocks and paused_until <= now:
                 conn.execute("UPDATE providers SET paused_for_blocks=0, blocks=0 WHERE provider=?", (provider,))
-                return True
-            return False
+                return (scope or "|", since or now)
+            return None
         return await self.run(job)
 
     def views(self) -> list[ProviderView]:

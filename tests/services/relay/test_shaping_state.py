@@ -1,0 +1,98 @@
+"""The shaper's decisions on its real shared file (services/relay/shaping/): which replies
+throttle, the rate schedule shared by two stores (two processes), halving and recovery, and
+the `provider_paused` alert raised once on a spike of policy blocks and cleared on resume."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from services.relay.outcome import DeliveryResult, from_reply
+from services.relay.shaping.replies import classify
+from services.relay.shaping.shaper import Shaper, sending_for
+from services.relay.shaping.store import ShapingStore
+from shared import events as ev
+from shared.control.state import ControlState
+from shared.settings import Settings
+
+
+def test_throttling_replies_and_policy_blocks_are_told_apart():
+    assert classify(421, "4.7.28 Our system has detected an unusual rate of unsolicited mail") == "throttle"
+    assert classify(451, "4.7.500 Server busy. Please try again later from [1.2.3.4]") == "throttle"
+    assert classify(450, "too many connections from your IP") == "throttle"
+    assert classify(550, "5.7.1 Service unavailable, Client host blocked using Spamhaus") == "block"
+    assert classify(550, "5.1.1 no such user") is None
+    assert classify(452, "4.2.2 mailbox full") is None
+    assert classify(250, "2.0.0 OK") is None and classify(None, None) is None
+
+
+def test_two_stores_on_one_file_share_one_schedule(tmp_path):
+    a, b = ShapingStore(tmp_path / "s.sqlite3"), ShapingStore(tmp_path / "s.sqlite3")
+
+    async def both() -> list[float]:
+        starts = await asyncio.gather(*(s.reserve("google", 10.0) for s in (a, b) for _ in range(10)))
+        return sorted(starts)
+
+    starts = asyncio.run(both())
+    gaps = [round(y - x, 6) for x, y in zip(starts, starts[1:])]
+    assert all(g >= 0.1 - 1e-6 for g in gaps), gaps  # 20 starts, 0.1 s apart, whichever store reserved them
+
+
+def test_leases_are_installation_wide_and_given_back(tmp_path):
+    a, b = ShapingStore(tmp_path / "s.sqlite3"), ShapingStore(tmp_path / "s.sqlite3")
+
+    async def run() -> None:
+        first = await a.lease("microsoft", 2)
+        second = await b.lease("microsoft", 2)
+        assert first and second and await a.lease("microsoft", 2) is None and await b.lease("microsoft", 2) is None
+        await a.release(first)
+        assert await b.lease("microsoft", 2) is not None
+
+    asyncio.run(run())
+
+
+def test_throttling_halves_once_per_pause_and_clean_time_recovers(tmp_path):
+    store = ShapingStore(tmp_path / "s.sqlite3")
+
+    async def run() -> None:
+        assert await store.throttled("yahoo", 8.0, "421 4.7.0 try again later", pause=0.2) == 4.0
+        assert await store.throttled("yahoo", 8.0, "421 4.7.0 try again later", pause=0.2) == 4.0  # same pause
+        await asyncio.sleep(0.25)
+        assert await store.throttled("yahoo", 8.0, "421 4.7.0 try again later", pause=0.01) == 2.0
+        await asyncio.sleep(0.05)
+        await store.clean("yahoo", 8.0, recovery=0.02)
+        assert store.views()[0].rate == 4.0  # one step: a quarter of the configured rate
+
+    asyncio.run(run())
+
+
+def test_a_spike_of_policy_blocks_pauses_the_provider_and_alerts_once(tmp_path):
+    settings = Settings(data_dir=tmp_path, shaping_block_spike=3, shaping_block_pause=0.5, shaping_hold=0)
+    alerts: list[ev.Alert] = []
+
+    async def alert(event: ev.Alert) -> None:
+        alerts.append(event)
+
+    shaper = Shaper(settings, ControlState(), ShapingStore(tmp_path / "s.sqlite3"), alert)
+    reply = ["550 5.7.1 blocked for policy reasons"]
+    sent_at: list[float] = []
+
+    async def send(rcpts: list[str]) -> dict[str, DeliveryResult]:
+        sent_at.append(time.time())
+        code, text = reply[0].split(" ", 1)
+        return {r: from_reply(int(code), text) for r in rcpts}
+
+    async def run() -> None:
+        sending_for.set(("ws1", "svc1"))
+        for i in range(3):
+            await shaper.deliver("microsoft", [f"u{i}@outlook.test"], send)
+        paused_until = shaper.store.views()[0].paused_until
+        assert paused_until > sent_at[-1]
+        assert [(a.kind, a.state, a.provider, a.service_id) for a in alerts] == [
+            ("provider_paused", "raised", "microsoft", "svc1")]
+        await shaper.deliver("microsoft", ["u3@outlook.test"], send)  # blocked again: no second alert
+        assert sent_at[-1] >= paused_until and len(alerts) == 1
+        reply[0] = "250 2.0.0 OK"
+        await shaper.deliver("microsoft", ["late@outlook.test"], send)
+        assert [a.state for a in alerts] == ["raised", "cleared"] and alerts[0].email_id == alerts[1].email_id
+
+    asyncio.run(run())
