@@ -116,6 +116,7 @@ class ServiceSaved(ControlRecord):
     created_at: datetime
     deleted: bool = False
     receiving_retention_days: int = 30  # how long received mail is kept (docs/receiving.md)
+    ip_pool_id: str | None = None  # the source IP pool its mail leaves from (docs/delivery.md); None: the host's default
 
 
 class ApiKeySaved(ControlRecord):
@@ -344,10 +345,31 @@ class ShapingSaved(ControlRecord):
     deleted: bool = False
 
 
+class PoolAddress(BaseModel):
+    """One local source address of an IP pool, with the name it greets receivers with."""
+    ip: str  # IPv4 or IPv6, as written by ipaddress
+    ehlo_name: str
+    added_at: datetime  # its warm-up starts that day (UTC)
+    warm: bool = False  # True: an address with a reputation already; no warm-up caps
+
+
+class IpPoolSaved(ControlRecord):
+    """A pool of local source addresses (``/api/email/ip-pools``), installation-wide like the
+    shaping limits; ``workspace_id`` names who created it. ``warmup_schedule[d]``: each
+    provider's daily cap for a new address on its day ``d + 1``; after the last day, none."""
+    type: Literal["ip_pool.saved"] = "ip_pool.saved"
+    pool_id: str
+    name: str
+    addresses: list[PoolAddress] = []
+    warmup_schedule: list[int] = []
+    created_at: datetime
+    deleted: bool = False
+
+
 ControlEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
           WebhookSaved, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved, TemplateSaved, TemplateVersionSaved,
-          ShapingSaved],
+          ShapingSaved, IpPoolSaved],
     Field(discriminator="type"),
 ]
 
@@ -747,7 +769,7 @@ class WebhookReplay(Event):
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
           WebhookSaved, AuditEntry, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved, TemplateSaved,
-          TemplateVersionSaved, ShapingSaved, WebhookAttempted, WebhookReplay,
+          TemplateVersionSaved, ShapingSaved, IpPoolSaved, WebhookAttempted, WebhookReplay,
           SendRequested, SendCanceled, SendRescheduled,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled,
           EmailReceived, Alert],

@@ -37,3 +37,5 @@ SHAPING_QUEUE_DEPTH = Gauge("postline_shaping_queue_depth", "Recipients waiting 
                             ["provider"], multiprocess_mode="livesum")
 SHAPING_CONNECTIONS = Gauge("postline_shaping_connections", "SMTP sessions open to the provider",
                             ["provider"], multiprocess_mode="livesum")
+IP_WARMUP_SENT_TODAY = Gauge("postline_ip_warmup_sent_today", "Messages counted against the address's warm-up caps "
+                             "today (UTC), every provider, installation-wide", ["ip"], multiprocess_mode="max")

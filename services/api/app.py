@@ -29,8 +29,8 @@ from services.ops import add_ops_routes
 from services.api import dashboard, not_offered
 from shared.control.errors import ChangeRefused, ControlBehind
 from shared.runtime import Runtime
-from services.api.routes import (analytics, audit_log, dev, domains, emails, keys, receiving, resend, sandbox,
-                                 services, shaping, suppressions, templates, tracking, webhooks)
+from services.api.routes import (analytics, audit_log, dev, domains, emails, ip_pools, keys, receiving, resend,
+                                 sandbox, services, shaping, suppressions, templates, tracking, webhooks)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
@@ -143,7 +143,7 @@ def create_app(runtime: Runtime | None) -> FastAPI:
 
     # receiving before emails: /emails/receiving is not GET /emails/{email_id}
     for module in (tracking, services, keys, domains, sandbox, suppressions, webhooks, analytics, receiving, emails, dev,
-                   resend, audit_log, shaping):
+                   resend, audit_log, shaping, ip_pools):
         app.include_router(module.router)
     for router in templates.routers:  # their own routers, before any catch-all of Resend's paths
         app.include_router(router)

@@ -418,6 +418,7 @@ class ServiceUpdate(BaseModel):
     rate_limits: RateLimitsUpdate | None = Field(
         None, description="Override the base limits of this service (`null` fields fall back to the global base).")
     receiving_retention_days: int | None = Field(None, ge=1, le=365, description="Days received mail is kept (default 30).")
+    ip_pool_id: str | None = Field(None, max_length=64, description="The source IP pool the service's mail leaves from (`/api/email/ip-pools`); `\"\"` for the host's default address.")
 
 
 KeyPermission = Literal["full_access", "sending_access"]
@@ -550,6 +551,7 @@ class ServiceView(BaseModel):
     track_clicks: bool
     list_unsubscribe: bool = False
     receiving_retention_days: int = 30
+    ip_pool_id: str | None = None
     created_at: str
     rate_limits: RateLimitView | None = None
 
@@ -687,3 +689,58 @@ class ShapingUpdate(BaseModel):
             if not _PROVIDER_NAME.match(name):
                 raise ValueError(f"provider name {name[:70]!r}: lowercase letters, digits, '_', '.', '-' (1-63)")
         return v
+
+
+class PoolAddressInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ip: str = Field(max_length=64, examples=["203.0.113.7"])
+    ehlo_name: str = Field(min_length=1, max_length=253, examples=["mta1.acme.com"])
+    warm: StrictBool = False
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        import ipaddress
+
+        try:
+            return str(ipaddress.ip_address(v.strip()))
+        except ValueError:
+            raise ValueError("not an IPv4 or IPv6 address") from None
+
+    @field_validator("ehlo_name")
+    @classmethod
+    def _ehlo(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.)*[A-Za-z0-9-]{1,63}", v.rstrip(".")):
+            raise ValueError("not a host name")
+        return v.rstrip(".").lower()
+
+
+IP_POOL_MAX_ADDRESSES = 256
+WARMUP_MAX_DAYS = 120
+
+
+class IpPoolCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, examples=["transactional"])
+    addresses: list[PoolAddressInput] = Field(default=[], max_length=IP_POOL_MAX_ADDRESSES)
+    warmup_schedule: list[int] | None = Field(None, max_length=WARMUP_MAX_DAYS, description=(
+        "Each provider's daily cap for a new address on day 1, 2, …; after the last day none. Default: 30 days from 50 to 40000."))
+
+    @field_validator("warmup_schedule")
+    @classmethod
+    def _caps(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(c < 0 or c > 10_000_000 for c in v):
+            raise ValueError("each cap is between 0 and 10000000")
+        return v
+
+    @field_validator("addresses")
+    @classmethod
+    def _distinct(cls, v: list[PoolAddressInput] | None) -> list[PoolAddressInput] | None:
+        if v is not None and len({a.ip for a in v}) != len(v):
+            raise ValueError("an address is listed twice")
+        return v
+
+
+class IpPoolUpdate(IpPoolCreate):
+    name: str | None = Field(None, min_length=1, max_length=100)  # type: ignore[assignment]
+    addresses: list[PoolAddressInput] | None = Field(None, max_length=IP_POOL_MAX_ADDRESSES)  # type: ignore[assignment]

@@ -47,6 +47,8 @@ def entity_key(event: ev.Event) -> str:
             return f"template_version:{event.version_id}"
         case ev.ShapingSaved():
             return "shaping:installation"
+        case ev.IpPoolSaved():
+            return f"ip_pool:{event.pool_id}"
     raise TypeError(f"not a control event: {type(event).__name__}")
 
 
@@ -68,6 +70,7 @@ class ControlState:
     receiving_rules: dict[str, ev.ReceivingRuleSaved] = field(default_factory=dict)
     templates: dict[str, ev.TemplateSaved] = field(default_factory=dict)
     template_versions: dict[str, ev.TemplateVersionSaved] = field(default_factory=dict)
+    ip_pools: dict[str, ev.IpPoolSaved] = field(default_factory=dict)
     shaping: ev.ShapingSaved | None = None  # the operator's provider limits (services/relay/shaping/)
     audit: AuditIndex = field(default_factory=AuditIndex)  # the newest entries per workspace (shared/audit.py)
     _positions: dict[str, int] = field(default_factory=dict)
@@ -163,6 +166,8 @@ class ControlState:
                 self._put(self.template_versions, new.version_id, new)
             case ev.ShapingSaved():
                 self.shaping = None if new.deleted else new
+            case ev.IpPoolSaved():
+                self._put(self.ip_pools, new.pool_id, new)
 
     @staticmethod
     def _index(index: dict[str, str], old_hash: str | None, new_hash: str, ident: str, event: ev.ControlRecord) -> None:

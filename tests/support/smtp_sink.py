@@ -25,6 +25,7 @@ class Received:
     tls: bool = False
     login: str | None = None
     peer: str | None = None  # the sender's address (its source IP)
+    helo: str | None = None  # the name it greeted with (EHLO)
 
     @property
     def message(self):
@@ -77,7 +78,8 @@ class _Handler:
                 login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
                 self.sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
                                                    tls=session.ssl is not None, login=login,
-                                                   peer=session.peer[0] if session.peer else None))
+                                                   peer=session.peer[0] if session.peer else None,
+                                                   helo=session.host_name))
         return reply
 
 

@@ -15,7 +15,8 @@ def service_view(rt: ApiContext, svc: ev.ServiceSaved) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": svc.service_id, "name": svc.name, "mode": svc.mode, "status": svc.status,
         "track_opens": svc.track_opens, "track_clicks": svc.track_clicks, "list_unsubscribe": svc.list_unsubscribe,
-        "receiving_retention_days": svc.receiving_retention_days, "created_at": svc.created_at.isoformat()}
+        "receiving_retention_days": svc.receiving_retention_days, "ip_pool_id": svc.ip_pool_id,
+        "created_at": svc.created_at.isoformat()}
     if rt.limits is not None:
         view["rate_limits"] = rt.limits.view(svc.service_id)
     return view
@@ -42,6 +43,10 @@ async def update_service(rt: ApiContext, svc: ev.ServiceSaved, body: ServiceUpda
     changes: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"rate_limits"})
     if "rate_limits" in body.model_fields_set:
         changes.update(rate_override_changes(body.rate_limits))
+    if "ip_pool_id" in body.model_fields_set:
+        changes["ip_pool_id"] = body.ip_pool_id or None
+        if changes["ip_pool_id"] is not None and changes["ip_pool_id"] not in rt.control.state.ip_pools:
+            return Refusal(400, "ip_pool_id: no such IP pool")
     if changes.get("mode") == "production" and not any(d.verified for d in rt.control.state.domains_of(svc.service_id)):
         return Refusal(400, "mode: production needs at least one verified domain; verify a domain first")
     if not changes:

@@ -5,6 +5,7 @@ rate and messages per connection shaped per mailbox provider for the whole insta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import defaultdict
 
@@ -53,13 +54,21 @@ class MxSender(Sender):
         self._mx_cache[domain] = (time.monotonic() + MX_CACHE_SECONDS, hosts)
         return hosts
 
-    def _pool(self, host: str, ip: str, provider: str) -> SmtpPool:
-        key = f"{provider}|{host}|{ip}"
+    def _pool(self, host: str, ip: str, provider: str, source: ev.PoolAddress | None) -> SmtpPool:
+        key = f"{provider}|{host}|{ip}|{source.ip if source else ''}"
         if key not in self._pools:
             self._pools[key] = SmtpPool(ip, self.settings.mx_port, size=self.shaper.limits(provider).max_connections,
-                                        tls="opportunistic", local_hostname=self.settings.hostname,
-                                        server_hostname=host, slots=self.shaper.slots(provider))
+                                        tls="opportunistic",
+                                        local_hostname=source.ehlo_name if source else self.settings.hostname,
+                                        server_hostname=host, slots=self.shaper.slots(provider),
+                                        local_addr=source.ip if source else None)
         return self._pools[key]
+
+    async def _via(self, pool: SmtpPool, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
+        results = await pool.send(mail_from, rcpts, raw)
+        if pool.local_addr is None:
+            return results
+        return {r: dataclasses.replace(res, source_ip=pool.local_addr) for r, res in results.items()}
 
     async def _send_domain(self, domain: str, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
         hosts = await self.mx_hosts(domain)
@@ -71,8 +80,14 @@ class MxSender(Sender):
         for host in hosts:
             ips = await dns_lookup.addresses(self.resolver, host)
             for ip in ips or []:
-                pool = self._pool(host, ip, provider := provider_of(host, domain, self.providers))
-                results = await self.shaper.deliver(provider, rcpts, lambda some: pool.send(mail_from, some, raw))
+                provider = provider_of(host, domain, self.providers)
+                source = await self.shaper.wait_for_source(provider)
+                if source == "wait":
+                    return {r: DeliveryResult("deferred", None, f"the IP pool's warm-up caps for {provider} are reached "
+                                                                 "for today", retry_after=self.settings.shaping_hold)
+                            for r in rcpts}
+                pool = self._pool(host, ip, provider, source)
+                results = await self.shaper.deliver(provider, rcpts, lambda some: self._via(pool, mail_from, some, raw))
                 if not all(r.connect_error for r in results.values()):
                     return results  # a session took place (a reply, or a drop mid-transaction): that is the outcome
                 last = results      # could not connect: next address, then next MX

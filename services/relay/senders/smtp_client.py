@@ -216,15 +216,17 @@ class SmtpConnection:
 
 async def connect(host: str, port: int, *, timeout: float = 30.0, local_hostname: str = "localhost",
                   tls: str = "none", context: ssl.SSLContext | None = None, server_hostname: str | None = None,
-                  user: str | None = None, password: str | None = None) -> SmtpConnection:
+                  user: str | None = None, password: str | None = None, local_addr: str | None = None) -> SmtpConnection:
     """Open a ready connection. ``tls``: ``none``; ``starttls`` (required); ``opportunistic``
-    (STARTTLS when offered); ``tls`` (implicit TLS)."""
+    (STARTTLS when offered); ``tls`` (implicit TLS). ``local_addr``: the source address to
+    bind (an IP pool's address); None: the host's choice."""
     loop = asyncio.get_running_loop()
     name = server_hostname or host
     try:
         _, reader = await asyncio.wait_for(loop.create_connection(
             lambda: _ReplyReader(loop), host, port, ssl=context if tls == "tls" else None,
-            server_hostname=name if tls == "tls" else None), timeout)
+            server_hostname=name if tls == "tls" else None,
+            local_addr=(local_addr, 0) if local_addr else None), timeout)
     except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
         raise SmtpError(f"cannot connect to {host}:{port}: {type(exc).__name__}: {exc}") from exc
     conn = SmtpConnection(reader, timeout)

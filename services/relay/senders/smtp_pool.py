@@ -29,11 +29,13 @@ class SmtpPool:
 
     def __init__(self, host: str, port: int, size: int = 8, tls: str = "none",
                  user: str | None = None, password: str | None = None, timeout: float = 30.0,
-                 local_hostname: str | None = None, server_hostname: str | None = None, slots: Slots | None = None):
+                 local_hostname: str | None = None, server_hostname: str | None = None, slots: Slots | None = None,
+                 local_addr: str | None = None):
         self.host, self.port, self.tls = host, port, tls
         self.user, self.password, self.timeout = user, password, timeout
         self.local_hostname = local_hostname or "localhost"
         self.server_hostname = server_hostname  # TLS SNI / name when host is an IP address
+        self.local_addr = local_addr  # the source address sessions bind (IP pools)
         self._ctx: ssl.SSLContext | None = None
         self._idle: list[SmtpConnection] = []
         self._slots = asyncio.Semaphore(size)
@@ -105,7 +107,8 @@ class SmtpPool:
     async def _open(self) -> SmtpConnection:
         return await connect(self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname,
                              tls=self.tls, context=self._tls_context() if self.tls != "none" else None,
-                             server_hostname=self.server_hostname, user=self.user, password=self.password)
+                             server_hostname=self.server_hostname, user=self.user, password=self.password,
+                             local_addr=self.local_addr)
 
     async def send(self, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
         """MAIL, RCPT per recipient, DATA. Addresses were validated upstream; IDN domains go

@@ -12,11 +12,13 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from typing import Literal
 from datetime import datetime, timezone
 
 from services.relay.outcome import DeliveryResult
 from services.relay.shaping import limits as provider_limits
 from services.relay.shaping.replies import classify
+from services.relay.shaping import warmup
 from services.relay.shaping.store import ShapingStore
 from shared import events as ev
 from shared import metrics
@@ -26,6 +28,7 @@ from shared.settings import Settings
 # (workspace_id, service_id) of the message being delivered, set by the relay's handler: whose
 # message completed a spike of policy blocks (the alert's owner)
 sending_for: ContextVar[tuple[str, str] | None] = ContextVar("sending_for", default=None)
+WARMUP_POLL = 1.0  # seconds between two looks for a warm-up cap that grew
 SLOT_POLL = 0.05  # seconds between two tries for a connection slot when all are taken
 PUBLISH_INTERVAL = 1.0  # seconds between two refreshes of the gauges, besides state changes
 STATES = ("normal", "backing_off", "paused")
@@ -121,6 +124,37 @@ class Shaper:
         if kinds.keys() & {"throttle", "block"} or time.monotonic() - self._published >= PUBLISH_INTERVAL:
             await asyncio.to_thread(self.publish)
 
+    async def source(self, provider: str) -> ev.PoolAddress | None | Literal["wait"]:
+        """The address the message being delivered leaves from: its service's IP pool's first
+        address under its warm-up cap for ``provider`` (new addresses first, so they warm
+        up; then warm ones), None when the service has no pool (the host's address), "wait"
+        when every address of the pool has reached today's cap."""
+        owner = sending_for.get()
+        svc = self.control.services.get(owner[1]) if owner and self.control is not None else None
+        pool = self.control.ip_pools.get(svc.ip_pool_id) if svc and svc.ip_pool_id and self.control else None
+        if pool is None or not pool.addresses:
+            return None
+        today = datetime.now(timezone.utc).date()
+        capped = [(a, c) for a in pool.addresses if (c := warmup.cap(pool, a, today)) is not None]
+        for address, limit in capped:
+            if await self.store.take_warmup(address.ip, provider, today.isoformat(), limit):
+                return address
+        warm = [a for a in pool.addresses if warmup.cap(pool, a, today) is None]
+        return warm[0] if warm else "wait"
+
+    async def wait_for_source(self, provider: str) -> ev.PoolAddress | None | Literal["wait"]:
+        """``source``, waiting (in the provider's queue) up to the hold for a warm-up cap to
+        grow (a new day, a changed schedule); "wait" after that: defer the message."""
+        hold_until = time.monotonic() + self.settings.shaping_hold
+        while (chosen := await self.source(provider)) == "wait" and time.monotonic() < hold_until:
+            depth = metrics.SHAPING_QUEUE_DEPTH.labels(provider)
+            depth.inc()
+            try:
+                await asyncio.sleep(WARMUP_POLL)
+            finally:
+                depth.dec()
+        return chosen
+
     async def _alert(self, state: str, provider: str, owner: tuple[str, str], since: float, message: str) -> None:
         if self.alert is None:
             return
@@ -141,3 +175,5 @@ class Shaper:
             state = "paused" if view.paused_until > now else "backing_off" if view.backing_off else "normal"
             for s in STATES:
                 metrics.SHAPING_STATE.labels(view.provider, s).set(1 if s == state else 0)
+        for ip, counts in self.store.sent_today(datetime.now(timezone.utc).date().isoformat()).items():
+            metrics.IP_WARMUP_SENT_TODAY.labels(ip).set(sum(counts.values()))

@@ -38,6 +38,8 @@ SCHEMA = (
     "last_step REAL NOT NULL DEFAULT 0, last_reply TEXT, last_reply_at REAL, blocks INTEGER NOT NULL DEFAULT 0, "
     "blocks_since REAL NOT NULL DEFAULT 0, paused_for_blocks INTEGER NOT NULL DEFAULT 0, alert_scope TEXT, "
     "alert_since REAL)",
+    "CREATE TABLE IF NOT EXISTS warmup(ip TEXT NOT NULL, provider TEXT NOT NULL, day TEXT NOT NULL, "
+    "n INTEGER NOT NULL, PRIMARY KEY (ip, provider, day)) WITHOUT ROWID",
 )
 
 
@@ -177,6 +179,28 @@ class ShapingStore:
                 return (scope or "|", since or now)
             return None
         return await self.run(job)
+
+    # ---------------------------------------------------------------- warm-up
+    async def take_warmup(self, ip: str, provider: str, day: str, cap: int) -> bool:
+        """Count one message from ``ip`` to ``provider`` on ``day`` if fewer than ``cap`` were."""
+        def job(conn: sqlite3.Connection, now: float) -> bool:
+            row = conn.execute("SELECT n FROM warmup WHERE ip=? AND provider=? AND day=?", (ip, provider, day)).fetchone()
+            if row is not None and row[0] >= cap:
+                return False
+            conn.execute("INSERT INTO warmup(ip, provider, day, n) VALUES (?,?,?,1) ON CONFLICT(ip, provider, day) "
+                         "DO UPDATE SET n=n+1", (ip, provider, day))
+            conn.execute("DELETE FROM warmup WHERE day<?", (day,))  # yesterday's counts are done with
+            return True
+        return await self.run(job)
+
+    def sent_today(self, day: str) -> dict[str, dict[str, int]]:
+        """Messages counted per address and provider on ``day``."""
+        def job(conn: sqlite3.Connection, now: float) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for ip, provider, n in conn.execute("SELECT ip, provider, n FROM warmup WHERE day=?", (day,)):
+                out.setdefault(ip, {})[provider] = n
+            return out
+        return self._tx(job)
 
     def views(self) -> list[ProviderView]:
         """Every provider with state (read-only; the API's view)."""

@@ -6,7 +6,10 @@ the same port (POSTLINE_MX_PORT).
 - the limits set through `PUT /api/email/shaping` hold for both relays together, measured
   at the sinks: sessions open at once, messages in any 1 s window, messages per session;
 - a provider answering `421 4.7.0 … try again later` for a few seconds has its rate halved
-  (seen in `GET /api/email/shaping`), nothing bounces, everything is delivered after."""
+  (seen in `GET /api/email/shaping`), nothing bounces, everything is delivered after;
+- a service assigned to an IP pool sends from the pool's address (127.0.0.2) with its EHLO
+  name, and a new address's warm-up cap holds: the sends beyond it wait, none bounces.
+  (Last: it assigns the module's service to the pool.)"""
 from __future__ import annotations
 
 import time
@@ -44,11 +47,11 @@ def installation(tmp_path_factory):
         "POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "mx", "POSTLINE_MX_PORT": str(port),
         "POSTLINE_RELAY_PROCESSES": "2", "POSTLINE_SHAPING_PAUSE": "1", "POSTLINE_SHAPING_RECOVERY": "2"}).start()
     api = Api(proc.url)
-    _, key = production_service(api, dns)
+    sid, key = production_service(api, dns)
     r = api.admin("PUT", "/api/email/shaping", json={"providers": LIMITS})
     assert r.status_code == 200, r.text
     try:
-        yield api, key, sinks
+        yield api, key, sinks, sid
     finally:
         proc.stop()
         dns.stop()
@@ -89,7 +92,7 @@ def provider_row(api: Api, name: str) -> dict:
 
 
 def test_limits_hold_for_two_relays_together(installation):
-    api, key, sinks = installation
+    api, key, sinks, _ = installation
     send_batch(api, key, "gmail.test", 60, "limits-g")
     send_batch(api, key, "outlook.test", 20, "limits-m")
     for name, n, subject in (("google", 60, "limits-g"), ("microsoft", 20, "limits-m")):
@@ -106,7 +109,7 @@ def test_limits_hold_for_two_relays_together(installation):
 
 
 def test_throttling_halves_the_rate_and_nothing_bounces(installation):
-    api, key, sinks = installation
+    api, key, sinks, _ = installation
     sink = sinks["yahoo"]
     with sink.lock:
         sink.data_replies = [THROTTLE]
@@ -130,7 +133,7 @@ def test_throttling_halves_the_rate_and_nothing_bounces(installation):
 
 
 def test_shaping_api_refuses_bad_limits_and_anonymous_callers(installation):
-    api, _, _ = installation
+    api, _, _, _ = installation
     bad = api.admin("PUT", "/api/email/shaping", json={"providers": {"google": {"max_connections": 0, "rate": 1,
                                                                                   "per_connection": 1}}})
     assert bad.status_code == 400 and "max_connections" in bad.json()["error"]
@@ -138,3 +141,29 @@ def test_shaping_api_refuses_bad_limits_and_anonymous_callers(installation):
     assert bad.status_code == 400 and "providers" in bad.json()["error"]
     assert httpx.get(f"{api.http.base_url}/api/email/shaping").status_code == 401
     assert provider_row(api, "google")["configured"]["max_connections"] == LIMITS["google"]["max_connections"]
+
+
+def test_a_pool_address_sends_and_its_warmup_cap_holds(installation):
+    api, key, sinks, sid = installation
+    r = api.admin("POST", "/api/email/ip-pools", json={
+        "name": "new", "addresses": [{"ip": "127.0.0.2", "ehlo_name": "mta1.acme.test"}], "warmup_schedule": [3]})
+    assert r.status_code == 201, r.text
+    pool = r.json()
+    assert pool["addresses"][0]["warmup_day"] == 1 and pool["addresses"][0]["cap_today"] == 3
+    assert api.admin("PATCH", f"/api/email/services/{sid}", json={"ip_pool_id": pool["id"]}).json()["ip_pool_id"] == pool["id"]
+    ids = send_batch(api, key, "gmail.test", 5, "pooled")
+    first = wait_received(sinks["google"], "pooled", 3)
+    assert {(m.peer, m.helo) for m in first} == {("127.0.0.2", "mta1.acme.test")}
+    time.sleep(2)  # the two beyond the cap wait in the relay, polling the cap every second
+    assert len(wait_received(sinks["google"], "pooled", 3)) == 3
+    statuses = [api.http.get(f"/emails/{i}", headers={"Api-Key": key}).json()["recipients"] for i in ids]
+    assert not [s for s in statuses if any(r["status"] == "bounced" for r in s.values())]
+    view = api.admin("GET", f"/api/email/ip-pools/{pool['id']}").json()
+    assert view["addresses"][0]["sent_today"] == {"google": 3}
+    r = api.admin("PATCH", f"/api/email/ip-pools/{pool['id']}", json={"warmup_schedule": [10]})
+    assert r.status_code == 200, r.text
+    got = wait_received(sinks["google"], "pooled", 5)
+    assert len(got) == 5 and {m.peer for m in got} == {"127.0.0.2"}
+    assert api.admin("DELETE", f"/api/email/ip-pools/{pool['id']}").status_code == 409  # still assigned
+    bad = api.admin("POST", "/api/email/ip-pools", json={"name": "x", "addresses": [{"ip": "300.1.1.1", "ehlo_name": "a.b"}]})
+    assert bad.status_code == 400 and "ip" in bad.json()["error"]
