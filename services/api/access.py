@@ -9,7 +9,9 @@ workspace settings), ``viewer`` (read only). A request needs one permission:
   recipients, sends: owner, admin, developer;
 - ``people`` — invite users, change roles, remove users: owner, admin (an admin can neither
   grant ``owner`` nor change or remove an owner);
-- ``self``   — one's own account: sessions, sign-out, TOTP, personal API tokens: all roles.
+- ``self``   — one's own account: sessions, sign-out, TOTP, personal API tokens: all roles;
+- ``installation`` — what holds for every workspace of the installation (shaping per
+  provider, source IP pools; docs/delivery.md): owner, admin — reading too.
 
 The workspace admin token acts as an ``owner`` (bootstrap and automation)."""
 from __future__ import annotations
@@ -20,12 +22,13 @@ from typing import Literal
 from services.api.refusal import Refusal
 from shared import events as ev
 
-Permission = Literal["read", "write", "people", "self"]
+Permission = Literal["read", "write", "people", "self", "installation"]
 ALLOWED: dict[Permission, frozenset[str]] = {
     "read": frozenset(ev.ROLES),
     "write": frozenset({"owner", "admin", "developer"}),
     "people": frozenset({"owner", "admin"}),
     "self": frozenset(ev.ROLES),
+    "installation": frozenset({"owner", "admin"}),
 }
 FORBIDDEN = "forbidden"  # the refusal's machine code
 
@@ -60,7 +63,8 @@ def refusal(actor: Actor, permission: Permission) -> Refusal | None:
     """None when ``actor`` may act with ``permission``, else a 403 naming the role."""
     if actor.role in ALLOWED[permission]:
         return None
-    what = {"read": "read", "write": "make changes", "people": "manage people", "self": "do this"}[permission]
+    what = {"read": "read", "write": "make changes", "people": "manage people", "self": "do this",
+            "installation": "see or change the installation's delivery settings"}[permission]
     return Refusal(403, f"your role ({actor.role}) may not {what} in this workspace", code=FORBIDDEN)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from services.api import access
+from services.api.access import Actor
 from services.api.context import ApiContext
 from services.api.refusal import Refusal
 from services.relay.shaping import limits as provider_limits
@@ -16,13 +18,12 @@ from services.relay.shaping.store import ProviderView, ShapingStore
 from shared import events as ev
 from shared.providers import OTHER
 
-ROLES = frozenset({"owner", "admin"})
 RECIPIENTS_PER_TRANSACTION = 1  # every recipient has its own VERP transaction (docs/delivery.md)
 
 
-def refusal(role: str) -> Refusal | None:
-    """None when ``role`` may see and change the installation's shaping."""
-    return None if role in ROLES else Refusal(403, "shaping is for a workspace owner or admin", code="forbidden")
+def refusal(actor: Actor) -> Refusal | None:
+    """None when ``actor`` may see and change the installation's shaping and IP pools."""
+    return access.refusal(actor, "installation")
 
 
 def _when(epoch: float | None) -> str | None:

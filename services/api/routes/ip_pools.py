@@ -22,7 +22,7 @@ def _pool(pool_id: str, request: Request, rt: ApiContext) -> ev.IpPoolSaved:
 
 
 def _admin(request: Request) -> None:
-    if refused := shaping.refusal(request.state.actor.role):
+    if refused := shaping.refusal(request.state.actor):
         raise http_error(refused)
 
 

@@ -17,7 +17,7 @@ router = APIRouter(tags=["shaping"])
 
 
 def _admin(request: Request) -> None:
-    if refused := manage.refusal(request.state.actor.role):
+    if refused := manage.refusal(request.state.actor):
         raise http_error(refused)
 
 

@@ -12,6 +12,7 @@ the same port (POSTLINE_MX_PORT).
   (Last: it assigns the module's service to the pool.)"""
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -19,7 +20,7 @@ import pytest
 
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
-from tests.support.postline import Api, PostlineProcess, production_service
+from tests.support.postline import ADMIN_TOKEN, Api, PostlineProcess, production_service
 from tests.support.smtp_sink import SmtpSink
 
 MX = {"google": ("gmail.test", "gmail-smtp-in.l.google.com", "127.0.0.10"),
@@ -167,3 +168,26 @@ def test_a_pool_address_sends_and_its_warmup_cap_holds(installation):
     assert api.admin("DELETE", f"/api/email/ip-pools/{pool['id']}").status_code == 409  # still assigned
     bad = api.admin("POST", "/api/email/ip-pools", json={"name": "x", "addresses": [{"ip": "300.1.1.1", "ehlo_name": "a.b"}]})
     assert bad.status_code == 400 and "ip" in bad.json()["error"]
+
+
+@pytest.mark.browser
+def test_the_shaping_page_shows_providers_and_the_pools_warmup(installation, browser):
+    api, _, _, _ = installation
+    context = browser.new_context(base_url=str(api.http.base_url))
+    page = context.new_page()
+    try:
+        page.goto("/")
+        page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url("**/services")
+        page.get_by_role("link", name="Shaping").click()
+        page.wait_for_url("**/shaping")
+        providers = page.get_by_role("table", name="Providers")
+        google = providers.get_by_role("row").filter(has_text="google")
+        assert "custom" in google.inner_text() and re.search(r"\b[0-2] / 2\b", google.inner_text())
+        yahoo = providers.get_by_role("row").filter(has_text="yahoo").inner_text()
+        assert "421 4.7.0" in yahoo  # its last throttling reply
+        pool_row = page.get_by_role("table", name="IP pools").get_by_role("row").filter(has_text="127.0.0.2").inner_text()
+        assert "mta1.acme.test" in pool_row and "google: 5" in pool_row
+    finally:
+        context.close()

@@ -96,3 +96,13 @@ def test_a_spike_of_policy_blocks_pauses_the_provider_and_alerts_once(tmp_path):
         assert [a.state for a in alerts] == ["raised", "cleared"] and alerts[0].email_id == alerts[1].email_id
 
     asyncio.run(run())
+
+
+def test_only_owners_and_admins_may_shape_the_installation():
+    from services.api.access import Actor
+    from services.api.manage.shaping import refusal
+
+    assert refusal(Actor("ws", "owner")) is None and refusal(Actor("ws", "admin")) is None
+    for role in ("developer", "viewer"):
+        refused = refusal(Actor("ws", role))
+        assert refused is not None and refused.status == 403
