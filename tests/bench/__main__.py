@@ -14,7 +14,7 @@ from tests.bench.shapes import BY_NAME, SHAPES
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory",
-                                           "retention", "e2e", "intake", "receiving", "templates", "scale-out"], default=None)
+                                           "retention", "e2e", "intake", "receiving", "templates", "scale-out", "shaping"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
     parser.add_argument("--retention-sends", type=int, default=2000, help="real sends of the retention section")
@@ -83,6 +83,10 @@ def main() -> None:
         from tests.bench import templates
 
         results["intake_template_vs_plain"] = templates.run(args.e2e_messages)
+    if args.only in (None, "shaping"):
+        from tests.bench import shaping
+
+        results["shaping_5_providers"] = shaping.run()
     if args.only in (None, "scale-out"):
         from tests.bench import scale_out
 
