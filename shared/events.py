@@ -449,7 +449,7 @@ class Sent(_Lifecycle):
 
 
 class TlsUsed(BaseModel):
-    """The TLS of the SMTP session that delivered a message (SPEC §17, docs/delivery.md).
+    """The TLS of the SMTP session that delivered a message (docs/delivery.md).
     ``verified``: what vouched for the server's certificate — ``none`` (opportunistic
     STARTTLS, not checked), ``pkix`` (a public CA and the MX name), ``mta-sts`` (PKIX, to an
     MX the domain's MTA-STS policy lists), ``dane`` (the MX's authenticated TLSA records)."""
@@ -582,7 +582,7 @@ class EmailReceived(Event):
 
 
 class Alert(Event):
-    """Something about a service's sending needs a person (SPEC §17–18): a rate over its
+    """Something about a service's sending needs a person (docs/delivery.md, docs/analytics.md): a rate over its
     threshold (``bounce_rate``, ``complaint_rate``), a provider paused after policy blocks
     (``provider_paused``), … ``state`` ``raised`` once when it starts and ``cleared`` once
     when it ends — never one per event. Webhook-able; in the service's timeline.
