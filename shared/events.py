@@ -116,6 +116,7 @@ class ServiceSaved(ControlRecord):
     created_at: datetime
     deleted: bool = False
     receiving_retention_days: int = 30  # how long received mail is kept (docs/receiving.md)
+    require_tls: bool = False  # deliver only over certificate-verified TLS, else defer (docs/delivery.md)
 
 
 class ApiKeySaved(ControlRecord):
@@ -410,6 +411,9 @@ class SendRequested(Event):
     # The stored template the message was rendered from (its id; None: not from a template).
     # The bodies above are already rendered: a later edit of the template changes nothing here.
     template_id: str | None = None
+    # Deliver only over certificate-verified TLS (the service's setting or the send's
+    # ``require_tls``), decided by the API like tracking.
+    require_tls: bool = False
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 

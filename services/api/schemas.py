@@ -237,6 +237,9 @@ class SendEmail(BaseModel):
     list_unsubscribe: StrictBool | None = Field(
         None, description="RFC 8058 one-click List-Unsubscribe headers for this message (default: the service's).")
     template: TemplateRef | None = Field(None, description="A stored template instead of `html`/`text`.")
+    require_tls: StrictBool | None = Field(
+        None, description="`true`: deliver only over certificate-verified TLS, else defer (like SES `TlsPolicy: REQUIRE`); "
+                          "a send can add the requirement, not lift the service's `require_tls`.")
 
     @model_validator(mode="before")
     @classmethod
@@ -417,6 +420,7 @@ class ServiceUpdate(BaseModel):
     rate_limits: RateLimitsUpdate | None = Field(
         None, description="Override the base limits of this service (`null` fields fall back to the global base).")
     receiving_retention_days: int | None = Field(None, ge=1, le=365, description="Days received mail is kept (default 30).")
+    require_tls: StrictBool | None = Field(None, description="Deliver this service's mail only over certificate-verified TLS, else defer.")
 
 
 KeyPermission = Literal["full_access", "sending_access"]
@@ -549,6 +553,7 @@ class ServiceView(BaseModel):
     track_clicks: bool
     list_unsubscribe: bool = False
     receiving_retention_days: int = 30
+    require_tls: bool = False
     created_at: str
     rate_limits: RateLimitView | None = None
 

@@ -186,7 +186,7 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             start = time.perf_counter()
             data = raw[group[0]] if isinstance(raw, dict) else raw  # a tracked message has one copy per recipient
             mail_from = verp_for(ctx, req, domain, group[0] if len(group) == 1 else None)
-            replies = await ctx.sender.send(mail_from, group, data)
+            replies = await ctx.sender.send(mail_from, group, data, require_tls=req.require_tls)
             results = {r: replies.get(r) or DeliveryResult("deferred", None, "no reply for recipient") for r in group}
             now = ev.utcnow()
             final = {r: dataclasses.replace(res, at=now) for r, res in results.items() if res.status in ev.FINAL_TYPES}
