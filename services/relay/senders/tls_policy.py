@@ -1,4 +1,4 @@
-"""Outbound TLS per destination (SPEC §17, docs/delivery.md "What is verified when").
+"""Outbound TLS per destination (docs/delivery.md, "What is verified when").
 
 Decided for each MX host before its session, strongest first:
 
