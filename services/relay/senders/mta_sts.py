@@ -71,7 +71,7 @@ def txt_id(values: list[str]) -> str | None:
         return None
     fields = dict(part.strip().partition("=")[::2] for part in records[0].split(";") if part.strip())
     ident = fields.get("id", "")
-    return ident if ident.isalnum() and 1 <= len(ident) <= 32 else None
+    return ident if ident.isascii() and ident.isalnum() and 1 <= len(ident) <= 32 else None
 
 
 def parse(text: str, domain: str, ident: str) -> Policy:

@@ -5,8 +5,11 @@ send, DANE-EE and DANE-TA; the TLS used is on the `delivered` event, and a sessi
 required for never carries the message in clear (the sinks record no DATA)."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import re
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -14,7 +17,8 @@ from tests.support.broker import free_port
 from tests.support.cert_authority import CertAuthority
 from tests.support.dns_server import DnsServer
 from tests.support.file_server import FileServer
-from tests.support.postline import Api, PostlineProcess, production_service
+from tests.services.api.dashboard.support import sign_in
+from tests.support.postline import ADMIN_TOKEN, Api, PostlineProcess, production_service
 from tests.support.smtp_sink import SmtpSink
 
 BODY = {"from": "Acme <hello@acme.test>", "subject": "Hi", "text": "body"}
@@ -173,3 +177,18 @@ def test_require_tls_on_the_service_verifies_pkix_and_defers_plaintext(world):
         assert api.admin("PATCH", f"/api/email/services/{sid}", json={"require_tls": "yes"}).json()["error"]
     finally:
         api.admin("PATCH", f"/api/email/services/{sid}", json={"require_tls": False})
+
+
+def test_the_dashboard_timeline_shows_the_tls_used(world):
+    api, sid, key, _ = world
+    email_id, _ = outcome(api, key, "dora@good.test", "delivered")
+    plain_id, _ = outcome(api, key, "dora@plain.test", "delivered")
+
+    async def pages() -> tuple[str, str]:
+        async with httpx.AsyncClient(base_url=api.http.base_url) as http:
+            await sign_in(http, ADMIN_TOKEN)
+            return tuple([(await http.get(f"/services/{sid}/messages/{eid}")).text for eid in (email_id, plain_id)])
+
+    verified, plain = asyncio.run(pages())
+    assert re.search(r"<dt>tls</dt><dd>TLSv1\.\d · \S+ · verified: mta-sts</dd>", verified)
+    assert "<dt>tls</dt><dd>none (plaintext)</dd>" in plain
