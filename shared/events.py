@@ -153,6 +153,14 @@ class DomainSaved(ControlRecord):
     created_at: datetime
     deleted: bool = False
     receiving: bool = False  # mail to any address at the domain is received (docs/receiving.md)
+    # DKIM rotation (docs/delivery.md): the next key set (shared.dkim_keys.generate's fields,
+    # private halves sealed) published and awaiting DNS; signing moves to it once verification
+    # finds both its records. The replaced set's public half stays listed until ``retiring_until``.
+    pending_dkim: dict[str, str] | None = None
+    retiring_dkim: dict[str, str] | None = None  # rsa_selector, rsa_public_b64, ed_selector, ed_public_b64
+    retiring_until: datetime | None = None
+    dkim_rotation_days: int | None = None  # scheduled rotation: a new set when the current one is this old
+    dkim_rotated_at: datetime | None = None  # when the current set took over (None: since created_at)
 
 
 class SandboxRecipientSaved(ControlRecord):

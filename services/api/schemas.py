@@ -449,6 +449,8 @@ class DomainUpdate(BaseModel):
                                       description="A host under the domain for tracking links; null removes it.")
     receiving: StrictBool | None = Field(None, description="Receive mail for any address at the domain: adds an MX "
                                                           "record to publish (docs/receiving.md).")
+    dkim_rotation_days: int | None = Field(None, ge=7, le=3650, description="Rotate the DKIM keys when they are this many "
+                                                                          "days old (e.g. 180); null: never (the default).")
 
 
 class SandboxEmailCreate(BaseModel):
@@ -587,12 +589,16 @@ class DnsRecord(BaseModel):
     value: str
     value_strings: list[str] | None = Field(None, description="The value split into ≤255-byte TXT strings.")
     required: bool
+    dkim_set: Literal["current", "pending", "retiring"] | None = Field(
+        None, description="DKIM records: the set signing now, the next one (publish it; signing moves to it once "
+                          "verified) or the replaced one (keep it published until `retiring_until`).")
 
 
 class DnsCheck(BaseModel):
     record: str
     name: str
     expected: str
+    dkim_set: str | None = None
     seen: list[str]
     status: Literal["found", "missing", "mismatch", "error"]
     detail: str | None = None
@@ -610,6 +616,9 @@ class DomainView(BaseModel):
     receiving: bool = False
     last_check: dict | None = None
     checks: list[DnsCheck] | None = None
+    dkim_rotation_days: int | None = Field(None, description="Scheduled DKIM rotation: a new key set when the current one is this many days old.")
+    dkim_rotated_at: str | None = Field(None, description="When the current DKIM key set took over (absent: since creation).")
+    retiring_until: str | None = Field(None, description="The replaced DKIM set stays listed until then.")
 
 
 class DomainList(BaseModel):

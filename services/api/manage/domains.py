@@ -1,9 +1,10 @@
 """Sending domains: add (a DKIM key is generated), the DNS records to publish, the tracking
-host, verify now (per-record result), remove."""
+host, verify now (per-record result), DKIM rotation (services/api/dkim_rotation.py), remove."""
 from __future__ import annotations
 
 from typing import Any
 
+from services.api import dkim_rotation as rotation
 from services.api import domains as dom
 from services.api.manage import changed, deleted
 from services.api.refusal import Refusal
@@ -17,7 +18,10 @@ def domain_view(d: ev.DomainSaved, settings: Settings) -> dict[str, Any]:
     return {"id": d.domain_id, "domain": d.domain, "status": "verified" if d.verified else "pending",
             "verified": d.verified, "verified_at": d.verified_at.isoformat() if d.verified_at else None,
             "created_at": d.created_at.isoformat(), "records": dom.records(d, settings),
-            "tracking_host": d.tracking_host, "receiving": d.receiving, "last_check": d.last_check}
+            "tracking_host": d.tracking_host, "receiving": d.receiving, "last_check": d.last_check,
+            "dkim_rotation_days": d.dkim_rotation_days,
+            "dkim_rotated_at": d.dkim_rotated_at.isoformat() if d.dkim_rotated_at else None,
+            "retiring_until": d.retiring_until.isoformat() if d.retiring_dkim and d.retiring_until else None}
 
 
 def list_domains(rt: ApiContext, svc: ev.ServiceSaved) -> list[dict[str, Any]]:
@@ -82,9 +86,26 @@ async def verify_domain(rt: ApiContext, d: ev.DomainSaved) -> dict[str, Any] | R
     """Look the records up now: the domain's view with each record's result (``checks``)."""
     verified, checks = await dom.verify(d, rt.settings)
     now = ev.utcnow()
+    promote = rotation.promotion(d, checks, now)  # a pending DKIM set DNS now shows: sign with it
+    if promote:
+        verified, checks = rotation.promoted_checks(checks)
     updated = await changed(rt, d, verified=verified, verified_at=(d.verified_at or now) if verified else None,
-                            last_check={"at": now.isoformat(), "records": checks})
+                            last_check={"at": now.isoformat(), "records": checks}, **promote)
     return updated if isinstance(updated, Refusal) else {**domain_view(updated, rt.settings), "checks": checks}
+
+
+async def rotate_dkim(rt: ApiContext, d: ev.DomainSaved) -> dict[str, Any] | Refusal:
+    """Publish a new DKIM key set as pending (409 while one is pending already)."""
+    if d.pending_dkim:
+        return Refusal(409, "a DKIM rotation is already pending: publish its records (dkim_set: pending) and verify "
+                            "the domain")
+    updated = await changed(rt, d, **rotation.pending(rt.settings.master_key, d))
+    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
+
+
+async def set_rotation_days(rt: ApiContext, d: ev.DomainSaved, days: int | None) -> dict[str, Any] | Refusal:
+    updated = await changed(rt, d, dkim_rotation_days=days)
+    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
 
 
 async def delete_domain(rt: ApiContext, d: ev.DomainSaved) -> Refusal | None:

@@ -1,0 +1,123 @@
+"""DKIM rotation end to end (real DNS server, real SMTP sink, dkimpy verifying): a new set
+listed as pending while signing stays on the old one; signing moves once DNS shows the new
+records; mail signed with either set verifies during the overlap; the replaced set is
+listed as retiring, then no longer after its grace period; scheduled rotation and its setting."""
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from services.api import dkim_rotation, domains
+from shared import events as ev
+from shared.settings import Settings
+from tests.services.api.dashboard.support import sign_in
+from tests.support.dns_server import DnsServer
+from tests.support.postline import ADMIN_TOKEN, Api, PostlineProcess, dkim_results, production_service
+from tests.support.smtp_sink import SmtpSink
+
+BODY = {"from": "Acme <hello@acme.test>", "to": "ann@example.com", "subject": "Keys", "text": "body"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    dns, sink = DnsServer().start(), SmtpSink().start()
+    proc = PostlineProcess(tmp_path_factory.mktemp("dkim") / "data", env={
+        "POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address,
+        "POSTLINE_WORKERS": "2"}).start()
+    api = Api(proc.url)
+    sid, key = production_service(api, dns)
+    did = api.admin("GET", f"/api/email/services/{sid}/domains").json()["data"][0]["id"]
+    yield api, dns, sink, sid, key, did
+    proc.stop()
+    sink.stop()
+    dns.stop()
+
+
+def dkim_names(view: dict, dkim_set: str) -> list[str]:
+    return [r["name"] for r in view["records"] if r.get("dkim_set") == dkim_set]
+
+
+def sent(api: Api, sink: SmtpSink, key: str) -> bytes:
+    email_id = api.send(key, BODY).json()["id"]
+    return sink.wait_for(lambda m: email_id.encode() in m.data)[0].data
+
+
+def selectors(raw: bytes) -> set[str]:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return {s.decode() for s in re.findall(rb"DKIM-Signature:[^\r]*(?:\r\n[ \t][^\r]*)*", head) for s in
+            re.findall(rb"\bs=([a-z0-9]+);", s)}
+
+
+def test_rotation_end_to_end_with_both_signatures_verifying_during_the_overlap(world):
+    api, dns, sink, sid, key, did = world
+    path = f"/api/email/services/{sid}/domains/{did}"
+    before = api.admin("GET", path).json()
+    old = {n.split(".")[0] for n in dkim_names(before, "current")}
+    first = sent(api, sink, key)
+    assert selectors(first) == old and dkim_results(first, dns.address) == [True, True]
+
+    rotated = api.admin("POST", f"{path}/rotate-dkim")
+    assert rotated.status_code == 200
+    new_records = [r for r in rotated.json()["records"] if r.get("dkim_set") == "pending"]
+    new = {r["name"].split(".")[0] for r in new_records}
+    assert len(new) == 2 and not new & old and dkim_names(rotated.json(), "current") == dkim_names(before, "current")
+    again = api.admin("POST", f"{path}/rotate-dkim")
+    assert again.status_code == 409 and "already pending" in again.json()["error"]
+
+    # not yet in DNS: verifying keeps the old set, and mail stays signed with it
+    assert api.admin("POST", f"{path}/verify").json()["verified"] is True
+    assert selectors(sent(api, sink, key)) == old
+
+    for r in new_records:
+        dns.txt(r["name"], r["value_strings"])
+    moved = api.admin("POST", f"{path}/verify").json()
+    assert moved["verified"] is True
+    assert {n.split(".")[0] for n in dkim_names(moved, "current")} == new
+    assert {n.split(".")[0] for n in dkim_names(moved, "retiring")} == old and moved["retiring_until"]
+    assert not dkim_names(moved, "pending")
+
+    later = sent(api, sink, key)  # any API process: the change is on the control log
+    assert selectors(later) == new and dkim_results(later, dns.address) == [True, True]
+    assert dkim_results(first, dns.address) == [True, True]  # the old set is still published
+
+    async def domain_page() -> str:
+        async with httpx.AsyncClient(base_url=api.http.base_url) as http:
+            await sign_in(http, ADMIN_TOKEN)
+            return (await http.get(f"/services/{sid}/domains/{did}")).text
+
+    page = asyncio.run(domain_page())
+    assert all(s in page for s in old | new) and "retiring: keep until" in page
+
+
+def test_rotation_schedule_is_set_and_validated(world):
+    api, _, _, sid, _, did = world
+    path = f"/api/email/services/{sid}/domains/{did}"
+    assert api.admin("PATCH", path, json={"dkim_rotation_days": 180}).json()["dkim_rotation_days"] == 180
+    bad = api.admin("PATCH", path, json={"dkim_rotation_days": 1})
+    assert bad.status_code in (400, 422) and "dkim_rotation_days" in bad.json()["error"]
+    assert "dkim_rotation_days" not in api.admin("PATCH", path, json={"dkim_rotation_days": None}).json()
+
+
+def _domain(**fields) -> ev.DomainSaved:
+    keys = {"rsa_selector": "plra", "rsa_private_sealed": "x", "rsa_public_b64": "AAAA",
+            "ed_selector": "plea", "ed_private_sealed": "x", "ed_public_b64": "BBBB"}
+    return ev.DomainSaved(workspace_id="w", service_id="s", domain_id="d", domain="acme.test",
+                          created_at=ev.utcnow() - timedelta(days=200), **{**keys, **fields})
+
+
+def test_schedule_due_and_the_retiring_set_is_dropped_after_its_grace():
+    now = ev.utcnow()
+    assert not dkim_rotation.due(_domain(), now)
+    assert dkim_rotation.due(_domain(dkim_rotation_days=180), now)
+    assert not dkim_rotation.due(_domain(dkim_rotation_days=180, dkim_rotated_at=now - timedelta(days=10)), now)
+    assert not dkim_rotation.due(_domain(dkim_rotation_days=180, pending_dkim={"rsa_selector": "x"}), now)
+    retiring = {"rsa_selector": "plrold", "rsa_public_b64": "CCCC", "ed_selector": "pleold", "ed_public_b64": "DDDD"}
+    settings = Settings()
+    listed = domains.records(_domain(retiring_dkim=retiring, retiring_until=now + timedelta(days=1)), settings)
+    assert [r["dkim_set"] for r in listed if r["record"] == "DKIM"] == ["current", "current", "retiring", "retiring"]
+    gone = domains.records(_domain(retiring_dkim=retiring, retiring_until=now - timedelta(seconds=1)), settings)
+    assert [r["dkim_set"] for r in gone if r["record"] == "DKIM"] == ["current", "current"]
