@@ -161,6 +161,12 @@ class DomainSaved(ControlRecord):
     retiring_until: datetime | None = None
     dkim_rotation_days: int | None = None  # scheduled rotation: a new set when the current one is this old
     dkim_rotated_at: datetime | None = None  # when the current set took over (None: since created_at)
+    return_path: str | None = None  # the bounce subdomain's label(s): "em" → em.<domain>; None: "bounces"
+
+    @property
+    def bounce_domain(self) -> str:
+        """The return-path domain of the domain's mail: VERP MAIL FROM and unsubscribe mailto."""
+        return f"{self.return_path or 'bounces'}.{self.domain}"
 
 
 class SandboxRecipientSaved(ControlRecord):

@@ -23,8 +23,18 @@ def normalise_domain(value: str) -> str | None:
     return value if DOMAIN_RE.match(value) else None
 
 
-def bounce_domain(domain: str) -> str:
-    return f"bounces.{domain}"
+LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def normalise_return_path(value: str, domain: str) -> str:
+    """The return-path label(s) under ``domain`` (``em`` → ``em.<domain>``); ValueError naming the rule."""
+    label = value.strip().rstrip(".").lower()
+    if label.endswith("." + domain):  # given as the full host name
+        label = label[:-len(domain) - 1]
+    if not label or not all(LABEL_RE.match(part) for part in label.split(".")) or \
+            normalise_domain(f"{label}.{domain}") is None:
+        raise ValueError(f"return_path: {value!r} must be a subdomain label like \"em\" (giving em.{domain})")
+    return label
 
 
 def dkim_records(domain: str, keys: dict[str, str], dkim_set: str, required: bool) -> list[dict]:
@@ -56,8 +66,10 @@ def records(d: ev.DomainSaved, settings: Settings) -> list[dict]:
           if d.retiring_dkim and d.retiring_until and d.retiring_until > ev.utcnow() else []),
         {"record": "DMARC", "type": "TXT", "name": f"_dmarc.{d.domain}",
          "value": f"v=DMARC1; p=none; rua=mailto:dmarc@{d.domain}", "required": False},
-        {"record": "MX", "type": "MX", "name": bounce_domain(d.domain), "value": f"10 {settings.hostname}",
+        {"record": "MX", "type": "MX", "name": d.bounce_domain, "value": f"10 {settings.hostname}",
          "required": False},
+        {"record": "RETURN_PATH", "type": "TXT", "name": d.bounce_domain,
+         "value": f"v=spf1 include:{settings.spf_domain} ~all", "required": False},
     ]
     if d.receiving:  # mail to the domain itself comes to the inbound listener (docs/receiving.md)
         out.append({"record": "RECEIVING", "type": "MX", "name": d.domain, "value": f"10 {settings.hostname}",
@@ -100,7 +112,7 @@ def _check(record: dict, seen: list[str] | None, settings: Settings) -> dict:
     if seen is None:
         return {**result, "status": "error", "detail": "DNS lookup failed"}
     kind = record["record"]
-    if kind == "SPF":
+    if kind in ("SPF", "RETURN_PATH"):  # RETURN_PATH: the SPF record of the bounce domain (DMARC SPF alignment)
         spf = [v for v in seen if v.lower().startswith("v=spf1")]
         ok = any(f"include:{settings.spf_domain}" in v.split() for v in spf)
         status = "found" if ok else ("mismatch" if spf else "missing")
@@ -108,7 +120,7 @@ def _check(record: dict, seen: list[str] | None, settings: Settings) -> dict:
         keys = [v for v in seen if "p=" in v.replace(" ", "")]
         ok = any(_dkim_p(v) == _dkim_p(record["value"]) for v in keys)
         status = "found" if ok else ("mismatch" if keys else "missing")
-    elif kind == "RECEIVING":  # an MX record: any preference, our host among the exchanges
+    elif kind in ("RECEIVING", "MX"):  # an MX record: any preference, our host among the exchanges
         hosts = [v.split()[-1].rstrip(".").lower() for v in seen]
         status = "found" if settings.hostname.lower() in hosts else ("mismatch" if hosts else "missing")
     else:  # DMARC
@@ -126,7 +138,7 @@ async def verify(d: ev.DomainSaved, settings: Settings) -> tuple[bool, list[dict
     for record in records(d, settings):
         if record["type"] == "TXT":
             checks.append(_check(record, await txt(res, record["name"]), settings))
-        elif record["record"] == "RECEIVING":
+        elif record["type"] == "MX":  # RECEIVING, and the bounce domain's MX (reported, not required)
             hosts = await mx(res, record["name"])
             checks.append(_check(record, None if hosts is None else [f"{p} {h}" for p, h in hosts], settings))
     verified = all(c["status"] == "found" for c in checks if c["record"] == "SPF" or c.get("dkim_set") == "current")

@@ -436,11 +436,16 @@ class ApiKeyCreate(BaseModel):
         "A domain of the service: the key may then only send From that domain (`sending_access` keys only)."))
 
 
+RETURN_PATH_HELP = ("The bounce subdomain (`em` → `em.<domain>`): the return path (VERP MAIL FROM) of the domain's "
+                    "mail, with its MX and SPF records to publish; null: `bounces`.")
+
+
 class DomainCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     domain: str = Field(min_length=3, max_length=253, examples=["acme.test"])
     tracking_host: str | None = Field(None, max_length=253, examples=["track.acme.test"],
                                       description="A host under the domain for tracking links (CNAME to Postline).")
+    return_path: str | None = Field(None, max_length=253, examples=["em"], description=RETURN_PATH_HELP)
 
 
 class DomainUpdate(BaseModel):
@@ -449,6 +454,7 @@ class DomainUpdate(BaseModel):
                                       description="A host under the domain for tracking links; null removes it.")
     receiving: StrictBool | None = Field(None, description="Receive mail for any address at the domain: adds an MX "
                                                           "record to publish (docs/receiving.md).")
+    return_path: str | None = Field(None, max_length=253, examples=["em"], description=RETURN_PATH_HELP)
     dkim_rotation_days: int | None = Field(None, ge=7, le=3650, description="Rotate the DKIM keys when they are this many "
                                                                           "days old (e.g. 180); null: never (the default).")
 
@@ -583,7 +589,7 @@ class ApiKeyList(BaseModel):
 
 
 class DnsRecord(BaseModel):
-    record: Literal["SPF", "DKIM", "DMARC", "MX", "TRACKING", "RECEIVING"]
+    record: Literal["SPF", "DKIM", "DMARC", "MX", "RETURN_PATH", "TRACKING", "RECEIVING"]
     type: Literal["TXT", "MX", "CNAME"]
     name: str = Field(examples=["plrab12cd._domainkey.acme.test"])
     value: str
@@ -616,6 +622,7 @@ class DomainView(BaseModel):
     receiving: bool = False
     last_check: dict | None = None
     checks: list[DnsCheck] | None = None
+    return_path: str = Field("bounces", description="The bounce subdomain's label: mail's return path is on <return_path>.<domain>.")
     dkim_rotation_days: int | None = Field(None, description="Scheduled DKIM rotation: a new key set when the current one is this many days old.")
     dkim_rotated_at: str | None = Field(None, description="When the current DKIM key set took over (absent: since creation).")
     retiring_until: str | None = Field(None, description="The replaced DKIM set stays listed until then.")

@@ -19,7 +19,7 @@ def domain_view(d: ev.DomainSaved, settings: Settings) -> dict[str, Any]:
             "verified": d.verified, "verified_at": d.verified_at.isoformat() if d.verified_at else None,
             "created_at": d.created_at.isoformat(), "records": dom.records(d, settings),
             "tracking_host": d.tracking_host, "receiving": d.receiving, "last_check": d.last_check,
-            "dkim_rotation_days": d.dkim_rotation_days,
+            "return_path": d.return_path or "bounces", "dkim_rotation_days": d.dkim_rotation_days,
             "dkim_rotated_at": d.dkim_rotated_at.isoformat() if d.dkim_rotated_at else None,
             "retiring_until": d.retiring_until.isoformat() if d.retiring_dkim and d.retiring_until else None}
 
@@ -44,8 +44,17 @@ def tracking_host(value: str | None, domain: str) -> str | None | Refusal:
         return Refusal(400, str(exc))
 
 
-async def add_domain(rt: ApiContext, svc: ev.ServiceSaved, domain: str, host: str | None) -> dict[str, Any] | Refusal:
-    """400 for a name that is not a domain (or a bad tracking host), 409 when already added."""
+def return_path(value: str | None, domain: str) -> str | None | Refusal:
+    """The normalised return-path label (None: the default ``bounces``), or a 400 refusal."""
+    try:
+        return dom.normalise_return_path(value, domain) if value else None
+    except ValueError as exc:
+        return Refusal(400, str(exc), field="return_path")
+
+
+async def add_domain(rt: ApiContext, svc: ev.ServiceSaved, domain: str, host: str | None,
+                     bounce_label: str | None = None) -> dict[str, Any] | Refusal:
+    """400 for a name that is not a domain (or a bad tracking host or return path), 409 when already added."""
     name = dom.normalise_domain(domain)
     if name is None:
         return Refusal(400, f"domain: {domain!r} is not a valid domain name")
@@ -54,9 +63,13 @@ async def add_domain(rt: ApiContext, svc: ev.ServiceSaved, domain: str, host: st
     tracking = tracking_host(host, name)
     if isinstance(tracking, Refusal):
         return tracking
+    label = return_path(bounce_label, name)
+    if isinstance(label, Refusal):
+        return label
     domain_id = ev.new_id()
     d = ev.DomainSaved(workspace_id=svc.workspace_id, service_id=svc.service_id, domain_id=domain_id, domain=name,
-                       tracking_host=tracking, created_at=ev.utcnow(), **generate(rt.settings.master_key, domain_id))
+                       tracking_host=tracking, return_path=label, created_at=ev.utcnow(),
+                       **generate(rt.settings.master_key, domain_id))
     await rt.control.save(d)
     return domain_view(d, rt.settings)
 
@@ -100,6 +113,15 @@ async def rotate_dkim(rt: ApiContext, d: ev.DomainSaved) -> dict[str, Any] | Ref
         return Refusal(409, "a DKIM rotation is already pending: publish its records (dkim_set: pending) and verify "
                             "the domain")
     updated = await changed(rt, d, **rotation.pending(rt.settings.master_key, d))
+    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
+
+
+async def set_return_path(rt: ApiContext, d: ev.DomainSaved, value: str | None) -> dict[str, Any] | Refusal:
+    """Move the return path (None: back to ``bounces``); its MX and SPF records change with it."""
+    label = return_path(value, d.domain)
+    if isinstance(label, Refusal):
+        return label
+    updated = await changed(rt, d, return_path=label)
     return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
 
 

@@ -24,7 +24,7 @@ async def owned_domain(domain_id: str, svc: ev.ServiceSaved = Depends(owned_serv
 @router.post("", status_code=201, response_model=DomainView, response_model_exclude_none=True)
 async def add_domain(body: DomainCreate, svc: ev.ServiceSaved = Depends(owned_service),
                      rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
-    return unless_refused(await manage.add_domain(rt, svc, body.domain, body.tracking_host))
+    return unless_refused(await manage.add_domain(rt, svc, body.domain, body.tracking_host, body.return_path))
 
 
 @router.get("", response_model=DomainList, response_model_exclude_none=True)
@@ -42,13 +42,17 @@ async def update_domain(body: DomainUpdate, d: ev.DomainSaved = Depends(owned_do
                         svc: ev.ServiceSaved = Depends(owned_service), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """Set (or, with null, remove) the domain's tracking host (its CNAME joins the records);
     ``receiving`` turns receiving mail on or off (an MX record joins the records);
-    ``dkim_rotation_days`` schedules DKIM rotation (null: none)."""
+    ``return_path`` moves the bounce subdomain (null: ``bounces``); ``dkim_rotation_days``
+    schedules DKIM rotation (null: none)."""
     view = manage.domain_view(d, rt.settings)
     if "tracking_host" in body.model_fields_set:
         view = unless_refused(await manage.set_tracking_host(rt, d, body.tracking_host))
         d = unless_refused(manage.find_domain(rt, svc, d.domain_id))
     if body.receiving is not None:
         view = unless_refused(await manage.set_receiving(rt, d, body.receiving))
+        d = unless_refused(manage.find_domain(rt, svc, d.domain_id))
+    if "return_path" in body.model_fields_set:
+        view = unless_refused(await manage.set_return_path(rt, d, body.return_path))
         d = unless_refused(manage.find_domain(rt, svc, d.domain_id))
     if "dkim_rotation_days" in body.model_fields_set:
         view = unless_refused(await manage.set_rotation_days(rt, d, body.dkim_rotation_days))

@@ -1,12 +1,16 @@
 """DKIM rotation end to end (real DNS server, real SMTP sink, dkimpy verifying): a new set
 listed as pending while signing stays on the old one; signing moves once DNS shows the new
 records; mail signed with either set verifies during the overlap; the replaced set is
-listed as retiring, then no longer after its grace period; scheduled rotation and its setting."""
+listed as retiring, then no longer after its grace period; scheduled rotation and its setting.
+A custom return path: its records listed and verified, VERP on it, a DSN to it processed."""
 from __future__ import annotations
 
 import asyncio
 import re
+import smtplib
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +19,7 @@ from services.api import dkim_rotation, domains
 from shared import events as ev
 from shared.settings import Settings
 from tests.services.api.dashboard.support import sign_in
+from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import ADMIN_TOKEN, Api, PostlineProcess, dkim_results, production_service
 from tests.support.smtp_sink import SmtpSink
@@ -24,13 +29,14 @@ BODY = {"from": "Acme <hello@acme.test>", "to": "ann@example.com", "subject": "K
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    dns, sink = DnsServer().start(), SmtpSink().start()
+    dns, sink, inbound = DnsServer().start(), SmtpSink().start(), free_port()
     proc = PostlineProcess(tmp_path_factory.mktemp("dkim") / "data", env={
         "POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address,
-        "POSTLINE_WORKERS": "2"}).start()
+        "POSTLINE_WORKERS": "2", "POSTLINE_INBOUND_SMTP_PORT": str(inbound)}).start()
     api = Api(proc.url)
     sid, key = production_service(api, dns)
     did = api.admin("GET", f"/api/email/services/{sid}/domains").json()["data"][0]["id"]
+    api.inbound = inbound
     yield api, dns, sink, sid, key, did
     proc.stop()
     sink.stop()
@@ -121,3 +127,38 @@ def test_schedule_due_and_the_retiring_set_is_dropped_after_its_grace():
     assert [r["dkim_set"] for r in listed if r["record"] == "DKIM"] == ["current", "current", "retiring", "retiring"]
     gone = domains.records(_domain(retiring_dkim=retiring, retiring_until=now - timedelta(seconds=1)), settings)
     assert [r["dkim_set"] for r in gone if r["record"] == "DKIM"] == ["current", "current"]
+
+
+def test_a_custom_return_path_is_listed_verified_used_and_its_bounces_processed(world):
+    api, dns, sink, sid, key, did = world
+    path = f"/api/email/services/{sid}/domains/{did}"
+    bad = api.admin("PATCH", path, json={"return_path": "-em"})
+    assert bad.status_code == 400 and "return_path" in bad.json()["error"]
+    view = api.admin("PATCH", path, json={"return_path": "em"}).json()
+    assert view["return_path"] == "em"
+    by_kind = {r["record"]: r for r in view["records"]}
+    assert by_kind["MX"]["name"] == by_kind["RETURN_PATH"]["name"] == "em.acme.test"
+    dns.txt("em.acme.test", by_kind["RETURN_PATH"]["value"])
+    dns.mx("em.acme.test", (10, by_kind["MX"]["value"].split()[1]))
+    checks = {c["record"]: c["status"] for c in api.admin("POST", f"{path}/verify").json()["checks"]}
+    assert checks["RETURN_PATH"] == "found" and checks["MX"] == "found"
+
+    email_id = api.send(key, {**BODY, "to": "gone@example.com"}).json()["id"]
+    verp = sink.wait_for(lambda m: email_id.encode() in m.data)[0].mail_from
+    assert verp.startswith("bounces+") and verp.endswith("@em.acme.test")
+    api.wait_status(key, email_id, "gone@example.com", "delivered")
+    dsn = (Path(__file__).resolve().parents[2] / "data" / "bounces" / "postfix_hard.eml").read_bytes() \
+        .replace(b"BOUNCE_TO", verp.encode()).replace(b"RCPT", b"gone@example.com") \
+        .replace(b"MSGID", f"{email_id}@acme.test".encode())
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with smtplib.SMTP("127.0.0.1", api.inbound, timeout=10) as s:
+                s.sendmail("", [verp], dsn)
+            break
+        except smtplib.SMTPDataError as exc:  # 451 until analytics has the message, as MTAs retry
+            if exc.smtp_code != 451 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    api.wait_status(key, email_id, "gone@example.com", "bounced")
+    assert api.admin("PATCH", path, json={"return_path": None}).json()["return_path"] == "bounces"
