@@ -74,13 +74,18 @@ async def add_domain(rt: ApiContext, svc: ev.ServiceSaved, domain: str, host: st
     return domain_view(d, rt.settings)
 
 
+async def _viewed(rt: ApiContext, d: ev.DomainSaved, **fields: Any) -> dict[str, Any] | Refusal:
+    """``d`` with ``fields`` changed, as the API shows it (or the change's refusal)."""
+    updated = await changed(rt, d, **fields)
+    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
+
+
 async def set_tracking_host(rt: ApiContext, d: ev.DomainSaved, host: str | None) -> dict[str, Any] | Refusal:
     """Set (or, with None, remove) the domain's tracking host; its CNAME joins the records."""
     tracking = tracking_host(host, d.domain)
     if isinstance(tracking, Refusal):
         return tracking
-    updated = await changed(rt, d, tracking_host=tracking)
-    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
+    return await _viewed(rt, d, tracking_host=tracking)
 
 
 async def set_receiving(rt: ApiContext, d: ev.DomainSaved, receiving: bool) -> dict[str, Any] | Refusal:
@@ -91,8 +96,7 @@ async def set_receiving(rt: ApiContext, d: ev.DomainSaved, receiving: bool) -> d
         holder = rt.control.state.receiving_domain(d.domain)
         if holder is not None and holder.domain_id != d.domain_id:
             return Refusal(409, f"another service already receives mail for {d.domain}", field="receiving")
-    updated = await changed(rt, d, receiving=receiving)
-    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
+    return await _viewed(rt, d, receiving=receiving)
 
 
 async def verify_domain(rt: ApiContext, d: ev.DomainSaved) -> dict[str, Any] | Refusal:
@@ -112,8 +116,7 @@ async def rotate_dkim(rt: ApiContext, d: ev.DomainSaved) -> dict[str, Any] | Ref
     if d.pending_dkim:
         return Refusal(409, "a DKIM rotation is already pending: publish its records (dkim_set: pending) and verify "
                             "the domain")
-    updated = await changed(rt, d, **rotation.pending(rt.settings.master_key, d))
-    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
+    return await _viewed(rt, d, **rotation.pending(rt.settings.master_key, d))
 
 
 async def set_return_path(rt: ApiContext, d: ev.DomainSaved, value: str | None) -> dict[str, Any] | Refusal:
@@ -121,13 +124,11 @@ async def set_return_path(rt: ApiContext, d: ev.DomainSaved, value: str | None) 
     label = return_path(value, d.domain)
     if isinstance(label, Refusal):
         return label
-    updated = await changed(rt, d, return_path=label)
-    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
+    return await _viewed(rt, d, return_path=label)
 
 
 async def set_rotation_days(rt: ApiContext, d: ev.DomainSaved, days: int | None) -> dict[str, Any] | Refusal:
-    updated = await changed(rt, d, dkim_rotation_days=days)
-    return updated if isinstance(updated, Refusal) else domain_view(updated, rt.settings)
+    return await _viewed(rt, d, dkim_rotation_days=days)
 
 
 async def delete_domain(rt: ApiContext, d: ev.DomainSaved) -> Refusal | None:
