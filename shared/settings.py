@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     smarthost_tls: Literal["none", "starttls", "tls"] = Field("none", description="Smarthost transport security.")
     dns_server: str | None = Field(None, description="ip:port of the DNS resolver for verification and MX lookups.")
     sandbox_from: str = Field("sandbox@postline.localhost", description="The platform's sandbox sender address.")
-    webhook_allow_private: bool = Field(False, description="Let webhook URLs and remote attachments (`path`) point at loopback/private addresses (dev and tests).")
+    webhook_allow_private: bool = Field(False, description="Let webhook URLs, remote attachments (`path`) and MTA-STS policy hosts point at loopback/private addresses (dev and tests).")
     attachment_fetch_timeout: float = Field(10.0, gt=0, le=120, description="Seconds the API waits for the remote attachments (`path`) of one send, all together; then 422.")
     inbound_smtp_port: int = Field(2525, ge=0, lt=65536, description="Inbound listener: bounces, complaints, and mail to receiving domains (docs/receiving.md).")
     inbound_max_message_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="Largest message the inbound listener takes (SIZE; larger: 552 5.3.4).")

@@ -5,7 +5,9 @@ relay's resolver (POSTLINE_DNS_SERVER), and when the id is new fetches
 ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` with the certificate verified
 (POSTLINE_OUTBOUND_CA_FILE, else the system store; port POSTLINE_MTA_STS_PORT, 443). The
 host name is resolved by the same resolver and the connection made to that address with
-the host name as SNI and ``Host``, so the certificate is checked against the name.
+the host name as SNI and ``Host``, so the certificate is checked against the name; a
+loopback or private address is not fetched from (unless POSTLINE_WEBHOOK_ALLOW_PRIVATE,
+the switch for all outbound HTTP to such addresses).
 
 Cache: per relay process, by domain, until the policy's ``max_age`` (RFC 8461 §3.3: a
 policy stays in force until it expires, even when a later TXT lookup or fetch fails). It
@@ -19,6 +21,7 @@ resolves through the system resolver, which would bypass POSTLINE_DNS_SERVER. Th
 format is a few ``key: value`` lines (RFC 8461 §3.2), parsed here with the RFC's limits."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 import time
@@ -28,7 +31,7 @@ from typing import Literal
 import dns.asyncresolver
 import httpx
 
-from shared import dns_lookup
+from shared import dns_lookup, ssrf
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,7 @@ def parse(text: str, domain: str, ident: str) -> Policy:
 class MtaSts:
     def __init__(self, settings: Settings, resolver: dns.asyncresolver.Resolver, context: ssl.SSLContext) -> None:
         self.resolver, self.port, self.context = resolver, settings.mta_sts_port, context
+        self.allow_private = settings.webhook_allow_private  # the operator's one switch for outbound HTTP to private addresses
         self._cache: dict[str, tuple[float, float, Policy | None]] = {}  # domain → (expires, recheck at, policy)
 
     async def policy(self, domain: str) -> Policy | None:
@@ -143,6 +147,9 @@ class MtaSts:
         ips = await dns_lookup.addresses(self.resolver, host)
         if not ips:
             log.info("MTA-STS: %s has an id but %s does not resolve", domain, host)
+            return None
+        if not self.allow_private and ssrf.is_forbidden(ipaddress.ip_address(ips[0])):
+            log.info("MTA-STS: %s resolves to a private address; not fetched", host)  # never probe the inside
             return None
         ip = f"[{ips[0]}]" if ":" in ips[0] else ips[0]
         url = f"https://{ip}:{self.port}/.well-known/mta-sts.txt"

@@ -2,13 +2,19 @@
 pattern matching (RFC 8461), and DANE certificate matching (RFC 7672)."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import ssl
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from services.relay.senders import dane, mta_sts
+from shared import dns_lookup
+from shared.settings import Settings
 from tests.support.cert_authority import CertAuthority
+from tests.support.dns_server import DnsServer
+from tests.support.file_server import FileServer
 
 
 def test_txt_id_needs_exactly_one_sts_record_with_an_id():
@@ -53,3 +59,27 @@ def test_dane_ee_and_ta_matching():
     forged, _ = other.issue("mx.example.com")
     assert "does not lead" in dane.check((ta,), [forged, ca.cert], "mx.example.com")
     assert not dane.usable(dane.Tlsa(1, 1, 1, b"")) and dane.usable(ee)
+
+
+def test_a_policy_host_on_a_private_address_is_not_fetched_from():
+    """A domain could point mta-sts.<domain> at the relay's own network: nothing is requested
+    there unless the operator allows private addresses (POSTLINE_WEBHOOK_ALLOW_PRIVATE)."""
+    ca, dns = CertAuthority(), DnsServer().start()
+    server = FileServer(tls=ca.server_context("mta-sts.inside.test")[0])
+    try:
+        dns.txt("_mta-sts.inside.test", "v=STSv1; id=1")
+        dns.a("mta-sts.inside.test", "127.0.0.1")
+        server.serve("/.well-known/mta-sts.txt", b"version: STSv1\nmode: enforce\nmx: mx.inside.test\nmax_age: 60\n",
+                     headers={"Content-Type": "text/plain"})
+        context = ssl.create_default_context(cadata=ca.pem.decode())
+
+        def lookup(allow: bool) -> mta_sts.Policy | None:
+            settings = Settings(mta_sts_port=server.port, webhook_allow_private=allow)
+            return asyncio.run(mta_sts.MtaSts(settings, dns_lookup.resolver(dns.address), context).policy("inside.test"))
+
+        assert lookup(False) is None and server.requests == []
+        fetched = lookup(True)
+        assert fetched is not None and fetched.mode == "enforce" and len(server.requests) == 1
+    finally:
+        server.stop()
+        dns.stop()
