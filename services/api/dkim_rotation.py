@@ -65,22 +65,26 @@ def due(d: ev.DomainSaved, now: datetime) -> bool:
     return (d.dkim_rotated_at or d.created_at) + timedelta(days=d.dkim_rotation_days) <= now
 
 
+async def rotation_pass(runtime: Runtime) -> None:
+    """Start the rotations that are due, and move signing to pending sets DNS now shows."""
+    now = ev.utcnow()
+    for d in list(runtime.control.state.domains.values()):
+        try:
+            if due(d, now):
+                await runtime.control.change(d, **pending(runtime.settings.master_key, d))
+                log.info("DKIM rotation of %s started (every %d days)", d.domain, d.dkim_rotation_days)
+            elif d.pending_dkim and not d.deleted:
+                _, checks = await dom.verify(d, runtime.settings)
+                if change := promotion(d, checks, now):
+                    await runtime.control.change(d, **change)
+                    log.info("DKIM rotation of %s: signing with the new keys", d.domain)
+        except ChangeRefused:  # another process changed it meanwhile: next pass
+            continue
+
+
 async def run_dkim_rotation(runtime: Runtime, stop: asyncio.Event, interval: float = CHECK_INTERVAL) -> None:
-    """Every ``interval`` seconds until ``stop``: start the rotations that are due, and move
-    signing to pending sets DNS now shows."""
+    """``rotation_pass`` every ``interval`` seconds until ``stop``."""
     while not stop.is_set():
-        now = ev.utcnow()
-        for d in list(runtime.control.state.domains.values()):
-            try:
-                if due(d, now):
-                    await runtime.control.change(d, **pending(runtime.settings.master_key, d))
-                    log.info("DKIM rotation of %s started (every %d days)", d.domain, d.dkim_rotation_days)
-                elif d.pending_dkim:
-                    _, checks = await dom.verify(d, runtime.settings)
-                    if change := promotion(d, checks, now):
-                        await runtime.control.change(d, **change)
-                        log.info("DKIM rotation of %s: signing with the new keys", d.domain)
-            except ChangeRefused:  # another process changed it meanwhile: next round
-                continue
+        await rotation_pass(runtime)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)

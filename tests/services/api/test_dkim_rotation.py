@@ -21,6 +21,7 @@ from shared.settings import Settings
 from tests.services.api.dashboard.support import sign_in
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
+from tests.support.inproc import api_runtime
 from tests.support.postline import ADMIN_TOKEN, Api, PostlineProcess, dkim_results, production_service
 from tests.support.smtp_sink import SmtpSink
 
@@ -162,3 +163,29 @@ def test_a_custom_return_path_is_listed_verified_used_and_its_bounces_processed(
             time.sleep(0.3)
     api.wait_status(key, email_id, "gone@example.com", "bounced")
     assert api.admin("PATCH", path, json={"return_path": None}).json()["return_path"] == "bounces"
+
+
+async def test_the_scheduled_duty_starts_a_due_rotation_then_switches_once_dns_shows_it(tmp_path):
+    dns = DnsServer().start()
+    try:
+        async with api_runtime(tmp_path, dns_server=dns.address) as (rt, admin):
+            sid = await admin.service()
+            d = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "acme.test"})).json()
+            assert (await admin("PATCH", f"/api/email/services/{sid}/domains/{d['id']}",
+                                json={"dkim_rotation_days": 30})).status_code == 200
+            await dkim_rotation.rotation_pass(rt)
+            assert rt.control.state.domains[d["id"]].pending_dkim is None  # 30 days have not passed
+            await rt.control.change(rt.control.state.domains[d["id"]], dkim_rotated_at=ev.utcnow() - timedelta(days=31))
+            await dkim_rotation.rotation_pass(rt)
+            started = rt.control.state.domains[d["id"]]
+            assert started.pending_dkim and started.rsa_selector == d["records"][1]["name"].split(".")[0]
+            for r in domains.records(started, rt.settings):
+                if r.get("dkim_set") == "pending":
+                    dns.txt(r["name"], r["value_strings"])
+            await dkim_rotation.rotation_pass(rt)
+            switched = rt.control.state.domains[d["id"]]
+            assert switched.rsa_selector == started.pending_dkim["rsa_selector"] and switched.pending_dkim is None
+            assert switched.retiring_dkim["rsa_selector"] == started.rsa_selector
+            assert switched.retiring_until - switched.dkim_rotated_at == dkim_rotation.GRACE
+    finally:
+        dns.stop()
