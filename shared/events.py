@@ -116,6 +116,7 @@ class ServiceSaved(ControlRecord):
     created_at: datetime
     deleted: bool = False
     receiving_retention_days: int = 30  # how long received mail is kept (docs/receiving.md)
+    require_tls: bool = False  # deliver only over certificate-verified TLS, else defer (docs/delivery.md)
 
 
 class ApiKeySaved(ControlRecord):
@@ -152,6 +153,20 @@ class DomainSaved(ControlRecord):
     created_at: datetime
     deleted: bool = False
     receiving: bool = False  # mail to any address at the domain is received (docs/receiving.md)
+    # DKIM rotation (docs/delivery.md): the next key set (shared.dkim_keys.generate's fields,
+    # private halves sealed) published and awaiting DNS; signing moves to it once verification
+    # finds both its records. The replaced set's public half stays listed until ``retiring_until``.
+    pending_dkim: dict[str, str] | None = None
+    retiring_dkim: dict[str, str] | None = None  # rsa_selector, rsa_public_b64, ed_selector, ed_public_b64
+    retiring_until: datetime | None = None
+    dkim_rotation_days: int | None = None  # scheduled rotation: a new set when the current one is this old
+    dkim_rotated_at: datetime | None = None  # when the current set took over (None: since created_at)
+    return_path: str | None = None  # the bounce subdomain's label(s): "em" → em.<domain>; None: "bounces"
+
+    @property
+    def bounce_domain(self) -> str:
+        """The return-path domain of the domain's mail: VERP MAIL FROM and unsubscribe mailto."""
+        return f"{self.return_path or 'bounces'}.{self.domain}"
 
 
 class SandboxRecipientSaved(ControlRecord):
@@ -410,6 +425,9 @@ class SendRequested(Event):
     # The stored template the message was rendered from (its id; None: not from a template).
     # The bodies above are already rendered: a later edit of the template changes nothing here.
     template_id: str | None = None
+    # Deliver only over certificate-verified TLS (the service's setting or the send's
+    # ``require_tls``), decided by the API like tracking.
+    require_tls: bool = False
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     smarthost_tls: Literal["none", "starttls", "tls"] = Field("none", description="Smarthost transport security.")
     dns_server: str | None = Field(None, description="ip:port of the DNS resolver for verification and MX lookups.")
     sandbox_from: str = Field("sandbox@postline.localhost", description="The platform's sandbox sender address.")
-    webhook_allow_private: bool = Field(False, description="Let webhook URLs and remote attachments (`path`) point at loopback/private addresses (dev and tests).")
+    webhook_allow_private: bool = Field(False, description="Let webhook URLs, remote attachments (`path`) and MTA-STS policy hosts point at loopback/private addresses (dev and tests).")
     attachment_fetch_timeout: float = Field(10.0, gt=0, le=120, description="Seconds the API waits for the remote attachments (`path`) of one send, all together; then 422.")
     inbound_smtp_port: int = Field(2525, ge=0, lt=65536, description="Inbound listener: bounces, complaints, and mail to receiving domains (docs/receiving.md).")
     inbound_max_message_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="Largest message the inbound listener takes (SIZE; larger: 552 5.3.4).")
@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     relay_processes: int | None = Field(None, ge=1, le=64, description="Relay processes of `postline all`, each delivering its share of the embedded log's partitions (default: the number of cores, at most POSTLINE_EMBEDDED_PARTITIONS).")
     mx_port: int = Field(25, ge=1, lt=65536, description="Port of receiving MX servers (25; tests point it at sinks).")
     mx_concurrency: int = Field(8, ge=1, le=256, description="Connections at once per destination MX host.")
+    outbound_ca_file: Path | None = Field(None, description="PEM bundle of the CAs the relay trusts for receiving servers' certificates where TLS is verified (MTA-STS enforce, require_tls) and for MTA-STS policy hosts; replaces the system store (a private CA, tests). Default: the system store.")
+    mta_sts_port: int = Field(443, ge=1, lt=65536, description="HTTPS port MTA-STS policies are fetched from (443; tests point it at a local server).")
     mx_rate: float = Field(50.0, gt=0, description="Messages per second per destination MX host.")
     providers: str = Field("", description="Extra or replaced mailbox providers for shaping and stats: `name=mx-suffix,mx-suffix;name=…` (shared/providers.py has the built-in table).")
     webhook_retry_schedule: str = Field("5,300,1800,7200,18000,36000,36000",

@@ -148,14 +148,14 @@ def unsubscribe_mailto(ctx: RelayContext, req: ev.SendRequested, domain: ev.Doma
     if not (req.list_unsubscribe and domain):
         return None
     return unsubscribe_address(ctx.settings.master_key, req.email_id, ev.recipient_index(req, rcpt),
-                               f"bounces.{domain.domain}")
+                               domain.bounce_domain)
 
 
 def verp_for(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpt: str | None) -> str:
     """The return path: bounces map back to (message, recipient); ``rcpt`` None for a
     transaction carrying several recipients (a message-wide token, shared/verp.py)."""
     index = verp.ALL if rcpt is None else ev.recipient_index(req, rcpt)
-    bounce_domain = f"bounces.{domain.domain}" if domain else ctx.settings.hostname
+    bounce_domain = domain.bounce_domain if domain else ctx.settings.hostname
     return verp.return_path(ctx.settings.master_key, req.email_id, index, bounce_domain)
 
 
@@ -186,7 +186,7 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             start = time.perf_counter()
             data = raw[group[0]] if isinstance(raw, dict) else raw  # a tracked message has one copy per recipient
             mail_from = verp_for(ctx, req, domain, group[0] if len(group) == 1 else None)
-            replies = await ctx.sender.send(mail_from, group, data)
+            replies = await ctx.sender.send(mail_from, group, data, require_tls=req.require_tls)
             results = {r: replies.get(r) or DeliveryResult("deferred", None, "no reply for recipient") for r in group}
             now = ev.utcnow()
             final = {r: dataclasses.replace(res, at=now) for r, res in results.items() if res.status in ev.FINAL_TYPES}

@@ -15,7 +15,8 @@ def service_view(rt: ApiContext, svc: ev.ServiceSaved) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": svc.service_id, "name": svc.name, "mode": svc.mode, "status": svc.status,
         "track_opens": svc.track_opens, "track_clicks": svc.track_clicks, "list_unsubscribe": svc.list_unsubscribe,
-        "receiving_retention_days": svc.receiving_retention_days, "created_at": svc.created_at.isoformat()}
+        "receiving_retention_days": svc.receiving_retention_days, "require_tls": svc.require_tls,
+        "created_at": svc.created_at.isoformat()}
     if rt.limits is not None:
         view["rate_limits"] = rt.limits.view(svc.service_id)
     return view

@@ -1,15 +1,18 @@
 """MX delivery: look up the recipient domain's MX hosts (A/AAAA fallback, RFC 5321 §5.1),
-try them in preference order, reuse connections per host, opportunistic STARTTLS, and cap
-concurrency and message rate per destination host."""
+try them in preference order, reuse connections per host, secure each session as its TLS
+policy says (MTA-STS, DANE, require_tls, else opportunistic STARTTLS: tls_policy.py), and
+cap concurrency and message rate per destination host."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import defaultdict
 
 from services.relay.outcome import DeliveryResult
 from services.relay.senders.base import Sender
 from services.relay.senders.smtp_pool import SmtpPool
+from services.relay.senders.tls_policy import TlsPolicies, TlsPolicy
 from shared import dns_lookup
 from shared.addresses import domain_of
 from shared.settings import Settings
@@ -39,6 +42,7 @@ class MxSender(Sender):
         self._mx_cache: dict[str, tuple[float, list[str] | None]] = {}
         self._pools: dict[str, SmtpPool] = {}
         self._gates: dict[str, RateGate] = {}
+        self.tls = TlsPolicies(settings)
 
     async def mx_hosts(self, domain: str) -> list[str] | None:
         """Hosts in preference order; [] for a null MX; None when DNS failed (try later)."""
@@ -55,40 +59,56 @@ class MxSender(Sender):
         self._mx_cache[domain] = (time.monotonic() + MX_CACHE_SECONDS, hosts)
         return hosts
 
-    def _pool(self, host: str, ip: str) -> SmtpPool:
+    def _pool(self, host: str, ip: str, policy: TlsPolicy) -> tuple[str, SmtpPool]:
         key = f"{host}|{ip}"
-        if key not in self._pools:
-            self._pools[key] = SmtpPool(ip, self.settings.mx_port, size=self.settings.mx_concurrency,
-                                        tls="opportunistic", local_hostname=self.settings.hostname,
-                                        server_hostname=host)
-            self._gates[key] = RateGate(self.settings.mx_rate)
-        return self._pools[key]
+        pool_key = f"{key}|{policy.key}"
+        if pool_key not in self._pools:
+            self._pools[pool_key] = SmtpPool(ip, self.settings.mx_port, size=self.settings.mx_concurrency,
+                                             tls=policy.tls, local_hostname=self.settings.hostname,
+                                             server_hostname=host, context=self.tls.context(policy),
+                                             check=self.tls.check(policy, host), verified=policy.verified)
+            self._gates.setdefault(key, RateGate(self.settings.mx_rate))
+        return key, self._pools[pool_key]
 
-    async def _send_domain(self, domain: str, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
+    async def _send_domain(self, domain: str, mail_from: str, rcpts: list[str], raw: bytes,
+                           require_tls: bool) -> dict[str, DeliveryResult]:
         hosts = await self.mx_hosts(domain)
         if hosts is None:
             return {r: DeliveryResult("deferred", None, f"DNS lookup for {domain} failed") for r in rcpts}
         if not hosts:
             return {r: DeliveryResult("bounced", 556, f"5.1.10 {domain} accepts no mail (null MX)") for r in rcpts}
         last: dict[str, DeliveryResult] = {}
+        sts = await self.tls.domain_policy(domain)
         for host in hosts:
+            policy = await self.tls.for_host(host, sts, require_tls)
+            if isinstance(policy, str):  # this host may not be used (MTA-STS enforce, a failed TLSA lookup)
+                last = {r: DeliveryResult("deferred", None, policy, host, connect_error=True) for r in rcpts}
+                continue
             ips = await dns_lookup.addresses(self.resolver, host)
             for ip in ips or []:
-                key = f"{host}|{ip}"
-                pool = self._pool(host, ip)
+                key, pool = self._pool(host, ip, policy)
                 await self._gates[key].wait()
                 results = await pool.send(mail_from, rcpts, raw)
                 if not all(r.connect_error for r in results.values()):
                     return results  # a session took place (a reply, or a drop mid-transaction): that is the outcome
-                last = results      # could not connect: next address, then next MX
+                last = {r: self._why(res, policy) for r, res in results.items()}  # next address, then next MX
         return last or {r: DeliveryResult("deferred", None, f"no reachable MX for {domain}", connect_error=True) for r in rcpts}
 
-    async def send(self, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
+    @staticmethod
+    def _why(res: DeliveryResult, policy: TlsPolicy) -> DeliveryResult:
+        """A session that failed where TLS was required says what required it."""
+        if not policy.why:
+            return res
+        return dataclasses.replace(res, smtp_reply=f"TLS required by {policy.why}: {res.smtp_reply}")
+
+    async def send(self, mail_from: str, rcpts: list[str], raw: bytes,
+                   require_tls: bool = False) -> dict[str, DeliveryResult]:
         by_domain: dict[str, list[str]] = defaultdict(list)
         for r in rcpts:
             by_domain[domain_of(r)].append(r)
         out: dict[str, DeliveryResult] = {}
-        for part in await asyncio.gather(*(self._send_domain(d, mail_from, rs, raw) for d, rs in by_domain.items())):
+        for part in await asyncio.gather(*(self._send_domain(d, mail_from, rs, raw, require_tls)
+                                           for d, rs in by_domain.items())):
             out.update(part)
         return out
 
