@@ -470,6 +470,7 @@ class _Attempted(_Lifecycle):
     mx_host: str | None = None
     provider: str | None = None
     source_ip: str | None = None  # the local address the connection left from (IP pools)
+    queued_at: datetime | None = None  # when the API accepted the message: queued→outcome latency (None before it)
 
 
 class Delivered(_Attempted):

@@ -209,7 +209,7 @@ def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_a
     attempt = req.attempt + 1
     if gave_up and res.status == "deferred":
         return ev.Failed(id=ev.derived_id(req.email_id, rcpt, "failed"), reason="queue lifetime exceeded", **common)
-    path = {"mx_host": res.mx_host, "source_ip": res.source_ip,
+    path = {"mx_host": res.mx_host, "source_ip": res.source_ip, "queued_at": req.time,
             "provider": providers.provider_of(res.mx_host, domain_of(rcpt), provider_table)}
     if res.status == "delivered":
         return ev.Delivered(id=ev.derived_id(req.email_id, rcpt, "delivered"), tls=res.tls, **path, **common)

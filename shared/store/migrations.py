@@ -5,6 +5,24 @@ A step is ``(version, sql)`` or ``(version, sql, only_if)``: ``only_if`` is a qu
 step runs only when it returns a row (so a step that cannot be repeated, like a rename, is
 skipped when a crash came after it ran but before it was recorded)."""
 
+# The groups an event counts in (docs/analytics.md): a group_by counts only the event types
+# that carry it (provider and source IP: outcomes and complaints; bounce class: bounces; TLS:
+# deliveries), and ('service', '') is every event once (alert rates).
+ROLLUP_SELECT = """SELECT service_id, toStartOfHour(time) AS hour, type, g.1 AS dim, g.2 AS value, toUInt64(1) AS n
+FROM {source}
+ARRAY JOIN arrayConcat(
+    [('service', ''), ('recipient_domain', recipient_domain), ('template', template_id)],
+    arrayMap(t -> ('tag', t), if(empty(tags), [''], tags)),
+    if(type IN ('delivered', 'deferred', 'bounced', 'complained'), [('provider', provider), ('source_ip', source_ip)], []),
+    if(type = 'bounced', [('bounce_class', bounce_class)], []),
+    if(type = 'delivered', [('tls', tls)], [])) AS g
+WHERE type != ''"""
+LATENCY_SELECT = """SELECT service_id, toStartOfHour(time) AS hour, provider,
+       quantilesTDigestState(0.5, 0.9, 0.99)(toUInt32(least(latency_ms, 4294967295))) AS q, count() AS n
+FROM {source}
+WHERE type = 'delivered' AND latency_ms >= 0
+GROUP BY service_id, hour, provider"""
+
 MIGRATIONS: list[tuple[int, str] | tuple[int, str, str]] = [
     (1, "CREATE DATABASE IF NOT EXISTS postline"),
     (2, """
@@ -113,4 +131,61 @@ CREATE TABLE IF NOT EXISTS postline.received_attachments (
 ORDER BY (service_id, email_id, attachment_id)
 TTL expires_at
 """),
+    # 11–16: deliverability insights (SPEC §18, docs/analytics.md). The events' delivery path
+    # as columns (rows.insight_columns fills them; rows loaded before fall back to their
+    # payload, so old events keep counting: '' reads as "unknown"). Grouped stats and latency
+    # read two rollups fed by a materialized view on postline.event_ids: that table receives
+    # each event id once (queries.insert_events), so the rollups count every event once
+    # without FINAL and stay small (one row per service, hour, type and group).
+    (11, """
+ALTER TABLE postline.events
+    ADD COLUMN IF NOT EXISTS provider LowCardinality(String) DEFAULT JSONExtractString(payload, 'provider'),
+    ADD COLUMN IF NOT EXISTS recipient_domain LowCardinality(String) DEFAULT lower(splitByChar('@', recipient)[-1]),
+    ADD COLUMN IF NOT EXISTS bounce_class LowCardinality(String) DEFAULT JSONExtractString(payload, 'bounce_class'),
+    ADD COLUMN IF NOT EXISTS source_ip LowCardinality(String) DEFAULT JSONExtractString(payload, 'source_ip'),
+    ADD COLUMN IF NOT EXISTS tls LowCardinality(String) DEFAULT if(type = 'delivered' AND JSONHas(payload, 'tls'),
+        if(JSONExtractString(payload, 'tls', 'verified') = '', 'plaintext', JSONExtractString(payload, 'tls', 'verified')), ''),
+    ADD COLUMN IF NOT EXISTS latency_ms Int64 DEFAULT if(JSONExtractString(payload, 'queued_at') = '', -1,
+        dateDiff('millisecond', parseDateTime64BestEffort(JSONExtractString(payload, 'queued_at'), 3, 'UTC'), time))
+"""),
+    (12, """
+ALTER TABLE postline.event_ids
+    ADD COLUMN IF NOT EXISTS type LowCardinality(String) DEFAULT '',
+    ADD COLUMN IF NOT EXISTS tags Array(String) DEFAULT [],
+    ADD COLUMN IF NOT EXISTS template_id String DEFAULT '',
+    ADD COLUMN IF NOT EXISTS provider LowCardinality(String) DEFAULT '',
+    ADD COLUMN IF NOT EXISTS recipient_domain LowCardinality(String) DEFAULT '',
+    ADD COLUMN IF NOT EXISTS bounce_class LowCardinality(String) DEFAULT '',
+    ADD COLUMN IF NOT EXISTS source_ip LowCardinality(String) DEFAULT '',
+    ADD COLUMN IF NOT EXISTS tls LowCardinality(String) DEFAULT '',
+    ADD COLUMN IF NOT EXISTS latency_ms Int64 DEFAULT -1
+"""),
+    (13, """
+CREATE TABLE IF NOT EXISTS postline.event_rollup (
+    service_id String,
+    hour       DateTime('UTC'),
+    type       LowCardinality(String),
+    dim        LowCardinality(String),
+    value      String,
+    n          UInt64
+) ENGINE = SummingMergeTree(n)
+PARTITION BY toYYYYMM(hour)
+ORDER BY (service_id, dim, hour, type, value)
+"""),
+    (14, """
+CREATE TABLE IF NOT EXISTS postline.latency_rollup (
+    service_id String,
+    hour       DateTime('UTC'),
+    provider   LowCardinality(String),
+    q          AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt32),
+    n          SimpleAggregateFunction(sum, UInt64)
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(hour)
+ORDER BY (service_id, hour, provider)
+"""),
+    (15, f"CREATE MATERIALIZED VIEW IF NOT EXISTS postline.event_rollup_mv TO postline.event_rollup AS {ROLLUP_SELECT.format(source='postline.event_ids')}"),
+    (16, f"CREATE MATERIALIZED VIEW IF NOT EXISTS postline.latency_rollup_mv TO postline.latency_rollup AS {LATENCY_SELECT.format(source='postline.event_ids')}"),
+    # 17–18: the events loaded before 15–16 (one row per event id: FINAL), into the rollups
+    (17, f"INSERT INTO postline.event_rollup {ROLLUP_SELECT.format(source='(SELECT * FROM postline.events FINAL)')}"),
+    (18, f"INSERT INTO postline.latency_rollup {LATENCY_SELECT.format(source='(SELECT * FROM postline.events FINAL)')}"),
 ]

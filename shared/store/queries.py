@@ -335,11 +335,14 @@ async def insert_events(store: AnalyticsStore, rows: list[dict[str, Any]], token
     for r in first.values():
         r["time"] = known.get(r["event_id"], r["time"])
     if fresh:
-        await store.insert("event_ids", [{"service_id": r["service_id"], "event_id": r["event_id"], "time": r["time"]}
-                                         for r in fresh], f"{token}-ids")
+        await store.insert("event_ids", [{k: r[k] for k in EVENT_ID_COLUMNS if k in r} for r in fresh], f"{token}-ids")
     await store.insert("events", list(first.values()), token)
 
 
+# What postline.event_ids keeps of an event's first copy: its time, and what the insight
+# rollups (migrations 13–16) group by, which a materialized view reads from each insert.
+EVENT_ID_COLUMNS = ("service_id", "event_id", "time", "type", "tags", "template_id", "provider", "recipient_domain",
+                    "bounce_class", "source_ip", "tls", "latency_ms")
 LOOKUP_CHUNK = 500  # ids per lookup query: bounded query and parameter size
 
 

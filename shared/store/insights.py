@@ -1,0 +1,194 @@
+"""Deliverability insights over the analytics store (SPEC §18, docs/analytics.md): counts
+per group, queued→delivered latency per provider, top bounce reasons, the rates alerts watch.
+
+Grouped counts and latency read the rollups (migrations 11–18), fed from
+``postline.event_ids``, which takes each event id once: no ``FINAL``, one row per service,
+dimension, hour, type and group, so a query reads thousands of rows, not millions of events.
+A ``tag`` or ``template`` filter crosses two dimensions the rollup keeps apart: those
+queries read ``postline.events FINAL`` (its insight columns) instead, slower on big services."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from shared import events as ev
+from shared.store.port import AnalyticsStore
+from shared.store.queries import PERIODS, _filters, _fmt, _sql_in
+
+GROUP_BY = ("provider", "recipient_domain", "bounce_class", "source_ip", "tag", "template", "tls")
+"""What ``stats?group_by=`` accepts (the rollup's ``dim`` values, but ``service``)."""
+UNKNOWN = "unknown"  # an event from before the field existed, or one the relay could not place
+NONE = "none"  # no tag / no template
+OTHER = "other"  # the groups after the top N
+# The events' column of each dimension, for the filtered (FINAL) path; tags are an array.
+_COLUMN = {"provider": "provider", "recipient_domain": "recipient_domain", "bounce_class": "bounce_class",
+           "source_ip": "source_ip", "template": "template_id", "tls": "tls"}
+# The types each dimension is about (the rollup's ARRAY JOIN in migrations.ROLLUP_SELECT says the same)
+_TYPES_OF = {"provider": ("delivered", "deferred", "bounced", "complained"),
+             "source_ip": ("delivered", "deferred", "bounced", "complained"),
+             "bounce_class": ("bounced",), "tls": ("delivered",)}
+COUNTED = tuple(t for t in ev.RELEASED_TYPES)
+
+
+def _window(period: str, bucket: str, now: datetime) -> tuple[datetime, str]:
+    start = (now - PERIODS[period]).replace(minute=0, second=0, microsecond=0)
+    if bucket == "day":
+        start = start.replace(hour=0)
+    return start, ("toStartOfHour" if bucket == "hour" else "toStartOfDay")
+
+
+def _label(dim: str, value: str) -> str:
+    if value:
+        return value
+    return NONE if dim in ("tag", "template") else UNKNOWN
+
+
+async def grouped_stats(store: AnalyticsStore, service_id: str, group_by: str, period: str, bucket: str,
+                        tag: str | None, limit: int, now: datetime | None = None,
+                        template: str | None = None) -> dict[str, Any]:
+    """Counts per type (``ev.RELEASED_TYPES``; tracking types by distinct event) of each group,
+    totals and zero-filled buckets: the ``limit`` largest groups by total events, then one
+    ``other`` group with the rest. ``group_by`` must be one of ``GROUP_BY`` (ValueError)."""
+    if group_by not in GROUP_BY:
+        raise ValueError(f"group_by: unknown grouping {group_by!r}")
+    now = now or datetime.now(timezone.utc)
+    start, trunc = _window(period, bucket, now)
+    params: dict[str, Any] = {"s": service_id, "start": _fmt(start), "dim": group_by}
+    if tag or template:
+        rows = await _grouped_from_events(store, group_by, trunc, tag, template, params)
+    else:
+        rows = await store.query(
+            f"SELECT value AS g, toString({trunc}(hour)) AS b, type, sum(n) AS n FROM postline.event_rollup "
+            "WHERE service_id = {s:String} AND dim = {dim:String} AND hour >= toDateTime({start:String}, 'UTC') "
+            f"AND type IN {_sql_in(COUNTED)} GROUP BY g, b, type", params)
+    groups = _shape(rows, group_by, start, timedelta(hours=1) if bucket == "hour" else timedelta(days=1), now, limit)
+    return {"service_id": service_id, "group_by": group_by, "period": period, "bucket": bucket, "tag": tag,
+            **({"template": template} if template else {}), "limit": limit, "groups": groups}
+
+
+async def _grouped_from_events(store: AnalyticsStore, group_by: str, trunc: str, tag: str | None,
+                               template: str | None, params: dict[str, Any]) -> list[dict[str, Any]]:
+    where = " AND ".join(["service_id = {s:String} AND time >= toDateTime64({start:String}, 3, 'UTC')",
+                          *_filters("", tag, template, params)])
+    types = _TYPES_OF.get(group_by, COUNTED)
+    if group_by == "tag":
+        key, join = "g", "ARRAY JOIN if(empty(tags), [''], tags) AS g "
+    else:
+        key, join = f"{_COLUMN[group_by]} AS g", ""
+    return await store.query(
+        f"SELECT {key}, toString({trunc}(time)) AS b, type, count() AS n FROM postline.events FINAL {join}"
+        f"WHERE {where} AND type IN {_sql_in(types)} GROUP BY g, b, type", params)
+
+
+def _shape(rows: list[dict[str, Any]], dim: str, start: datetime, step: timedelta, now: datetime,
+           limit: int) -> list[dict[str, Any]]:
+    """Rows ``(g, b, type, n)`` → the top ``limit`` groups and ``other``, each with totals and
+    zero-filled buckets."""
+    def empty() -> dict[str, int]:
+        return {k: 0 for k in COUNTED}
+
+    per: dict[str, dict[str, dict[str, int]]] = {}
+    for r in rows:
+        label = _label(dim, r["g"])
+        bucket = per.setdefault(label, {}).setdefault(r["b"], empty())
+        bucket[r["type"]] += int(r["n"])
+    volume = {g: sum(sum(c.values()) for c in b.values()) for g, b in per.items()}
+    ranked = sorted(per, key=lambda g: (-volume[g], g))
+    top, rest = ranked[:limit], ranked[limit:]
+    merged = [(g, per[g]) for g in top]
+    if rest:
+        other: dict[str, dict[str, int]] = {}
+        for g in rest:
+            for b, counts in per[g].items():
+                into = other.setdefault(b, empty())
+                for k, n in counts.items():
+                    into[k] += n
+        merged.append((OTHER, other))
+    out = []
+    for label, buckets in merged:
+        filled: dict[str, dict[str, int]] = {}
+        t = start
+        while t <= now:
+            filled[_fmt(t)] = empty()
+            t += step
+        totals = empty()
+        for b, counts in buckets.items():
+            filled[b] = counts
+            for k, n in counts.items():
+                totals[k] += n
+        out.append({"key": label, "totals": totals,
+                    "buckets": [{"start": k.replace(" ", "T") + "Z", **v} for k, v in sorted(filled.items())]})
+    return out
+
+
+async def latency(store: AnalyticsStore, service_id: str, period: str, now: datetime | None = None) -> dict[str, Any]:
+    """Queued→delivered milliseconds (p50/p90/p99, t-digest estimates) per provider and overall,
+    over the deliveries of ``period`` that carry their accept time (``queued_at``)."""
+    now = now or datetime.now(timezone.utc)
+    start = (now - PERIODS[period]).replace(minute=0, second=0, microsecond=0)
+    rows = await store.query(
+        "SELECT provider, quantilesTDigestMerge(0.5, 0.9, 0.99)(q) AS q, sum(n) AS n, grouping(provider) AS overall "
+        "FROM postline.latency_rollup WHERE service_id = {s:String} AND hour >= toDateTime({start:String}, 'UTC') "
+        "GROUP BY GROUPING SETS ((provider), ()) ORDER BY n DESC, provider", {"s": service_id, "start": _fmt(start)})
+
+    def view(r: dict[str, Any]) -> dict[str, Any]:
+        p50, p90, p99 = (round(float(x)) for x in r["q"])
+        return {"delivered": int(r["n"]), "p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
+
+    overall = next((view(r) for r in rows if r["overall"] and int(r["n"])), None)
+    return {"service_id": service_id, "period": period, "overall": overall,
+            "providers": [{"provider": _label("provider", r["provider"]), **view(r)} for r in rows if not r["overall"]]}
+
+
+async def bounce_reasons(store: AnalyticsStore, service_id: str, period: str, limit: int = 10,
+                         now: datetime | None = None) -> list[dict[str, Any]]:
+    """The most frequent bounce replies of ``period``: code, class, reply text, count."""
+    now = now or datetime.now(timezone.utc)
+    return await store.query(
+        "SELECT smtp_code, bounce_class, JSONExtractString(payload, 'smtp_reply') AS reply, count() AS n "
+        "FROM postline.events FINAL WHERE service_id = {s:String} AND time >= toDateTime64({start:String}, 3, 'UTC') "
+        "AND type = 'bounced' GROUP BY smtp_code, bounce_class, reply ORDER BY n DESC, reply LIMIT {k:UInt32}",
+        {"s": service_id, "start": _fmt(now - PERIODS[period]), "k": limit})
+
+
+async def rates(store: AnalyticsStore, service_ids: list[str], since: datetime) -> dict[str, dict[str, int]]:
+    """Per service: delivered, bounced and complained events since ``since`` (the alert window)."""
+    if not service_ids:
+        return {}
+    rows = await store.query(
+        "SELECT service_id, type, sum(n) AS n FROM postline.event_rollup WHERE dim = 'service' "
+        "AND service_id IN (SELECT arrayJoin(JSONExtract({svcs:String}, 'Array(String)'))) "
+        "AND hour >= toDateTime({start:String}, 'UTC') AND type IN ('delivered', 'bounced', 'complained') "
+        "GROUP BY service_id, type", {"svcs": _json(service_ids), "start": _fmt(since)})
+    out: dict[str, dict[str, int]] = {s: {"delivered": 0, "bounced": 0, "complained": 0} for s in service_ids}
+    for r in rows:
+        out[r["service_id"]][r["type"]] = int(r["n"])
+    return out
+
+
+async def alert_states(store: AnalyticsStore, service_ids: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest ``alert`` event of each (service, kind) with no provider: ``state``, ``email_id`` (the
+    episode's key), ``time``."""
+    if not service_ids:
+        return {}
+    rows = await store.query(
+        "SELECT service_id, JSONExtractString(payload, 'kind') AS kind, argMax(payload, (time, JSONExtractString(payload, 'state') = 'cleared')) AS last "
+        "FROM postline.events FINAL WHERE type = 'alert' "
+        "AND service_id IN (SELECT arrayJoin(JSONExtract({svcs:String}, 'Array(String)'))) "
+        "AND JSONExtractString(payload, 'provider') = '' GROUP BY service_id, kind", {"svcs": _json(service_ids)})
+    return {(r["service_id"], r["kind"]): json.loads(r["last"]) for r in rows}
+
+
+async def active_alerts(store: AnalyticsStore, service_id: str) -> list[dict[str, Any]]:
+    """The service's alerts raised and not cleared (the banner on its dashboard page)."""
+    rows = await store.query(
+        "SELECT argMax(payload, (time, JSONExtractString(payload, 'state') = 'cleared')) AS last "
+        "FROM postline.events FINAL WHERE service_id = {s:String} AND type = 'alert' GROUP BY email_id",
+        {"s": service_id})
+    alerts = [json.loads(r["last"]) for r in rows]
+    return sorted((a for a in alerts if a.get("state") == "raised"), key=lambda a: a["time"])
+
+
+def _json(values: list[str]) -> str:
+    return json.dumps(sorted(values))
