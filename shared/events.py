@@ -116,6 +116,11 @@ class ServiceSaved(ControlRecord):
     created_at: datetime
     deleted: bool = False
     receiving_retention_days: int = 30  # how long received mail is kept (docs/receiving.md)
+    # Alert thresholds over the last 24 h (SPEC §18; services/analytics/alerts.py): bounced /
+    # (delivered + bounced) and complained / delivered, once delivered + bounced reaches the minimum.
+    alert_bounce_rate: float = 0.04
+    alert_complaint_rate: float = 0.001
+    alert_min_volume: int = 100
 
 
 class ApiKeySaved(ControlRecord):

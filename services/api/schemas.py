@@ -406,6 +406,16 @@ class RateLimitsUpdate(BaseModel):
     per_day: int | None = Field(None, ge=1, le=100_000_000, description="Messages per day; null = the global base.")
 
 
+class AlertThresholds(BaseModel):
+    """Over the last 24 h: an ``alert`` event when a rate goes over its threshold, another when
+    it is back under (docs/analytics.md)."""
+    model_config = ConfigDict(extra="forbid")
+    bounce_rate: float | None = Field(None, gt=0, le=1, description="bounced / (delivered + bounced); default 0.04.")
+    complaint_rate: float | None = Field(None, gt=0, le=1, description="complained / delivered; default 0.001.")
+    min_volume: int | None = Field(None, ge=1, le=10_000_000, description=(
+        "delivered + bounced in the window before a rate counts; default 100."))
+
+
 class ServiceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(None, min_length=1, max_length=100)
@@ -417,6 +427,7 @@ class ServiceUpdate(BaseModel):
     rate_limits: RateLimitsUpdate | None = Field(
         None, description="Override the base limits of this service (`null` fields fall back to the global base).")
     receiving_retention_days: int | None = Field(None, ge=1, le=365, description="Days received mail is kept (default 30).")
+    alerts: AlertThresholds | None = Field(None, description="Thresholds of the bounce and complaint rate alerts (fields left out are kept).")
 
 
 KeyPermission = Literal["full_access", "sending_access"]

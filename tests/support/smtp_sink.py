@@ -123,12 +123,14 @@ class SmtpSink:
     def __init__(self, data_replies: list[str] | None = None, rcpt_replies: dict[str, str] | None = None,
                  data_delay: float = 0.0, drop_data: bool = False, port: int | None = None,
                  pipelining: bool = False, starttls: str | None = None, login: tuple[str, str] | None = None,
-                 mail_replies: dict[str, str] | None = None, smtputf8: bool = True, one_at_a_time: bool = False):
+                 mail_replies: dict[str, str] | None = None, smtputf8: bool = True, one_at_a_time: bool = False,
+                 host: str = "127.0.0.1"):
         """``one_at_a_time``: messages take ``data_delay`` each in turn (a slow server's
         throughput), not all at once; ``starttls``: None, ``"offer"`` or ``"require"`` (self-signed certificate);
         ``login``: (user, password) the server requires (AUTH PLAIN/LOGIN); ``smtputf8``:
-        whether EHLO offers SMTPUTF8 (RFC 6531)."""
-        self.port = port or free_port()
+        whether EHLO offers SMTPUTF8 (RFC 6531); ``host``: the loopback address to listen on
+        (several sinks on one port, each an MX of its own)."""
+        self.host, self.port = host, port or free_port()
         self.pipelining, self.ehlo_count = pipelining, 0
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
@@ -140,7 +142,7 @@ class SmtpSink:
         tls = {"tls_context": self_signed_context(), "require_starttls": starttls == "require"} if starttls else {}
         auth = {"authenticator": _Authenticator(*login), "auth_required": True,
                 "auth_require_tls": False} if login else {}
-        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
+        self.controller = Controller(_Handler(self), hostname=host, port=self.port,
                                      data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=smtputf8, **tls, **auth)
 
     def next_data_reply(self) -> str:
@@ -151,7 +153,7 @@ class SmtpSink:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> "SmtpSink":
         self.controller.start()
