@@ -221,6 +221,15 @@ def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_a
                        retry_at=retry_at, **path, **common)
 
 
+def observe_provider(e: Outcome) -> None:
+    """The per-provider metrics of an outcome: deferrals, and queued→delivered latency."""
+    if isinstance(e, ev.Deferred):
+        metrics.DEFERRALS.labels(metrics.provider_label(e.provider)).inc()
+    elif isinstance(e, ev.Delivered) and e.queued_at is not None:
+        seconds = (e.time - e.queued_at).total_seconds()
+        metrics.DELIVERY_LATENCY.labels(metrics.provider_label(e.provider)).observe(max(seconds, 0.0))
+
+
 def retry_plan(ctx: RelayContext, req: ev.SendRequested, results: dict[str, DeliveryResult]) -> RetryPlan:
     """The next attempt after attempt number ``req.attempt`` (shared/retry_schedule.py),
     waiting at least as long as any deferring server asked (its ``retry_after``)."""
@@ -279,6 +288,7 @@ async def process_unclaimed(ctx: RelayContext, req: ev.SendRequested) -> None:
             await schedule_retry(ctx, req, deferred, plan.level, plan.when)
         for e in outcomes:
             metrics.DELIVERIES.labels(e.type).inc()
+            observe_provider(e)
         events += outcomes
     if events:
         await ctx.log.append_many(ev.Topic.EVENTS, [(req.email_id, ev.encode(e)) for e in events])

@@ -56,79 +56,67 @@ async def grouped_stats(store: AnalyticsStore, service_id: str, group_by: str, p
     start, trunc = _window(period, bucket, now)
     params: dict[str, Any] = {"s": service_id, "start": _fmt(start), "dim": group_by}
     if tag or template:
-        rows = await _grouped_from_events(store, group_by, trunc, tag, template, params)
+        source, where = _events_source(group_by, tag, template, params), "1"
     else:
-        rows = await store.query(
-            f"SELECT value AS g, toString({trunc}(hour)) AS b, type, sum(n) AS n FROM postline.event_rollup "
-            "WHERE service_id = {s:String} AND dim = {dim:String} AND hour >= toDateTime({start:String}, 'UTC') "
-            f"AND type IN {_sql_in(COUNTED)} GROUP BY g, b, type", params)
-    groups = _shape(rows, group_by, start, timedelta(hours=1) if bucket == "hour" else timedelta(days=1), now, limit)
+        source = "postline.event_rollup"
+        where = ("service_id = {s:String} AND dim = {dim:String} AND hour >= toDateTime({start:String}, 'UTC') "
+                 f"AND type IN {_sql_in(COUNTED)}")
+    # the top groups are chosen in the store: only their buckets, and the rest summed, come back
+    rows = await store.query(
+        f"SELECT value IN (SELECT value FROM {source} WHERE {where} GROUP BY value "
+        "ORDER BY sum(n) DESC, value LIMIT {k:UInt32}) AS top, if(top, value, '') AS g, "
+        f"toString({trunc}(hour)) AS b, type, sum(n) AS n FROM {source} WHERE {where} "
+        "GROUP BY top, g, b, type", {**params, "k": limit})
+    groups = _shape(rows, group_by, start, timedelta(hours=1) if bucket == "hour" else timedelta(days=1), now)
     return {"service_id": service_id, "group_by": group_by, "period": period, "bucket": bucket, "tag": tag,
             **({"template": template} if template else {}), "limit": limit, "groups": groups}
 
 
-async def _grouped_from_events(store: AnalyticsStore, group_by: str, trunc: str, tag: str | None,
-                               template: str | None, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _events_source(group_by: str, tag: str | None, template: str | None, params: dict[str, Any]) -> str:
+    """The filtered path: the service's events of the period as rollup-shaped rows
+    ``(value, hour, type, n)``, one per event (and per tag), from ``postline.events FINAL``."""
     where = " AND ".join(["service_id = {s:String} AND time >= toDateTime64({start:String}, 3, 'UTC')",
                           *_filters("", tag, template, params)])
-    types = _TYPES_OF.get(group_by, COUNTED)
-    if group_by == "tag":
-        key, join = "g", "ARRAY JOIN if(empty(tags), [''], tags) AS g "
-    else:
-        key, join = f"{_COLUMN[group_by]} AS g", ""
-    return await store.query(
-        f"SELECT {key}, toString({trunc}(time)) AS b, type, count() AS n FROM postline.events FINAL {join}"
-        f"WHERE {where} AND type IN {_sql_in(types)} GROUP BY g, b, type", params)
+    value = "arrayJoin(if(empty(tags), [''], tags))" if group_by == "tag" else _COLUMN[group_by]
+    return (f"(SELECT {value} AS value, toDateTime(time) AS hour, type, toUInt64(1) AS n FROM postline.events FINAL "
+            f"WHERE {where} AND type IN {_sql_in(_TYPES_OF.get(group_by, COUNTED))})")
 
 
-def _shape(rows: list[dict[str, Any]], dim: str, start: datetime, step: timedelta, now: datetime,
-           limit: int) -> list[dict[str, Any]]:
-    """Rows ``(g, b, type, n)`` → the top ``limit`` groups and ``other``, each with totals and
-    zero-filled buckets."""
+def _shape(rows: list[dict[str, Any]], dim: str, start: datetime, step: timedelta, now: datetime) -> list[dict[str, Any]]:
+    """Rows ``(top, g, b, type, n)`` → the top groups, largest first, then ``other`` (the
+    rows with ``top`` false), each with totals and zero-filled buckets."""
     def empty() -> dict[str, int]:
         return {k: 0 for k in COUNTED}
 
-    per: dict[str, dict[str, dict[str, int]]] = {}
+    per: dict[tuple[bool, str], dict[str, dict[str, int]]] = {}
     for r in rows:
-        label = _label(dim, r["g"])
-        bucket = per.setdefault(label, {}).setdefault(r["b"], empty())
+        bucket = per.setdefault((not r["top"], r["g"]), {}).setdefault(r["b"], empty())
         bucket[r["type"]] += int(r["n"])
     volume = {g: sum(sum(c.values()) for c in b.values()) for g, b in per.items()}
-    ranked = sorted(per, key=lambda g: (-volume[g], g))
-    top, rest = ranked[:limit], ranked[limit:]
-    merged = [(g, per[g]) for g in top]
-    if rest:
-        other: dict[str, dict[str, int]] = {}
-        for g in rest:
-            for b, counts in per[g].items():
-                into = other.setdefault(b, empty())
-                for k, n in counts.items():
-                    into[k] += n
-        merged.append((OTHER, other))
     out = []
-    for label, buckets in merged:
+    for rest, value in sorted(per, key=lambda g: (g[0], -volume[g], g[1])):
         filled: dict[str, dict[str, int]] = {}
         t = start
         while t <= now:
             filled[_fmt(t)] = empty()
             t += step
         totals = empty()
-        for b, counts in buckets.items():
+        for b, counts in per[(rest, value)].items():
             filled[b] = counts
             for k, n in counts.items():
                 totals[k] += n
-        out.append({"key": label, "totals": totals,
+        out.append({"key": OTHER if rest else _label(dim, value), "totals": totals,
                     "buckets": [{"start": k.replace(" ", "T") + "Z", **v} for k, v in sorted(filled.items())]})
     return out
 
 
 async def latency(store: AnalyticsStore, service_id: str, period: str, now: datetime | None = None) -> dict[str, Any]:
-    """Queued→delivered milliseconds (p50/p90/p99, t-digest estimates) per provider and overall,
+    """Queued→delivered milliseconds (p50/p90/p99: bfloat16 quantiles, within 1% of the exact value) per provider and overall,
     over the deliveries of ``period`` that carry their accept time (``queued_at``)."""
     now = now or datetime.now(timezone.utc)
     start = (now - PERIODS[period]).replace(minute=0, second=0, microsecond=0)
     rows = await store.query(
-        "SELECT provider, quantilesTDigestMerge(0.5, 0.9, 0.99)(q) AS q, sum(n) AS n, grouping(provider) AS overall "
+        "SELECT provider, quantilesBFloat16Merge(0.5, 0.9, 0.99)(q) AS q, sum(n) AS n, grouping(provider) AS overall "
         "FROM postline.latency_rollup WHERE service_id = {s:String} AND hour >= toDateTime({start:String}, 'UTC') "
         "GROUP BY GROUPING SETS ((provider), ()) ORDER BY n DESC, provider", {"s": service_id, "start": _fmt(start)})
 

@@ -20,7 +20,7 @@ ARRAY JOIN arrayConcat(
 WHERE type != ''
 GROUP BY service_id, hour, type, dim, value"""
 LATENCY_SELECT = """SELECT service_id, toStartOfHour(time) AS hour, provider,
-       quantilesTDigestState(0.5, 0.9, 0.99)(toUInt32(least(latency_ms, 4294967295))) AS q, count() AS n
+       quantilesBFloat16State(0.5, 0.9, 0.99)(toUInt32(least(latency_ms, 4294967295))) AS q, count() AS n
 FROM {source}
 WHERE type = 'delivered' AND latency_ms >= 0
 GROUP BY service_id, hour, provider"""
@@ -179,7 +179,7 @@ CREATE TABLE IF NOT EXISTS postline.latency_rollup (
     service_id String,
     hour       DateTime('UTC'),
     provider   LowCardinality(String),
-    q          AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt32),
+    q          AggregateFunction(quantilesBFloat16(0.5, 0.9, 0.99), UInt32),
     n          SimpleAggregateFunction(sum, UInt64)
 ) ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(hour)
