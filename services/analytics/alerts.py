@@ -16,7 +16,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from shared import events as ev
 from shared.control.plane import ControlPlane
@@ -111,12 +111,12 @@ class AlertWatch:
         return None
 
 
-def _alert(svc: ev.ServiceSaved, reading: Reading, key: str, state: str, now: datetime) -> ev.Alert:
+def _alert(svc: ev.ServiceSaved, reading: Reading, key: str, state: Literal["raised", "cleared"], now: datetime) -> ev.Alert:
     what = reading.kind.replace("_", " ")
     value = f"{reading.value:.2%}" if reading.value is not None else "n/a"
     verb = "is over" if state == "raised" else "is back under"
     return ev.Alert(id=ev.derived_id(key, state), time=now, workspace_id=svc.workspace_id, service_id=svc.service_id,
-                    email_id=key, kind=reading.kind, state=state,  # type: ignore[arg-type]
+                    email_id=key, kind=reading.kind, state=state,
                     value=reading.value, threshold=reading.threshold,
                     message=f"{what} {value} over the last 24 h {verb} the threshold {reading.threshold:.2%} "
                             f"({reading.volume} messages)")

@@ -551,6 +551,12 @@ class RateLimitView(BaseModel):
                                   description="Units counted in the sliding windows: the last 60 s, the last 24 h, sandbox sends of the last 24 h.")
 
 
+class AlertThresholdsView(BaseModel):
+    bounce_rate: float
+    complaint_rate: float
+    min_volume: int
+
+
 class ServiceView(BaseModel):
     id: str
     name: str = Field(examples=["billing"])
@@ -562,6 +568,7 @@ class ServiceView(BaseModel):
     receiving_retention_days: int = 30
     created_at: str
     rate_limits: RateLimitView | None = None
+    alerts: AlertThresholdsView | None = None
 
 
 class ServiceList(BaseModel):

@@ -29,6 +29,9 @@ _TYPES_OF = {"provider": ("delivered", "deferred", "bounced", "complained"),
              "source_ip": ("delivered", "deferred", "bounced", "complained"),
              "bounce_class": ("bounced",), "tls": ("delivered",)}
 COUNTED = tuple(t for t in ev.RELEASED_TYPES)
+# bucket → (rollup, its time column): migrations.GRAINS
+_ROLLUP = {"hour": ("postline.event_rollup", "hour"), "day": ("postline.event_rollup_daily", "day")}
+_LATENCY = {"hour": ("postline.latency_rollup", "hour"), "day": ("postline.latency_rollup_daily", "day")}
 
 
 def _window(period: str, bucket: str, now: datetime) -> tuple[datetime, str]:
@@ -56,16 +59,16 @@ async def grouped_stats(store: AnalyticsStore, service_id: str, group_by: str, p
     start, trunc = _window(period, bucket, now)
     params: dict[str, Any] = {"s": service_id, "start": _fmt(start), "dim": group_by}
     if tag or template:
-        source, where = _events_source(group_by, tag, template, params), "1"
+        source, col, where = _events_source(group_by, tag, template, params), "hour", "1"
     else:
-        source = "postline.event_rollup"
-        where = ("service_id = {s:String} AND dim = {dim:String} AND hour >= toDateTime({start:String}, 'UTC') "
+        source, col = _ROLLUP[bucket]
+        where = (f"service_id = {{s:String}} AND dim = {{dim:String}} AND {col} >= toDateTime({{start:String}}, 'UTC') "
                  f"AND type IN {_sql_in(COUNTED)}")
     # the top groups are chosen in the store: only their buckets, and the rest summed, come back
     rows = await store.query(
         f"SELECT value IN (SELECT value FROM {source} WHERE {where} GROUP BY value "
         "ORDER BY sum(n) DESC, value LIMIT {k:UInt32}) AS top, if(top, value, '') AS g, "
-        f"toString({trunc}(hour)) AS b, type, sum(n) AS n FROM {source} WHERE {where} "
+        f"toString({trunc}({col})) AS b, type, sum(n) AS n FROM {source} WHERE {where} "
         "GROUP BY top, g, b, type", {**params, "k": limit})
     groups = _shape(rows, group_by, start, timedelta(hours=1) if bucket == "hour" else timedelta(days=1), now)
     return {"service_id": service_id, "group_by": group_by, "period": period, "bucket": bucket, "tag": tag,
@@ -112,12 +115,14 @@ def _shape(rows: list[dict[str, Any]], dim: str, start: datetime, step: timedelt
 
 async def latency(store: AnalyticsStore, service_id: str, period: str, now: datetime | None = None) -> dict[str, Any]:
     """Queued→delivered milliseconds (p50/p90/p99: bfloat16 quantiles, within 1% of the exact value) per provider and overall,
-    over the deliveries of ``period`` that carry their accept time (``queued_at``)."""
+    over the deliveries of ``period`` that carry their accept time (``queued_at``); 7d and
+    30d start at the beginning of their first day (the daily rollup), as ``stats`` buckets do."""
     now = now or datetime.now(timezone.utc)
-    start = (now - PERIODS[period]).replace(minute=0, second=0, microsecond=0)
+    start, _ = _window(period, "hour" if period in ("1h", "24h") else "day", now)
+    table, col = _LATENCY["hour" if period in ("1h", "24h") else "day"]
     rows = await store.query(
         "SELECT provider, quantilesBFloat16Merge(0.5, 0.9, 0.99)(q) AS q, sum(n) AS n, grouping(provider) AS overall "
-        "FROM postline.latency_rollup WHERE service_id = {s:String} AND hour >= toDateTime({start:String}, 'UTC') "
+        f"FROM {table} WHERE service_id = {{s:String}} AND {col} >= toDateTime({{start:String}}, 'UTC') "
         "GROUP BY GROUPING SETS ((provider), ()) ORDER BY n DESC, provider", {"s": service_id, "start": _fmt(start)})
 
     def view(r: dict[str, Any]) -> dict[str, Any]:

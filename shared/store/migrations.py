@@ -7,9 +7,10 @@ skipped when a crash came after it ran but before it was recorded)."""
 
 # The groups an event counts in (docs/analytics.md): a group_by counts only the event types
 # that carry it (provider and source IP: outcomes and complaints; bounce class: bounces; TLS:
-# deliveries), and ('service', '') is every event once (alert rates).
-# Each insert's block is summed by the view already (a batch of 5,000 events is a few hundred rows).
-ROLLUP_SELECT = """SELECT service_id, toStartOfHour(time) AS hour, type, g.1 AS dim, g.2 AS value, count() AS n
+# deliveries), and ('service', '') is every event once (alert rates). Each insert's block is
+# summed by the view already (a batch of 5,000 events is a few hundred rows). {start} is the
+# rollup's time column: `hour` (toStartOfHour) or `day` (toStartOfDay).
+ROLLUP_SELECT = """SELECT service_id, {trunc}(time) AS {start}, type, g.1 AS dim, g.2 AS value, count() AS n
 FROM {source}
 ARRAY JOIN arrayConcat(
     [('service', ''), ('recipient_domain', recipient_domain), ('template', template_id)],
@@ -18,12 +19,55 @@ ARRAY JOIN arrayConcat(
     if(type = 'bounced', [('bounce_class', bounce_class)], []),
     if(type = 'delivered', [('tls', tls)], [])) AS g
 WHERE type != ''
-GROUP BY service_id, hour, type, dim, value"""
-LATENCY_SELECT = """SELECT service_id, toStartOfHour(time) AS hour, provider,
+GROUP BY service_id, {start}, type, dim, value"""
+# bfloat16 quantiles: a state is a map of distinct bfloat16 values to counts (a few hundred
+# for latencies), cheap to merge over 720 hours, within 1% of the exact quantile.
+LATENCY_SELECT = """SELECT service_id, {trunc}(time) AS {start}, provider,
        quantilesBFloat16State(0.5, 0.9, 0.99)(toUInt32(least(latency_ms, 4294967295))) AS q, count() AS n
 FROM {source}
 WHERE type = 'delivered' AND latency_ms >= 0
-GROUP BY service_id, hour, provider"""
+GROUP BY service_id, {start}, provider"""
+# (table, time column, truncation): hourly rollups for 1h/24h, daily ones for 7d/30d (a
+# 30-day query over a thousand recipient domains reads 30 rows per domain and type, not 720)
+GRAINS = (("", "hour", "toStartOfHour"), ("_daily", "day", "toStartOfDay"))
+FROM_EVENTS = "(SELECT * FROM postline.events FINAL)"
+
+
+def _insight_steps(first: int) -> list[tuple[int, str]]:
+    """The rollup tables, their materialized views on postline.event_ids, and the backfill of
+    the events loaded before them, for each grain."""
+    steps: list[str] = []
+    for suffix, start, trunc in GRAINS:
+        counts, latency = f"postline.event_rollup{suffix}", f"postline.latency_rollup{suffix}"
+        select = {"trunc": trunc, "start": start}
+        steps += [f"""
+CREATE TABLE IF NOT EXISTS {counts} (
+    service_id String,
+    {start}    DateTime('UTC'),
+    type       LowCardinality(String),
+    dim        LowCardinality(String),
+    value      String,
+    n          UInt64
+) ENGINE = SummingMergeTree(n)
+PARTITION BY toYYYYMM({start})
+ORDER BY (service_id, dim, {start}, type, value)""", f"""
+CREATE TABLE IF NOT EXISTS {latency} (
+    service_id String,
+    {start}    DateTime('UTC'),
+    provider   LowCardinality(String),
+    q          AggregateFunction(quantilesBFloat16(0.5, 0.9, 0.99), UInt32),
+    n          SimpleAggregateFunction(sum, UInt64)
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM({start})
+ORDER BY (service_id, {start}, provider)""",
+                  f"CREATE MATERIALIZED VIEW IF NOT EXISTS {counts}_mv TO {counts} AS "
+                  + ROLLUP_SELECT.format(source="postline.event_ids", **select),
+                  f"CREATE MATERIALIZED VIEW IF NOT EXISTS {latency}_mv TO {latency} AS "
+                  + LATENCY_SELECT.format(source="postline.event_ids", **select),
+                  f"INSERT INTO {counts} " + ROLLUP_SELECT.format(source=FROM_EVENTS, **select),
+                  f"INSERT INTO {latency} " + LATENCY_SELECT.format(source=FROM_EVENTS, **select)]
+    return [(first + i, sql) for i, sql in enumerate(steps)]
+
 
 MIGRATIONS: list[tuple[int, str] | tuple[int, str, str]] = [
     (1, "CREATE DATABASE IF NOT EXISTS postline"),
@@ -133,7 +177,7 @@ CREATE TABLE IF NOT EXISTS postline.received_attachments (
 ORDER BY (service_id, email_id, attachment_id)
 TTL expires_at
 """),
-    # 11–16: deliverability insights (SPEC §18, docs/analytics.md). The events' delivery path
+    # 11–24: deliverability insights (SPEC §18, docs/analytics.md). The events' delivery path
     # as columns (rows.insight_columns fills them; rows loaded before fall back to their
     # payload, so old events keep counting: '' reads as "unknown"). Grouped stats and latency
     # read two rollups fed by a materialized view on postline.event_ids: that table receives
@@ -162,32 +206,6 @@ ALTER TABLE postline.event_ids
     ADD COLUMN IF NOT EXISTS tls LowCardinality(String) DEFAULT '',
     ADD COLUMN IF NOT EXISTS latency_ms Int64 DEFAULT -1
 """),
-    (13, """
-CREATE TABLE IF NOT EXISTS postline.event_rollup (
-    service_id String,
-    hour       DateTime('UTC'),
-    type       LowCardinality(String),
-    dim        LowCardinality(String),
-    value      String,
-    n          UInt64
-) ENGINE = SummingMergeTree(n)
-PARTITION BY toYYYYMM(hour)
-ORDER BY (service_id, dim, hour, type, value)
-"""),
-    (14, """
-CREATE TABLE IF NOT EXISTS postline.latency_rollup (
-    service_id String,
-    hour       DateTime('UTC'),
-    provider   LowCardinality(String),
-    q          AggregateFunction(quantilesBFloat16(0.5, 0.9, 0.99), UInt32),
-    n          SimpleAggregateFunction(sum, UInt64)
-) ENGINE = AggregatingMergeTree
-PARTITION BY toYYYYMM(hour)
-ORDER BY (service_id, hour, provider)
-"""),
-    (15, f"CREATE MATERIALIZED VIEW IF NOT EXISTS postline.event_rollup_mv TO postline.event_rollup AS {ROLLUP_SELECT.format(source='postline.event_ids')}"),
-    (16, f"CREATE MATERIALIZED VIEW IF NOT EXISTS postline.latency_rollup_mv TO postline.latency_rollup AS {LATENCY_SELECT.format(source='postline.event_ids')}"),
-    # 17–18: the events loaded before 15–16 (one row per event id: FINAL), into the rollups
-    (17, f"INSERT INTO postline.event_rollup {ROLLUP_SELECT.format(source='(SELECT * FROM postline.events FINAL)')}"),
-    (18, f"INSERT INTO postline.latency_rollup {LATENCY_SELECT.format(source='(SELECT * FROM postline.events FINAL)')}"),
+    # 13–24: the rollups (hourly, then daily: tables, views, backfill), _insight_steps
+    *_insight_steps(13),
 ]
