@@ -274,6 +274,15 @@ async def message_fields(store: AnalyticsStore, service_ids: list[str], email_id
         {"svcs": json.dumps(sorted(service_ids)), "ids": json.dumps(sorted(email_ids))})
 
 
+async def delivery_paths(store: AnalyticsStore, service_ids: list[str], email_ids: list[str]) -> list[dict[str, Any]]:
+    """``email_id, recipient, provider, source_ip`` of the loaded deliveries of the given messages."""
+    return await store.query(
+        "SELECT email_id, recipient, any(provider) AS provider, any(source_ip) AS source_ip FROM postline.events "
+        "WHERE service_id IN (SELECT arrayJoin(JSONExtract({svcs:String}, 'Array(String)'))) "
+        "AND email_id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)'))) AND type = 'delivered' "
+        "GROUP BY email_id, recipient", {"svcs": json.dumps(sorted(service_ids)), "ids": json.dumps(sorted(email_ids))})
+
+
 async def webhook_attempts(store: AnalyticsStore, service_id: str, webhook_id: str, limit: int,
                            event_id: str | None = None) -> list[dict[str, Any]]:
     """A webhook's recent delivery attempts (of one event, when ``event_id``), newest first."""

@@ -95,3 +95,19 @@ async def test_old_events_leave_the_24_hour_window(parts):
     lg, control, store = parts
     await load(lg, store, [outcome("delivered", i, ago_h=30) for i in range(20)] + [outcome("complained", 0, ago_h=30)])
     assert await AlertWatch(lg, control, store).evaluate() == []
+
+
+async def test_a_complaint_counts_under_the_provider_of_its_delivery(parts):
+    """A feedback-loop report names no MX: the loader gives it its delivery's provider."""
+    from shared.store import insights
+
+    lg, _, store = parts
+    delivered = ev.Delivered(id="d1", workspace_id="w", service_id=SVC, email_id="m1", recipient="u@gmail.test",
+                             provider="google", source_ip="192.0.2.7")
+    await load(lg, store, [delivered])
+    await load(lg, store, [outcome("complained", 1)])  # m1, u1@example.com: no delivery loaded → unknown
+    await load(lg, store, [ev.Complained(id="c1", workspace_id="w", service_id=SVC, email_id="m1", recipient="u@gmail.test")])
+    by = await insights.grouped_stats(store, SVC, "provider", "24h", "hour", None, 10)
+    assert {g["key"]: g["totals"]["complained"] for g in by["groups"]} == {"google": 1, "unknown": 1}
+    by_ip = await insights.grouped_stats(store, SVC, "source_ip", "24h", "hour", None, 10)
+    assert {g["key"]: g["totals"]["complained"] for g in by_ip["groups"]} == {"192.0.2.7": 1, "unknown": 1}
