@@ -58,21 +58,38 @@ async def grouped_stats(store: AnalyticsStore, service_id: str, group_by: str, p
     now = now or datetime.now(timezone.utc)
     start, trunc = _window(period, bucket, now)
     params: dict[str, Any] = {"s": service_id, "start": _fmt(start), "dim": group_by}
-    if tag or template:
+    value = "value"
+    crossed = _crossed(group_by, tag, template)
+    if crossed is None:  # both filters, or grouping by the filtered field: the events themselves
         source, col, where = _events_source(group_by, tag, template, params), "hour", "1"
     else:
         source, col = _ROLLUP[bucket]
         where = (f"service_id = {{s:String}} AND dim = {{dim:String}} AND {col} >= toDateTime({{start:String}}, 'UTC') "
                  f"AND type IN {_sql_in(COUNTED)}")
+        if crossed:  # `tag|provider` rows of one tag: value = tag U+001F provider
+            params.update(dim=f"{crossed[0]}|{group_by}", prefix=crossed[1] + "\x1f")
+            where += " AND startsWith(value, {prefix:String})"
+            value = "substring(value, length({prefix:String}) + 1)"
     # the top groups are chosen in the store: only their buckets, and the rest summed, come back
     rows = await store.query(
-        f"SELECT value IN (SELECT value FROM {source} WHERE {where} GROUP BY value "
-        "ORDER BY sum(n) DESC, value LIMIT {k:UInt32}) AS top, if(top, value, '') AS g, "
+        f"SELECT {value} IN (SELECT {value} AS v FROM {source} WHERE {where} GROUP BY v "
+        f"ORDER BY sum(n) DESC, v LIMIT {{k:UInt32}}) AS top, if(top, {value}, '') AS g, "
         f"toString({trunc}({col})) AS b, type, sum(n) AS n FROM {source} WHERE {where} "
         "GROUP BY top, g, b, type", {**params, "k": limit})
     groups = _shape(rows, group_by, start, timedelta(hours=1) if bucket == "hour" else timedelta(days=1), now)
     return {"service_id": service_id, "group_by": group_by, "period": period, "bucket": bucket, "tag": tag,
             **({"template": template} if template else {}), "limit": limit, "groups": groups}
+
+
+def _crossed(group_by: str, tag: str | None, template: str | None) -> tuple[str, str] | None | tuple[()]:
+    """How the rollup answers: ``()`` unfiltered, ``(field, value)`` through the crossed
+    ``tag|…``/``template|…`` rows, None when it cannot (both filters, or grouping by the filter)."""
+    if not tag and not template:
+        return ()
+    if tag and template:
+        return None
+    field, value = ("tag", tag) if tag else ("template", template)
+    return None if group_by == field or value is None else (field, value)
 
 
 def _events_source(group_by: str, tag: str | None, template: str | None, params: dict[str, Any]) -> str:

@@ -11,15 +11,22 @@ skipped when a crash came after it ran but before it was recorded)."""
 # summed by the view already (a batch of 5,000 events is a few hundred rows). {start} is the
 # rollup's time column: `hour` (toStartOfHour) or `day` (toStartOfDay).
 ROLLUP_SELECT = """SELECT service_id, {trunc}(time) AS {start}, type, g.1 AS dim, g.2 AS value, count() AS n
-FROM {source}
-ARRAY JOIN arrayConcat(
+FROM (SELECT service_id, time, type, tags, template_id, arrayConcat(
     [('service', ''), ('recipient_domain', recipient_domain), ('template', template_id)],
     arrayMap(t -> ('tag', t), if(empty(tags), [''], tags)),
     if(type IN ('delivered', 'deferred', 'bounced', 'complained'), [('provider', provider), ('source_ip', source_ip)], []),
     if(type = 'bounced', [('bounce_class', bounce_class)], []),
-    if(type = 'delivered', [('tls', tls)], [])) AS g
+    if(type = 'delivered', [('tls', tls)], [])) AS base
+      FROM {source})
+ARRAY JOIN arrayConcat(base,
+    arrayFlatten(arrayMap(t -> arrayMap(p -> (concat('tag|', p.1), concat(t, '\\x1f', p.2)),
+                                        arrayFilter(p -> p.1 NOT IN ('service', 'tag'), base)), tags)),
+    if(template_id = '', [], arrayMap(p -> (concat('template|', p.1), concat(template_id, '\\x1f', p.2)),
+                                      arrayFilter(p -> p.1 NOT IN ('service', 'template'), base)))) AS g
 WHERE type != ''
 GROUP BY service_id, {start}, type, dim, value"""
+# ``tag|<dim>`` and ``template|<dim>`` rows (value: the tag or template, U+001F, the group)
+# answer `stats?group_by=<dim>&tag=` (or `&template=`) from the rollup as well.
 # bfloat16 quantiles: a state is a map of distinct bfloat16 values to counts (a few hundred
 # for latencies), cheap to merge over 720 hours, within 1% of the exact quantile.
 LATENCY_SELECT = """SELECT service_id, {trunc}(time) AS {start}, provider,

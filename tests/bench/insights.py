@@ -87,8 +87,12 @@ async def run(events: int = EVENTS) -> dict[str, Any]:
         timings[f"latency {period}"] = await _timed(lat)
     since = datetime.now(timezone.utc) - timedelta(hours=24)
     timings["alert rates 24h"] = await _timed(lambda: insights.rates(store, [SVC], since))
-    timings["group_by=provider 30d tag=welcome (events FINAL)"] = await _timed(
+    timings["group_by=provider 30d tag=welcome"] = await _timed(
         lambda: insights.grouped_stats(store, SVC, "provider", "30d", "day", "welcome", 10))
+    timings["group_by=recipient_domain 24h template=tpl-3"] = await _timed(
+        lambda: insights.grouped_stats(store, SVC, "recipient_domain", "24h", "hour", None, 10, template="tpl-3"))
+    timings["group_by=provider 24h tag+template (events FINAL)"] = await _timed(
+        lambda: insights.grouped_stats(store, SVC, "provider", "24h", "hour", "welcome", 10, template="tpl-3"))
     timings["bounce reasons 7d (events FINAL)"] = await _timed(lambda: insights.bounce_reasons(store, SVC, "7d"))
     out["queries"] = timings
     check = await insights.grouped_stats(store, SVC, "provider", "30d", "day", None, 10)

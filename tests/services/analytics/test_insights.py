@@ -96,8 +96,9 @@ def test_counts_per_recipient_domain_bounce_class_and_tls(env):
     by_class = stats(env, group_by="bounce_class")
     assert totals(by_class, "bounced") == {classify(550, NO_SUCH_USER).bounce_class: {"bounced": 1}}
     assert totals(stats(env, group_by="tls"), "delivered") == {"plaintext": {"delivered": 7}}  # the sinks offer no STARTTLS
-    tagged = stats(env, group_by="provider", tag="kind:welcome")
-    assert tagged["tag"] == "kind:welcome"
+    every = ("delivered", "deferred", "bounced")
+    assert totals(stats(env, group_by="provider", tag="kind:welcome"), *every) == totals(stats(env, group_by="provider"), *every)
+    assert stats(env, group_by="provider", tag="kind:other")["groups"] == []  # every message has kind:welcome
 
 
 def test_latency_within_the_sinks_delays(env):
