@@ -116,7 +116,7 @@ class ServiceSaved(ControlRecord):
     created_at: datetime
     deleted: bool = False
     receiving_retention_days: int = 30  # how long received mail is kept (docs/receiving.md)
-    # Alert thresholds over the last 24 h (SPEC §18; services/analytics/alerts.py): bounced /
+    # Alert thresholds over the last 24 h (services/analytics/alerts.py): bounced /
     # (delivered + bounced) and complained / delivered, once delivered + bounced reaches the minimum.
     alert_bounce_rate: float = 0.04
     alert_complaint_rate: float = 0.001

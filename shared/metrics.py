@@ -27,7 +27,7 @@ DEPENDENCY_ERRORS = Counter("postline_dependency_errors_total",
                             ["dependency"])
 DEPENDENCY_UP = Gauge("postline_dependency_up", "1 when the last call to the dependency succeeded, else 0",
                       ["dependency"])
-# Per mailbox provider (SPEC §18; deploy/grafana/postline.json). ``provider_label`` keeps the
+# Per mailbox provider (docs/analytics.md; deploy/grafana/postline.json). ``provider_label`` keeps the
 # label set small: destinations outside the provider table are one "other" series, not one per domain.
 DEFERRALS = Counter("postline_relay_deferrals_total", "Deferred delivery attempts by mailbox provider", ["provider"])
 DELIVERY_LATENCY = Histogram("postline_delivery_latency_seconds",

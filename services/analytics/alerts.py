@@ -1,4 +1,4 @@
-"""Rate alerts (SPEC §18): every ``POSTLINE_ALERT_INTERVAL`` seconds, each service's bounce and
+"""Rate alerts (docs/analytics.md): every ``POSTLINE_ALERT_INTERVAL`` seconds, each service's bounce and
 complaint rates over the last 24 h against its thresholds (``ServiceSaved.alert_*``), and an
 ``alert`` event on ``email.events`` when one crosses: ``raised`` once when a rate goes over,
 ``cleared`` once when it is back at or under (or the window has no mail left).

@@ -1,4 +1,4 @@
-"""Deliverability insights over the analytics store (SPEC §18, docs/analytics.md): counts
+"""Deliverability insights over the analytics store (docs/analytics.md): counts
 per group, queued→delivered latency per provider, top bounce reasons, the rates alerts watch.
 
 Grouped counts and latency read the rollups (migrations 11–18), fed from

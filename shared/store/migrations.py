@@ -184,7 +184,7 @@ CREATE TABLE IF NOT EXISTS postline.received_attachments (
 ORDER BY (service_id, email_id, attachment_id)
 TTL expires_at
 """),
-    # 11–24: deliverability insights (SPEC §18, docs/analytics.md). The events' delivery path
+    # 11–24: deliverability insights (docs/analytics.md). The events' delivery path
     # as columns (rows.insight_columns fills them; rows loaded before fall back to their
     # payload, so old events keep counting: '' reads as "unknown"). Grouped stats and latency
     # read two rollups fed by a materialized view on postline.event_ids: that table receives

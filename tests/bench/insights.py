@@ -1,5 +1,5 @@
 """Deliverability insights over 10,000,000 events in chDB: each ``stats?group_by=`` query,
-``stats/latency`` and the alert rates, p50/p99 of repeated runs (SPEC §18, docs/analytics.md).
+``stats/latency`` and the alert rates, p50/p99 of repeated runs (docs/analytics.md).
 
 The events go in as the loader puts them: rows of ``postline.events`` and, once per event id,
 of ``postline.event_ids``, whose materialized views feed the rollups the queries read. Both

@@ -1,7 +1,7 @@
 """deploy/grafana/postline.json, structurally: a Grafana dashboard (JSON, uid, schema version,
 panels with positions and Prometheus targets) whose every expression parses as PromQL
 (promql-parser) and names only metrics Postline exports: those of shared/metrics.py and the
-shaping metrics of issue 31 (SPEC §17–18)."""
+shaping metrics of issue 31 (docs/analytics.md)."""
 from __future__ import annotations
 
 import json
@@ -67,7 +67,7 @@ def test_every_expression_parses_and_names_an_exported_metric():
             assert names, t["expr"]
             assert names <= known, f"{p['title']}: {names - known} is not a metric Postline exports"
             used |= names
-    # what SPEC §18 asks of it: per-provider deferrals, latency, queue depth and throttling state
+    # what the product asks of it: per-provider deferrals, latency, queue depth and throttling state
     assert {"postline_relay_deferrals_total", "postline_delivery_latency_seconds_bucket",
             "postline_shaping_queue_depth", "postline_shaping_state"} <= used
 

@@ -37,7 +37,7 @@ async def stats(period: Literal["1h", "24h", "7d", "30d"] = "7d", bucket: Litera
     totals and per bucket (zero-filled). Default bucket: hour for 1h/24h, else day. ``template``:
     only messages rendered from that template (docs/templates.md). ``group_by``: the same
     counts (without the unique_* ones) per provider, recipient domain, bounce class, source
-    IP, tag, template or TLS check, under ``groups`` (SPEC §18)."""
+    IP, tag, template or TLS check, under ``groups`` (docs/analytics.md)."""
     bucket = bucket or ("hour" if period in ("1h", "24h") else "day")
     if group_by is not None and group_by not in insights.GROUP_BY:
         raise http_error(Refusal(422, f"group_by: {group_by!r} is not a grouping; one of {', '.join(insights.GROUP_BY)}"))
@@ -58,7 +58,7 @@ async def stats_latency(period: Literal["1h", "24h", "7d", "30d"] = "7d",
                         svc: ev.ServiceSaved = Depends(owned_service),
                         rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """Queued→delivered milliseconds, p50/p90/p99, overall and per mailbox provider, over the
-    deliveries of ``period`` (SPEC §18; estimates from t-digests, docs/analytics.md)."""
+    deliveries of ``period`` (bfloat16 quantiles, within 1%: docs/analytics.md)."""
     try:
         return await insights.latency(_store(rt), svc.service_id, period)
     except HTTPException:

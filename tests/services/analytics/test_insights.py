@@ -1,4 +1,4 @@
-"""Deliverability insights end to end (SPEC §18): mixed traffic through MX delivery to three
+"""Deliverability insights end to end (docs/analytics.md): mixed traffic through MX delivery to three
 aiosmtpd sinks playing Google, Microsoft and Yahoo (a real DNS server gives their MX names
 loopback addresses 127.0.0.2–4, one port), with scripted replies and delays → exact counts
 per provider, domain, bounce class, TLS; latency percentiles within the sinks' delays; the

@@ -1,4 +1,4 @@
-"""A service's Deliverability page (SPEC §18): per mailbox provider, delivered / deferred /
+"""A service's Deliverability page (docs/analytics.md): per mailbox provider, delivered / deferred /
 bounced / complaint counts and rates with queued→delivered latency, a chart per provider over
 24h/7d/30d (the service page's SVG chart), the top bounce reasons, and the alerts raised."""
 from __future__ import annotations
