@@ -335,7 +335,11 @@ async def insert_events(store: AnalyticsStore, rows: list[dict[str, Any]], token
     first. The ids go in before the rows: a crash in between redelivers the batch, which
     finds its own times. (Two analytics processes loading copies of one event at the same
     moment could both miss the other: events are keyed by email, so one partition, one
-    consumer, outside a rebalance.)"""
+    consumer, outside a rebalance.)
+
+    ``postline.event_ids`` rows carry the event's type, tags, template and delivery-path
+    columns (``EVENT_ID_COLUMNS``): its materialized views count each fresh event once into
+    the insight rollups (shared/store/migrations.py, docs/analytics.md)."""
     first: dict[str, dict[str, Any]] = {}
     for r in rows:
         first.setdefault(r["event_id"], r)
