@@ -34,7 +34,8 @@ def insight_columns(e: ev.LifecycleEvent | ev.EmailReceived) -> dict:
     queued_at = getattr(e, "queued_at", None)
     return {"provider": getattr(e, "provider", None) or "", "recipient_domain": rcpt.rpartition("@")[2].lower(),
             "bounce_class": getattr(e, "bounce_class", None) or "", "source_ip": getattr(e, "source_ip", None) or "",
-            "tls": tls, "latency_ms": int((e.time - queued_at).total_seconds() * 1000) if queued_at else -1}
+            "tls": tls, "smtp_reply": getattr(e, "smtp_reply", None) or "",
+            "latency_ms": int((e.time - queued_at).total_seconds() * 1000) if queued_at else -1}
 
 
 def message_row(r: ev.SendRequested) -> dict:

@@ -153,13 +153,21 @@ async def latency(store: AnalyticsStore, service_id: str, period: str, now: date
 
 async def bounce_reasons(store: AnalyticsStore, service_id: str, period: str, limit: int = 10,
                          now: datetime | None = None) -> list[dict[str, Any]]:
-    """The most frequent bounce replies of ``period``: code, class, reply text, count."""
+    """The most frequent bounce replies of ``period`` (from the rollup's ``bounce_reply`` rows:
+    addresses in ``<…>`` masked, so one reply to many recipients is one line): code, class, reply, count."""
     now = now or datetime.now(timezone.utc)
-    return await store.query(
-        "SELECT smtp_code, bounce_class, JSONExtractString(payload, 'smtp_reply') AS reply, count() AS n "
-        "FROM postline.events FINAL WHERE service_id = {s:String} AND time >= toDateTime64({start:String}, 3, 'UTC') "
-        "AND type = 'bounced' GROUP BY smtp_code, bounce_class, reply ORDER BY n DESC, reply LIMIT {k:UInt32}",
-        {"s": service_id, "start": _fmt(now - PERIODS[period]), "k": limit})
+    bucket = "hour" if period in ("1h", "24h") else "day"
+    start, _ = _window(period, bucket, now)
+    table, col = _ROLLUP[bucket]
+    rows = await store.query(
+        f"SELECT value, sum(n) AS n FROM {table} WHERE service_id = {{s:String}} AND dim = 'bounce_reply' "
+        f"AND {col} >= toDateTime({{start:String}}, 'UTC') AND type = 'bounced' "
+        "GROUP BY value ORDER BY n DESC, value LIMIT {k:UInt32}", {"s": service_id, "start": _fmt(start), "k": limit})
+    out = []
+    for r in rows:
+        code, bounce_class, reply = (r["value"].split("\x1f", 2) + ["", ""])[:3]
+        out.append({"smtp_code": int(code or 0), "bounce_class": bounce_class, "reply": reply, "n": int(r["n"])})
+    return out
 
 
 async def rates(store: AnalyticsStore, service_ids: list[str], since: datetime) -> dict[str, dict[str, int]]:

@@ -16,9 +16,11 @@ FROM (SELECT service_id, time, type, tags, template_id, arrayConcat(
     arrayMap(t -> ('tag', t), if(empty(tags), [''], tags)),
     if(type IN ('delivered', 'deferred', 'bounced', 'complained'), [('provider', provider), ('source_ip', source_ip)], []),
     if(type = 'bounced', [('bounce_class', bounce_class)], []),
-    if(type = 'delivered', [('tls', tls)], [])) AS base
+    if(type = 'delivered', [('tls', tls)], [])) AS base,
+    if(type = 'bounced', [('bounce_reply', concat(toString(smtp_code), '\\x1f', bounce_class, '\\x1f',
+        leftUTF8(replaceRegexpAll(smtp_reply, '<[^<>]*>', '<…>'), 200)))], []) AS replies
       FROM {source})
-ARRAY JOIN arrayConcat(base,
+ARRAY JOIN arrayConcat(base, replies,
     arrayFlatten(arrayMap(t -> arrayMap(p -> (concat('tag|', p.1), concat(t, '\\x1f', p.2)),
                                         arrayFilter(p -> p.1 NOT IN ('service', 'tag'), base)), tags)),
     if(template_id = '', [], arrayMap(p -> (concat('template|', p.1), concat(template_id, '\\x1f', p.2)),
@@ -26,7 +28,9 @@ ARRAY JOIN arrayConcat(base,
 WHERE type != ''
 GROUP BY service_id, {start}, type, dim, value"""
 # ``tag|<dim>`` and ``template|<dim>`` rows (value: the tag or template, U+001F, the group)
-# answer `stats?group_by=<dim>&tag=` (or `&template=`) from the rollup as well.
+# answer `stats?group_by=<dim>&tag=` (or `&template=`) from the rollup as well. ``bounce_reply``
+# rows (code U+001F class U+001F reply, its <addresses> masked so one reply is one row) are the
+# dashboard's top bounce reasons.
 # bfloat16 quantiles: a state is a map of distinct bfloat16 values to counts (a few hundred
 # for latencies), cheap to merge over 720 hours, within 1% of the exact quantile.
 LATENCY_SELECT = """SELECT service_id, {trunc}(time) AS {start}, provider,
@@ -198,6 +202,7 @@ ALTER TABLE postline.events
     ADD COLUMN IF NOT EXISTS source_ip LowCardinality(String) DEFAULT JSONExtractString(payload, 'source_ip'),
     ADD COLUMN IF NOT EXISTS tls LowCardinality(String) DEFAULT if(type = 'delivered' AND JSONHas(payload, 'tls'),
         if(JSONExtractString(payload, 'tls', 'verified') = '', 'plaintext', JSONExtractString(payload, 'tls', 'verified')), ''),
+    ADD COLUMN IF NOT EXISTS smtp_reply String DEFAULT JSONExtractString(payload, 'smtp_reply'),
     ADD COLUMN IF NOT EXISTS latency_ms Int64 DEFAULT if(JSONExtractString(payload, 'queued_at') = '', -1,
         dateDiff('millisecond', parseDateTime64BestEffort(JSONExtractString(payload, 'queued_at'), 3, 'UTC'), time))
 """),
@@ -211,6 +216,8 @@ ALTER TABLE postline.event_ids
     ADD COLUMN IF NOT EXISTS bounce_class LowCardinality(String) DEFAULT '',
     ADD COLUMN IF NOT EXISTS source_ip LowCardinality(String) DEFAULT '',
     ADD COLUMN IF NOT EXISTS tls LowCardinality(String) DEFAULT '',
+    ADD COLUMN IF NOT EXISTS smtp_code UInt16 DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS smtp_reply String DEFAULT '',
     ADD COLUMN IF NOT EXISTS latency_ms Int64 DEFAULT -1
 """),
     # 13–24: the rollups (hourly, then daily: tables, views, backfill), _insight_steps

@@ -355,7 +355,7 @@ async def insert_events(store: AnalyticsStore, rows: list[dict[str, Any]], token
 # What postline.event_ids keeps of an event's first copy: its time, and what the insight
 # rollups (migrations 13–16) group by, which a materialized view reads from each insert.
 EVENT_ID_COLUMNS = ("service_id", "event_id", "time", "type", "tags", "template_id", "provider", "recipient_domain",
-                    "bounce_class", "source_ip", "tls", "latency_ms")
+                    "bounce_class", "source_ip", "tls", "smtp_code", "smtp_reply", "latency_ms")
 LOOKUP_CHUNK = 500  # ids per lookup query: bounded query and parameter size
 
 
