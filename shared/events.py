@@ -117,6 +117,11 @@ class ServiceSaved(ControlRecord):
     deleted: bool = False
     receiving_retention_days: int = 30  # how long received mail is kept (docs/receiving.md)
     require_tls: bool = False  # deliver only over certificate-verified TLS, else defer (docs/delivery.md)
+    # Alert thresholds over the last 24 h (services/analytics/alerts.py): bounced /
+    # (delivered + bounced) and complained / delivered, once delivered + bounced reaches the minimum.
+    alert_bounce_rate: float = 0.04
+    alert_complaint_rate: float = 0.001
+    alert_min_volume: int = 100
 
 
 class ApiKeySaved(ControlRecord):
@@ -488,6 +493,7 @@ class _Attempted(_Lifecycle):
     mx_host: str | None = None
     provider: str | None = None
     source_ip: str | None = None  # the local address the connection left from (IP pools)
+    queued_at: datetime | None = None  # when the API accepted the message: queued→outcome latency (None before it)
 
 
 class Delivered(_Attempted):

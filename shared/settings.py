@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     log_retention_events: int = Field(30 * 86400, ge=1, description="Embedded log: seconds `email.events` records are kept (ClickHouse keeps the history).")
     log_retention_dead_letter: int = Field(30 * 86400, ge=1, description="Embedded log: seconds `postline.dead-letter` records are kept.")
     log_retention_interval: float = Field(300.0, gt=0, description="Embedded log: seconds between retention and compaction runs.")
+    alert_interval: float = Field(60.0, gt=0, le=3600, description="Seconds between two evaluations of the services' bounce and complaint rates against their alert thresholds (the analytics role; docs/analytics.md).")
     ledger_clock_margin: int = Field(300, ge=0, description="Seconds further back than the oldest unfinished request a relay reads outcomes when it rebuilds a partition's delivery ledger (covers clock skew between the hosts that append requests and outcomes).")
 
     @field_validator("admin_token")

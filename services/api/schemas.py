@@ -409,6 +409,16 @@ class RateLimitsUpdate(BaseModel):
     per_day: int | None = Field(None, ge=1, le=100_000_000, description="Messages per day; null = the global base.")
 
 
+class AlertThresholds(BaseModel):
+    """Over the last 24 h: an ``alert`` event when a rate goes over its threshold, another when
+    it is back under (docs/analytics.md)."""
+    model_config = ConfigDict(extra="forbid")
+    bounce_rate: float | None = Field(None, gt=0, le=1, description="bounced / (delivered + bounced); default 0.04.")
+    complaint_rate: float | None = Field(None, gt=0, le=1, description="complained / delivered; default 0.001.")
+    min_volume: int | None = Field(None, ge=1, le=10_000_000, description=(
+        "delivered + bounced in the window before a rate counts; default 100."))
+
+
 class ServiceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(None, min_length=1, max_length=100)
@@ -421,6 +431,7 @@ class ServiceUpdate(BaseModel):
         None, description="Override the base limits of this service (`null` fields fall back to the global base).")
     receiving_retention_days: int | None = Field(None, ge=1, le=365, description="Days received mail is kept (default 30).")
     require_tls: StrictBool | None = Field(None, description="Deliver this service's mail only over certificate-verified TLS, else defer.")
+    alerts: AlertThresholds | None = Field(None, description="Thresholds of the bounce and complaint rate alerts (fields left out are kept).")
 
 
 KeyPermission = Literal["full_access", "sending_access"]
@@ -552,6 +563,12 @@ class RateLimitView(BaseModel):
                                   description="Units counted in the sliding windows: the last 60 s, the last 24 h, sandbox sends of the last 24 h.")
 
 
+class AlertThresholdsView(BaseModel):
+    bounce_rate: float
+    complaint_rate: float
+    min_volume: int
+
+
 class ServiceView(BaseModel):
     id: str
     name: str = Field(examples=["billing"])
@@ -564,6 +581,7 @@ class ServiceView(BaseModel):
     require_tls: bool = False
     created_at: str
     rate_limits: RateLimitView | None = None
+    alerts: AlertThresholdsView | None = None
 
 
 class ServiceList(BaseModel):

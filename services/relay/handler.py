@@ -209,7 +209,7 @@ def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_a
     attempt = req.attempt + 1
     if gave_up and res.status == "deferred":
         return ev.Failed(id=ev.derived_id(req.email_id, rcpt, "failed"), reason="queue lifetime exceeded", **common)
-    path = {"mx_host": res.mx_host, "source_ip": res.source_ip,
+    path = {"mx_host": res.mx_host, "source_ip": res.source_ip, "queued_at": req.time,
             "provider": providers.provider_of(res.mx_host, domain_of(rcpt), provider_table)}
     if res.status == "delivered":
         return ev.Delivered(id=ev.derived_id(req.email_id, rcpt, "delivered"), tls=res.tls, **path, **common)
@@ -219,6 +219,15 @@ def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_a
                           bounce_class=cls.bounce_class, **path, **common)
     return ev.Deferred(id=ev.derived_id(req.email_id, rcpt, "deferred", attempt), attempt=attempt,
                        retry_at=retry_at, **path, **common)
+
+
+def observe_provider(e: Outcome) -> None:
+    """The per-provider metrics of an outcome: deferrals, and queued→delivered latency."""
+    if isinstance(e, ev.Deferred):
+        metrics.DEFERRALS.labels(metrics.provider_label(e.provider)).inc()
+    elif isinstance(e, ev.Delivered) and e.queued_at is not None:
+        seconds = (e.time - e.queued_at).total_seconds()
+        metrics.DELIVERY_LATENCY.labels(metrics.provider_label(e.provider)).observe(max(seconds, 0.0))
 
 
 def retry_plan(ctx: RelayContext, req: ev.SendRequested, results: dict[str, DeliveryResult]) -> RetryPlan:
@@ -279,6 +288,7 @@ async def process_unclaimed(ctx: RelayContext, req: ev.SendRequested) -> None:
             await schedule_retry(ctx, req, deferred, plan.level, plan.when)
         for e in outcomes:
             metrics.DELIVERIES.labels(e.type).inc()
+            observe_provider(e)
         events += outcomes
     if events:
         await ctx.log.append_many(ev.Topic.EVENTS, [(req.email_id, ev.encode(e)) for e in events])

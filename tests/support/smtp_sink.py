@@ -129,9 +129,9 @@ class SmtpSink:
         throughput), not all at once; ``starttls``: None, ``"offer"`` or ``"require"`` (self-signed certificate);
         ``login``: (user, password) the server requires (AUTH PLAIN/LOGIN); ``smtputf8``:
         whether EHLO offers SMTPUTF8 (RFC 6531); ``host``: the loopback address to listen on
-        (MX tests give each destination its own); ``tls_context``: the server certificate
-        of ``starttls`` instead of a self-signed one."""
-        self.port = port or free_port()
+        (MX tests give each destination its own; several sinks may share one port); ``tls_context``:
+        the server certificate of ``starttls`` instead of a self-signed one."""
+        self.host, self.port = host, port or free_port()
         self.pipelining, self.ehlo_count = pipelining, 0
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
@@ -144,7 +144,6 @@ class SmtpSink:
                "require_starttls": starttls == "require"} if starttls else {}
         auth = {"authenticator": _Authenticator(*login), "auth_required": True,
                 "auth_require_tls": False} if login else {}
-        self.host = host
         self.controller = Controller(_Handler(self), hostname=host, port=self.port,
                                      data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=smtputf8, **tls, **auth)
 

@@ -12,8 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.api.dashboard.pages import (account, audit, auth, domains, inbox, invitations, keys, messages, people,
-                                          received, sandbox, services, sso, suppressions, templates, webhooks)
+from services.api.dashboard.pages import (account, audit, auth, deliverability, domains, inbox, invitations, keys, messages,
+                                          people, received, sandbox, services, sso, suppressions, templates, webhooks)
 from services.api.dashboard.web import HERE, PageError, SignInRequired, page, redirect, session_caller
 
 STATIC_PATH = "/dashboard-static"
@@ -21,7 +21,7 @@ STATIC_PATH = "/dashboard-static"
 
 def mount(app: FastAPI) -> None:
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="dashboard-static")
-    for module in (auth, services, domains, keys, sandbox, webhooks, templates, suppressions, messages, inbox, received,
+    for module in (auth, services, deliverability, domains, keys, sandbox, webhooks, templates, suppressions, messages, inbox, received,
                    people, account, invitations, sso, audit):
         app.include_router(module.router)
 
