@@ -10,6 +10,8 @@ of relay processes over it.
 - **Receive bounces and received mail**: the inbound SMTP server on
   ``POSTLINE_INBOUND_SMTP_PORT`` (one listener per port), and the expiry of received mail
   past its service's retention (services/relay/inbound/retention.py, docs/receiving.md).
+- **Scheduled DKIM rotation** (services/api/dkim_rotation.py): starts the rotations that are
+  due and moves signing to pending key sets once DNS shows them, hourly.
 - **Retention and compaction of the embedded log** (shared/log/retention.py). Over Kafka the
   broker applies the topic configs itself: this duty only waits.
 
@@ -25,6 +27,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from services.api.dkim_rotation import run_dkim_rotation
 from services.relay.delay_forwarder import DelayForwarder
 from services.relay.inbound.retention import run_received_retention
 from services.relay.inbound.server import serve as serve_inbound
@@ -47,6 +50,7 @@ class Housekeeping:
             "inbound-smtp": serve_inbound(self.runtime, stop),
             "received-retention": run_received_retention(self.runtime, stop),
             "log-retention": run_retention(lg, self.runtime.settings, stop),
+            "dkim-rotation": run_dkim_rotation(self.runtime, stop),
         }
         for level in range(levels):
             forwarder = DelayForwarder(lg, lg.consumer([ev.retry_topic(level)], f"relay-retry-{level}"))

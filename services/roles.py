@@ -157,6 +157,10 @@ def start_consumers(rt: Runtime, stop: asyncio.Event, wanted: tuple[str, ...]) -
 
         store = cast("AnalyticsStore", rt.store)  # run_roles started the runtime with its store for analytics
         tasks.append(asyncio.create_task(AnalyticsConsumer(rt.log, store).run(stop), name="analytics"))
+        from services.analytics.alerts import AlertWatch
+
+        watch = AlertWatch(rt.log, rt.control, store, rt.settings.alert_interval)
+        tasks.append(asyncio.create_task(watch.run(stop), name="alerts"))
     if "webhooks" in wanted:
         from services.webhooks.runner import WebhookService
 

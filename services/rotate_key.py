@@ -33,8 +33,13 @@ async def rotate(control: ControlPlane, old: bytes, new: bytes) -> dict[str, int
     a secret opens with neither key."""
     done = {"domains": 0, "webhooks": 0, "users": 0}
     for dom in list(control.state.domains.values()):
-        changes = {f: v for f in ("rsa_private_sealed", "ed_private_sealed")
-                   if (v := _reseal(old, new, getattr(dom, f), dom.domain_id)) is not None}
+        changes: dict = {f: v for f in ("rsa_private_sealed", "ed_private_sealed")
+                         if (v := _reseal(old, new, getattr(dom, f), dom.domain_id)) is not None}
+        pending = dict(dom.pending_dkim or {})  # a DKIM rotation's next key set (services/api/dkim_rotation.py)
+        resealed = {f: v for f in ("rsa_private_sealed", "ed_private_sealed")
+                    if (v := _reseal(old, new, pending.get(f), dom.domain_id)) is not None}
+        if resealed:
+            changes["pending_dkim"] = {**pending, **resealed}
         if changes:
             await control.change(dom, **changes)
             done["domains"] += 1

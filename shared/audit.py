@@ -76,8 +76,10 @@ def is_secret(name: str) -> bool:
 
 
 def redact(state: dict[str, Any]) -> dict[str, Any]:
-    """``state`` with every secret-bearing field replaced by ``REDACTED`` (None stays None)."""
-    return {k: (REDACTED if is_secret(k) and v is not None else v) for k, v in state.items()}
+    """``state`` with every secret-bearing field replaced by ``REDACTED`` (None stays None),
+    in nested objects too (a domain's pending DKIM key set holds sealed private keys)."""
+    return {k: (REDACTED if is_secret(k) and v is not None else redact(v) if isinstance(v, dict) else v)
+            for k, v in state.items()}
 
 
 def _state(entity: ev.ControlRecord) -> dict[str, Any]:

@@ -117,6 +117,12 @@ class ServiceSaved(ControlRecord):
     deleted: bool = False
     receiving_retention_days: int = 30  # how long received mail is kept (docs/receiving.md)
     ip_pool_id: str | None = None  # the source IP pool its mail leaves from (docs/delivery.md); None: the host's default
+    require_tls: bool = False  # deliver only over certificate-verified TLS, else defer (docs/delivery.md)
+    # Alert thresholds over the last 24 h (services/analytics/alerts.py): bounced /
+    # (delivered + bounced) and complained / delivered, once delivered + bounced reaches the minimum.
+    alert_bounce_rate: float = 0.04
+    alert_complaint_rate: float = 0.001
+    alert_min_volume: int = 100
 
 
 class ApiKeySaved(ControlRecord):
@@ -153,6 +159,20 @@ class DomainSaved(ControlRecord):
     created_at: datetime
     deleted: bool = False
     receiving: bool = False  # mail to any address at the domain is received (docs/receiving.md)
+    # DKIM rotation (docs/delivery.md): the next key set (shared.dkim_keys.generate's fields,
+    # private halves sealed) published and awaiting DNS; signing moves to it once verification
+    # finds both its records. The replaced set's public half stays listed until ``retiring_until``.
+    pending_dkim: dict[str, str] | None = None
+    retiring_dkim: dict[str, str] | None = None  # rsa_selector, rsa_public_b64, ed_selector, ed_public_b64
+    retiring_until: datetime | None = None
+    dkim_rotation_days: int | None = None  # scheduled rotation: a new set when the current one is this old
+    dkim_rotated_at: datetime | None = None  # when the current set took over (None: since created_at)
+    return_path: str | None = None  # the bounce subdomain's label(s): "em" → em.<domain>; None: "bounces"
+
+    @property
+    def bounce_domain(self) -> str:
+        """The return-path domain of the domain's mail: VERP MAIL FROM and unsubscribe mailto."""
+        return f"{self.return_path or 'bounces'}.{self.domain}"
 
 
 class SandboxRecipientSaved(ControlRecord):
@@ -448,6 +468,9 @@ class SendRequested(Event):
     # The stored template the message was rendered from (its id; None: not from a template).
     # The bodies above are already rendered: a later edit of the template changes nothing here.
     template_id: str | None = None
+    # Deliver only over certificate-verified TLS (the service's setting or the send's
+    # ``require_tls``), decided by the API like tracking.
+    require_tls: bool = False
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -487,7 +510,7 @@ class Sent(_Lifecycle):
 
 
 class TlsUsed(BaseModel):
-    """The TLS of the SMTP session that delivered a message (SPEC §17, docs/delivery.md).
+    """The TLS of the SMTP session that delivered a message (docs/delivery.md).
     ``verified``: what vouched for the server's certificate — ``none`` (opportunistic
     STARTTLS, not checked), ``pkix`` (a public CA and the MX name), ``mta-sts`` (PKIX, to an
     MX the domain's MTA-STS policy lists), ``dane`` (the MX's authenticated TLSA records)."""
@@ -508,6 +531,7 @@ class _Attempted(_Lifecycle):
     mx_host: str | None = None
     provider: str | None = None
     source_ip: str | None = None  # the local address the connection left from (IP pools)
+    queued_at: datetime | None = None  # when the API accepted the message: queued→outcome latency (None before it)
 
 
 class Delivered(_Attempted):
@@ -620,7 +644,7 @@ class EmailReceived(Event):
 
 
 class Alert(Event):
-    """Something about a service's sending needs a person (SPEC §17–18): a rate over its
+    """Something about a service's sending needs a person (docs/delivery.md, docs/analytics.md): a rate over its
     threshold (``bounce_rate``, ``complaint_rate``), a provider paused after policy blocks
     (``provider_paused``), … ``state`` ``raised`` once when it starts and ``cleared`` once
     when it ends — never one per event. Webhook-able; in the service's timeline.

@@ -27,6 +27,17 @@ DEPENDENCY_ERRORS = Counter("postline_dependency_errors_total",
                             ["dependency"])
 DEPENDENCY_UP = Gauge("postline_dependency_up", "1 when the last call to the dependency succeeded, else 0",
                       ["dependency"])
+# Per mailbox provider (docs/analytics.md; deploy/grafana/postline.json). ``provider_label`` keeps the
+# label set small: destinations outside the provider table are one "other" series, not one per domain.
+DEFERRALS = Counter("postline_relay_deferrals_total", "Deferred delivery attempts by mailbox provider", ["provider"])
+DELIVERY_LATENCY = Histogram("postline_delivery_latency_seconds",
+                             "Seconds from the API accepting a message to its delivery, by mailbox provider",
+                             ["provider"], buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600))
+
+
+def provider_label(provider: str | None) -> str:
+    """The ``provider`` label of a provider name: ``other`` for ``other:<domain>`` and unknown."""
+    return "other" if not provider or provider.startswith("other") else provider
 
 # Shaping per mailbox provider (services/relay/shaping/); names fixed by the Grafana dashboard
 SHAPING_RATE = Gauge("postline_shaping_rate", "Current messages/s allowed to the provider (after back-off)",

@@ -3,7 +3,7 @@
 Gmail's and Microsoft's customers' domains (Google Workspace, Microsoft 365) have MX hosts
 under the provider's own names, so grouping by MX host suffix puts ``acme.com`` hosted at
 Google under ``google`` with ``gmail.com``: that is how the providers count a sender's
-reputation and rates, so it is how Postline shapes (SPEC §17) and reports (SPEC §18).
+reputation and rates, so it is how Postline shapes delivery and groups its stats.
 
 A destination whose MX matches no entry is its own provider: ``other:<domain>`` (the
 recipient domain; per-domain shaping and stats, as before providers existed).

@@ -10,7 +10,7 @@ import hashlib
 import logging
 from typing import Any
 
-from services.analytics.enrich import add_message_fields
+from services.analytics.enrich import add_delivery_path, add_message_fields
 from services.analytics.rows import attempt_row, event_row, message_row
 from shared import events as ev
 from shared import metrics
@@ -48,6 +48,7 @@ class AnalyticsConsumer:
                                  ("webhook_attempts", attempts, "attempt_id")):
             if rows and table == "events":  # after this batch's messages are in
                 await add_message_fields(self.store, rows)
+                await add_delivery_path(self.store, rows)
             if rows:
                 with metrics.ANALYTICS_BATCH_SECONDS.time():
                     if table == "events":  # one row per event id whatever its time

@@ -31,3 +31,18 @@ async def add_message_fields(store: AnalyticsStore, rows: list[dict]) -> None:
         payload["subject"] = payload.get("subject") or m["subject"]
         payload["template_id"] = payload.get("template_id") or m["template_id"] or None
         row["tags"], row["template_id"], row["payload"] = payload["tags"], payload["template_id"] or "", json.dumps(payload)
+
+
+async def add_delivery_path(store: AnalyticsStore, rows: list[dict]) -> None:
+    """Give ``complained`` rows the ``provider`` and ``source_ip`` of the delivery they are about
+    (a feedback-loop report carries neither), so complaint rates count per provider (docs/analytics.md).
+    Only the columns: the payload stays the event as emitted. A delivery not loaded yet leaves them ''."""
+    todo = [r for r in rows if r["type"] == "complained" and not r.get("provider")]
+    if not todo:
+        return
+    found = await queries.delivery_paths(store, list({r["service_id"] for r in todo}), list({r["email_id"] for r in todo}))
+    paths = {(f["email_id"], f["recipient"]): f for f in found}
+    for row in todo:
+        path = paths.get((row["email_id"], row["recipient"]))
+        if path is not None:
+            row["provider"], row["source_ip"] = path["provider"], path["source_ip"]

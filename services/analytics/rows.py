@@ -19,7 +19,23 @@ def event_row(e: ev.LifecycleEvent | ev.EmailReceived) -> dict:
         "tags": list(getattr(e, "tags", [])), "smtp_code": getattr(e, "smtp_code", None) or 0,
         "reason": getattr(e, "reason", None) or getattr(e, "bounce_type", None) or "",
         "template_id": getattr(e, "template_id", None) or "", "payload": e.model_dump_json(by_alias=True),
+        **insight_columns(e),
     }
+
+
+def insight_columns(e: ev.LifecycleEvent | ev.EmailReceived) -> dict:
+    """The delivery-path columns grouped stats and latency read (docs/analytics.md): ``''``
+    where the event does not carry it; ``tls`` on deliveries is the certificate check
+    (``plaintext`` without TLS); ``latency_ms`` queued→outcome, -1 when unknown."""
+    rcpt = getattr(e, "recipient", None) or ""
+    tls = ""
+    if isinstance(e, ev.Delivered):
+        tls = e.tls.verified if e.tls else "plaintext"
+    queued_at = getattr(e, "queued_at", None)
+    return {"provider": getattr(e, "provider", None) or "", "recipient_domain": rcpt.rpartition("@")[2].lower(),
+            "bounce_class": getattr(e, "bounce_class", None) or "", "source_ip": getattr(e, "source_ip", None) or "",
+            "tls": tls, "smtp_reply": getattr(e, "smtp_reply", None) or "",
+            "latency_ms": int((e.time - queued_at).total_seconds() * 1000) if queued_at else -1}
 
 
 def message_row(r: ev.SendRequested) -> dict:

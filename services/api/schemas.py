@@ -238,6 +238,9 @@ class SendEmail(BaseModel):
     list_unsubscribe: StrictBool | None = Field(
         None, description="RFC 8058 one-click List-Unsubscribe headers for this message (default: the service's).")
     template: TemplateRef | None = Field(None, description="A stored template instead of `html`/`text`.")
+    require_tls: StrictBool | None = Field(
+        None, description="`true`: deliver only over certificate-verified TLS, else defer (like SES `TlsPolicy: REQUIRE`); "
+                          "a send can add the requirement, not lift the service's `require_tls`.")
 
     @model_validator(mode="before")
     @classmethod
@@ -407,6 +410,16 @@ class RateLimitsUpdate(BaseModel):
     per_day: int | None = Field(None, ge=1, le=100_000_000, description="Messages per day; null = the global base.")
 
 
+class AlertThresholds(BaseModel):
+    """Over the last 24 h: an ``alert`` event when a rate goes over its threshold, another when
+    it is back under (docs/analytics.md)."""
+    model_config = ConfigDict(extra="forbid")
+    bounce_rate: float | None = Field(None, gt=0, le=1, description="bounced / (delivered + bounced); default 0.04.")
+    complaint_rate: float | None = Field(None, gt=0, le=1, description="complained / delivered; default 0.001.")
+    min_volume: int | None = Field(None, ge=1, le=10_000_000, description=(
+        "delivered + bounced in the window before a rate counts; default 100."))
+
+
 class ServiceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(None, min_length=1, max_length=100)
@@ -419,6 +432,8 @@ class ServiceUpdate(BaseModel):
         None, description="Override the base limits of this service (`null` fields fall back to the global base).")
     receiving_retention_days: int | None = Field(None, ge=1, le=365, description="Days received mail is kept (default 30).")
     ip_pool_id: str | None = Field(None, max_length=64, description="The source IP pool the service's mail leaves from (`/api/email/ip-pools`); `\"\"` for the host's default address.")
+    require_tls: StrictBool | None = Field(None, description="Deliver this service's mail only over certificate-verified TLS, else defer.")
+    alerts: AlertThresholds | None = Field(None, description="Thresholds of the bounce and complaint rate alerts (fields left out are kept).")
 
 
 KeyPermission = Literal["full_access", "sending_access"]
@@ -434,11 +449,16 @@ class ApiKeyCreate(BaseModel):
         "A domain of the service: the key may then only send From that domain (`sending_access` keys only)."))
 
 
+RETURN_PATH_HELP = ("The bounce subdomain (`em` → `em.<domain>`): the return path (VERP MAIL FROM) of the domain's "
+                    "mail, with its MX and SPF records to publish; null: `bounces`.")
+
+
 class DomainCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     domain: str = Field(min_length=3, max_length=253, examples=["acme.test"])
     tracking_host: str | None = Field(None, max_length=253, examples=["track.acme.test"],
                                       description="A host under the domain for tracking links (CNAME to Postline).")
+    return_path: str | None = Field(None, max_length=253, examples=["em"], description=RETURN_PATH_HELP)
 
 
 class DomainUpdate(BaseModel):
@@ -447,6 +467,9 @@ class DomainUpdate(BaseModel):
                                       description="A host under the domain for tracking links; null removes it.")
     receiving: StrictBool | None = Field(None, description="Receive mail for any address at the domain: adds an MX "
                                                           "record to publish (docs/receiving.md).")
+    return_path: str | None = Field(None, max_length=253, examples=["em"], description=RETURN_PATH_HELP)
+    dkim_rotation_days: int | None = Field(None, ge=7, le=3650, description="Rotate the DKIM keys when they are this many "
+                                                                          "days old (e.g. 180); null: never (the default).")
 
 
 class SandboxEmailCreate(BaseModel):
@@ -542,6 +565,12 @@ class RateLimitView(BaseModel):
                                   description="Units counted in the sliding windows: the last 60 s, the last 24 h, sandbox sends of the last 24 h.")
 
 
+class AlertThresholdsView(BaseModel):
+    bounce_rate: float
+    complaint_rate: float
+    min_volume: int
+
+
 class ServiceView(BaseModel):
     id: str
     name: str = Field(examples=["billing"])
@@ -552,8 +581,10 @@ class ServiceView(BaseModel):
     list_unsubscribe: bool = False
     receiving_retention_days: int = 30
     ip_pool_id: str | None = None
+    require_tls: bool = False
     created_at: str
     rate_limits: RateLimitView | None = None
+    alerts: AlertThresholdsView | None = None
 
 
 class ServiceList(BaseModel):
@@ -579,18 +610,22 @@ class ApiKeyList(BaseModel):
 
 
 class DnsRecord(BaseModel):
-    record: Literal["SPF", "DKIM", "DMARC", "MX", "TRACKING", "RECEIVING"]
+    record: Literal["SPF", "DKIM", "DMARC", "MX", "RETURN_PATH", "TRACKING", "RECEIVING"]
     type: Literal["TXT", "MX", "CNAME"]
     name: str = Field(examples=["plrab12cd._domainkey.acme.test"])
     value: str
     value_strings: list[str] | None = Field(None, description="The value split into ≤255-byte TXT strings.")
     required: bool
+    dkim_set: Literal["current", "pending", "retiring"] | None = Field(
+        None, description="DKIM records: the set signing now, the next one (publish it; signing moves to it once "
+                          "verified) or the replaced one (keep it published until `retiring_until`).")
 
 
 class DnsCheck(BaseModel):
     record: str
     name: str
     expected: str
+    dkim_set: str | None = None
     seen: list[str]
     status: Literal["found", "missing", "mismatch", "error"]
     detail: str | None = None
@@ -608,6 +643,10 @@ class DomainView(BaseModel):
     receiving: bool = False
     last_check: dict | None = None
     checks: list[DnsCheck] | None = None
+    return_path: str = Field("bounces", description="The bounce subdomain's label: mail's return path is on <return_path>.<domain>.")
+    dkim_rotation_days: int | None = Field(None, description="Scheduled DKIM rotation: a new key set when the current one is this many days old.")
+    dkim_rotated_at: str | None = Field(None, description="When the current DKIM key set took over (absent: since creation).")
+    retiring_until: str | None = Field(None, description="The replaced DKIM set stays listed until then.")
 
 
 class DomainList(BaseModel):

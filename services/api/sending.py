@@ -143,7 +143,7 @@ def build_request(draft: Draft, email_id: str) -> ev.SendRequested:
         reply_to=draft.reply_to, subject=b.subject, html=b.html_body, text=b.text, headers=b.headers or {},
         attachments=[ev.Attachment(**a.model_dump()) for a in b.attachments or []], tags=b.tags or [],
         recipients=draft.recipients, dropped=draft.dropped, scheduled_at=b.scheduled_at, template_id=draft.template_id,
-        **tracking_of(b, draft.service), **{"from": draft.from_})
+        require_tls=draft.service.require_tls or bool(b.require_tls), **tracking_of(b, draft.service), **{"from": draft.from_})
 
 
 def summary(recipients: list[str], dropped: list[tuple[str, str]], sending_domain: str | None) -> str:

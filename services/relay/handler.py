@@ -149,14 +149,14 @@ def unsubscribe_mailto(ctx: RelayContext, req: ev.SendRequested, domain: ev.Doma
     if not (req.list_unsubscribe and domain):
         return None
     return unsubscribe_address(ctx.settings.master_key, req.email_id, ev.recipient_index(req, rcpt),
-                               f"bounces.{domain.domain}")
+                               domain.bounce_domain)
 
 
 def verp_for(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpt: str | None) -> str:
     """The return path: bounces map back to (message, recipient); ``rcpt`` None for a
     transaction carrying several recipients (a message-wide token, shared/verp.py)."""
     index = verp.ALL if rcpt is None else ev.recipient_index(req, rcpt)
-    bounce_domain = f"bounces.{domain.domain}" if domain else ctx.settings.hostname
+    bounce_domain = domain.bounce_domain if domain else ctx.settings.hostname
     return verp.return_path(ctx.settings.master_key, req.email_id, index, bounce_domain)
 
 
@@ -189,7 +189,7 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             start = time.perf_counter()
             data = raw[group[0]] if isinstance(raw, dict) else raw  # a tracked message has one copy per recipient
             mail_from = verp_for(ctx, req, domain, group[0] if len(group) == 1 else None)
-            replies = await ctx.sender.send(mail_from, group, data)
+            replies = await ctx.sender.send(mail_from, group, data, require_tls=req.require_tls)
             results = {r: replies.get(r) or DeliveryResult("deferred", None, "no reply for recipient") for r in group}
             now = ev.utcnow()
             final = {r: dataclasses.replace(res, at=now) for r, res in results.items() if res.status in ev.FINAL_TYPES}
@@ -212,7 +212,7 @@ def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_a
     attempt = req.attempt + 1
     if gave_up and res.status == "deferred":
         return ev.Failed(id=ev.derived_id(req.email_id, rcpt, "failed"), reason="queue lifetime exceeded", **common)
-    path = {"mx_host": res.mx_host, "source_ip": res.source_ip,
+    path = {"mx_host": res.mx_host, "source_ip": res.source_ip, "queued_at": req.time,
             "provider": providers.provider_of(res.mx_host, domain_of(rcpt), provider_table)}
     if res.status == "delivered":
         return ev.Delivered(id=ev.derived_id(req.email_id, rcpt, "delivered"), tls=res.tls, **path, **common)
@@ -222,6 +222,15 @@ def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_a
                           bounce_class=cls.bounce_class, **path, **common)
     return ev.Deferred(id=ev.derived_id(req.email_id, rcpt, "deferred", attempt), attempt=attempt,
                        retry_at=retry_at, **path, **common)
+
+
+def observe_provider(e: Outcome) -> None:
+    """The per-provider metrics of an outcome: deferrals, and queued→delivered latency."""
+    if isinstance(e, ev.Deferred):
+        metrics.DEFERRALS.labels(metrics.provider_label(e.provider)).inc()
+    elif isinstance(e, ev.Delivered) and e.queued_at is not None:
+        seconds = (e.time - e.queued_at).total_seconds()
+        metrics.DELIVERY_LATENCY.labels(metrics.provider_label(e.provider)).observe(max(seconds, 0.0))
 
 
 def retry_plan(ctx: RelayContext, req: ev.SendRequested, results: dict[str, DeliveryResult]) -> RetryPlan:
@@ -282,6 +291,7 @@ async def process_unclaimed(ctx: RelayContext, req: ev.SendRequested) -> None:
             await schedule_retry(ctx, req, deferred, plan.level, plan.when)
         for e in outcomes:
             metrics.DELIVERIES.labels(e.type).inc()
+            observe_provider(e)
         events += outcomes
     if events:
         await ctx.log.append_many(ev.Topic.EVENTS, [(req.email_id, ev.encode(e)) for e in events])

@@ -274,6 +274,15 @@ async def message_fields(store: AnalyticsStore, service_ids: list[str], email_id
         {"svcs": json.dumps(sorted(service_ids)), "ids": json.dumps(sorted(email_ids))})
 
 
+async def delivery_paths(store: AnalyticsStore, service_ids: list[str], email_ids: list[str]) -> list[dict[str, Any]]:
+    """``email_id, recipient, provider, source_ip`` of the loaded deliveries of the given messages."""
+    return await store.query(
+        "SELECT email_id, recipient, any(provider) AS provider, any(source_ip) AS source_ip FROM postline.events "
+        "WHERE service_id IN (SELECT arrayJoin(JSONExtract({svcs:String}, 'Array(String)'))) "
+        "AND email_id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)'))) AND type = 'delivered' "
+        "GROUP BY email_id, recipient", {"svcs": json.dumps(sorted(service_ids)), "ids": json.dumps(sorted(email_ids))})
+
+
 async def webhook_attempts(store: AnalyticsStore, service_id: str, webhook_id: str, limit: int,
                            event_id: str | None = None) -> list[dict[str, Any]]:
     """A webhook's recent delivery attempts (of one event, when ``event_id``), newest first."""
@@ -326,7 +335,11 @@ async def insert_events(store: AnalyticsStore, rows: list[dict[str, Any]], token
     first. The ids go in before the rows: a crash in between redelivers the batch, which
     finds its own times. (Two analytics processes loading copies of one event at the same
     moment could both miss the other: events are keyed by email, so one partition, one
-    consumer, outside a rebalance.)"""
+    consumer, outside a rebalance.)
+
+    ``postline.event_ids`` rows carry the event's type, tags, template and delivery-path
+    columns (``EVENT_ID_COLUMNS``): its materialized views count each fresh event once into
+    the insight rollups (shared/store/migrations.py, docs/analytics.md)."""
     first: dict[str, dict[str, Any]] = {}
     for r in rows:
         first.setdefault(r["event_id"], r)
@@ -335,11 +348,14 @@ async def insert_events(store: AnalyticsStore, rows: list[dict[str, Any]], token
     for r in first.values():
         r["time"] = known.get(r["event_id"], r["time"])
     if fresh:
-        await store.insert("event_ids", [{"service_id": r["service_id"], "event_id": r["event_id"], "time": r["time"]}
-                                         for r in fresh], f"{token}-ids")
+        await store.insert("event_ids", [{k: r[k] for k in EVENT_ID_COLUMNS if k in r} for r in fresh], f"{token}-ids")
     await store.insert("events", list(first.values()), token)
 
 
+# What postline.event_ids keeps of an event's first copy: its time, and what the insight
+# rollups (migrations 13–16) group by, which a materialized view reads from each insert.
+EVENT_ID_COLUMNS = ("service_id", "event_id", "time", "type", "tags", "template_id", "provider", "recipient_domain",
+                    "bounce_class", "source_ip", "tls", "smtp_code", "smtp_reply", "latency_ms")
 LOOKUP_CHUNK = 500  # ids per lookup query: bounded query and parameter size
 
 

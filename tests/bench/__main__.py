@@ -14,7 +14,8 @@ from tests.bench.shapes import BY_NAME, SHAPES
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory",
-                                           "retention", "e2e", "intake", "receiving", "templates", "scale-out", "shaping"], default=None)
+                                           "retention", "e2e", "intake", "receiving", "templates", "scale-out", "insights",
+                                           "shaping"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
     parser.add_argument("--retention-sends", type=int, default=2000, help="real sends of the retention section")
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--e2e-shapes", default=",".join(s.name for s in SHAPES),
                         help="comma-separated workload shapes of tests/bench/shapes.py (default: all)")
     parser.add_argument("--scale-out-messages", type=int, default=3000, help="backlog each relay count drains (Kafka)")
+    parser.add_argument("--insights-events", type=int, default=10_000_000, help="events of the insights section")
     parser.add_argument("--receiving-messages", type=int, default=600, help="100 KB messages of the receiving section")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the measured process into DIR/intake.txt and DIR/e2e.txt")
     args = parser.parse_args()
@@ -39,6 +41,10 @@ def main() -> None:
         from tests.bench import stats
 
         results["stats_1m_events"] = asyncio.run(stats.run())
+    if args.only in (None, "insights"):
+        from tests.bench import insights
+
+        results["insights_10m_events"] = asyncio.run(insights.run(args.insights_events))
     if args.only in (None, "submission"):
         from tests.bench import submission
 

@@ -21,6 +21,8 @@ def sealed(state):
     for d in state.domains.values():
         yield d.rsa_private_sealed, d.domain_id
         yield d.ed_private_sealed, d.domain_id
+        for field in ("rsa_private_sealed", "ed_private_sealed"):  # a DKIM rotation's pending set
+            yield (d.pending_dkim or {}).get(field), d.domain_id
     for w in state.webhooks.values():
         yield w.secret_sealed, w.webhook_id
     for u in state.users.values():
@@ -30,7 +32,8 @@ def sealed(state):
 async def test_rotate_secret_key_command(tmp_path):
     async with api_runtime(tmp_path) as (rt, admin):  # sealed under OLD (api_runtime's key)
         sid = await admin.service()
-        await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "acme.test"})
+        did = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "acme.test"})).json()["id"]
+        assert (await admin("POST", f"/api/email/services/{sid}/domains/{did}/rotate-dkim")).status_code == 200
         await admin("POST", f"/api/email/services/{sid}/webhooks",
                     json={"url": "https://93.184.215.14/hook", "events": ["delivered"]})
         user = await add_user(rt, "default", "tia@acme.test", "viewer")
@@ -44,7 +47,7 @@ async def test_rotate_secret_key_command(tmp_path):
     old, new = (load_or_create_master_key(k, tmp_path) for k in (OLD, NEW))
     async with api_runtime(tmp_path) as (rt, admin):
         items = list(sealed(rt.control.state))
-        assert len(items) == 4
+        assert len(items) == 6 and all(value for value, _ in items)
         for value, context in items:
             assert unseal(new, value, context)
             with pytest.raises(InvalidTag):
@@ -55,3 +58,7 @@ async def test_rotate_secret_key_command(tmp_path):
         assert sorted(e.action for e in rotated) == ["domain.updated", "user.updated", "webhook.updated"]
         assert all(e.actor_id.endswith(": postline rotate-secret-key") for e in rotated)
         assert all(set(e.after.values()) == {"[redacted]"} for e in rotated)
+        # the rotate-dkim entry lists the pending set with its sealed private keys redacted
+        rotation = next(e.after for e in entries if e.after and "pending_dkim" in e.after)
+        assert rotation["pending_dkim"]["rsa_private_sealed"] == rotation["pending_dkim"]["ed_private_sealed"] == "[redacted]"
+        assert rotation["pending_dkim"]["rsa_selector"].startswith("plr")

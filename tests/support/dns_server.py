@@ -1,7 +1,9 @@
-"""A real DNS server (dnslib) on a loopback UDP port, serving records tests publish."""
+"""A real DNS server (dnslib) on a loopback UDP port, serving records tests publish.
+``tlsa(..., authenticated=True)`` answers with the AD flag set, as a DNSSEC-validating
+resolver does for a signed zone (the relay trusts its configured resolver's AD bit)."""
 from __future__ import annotations
 
-from dnslib import MX, QTYPE, RR, TXT, A
+from dnslib import MX, QTYPE, RR, TLSA, TXT, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from tests.support.broker import free_port
@@ -10,6 +12,7 @@ from tests.support.broker import free_port
 class _Zone(BaseResolver):
     def __init__(self):
         self.records: dict[tuple[str, str], list] = {}
+        self.authenticated: set[str] = set()  # names whose answers carry AD
 
     def resolve(self, request, handler):
         reply = request.reply()
@@ -19,6 +22,7 @@ class _Zone(BaseResolver):
             reply.add_answer(RR(request.q.qname, request.q.qtype, rdata=rdata, ttl=60))
         if not reply.rr and not any(name == qname for name, _ in self.records):
             reply.header.rcode = 3  # NXDOMAIN
+        reply.header.ad = int(qname in self.authenticated)  # request.reply() echoes the query's AD bit
         return reply
 
 
@@ -41,6 +45,11 @@ class DnsServer:
 
     def a(self, name: str, ip: str) -> None:
         self.zone.records[(name.lower(), "A")] = [A(ip)]
+
+    def tlsa(self, name: str, *records: tuple[int, int, int, bytes], authenticated: bool = True) -> None:
+        """TLSA records (usage, selector, matching type, data) at e.g. ``_25._tcp.mx.example``."""
+        self.zone.records[(name.lower(), "TLSA")] = [TLSA(*r) for r in records]
+        (self.zone.authenticated.add if authenticated else self.zone.authenticated.discard)(name.lower())
 
     def remove(self, name: str, rtype: str) -> None:
         self.zone.records.pop((name.lower(), rtype), None)

@@ -156,12 +156,13 @@ class SmtpSink:
                  data_delay: float = 0.0, drop_data: bool = False, port: int | None = None,
                  pipelining: bool = False, starttls: str | None = None, login: tuple[str, str] | None = None,
                  mail_replies: dict[str, str] | None = None, smtputf8: bool = True, one_at_a_time: bool = False,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", tls_context: ssl.SSLContext | None = None):
         """``one_at_a_time``: messages take ``data_delay`` each in turn (a slow server's
         throughput), not all at once; ``starttls``: None, ``"offer"`` or ``"require"`` (self-signed certificate);
         ``login``: (user, password) the server requires (AUTH PLAIN/LOGIN); ``smtputf8``:
-        whether EHLO offers SMTPUTF8 (RFC 6531); ``host``: another loopback address (127.0.0.10
-        …) lets several sinks share one port, as receivers of different providers do.
+        whether EHLO offers SMTPUTF8 (RFC 6531); ``host``: the loopback address to listen on
+        (MX tests give each destination its own; several sinks may share one port); ``tls_context``:
+        the server certificate of ``starttls`` instead of a self-signed one.
         ``max_sessions``: the most sessions that were open at once."""
         self.host, self.port = host, port or free_port()
         self.sessions_open = self.max_sessions = 0
@@ -173,7 +174,8 @@ class SmtpSink:
         self.one_at_a_time, self.serial = one_at_a_time, None
         self.received: list[Received] = []
         self.lock = threading.Lock()
-        tls = {"tls_context": self_signed_context(), "require_starttls": starttls == "require"} if starttls else {}
+        tls = {"tls_context": tls_context or self_signed_context(),
+               "require_starttls": starttls == "require"} if starttls else {}
         auth = {"authenticator": _Authenticator(*login), "auth_required": True,
                 "auth_require_tls": False} if login else {}
         self.controller = _Controller(self, _Handler(self), hostname=host, port=self.port,

@@ -12,9 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.api.dashboard.pages import (account, audit, auth, domains, inbox, invitations, keys, messages, people,
-                                          received, sandbox, services, shaping, sso, suppressions, templates,
-                                          webhooks)
+from services.api.dashboard.pages import (account, audit, auth, deliverability, domains, inbox, invitations, keys,
+                                          messages, people, received, sandbox, services, shaping, sso, suppressions,
+                                          templates, webhooks)
 from services.api.dashboard.web import HERE, PageError, SignInRequired, page, redirect, session_caller
 
 STATIC_PATH = "/dashboard-static"
@@ -22,8 +22,8 @@ STATIC_PATH = "/dashboard-static"
 
 def mount(app: FastAPI) -> None:
     app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="dashboard-static")
-    for module in (auth, services, domains, keys, sandbox, webhooks, templates, suppressions, messages, inbox, received,
-                   people, account, invitations, sso, audit, shaping):
+    for module in (auth, services, deliverability, domains, keys, sandbox, webhooks, templates, suppressions, messages,
+                   inbox, received, people, account, invitations, sso, audit, shaping):
         app.include_router(module.router)
 
     @app.exception_handler(SignInRequired)

@@ -15,8 +15,11 @@ def service_view(rt: ApiContext, svc: ev.ServiceSaved) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": svc.service_id, "name": svc.name, "mode": svc.mode, "status": svc.status,
         "track_opens": svc.track_opens, "track_clicks": svc.track_clicks, "list_unsubscribe": svc.list_unsubscribe,
-        "receiving_retention_days": svc.receiving_retention_days, "ip_pool_id": svc.ip_pool_id,
-        "created_at": svc.created_at.isoformat()}
+        "receiving_retention_days": svc.receiving_retention_days, "require_tls": svc.require_tls,
+        "ip_pool_id": svc.ip_pool_id,
+        "created_at": svc.created_at.isoformat(),
+        "alerts": {"bounce_rate": svc.alert_bounce_rate, "complaint_rate": svc.alert_complaint_rate,
+                   "min_volume": svc.alert_min_volume}}
     if rt.limits is not None:
         view["rate_limits"] = rt.limits.view(svc.service_id)
     return view
@@ -40,7 +43,9 @@ async def update_service(rt: ApiContext, svc: ev.ServiceSaved, body: ServiceUpda
     """Only the fields given are recorded as changed: a field this process has an older view
     of is never written back (409 if another request set one of these since ``svc`` was read).
     Production needs a verified domain (400)."""
-    changes: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"rate_limits"})
+    changes: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"rate_limits", "alerts"})
+    if body.alerts is not None:
+        changes.update({f"alert_{k}": v for k, v in body.alerts.model_dump(exclude_none=True).items()})
     if "rate_limits" in body.model_fields_set:
         changes.update(rate_override_changes(body.rate_limits))
     if "ip_pool_id" in body.model_fields_set:

@@ -32,9 +32,9 @@ RESERVED = {"dkim-signature", "return-path", "x-postline-id", "sender"}
 # RFC 5322 §3.6: at most one of each (a second one is how header injection shows up).
 SINGLE = {"from", "to", "cc", "subject", "date", "message-id", "reply-to", "mime-version", "content-type",
           "content-transfer-encoding", "list-unsubscribe", "list-unsubscribe-post", "x-postline-tags",
-          "x-postline-track-opens", "x-postline-track-clicks"}
+          "x-postline-track-opens", "x-postline-track-clicks", "x-postline-require-tls"}
 TRACKING = {"x-postline-track-opens": "track_opens", "x-postline-track-clicks": "track_clicks"}
-POSTLINE_FIELDS = "X-Postline-Tags, X-Postline-Track-Opens, X-Postline-Track-Clicks"
+POSTLINE_FIELDS = "X-Postline-Tags, X-Postline-Track-Opens, X-Postline-Track-Clicks, X-Postline-Require-TLS"
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
@@ -157,14 +157,15 @@ def send_fields(fields: list[tuple[str, bytes]], rcpt_tos: list[str]) -> dict:
     return out
 
 
-def tracking_fields(fields: list[tuple[str, bytes]]) -> dict[str, bool]:
+def boolean_fields(fields: list[tuple[str, bytes]], names: dict[str, str]) -> dict[str, bool]:
+    """The boolean X-Postline-* fields of ``names`` (header → field); ``Refused`` for another value."""
     out = {}
     for name, raw in fields:
-        if name in TRACKING:
+        if name in names:
             value = BOOLEANS.get(raw.split(b":", 1)[1].strip().decode("ascii", "replace").lower())
             if value is None:
                 raise Refused(f"550 5.7.1 headers: {raw.split(b':', 1)[0].decode()} must be true or false")
-            out[TRACKING[name]] = value
+            out[names[name]] = value
     return out
 
 
@@ -173,7 +174,9 @@ def parse(raw: bytes, rcpt_tos: list[str]) -> Submitted:
     check_line_endings(raw)
     fields, body = split_fields(raw)
     check_fields(fields)
-    return Submitted(fields, body, send_fields(fields, rcpt_tos), tracking_fields(fields))
+    # X-Postline-Require-TLS: yes is the send's `require_tls` (docs/delivery.md, "Outbound TLS")
+    send = {**send_fields(fields, rcpt_tos), **boolean_fields(fields, {"x-postline-require-tls": "require_tls"})}
+    return Submitted(fields, body, send, boolean_fields(fields, TRACKING))
 
 
 def sandbox_from(from_: str) -> bytes:

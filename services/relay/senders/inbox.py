@@ -12,7 +12,8 @@ class InboxSender(Sender):
     def __init__(self, inbox: DevInbox) -> None:
         self.inbox = inbox
 
-    async def send(self, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
+    async def send(self, mail_from: str, rcpts: list[str], raw: bytes,
+                   require_tls: bool = False) -> dict[str, DeliveryResult]:
         try:
             mid = await self.inbox.store(mail_from, rcpts, raw)
         except (OSError, sqlite3.Error) as exc:  # the inbox is this sender's next hop: down → try later

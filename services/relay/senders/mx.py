@@ -1,5 +1,6 @@
 """MX delivery: look up the recipient domain's MX hosts (A/AAAA fallback, RFC 5321 §5.1),
-try them in preference order, reuse connections per host, opportunistic STARTTLS; connections,
+try them in preference order, reuse connections per host, secure each session as its TLS
+policy says (MTA-STS, DANE, require_tls, else opportunistic STARTTLS: tls_policy.py); connections,
 rate and messages per connection shaped per mailbox provider for the whole installation
 (services/relay/shaping/)."""
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import defaultdict
 from services.relay.outcome import DeliveryResult
 from services.relay.senders.base import Sender
 from services.relay.senders.smtp_pool import SmtpPool
+from services.relay.senders.tls_policy import TlsPolicies, TlsPolicy
 from shared import dns_lookup
 from shared import events as ev
 from services.relay.shaping.shaper import Shaper
@@ -38,6 +40,7 @@ class MxSender(Sender):
         self.resolver = dns_lookup.resolver(settings.dns_server)
         self._mx_cache: dict[str, tuple[float, list[str] | None]] = {}
         self._pools: dict[str, SmtpPool] = {}
+        self.tls = TlsPolicies(settings)
 
     async def mx_hosts(self, domain: str) -> list[str] | None:
         """Hosts in preference order; [] for a null MX; None when DNS failed (try later)."""
@@ -54,14 +57,15 @@ class MxSender(Sender):
         self._mx_cache[domain] = (time.monotonic() + MX_CACHE_SECONDS, hosts)
         return hosts
 
-    def _pool(self, host: str, ip: str, provider: str, source: ev.PoolAddress | None) -> SmtpPool:
-        key = f"{provider}|{host}|{ip}|{source.ip if source else ''}"
+    def _pool(self, host: str, ip: str, policy: TlsPolicy, provider: str, source: ev.PoolAddress | None) -> SmtpPool:
+        key = f"{provider}|{host}|{ip}|{policy.key}|{source.ip if source else ''}"
         if key not in self._pools:
             self._pools[key] = SmtpPool(ip, self.settings.mx_port, size=self.shaper.limits(provider).max_connections,
-                                        tls="opportunistic",
+                                        tls=policy.tls,
                                         local_hostname=source.ehlo_name if source else self.settings.hostname,
-                                        server_hostname=host, slots=self.shaper.slots(provider),
-                                        local_addr=source.ip if source else None)
+                                        server_hostname=host, context=self.tls.context(policy),
+                                        check=self.tls.check(policy, host), verified=policy.verified,
+                                        slots=self.shaper.slots(provider), local_addr=source.ip if source else None)
         return self._pools[key]
 
     async def _via(self, pool: SmtpPool, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
@@ -70,14 +74,20 @@ class MxSender(Sender):
             return results
         return {r: dataclasses.replace(res, source_ip=pool.local_addr) for r, res in results.items()}
 
-    async def _send_domain(self, domain: str, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
+    async def _send_domain(self, domain: str, mail_from: str, rcpts: list[str], raw: bytes,
+                           require_tls: bool) -> dict[str, DeliveryResult]:
         hosts = await self.mx_hosts(domain)
         if hosts is None:
             return {r: DeliveryResult("deferred", None, f"DNS lookup for {domain} failed") for r in rcpts}
         if not hosts:
             return {r: DeliveryResult("bounced", 556, f"5.1.10 {domain} accepts no mail (null MX)") for r in rcpts}
         last: dict[str, DeliveryResult] = {}
+        sts = await self.tls.domain_policy(domain)
         for host in hosts:
+            policy = await self.tls.for_host(host, sts, require_tls)
+            if isinstance(policy, str):  # this host may not be used (MTA-STS enforce, a failed TLSA lookup)
+                last = {r: DeliveryResult("deferred", None, policy, host, connect_error=True) for r in rcpts}
+                continue
             ips = await dns_lookup.addresses(self.resolver, host)
             for ip in ips or []:
                 provider = provider_of(host, domain, self.providers)
@@ -86,19 +96,28 @@ class MxSender(Sender):
                     return {r: DeliveryResult("deferred", None, f"the IP pool's warm-up caps for {provider} are reached "
                                                                  "for today", retry_after=self.settings.shaping_hold)
                             for r in rcpts}
-                pool = self._pool(host, ip, provider, source)
+                pool = self._pool(host, ip, policy, provider, source)
                 results = await self.shaper.deliver(provider, rcpts, lambda some: self._via(pool, mail_from, some, raw))
                 if not all(r.connect_error for r in results.values()):
                     return results  # a session took place (a reply, or a drop mid-transaction): that is the outcome
-                last = results      # could not connect: next address, then next MX
+                last = {r: self._why(res, policy) for r, res in results.items()}  # next address, then next MX
         return last or {r: DeliveryResult("deferred", None, f"no reachable MX for {domain}", connect_error=True) for r in rcpts}
 
-    async def send(self, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
+    @staticmethod
+    def _why(res: DeliveryResult, policy: TlsPolicy) -> DeliveryResult:
+        """A session that failed where TLS was required says what required it."""
+        if not policy.why:
+            return res
+        return dataclasses.replace(res, smtp_reply=f"TLS required by {policy.why}: {res.smtp_reply}")
+
+    async def send(self, mail_from: str, rcpts: list[str], raw: bytes,
+                   require_tls: bool = False) -> dict[str, DeliveryResult]:
         by_domain: dict[str, list[str]] = defaultdict(list)
         for r in rcpts:
             by_domain[domain_of(r)].append(r)
         out: dict[str, DeliveryResult] = {}
-        for part in await asyncio.gather(*(self._send_domain(d, mail_from, rs, raw) for d, rs in by_domain.items())):
+        for part in await asyncio.gather(*(self._send_domain(d, mail_from, rs, raw, require_tls)
+                                           for d, rs in by_domain.items())):
             out.update(part)
         return out
 

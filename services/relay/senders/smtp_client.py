@@ -20,8 +20,10 @@ import asyncio
 import base64
 import collections
 import ssl
+from collections.abc import Callable
 
 MAX_REPLY_BYTES = 64 * 1024  # a reply longer than this is not SMTP
+CertCheck = Callable[[ssl.SSLObject], "str | None"]
 
 
 class SmtpError(Exception):
@@ -152,7 +154,13 @@ class SmtpConnection:
             keyword, _, params = line.strip().partition(" ")
             self.extensions[keyword.upper()] = params
 
-    async def _starttls(self, context: ssl.SSLContext, server_hostname: str, name: str) -> None:
+    def tls_session(self) -> tuple[str | None, str | None] | None:
+        """(TLS version, cipher) of the connection; None when it is plaintext."""
+        obj = self._r.transport.get_extra_info("ssl_object") if self._r.transport is not None else None
+        return (obj.version(), (obj.cipher() or (None,))[0]) if obj is not None else None
+
+    async def _starttls(self, context: ssl.SSLContext, server_hostname: str, name: str,
+                        check: CertCheck | None = None) -> None:
         await self._expect(b"STARTTLS", (220,))
         loop, transport = self._r.loop, self._r.transport
         if transport is None:
@@ -160,6 +168,10 @@ class SmtpConnection:
         tls = await asyncio.wait_for(loop.start_tls(transport, self._r, context, server_hostname=server_hostname),
                                      self.timeout)
         self._r.transport = tls
+        if tls is None:
+            raise SmtpError("TLS handshake ended the connection")
+        if check is not None and (refused := check(tls.get_extra_info("ssl_object"))):
+            raise SmtpError(f"certificate refused: {refused}")  # before a single command goes over it
         await self._hello(name)  # RFC 3207: forget what was said before TLS
 
     async def _login(self, user: str, password: str) -> None:
@@ -216,10 +228,12 @@ class SmtpConnection:
 
 async def connect(host: str, port: int, *, timeout: float = 30.0, local_hostname: str = "localhost",
                   tls: str = "none", context: ssl.SSLContext | None = None, server_hostname: str | None = None,
-                  user: str | None = None, password: str | None = None, local_addr: str | None = None) -> SmtpConnection:
+                  user: str | None = None, password: str | None = None,
+                  check: CertCheck | None = None, local_addr: str | None = None) -> SmtpConnection:
     """Open a ready connection. ``tls``: ``none``; ``starttls`` (required); ``opportunistic``
-    (STARTTLS when offered); ``tls`` (implicit TLS). ``local_addr``: the source address to
-    bind (an IP pool's address); None: the host's choice."""
+    (STARTTLS when offered); ``tls`` (implicit TLS). ``check``: called with the TLS object
+    after a STARTTLS handshake, returns why the certificate is refused (DANE) or None.
+    ``local_addr``: the source address to bind (an IP pool's address); None: the host's choice."""
     loop = asyncio.get_running_loop()
     name = server_hostname or host
     try:
@@ -238,7 +252,7 @@ async def connect(host: str, port: int, *, timeout: float = 30.0, local_hostname
         if tls == "starttls" or (tls == "opportunistic" and "STARTTLS" in conn.extensions):
             if tls == "starttls" and "STARTTLS" not in conn.extensions:
                 raise SmtpError("server does not offer STARTTLS")
-            await conn._starttls(context or ssl.create_default_context(), name, local_hostname)
+            await conn._starttls(context or ssl.create_default_context(), name, local_hostname, check)
         if user:
             await conn._login(user, password or "")
     except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 import time
 
 from services.relay.outcome import DeliveryResult, from_exception, from_reply
-from services.relay.senders.smtp_client import SmtpConnection, connect, dot_stuffed
+from services.relay.senders.smtp_client import CertCheck, SmtpConnection, connect, dot_stuffed
 from services.relay.shaping.shaper import Slots
 from shared.addresses import ascii_domain, needs_smtputf8
+from shared.events import TlsUsed
 
 
 # RFC 6531 §3.2: a message that needs SMTPUTF8 (a non-ASCII local part, in the envelope or a
@@ -25,18 +27,22 @@ class SmtpPool:
     """At most ``size`` connections to ``host:port``; a connection that errs is dropped.
 
     ``tls``: ``none``; ``starttls`` (required); ``opportunistic`` (STARTTLS when offered,
-    certificate not verified, as MX-to-MX mail does); ``tls`` (implicit TLS)."""
+    certificate not verified, as MX-to-MX mail does); ``tls`` (implicit TLS). ``context``
+    and ``check`` replace the default TLS context and add a certificate check after the
+    handshake (services/relay/senders/tls_policy.py); ``verified`` is what vouched for the
+    certificate, reported with the TLS of each outcome (``DeliveryResult.tls``)."""
 
     def __init__(self, host: str, port: int, size: int = 8, tls: str = "none",
                  user: str | None = None, password: str | None = None, timeout: float = 30.0,
-                 local_hostname: str | None = None, server_hostname: str | None = None, slots: Slots | None = None,
-                 local_addr: str | None = None):
+                 local_hostname: str | None = None, server_hostname: str | None = None,
+                 context: ssl.SSLContext | None = None, check: CertCheck | None = None, verified: str = "none",
+                 slots: Slots | None = None, local_addr: str | None = None):
         self.host, self.port, self.tls = host, port, tls
         self.user, self.password, self.timeout = user, password, timeout
         self.local_hostname = local_hostname or "localhost"
         self.server_hostname = server_hostname  # TLS SNI / name when host is an IP address
         self.local_addr = local_addr  # the source address sessions bind (IP pools)
-        self._ctx: ssl.SSLContext | None = None
+        self._ctx, self.check, self.verified = context, check, verified
         self._idle: list[SmtpConnection] = []
         self._slots = asyncio.Semaphore(size)
         # shaping (services/relay/shaping/): a provider-wide lease per open session, held while
@@ -108,7 +114,11 @@ class SmtpPool:
         return await connect(self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname,
                              tls=self.tls, context=self._tls_context() if self.tls != "none" else None,
                              server_hostname=self.server_hostname, user=self.user, password=self.password,
-                             local_addr=self.local_addr)
+                             check=self.check, local_addr=self.local_addr)
+
+    def _tls_used(self, conn: SmtpConnection) -> TlsUsed | None:
+        session = conn.tls_session()
+        return TlsUsed(version=session[0], cipher=session[1], verified=self.verified) if session else None
 
     async def send(self, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
         """MAIL, RCPT per recipient, DATA. Addresses were validated upstream; IDN domains go
@@ -138,8 +148,9 @@ class SmtpPool:
                     await self._drop(conn)
                 result = from_exception(exc, self.host, connecting)
                 return {r: result for r in rcpts}
+            tls = self._tls_used(conn)
             await self._used(conn)
-            return {r: from_reply(code, text, self.host) for r, (code, text) in zip(rcpts, replies)}
+            return {r: dataclasses.replace(from_reply(code, text, self.host), tls=tls) for r, (code, text) in zip(rcpts, replies)}
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -35,7 +35,8 @@ async def test_add_domain_returns_records_with_two_dkim_keys(tmp_path):
         d = await add_domain(admin, sid, "Mail.Acme.TEST")
         assert d["domain"] == "mail.acme.test" and d["status"] == "pending"
         kinds = [r["record"] for r in d["records"]]
-        assert kinds == ["SPF", "DKIM", "DKIM", "DMARC", "MX"]
+        assert kinds == ["SPF", "DKIM", "DKIM", "DMARC", "MX", "RETURN_PATH"]
+        assert d["records"][4]["name"] == d["records"][5]["name"] == "bounces.mail.acme.test"
         rsa, ed = d["records"][1], d["records"][2]
         assert rsa["name"].endswith("._domainkey.mail.acme.test") and "k=rsa" in rsa["value"]
         assert all(len(s) <= 255 for s in rsa["value_strings"]) and len(rsa["value_strings"]) > 1
@@ -56,7 +57,8 @@ async def test_verify_published_records(tmp_path, dns):
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["verified"] is True and body["status"] == "verified"
-        assert {c["record"]: c["status"] for c in body["checks"]} == {"SPF": "found", "DKIM": "found", "DMARC": "found"}
+        assert {c["record"]: c["status"] for c in body["checks"]} == {
+            "SPF": "found", "DKIM": "found", "DMARC": "found", "RETURN_PATH": "found", "MX": "missing"}
         r = await admin("PATCH", f"/api/email/services/{sid}", json={"mode": "production"})
         assert r.status_code == 200 and r.json()["mode"] == "production"
 

@@ -424,3 +424,17 @@ def test_250_means_the_request_is_on_the_log(tmp_path):
                 p.stop()
         sink.stop()
         dns.stop()
+
+
+def test_x_postline_require_tls_defers_rather_than_use_a_smarthost_without_tls(world):
+    """The send's ``require_tls`` through SMTP: this smarthost is configured without TLS, so the
+    message waits (deferred, the reason says why) instead of leaving in clear."""
+    head = b"From: Acme <hello@acme.test>\r\nTo: bob@example.com\r\nSubject: Secret\r\nX-Postline-Require-TLS: yes\r\n"
+    with client(world) as s:
+        assert login(s, world["prod"][1])[0] == 235
+        eid = email_id(transaction(s, [BOB], head + b"\r\n" + BODY))
+        bad = s.mail("app@acme.test") and s.rcpt(BOB) and s.data(head.replace(b"yes", b"maybe") + b"\r\n" + BODY)
+        assert bad[0] == 550 and b"X-Postline-Require-TLS must be true or false" in bad[1]
+    body = world["api"].wait_status(world["prod"][1], eid, BOB, "deferred")
+    assert "TLS required by require_tls" in body["recipients"][BOB]["smtp_reply"]
+    assert not [m for m in world["sink"].received if f"X-Postline-Id: {eid}\r\n".encode() in m.data]

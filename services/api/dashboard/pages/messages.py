@@ -20,7 +20,16 @@ COMMON = {"id", "v", "type", "time", "recipient", *ev.LIFECYCLE_FIELDS}
 
 
 def details(event: dict) -> list[tuple[str, str]]:
-    return [(k, str(v)) for k, v in event.items() if k not in COMMON and v not in (None, "", [], {})]
+    shown = [(k, tls_text(v) if k == "tls" else str(v)) for k, v in event.items()
+             if k not in COMMON and v not in (None, "", [], {})]
+    if event.get("type") == "delivered" and not event.get("tls"):
+        shown.append(("tls", "none (plaintext)"))
+    return shown
+
+
+def tls_text(tls: dict) -> str:
+    """``TLSv1.3 · TLS_AES_256_GCM_SHA384 · verified: mta-sts`` (docs/delivery.md, "Outbound TLS")."""
+    return " · ".join(filter(None, [tls.get("version"), tls.get("cipher"), f"verified: {tls.get('verified', 'none')}"]))
 
 
 def check_filters(status: str, since: str, cursor: str) -> None:

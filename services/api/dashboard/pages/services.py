@@ -11,7 +11,7 @@ from services.api.dashboard.web import BAD_INPUT, Caller, PageError, caller, for
 from services.api.manage import services as api
 from services.api.refusal import Refusal
 from services.api.schemas import ServiceCreate, ServiceUpdate
-from shared.store import queries
+from shared.store import insights, queries
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger(__name__)
@@ -49,6 +49,17 @@ async def _stats(rt: ApiContext, service_id: str, period: str) -> dict | None:
         return None
 
 
+async def _alerts(rt: ApiContext, service_id: str) -> list[dict]:
+    """The service's raised alerts, for the banner (none when the store is missing or down)."""
+    if rt.store is None:
+        return []
+    try:
+        return await insights.active_alerts(rt.store, service_id)
+    except Exception:  # the analytics store is a read model: the page still shows the rest
+        log.exception("alerts unavailable for the dashboard")
+        return []
+
+
 async def _detail(request: Request, c: Caller, service_id: str, period: str, status: int = 200,
                   error: str | None = None) -> HTMLResponse:
     svc = service_of(c, service_id)
@@ -58,7 +69,7 @@ async def _detail(request: Request, c: Caller, service_id: str, period: str, sta
         await limiter.refresh(svc.service_id)  # seeds today's count and the tier from the store
     stats = await _stats(c.rt, svc.service_id, period)
     return page(request, "service.html", status=status, c=c, svc=api.service_view(c.rt, svc), period=period,
-                stats=stats, chart=chart.svg(stats) if stats else None,
+                stats=stats, chart=chart.svg(stats) if stats else None, alerts=await _alerts(c.rt, svc.service_id),
                 series=chart.series(stats) if stats else [], color=chart.color, error=error,
                 has_verified_domain=any(d.verified for d in state.domains_of(svc.service_id)),
                 counts={"domains": len(state.domains_of(svc.service_id)), "api_keys": len(state.keys_of(svc.service_id)),

@@ -1,0 +1,123 @@
+"""DANE for SMTP (RFC 7672): an MX host's TLSA records, and checking a server's
+certificate chain against them.
+
+Only an answer the resolver marks authenticated (the AD bit) counts: the relay asks the
+configured resolver (POSTLINE_DNS_SERVER, else the system's) with the DO and AD flags and
+trusts its AD bit, so that resolver must validate DNSSEC itself and be reached over a
+trusted path (a local unbound, say — docs/delivery.md). An unauthenticated answer, or
+authenticated records none of which is usable, means no DANE for that host.
+
+Usable records (RFC 7672 §3.1): DANE-TA(2) and DANE-EE(3), selector Cert(0)/SPKI(1),
+matching Full(0)/SHA2-256(1)/SHA2-512(2). DANE-EE matches the server's certificate and
+ignores names and dates (§3.1.1); DANE-TA matches a certificate the server sent in its
+chain, which must then issue the chain down to the server's certificate, and that
+certificate must name the MX host (§3.2.2). Simplification: the TLSA lookup is made for
+the MX host name whether or not the MX answer itself was authenticated."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import ssl
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.flags
+import dns.resolver
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from shared import dns_lookup
+
+DANE_TA, DANE_EE = 2, 3
+MAX_RECORDS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Tlsa:
+    usage: int
+    selector: int
+    mtype: int
+    data: bytes
+
+    def matches(self, cert: x509.Certificate) -> bool:
+        if self.selector == 0:
+            content = cert.public_bytes(serialization.Encoding.DER)
+        else:
+            content = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+        if self.mtype == 1:
+            content = hashlib.sha256(content).digest()
+        elif self.mtype == 2:
+            content = hashlib.sha512(content).digest()
+        return hmac.compare_digest(content, self.data)
+
+
+def usable(rec: Tlsa) -> bool:
+    return rec.usage in (DANE_TA, DANE_EE) and rec.selector in (0, 1) and rec.mtype in (0, 1, 2)
+
+
+def dnssec_resolver(dns_server: str | None) -> dns.asyncresolver.Resolver:
+    """A resolver that asks for DNSSEC status (DO, AD), so the answer's AD bit is meaningful."""
+    res = dns_lookup.resolver(dns_server)
+    res.use_edns(0, dns.flags.DO, 1232)
+    res.flags = dns.flags.RD | dns.flags.AD
+    return res
+
+
+async def tlsa(res: dns.asyncresolver.Resolver, host: str, port: int = 25) -> tuple[Tlsa, ...] | None:
+    """The usable TLSA records of ``host`` when the answer is authenticated; () when there are
+    none (or the answer is not authenticated); None on a DNS failure (RFC 7672 §2.2: a
+    failed TLSA lookup of a signed zone must not fall back to opportunistic TLS — try later)."""
+    try:
+        answer = await res.resolve(f"_{port}._tcp.{host}", "TLSA", raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        return ()
+    except dns.exception.DNSException:
+        return None
+    if not answer.response.flags & dns.flags.AD or answer.rrset is None:
+        return ()
+    recs = [Tlsa(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in list(answer.rrset)[:MAX_RECORDS]]
+    return tuple(r for r in recs if usable(r))
+
+
+def _names_host(cert: x509.Certificate, host: str) -> bool:
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    host = host.rstrip(".").lower()
+    for name in (n.lower().rstrip(".") for n in names):
+        if name == host or (name.startswith("*.") and host.partition(".")[2] == name[2:]):
+            return True
+    return False
+
+
+def peer_chain(obj: ssl.SSLObject) -> list[x509.Certificate]:
+    """The certificates the server sent, its own first (unverified: DANE judges them)."""
+    get = getattr(obj, "get_unverified_chain", None) or obj._sslobj.get_unverified_chain  # type: ignore[attr-defined]  # public from Python 3.13
+    return [x509.load_der_x509_certificate(c.public_bytes(ssl._ssl.ENCODING_DER)) for c in get() or []]  # type: ignore[attr-defined]
+
+
+def check(records: tuple[Tlsa, ...], chain: list[x509.Certificate], host: str) -> str | None:
+    """None when ``chain`` (server certificate first) satisfies one of ``records``; else why not."""
+    if not chain:
+        return "the server sent no certificate"
+    leaf = chain[0]
+    if any(r.usage == DANE_EE and r.matches(leaf) for r in records):
+        return None
+    for i, anchor in enumerate(chain):
+        if not any(r.usage == DANE_TA and r.matches(anchor) for r in records):
+            continue
+        try:
+            for child, parent in zip(chain[:i], chain[1:i + 1]):
+                child.verify_directly_issued_by(parent)
+        except (InvalidSignature, ValueError, TypeError):  # TypeError: a key type it cannot check
+            return "the server's chain does not lead to the DANE-TA trust anchor"
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+            return "the server's certificate is expired or not yet valid"
+        return None if _names_host(leaf, host) else f"the server's certificate does not name {host}"
+    return f"no TLSA record of {host} matches the server's certificate"
