@@ -124,21 +124,33 @@ def self_signed_context() -> ssl.SSLContext:
 
 
 class _CountingSMTP(SMTP):
-    """Counts the sessions open at once (what a provider limits a sender's connections by)."""
+    """Counts the sessions open at once (what a provider limits a sender's connections by). A
+    session ends when the client says QUIT (or the connection is lost first): the moment the
+    sender is done with it, not when this server's loop gets round to the closed socket."""
 
     def __init__(self, sink: "SmtpSink", *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sink = sink
+        self.sink, self.counted = sink, False
 
     def connection_made(self, transport):
         with self.sink.lock:
             self.sink.sessions_open += 1
             self.sink.max_sessions = max(self.sink.max_sessions, self.sink.sessions_open)
+            self.counted = True
         super().connection_made(transport)
 
-    def connection_lost(self, exc):
+    def _ended(self) -> None:
         with self.sink.lock:
-            self.sink.sessions_open -= 1
+            if self.counted:
+                self.sink.sessions_open -= 1
+                self.counted = False
+
+    async def smtp_QUIT(self, arg):
+        self._ended()
+        return await super().smtp_QUIT(arg)
+
+    def connection_lost(self, exc):
+        self._ended()
         super().connection_lost(exc)
 
 

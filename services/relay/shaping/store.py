@@ -30,6 +30,8 @@ T = TypeVar("T")
 LEASE_TTL = 60.0  # seconds a connection lease lives without being renewed
 MIN_RATE_SHARE = 1 / 16  # back-off never goes below this share of the configured rate
 
+SCHEMA_VERSION = 1  # a file of another version is emptied (it holds nothing durable)
+TABLES = ("leases", "providers", "warmup")
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS leases(provider TEXT NOT NULL, lease TEXT PRIMARY KEY, expires REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS leases_provider ON leases(provider, expires)",
@@ -70,8 +72,14 @@ class ShapingStore:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                for table in TABLES:
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             for statement in SCHEMA:
                 conn.execute(statement)
+            conn.execute("COMMIT")
             self._conn = conn
         return self._conn
 

@@ -1,13 +1,13 @@
 """Shaping per mailbox provider, end to end: `postline all` with two relay
 processes on one embedded log, a real DNS server publishing MX records of Google, Microsoft
 and Yahoo hosts, and one aiosmtpd sink per provider, each on its own loopback address and
-the same port (POSTLINE_MX_PORT).
+the same port (POSTLINE_MX_PORT; tests/support/provider_mx.py).
 
 - the limits set through `PUT /api/email/shaping` hold for both relays together, measured
   at the sinks: sessions open at once, messages in any 1 s window, messages per session;
 - a provider answering `421 4.7.0 … try again later` for a few seconds has its rate halved
   (seen in `GET /api/email/shaping`), nothing bounces, everything is delivered after;
-- a service assigned to an IP pool sends from the pool's address (127.0.0.2) with its EHLO
+- a service assigned to an IP pool sends from the pool's address (127.0.0.9) with its EHLO
   name, and a new address's warm-up cap holds: the sends beyond it wait, none bounces.
   (Last: it assigns the module's service to the pool.)"""
 from __future__ import annotations
@@ -21,11 +21,9 @@ import pytest
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import ADMIN_TOKEN, Api, PostlineProcess, production_service
+from tests.support.provider_mx import provider_sinks
 from tests.support.smtp_sink import SmtpSink
 
-MX = {"google": ("gmail.test", "gmail-smtp-in.l.google.com", "127.0.0.10"),
-      "microsoft": ("outlook.test", "outlook-test.mail.protection.outlook.com", "127.0.0.11"),
-      "yahoo": ("yahoo.test", "mta5.am0.yahoodns.net", "127.0.0.12")}
 LIMITS = {"google": {"max_connections": 2, "rate": 10, "per_connection": 5},
           "microsoft": {"max_connections": 1, "rate": 5, "per_connection": 100},
           "yahoo": {"max_connections": 2, "rate": 4, "per_connection": 100}}
@@ -38,13 +36,10 @@ THROTTLE = "421 4.7.0 [TS01] Messages temporarily deferred due to unusual rate -
 
 @pytest.fixture(scope="module")
 def installation(tmp_path_factory):
-    port = free_port()
-    sinks = {name: SmtpSink(port=port, host=ip).start() for name, (_, _, ip) in MX.items()}
-    dns = DnsServer().start()
-    for domain, host, ip in MX.values():
-        dns.mx(domain, (10, host))
-        dns.a(host, ip)
+    port, dns = free_port(), DnsServer().start()
+    sinks = provider_sinks(dns, port, google={}, microsoft={}, yahoo={})
     proc = PostlineProcess(tmp_path_factory.mktemp("shaping") / "data", env={
+        # not provider_env: its POSTLINE_PROVIDERS would replace the providers' MX suffixes by addresses
         "POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "mx", "POSTLINE_MX_PORT": str(port),
         "POSTLINE_RELAY_PROCESSES": "2", "POSTLINE_SHAPING_PAUSE": "1", "POSTLINE_SHAPING_RECOVERY": "2"}).start()
     api = Api(proc.url)
@@ -147,14 +142,14 @@ def test_shaping_api_refuses_bad_limits_and_anonymous_callers(installation):
 def test_a_pool_address_sends_and_its_warmup_cap_holds(installation):
     api, key, sinks, sid = installation
     r = api.admin("POST", "/api/email/ip-pools", json={
-        "name": "new", "addresses": [{"ip": "127.0.0.2", "ehlo_name": "mta1.acme.test"}], "warmup_schedule": [3]})
+        "name": "new", "addresses": [{"ip": "127.0.0.9", "ehlo_name": "mta1.acme.test"}], "warmup_schedule": [3]})
     assert r.status_code == 201, r.text
     pool = r.json()
     assert pool["addresses"][0]["warmup_day"] == 1 and pool["addresses"][0]["cap_today"] == 3
     assert api.admin("PATCH", f"/api/email/services/{sid}", json={"ip_pool_id": pool["id"]}).json()["ip_pool_id"] == pool["id"]
     ids = send_batch(api, key, "gmail.test", 5, "pooled")
     first = wait_received(sinks["google"], "pooled", 3)
-    assert {(m.peer, m.helo) for m in first} == {("127.0.0.2", "mta1.acme.test")}
+    assert {(m.peer, m.helo) for m in first} == {("127.0.0.9", "mta1.acme.test")}
     time.sleep(2)  # the two beyond the cap wait in the relay, polling the cap every second
     assert len(wait_received(sinks["google"], "pooled", 3)) == 3
     statuses = [api.http.get(f"/emails/{i}", headers={"Api-Key": key}).json()["recipients"] for i in ids]
@@ -164,7 +159,7 @@ def test_a_pool_address_sends_and_its_warmup_cap_holds(installation):
     r = api.admin("PATCH", f"/api/email/ip-pools/{pool['id']}", json={"warmup_schedule": [10]})
     assert r.status_code == 200, r.text
     got = wait_received(sinks["google"], "pooled", 5)
-    assert len(got) == 5 and {m.peer for m in got} == {"127.0.0.2"}
+    assert len(got) == 5 and {m.peer for m in got} == {"127.0.0.9"}
     assert api.admin("DELETE", f"/api/email/ip-pools/{pool['id']}").status_code == 409  # still assigned
     bad = api.admin("POST", "/api/email/ip-pools", json={"name": "x", "addresses": [{"ip": "300.1.1.1", "ehlo_name": "a.b"}]})
     assert bad.status_code == 400 and "ip" in bad.json()["error"]
@@ -187,7 +182,7 @@ def test_the_shaping_page_shows_providers_and_the_pools_warmup(installation, bro
         assert "custom" in google.inner_text() and re.search(r"\b[0-2] / 2\b", google.inner_text())
         yahoo = providers.get_by_role("row").filter(has_text="yahoo").inner_text()
         assert "421 4.7.0" in yahoo  # its last throttling reply
-        pool_row = page.get_by_role("table", name="IP pools").get_by_role("row").filter(has_text="127.0.0.2").inner_text()
+        pool_row = page.get_by_role("table", name="IP pools").get_by_role("row").filter(has_text="127.0.0.9").inner_text()
         assert "mta1.acme.test" in pool_row and "google: 5" in pool_row
     finally:
         context.close()

@@ -118,15 +118,16 @@ class TestMxSender(RefusalContract):
     def build(self, tmp_path, **sink_options):
         sink = SmtpSink(**sink_options).start()
         self.stops.append(sink.stop)
-        settings = Settings(delivery="mx", dns_server=self.dns().address, mx_port=sink.port)
+        settings = Settings(delivery="mx", dns_server=self.dns().address, mx_port=sink.port, data_dir=tmp_path)
         return MxSender(settings), _sink_received(sink)
 
     def build_down(self, tmp_path):
-        return MxSender(Settings(delivery="mx", dns_server=self.dns().address, mx_port=free_port()))
+        return MxSender(Settings(delivery="mx", dns_server=self.dns().address, mx_port=free_port(), data_dir=tmp_path))
 
     async def test_a_dns_failure_defers(self, tmp_path):
         """The resolver itself is down: nothing is known about the domain, so try later."""
-        sender = MxSender(Settings(delivery="mx", dns_server=f"127.0.0.1:{free_port()}", mx_port=free_port()))
+        sender = MxSender(Settings(delivery="mx", dns_server=f"127.0.0.1:{free_port()}", mx_port=free_port(),
+                                   data_dir=tmp_path))
         results = await sender.send(FROM, [ANN], RAW)
         await sender.close()
         assert (results[ANN].status, results[ANN].smtp_code) == ("deferred", None)
