@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     mx_rate: float = Field(50.0, gt=0, description="Messages per second to a destination without a provider entry (`other:<domain>`), for the whole installation (docs/delivery.md, Shaping).")
     shaping_pause: float = Field(30.0, gt=0, le=3600, description="Seconds a provider pauses after a throttling reply (421, 4.7.x) before its halved rate applies.")
     shaping_recovery: float = Field(60.0, gt=0, le=86400, description="Clean seconds (no throttling reply) after which a backed-off provider's rate grows one step (a quarter of its configured rate).")
-    shaping_hold: float = Field(300.0, ge=0, le=3600, description="Seconds a throttled message waits inside the relay for its provider before it is deferred to the retry schedule.")
+    shaping_hold: float = Field(0.0, ge=0, le=3600, description="Seconds a throttled message (or one over its IP's warm-up cap) may wait inside the relay for its provider before it is deferred to the retry schedule (0: deferred at once, a `deferred` event, retried after the pause).")
     shaping_block_spike: int = Field(10, ge=1, le=10000, description="5.7.x policy blocks from one provider within a minute that pause it and raise a `provider_paused` alert.")
     shaping_block_pause: float = Field(900.0, gt=0, le=86400, description="Seconds a provider pauses after a spike of policy blocks.")
     providers: str = Field("", description="Extra or replaced mailbox providers for shaping and stats: `name=mx-suffix,mx-suffix;name=…` (shared/providers.py has the built-in table).")

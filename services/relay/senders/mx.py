@@ -94,7 +94,7 @@ class MxSender(Sender):
                 source = await self.shaper.wait_for_source(provider)
                 if source == "wait":
                     return {r: DeliveryResult("deferred", None, f"the IP pool's warm-up caps for {provider} are reached "
-                                                                 "for today", retry_after=self.settings.shaping_hold)
+                                                                 "for today", retry_after=self.settings.shaping_pause)
                             for r in rcpts}
                 pool = self._pool(host, ip, policy, provider, source)
                 results = await self.shaper.deliver(provider, rcpts, lambda some: self._via(pool, mail_from, some, raw))

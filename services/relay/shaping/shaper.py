@@ -1,10 +1,11 @@
 """The sender's gate per mailbox provider: connection leases for the SMTP pool, a start time
 per message from the provider's shared schedule, and the adaptive reaction to its replies.
 
-A throttled recipient waits inside the relay (the provider's pause, then its halved rate)
-and is tried again, up to POSTLINE_SHAPING_HOLD seconds; after that it is deferred with a
-``retry_after`` of the pause, so the retry schedule takes it soon. Nothing bounces for being
-throttled: only a 5xx reply bounces, as before."""
+A throttled recipient is deferred (a ``deferred`` event, so deferrals per provider count
+it) with a ``retry_after`` of the pause; its retry then waits for the provider's pause and
+halved rate. With POSTLINE_SHAPING_HOLD it may instead wait inside the relay and be tried
+again, up to that many seconds. Nothing bounces for being throttled: only a 5xx reply
+bounces, as before."""
 from __future__ import annotations
 
 import asyncio
