@@ -11,7 +11,10 @@ workspace settings), ``viewer`` (read only). A request needs one permission:
   grant ``owner`` nor change or remove an owner);
 - ``self``   — one's own account: sessions, sign-out, TOTP, personal API tokens: all roles;
 - ``installation`` — what holds for every workspace of the installation (shaping per
-  provider, source IP pools; docs/delivery.md): owner, admin — reading too.
+  provider, source IP pools; docs/delivery.md): owner, admin — reading too — of the default
+  workspace only (the operator's: the one `postline` creates at first start). Another
+  workspace's people neither see the installation's last replies (other tenants' addresses)
+  nor change what every tenant sends under.
 
 The workspace admin token acts as an ``owner`` (bootstrap and automation)."""
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Literal
 
 from services.api.refusal import Refusal
 from shared import events as ev
+from shared.runtime import DEFAULT_WORKSPACE
 
 Permission = Literal["read", "write", "people", "self", "installation"]
 ALLOWED: dict[Permission, frozenset[str]] = {
@@ -61,6 +65,9 @@ def permission_of_method(method: str) -> Permission:
 
 def refusal(actor: Actor, permission: Permission) -> Refusal | None:
     """None when ``actor`` may act with ``permission``, else a 403 naming the role."""
+    if permission == "installation" and actor.workspace_id != DEFAULT_WORKSPACE:
+        return Refusal(403, "the installation's delivery settings are the operator's: the owners and admins of the "
+                            "default workspace see and change them", code=FORBIDDEN)
     if actor.role in ALLOWED[permission]:
         return None
     what = {"read": "read", "write": "make changes", "people": "manage people", "self": "do this",

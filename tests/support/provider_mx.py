@@ -24,7 +24,6 @@ def provider_sinks(dns: DnsServer, port: int, **scripts: dict) -> dict[str, Smtp
 
 
 def provider_env(dns: DnsServer, port: int) -> dict[str, str]:
-    """Settings of a postline process delivering to the sinks. The relay may report an MX by its
-    address rather than its name: ``POSTLINE_PROVIDERS`` maps the addresses to the same providers."""
-    return {"POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "mx", "POSTLINE_MX_PORT": str(port),
-            "POSTLINE_PROVIDERS": ";".join(f"{name}={ip}" for name, (_, _, ip) in PROVIDERS.items())}
+    """Settings of a postline process delivering to the sinks over MX (the MX host names fall
+    under the built-in providers' suffixes, so no ``POSTLINE_PROVIDERS`` is needed)."""
+    return {"POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "mx", "POSTLINE_MX_PORT": str(port)}

@@ -1,6 +1,6 @@
 """Source IP pools (docs/delivery.md "Source IP pools"): pools of local addresses with an
 EHLO name each, installation-wide (``ip_pool.saved`` control records), assigned to services
-(``ip_pool_id`` of a service). Only a workspace owner or admin (``shaping.refusal``).
+(``ip_pool_id`` of a service). Only an owner or admin of the default workspace (``shaping.refusal``).
 
 A pool's view shows each address's warm-up day, today's cap and today's count per provider
 (from the relays' shared shaping file)."""

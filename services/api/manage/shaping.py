@@ -13,12 +13,13 @@ from services.api import access
 from services.api.access import Actor
 from services.api.context import ApiContext
 from services.api.refusal import Refusal
+from services.api.schemas import MAX_RECIPIENTS
 from services.relay.shaping import limits as provider_limits
 from services.relay.shaping.store import ProviderView, ShapingStore
 from shared import events as ev
 from shared.providers import OTHER
 
-RECIPIENTS_PER_TRANSACTION = 1  # every recipient has its own VERP transaction (docs/delivery.md)
+RECIPIENTS_PER_TRANSACTION = MAX_RECIPIENTS  # a message's recipients at one domain share a transaction (docs/delivery.md)
 
 
 def refusal(actor: Actor) -> Refusal | None:

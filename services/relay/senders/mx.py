@@ -69,10 +69,11 @@ class MxSender(Sender):
         return self._pools[key]
 
     async def _via(self, pool: SmtpPool, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
+        """The pool's outcomes, naming the MX by its host name (the pool connects to one of its
+        addresses: the name is what says which provider it is) and the source address used."""
         results = await pool.send(mail_from, rcpts, raw)
-        if pool.local_addr is None:
-            return results
-        return {r: dataclasses.replace(res, source_ip=pool.local_addr) for r, res in results.items()}
+        return {r: dataclasses.replace(res, mx_host=pool.server_hostname or res.mx_host,
+                                       source_ip=pool.local_addr or res.source_ip) for r, res in results.items()}
 
     async def _send_domain(self, domain: str, mail_from: str, rcpts: list[str], raw: bytes,
                            require_tls: bool) -> dict[str, DeliveryResult]:

@@ -2,8 +2,9 @@
 log's ``shaping.saved`` record), and ``other:<domain>`` from POSTLINE_MX_CONCURRENCY /
 POSTLINE_MX_RATE.
 
-Recipients per transaction are always 1: every recipient gets its own VERP transaction
-(docs/delivery.md), so there is no limit to set for them."""
+Recipients per transaction are not a limit of their own: a message's recipients at one domain
+share a transaction (at most the API's 50 per send; a tracked copy goes alone, docs/delivery.md),
+and the rate counts recipients, so ten in one transaction take ten of the provider's turns."""
 from __future__ import annotations
 
 from collections.abc import Mapping

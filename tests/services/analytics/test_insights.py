@@ -36,7 +36,8 @@ def env(tmp_path_factory):
     hooks = Receiver()
     proc = PostlineProcess(tmp_path_factory.mktemp("insights") / "data", env={
         **provider_env(dns, port), "POSTLINE_RETRY_SCHEDULE": str(int(YAHOO_RETRY)),
-        "POSTLINE_SHAPING_PAUSE": "0.5",  # its 421 pauses yahoo's shaping (docs/delivery.md): briefly here "POSTLINE_ALERT_INTERVAL": "0.5",
+        "POSTLINE_SHAPING_PAUSE": "0.5",  # its 421 pauses yahoo's shaping (docs/delivery.md): briefly here
+        "POSTLINE_ALERT_INTERVAL": "0.5",
         "POSTLINE_WEBHOOK_ALLOW_PRIVATE": "true"}).start()
     api = Api(proc.url)
     sid, key = production_service(api, dns)

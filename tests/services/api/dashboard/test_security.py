@@ -91,7 +91,8 @@ PAGES = ["/services", "/services/{sid}", "/services/{sid}?period=30d", "/service
          "/services/{sid}/suppressions?q=gone", "/services/{sid}/messages", "/services/{sid}/messages/{eid}",
          "/inbox", "/inbox/{mid}", "/people", "/account", "/audit-log",
          "/services/{sid}/received", "/services/{sid}/received/{reid}", "/services/{sid}/templates",
-         "/services/{sid}/templates/{tpl}"]
+         "/services/{sid}/templates/{tpl}", "/services/{sid}/deliverability",
+         "/services/{sid}/deliverability?period=30d", "/shaping"]
 FORMS = ["/signout", "/services", "/services/{sid}/settings", "/services/{sid}/domains",
          "/services/{sid}/domains/{did}/verify", "/services/{sid}/domains/{did}/delete", "/services/{sid}/keys",
          "/services/{sid}/keys/{kid}/revoke", "/services/{sid}/sandbox", "/services/{sid}/sandbox/{rid}/delete",
@@ -199,6 +200,10 @@ async def test_workspace_b_sees_nothing_of_workspace_a(world):
             if path == "/inbox":
                 r = await http.get(path)
                 assert r.status_code == 200 and "secret subject of A" not in r.text and ids["mid"] not in r.text
+                continue
+            if path == "/shaping":  # the installation's: the operator's default workspace only
+                r = await http.get(path)
+                assert r.status_code == 403 and "default workspace" in r.text and "gone@example.com" not in r.text
                 continue
             if path in ("/people", "/account", "/audit-log"):  # B's own people, sessions, changes: none of A's
                 r = await http.get(path)
