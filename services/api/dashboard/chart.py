@@ -21,11 +21,13 @@ def series(stats: dict) -> list[str]:
 
 
 def _nice_max(n: int) -> int:
-    for step in (1, 2, 5):
-        for scale in (1, 10, 100, 1000, 10_000, 100_000, 1_000_000, 10_000_000):
-            if step * scale >= n:
-                return max(step * scale, 1)
-    return n
+    """The y axis' top: the smallest 2, 4, 10, 20, 40, 100, … that is at least ``n`` — twice a
+    1-2-5 step, so the half-way grid line is a whole count too."""
+    for scale in (1, 10, 100, 1000, 10_000, 100_000, 1_000_000, 10_000_000):
+        for step in (1, 2, 5):
+            if 2 * step * scale >= n:
+                return 2 * step * scale
+    return n + n % 2
 
 
 def svg(stats: dict) -> Markup:
