@@ -131,6 +131,7 @@ async def start_front_door(rt: Runtime, stop: asyncio.Event, wanted: tuple[str, 
     token = None if supervised else await rt.ensure_default_workspace()
     app, api = create_app(rt), ApiContext.of(rt)
     await api.limits.quota.start()  # Kafka: the other replicas' rate counts read up to now
+    await api.shaping.start()  # Kafka: the relays' shaping state, for GET /api/email/shaping
     tasks = [asyncio.create_task(_Server(app, settings, reuse_port=supervised).run(stop), name="api")]
     if settings.submission_port:
         from services.api.submission.server import serve as serve_submission

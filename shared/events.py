@@ -28,6 +28,7 @@ class Topic(StrEnum):
     DEAD_LETTER = "postline.dead-letter"
     QUOTA = "postline.quota"  # Kafka mode: each API replica's rate counts (shared/quota/gossip.py)
     IDEMPOTENCY = "postline.idempotency"  # Kafka mode: Idempotency-Key claims (services/api/idempotency/)
+    SHAPING = "postline.shaping"  # Kafka mode: each relay's shaping state (services/relay/shaping/gossip.py)
 
 
 _EVENT_NS = uuid.UUID("6f1d3c4e-2b1a-4f8e-9c51-7d0b8f3a9e20")

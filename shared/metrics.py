@@ -41,7 +41,7 @@ def provider_label(provider: str | None) -> str:
 
 # Shaping per mailbox provider (services/relay/shaping/); names fixed by the Grafana dashboard
 SHAPING_RATE = Gauge("postline_shaping_rate", "Current messages/s allowed to the provider (after back-off)",
-                     ["provider"], multiprocess_mode="max")
+                     ["provider"], multiprocess_mode="max")  # installation-wide: the same on every relay (max, not sum)
 SHAPING_STATE = Gauge("postline_shaping_state", "1 for the provider's current state (normal, backing_off, paused)",
                       ["provider", "state"], multiprocess_mode="max")
 SHAPING_QUEUE_DEPTH = Gauge("postline_shaping_queue_depth", "Recipients waiting for the provider's rate or pause",

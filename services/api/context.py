@@ -12,6 +12,8 @@ from services.api.idempotency import Idempotency, open_idempotency
 from services.api.limits import RateLimiter
 from services.api.sending import RecentSends
 from services.api.throttle import Throttle
+from services.relay.shaping import open_shaping
+from services.relay.shaping.port import ShapingStore
 from shared.control.plane import ControlPlane
 from shared.devinbox import DevInbox
 from shared.log.port import EventLog
@@ -33,6 +35,7 @@ class ApiContext:
     idempotency: Idempotency         # Idempotency-Key claims and responses
     recent: RecentSends              # sends this process accepted, for GET /emails/{id}
     throttle: Throttle               # failed credentials per address and account (on the same counters)
+    shaping: ShapingStore            # the relays' shaping state, read for /api/email/shaping and ip-pools
     tracking: Recorder | None = None  # opens/clicks/unsubscribes this process records (made on first use)
     schedule_changes: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)  # PATCH/cancel not yet seen by the relay
 
@@ -53,13 +56,15 @@ class ApiContext:
                   # RecentSends only has to bridge analytics' few seconds of lag there; over Kafka it is
                   # the only answer while analytics is behind or down, so it keeps more.
                   recent=RecentSends(5_000 if runtime.event_log().keyed_lookups else 20_000),
-                  throttle=Throttle(quota, s.auth_free_failures))
+                  throttle=Throttle(quota, s.auth_free_failures),
+                  shaping=open_shaping(s, runtime.event_log(), observer=True))
         runtime.contexts[ROLE] = ctx
         runtime.closers.append(ctx.close)
         return ctx
 
     async def close(self) -> None:
         await self.limits.quota.close()
+        await self.shaping.close()
         await self.idempotency.close()  # before the log it follows (Kafka mode): the runtime closes that after
 
     # The process's parts, read through the context so API code takes one argument.

@@ -109,6 +109,7 @@ class Relay:
         requests.take_share(*self.runtime.relay_share)
         requests.on_assigned = LedgerRebuild(lg, self.ctx.ledger, self.ctx.settings).on_assigned  # before any request
         policy = BatchPolicy(max_records=self.ctx.settings.relay_concurrency * 4)
+        await self.ctx.sender.start()
         tasks = [asyncio.create_task(run_consumer(requests, self.handle_batch, stop, policy, guard=self.guard))]
         tasks.append(asyncio.create_task(self._give_up_when_stopped(stop)))
         try:

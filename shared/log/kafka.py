@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 
 # The control topic keeps the latest state per entity; the quota topic one total per counted
 # slot, and nothing older than its longest window (a day, plus a slot) plus a margin; the
-# idempotency topic the latest record per key (its answer, once done) for the keys' 24 h plus a margin.
+# idempotency topic the latest record per key (its answer, once done) for the keys' 24 h plus a margin;
+# the shaping topic each relay's latest heartbeat (with its warm-up counts of the day) and each provider's state.
 TOPIC_CONFIGS = {Topic.CONTROL: {"cleanup.policy": "compact"},
                  Topic.QUOTA: {"cleanup.policy": "compact,delete", "retention.ms": str(26 * 3600 * 1000)},
+                 Topic.SHAPING: {"cleanup.policy": "compact,delete", "retention.ms": str(26 * 3600 * 1000)},
                  Topic.IDEMPOTENCY: {"cleanup.policy": "compact,delete", "retention.ms": str(25 * 3600 * 1000)}}
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from services.relay.senders.mx import MxSender
-from services.relay.shaping.store import ShapingStore
+from services.relay.shaping.store import SqliteShapingStore
 from shared import events as ev
 from shared.control.state import ControlState
 from shared.settings import Settings
@@ -60,7 +60,7 @@ async def deliver(settings: Settings, state: ControlState, per_provider: int, co
 
 
 async def shaper_cost(n: int, data_dir: Path) -> dict[str, float]:
-    store = ShapingStore(data_dir / "cost.sqlite3")
+    store = SqliteShapingStore(data_dir / "cost.sqlite3")
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(n):
         await store.reserve("google", 1e9)

@@ -3,7 +3,7 @@ EHLO name each, installation-wide (``ip_pool.saved`` control records), assigned 
 (``ip_pool_id`` of a service). Only an owner or admin of the default workspace (``shaping.refusal``).
 
 A pool's view shows each address's warm-up day, today's cap and today's count per provider
-(from the relays' shared shaping file)."""
+(from the relays' shared shaping state, ``ApiContext.shaping``)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -14,7 +14,6 @@ from services.api.manage import changed, deleted
 from services.api.refusal import Refusal
 from services.api.schemas import IpPoolCreate, IpPoolUpdate, PoolAddressInput
 from services.relay.shaping import warmup
-from services.relay.shaping.store import ShapingStore
 from shared import events as ev
 
 MAX_POOLS = 100
@@ -22,7 +21,7 @@ MAX_POOLS = 100
 
 def pool_view(rt: ApiContext, pool: ev.IpPoolSaved) -> dict[str, Any]:
     today = datetime.now(timezone.utc).date()
-    sent = ShapingStore(rt.settings.data_dir / "shaping.sqlite3").sent_today(today.isoformat())
+    sent = rt.shaping.sent_today(today.isoformat())
     return {"object": "ip_pool", "id": pool.pool_id, "name": pool.name, "created_at": pool.created_at.isoformat(),
             "warmup_schedule": list(warmup.schedule_of(pool)),
             "services": sorted(s.service_id for s in rt.control.state.services.values() if s.ip_pool_id == pool.pool_id),

@@ -1,6 +1,7 @@
 """Shaping per mailbox provider, installation-wide (docs/delivery.md "Shaping"):
 the operator's limits (one ``shaping.saved`` control record, so every relay and API process
-reads the same) and each provider's live state from the relays' shared shaping file.
+reads the same) and each provider's live state from the relays' shared shaping state
+(the data dir's file; on Kafka what the relays publish, ``ApiContext.shaping``).
 
 Only a workspace ``owner`` or ``admin`` may read or change it: the limits apply to every
 service of the installation."""
@@ -15,7 +16,7 @@ from services.api.context import ApiContext
 from services.api.refusal import Refusal
 from services.api.schemas import MAX_RECIPIENTS
 from services.relay.shaping import limits as provider_limits
-from services.relay.shaping.store import ProviderView, ShapingStore
+from services.relay.shaping.port import ProviderView
 from shared import events as ev
 from shared.providers import OTHER
 
@@ -49,7 +50,7 @@ def view(rt: ApiContext) -> dict[str, Any]:
     set them, and its live state; then each ``other:<domain>`` that has live state."""
     saved = rt.control.state.shaping
     overrides = saved.providers if saved else {}
-    live = {v.provider: v for v in ShapingStore(rt.settings.data_dir / "shaping.sqlite3").views()}
+    live = {v.provider: v for v in rt.shaping.views()}
     rows = []
     for name, lim in provider_limits.table(overrides, rt.settings).items():
         rows.append({"provider": name, "configured": _limits_view(lim), "custom": name in overrides,

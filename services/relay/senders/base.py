@@ -18,5 +18,8 @@ class Sender(abc.ABC):
         over certificate-verified TLS, else deferred (the service's or the send's
         ``require_tls``; docs/delivery.md)."""
 
+    async def start(self) -> None:
+        """Be ready to send (MX on Kafka: the other relays' shaping state read)."""
+
     async def close(self) -> None:
         """Close pooled connections."""

@@ -17,7 +17,7 @@ from services.relay.senders.tls_policy import TlsPolicies, TlsPolicy
 from shared import dns_lookup
 from shared import events as ev
 from services.relay.shaping.shaper import Shaper
-from services.relay.shaping.store import ShapingStore
+from services.relay.shaping import open_shaping
 from shared.addresses import domain_of
 from shared.control.state import ControlState
 from shared.log.port import EventLog
@@ -36,7 +36,7 @@ class MxSender(Sender):
             if log is not None:
                 await log.append(ev.Topic.EVENTS, event.email_id, ev.encode(event))
 
-        self.shaper = Shaper(settings, control, ShapingStore(settings.data_dir / "shaping.sqlite3"), alert)
+        self.shaper = Shaper(settings, control, open_shaping(settings, log), alert)
         self.resolver = dns_lookup.resolver(settings.dns_server)
         self._mx_cache: dict[str, tuple[float, list[str] | None]] = {}
         self._pools: dict[str, SmtpPool] = {}
@@ -122,6 +122,10 @@ class MxSender(Sender):
             out.update(part)
         return out
 
+    async def start(self) -> None:
+        await self.shaper.store.start()
+
     async def close(self) -> None:
         for pool in self._pools.values():
             await pool.close()
+        await self.shaper.store.close()

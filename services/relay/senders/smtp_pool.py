@@ -84,13 +84,14 @@ class SmtpPool:
 
     async def _used(self, conn: SmtpConnection) -> None:
         """One more message over ``conn``: back to idle, or closed at the provider's
-        messages-per-connection limit; its lease renewed now and then."""
+        messages-per-connection limit or when this relay holds more than its share of the
+        provider's connections (Kafka: a relay joined); its lease renewed now and then."""
         held = self._leases.get(conn)
         if held is None or self.shared_slots is None:
             self._idle.append(conn)
             return
         lease, count, renewed = held
-        if count + 1 >= self.shared_slots.per_connection:
+        if count + 1 >= self.shared_slots.per_connection or self.shared_slots.over_share():
             await self._drop(conn, polite=True)
             return
         if time.monotonic() - renewed > LEASE_RENEW:

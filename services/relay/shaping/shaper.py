@@ -20,7 +20,7 @@ from services.relay.outcome import DeliveryResult
 from services.relay.shaping import limits as provider_limits
 from services.relay.shaping.replies import classify
 from services.relay.shaping import warmup
-from services.relay.shaping.store import ShapingStore
+from services.relay.shaping.port import ShapingStore
 from shared import events as ev
 from shared import metrics
 from shared.control.state import ControlState
@@ -54,6 +54,9 @@ class Slots:
     async def renew(self, lease: str) -> None:
         await self.shaper.store.renew(lease)
 
+    def over_share(self) -> bool:
+        return self.shaper.store.over_share(self.provider, self.shaper.limits(self.provider).max_connections)
+
     async def release(self, lease: str) -> None:
         metrics.SHAPING_CONNECTIONS.labels(self.provider).dec()
         await self.shaper.store.release(lease)
@@ -75,15 +78,16 @@ class Shaper:
         return Slots(self, provider)
 
     async def _wait_turn(self, provider: str, n: int) -> None:
-        """Wait for the provider's next start time (its pause, then its rate)."""
-        start = await self.store.reserve(provider, self.limits(provider).rate)
-        if (delay := start - time.time()) > 0:
-            depth = metrics.SHAPING_QUEUE_DEPTH.labels(provider)
-            depth.inc(n)
-            try:
+        """Wait for the provider's next start time (its pause, then its rate): the store
+        returns it (embedded) or waits for it itself (Kafka)."""
+        depth = metrics.SHAPING_QUEUE_DEPTH.labels(provider)
+        depth.inc(n)
+        try:
+            start = await self.store.reserve(provider, self.limits(provider).rate)
+            if (delay := start - time.time()) > 0:
                 await asyncio.sleep(delay)
-            finally:
-                depth.dec(n)
+        finally:
+            depth.dec(n)
 
     async def deliver(self, provider: str, rcpts: list[str],
                       send: Callable[[list[str]], Awaitable[dict[str, DeliveryResult]]]) -> dict[str, DeliveryResult]:

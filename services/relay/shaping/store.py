@@ -13,8 +13,8 @@ knowing how many others run:
   per provider that every process reads and changes.
 
 The file holds no durable data (a lost file resets rates to their configured values) and is
-written with ``synchronous=OFF``. On Kafka each replica has its own data dir: the file then
-holds the replica's own view (docs/delivery.md says what that means)."""
+written with ``synchronous=OFF``. On Kafka each replica has its own data dir: there the
+relays share through the log instead (``gossip.py``)."""
 from __future__ import annotations
 
 import asyncio
@@ -22,13 +22,13 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from services.relay.shaping.port import MIN_RATE_SHARE, ProviderView, ShapingStore
+
 T = TypeVar("T")
 LEASE_TTL = 60.0  # seconds a connection lease lives without being renewed
-MIN_RATE_SHARE = 1 / 16  # back-off never goes below this share of the configured rate
 
 SCHEMA_VERSION = 1  # a file of another version is emptied (it holds nothing durable)
 TABLES = ("leases", "providers", "warmup")
@@ -45,20 +45,7 @@ SCHEMA = (
 )
 
 
-@dataclass(frozen=True)
-class ProviderView:
-    """One provider's state as ``GET /api/email/shaping`` shows it."""
-    provider: str
-    rate: float | None  # current messages/s; None: never backed off (the configured rate)
-    paused_until: float  # epoch seconds; 0: not paused
-    backing_off: bool
-    last_reply: str | None
-    last_reply_at: float | None
-    connections: int
-    paused_for_blocks: bool
-
-
-class ShapingStore:
+class SqliteShapingStore(ShapingStore):
     """The shared file; every method is a short transaction run off the event loop."""
 
     def __init__(self, path: Path) -> None:

@@ -9,7 +9,7 @@ import time
 from services.relay.outcome import DeliveryResult, from_reply
 from services.relay.shaping.replies import classify
 from services.relay.shaping.shaper import Shaper, sending_for
-from services.relay.shaping.store import ShapingStore
+from services.relay.shaping.store import SqliteShapingStore
 from shared import events as ev
 from shared.control.state import ControlState
 from shared.settings import Settings
@@ -26,7 +26,7 @@ def test_throttling_replies_and_policy_blocks_are_told_apart():
 
 
 def test_two_stores_on_one_file_share_one_schedule(tmp_path):
-    a, b = ShapingStore(tmp_path / "s.sqlite3"), ShapingStore(tmp_path / "s.sqlite3")
+    a, b = SqliteShapingStore(tmp_path / "s.sqlite3"), SqliteShapingStore(tmp_path / "s.sqlite3")
 
     async def both() -> list[float]:
         starts = await asyncio.gather(*(s.reserve("google", 10.0) for s in (a, b) for _ in range(10)))
@@ -38,7 +38,7 @@ def test_two_stores_on_one_file_share_one_schedule(tmp_path):
 
 
 def test_leases_are_installation_wide_and_given_back(tmp_path):
-    a, b = ShapingStore(tmp_path / "s.sqlite3"), ShapingStore(tmp_path / "s.sqlite3")
+    a, b = SqliteShapingStore(tmp_path / "s.sqlite3"), SqliteShapingStore(tmp_path / "s.sqlite3")
 
     async def run() -> None:
         first = await a.lease("microsoft", 2)
@@ -51,7 +51,7 @@ def test_leases_are_installation_wide_and_given_back(tmp_path):
 
 
 def test_throttling_halves_once_per_pause_and_clean_time_recovers(tmp_path):
-    store = ShapingStore(tmp_path / "s.sqlite3")
+    store = SqliteShapingStore(tmp_path / "s.sqlite3")
 
     async def run() -> None:
         assert await store.throttled("yahoo", 8.0, "421 4.7.0 try again later", pause=0.2) == 4.0
@@ -72,7 +72,7 @@ def test_a_spike_of_policy_blocks_pauses_the_provider_and_alerts_once(tmp_path):
     async def alert(event: ev.Alert) -> None:
         alerts.append(event)
 
-    shaper = Shaper(settings, ControlState(), ShapingStore(tmp_path / "s.sqlite3"), alert)
+    shaper = Shaper(settings, ControlState(), SqliteShapingStore(tmp_path / "s.sqlite3"), alert)
     reply = ["550 5.7.1 blocked for policy reasons"]
     sent_at: list[float] = []
 

@@ -1,0 +1,113 @@
+"""The Kafka-mode shaping store (services/relay/shaping/gossip.py), two relays' stores on one
+real log (the embedded adapter of the same port; tests/deploy/test_shaping_kafka.py runs
+relay processes on the broker): connection shares that never sum past the limit while a
+relay joins, one rate split between the relays that want it, a throttle one relay meets
+slowing the other, warm-up caps counted together, and a leaving relay's share returning."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from services.relay.shaping import gossip
+from services.relay.shaping.gossip import GossipShapingStore
+
+MAX = 3
+
+
+@pytest.fixture
+async def relays(sqlite_log):
+    stores = [GossipShapingStore(sqlite_log), GossipShapingStore(sqlite_log)]
+    for store in stores:
+        await store.start()
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def until(check, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never: {what}")
+
+
+def held(store: GossipShapingStore) -> int:
+    m = store.mine.get("google")
+    return len(m.leases) if m else 0
+
+
+async def test_a_joining_relay_gets_a_share_and_the_sum_never_passes_the_limit(relays):
+    a, b = relays
+    await until(lambda: a._alive(time.time()) and b._alive(time.time()), "both relays see each other")
+    a_leases: list[str] = []
+    deadline = time.monotonic() + 5
+    while len(a_leases) < MAX and time.monotonic() < deadline:  # alone: the whole limit, after its settle
+        if (lease := await a.lease("google", MAX)) is not None:
+            a_leases.append(lease)
+        await asyncio.sleep(0.02)
+    assert len(a_leases) == MAX
+    b_leases: list[str] = []
+    deadline = time.monotonic() + 10
+    while not b_leases and time.monotonic() < deadline:  # b joins; a closes what is above its share
+        if (lease := await b.lease("google", MAX)) is not None:
+            b_leases.append(lease)
+        if a.over_share("google", MAX):
+            await a.release(a_leases.pop())
+        assert held(a) + held(b) <= MAX
+        await asyncio.sleep(0.02)
+    assert b_leases, "the joining relay never got a connection"
+    assert not a.over_share("google", MAX) and held(a) >= 1
+    for lease in b_leases:  # b is done with google: after its want lapses a may hold them all again
+        await b.release(lease)
+    assert held(a) + held(b) <= MAX
+
+
+async def test_one_rate_for_both_relays(relays):
+    a, b = relays
+    await until(lambda: a._alive(time.time()) and b._alive(time.time()), "both relays see each other")
+    for store in relays:  # both want google before the first message: each takes half the rate
+        store._want("google")
+    await until(lambda: len(a._active("google", time.time())) == 2 == len(b._active("google", time.time())),
+                "each relay sees the other wanting google")
+    starts = await asyncio.gather(*(s.reserve("google", 10.0) for s in relays for _ in range(12)))
+    starts.sort()
+    busiest = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
+    assert busiest <= 10 + 1, f"{busiest} starts in one second at 10/s"
+    assert starts[-1] - starts[0] >= 2.0  # 24 starts at 10/s in all
+
+
+async def test_a_throttle_met_by_one_relay_slows_the_other(relays):
+    a, b = relays
+    assert await a.throttled("yahoo", 8.0, "421 4.7.0 try again later", pause=0.5) == 4.0
+    await until(lambda: b.row("yahoo")["rate"] == 4.0, "the other relay reads the halved rate")
+    view = next(v for v in b.views() if v.provider == "yahoo")
+    assert view.backing_off and view.last_reply.startswith("421") and view.paused_until > 0
+    # both halving from the same state at once halve it once
+    assert await b.throttled("yahoo", 8.0, "421 4.7.0 try again later", pause=0.5) == 4.0
+
+
+async def test_warmup_caps_count_every_relays_messages(relays):
+    a, b = relays
+    day = "2026-12-06"
+    assert [await a.take_warmup("127.0.0.9", "google", day, 5) for _ in range(3)] == [True] * 3
+    await until(lambda: b.sent_today(day) == {"127.0.0.9": {"google": 3}}, "the other relay reads the count")
+    assert [await b.take_warmup("127.0.0.9", "google", day, 5) for _ in range(3)] == [True, True, False]
+
+
+async def test_a_relay_that_leaves_gives_its_share_back(sqlite_log):
+    a, b = GossipShapingStore(sqlite_log), GossipShapingStore(sqlite_log)
+    await a.start()
+    await b.start()
+    try:
+        for store in (a, b):
+            store._want("google")
+        await until(lambda: a._connection_share("google", 4, time.time()) == 2, "a's share is half")
+        await b.close()
+        await until(lambda: a._connection_share("google", 4, time.time()) == 4, "a's share is whole again",
+                    timeout=gossip.ALIVE + 5)
+    finally:
+        await a.close()
