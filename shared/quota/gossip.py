@@ -23,12 +23,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from shared import events as ev
+from shared.log.follow import follow, read_up_to_now
 from shared.log.port import Consumer, EventLog, Record
 from shared.quota.port import Quota
 from shared.quota.window import Counted, Decision, Take, Window, decide
 
 log = logging.getLogger(__name__)
-START_TIMEOUT = 30.0
 
 
 class SlotTable:
@@ -72,10 +72,8 @@ class GossipQuota(Quota):
         """Read every replica's published counts up to now (bounded), then follow and publish."""
         self._consumer = consumer = self.log.consumer([ev.Topic.QUOTA], group=None)
         await consumer.start()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not await consumer.caught_up() and time.monotonic() < deadline:
-            self._apply(await consumer.poll(max_records=5000, timeout=0.2))
-        self._tasks = [asyncio.create_task(self._follow(consumer), name="quota-follow"),
+        await read_up_to_now(consumer, self._apply)
+        self._tasks = [asyncio.create_task(follow(consumer, self._apply, "quota topic"), name="quota-follow"),
                        asyncio.create_task(self._publish(), name="quota-publish")]
 
     async def close(self) -> None:
@@ -163,16 +161,6 @@ class GossipQuota(Quota):
         except BaseException:
             self._dirty |= dirty
             raise
-
-    async def _follow(self, consumer: Consumer) -> None:
-        while True:
-            try:
-                self._apply(await consumer.poll(max_records=5000, timeout=1.0))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.debug("quota topic poll failed", exc_info=True)
-                await asyncio.sleep(1)
 
     def _apply(self, records: list[Record]) -> None:
         for rec in records:

@@ -40,6 +40,7 @@ from typing import Any
 
 from services.relay.shaping.port import MIN_RATE_SHARE, ProviderView, ShapingStore
 from shared import events as ev
+from shared.log.follow import follow, read_up_to_now
 from shared.log.port import Consumer, EventLog, Record
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ WANT_TTL = 10.0  # seconds after its last message a relay still wants a provider
 ROTATE = 10.0  # seconds between two rotations of the connection shares' order
 RECHECK = 0.2  # longest sleep of a message waiting for its turn (the rate may change meanwhile)
 BLOCK_WINDOW = 60.0  # seconds policy blocks count toward a spike
-START_TIMEOUT = 30.0
 ROW_DEFAULTS: dict[str, Any] = {"rate": None, "paused_until": 0.0, "last_throttle": 0.0, "last_step": 0.0,
                                 "last_reply": None, "last_reply_at": None, "paused_for_blocks": False,
                                 "blocks_reset": 0.0, "alert_scope": None, "alert_since": None, "v": [0.0, ""]}
@@ -99,10 +99,8 @@ class GossipShapingStore(ShapingStore):
         """Read what every relay published up to now (bounded), then follow and publish."""
         self._consumer = consumer = self.log.consumer([ev.Topic.SHAPING], group=None)
         await consumer.start()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not await consumer.caught_up() and time.monotonic() < deadline:
-            self._apply(await consumer.poll(max_records=5000, timeout=0.2))
-        self._tasks = [asyncio.create_task(self._follow(consumer), name="shaping-follow")]
+        await read_up_to_now(consumer, self._apply)
+        self._tasks = [asyncio.create_task(follow(consumer, self._apply, "shaping topic"), name="shaping-follow")]
         if not self.observer:
             self._tasks.append(asyncio.create_task(self._publish_loop(), name="shaping-publish"))
 
@@ -326,16 +324,6 @@ class GossipShapingStore(ShapingStore):
             except Exception:  # the log is down: the next heartbeat carries it all
                 log.debug("shaping state not published", exc_info=True)
                 await asyncio.sleep(HEARTBEAT)
-
-    async def _follow(self, consumer: Consumer) -> None:
-        while True:
-            try:
-                self._apply(await consumer.poll(max_records=5000, timeout=1.0))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.debug("shaping topic poll failed", exc_info=True)
-                await asyncio.sleep(1)
 
     def _apply(self, records: list[Record]) -> None:
         for rec in records:
