@@ -130,12 +130,15 @@ class _CountingSMTP(SMTP):
 
     def __init__(self, sink: "SmtpSink", *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sink, self.counted = sink, False
+        self.sink, self.counted, self.source = sink, False, ""
 
     def connection_made(self, transport):
+        self.source = (transport.get_extra_info("peername") or ("",))[0]
         with self.sink.lock:
             self.sink.sessions_open += 1
             self.sink.max_sessions = max(self.sink.max_sessions, self.sink.sessions_open)
+            open_here = self.sink.sessions_by_peer[self.source] = self.sink.sessions_by_peer.get(self.source, 0) + 1
+            self.sink.max_sessions_by_peer[self.source] = max(self.sink.max_sessions_by_peer.get(self.source, 0), open_here)
             self.counted = True
         super().connection_made(transport)
 
@@ -143,6 +146,7 @@ class _CountingSMTP(SMTP):
         with self.sink.lock:
             if self.counted:
                 self.sink.sessions_open -= 1
+                self.sink.sessions_by_peer[self.source] -= 1
                 self.counted = False
 
     async def smtp_QUIT(self, arg):
@@ -175,9 +179,11 @@ class SmtpSink:
         whether EHLO offers SMTPUTF8 (RFC 6531); ``host``: the loopback address to listen on
         (MX tests give each destination its own; several sinks may share one port); ``tls_context``:
         the server certificate of ``starttls`` instead of a self-signed one.
-        ``max_sessions``: the most sessions that were open at once."""
+        ``max_sessions``: the most sessions that were open at once (``max_sessions_by_peer``: per source address)."""
         self.host, self.port = host, port or free_port()
         self.sessions_open = self.max_sessions = 0
+        self.sessions_by_peer: dict[str, int] = {}  # source address → sessions open now
+        self.max_sessions_by_peer: dict[str, int] = {}  # source address → the most open at once
         self.pipelining, self.ehlo_count = pipelining, 0
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}

@@ -47,18 +47,22 @@ def _state_view(configured: ev.ProviderLimits, live: ProviderView | None) -> dic
 
 def view(rt: ApiContext) -> dict[str, Any]:
     """Every named provider (and ``other``) with its configured limits, whether the operator
-    set them, and its live state; then each ``other:<domain>`` that has live state."""
+    set them, and its live state from the hosts' own addresses (``source_ip`` null); then
+    each ``other:<domain>`` and each provider from a pool's address (``source_ip``: every
+    address of a pool has the provider's limits, shaper.shaping_key) that has live state."""
     saved = rt.control.state.shaping
     overrides = saved.providers if saved else {}
     live = {v.provider: v for v in rt.shaping.views()}
     rows = []
     for name, lim in provider_limits.table(overrides, rt.settings).items():
-        rows.append({"provider": name, "configured": _limits_view(lim), "custom": name in overrides,
+        rows.append({"provider": name, "source_ip": None, "configured": _limits_view(lim), "custom": name in overrides,
                      **_state_view(lim, live.get(name))})
-    for name, state in live.items():
-        if name.startswith(f"{OTHER}:"):
+    for key, state in live.items():
+        name, _, source_ip = key.partition("@")
+        if name.startswith(f"{OTHER}:") or source_ip:
             lim = provider_limits.limits_for(name, overrides, rt.settings)
-            rows.append({"provider": name, "configured": _limits_view(lim), "custom": False, **_state_view(lim, state)})
+            rows.append({"provider": name, "source_ip": source_ip or None, "configured": _limits_view(lim),
+                         "custom": name in overrides, **_state_view(lim, state)})
     return {"object": "shaping", "data": rows}
 
 

@@ -1,8 +1,8 @@
 """MX delivery: look up the recipient domain's MX hosts (A/AAAA fallback, RFC 5321 §5.1),
 try them in preference order, reuse connections per host, secure each session as its TLS
 policy says (MTA-STS, DANE, require_tls, else opportunistic STARTTLS: tls_policy.py); connections,
-rate and messages per connection shaped per mailbox provider for the whole installation
-(services/relay/shaping/)."""
+rate and messages per connection shaped per mailbox provider (and per source address of an IP
+pool) for the whole installation (services/relay/shaping/)."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +16,7 @@ from services.relay.senders.smtp_pool import SmtpPool
 from services.relay.senders.tls_policy import TlsPolicies, TlsPolicy
 from shared import dns_lookup
 from shared import events as ev
-from services.relay.shaping.shaper import Shaper
+from services.relay.shaping.shaper import Shaper, shaping_key
 from services.relay.shaping import open_shaping
 from shared.addresses import domain_of
 from shared.control.state import ControlState
@@ -57,15 +57,17 @@ class MxSender(Sender):
         self._mx_cache[domain] = (time.monotonic() + MX_CACHE_SECONDS, hosts)
         return hosts
 
-    def _pool(self, host: str, ip: str, policy: TlsPolicy, provider: str, source: ev.PoolAddress | None) -> SmtpPool:
-        key = f"{provider}|{host}|{ip}|{policy.key}|{source.ip if source else ''}"
+    def _pool(self, host: str, ip: str, policy: TlsPolicy, shaped: str, source: ev.PoolAddress | None) -> SmtpPool:
+        """Sessions to ``host`` at ``ip`` under ``policy``, from ``source``; ``shaped``: the
+        shaping key (the provider, and the source address of a pool: ``shaping_key``)."""
+        key = f"{shaped}|{host}|{ip}|{policy.key}"
         if key not in self._pools:
-            self._pools[key] = SmtpPool(ip, self.settings.mx_port, size=self.shaper.limits(provider).max_connections,
+            self._pools[key] = SmtpPool(ip, self.settings.mx_port, size=self.shaper.limits(shaped).max_connections,
                                         tls=policy.tls,
                                         local_hostname=source.ehlo_name if source else self.settings.hostname,
                                         server_hostname=host, context=self.tls.context(policy),
                                         check=self.tls.check(policy, host), verified=policy.verified,
-                                        slots=self.shaper.slots(provider), local_addr=source.ip if source else None)
+                                        slots=self.shaper.slots(shaped), local_addr=source.ip if source else None)
         return self._pools[key]
 
     async def _via(self, pool: SmtpPool, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
@@ -97,8 +99,9 @@ class MxSender(Sender):
                     return {r: DeliveryResult("deferred", None, f"the IP pool's warm-up caps for {provider} are reached "
                                                                  "for today", retry_after=self.settings.shaping_pause)
                             for r in rcpts}
-                pool = self._pool(host, ip, policy, provider, source)
-                results = await self.shaper.deliver(provider, rcpts, lambda some: self._via(pool, mail_from, some, raw))
+                key = shaping_key(provider, source)
+                pool = self._pool(host, ip, policy, key, source)
+                results = await self.shaper.deliver(key, rcpts, lambda some: self._via(pool, mail_from, some, raw))
                 if not all(r.connect_error for r in results.values()):
                     return results  # a session took place (a reply, or a drop mid-transaction): that is the outcome
                 last = {r: self._why(res, policy) for r, res in results.items()}  # next address, then next MX

@@ -35,6 +35,19 @@ PUBLISH_INTERVAL = 1.0  # seconds between two refreshes of the gauges, besides s
 STATES = ("normal", "backing_off", "paused")
 
 
+def shaping_key(provider: str, source: ev.PoolAddress | None) -> str:
+    """What limits, leases and the adaptive state are kept per: the provider, and the source
+    address when the mail leaves from a pool's (``google@192.0.2.7``). Providers judge each
+    sending address on its own (its connections, rate and reputation), so every address of a
+    pool has the provider's limits (KumoMTA's egress path: source × site); mail from the
+    hosts' own addresses shares one budget per provider for the whole installation."""
+    return f"{provider}@{source.ip}" if source is not None else provider
+
+
+def provider_of_key(key: str) -> str:
+    return key.partition("@")[0]
+
+
 class Slots:
     """Connection slots of one provider, for ``SmtpPool``: a lease per open session."""
 
@@ -69,10 +82,12 @@ class Shaper:
         for policy blocks and when it resumes."""
         self.settings, self.control, self.store, self.alert = settings, control, store, alert
         self._published = 0.0
+        self._turns: dict[str, int] = {}  # pool id → how many messages its warm addresses took, in turn
 
-    def limits(self, provider: str) -> ev.ProviderLimits:
+    def limits(self, key: str) -> ev.ProviderLimits:
+        """The limits of a provider, or of a provider from one source address (``shaping_key``)."""
         shaping = self.control.shaping if self.control is not None else None
-        return provider_limits.limits_for(provider, shaping.providers if shaping else {}, self.settings)
+        return provider_limits.limits_for(provider_of_key(key), shaping.providers if shaping else {}, self.settings)
 
     def slots(self, provider: str) -> Slots:
         return Slots(self, provider)
@@ -133,7 +148,8 @@ class Shaper:
         """The address the message being delivered leaves from: its service's IP pool's first
         address under its warm-up cap for ``provider`` (new addresses first, so they warm
         up; then warm ones), None when the service has no pool (the host's address), "wait"
-        when every address of the pool has reached today's cap."""
+        when every address of the pool has reached today's cap. Warm addresses take the
+        messages in turn."""
         owner = sending_for.get()
         svc = self.control.services.get(owner[1]) if owner and self.control is not None else None
         pool = self.control.ip_pools.get(svc.ip_pool_id) if svc and svc.ip_pool_id and self.control else None
@@ -145,7 +161,10 @@ class Shaper:
             if await self.store.take_warmup(address.ip, provider, today.isoformat(), limit):
                 return address
         warm = [a for a in pool.addresses if warmup.cap(pool, a, today) is None]
-        return warm[0] if warm else "wait"
+        if not warm:
+            return "wait"
+        turn = self._turns[pool.pool_id] = self._turns.get(pool.pool_id, -1) + 1
+        return warm[turn % len(warm)]  # in turn: each address has its own limits (shaping_key)
 
     async def wait_for_source(self, provider: str) -> ev.PoolAddress | None | Literal["wait"]:
         """``source``, waiting (in the provider's queue) up to the hold for a warm-up cap to
@@ -167,7 +186,7 @@ class Shaper:
         key = ev.alert_key(service_id, "provider_paused", provider, datetime.fromtimestamp(since, timezone.utc))
         await self.alert(ev.Alert(workspace_id=workspace_id, service_id=service_id or None, email_id=key,
                                   kind="provider_paused", state="raised" if state == "raised" else "cleared",
-                                  provider=provider, value=float(self.settings.shaping_block_spike),
+                                  provider=provider_of_key(provider), value=float(self.settings.shaping_block_spike),
                                   threshold=float(self.settings.shaping_block_spike), message=message[:500]))
 
     def publish(self) -> None:

@@ -9,8 +9,9 @@ the same port (POSTLINE_MX_PORT; tests/support/provider_mx.py).
   (seen in `GET /api/email/shaping`): the throttled are deferred, none bounces, everything
   is delivered after;
 - a service assigned to an IP pool sends from the pool's address (127.0.0.9) with its EHLO
-  name, and a new address's warm-up cap holds: the sends beyond it wait, none bounces.
-  (Last: it assigns the module's service to the pool.)"""
+  name, and a new address's warm-up cap holds: the sends beyond it wait, none bounces;
+- each address of a pool has the provider's limits of its own, the warm ones taking turns.
+  (Last: they assign the module's service to pools.)"""
 from __future__ import annotations
 
 import re
@@ -166,6 +167,29 @@ def test_a_pool_address_sends_and_its_warmup_cap_holds(installation):
     assert bad.status_code == 400 and "ip" in bad.json()["error"]
 
 
+def test_each_address_of_a_pool_has_the_providers_limits(installation):
+    """Two warm addresses take the messages in turn, each with Microsoft's one connection and
+    5 messages/s of its own (a pool of two sends twice a provider's rate)."""
+    api, key, sinks, sid = installation
+    r = api.admin("POST", "/api/email/ip-pools", json={"name": "warm", "addresses": [
+        {"ip": "127.0.0.10", "ehlo_name": "mta2.acme.test", "warm": True},
+        {"ip": "127.0.0.11", "ehlo_name": "mta3.acme.test", "warm": True}]})
+    assert r.status_code == 201, r.text
+    pool_id = r.json()["id"]
+    assert api.admin("PATCH", f"/api/email/services/{sid}", json={"ip_pool_id": pool_id}).status_code == 200
+    send_batch(api, key, "outlook.test", 30, "two-addresses")
+    got = wait_received(sinks["microsoft"], "two-addresses", 30)
+    by_address = {ip: [m.at for m in got if m.peer == ip] for ip in ("127.0.0.10", "127.0.0.11")}
+    assert all(len(times) >= 10 for times in by_address.values()), {ip: len(t) for ip, t in by_address.items()}
+    limits = LIMITS["microsoft"]
+    for ip, times in by_address.items():
+        assert sinks["microsoft"].max_sessions_by_peer[ip] <= limits["max_connections"], ip
+        assert most_in_one_second(times) <= limits["rate"] + RATE_TOLERANCE, ip
+    assert sinks["microsoft"].max_sessions == 2  # one per address at once: two budgets, not one shared
+    rows = api.admin("GET", "/api/email/shaping").json()["data"]
+    assert {r["source_ip"] for r in rows if r["provider"] == "microsoft"} >= {None, "127.0.0.10", "127.0.0.11"}
+
+
 @pytest.mark.browser
 def test_the_shaping_page_shows_providers_and_the_pools_warmup(installation, browser):
     api, _, _, _ = installation
@@ -179,7 +203,7 @@ def test_the_shaping_page_shows_providers_and_the_pools_warmup(installation, bro
         page.get_by_role("link", name="Shaping").click()
         page.wait_for_url("**/shaping")
         providers = page.get_by_role("table", name="Providers")
-        google = providers.get_by_role("row").filter(has_text="google")
+        google = providers.get_by_role("row").filter(has_text="google").first  # then one row per pool address
         assert "custom" in google.inner_text() and re.search(r"\b[0-2] / 2\b", google.inner_text())
         yahoo = providers.get_by_role("row").filter(has_text="yahoo").inner_text()
         assert "421 4.7.0" in yahoo  # its last throttling reply
