@@ -40,9 +40,11 @@ def provider_label(provider: str | None) -> str:
     return "other" if not provider or provider.startswith("other") else provider
 
 # Shaping per mailbox provider (services/relay/shaping/); names fixed by the Grafana dashboard
-SHAPING_RATE = Gauge("postline_shaping_rate", "Current messages/s allowed to the provider (after back-off)",
+SHAPING_RATE = Gauge("postline_shaping_rate", "Current messages/s allowed to the provider (after back-off; the "
+                     "lowest of its source addresses)",
                      ["provider"], multiprocess_mode="max")  # installation-wide: the same on every relay (max, not sum)
-SHAPING_STATE = Gauge("postline_shaping_state", "1 for the provider's current state (normal, backing_off, paused)",
+SHAPING_STATE = Gauge("postline_shaping_state", "1 for the provider's current state (normal, backing_off, paused; "
+                      "the worst of its source addresses)",
                       ["provider", "state"], multiprocess_mode="max")
 SHAPING_QUEUE_DEPTH = Gauge("postline_shaping_queue_depth", "Recipients waiting for the provider's rate or pause",
                             ["provider"], multiprocess_mode="livesum")

@@ -7,26 +7,33 @@ Records (key → JSON value):
 - ``relay|<id>``: a relay's heartbeat, every ``HEARTBEAT`` seconds and at once when its
   connections change: the providers it wants (it has mail for them: waiting for a turn or a
   slot, holding a connection, or sent within ``WANT_TTL``), its open connections per
-  provider, its policy blocks of the last minute, its warm-up counts of today. A relay's id
-  is new at each start; a relay whose heartbeat is older than ``ALIVE`` seconds holds nothing
-  (its process is gone with its connections), but its warm-up counts still count.
-- ``provider|<name>``: a provider's adaptive state (current rate, paused until, last reply,
-  paused for blocks), written by whichever relay changed it; the newest ``v`` (time, relay
-  id) wins, so two relays halving the same rate at once halve it once.
+  provider, its policy blocks of the last minute, its warm-up counts of the day. A relay's
+  id is new at each start; its warm-up counts count after it is gone.
+- ``provider|<key>``: a provider's adaptive state, written by whichever relay changed it and
+  merged field by field by every reader (``merge``: the same result in any order), so a
+  relay that had not yet read another's throttle cannot undo it.
+
+Who is alive is judged on this relay's own clock of receipt, against its own heartbeat read
+back: a relay that stops publishing counts ``ALIVE`` seconds after the others last heard it,
+while the others keep hearing themselves. A relay that does not hear its own heartbeat back
+within ``ALIVE`` (cut off from Kafka, or its loop stalled) is not heard by the others either:
+it opens no connection and starts no message until it is, and closes its sessions as their
+message ends — so the others may take its share.
 
 Shares, for the relays wanting a provider (ids sorted; the order rotates every ``ROTATE``
 seconds so that none waits forever when there are more relays than connections):
-``max_connections`` split ``C // n`` (the first ``C % n`` one more) and the rate ``rate / n``.
-A relay also never opens a connection while its own and the others' published connections
-reach ``max_connections``, and closes its connections above its share as their message ends.
+``max_connections`` split ``C // n`` (the first ``C % n`` one more; a slot gained at a rotation
+is used only ``SETTLE`` seconds later, once the relay that lost it has closed it) and the rate
+``rate / n``. A relay also never opens a connection while its own and the others' published
+connections reach ``max_connections``, and closes its sessions above its share as their
+message ends.
 
-Accuracy: every relay must see a newcomer before it sends. A relay that starts wanting a
-provider while other relays are alive waits ``SETTLE`` seconds (more than a heartbeat plus a
-fetch) before its first connection and message, so the others have shrunk their share by
-then. The limits hold as long as the log carries a heartbeat within ``SETTLE``; a relay cut
-off from Kafka keeps its last shares. The split is equal, not by demand: a relay with a
-trickle of mail for a provider holds its share up to ``WANT_TTL`` after its last message
-(docs/delivery.md)."""
+A newcomer waits: a relay that starts wanting a provider while others are alive (or that has
+just started) waits ``SETTLE`` seconds — several heartbeats and fetches — before its first
+connection and message, so the others have shrunk their share by then. The split is equal,
+not by demand: a relay with a trickle of mail for a provider holds its share up to
+``WANT_TTL`` after its last message. Warm-up caps may be passed by what the other relays
+counted in the last heartbeat (docs/delivery.md)."""
 from __future__ import annotations
 
 import asyncio
@@ -45,25 +52,47 @@ from shared.log.port import Consumer, EventLog, Record
 
 log = logging.getLogger(__name__)
 HEARTBEAT = 0.2  # seconds between two heartbeats of a relay
-ALIVE = 3.0  # seconds after its last heartbeat a relay still counts
-SETTLE = 0.6  # seconds a relay waits before using a provider it starts to want (others see it)
+ALIVE = 3.0  # seconds a relay counts after it was last heard
+SETTLE = 1.0  # seconds a relay waits before using a provider it starts to want (the others see it)
 WANT_TTL = 10.0  # seconds after its last message a relay still wants a provider
 ROTATE = 10.0  # seconds between two rotations of the connection shares' order
 RECHECK = 0.2  # longest sleep of a message waiting for its turn (the rate may change meanwhile)
 BLOCK_WINDOW = 60.0  # seconds policy blocks count toward a spike
-ROW_DEFAULTS: dict[str, Any] = {"rate": None, "paused_until": 0.0, "last_throttle": 0.0, "last_step": 0.0,
-                                "last_reply": None, "last_reply_at": None, "paused_for_blocks": False,
-                                "blocks_reset": 0.0, "alert_scope": None, "alert_since": None, "v": [0.0, ""]}
+FORGET_AFTER = 26 * 3600.0  # seconds after its last heartbeat a relay is forgotten (its warm-up day is over)
+NEVER = float("-inf")
+
+
+def _newer(a: dict[str, Any], b: dict[str, Any], *fields: str) -> dict[str, Any]:
+    def at(row: dict[str, Any]) -> tuple[float, ...]:
+        return tuple(row.get(f) or 0.0 for f in fields)
+    return b if at(b) > at(a) else a
+
+
+def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two versions of a provider's state as one (commutative, idempotent): the rate of the
+    one that knows the newer throttle (then the newer recovery step), the later pause, the
+    newer reply, the newer alert, the later end of a pause for blocks."""
+    rate, reply, alert = _newer(a, b, "last_throttle", "last_step"), _newer(a, b, "last_reply_at"), _newer(a, b, "alert_since")
+    return {"rate": rate.get("rate"), "last_throttle": rate.get("last_throttle") or 0.0,
+            "last_step": rate.get("last_step") or 0.0,
+            "paused_until": max(a.get("paused_until") or 0.0, b.get("paused_until") or 0.0),
+            "last_reply": reply.get("last_reply"), "last_reply_at": reply.get("last_reply_at"),
+            "alert_since": alert.get("alert_since"), "alert_scope": alert.get("alert_scope"),
+            "blocks_reset": max(a.get("blocks_reset") or 0.0, b.get("blocks_reset") or 0.0)}
+
+
+def paused_for_blocks(row: dict[str, Any]) -> bool:
+    return row.get("alert_since") is not None and row["alert_since"] > (row.get("blocks_reset") or 0.0)
 
 
 @dataclass
 class _Mine:
-    """This relay's part of one provider."""
+    """This relay's part of one provider (monotonic times)."""
     leases: set[str] = field(default_factory=set)
-    wanted_at: float = float("-inf")  # wall time of the last message or connection asked for
-    wanted_since: float = 0.0  # wall time the current want began
+    wanted_at: float = NEVER  # the last message or connection asked for
+    wanted_since: float = NEVER  # when the current want began
     waiting: int = 0  # messages waiting for their turn
-    last_start: float = 0.0  # wall time of this relay's last message start
+    last_start: float = NEVER  # this relay's last message start
     blocks: list[float] = field(default_factory=list)  # wall times of its policy blocks
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -71,7 +100,8 @@ class _Mine:
 @dataclass
 class _Peer:
     """Another relay, as its latest heartbeat says."""
-    at: float
+    seen: float  # monotonic time it was read here (NEVER: already stale when read)
+    at: float  # its wall time when it published
     want: set[str]
     held: dict[str, int]
     blocks: dict[str, list[float]]
@@ -79,17 +109,21 @@ class _Peer:
 
 
 class GossipShapingStore(ShapingStore):
-    """``observer``: reads the others' state and publishes nothing (the API's view)."""
+    """``observer``: reads the relays' state and publishes nothing (the API's view)."""
+    blocking = False
+    waits_in_reserve = True
 
     def __init__(self, log_: EventLog, observer: bool = False) -> None:
         self.log, self.observer = log_, observer
         self.me = uuid.uuid4().hex[:12]
         self.peers: dict[str, _Peer] = {}
-        self.rows: dict[str, dict[str, Any]] = {}  # provider → adaptive state
+        self.rows: dict[str, dict[str, Any]] = {}  # shaping key → adaptive state
         self.mine: dict[str, _Mine] = {}
         self.warm: dict[str, int] = {}  # "ip|provider|day" → this relay's count
-        self._lease_of: dict[str, str] = {}  # lease → provider
-        self._unsent: dict[str, dict[str, Any]] = {}  # provider rows not published yet
+        self._lease_of: dict[str, str] = {}  # lease → shaping key
+        self._raised: dict[str, list[tuple[str, float]]] = {}  # key → alerts this relay raised, to clear
+        self._unsent: set[str] = set()  # keys whose row changed here since the last publish
+        self._heard = self._first_heard = NEVER  # when this relay's own heartbeat was (first) read back
         self._kick = asyncio.Event()
         self._consumer: Consumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -112,62 +146,78 @@ class GossipShapingStore(ShapingStore):
         if not self.observer and self._consumer is not None:
             self.mine.clear()  # leaving: it wants and holds nothing (its warm-up counts stay)
             with contextlib.suppress(Exception):
-                await self._flush()
+                await asyncio.wait_for(self._flush(), ALIVE)
         if self._consumer is not None:
             await self._consumer.close()
 
-    # ------------------------------------------------------------ who wants what
-    def _m(self, provider: str) -> _Mine:
-        if provider not in self.mine:
-            self.mine[provider] = _Mine()
-        return self.mine[provider]
+    # ------------------------------------------------------------ who is heard, who wants what
+    def _heard_now(self, now: float) -> bool:
+        """This relay's own heartbeat came back within ALIVE: the others hear it too."""
+        return now - self._heard <= ALIVE
+
+    def _alive_ids(self) -> list[str]:
+        reference = time.monotonic() if self.observer else self._heard
+        return [pid for pid, p in self.peers.items() if reference - p.seen <= ALIVE]
+
+    def _alive(self) -> list[_Peer]:
+        return [self.peers[pid] for pid in self._alive_ids()]
+
+    def _m(self, key: str) -> _Mine:
+        if key not in self.mine:
+            self.mine[key] = _Mine()
+        return self.mine[key]
 
     def _wants(self, m: _Mine, now: float) -> bool:
         return bool(m.leases or m.waiting) or now - m.wanted_at <= WANT_TTL
 
-    def _want(self, provider: str) -> _Mine:
-        m, now = self._m(provider), time.time()
+    def _want(self, key: str) -> _Mine:
+        m, now = self._m(key), time.monotonic()
         if not self._wants(m, now):
             m.wanted_since = now
             self._kick.set()
         m.wanted_at = now
         return m
 
-    def _alive(self, now: float) -> list[_Peer]:
-        return [p for p in self.peers.values() if now - p.at <= ALIVE]
-
-    def _active(self, provider: str, now: float) -> list[str]:
-        """Ids of the relays that want ``provider``, sorted (this one among them when it does)."""
-        ids = [pid for pid, p in self.peers.items()
-               if now - p.at <= ALIVE and (provider in p.want or p.held.get(provider))]
-        m = self.mine.get(provider)
-        if not self.observer and m is not None and self._wants(m, now):
+    def _active(self, key: str) -> list[str]:
+        """Ids of the relays that want ``key``, sorted (this one among them when it does)."""
+        ids = [pid for pid in self._alive_ids() if key in self.peers[pid].want or self.peers[pid].held.get(key)]
+        m = self.mine.get(key)
+        if not self.observer and m is not None and self._wants(m, time.monotonic()):
             ids.append(self.me)
         return sorted(ids)
 
-    def _settled(self, m: _Mine, now: float) -> bool:
-        """Past the newcomer's wait (none when no other relay is alive)."""
-        return now >= m.wanted_since + SETTLE or not self._alive(now)
+    def _may_send(self, m: _Mine, now: float) -> bool:
+        """Heard, and past the newcomer's wait (after a start, or a new want while others are alive)."""
+        if not self._heard_now(now):
+            return False
+        return now >= m.wanted_since + SETTLE or (not self._alive() and now >= self._first_heard + SETTLE)
 
-    def _connection_share(self, provider: str, max_connections: int, now: float) -> int:
-        ids = self._active(provider, now)
-        if self.me not in ids:
-            return 0
+    def _share_at(self, ids: list[str], max_connections: int, wall: float) -> int:
         n = len(ids)
-        rank = (ids.index(self.me) - int(now // ROTATE)) % n
+        rank = (ids.index(self.me) - int(wall // ROTATE)) % n
         return max_connections // n + (1 if rank < max_connections % n else 0)
 
-    def _held_by_others(self, provider: str, now: float) -> int:
-        return sum(p.held.get(provider, 0) for p in self._alive(now))
+    def _connection_share(self, key: str, max_connections: int, settled: bool = False) -> int:
+        """This relay's connections of ``key``; ``settled``: a slot gained at a rotation only
+        once SETTLE has passed (the relay that lost it saw the rotation and closed it)."""
+        ids = self._active(key)
+        if self.me not in ids:
+            return 0
+        wall = time.time()
+        share = self._share_at(ids, max_connections, wall)
+        return min(share, self._share_at(ids, max_connections, wall - SETTLE)) if settled else share
+
+    def _held_by_others(self, key: str) -> int:
+        return sum(p.held.get(key, 0) for p in self._alive())
 
     # ------------------------------------------------------------ connections
     async def lease(self, provider: str, max_connections: int) -> str | None:
-        m, now = self._want(provider), time.time()
-        if not self._settled(m, now):
+        m, now = self._want(provider), time.monotonic()
+        if not self._may_send(m, now):
             return None
-        if len(m.leases) >= self._connection_share(provider, max_connections, now):
+        if len(m.leases) >= self._connection_share(provider, max_connections, settled=True):
             return None
-        if len(m.leases) + self._held_by_others(provider, now) >= max_connections:
+        if len(m.leases) + self._held_by_others(provider) >= max_connections:
             return None
         lease = uuid.uuid4().hex
         m.leases.add(lease)
@@ -186,37 +236,37 @@ class GossipShapingStore(ShapingStore):
 
     def over_share(self, provider: str, max_connections: int) -> bool:
         m = self.mine.get(provider)
-        return m is not None and len(m.leases) > self._connection_share(provider, max_connections, time.time())
+        if m is None or not m.leases:
+            return False
+        return not self._heard_now(time.monotonic()) or len(m.leases) > self._connection_share(provider, max_connections)
 
     # ------------------------------------------------------------ rate
-    def row(self, provider: str) -> dict[str, Any]:
-        return {**ROW_DEFAULTS, **self.rows.get(provider, {})}
+    def row(self, key: str) -> dict[str, Any]:
+        return merge(self.rows.get(key, {}), {})
 
     async def reserve(self, provider: str, configured: float) -> float:
-        """Waits here (the rate or the pause may change meanwhile) and returns now: this
-        relay's messages leave ``1 / (rate / relays wanting it)`` apart."""
+        """Waits here (the rate, the pause or the relays wanting it may change meanwhile) and
+        returns the start: this relay's messages leave ``1 / (rate / relays wanting it)`` apart."""
         m = self._want(provider)
         m.waiting += 1
         try:
             async with m.turn:
                 while True:
-                    now = time.time()
+                    now, wall = time.monotonic(), time.time()
                     row = self.row(provider)
-                    rate = min(row["rate"] or configured, configured) / max(1, len(self._active(provider, now)))
-                    start = max(m.last_start + 1.0 / rate, row["paused_until"],
-                                now if self._settled(m, now) else m.wanted_since + SETTLE)
-                    if start <= now:
+                    rate = min(row["rate"] or configured, configured) / max(1, len(self._active(provider)))
+                    if self._may_send(m, now) and now >= m.last_start + 1.0 / rate and wall >= row["paused_until"]:
                         m.last_start = m.wanted_at = now
-                        return now
-                    await asyncio.sleep(min(start - now, RECHECK))
+                        return wall
+                    wait = max(m.last_start + 1.0 / rate - now, row["paused_until"] - wall, 0.01)
+                    await asyncio.sleep(min(wait, RECHECK))
         finally:
             m.waiting -= 1
 
     # ------------------------------------------------------------ adaptive
-    def _write(self, provider: str, row: dict[str, Any], now: float) -> None:
-        row["v"] = [now, self.me]
-        self.rows[provider] = row
-        self._unsent[provider] = row
+    def _write(self, key: str, row: dict[str, Any]) -> None:
+        self.rows[key] = merge(self.rows.get(key, {}), row)
+        self._unsent.add(key)
         self._kick.set()
 
     async def throttled(self, provider: str, configured: float, reply: str, pause: float) -> float:
@@ -224,9 +274,9 @@ class GossipShapingStore(ShapingStore):
         current = min(row["rate"] or configured, configured)
         # replies to messages sent before this pause began come back together: one halving per pause
         rate = current if row["paused_until"] > now else max(current / 2, configured * MIN_RATE_SHARE)
-        row.update(rate=rate, paused_until=max(row["paused_until"], now + pause), last_throttle=now,
+        row.update(rate=rate, last_throttle=now, paused_until=max(row["paused_until"], now + pause),
                    last_reply=reply[:300], last_reply_at=now)
-        self._write(provider, row, now)
+        self._write(provider, row)
         return float(rate)
 
     async def blocked(self, provider: str, reply: str, spike: int, pause: float, scope: str) -> float | None:
@@ -234,28 +284,33 @@ class GossipShapingStore(ShapingStore):
         m.blocks = [t for t in m.blocks if now - t < BLOCK_WINDOW] + [now]
         seen = m.blocks + [t for p in self.peers.values() for t in p.blocks.get(provider, [])]
         blocks = sum(1 for t in seen if now - t < BLOCK_WINDOW and t > row["blocks_reset"])
-        raise_it = blocks >= spike and not row["paused_for_blocks"]
+        raise_it = blocks >= spike and not paused_for_blocks(row)
         row.update(last_reply=reply[:300], last_reply_at=now)
         if raise_it:
-            row.update(paused_until=now + pause, paused_for_blocks=True, alert_scope=scope, alert_since=now)
-        self._write(provider, row, now)
+            row.update(paused_until=max(row["paused_until"], now + pause), alert_since=now, alert_scope=scope)
+            self._raised.setdefault(provider, []).append((scope, now))
+        self._write(provider, row)
         return now if raise_it else None
 
-    async def clean(self, provider: str, configured: float, recovery: float) -> tuple[str, float] | None:
-        if provider not in self.rows:
-            return None
-        row, now, changed, ended = self.row(provider), time.time(), False, None
+    async def clean(self, provider: str, configured: float, recovery: float) -> list[tuple[str, float]]:
+        """As the port says; each relay clears the alerts it raised (two relays may have
+        completed a spike at once, each raising its own)."""
+        if provider not in self.rows and provider not in self._raised:
+            return []
+        row, now, changed = self.row(provider), time.time(), False
         rate = row["rate"]
         if rate is not None and rate < configured and now - max(row["last_throttle"], row["last_step"]) >= recovery:
             grown = rate + configured / 4
             row.update(rate=None if grown >= configured else grown, last_step=now)
             changed = True
-        if row["paused_for_blocks"] and row["paused_until"] <= now:
-            row.update(paused_for_blocks=False, blocks_reset=now)
-            ended, changed = (row["alert_scope"] or "|", row["alert_since"] or now), True
+        if paused_for_blocks(row) and row["paused_until"] <= now:
+            row.update(blocks_reset=now)
+            changed = True
         if changed:
-            self._write(provider, row, now)
-        return ended
+            self._write(provider, row)
+        if provider in self._raised and not paused_for_blocks(self.row(provider)):
+            return self._raised.pop(provider)
+        return []
 
     # ------------------------------------------------------------ warm-up
     def _warm_total(self, key: str) -> int:
@@ -281,60 +336,80 @@ class GossipShapingStore(ShapingStore):
 
     def views(self) -> list[ProviderView]:
         now = time.time()
-        held = {name: len(m.leases) for name, m in self.mine.items() if m.leases}
-        for peer in self._alive(now):
-            for name, n in peer.held.items():
-                held[name] = held.get(name, 0) + n
+        held = {key: len(m.leases) for key, m in self.mine.items() if m.leases}
+        for peer in self._alive():
+            for key, n in peer.held.items():
+                held[key] = held.get(key, 0) + n
         out = []
-        for name in sorted(set(self.rows) | {n for n, c in held.items() if c}):
-            row = self.row(name)
-            out.append(ProviderView(name, row["rate"], row["paused_until"] if row["paused_until"] > now else 0.0,
+        for key in sorted(set(self.rows) | {k for k, c in held.items() if c}):
+            row = self.row(key)
+            out.append(ProviderView(key, row["rate"], row["paused_until"] if row["paused_until"] > now else 0.0,
                                     row["rate"] is not None, row["last_reply"], row["last_reply_at"],
-                                    held.get(name, 0), bool(row["paused_for_blocks"])))
+                                    held.get(key, 0), paused_for_blocks(row)))
         return out
 
     # ------------------------------------------------------------ sharing
-    def _heartbeat(self, now: float) -> tuple[str, bytes]:
-        value = {"k": "relay", "p": self.me, "at": now,
-                 "want": sorted(name for name, m in self.mine.items() if self._wants(m, now)),
-                 "held": {name: len(m.leases) for name, m in self.mine.items() if m.leases},
-                 "blocks": {name: [t for t in m.blocks if now - t < BLOCK_WINDOW]
-                            for name, m in self.mine.items() if m.blocks},
+    def _heartbeat(self) -> tuple[str, bytes]:
+        now, wall = time.monotonic(), time.time()
+        for m in self.mine.values():
+            m.blocks = [t for t in m.blocks if wall - t < BLOCK_WINDOW]
+        value = {"k": "relay", "p": self.me, "at": wall,
+                 "want": sorted(key for key, m in self.mine.items() if self._wants(m, now)),
+                 "held": {key: len(m.leases) for key, m in self.mine.items() if m.leases},
+                 "blocks": {key: m.blocks for key, m in self.mine.items() if m.blocks},
                  "warm": self.warm}
         return f"relay|{self.me}", json.dumps(value).encode()
 
+    def _forget(self) -> None:
+        """Drop what no longer matters: idle keys of this relay, relays gone for a day."""
+        now, wall = time.monotonic(), time.time()
+        for key in [k for k, m in self.mine.items()
+                    if not self._wants(m, now) and not m.blocks and not m.turn.locked()]:
+            del self.mine[key]
+        for pid in [pid for pid, p in self.peers.items() if wall - p.at > FORGET_AFTER]:
+            del self.peers[pid]
+
     async def _flush(self) -> None:
-        rows, self._unsent = self._unsent, {}
-        records = [(f"provider|{name}", json.dumps({"k": "provider", "name": name, "row": row}).encode())
-                   for name, row in rows.items()]
-        records.append(self._heartbeat(time.time()))
+        keys, self._unsent = self._unsent, set()
+        records = [(f"provider|{key}", json.dumps({"k": "provider", "key": key, "row": self.rows[key]}).encode())
+                   for key in keys]
+        records.append(self._heartbeat())
         try:
             await self.log.append_many(ev.Topic.SHAPING, records)
         except BaseException:
-            self._unsent = {**rows, **self._unsent}
+            self._unsent |= keys
             raise
 
     async def _publish_loop(self) -> None:
+        last_forget = time.monotonic()
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), HEARTBEAT)
             self._kick.clear()
+            if time.monotonic() - last_forget > 60:
+                self._forget()
+                last_forget = time.monotonic()
             try:
-                await self._flush()
-            except Exception:  # the log is down: the next heartbeat carries it all
+                await asyncio.wait_for(self._flush(), ALIVE)
+            except Exception:  # the log is down: this relay is not heard, and stops (see the module docstring)
                 log.debug("shaping state not published", exc_info=True)
                 await asyncio.sleep(HEARTBEAT)
 
     def _apply(self, records: list[Record]) -> None:
+        now, wall = time.monotonic(), time.time()
         for rec in records:
             try:
                 value = json.loads(rec.value)
-                if value["k"] == "relay" and value["p"] != self.me:
-                    self.peers[value["p"]] = _Peer(float(value["at"]), set(value["want"]), dict(value["held"]),
-                                                   dict(value["blocks"]), dict(value["warm"]))
+                if value["k"] == "relay" and value["p"] == self.me:
+                    self._heard = now
+                    if self._first_heard == NEVER:
+                        self._first_heard = now
+                elif value["k"] == "relay":
+                    at = float(value["at"])
+                    self.peers[value["p"]] = _Peer(now if wall - at <= ALIVE else NEVER, at, set(value["want"]),
+                                                   dict(value["held"]), dict(value["blocks"]), dict(value["warm"]))
                 elif value["k"] == "provider":
-                    row, name = value["row"], value["name"]
-                    if list(row["v"]) > list(self.row(name)["v"]):
-                        self.rows[name] = {**ROW_DEFAULTS, **row}
+                    key = value["key"]
+                    self.rows[key] = merge(self.rows.get(key, {}), dict(value["row"]))
             except (ValueError, KeyError, TypeError):
                 log.warning("skipping an unreadable shaping record at %s/%s", rec.partition, rec.offset)

@@ -27,6 +27,9 @@ class ProviderView:
 
 
 class ShapingStore(abc.ABC):
+    blocking = True  # its methods do file I/O: the shaper runs ``views``/``sent_today`` off the event loop
+    waits_in_reserve = False  # ``reserve`` returns a start time (False) or waits for it itself (True)
+
     async def start(self) -> None:
         """Be ready to decide (Kafka: the other relays' state read up to now)."""
 
@@ -67,10 +70,10 @@ class ShapingStore(abc.ABC):
         episode start; ``scope`` names whose message completed it, for the clearing)."""
 
     @abc.abstractmethod
-    async def clean(self, provider: str, configured: float, recovery: float) -> tuple[str, float] | None:
+    async def clean(self, provider: str, configured: float, recovery: float) -> list[tuple[str, float]]:
         """A message went through: after ``recovery`` clean seconds a backed-off rate grows a
-        quarter of the configured rate. When a pause for policy blocks just ended: the raised
-        alert's ``(scope, since)``, to clear it."""
+        quarter of the configured rate. When a pause for policy blocks has ended: the raised
+        alerts' ``(scope, since)`` this process is to clear (each once)."""
 
     @abc.abstractmethod
     async def take_warmup(self, ip: str, provider: str, day: str, cap: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -26,6 +27,7 @@ from shared import metrics
 from shared.control.state import ControlState
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
 # (workspace_id, service_id) of the message being delivered, set by the relay's handler: whose
 # message completed a spike of policy blocks (the alert's owner)
 sending_for: ContextVar[tuple[str, str] | None] = ContextVar("sending_for", default=None)
@@ -48,6 +50,17 @@ def provider_of_key(key: str) -> str:
     return key.partition("@")[0]
 
 
+def label_of(key: str) -> str:
+    """The metrics' ``provider`` label of a shaping key: the provider (``other`` for every
+    ``other:<domain>``), without the source address, so the series stay few."""
+    return metrics.provider_label(provider_of_key(key))
+
+
+def warmup_bucket(provider: str) -> str:
+    """What a warm-up cap counts per: a named provider, or every other destination together."""
+    return metrics.provider_label(provider)
+
+
 class Slots:
     """Connection slots of one provider, for ``SmtpPool``: a lease per open session."""
 
@@ -61,7 +74,7 @@ class Slots:
     async def acquire(self) -> str:
         while (lease := await self.shaper.store.lease(self.provider, self.shaper.limits(self.provider).max_connections)) is None:
             await asyncio.sleep(SLOT_POLL)
-        metrics.SHAPING_CONNECTIONS.labels(self.provider).inc()
+        metrics.SHAPING_CONNECTIONS.labels(label_of(self.provider)).inc()
         return lease
 
     async def renew(self, lease: str) -> None:
@@ -71,7 +84,7 @@ class Slots:
         return self.shaper.store.over_share(self.provider, self.shaper.limits(self.provider).max_connections)
 
     async def release(self, lease: str) -> None:
-        metrics.SHAPING_CONNECTIONS.labels(self.provider).dec()
+        metrics.SHAPING_CONNECTIONS.labels(label_of(self.provider)).dec()
         await self.shaper.store.release(lease)
 
 
@@ -94,15 +107,23 @@ class Shaper:
 
     async def _wait_turn(self, provider: str, n: int) -> None:
         """Wait for the provider's next start time (its pause, then its rate): the store
-        returns it (embedded) or waits for it itself (Kafka)."""
-        depth = metrics.SHAPING_QUEUE_DEPTH.labels(provider)
-        depth.inc(n)
-        try:
-            start = await self.store.reserve(provider, self.limits(provider).rate)
-            if (delay := start - time.time()) > 0:
+        returns it (embedded) or waits for it itself (Kafka). The queue depth counts the
+        recipients waiting."""
+        depth = metrics.SHAPING_QUEUE_DEPTH.labels(label_of(provider))
+        if self.store.waits_in_reserve:
+            depth.inc(n)
+            try:
+                await self.store.reserve(provider, self.limits(provider).rate)
+            finally:
+                depth.dec(n)
+            return
+        start = await self.store.reserve(provider, self.limits(provider).rate)
+        if (delay := start - time.time()) > 0:
+            depth.inc(n)
+            try:
                 await asyncio.sleep(delay)
-        finally:
-            depth.dec(n)
+            finally:
+                depth.dec(n)
 
     async def deliver(self, provider: str, rcpts: list[str],
                       send: Callable[[list[str]], Awaitable[dict[str, DeliveryResult]]]) -> dict[str, DeliveryResult]:
@@ -137,12 +158,14 @@ class Shaper:
             if since is not None:
                 await self._alert("raised", provider, owner, since, f"{provider} paused after a spike of policy blocks: {reply}")
         elif any(res.status == "delivered" for res in results.values()):
-            ended = await self.store.clean(provider, configured, self.settings.shaping_recovery)
-            if ended is not None:
-                workspace_id, _, service_id = ended[0].partition("|")
-                await self._alert("cleared", provider, (workspace_id, service_id), ended[1], f"{provider} resumed")
+            for scope, since in await self.store.clean(provider, configured, self.settings.shaping_recovery):
+                workspace_id, _, service_id = scope.partition("|")
+                await self._alert("cleared", provider, (workspace_id, service_id), since, f"{provider} resumed")
         if kinds.keys() & {"throttle", "block"} or time.monotonic() - self._published >= PUBLISH_INTERVAL:
-            await asyncio.to_thread(self.publish)
+            if self.store.blocking:
+                await asyncio.to_thread(self.publish)
+            else:  # in memory: read on the loop that changes it
+                self.publish()
 
     async def source(self, provider: str) -> ev.PoolAddress | None | Literal["wait"]:
         """The address the message being delivered leaves from: its service's IP pool's first
@@ -158,7 +181,7 @@ class Shaper:
         today = datetime.now(timezone.utc).date()
         capped = [(a, c) for a in pool.addresses if (c := warmup.cap(pool, a, today)) is not None]
         for address, limit in capped:
-            if await self.store.take_warmup(address.ip, provider, today.isoformat(), limit):
+            if await self.store.take_warmup(address.ip, warmup_bucket(provider), today.isoformat(), limit):
                 return address
         warm = [a for a in pool.addresses if warmup.cap(pool, a, today) is None]
         if not warm:
@@ -171,7 +194,7 @@ class Shaper:
         grow (a new day, a changed schedule); "wait" after that: defer the message."""
         hold_until = time.monotonic() + self.settings.shaping_hold
         while (chosen := await self.source(provider)) == "wait" and time.monotonic() < hold_until:
-            depth = metrics.SHAPING_QUEUE_DEPTH.labels(provider)
+            depth = metrics.SHAPING_QUEUE_DEPTH.labels(label_of(provider))
             depth.inc()
             try:
                 await asyncio.sleep(WARMUP_POLL)
@@ -190,14 +213,25 @@ class Shaper:
                                   threshold=float(self.settings.shaping_block_spike), message=message[:500]))
 
     def publish(self) -> None:
-        """The gauges of every provider with state (rate, state)."""
+        """The gauges of every provider with state: per label (``label_of``), the lowest
+        current rate and the worst state among its keys (a paused source address shows).
+        Never raises: a metrics refresh must not fail a delivery."""
         self._published = time.monotonic()
-        now = time.time()
-        for view in self.store.views():
-            configured = self.limits(view.provider).rate
-            metrics.SHAPING_RATE.labels(view.provider).set(view.rate if view.rate is not None else configured)
-            state = "paused" if view.paused_until > now else "backing_off" if view.backing_off else "normal"
-            for s in STATES:
-                metrics.SHAPING_STATE.labels(view.provider, s).set(1 if s == state else 0)
-        for ip, counts in self.store.sent_today(datetime.now(timezone.utc).date().isoformat()).items():
-            metrics.IP_WARMUP_SENT_TODAY.labels(ip).set(sum(counts.values()))
+        try:
+            now = time.time()
+            rates: dict[str, float] = {}
+            states: dict[str, int] = {}
+            for view in self.store.views():
+                label, configured = label_of(view.provider), self.limits(view.provider).rate
+                rate = view.rate if view.rate is not None else configured
+                rates[label] = min(rates.get(label, rate), rate)
+                state = 2 if view.paused_until > now else 1 if view.backing_off else 0
+                states[label] = max(states.get(label, 0), state)
+            for label, rate in rates.items():
+                metrics.SHAPING_RATE.labels(label).set(rate)
+                for i, s in enumerate(STATES):
+                    metrics.SHAPING_STATE.labels(label, s).set(1 if i == states[label] else 0)
+            for ip, counts in self.store.sent_today(datetime.now(timezone.utc).date().isoformat()).items():
+                metrics.IP_WARMUP_SENT_TODAY.labels(ip).set(sum(counts.values()))
+        except Exception:
+            log.warning("shaping gauges not refreshed", exc_info=True)

@@ -155,15 +155,13 @@ class SqliteShapingStore(ShapingStore):
             return now if raise_it else None
         return await self.run(job)
 
-    async def clean(self, provider: str, configured: float, recovery: float) -> tuple[str, float] | None:
-        """A message went through: after ``recovery`` clean seconds a backed-off rate grows a
-        quarter of the configured rate. When a pause for policy blocks just ended: the raised
-        alert's ``(scope, since)``, to clear it (once: the first process to see it)."""
-        def job(conn: sqlite3.Connection, now: float) -> tuple[str, float] | None:
+    async def clean(self, provider: str, configured: float, recovery: float) -> list[tuple[str, float]]:
+        """As the port says; the alert is cleared once: by the first process to see the end."""
+        def job(conn: sqlite3.Connection, now: float) -> list[tuple[str, float]]:
             row = conn.execute("SELECT rate, last_throttle, last_step, paused_until, paused_for_blocks, alert_scope, "
                                "alert_since FROM providers WHERE provider=?", (provider,)).fetchone()
             if row is None:
-                return None
+                return []
             rate, last_throttle, last_step, paused_until, for_blocks, scope, since = row
             if rate is not None and rate < configured and now - max(last_throttle, last_step) >= recovery:
                 grown = rate + configured / 4
@@ -171,8 +169,8 @@ class SqliteShapingStore(ShapingStore):
                              (None if grown >= configured else grown, now, provider))
             if for_blocks and paused_until <= now:
                 conn.execute("UPDATE providers SET paused_for_blocks=0, blocks=0 WHERE provider=?", (provider,))
-                return (scope or "|", since or now)
-            return None
+                return [(scope or "|", since or now)]
+            return []
         return await self.run(job)
 
     # ---------------------------------------------------------------- warm-up

@@ -120,6 +120,9 @@ def test_throttling_halves_the_rate_and_nothing_bounces(installation):
         time.sleep(0.1)
     assert row["current_rate"] < LIMITS["yahoo"]["rate"] and row["state"] in ("backing_off", "paused"), row
     assert row["last_reply"].startswith("421 4.7.0")
+    metrics = api.http.get("/metrics").text  # every process's gauges (the relays publish on a throttle)
+    assert re.search(r'^postline_shaping_state\{provider="yahoo",state="(backing_off|paused)"\} 1\.0$', metrics, re.M)
+    assert re.search(r'^postline_shaping_rate\{provider="yahoo"\} [0-3](\.\d+)?$', metrics, re.M)  # under its 4/s
     time.sleep(4)  # the provider keeps throttling a few seconds
     with sink.lock:
         sink.data_replies = []
