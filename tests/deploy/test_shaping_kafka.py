@@ -3,7 +3,8 @@ relay` processes on the test broker, each with its own data dir (as replicas hav
 server publishing Google's and Yahoo's MX hosts, an aiosmtpd sink per provider.
 
 - the limits hold for both relays together, measured at the sink — sessions open at once,
-  messages in any 1 s window — while both relays deliver (each one's metrics count some);
+  messages in any 1 s window — while both relays deliver (each one's metrics count some), and
+  the API process shows the recipients waiting (what the relays publish);
 - a provider answering `421 4.7.0 … try again later` for a few seconds: the halved rate is seen
   by the API process (it reads what the relays publish), nothing bounces, all is delivered once."""
 from __future__ import annotations
@@ -14,8 +15,8 @@ import time
 import httpx
 import pytest
 
-from tests.services.relay.test_shaping import (RATE_TOLERANCE, THROTTLE, most_in_one_second, provider_row,
-                                               send_batch, wait_received)
+from tests.services.relay.test_shaping import (RATE_TOLERANCE, THROTTLE, most_in_one_second, most_queued,
+                                               provider_row, send_batch, wait_received)
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
@@ -59,6 +60,7 @@ def delivered_by(relay: PostlineProcess) -> float:
 def test_two_relay_replicas_hold_one_providers_limits(replicas):
     api, key, sinks, relays = replicas
     send_batch(api, key, "gmail.test", 80, "kafka-limits")
+    assert most_queued(api, "google") > 0, "80 messages at 10/s: some wait for their turn (the relays say so)"
     got = wait_received(sinks["google"], "kafka-limits", 80, timeout=90)
     assert len(got) == 80, "a message arrived twice"
     assert all(delivered_by(r) > 0 for r in relays), "both relays should have delivered some of the messages"

@@ -41,7 +41,8 @@ def _state_view(configured: ev.ProviderLimits, live: ProviderView | None) -> dic
     paused = live is not None and live.paused_until > 0
     state = "paused" if paused else "backing_off" if live is not None and live.backing_off else "normal"
     return {"current_rate": rate, "state": state, "paused_until": _when(live.paused_until) if live else None,
-            "connections": live.connections if live else 0, "last_reply": live.last_reply if live else None,
+            "connections": live.connections if live else 0, "queued": live.queued if live else 0,
+            "last_reply": live.last_reply if live else None,
             "last_reply_at": _when(live.last_reply_at) if live else None}
 
 

@@ -7,7 +7,8 @@ Records (key → JSON value):
 - ``relay|<id>``: a relay's heartbeat, every ``HEARTBEAT`` seconds and at once when its
   connections change: the providers it wants (it has mail for them: waiting for a turn or a
   slot, holding a connection, or sent within ``WANT_TTL``), its open connections per
-  provider, its policy blocks of the last minute, its warm-up counts of the day. A relay's
+  provider, its recipients waiting per provider, its policy blocks of the last minute, its
+  warm-up counts of the day. A relay's
   id is new at each start; its warm-up counts count after it is gone.
 - ``provider|<key>``: a provider's adaptive state, written by whichever relay changed it and
   merged field by field by every reader (``merge``: the same result in any order), so a
@@ -106,6 +107,7 @@ class _Peer:
     held: dict[str, int]
     blocks: dict[str, list[float]]
     warm: dict[str, int]
+    queued: dict[str, int]
 
 
 class GossipShapingStore(ShapingStore):
@@ -120,6 +122,7 @@ class GossipShapingStore(ShapingStore):
         self.rows: dict[str, dict[str, Any]] = {}  # shaping key → adaptive state
         self.mine: dict[str, _Mine] = {}
         self.warm: dict[str, int] = {}  # "ip|provider|day" → this relay's count
+        self._queued: dict[str, int] = {}  # key → this relay's recipients waiting for it
         self._lease_of: dict[str, str] = {}  # lease → shaping key
         self._raised: dict[str, list[tuple[str, float]]] = {}  # key → alerts this relay raised, to clear
         self._unsent: set[str] = set()  # keys whose row changed here since the last publish
@@ -240,6 +243,15 @@ class GossipShapingStore(ShapingStore):
             return False
         return not self._heard_now(time.monotonic()) or len(m.leases) > self._connection_share(provider, max_connections)
 
+    async def queued(self, provider: str, n: int) -> None:
+        """Counted here and published with the heartbeat (a dead relay's count goes with it)."""
+        if n:
+            left = self._queued.get(provider, 0) + n
+            if left > 0:
+                self._queued[provider] = left
+            else:
+                self._queued.pop(provider, None)
+
     # ------------------------------------------------------------ rate
     def row(self, key: str) -> dict[str, Any]:
         return merge(self.rows.get(key, {}), {})
@@ -337,15 +349,18 @@ class GossipShapingStore(ShapingStore):
     def views(self) -> list[ProviderView]:
         now = time.time()
         held = {key: len(m.leases) for key, m in self.mine.items() if m.leases}
+        queued = dict(self._queued)
         for peer in self._alive():
             for key, n in peer.held.items():
                 held[key] = held.get(key, 0) + n
+            for key, n in peer.queued.items():
+                queued[key] = queued.get(key, 0) + n
         out = []
-        for key in sorted(set(self.rows) | {k for k, c in held.items() if c}):
+        for key in sorted(set(self.rows) | {k for k, c in held.items() if c} | {k for k, n in queued.items() if n}):
             row = self.row(key)
             out.append(ProviderView(key, row["rate"], row["paused_until"] if row["paused_until"] > now else 0.0,
                                     row["rate"] is not None, row["last_reply"], row["last_reply_at"],
-                                    held.get(key, 0), paused_for_blocks(row)))
+                                    held.get(key, 0), paused_for_blocks(row), queued.get(key, 0)))
         return out
 
     # ------------------------------------------------------------ sharing
@@ -357,7 +372,7 @@ class GossipShapingStore(ShapingStore):
                  "want": sorted(key for key, m in self.mine.items() if self._wants(m, now)),
                  "held": {key: len(m.leases) for key, m in self.mine.items() if m.leases},
                  "blocks": {key: m.blocks for key, m in self.mine.items() if m.blocks},
-                 "warm": self.warm}
+                 "warm": self.warm, "queued": self._queued}
         return f"relay|{self.me}", json.dumps(value).encode()
 
     def _forget(self) -> None:
@@ -407,7 +422,8 @@ class GossipShapingStore(ShapingStore):
                 elif value["k"] == "relay":
                     at = float(value["at"])
                     self.peers[value["p"]] = _Peer(now if wall - at <= ALIVE else NEVER, at, set(value["want"]),
-                                                   dict(value["held"]), dict(value["blocks"]), dict(value["warm"]))
+                                                   dict(value["held"]), dict(value["blocks"]), dict(value["warm"]),
+                                                   dict(value.get("queued", {})))
                 elif value["k"] == "provider":
                     key = value["key"]
                     self.rows[key] = merge(self.rows.get(key, {}), dict(value["row"]))

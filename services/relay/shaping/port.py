@@ -11,6 +11,7 @@ import abc
 from dataclasses import dataclass
 
 MIN_RATE_SHARE = 1 / 16  # back-off never goes below this share of the configured rate
+QUEUE_TTL = 30.0  # seconds a process's queue count lives without a refresh
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ProviderView:
     last_reply_at: float | None
     connections: int
     paused_for_blocks: bool
+    queued: int = 0  # recipients waiting in the relays for its turn, pause or warm-up cap
 
 
 class ShapingStore(abc.ABC):
@@ -52,6 +54,12 @@ class ShapingStore(abc.ABC):
         """This process holds more of ``provider``'s connections than its share now (a relay
         joined): the session that just finished a message closes instead of idling."""
         return False
+
+    @abc.abstractmethod
+    async def queued(self, provider: str, n: int) -> None:
+        """``n`` more (negative: fewer) of this process's recipients wait for ``provider``;
+        ``n`` = 0 says the ones counted still wait (a count not refreshed for ``QUEUE_TTL``
+        seconds is gone: its process died)."""
 
     @abc.abstractmethod
     async def reserve(self, provider: str, configured: float) -> float:

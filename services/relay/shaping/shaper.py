@@ -9,10 +9,11 @@ bounces, as before."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Literal
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from services.relay.outcome import DeliveryResult
 from services.relay.shaping import limits as provider_limits
 from services.relay.shaping.replies import classify
 from services.relay.shaping import warmup
-from services.relay.shaping.port import ShapingStore
+from services.relay.shaping.port import QUEUE_TTL, ShapingStore
 from shared import events as ev
 from shared import metrics
 from shared.control.state import ControlState
@@ -105,25 +106,38 @@ class Shaper:
     def slots(self, provider: str) -> Slots:
         return Slots(self, provider)
 
+    @contextlib.asynccontextmanager
+    async def _queued(self, key: str, n: int) -> AsyncIterator[None]:
+        """``n`` recipients wait for ``key`` meanwhile: in the gauge and the shared count
+        (``GET /api/email/shaping``'s ``queued``)."""
+        depth = metrics.SHAPING_QUEUE_DEPTH.labels(label_of(key))
+        depth.inc(n)
+        await self.store.queued(key, n)
+        try:
+            yield
+        finally:
+            depth.dec(n)
+            await self.store.queued(key, -n)
+
+    async def _wait(self, key: str, seconds: float) -> None:
+        """Sleep, saying now and then that the queued recipients still wait (QUEUE_TTL)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, QUEUE_TTL / 3))
+            if end - time.monotonic() > 0:
+                await self.store.queued(key, 0)
+
     async def _wait_turn(self, provider: str, n: int) -> None:
         """Wait for the provider's next start time (its pause, then its rate): the store
-        returns it (embedded) or waits for it itself (Kafka). The queue depth counts the
-        recipients waiting."""
-        depth = metrics.SHAPING_QUEUE_DEPTH.labels(label_of(provider))
+        returns it (embedded) or waits for it itself (Kafka)."""
         if self.store.waits_in_reserve:
-            depth.inc(n)
-            try:
+            async with self._queued(provider, n):
                 await self.store.reserve(provider, self.limits(provider).rate)
-            finally:
-                depth.dec(n)
             return
         start = await self.store.reserve(provider, self.limits(provider).rate)
         if (delay := start - time.time()) > 0:
-            depth.inc(n)
-            try:
-                await asyncio.sleep(delay)
-            finally:
-                depth.dec(n)
+            async with self._queued(provider, n):
+                await self._wait(provider, delay)
 
     async def deliver(self, provider: str, rcpts: list[str],
                       send: Callable[[list[str]], Awaitable[dict[str, DeliveryResult]]]) -> dict[str, DeliveryResult]:
@@ -193,13 +207,13 @@ class Shaper:
         """``source``, waiting (in the provider's queue) up to the hold for a warm-up cap to
         grow (a new day, a changed schedule); "wait" after that: defer the message."""
         hold_until = time.monotonic() + self.settings.shaping_hold
-        while (chosen := await self.source(provider)) == "wait" and time.monotonic() < hold_until:
-            depth = metrics.SHAPING_QUEUE_DEPTH.labels(label_of(provider))
-            depth.inc()
-            try:
+        chosen = await self.source(provider)
+        if chosen != "wait" or time.monotonic() >= hold_until:
+            return chosen
+        async with self._queued(provider, 1):
+            while (chosen := await self.source(provider)) == "wait" and time.monotonic() < hold_until:
                 await asyncio.sleep(WARMUP_POLL)
-            finally:
-                depth.dec()
+                await self.store.queued(provider, 0)
         return chosen
 
     async def _alert(self, state: str, provider: str, owner: tuple[str, str], since: float, message: str) -> None:

@@ -25,13 +25,13 @@ import uuid
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from services.relay.shaping.port import MIN_RATE_SHARE, ProviderView, ShapingStore
+from services.relay.shaping.port import MIN_RATE_SHARE, QUEUE_TTL, ProviderView, ShapingStore
 
 T = TypeVar("T")
 LEASE_TTL = 60.0  # seconds a connection lease lives without being renewed
 
-SCHEMA_VERSION = 1  # a file of another version is emptied (it holds nothing durable)
-TABLES = ("leases", "providers", "warmup")
+SCHEMA_VERSION = 2  # a file of another version is emptied (it holds nothing durable)
+TABLES = ("leases", "providers", "warmup", "queues")
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS leases(provider TEXT NOT NULL, lease TEXT PRIMARY KEY, expires REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS leases_provider ON leases(provider, expires)",
@@ -40,6 +40,8 @@ SCHEMA = (
     "last_step REAL NOT NULL DEFAULT 0, last_reply TEXT, last_reply_at REAL, blocks INTEGER NOT NULL DEFAULT 0, "
     "blocks_since REAL NOT NULL DEFAULT 0, paused_for_blocks INTEGER NOT NULL DEFAULT 0, alert_scope TEXT, "
     "alert_since REAL)",
+    "CREATE TABLE IF NOT EXISTS queues(provider TEXT NOT NULL, owner TEXT NOT NULL, n INTEGER NOT NULL, "
+    "at REAL NOT NULL, PRIMARY KEY (provider, owner)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS warmup(ip TEXT NOT NULL, provider TEXT NOT NULL, day TEXT NOT NULL, "
     "n INTEGER NOT NULL, PRIMARY KEY (ip, provider, day)) WITHOUT ROWID",
 )
@@ -52,6 +54,7 @@ class SqliteShapingStore(ShapingStore):
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self.owner = uuid.uuid4().hex  # this process's rows of the queue counts
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -103,6 +106,11 @@ class SqliteShapingStore(ShapingStore):
 
     async def release(self, lease: str) -> None:
         await self.run(lambda conn, now: conn.execute("DELETE FROM leases WHERE lease=?", (lease,)))
+
+    async def queued(self, provider: str, n: int) -> None:
+        await self.run(lambda conn, now: conn.execute(
+            "INSERT INTO queues(provider, owner, n, at) VALUES (?,?,?,?) ON CONFLICT(provider, owner) "
+            "DO UPDATE SET n=n+excluded.n, at=excluded.at", (provider, self.owner, n, now)))
 
     # ---------------------------------------------------------------- rate
     async def reserve(self, provider: str, configured: float) -> float:
@@ -200,8 +208,14 @@ class SqliteShapingStore(ShapingStore):
         def job(conn: sqlite3.Connection, now: float) -> list[ProviderView]:
             held = dict(conn.execute("SELECT provider, COUNT(*) FROM leases WHERE expires>=? GROUP BY provider",
                                      (now,)).fetchall())
-            rows = conn.execute("SELECT provider, rate, paused_until, last_reply, last_reply_at, paused_for_blocks "
-                                "FROM providers ORDER BY provider").fetchall()
-            return [ProviderView(p, rate, paused_until if paused_until > now else 0.0, rate is not None, reply, at,
-                                 int(held.get(p, 0)), bool(blocks)) for p, rate, paused_until, reply, at, blocks in rows]
+            queued = dict(conn.execute("SELECT provider, SUM(n) FROM queues WHERE at>=? GROUP BY provider",
+                                       (now - QUEUE_TTL,)).fetchall())
+            rows = {p: rest for p, *rest in conn.execute("SELECT provider, rate, paused_until, last_reply, last_reply_at, "
+                                                         "paused_for_blocks FROM providers")}
+            out = []
+            for p in sorted(set(rows) | {p for p, n in queued.items() if n}):
+                rate, paused_until, reply, at, blocks = rows.get(p, (None, 0.0, None, None, 0))
+                out.append(ProviderView(p, rate, paused_until if paused_until > now else 0.0, rate is not None, reply,
+                                        at, int(held.get(p, 0)), bool(blocks), max(0, int(queued.get(p) or 0))))
+            return out
         return self._tx(job)

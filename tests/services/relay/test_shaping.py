@@ -5,6 +5,7 @@ the same port (POSTLINE_MX_PORT; tests/support/provider_mx.py).
 
 - the limits set through `PUT /api/email/shaping` hold for both relays together, measured
   at the sinks: sessions open at once, messages in any 1 s window, messages per session;
+  the recipients waiting for their turn show in `GET /api/email/shaping` (`queued`);
 - a provider answering `421 4.7.0 … try again later` for a few seconds has its rate halved
   (seen in `GET /api/email/shaping`): the throttled are deferred, none bounces, everything
   is delivered after;
@@ -89,10 +90,20 @@ def provider_row(api: Api, name: str) -> dict:
     return next(r for r in rows if r["provider"] == name)
 
 
+def most_queued(api: Api, name: str, seconds: float = 3.0) -> int:
+    """The most recipients ``GET /api/email/shaping`` showed waiting for ``name`` in ``seconds``."""
+    deadline, most = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        most = max(most, provider_row(api, name)["queued"])
+        time.sleep(0.05)
+    return most
+
+
 def test_limits_hold_for_two_relays_together(installation):
     api, key, sinks, _ = installation
     send_batch(api, key, "gmail.test", 60, "limits-g")
     send_batch(api, key, "outlook.test", 20, "limits-m")
+    assert most_queued(api, "google") > 0, "60 messages at 10/s: some wait for their turn"
     for name, n, subject in (("google", 60, "limits-g"), ("microsoft", 20, "limits-m")):
         got = wait_received(sinks[name], subject, n)
         assert len(got) == n, f"{name}: a message arrived twice"
@@ -206,6 +217,7 @@ def test_the_shaping_page_shows_providers_and_the_pools_warmup(installation, bro
         page.get_by_role("link", name="Shaping").click()
         page.wait_for_url("**/shaping")
         providers = page.get_by_role("table", name="Providers")
+        assert "queued" in providers.get_by_role("row").first.inner_text().lower()  # the header: recipients waiting
         google = providers.get_by_role("row").filter(has_text="google").first  # then one row per pool address
         assert "custom" in google.inner_text() and re.search(r"\b[0-2] / 2\b", google.inner_text())
         yahoo = providers.get_by_role("row").filter(has_text="yahoo").inner_text()

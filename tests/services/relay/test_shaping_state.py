@@ -1,6 +1,7 @@
 """The shaper's decisions on its real shared file (services/relay/shaping/): which replies
 throttle, the rate schedule shared by two stores (two processes), halving and recovery, and
-the `provider_paused` alert raised once on a spike of policy blocks and cleared on resume."""
+the `provider_paused` alert raised once on a spike of policy blocks and cleared on resume,
+and the queue counts of several processes (a dead one's lapsing)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +10,7 @@ import time
 from services.relay.outcome import DeliveryResult, from_reply
 from services.relay.shaping.replies import classify
 from services.relay.shaping.shaper import Shaper, sending_for
+from services.relay.shaping.port import QUEUE_TTL
 from services.relay.shaping.store import SqliteShapingStore
 from shared import events as ev
 from shared.control.state import ControlState
@@ -107,3 +109,19 @@ def test_only_the_operators_owners_and_admins_may_shape_the_installation():
     for actor in (Actor("default", "developer"), Actor("default", "viewer"), Actor("tenant", "owner")):
         refused = refusal(actor)
         assert refused is not None and refused.status == 403
+
+
+def test_queue_counts_add_up_across_processes_and_a_dead_ones_lapse(tmp_path, monkeypatch):
+    a, b = SqliteShapingStore(tmp_path / "s.sqlite3"), SqliteShapingStore(tmp_path / "s.sqlite3")
+
+    async def run() -> None:
+        await a.queued("google", 3)
+        await b.queued("google", 2)
+        await a.queued("google", -1)
+
+    asyncio.run(run())
+    assert {v.provider: v.queued for v in a.views()} == {"google": 4}
+    later = time.time() + QUEUE_TTL + 1  # b's process died with its two waiting; a says its own still wait
+    monkeypatch.setattr(time, "time", lambda: later)
+    asyncio.run(a.queued("google", 0))
+    assert {v.provider: v.queued for v in b.views()} == {"google": 2}
