@@ -190,10 +190,11 @@ class GossipShapingStore(ShapingStore):
         return sorted(ids)
 
     def _may_send(self, m: _Mine, now: float) -> bool:
-        """Heard, and past the newcomer's wait (after a start, or a new want while others are alive)."""
-        if not self._heard_now(now):
+        """Heard, and past the newcomer's wait: SETTLE after this relay was first heard and
+        after a new want began (unless no other relay is alive)."""
+        if not self._heard_now(now) or now < self._first_heard + SETTLE:
             return False
-        return now >= m.wanted_since + SETTLE or (not self._alive() and now >= self._first_heard + SETTLE)
+        return now >= m.wanted_since + SETTLE or not self._alive()
 
     def _share_at(self, ids: list[str], max_connections: int, wall: float) -> int:
         n = len(ids)
