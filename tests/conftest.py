@@ -14,8 +14,13 @@ from tests.support.broker import Tansu
 os.environ.setdefault("POSTLINE_WORKERS", "1")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tansu(tmp_path_factory):
+    """A tansu broker per test module (it starts in milliseconds). Not one per session: the
+    processes of one module's tests join the same consumer groups ("relay", the retry
+    forwarders) and leave topics full of their records; CI twice saw the relays of a later
+    module consume nothing for minutes on a broker earlier modules had used (cause not found);
+    a fresh broker per module keeps one module's leftovers from another's tests."""
     broker = Tansu(tmp_path_factory.mktemp("tansu") / "tansu.log")
     yield broker
     broker.stop()
