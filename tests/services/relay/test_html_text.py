@@ -40,3 +40,13 @@ def test_hostile_nesting_and_empty_input():
 def test_never_raises_and_ends_in_one_newline(html):
     text = html_to_text(html)
     assert isinstance(text, str) and text.endswith("\n")
+
+
+def test_runs_of_edges_make_one_break_and_paragraphs_one_blank_line():
+    # nested blocks: one line break however many edges meet; a paragraph among them: one blank line
+    assert html_to_text("a<div><div><section>b</section></div></div>c") == "a\nb\nc\n"
+    assert html_to_text("a<div> <div>\n<p>b</p> </div></div>c") == "a\n\nb\n\nc\n"
+    # <br> lines are kept: two breaks leave a blank line, more never leave two
+    assert html_to_text("a<br><br>b<br><br><br><br>c") == "a\n\nb\n\nc\n"
+    # every kind of Unicode space collapses into one, and none is left at a line's ends
+    assert html_to_text("<p>\u2003one\u00a0\t two\u3000</p>") == "one two\n"
