@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, AsyncGenerator, Iterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -219,6 +220,8 @@ class KafkaLog(EventLog):
 
 
 class KafkaConsumer(Consumer):
+    unassigned_warning_seconds = 30.0
+
     def __init__(self, log_: KafkaLog, topics: list[str], group: str | None):
         s = log_.settings
         self.group = group
@@ -226,6 +229,8 @@ class KafkaConsumer(Consumer):
         self._ends: dict[TopicPartition, int] | None = None
         self._closed = False
         self.on_assigned = None
+        self._unassigned_since: float | None = None  # started, no assignment from the group yet
+        self._warned_at = 0.0
         self._c = AIOKafkaConsumer(
             bootstrap_servers=log_.bootstrap,
             group_id=group,
@@ -239,11 +244,22 @@ class KafkaConsumer(Consumer):
         )
 
     async def start(self) -> None:
+        """Join the group; returns once it has given this consumer its partitions (aiokafka
+        waits for the first assignment), warning every ``unassigned_warning_seconds`` until then."""
         self._c.subscribe(self.topics, listener=_Assignment(self))
-        with kafka_errors("cannot reach Kafka"):
-            await self._c.start()
+        self._unassigned_since = time.monotonic() if self.group else None
+        joining = asyncio.ensure_future(self._c.start())
+        try:
+            with kafka_errors("cannot reach Kafka"):
+                while not (await asyncio.wait({joining}, timeout=self.unassigned_warning_seconds))[0]:
+                    self._warn_while_unassigned()
+                joining.result()
+        except asyncio.CancelledError:
+            joining.cancel()
+            raise
 
     async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        self._warn_while_unassigned()
         with kafka_errors(f"poll of {self.topics}"):
             batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
         return [_record(m) for msgs in batches.values() for m in msgs]
@@ -266,6 +282,18 @@ class KafkaConsumer(Consumer):
         except KafkaError as exc:
             raise translate(exc, f"{self.group}: commit") from exc
 
+    def _warn_while_unassigned(self) -> None:
+        """A consumer the group has not given an assignment (not even an empty one), at its
+        start or after a revocation, consumes nothing and says nothing: say so every
+        ``unassigned_warning_seconds``, so that a stalled join can be told from an idle topic."""
+        if self._unassigned_since is None:
+            return
+        now, every = time.monotonic(), self.unassigned_warning_seconds
+        if now - self._unassigned_since >= every and now - self._warned_at >= every:
+            self._warned_at = now
+            log.warning("consumer group %s: no partition assignment for %.0f s (topics %s)",
+                        self.group, now - self._unassigned_since, ",".join(self.topics))
+
     async def caught_up(self) -> bool:
         assigned = self._c.assignment()
         if not assigned:
@@ -283,6 +311,10 @@ class KafkaConsumer(Consumer):
         await self._c.stop()
 
 
+def _partitions(tps: set[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps))
+
+
 def _record(m: Any) -> Record:  # an aiokafka ConsumerRecord
     return Record(m.topic, m.partition, m.offset, m.key.decode() if m.key is not None else None, m.value,
                   m.timestamp, {k: v.decode() for k, v in (m.headers or ())})
@@ -296,9 +328,13 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass
+        self.consumer._unassigned_since = time.monotonic()  # until the rebalance assigns again
+        if revoked:
+            log.info("consumer group %s: revoked %s", self.consumer.group, _partitions(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.consumer._unassigned_since = None
+        log.info("consumer group %s: assigned %s", self.consumer.group, _partitions(assigned) or "no partition")
         hook = self.consumer.on_assigned
         if hook is None or not assigned:
             return

@@ -6,6 +6,7 @@ pattern of eventsourcing's per-adapter test subclasses)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 
@@ -272,3 +273,46 @@ class TestKafkaLog(LogContract):
                 break
         assert len(consumer._c.assignment()) < 4
         await other.close()
+
+
+
+class _Kept(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.kafka
+async def test_a_consumer_says_while_it_waits_for_its_assignment_and_what_it_got(tansu, topic):
+    """Until the group gives it partitions, a consumer warns every
+    ``unassigned_warning_seconds`` (30 s in service; 0.2 s here, where tansu takes about a
+    second to complete a group's first join); once assigned it logs the partitions by name."""
+    kept = _Kept()
+    logger = logging.getLogger("shared.log.kafka")
+    logger.addHandler(kept)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    lg = KafkaLog(Settings(kafka_bootstrap=tansu.bootstrap, kafka_idempotence=False, kafka_session_timeout_ms=2000))
+    await lg.start()
+    try:
+        await lg.append(topic, "k", b"v")
+        consumer = lg.consumer([topic], "watched")
+        consumer.unassigned_warning_seconds = 0.2
+        await consumer.start()
+        assert [r.value for r in await drain(consumer, 1)] == [b"v"]
+        waited = [m for m in kept.messages if m.startswith("consumer group watched: no partition assignment for")]
+        assigned = [m for m in kept.messages if m.startswith("consumer group watched: assigned")]
+        assert waited and assigned, kept.messages
+        assert kept.messages.index(waited[0]) < kept.messages.index(assigned[0])
+        assert all(f"{topic}[{p}]" in assigned[0] for p in range(4))  # the only member: every partition, by name
+        before = len(kept.messages)
+        await consumer.poll(timeout=0.1)
+        assert len(kept.messages) == before  # assigned: no more warnings
+        await consumer.close()
+    finally:
+        logger.removeHandler(kept)
+        logger.setLevel(level)
+        await lg.close()
