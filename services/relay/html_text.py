@@ -8,7 +8,7 @@ throughput for HTML-only mail was bounded by it. Here the lexbor parser (selecto
 builds the tree in ~40 µs and writes the text: blocks and table rows on
 their own lines, cells separated by two spaces, list items as ``* ``, links as
 ``text (url)`` so they survive in the text part, ``<br>`` as a line break, images, scripts,
-styles and the head dropped, whitespace collapsed. The parser and the text extraction run
+styles and the head dropped, whitespace (any Unicode space) collapsed. The parser and the text extraction run
 in C (no Python recursion, so a deeply nested hostile document is harmless); Python only
 marks block edges and link targets.
 
