@@ -328,7 +328,8 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.consumer._unassigned_since = time.monotonic()  # until the rebalance assigns again
+        if self.consumer.group:  # unassigned until the rebalance assigns again
+            self.consumer._unassigned_since = time.monotonic()
         if revoked:
             log.info("consumer group %s: revoked %s", self.consumer.group, _partitions(revoked))
 

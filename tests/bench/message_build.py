@@ -27,11 +27,12 @@ def per_call_us(fn: Callable[[], object], calls: int) -> float:
 
 
 def request_of(body: dict) -> ev.SendRequested:
-    html = body.get("html") or body.get("message")
+    """The request the API would log for ``body`` (a shape's JSON, seed or Resend field names)."""
+    to = [body["to"]] if isinstance(body["to"], str) else body["to"]
     return ev.SendRequested(id="e1", email_id="4f1c2b9e-0000-4000-8000-000000000001", time=datetime.now(timezone.utc),
-                            workspace_id="w", service_id="s", mode="production", from_=body["from"],
-                            to=[body["to"]] if isinstance(body["to"], str) else body["to"], subject=body["subject"],
-                            html=html, text=body.get("text"), recipients=[body["to"]] if isinstance(body["to"], str) else body["to"])
+                            workspace_id="w", service_id="s", mode="production", from_=body["from"], to=to,
+                            recipients=to, subject=body["subject"], html=body.get("html") or body.get("message"),
+                            text=body.get("text"))
 
 
 def run() -> dict:
