@@ -10,7 +10,9 @@ knowing how many others run:
   message, advanced by ``1/rate`` per message — a GCRA), so two processes interleave their
   messages instead of each sending at the full rate;
 - the adaptive state (current rate, paused until, last reply, recent policy blocks) is a row
-  per provider that every process reads and changes.
+  per provider that every process reads and changes;
+- the recipients waiting for a provider (the page's ``queued``) are a row per process, which
+  it writes at most once a second (and which lapses ``QUEUE_TTL`` after its process died).
 
 The file holds no durable data (a lost file resets rates to their configured values) and is
 written with ``synchronous=OFF``. On Kafka each replica has its own data dir: there the
@@ -18,6 +20,7 @@ relays share through the log instead (``gossip.py``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -28,7 +31,9 @@ from typing import Callable, TypeVar
 from services.relay.shaping.port import MIN_RATE_SHARE, QUEUE_TTL, ProviderView, ShapingStore
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 LEASE_TTL = 60.0  # seconds a connection lease lives without being renewed
+QUEUE_WRITE_EVERY = 1.0  # seconds between two writes of a process's queue counts
 
 SCHEMA_VERSION = 2  # a file of another version is emptied (it holds nothing durable)
 TABLES = ("leases", "providers", "warmup", "queues")
@@ -55,6 +60,10 @@ class SqliteShapingStore(ShapingStore):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self.owner = uuid.uuid4().hex  # this process's rows of the queue counts
+        self._queue_counts: dict[str, int] = {}
+        self._queue_changed: set[str] = set()
+        self._queue_writer: asyncio.Task[None] | None = None
+        self._queue_written_at = float("-inf")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -108,9 +117,36 @@ class SqliteShapingStore(ShapingStore):
         await self.run(lambda conn, now: conn.execute("DELETE FROM leases WHERE lease=?", (lease,)))
 
     async def queued(self, provider: str, n: int) -> None:
-        await self.run(lambda conn, now: conn.execute(
-            "INSERT INTO queues(provider, owner, n, at) VALUES (?,?,?,?) ON CONFLICT(provider, owner) "
-            "DO UPDATE SET n=n+excluded.n, at=excluded.at", (provider, self.owner, n, now)))
+        """Counted in this process; its row in the file follows within ``QUEUE_WRITE_EVERY``
+        (one transaction for every change of that second), so a message waiting for its turn
+        no longer costs two transactions (~0.15 ms of CPU each, `--only shaping`'s
+        ``shaper_cost``); the page's count lags at most that second."""
+        self._queue_counts[provider] = self._queue_counts.get(provider, 0) + n
+        self._queue_changed.add(provider)
+        if self._queue_writer is None or self._queue_writer.done():
+            self._queue_writer = asyncio.create_task(self._write_queue_counts())
+
+    async def queue_counts_written(self) -> None:
+        """Returns once every count changed so far is in the file."""
+        while self._queue_writer is not None and not self._queue_writer.done():
+            await asyncio.shield(self._queue_writer)
+
+    async def _write_queue_counts(self) -> None:
+        """This process's changed counts, the first change at once, then at most once per
+        ``QUEUE_WRITE_EVERY`` while they keep changing; a write that fails is tried again then."""
+        while self._queue_changed:
+            if (wait := self._queue_written_at + QUEUE_WRITE_EVERY - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            counts = {p: self._queue_counts[p] for p in self._queue_changed}
+            self._queue_changed.clear()
+            self._queue_written_at = time.monotonic()
+            try:
+                await self.run(lambda conn, now: conn.executemany(
+                    "INSERT INTO queues(provider, owner, n, at) VALUES (?,?,?,?) ON CONFLICT(provider, owner) "
+                    "DO UPDATE SET n=excluded.n, at=excluded.at", [(p, self.owner, n, now) for p, n in counts.items()]))
+            except sqlite3.Error:
+                log.warning("shaping: could not write the queue counts; trying again", exc_info=True)
+                self._queue_changed.update(counts)
 
     # ---------------------------------------------------------------- rate
     async def reserve(self, provider: str, configured: float) -> float:

@@ -118,10 +118,47 @@ def test_queue_counts_add_up_across_processes_and_a_dead_ones_lapse(tmp_path, mo
         await a.queued("google", 3)
         await b.queued("google", 2)
         await a.queued("google", -1)
+        await a.queue_counts_written()
+        await b.queue_counts_written()
 
     asyncio.run(run())
     assert {v.provider: v.queued for v in a.views()} == {"google": 4}
     later = time.time() + QUEUE_TTL + 1  # b's process died with its two waiting; a says its own still wait
     monkeypatch.setattr(time, "time", lambda: later)
-    asyncio.run(a.queued("google", 0))
+
+    async def still_waiting() -> None:
+        await a.queued("google", 0)
+        await a.queue_counts_written()
+
+    asyncio.run(still_waiting())
     assert {v.provider: v.queued for v in b.views()} == {"google": 2}
+
+
+def test_a_process_writes_its_queue_counts_at_most_once_a_second(tmp_path):
+    """The first change is written at once, the changes of the next second together: a message
+    waiting for its turn costs no transaction of its own."""
+    store = SqliteShapingStore(tmp_path / "s.sqlite3")
+    writes = []
+    real_run = store.run
+
+    async def counted(job):
+        writes.append(time.monotonic())
+        return await real_run(job)
+
+    store.run = counted  # type: ignore[method-assign]
+
+    async def run() -> list[int]:
+        seen = []
+        await store.queued("google", 1)
+        await asyncio.sleep(0.1)  # the first change is in the file already
+        seen.append(sum(v.queued for v in store.views()))
+        for _ in range(200):  # 200 messages wait and leave within the second
+            await store.queued("google", 1)
+            await store.queued("yahoo", 1)
+            await store.queued("google", -1)
+        await store.queue_counts_written()
+        seen.append(sum(v.queued for v in store.views()))
+        return seen
+
+    assert asyncio.run(run()) == [1, 201]
+    assert len(writes) == 2 and writes[1] - writes[0] >= 0.9
