@@ -34,6 +34,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 LEASE_TTL = 60.0  # seconds a connection lease lives without being renewed
 QUEUE_WRITE_EVERY = 1.0  # seconds between two writes of a process's queue counts
+CALM_FOR = 1.0  # seconds a calm provider seen by reserve spares clean its transaction
 
 SCHEMA_VERSION = 2  # a file of another version is emptied (it holds nothing durable)
 TABLES = ("leases", "providers", "warmup", "queues")
@@ -64,6 +65,7 @@ class SqliteShapingStore(ShapingStore):
         self._queue_changed: set[str] = set()
         self._queue_writer: asyncio.Task[None] | None = None
         self._queue_written_at = float("-inf")
+        self._calm_at: dict[str, float] = {}  # provider -> when reserve last found it calm (monotonic)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -151,16 +153,25 @@ class SqliteShapingStore(ShapingStore):
     # ---------------------------------------------------------------- rate
     async def reserve(self, provider: str, configured: float) -> float:
         """A start time for one message (epoch seconds; the caller waits until then): after
-        the provider's pause, and ``1/rate`` after the previous one reserved by any process."""
-        def job(conn: sqlite3.Connection, now: float) -> float:
-            row = conn.execute("SELECT next_at, rate, paused_until FROM providers WHERE provider=?", (provider,)).fetchone()
-            next_at, rate, paused_until = row if row else (0.0, None, 0.0)
+        the provider's pause, and ``1/rate`` after the previous one reserved by any process.
+        Notes whether the provider was calm (its rate not backed off, no pause for blocks):
+        ``clean`` right after then has nothing to do."""
+        def job(conn: sqlite3.Connection, now: float) -> tuple[float, bool]:
+            row = conn.execute("SELECT next_at, rate, paused_until, paused_for_blocks FROM providers WHERE provider=?",
+                               (provider,)).fetchone()
+            next_at, rate, paused_until, for_blocks = row if row else (0.0, None, 0.0, 0)
+            calm = rate is None and not for_blocks
             rate = min(rate or configured, configured)
             start = max(now, next_at, paused_until)
             conn.execute("INSERT INTO providers(provider, next_at) VALUES (?,?) ON CONFLICT(provider) DO UPDATE "
                          "SET next_at=excluded.next_at", (provider, start + 1.0 / rate))
-            return start
-        return await self.run(job)
+            return start, calm
+        start, calm = await self.run(job)
+        if calm:
+            self._calm_at[provider] = time.monotonic()
+        else:
+            self._calm_at.pop(provider, None)
+        return start
 
     # ---------------------------------------------------------------- adaptive
     async def throttled(self, provider: str, configured: float, reply: str, pause: float) -> float:
@@ -200,7 +211,13 @@ class SqliteShapingStore(ShapingStore):
         return await self.run(job)
 
     async def clean(self, provider: str, configured: float, recovery: float) -> list[tuple[str, float]]:
-        """As the port says; the alert is cleared once: by the first process to see the end."""
+        """As the port says; the alert is cleared once: by the first process to see the end.
+        No transaction when this process's ``reserve`` found the provider calm within
+        ``CALM_FOR`` (the usual case: nothing backed off, nothing paused): a throttle or a block
+        pause another process began since is seen at the next message's ``reserve``."""
+        if time.monotonic() - self._calm_at.get(provider, float("-inf")) <= CALM_FOR:
+            return []
+
         def job(conn: sqlite3.Connection, now: float) -> list[tuple[str, float]]:
             row = conn.execute("SELECT rate, last_throttle, last_step, paused_until, paused_for_blocks, alert_scope, "
                                "alert_since FROM providers WHERE provider=?", (provider,)).fetchone()

@@ -67,6 +67,31 @@ def test_throttling_halves_once_per_pause_and_clean_time_recovers(tmp_path):
     asyncio.run(run())
 
 
+def test_clean_after_a_calm_reserve_costs_nothing_and_a_throttle_elsewhere_is_seen_next_message(tmp_path):
+    a, b = SqliteShapingStore(tmp_path / "s.sqlite3"), SqliteShapingStore(tmp_path / "s.sqlite3")
+    transactions = []
+    real_run = a.run
+
+    async def counted(job):
+        transactions.append(job)
+        return await real_run(job)
+
+    a.run = counted  # type: ignore[method-assign]
+
+    async def run() -> None:
+        await a.reserve("yahoo", 8.0)
+        await a.clean("yahoo", 8.0, recovery=0.02)
+        assert len(transactions) == 1  # the reserve's: nothing backed off, nothing to clean
+        assert await b.throttled("yahoo", 8.0, "421 4.7.0 try again later", pause=0.01) == 4.0  # another relay
+        await asyncio.sleep(0.05)  # its pause and the recovery time are over
+        await a.reserve("yahoo", 8.0)  # the next message sees the backed-off rate ...
+        await a.clean("yahoo", 8.0, recovery=0.02)  # ... and its clean steps it up
+        assert len(transactions) == 3
+        assert a.views()[0].rate == 6.0
+
+    asyncio.run(run())
+
+
 def test_a_spike_of_policy_blocks_pauses_the_provider_and_alerts_once(tmp_path):
     settings = Settings(data_dir=tmp_path, shaping_block_spike=3, shaping_block_pause=0.5, shaping_hold=0)
     alerts: list[ev.Alert] = []
