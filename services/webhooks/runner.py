@@ -73,9 +73,9 @@ class WebhookService:
             with self.guard.for_record(record):  # InvalidRecord: dead-lettered
                 if isinstance(e, ev.WebhookReplay):
                     rows += [(f"{e.webhook_id}|{replayed_id(x)}|{e.id}", e.webhook_id, x) for x in e.events]
-                elif e is not None and e.type in ev.WEBHOOK_TYPES:
-                    payload = e.model_dump(mode="json", by_alias=True)
-                    rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in self.subscribers(e)]
+                elif e is not None and e.type in ev.WEBHOOK_TYPES and (hooks := self.subscribers(e)):
+                    payload = e.model_dump(mode="json", by_alias=True)  # only for an event someone subscribed to
+                    rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in hooks]
         await self.outbox.add(rows)
         if rows:
             self._wake.set()
