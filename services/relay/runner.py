@@ -108,6 +108,8 @@ class Relay:
         requests = lg.consumer([ev.Topic.REQUESTS], "relay")
         requests.take_share(*self.runtime.relay_share)
         requests.on_assigned = LedgerRebuild(lg, self.ctx.ledger, self.ctx.settings).on_assigned  # before any request
+        # a relay the group has given nothing (a join under way, or stalled) delivers nothing: not ready
+        self.runtime.checks["requests_assigned"] = lambda: requests.assigned
         policy = BatchPolicy(max_records=self.ctx.settings.relay_concurrency * 4)
         await self.ctx.sender.start()
         tasks = [asyncio.create_task(run_consumer(requests, self.handle_batch, stop, policy, guard=self.guard))]

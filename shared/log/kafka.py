@@ -229,7 +229,7 @@ class KafkaConsumer(Consumer):
         self._ends: dict[TopicPartition, int] | None = None
         self._closed = False
         self.on_assigned = None
-        self._unassigned_since: float | None = None  # started, no assignment from the group yet
+        self._unassigned_since: float | None = time.monotonic() if group else None  # no assignment yet
         self._warned_at = 0.0
         self._c = AIOKafkaConsumer(
             bootstrap_servers=log_.bootstrap,
@@ -281,6 +281,10 @@ class KafkaConsumer(Consumer):
             raise CommitFailed(f"{self.group}: commit refused after a rebalance: {exc}") from exc
         except KafkaError as exc:
             raise translate(exc, f"{self.group}: commit") from exc
+
+    @property
+    def assigned(self) -> bool:
+        return self._unassigned_since is None
 
     def _warn_while_unassigned(self) -> None:
         """A consumer the group has not given an assignment (not even an empty one), at its

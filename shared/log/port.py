@@ -118,6 +118,13 @@ class Consumer(abc.ABC):
         Raises ``CommitFailed`` when this consumer no longer owns one of their partitions
         (after a rebalance or ``close``): never silently skips the commit."""
 
+    @property
+    def assigned(self) -> bool:
+        """True while the group has given this consumer its share of the partitions (possibly
+        none, when it has more members than partitions); False before the first assignment
+        and between a revocation and the next. Adapters that assign statically: always True."""
+        return True
+
     def take_share(self, index: int, count: int) -> None:
         """Before ``start``: consume only the partitions ``p`` with ``p % count == index`` (static
         membership, for several processes of one group on the embedded log). Kafka's group

@@ -66,6 +66,7 @@ def test_clickhouse_down_keeps_sending_ready_and_broker_down_fails_fast(tmp_path
             p.start(wait=False)
         for p in procs.values():
             p.wait_ready()
+        assert ready(procs["relay"].url)[1]["checks"]["requests_assigned"] is True  # the group gave it its share
         api = Api(procs["api"].url)
         api.http.timeout = httpx.Timeout(CLIENT_TIMEOUT)
         _, key = production_service(api, dns)

@@ -301,7 +301,9 @@ async def test_a_consumer_says_while_it_waits_for_its_assignment_and_what_it_got
         await lg.append(topic, "k", b"v")
         consumer = lg.consumer([topic], "watched")
         consumer.unassigned_warning_seconds = 0.2
+        assert not consumer.assigned  # a group member has nothing until the group says so
         await consumer.start()
+        assert consumer.assigned
         assert [r.value for r in await drain(consumer, 1)] == [b"v"]
         waited = [m for m in kept.messages if m.startswith("consumer group watched: no partition assignment for")]
         assigned = [m for m in kept.messages if m.startswith("consumer group watched: assigned")]
