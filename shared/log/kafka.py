@@ -247,7 +247,6 @@ class KafkaConsumer(Consumer):
         """Join the group; returns once it has given this consumer its partitions (aiokafka
         waits for the first assignment), warning every ``unassigned_warning_seconds`` until then."""
         self._c.subscribe(self.topics, listener=_Assignment(self))
-        self._unassigned_since = time.monotonic() if self.group else None
         joining = asyncio.ensure_future(self._c.start())
         try:
             with kafka_errors("cannot reach Kafka"):

@@ -85,9 +85,13 @@ def most_in_one_second(times: list[float]) -> int:
     return best
 
 
+def provider_rows(api: Api) -> dict[str, dict]:
+    """``GET /api/email/shaping``'s rows by provider (a provider with no state yet has none)."""
+    return {r["provider"]: r for r in api.admin("GET", "/api/email/shaping").json()["data"]}
+
+
 def provider_row(api: Api, name: str) -> dict:
-    rows = api.admin("GET", "/api/email/shaping").json()["data"]
-    return next(r for r in rows if r["provider"] == name)
+    return provider_rows(api)[name]
 
 
 def saw_queued(api: Api, name: str, timeout: float = 30.0) -> bool:
@@ -95,8 +99,7 @@ def saw_queued(api: Api, name: str, timeout: float = 30.0) -> bool:
     (polled until it does: the relays may still be starting when the sends are accepted)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = api.admin("GET", "/api/email/shaping").json()["data"]
-        if any(r["provider"] == name and r["queued"] > 0 for r in rows):  # no row yet: nothing queued yet
+        if provider_rows(api).get(name, {}).get("queued", 0) > 0:  # no row yet: nothing queued yet
             return True
         time.sleep(0.05)
     return False
