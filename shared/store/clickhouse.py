@@ -8,20 +8,23 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from shared.store.port import AnalyticsStore, Row, StoreRefused, StoreUnavailable
 
 if TYPE_CHECKING:
+    import httpx
     from clickhouse_connect.driver.client import Client
 
 T = TypeVar("T")
+PING_TIMEOUT = 3.0  # a probe's ping: connect and answer, each (the callers' deadlines are about as long)
 
 
 class ClickHouseStore(AnalyticsStore):
     def __init__(self, url: str):
         self.url = url
         self._client: Client | None = None
+        self._pings: httpx.AsyncClient | None = None
 
     def _connect(self) -> Client:
         if self._client is None:
@@ -45,6 +48,25 @@ class ClickHouseStore(AnalyticsStore):
         except ClickHouseError as exc:
             raise StoreRefused(str(exc)) from exc
 
+    async def ping(self) -> None:
+        """``SELECT 1`` over HTTP on the event loop (httpx), not through the driver's thread:
+        a caller's deadline cancels it outright, so an unreachable server holds no thread and
+        does not delay the process's exit (asyncio waits for its executor's threads)."""
+        import httpx
+
+        u = urlparse(self.url)
+        if self._pings is None:
+            self._pings = httpx.AsyncClient(timeout=PING_TIMEOUT, headers={
+                "X-ClickHouse-User": unquote(u.username or "default"), "X-ClickHouse-Key": unquote(u.password or "")})
+        host = f"[{u.hostname}]" if ":" in (u.hostname or "") else u.hostname
+        port = u.port or (8443 if u.scheme == "https" else 8123)
+        try:
+            r = await self._pings.get(f"{u.scheme}://{host}:{port}/", params={"query": "SELECT 1"})
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"ClickHouse at {self._where()}: {exc!r}") from exc
+        if r.status_code != 200:
+            raise StoreRefused(r.text[:300])
+
     def _where(self) -> str:
         u = urlparse(self.url)  # never the password
         return f"{u.hostname}:{u.port}"
@@ -66,6 +88,9 @@ class ClickHouseStore(AnalyticsStore):
         return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
     async def close(self) -> None:
+        if self._pings is not None:
+            await self._pings.aclose()
+            self._pings = None
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
             self._client = None

@@ -51,6 +51,13 @@ class AnalyticsStore(abc.ABC):
         """Run a SELECT with ``{name:Type}`` parameters; rows as dicts. Raises ``StoreRefused``,
         or ``StoreUnavailable`` when the store cannot be reached."""
 
+    async def ping(self) -> None:
+        """``SELECT 1``: returns when the store answers; raises ``StoreUnavailable`` (or
+        ``StoreRefused``) when it cannot. Readiness probes call it under a deadline, so an
+        adapter whose queries run in threads answers it on the event loop instead (cancelled
+        with its caller, never a thread left waiting on a server that does not answer)."""
+        await self.query("SELECT 1 AS ok")
+
     async def migrate(self) -> int:
         """Apply pending migrations in order; returns the schema version."""
         await self.execute("CREATE DATABASE IF NOT EXISTS postline")

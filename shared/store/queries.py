@@ -227,11 +227,6 @@ async def messages_since(store: AnalyticsStore, service_id: str, since: datetime
 
 # ---- queries of the relay, the API's webhook and dev-inbox routes, analytics and ops ----
 
-async def ping(store: AnalyticsStore) -> None:
-    """A trivial query; raises when the store cannot answer (readiness probe)."""
-    await store.query("SELECT 1 AS ok")
-
-
 async def message_by_id(store: AnalyticsStore, email_id: str) -> dict[str, Any] | None:
     """A message's request payload whatever its workspace (the inbound bounce processor
     knows the id from a signed VERP token, not the workspace)."""

@@ -11,6 +11,7 @@ separate processes.
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import httpx
@@ -39,6 +40,19 @@ def wait_readiness(url: str, status: int, timeout: float = 30) -> dict:
             return body
         time.sleep(0.3)
     raise AssertionError(f"{url}/readyz never answered {status}: {body}")
+
+
+def wait_degraded(url: str, timeout: float = 20) -> dict:
+    """The ``/readyz`` body once it lists the analytics store as down; every probe on the way
+    must answer 200 within 1 s (a kubelet's default probe timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{url}/readyz", timeout=1)
+        assert r.status_code == 200, r.text
+        if r.json()["degraded"]:
+            return r.json()
+        time.sleep(0.3)
+    raise AssertionError(f"{url}/readyz never listed the analytics store as down: {r.text}")
 
 
 def error_lines(p: PostlineProcess, since: int) -> list[dict]:
@@ -75,9 +89,9 @@ def test_clickhouse_down_keeps_sending_ready_and_broker_down_fails_fast(tmp_path
 
         ch.stop()  # ClickHouse down: sending does not need it
         wait_readiness(procs["analytics"].url, 503)
-        for role in ("api", "relay"):
-            code, state = ready(procs[role].url)
-            assert code == 200 and state["degraded"] == {"analytics_store": False}, (role, state)
+        for role in ("api", "relay"):  # listed once the ping beside the probes has seen it down
+            state = wait_degraded(procs[role].url)
+            assert state["ready"] is True and state["degraded"] == {"analytics_store": False}, (role, state)
         assert api.send(key, body).status_code == 200
 
         marks = {role: len(p.output()) for role, p in procs.items()}
@@ -104,3 +118,20 @@ def test_clickhouse_down_keeps_sending_ready_and_broker_down_fails_fast(tmp_path
         broker.stop()
         ch.stop()
         dns.stop()
+
+
+def test_an_unreachable_clickhouse_never_holds_up_the_api_probe(tmp_path):
+    """ClickHouse that takes connections and never answers (a partition, not a refusal): the
+    API's ``/readyz`` answers 200 within a kubelet's default 1 s timeout all along, and lists
+    the store under ``degraded`` once its ping has gone unanswered for 3 s."""
+    with socket.socket() as hole:  # the kernel completes the handshakes; nobody ever reads
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        api = PostlineProcess(tmp_path / "api", role="api", env={"POSTLINE_CLICKHOUSE_URL": url}).start()
+        try:
+            state = wait_degraded(api.url)
+            assert state["degraded"] == {"analytics_store": False}, state
+            assert ready(api.url)[0] == 200
+        finally:
+            api.stop()

@@ -10,7 +10,7 @@ import pytest
 
 from services.analytics.clickhouse_http import ChdbHttpServer
 from shared.store.clickhouse import ClickHouseStore
-from shared.store.port import StoreError
+from shared.store.port import StoreError, StoreRefused
 
 
 @pytest.fixture
@@ -39,5 +39,12 @@ async def test_a_wrong_password_is_refused(server):
     try:
         with pytest.raises(StoreError):
             await store.query("SELECT 1 AS one")
+        with pytest.raises(StoreRefused):  # the probes' ping sends the credentials too
+            await store.ping()
+    finally:
+        await store.close()
+    store = ClickHouseStore(f"http://postline:s3cret@{server}")
+    try:
+        assert await store.ping() is None
     finally:
         await store.close()

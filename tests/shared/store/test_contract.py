@@ -5,6 +5,9 @@ clickhouse-connect adapter over ClickHouse's HTTP interface (tests/support/click
 how to make it unreachable (the pattern of eventsourcing's per-adapter test subclasses)."""
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
 from datetime import datetime, timezone
 
 import pytest
@@ -77,10 +80,15 @@ class StoreContract:
         with pytest.raises(StoreError):
             await store.execute("CREATE TABLEE x")
 
+    async def test_ping_answers_when_the_store_does(self, store):
+        assert await store.ping() is None
+
     async def test_an_unreachable_store_raises_store_unavailable(self, tmp_path):
         store = self.unreachable_store(tmp_path)
         with pytest.raises(StoreUnavailable):
             await store.query("SELECT 1 AS ok")
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
         with pytest.raises(StoreUnavailable):
             await store.insert("events", [{"event_id": "x"}], "t")
         await store.close()
@@ -107,3 +115,16 @@ class TestClickHouseStore(StoreContract):
 
     def unreachable_store(self, tmp_path):
         return ClickHouseStore(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+
+    async def test_a_ping_a_server_never_answers_ends_with_its_deadline(self, tmp_path):
+        """A server that takes the connection and never answers: the caller's deadline cancels the
+        ping outright (no driver thread left waiting), and the store still answers afterwards."""
+        with socket.socket() as hole:
+            hole.bind(("127.0.0.1", 0))
+            hole.listen(8)
+            store = ClickHouseStore(f"http://127.0.0.1:{hole.getsockname()[1]}")
+            threads = threading.active_count()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(store.ping(), 0.5)
+            assert threading.active_count() == threads
+            await store.close()
