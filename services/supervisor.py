@@ -282,7 +282,8 @@ class Supervisor:
         """Wait until the API answers ``/readyz`` (control replayed, analytics reachable).
         False when stopped first, or when a child exits first (its error is on the terminal)."""
         deadline = time.monotonic() + READY_TIMEOUT
-        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        # plain HTTP to this machine: verify=False only skips building a TLS context (~65 ms of CPU at start)
+        async with httpx.AsyncClient(trust_env=False, timeout=10, verify=False) as http:
             while not stop.is_set() and time.monotonic() < deadline:
                 dead = self.died_young()
                 if dead is not None:
@@ -356,7 +357,6 @@ async def run_all(stop: asyncio.Event, settings: Settings | None = None) -> None
     settings = settings or load_settings()
     if worker_count(settings) <= 1:
         return await run_roles("all", stop, settings)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness probe is not news
     lock_fd = await _lock_data_dir(settings, stop)
     _check_port(settings.http_host, settings.http_port, "HTTP")
     _check_port(settings.http_host, settings.submission_port, "SMTP submission")

@@ -27,3 +27,6 @@ def setup_logging(level: str = "INFO") -> None:
     # aiosmtpd logs every session at info, and "Available AUTH mechanisms: LOGIN PLAIN" for a
     # listener that offers no AUTH at all: misleading noise. Its warnings and errors still show.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # httpx logs every request at info with its whole URL: a webhook endpoint's URL may carry the
+    # receiver's secret, and the probes' store pings every few seconds are not news.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -54,7 +54,7 @@ def verify(secret: str, req: dict) -> dict:
 def test_signed_delivery_verifies_and_tampering_fails(env):
     rx = Receiver()
     try:
-        hook = subscribe(env, rx.url)
+        hook = subscribe(env, rx.url + "/T0KEN-in-the-path")  # a receiver that authenticates by its URL
         assert hook["secret"].startswith("whsec_")
         email_id = env["api"].send(env["key"], {**SEND, "to": "ann@example.com"}).json()["id"]
         req = rx.wait(1)[0]
@@ -69,6 +69,8 @@ def test_signed_delivery_verifies_and_tampering_fails(env):
             verify(hook["secret"], {**req, "body": req["body"].replace(b"ann@", b"eve@")})
         listed = env["api"].admin("GET", f"/api/email/services/{env['sid']}/webhooks").json()["data"]
         assert listed[0]["secret"] is None  # shown once
+        assert req["path"] == "/hook/T0KEN-in-the-path"
+        assert "T0KEN-in-the-path" not in env["procs"][0].output()  # no log line names the URL
     finally:
         rx.stop()
 
