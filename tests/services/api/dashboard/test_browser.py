@@ -156,6 +156,7 @@ def test_service_key_domain_production_send_and_message_log(page, postline, dns)
     reload_until(page, lambda: "Your invoice #42" in page.inner_text("main"))
     page.get_by_label("Tag").fill("invoice")
     page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**tag=invoice*")  # the filtered page loaded: count() does not wait
     assert page.locator("table.messages tbody tr").count() == 1
     page.get_by_role("link", name="Your invoice #42").click()
     assert page.url.endswith(f"/messages/{email_id}")
@@ -314,6 +315,7 @@ def test_edit_preview_publish_and_send_a_template(browser, postline):
     reload_until(page, lambda: page.get_by_role("link", name="Welcome, Bob").count() == 1)
     assert page.get_by_role("link", name=re.compile(r"^\[Test\]")).count() == 0  # the test send used no template
     page.get_by_role("link", name="Welcome, Bob").click()
+    page.wait_for_url(re.compile(r".*/messages/[0-9a-f-]{36}$"))  # loaded: is_visible does not wait
     assert page.get_by_role("link", name=template_id).is_visible()  # the message names its template
     page.context.close()
 
