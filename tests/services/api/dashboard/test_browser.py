@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from shared.dkim_keys import split_txt
 from tests.support.browser import screenshot_dir
@@ -156,8 +157,7 @@ def test_service_key_domain_production_send_and_message_log(page, postline, dns)
     reload_until(page, lambda: "Your invoice #42" in page.inner_text("main"))
     page.get_by_label("Tag").fill("invoice")
     page.get_by_role("button", name="Filter").click()
-    page.wait_for_url("**tag=invoice*")  # the filtered page loaded: count() does not wait
-    assert page.locator("table.messages tbody tr").count() == 1
+    expect(page.locator("table.messages tbody tr")).to_have_count(1)  # waits for the filtered page
     page.get_by_role("link", name="Your invoice #42").click()
     assert page.url.endswith(f"/messages/{email_id}")
     reload_until(page, lambda: "delivered" in page.locator("ol.timeline").inner_text()
@@ -219,7 +219,7 @@ def test_suppressions_add_search_remove(page):
     assert page.get_by_role("alert").inner_text().startswith("email:")
     page.get_by_label("Search").fill("example.org")
     page.get_by_role("button", name="Search").click()
-    assert page.locator("table tbody tr").count() == 1
+    expect(page.locator("table tbody tr")).to_have_count(1)
     page.goto(f"/services/{sid}/suppressions")
     shot(page, "suppressions")
     page.get_by_role("button", name="Remove gone@example.com").click()
@@ -280,7 +280,7 @@ def test_edit_preview_publish_and_send_a_template(browser, postline):
     page.get_by_label("HTML", exact=True).fill("<h1>Hello {{{NAME}}}</h1><p>{{{PLAN}}} plan</p>")
     page.get_by_label("Variables").fill("NAME string friend\nPLAN string free")
     page.get_by_role("button", name="Save draft").click()
-    assert page.get_by_text("Draft saved.").is_visible()
+    expect(page.get_by_text("Draft saved.")).to_be_visible()
 
     page.get_by_label("Sample values").fill("NAME=<b>Ann</b>")
     page.get_by_role("button", name="Preview").click()
@@ -297,7 +297,7 @@ def test_edit_preview_publish_and_send_a_template(browser, postline):
     assert "Hello &lt;b&gt;Ann&lt;/b&gt;" in test_mail["html"]
 
     page.get_by_role("button", name="Publish the draft").click()
-    assert page.get_by_text("Published: sends use this version now.").is_visible()
+    expect(page.get_by_text("Published: sends use this version now.")).to_be_visible()
     assert page.locator("#tpl-status").inner_text() == "published"
     assert page.get_by_role("cell", name=re.compile("Version 1")).is_visible()
     page.frame_locator("iframe.mail-html").locator("h1").wait_for()  # the preview is drawn again after the POST
@@ -315,8 +315,7 @@ def test_edit_preview_publish_and_send_a_template(browser, postline):
     reload_until(page, lambda: page.get_by_role("link", name="Welcome, Bob").count() == 1)
     assert page.get_by_role("link", name=re.compile(r"^\[Test\]")).count() == 0  # the test send used no template
     page.get_by_role("link", name="Welcome, Bob").click()
-    page.wait_for_url(re.compile(r".*/messages/[0-9a-f-]{36}$"))  # loaded: is_visible does not wait
-    assert page.get_by_role("link", name=template_id).is_visible()  # the message names its template
+    expect(page.get_by_role("link", name=template_id)).to_be_visible()  # the message names its template
     page.context.close()
 
 

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import httpx
 import pyotp
 import pytest
+from playwright.sync_api import expect
 
 from services.api.dashboard import session as sess
 from tests.support.broker import free_port
@@ -104,7 +105,7 @@ def test_invite_accept_then_sign_in_with_password_and_totp(world, context):
     admin.get_by_label("Email", exact=True).fill("pat@acme.test")
     admin.get_by_label("Role", exact=True).select_option("developer")
     admin.get_by_role("button", name="Send invitation").click()
-    assert admin.get_by_text("Invitation sent to pat@acme.test (developer)").is_visible()
+    expect(admin.get_by_text("Invitation sent to pat@acme.test (developer)")).to_be_visible()
     link = invitation_link(world, "pat@acme.test")
 
     with context.browser.new_context() as own:  # the invitee's own browser
@@ -118,14 +119,14 @@ def test_invite_accept_then_sign_in_with_password_and_totp(world, context):
         secret = pat.locator("#totp-secret").inner_text()
         pat.get_by_label("Code").fill(pyotp.TOTP(secret).now())
         pat.get_by_role("button", name="Turn on").click()
-        assert pat.locator("#recovery-codes li").count() == 10
+        expect(pat.locator("#recovery-codes li")).to_have_count(10)
         pat.screenshot(path=str(screenshot_dir() / "account.png"), full_page=True)
         pat.get_by_role("button", name="Sign out", exact=True).click()
         pat.wait_for_url("**/signin")
         pat.get_by_label("Email").fill("pat@acme.test")
         pat.get_by_label("Password").fill(PASSWORD)
         pat.get_by_role("button", name="Password sign-in").click()
-        assert pat.get_by_text("That address, password or code is not valid.").is_visible()  # no code: refused
+        expect(pat.get_by_text("That address, password or code is not valid.")).to_be_visible()  # no code: refused
         pat.get_by_label("Email").fill("pat@acme.test")
         pat.get_by_label("Password").fill(PASSWORD)
         pat.get_by_label("Authentication code").fill(pyotp.TOTP(secret).at(time.time() + 30))  # the next code
