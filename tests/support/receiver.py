@@ -24,7 +24,11 @@ class Receiver:
                 pass
 
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request: no delivery, as for any server
+                    self.close_connection = True
+                    return
                 if outer.gate is not None:
                     outer.gate.wait(60)
                 with outer.lock:
