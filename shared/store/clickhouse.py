@@ -26,14 +26,20 @@ class ClickHouseStore(AnalyticsStore):
         self._client: Client | None = None
         self._pings: httpx.AsyncClient | None = None
 
+    def _endpoint(self) -> tuple[str, str, int, str, str]:
+        """``(scheme, host, port, user, password)`` of the URL (ClickHouse's default ports; the
+        credentials percent-decoded, as a URL's user info is written)."""
+        u = urlparse(self.url)
+        return (u.scheme, u.hostname or "", u.port or (8443 if u.scheme == "https" else 8123),
+                unquote(u.username or "default"), unquote(u.password or ""))
+
     def _connect(self) -> Client:
         if self._client is None:
             import clickhouse_connect
 
-            u = urlparse(self.url)
+            scheme, host, port, user, password = self._endpoint()
             self._client = clickhouse_connect.get_client(
-                host=u.hostname, port=u.port or (8443 if u.scheme == "https" else 8123),
-                username=u.username or "default", password=u.password or "", secure=u.scheme == "https",
+                host=host, port=port, username=user, password=password, secure=scheme == "https",
                 connect_timeout=5, send_receive_timeout=30, autogenerate_session_id=False)
         return self._client
 
@@ -54,15 +60,14 @@ class ClickHouseStore(AnalyticsStore):
         does not delay the process's exit (asyncio waits for its executor's threads)."""
         import httpx
 
-        u = urlparse(self.url)
+        scheme, host, port, user, password = self._endpoint()
         if self._pings is None:
             # verify: certificates checked for https; for http no TLS context is built (~65 ms of CPU)
-            self._pings = httpx.AsyncClient(timeout=PING_TIMEOUT, verify=u.scheme == "https", headers={
-                "X-ClickHouse-User": unquote(u.username or "default"), "X-ClickHouse-Key": unquote(u.password or "")})
-        host = f"[{u.hostname}]" if ":" in (u.hostname or "") else u.hostname
-        port = u.port or (8443 if u.scheme == "https" else 8123)
+            self._pings = httpx.AsyncClient(timeout=PING_TIMEOUT, verify=scheme == "https",
+                                            headers={"X-ClickHouse-User": user, "X-ClickHouse-Key": password})
         try:
-            r = await self._pings.get(f"{u.scheme}://{host}:{port}/", params={"query": "SELECT 1"})
+            r = await self._pings.get(httpx.URL(scheme=scheme, host=host, port=port, path="/"),
+                                      params={"query": "SELECT 1"})
         except httpx.HTTPError as exc:
             raise StoreUnavailable(f"ClickHouse at {self._where()}: {exc!r}") from exc
         if r.status_code != 200:
