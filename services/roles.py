@@ -16,7 +16,7 @@ from shared.runtime import Runtime
 from shared.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # imported where used: a process loads only its roles' modules
-    from fastapi import FastAPI
+    from starlette.types import ASGIApp
 
     from services.analytics.clickhouse_http import ChdbHttpServer
     from shared.store.port import AnalyticsStore
@@ -31,7 +31,7 @@ COMMAND_ROLES = {"relay": "relay+housekeeping"}
 class _Server:
     """uvicorn without its own signal handling: this process owns SIGTERM/SIGINT."""
 
-    def __init__(self, app: FastAPI, settings: Settings, reuse_port: bool = False) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, reuse_port: bool = False) -> None:
         """``reuse_port``: bind with SO_REUSEPORT so several API processes share the port
         (the kernel spreads connections over them)."""
         import uvicorn
@@ -125,11 +125,11 @@ async def start_front_door(rt: Runtime, stop: asyncio.Event, wanted: tuple[str, 
         from services.ops import ops_app
 
         return [asyncio.create_task(_Server(ops_app(rt), settings).run(stop), name="ops")]
-    from services.api.app import create_app
+    from services.api.app import asgi_app
     from services.api.context import ApiContext
 
     token = None if supervised else await rt.ensure_default_workspace()
-    app, api = create_app(rt), ApiContext.of(rt)
+    app, api = asgi_app(rt), ApiContext.of(rt)
     await api.limits.quota.start()  # Kafka: the other replicas' rate counts read up to now
     await api.shaping.start()  # Kafka: the relays' shaping state, for GET /api/email/shaping
     tasks = [asyncio.create_task(_Server(app, settings, reuse_port=supervised).run(stop), name="api")]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -17,9 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api.actors import AuditContext
 from services.api.allow import allowed_methods
 from services.api.context import ApiContext
-from services.api.errors import error_body, error_response, name_of, refusal_response, route_of
-from services.api.request_ids import RequestIds, request_id_of
-from services.api.php_errors import PhpErrorShape, is_php, php_shape
+from services.api.errors import error_body, error_response, name_of, refusal_response, unexpected_response
+from services.api.request_ids import RequestIds
+from services.api.php_errors import PhpErrorShape
 from services.api.request_log import RequestLog
 from services.api.schemas import ErrorBody
 from services.api.send_fast_path import SendFastPath
@@ -32,7 +31,6 @@ from shared.runtime import Runtime
 from services.api.routes import (analytics, audit_log, dev, domains, emails, ip_pools, keys, receiving, resend,
                                  sandbox, services, shaping, suppressions, templates, tracking, webhooks)
 
-log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 40 * 1024 * 1024  # a batch of emails; one email is capped at 10 MB by the schema
 
 
@@ -112,6 +110,13 @@ def _self_only(page: HTMLResponse) -> HTMLResponse:
     return page
 
 
+def asgi_app(runtime: Runtime) -> ASGIApp:
+    """What the HTTP server serves: the send fast path (services/api/send_fast_path.py) in
+    front of the FastAPI app, which answers everything the fast path does not take."""
+    app = create_app(runtime)
+    return SendFastPath(app, app.state.runtime, max_body_bytes=MAX_BODY_BYTES)
+
+
 def create_app(runtime: Runtime | None) -> FastAPI:
     """The API's app over ``runtime``'s process (None: no routes work; for the OpenAPI schema)."""
     error = {"model": ErrorBody}
@@ -127,8 +132,7 @@ def create_app(runtime: Runtime | None) -> FastAPI:
                              503: {**error, "description": "A dependency is unavailable; safe to retry"}})
     ctx = ApiContext.of(runtime) if runtime is not None else None  # what every route reads
     app.state.runtime = ctx
-    app.add_middleware(SendFastPath, runtime=ctx)  # innermost: a plain send skips FastAPI's routing
-    app.add_middleware(RejectUnencodable)
+    app.add_middleware(RejectUnencodable)  # innermost
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(PhpErrorShape)  # outside the body limit: its 413 is reshaped too
     app.add_middleware(RequestLog)
@@ -190,9 +194,5 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Runs outside the middlewares (Starlette's ServerErrorMiddleware): set the header here.
-        rid = request_id_of(request.scope)
-        log.exception("request %s: unhandled error on %s %s", rid, request.method, route_of(request))
-        body = {**error_body(500, "internal error"), "request_id": rid}
-        return JSONResponse(php_shape(body) if is_php(request.scope) else body, status_code=500,
-                            headers={"X-Request-Id": rid})
+        # Runs outside the middlewares (Starlette's ServerErrorMiddleware): it sets the header itself.
+        return unexpected_response(request)

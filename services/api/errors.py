@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
+from services.api.php_errors import is_php, php_shape
 from services.api.refusal import Refusal, code_for
 from services.api.request_ids import request_id_of
 
@@ -87,6 +88,17 @@ def error_response(request: Request, status: int, message: str, name: str,
 def refusal_response(request: Request, refusal: Refusal) -> JSONResponse:
     """A refusal's answer, as the app's handler renders ``http_error(refusal)``."""
     return error_response(request, refusal.status, refusal.text, refusal.name, refusal_headers(refusal), refusal.cause)
+
+
+def unexpected_response(request: Request) -> JSONResponse:
+    """The 500 of a fault nothing handled (call it inside ``except``: the log line carries the
+    traceback): the request id in the body and the header, the body in resend-php's shape for
+    that SDK. The app's handler for ``Exception`` and the send fast path both answer with it."""
+    rid = request_id_of(request.scope)
+    log.exception("request %s: unhandled error on %s %s", rid, request.method, route_of(request))
+    body = {**error_body(500, "internal error"), "request_id": rid}
+    return JSONResponse(php_shape(body) if is_php(request.scope) else body, status_code=500,
+                        headers={"X-Request-Id": rid})
 
 
 def route_of(request: Request) -> str | None:

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api.request_ids import request_id_of
 
 log = logging.getLogger("postline.access")
+ARRIVED = "postline.arrived"  # scope key: perf_counter() when the request reached the first handler in front of this one
 
 
 class RequestLog:
@@ -30,7 +31,7 @@ class RequestLog:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not log.isEnabledFor(logging.INFO):
             return await self.app(scope, receive, send)
-        start = time.perf_counter()
+        start = scope.get(ARRIVED) or time.perf_counter()
         status = 500  # what the client gets if the app dies before answering
 
         async def send_and_note(message: Message) -> None:

@@ -18,7 +18,7 @@ from services.api.errors import error_body
 
 # A \u escape of a surrogate code point (D800-DFFF) in the raw JSON: the only way JSON can
 # carry one. Its absence proves the body clean without parsing it twice.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class UnencodableText(ValueError):
@@ -82,7 +82,7 @@ class RejectUnencodable:
 
 
 def _unencodable_field(body: bytes) -> str | None:
-    if not _SURROGATE_ESCAPE.search(body):
+    if not SURROGATE_ESCAPE.search(body):
         return None
     try:
         value = json.loads(body)
@@ -93,16 +93,20 @@ def _unencodable_field(body: bytes) -> str | None:
     return first_unencodable(value)
 
 
-async def read_body(receive: Receive) -> tuple[bytes | None, Receive]:
-    """The whole request body, or None when the client went away first; and a ``receive``
-    that gives the app the same messages again, then the client's own stream. For the
-    middlewares that must see a body before the app does (this one, the send fast path)."""
+async def read_body(receive: Receive, limit: int | None = None) -> tuple[bytes | None, Receive]:
+    """The whole request body, or None when the client went away first or the body grew past
+    ``limit`` bytes (reading stops there); and a ``receive`` that gives the app the same
+    messages again, then the client's own stream. For the middlewares that must see a body
+    before the app does (this one, the send fast path)."""
     seen: list[Message] = []
-    more = True
+    more, size = True, 0
     while more:
         message = await receive()
         seen.append(message)
         if message["type"] != "http.request":
+            return None, _replay(seen, receive)
+        size += len(message.get("body", b""))
+        if limit is not None and size > limit:
             return None, _replay(seen, receive)
         more = message.get("more_body", False)
     body = b"".join(m.get("body", b"") for m in seen)

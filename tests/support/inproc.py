@@ -5,7 +5,7 @@ import contextlib
 
 import httpx
 
-from services.api.app import create_app
+from services.api.app import asgi_app
 from shared import events as ev
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -18,7 +18,7 @@ async def api_runtime(data_dir, with_store: bool = False, **overrides):
     rt = Runtime(settings)
     await rt.start(with_store=with_store)
     await rt.ensure_default_workspace()
-    transport = httpx.ASGITransport(app=create_app(rt), raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=asgi_app(rt), raise_app_exceptions=False)  # as the server runs it
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as client:
         yield rt, AdminClient(client, ADMIN_TOKEN)
     await rt.close()

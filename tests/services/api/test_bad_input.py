@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from services.api import accept
 from tests.support.inproc import api_runtime, ready_service
 
 SEND = {"from": "a@acme.test", "to": ["ann@example.com"], "subject": "s", "text": "t"}
@@ -80,6 +81,25 @@ async def test_a_real_fault_is_5xx_with_a_logged_request_id(tmp_path, caplog):
         assert r.status_code == 503, r.text
         rid = r.headers["X-Request-Id"]
         assert r.json()["request_id"] == rid and len(rid) >= 16
+        assert any(rid in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
+
+@pytest.mark.parametrize("content_type", ["application/json",  # the send fast path
+                                          "application/json; charset=utf-8"])  # FastAPI's route
+async def test_a_bug_in_a_send_is_a_500_with_the_request_id_on_either_path(tmp_path, caplog, monkeypatch, content_type):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+
+        async def broken(*args, **kwargs):
+            raise RuntimeError("a bug, not an infrastructure fault")
+
+        monkeypatch.setattr(accept, "fetch_remote", broken)  # the first step of the use case both paths run
+        with caplog.at_level(logging.ERROR):
+            r = await admin.http.post("/emails", content=raw(SEND), headers={"Api-Key": key, "Content-Type": content_type})
+        assert r.status_code == 500, r.text
+        rid = r.headers["X-Request-Id"]
+        assert r.json() == {"error": "internal error", "message": "internal error", "name": "application_error",
+                            "statusCode": 500, "request_id": rid}
         assert any(rid in rec.getMessage() and rec.exc_info for rec in caplog.records)
 
 

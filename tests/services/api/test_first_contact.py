@@ -83,7 +83,8 @@ async def test_one_access_log_line_per_request_without_secrets(tmp_path, caplog)
     async with api_runtime(tmp_path) as (rt, admin):
         sid, key = await sandbox_service(rt, admin)
         caplog.clear()
-        sent = (await admin.http.post("/emails", json=SEND, headers={"Api-Key": key})).json()
+        first = await admin.http.post("/emails", json=SEND, headers={"Api-Key": key})
+        sent = first.json()
         await admin.http.post("/emails", json={**SEND, "to": "nope"}, headers={"Api-Key": key})
         await admin("GET", f"/api/email/services/{sid}")
         await admin.http.get("/no/such/path")
@@ -92,6 +93,7 @@ async def test_one_access_log_line_per_request_without_secrets(tmp_path, caplog)
         ("POST", "/emails", 200), ("POST", "/emails", 400),
         ("GET", "/api/email/services/{service_id}", 200), ("GET", None, 404)]
     assert lines[0]["service_id"] == sid and lines[0]["email_id"] == sent["id"] and lines[0]["ms"] >= 0
+    assert lines[0]["request_id"] == first.headers["X-Request-Id"]
     assert lines[2]["service_id"] == sid
     text = "\n".join(r.getMessage() + json.dumps(getattr(r, "fields", {})) for r in caplog.records)
     assert key not in text and ADMIN_TOKEN not in text and ANN not in text
@@ -135,7 +137,8 @@ def test_cli_names_only_real_settings(group):
 async def test_dev_inbox_shows_a_workspace_only_its_own_mail_decoded(tmp_path):
     async with api_runtime(tmp_path) as (rt, admin):
         sid, key = await sandbox_service(rt, admin)
-        sent = (await admin.http.post("/emails", json=SEND, headers={"Api-Key": key})).json()
+        first = await admin.http.post("/emails", json=SEND, headers={"Api-Key": key})
+        sent = first.json()
         raw = (f"From: a@acme.test\r\nTo: {ANN}\r\nSubject: s\r\nX-Postline-Id: {sent['id']}\r\n"
                "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
                "Follow http://127.0.0.1:8080/verify?token=3Dabc=\r\ndef to continue\r\n").encode()

@@ -1,6 +1,6 @@
 """The send fast path's judgement in-process (services/api/send_fast_path.py): it takes only a
-send the FastAPI route would accept as is, and hands everything else on with its body
-intact. That both paths then answer alike is tested over HTTP in test_send_rules.py."""
+send the FastAPI route would accept as is, and hands everything else on to the app with its
+body intact. That both paths then answer alike is tested over HTTP in test_send_rules.py."""
 from __future__ import annotations
 
 import asyncio
@@ -73,15 +73,56 @@ def test_a_blocked_caller_goes_on_to_the_route_which_answers_429():
     assert judge(runtime(blocked=True), JSON, raw, None, "127.0.0.1") is None
 
 
-def test_a_request_handed_on_keeps_its_body():
-    seen = []
+def handed_on(rt, headers: dict[bytes, bytes], chunks: list[bytes], limit: int = 1000) -> list[bytes] | None:
+    """Run one POST /emails through the fast path in front of an app that records the body
+    it reads; the chunks the app got, or None when the fast path answered itself."""
+    seen: list[bytes] = []
 
-    async def route(scope, receive, send):
-        seen.append((await receive())["body"])
+    async def app(scope, receive, send):
+        more = True
+        while more:
+            message = await receive()
+            seen.append(message["body"])
+            more = message.get("more_body", False)
+
+    stream = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
 
     async def client():
-        return {"type": "http.request", "body": b'{"to": "nope"}', "more_body": False}
+        return stream.pop(0)
 
-    scope = {"type": "http", "method": "POST", "path": "/emails", "headers": list(JSON.items())}
-    asyncio.run(SendFastPath(route, runtime())(scope, client, None))
-    assert seen == [b'{"to": "nope"}']
+    async def answered(message):  # the fast path answering itself: not what these tests expect
+        seen.append(b"answered")
+
+    scope = {"type": "http", "method": "POST", "path": "/emails", "headers": list(headers.items()), "client": ("127.0.0.1", 1)}
+    asyncio.run(SendFastPath(app, rt, max_body_bytes=limit)(scope, client, answered))
+    return seen
+
+
+def test_a_request_handed_on_keeps_its_body():
+    assert handed_on(runtime(), JSON, [b'{"to": "nope"}']) == [b'{"to": "nope"}']
+
+
+def test_a_body_over_the_limit_is_handed_on_whole_for_the_apps_413():
+    """Reading stops past the limit; the app then reads what was read and the rest."""
+    body = json.dumps(BODY).encode()
+    chunks = [body[:20], body[20:40], body[40:]]
+    assert b"".join(handed_on(runtime(), JSON, chunks, limit=30)) == body
+    declared = {**JSON, b"content-length": str(len(body)).encode()}  # declared too large: not read at all
+    assert handed_on(runtime(), declared, [body], limit=30) == [body]
+
+
+def test_resend_php_is_handed_on_for_its_error_shape():
+    raw = json.dumps(BODY).encode()
+    assert handed_on(runtime(), {**JSON, b"user-agent": b"resend-php/0.12.0"}, [raw]) == [raw]
+
+
+def test_a_fault_while_judging_is_left_to_the_app():
+    """The app meets the same fault and answers it (its 500, request id and log line)."""
+    rt = runtime()
+
+    async def broken():
+        raise RuntimeError("state unreadable")
+
+    rt.control.catch_up = broken
+    raw = json.dumps(BODY).encode()
+    assert handed_on(rt, JSON, [raw]) == [raw]
