@@ -8,17 +8,19 @@ from shared import events as ev
 
 
 def _ts(t: datetime) -> str:
-    return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    """``YYYY-MM-DD hh:mm:ss.mmm`` (ClickHouse's DateTime64(3) text; the times are UTC)."""
+    return t.isoformat(" ", "milliseconds")[:23]
 
 
 def event_row(e: ev.LifecycleEvent | ev.EmailReceived) -> dict:
     """``email.received`` rows carry the received email's id and no recipient or tags."""
+    f = e.__dict__  # the fields this event type has: a missing one reads as None, without pydantic's AttributeError
     return {
         "event_id": e.id, "type": e.type, "time": _ts(e.time), "workspace_id": e.workspace_id,
-        "service_id": e.service_id or "", "email_id": e.email_id, "recipient": getattr(e, "recipient", None) or "",
-        "tags": list(getattr(e, "tags", [])), "smtp_code": getattr(e, "smtp_code", None) or 0,
-        "reason": getattr(e, "reason", None) or getattr(e, "bounce_type", None) or "",
-        "template_id": getattr(e, "template_id", None) or "", "payload": e.model_dump_json(by_alias=True),
+        "service_id": e.service_id or "", "email_id": e.email_id, "recipient": f.get("recipient") or "",
+        "tags": list(f.get("tags") or []), "smtp_code": f.get("smtp_code") or 0,
+        "reason": f.get("reason") or f.get("bounce_type") or "",
+        "template_id": f.get("template_id") or "", "payload": e.model_dump_json(by_alias=True),
         **insight_columns(e),
     }
 
@@ -27,14 +29,15 @@ def insight_columns(e: ev.LifecycleEvent | ev.EmailReceived) -> dict:
     """The delivery-path columns grouped stats and latency read (docs/analytics.md): ``''``
     where the event does not carry it; ``tls`` on deliveries is the certificate check
     (``plaintext`` without TLS); ``latency_ms`` queued→outcome, -1 when unknown."""
-    rcpt = getattr(e, "recipient", None) or ""
+    f = e.__dict__
+    rcpt = f.get("recipient") or ""
     tls = ""
     if isinstance(e, ev.Delivered):
         tls = e.tls.verified if e.tls else "plaintext"
-    queued_at = getattr(e, "queued_at", None)
-    return {"provider": getattr(e, "provider", None) or "", "recipient_domain": rcpt.rpartition("@")[2].lower(),
-            "bounce_class": getattr(e, "bounce_class", None) or "", "source_ip": getattr(e, "source_ip", None) or "",
-            "tls": tls, "smtp_reply": getattr(e, "smtp_reply", None) or "",
+    queued_at = f.get("queued_at")
+    return {"provider": f.get("provider") or "", "recipient_domain": rcpt.rpartition("@")[2].lower(),
+            "bounce_class": f.get("bounce_class") or "", "source_ip": f.get("source_ip") or "",
+            "tls": tls, "smtp_reply": f.get("smtp_reply") or "",
             "latency_ms": int((e.time - queued_at).total_seconds() * 1000) if queued_at else -1}
 
 
