@@ -15,7 +15,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--only", choices=["relay", "stats", "api", "dashboard", "tracking", "submission", "memory",
                                            "retention", "e2e", "intake", "receiving", "templates", "scale-out", "insights",
-                                           "shaping", "message-build", "startup"], default=None)
+                                           "shaping", "message-build", "startup", "api-asgi"], default=None)
     parser.add_argument("--messages", type=int, default=6000)
     parser.add_argument("--memory-sends", type=int, default=10_000, help="1 MB sends of the memory section")
     parser.add_argument("--retention-sends", type=int, default=2000, help="real sends of the retention section")
@@ -97,6 +97,10 @@ def main() -> None:
         from tests.bench import message_build
 
         results["message_build_per_shape"] = message_build.run()
+    if args.only in (None, "api-asgi"):
+        from tests.bench import api_asgi
+
+        results["api_send_in_process"] = api_asgi.run()
     if args.only in (None, "startup"):
         from tests.bench import startup
 
