@@ -21,11 +21,8 @@ PHP_AGENT = b"resend-php/"
 
 
 def is_php(scope: Scope) -> bool:
-    return is_php_agent(dict(scope.get("headers") or []).get(b"user-agent", b""))
-
-
-def is_php_agent(user_agent: bytes) -> bool:
-    return user_agent.lower().startswith(PHP_AGENT)
+    agent = dict(scope.get("headers") or []).get(b"user-agent", b"")
+    return agent.lower().startswith(PHP_AGENT)
 
 
 def php_shape(doc: dict[str, Any]) -> dict[str, Any]:

@@ -1,53 +1,57 @@
 """``POST /emails`` and ``POST /api/email/services/{id}/send`` answered in front of the FastAPI
 app, when nothing about the request is unusual. FastAPI's routing, dependency injection and
-response validation were ~35% of the API's CPU per send (issue 21), and the Starlette/FastAPI
-layers and the app's own middlewares around them another ~20% (issue 34; docs/benchmarks.md).
+response validation were ~35% of the API's CPU per send (issue 21), and Starlette's and
+FastAPI's layers and the app's other middlewares around them ~14% more (issue 34;
+docs/benchmarks.md).
 
 Contract: the fast path answers only a send it can fully judge the way the FastAPI route
 would — ``Content-Type: application/json``, a JSON object that ``SendEmail`` accepts, an
 active service's key (``Api-Key`` or ``Authorization: Bearer``) and, on the service door,
 the key's own service. Every other request goes on to the FastAPI app with its body intact,
 before anything is taken or written, so its answer is the app's own: a missing or invalid
-key, a body the schema refuses, another content type, a body over the size limit (the app's
-413), text that cannot be encoded (the app's 400 naming the field), a caller the throttle
-blocks (the route's 429), and any request from resend-php (its error bodies have
-their own shape). A send the fast path takes is accepted by the same use case as the route
-(services/api/accept.py), inside the app's own request-id, audit and access-log middlewares
-(the same classes, without the rest of the stack); a refusal is rendered by the same mapping
-as the app's handler (``errors.refusal_response``) and a fault by the same 500
-(``errors.unexpected_response``), so both paths answer byte for byte alike (tested in
-tests/services/api/test_send_rules.py). A send with a ``template`` is taken too: the accept
-core renders it (services/api/template_send.py), as for the route. Like the route's
-``service_key``, the fast path first catches up with the control log (``auth.catch_up``:
-read-your-writes) and answers its 503 the same way."""
+key, a body the schema refuses (unencodable text included: the app's 400 names the field),
+another content type, a body over the size limit (the app's 413), a caller the throttle
+blocks (the route's 429), and any request from resend-php (its error bodies have their own
+shape). Like the route's ``service_key``, the fast path then catches up with the control log
+(``auth.catch_up``: read-your-writes) and answers its 503 the same way. A send the fast path
+takes is accepted by the same use case as the route (services/api/accept.py), inside the
+app's own request-id, audit and access-log middlewares (the same classes, without the rest
+of the stack); a refusal is rendered by the same mapping as the app's handler
+(``errors.refusal_response``) and a fault by the same 500 (``errors.unexpected_response``), so
+both paths answer alike (tested in tests/services/api/test_send_rules.py, the 500 in
+test_bad_input.py). A send with a ``template`` is taken too: the accept core renders it
+(services/api/template_send.py), as for the route."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.accept import accept
 from services.api.auth import ServiceCaller, bearer_credential, catch_up, key_owner
 from services.api.throttle import account_of, source_of
 from services.api.actors import AuditContext
 from services.api.errors import refusal_response, unexpected_response
-from services.api.php_errors import is_php_agent
+from services.api.php_errors import is_php
 from services.api.refusal import Refusal
 from services.api.schemas import SendEmail, SendResult
 from services.api.sending import Door
 from services.api.request_ids import RequestIds
 from services.api.request_log import ARRIVED, RequestLog
-from services.api.text_checks import SURROGATE_ESCAPE, read_body
+from services.api.text_checks import read_body
 from services.api.context import ApiContext
 
 _RESULT = TypeAdapter(SendResult)
 _EMAILS = SimpleNamespace(path="/emails")  # scope["route"] for the access log (it reads .path)
 _SERVICE_DOOR = SimpleNamespace(path="/api/email/services/{service_id}/send")
+log = logging.getLogger(__name__)
+FAULT_LOG_EVERY = 60.0  # seconds between two warnings of a judging fault
 _TAKEN = "postline.send"  # scope key: the judged send, from the front to the handler inside the middlewares
 
 
@@ -72,15 +76,20 @@ def door_of(scope: Scope) -> tuple[Door, str | None] | None:
     return None
 
 
-def judge(rt: ApiContext, headers: dict[bytes, bytes], raw: bytes, service_id: str | None,
-          client: str | None = None) -> Judged | None:
-    """The send when the fast path can take it, else None (also when ``client``'s address
-    or the key's account is blocked by the throttle)."""
+async def judge(rt: ApiContext, headers: dict[bytes, bytes], raw: bytes, service_id: str | None,
+                client: str | None = None) -> Judged | Refusal | None:
+    """The send when the fast path can take it; the catch-up's 503 when this process cannot
+    read the control log up to its end; else None, for the app to answer. In the order of the
+    route's ``service_key``: a missing key (401) or a caller the throttle blocks (429) is the
+    app's before any catch-up, then read-your-writes (a key made a moment ago on another
+    process works), then the key's service and the body."""
     if headers.get(b"content-type", b"").lower() != b"application/json":
         return None
     key = headers.get(b"api-key", b"").decode("latin-1") or bearer_credential(headers.get(b"authorization", b"").decode("latin-1"))
     if not key or rt.throttle.check(source_of(client), account_of(key)) is not None:
         return None
+    if refused := await catch_up(rt):
+        return refused
     caller = key_owner(rt.control.state, key)
     if caller is None or caller.service.status == "disabled":
         return None
@@ -88,7 +97,7 @@ def judge(rt: ApiContext, headers: dict[bytes, bytes], raw: bytes, service_id: s
         return None
     try:
         value = json.loads(raw)
-        body = SendEmail.model_validate(value) if isinstance(value, dict) else None
+        body = SendEmail.model_validate(value) if isinstance(value, dict) else None  # refuses unencodable text too
     except (ValueError, ValidationError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None
     idempotency = headers.get(b"idempotency-key")
@@ -102,41 +111,63 @@ class SendFastPath:
     def __init__(self, app: ASGIApp, runtime: ApiContext | None, max_body_bytes: int):
         self.app, self.runtime, self.max_body_bytes = app, runtime, max_body_bytes
         # what the app's middleware stack adds to any answer, around the sends taken here
-        self.taken: ASGIApp = RequestIds(AuditContext(RequestLog(self._send)))
+        self.taken: ASGIApp = RequestIds(AuditContext(RequestLog(self._answer_taken)))
+        self._fault_logged_at = -FAULT_LOG_EVERY
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """door and headers plain → body (bounded, encodable) → catch up → judge → taken; else the app."""
+        """a send door, plain headers → the body (at most the limit) → judged → taken; else the app."""
         rt = self.runtime
         door = door_of(scope) if rt is not None else None
-        if rt is None or door is None:
-            return await self.app(scope, receive, send)
-        headers = dict(reversed(scope["headers"]))  # the first of a repeated header wins, as in Starlette
-        if not self._plain(headers):
+        if rt is None or door is None or not self._plain(scope):
             return await self.app(scope, receive, send)
         scope[ARRIVED] = time.perf_counter()
         raw, again = await read_body(receive, self.max_body_bytes)
-        if raw is None or SURROGATE_ESCAPE.search(raw):
+        if raw is None:  # the client left, or the body is over the limit (the app's 413)
             return await self.app(scope, again, send)
+        headers = dict(reversed(scope["headers"]))  # the first of a repeated header wins, as in Starlette
         client = scope.get("client")
         try:
-            # read-your-writes first: a key made a moment ago on another process works
-            refused = await catch_up(rt)  # a 503 is answered here: the route would wait for the log again
-            judged = refused or judge(rt, headers, raw, door[1], client[0] if client else None)
-        except Exception:  # a fault while judging: the app meets it again and answers its 500
+            judged = await judge(rt, headers, raw, door[1], client[0] if client else None)
+        except Exception:  # a bug in judging: the app gets the request whole (and answers a fault as its 500)
+            self._log_fault()
             judged = None
         if judged is None:
             return await self.app(scope, again, send)
         scope[_TAKEN] = (door, judged, raw)
         await self.taken(scope, again, send)
 
-    def _plain(self, headers: dict[bytes, bytes]) -> bool:
-        """Not resend-php and no declared body over the limit (the app answers those)."""
-        declared = headers.get(b"content-length", b"0")
-        too_large = declared.isdigit() and int(declared) > self.max_body_bytes
-        return not too_large and not is_php_agent(headers.get(b"user-agent", b""))
+    def _plain(self, scope: Scope) -> bool:
+        """Not resend-php and no declared body over the limit (the app answers those; the
+        headers read as the app's middlewares read them)."""
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        return not is_php(scope) and not (declared.isdigit() and int(declared) > self.max_body_bytes)
 
-    async def _send(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """name the route (access log) → accept → the answer, the refusal's, or the 500 of a fault."""
+    def _log_fault(self) -> None:
+        """A judging bug hands every send to the app (slower, still answered): say so, at most
+        once every FAULT_LOG_EVERY seconds."""
+        if time.monotonic() - self._fault_logged_at >= FAULT_LOG_EVERY:
+            self._fault_logged_at = time.monotonic()
+            log.warning("send fast path: judging a send failed; handed on to the app", exc_info=True)
+
+    async def _answer_taken(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A taken send's answer; a fault before the answer started is the app's 500 (after it,
+        the response is cut off, as in the app)."""
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._take(scope, receive, sending)
+        except Exception:
+            if started:
+                raise
+            await unexpected_response(Request(scope, receive))(scope, receive, send)
+
+    async def _take(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """name the route (access log) → the catch-up's refusal, or accept → the answer or the refusal's."""
         rt = self.runtime
         assert rt is not None
         door, judged, raw = scope.pop(_TAKEN)
@@ -148,11 +179,7 @@ class SendFastPath:
         svc = judged.caller.service
         state = scope.setdefault("state", {})
         state["service_id"] = svc.service_id
-        try:
-            outcome = await accept(rt, svc, judged.body, door[0], judged.idempotency_key, raw,
-                                   api_key=judged.caller.key)
-        except Exception:
-            return await unexpected_response(Request(scope, receive))(scope, receive, send)
+        outcome = await accept(rt, svc, judged.body, door[0], judged.idempotency_key, raw, api_key=judged.caller.key)
         if isinstance(outcome, Refusal):
             return await _refuse(scope, receive, send, outcome)
         state["email_id"] = outcome.email_id

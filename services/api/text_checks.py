@@ -18,7 +18,7 @@ from services.api.errors import error_body
 
 # A \u escape of a surrogate code point (D800-DFFF) in the raw JSON: the only way JSON can
 # carry one. Its absence proves the body clean without parsing it twice.
-SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class UnencodableText(ValueError):
@@ -82,7 +82,7 @@ class RejectUnencodable:
 
 
 def _unencodable_field(body: bytes) -> str | None:
-    if not SURROGATE_ESCAPE.search(body):
+    if not _SURROGATE_ESCAPE.search(body):
         return None
     try:
         value = json.loads(body)

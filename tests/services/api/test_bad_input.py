@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from services.api import accept
+from services.api import accept, send_fast_path
 from tests.support.inproc import api_runtime, ready_service
 
 SEND = {"from": "a@acme.test", "to": ["ann@example.com"], "subject": "s", "text": "t"}
@@ -101,6 +101,22 @@ async def test_a_bug_in_a_send_is_a_500_with_the_request_id_on_either_path(tmp_p
         assert r.json() == {"error": "internal error", "message": "internal error", "name": "application_error",
                             "statusCode": 500, "request_id": rid}
         assert any(rid in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
+
+async def test_a_fault_answering_a_send_the_fast_path_took_is_the_apps_500(tmp_path, caplog, monkeypatch):
+    """After the send was accepted, before its answer started: the JSON 500, never a bare one."""
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+
+        async def broken(*args, **kwargs):
+            raise RuntimeError("cannot answer")
+
+        monkeypatch.setattr(send_fast_path, "_answer", broken)
+        with caplog.at_level(logging.ERROR):
+            r = await admin.http.post("/emails", content=raw(SEND), headers={"Api-Key": key, "Content-Type": "application/json"})
+        assert r.status_code == 500, r.text
+        assert r.json()["request_id"] == r.headers["X-Request-Id"] and r.json()["error"] == "internal error"
+        assert any(r.headers["X-Request-Id"] in rec.getMessage() and rec.exc_info for rec in caplog.records)
 
 
 async def test_a_client_request_id_is_kept_only_when_it_is_a_token(tmp_path):

@@ -131,7 +131,7 @@ async def test_resend_php_gets_an_error_object_it_can_read(tmp_path):
     async with api_runtime(tmp_path) as (rt, admin):
         sid, key = await ready_service(rt, admin)
         cases = [("GET", "/emails/e1", {}, None),  # 401 missing key
-                 ("POST", "/emails", {"Api-Key": key}, {**SEND, "to": "nobody"}),  # 400, through the fast path
+                 ("POST", "/emails", {"Api-Key": key}, {**SEND, "to": "nobody"}),  # 400 (the fast path hands resend-php on)
                  ("GET", "/contacts", {}, None),  # 404 not offered
                  ("POST", "/emails", {"Api-Key": key, "Content-Length": "99999999999"}, None)]  # 413
         for method, path, headers, body in cases:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from services.api.send_fast_path import SendFastPath, door_of, judge
 from services.api.throttle import Blocked
 from shared import events as ev
+from shared.control.errors import ControlBehind
 from shared.control.state import ControlState
 from shared.crypto import hash_secret
 
@@ -21,13 +23,18 @@ BODY = {"from": "hello@acme.test", "to": "ann@example.com", "subject": "hi", "te
 JSON = {b"content-type": b"application/json", b"api-key": KEY.encode()}
 
 
-def runtime(status: str = "active", blocked: bool = False):
+def judged(*args):
+    return asyncio.run(judge(*args))
+
+
+def runtime(status: str = "active", blocked: bool = False, behind: bool = False):
     state = ControlState()
     state.apply(ev.ServiceSaved(workspace_id="w", service_id="s", name="app", created_at=NOW, status=status))
     state.apply(ev.ApiKeySaved(workspace_id="w", service_id="s", key_id="k", name="k", key_hash=hash_secret(KEY),
                                prefix=KEY[:11], created_at=NOW))
-    async def caught_up():  # one process: nothing to catch up with
-        return None
+    async def caught_up():  # one process: nothing to catch up with, unless the log is out of reach
+        if behind:
+            raise ControlBehind("the event log is unavailable")
 
     def check(address, account):  # the throttle: blocked or not, whoever asks
         return Blocked("address", 5) if blocked else None
@@ -46,10 +53,10 @@ def test_only_the_two_send_paths_are_doors():
 
 def test_a_plain_send_is_taken_with_either_key_header():
     raw = json.dumps(BODY).encode()
-    caller, body, idem = judge(runtime(), JSON, raw, None)
+    caller, body, idem = judged(runtime(), JSON, raw, None)
     assert caller.service.service_id == "s" and body.subject == "hi" and idem is None
     bearer = {b"content-type": b"application/json", b"authorization": f"Bearer {KEY}".encode(), b"idempotency-key": b"o-1"}
-    assert judge(runtime(), bearer, raw, "s")[2] == "o-1"
+    assert judged(runtime(), bearer, raw, "s")[2] == "o-1"
 
 
 @pytest.mark.parametrize("why,headers,raw,service_id,rt", [
@@ -64,21 +71,26 @@ def test_a_plain_send_is_taken_with_either_key_header():
 ])
 def test_anything_else_goes_on_to_the_route(why, headers, raw, service_id, rt):
     raw = raw if isinstance(raw, bytes) else json.dumps(raw).encode()
-    assert judge(runtime(rt), headers, raw, service_id) is None, why
+    assert judged(runtime(rt), headers, raw, service_id) is None, why
 
 
 def test_a_blocked_caller_goes_on_to_the_route_which_answers_429():
     raw = json.dumps(BODY).encode()
-    assert judge(runtime(), JSON, raw, None, "127.0.0.1") is not None
-    assert judge(runtime(blocked=True), JSON, raw, None, "127.0.0.1") is None
+    assert judged(runtime(), JSON, raw, None, "127.0.0.1") is not None
+    assert judged(runtime(blocked=True), JSON, raw, None, "127.0.0.1") is None
 
 
-def handed_on(rt, headers: dict[bytes, bytes], chunks: list[bytes], limit: int = 1000) -> list[bytes] | None:
-    """Run one POST /emails through the fast path in front of an app that records the body
-    it reads; the chunks the app got, or None when the fast path answered itself."""
-    seen: list[bytes] = []
+def run_door(rt, headers: dict[bytes, bytes], chunks: list[bytes], limit: int = 1000) -> tuple[list, list]:
+    """One POST /emails through the fast path in front of an app that records the body it
+    reads: (what the app read — "early" for a client read the fast path made before handing
+    on —, the messages the fast path answered with itself)."""
+    seen: list = []
+    answered: list = []
+    app_started = False
 
     async def app(scope, receive, send):
+        nonlocal app_started
+        app_started = True
         more = True
         while more:
             message = await receive()
@@ -88,14 +100,23 @@ def handed_on(rt, headers: dict[bytes, bytes], chunks: list[bytes], limit: int =
     stream = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
 
     async def client():
+        if not app_started:
+            seen.append("early")
         return stream.pop(0)
 
-    async def answered(message):  # the fast path answering itself: not what these tests expect
-        seen.append(b"answered")
+    async def send(message):
+        answered.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/emails", "headers": list(headers.items()), "client": ("127.0.0.1", 1)}
-    asyncio.run(SendFastPath(app, rt, max_body_bytes=limit)(scope, client, answered))
-    return seen
+    asyncio.run(SendFastPath(app, rt, max_body_bytes=limit)(scope, client, send))
+    return seen, answered
+
+
+def handed_on(rt, headers: dict[bytes, bytes], chunks: list[bytes], limit: int = 1000) -> list:
+    """What the app read of a request the fast path must hand on (nothing answered by it)."""
+    seen, answered = run_door(rt, headers, chunks, limit)
+    assert answered == []
+    return [c for c in seen if c != "early"]
 
 
 def test_a_request_handed_on_keeps_its_body():
@@ -108,7 +129,20 @@ def test_a_body_over_the_limit_is_handed_on_whole_for_the_apps_413():
     chunks = [body[:20], body[20:40], body[40:]]
     assert b"".join(handed_on(runtime(), JSON, chunks, limit=30)) == body
     declared = {**JSON, b"content-length": str(len(body)).encode()}  # declared too large: not read at all
-    assert handed_on(runtime(), declared, [body], limit=30) == [body]
+    assert run_door(runtime(), declared, [body], limit=30) == ([body], [])
+    assert run_door(runtime(), JSON, chunks, limit=30)[0][:2] == ["early", "early"]  # undeclared: read to the limit
+
+
+def test_a_log_out_of_reach_is_the_catch_ups_503_after_the_key_and_throttle_checks():
+    raw = json.dumps(BODY).encode()
+    _, answered = run_door(runtime(behind=True), JSON, [raw])
+    start, body = answered
+    headers = dict(start["headers"])
+    assert start["status"] == 503 and headers[b"retry-after"] == b"1" and headers[b"x-request-id"]
+    assert json.loads(body["body"])["error"] == "the event log is unavailable"
+    keyless = {b"content-type": b"application/json"}
+    assert handed_on(runtime(behind=True), keyless, [raw]) == [raw]  # the app's 401, as the route's order has it
+    assert handed_on(runtime(behind=True, blocked=True), JSON, [raw]) == [raw]  # the app's 429
 
 
 def test_resend_php_is_handed_on_for_its_error_shape():
@@ -116,8 +150,8 @@ def test_resend_php_is_handed_on_for_its_error_shape():
     assert handed_on(runtime(), {**JSON, b"user-agent": b"resend-php/0.12.0"}, [raw]) == [raw]
 
 
-def test_a_fault_while_judging_is_left_to_the_app():
-    """The app meets the same fault and answers it (its 500, request id and log line)."""
+def test_a_fault_while_judging_is_left_to_the_app_and_logged_once(caplog):
+    """The app meets the same request (and any fault again: its 500, request id and log line)."""
     rt = runtime()
 
     async def broken():
@@ -125,4 +159,20 @@ def test_a_fault_while_judging_is_left_to_the_app():
 
     rt.control.catch_up = broken
     raw = json.dumps(BODY).encode()
-    assert handed_on(rt, JSON, [raw]) == [raw]
+    with caplog.at_level(logging.WARNING, logger="services.api.send_fast_path"):
+        door = SendFastPath(None, rt, max_body_bytes=1000)
+        for _ in range(3):
+            seen = []
+
+            async def app(scope, receive, send):
+                seen.append((await receive())["body"])
+
+            async def client():
+                return {"type": "http.request", "body": raw, "more_body": False}
+
+            door.app = app
+            scope = {"type": "http", "method": "POST", "path": "/emails", "headers": list(JSON.items()), "client": ("127.0.0.1", 1)}
+            asyncio.run(door(scope, client, None))
+            assert seen == [raw]
+    warnings = [r for r in caplog.records if r.name == "services.api.send_fast_path"]
+    assert len(warnings) == 1 and warnings[0].exc_info and "state unreadable" in str(warnings[0].exc_info[1])

@@ -10,7 +10,7 @@ import logging
 import httpx
 import pytest
 
-from services.api.app import create_app
+from services.api.app import asgi_app
 from tests.services.api.dashboard.support import csrf_of
 from tests.support.inproc import api_runtime, ready_service
 from tests.support.postline import ADMIN_TOKEN
@@ -26,7 +26,7 @@ def world(tmp_path_factory):
     stack = contextlib.AsyncExitStack()
     rt, admin = loop.run_until_complete(stack.enter_async_context(api_runtime(tmp_path_factory.mktemp("throttle"))))
     _, key = loop.run_until_complete(ready_service(rt, admin))
-    yield create_app(rt), key, loop
+    yield asgi_app(rt), key, loop  # as the server runs it: the send fast path in front of the app
     loop.run_until_complete(stack.aclose())
     loop.close()
 
@@ -149,7 +149,7 @@ def test_password_sign_ins_are_throttled_and_an_attacked_user_still_gets_in(worl
 
     monkeypatch.setattr(credentials, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     app, _, loop = world
-    rt = app.state.runtime
+    rt = app.runtime  # the ApiContext of the app the server runs (the fast path in front of FastAPI)
     password, email = "correct horse battery staple", "amy@acme.test"
 
     async def attempt(address: str, secret: str) -> httpx.Response:
