@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+from typing import Iterable
 
 _points: dict[str, float] = {}
 for item in filter(None, os.environ.get("POSTLINE_FAILPOINTS", "").split(",")):
@@ -27,6 +28,14 @@ def failpoint(name: str) -> None:
     """Crash here (with the configured probability)."""
     if hit(name):
         os._exit(137)
+
+
+def crash_on_tag(name: str, tags: Iterable[str]) -> None:
+    """Crash handling a message that carries a tag the test named (``relay.handling#poison=1``):
+    a record that kills the process each time it is handled."""
+    if _points:
+        for tag in tags:
+            failpoint(f"{name}#{tag}")
 
 
 def delay(name: str) -> float:

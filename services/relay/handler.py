@@ -211,7 +211,8 @@ def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_a
         common["time"] = res.at
     attempt = req.attempt + 1
     if gave_up and res.status == "deferred":
-        return ev.Failed(id=ev.derived_id(req.email_id, rcpt, "failed"), reason="queue lifetime exceeded", **common)
+        return ev.Failed(id=ev.derived_id(req.email_id, rcpt, "failed"), reason=res.failure or "queue lifetime exceeded",
+                         **common)
     path = {"mx_host": res.mx_host, "source_ip": res.source_ip, "queued_at": req.time,
             "provider": providers.provider_of(res.mx_host, domain_of(rcpt), provider_table)}
     if res.status == "delivered":
@@ -256,6 +257,23 @@ async def suppress_bounced(ctx: RelayContext, events: list[RecipientEvent]) -> N
     for e in events:
         if isinstance(e, ev.Bounced):
             await ctx.suppressor.apply(e, classify(e.smtp_code, e.smtp_reply))
+
+
+async def give_up(ctx: RelayContext, req: ev.SendRequested, reason: str) -> None:
+    """End a request without delivering it (it kills the relay: services/relay/crash_guard.py)
+    the way ``process`` ends one whose queue lifetime ran out: its first events, the outcomes
+    the ledger already has, and ``failed`` (``reason``) for every other recipient, in the
+    ledger before its events, so a copy handled later sends nothing and emits the same events."""
+    async with ctx.claims.hold(req.email_id):
+        events = announce(req) + await already_final(ctx, req)
+        done = {e.recipient for e in events if e.type in ev.FINAL_TYPES}
+        failure = DeliveryResult("deferred", at=ev.utcnow(), failure=reason)
+        left = [rcpt for rcpt in req.recipients if rcpt not in done]
+        await ctx.ledger.record([(req.email_id, rcpt, "failed", failure) for rcpt in left])
+        events += [outcome_event(req, rcpt, failure, None, True, ctx.settings.provider_table) for rcpt in left]
+        metrics.DELIVERIES.labels("failed").inc(len(left))
+        await ctx.log.append_many(ev.Topic.EVENTS, [(req.email_id, ev.encode(e)) for e in events])
+        await suppress_bounced(ctx, events)
 
 
 async def process(ctx: RelayContext, req: ev.SendRequested) -> None:

@@ -41,16 +41,18 @@ RETRY_FIRST, RETRY_MAX = 1.0, 5.0
 def path_of(o: DeliveryResult) -> dict | None:
     """The ledger's ``path`` field: where the outcome's session left from and its TLS, so an
     outcome emitted again after a restart is the same event."""
-    if o.source_ip is None and o.tls is None:
+    if o.source_ip is None and o.tls is None and o.failure is None:
         return None
-    return {"source_ip": o.source_ip, "tls": o.tls.model_dump() if o.tls else None}
+    path = {"source_ip": o.source_ip, "tls": o.tls.model_dump() if o.tls else None}
+    return path | {"failure": o.failure} if o.failure else path
 
 
 def path_fields(path: dict | None) -> dict:
     """``path_of`` reversed, as ``DeliveryResult`` keyword arguments."""
     if not path:
         return {}
-    return {"source_ip": path.get("source_ip"), "tls": TlsUsed(**path["tls"]) if path.get("tls") else None}
+    return {"source_ip": path.get("source_ip"), "tls": TlsUsed(**path["tls"]) if path.get("tls") else None,
+            "failure": path.get("failure")}
 
 
 class LedgerUnwritable(OSError):

@@ -46,7 +46,8 @@ def outcome_rows(records: list[Record]) -> list[Row]:
         kind: ResultStatus = "deferred" if e.type == "failed" else e.type  # how the ledger keeps a failure
         rows.append((e.email_id, e.recipient, e.type,
                      DeliveryResult(kind, e.smtp_code, e.smtp_reply, getattr(e, "mx_host", None), e.time,
-                                    source_ip=getattr(e, "source_ip", None), tls=getattr(e, "tls", None))))
+                                    source_ip=getattr(e, "source_ip", None), tls=getattr(e, "tls", None),
+                                    failure=getattr(e, "reason", None))))
     return rows
 
 

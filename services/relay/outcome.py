@@ -23,6 +23,7 @@ class DeliveryResult:
     connect_error: bool = False  # no session: could not connect, or the server refused it before MAIL
     source_ip: str | None = None  # the local address the session left from (IP pools)
     tls: TlsUsed | None = None  # the session's TLS; None: plaintext (or no session)
+    failure: str | None = None  # a failed outcome's reason when it is not the queue lifetime (crash_guard.py)
 
 
 # "try again in 5 minutes", "retry after 300 seconds", "please retry in 2h": the forms MTAs use

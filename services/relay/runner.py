@@ -6,7 +6,8 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import cast
 
-from services.relay.handler import RelayContext, process
+from services.relay.crash_guard import CrashGuard
+from services.relay.handler import RelayContext, give_up, process
 from services.relay.ledger import Ledger
 from services.relay.ledger_rebuild import LedgerRebuild
 from services.relay.schedule_changes import apply_change, emit, scheduled_events
@@ -19,6 +20,7 @@ from shared import metrics
 from shared.consumer_loop import BatchPolicy, PoisonGuard, run_consumer
 from shared.control.state import ControlState
 from shared.devinbox import DevInbox
+from shared.failpoints import crash_on_tag
 from shared.log.port import EventLog, Record
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -69,12 +71,21 @@ class Relay:
                                 suppressor=Suppressor(runtime.control, runtime.store, count_best_effort=True))
         self.scheduler = Scheduler(s.data_dir / "scheduled.sqlite3", runtime.log)
         self.guard = PoisonGuard(runtime.log, "relay")
+        self.policy = BatchPolicy(max_records=s.relay_concurrency * 4)
+        # the most a batch that died can have held of one partition: the careful window after a crash
+        self.crashes = CrashGuard(s.data_dir / ledger_dir(runtime.relay_share), s.relay_crashes_per_request,
+                                  window=self.policy.max_records)
         runtime.checks["ledger_writable"] = lambda: self.ctx.ledger.writable
         self._slots = asyncio.Semaphore(s.relay_concurrency)
 
     async def handle_batch(self, records: list[Record]) -> None:
         metrics.RELAY_QUEUE_DEPTH.set(len(records))
-        changes = [c for c in await asyncio.gather(*(self._one(r) for r in records)) if c is not None]
+        careful = [self.crashes.careful(r) for r in records] if self.crashes.unclean else []
+        if any(careful):  # after an unclean start (crash_guard.py)
+            done = await self._under_counts(records, careful)
+        else:
+            done = list(await asyncio.gather(*(self._one(r) for r in records)))
+        changes = [c for c in done if c is not None]
         for change in changes:  # after the requests of the same batch, which they follow on the log
             await apply_change(self.ctx, self.scheduler, change)
         metrics.RELAY_QUEUE_DEPTH.set(0)
@@ -87,6 +98,7 @@ class Relay:
                 return None
             if isinstance(req, (ev.SendCanceled, ev.SendRescheduled)):
                 return req
+            crash_on_tag("relay.handling", req.tags)  # tests: a request that kills the process
             with self.guard.for_record(record):  # a request no step can handle is dead-lettered
                 if req.scheduled_at is not None and req.attempt == 0 and self.scheduler.is_canceled(req.email_id):
                     pass  # canceled: a redelivered or released copy that arrives after the cancel never goes out
@@ -96,6 +108,42 @@ class Relay:
                 else:
                     await process(self.ctx, req)
             return None
+
+    async def _under_counts(self, records: list[Record], careful: list[bool]) -> list:
+        """``_one`` for each record after an unclean start (crash_guard.py): those no death was
+        counted against together, under one count; then each suspect alone, under its own; a
+        record counted ``limit`` times is given up instead."""
+        deaths = [self.crashes.deaths(r) if c else 0 for r, c in zip(records, careful)]
+        together = [r for r, c, n in zip(records, careful, deaths) if not c or n == 0]
+        counted = [r for r, c, n in zip(records, careful, deaths) if c and n == 0]
+        self.crashes.before(counted)
+        try:
+            done = list(await asyncio.gather(*(self._one(r) for r in together)))
+        finally:
+            self.crashes.after(counted)
+        for r, n in zip(records, deaths):
+            if n >= self.crashes.limit:
+                await self._give_up(r, n)
+            elif n:
+                self.crashes.before([r])
+                try:
+                    done.append(await self._one(r))
+                finally:
+                    self.crashes.after([r])
+        return done
+
+    async def _give_up(self, record: Record, deaths: int) -> None:
+        """A request ended without delivery (handler.give_up), a copy held for later canceled,
+        and the record marked for the dead-letter topic, with the reason, for an operator."""
+        reason = f"the relay process died {deaths} times handling this message; it was given up"
+        req = await self.guard.decode(record)
+        if req is None:  # undecodable: the guard dead-letters it with its batch
+            return
+        log.error("request %s/%s@%s: %s", record.topic, record.partition, record.offset, reason)
+        if isinstance(req, ev.SendRequested):
+            await self.scheduler.cancel(req.email_id)  # no held or later copy goes out either
+            await give_up(self.ctx, req, reason)
+        self.guard.mark(record, RuntimeError(reason))  # dead-lettered once its batch is done
 
     async def _give_up_when_stopped(self, stop: asyncio.Event) -> None:
         """On stop, requests waiting for a ledger that cannot be written give up: their batch
@@ -110,13 +158,15 @@ class Relay:
         requests.on_assigned = LedgerRebuild(lg, self.ctx.ledger, self.ctx.settings).on_assigned  # before any request
         # a relay the group has given nothing (a join under way, or stalled) delivers nothing: not ready
         self.runtime.checks["requests_assigned"] = lambda: requests.assigned
-        policy = BatchPolicy(max_records=self.ctx.settings.relay_concurrency * 4)
+        self.crashes.start()
         await self.ctx.sender.start()
-        tasks = [asyncio.create_task(run_consumer(requests, self.handle_batch, stop, policy, guard=self.guard))]
+        tasks = [asyncio.create_task(run_consumer(requests, self.handle_batch, stop, self.policy, guard=self.guard))]
         tasks.append(asyncio.create_task(self._give_up_when_stopped(stop)))
         try:
             await asyncio.gather(*tasks)
         finally:
+            if stop.is_set():  # stopped because it was told to (a batch cut short included): not a crash
+                self.crashes.stop()
             for t in tasks:
                 t.cancel()
             await self.ctx.sender.close()

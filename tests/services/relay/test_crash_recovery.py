@@ -59,6 +59,8 @@ def test_relay_killed_at_random_points_loses_and_doubles_nothing(tmp_path, tansu
            "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address}
     api_proc = PostlineProcess(tmp_path / "api", role="api", env=env).start()
     crashy = {**env, "POSTLINE_RELAY_CONCURRENCY": "16",
+              # these crashes are the failpoints', not the messages': none is ever given up (crash_guard.py)
+              "POSTLINE_RELAY_CRASHES_PER_REQUEST": "1000",
               "POSTLINE_FAILPOINTS": "relay.before_deliver=0.012,relay.after_ledger=0.012,"
                                      "relay.after_events=0.012,consumer.before_commit=0.02"}
     relay = PostlineProcess(tmp_path / "relay", role="relay", env=crashy).start()
