@@ -32,14 +32,17 @@ aside: the relay then handles every request as if nothing had crashed. A fresh d
 start after a clean stop, has no ``running`` file and costs nothing."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 from shared.log.port import Record
 
 log = logging.getLogger(__name__)
 _MARKS = "crash-marks.sqlite3"
+_MARK_FILES = (_MARKS, _MARKS + "-wal", _MARKS + "-shm")
 
 
 class CrashGuard:
@@ -59,7 +62,7 @@ class CrashGuard:
             running = self.directory / "running"
             self.unclean = running.exists()
             if not self.unclean:  # marks of an older run can name other records now (a reset topic)
-                for name in (_MARKS, _MARKS + "-wal", _MARKS + "-shm"):
+                for name in _MARK_FILES:
                     (self.directory / name).unlink(missing_ok=True)
             running.touch()
         except OSError as exc:
@@ -75,13 +78,13 @@ class CrashGuard:
         self.unclean = False
         try:
             self._close()
-            for name in ("running", _MARKS, _MARKS + "-wal", _MARKS + "-shm"):
+            for name in ("running", *_MARK_FILES):
                 (self.directory / name).unlink(missing_ok=True)
         except OSError as exc:
             log.warning("relay crash guard: could not note the clean stop: %s", exc)
 
     def careful(self, record: Record) -> bool:
-        """Whether ``record`` is handled alone under a mark."""
+        """Whether ``record`` is in the window that carries counts after an unclean start."""
         if not self.unclean:
             return False
         first = self._first.setdefault((record.topic, record.partition), record.offset)
@@ -99,8 +102,17 @@ class CrashGuard:
             return 0
         return row[0] if row else 0
 
+    @contextlib.contextmanager
+    def holding(self, records: list[Record]) -> Iterator[None]:
+        """While the block handles ``records``: a death of each counted in advance, durably, in
+        one transaction, and taken back however the block ends (only a death leaves it)."""
+        self.before(records)
+        try:
+            yield
+        finally:
+            self.after(records)
+
     def before(self, records: list[Record]) -> None:
-        """Count a death of each in advance, durably, in one transaction (``after`` takes it back)."""
         self._write("INSERT INTO marks VALUES (?, ?, ?, 1) ON CONFLICT (topic, part, off) "
                     "DO UPDATE SET deaths = deaths + 1", records)
 

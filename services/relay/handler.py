@@ -259,16 +259,22 @@ async def suppress_bounced(ctx: RelayContext, events: list[RecipientEvent]) -> N
             await ctx.suppressor.apply(e, classify(e.smtp_code, e.smtp_reply))
 
 
+async def settled(ctx: RelayContext, req: ev.SendRequested) -> tuple[list[RecipientEvent], list[str]]:
+    """What a request's handling starts from: its first events (``announce``) with the outcomes
+    the ledger already has (``already_final``), and the recipients still without one."""
+    events = announce(req) + await already_final(ctx, req)
+    done = {e.recipient for e in events if e.type in ev.FINAL_TYPES}
+    return events, [r for r in req.recipients if r not in done]
+
+
 async def give_up(ctx: RelayContext, req: ev.SendRequested, reason: str) -> None:
     """End a request without delivering it (it kills the relay: services/relay/crash_guard.py)
     the way ``process`` ends one whose queue lifetime ran out: its first events, the outcomes
     the ledger already has, and ``failed`` (``reason``) for every other recipient, in the
     ledger before its events, so a copy handled later sends nothing and emits the same events."""
     async with ctx.claims.hold(req.email_id):
-        events = announce(req) + await already_final(ctx, req)
-        done = {e.recipient for e in events if e.type in ev.FINAL_TYPES}
+        events, left = await settled(ctx, req)
         failure = DeliveryResult("deferred", at=ev.utcnow(), failure=reason)
-        left = [rcpt for rcpt in req.recipients if rcpt not in done]
         await ctx.ledger.record([(req.email_id, rcpt, "failed", failure) for rcpt in left])
         events += [outcome_event(req, rcpt, failure, None, True, ctx.settings.provider_table) for rcpt in left]
         metrics.DELIVERIES.labels("failed").inc(len(left))
@@ -285,10 +291,7 @@ async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
 
 async def process_unclaimed(ctx: RelayContext, req: ev.SendRequested) -> None:
     """``process``, for a caller that holds the email id."""
-    events = announce(req)
-    events += await already_final(ctx, req)
-    done = {e.recipient for e in events if e.type in ev.FINAL_TYPES}
-    pending = [r for r in req.recipients if r not in done]
+    events, pending = await settled(ctx, req)
     if pending:
         held = await control_wait.hold(ctx.control, req, ctx.settings.control_wait_timeout)
         if held:  # never unsigned: deferred like a 4xx until the relay knows the domain's keys

@@ -116,20 +116,14 @@ class Relay:
         deaths = [self.crashes.deaths(r) if c else 0 for r, c in zip(records, careful)]
         together = [r for r, c, n in zip(records, careful, deaths) if not c or n == 0]
         counted = [r for r, c, n in zip(records, careful, deaths) if c and n == 0]
-        self.crashes.before(counted)
-        try:
+        with self.crashes.holding(counted):
             done = list(await asyncio.gather(*(self._one(r) for r in together)))
-        finally:
-            self.crashes.after(counted)
         for r, n in zip(records, deaths):
             if n >= self.crashes.limit:
                 await self._give_up(r, n)
             elif n:
-                self.crashes.before([r])
-                try:
+                with self.crashes.holding([r]):
                     done.append(await self._one(r))
-                finally:
-                    self.crashes.after([r])
         return done
 
     async def _give_up(self, record: Record, deaths: int) -> None:
