@@ -19,6 +19,7 @@ from typing import TextIO, cast
 from starlette.types import ASGIApp, Message, Scope
 
 from services.api import limits
+from services.api.app import asgi_app
 from shared.logging import setup_logging
 from tests.bench.shapes import BY_NAME
 from tests.support.inproc import api_runtime, ready_service
@@ -46,7 +47,7 @@ async def _run(data: Path, devnull: TextIO) -> dict:
         setup_logging("info")  # the access log, as the API writes it (into /dev/null here)
         cast(logging.StreamHandler, logging.getLogger().handlers[0]).setStream(devnull)
         _, key = await ready_service(rt, admin)
-        app = admin.http._transport.app  # the ASGI app api_runtime serves: asgi_app(rt)
+        app = asgi_app(rt)  # what the server runs
         body = BY_NAME["receipt_5kb"].request(0, "acme.test")
         raw = json.dumps({**body, "to": "ann@example.com"}).encode()  # the sandbox's verified recipient
         headers = [(b"content-type", b"application/json"), (b"api-key", key.encode()),
