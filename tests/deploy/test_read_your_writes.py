@@ -14,7 +14,7 @@ from tests.support.postline import Api, PostlineProcess, production_service
 from tests.support.sequences import ADMIN, SendLoad, Sequences
 
 pytestmark = [pytest.mark.slow]
-SEQUENCES = 200
+SEQUENCES = 120  # each one a write then reads on other processes; a stale view fails most of them
 TRIES = 10
 
 
