@@ -32,10 +32,16 @@ from shared.failpoints import failpoint
 from shared.log.port import CommitFailed, Consumer, InvalidRecord, Record
 from shared.poison import ConsumerHalted, Handler, PoisonGuard
 
-__all__ = ["BatchPolicy", "ConsumerHalted", "FOLLOW", "Handler", "InvalidRecord", "PoisonGuard", "commit",
+__all__ = ["BatchInterrupted", "BatchPolicy", "ConsumerHalted", "FOLLOW", "Handler", "InvalidRecord", "PoisonGuard", "commit",
            "consume", "handle_until_done", "run_consumer"]
 log = logging.getLogger(__name__)
 MAX_RETRY_DELAY = 10.0
+
+
+class BatchInterrupted(Exception):
+    """Raised by a handler that leaves its batch unfinished because the consumer is stopping
+    (a batch that could outlast the stop's grace period): the loop returns at once, nothing
+    committed, no error logged; the batch is handled again by the next start or owner."""
 
 
 @dataclass(frozen=True)
@@ -79,14 +85,18 @@ async def consume(consumer: Consumer, handle: Handler, stop: asyncio.Event,
                   policy: BatchPolicy = BatchPolicy(), guard: PoisonGuard | None = None) -> None:
     """The loop over a started consumer: take a batch, handle it until done (each batch
     settled by ``guard`` when given: poison dead-lettered, or ``ConsumerHalted``), commit it
-    (per the policy). Returns once ``stop`` is set; never closes ``consumer``."""
+    (per the policy). Returns once ``stop`` is set, or when a handler raises ``BatchInterrupted``
+    (its batch left uncommitted); never closes ``consumer``."""
     if guard is not None:
         handle = guard.guarded(handle)
     while not stop.is_set():
         records = await take_batch(consumer, policy, stop)
         if not records and not policy.handle_empty:
             continue
-        await handle_until_done(handle, records, stop)
+        try:
+            await handle_until_done(handle, records, stop)
+        except BatchInterrupted:
+            return
         if records and policy.commit:
             failpoint("consumer.before_commit")  # the batch is fully handled: a safe crash point
             await commit(consumer, records)
@@ -143,7 +153,7 @@ async def handle_until_done(handle: Handler, records: list[Record], stop: asynci
             elif tries:
                 log.warning("a batch of %d records went through after %d failed tries", len(records), tries)
             return
-        except ConsumerHalted:
+        except (ConsumerHalted, BatchInterrupted):
             raise
         except Exception as exc:
             tries += 1

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Logging level.")
     embedded_partitions: int = Field(4, ge=1, le=64, description="Partitions per topic of the embedded log.")
     relay_concurrency: int = Field(64, ge=1, le=1024, description="Messages a relay process delivers at once (64: measured faster than 32 with dual DKIM on 2 cores).")
-    relay_crashes_per_request: int = Field(2, ge=1, le=1000, description="Times a request may kill its relay process while handled alone before the relay gives it up (email.failed, dead-lettered), so one message that crashes the process cannot stop the others (services/relay/crash_guard.py).")
+    relay_crashes_per_request: int = Field(2, ge=2, le=1000, description="Deaths of its relay process with a request in hand after which the relay gives the request up (email.failed, dead-lettered), so one message that crashes the process cannot stop the others: the first is counted while it is handled in a batch, the others while it is handled alone, so at least 2 (services/relay/crash_guard.py).")
     retry_schedule: str = Field("60,300,900,3600,10800,21600", description="Seconds between delivery retries, comma-separated; the last repeats.")
     queue_lifetime: int = Field(72 * 3600, ge=1, description="Seconds a deferred message keeps being retried before it fails.")
     log_append_timeout: float = Field(5.0, gt=0, le=60, description="Seconds an append to the event log may take before it fails (the API then answers 503 with Retry-After).")

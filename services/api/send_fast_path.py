@@ -81,12 +81,15 @@ async def judge(rt: ApiContext, headers: dict[bytes, bytes], raw: bytes, service
     """The send when the fast path can take it; the catch-up's 503 when this process cannot
     read the control log up to its end; else None, for the app to answer. In the order of the
     route's ``service_key``: a missing key (401) or a caller the throttle blocks (429) is the
-    app's before any catch-up, then read-your-writes (a key made a moment ago on another
-    process works), then the key's service and the body."""
+    app's before any catch-up, and so is a body the schema refuses (the app reads the JSON
+    and refuses unencodable text before the route's dependencies run); then read-your-writes
+    (a key made a moment ago on another process works), then the key's service."""
     if headers.get(b"content-type", b"").lower() != b"application/json":
         return None
     key = headers.get(b"api-key", b"").decode("latin-1") or bearer_credential(headers.get(b"authorization", b"").decode("latin-1"))
     if not key or rt.throttle.check(source_of(client), account_of(key)) is not None:
+        return None
+    if (body := send_body(raw)) is None:
         return None
     if refused := await catch_up(rt):
         return refused
@@ -95,13 +98,17 @@ async def judge(rt: ApiContext, headers: dict[bytes, bytes], raw: bytes, service
         return None
     if service_id is not None and caller.service.service_id != service_id:
         return None
+    idempotency = headers.get(b"idempotency-key")
+    return Judged(caller, body, idempotency.decode("latin-1") if idempotency is not None else None)
+
+
+def send_body(raw: bytes) -> SendEmail | None:
+    """The send ``raw`` holds, or None when the schema refuses it (unencodable text too)."""
     try:
         value = json.loads(raw)
-        body = SendEmail.model_validate(value) if isinstance(value, dict) else None  # refuses unencodable text too
+        return SendEmail.model_validate(value) if isinstance(value, dict) else None
     except (ValueError, ValidationError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None
-    idempotency = headers.get(b"idempotency-key")
-    return Judged(caller, body, idempotency.decode("latin-1") if idempotency is not None else None) if body else None
 
 
 class SendFastPath:

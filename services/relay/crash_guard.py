@@ -12,21 +12,28 @@ here a relay process learns which request it died on, at no cost while nothing c
 - After such a start, the first ``window`` offsets of each partition from the first one read
   (the most that the batch which died could have held of it; a retried batch re-reads the
   same offsets) carry durable counts in ``<ledger dir>/crash-marks.sqlite3``: raised before a
-  record is handled and lowered again however its handling ends (an exception included), so
-  only a process that died with the record in hand leaves them raised. Records no death was
+  record is handled and lowered again however its handling ends (an exception included),
+  once every record handled with it has ended too (shared/tasks.py ``gather_all``), so only
+  a process that died with the record in hand leaves them raised. Records no death was
   counted against are handled together as usual, under one count for the batch; a *suspect*
   (a count of at least one) is handled alone, under its own, so a death then is its alone.
-- A record whose count reached ``limit`` (``POSTLINE_RELAY_CRASHES_PER_REQUEST``, 2 by
-  default) is not handled again: the relay gives it up (services/relay/handler.py
-  ``give_up``: ``email.failed`` for its open recipients, recorded in the ledger; a copy held
-  for later canceled) and dead-letters it for an operator; the partition moves on. A poison
-  request thus costs three deaths: in a batch, in a marked batch, alone.
+  A stop ends the suspects' turn (the batch uncommitted): handled one at a time they could
+  outlast the stop's grace period, and its SIGKILL would count against an innocent one.
+- A request whose count reached ``limit`` (``POSTLINE_RELAY_CRASHES_PER_REQUEST``, 2 by
+  default and at least 2, as the first death is counted in a batch) is not handled again:
+  the relay gives it up (services/relay/handler.py ``give_up``: ``email.failed`` for its
+  open recipients, recorded in the ledger; a copy held for later canceled) and dead-letters
+  it for an operator; the partition moves on. A poison request thus costs three deaths: in
+  a batch, in a marked batch, alone. A cancel or reschedule is applied instead, whatever its
+  count (it only writes the scheduler's file; dropped, a canceled send would go out).
 
 What it cannot tell apart: a process that dies for a reason of its own (an OOM kill caused by
 other work, a SIGKILL after the stop grace period, a crash in another role sharing the
 process) counts that death against the records in hand; an innocent one is then a suspect,
-handled alone, and given up only if a second death comes while it alone is in hand. Counts
-are kept per process (its ledger directory): on Kafka a partition that moves to another relay
+handled alone, and given up only if a second death comes while it alone is in hand; deaths
+that keep coming for such a reason give up at most one innocent request each, and once
+given-up requests are most of a batch the consumer halts as for a bad deploy
+(shared/poison.py), for an operator to look. Counts are kept per process (its ledger directory): on Kafka a partition that moves to another relay
 starts its counts there. A guard that cannot use its file (a full disk) logs it and steps
 aside: the relay then handles every request as if nothing had crashed. A fresh data dir, or a
 start after a clean stop, has no ``running`` file and costs nothing."""

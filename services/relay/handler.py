@@ -36,6 +36,7 @@ from shared import failpoints, providers, retry_schedule
 from shared.log.port import EventLog
 from shared.retry_schedule import RetryPlan
 from shared.settings import Settings
+from shared.tasks import gather_all
 from shared import verp
 from shared.verp import unsubscribe_address
 
@@ -201,7 +202,7 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
     groups = transactions(rcpts, raw)
     if len(groups) == 1:  # the common case: no task per transaction
         return await one(groups[0])
-    return {r: res for part in await asyncio.gather(*(one(g) for g in groups)) for r, res in part.items()}
+    return {r: res for part in await gather_all(*(one(g) for g in groups)) for r, res in part.items()}
 
 
 def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_at: datetime | None,

@@ -17,13 +17,14 @@ from services.relay.signing import Signer
 from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared import metrics
-from shared.consumer_loop import BatchPolicy, PoisonGuard, run_consumer
+from shared.consumer_loop import BatchInterrupted, BatchPolicy, PoisonGuard, run_consumer
 from shared.control.state import ControlState
 from shared.devinbox import DevInbox
 from shared.failpoints import crash_on_tag
 from shared.log.port import EventLog, Record
 from shared.runtime import Runtime
 from shared.settings import Settings
+from shared.tasks import gather_all
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Relay:
                                   window=self.policy.max_records)
         runtime.checks["ledger_writable"] = lambda: self.ctx.ledger.writable
         self._slots = asyncio.Semaphore(s.relay_concurrency)
+        self.stopping = asyncio.Event()  # run()'s stop event, once it runs
 
     async def handle_batch(self, records: list[Record]) -> None:
         metrics.RELAY_QUEUE_DEPTH.set(len(records))
@@ -84,8 +86,8 @@ class Relay:
         if any(careful):  # after an unclean start (crash_guard.py)
             done = await self._under_counts(records, careful)
         else:
-            done = list(await asyncio.gather(*(self._one(r) for r in records)))
-        changes = [c for c in done if c is not None]
+            done = await gather_all(*(self._one(r) for r in records))
+        changes = [c for c in done if c is not None]  # in log order
         for change in changes:  # after the requests of the same batch, which they follow on the log
             await apply_change(self.ctx, self.scheduler, change)
         metrics.RELAY_QUEUE_DEPTH.set(0)
@@ -110,34 +112,45 @@ class Relay:
             return None
 
     async def _under_counts(self, records: list[Record], careful: list[bool]) -> list:
-        """``_one`` for each record after an unclean start (crash_guard.py): those no death was
-        counted against together, under one count; then each suspect alone, under its own; a
-        record counted ``limit`` times is given up instead."""
+        """``_one`` for each record after an unclean start (crash_guard.py), the results in
+        log order: those no death was counted against together, under one count (lowered once
+        every one of them has ended); then each suspect alone, under its own; a request counted
+        ``limit`` times is given up instead. A stop ends the suspects' turn (``BatchInterrupted``:
+        one at a time, they could outlast the stop's grace period, whose SIGKILL would then
+        count against an innocent one)."""
         deaths = [self.crashes.deaths(r) if c else 0 for r, c in zip(records, careful)]
-        together = [r for r, c, n in zip(records, careful, deaths) if not c or n == 0]
-        counted = [r for r, c, n in zip(records, careful, deaths) if c and n == 0]
-        with self.crashes.holding(counted):
-            done = list(await asyncio.gather(*(self._one(r) for r in together)))
-        for r, n in zip(records, deaths):
+        done: list = [None] * len(records)
+        together = [i for i, n in enumerate(deaths) if n == 0]
+        with self.crashes.holding([records[i] for i in together if careful[i]]):
+            for i, result in zip(together, await gather_all(*(self._one(records[i]) for i in together))):
+                done[i] = result
+        for i, (r, n) in enumerate(zip(records, deaths)):
+            if n and self.stopping.is_set():
+                raise BatchInterrupted("the relay is stopping: the suspects left are handled after the next start")
             if n >= self.crashes.limit:
-                await self._give_up(r, n)
+                done[i] = await self._give_up(r, n)
             elif n:
                 with self.crashes.holding([r]):
-                    done.append(await self._one(r))
+                    done[i] = await self._one(r)
         return done
 
-    async def _give_up(self, record: Record, deaths: int) -> None:
+    async def _give_up(self, record: Record, deaths: int) -> ev.SendCanceled | ev.SendRescheduled | None:
         """A request ended without delivery (handler.give_up), a copy held for later canceled,
-        and the record marked for the dead-letter topic, with the reason, for an operator."""
+        and the record marked for the dead-letter topic, with the reason, for an operator. A
+        cancel or reschedule is returned to be applied instead: it only changes the
+        scheduler's file, and dropping it would let a canceled send go out."""
         reason = f"the relay process died {deaths} times handling this message; it was given up"
         req = await self.guard.decode(record)
         if req is None:  # undecodable: the guard dead-letters it with its batch
-            return
+            return None
+        if isinstance(req, (ev.SendCanceled, ev.SendRescheduled)):
+            return req
         log.error("request %s/%s@%s: %s", record.topic, record.partition, record.offset, reason)
         if isinstance(req, ev.SendRequested):
             await self.scheduler.cancel(req.email_id)  # no held or later copy goes out either
             await give_up(self.ctx, req, reason)
         self.guard.mark(record, RuntimeError(reason))  # dead-lettered once its batch is done
+        return None
 
     async def _give_up_when_stopped(self, stop: asyncio.Event) -> None:
         """On stop, requests waiting for a ledger that cannot be written give up: their batch
@@ -146,6 +159,7 @@ class Relay:
         self.ctx.ledger.give_up()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.stopping = stop
         lg = self.runtime.log
         requests = lg.consumer([ev.Topic.REQUESTS], "relay")
         requests.take_share(*self.runtime.relay_share)

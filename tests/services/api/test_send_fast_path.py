@@ -143,6 +143,9 @@ def test_a_log_out_of_reach_is_the_catch_ups_503_after_the_key_and_throttle_chec
     keyless = {b"content-type": b"application/json"}
     assert handed_on(runtime(behind=True), keyless, [raw]) == [raw]  # the app's 401, as the route's order has it
     assert handed_on(runtime(behind=True, blocked=True), JSON, [raw]) == [raw]  # the app's 429
+    # the app reads the JSON (and refuses unencodable text) before the route's catch-up: its 400
+    for refused in (b"{", json.dumps({**BODY, "subject": "\udfff"}).encode()):
+        assert handed_on(runtime(behind=True), JSON, [refused]) == [refused]
 
 
 def test_resend_php_is_handed_on_for_its_error_shape():

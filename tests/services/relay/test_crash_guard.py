@@ -10,12 +10,17 @@ relay, which gives the request up (``email.failed``) and delivers every other on
 from __future__ import annotations
 
 import asyncio
+import contextlib
+
+import pytest
+from pydantic import ValidationError
 
 from services.relay import runner
 from services.relay.crash_guard import CrashGuard
 from services.relay.outcome import DeliveryResult
 from shared import events as ev
 from shared.log.port import Record
+from shared.settings import Settings
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
 from tests.support.relay import append_requests, request, running_relay, until
@@ -78,85 +83,164 @@ async def events_of(rt, topic: str) -> list:
     return out
 
 
-async def test_an_error_while_handled_alone_is_not_a_death(tmp_path, monkeypatch):
-    """After an unclean end, a request whose handling raises (the log out of reach) is retried
-    with its batch and delivered: no count is left behind, nothing is given up."""
-    (tmp_path / "data" / "ledger").mkdir(parents=True)
-    (tmp_path / "data" / "ledger" / "running").touch()  # the last run died
-    real, calls, counted = runner.process, [], []
-
-    async def flaky(ctx, req):
-        calls.append(req.email_id)
-        counted.append(relays[0].crashes.deaths(record(0, 0)))  # raised while in hand
-        if len(calls) <= 2:
-            raise ConnectionError("the event log is out of reach")
-        await real(ctx, req)
-
-    monkeypatch.setattr(runner, "process", flaky)
-    sink = SmtpSink().start()
-    try:
-        relays: list = []
-        async with running_relay(tmp_path / "data", sink, embedded_partitions=1, relay_crashes_per_request=2) as (rt, relay):
-            relays.append(relay)
-            await append_requests(rt, [request(EMAIL, "ann@example.com")])
-            await until(lambda: sink.received, what="the delivery")
-            # the sink has the message before the handling returns and the count is lowered
-            await until(lambda: relay.crashes.deaths(record(0, 0)) == 0, what="the count taken back")
-            assert counted == [1, 1, 1]
-            types = [ev.decode(r.value).type for r in await events_of(rt, ev.Topic.EVENTS)]
-            assert "failed" not in types and await events_of(rt, ev.Topic.DEAD_LETTER) == []
-    finally:
-        sink.stop()
+@pytest.fixture
+def sink():
+    started = SmtpSink().start()
+    yield started
+    started.stop()
 
 
-async def test_a_request_counted_dead_twice_is_given_up_with_its_events(tmp_path, monkeypatch):
-    ledger = tmp_path / "data" / "ledger"
-    ledger.mkdir(parents=True)
+def dead_before(ledger, *offsets: int, times: int = 1) -> None:
+    """Processes that died ``times`` with the requests at ``offsets`` of partition 0 in hand
+    (with none: the last run ended unclean, no count left)."""
+    ledger.mkdir(parents=True, exist_ok=True)
     (ledger / "running").touch()
     before = CrashGuard(ledger, limit=2, window=8)
     before.start()
-    first = Record(topic=ev.Topic.REQUESTS, partition=0, offset=0, key=EMAIL, value=b"", timestamp_ms=0)
-    before.before([first])
-    before.before([first])  # two processes died with it in hand
-    real, raised = runner.process, []
+    for _ in range(times):
+        before.before([record(0, o) for o in offsets])
 
-    async def once_flaky(ctx, req):  # the request behind it fails once: the whole batch is handled again
+
+@contextlib.asynccontextmanager
+async def relay_handling(data_dir, sink, monkeypatch, handling=None):
+    """``running_relay`` on one partition, where ``handling(relay, real, ctx, req)`` stands for
+    the handler's ``process`` (``real``) when given."""
+    relays: list = []
+    if handling is not None:
+        real = runner.process
+
+        async def patched(ctx, req):
+            await handling(relays[0], real, ctx, req)
+
+        monkeypatch.setattr(runner, "process", patched)
+    async with running_relay(data_dir, sink, embedded_partitions=1) as (rt, relay):
+        relays.append(relay)
+        yield rt, relay
+
+
+async def test_an_error_while_handled_alone_is_not_a_death(tmp_path, sink, monkeypatch):
+    """After an unclean end, a request whose handling raises (the log out of reach) is retried
+    with its batch and delivered: no count is left behind, nothing is given up."""
+    dead_before(tmp_path / "data" / "ledger")
+    counted = []
+
+    async def flaky(relay, real, ctx, req):
+        counted.append(relay.crashes.deaths(record(0, 0)))  # raised while in hand
+        if len(counted) <= 2:
+            raise ConnectionError("the event log is out of reach")
+        await real(ctx, req)
+
+    async with relay_handling(tmp_path / "data", sink, monkeypatch, flaky) as (rt, relay):
+        await append_requests(rt, [request(EMAIL, "ann@example.com")])
+        await until(lambda: sink.received, what="the delivery")
+        # the sink has the message before the handling returns and the count is lowered
+        await until(lambda: relay.crashes.deaths(record(0, 0)) == 0, what="the count taken back")
+        assert counted == [1, 1, 1]
+        types = [ev.decode(r.value).type for r in await events_of(rt, ev.Topic.EVENTS)]
+        assert "failed" not in types and await events_of(rt, ev.Topic.DEAD_LETTER) == []
+
+
+def test_one_death_is_too_few_to_give_a_request_up():
+    """The first death is counted while a request is handled in a batch: a limit of 1 would give
+    up every request of the batch that died."""
+    with pytest.raises(ValidationError, match="relay_crashes_per_request"):
+        Settings(relay_crashes_per_request=1)
+
+
+async def test_a_count_stays_raised_until_every_request_of_the_batch_has_ended(tmp_path, sink, monkeypatch):
+    """One request of the counted batch fails at once (not a death: the batch is retried); the
+    other is still in hand, so its count must stay raised until it ends too."""
+    dead_before(tmp_path / "data" / "ledger")
+    failed, seen = [], []
+
+    async def one_fails_one_is_slow(relay, real, ctx, req):
+        if req.email_id == EMAIL and not failed:
+            failed.append(req.email_id)
+            raise ConnectionError("the event log is out of reach")
+        if req.email_id == BEHIND and not seen:
+            await until(lambda: failed, what="the other request's failure")
+            await asyncio.sleep(0.2)  # the failure has reached the batch by now
+            seen.append(relay.crashes.deaths(record(0, 1)))
+        await real(ctx, req)
+
+    async with relay_handling(tmp_path / "data", sink, monkeypatch, one_fails_one_is_slow) as (rt, relay):
+        await append_requests(rt, [request(EMAIL, "ann@example.com"), request(BEHIND, "bob@example.com")])
+        await until(lambda: len(sink.received) >= 2, what="both delivered")
+        assert seen == [1]  # still counted while in hand, though its batch had already failed
+        await until(lambda: relay.crashes.deaths(record(0, 1)) == 0, what="the count taken back")
+
+
+async def test_a_stop_ends_the_suspects_turn_without_committing(tmp_path, sink, monkeypatch):
+    """Suspects are handled one at a time; a stop meanwhile leaves the rest for the next start
+    (the batch uncommitted) instead of running on past the stop's grace period."""
+    ledger = tmp_path / "data" / "ledger"
+    dead_before(ledger, 0, 1)
+    handled = []
+
+    async def stop_during_the_first(relay, real, ctx, req):
+        handled.append(req.email_id)
+        relay.stopping.set()  # SIGTERM while the first suspect is in hand
+        await real(ctx, req)
+
+    async with relay_handling(tmp_path / "data", sink, monkeypatch, stop_during_the_first) as (rt, relay):
+        await append_requests(rt, [request(EMAIL, "ann@example.com"), request(BEHIND, "bob@example.com")])
+        await until(lambda: sink.received, what="the first suspect delivered")
+        await asyncio.sleep(0.5)
+    assert handled == [EMAIL] and not (ledger / "running").exists()  # a clean stop
+    monkeypatch.undo()
+    async with relay_handling(tmp_path / "data", sink, monkeypatch):  # the batch again, handled normally
+        await until(lambda: len(sink.received) >= 2, what="the second delivered after the restart")
+        await asyncio.sleep(0.5)
+    delivered = [m.rcpt_tos for m in sink.received]
+    assert sorted(delivered) == [["ann@example.com"], ["bob@example.com"]]  # the first not sent again
+
+
+async def test_a_cancel_counted_dead_twice_is_applied_not_dropped(tmp_path, sink, monkeypatch):
+    """A cancel is never given up: dropped, the send it cancels would go out."""
+    dead_before(tmp_path / "data" / "ledger", 0, times=2)
+    async with relay_handling(tmp_path / "data", sink, monkeypatch) as (rt, relay):
+        cancel = ev.SendCanceled(workspace_id="w", service_id="s", email_id=EMAIL)
+        await rt.log.append(ev.Topic.REQUESTS, EMAIL, ev.encode(cancel))
+        await until(lambda: relay.scheduler.is_canceled(EMAIL), what="the cancel applied")
+        assert await events_of(rt, ev.Topic.DEAD_LETTER) == []
+
+
+async def test_a_request_counted_dead_twice_is_given_up_with_its_events(tmp_path, sink, monkeypatch):
+    dead_before(tmp_path / "data" / "ledger", 0, times=2)  # two processes died with it in hand
+    raised = []
+
+    async def once_flaky(relay, real, ctx, req):  # the request behind it fails once: the whole batch is handled again
         if req.email_id == BEHIND and not raised:
             raised.append(req.email_id)
             raise ConnectionError("the event log is out of reach")
         await real(ctx, req)
 
-    monkeypatch.setattr(runner, "process", once_flaky)
-    sink = SmtpSink().start()
-    try:
-        async with running_relay(tmp_path / "data", sink, embedded_partitions=1) as (rt, relay):
-            # bob's delivery made it to the ledger before the process died: it is kept, not failed
-            await relay.ctx.ledger.record([(EMAIL, "bob@example.com", "delivered",
-                                            DeliveryResult("delivered", 250, "250 ok", at=ev.utcnow()))])
-            await append_requests(rt, [request(EMAIL, "ann@example.com", "bob@example.com"),
-                                       request(BEHIND, "cat@example.com")])
-            await until(lambda: sink.received, what="the request behind it delivered")
-            dead = []
-            while not dead:  # dead-lettered once the batch is done
-                dead = await events_of(rt, ev.Topic.DEAD_LETTER)
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(0.3)
-            events = [ev.decode(r.value) for r in await events_of(rt, ev.Topic.EVENTS) if r.key == EMAIL]
-            assert {(e.type, e.recipient) for e in events} == {
-                ("sent", "ann@example.com"), ("sent", "bob@example.com"),
-                ("delivered", "bob@example.com"), ("failed", "ann@example.com")}
-            failed = [e for e in events if e.type == "failed"]
-            assert len({e.model_dump_json() for e in failed}) == 1  # handled twice (the retry): the same event
-            assert "died 2 times" in failed[0].reason
-            [dead] = await events_of(rt, ev.Topic.DEAD_LETTER)  # once, though given up in both tries
-            assert dead.key == EMAIL and "died 2 times" in dead.headers["error"]
-            assert relay.scheduler.is_canceled(EMAIL)  # a copy held for later never goes out
-            recorded = await relay.ctx.ledger.done(EMAIL, ["ann@example.com", "bob@example.com"])
-            assert {r: status for r, (status, _) in recorded.items()} == {
-                "ann@example.com": "failed", "bob@example.com": "delivered"}  # a later copy sends nothing
-            assert not [m for m in sink.received if EMAIL.encode() in m.data] and raised
-    finally:
-        sink.stop()
+    async with relay_handling(tmp_path / "data", sink, monkeypatch, once_flaky) as (rt, relay):
+        # bob's delivery made it to the ledger before the process died: it is kept, not failed
+        await relay.ctx.ledger.record([(EMAIL, "bob@example.com", "delivered",
+                                        DeliveryResult("delivered", 250, "250 ok", at=ev.utcnow()))])
+        await append_requests(rt, [request(EMAIL, "ann@example.com", "bob@example.com"),
+                                   request(BEHIND, "cat@example.com")])
+        await until(lambda: sink.received, what="the request behind it delivered")
+        dead = []
+        while not dead:  # dead-lettered once the batch is done
+            dead = await events_of(rt, ev.Topic.DEAD_LETTER)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
+        events = [ev.decode(r.value) for r in await events_of(rt, ev.Topic.EVENTS) if r.key == EMAIL]
+        assert {(e.type, e.recipient) for e in events} == {
+            ("sent", "ann@example.com"), ("sent", "bob@example.com"),
+            ("delivered", "bob@example.com"), ("failed", "ann@example.com")}
+        failed = [e for e in events if e.type == "failed"]
+        assert len({e.model_dump_json() for e in failed}) == 1  # handled twice (the retry): the same event
+        assert "died 2 times" in failed[0].reason
+        [dead] = await events_of(rt, ev.Topic.DEAD_LETTER)  # once, though given up in both tries
+        assert dead.key == EMAIL and "died 2 times" in dead.headers["error"]
+        assert relay.scheduler.is_canceled(EMAIL)  # a copy held for later never goes out
+        recorded = await relay.ctx.ledger.done(EMAIL, ["ann@example.com", "bob@example.com"])
+        assert {r: status for r, (status, _) in recorded.items()} == {
+            "ann@example.com": "failed", "bob@example.com": "delivered"}  # a later copy sends nothing
+        assert not [m for m in sink.received if EMAIL.encode() in m.data] and raised
 
 
 def test_a_request_that_kills_the_relay_is_given_up_and_the_others_are_delivered(tmp_path):
