@@ -10,8 +10,9 @@ authenticated records none of which is usable, means no DANE for that host.
 Usable records (RFC 7672 §3.1): DANE-TA(2) and DANE-EE(3), selector Cert(0)/SPKI(1),
 matching Full(0)/SHA2-256(1)/SHA2-512(2). DANE-EE matches the server's certificate and
 ignores names and dates (§3.1.1); DANE-TA matches a certificate the server sent in its
-chain, which must then issue the chain down to the server's certificate, and that
-certificate must name the MX host (§3.2.2). Simplification: the TLSA lookup is made for
+chain, which must then issue the chain down to the server's certificate as a CA path
+would (every issuer a CA allowed to sign certificates at its depth, the certificates below
+the anchor within their dates), and that certificate must name the MX host (§3.2.2). Simplification: the TLSA lookup is made for
 the MX host name whether or not the MX answer itself was authenticated."""
 from __future__ import annotations
 
@@ -112,12 +113,30 @@ def check(records: tuple[Tlsa, ...], chain: list[x509.Certificate], host: str) -
         if not any(r.usage == DANE_TA and r.matches(anchor) for r in records):
             continue
         try:
-            for child, parent in zip(chain[:i], chain[1:i + 1]):
+            for depth, (child, parent) in enumerate(zip(chain[:i], chain[1:i + 1])):
                 child.verify_directly_issued_by(parent)
+                if not _issues_at(parent, depth):  # else any leaf of the CA could sign for any host
+                    raise ValueError("not a CA")
         except (InvalidSignature, ValueError, TypeError):  # TypeError: a key type it cannot check
             return "the server's chain does not lead to the DANE-TA trust anchor"
         now = datetime.datetime.now(datetime.timezone.utc)
-        if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-            return "the server's certificate is expired or not yet valid"
+        if not all(c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in chain[:i]):
+            return "the server's certificate or one of its issuers is expired or not yet valid"
         return None if _names_host(leaf, host) else f"the server's certificate does not name {host}"
     return f"no TLSA record of {host} matches the server's certificate"
+
+
+def _issues_at(cert: x509.Certificate, depth: int) -> bool:
+    """Whether ``cert`` may issue a certificate with ``depth`` CA certificates between it and
+    the server's (RFC 5280 §4.2.1.9, §4.2.1.3): a CA, within its path length, allowed to
+    sign certificates."""
+    try:
+        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    if not basic.ca or (basic.path_length is not None and depth > basic.path_length):
+        return False
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    except x509.ExtensionNotFound:
+        return True

@@ -13,7 +13,9 @@ Cache: per relay process, by domain, until the policy's ``max_age`` (RFC 8461 §
 policy stays in force until it expires, even when a later TXT lookup or fetch fails). It
 is a cache of public data each process may fetch for itself, so it is not shared through
 the control log. The TXT record is looked up at most every ``RECHECK_SECONDS`` per domain
-(with or without a policy), so that each message does not cost a DNS query.
+(with or without a policy, a failed lookup or fetch included), so that each message does not
+cost a DNS query or a fetch; a policy that would expire before the next check is fetched
+again at this one, and an expired one is looked up at once.
 
 Why not a library: the one maintained Python implementation, postfix-mta-sts-resolver, is a
 Postfix socketmap daemon; its resolver brings aiohttp, aiodns/pycares and PyYAML and
@@ -116,19 +118,19 @@ class MtaSts:
         domain = domain.lower()
         now = time.monotonic()
         expires, recheck_at, known = self._cache.get(domain, (0.0, 0.0, None))
-        if expires <= now:
-            known = None
+        if known is not None and expires <= now:  # expired: looked up again now, not at the next check
+            known, recheck_at = None, 0.0
         if recheck_at > now:
             return self._in_force(known)
         values = await dns_lookup.txt(self.resolver, f"_mta-sts.{domain}")
         ident = txt_id(values) if values is not None else None
-        if ident is None or (known is not None and known.id == ident):
-            if values is not None:  # answered: nothing new to fetch before the next check
-                self._remember(domain, expires if known else now, now + RECHECK_SECONDS, known)
+        # the same id: fetched again only when the policy would expire before the next check
+        # (RFC 8461 §3.3: a policy is refreshed before it expires, so it never lapses in use)
+        lasts = known is not None and known.id == ident and expires - now > RECHECK_SECONDS
+        fetched = await self._fetch(domain, ident) if ident is not None and not lasts else None
+        if fetched is None:  # no news, a DNS failure or a failed fetch: the cached policy stays
+            self._remember(domain, expires if known else now, now + RECHECK_SECONDS, known)  # (RFC 8461 §5.1)
             return self._in_force(known)
-        fetched = await self._fetch(domain, ident)
-        if fetched is None:
-            return self._in_force(known)  # a failed fetch keeps the cached policy (RFC 8461 §5.1)
         self._remember(domain, now + fetched.max_age, now + RECHECK_SECONDS, fetched)
         return self._in_force(fetched)
 

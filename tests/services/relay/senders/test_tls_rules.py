@@ -3,11 +3,15 @@ pattern matching (RFC 8461), and DANE certificate matching (RFC 7672)."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import ssl
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from services.relay.senders import dane, mta_sts
 from shared import dns_lookup
@@ -61,6 +65,27 @@ def test_dane_ee_and_ta_matching():
     assert not dane.usable(dane.Tlsa(1, 1, 1, b"")) and dane.usable(ee)
 
 
+def signed_by(issuer: x509.Certificate, issuer_key, name: str) -> x509.Certificate:
+    """A certificate for ``name`` signed with ``issuer_key``, naming ``issuer`` as its issuer."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(issuer_key, hashes.SHA256()))
+
+
+def test_dane_ta_accepts_only_a_chain_of_cas_from_the_anchor():
+    """A DANE-TA record naming a public CA: anyone holding an ordinary certificate of that CA
+    must not be able to sign one for the MX host with it."""
+    ca = CertAuthority()
+    ta = dane.Tlsa(2, 1, 1, hashlib.sha256(_spki(ca.cert)).digest())
+    attacker, attacker_key = ca.issue("attacker.example")  # CA:FALSE, as a CA's customers get
+    forged = signed_by(attacker, attacker_key, "mx.example.com")
+    assert "does not lead" in dane.check((ta,), [forged, attacker, ca.cert], "mx.example.com")
+
+
 def test_a_policy_host_on_a_private_address_is_not_fetched_from():
     """A domain could point mta-sts.<domain> at the relay's own network: nothing is requested
     there unless the operator allows private addresses (POSTLINE_WEBHOOK_ALLOW_PRIVATE)."""
@@ -80,6 +105,38 @@ def test_a_policy_host_on_a_private_address_is_not_fetched_from():
         assert lookup(False) is None and server.requests == []
         fetched = lookup(True)
         assert fetched is not None and fetched.mode == "enforce" and len(server.requests) == 1
+    finally:
+        server.stop()
+        dns.stop()
+
+
+def test_a_policy_is_refreshed_before_it_lapses_and_failures_are_not_retried_per_message(monkeypatch):
+    """RFC 8461 §3.3: a cached policy is fetched again before it expires (an expired one at
+    once, not at the next check); a failed fetch waits for the next check like a success."""
+    ca, dns = CertAuthority(), DnsServer().start()
+    server = FileServer(tls=ca.server_context("mta-sts.acme.test", "mta-sts.gone.test")[0])
+    clock = [1000.0]
+    monkeypatch.setattr(mta_sts.time, "monotonic", lambda: clock[0])
+    try:
+        dns.txt("_mta-sts.acme.test", "v=STSv1; id=1")
+        dns.a("mta-sts.acme.test", "127.0.0.1")
+        server.serve("/.well-known/mta-sts.txt", b"version: STSv1\nmode: enforce\nmx: mx.acme.test\nmax_age: 100\n",
+                     headers={"Content-Type": "text/plain"}, host="mta-sts.acme.test")
+        settings = Settings(mta_sts_port=server.port, webhook_allow_private=True)
+        sts = mta_sts.MtaSts(settings, dns_lookup.resolver(dns.address), ssl.create_default_context(cadata=ca.pem.decode()))
+
+        def policy_at(t: float, domain: str = "acme.test") -> mta_sts.Policy | None:
+            clock[0] = 1000.0 + t
+            return asyncio.run(sts.policy(domain))
+
+        assert policy_at(0).mode == "enforce" and len(server.requests) == 1
+        assert policy_at(50) is not None and len(server.requests) == 1  # cached
+        assert policy_at(150) is not None and len(server.requests) == 2  # expired at 100: fetched again at once
+        dns.txt("_mta-sts.gone.test", "v=STSv1; id=7")
+        dns.a("mta-sts.gone.test", "127.0.0.1")  # served nothing: 404
+        assert policy_at(200, "gone.test") is None and len(server.requests) == 3
+        assert policy_at(210, "gone.test") is None and len(server.requests) == 3  # not fetched per message
+        assert policy_at(200 + mta_sts.RECHECK_SECONDS + 1, "gone.test") is None and len(server.requests) == 4
     finally:
         server.stop()
         dns.stop()
