@@ -11,7 +11,13 @@
 3. Scheduled rotation: a domain with ``dkim_rotation_days`` gets a pending set when its
    current one is that old; ``run_dkim_rotation`` (a housekeeping duty) starts those and
    checks DNS for every pending set, hourly. Several processes may run it: the control
-   log refuses the second of two concurrent changes (409), which is then skipped."""
+   log refuses the second of two concurrent changes (409), which is then skipped; any other
+   failure of one domain's step (the log out of reach) is logged and retried at the next
+   pass, never ending the housekeeping role.
+
+One set retires at a time: a new rotation starts only once the retiring set is no longer
+listed (``rotatable``), since a second switch would replace it in the records before its
+``GRACE`` is over and mail signed with it would stop verifying."""
 from __future__ import annotations
 
 import asyncio
@@ -58,9 +64,19 @@ def promoted_checks(checks: list[dict]) -> tuple[bool, list[dict]]:
     return verified, out
 
 
+def rotatable(d: ev.DomainSaved, now: datetime) -> str | None:
+    """Why a new pending set cannot start now (one pending, or a set still retiring), else None."""
+    if d.pending_dkim:
+        return "a DKIM rotation is already pending: publish its records (dkim_set: pending) and verify the domain"
+    if d.retiring_dkim and d.retiring_until and d.retiring_until > now:
+        return (f"the previous DKIM key set is listed as retiring until {d.retiring_until.isoformat()}, so mail "
+                "signed with it still verifies: rotate again after that")
+    return None
+
+
 def due(d: ev.DomainSaved, now: datetime) -> bool:
     """Whether scheduled rotation should start a pending set now."""
-    if not d.dkim_rotation_days or d.pending_dkim or d.deleted:
+    if not d.dkim_rotation_days or d.deleted or rotatable(d, now):
         return False
     return (d.dkim_rotated_at or d.created_at) + timedelta(days=d.dkim_rotation_days) <= now
 
@@ -80,6 +96,9 @@ async def rotation_pass(runtime: Runtime) -> None:
                     log.info("DKIM rotation of %s: signing with the new keys", d.domain)
         except ChangeRefused:  # another process changed it meanwhile: next pass
             continue
+        except Exception:  # the log out of reach, a DNS fault: this domain again at the next pass
+            log.warning("DKIM rotation of %s: this pass failed; tried again in %d s", d.domain, CHECK_INTERVAL,
+                        exc_info=True)
 
 
 async def run_dkim_rotation(runtime: Runtime, stop: asyncio.Event, interval: float = CHECK_INTERVAL) -> None:

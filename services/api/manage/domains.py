@@ -112,10 +112,10 @@ async def verify_domain(rt: ApiContext, d: ev.DomainSaved) -> dict[str, Any] | R
 
 
 async def rotate_dkim(rt: ApiContext, d: ev.DomainSaved) -> dict[str, Any] | Refusal:
-    """Publish a new DKIM key set as pending (409 while one is pending already)."""
-    if d.pending_dkim:
-        return Refusal(409, "a DKIM rotation is already pending: publish its records (dkim_set: pending) and verify "
-                            "the domain")
+    """Publish a new DKIM key set as pending (409 while one is pending, or the last one replaced
+    is still retiring)."""
+    if why := rotation.rotatable(d, ev.utcnow()):
+        return Refusal(409, why)
     return await _viewed(rt, d, **rotation.pending(rt.settings.master_key, d))
 
 

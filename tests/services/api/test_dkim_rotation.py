@@ -6,6 +6,7 @@ A custom return path: its records listed and verified, VERP on it, a DSN to it p
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import smtplib
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from services.api import dkim_rotation, domains
 from shared import events as ev
+from shared.control.errors import ControlBehind
 from shared.settings import Settings
 from tests.services.api.dashboard.support import sign_in
 from tests.support.broker import free_port
@@ -86,6 +88,9 @@ def test_rotation_end_to_end_with_both_signatures_verifying_during_the_overlap(w
     assert {n.split(".")[0] for n in dkim_names(moved, "current")} == new
     assert {n.split(".")[0] for n in dkim_names(moved, "retiring")} == old and moved["retiring_until"]
     assert not dkim_names(moved, "pending")
+    # one set retires at a time: a second switch now would drop the old set's records early
+    early = api.admin("POST", f"{path}/rotate-dkim")
+    assert early.status_code == 409 and "retiring until" in early.json()["error"]
 
     later = sent(api, sink, key)  # any API process: the change is on the control log
     assert selectors(later) == new and dkim_results(later, dns.address) == [True, True]
@@ -123,6 +128,10 @@ def test_schedule_due_and_the_retiring_set_is_dropped_after_its_grace():
     assert not dkim_rotation.due(_domain(dkim_rotation_days=180, dkim_rotated_at=now - timedelta(days=10)), now)
     assert not dkim_rotation.due(_domain(dkim_rotation_days=180, pending_dkim={"rsa_selector": "x"}), now)
     retiring = {"rsa_selector": "plrold", "rsa_public_b64": "CCCC", "ed_selector": "pleold", "ed_public_b64": "DDDD"}
+    assert not dkim_rotation.due(_domain(dkim_rotation_days=1, retiring_dkim=retiring,
+                                         retiring_until=now + timedelta(days=1)), now)  # one set retires at a time
+    assert dkim_rotation.due(_domain(dkim_rotation_days=1, retiring_dkim=retiring,
+                                     retiring_until=now - timedelta(days=1)), now)
     settings = Settings()
     listed = domains.records(_domain(retiring_dkim=retiring, retiring_until=now + timedelta(days=1)), settings)
     assert [r["dkim_set"] for r in listed if r["record"] == "DKIM"] == ["current", "current", "retiring", "retiring"]
@@ -165,7 +174,7 @@ def test_a_custom_return_path_is_listed_verified_used_and_its_bounces_processed(
     assert api.admin("PATCH", path, json={"return_path": None}).json()["return_path"] == "bounces"
 
 
-async def test_the_scheduled_duty_starts_a_due_rotation_then_switches_once_dns_shows_it(tmp_path):
+async def test_the_scheduled_duty_starts_a_due_rotation_then_switches_once_dns_shows_it(tmp_path, monkeypatch, caplog):
     dns = DnsServer().start()
     try:
         async with api_runtime(tmp_path, dns_server=dns.address) as (rt, admin):
@@ -187,5 +196,15 @@ async def test_the_scheduled_duty_starts_a_due_rotation_then_switches_once_dns_s
             assert switched.rsa_selector == started.pending_dkim["rsa_selector"] and switched.pending_dkim is None
             assert switched.retiring_dkim["rsa_selector"] == started.rsa_selector
             assert switched.retiring_until - switched.dkim_rotated_at == dkim_rotation.GRACE
+
+            async def unreachable(*args, **changes):
+                raise ControlBehind("the event log is unavailable")
+
+            monkeypatch.setattr(rt.control, "change", unreachable)  # a due rotation the log cannot take
+            rt.control.state.domains[d["id"]] = switched.model_copy(update={
+                "retiring_until": ev.utcnow() - timedelta(days=1), "dkim_rotated_at": ev.utcnow() - timedelta(days=31)})
+            with caplog.at_level(logging.WARNING, logger="services.api.dkim_rotation"):
+                await dkim_rotation.rotation_pass(rt)  # does not raise: the housekeeping role goes on
+            assert "this pass failed" in caplog.text
     finally:
         dns.stop()
