@@ -59,9 +59,10 @@ def forward_request(svc: ev.ServiceSaved, domain: ev.DomainSaved, received_id: s
                     raw: bytes, to: str) -> ev.SendRequested:
     """The send request forwarding ``raw`` (the message as received) to ``to``, signed by
     ``domain``. Its id derives from the received email and the address, so a retried
-    delivery to us forwards once."""
+    delivery to us forwards once. It goes out as the service's other mail does: only over
+    verified TLS when the service requires it."""
     marked = f"{FORWARD_MARK}: {received_id}\r\n".encode() + raw
     return ev.SendRequested(workspace_id=svc.workspace_id, service_id=svc.service_id,
                             email_id=ev.derived_id(received_id, "forward", to.lower()), mode="production",
                             sending_domain=domain.domain, to=[to], recipients=[to], subject=subject,
-                            raw_mime=base64.b64encode(marked).decode(), **{"from": from_})
+                            raw_mime=base64.b64encode(marked).decode(), require_tls=svc.require_tls, **{"from": from_})

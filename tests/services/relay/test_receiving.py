@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from standardwebhooks.webhooks import Webhook
 
+from services.relay.inbound.routing import forward_request
+from shared import events as ev
 from tests.support.broker import free_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import ADMIN_TOKEN, Api, PostlineProcess, dkim_results
@@ -322,3 +324,15 @@ def test_dashboard_shows_received_mail_with_its_html_sandboxed(world, receiving,
         assert "RECEIVING" in page.inner_text("table.records") and page.get_by_role("button", name="Stop receiving").count() == 1
     finally:
         context.close()
+
+
+def test_a_forward_goes_out_as_the_services_other_mail_does():
+    """A service that requires verified TLS has its forwards required to use it too."""
+    keys = {"rsa_selector": "plra", "rsa_private_sealed": "x", "rsa_public_b64": "AAAA",
+            "ed_selector": "plea", "ed_private_sealed": "x", "ed_public_b64": "BBBB"}
+    domain = ev.DomainSaved(workspace_id="w", service_id="s", domain_id="d", domain="acme.test",
+                            created_at=ev.utcnow(), **keys)
+    for required in (True, False):
+        svc = ev.ServiceSaved(workspace_id="w", service_id="s", name="app", created_at=ev.utcnow(), require_tls=required)
+        req = forward_request(svc, domain, "r1", "fwd@acme.test", "hi", b"Subject: hi\r\n\r\nbody", "ann@example.com")
+        assert req.require_tls is required
