@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.api import access
+from services.api.access import Actor
 from services.api.manage import changed, deleted
 from services.api.refusal import Refusal
 from services.api.schemas import RateLimitsUpdate, ServiceUpdate
@@ -39,16 +41,21 @@ async def create_service(rt: ApiContext, ws: ev.WorkspaceSaved, name: str) -> di
     return service_view(rt, svc)
 
 
-async def update_service(rt: ApiContext, svc: ev.ServiceSaved, body: ServiceUpdate) -> dict[str, Any] | Refusal:
+async def update_service(rt: ApiContext, svc: ev.ServiceSaved, body: ServiceUpdate,
+                         actor: Actor | None = None) -> dict[str, Any] | Refusal:
     """Only the fields given are recorded as changed: a field this process has an older view
     of is never written back (409 if another request set one of these since ``svc`` was read).
-    Production needs a verified domain (400)."""
+    Production needs a verified domain (400). A service's IP pool is the operator's to assign
+    (the ``installation`` permission, as the pools themselves: 403 for anyone else, so a
+    tenant cannot leave the pool it was put in or take another)."""
     changes: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"rate_limits", "alerts"})
     if body.alerts is not None:
         changes.update({f"alert_{k}": v for k, v in body.alerts.model_dump(exclude_none=True).items()})
     if "rate_limits" in body.model_fields_set:
         changes.update(rate_override_changes(body.rate_limits))
     if "ip_pool_id" in body.model_fields_set:
+        if refused := (access.refusal(actor, "installation") if actor else Refusal(403, "ip_pool_id: not assignable here")):
+            return refused
         changes["ip_pool_id"] = body.ip_pool_id or None
         if changes["ip_pool_id"] is not None and changes["ip_pool_id"] not in rt.control.state.ip_pools:
             return Refusal(400, "ip_pool_id: no such IP pool")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from services.api.auth import owned_service, runtime, workspace
 from services.api.errors import unless_refused
@@ -34,9 +34,9 @@ async def get_service(svc: ev.ServiceSaved = Depends(owned_service), rt: ApiCont
 
 
 @router.patch("/{service_id}", response_model=ServiceView)
-async def update_service(body: ServiceUpdate, svc: ev.ServiceSaved = Depends(owned_service),
+async def update_service(body: ServiceUpdate, request: Request, svc: ev.ServiceSaved = Depends(owned_service),
                          rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
-    return unless_refused(await manage.update_service(rt, svc, body))
+    return unless_refused(await manage.update_service(rt, svc, body, request.state.actor))
 
 
 @router.delete("/{service_id}", status_code=204)

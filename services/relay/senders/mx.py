@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import time
 from collections import defaultdict
 
@@ -60,11 +61,12 @@ class MxSender(Sender):
     def _pool(self, host: str, ip: str, policy: TlsPolicy, shaped: str, source: ev.PoolAddress | None) -> SmtpPool:
         """Sessions to ``host`` at ``ip`` under ``policy``, from ``source``; ``shaped``: the
         shaping key (the provider, and the source address of a pool: ``shaping_key``)."""
-        key = f"{shaped}|{host}|{ip}|{policy.key}"
+        ehlo = source.ehlo_name if source else self.settings.hostname
+        key = f"{shaped}|{host}|{ip}|{policy.key}|{ehlo}"  # a changed EHLO name opens new sessions
         if key not in self._pools:
             self._pools[key] = SmtpPool(ip, self.settings.mx_port, size=self.shaper.limits(shaped).max_connections,
                                         tls=policy.tls,
-                                        local_hostname=source.ehlo_name if source else self.settings.hostname,
+                                        local_hostname=ehlo,
                                         server_hostname=host, context=self.tls.context(policy),
                                         check=self.tls.check(policy, host), verified=policy.verified,
                                         slots=self.shaper.slots(shaped), local_addr=source.ip if source else None)
@@ -94,7 +96,12 @@ class MxSender(Sender):
             ips = await dns_lookup.addresses(self.resolver, host)
             for ip in ips or []:
                 provider = provider_of(host, domain, self.providers)
-                source = await self.shaper.wait_for_source(provider)
+                family = ipaddress.ip_address(ip).version
+                source = await self.shaper.wait_for_source(provider, family)
+                if source == "unreachable":  # the service's IP pool has no address of this family
+                    last = {r: DeliveryResult("deferred", None, f"the IP pool has no IPv{family} address to reach {ip}",
+                                              host, connect_error=True) for r in rcpts}
+                    continue
                 if source == "wait":
                     return {r: DeliveryResult("deferred", None, f"the IP pool's warm-up caps for {provider} are reached "
                                                                  "for today", retry_after=self.settings.shaping_pause)

@@ -4,7 +4,8 @@ POSTLINE_MX_RATE.
 
 Recipients per transaction are not a limit of their own: a message's recipients at one domain
 share a transaction (at most the API's 50 per send; a tracked copy goes alone, docs/delivery.md),
-and the rate counts recipients, so ten in one transaction take ten of the provider's turns."""
+and the rate counts transactions (messages, as receivers count them), so ten recipients in one
+transaction take one of the provider's turns."""
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -96,7 +97,7 @@ class Shaper:
         for policy blocks and when it resumes."""
         self.settings, self.control, self.store, self.alert = settings, control, store, alert
         self._published = 0.0
-        self._turns: dict[str, int] = {}  # pool id → how many messages its warm addresses took, in turn
+        self._turns: dict[tuple[str, int], int] = {}  # (pool id, family) → messages its warm addresses took, in turn
 
     def limits(self, key: str) -> ev.ProviderLimits:
         """The limits of a provider, or of a provider from one source address (``shaping_key``)."""
@@ -181,37 +182,44 @@ class Shaper:
             else:  # in memory: read on the loop that changes it
                 self.publish()
 
-    async def source(self, provider: str) -> ev.PoolAddress | None | Literal["wait"]:
-        """The address the message being delivered leaves from: its service's IP pool's first
-        address under its warm-up cap for ``provider`` (new addresses first, so they warm
-        up; then warm ones), None when the service has no pool (the host's address), "wait"
-        when every address of the pool has reached today's cap. Warm addresses take the
+    async def source(self, provider: str, family: int = 0) -> ev.PoolAddress | None | Literal["wait", "unreachable"]:
+        """The address the message being delivered leaves from, for a destination of address
+        ``family`` (4 or 6; 0: any): its service's IP pool's first address of that family
+        under its warm-up cap for ``provider`` (new addresses first, so they warm up; then
+        warm ones), None when the service has no pool (the host's address), "wait" when every
+        such address has reached today's cap, "unreachable" when the pool has none of that
+        family (an IPv4-only pool cannot reach an IPv6 MX address). Warm addresses take the
         messages in turn."""
         owner = sending_for.get()
         svc = self.control.services.get(owner[1]) if owner and self.control is not None else None
         pool = self.control.ip_pools.get(svc.ip_pool_id) if svc and svc.ip_pool_id and self.control else None
         if pool is None or not pool.addresses:
             return None
+        usable = [a for a in pool.addresses if not family or ipaddress.ip_address(a.ip).version == family]
+        if not usable:
+            return "unreachable"
         today = datetime.now(timezone.utc).date()
-        capped = [(a, c) for a in pool.addresses if (c := warmup.cap(pool, a, today)) is not None]
+        capped = [(a, c) for a in usable if (c := warmup.cap(pool, a, today)) is not None]
         for address, limit in capped:
             if await self.store.take_warmup(address.ip, warmup_bucket(provider), today.isoformat(), limit):
                 return address
-        warm = [a for a in pool.addresses if warmup.cap(pool, a, today) is None]
+        warm = [a for a in usable if warmup.cap(pool, a, today) is None]
         if not warm:
             return "wait"
-        turn = self._turns[pool.pool_id] = self._turns.get(pool.pool_id, -1) + 1
+        turns = (pool.pool_id, family)
+        turn = self._turns[turns] = self._turns.get(turns, -1) + 1
         return warm[turn % len(warm)]  # in turn: each address has its own limits (shaping_key)
 
-    async def wait_for_source(self, provider: str) -> ev.PoolAddress | None | Literal["wait"]:
+    async def wait_for_source(self, provider: str, family: int = 0
+                              ) -> ev.PoolAddress | None | Literal["wait", "unreachable"]:
         """``source``, waiting (in the provider's queue) up to the hold for a warm-up cap to
         grow (a new day, a changed schedule); "wait" after that: defer the message."""
         hold_until = time.monotonic() + self.settings.shaping_hold
-        chosen = await self.source(provider)
+        chosen = await self.source(provider, family)
         if chosen != "wait" or time.monotonic() >= hold_until:
             return chosen
         async with self._queued(provider, 1):
-            while (chosen := await self.source(provider)) == "wait" and time.monotonic() < hold_until:
+            while (chosen := await self.source(provider, family)) == "wait" and time.monotonic() < hold_until:
                 await asyncio.sleep(WARMUP_POLL)
                 await self.store.queued(provider, 0)
         return chosen

@@ -249,3 +249,21 @@ async def test_sessions_are_listed_and_sign_out_everywhere_ends_them_all(world):
     finally:
         for http in phones:
             await http.aclose()
+
+
+async def test_only_the_operator_assigns_a_services_ip_pool(world):
+    """A tenant's owner cannot leave the IP pool the operator put its service in, nor take one."""
+    rt, admin, _ = world
+    pool = await admin("POST", "/api/email/ip-pools", json={
+        "name": "p", "addresses": [{"ip": "127.0.0.9", "ehlo_name": "mta1.acme.test"}]})
+    assert pool.status_code == 201, pool.text
+    _, token_b = await rt.create_workspace("B")
+    tenant = admin.as_token(token_b)
+    sid_b = (await tenant("POST", "/api/email/services", json={"name": "b"})).json()["id"]
+    for value in (pool.json()["id"], ""):
+        r = await tenant("PATCH", f"/api/email/services/{sid_b}", json={"ip_pool_id": value})
+        assert r.status_code == 403 and "operator" in r.json()["error"]
+    assert (await tenant("PATCH", f"/api/email/services/{sid_b}", json={"name": "b2"})).status_code == 200
+    sid = await admin.service()
+    r = await admin("PATCH", f"/api/email/services/{sid}", json={"ip_pool_id": pool.json()["id"]})
+    assert r.status_code == 200 and r.json()["ip_pool_id"] == pool.json()["id"]

@@ -187,3 +187,28 @@ def test_a_process_writes_its_queue_counts_at_most_once_a_second(tmp_path):
 
     assert asyncio.run(run()) == [1, 201]
     assert len(writes) == 2 and writes[1] - writes[0] >= 0.9
+
+
+def test_a_pool_source_has_the_destinations_address_family(tmp_path):
+    """A pool with IPv4 and IPv6 addresses: an IPv4 MX address is reached from an IPv4 one and
+    an IPv6 address from an IPv6 one (never a source that cannot reach it); a pool without the
+    family says so."""
+    now = ev.utcnow()
+    state = ControlState()
+    state.apply(ev.ServiceSaved(workspace_id="ws1", service_id="svc1", name="app", created_at=now, ip_pool_id="p1"))
+    state.apply(ev.ServiceSaved(workspace_id="ws1", service_id="svc2", name="v4", created_at=now, ip_pool_id="p2"))
+    both = [ev.PoolAddress(ip="192.0.2.1", ehlo_name="a.acme.test", added_at=now, warm=True),
+            ev.PoolAddress(ip="2001:db8::1", ehlo_name="b.acme.test", added_at=now, warm=True)]
+    state.apply(ev.IpPoolSaved(workspace_id="ws1", pool_id="p1", name="dual", addresses=both, created_at=now))
+    state.apply(ev.IpPoolSaved(workspace_id="ws1", pool_id="p2", name="v4", addresses=both[:1], created_at=now))
+    shaper = Shaper(Settings(), state, SqliteShapingStore(tmp_path / "s.sqlite3"))
+
+    async def run() -> tuple[list, list, object]:
+        sending_for.set(("ws1", "svc1"))
+        v4 = [(await shaper.source("gmail", 4)).ip for _ in range(3)]
+        v6 = [(await shaper.source("gmail", 6)).ip for _ in range(3)]
+        sending_for.set(("ws1", "svc2"))
+        return v4, v6, await shaper.source("gmail", 6)
+
+    v4, v6, missing = asyncio.run(run())
+    assert v4 == ["192.0.2.1"] * 3 and v6 == ["2001:db8::1"] * 3 and missing == "unreachable"
