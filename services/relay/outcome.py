@@ -53,6 +53,10 @@ def from_exception(exc: BaseException, host: str | None = None, connecting: bool
     """Connection failures, refusals while connecting, drops and timeouts are temporary (the
     SMTP client reports a server's refusal of a message as a reply, never as an exception).
     ``connecting``: it happened before a transaction began (``connect_error``: the sender
-    may try another address of the destination at once; nothing can have been delivered)."""
+    may try another address of the destination at once; nothing can have been delivered). A
+    421 refusing the connection keeps its code: the provider throttles, which the shaper must
+    see; other refusals while connecting (a failed login's 535) are about the connection, not
+    a reply to the message, and have none."""
     message = exc.message if isinstance(exc, SmtpError) else f"{type(exc).__name__}: {exc}"
-    return DeliveryResult("deferred", None, message, host, retry_after=retry_after(message), connect_error=connecting)
+    code = 421 if isinstance(exc, SmtpError) and exc.code == 421 else None
+    return DeliveryResult("deferred", code, message, host, retry_after=retry_after(message), connect_error=connecting)

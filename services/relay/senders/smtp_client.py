@@ -20,7 +20,7 @@ import asyncio
 import base64
 import collections
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 MAX_REPLY_BYTES = 64 * 1024  # a reply longer than this is not SMTP
 CertCheck = Callable[[ssl.SSLObject], "str | None"]
@@ -181,20 +181,45 @@ class SmtpConnection:
     async def transaction(self, mail_from: bytes, rcpts: list[bytes], payload: bytes,
                           mail_params: bytes = b"") -> list[tuple[int, str]]:
         """One mail transaction; ``payload`` comes from ``dot_stuffed``. Returns one reply
-        per recipient: the RCPT refusal, or the reply to the end of DATA."""
+        per recipient: the RCPT refusal, or the reply to the end of DATA. A server that
+        answers 421 closes the connection (RFC 5321 §3.8): when the session then ends before
+        the transaction does, every recipient gets that 421 (nothing was delivered; a
+        throttling provider's reply must reach the shaper, not become "connection closed")."""
+        seen: list[tuple[int, str]] = []
+
+        async def reply() -> tuple[int, str]:
+            seen.append(answer := await self._r.reply(self.timeout))
+            return answer
+
+        async def command(line: bytes) -> tuple[int, str]:
+            seen.append(answer := await self.command(line))
+            return answer
+
+        try:
+            return await self._transaction(mail_from, rcpts, payload, mail_params, reply, command)
+        except SmtpError:
+            closing = next((answer for answer in seen if answer[0] == 421), None)
+            if closing is None:
+                raise
+            self.close()
+            return [closing] * len(rcpts)
+
+    async def _transaction(self, mail_from: bytes, rcpts: list[bytes], payload: bytes, mail_params: bytes,
+                           reply: Callable[[], Awaitable[tuple[int, str]]],
+                           command: Callable[[bytes], Awaitable[tuple[int, str]]]) -> list[tuple[int, str]]:
         mail = b"MAIL FROM:<" + mail_from + b">" + mail_params + b"\r\n"
         rcpt_lines = [b"RCPT TO:<" + r + b">\r\n" for r in rcpts]
         if "PIPELINING" in self.extensions:
             self._write(mail + b"".join(rcpt_lines) + b"DATA\r\n")
-            mail_reply = await self._r.reply(self.timeout)
-            rcpt_replies = [await self._r.reply(self.timeout) for _ in rcpts]
-            data_reply = await self._r.reply(self.timeout)
+            mail_reply = await reply()
+            rcpt_replies = [await reply() for _ in rcpts]
+            data_reply = await reply()
         else:  # one command at a time, stopping where the server said no
-            mail_reply, rcpt_replies, data_reply = await self.command(mail[:-2]), [], None
+            mail_reply, rcpt_replies, data_reply = await command(mail[:-2]), [], None
             if mail_reply[0] == 250:
-                rcpt_replies = [await self.command(line[:-2]) for line in rcpt_lines]
+                rcpt_replies = [await command(line[:-2]) for line in rcpt_lines]
                 if any(code in (250, 251) for code, _ in rcpt_replies):
-                    data_reply = await self.command(b"DATA")
+                    data_reply = await command(b"DATA")
         if mail_reply[0] != 250:
             await self._reset(data_reply)
             return [mail_reply] * len(rcpts)
@@ -202,12 +227,12 @@ class SmtpConnection:
         if data_reply is None or data_reply[0] != 354:
             await self._reset(data_reply)
             # data_reply is None only when no recipient was accepted: every answer is the RCPT's
-            return [data_reply if ok and data_reply is not None else reply for reply, ok in zip(rcpt_replies, accepted)]
+            return [data_reply if ok and data_reply is not None else answer for answer, ok in zip(rcpt_replies, accepted)]
         if not any(accepted):  # the server opened DATA with no recipient: send nothing, drop it
             raise SmtpError("server accepted DATA without recipients")
         self._write(payload)
-        final = await self._r.reply(self.timeout)
-        return [final if ok else reply for reply, ok in zip(rcpt_replies, accepted)]
+        final = await reply()
+        return [final if ok else answer for answer, ok in zip(rcpt_replies, accepted)]
 
     async def _reset(self, data_reply: tuple[int, str] | None) -> None:
         if data_reply is not None and data_reply[0] == 354:
@@ -259,6 +284,6 @@ async def connect(host: str, port: int, *, timeout: float = 30.0, local_hostname
         conn.close()
         raise SmtpError(f"{type(exc).__name__}: {exc}") from exc
     except SmtpError as exc:  # a refusal here is about the connection, not the message: retry later
-        conn.close()
-        raise SmtpError(f"{host}:{port} during connection setup: {exc.code or ''} {exc.message}".replace("  ", " "))
+        conn.close()  # (its code kept: a 421 greeting is a provider throttling, for the shaper)
+        raise SmtpError(f"{host}:{port} during connection setup: {exc.code or ''} {exc.message}".replace("  ", " "), exc.code)
     return conn

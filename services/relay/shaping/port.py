@@ -66,6 +66,11 @@ class ShapingStore(abc.ABC):
         """A start time for one message (epoch seconds; the caller waits until then): after
         the provider's pause and spaced by its current rate, for the whole installation."""
 
+    async def paused_until(self, provider: str) -> float:
+        """When the provider's current pause ends (epoch seconds; 0: none). A store whose
+        ``reserve`` waits itself re-checks the pause while it waits and need not answer."""
+        return 0.0
+
     @abc.abstractmethod
     async def throttled(self, provider: str, configured: float, reply: str, pause: float) -> float:
         """A throttling reply: halve the current rate (not below ``MIN_RATE_SHARE`` of the

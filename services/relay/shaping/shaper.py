@@ -130,15 +130,20 @@ class Shaper:
 
     async def _wait_turn(self, provider: str, n: int) -> None:
         """Wait for the provider's next start time (its pause, then its rate): the store
-        returns it (embedded) or waits for it itself (Kafka)."""
+        returns it (embedded) or waits for it itself (Kafka). A pause that began while a
+        message waited for its start time (a 421 to a message before it) holds it too: its
+        turn is taken again after the pause, at the rate then."""
         if self.store.waits_in_reserve:
             async with self._queued(provider, n):
                 await self.store.reserve(provider, self.limits(provider).rate)
             return
         start = await self.store.reserve(provider, self.limits(provider).rate)
-        if (delay := start - time.time()) > 0:
+        while (delay := start - time.time()) > 0:
             async with self._queued(provider, n):
                 await self._wait(provider, delay)
+            if await self.store.paused_until(provider) <= time.time():
+                return
+            start = await self.store.reserve(provider, self.limits(provider).rate)
 
     async def deliver(self, provider: str, rcpts: list[str],
                       send: Callable[[list[str]], Awaitable[dict[str, DeliveryResult]]]) -> dict[str, DeliveryResult]:

@@ -173,6 +173,12 @@ class SqliteShapingStore(ShapingStore):
             self._calm_at.pop(provider, None)
         return start
 
+    async def paused_until(self, provider: str) -> float:
+        def job(conn: sqlite3.Connection, now: float) -> float:
+            row = conn.execute("SELECT paused_until FROM providers WHERE provider=?", (provider,)).fetchone()
+            return float(row[0]) if row else 0.0
+        return await self.run(job)
+
     # ---------------------------------------------------------------- adaptive
     async def throttled(self, provider: str, configured: float, reply: str, pause: float) -> float:
         """A throttling reply: halve the current rate (not below 1/16 of the configured one),

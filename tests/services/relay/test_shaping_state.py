@@ -212,3 +212,24 @@ def test_a_pool_source_has_the_destinations_address_family(tmp_path):
 
     v4, v6, missing = asyncio.run(run())
     assert v4 == ["192.0.2.1"] * 3 and v6 == ["2001:db8::1"] * 3 and missing == "unreachable"
+
+
+def test_a_pause_holds_the_messages_that_already_had_a_start_time(tmp_path):
+    """Eight messages reserved at Yahoo's 5/s; a 421 to the first pauses the provider: the
+    ones still waiting for their start go after the pause, not at the old rate into it."""
+    shaper = Shaper(Settings(), ControlState(), SqliteShapingStore(tmp_path / "s.sqlite3"))
+
+    async def run() -> tuple[float, list[float]]:
+        async def one() -> float:
+            await shaper._wait_turn("yahoo", 1)
+            return time.time()
+
+        tasks = [asyncio.create_task(one()) for _ in range(8)]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await shaper.store.throttled("yahoo", 5.0, "421 4.7.0 try again later", pause=1.0)
+        ends = await shaper.store.paused_until("yahoo")
+        return ends, sorted(await asyncio.gather(*tasks))
+
+    ends, starts = asyncio.run(run())
+    assert sum(start < ends for start in starts) <= 2  # the first, and one whose wait had just ended
+    assert all(start >= ends for start in starts[2:])
