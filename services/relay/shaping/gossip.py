@@ -79,6 +79,7 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             "paused_until": max(a.get("paused_until") or 0.0, b.get("paused_until") or 0.0),
             "last_reply": reply.get("last_reply"), "last_reply_at": reply.get("last_reply_at"),
             "alert_since": alert.get("alert_since"), "alert_scope": alert.get("alert_scope"),
+            "alert_by": alert.get("alert_by"),
             "blocks_reset": max(a.get("blocks_reset") or 0.0, b.get("blocks_reset") or 0.0)}
 
 
@@ -125,6 +126,7 @@ class GossipShapingStore(ShapingStore):
         self._queued: dict[str, int] = {}  # key → this relay's recipients waiting for it
         self._lease_of: dict[str, str] = {}  # lease → shaping key
         self._raised: dict[str, list[tuple[str, float]]] = {}  # key → alerts this relay raised, to clear
+        self._orphans_cleared: set[float] = set()  # alerts of relays no longer heard, cleared here (their start)
         self._unsent: set[str] = set()  # keys whose row changed here since the last publish
         self._heard = self._first_heard = NEVER  # when this relay's own heartbeat was (first) read back
         self._kick = asyncio.Event()
@@ -300,14 +302,17 @@ class GossipShapingStore(ShapingStore):
         raise_it = blocks >= spike and not paused_for_blocks(row)
         row.update(last_reply=reply[:300], last_reply_at=now)
         if raise_it:
-            row.update(paused_until=max(row["paused_until"], now + pause), alert_since=now, alert_scope=scope)
+            row.update(paused_until=max(row["paused_until"], now + pause), alert_since=now, alert_scope=scope,
+                       alert_by=self.me)
             self._raised.setdefault(provider, []).append((scope, now))
         self._write(provider, row)
         return now if raise_it else None
 
     async def clean(self, provider: str, configured: float, recovery: float) -> list[tuple[str, float]]:
         """As the port says; each relay clears the alerts it raised (two relays may have
-        completed a spike at once, each raising its own)."""
+        completed a spike at once, each raising its own), and an alert whose relay is no
+        longer heard (restarted or gone during the pause: its memory of it is lost) is
+        cleared by the relays that see the pause over (a clearing twice is the same state)."""
         if provider not in self.rows and provider not in self._raised:
             return []
         row, now, changed = self.row(provider), time.time(), False
@@ -321,9 +326,15 @@ class GossipShapingStore(ShapingStore):
             changed = True
         if changed:
             self._write(provider, row)
-        if provider in self._raised and not paused_for_blocks(self.row(provider)):
-            return self._raised.pop(provider)
-        return []
+        row = self.row(provider)
+        if paused_for_blocks(row):
+            return []
+        mine = self._raised.pop(provider, [])
+        since, by = row.get("alert_since"), row.get("alert_by")
+        if since is not None and by not in (self.me, None, *self._alive_ids()) and since not in self._orphans_cleared:
+            self._orphans_cleared.add(since)
+            mine.append((row["alert_scope"], since))
+        return mine
 
     # ------------------------------------------------------------ warm-up
     def _warm_total(self, key: str) -> int:
@@ -397,16 +408,22 @@ class GossipShapingStore(ShapingStore):
             raise
 
     async def _publish_loop(self) -> None:
+        """Publishes until cancelled (``close``). ``asyncio.timeout``, not ``wait_for``: on
+        Python 3.11 a ``wait_for`` whose awaitable finishes as the task is cancelled (a write
+        kicked the loop just before ``close``) returns and drops the cancellation, and the
+        loop would run on with ``close`` waiting for it for ever."""
         last_forget = time.monotonic()
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), HEARTBEAT)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT):
+                    await self._kick.wait()
             self._kick.clear()
             if time.monotonic() - last_forget > 60:
                 self._forget()
                 last_forget = time.monotonic()
             try:
-                await asyncio.wait_for(self._flush(), ALIVE)
+                async with asyncio.timeout(ALIVE):
+                    await self._flush()
             except Exception:  # the log is down: this relay is not heard, and stops (see the module docstring)
                 log.debug("shaping state not published", exc_info=True)
                 await asyncio.sleep(HEARTBEAT)

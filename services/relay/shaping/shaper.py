@@ -234,7 +234,8 @@ class Shaper:
             return
         workspace_id, service_id = owner
         key = ev.alert_key(service_id, "provider_paused", provider, datetime.fromtimestamp(since, timezone.utc))
-        await self.alert(ev.Alert(workspace_id=workspace_id, service_id=service_id or None, email_id=key,
+        # its id derives from the episode and the state: relays that clear the same one emit one event
+        await self.alert(ev.Alert(id=ev.derived_id(key, state), workspace_id=workspace_id, service_id=service_id or None, email_id=key,
                                   kind="provider_paused", state="raised" if state == "raised" else "cleared",
                                   provider=provider_of_key(provider), value=float(self.settings.shaping_block_spike),
                                   threshold=float(self.settings.shaping_block_spike), message=message[:500]))

@@ -147,3 +147,27 @@ async def test_a_relay_that_leaves_gives_its_share_back(sqlite_log):
                     timeout=gossip.ALIVE + 5)
     finally:
         await a.close()
+
+
+async def test_an_alert_whose_relay_restarted_during_the_pause_is_cleared(sqlite_log):
+    """The relay that raised a provider_paused alert restarts (its memory of it gone): once the
+    pause is over, a relay that sees it over clears it — once."""
+    raiser, other = GossipShapingStore(sqlite_log), GossipShapingStore(sqlite_log)
+    await raiser.start()
+    await other.start()
+    try:
+        since = await raiser.blocked("yahoo", "554 5.7.1 blocked", spike=1, pause=0.3, scope="svc1")
+        assert since is not None
+        await raiser.close()  # restarted: the new process is another relay
+        again = GossipShapingStore(sqlite_log)
+        await again.start()
+        try:
+            await until(lambda: gossip.paused_for_blocks(other.row("yahoo")), "the pause seen by the other relay")
+            await asyncio.sleep(0.4 + gossip.ALIVE)  # the pause is over and the raiser no longer heard
+            cleared = await other.clean("yahoo", 5.0, recovery=60)
+            assert cleared == [("svc1", since)]
+            assert await other.clean("yahoo", 5.0, recovery=60) == []  # once
+        finally:
+            await again.close()
+    finally:
+        await other.close()
