@@ -64,12 +64,13 @@ class SmtpPool:
         if self.shared_slots is None:
             return await self._open()
         lease = await self.shared_slots.acquire()
+        taken = time.monotonic()  # the lease's clock starts here, not once the session is open
         try:
             conn = await self._open()
         except BaseException:
             await self.shared_slots.release(lease)
             raise
-        self._leases[conn] = (lease, 0, time.monotonic())
+        self._leases[conn] = (lease, 0, taken)
         return conn
 
     async def _drop(self, conn: SmtpConnection, polite: bool = False) -> None:
@@ -95,7 +96,9 @@ class SmtpPool:
             await self._drop(conn, polite=True)
             return
         if time.monotonic() - renewed > LEASE_RENEW:
-            await self.shared_slots.renew(lease)
+            if not await self.shared_slots.renew(lease):  # lapsed during a slow transaction: the slot
+                await self._drop(conn, polite=True)       # may be another session's now
+                return
             renewed = time.monotonic()
         self._leases[conn] = (lease, count + 1, renewed)
         self._idle.append(conn)

@@ -231,8 +231,9 @@ class GossipShapingStore(ShapingStore):
         self._kick.set()
         return lease
 
-    async def renew(self, lease: str) -> None:
+    async def renew(self, lease: str) -> bool:
         """Nothing to do: the heartbeat says this relay is alive, with its connections."""
+        return lease in self._lease_of
 
     async def release(self, lease: str) -> None:
         provider = self._lease_of.pop(lease, None)

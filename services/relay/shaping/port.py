@@ -43,8 +43,9 @@ class ShapingStore(abc.ABC):
         """A connection slot for ``provider`` (its lease id), or None when none is free now."""
 
     @abc.abstractmethod
-    async def renew(self, lease: str) -> None:
-        """The session holding ``lease`` is still open."""
+    async def renew(self, lease: str) -> bool:
+        """The session holding ``lease`` is still open; False when the lease had lapsed meanwhile
+        (its slot may be another session's now: the caller closes its session)."""
 
     @abc.abstractmethod
     async def release(self, lease: str) -> None:

@@ -79,8 +79,8 @@ class Slots:
         metrics.SHAPING_CONNECTIONS.labels(label_of(self.provider)).inc()
         return lease
 
-    async def renew(self, lease: str) -> None:
-        await self.shaper.store.renew(lease)
+    async def renew(self, lease: str) -> bool:
+        return await self.shaper.store.renew(lease)
 
     def over_share(self) -> bool:
         return self.shaper.store.over_share(self.provider, self.shaper.limits(self.provider).max_connections)

@@ -112,8 +112,11 @@ class SqliteShapingStore(ShapingStore):
             return lease
         return await self.run(job)
 
-    async def renew(self, lease: str) -> None:
-        await self.run(lambda conn, now: conn.execute("UPDATE leases SET expires=? WHERE lease=?", (now + LEASE_TTL, lease)))
+    async def renew(self, lease: str) -> bool:
+        def job(conn: sqlite3.Connection, now: float) -> bool:
+            return conn.execute("UPDATE leases SET expires=? WHERE lease=? AND expires>=?",
+                                (now + LEASE_TTL, lease, now)).rowcount == 1
+        return await self.run(job)
 
     async def release(self, lease: str) -> None:
         await self.run(lambda conn, now: conn.execute("DELETE FROM leases WHERE lease=?", (lease,)))

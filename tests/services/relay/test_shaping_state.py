@@ -233,3 +233,22 @@ def test_a_pause_holds_the_messages_that_already_had_a_start_time(tmp_path):
     ends, starts = asyncio.run(run())
     assert sum(start < ends for start in starts) <= 2  # the first, and one whose wait had just ended
     assert all(start >= ends for start in starts[2:])
+
+
+def test_a_lease_that_lapsed_is_not_renewed(tmp_path, monkeypatch):
+    """A session whose transaction outlasted its lease learns it at the renewal (and closes),
+    instead of renewing nothing and staying open uncounted beside the slot's new holder."""
+    from services.relay.shaping import store as store_module
+
+    monkeypatch.setattr(store_module, "LEASE_TTL", 0.2)
+    store = SqliteShapingStore(tmp_path / "s.sqlite3")
+
+    async def run() -> tuple[bool, bool, str | None]:
+        kept = await store.lease("yahoo", 1)
+        renewed = await store.renew(kept)
+        await asyncio.sleep(0.3)
+        taken = await store.lease("yahoo", 1)  # another process takes the lapsed slot
+        return renewed, await store.renew(kept), taken
+
+    renewed, lapsed, taken = asyncio.run(run())
+    assert renewed and not lapsed and taken is not None
