@@ -17,7 +17,7 @@ from services.relay.senders.smtp_pool import SmtpPool
 from services.relay.senders.tls_policy import TlsPolicies, TlsPolicy
 from shared import dns_lookup
 from shared import events as ev
-from services.relay.shaping.shaper import Shaper, shaping_key
+from services.relay.shaping.shaper import Shaper, Turn, shaping_key
 from services.relay.shaping import open_shaping
 from shared.addresses import domain_of
 from shared.control.state import ControlState
@@ -72,10 +72,12 @@ class MxSender(Sender):
                                         slots=self.shaper.slots(shaped), local_addr=source.ip if source else None)
         return self._pools[key]
 
-    async def _via(self, pool: SmtpPool, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
-        """The pool's outcomes, naming the MX by its host name (the pool connects to one of its
-        addresses: the name is what says which provider it is) and the source address used."""
-        results = await pool.send(mail_from, rcpts, raw)
+    async def _via(self, pool: SmtpPool, mail_from: str, rcpts: list[str], raw: bytes,
+                   turn: Turn) -> dict[str, DeliveryResult]:
+        """The pool's outcomes (``turn``: the provider's start time, awaited with a connection
+        in hand), naming the MX by its host name (the pool connects to one of its addresses:
+        the name is what says which provider it is) and the source address used."""
+        results = await pool.send(mail_from, rcpts, raw, turn)
         return {r: dataclasses.replace(res, mx_host=pool.server_hostname or res.mx_host,
                                        source_ip=pool.local_addr or res.source_ip) for r, res in results.items()}
 
@@ -108,7 +110,7 @@ class MxSender(Sender):
                             for r in rcpts}
                 key = shaping_key(provider, source)
                 pool = self._pool(host, ip, policy, key, source)
-                results = await self.shaper.deliver(key, rcpts, lambda some: self._via(pool, mail_from, some, raw))
+                results = await self.shaper.deliver(key, rcpts, lambda some, turn: self._via(pool, mail_from, some, raw, turn))
                 if not all(r.connect_error for r in results.values()):
                     return results  # a session took place (a reply, or a drop mid-transaction): that is the outcome
                 last = {r: self._why(res, policy) for r, res in results.items()}  # next address, then next MX

@@ -8,7 +8,7 @@ import time
 
 from services.relay.outcome import DeliveryResult, from_exception, from_reply
 from services.relay.senders.smtp_client import CertCheck, SmtpConnection, connect, dot_stuffed
-from services.relay.shaping.shaper import Slots
+from services.relay.shaping.shaper import Slots, Turn
 from shared.addresses import ascii_domain, needs_smtputf8
 from shared.events import TlsUsed
 
@@ -124,10 +124,13 @@ class SmtpPool:
         session = conn.tls_session()
         return TlsUsed(version=session[0], cipher=session[1], verified=self.verified) if session else None
 
-    async def send(self, mail_from: str, rcpts: list[str], raw: bytes) -> dict[str, DeliveryResult]:
+    async def send(self, mail_from: str, rcpts: list[str], raw: bytes,
+                   turn: Turn | None = None) -> dict[str, DeliveryResult]:
         """MAIL, RCPT per recipient, DATA. Addresses were validated upstream; IDN domains go
         out as A-labels; SMTPUTF8 is asked for when an address or a header needs it, and a
-        server without it gets nothing (``NO_SMTPUTF8`` for every recipient)."""
+        server without it gets nothing (``NO_SMTPUTF8`` for every recipient). ``turn``: awaited
+        with the connection in hand, before the transaction (the shaper's start time); a
+        session the server closed meanwhile is replaced."""
         envelope = [ascii_domain(a) for a in (mail_from, *rcpts)]
         # SMTPUTF8 when an address or a header needs it (bodies are 7-bit: quoted-printable/base64)
         utf8 = needs_smtputf8(*envelope) or not raw.isascii()
@@ -141,6 +144,12 @@ class SmtpPool:
                 if conn is not None:
                     self._idle_since.pop(conn, None)
                 conn = conn or await self._connect()
+                if turn is not None:
+                    await turn()
+                    if not conn.usable:  # closed by the server while the provider's turn came
+                        await self._drop(conn)
+                        conn = None
+                        conn = await self._connect()
                 connecting = False
                 if utf8 and "SMTPUTF8" not in conn.extensions:
                     await self._used(conn)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import logging
 import time
@@ -61,6 +62,10 @@ def label_of(key: str) -> str:
 def warmup_bucket(provider: str) -> str:
     """What a warm-up cap counts per: a named provider, or every other destination together."""
     return metrics.provider_label(provider)
+
+
+Turn = Callable[[], Awaitable[None]]
+Sender = Callable[[list[str], Turn], Awaitable[dict[str, DeliveryResult]]]  # (recipients, turn) → outcomes
 
 
 class Slots:
@@ -145,16 +150,18 @@ class Shaper:
                 return
             start = await self.store.reserve(provider, self.limits(provider).rate)
 
-    async def deliver(self, provider: str, rcpts: list[str],
-                      send: Callable[[list[str]], Awaitable[dict[str, DeliveryResult]]]) -> dict[str, DeliveryResult]:
-        """``send(rcpts)`` when the provider allows it; throttled recipients again after the
-        pause, until the hold is over."""
+    async def deliver(self, provider: str, rcpts: list[str], send: Sender) -> dict[str, DeliveryResult]:
+        """``send(rcpts, turn)`` when the provider allows it; throttled recipients again after
+        the pause, until the hold is over. ``turn()`` waits for the provider's next start time
+        (its pause, then its rate): the sender awaits it once it holds a connection, right
+        before the transaction. A turn taken before a connection was in hand would be spent
+        while waiting for one, and when slow connections freed up, the messages whose turns
+        had passed would all go at once, past the rate."""
         out: dict[str, DeliveryResult] = {}
         hold_until = time.monotonic() + self.settings.shaping_hold
         pending = rcpts
         while pending:
-            await self._wait_turn(provider, len(pending))
-            results = await send(pending)
+            results = await send(pending, functools.partial(self._wait_turn, provider, len(pending)))
             throttled = [r for r, res in results.items() if classify(res.smtp_code, res.smtp_reply) == "throttle"]
             await self._react(provider, results)
             out.update(results)

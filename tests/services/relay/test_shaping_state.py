@@ -103,7 +103,8 @@ def test_a_spike_of_policy_blocks_pauses_the_provider_and_alerts_once(tmp_path):
     reply = ["550 5.7.1 blocked for policy reasons"]
     sent_at: list[float] = []
 
-    async def send(rcpts: list[str]) -> dict[str, DeliveryResult]:
+    async def send(rcpts: list[str], turn) -> dict[str, DeliveryResult]:
+        await turn()
         sent_at.append(time.time())
         code, text = reply[0].split(" ", 1)
         return {r: from_reply(int(code), text) for r in rcpts}
@@ -252,3 +253,39 @@ def test_a_lease_that_lapsed_is_not_renewed(tmp_path, monkeypatch):
 
     renewed, lapsed, taken = asyncio.run(run())
     assert renewed and not lapsed and taken is not None
+
+
+def test_a_backlog_behind_slow_connections_still_goes_out_at_the_rate(tmp_path):
+    """Two connections at 10 messages/s to a server that takes 0.5 s per message, then answers
+    at once: the turns are taken with a connection in hand, so the waiting backlog leaves at
+    the rate when the server speeds up, not all together (a turn taken before a connection
+    was spent while waiting for one)."""
+    from services.relay.senders.smtp_pool import SmtpPool
+    from tests.support.smtp_sink import SmtpSink
+
+    settings = Settings(data_dir=tmp_path, mx_concurrency=2, mx_rate=10.0, shaping_hold=0)
+    shaper = Shaper(settings, ControlState(), SqliteShapingStore(tmp_path / "s.sqlite3"))
+    key = "other:example.com"
+    sink = SmtpSink(data_delay=0.5).start()
+    pool = SmtpPool("127.0.0.1", sink.port, size=2, slots=shaper.slots(key))
+
+    async def run() -> None:
+        async def one(i: int) -> None:
+            await shaper.deliver(key, [f"u{i}@example.com"],
+                                 lambda some, turn: pool.send("a@acme.test", some, b"Subject: x\r\n\r\nx\r\n", turn))
+
+        tasks = [asyncio.create_task(one(i)) for i in range(30)]
+        await asyncio.sleep(2.0)
+        sink.data_delay = 0  # the server speeds up with a backlog waiting
+        await asyncio.gather(*tasks)
+        await pool.close()
+
+    try:
+        asyncio.run(run())
+        with sink.lock:
+            times = sorted(m.at for m in sink.received)
+    finally:
+        sink.stop()
+    assert len(times) == 30
+    most_in_a_second = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert most_in_a_second <= 10 + 2  # the rate, and a message or two of timing slack
