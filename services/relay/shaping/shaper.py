@@ -64,6 +64,7 @@ def warmup_bucket(provider: str) -> str:
     return metrics.provider_label(provider)
 
 
+PAUSE_RECHECK = 1.0  # seconds of waiting for a start time after which a pause begun meanwhile is looked for
 Turn = Callable[[], Awaitable[None]]
 Sender = Callable[[list[str], Turn], Awaitable[dict[str, DeliveryResult]]]  # (recipients, turn) → outcomes
 
@@ -136,8 +137,8 @@ class Shaper:
     async def _wait_turn(self, provider: str, n: int) -> None:
         """Wait for the provider's next start time (its pause, then its rate): the store
         returns it (embedded) or waits for it itself (Kafka). A pause that began while a
-        message waited for its start time (a 421 to a message before it) holds it too: its
-        turn is taken again after the pause, at the rate then."""
+        message waited a second or more for its start time (a 421 to a message before it)
+        holds it too: its turn is taken again after the pause, at the rate then."""
         if self.store.waits_in_reserve:
             async with self._queued(provider, n):
                 await self.store.reserve(provider, self.limits(provider).rate)
@@ -146,7 +147,9 @@ class Shaper:
         while (delay := start - time.time()) > 0:
             async with self._queued(provider, n):
                 await self._wait(provider, delay)
-            if await self.store.paused_until(provider) <= time.time():
+            # a wait under PAUSE_RECHECK is not re-checked (a read per message at the rate):
+            # at most that much of the old schedule goes into a pause that has just begun
+            if delay < PAUSE_RECHECK or await self.store.paused_until(provider) <= time.time():
                 return
             start = await self.store.reserve(provider, self.limits(provider).rate)
 
