@@ -161,6 +161,10 @@ class SmtpPool:
                     await self._drop(conn)
                 result = from_exception(exc, self.host, connecting)
                 return {r: result for r in rcpts}
+            except asyncio.CancelledError:  # a stop: the session closes and its lease goes back now,
+                if conn is not None:        # not when it lapses (other relays would wait for its slot)
+                    await asyncio.shield(self._drop(conn))
+                raise
             tls = self._tls_used(conn)
             await self._used(conn)
             return {r: dataclasses.replace(from_reply(code, text, self.host), tls=tls) for r, (code, text) in zip(rcpts, replies)}

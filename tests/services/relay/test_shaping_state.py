@@ -5,6 +5,8 @@ and the queue counts of several processes (a dead one's lapsing)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 
 from services.relay.outcome import DeliveryResult, from_reply
@@ -291,3 +293,40 @@ def test_a_backlog_behind_slow_connections_still_goes_out_at_the_rate(tmp_path):
     assert len(times) == 30
     most_in_a_second = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
     assert most_in_a_second <= 10 + 2  # the rate, and a message or two of timing slack
+
+
+def test_a_send_cancelled_while_it_holds_a_connection_gives_its_lease_back(tmp_path):
+    """A stop cancels a send waiting for the provider's turn with its connection open: the
+    session closes and its lease is back in the shared file at once, not after it lapses."""
+    from services.relay.senders.smtp_pool import SmtpPool
+    from tests.support.smtp_sink import SmtpSink
+
+    settings = Settings(data_dir=tmp_path, mx_concurrency=1)
+    shaper = Shaper(settings, ControlState(), SqliteShapingStore(tmp_path / "s.sqlite3"))
+    key = "other:example.com"
+    sink = SmtpSink().start()
+    pool = SmtpPool("127.0.0.1", sink.port, size=1, slots=shaper.slots(key))
+
+    def leases() -> int:  # live leases in the shared file, as another process would count them
+        with contextlib.closing(sqlite3.connect(tmp_path / "s.sqlite3")) as db:
+            return db.execute("SELECT COUNT(*) FROM leases WHERE expires>=?", (time.time(),)).fetchone()[0]
+
+    async def run() -> tuple[int, int]:
+        async def never() -> None:
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(pool.send("a@acme.test", ["u@example.com"], b"Subject: x\r\n\r\nx\r\n", never))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if held_now := leases():
+                break
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return held_now, leases()
+
+    try:
+        held, after = asyncio.run(run())
+    finally:
+        sink.stop()
+    assert (held, after) == (1, 0)
