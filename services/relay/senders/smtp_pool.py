@@ -130,7 +130,11 @@ class SmtpPool:
         out as A-labels; SMTPUTF8 is asked for when an address or a header needs it, and a
         server without it gets nothing (``NO_SMTPUTF8`` for every recipient). ``turn``: awaited
         with the connection in hand, before the transaction (the shaper's start time); a
-        session the server closed meanwhile is replaced."""
+        session the server closed meanwhile is replaced.
+
+        Long because: one session's use from taking it to giving it back — reuse or connect,
+        the turn, the transaction, and each way it ends (a failure, a cancellation, success)
+        with what happens to the session and its lease — reads as one sequence here."""
         envelope = [ascii_domain(a) for a in (mail_from, *rcpts)]
         # SMTPUTF8 when an address or a header needs it (bodies are 7-bit: quoted-printable/base64)
         utf8 = needs_smtputf8(*envelope) or not raw.isascii()
