@@ -91,15 +91,18 @@ async def consume(consumer: Consumer, handle: Handler, stop: asyncio.Event,
         handle = guard.guarded(handle)
     while not stop.is_set():
         records = await take_batch(consumer, policy, stop)
-        if not records and not policy.handle_empty:
-            continue
         try:
-            await handle_until_done(handle, records, stop)
-        except BatchInterrupted:
-            return
-        if records and policy.commit:
-            failpoint("consumer.before_commit")  # the batch is fully handled: a safe crash point
-            await commit(consumer, records)
+            if not records and not policy.handle_empty:
+                continue
+            try:
+                await handle_until_done(handle, records, stop)
+            except BatchInterrupted:
+                return
+            if records and policy.commit:
+                failpoint("consumer.before_commit")  # the batch is fully handled: a safe crash point
+                await commit(consumer, records)
+        finally:
+            consumer.release()  # a rebalance waiting for this batch goes on
 
 
 async def take_batch(consumer: Consumer, policy: BatchPolicy, stop: asyncio.Event) -> list[Record]:

@@ -25,6 +25,10 @@ from shared.settings import Settings
 from shared.retry_schedule import MAX_LEVELS as MAX_RETRY_LEVELS
 
 log = logging.getLogger(__name__)
+REVOKE_WAIT = 60.0
+"""Seconds a rebalance waits for a member's batch in hand (well under the group's rebalance
+timeout, aiokafka's max_poll_interval_ms: 300 s); a longer batch lets it go on, and its
+records may then be handled twice (at-least-once, as without the wait)."""
 
 
 # The control topic keeps the latest state per entity; the quota topic one total per counted
@@ -231,6 +235,8 @@ class KafkaConsumer(Consumer):
         self.on_assigned = None
         self._unassigned_since: float | None = time.monotonic() if group else None  # no assignment yet
         self._warned_at = 0.0
+        self._released = asyncio.Event()  # cleared while records polled by a group member are in hand
+        self._released.set()
         self._c = AIOKafkaConsumer(
             bootstrap_servers=log_.bootstrap,
             group_id=group,
@@ -261,7 +267,23 @@ class KafkaConsumer(Consumer):
         self._warn_while_unassigned()
         with kafka_errors(f"poll of {self.topics}"):
             batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        if batches and self.group:
+            self._released.clear()
         return [_record(m) for msgs in batches.values() for m in msgs]
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def until_released(self) -> None:
+        """Wait (at most ``REVOKE_WAIT`` seconds) until the caller releases what it polled."""
+        if self._released.is_set():
+            return
+        log.info("consumer group %s: a rebalance waits for the batch in hand", self.group)
+        try:
+            await asyncio.wait_for(self._released.wait(), REVOKE_WAIT)
+        except asyncio.TimeoutError:
+            log.warning("consumer group %s: the batch in hand is not done after %.0f s; the rebalance goes on "
+                        "(its records may be handled again by the partitions' next owner)", self.group, REVOKE_WAIT)
 
     async def commit(self, records: list[Record]) -> None:
         if not self.group or not records:
@@ -331,6 +353,12 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before the group takes partitions away: the batch in hand is finished and committed
+        first (``Consumer.release``), or its new owner would handle it at the same time —
+        a relay would deliver the same messages twice (its ledger is rebuilt from outcomes
+        the old owner has not appended yet). aiokafka keeps heartbeating meanwhile."""
+        if revoked:
+            await self.consumer.until_released()
         if self.consumer.group:  # unassigned until the rebalance assigns again
             self.consumer._unassigned_since = time.monotonic()
         if revoked:

@@ -118,6 +118,12 @@ class Consumer(abc.ABC):
         Raises ``CommitFailed`` when this consumer no longer owns one of their partitions
         (after a rebalance or ``close``): never silently skips the commit."""
 
+    def release(self) -> None:
+        """The caller is done with the records it polled: handled and committed, or left for
+        the partitions' next owner. A group rebalance waits for this before it takes the
+        partitions away (Kafka: up to ``REVOKE_WAIT``), so a batch in hand is never handled by
+        two members at once. Adapters without rebalances ignore it."""
+
     @property
     def assigned(self) -> bool:
         """True while the group has given this consumer its share of the partitions (possibly

@@ -188,6 +188,7 @@ class LogContract:
         await c.start()
         recs = await drain(c, 20)
         assert len(recs) == 20
+        c.release()  # given up (a rebalance waits for a batch in hand: test_a_rebalance_waits_for_the_batch_in_hand)
         await self.lose_partitions(lg, c, topic, group)
         with pytest.raises(CommitFailed):
             await c.commit(recs)
@@ -317,4 +318,35 @@ async def test_a_consumer_says_while_it_waits_for_its_assignment_and_what_it_got
     finally:
         logger.removeHandler(kept)
         logger.setLevel(level)
+        await lg.close()
+
+
+@pytest.mark.kafka
+async def test_a_rebalance_waits_for_the_batch_in_hand(tansu, topic):
+    """A member that joins takes no partition from another while that one holds records it
+    polled: the group waits until they are released (handled and committed), so the newcomer
+    never gets records the first member is still handling (a relay would deliver them twice)."""
+    lg = KafkaLog(Settings(kafka_bootstrap=tansu.bootstrap, kafka_idempotence=False, kafka_session_timeout_ms=2000))
+    await lg.start()
+    a = b = None
+    try:
+        await lg.append_many(topic, [(f"k{i}", b"x") for i in range(40)])
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        a = lg.consumer([topic], group)
+        await a.start()
+        held = await drain(a, 40)
+        assert len(held) == 40
+        b = lg.consumer([topic], group)
+        joining = asyncio.create_task(b.start())
+        await asyncio.sleep(3.0)  # a's heartbeat (every 400 ms) has long heard of the rebalance
+        assert not joining.done(), "the newcomer got partitions while the batch was still in hand"
+        await a.commit(held)  # during the rebalance: a is still the owner
+        a.release()
+        await asyncio.wait_for(joining, 30)
+        assert b._c.assignment() and len(a._c.assignment()) < 4
+        assert await drain(b, 1, rounds=4) == []  # nothing a held comes again
+    finally:
+        for c in (a, b):
+            if c is not None:
+                await c.close()
         await lg.close()
