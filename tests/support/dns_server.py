@@ -1,6 +1,7 @@
 """A real DNS server (dnslib) on a loopback UDP port, serving records tests publish.
 ``tlsa(..., authenticated=True)`` answers with the AD flag set, as a DNSSEC-validating
-resolver does for a signed zone (the relay trusts its configured resolver's AD bit)."""
+resolver does for a signed zone (the relay trusts its configured resolver's AD bit);
+``fail(name, rtype)`` answers SERVFAIL, as a resolver that cannot get an answer does."""
 from __future__ import annotations
 
 from dnslib import MX, QTYPE, RR, TLSA, TXT, A
@@ -13,11 +14,15 @@ class _Zone(BaseResolver):
     def __init__(self):
         self.records: dict[tuple[str, str], list] = {}
         self.authenticated: set[str] = set()  # names whose answers carry AD
+        self.failing: set[tuple[str, str]] = set()  # (name, type) answered SERVFAIL
 
     def resolve(self, request, handler):
         reply = request.reply()
         qname = str(request.q.qname).rstrip(".").lower()
         qtype = QTYPE[request.q.qtype]
+        if (qname, qtype) in self.failing:
+            reply.header.rcode = 2  # SERVFAIL
+            return reply
         for rdata in self.records.get((qname, qtype), []):
             reply.add_answer(RR(request.q.qname, request.q.qtype, rdata=rdata, ttl=60))
         if not reply.rr and not any(name == qname for name, _ in self.records):
@@ -43,8 +48,14 @@ class DnsServer:
     def mx(self, name: str, *hosts: tuple[int, str]) -> None:
         self.zone.records[(name.lower(), "MX")] = [MX(h, p) for p, h in hosts]
 
-    def a(self, name: str, ip: str) -> None:
+    def a(self, name: str, ip: str, authenticated: bool = False) -> None:
         self.zone.records[(name.lower(), "A")] = [A(ip)]
+        if authenticated:  # the name is in a signed zone
+            self.zone.authenticated.add(name.lower())
+
+    def fail(self, name: str, rtype: str) -> None:
+        """Answer SERVFAIL to ``rtype`` queries for ``name``."""
+        self.zone.failing.add((name.lower(), rtype))
 
     def tlsa(self, name: str, *records: tuple[int, int, int, bytes], authenticated: bool = True) -> None:
         """TLSA records (usage, selector, matching type, data) at e.g. ``_25._tcp.mx.example``."""

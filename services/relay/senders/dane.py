@@ -12,8 +12,15 @@ matching Full(0)/SHA2-256(1)/SHA2-512(2). DANE-EE matches the server's certifica
 ignores names and dates (§3.1.1); DANE-TA matches a certificate the server sent in its
 chain, which must then issue the chain down to the server's certificate as a CA path
 would (every issuer a CA allowed to sign certificates at its depth, the certificates below
-the anchor within their dates), and that certificate must name the MX host (§3.2.2). Simplification: the TLSA lookup is made for
-the MX host name whether or not the MX answer itself was authenticated."""
+the anchor within their dates), and that certificate must name the MX host (§3.2.2).
+
+An authenticated TLSA RRset none of whose records is usable still says the host offers TLS:
+TLS is then required, its certificate not checked (§2.2). A TLSA lookup that fails (not "no
+records": SERVFAIL, a timeout) makes the host unusable for now — unless the host's address
+records are not authenticated either: in an unsigned zone DANE does not apply (§2.2.2), and
+a resolver that mishandles TLSA queries must not hold up mail to it. Simplifications: the
+TLSA lookup is made whether or not the MX answer was authenticated (§2.2.1 allows that), and
+before the address lookup (which is made only when the TLSA lookup fails)."""
 from __future__ import annotations
 
 import datetime
@@ -56,6 +63,18 @@ class Tlsa:
         return hmac.compare_digest(content, self.data)
 
 
+@dataclass(frozen=True, slots=True)
+class TlsaAnswer:
+    """An MX host's TLSA lookup: the ``usable`` records of an authenticated answer, and
+    whether an authenticated TLSA RRset was ``published`` at all (usable records or not)."""
+
+    usable: tuple[Tlsa, ...] = ()
+    published: bool = False
+
+
+NO_DANE = TlsaAnswer()
+
+
 def usable(rec: Tlsa) -> bool:
     return rec.usage in (DANE_TA, DANE_EE) and rec.selector in (0, 1) and rec.mtype in (0, 1, 2)
 
@@ -68,20 +87,31 @@ def dnssec_resolver(dns_server: str | None) -> dns.asyncresolver.Resolver:
     return res
 
 
-async def tlsa(res: dns.asyncresolver.Resolver, host: str, port: int = 25) -> tuple[Tlsa, ...] | None:
-    """The usable TLSA records of ``host`` when the answer is authenticated; () when there are
-    none (or the answer is not authenticated); None on a DNS failure (RFC 7672 §2.2: a
-    failed TLSA lookup of a signed zone must not fall back to opportunistic TLS — try later)."""
+async def tlsa(res: dns.asyncresolver.Resolver, host: str, port: int = 25) -> TlsaAnswer | None:
+    """``host``'s TLSA records; ``NO_DANE`` when there are none or the answer is not
+    authenticated; None when the lookup failed (see ``address_secure``)."""
     try:
         answer = await res.resolve(f"_{port}._tcp.{host}", "TLSA", raise_on_no_answer=False)
     except dns.resolver.NXDOMAIN:
-        return ()
+        return NO_DANE
     except dns.exception.DNSException:
         return None
     if not answer.response.flags & dns.flags.AD or answer.rrset is None:
-        return ()
+        return NO_DANE
     recs = [Tlsa(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in list(answer.rrset)[:MAX_RECORDS]]
-    return tuple(r for r in recs if usable(r))
+    return TlsaAnswer(tuple(r for r in recs if usable(r)), published=True)
+
+
+async def address_secure(res: dns.asyncresolver.Resolver, host: str) -> bool | None:
+    """Whether ``host``'s address records are authenticated (AD), i.e. its zone is signed and
+    a failed TLSA lookup must defer (RFC 7672 §2.2.2); None when this lookup fails too."""
+    try:
+        answer = await res.resolve(host, "A", raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        return False
+    except dns.exception.DNSException:
+        return None
+    return bool(answer.response.flags & dns.flags.AD)
 
 
 def _names_host(cert: x509.Certificate, host: str) -> bool:

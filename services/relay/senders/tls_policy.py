@@ -4,12 +4,14 @@ Decided for each MX host before its session, strongest first:
 
 1. DANE (RFC 7672) — the host has authenticated, usable TLSA records: STARTTLS is
    required and the certificate must match them (``verified: dane``). Takes precedence
-   over MTA-STS (RFC 8461 §2).
+   over MTA-STS (RFC 8461 §2). A failed TLSA lookup for a host in a signed zone defers.
 2. MTA-STS ``enforce`` (RFC 8461) — only hosts the policy lists; STARTTLS required with a
    certificate that chains to a trusted CA and names the MX host (``verified: mta-sts``).
 3. ``require_tls`` (the service's setting or the send's option) — STARTTLS required with a
    PKIX-verified certificate naming the MX host (``verified: pkix``).
-4. Otherwise opportunistic STARTTLS, certificate not checked (``verified: none``); an
+4. DANE records published but none usable (authenticated TLSA of unknown usages, say):
+   STARTTLS required, certificate not checked (``verified: none``; RFC 7672 §2.2).
+5. Otherwise opportunistic STARTTLS, certificate not checked (``verified: none``); an
    MTA-STS ``testing`` policy is followed this way and a host it does not list is logged.
 
 A session a policy requires TLS for never falls back to plaintext: a missing STARTTLS, a
@@ -48,7 +50,7 @@ class TlsPolicy:
     @property
     def key(self) -> str:
         """Sessions made under equal keys are interchangeable (pooled together)."""
-        return f"{self.verified}:{hash(self.tlsa):x}" if self.tlsa else self.verified
+        return f"{self.tls}:{self.verified}:{hash(self.tlsa):x}" if self.tlsa else f"{self.tls}:{self.verified}"
 
 
 OPPORTUNISTIC = TlsPolicy("opportunistic", "none")
@@ -65,7 +67,7 @@ class TlsPolicies:
         self.unverified.check_hostname, self.unverified.verify_mode = False, ssl.CERT_NONE
         self.mta_sts = MtaSts(settings, dns_lookup.resolver(settings.dns_server), self.verifying)
         self._dnssec = dane.dnssec_resolver(settings.dns_server)
-        self._tlsa: dict[str, tuple[float, tuple[dane.Tlsa, ...]]] = {}
+        self._tlsa: dict[str, tuple[float, dane.TlsaAnswer]] = {}
 
     async def domain_policy(self, domain: str) -> Policy | None:
         return await self.mta_sts.policy(domain)
@@ -76,15 +78,17 @@ class TlsPolicies:
             if sts.mode == "enforce":
                 return f"MX {host} is not listed in the MTA-STS policy of {sts.domain} (mode enforce)"
             log.warning("MTA-STS (testing) of %s does not list MX %s; delivering anyway", sts.domain, host)
-        records = await self._records(host)
-        if records is None:
-            return f"TLSA lookup for {host} failed (DANE: not skipped on a DNS failure; retried later)"
-        if records:
-            return TlsPolicy("starttls", "dane", records, f"DANE (TLSA records of {host})")
+        answer = await self._tlsa_of(host)
+        if answer is None:
+            return f"TLSA lookup for {host} failed (DANE: not skipped on a DNS failure of a signed zone; retried later)"
+        if answer.usable:
+            return TlsPolicy("starttls", "dane", answer.usable, f"DANE (TLSA records of {host})")
         if sts is not None and sts.mode == "enforce":
             return TlsPolicy("starttls", "mta-sts", why=f"MTA-STS policy of {sts.domain} (enforce)")
         if require_tls:
             return TlsPolicy("starttls", "pkix", why="require_tls")
+        if answer.published:
+            return TlsPolicy("starttls", "none", why=f"DANE (TLSA records of {host}, none of them usable)")
         return OPPORTUNISTIC
 
     def context(self, policy: TlsPolicy) -> ssl.SSLContext:
@@ -97,13 +101,19 @@ class TlsPolicies:
             return None
         return lambda obj: dane.check(policy.tlsa, dane.peer_chain(obj), host)
 
-    async def _records(self, host: str) -> tuple[dane.Tlsa, ...] | None:
+    async def _tlsa_of(self, host: str) -> dane.TlsaAnswer | None:
+        """``host``'s TLSA answer (cached); a failed lookup counts as no DANE when the host's
+        zone is not signed, and None (defer) when it is or that cannot be told."""
         cached = self._tlsa.get(host)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        records = await dane.tlsa(self._dnssec, host)
-        if records is not None:
-            if len(self._tlsa) >= MAX_CACHED_HOSTS:
-                self._tlsa.pop(next(iter(self._tlsa)))
-            self._tlsa[host] = (time.monotonic() + TLSA_CACHE_SECONDS, records)
-        return records
+        answer = await dane.tlsa(self._dnssec, host)
+        if answer is None:
+            if await dane.address_secure(self._dnssec, host) is not False:
+                return None
+            log.info("TLSA lookup for %s failed; its zone is not signed: no DANE for it", host)
+            answer = dane.NO_DANE
+        if len(self._tlsa) >= MAX_CACHED_HOSTS:
+            self._tlsa.pop(next(iter(self._tlsa)))
+        self._tlsa[host] = (time.monotonic() + TLSA_CACHE_SECONDS, answer)
+        return answer

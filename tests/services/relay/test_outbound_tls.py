@@ -54,12 +54,16 @@ def world(tmp_path_factory):
         sink.start()
     for name, ip in {"mx.good.test": "127.0.0.2", "mx.bad.test": "127.0.0.3", "mx.plain.test": "127.0.0.4",
                      "mx.dane.test": "127.0.0.5", "mx.danata.test": "127.0.0.5", "mx.danebad.test": "127.0.0.5",
-                     "mx.daneclear.test": "127.0.0.5"}.items():
+                     "mx.daneclear.test": "127.0.0.5", "mx.tlsafail.test": "127.0.0.4",
+                     "mx.unusable.test": "127.0.0.4", "mx.unusabletls.test": "127.0.0.5"}.items():
         dns.a(name, ip)
+    dns.a("mx.tlsafailsigned.test", "127.0.0.5", authenticated=True)  # a signed zone
     for domain, mx in {"good.test": "mx.good.test", "bad.test": "mx.bad.test", "unlisted.test": "mx.good.test",
                        "testing.test": "mx.bad.test", "plain.test": "mx.plain.test", "pkix.test": "mx.good.test",
                        "dane.test": "mx.dane.test", "danata.test": "mx.danata.test",
-                       "danebad.test": "mx.danebad.test", "daneclear.test": "mx.daneclear.test"}.items():
+                       "danebad.test": "mx.danebad.test", "daneclear.test": "mx.daneclear.test",
+                       "tlsafail.test": "mx.tlsafail.test", "tlsafailsigned.test": "mx.tlsafailsigned.test",
+                       "unusable.test": "mx.unusable.test", "unusabletls.test": "mx.unusabletls.test"}.items():
         dns.mx(domain, (10, mx))
     for domain, body in {"good.test": policy("enforce", "mx.good.test"), "bad.test": policy("enforce", "*.bad.test"),
                          "unlisted.test": policy("enforce", "mail.unlisted.test"),
@@ -71,6 +75,10 @@ def world(tmp_path_factory):
     dns.tlsa("_25._tcp.mx.danata.test", (2, 0, 1, hashlib.sha256(other_ca.cert.public_bytes(serialization.Encoding.DER)).digest()))
     dns.tlsa("_25._tcp.mx.danebad.test", (3, 1, 1, b"\x00" * 32))
     dns.tlsa("_25._tcp.mx.daneclear.test", (3, 1, 1, b"\x00" * 32), authenticated=False)
+    dns.fail("_25._tcp.mx.tlsafail.test", "TLSA")  # a resolver that cannot answer TLSA queries
+    dns.fail("_25._tcp.mx.tlsafailsigned.test", "TLSA")
+    for host in ("mx.unusable.test", "mx.unusabletls.test"):  # PKIX-EE(1): not usable for SMTP (RFC 7672 §3.1.3)
+        dns.tlsa(f"_25._tcp.{host}", (1, 1, 1, b"\x00" * 32))
     proc = PostlineProcess(tmp / "data", env={
         "POSTLINE_DNS_SERVER": dns.address, "POSTLINE_DELIVERY": "mx", "POSTLINE_MX_PORT": str(port),
         "POSTLINE_OUTBOUND_CA_FILE": str(ca.write(tmp / "ca.pem")), "POSTLINE_MTA_STS_PORT": str(policies.port),
@@ -110,7 +118,11 @@ def test_mta_sts_enforce_delivers_over_verified_tls_to_a_listed_mx(world):
     ("ann@unlisted.test", "good", {}, ["MX mx.good.test is not listed in the MTA-STS policy of unlisted.test"]),
     ("bob@plain.test", "plain", {"require_tls": True}, ["TLS required by require_tls", "does not offer STARTTLS"]),
     ("ann@danebad.test", "dane", {}, ["TLS required by DANE", "no TLSA record of mx.danebad.test matches"]),
-], ids=["mta-sts-certificate-mismatch", "mta-sts-mx-not-listed", "require-tls-per-send-no-starttls", "dane-mismatch"])
+    ("ann@tlsafailsigned.test", "dane", {}, ["TLSA lookup for mx.tlsafailsigned.test failed"]),
+    ("ann@unusable.test", "plain", {}, ["TLS required by DANE (TLSA records of mx.unusable.test, none of them usable)",
+                                        "does not offer STARTTLS"]),
+], ids=["mta-sts-certificate-mismatch", "mta-sts-mx-not-listed", "require-tls-per-send-no-starttls", "dane-mismatch",
+        "tlsa-lookup-failed-signed-zone", "tlsa-unusable-no-starttls"])
 def test_deferred_with_the_reason_and_never_sent_in_clear(world, rcpt, sink, extra, reasons):
     api, _, key, sinks = world
     email_id, deferred = outcome(api, key, rcpt, "deferred", **extra)
@@ -123,11 +135,17 @@ def test_deferred_with_the_reason_and_never_sent_in_clear(world, rcpt, sink, ext
     ("ann@dane.test", "dane", "dane"),        # DANE-EE: though no CA the relay trusts issued it
     ("ann@danata.test", "dane", "dane"),      # DANE-TA: the server's chain leads to the TLSA's CA
     ("ann@daneclear.test", "dane", "none"),   # TLSA without the AD flag: not trusted, not enforced
-], ids=["mta-sts-testing", "dane-ee", "dane-ta", "tlsa-without-ad"])
+    ("ann@unusabletls.test", "dane", "none"),  # TLSA none of them usable: TLS required, certificate not checked
+    ("ann@tlsafail.test", "plain", None),     # TLSA lookup failed, unsigned zone: no DANE (here no TLS at all)
+], ids=["mta-sts-testing", "dane-ee", "dane-ta", "tlsa-without-ad", "tlsa-unusable", "tlsa-lookup-failed-unsigned-zone"])
 def test_delivered_and_how_the_certificate_was_verified(world, rcpt, sink, verified):
     api, _, key, sinks = world
     email_id, delivered = outcome(api, key, rcpt, "delivered")
-    assert delivered["tls"]["verified"] == verified and carried(sinks[sink], email_id)
+    assert carried(sinks[sink], email_id)
+    if verified is None:
+        assert delivered["tls"] is None
+    else:
+        assert delivered["tls"]["verified"] == verified
 
 
 def test_without_a_policy_plaintext_is_reported_as_no_tls(world):
