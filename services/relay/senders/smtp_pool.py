@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import ssl
 import time
 
@@ -19,6 +20,7 @@ NO_SMTPUTF8 = DeliveryResult("bounced", 553, "5.6.7 the message needs SMTPUTF8 (
                                              "local part) and the receiving server does not offer it")
 
 
+log = logging.getLogger(__name__)
 IDLE_CLOSE = 2.0  # seconds a shaped session stays open idle (well under the lease's TTL)
 LEASE_RENEW = 20.0  # seconds between two renewals of a busy session's lease
 
@@ -170,8 +172,20 @@ class SmtpPool:
                     await asyncio.shield(self._drop(conn))
                 raise
             tls = self._tls_used(conn)
-            await self._used(conn)
+            await self._settle(conn)
             return {r: dataclasses.replace(from_reply(code, text, self.host), tls=tls) for r, (code, text) in zip(rcpts, replies)}
+
+    async def _settle(self, conn: SmtpConnection) -> None:
+        """``_used`` after a transaction, never raising: the server has answered, and its
+        replies must reach the ledger (raising here would send the message again). A failure
+        of the shared slots (a full disk under the shaping file) closes the session; its lease
+        then lapses in the file."""
+        try:
+            await self._used(conn)
+        except Exception:
+            log.exception("giving an SMTP session back failed after its transaction; the session is closed")
+            conn.close()
+            self._leases.pop(conn, None)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -166,7 +166,10 @@ class Shaper:
         while pending:
             results = await send(pending, functools.partial(self._wait_turn, provider, len(pending)))
             throttled = [r for r, res in results.items() if classify(res.smtp_code, res.smtp_reply) == "throttle"]
-            await self._react(provider, results)
+            try:
+                await self._react(provider, results)
+            except Exception:  # the server has answered: its replies must reach the ledger, not be sent again
+                log.exception("shaping: recording %s's replies failed; the outcomes stand", provider)
             out.update(results)
             if not throttled or time.monotonic() >= hold_until:
                 for r in throttled:  # deferred, soon: the provider's pause

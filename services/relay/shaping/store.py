@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from services.relay.shaping.port import MIN_RATE_SHARE, QUEUE_TTL, ProviderView, ShapingStore
+from shared import failpoints
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ class SqliteShapingStore(ShapingStore):
         return await self.run(job)
 
     async def renew(self, lease: str) -> bool:
+        failpoints.io_error("relay.shaping.renew")  # tests: the file cannot be written (a full disk)
+
         def job(conn: sqlite3.Connection, now: float) -> bool:
             return conn.execute("UPDATE leases SET expires=? WHERE lease=? AND expires>=?",
                                 (now + LEASE_TTL, lease, now)).rowcount == 1
@@ -226,6 +229,7 @@ class SqliteShapingStore(ShapingStore):
         pause another process began since is seen at the next message's ``reserve``."""
         if time.monotonic() - self._calm_at.get(provider, float("-inf")) <= CALM_FOR:
             return []
+        failpoints.io_error("relay.shaping.clean")  # tests: the file cannot be written (a full disk)
 
         def job(conn: sqlite3.Connection, now: float) -> list[tuple[str, float]]:
             row = conn.execute("SELECT rate, last_throttle, last_step, paused_until, paused_for_blocks, alert_scope, "

@@ -9,12 +9,15 @@ import contextlib
 import sqlite3
 import time
 
+import pytest
+
 from services.relay.outcome import DeliveryResult, from_reply
 from services.relay.shaping.replies import classify
 from services.relay.shaping.shaper import PAUSE_RECHECK, Shaper, sending_for
 from services.relay.shaping.port import QUEUE_TTL
 from services.relay.shaping.store import SqliteShapingStore
 from shared import events as ev
+from shared import failpoints
 from shared.control.state import ControlState
 from shared.settings import Settings
 
@@ -330,3 +333,41 @@ def test_a_send_cancelled_while_it_holds_a_connection_gives_its_lease_back(tmp_p
     finally:
         sink.stop()
     assert (held, after) == (1, 0)
+
+
+@pytest.mark.parametrize("point, knob", [
+    ("relay.shaping.renew", "services.relay.senders.smtp_pool.LEASE_RENEW"),  # the session's lease, after its message
+    ("relay.shaping.clean", "services.relay.shaping.store.CALM_FOR"),  # the provider's state, after a delivery
+])
+def test_a_shaping_file_error_after_the_reply_keeps_the_outcome(tmp_path, monkeypatch, point, knob):
+    """The shaping file fails to take a write (a full disk) once the server has accepted a
+    message: the delivery still comes back as delivered (for the ledger), so the message is
+    not sent again."""
+    from services.relay.senders.smtp_pool import SmtpPool
+    from tests.support.smtp_sink import SmtpSink
+
+    monkeypatch.setattr(knob, -1.0)  # that write after every message, not after 20 s / 1 s
+    shaper = Shaper(Settings(data_dir=tmp_path), ControlState(), SqliteShapingStore(tmp_path / "s.sqlite3"))
+    key = "other:example.com"
+    sink = SmtpSink().start()
+    pool = SmtpPool("127.0.0.1", sink.port, size=1, slots=shaper.slots(key))
+
+    async def run() -> list[str]:
+        def send(some, turn):
+            return pool.send("a@acme.test", some, b"Subject: x\r\n\r\nx\r\n", turn)
+
+        statuses = [(await shaper.deliver(key, ["one@example.com"], send))["one@example.com"].status]
+        failpoints.configure(point, 1.0)
+        try:
+            statuses.append((await shaper.deliver(key, ["two@example.com"], send))["two@example.com"].status)
+        finally:
+            failpoints.configure(point, None)
+        await pool.close()
+        return statuses
+
+    try:
+        assert asyncio.run(run()) == ["delivered", "delivered"]
+        with sink.lock:
+            assert [m.rcpt_tos for m in sink.received] == [["one@example.com"], ["two@example.com"]]
+    finally:
+        sink.stop()
