@@ -15,7 +15,10 @@ Records (key → JSON value):
   relay that had not yet read another's throttle cannot undo it.
 
 Who is alive is judged on this relay's own clock of receipt, against its own heartbeat read
-back: a relay that stops publishing counts ``ALIVE`` seconds after the others last heard it,
+back, never on the sender's clock (hosts' clocks differ): a heartbeat that arrives while this
+relay follows the topic is a live relay's; only those read back at the start (the compacted
+topic keeps the last heartbeat of relays long gone) are judged by their time against this
+relay's clock. A relay that stops publishing counts ``ALIVE`` seconds after the others last heard it,
 while the others keep hearing themselves. A relay that does not hear its own heartbeat back
 within ``ALIVE`` (cut off from Kafka, or its loop stalled) is not heard by the others either:
 it opens no connection and starts no message until it is, and closes its sessions as their
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -138,7 +142,7 @@ class GossipShapingStore(ShapingStore):
         """Read what every relay published up to now (bounded), then follow and publish."""
         self._consumer = consumer = self.log.consumer([ev.Topic.SHAPING], group=None)
         await consumer.start()
-        await read_up_to_now(consumer, self._apply)
+        await read_up_to_now(consumer, functools.partial(self._apply, live=False))
         self._tasks = [asyncio.create_task(follow(consumer, self._apply, "shaping topic"), name="shaping-follow")]
         if not self.observer:
             self._tasks.append(asyncio.create_task(self._publish_loop(), name="shaping-publish"))
@@ -429,7 +433,8 @@ class GossipShapingStore(ShapingStore):
                 log.debug("shaping state not published", exc_info=True)
                 await asyncio.sleep(HEARTBEAT)
 
-    def _apply(self, records: list[Record]) -> None:
+    def _apply(self, records: list[Record], live: bool = True) -> None:
+        """``live``: records read while following (just published), not at the start."""
         now, wall = time.monotonic(), time.time()
         for rec in records:
             try:
@@ -440,7 +445,7 @@ class GossipShapingStore(ShapingStore):
                         self._first_heard = now
                 elif value["k"] == "relay":
                     at = float(value["at"])
-                    self.peers[value["p"]] = _Peer(now if wall - at <= ALIVE else NEVER, at, set(value["want"]),
+                    self.peers[value["p"]] = _Peer(now if live or wall - at <= ALIVE else NEVER, at, set(value["want"]),
                                                    dict(value["held"]), dict(value["blocks"]), dict(value["warm"]),
                                                    dict(value.get("queued", {})))
                 elif value["k"] == "provider":

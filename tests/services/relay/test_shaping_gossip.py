@@ -8,12 +8,14 @@ returning."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 
 from services.relay.shaping import gossip
 from services.relay.shaping.gossip import GossipShapingStore, merge
+from shared import events as ev
 
 MAX = 3
 
@@ -171,3 +173,24 @@ async def test_an_alert_whose_relay_restarted_during_the_pause_is_cleared(sqlite
             await again.close()
     finally:
         await other.close()
+
+
+async def test_a_live_relay_counts_whatever_its_clock_says_and_a_gone_one_read_at_start_does_not(sqlite_log):
+    """Liveness is judged by receipt, not by the sender's clock: a heartbeat that arrives while
+    following counts though its time is 10 s behind this relay's clock (another host's clock);
+    the last heartbeat of a relay gone 10 s ago, read back at the start, does not."""
+    def beat(pid: str, at: float) -> tuple[str, bytes]:
+        return f"relay|{pid}", json.dumps({"k": "relay", "p": pid, "at": at, "want": ["google"], "held": {},
+                                           "blocks": {}, "warm": {}, "queued": {}}).encode()
+
+    await sqlite_log.append_many(ev.Topic.SHAPING, [beat("gone", time.time() - 10)])
+    a = GossipShapingStore(sqlite_log)
+    await a.start()
+    try:
+        await until(lambda: heard(a), "the relay hears itself")
+        assert "gone" not in a._alive_ids()
+        await sqlite_log.append_many(ev.Topic.SHAPING, [beat("skewed", time.time() - 10)])
+        await until(lambda: "skewed" in a._alive_ids(), "a live relay whose clock is 10 s behind counts")
+        assert "gone" not in a._alive_ids()
+    finally:
+        await a.close()
