@@ -266,7 +266,14 @@ class KafkaConsumer(Consumer):
     async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         self._warn_while_unassigned()
         with kafka_errors(f"poll of {self.topics}"):
-            batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+            if self._released.is_set():
+                batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+            else:  # gathering a batch (analytics): aiokafka's getmany waits, without limit, for a
+                try:  # rebalance to end, and that rebalance waits for this batch (on_partitions_revoked)
+                    async with asyncio.timeout(timeout + 0.05):
+                        batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+                except TimeoutError:
+                    batches = {}
         if batches and self.group:
             self._released.clear()
         return [_record(m) for msgs in batches.values() for m in msgs]

@@ -340,6 +340,9 @@ async def test_a_rebalance_waits_for_the_batch_in_hand(tansu, topic):
         joining = asyncio.create_task(b.start())
         await asyncio.sleep(3.0)  # a's heartbeat (every 400 ms) has long heard of the rebalance
         assert not joining.done(), "the newcomer got partitions while the batch was still in hand"
+        # a loop gathering its batch (analytics) polls again meanwhile: the poll returns, not
+        # waiting for the rebalance that waits for this batch
+        assert await asyncio.wait_for(a.poll(timeout=0.5), 5) == []
         await a.commit(held)  # during the rebalance: a is still the owner
         a.release()
         await asyncio.wait_for(joining, 30)
