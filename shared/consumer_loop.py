@@ -90,8 +90,8 @@ async def consume(consumer: Consumer, handle: Handler, stop: asyncio.Event,
     if guard is not None:
         handle = guard.guarded(handle)
     while not stop.is_set():
-        records = await take_batch(consumer, policy, stop)
         try:
+            records = await take_batch(consumer, policy, stop)
             if not records and not policy.handle_empty:
                 continue
             try:

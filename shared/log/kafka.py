@@ -25,10 +25,11 @@ from shared.settings import Settings
 from shared.retry_schedule import MAX_LEVELS as MAX_RETRY_LEVELS
 
 log = logging.getLogger(__name__)
-REVOKE_WAIT = 60.0
-"""Seconds a rebalance waits for a member's batch in hand (well under the group's rebalance
-timeout, aiokafka's max_poll_interval_ms: 300 s); a longer batch lets it go on, and its
-records may then be handled twice (at-least-once, as without the wait)."""
+REVOKE_WAIT = 20.0
+"""Seconds a rebalance waits for a member's batch in hand; a longer batch lets it go on, and
+its records may then be handled twice (at-least-once, as without the wait). Under the other
+members' JoinGroup request timeout (aiokafka's request_timeout_ms, 40 s), past which they log
+errors and reconnect, and under a stop's grace period (services/supervisor.py, 30 s)."""
 
 
 # The control topic keeps the latest state per entity; the quota topic one total per counted
@@ -237,6 +238,8 @@ class KafkaConsumer(Consumer):
         self._warned_at = 0.0
         self._released = asyncio.Event()  # cleared while records polled by a group member are in hand
         self._released.set()
+        self._generation = 0  # rebalances begun so far (records taken before the last one are stale)
+        self._getting: asyncio.Future[tuple[int, dict[TopicPartition, list[Any]]]] | None = None  # see _getmany
         self._c = AIOKafkaConsumer(
             bootstrap_servers=log_.bootstrap,
             group_id=group,
@@ -266,17 +269,32 @@ class KafkaConsumer(Consumer):
     async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         self._warn_while_unassigned()
         with kafka_errors(f"poll of {self.topics}"):
-            if self._released.is_set():
-                batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
-            else:  # gathering a batch (analytics): aiokafka's getmany waits, without limit, for a
-                try:  # rebalance to end, and that rebalance waits for this batch (on_partitions_revoked)
-                    async with asyncio.timeout(timeout + 0.05):
-                        batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
-                except TimeoutError:
-                    batches = {}
+            batches = await self._getmany(timeout, max_records)
         if batches and self.group:
             self._released.clear()
         return [_record(m) for msgs in batches.values() for m in msgs]
+
+    async def _getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[Any]]:
+        """aiokafka's getmany, but back after ``timeout`` even while the group rebalances: getmany
+        then waits for the new assignment without limit, and a rebalance waits for the batch in
+        hand (``on_partitions_revoked``) — a loop gathering its batch (analytics) would stall it,
+        and a stop would go unseen. A getmany still waiting is left running (cancelling it
+        breaks aiokafka's poll-interval bookkeeping) and taken up by the next poll. Records it
+        took before a rebalance began are dropped: the new assignment starts again from the
+        committed offsets, so they come again (else they would be handled beside their new owner)."""
+        if self._getting is None:
+            self._getting = asyncio.ensure_future(self._stamped_getmany(timeout, max_records))
+        done, _ = await asyncio.wait({self._getting}, timeout=timeout + 0.1)
+        if not done:
+            return {}
+        getting, self._getting = self._getting, None
+        generation, batches = getting.result()
+        return batches if generation == self._generation else {}
+
+    async def _stamped_getmany(self, timeout: float, max_records: int) -> tuple[int, dict[TopicPartition, list[Any]]]:
+        """getmany's records with the rebalances begun when they were taken."""
+        batches = await self._c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        return self._generation, batches
 
     def release(self) -> None:
         self._released.set()
@@ -340,6 +358,12 @@ class KafkaConsumer(Consumer):
 
     async def close(self) -> None:
         self._closed = True
+        self._released.set()  # a rebalance waiting for a batch of this consumer goes on
+        if self._getting is not None:
+            self._getting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._getting
+            self._getting = None
         await self._c.stop()
 
 
@@ -364,6 +388,7 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         first (``Consumer.release``), or its new owner would handle it at the same time —
         a relay would deliver the same messages twice (its ledger is rebuilt from outcomes
         the old owner has not appended yet). aiokafka keeps heartbeating meanwhile."""
+        self.consumer._generation += 1
         if revoked:
             await self.consumer.until_released()
         if self.consumer.group:  # unassigned until the rebalance assigns again

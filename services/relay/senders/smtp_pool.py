@@ -182,10 +182,19 @@ class SmtpPool:
         then lapses in the file."""
         try:
             await self._used(conn)
+        except asyncio.CancelledError:  # a stop: as in ``send``
+            await asyncio.shield(self._drop_quietly(conn))
+            raise
         except Exception:
             log.exception("giving an SMTP session back failed after its transaction; the session is closed")
-            conn.close()
-            self._leases.pop(conn, None)
+            await self._drop_quietly(conn)
+
+    async def _drop_quietly(self, conn: SmtpConnection) -> None:
+        """``_drop``, when the shared slots may fail again: the lease then lapses in the file."""
+        try:
+            await self._drop(conn)
+        except Exception:
+            log.warning("giving a lease back failed; it lapses", exc_info=True)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

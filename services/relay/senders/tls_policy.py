@@ -33,6 +33,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 TLSA_CACHE_SECONDS = 300
+TLSA_FAILURE_CACHE_SECONDS = 30  # a resolver outage: each message does not wait for the lookups again
 MAX_CACHED_HOSTS = 50_000
 Verified = Literal["none", "pkix", "mta-sts", "dane"]
 
@@ -67,7 +68,7 @@ class TlsPolicies:
         self.unverified.check_hostname, self.unverified.verify_mode = False, ssl.CERT_NONE
         self.mta_sts = MtaSts(settings, dns_lookup.resolver(settings.dns_server), self.verifying)
         self._dnssec = dane.dnssec_resolver(settings.dns_server)
-        self._tlsa: dict[str, tuple[float, dane.TlsaAnswer]] = {}
+        self._tlsa: dict[str, tuple[float, dane.TlsaAnswer | None]] = {}
 
     async def domain_policy(self, domain: str) -> Policy | None:
         return await self.mta_sts.policy(domain)
@@ -108,12 +109,11 @@ class TlsPolicies:
         if cached and cached[0] > time.monotonic():
             return cached[1]
         answer = await dane.tlsa(self._dnssec, host)
-        if answer is None:
-            if await dane.address_secure(self._dnssec, host) is not False:
-                return None
+        if answer is None and await dane.address_secure(self._dnssec, host) is False:
             log.info("TLSA lookup for %s failed; its zone is not signed: no DANE for it", host)
             answer = dane.NO_DANE
         if len(self._tlsa) >= MAX_CACHED_HOSTS:
             self._tlsa.pop(next(iter(self._tlsa)))
-        self._tlsa[host] = (time.monotonic() + TLSA_CACHE_SECONDS, answer)
+        ttl = TLSA_CACHE_SECONDS if answer is not None else TLSA_FAILURE_CACHE_SECONDS
+        self._tlsa[host] = (time.monotonic() + ttl, answer)
         return answer

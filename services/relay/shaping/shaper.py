@@ -166,12 +166,14 @@ class Shaper:
         while pending:
             results = await send(pending, functools.partial(self._wait_turn, provider, len(pending)))
             throttled = [r for r, res in results.items() if classify(res.smtp_code, res.smtp_reply) == "throttle"]
+            reacted = True
             try:
                 await self._react(provider, results)
             except Exception:  # the server has answered: its replies must reach the ledger, not be sent again
                 log.exception("shaping: recording %s's replies failed; the outcomes stand", provider)
+                reacted = False  # no pause recorded: the throttled ones are deferred, not tried again now
             out.update(results)
-            if not throttled or time.monotonic() >= hold_until:
+            if not throttled or not reacted or time.monotonic() >= hold_until:
                 for r in throttled:  # deferred, soon: the provider's pause
                     out[r] = dataclasses.replace(out[r], retry_after=max(out[r].retry_after or 0, self.settings.shaping_pause))
                 break

@@ -189,6 +189,8 @@ class SqliteShapingStore(ShapingStore):
     async def throttled(self, provider: str, configured: float, reply: str, pause: float) -> float:
         """A throttling reply: halve the current rate (not below 1/16 of the configured one),
         pause ``pause`` seconds. Returns the new rate."""
+        failpoints.io_error("relay.shaping.throttled")  # tests: the file cannot be written (a full disk)
+
         def job(conn: sqlite3.Connection, now: float) -> float:
             row = conn.execute("SELECT rate, paused_until FROM providers WHERE provider=?", (provider,)).fetchone()
             current, paused_until = row if row else (None, 0.0)

@@ -371,3 +371,35 @@ def test_a_shaping_file_error_after_the_reply_keeps_the_outcome(tmp_path, monkey
             assert [m.rcpt_tos for m in sink.received] == [["one@example.com"], ["two@example.com"]]
     finally:
         sink.stop()
+
+
+def test_a_throttle_the_shaping_file_cannot_record_defers_instead_of_trying_again_at_once(tmp_path):
+    """With a hold (``shaping_hold``), a throttled recipient normally waits for the provider's
+    pause and is tried again; when the pause could not be recorded (the file fails), there is
+    no pause to wait for: the recipient is deferred at once, not sent again straight away."""
+    from services.relay.senders.smtp_pool import SmtpPool
+    from tests.support.smtp_sink import SmtpSink
+
+    shaper = Shaper(Settings(data_dir=tmp_path, shaping_hold=5.0), ControlState(), SqliteShapingStore(tmp_path / "s.sqlite3"))
+    key = "other:example.com"
+    sink = SmtpSink(rcpt_replies={"u@example.com": "421 4.7.0 Try again later"}).start()
+    pool = SmtpPool("127.0.0.1", sink.port, size=1, slots=shaper.slots(key))
+    tries = []
+
+    async def run() -> DeliveryResult:
+        def send(some, turn):
+            tries.append(some)
+            return pool.send("a@acme.test", some, b"Subject: x\r\n\r\nx\r\n", turn)
+
+        failpoints.configure("relay.shaping.throttled", 1.0)
+        try:
+            return (await shaper.deliver(key, ["u@example.com"], send))["u@example.com"]
+        finally:
+            failpoints.configure("relay.shaping.throttled", None)
+            await pool.close()
+
+    try:
+        result = asyncio.run(run())
+    finally:
+        sink.stop()
+    assert (result.status, result.smtp_code, len(tries)) == ("deferred", 421, 1)
