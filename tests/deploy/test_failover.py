@@ -28,6 +28,7 @@ from tests.support.smtp_sink import SmtpSink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
 MESSAGES = 300  # 15 s at the sink's 50 ms per message
+SCALE_OUT_MESSAGES = 200
 KILL_AT = 4.0  # seconds after the first delivery: long enough for deliveries of more than 2 s before the kill
 
 
@@ -128,17 +129,17 @@ def test_a_relay_joining_mid_burst_delivers_nothing_twice(tmp_path, tansu):
            "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address}
     procs = {name: PostlineProcess(tmp_path / name, role=name.split("-")[0], env=env) for name in ("api", "relay-a", "relay-b")}
     try:
-        procs["api"].start(wait=False)
-        procs["relay-a"].start()
-        procs["api"].wait_ready()
-        procs["relay-a"].wait_ready()  # the group's only member: every partition
+        procs["api"].start()
         sid, key = production_service(Api(procs["api"].url), dns)
-        ids = post_batches(procs["api"].url, key, MESSAGES, "scale-out")
+        # sent before any relay runs: relay a, the group's only member, takes them as one batch (10 s at the sink)
+        ids = post_batches(procs["api"].url, key, SCALE_OUT_MESSAGES, "scale-out")
+        procs["relay-a"].start()
         deadline = time.monotonic() + 60
-        while len(deliveries(sink)) < 40 and time.monotonic() < deadline:  # relay a in the middle of its batch
+        while not deliveries(sink) and time.monotonic() < deadline:
             time.sleep(0.01)
-        procs["relay-b"].start()  # joins the group: a rebalance
-        assert len(deliveries(sink)) < MESSAGES, "the burst should still be under way"
+        procs["relay-b"].start()  # joins the group (a rebalance) a few seconds into relay a's batch
+        ids += post_batches(procs["api"].url, key, 60, "scale-out, later")  # some for the newcomer's share
+        assert len(deliveries(sink)) < SCALE_OUT_MESSAGES, "the burst should still be under way"
 
         deadline = time.monotonic() + 120
         while {mid for mid, _, _ in deliveries(sink)} < set(ids) and time.monotonic() < deadline:
