@@ -361,8 +361,7 @@ class KafkaConsumer(Consumer):
         self._released.set()  # a rebalance waiting for a batch of this consumer goes on
         if self._getting is not None:
             self._getting.cancel()
-            with contextlib.suppress(BaseException):
-                await self._getting
+            await asyncio.wait({self._getting})
             self._getting = None
         await self._c.stop()
 
@@ -377,8 +376,9 @@ def _record(m: Any) -> Record:  # an aiokafka ConsumerRecord
 
 
 class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
-    """Runs the consumer's ``on_assigned`` hook inside the rebalance, before any fetch of the
-    newly assigned partitions (aiokafka awaits the listener before it resumes fetching)."""
+    """Runs the consumer's ``on_assigned`` hook inside the rebalance, before any record of the
+    newly assigned partitions is returned: they are paused while it runs (aiokafka has marked
+    the assignment done and lets polls return its records before it calls the listener)."""
 
     def __init__(self, consumer: KafkaConsumer):
         self.consumer = consumer
@@ -403,4 +403,9 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         if hook is None or not assigned:
             return
         c = self.consumer._c
-        await hook({(tp.topic, tp.partition): (await c.committed(tp)) or 0 for tp in assigned})
+        c.pause(*assigned)  # a relay would otherwise handle requests before their ledger is rebuilt
+        try:
+            await hook({(tp.topic, tp.partition): (await c.committed(tp)) or 0 for tp in assigned})
+        finally:
+            with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to resume
+                c.resume(*assigned)
