@@ -71,8 +71,16 @@ class DelayForwarder:
         return max(0.0, min(heads) - time.time()) if heads else 0.5
 
     async def forward_due(self) -> None:
-        """Append each partition's due prefix to the target (durable), then commit it."""
+        """Append each partition's due prefix to the target (durable), then commit it. What is
+        buffered of a partition the group has moved to another member is dropped: its new
+        owner forwards it (from the last commit), and two copies of a retry would each try and
+        each schedule the next retry."""
         now = time.time()
+        for part in [p for p, q in self._buffer.items() if q and not self.consumer.owns(q[0][1].topic, p)]:
+            log.info("partition %s of %s moved to another forwarder: %d buffered records dropped",
+                     part, self._buffer[part][0][1].topic, len(self._buffer[part]))
+            del self._buffer[part]
+            self._taken.pop(part, None)
         for part, queue in self._buffer.items():
             n = 0
             while n < len(queue) and queue[n][0] <= now:

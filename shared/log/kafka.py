@@ -299,6 +299,9 @@ class KafkaConsumer(Consumer):
     def release(self) -> None:
         self._released.set()
 
+    def owns(self, topic: str, partition: int) -> bool:
+        return not self.group or TopicPartition(topic, partition) in self._c.assignment()
+
     async def until_released(self) -> None:
         """Wait (at most ``REVOKE_WAIT`` seconds) until the caller releases what it polled."""
         if self._released.is_set():

@@ -124,6 +124,11 @@ class Consumer(abc.ABC):
         partitions away (Kafka: up to ``REVOKE_WAIT``), so a batch in hand is never handled by
         two members at once. Adapters without rebalances ignore it."""
 
+    def owns(self, topic: str, partition: int) -> bool:
+        """Whether ``partition`` of ``topic`` is this consumer's now (a group may have moved it
+        since its records were polled). Adapters that assign statically: always True."""
+        return True
+
     @property
     def assigned(self) -> bool:
         """True while the group has given this consumer its share of the partitions (possibly
