@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared import failpoints
+
 
 @dataclass
 class Delivery:
@@ -57,9 +59,16 @@ class Outbox:
         return row[0]
 
     def finish(self, key: str, state: str, attempt: int, next_at: float | None = None) -> None:
+        failpoints.io_error("webhooks.outbox.write")  # tests: the file cannot be written (a full disk)
         with self._lock:
             self._db.execute("UPDATE deliveries SET state=?, attempt=?, next_at=? WHERE key=?",
                              (state, attempt, next_at, key))
+
+    def purge(self, queued_before: float) -> int:
+        """Drop finished rows (delivered, failed, skipped) queued before ``queued_before``."""
+        with self._lock:
+            return self._db.execute("DELETE FROM deliveries WHERE state != 'pending' AND created < ?",
+                                    (queued_before,)).rowcount
 
     def failed_in_a_row(self, webhook_id: str, failed: bool) -> int:
         """Count messages that exhausted their retries in a row (reset by any success)."""

@@ -13,9 +13,8 @@ import time
 from collections import defaultdict
 from datetime import datetime, timezone
 
-import httpx
 
-from services.webhooks.dispatch import AttemptResult, attempt
+from services.webhooks.dispatch import AttemptResult, Clients, attempt
 from services.webhooks.outbox import Delivery, Outbox
 from shared import events as ev
 from shared import metrics
@@ -29,6 +28,8 @@ log = logging.getLogger(__name__)
 PER_ENDPOINT, GLOBAL = 4, 64
 AUTO_DISABLE_AFTER = 3
 MAX_RETRY_AFTER = 86400
+KEEP_FINISHED = 86400.0  # seconds a finished outbox row is kept (the log keeps the events and attempts)
+PURGE_EVERY = 600.0  # seconds between two purges of finished rows
 
 
 def secrets_of(master_key: bytes, wh: ev.WebhookSaved) -> list[str]:
@@ -53,6 +54,8 @@ class WebhookService:
         self.outbox = Outbox(self.settings.data_dir / "webhooks.sqlite3")
         self.guard = PoisonGuard(runtime.log, "webhooks")
         self._in_flight: set[str] = set()
+        self._unwritten: dict[str, tuple[str, int, float | None]] = {}  # see _finish
+        self._purged_at = float("-inf")
         self._per_endpoint: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(PER_ENDPOINT))
         self._global = asyncio.Semaphore(GLOBAL)
         self._wake = asyncio.Event()
@@ -82,12 +85,15 @@ class WebhookService:
 
     # ------------------------------------------------------------ delivery
     async def dispatch_loop(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+        clients = Clients(follow_redirects=False, trust_env=False)
+        try:
             tasks: set[asyncio.Task] = set()
             while not stop.is_set():
-                for d in self.outbox.due(time.time(), self._in_flight):
+                self._write_unwritten()
+                self._purge_now_and_then()
+                for d in self.outbox.due(time.time(), self._in_flight | self._unwritten.keys()):
                     self._in_flight.add(d.key)
-                    t = asyncio.create_task(self._deliver(client, d))
+                    t = asyncio.create_task(self._deliver(clients, d))
                     tasks.add(t)
                     t.add_done_callback(tasks.discard)
                 nxt = self.outbox.next_due()
@@ -101,20 +107,50 @@ class WebhookService:
                     waiter.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=self.settings.webhook_timeout + 1)
+        finally:
+            await clients.aclose()
 
-    async def _deliver(self, client: httpx.AsyncClient, d: Delivery) -> None:
+    def _finish(self, key: str, state: str, attempt: int, next_at: float | None = None) -> None:
+        """``Outbox.finish``; when the outbox cannot be written (a full disk) the row's new
+        state is kept here and written again before each dispatch round, and the row is not
+        dispatched meanwhile — an endpoint that got the event is not sent it again every round."""
+        try:
+            self.outbox.finish(key, state, attempt, next_at)
+        except Exception:
+            log.exception("webhook delivery %s: the outbox cannot be written; its state is kept in memory", key)
+            self._unwritten[key] = (state, attempt, next_at)
+
+    def _write_unwritten(self) -> None:
+        for key, (state, attempt, next_at) in list(self._unwritten.items()):
+            try:
+                self.outbox.finish(key, state, attempt, next_at)
+            except Exception:
+                return  # still not writable: the next round tries again
+            del self._unwritten[key]
+
+    def _purge_now_and_then(self) -> None:
+        """Finished rows are dropped a day after they were queued (each keeps its event's JSON)."""
+        if time.monotonic() - self._purged_at < PURGE_EVERY:
+            return
+        self._purged_at = time.monotonic()
+        try:
+            self.outbox.purge(time.time() - KEEP_FINISHED)
+        except Exception:
+            log.warning("webhook outbox: finished rows not purged", exc_info=True)
+
+    async def _deliver(self, clients: Clients, d: Delivery) -> None:
         try:
             wh = self.rt.control.state.webhooks.get(d.webhook_id)
             if wh is None or wh.status != "enabled":
-                self.outbox.finish(d.key, "skipped", d.attempt)
+                self._finish(d.key, "skipped", d.attempt)
                 return
             async with self._global, self._per_endpoint[d.webhook_id]:
-                result = await attempt(client, wh.url, secrets_of(self.settings.master_key, wh), d.event,
+                result = await attempt(clients, wh.url, secrets_of(self.settings.master_key, wh), d.event,
                                        self.settings.webhook_allow_private, self.settings.webhook_timeout)
             await self._record(wh, d, result)
         except Exception:
             log.exception("webhook delivery %s crashed; retrying later", d.key)
-            self.outbox.finish(d.key, "pending", d.attempt, time.time() + 30)
+            self._finish(d.key, "pending", d.attempt, time.time() + 30)
         finally:
             self._in_flight.discard(d.key)
 
@@ -145,7 +181,7 @@ class WebhookService:
             status_code=r.status_code, latency_ms=round(r.latency_ms, 1), outcome=outcome, error=r.error,
             next_attempt_at=datetime.fromtimestamp(next_at, timezone.utc) if next_at else None)
         await self.rt.log.append(ev.Topic.EVENTS, wh.webhook_id, ev.encode(att))
-        self.outbox.finish(d.key, state, n, next_at)
+        self._finish(d.key, state, n, next_at)
 
     async def _disable(self, wh: ev.WebhookSaved, reason: str) -> None:
         current = self.rt.control.state.webhooks.get(wh.webhook_id) or wh

@@ -10,7 +10,8 @@ from tests.support.broker import free_port
 
 class Receiver:
     def __init__(self, statuses: list[int] | None = None, headers: dict | None = None,
-                 gate: threading.Event | None = None):
+                 gate: threading.Event | None = None, tls_context=None):
+        """``tls_context``: serve HTTPS (HTTP/1.1, connections kept alive) with that context."""
         self.port = free_port()
         self.statuses = list(statuses or [])
         self.extra_headers = headers or {}
@@ -20,6 +21,8 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if tls_context is not None else "HTTP/1.0"
+
             def log_message(self, *a):
                 pass
 
@@ -42,11 +45,15 @@ class Receiver:
                 self.end_headers()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.scheme = "http"
+        if tls_context is not None:
+            self.server.socket = tls_context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{self.scheme}://127.0.0.1:{self.port}/hook"
 
     def wait(self, n: int, timeout: float = 30, predicate=lambda r: True) -> list[dict]:
         deadline = time.monotonic() + timeout

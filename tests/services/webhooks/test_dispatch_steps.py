@@ -2,14 +2,16 @@
 event in, the signed request a real loopback receiver gets and the ``AttemptResult`` out."""
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from services.webhooks.dispatch import attempt, body_for
+from services.webhooks.dispatch import Clients, attempt, body_for
 from tests.support.broker import free_port
 from tests.support.receiver import Receiver
 
@@ -26,9 +28,12 @@ def receiver(request):
     rx.stop()
 
 
-async def send(url: str, secrets=(SECRET,), allow_private: bool = True):
-    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
-        return await attempt(client, url, list(secrets), EVENT, allow_private, timeout=5)
+async def send(url: str, secrets=(SECRET,), allow_private: bool = True, timeout: float = 5, **client_options):
+    clients = Clients(follow_redirects=False, trust_env=False, **client_options)
+    try:
+        return await attempt(clients, url, list(secrets), EVENT, allow_private, timeout=timeout)
+    finally:
+        await clients.aclose()
 
 
 def test_the_body_is_the_event_without_its_envelope_fields():
@@ -61,3 +66,49 @@ async def test_a_private_destination_is_refused_before_any_request(receiver):
 async def test_a_closed_port_is_an_error_result_not_an_exception():
     result = await send(f"http://127.0.0.1:{free_port()}/hook")  # nothing listens there
     assert result.status_code is None and not result.ok and result.error
+
+
+async def test_two_endpoints_on_one_address_do_not_share_a_tls_session(tmp_path):
+    """Requests go to the address the SSRF check resolved, and httpx pools connections by
+    address: a session whose certificate was verified for one endpoint's name must not carry
+    another endpoint's request. The receiver's certificate names ``localhost`` only; the same
+    receiver reached as ``127.0.0.1`` must fail verification, even right after ``localhost``."""
+    import ssl
+
+    from tests.support.cert_authority import CertAuthority
+
+    ca = CertAuthority()
+    rx = Receiver(tls_context=ca.server_context("localhost")[0])
+    trust = ssl.create_default_context(cafile=str(ca.write(tmp_path / "ca.pem")))
+    clients = Clients(follow_redirects=False, trust_env=False, verify=trust)
+    try:
+        first = await attempt(clients, f"https://localhost:{rx.port}/hook", [SECRET], EVENT, True, timeout=5)
+        second = await attempt(clients, f"https://127.0.0.1:{rx.port}/hook", [SECRET], EVENT, True, timeout=5)
+    finally:
+        await clients.aclose()
+        rx.stop()
+    assert first.ok, first.error
+    assert not second.ok and "CERTIFICATE_VERIFY_FAILED" in (second.error or ""), second
+    assert len(rx.received) == 1
+
+
+async def test_an_endpoint_that_drips_its_answer_is_cut_at_the_attempts_timeout():
+    """An endpoint that sends a byte every half second would never trip a per-read timeout:
+    the attempt as a whole ends at ``timeout``, an error, and what it read is at most 1 KB."""
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 500 Slow\r\nContent-Length: 100000\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(200):
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.5)
+        writer.close()
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await asyncio.wait_for(send(f"http://127.0.0.1:{port}/hook", timeout=2), 20)
+    finally:
+        server.close()
+    assert result.status_code is None and result.error == "timed out after 2 s"

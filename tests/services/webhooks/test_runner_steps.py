@@ -111,3 +111,48 @@ async def test_a_success_between_failures_resets_the_count(tmp_path):
             await svc._record(wh, Delivery(f"k{i}", wh.webhook_id, EVENT, last if code == 500 else 0),
                               AttemptResult(code, 1.0))
         assert rt.control.state.webhooks[wh.webhook_id].status == "enabled"
+
+
+async def test_a_delivery_the_outbox_cannot_record_is_not_sent_again_and_is_recorded_later(tmp_path):
+    """The endpoint answered 2xx but the outbox cannot be written (a full disk): the delivery's
+    new state is kept in memory and the row is not dispatched again (it was, every 20 ms), and
+    it is written once the outbox can be written again."""
+    import asyncio
+
+    from shared import failpoints
+    from tests.support.receiver import Receiver
+
+    rx = Receiver()
+    async with service(tmp_path) as (rt, svc):
+        wh = await rt.control.change(await endpoint(rt), url=rx.url)
+        rt.settings.webhook_allow_private = True  # the receiver is on loopback
+        stop = asyncio.Event()
+        failpoints.configure("webhooks.outbox.write", 1.0)
+        try:
+            event = {**EVENT, "v": 1, "time": "2026-01-01T00:00:00Z", "workspace_id": "w", "service_id": "s"}
+            await svc.outbox.add([("k1", wh.webhook_id, event)])
+            loop = asyncio.create_task(svc.dispatch_loop(stop))
+            await asyncio.sleep(2.0)
+            during = len(rx.received)
+            failpoints.configure("webhooks.outbox.write", None)
+            deadline = time.monotonic() + 10
+            while svc.outbox.due(time.time() + 10**6, set()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            after = svc.outbox.due(time.time() + 10**6, set())
+        finally:
+            failpoints.configure("webhooks.outbox.write", None)
+            stop.set()
+            await loop
+            rx.stop()
+    assert (during, len(rx.received), after) == (1, 1, [])
+
+
+async def test_finished_deliveries_are_purged_a_day_after_they_were_queued(tmp_path):
+    async with service(tmp_path) as (rt, svc):
+        wh = await endpoint(rt)
+        await svc.outbox.add([("old", wh.webhook_id, EVENT), ("new", wh.webhook_id, EVENT), ("waiting", wh.webhook_id, EVENT)])
+        svc.outbox.finish("old", "done", 1)
+        svc.outbox.finish("new", "done", 1)
+        assert svc.outbox.purge(time.time() - 3600) == 0  # all queued just now
+        assert svc.outbox.purge(time.time() + 1) == 2  # the finished ones; the pending one stays
+        assert [d.key for d in svc.outbox.due(time.time() + 10, set())] == ["waiting"]
