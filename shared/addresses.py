@@ -60,7 +60,7 @@ def bare(value: str) -> str:
     return parse_mailbox(value)[1]
 
 
-_SIMPLE_NAMED = re.compile(r"^([^\"<>,@\\]*)<([^<>\s\"]+@[^<>\s\"]+)>$")
+_SIMPLE_NAMED = re.compile(r"^([^\"<>,@\\]*)<([^<>\s\"]+@[^<>\s\"]+)>\Z")
 
 
 @lru_cache(maxsize=65536)

@@ -10,7 +10,7 @@ from shared.dkim_keys import split_txt, txt_value
 from shared.dns_lookup import mx, resolver, txt
 from shared.settings import Settings
 
-DOMAIN_RE = re.compile(r"^(?=.{3,253}$)(?!-)([a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}$")
+DOMAIN_RE = re.compile(r"^(?=.{3,253}\Z)(?!-)([a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}\Z")
 
 
 def normalise_domain(value: str) -> str | None:
@@ -23,7 +23,7 @@ def normalise_domain(value: str) -> str | None:
     return value if DOMAIN_RE.match(value) else None
 
 
-LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
 
 def normalise_return_path(value: str, domain: str) -> str:

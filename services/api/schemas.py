@@ -30,8 +30,8 @@ BLOCKED_EXTENSIONS = {
     "exe", "bat", "cmd", "com", "cpl", "js", "jse", "msi", "msp", "pif", "scr", "vbs", "vbe", "wsf",
     "wsh", "ps1", "hta", "jar", "lnk", "reg", "dll", "app", "scf", "inf",
 }
-HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,76}$")
-TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,76}\Z")
+TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 _TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"  # RFC 2045 token: US-ASCII, no space, controls or tspecials
 MIME_TYPE = re.compile(f"{_TOKEN}/{_TOKEN}")
 CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,200}")  # RFC 5322 atext, dots and @: a msg-id's halves
@@ -711,7 +711,7 @@ class AuditPage(BaseModel):
 
 
 SHAPING_MAX_PROVIDERS = 200
-_PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
 
 
 class ShapingUpdate(BaseModel):

@@ -21,8 +21,8 @@ from shared.events import SendRequested
 from shared.message_size import fit_qp
 
 CRLF = b"\r\n"
-_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")  # atoms that need no quoting
-_SAFE_TEXT = re.compile(r"^[\x20-\x7e]*$")
+_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*\Z")  # atoms that need no quoting
+_SAFE_TEXT = re.compile(r"^[\x20-\x7e]*\Z")
 
 
 def message_id(email_id: str, domain: str) -> str:

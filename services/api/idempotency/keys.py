@@ -11,9 +11,10 @@ _NS = uuid.UUID("0b6f3c56-5d3e-4a55-8d0f-2f1c9e7a4b11")
 
 
 def check_key(key: str) -> Refusal | None:
-    """A 400 refusal unless ``key`` is at most 255 printable characters."""
-    if len(key) > 255 or not key.isprintable():
-        return Refusal(400, "Idempotency-Key: at most 255 printable characters", code="invalid_idempotency_key")
+    """A 400 refusal unless ``key`` is 1 to 255 printable characters (an empty key would be
+    one key for every send of the service)."""
+    if not key or len(key) > 255 or not key.isprintable():
+        return Refusal(400, "Idempotency-Key: 1 to 255 printable characters", code="invalid_idempotency_key")
     return None
 
 

@@ -15,7 +15,7 @@ from shared import events as ev
 from shared.addresses import AddressError, parse_mailbox
 
 MAX_RULES = 100  # per service
-PATTERN = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~?-]{1,64}@[a-z0-9*?.-]{1,253}$")
+PATTERN = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~?-]{1,64}@[a-z0-9*?.-]{1,253}\Z")
 
 
 class RuleCreate(BaseModel):

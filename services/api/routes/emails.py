@@ -38,7 +38,7 @@ IDEMPOTENCY = Header(None, alias="Idempotency-Key", description="Same key + same
 async def _send(request: Request, response: Response, rt: ApiContext, caller: ServiceCaller, body: SendEmail,
                 door: Door, idempotency_key: str | None) -> dict[str, Any]:
     """read the body (hashed for the Idempotency-Key) → accept → answer or raise the refusal."""
-    raw = await request.body() if idempotency_key else b""
+    raw = await request.body() if idempotency_key is not None else b""
     outcome = await accept(rt, caller.service, body, door, idempotency_key, raw, api_key=caller.key)
     if isinstance(outcome, Refusal):
         raise http_error(outcome)

@@ -121,7 +121,9 @@ def test_html_only_gets_a_derived_text_part(world, door):
     ({"headers": {"Return-Path": "<x@y>"}}, "headers"),
     ({"headers": {"Precedence": "bulk"}}, "headers"),
     ({"headers": ["X-A"]}, "headers"),
+    ({"headers": {"X-Foo\n": "v"}}, "headers"),  # a trailing newline in a header name (regex `$`)
     ({"tags": ["ok", "no spaces"]}, "tags"),
+    ({"tags": ["t\n"]}, "tags"),
     ({"tags": "x"}, "tags"),
     ({"to": [f"u{i}@example.com" for i in range(51)]}, "to"),
     ({"attachments": [{"filename": "run.exe", "content_base64": "AA==", "content_type": "application/octet-stream"}]}, "attachments"),
@@ -225,6 +227,16 @@ def test_idempotency_key(world, door):
     delivered(world, first.json()["id"])
     caught_up(world["api"], world["prod"][1], world["sink"])
     assert len([m for m in world["sink"].received if first.json()["id"].encode() in m.data]) == 1
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_an_empty_idempotency_key_is_refused_on_both_paths(world, content_type):
+    """An empty key would be one key for every send of the service: later sends answered with
+    the first one's response and nothing sent."""
+    _, key = world["prod"]
+    r = world["api"].http.post("/emails", content=json.dumps(BASE),
+                               headers={"Api-Key": key, "Content-Type": content_type, "Idempotency-Key": ""})
+    assert r.status_code == 400 and r.json()["error"].startswith("Idempotency-Key"), r.text
 
 
 # The send fast path (services/api/send_fast_path.py) takes exactly ``application/json``;
