@@ -21,6 +21,7 @@ from shared import events as ev
 from shared.addresses import bare, domain_of, parse_mailbox, format_mailbox
 from shared.control.state import ControlState
 from shared.log.deadline import LogUnavailable
+from shared.log.port import LogRecordTooLarge
 from shared.quota import Decision, Take
 
 if TYPE_CHECKING:  # services/api/context.py imports RecentSends (below) at run time
@@ -222,6 +223,9 @@ async def admit_requests(rt: ApiContext, takes: list[Take], reqs: list[ev.SendRe
     records = [(r.email_id, ev.encode(r)) for r in reqs]  # outside the try: failing here is a bug, not the log's
     try:
         return await rt.limits.admit(ev.Topic.REQUESTS, takes, records)
+    except LogRecordTooLarge as exc:  # a topic made with a smaller max.message.bytes (docs/kafka.md)
+        return Refusal(413, f"the message is too large for the event log ({len(max(records, key=lambda r: len(r[1]))[1])} "
+                            "bytes encoded); send smaller attachments", cause=exc)
     except LogUnavailable as exc:  # no acknowledgement in time (shared/log/deadline.py): may land later
         return Refusal(503, "the event log did not confirm the send in time; retry with the same "
                             "Idempotency-Key", retry_after=retry_after(rt), cause=exc)

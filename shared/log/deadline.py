@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import AsyncGenerator, Awaitable, Callable, Sequence, TypeVar
 
 from shared.backoff_log import DEPENDENCIES
-from shared.log.port import V, Consumer, EventLog, Guard, LogTimeout, LogUnavailable, Record
+from shared.log.port import V, Consumer, EventLog, Guard, LogRecordTooLarge, LogTimeout, LogUnavailable, Record
 
 __all__ = ["DeadlineLog", "LogTimeout", "LogUnavailable"]  # the port's errors, imported from here by older callers
 
@@ -78,6 +78,8 @@ class DeadlineLog(EventLog):
             timed_out = LogTimeout(f"no acknowledgement of an append within {self.timeout:g} s")
             DEPENDENCIES.failed(DEPENDENCY, timed_out)
             raise timed_out from exc
+        except LogRecordTooLarge:  # the record's fault, not the log's: it stays writable
+            raise
         except Exception as exc:
             self._last_failed = time.monotonic()
             DEPENDENCIES.failed(DEPENDENCY, exc)

@@ -15,12 +15,12 @@ from typing import Any, AsyncGenerator, Iterator, Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, KafkaTimeoutError,
-                             RequestTimedOutError, TopicAlreadyExistsError)
+                             MessageSizeTooLargeError, RecordTooLargeError, RequestTimedOutError, TopicAlreadyExistsError)
 
 from shared.events import Topic, retry_topic
 from shared.log.fresh_query import FreshQuery
-from shared.log.port import (CommitFailed, Consumer, EventLog, LogError, LogNotStarted, LogRefused, LogTimeout,
-                             LogUnavailable, Record)
+from shared.log.port import (CommitFailed, Consumer, EventLog, LogError, LogNotStarted, LogRecordTooLarge, LogRefused,
+                             LogTimeout, LogUnavailable, Record)
 from shared.settings import Settings
 from shared.retry_schedule import MAX_LEVELS as MAX_RETRY_LEVELS
 
@@ -31,6 +31,11 @@ its records may then be handled twice (at-least-once, as without the wait). Unde
 members' JoinGroup request timeout (aiokafka's request_timeout_ms, 40 s), past which they log
 errors and reconnect, and under a stop's grace period (services/supervisor.py, 30 s)."""
 
+
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+"""The largest record Postline appends and fetches: a send with 10 MB of attachments (base64
+on the log) fits. Every topic Postline creates allows it (``max.message.bytes``: a broker's
+default is ~1 MB, which would refuse any send over it)."""
 
 # The control topic keeps the latest state per entity; the quota topic one total per counted
 # slot, and nothing older than its longest window (a day, plus a slot) plus a margin; the
@@ -49,6 +54,8 @@ def translate(exc: KafkaError, what: str) -> LogError:
     message = f"{what}: {type(exc).__name__}: {exc}"
     if isinstance(exc, (KafkaTimeoutError, RequestTimedOutError)):
         return LogTimeout(message)
+    if isinstance(exc, (RecordTooLargeError, MessageSizeTooLargeError)):
+        return LogRecordTooLarge(message)
     if exc.retriable or isinstance(exc, KafkaConnectionError):
         return LogUnavailable(message)
     return LogRefused(message)
@@ -67,10 +74,11 @@ def topic_specs(partitions: int, replication: int) -> list[NewTopic]:
     """The topics Postline needs; the control topic is compacted (latest state per entity)."""
     specs = []
     for topic in Topic:
-        configs = TOPIC_CONFIGS.get(topic, {})
+        configs = {"max.message.bytes": str(MAX_RECORD_BYTES), **TOPIC_CONFIGS.get(topic, {})}
         specs.append(NewTopic(str(topic), num_partitions=partitions, replication_factor=replication, topic_configs=configs))
     for level in range(MAX_RETRY_LEVELS):
-        specs.append(NewTopic(retry_topic(level), num_partitions=partitions, replication_factor=replication))
+        specs.append(NewTopic(retry_topic(level), num_partitions=partitions, replication_factor=replication,
+                              topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)}))
     return specs
 
 
@@ -90,7 +98,7 @@ class KafkaLog(EventLog):
             acks="all",
             enable_idempotence=self.settings.kafka_idempotence,
             linger_ms=2,
-            max_request_size=16 * 1024 * 1024,
+            max_request_size=MAX_RECORD_BYTES,
             # aiokafka's default is 40 s; appends are bounded by this setting anyway (deadline.py)
             request_timeout_ms=int(self.settings.log_append_timeout * 1000),
         )
@@ -160,6 +168,7 @@ class KafkaLog(EventLog):
     async def _scan(self, topic: str, partition: int, start: int, since_ms: int | None) -> AsyncGenerator[list[Record], None]:
         tp = TopicPartition(topic, partition)
         c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                             max_partition_fetch_bytes=MAX_RECORD_BYTES,
                              auto_offset_reset="earliest", fetch_max_wait_ms=100)
         await c.start()
         try:
@@ -242,6 +251,7 @@ class KafkaConsumer(Consumer):
         self._getting: asyncio.Future[tuple[int, dict[TopicPartition, list[Any]]]] | None = None  # see _getmany
         self._c = AIOKafkaConsumer(
             bootstrap_servers=log_.bootstrap,
+            max_partition_fetch_bytes=MAX_RECORD_BYTES,  # a fetch always holds at least one whole record
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

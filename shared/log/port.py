@@ -62,6 +62,11 @@ class LogRefused(LogError):
     the same request fails the same way again."""
 
 
+class LogRecordTooLarge(LogRefused):
+    """The record is larger than the log takes (a topic created with a smaller
+    ``max.message.bytes`` than Postline asks for): the sender's message, not the log, is at fault."""
+
+
 class LogUnsupported(LogError, NotImplementedError):
     """This adapter does not offer the method (see the capability flags on ``EventLog``): a bug
     in the caller, which should have asked the flag first."""

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from shared.log.kafka import KafkaLog
-from shared.log.port import CommitFailed, LogNotStarted, LogUnavailable
+from shared.log.port import CommitFailed, LogNotStarted, LogRecordTooLarge, LogUnavailable
 from shared.log.sqlite import SqliteLog
 from shared.settings import Settings
 from tests.support.broker import free_port
@@ -361,4 +361,35 @@ async def test_a_rebalance_waits_for_the_batch_in_hand(tansu, topic):
         for c in (a, b):
             if c is not None:
                 await c.close()
+        await lg.close()
+
+
+@pytest.mark.kafka
+async def test_topics_take_a_whole_send_and_a_larger_record_is_the_records_fault(tansu):
+    """The topics Postline creates take records up to 16 MiB (a broker's default ~1 MB would
+    refuse every send with a large attachment, answered 503 "safe to retry" for ever); a
+    record over the limit is ``LogRecordTooLarge`` and leaves the log writable (ready)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from shared import events as ev
+    from shared.log import open_log
+    from shared.log.kafka import MAX_RECORD_BYTES
+
+    lg = open_log(Settings(kafka_bootstrap=tansu.bootstrap, kafka_idempotence=False, kafka_session_timeout_ms=2000))
+    await lg.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=tansu.bootstrap)
+    await admin.start()
+    try:
+        topics = [str(ev.Topic.REQUESTS), ev.retry_topic(0)]
+        [answer] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+        for resource in answer.resources:
+            configs = {entry[0]: entry[1] for entry in resource[4]}
+            assert configs["max.message.bytes"] == str(MAX_RECORD_BYTES), (resource[3], configs)
+        await lg.append(str(ev.Topic.REQUESTS), "k", b"x" * (2 * 1024 * 1024))  # a 2 MB send goes through
+        with pytest.raises(LogRecordTooLarge):
+            await lg.append(str(ev.Topic.REQUESTS), "k", b"x" * (MAX_RECORD_BYTES + 1))
+        assert lg.writable()
+    finally:
+        await admin.close()
         await lg.close()
