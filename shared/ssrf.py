@@ -36,6 +36,8 @@ def is_forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         inner = _embedded_v4(ip)
         if inner is not None and is_forbidden(inner):
             return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:  # fec0::/10: deprecated, still routed inside
+        return True                                                    # some networks, and "global" to ipaddress
     return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
             or ip.is_unspecified or not ip.is_global)
 

@@ -120,7 +120,10 @@ def _mailboxes(value: str | None) -> list[str]:
     parsed = getaddresses([value])
     if any(not addr for name, addr in parsed if name):
         return [value.strip()]
-    return [format_mailbox(decoded(name), addr) for name, addr in parsed if addr]
+    try:
+        return [format_mailbox(decoded(name), addr) for name, addr in parsed if addr]
+    except ValueError as exc:  # e.g. an encoded-word name that decodes to a line break: the message's fault
+        raise Refused(f"550 5.6.0 an address header cannot be used: {exc}") from None
 
 
 def values(fields: list[tuple[str, bytes]]) -> dict[str, str]:

@@ -2,6 +2,8 @@
 own: what is refused with which reply, and that what is kept is kept byte for byte."""
 from __future__ import annotations
 
+import base64
+
 import pytest
 from pydantic import ValidationError
 
@@ -85,6 +87,9 @@ def test_sandbox_from_is_rewritten_and_the_original_becomes_reply_to():
     (b"From: a@acme.test\r\nX-Postline-Track-Opens: maybe\r\n\r\nx\r\n", "550 5.7.1 headers: X-Postline-Track-Opens must be true or false"),
     (b"To: b@example.com\r\n\r\nx\r\n", "550 5.7.1 from: field required"),
     (b"From: a@acme.test\r\nSubject: caf\xe9\r\n\r\nx\r\n", "550 5.6.0 the Subject header is not valid UTF-8"),
+    # a name whose encoded word decodes to a line break: a permanent refusal, not "451 try again later"
+    (b"From: =?utf-8?b?" + base64.b64encode(b'"Eve\r\nBcc: x"') + b"?= <a@acme.test>\r\nTo: b@example.com\r\n\r\nx\r\n",
+     "550 5.6.0 an address header cannot be used"),
 ])
 def test_refusals(raw, reply):
     assert refused(raw, ["b@example.com"]).startswith(reply)

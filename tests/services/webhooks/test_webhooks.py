@@ -5,11 +5,10 @@ import json
 import threading
 import time
 
-import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from services.webhooks.dispatch import attempt
+from services.webhooks.dispatch import Clients, attempt
 from tests.support.dns_server import DnsServer
 from tests.support.inproc import api_runtime
 from tests.support.postline import Api, PostlineProcess, production_service
@@ -206,7 +205,7 @@ def test_kill_mid_fan_out_every_event_reaches_every_endpoint(env):
 
 SSRF = ["http://127.0.0.1/x", "http://10.0.0.1/x", "http://169.254.169.254/latest/meta-data",
         "http://[::1]/x", "http://[::ffff:127.0.0.1]/x", "http://0.0.0.0/x", "http://2130706433/x",
-        "http://localhost:8080/x"]
+        "http://localhost:8080/x", "http://[fec0::1]/x"]
 
 
 @pytest.mark.parametrize("url", SSRF)
@@ -217,9 +216,12 @@ async def test_ssrf_targets_are_refused(tmp_path, url):
         r = await admin("POST", f"/api/email/services/{sid}/webhooks", json={"url": url, "events": ["delivered"]})
         assert r.status_code == 400 and r.json()["error"].startswith("url"), r.text
         # and at connect time (a name that changed its answer after the check)
-        async with httpx.AsyncClient() as client:
-            res = await attempt(client, url, ["whsec_" + "A" * 32], {"id": "e", "type": "delivered", "time": "t"},
+        clients = Clients()
+        try:
+            res = await attempt(clients, url, ["whsec_" + "A" * 32], {"id": "e", "type": "delivered", "time": "t"},
                                 allow_private=False, timeout=2)
+        finally:
+            await clients.aclose()
         assert res.status_code is None and res.error.startswith("refused")
 
 
