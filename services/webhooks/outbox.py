@@ -46,17 +46,28 @@ class Outbox:
         if rows:
             await asyncio.to_thread(self._add, rows)
 
-    def due(self, now: float, exclude: set[str], limit: int = 500) -> list[Delivery]:
+    def due(self, now: float, exclude: set[str], limit: int = 500, per_endpoint: int | None = None) -> list[Delivery]:
+        """Pending deliveries due at ``now``, oldest first, not in ``exclude``; with
+        ``per_endpoint``, at most that many of each endpoint are read (a backlog of one
+        endpoint does not hide the others' rows behind ``limit``)."""
+        args: tuple[float, ...]
+        if per_endpoint is None:
+            query, args = ("SELECT key, webhook_id, event, attempt FROM deliveries WHERE state='pending' AND next_at <= ? "
+                           "ORDER BY next_at LIMIT ?", (now, limit + len(exclude)))
+        else:
+            query, args = ("SELECT key, webhook_id, event, attempt FROM (SELECT *, ROW_NUMBER() OVER "
+                           "(PARTITION BY webhook_id ORDER BY next_at) AS rn FROM deliveries WHERE state='pending' "
+                           "AND next_at <= ?) WHERE rn <= ? ORDER BY next_at LIMIT ?", (now, per_endpoint, limit + len(exclude)))
         with self._lock:
-            rows = self._db.execute(
-                "SELECT key, webhook_id, event, attempt FROM deliveries WHERE state='pending' AND next_at <= ? "
-                "ORDER BY next_at LIMIT ?", (now, limit + len(exclude))).fetchall()
+            rows = self._db.execute(query, args).fetchall()
         return [Delivery(k, w, json.loads(e), a) for k, w, e, a in rows if k not in exclude][:limit]
 
-    def next_due(self) -> float | None:
+    def next_due(self, exclude: set[str] | None = None) -> float | None:
+        """When the next pending delivery not in ``exclude`` (those under way) is due."""
         with self._lock:
-            row = self._db.execute("SELECT MIN(next_at) FROM deliveries WHERE state='pending'").fetchone()
-        return row[0]
+            rows = self._db.execute("SELECT key, next_at FROM deliveries WHERE state='pending' ORDER BY next_at LIMIT ?",
+                                    (len(exclude or ()) + 1,)).fetchall()
+        return next((at for key, at in rows if key not in (exclude or ())), None)
 
     def finish(self, key: str, state: str, attempt: int, next_at: float | None = None) -> None:
         failpoints.io_error("webhooks.outbox.write")  # tests: the file cannot be written (a full disk)

@@ -26,6 +26,7 @@ from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 PER_ENDPOINT, GLOBAL = 4, 64
+QUEUED_PER_ENDPOINT = 2 * PER_ENDPOINT  # deliveries of one endpoint taken from the outbox at once
 AUTO_DISABLE_AFTER = 3
 MAX_RETRY_AFTER = 86400
 KEEP_FINISHED = 86400.0  # seconds a finished outbox row is kept (the log keeps the events and attempts)
@@ -91,13 +92,11 @@ class WebhookService:
             while not stop.is_set():
                 self._write_unwritten()
                 self._purge_now_and_then()
-                for d in self.outbox.due(time.time(), self._in_flight | self._unwritten.keys()):
-                    self._in_flight.add(d.key)
-                    t = asyncio.create_task(self._deliver(clients, d))
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
-                nxt = self.outbox.next_due()
-                wait = 0.5 if nxt is None else max(0.02, min(0.5, nxt - time.time()))
+                taken = self._take_due(clients, tasks)
+                nxt = self.outbox.next_due(self._in_flight)
+                # rows due that no endpoint had room for: the next round when a delivery ends (its
+                # finally wakes the loop), not every 20 ms (each round reads the due rows)
+                wait = 0.5 if nxt is None or (not taken and nxt <= time.time()) else max(0.02, min(0.5, nxt - time.time()))
                 self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())
                 try:
@@ -109,6 +108,26 @@ class WebhookService:
                 await asyncio.wait(tasks, timeout=self.settings.webhook_timeout + 1)
         finally:
             await clients.aclose()
+
+    def _take_due(self, clients: Clients, tasks: set[asyncio.Task]) -> int:
+        """A task per due delivery an endpoint has room for: at most ``QUEUED_PER_ENDPOINT``
+        per endpoint (running or waiting for one of its ``PER_ENDPOINT`` slots), so a backlog
+        for one endpoint (down for an hour) holds neither the memory nor the others' turn."""
+        busy = self._in_flight | self._unwritten.keys()
+        per_endpoint: dict[str, int] = defaultdict(int)
+        for key in self._in_flight:
+            per_endpoint[key.partition("|")[0]] += 1
+        taken = 0
+        for d in self.outbox.due(time.time(), busy, per_endpoint=2 * QUEUED_PER_ENDPOINT):
+            if per_endpoint[d.webhook_id] >= QUEUED_PER_ENDPOINT:
+                continue
+            per_endpoint[d.webhook_id] += 1
+            self._in_flight.add(d.key)
+            t = asyncio.create_task(self._deliver(clients, d))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+            taken += 1
+        return taken
 
     def _finish(self, key: str, state: str, attempt: int, next_at: float | None = None) -> None:
         """``Outbox.finish``; when the outbox cannot be written (a full disk) the row's new
@@ -153,6 +172,7 @@ class WebhookService:
             self._finish(d.key, "pending", d.attempt, time.time() + 30)
         finally:
             self._in_flight.discard(d.key)
+            self._wake.set()  # its endpoint has room again
 
     async def _record(self, wh: ev.WebhookSaved, d: Delivery, r: AttemptResult) -> None:
         n = d.attempt + 1

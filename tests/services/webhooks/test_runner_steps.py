@@ -5,6 +5,7 @@ tests/services/webhooks/test_dispatch_steps.py; the whole service over HTTP, tes
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 from services.webhooks.dispatch import AttemptResult
@@ -156,3 +157,37 @@ async def test_finished_deliveries_are_purged_a_day_after_they_were_queued(tmp_p
         assert svc.outbox.purge(time.time() - 3600) == 0  # all queued just now
         assert svc.outbox.purge(time.time() + 1) == 2  # the finished ones; the pending one stays
         assert [d.key for d in svc.outbox.due(time.time() + 10, set())] == ["waiting"]
+
+
+async def test_a_backlog_for_one_endpoint_takes_a_few_tasks_and_leaves_the_others_their_turn(tmp_path):
+    """An endpoint down for an hour leaves thousands of retries due: the dispatcher takes a few
+    of them at a time (not a task each), and another endpoint's delivery still goes out."""
+    import asyncio
+
+    from services.webhooks.runner import QUEUED_PER_ENDPOINT
+    from tests.support.receiver import Receiver
+
+    stuck, fine = threading.Event(), Receiver()
+    slow = Receiver(gate=stuck)  # answers nothing until the test ends
+    async with service(tmp_path) as (rt, svc):
+        rt.settings.webhook_allow_private = True  # the receivers are on loopback
+        backlogged = await rt.control.change(await endpoint(rt), url=slow.url)
+        other = await rt.control.change(await endpoint(rt), url=fine.url)
+        event = {**EVENT, "v": 1, "time": "2026-01-01T00:00:00Z", "workspace_id": "w", "service_id": "s"}
+        await svc.outbox.add([(f"{backlogged.webhook_id}|e{i}", backlogged.webhook_id, {**event, "id": f"e{i}"})
+                              for i in range(3000)])
+        await svc.outbox.add([(f"{other.webhook_id}|x", other.webhook_id, {**event, "id": "x"})])
+        stop = asyncio.Event()
+        loop = asyncio.create_task(svc.dispatch_loop(stop))
+        try:
+            deadline = time.monotonic() + 15
+            while not fine.received and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            in_flight = len(svc._in_flight)
+        finally:
+            stuck.set()
+            stop.set()
+            await loop
+            slow.stop()
+            fine.stop()
+    assert len(fine.received) == 1 and in_flight <= QUEUED_PER_ENDPOINT + 1
