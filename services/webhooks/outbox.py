@@ -19,6 +19,7 @@ class Delivery:
     webhook_id: str
     event: dict
     attempt: int
+    created: float = 0.0  # when it was queued (epoch seconds)
 
 
 class Outbox:
@@ -52,15 +53,15 @@ class Outbox:
         endpoint does not hide the others' rows behind ``limit``)."""
         args: tuple[float, ...]
         if per_endpoint is None:
-            query, args = ("SELECT key, webhook_id, event, attempt FROM deliveries WHERE state='pending' AND next_at <= ? "
+            query, args = ("SELECT key, webhook_id, event, attempt, created FROM deliveries WHERE state='pending' AND next_at <= ? "
                            "ORDER BY next_at LIMIT ?", (now, limit + len(exclude)))
         else:
-            query, args = ("SELECT key, webhook_id, event, attempt FROM (SELECT *, ROW_NUMBER() OVER "
+            query, args = ("SELECT key, webhook_id, event, attempt, created FROM (SELECT *, ROW_NUMBER() OVER "
                            "(PARTITION BY webhook_id ORDER BY next_at) AS rn FROM deliveries WHERE state='pending' "
                            "AND next_at <= ?) WHERE rn <= ? ORDER BY next_at LIMIT ?", (now, per_endpoint, limit + len(exclude)))
         with self._lock:
             rows = self._db.execute(query, args).fetchall()
-        return [Delivery(k, w, json.loads(e), a) for k, w, e, a in rows if k not in exclude][:limit]
+        return [Delivery(k, w, json.loads(e), a, c or 0.0) for k, w, e, a, c in rows if k not in exclude][:limit]
 
     def next_due(self, exclude: set[str] | None = None) -> float | None:
         """When the next pending delivery not in ``exclude`` (those under way) is due."""

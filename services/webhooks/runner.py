@@ -27,6 +27,7 @@ from shared.runtime import Runtime
 log = logging.getLogger(__name__)
 PER_ENDPOINT, GLOBAL = 4, 64
 QUEUED_PER_ENDPOINT = 2 * PER_ENDPOINT  # deliveries of one endpoint taken from the outbox at once
+CONTROL_LAG = 60.0  # seconds a delivery for an endpoint this process does not know yet is kept waiting
 AUTO_DISABLE_AFTER = 3
 MAX_RETRY_AFTER = 86400
 KEEP_FINISHED = 86400.0  # seconds a finished outbox row is kept (the log keeps the events and attempts)
@@ -160,6 +161,9 @@ class WebhookService:
     async def _deliver(self, clients: Clients, d: Delivery) -> None:
         try:
             wh = self.rt.control.state.webhooks.get(d.webhook_id)
+            if wh is None and time.time() - d.created < CONTROL_LAG:  # a replay or test event queued right after
+                self._finish(d.key, "pending", d.attempt, time.time() + 1)  # the endpoint was made elsewhere:
+                return                                                      # this process may not know it yet
             if wh is None or wh.status != "enabled":
                 self._finish(d.key, "skipped", d.attempt)
                 return

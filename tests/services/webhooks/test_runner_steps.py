@@ -191,3 +191,15 @@ async def test_a_backlog_for_one_endpoint_takes_a_few_tasks_and_leaves_the_other
             slow.stop()
             fine.stop()
     assert len(fine.received) == 1 and in_flight <= QUEUED_PER_ENDPOINT + 1
+
+
+async def test_a_delivery_for_an_endpoint_not_known_yet_waits_and_an_old_one_is_skipped(tmp_path):
+    """A replay or test event can be queued for an endpoint created a moment ago on another
+    process, before this one's control state has it: kept pending and tried again a second
+    later (it was skipped, lost). Queued over a minute ago, the endpoint is gone: skipped."""
+    async with service(tmp_path) as (rt, svc):
+        await svc.outbox.add([("new", "not-known-yet", EVENT), ("old", "deleted-long-ago", EVENT)])
+        svc.outbox._db.execute("UPDATE deliveries SET created=created-120 WHERE key='old'")
+        for d in svc.outbox.due(time.time(), set()):
+            await svc._deliver(None, d)
+        assert [d.key for d in svc.outbox.due(time.time() + 2, set())] == ["new"]
