@@ -194,6 +194,8 @@ def _address_list(value: str | list[str] | None) -> list[str]:
     if value is None:
         return []
     items = [value] if isinstance(value, str) else value
+    if len(items) > MAX_RECIPIENTS:  # before parsing each one: a 40 MB list would hold a worker for a minute
+        raise ValueError(f"at most {MAX_RECIPIENTS} addresses")
     for item in items:
         try:
             parse_mailbox(item)
