@@ -2,13 +2,16 @@
 
 A request looks the key up; a free key (or an unfinished one whose lease ran out, same body)
 it claims through ``Claims`` — the installation's one order decides who holds it. The holder
-sends and records its response (done) or, on an error answer, releases the key. Any other
+sends and records its response (done) or, on an error answer, releases the key — except when
+the log did not confirm the append in time (it may still land) or the request was cancelled:
+then the claim stays until its lease runs out, so no other body takes the key. Any other
 request with the same body waits for the holder's response (at most until the lease runs
 out, then it may take over) and answers with it; with another body it gets 409 at once.
 
 Every "no" is a ``Refusal`` value (services/api/refusal.py); the HTTP edge renders it."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -18,6 +21,7 @@ from services.api.idempotency import claims as c
 from services.api.idempotency.claims import Claim, Claims
 from services.api.idempotency.keys import check_key
 from services.api.refusal import Refusal
+from shared.log.port import LogUnavailable
 
 log = logging.getLogger(__name__)
 Response = dict[str, Any]  # the first response, as recorded with the key (JSON)
@@ -82,9 +86,13 @@ class Idempotency:
     async def _produce(self, scope: str, key: str, body_hash: str, me: str, produce: Produce) -> Response | Refusal:
         try:
             response = await produce()
+        except asyncio.CancelledError:  # the append may land all the same (the log's writer goes on):
+            raise                       # the claim stays until its lease runs out, as for a crash
         except BaseException:
             await self._record(scope, key, c.release(me, body_hash, time.time()))
             raise
+        if isinstance(response, Refusal) and isinstance(response.cause, LogUnavailable):
+            return response  # not confirmed in time, may still land: no other body takes the key before the lease ends
         if isinstance(response, Refusal):  # nothing was sent: a retry may try again, with any body
             await self._record(scope, key, c.release(me, body_hash, time.time()))
             return response

@@ -10,6 +10,7 @@ from services.api.idempotency import Idempotency
 from services.api.idempotency import claims as c
 from services.api.idempotency.sqlite_claims import SqliteClaims
 from services.api.refusal import Refusal
+from shared.log.port import LogTimeout
 from shared.log.sqlite import SqliteLog
 
 
@@ -93,3 +94,20 @@ async def test_a_holder_that_never_finishes_is_taken_over_after_its_lease(two_pr
     assert await b.run("svc", "k", "h", producer(calls, {"id": "e3"}, 0)) == {"id": "e3"}
     assert len(calls) == 1
     stuck.cancel()
+
+
+async def test_an_unconfirmed_append_keeps_the_key_until_its_lease_runs_out(two_processes):
+    """The log did not confirm the append in time (it may still land): the key is not freed,
+    so another body cannot become a second message under the same email id; after the lease
+    the same request takes it over (a copy that lands twice is the relay's to absorb)."""
+    unconfirmed = Refusal(503, "the event log did not confirm the send in time", cause=LogTimeout("no acknowledgement"))
+
+    async def timed_out():
+        return unconfirmed
+
+    a, b = two_processes
+    assert await a.run("svc", "k", "h", timed_out) is unconfirmed
+    other = await b.run("svc", "k", "other body", producer([], {"id": "x"}, 0))
+    assert isinstance(other, Refusal) and other.status == 409
+    await asyncio.sleep(1.2)  # the lease (1 s) runs out
+    assert await b.run("svc", "k", "h", producer([], {"id": "e4"}, 0)) == {"id": "e4"}
