@@ -28,10 +28,11 @@ class Clients:
     the SSRF check resolved (shared/ssrf.py), and httpx pools connections by address, so two
     endpoints on one address (a CDN, a load balancer) would share a TLS session whose
     certificate was verified for the first one's name only. At most ``max_hosts`` clients;
-    the least recently used one is closed."""
+    the least recently used one is closed ``close_after`` seconds later (longer than an
+    attempt: a request may still be running on it)."""
 
-    def __init__(self, max_hosts: int = 256, **options: object) -> None:
-        self.max_hosts, self.options = max_hosts, options
+    def __init__(self, max_hosts: int = 256, close_after: float = 60.0, **options: object) -> None:
+        self.max_hosts, self.close_after, self.options = max_hosts, close_after, options
         self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -43,14 +44,22 @@ class Clients:
             client = self._clients[key] = httpx.AsyncClient(**self.options)  # type: ignore[arg-type]
             if len(self._clients) > self.max_hosts:
                 _, old = self._clients.popitem(last=False)
-                task = asyncio.get_running_loop().create_task(old.aclose())
+                task = asyncio.get_running_loop().create_task(self._close_later(old))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         self._clients.move_to_end(key)
         return client
 
+    async def _close_later(self, client: httpx.AsyncClient) -> None:
+        try:
+            await asyncio.sleep(self.close_after)
+        finally:
+            await client.aclose()
+
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), OrderedDict()
+        for task in self._closing:
+            task.cancel()  # its client closes now
         await asyncio.gather(*(c.aclose() for c in clients), *self._closing, return_exceptions=True)
 
 
@@ -107,7 +116,7 @@ async def attempt(clients: Clients, url: str, secrets: list[str], event: dict, a
             resp = await client.send(request, stream=True)
             try:  # read to its end when short, so that the connection can be used again
                 answer = b""
-                async for chunk in resp.aiter_raw():
+                async for chunk in resp.aiter_bytes():  # decoded (an error page may come gzipped)
                     answer += chunk
                     if len(answer) > BODY_READ:
                         break

@@ -32,6 +32,8 @@ class Outbox:
             CREATE TABLE IF NOT EXISTS deliveries(key TEXT PRIMARY KEY, webhook_id TEXT, event TEXT,
                 attempt INTEGER DEFAULT 0, next_at REAL, state TEXT DEFAULT 'pending', created REAL);
             CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_at);
+            CREATE INDEX IF NOT EXISTS deliveries_endpoint_due ON deliveries(state, webhook_id, next_at, key);
+            CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries(created) WHERE state != 'pending';
             CREATE TABLE IF NOT EXISTS health(webhook_id TEXT PRIMARY KEY, failed_in_a_row INTEGER);""")
         self._lock = threading.Lock()
 
@@ -47,21 +49,34 @@ class Outbox:
         if rows:
             await asyncio.to_thread(self._add, rows)
 
-    def due(self, now: float, exclude: set[str], limit: int = 500, per_endpoint: int | None = None) -> list[Delivery]:
-        """Pending deliveries due at ``now``, oldest first, not in ``exclude``; with
-        ``per_endpoint``, at most that many of each endpoint are read (a backlog of one
-        endpoint does not hide the others' rows behind ``limit``)."""
-        args: tuple[float, ...]
-        if per_endpoint is None:
-            query, args = ("SELECT key, webhook_id, event, attempt, created FROM deliveries WHERE state='pending' AND next_at <= ? "
-                           "ORDER BY next_at LIMIT ?", (now, limit + len(exclude)))
-        else:
-            query, args = ("SELECT key, webhook_id, event, attempt, created FROM (SELECT *, ROW_NUMBER() OVER "
-                           "(PARTITION BY webhook_id ORDER BY next_at) AS rn FROM deliveries WHERE state='pending' "
-                           "AND next_at <= ?) WHERE rn <= ? ORDER BY next_at LIMIT ?", (now, per_endpoint, limit + len(exclude)))
+    def due(self, now: float, exclude: set[str], limit: int = 500) -> list[Delivery]:
+        """Pending deliveries due at ``now``, oldest first, not in ``exclude``."""
         with self._lock:
-            rows = self._db.execute(query, args).fetchall()
+            rows = self._db.execute(
+                "SELECT key, webhook_id, event, attempt, created FROM deliveries WHERE state='pending' AND next_at <= ? "
+                "ORDER BY next_at LIMIT ?", (now, limit + len(exclude))).fetchall()
         return [Delivery(k, w, json.loads(e), a, c or 0.0) for k, w, e, a, c in rows if k not in exclude][:limit]
+
+    def due_keys(self, now: float, per_endpoint: int) -> list[tuple[str, str]]:
+        """``(key, webhook_id)`` of the pending deliveries due at ``now``, oldest first, at most
+        ``per_endpoint`` of each endpoint (a backlog of one does not hide the others' rows); read
+        from the index alone — the events are loaded for the chosen rows (``load``)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT key, webhook_id FROM (SELECT key, webhook_id, next_at, ROW_NUMBER() OVER "
+                "(PARTITION BY webhook_id ORDER BY next_at) AS rn FROM deliveries INDEXED BY deliveries_endpoint_due "
+                "WHERE state='pending' AND next_at <= ?) WHERE rn <= ? ORDER BY next_at", (now, per_endpoint)).fetchall()
+
+    def load(self, keys: list[str]) -> list[Delivery]:
+        """The deliveries of ``keys`` still pending, in the order given."""
+        if not keys:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT key, webhook_id, event, attempt, created FROM deliveries WHERE state='pending' "
+                f"AND key IN ({','.join('?' * len(keys))})", keys).fetchall()
+        by_key = {k: Delivery(k, w, json.loads(e), a, c or 0.0) for k, w, e, a, c in rows}
+        return [by_key[k] for k in keys if k in by_key]
 
     def next_due(self, exclude: set[str] | None = None) -> float | None:
         """When the next pending delivery not in ``exclude`` (those under way) is due."""
@@ -76,11 +91,18 @@ class Outbox:
             self._db.execute("UPDATE deliveries SET state=?, attempt=?, next_at=? WHERE key=?",
                              (state, attempt, next_at, key))
 
-    def purge(self, queued_before: float) -> int:
-        """Drop finished rows (delivered, failed, skipped) queued before ``queued_before``."""
-        with self._lock:
-            return self._db.execute("DELETE FROM deliveries WHERE state != 'pending' AND created < ?",
-                                    (queued_before,)).rowcount
+    def purge(self, queued_before: float, batch: int = 5000) -> int:
+        """Drop finished rows (delivered, failed, skipped) queued before ``queued_before``, a
+        batch per transaction (the lock is free between them). Run it off the event loop."""
+        dropped = 0
+        while True:
+            with self._lock:
+                n = self._db.execute(
+                    "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries INDEXED BY deliveries_created "
+                    "WHERE state != 'pending' AND created < ? LIMIT ?)", (queued_before, batch)).rowcount
+            dropped += n
+            if n < batch:
+                return dropped
 
     def failed_in_a_row(self, webhook_id: str, failed: bool) -> int:
         """Count messages that exhausted their retries in a row (reset by any success)."""

@@ -21,7 +21,7 @@ from services.api.idempotency import claims as c
 from services.api.idempotency.claims import Claim, Claims
 from services.api.idempotency.keys import check_key
 from services.api.refusal import Refusal
-from shared.log.port import LogUnavailable
+from shared.log.port import LogTimeout
 
 log = logging.getLogger(__name__)
 Response = dict[str, Any]  # the first response, as recorded with the key (JSON)
@@ -91,7 +91,7 @@ class Idempotency:
         except BaseException:
             await self._record(scope, key, c.release(me, body_hash, time.time()))
             raise
-        if isinstance(response, Refusal) and isinstance(response.cause, LogUnavailable):
+        if isinstance(response, Refusal) and isinstance(response.cause, LogTimeout):
             return response  # not confirmed in time, may still land: no other body takes the key before the lease ends
         if isinstance(response, Refusal):  # nothing was sent: a retry may try again, with any body
             await self._record(scope, key, c.release(me, body_hash, time.time()))

@@ -10,7 +10,7 @@ from services.api.idempotency import Idempotency
 from services.api.idempotency import claims as c
 from services.api.idempotency.sqlite_claims import SqliteClaims
 from services.api.refusal import Refusal
-from shared.log.port import LogTimeout
+from shared.log.port import LogTimeout, LogUnavailable
 from shared.log.sqlite import SqliteLog
 
 
@@ -111,3 +111,11 @@ async def test_an_unconfirmed_append_keeps_the_key_until_its_lease_runs_out(two_
     assert isinstance(other, Refusal) and other.status == 409
     await asyncio.sleep(1.2)  # the lease (1 s) runs out
     assert await b.run("svc", "k", "h", producer([], {"id": "e4"}, 0)) == {"id": "e4"}
+    # a log that refused outright (nothing written: a full disk, unreachable) frees the key at once
+    down = Refusal(503, "the event log is unavailable", cause=LogUnavailable("disk full"))
+
+    async def refused():
+        return down
+
+    assert await a.run("svc", "k2", "h", refused) is down
+    assert await b.run("svc", "k2", "other body", producer([], {"id": "e5"}, 0)) == {"id": "e5"}

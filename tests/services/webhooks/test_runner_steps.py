@@ -8,6 +8,8 @@ import contextlib
 import threading
 import time
 
+import pytest
+
 from services.webhooks.dispatch import AttemptResult
 from services.webhooks.outbox import Delivery
 from services.webhooks.runner import AUTO_DISABLE_AFTER, MAX_RETRY_AFTER, WebhookService
@@ -159,39 +161,42 @@ async def test_finished_deliveries_are_purged_a_day_after_they_were_queued(tmp_p
         assert [d.key for d in svc.outbox.due(time.time() + 10, set())] == ["waiting"]
 
 
-async def test_a_backlog_for_one_endpoint_takes_a_few_tasks_and_leaves_the_others_their_turn(tmp_path):
-    """An endpoint down for an hour leaves thousands of retries due: the dispatcher takes a few
-    of them at a time (not a task each), and another endpoint's delivery still goes out."""
+@pytest.mark.parametrize("stuck_endpoints", [1, 9])
+async def test_a_backlog_takes_a_few_tasks_and_leaves_the_other_endpoints_their_turn(tmp_path, stuck_endpoints):
+    """Endpoints that answer nothing with thousands of retries due: the dispatcher takes a few
+    of each at a time (not a task each), and another endpoint's delivery still goes out — also
+    with more stuck endpoints than the global slots allow (each waits in its own queue first)."""
     import asyncio
 
     from services.webhooks.runner import QUEUED_PER_ENDPOINT
     from tests.support.receiver import Receiver
 
     stuck, fine = threading.Event(), Receiver()
-    slow = Receiver(gate=stuck)  # answers nothing until the test ends
+    slow = [Receiver(gate=stuck) for _ in range(stuck_endpoints)]  # answer nothing until the test ends
     async with service(tmp_path) as (rt, svc):
         rt.settings.webhook_allow_private = True  # the receivers are on loopback
-        backlogged = await rt.control.change(await endpoint(rt), url=slow.url)
-        other = await rt.control.change(await endpoint(rt), url=fine.url)
+        rt.settings.webhook_timeout = 60.0  # no stuck attempt ends (and frees its slots) during the test
         event = {**EVENT, "v": 1, "time": "2026-01-01T00:00:00Z", "workspace_id": "w", "service_id": "s"}
-        await svc.outbox.add([(f"{backlogged.webhook_id}|e{i}", backlogged.webhook_id, {**event, "id": f"e{i}"})
-                              for i in range(3000)])
+        for rx in slow:
+            backlogged = await rt.control.change(await endpoint(rt), url=rx.url)
+            await svc.outbox.add([(f"{backlogged.webhook_id}|e{i}", backlogged.webhook_id, {**event, "id": f"e{i}"})
+                                  for i in range(3000 // stuck_endpoints)])
+        other = await rt.control.change(await endpoint(rt), url=fine.url)
         await svc.outbox.add([(f"{other.webhook_id}|x", other.webhook_id, {**event, "id": "x"})])
         stop = asyncio.Event()
         loop = asyncio.create_task(svc.dispatch_loop(stop))
         try:
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 10
             while not fine.received and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            in_flight = len(svc._in_flight)
+            in_flight, delivered = len(svc._in_flight), len(fine.received)  # before the stuck ones are let go
         finally:
             stuck.set()
             stop.set()
             await loop
-            slow.stop()
-            fine.stop()
-    assert len(fine.received) == 1 and in_flight <= QUEUED_PER_ENDPOINT + 1
-
+            for rx in (*slow, fine):
+                rx.stop()
+    assert delivered == 1 and in_flight <= stuck_endpoints * QUEUED_PER_ENDPOINT + 1
 
 async def test_a_delivery_for_an_endpoint_not_known_yet_waits_and_an_old_one_is_skipped(tmp_path):
     """A replay or test event can be queued for an endpoint created a moment ago on another
