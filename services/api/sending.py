@@ -223,7 +223,7 @@ async def admit_requests(rt: ApiContext, takes: list[Take], reqs: list[ev.SendRe
     records = [(r.email_id, ev.encode(r)) for r in reqs]  # outside the try: failing here is a bug, not the log's
     try:
         return await rt.limits.admit(ev.Topic.REQUESTS, takes, records)
-    except LogRecordTooLarge as exc:  # a topic made with a smaller max.message.bytes (docs/kafka.md)
+    except LogRecordTooLarge as exc:  # a topic made with a smaller max.message.bytes (docs/operations.md)
         return Refusal(413, f"the message is too large for the event log ({len(max(records, key=lambda r: len(r[1]))[1])} "
                             "bytes encoded); send smaller attachments", cause=exc)
     except LogUnavailable as exc:  # no acknowledgement in time (shared/log/deadline.py): may land later

@@ -4,11 +4,12 @@ adapters offer are asked through a flag, with the port's default elsewhere."""
 from __future__ import annotations
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, NotLeaderForPartitionError, RequestTimedOutError
+from aiokafka.errors import (KafkaConnectionError, MessageSizeTooLargeError, NotLeaderForPartitionError, RequestTimedOutError,
+                             TopicAuthorizationFailedError)
 
 from shared.log.deadline import DeadlineLog
 from shared.log.kafka import KafkaLog, translate
-from shared.log.port import LogError, LogRefused, LogTimeout, LogUnavailable, LogUnsupported
+from shared.log.port import LogError, LogRecordTooLarge, LogRefused, LogTimeout, LogUnavailable, LogUnsupported
 from shared.log.sqlite import SqliteLog
 from shared.settings import Settings
 
@@ -17,7 +18,8 @@ from shared.settings import Settings
     (KafkaConnectionError(), LogUnavailable, True),
     (NotLeaderForPartitionError(), LogUnavailable, True),
     (RequestTimedOutError(), LogTimeout, True),
-    (MessageSizeTooLargeError(), LogRefused, False),
+    (MessageSizeTooLargeError(), LogRecordTooLarge, False),  # a LogRefused: the record's fault (a 413)
+    (TopicAuthorizationFailedError(), LogRefused, False),
 ])
 def test_aiokafka_errors_become_the_ports(error, expected, retriable):
     translated = translate(error, "append to t")
