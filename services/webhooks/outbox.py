@@ -49,14 +49,6 @@ class Outbox:
         if rows:
             await asyncio.to_thread(self._add, rows)
 
-    def due(self, now: float, exclude: set[str], limit: int = 500) -> list[Delivery]:
-        """Pending deliveries due at ``now``, oldest first, not in ``exclude``."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT key, webhook_id, event, attempt, created FROM deliveries WHERE state='pending' AND next_at <= ? "
-                "ORDER BY next_at LIMIT ?", (now, limit + len(exclude))).fetchall()
-        return [Delivery(k, w, json.loads(e), a, c or 0.0) for k, w, e, a, c in rows if k not in exclude][:limit]
-
     def due_keys(self, now: float, per_endpoint: int) -> list[tuple[str, str]]:
         """``(key, webhook_id)`` of the pending deliveries due at ``now``, oldest first, at most
         ``per_endpoint`` of each endpoint (a backlog of one does not hide the others' rows); read
@@ -75,7 +67,7 @@ class Outbox:
             rows = self._db.execute(
                 f"SELECT key, webhook_id, event, attempt, created FROM deliveries WHERE state='pending' "
                 f"AND key IN ({','.join('?' * len(keys))})", keys).fetchall()
-        by_key = {k: Delivery(k, w, json.loads(e), a, c or 0.0) for k, w, e, a, c in rows}
+        by_key = {k: Delivery(k, w, json.loads(e), a, c) for k, w, e, a, c in rows}
         return [by_key[k] for k in keys if k in by_key]
 
     def next_due(self, exclude: set[str] | None = None) -> float | None:

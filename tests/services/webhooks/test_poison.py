@@ -7,6 +7,7 @@ import time
 
 from services.webhooks.runner import WebhookService
 from shared import events as ev
+from tests.support.outbox import due
 from tests.support.inproc import api_runtime
 
 
@@ -23,7 +24,7 @@ async def test_a_replay_that_cannot_be_queued_is_dead_lettered_and_the_rest_goes
         service = WebhookService(rt)
         try:
             await service.guard.guarded(service.handle)(records)  # what run_consumer does per batch
-            assert [d.event["id"] for d in service.outbox.due(time.time() + 1, set())] == ["e1"]
+            assert [d.event["id"] for d in due(service.outbox, time.time() + 1)] == ["e1"]
         finally:
             service.outbox.close()
         dead = rt.log.consumer([ev.Topic.DEAD_LETTER], None)

@@ -15,6 +15,7 @@ from services.webhooks.outbox import Delivery
 from services.webhooks.runner import AUTO_DISABLE_AFTER, MAX_RETRY_AFTER, WebhookService
 from shared import events as ev
 from shared.crypto import seal
+from tests.support.outbox import due
 from tests.support.inproc import api_runtime
 
 EVENT = {"id": "evt-1", "type": "delivered", "email_id": "m1"}
@@ -60,7 +61,7 @@ async def test_an_event_is_queued_for_each_enabled_endpoint_that_subscribed_to_i
         records = [r for r in await reader.poll(timeout=1) if r.key == "m1"]
         await reader.close()
         await svc.handle(records)
-        [queued] = svc.outbox.due(time.time() + 1, set())
+        [queued] = due(svc.outbox, time.time() + 1)
         assert queued.webhook_id == wanted.webhook_id and queued.event["id"] == event.id
 
 
@@ -68,9 +69,9 @@ async def test_a_2xx_finishes_the_delivery(tmp_path):
     async with service(tmp_path) as (rt, svc):
         wh = await endpoint(rt)
         await svc.outbox.add([("k1", wh.webhook_id, EVENT)])
-        [d] = svc.outbox.due(time.time(), set())
+        [d] = due(svc.outbox, time.time())
         await svc._record(wh, d, AttemptResult(204, 3.0))
-        assert svc.outbox.due(time.time() + 10**6, set()) == []
+        assert due(svc.outbox, time.time() + 10**6) == []
         [att] = await attempts(rt, wh.webhook_id)
         assert (att.outcome, att.attempt, att.status_code, att.event_id) == ("delivered", 1, 204, "evt-1")
 
@@ -82,8 +83,8 @@ async def test_a_429_waits_its_retry_after_and_at_most_a_day(tmp_path):
             await svc.outbox.add([(key, wh.webhook_id, EVENT)])
             before = time.time()
             await svc._record(wh, Delivery(key, wh.webhook_id, EVENT, 0), AttemptResult(429, 1.0, retry_after=retry_after))
-            assert key not in {d.key for d in svc.outbox.due(before + wait - 1, set())}
-            assert key in {d.key for d in svc.outbox.due(time.time() + wait + 1, set())}
+            assert key not in {d.key for d in due(svc.outbox, before + wait - 1)}
+            assert key in {d.key for d in due(svc.outbox, time.time() + wait + 1)}
         assert {a.outcome for a in await attempts(rt, wh.webhook_id)} == {"retrying"}
 
 
@@ -139,9 +140,9 @@ async def test_a_delivery_the_outbox_cannot_record_is_not_sent_again_and_is_reco
             during = len(rx.received)
             failpoints.configure("webhooks.outbox.write", None)
             deadline = time.monotonic() + 10
-            while svc.outbox.due(time.time() + 10**6, set()) and time.monotonic() < deadline:
+            while due(svc.outbox, time.time() + 10**6) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            after = svc.outbox.due(time.time() + 10**6, set())
+            after = due(svc.outbox, time.time() + 10**6)
         finally:
             failpoints.configure("webhooks.outbox.write", None)
             stop.set()
@@ -158,7 +159,7 @@ async def test_finished_deliveries_are_purged_a_day_after_they_were_queued(tmp_p
         svc.outbox.finish("new", "done", 1)
         assert svc.outbox.purge(time.time() - 3600) == 0  # all queued just now
         assert svc.outbox.purge(time.time() + 1) == 2  # the finished ones; the pending one stays
-        assert [d.key for d in svc.outbox.due(time.time() + 10, set())] == ["waiting"]
+        assert [d.key for d in due(svc.outbox, time.time() + 10)] == ["waiting"]
 
 
 @pytest.mark.parametrize("stuck_endpoints", [1, 9])
@@ -205,6 +206,6 @@ async def test_a_delivery_for_an_endpoint_not_known_yet_waits_and_an_old_one_is_
     async with service(tmp_path) as (rt, svc):
         await svc.outbox.add([("new", "not-known-yet", EVENT), ("old", "deleted-long-ago", EVENT)])
         svc.outbox._db.execute("UPDATE deliveries SET created=created-120 WHERE key='old'")
-        for d in svc.outbox.due(time.time(), set()):
+        for d in due(svc.outbox, time.time()):
             await svc._deliver(None, d)
-        assert [d.key for d in svc.outbox.due(time.time() + 2, set())] == ["new"]
+        assert [d.key for d in due(svc.outbox, time.time() + 2)] == ["new"]
