@@ -224,7 +224,7 @@ async def admit_requests(rt: ApiContext, takes: list[Take], reqs: list[ev.SendRe
     try:
         return await rt.limits.admit(ev.Topic.REQUESTS, takes, records)
     except LogRecordTooLarge as exc:  # a topic made with a smaller max.message.bytes (docs/operations.md)
-        return Refusal(413, f"the message is too large for the event log ({len(max(records, key=lambda r: len(r[1]))[1])} "
+        return Refusal(413, f"the message is too large for the event log ({max(len(value) for _, value in records)} "
                             "bytes encoded); send smaller attachments", cause=exc)
     except LogUnavailable as exc:  # no acknowledgement in time (shared/log/deadline.py): may land later
         return Refusal(503, "the event log did not confirm the send in time; retry with the same "
