@@ -33,6 +33,17 @@ async def drain(consumer, want: int, rounds: int = 30):
     return got
 
 
+async def member_with_a_batch(lg, topic: str, n: int):
+    """``(group, consumer, records)``: ``n`` records appended, then polled by the first member of a new group."""
+    await lg.append_many(topic, [(f"k{i}", b"x") for i in range(n)])
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    consumer = lg.consumer([topic], group)
+    await consumer.start()
+    records = await drain(consumer, n)
+    assert len(records) == n
+    return group, consumer, records
+
+
 async def _scan(lg, topic, part, **kw) -> list[bytes]:
     return [r.value for batch in [b async for b in lg.scan(topic, part, **kw)] for r in batch]
 
@@ -182,12 +193,7 @@ class LogContract:
     async def test_commit_after_losing_partitions_raises_commit_failed(self, make_log, topic):
         lg = make_log()
         await lg.start()
-        await lg.append_many(topic, [(f"k{i}", b"x") for i in range(20)])
-        group = f"g-{uuid.uuid4().hex[:6]}"
-        c = lg.consumer([topic], group)
-        await c.start()
-        recs = await drain(c, 20)
-        assert len(recs) == 20
+        group, c, recs = await member_with_a_batch(lg, topic, 20)
         c.release()  # given up (a rebalance waits for a batch in hand: test_a_rebalance_waits_for_the_batch_in_hand)
         await self.lose_partitions(lg, c, topic, group)
         with pytest.raises(CommitFailed):
@@ -335,12 +341,7 @@ async def test_a_rebalance_waits_for_the_batch_in_hand(tansu, topic):
     await lg.start()
     a = b = None
     try:
-        await lg.append_many(topic, [(f"k{i}", b"x") for i in range(40)])
-        group = f"g-{uuid.uuid4().hex[:6]}"
-        a = lg.consumer([topic], group)
-        await a.start()
-        held = await drain(a, 40)
-        assert len(held) == 40
+        group, a, held = await member_with_a_batch(lg, topic, 40)
         b = lg.consumer([topic], group)
         joining = asyncio.create_task(b.start())
         await asyncio.sleep(3.0)  # a's heartbeat (every 400 ms) has long heard of the rebalance
