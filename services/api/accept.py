@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from services.api.idempotency import body_hash, email_id_for
+from services.api.idempotency.claims import Claim
 from services.api.parts import idempotency, limiter
 from services.api.refusal import Refusal
 from services.api.remote_attachments import fetch_remote
@@ -63,8 +64,8 @@ async def accept(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Do
         return await _accept_one(rt, svc, body, door, None, finish, api_key)
     fresh: list[Accepted] = []
 
-    async def produce() -> dict[str, Any] | Refusal:
-        outcome = await _accept_one(rt, svc, body, door, email_id_for(svc.service_id, key), finish, api_key)
+    async def produce(held: Claim) -> dict[str, Any] | Refusal:
+        outcome = await _accept_one(rt, svc, body, door, email_id_for(svc.service_id, key, held.since), finish, api_key)
         if isinstance(outcome, Refusal):
             return outcome
         fresh.append(outcome)

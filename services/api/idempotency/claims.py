@@ -5,7 +5,15 @@ transaction; Kafka: in the claims topic's order, by every replica that reads it)
 A request *claims* the key (its body hash, a random owner token, a lease), then records
 *done* with its response, or *releases* the key when it answered an error (nothing sent, so
 a retry may try again, with any body). Changes are plain dicts (``kind``, ``owner``,
-``hash``, ``at``, and ``lease_until`` or ``response``), so they travel as JSON records."""
+``hash``, ``at``, ``since``, and ``lease_until`` or ``response``), so they travel as JSON records.
+
+``since`` is when the key's current use began: the time of the claim that found it free, kept
+by a takeover and by done. The email id is derived from it (keys.email_id_for), so a request
+that takes over an unfinished claim is the same message, and the key used again after its
+24 h is a new one (with an id from the key alone, the relay's ledger would take the new send
+for the old, already delivered, message and send nothing). A change carries the ``since``
+its writer saw, so a replica that reads a compacted claims topic (the first claim gone) still
+agrees on it."""
 from __future__ import annotations
 
 import abc
@@ -21,6 +29,7 @@ class Claim:
     lease_until: float          # epoch seconds; after it a same-body request may take over
     at: float                   # when claimed, or when done: the 24 h start from here
     response: dict | None = None  # the first response, once done
+    since: float | None = None  # when this use of the key began (None: recorded before it was kept)
 
     def live(self, now: float) -> bool:
         return self.at + TTL_SECONDS > now
@@ -37,24 +46,30 @@ def apply(state: Claim | None, change: dict) -> Claim | None:
     if kind == "claim":
         takes_over = (state is not None and state.response is None and state.lease_until <= at
                       and state.body_hash == change["hash"])
-        if state is None or takes_over:
-            return Claim(change["owner"], change["hash"], change["lease_until"], at)
+        if state is not None and takes_over:
+            return Claim(change["owner"], change["hash"], change["lease_until"], at, since=state.since)
+        if state is None:
+            return Claim(change["owner"], change["hash"], change["lease_until"], at, since=change.get("since", at))
         return state
     if kind == "done":
-        if state is None or (state.response is None and state.body_hash == change["hash"]):
-            return Claim(change["owner"], change["hash"], at, at, change["response"])
+        if state is None:
+            return Claim(change["owner"], change["hash"], at, at, change["response"], change.get("since", at))
+        if state.response is None and state.body_hash == change["hash"]:
+            return Claim(change["owner"], change["hash"], at, at, change["response"], state.since)
         return state
     if kind == "release" and state is not None and state.response is None and state.owner == change["owner"]:
         return None
     return state
 
 
-def claim(owner: str, body_hash: str, now: float, lease: float) -> dict:
-    return {"kind": "claim", "owner": owner, "hash": body_hash, "at": now, "lease_until": now + lease}
+def claim(owner: str, body_hash: str, now: float, lease: float, since: float | None = None) -> dict:
+    """``since``: the use a takeover continues (the held claim's); a free key's use begins ``now``."""
+    return {"kind": "claim", "owner": owner, "hash": body_hash, "at": now, "lease_until": now + lease,
+            "since": now if since is None else since}
 
 
-def done(owner: str, body_hash: str, now: float, response: dict) -> dict:
-    return {"kind": "done", "owner": owner, "hash": body_hash, "at": now, "response": response}
+def done(owner: str, body_hash: str, now: float, response: dict, since: float | None) -> dict:
+    return {"kind": "done", "owner": owner, "hash": body_hash, "at": now, "response": response, "since": since}
 
 
 def release(owner: str, body_hash: str, now: float) -> dict:

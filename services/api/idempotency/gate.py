@@ -25,7 +25,7 @@ from shared.log.port import LogTimeout
 
 log = logging.getLogger(__name__)
 Response = dict[str, Any]  # the first response, as recorded with the key (JSON)
-Produce = Callable[[], Awaitable["Response | Refusal"]]
+Produce = Callable[[Claim], Awaitable["Response | Refusal"]]  # called with the claim this request holds
 OTHER_BODY = Refusal(409, "Idempotency-Key: already used with a different request body",
                      code="invalid_idempotent_request")
 IN_PROGRESS = Refusal(409, "Idempotency-Key: a request with this key is still in progress; retry later",
@@ -49,7 +49,8 @@ class Idempotency:
         """The first response for (scope, key), or ``produce()``'s when this request holds the
         key. Refusals: 400 for a bad key, 409 for another body (or still in progress after two
         leases), 503 when the claim cannot be recorded (nothing sent), or ``produce``'s own
-        (the key is then released, as when ``produce`` raises — which propagates)."""
+        (the key is then released, as when ``produce`` raises — which propagates).
+        ``produce`` is given the claim it sends under (its ``since`` names the email)."""
         if refused := check_key(key):
             return refused
         me, give_up = uuid.uuid4().hex, time.time() + 2 * self.lease
@@ -61,7 +62,7 @@ class Idempotency:
             if held is None:  # released between our look and our claim: try again
                 continue
             if held.owner == me and held.response is None:
-                return await self._produce(scope, key, body_hash, me, produce)
+                return await self._produce(scope, key, held, produce)
             if held.body_hash != body_hash:
                 return OTHER_BODY
             if held.response is not None:
@@ -77,15 +78,17 @@ class Idempotency:
         held = await self.claims.look(scope, key)
         if held is None or (held.response is None and held.lease_until <= now and held.body_hash == body_hash):
             try:
-                held = await self.claims.change(scope, key, c.claim(me, body_hash, now, self.lease))
+                held = await self.claims.change(scope, key, c.claim(me, body_hash, now, self.lease,
+                                                                    held.since if held is not None else None))
             except Exception as exc:  # the log did not record the claim: nothing was sent
                 raise _NotRecorded(Refusal(503, "the event log did not record the Idempotency-Key; nothing was sent, "
                                                 "retry with the same key", retry_after=1, cause=exc)) from exc
         return held
 
-    async def _produce(self, scope: str, key: str, body_hash: str, me: str, produce: Produce) -> Response | Refusal:
+    async def _produce(self, scope: str, key: str, held: Claim, produce: Produce) -> Response | Refusal:
+        me, body_hash = held.owner, held.body_hash
         try:
-            response = await produce()
+            response = await produce(held)
         except asyncio.CancelledError:  # the append may land all the same (the log's writer goes on):
             raise                       # the claim stays until its lease runs out, as for a crash
         except BaseException:
@@ -96,7 +99,7 @@ class Idempotency:
         if isinstance(response, Refusal):  # nothing was sent: a retry may try again, with any body
             await self._record(scope, key, c.release(me, body_hash, time.time()))
             return response
-        await self._record(scope, key, c.done(me, body_hash, time.time(), response))
+        await self._record(scope, key, c.done(me, body_hash, time.time(), response, held.since))
         return response
 
     async def _record(self, scope: str, key: str, change: dict[str, Any]) -> None:

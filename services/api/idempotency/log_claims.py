@@ -62,7 +62,7 @@ class LogClaims(Claims):
         state = self._states.get(k)
         if state is not None and state.response is not None and self._done_at.get(k, off) < off:
             await self.log.append(ev.Topic.IDEMPOTENCY, f"{scope}|{key}", json.dumps(
-                done(state.owner, state.body_hash, state.at, state.response)).encode())
+                done(state.owner, state.body_hash, state.at, state.response, state.since)).encode())
         return state
 
     async def _reach(self, part: int, off: int) -> None:

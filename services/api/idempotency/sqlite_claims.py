@@ -18,10 +18,12 @@ from shared.log.port import EventLog
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS idempotency_claims(scope TEXT NOT NULL, key TEXT NOT NULL, "
           "owner TEXT NOT NULL, body_hash TEXT NOT NULL, lease_until REAL NOT NULL, at REAL NOT NULL, "
-          "response TEXT, PRIMARY KEY (scope, key)) WITHOUT ROWID",
+          "response TEXT, since REAL, PRIMARY KEY (scope, key)) WITHOUT ROWID",
           "CREATE INDEX IF NOT EXISTS idempotency_claims_at ON idempotency_claims(at)")
-_GET = "SELECT owner, body_hash, lease_until, at, response FROM idempotency_claims WHERE scope=? AND key=?"
-_PUT = "INSERT OR REPLACE INTO idempotency_claims VALUES (?,?,?,?,?,?,?)"
+_ADD_SINCE = "ALTER TABLE idempotency_claims ADD COLUMN since REAL"  # a table made before ``since`` was kept
+_GET = "SELECT owner, body_hash, lease_until, at, response, since FROM idempotency_claims WHERE scope=? AND key=?"
+_PUT = ("INSERT OR REPLACE INTO idempotency_claims(scope, key, owner, body_hash, lease_until, at, response, since) "
+        "VALUES (?,?,?,?,?,?,?,?)")
 _DELETE = "DELETE FROM idempotency_claims WHERE scope=? AND key=?"
 _EXPIRE = "DELETE FROM idempotency_claims WHERE at < ?"
 POLL = 0.02
@@ -32,13 +34,20 @@ def _get(conn: sqlite3.Connection, scope: str, key: str) -> Claim | None:
     row = conn.execute(_GET, (scope, key)).fetchone()
     if row is None:
         return None
-    owner, body_hash, lease_until, at, response = row
-    return Claim(owner, body_hash, lease_until, at, json.loads(response) if response is not None else None)
+    owner, body_hash, lease_until, at, response, since = row
+    return Claim(owner, body_hash, lease_until, at, json.loads(response) if response is not None else None, since)
 
 
 def _put(conn: sqlite3.Connection, scope: str, key: str, c: Claim) -> None:
     response = json.dumps(c.response, separators=(",", ":")) if c.response is not None else None
-    conn.execute(_PUT, (scope, key, c.owner, c.body_hash, c.lease_until, c.at, response))
+    conn.execute(_PUT, (scope, key, c.owner, c.body_hash, c.lease_until, c.at, response, c.since))
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    for statement in SCHEMA:
+        conn.execute(statement)
+    if "since" not in {row[1] for row in conn.execute("PRAGMA table_info(idempotency_claims)")}:
+        conn.execute(_ADD_SINCE)
 
 
 @dataclass
@@ -56,7 +65,7 @@ class SqliteClaims(Claims):
     async def look(self, scope: str, key: str) -> Claim | None:
         try:
             state = self.log.read(lambda conn: _get(conn, scope, key))
-        except sqlite3.OperationalError:  # no keyed send yet on this installation: no table yet
+        except sqlite3.OperationalError:  # no keyed send yet on this installation: no table (or column) yet
             return None
         return state if state is not None and state.live(time.time()) else None
 
@@ -68,8 +77,7 @@ class SqliteClaims(Claims):
     def _guard(self, scope: str, key: str, change: dict) -> Callable[[sqlite3.Connection], _Verdict]:
         def guard(conn: sqlite3.Connection) -> _Verdict:
             if not self._schema_ready:
-                for statement in SCHEMA:
-                    conn.execute(statement)
+                _create(conn)
             before = _get(conn, scope, key)
             after = apply(before, change)
             if after is None and before is not None:

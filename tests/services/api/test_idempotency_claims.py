@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.api.idempotency import Idempotency
+from services.api.idempotency import Idempotency, email_id_for
 from services.api.idempotency import claims as c
 from services.api.idempotency.sqlite_claims import SqliteClaims
 from services.api.refusal import Refusal
@@ -20,12 +20,26 @@ def test_the_first_claim_holds_until_done_or_its_lease_runs_out():
     assert c.apply(first, c.claim("b", "h1", 105.0, 10)) is first            # lease still running
     assert c.apply(first, c.claim("b", "h2", 111.0, 10)) is first            # other body: never takes over
     assert c.apply(first, c.claim("b", "h1", 111.0, 10)).owner == "b"        # same body, lease over
-    finished = c.apply(first, c.done("a", "h1", 106.0, {"id": "x"}))
+    finished = c.apply(first, c.done("a", "h1", 106.0, {"id": "x"}, 100.0))
     assert finished.response == {"id": "x"}
     assert c.apply(finished, c.claim("b", "h1", 5000.0, 10)) is finished     # done is final for 24 h
     assert c.apply(finished, c.claim("b", "h2", 106.0 + c.TTL_SECONDS, 10)).owner == "b"
     assert c.apply(first, c.release("b", "h1", 101.0)) is first              # only the owner releases
     assert c.apply(first, c.release("a", "h1", 101.0)) is None
+
+
+def test_a_use_of_a_key_keeps_its_start_through_takeover_and_done_and_a_new_use_starts_anew():
+    first = c.apply(None, c.claim("a", "h1", 100.0, 10))
+    taken = c.apply(first, c.claim("b", "h1", 111.0, 10, first.since))      # the lease ran out
+    finished = c.apply(taken, c.done("b", "h1", 112.0, {"id": "x"}, taken.since))
+    again = c.apply(finished, c.claim("c", "h1", 112.0 + c.TTL_SECONDS, 10))  # a day later
+    assert (first.since, taken.owner, taken.since, finished.since) == (100.0, "b", 100.0, 100.0)
+    assert (again.owner, again.since) == ("c", 112.0 + c.TTL_SECONDS)
+    # a replica reading a compacted claims topic, the first claim gone, agrees on the start
+    assert c.apply(None, c.claim("b", "h1", 111.0, 10, 100.0)).since == 100.0
+    ids = [email_id_for("svc", "k", state.since) for state in (first, taken, finished, again)]
+    assert ids[0] == ids[1] == ids[2] != ids[3]
+    assert email_id_for("svc", "k", None) != ids[0]  # a claim kept before ``since``: the id it had then
 
 
 @pytest.fixture
@@ -39,7 +53,7 @@ async def two_processes(tmp_path):
 
 
 def producer(calls: list, result: dict, delay: float = 0.05):
-    async def produce():
+    async def produce(held: c.Claim):
         calls.append(result)
         await asyncio.sleep(delay)
         return result
@@ -67,10 +81,10 @@ async def test_two_bodies_at_once_one_wins_the_other_409(two_processes):
 async def test_an_error_answer_frees_the_key(two_processes):
     limited = Refusal(429, "rate limit reached", code="rate_limit_exceeded")
 
-    async def refused():
+    async def refused(held):
         return limited
 
-    async def broken():
+    async def broken(held):
         raise RuntimeError("a bug")
 
     a, b = two_processes
@@ -102,7 +116,7 @@ async def test_an_unconfirmed_append_keeps_the_key_until_its_lease_runs_out(two_
     the same request takes it over (a copy that lands twice is the relay's to absorb)."""
     unconfirmed = Refusal(503, "the event log did not confirm the send in time", cause=LogTimeout("no acknowledgement"))
 
-    async def timed_out():
+    async def timed_out(held):
         return unconfirmed
 
     a, b = two_processes
@@ -114,8 +128,38 @@ async def test_an_unconfirmed_append_keeps_the_key_until_its_lease_runs_out(two_
     # a log that refused outright (nothing written: a full disk, unreachable) frees the key at once
     down = Refusal(503, "the event log is unavailable", cause=LogUnavailable("disk full"))
 
-    async def refused():
+    async def refused(held):
         return down
 
     assert await a.run("svc", "k2", "h", refused) is down
     assert await b.run("svc", "k2", "other body", producer([], {"id": "e5"}, 0)) == {"id": "e5"}
+
+
+async def test_a_claims_table_made_before_since_was_kept_is_brought_up_to_date(tmp_path):
+    """An installation upgraded with keys in use: the old table gains ``since``; a key done
+    before keeps its answer, and a key claimed before keeps the id it was sending under."""
+    import sqlite3
+    import time
+
+    lg = SqliteLog(tmp_path / "log.sqlite3")
+    await lg.start()
+    now = time.time()
+    with sqlite3.connect(tmp_path / "log.sqlite3") as db:
+        db.execute("CREATE TABLE idempotency_claims(scope TEXT NOT NULL, key TEXT NOT NULL, owner TEXT NOT NULL, "
+                   "body_hash TEXT NOT NULL, lease_until REAL NOT NULL, at REAL NOT NULL, response TEXT, "
+                   "PRIMARY KEY (scope, key)) WITHOUT ROWID")
+        db.execute("INSERT INTO idempotency_claims VALUES ('svc', 'done', 'old', 'h', ?, ?, '{\"id\": \"e0\"}')", (now, now))
+        db.execute("INSERT INTO idempotency_claims VALUES ('svc', 'stuck', 'old', 'h', ?, ?, NULL)", (now - 1, now - 5))
+    gate, held = Idempotency(SqliteClaims(lg), lease=1.0), []
+
+    async def produce(claim: c.Claim):
+        held.append(claim)
+        return {"id": email_id_for("svc", "stuck", claim.since)}
+
+    try:
+        assert await gate.run("svc", "done", "h", producer([], {"id": "never"}, 0)) == {"id": "e0"}
+        assert await gate.run("svc", "stuck", "h", produce) == {"id": email_id_for("svc", "stuck", None)}
+        assert await gate.run("svc", "new", "h", producer([], {"id": "e1"}, 0)) == {"id": "e1"}
+        assert held[0].since is None
+    finally:
+        await lg.close()

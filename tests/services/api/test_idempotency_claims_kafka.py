@@ -35,7 +35,7 @@ async def replicas(tansu):
 async def test_two_replicas_send_once(replicas):
     gates, calls = [Idempotency(cl, lease=10) for cl in replicas], []
 
-    async def produce():
+    async def produce(held):
         calls.append(1)
         await asyncio.sleep(0.1)
         return {"id": "e1"}
@@ -49,11 +49,11 @@ async def test_a_claim_after_done_is_followed_by_the_done(replicas, tansu):
     a, b = replicas
     key = f"k-{uuid.uuid4()}"
     await a.change("svc", key, c.claim("owner-a", "h", 1000.0, 10))
-    await a.change("svc", key, c.done("owner-a", "h", 1001.0, {"id": "e1"}))
+    await a.change("svc", key, c.done("owner-a", "h", 1001.0, {"id": "e1"}, 1000.0))
     late = await b.change("svc", key, c.claim("owner-b", "h", 1002.0, 10))  # lands after the done
     assert late.owner == "owner-a" and late.response == {"id": "e1"}
     newest = await newest_record(tansu.bootstrap, f"svc|{key}")
-    assert newest["kind"] == "done" and newest["response"] == {"id": "e1"}
+    assert newest["kind"] == "done" and newest["response"] == {"id": "e1"} and newest["since"] == 1000.0
 
 
 async def newest_record(bootstrap: str, key: str) -> dict:

@@ -81,3 +81,23 @@ def test_one_key_two_bodies_one_wins(installation):
         assert all(x.sent["to"] != rcpt for x in answers if x.status == 409), report
     assert all(r[:3] == (1, {409}, 1) and len(r[3]) == 1 for r in report), \
         f"(200 body kinds, other statuses, appends, messages' recipients) per round: {report}"
+
+
+def test_a_key_used_again_after_24_hours_is_a_new_message(installation):
+    """Resend's keys last 24 h: the same key and body after that is a new send, with a new id,
+    and it goes out (an id from the key alone made the relay take it for the delivered one)."""
+    proc, api, key, sink = installation
+    first = burst([proc.url], key, "daily-report", [body("ann@example.com", "daily report")], 4)
+    first_id = first[0].body["id"]
+    api.wait_status(key, first_id, "ann@example.com", "delivered", timeout=60)
+    with sqlite3.connect(proc.data_dir / "log.sqlite3") as db:  # a day and a minute go by for the key
+        aged = db.execute("UPDATE idempotency_claims SET at = at - 86460, since = since - 86460, "
+                          "lease_until = lease_until - 86460 WHERE key = 'daily-report'").rowcount
+    again = burst([proc.url], key, "daily-report", [body("ann@example.com", "daily report")], 4)
+    ids = {a.body.get("id") for a in again}
+    assert aged == 1 and {a.status for a in again} == {200} and len(ids) == 1
+    second_id = ids.pop()
+    assert second_id != first_id
+    api.wait_status(key, second_id, "ann@example.com", "delivered", timeout=60)
+    assert (delivered_ids(sink).count(first_id), delivered_ids(sink).count(second_id)) == (1, 1)
+    assert appended(proc.data_dir, second_id) == 1
