@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from services.api.idempotency import body_hash, email_id_for
 from services.api.idempotency.claims import Claim
@@ -64,14 +64,14 @@ async def accept(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Do
         return await _accept_one(rt, svc, body, door, None, finish, api_key)
     fresh: list[Accepted] = []
 
-    async def produce(held: Claim) -> dict[str, Any] | Refusal:
-        outcome = await _accept_one(rt, svc, body, door, email_id_for(svc.service_id, key, held.since), finish, api_key)
+    async def produce(email_id: str) -> dict[str, Any] | Refusal:
+        outcome = await _accept_one(rt, svc, body, door, email_id, finish, api_key)
         if isinstance(outcome, Refusal):
             return outcome
         fresh.append(outcome)
         return outcome.response
 
-    answer = await idempotency(rt).run(svc.service_id, key, body_hash(raw), produce)
+    answer = await once_per_key(rt, svc, key, body_hash(raw), produce)
     if isinstance(answer, Refusal):
         return answer
     if fresh:
@@ -79,17 +79,32 @@ async def accept(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Do
     return Accepted(answer, await limiter(rt).peek(svc.service_id))  # a replay: the state now, nothing taken
 
 
+async def once_per_key(rt: ApiContext, svc: ev.ServiceSaved, key: str, fingerprint: str,
+                       produce: Callable[[str], Awaitable[dict[str, Any] | Refusal]]) -> dict[str, Any] | Refusal:
+    """The first response given for the Idempotency-Key ``key`` with this ``fingerprint``
+    (the request's body hash) within 24 h, or ``produce(email_id)``'s when this request holds
+    the key: the email id is derived from the key and when its use began (a batch derives its
+    items' ids from it, ``item_email_id``). The gate's refusals (400, 409, 503) come back as
+    they are (services/api/idempotency/gate.py)."""
+    async def holding(held: Claim) -> dict[str, Any] | Refusal:
+        return await produce(email_id_for(svc.service_id, key, held.since))
+
+    return await idempotency(rt).run(svc.service_id, key, fingerprint, holding)
+
+
 async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[SendEmail], door: Door,
-                       api_key: ev.ApiKeySaved | None = None, all_or_nothing: bool = False
-                       ) -> list[Accepted | Refusal] | Refusal:
+                       api_key: ev.ApiKeySaved | None = None, all_or_nothing: bool = False,
+                       email_ids: Sequence[str] | None = None) -> list[Accepted | Refusal] | Refusal:
     """Several sends: ``[i]`` is ``bodies[i]``'s outcome; the prepared ones are counted and
     appended in one step. One ``Refusal`` for the whole when the log did not confirm the
     append (then none of them was accepted), or, ``all_or_nothing`` (Resend's strict batch),
     when any body is refused (a remote attachment that could not be fetched too): the first
-    one's, as 422 naming ``[i]`` (nothing is appended)."""
+    one's, as 422 naming ``[i]`` (nothing is appended). ``email_ids``: the items' ids (a
+    keyed batch's, derived from its key), else new ones."""
     fetched = [await fetch_remote(rt, body) for body in bodies]
-    prepared = [body if isinstance(body, Refusal) else prepare_one(rt, svc, body, door, api_key=api_key)
-                for body in fetched]
+    ids = list(email_ids) if email_ids is not None else [None] * len(bodies)
+    prepared = [body if isinstance(body, Refusal) else prepare_one(rt, svc, body, door, email_id, api_key=api_key)
+                for body, email_id in zip(fetched, ids)]
     if all_or_nothing and (refused := first_refused(prepared)):
         return refused
     admitted = await _admit(rt, svc, [p for p in prepared if isinstance(p, _Prepared)])

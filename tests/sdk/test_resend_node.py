@@ -37,6 +37,23 @@ def test_batch(node, sdk_world):
     assert [sdk_world.mail_for(i).message["Subject"] for i in ids] == ["Batch one (node)", "Batch two (node)"]
 
 
+def test_batch_with_an_idempotency_key_sends_once(node, sdk_world):
+    """``batch.send(emails, {idempotencyKey})``: the SDK's retry of a batch answers the first
+    response, and each item goes out once."""
+    emails = [{"from": FROM, "to": ["ann@example.com"], "subject": "Keyed batch one (node)", "text": "1"},
+              {"from": FROM, "to": ["bob@example.com"], "subject": "Keyed batch two (node)", "text": "2"}]
+    call = {"call": "batch.send", "args": [emails, {"idempotencyKey": "nightly-digest-2026-12-07"}]}
+    r = node("calls", calls=[call, call])
+    first, again = r["data"]
+    assert first["error"] is None and again == first
+    ids = [item["id"] for item in first["data"]["data"]]
+    for i in ids:
+        sdk_world.wait_record(i, lambda rec: rec["last_event"] == "delivered")
+    with sdk_world.sink.lock:
+        copies = [sum(f"<{i}@".encode() in m.data for m in sdk_world.sink.received) for i in ids]
+    assert copies == [1, 1]
+
+
 def test_get(node, sdk_world):
     sent = node("send", email={"from": FROM, "to": "ann@example.com", "subject": "Look me up (node)", "text": "hi"})
     email_id = sent["data"]["id"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -13,11 +14,11 @@ import httpx
 class Answer:
     status: int
     body: dict
-    sent: dict  # the body this request carried
+    sent: Any  # the body this request carried (a batch: a list)
 
 
-def burst(urls: list[str], key: str, idempotency_key: str, bodies: list[dict], n: int) -> list[Answer]:
-    """``n`` concurrent ``POST /emails`` with one ``Idempotency-Key``; request ``i`` carries
+def burst(urls: list[str], key: str, idempotency_key: str, bodies: list, n: int, path: str = "/emails") -> list[Answer]:
+    """``n`` concurrent ``POST path`` with one ``Idempotency-Key``; request ``i`` carries
     ``bodies[i % len(bodies)]`` and goes to ``urls[i % len(urls)]``. All start together
     (a barrier), each on a fresh connection."""
     answers: list[Answer | None] = [None] * n
@@ -27,7 +28,7 @@ def burst(urls: list[str], key: str, idempotency_key: str, bodies: list[dict], n
         body = bodies[i % len(bodies)]
         with httpx.Client(base_url=urls[i % len(urls)], timeout=60) as client:
             ready.wait()
-            r = client.post("/emails", json=body, headers={"Api-Key": key, "Idempotency-Key": idempotency_key})
+            r = client.post(path, json=body, headers={"Api-Key": key, "Idempotency-Key": idempotency_key})
             answers[i] = Answer(r.status_code, r.json(), body)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]

@@ -19,11 +19,11 @@ recipient) twice. Requests without the header pay nothing of this."""
 from __future__ import annotations
 
 from services.api.idempotency.gate import Idempotency
-from services.api.idempotency.keys import body_hash, check_key, email_id_for
+from services.api.idempotency.keys import body_hash, check_key, email_id_for, item_email_id
 from shared.log.port import EventLog
 from shared.settings import Settings
 
-__all__ = ["Idempotency", "body_hash", "check_key", "email_id_for", "open_idempotency"]
+__all__ = ["Idempotency", "body_hash", "check_key", "email_id_for", "item_email_id", "open_idempotency"]
 
 
 def open_idempotency(log: EventLog, settings: Settings) -> Idempotency:

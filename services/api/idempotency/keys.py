@@ -27,6 +27,11 @@ def email_id_for(service_id: str, key: str, since: float | None) -> str:
     return str(uuid.uuid5(_NS, name))
 
 
+def item_email_id(batch_email_id: str, index: int) -> str:
+    """The email id of item ``index`` of a keyed batch whose ``email_id_for`` is ``batch_email_id``."""
+    return str(uuid.uuid5(_NS, f"{batch_email_id}|{index}"))
+
+
 def body_hash(raw: bytes) -> str:
     """Hash of the JSON body, insensitive to key order and whitespace."""
     try:

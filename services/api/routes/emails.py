@@ -11,10 +11,11 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Header, Request, Response
 from pydantic import ValidationError
 
-from services.api.accept import Accepted, accept, accept_batch
+from services.api.accept import Accepted, accept, accept_batch, once_per_key
 from services.api import not_offered
 from services.api.auth import ServiceCaller, runtime, service_key
 from services.api.email_lookup import email_record
+from services.api.idempotency import body_hash, item_email_id
 from services.api.errors import http_error, item_error
 from services.api.parts import limiter
 from services.api.routes import schedule
@@ -70,30 +71,51 @@ async def send_for_service(service_id: str, request: Request, response: Response
 
 @router.post("/emails/batch", response_model=BatchResult, response_model_by_alias=True,
              response_model_exclude_unset=True, responses={**ERRORS, 422: {"model": ErrorBody}})
-async def send_batch(response: Response, items: list[dict[str, Any]] = Body(..., max_length=MAX_BATCH),
+async def send_batch(request: Request, response: Response, items: list[dict[str, Any]] = Body(..., max_length=MAX_BATCH),
                      caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime),
-                     validation: str = BATCH_VALIDATION) -> dict[str, Any]:
+                     validation: str = BATCH_VALIDATION, idempotency_key: str | None = IDEMPOTENCY) -> dict[str, Any]:
     """Up to 100 emails in one call, appended together. `x-batch-validation: strict` (the
     default, as Resend's): any invalid item → 422 naming its index and field, nothing sent.
     `permissive`: the valid items are sent; `data` holds them, `errors` the others
-    (`[{index, message}]`). An item over the rate limit is in `errors` in both modes."""
+    (`[{index, message}]`). An item over the rate limit is in `errors` in both modes.
+    `Idempotency-Key`: the same key, body and validation mode within 24 h answer the first
+    response and send nothing new (the items' ids are derived from the key)."""
     if not items:
         raise http_error(Refusal(400, "body: at least one email is required"))
     mode = validation.strip().lower()
     if mode not in ("strict", "permissive"):
         raise http_error(Refusal(400, f"must be strict or permissive (got {validation[:40]!r})", "x-batch-validation"))
-    strict = mode == "strict"
     parsed = [_parse_item(i, item) for i, item in enumerate(items)]
-    bodies = [p for p in parsed if isinstance(p, SendEmail)]
+
+    async def answer(email_id: str | None) -> dict[str, Any] | Refusal:
+        return await _batch(rt, caller, parsed, mode == "strict", email_id)
+
+    if idempotency_key is None:
+        outcome = await answer(None)
+    else:
+        fingerprint = f"{body_hash(await request.body())}|batch|{mode}"  # a single send's key never matches it
+        outcome = await once_per_key(rt, caller.service, idempotency_key, fingerprint, answer)
+    if isinstance(outcome, Refusal):  # strict: an item's refusal (422, nothing sent); the log is down; the key's
+        raise http_error(outcome)
+    response.headers.update((await limiter(rt).peek(caller.service.service_id)).headers())
+    return outcome
+
+
+async def _batch(rt: ApiContext, caller: ServiceCaller, parsed: list[SendEmail | Refusal], strict: bool,
+                 email_id: str | None) -> dict[str, Any] | Refusal:
+    """The batch's answer (``data``, and ``errors`` when permissive or any item failed), or its
+    refusal; ``email_id``: a keyed batch's, from which its items' ids are derived."""
     if strict and (invalid := next((p for p in parsed if isinstance(p, Refusal)), None)):
-        raise http_error(invalid)
-    outcomes = await accept_batch(rt, caller.service, bodies, "emails", caller.key, all_or_nothing=strict)
-    if isinstance(outcomes, Refusal):  # strict: an item's refusal (422, nothing sent); or the log is down
-        raise http_error(outcomes)
+        return invalid
+    bodies = [(i, p) for i, p in enumerate(parsed) if isinstance(p, SendEmail)]
+    ids = [item_email_id(email_id, i) for i, _ in bodies] if email_id is not None else None
+    outcomes = await accept_batch(rt, caller.service, [b for _, b in bodies], "emails", caller.key,
+                                  all_or_nothing=strict, email_ids=ids)
+    if isinstance(outcomes, Refusal):
+        return outcomes
     decided = iter(outcomes)
     results = [_item_result(i, next(decided)) if isinstance(p, SendEmail) else item_error(p.text, p.status, p.name)
                for i, p in enumerate(parsed)]
-    response.headers.update((await limiter(rt).peek(caller.service.service_id)).headers())
     errors = [{"index": i, "message": r["message"]} for i, r in enumerate(results) if "id" not in r]
     return {"data": [r for r in results if "id" in r], **({"errors": errors} if errors or not strict else {})}
 

@@ -101,3 +101,20 @@ def test_a_key_used_again_after_24_hours_is_a_new_message(installation):
     api.wait_status(key, second_id, "ann@example.com", "delivered", timeout=60)
     assert (delivered_ids(sink).count(first_id), delivered_ids(sink).count(second_id)) == (1, 1)
     assert appended(proc.data_dir, second_id) == 1
+
+
+def test_one_key_twenty_batches_one_message_per_item(installation):
+    """Resend's batch send takes an Idempotency-Key too: concurrent copies of one batch on four
+    processes give one answer (the same item ids) and one message per item."""
+    proc, api, key, sink = installation
+    batch = [body("ann@example.com", "batch item 0"), body("bob@example.com", "batch item 1")]
+    answers = burst([proc.url], key, "batch-once", [batch], 20, path="/emails/batch")
+    ids = {tuple(item["id"] for item in a.body["data"]) for a in answers}
+    assert {a.status for a in answers} == {200} and len(ids) == 1
+    first, second = ids.pop()
+    api.wait_status(key, first, "ann@example.com", "delivered", timeout=60)
+    api.wait_status(key, second, "bob@example.com", "delivered", timeout=60)
+    report = [(appended(proc.data_dir, i), delivered_ids(sink).count(i)) for i in (first, second)]
+    assert report == [(1, 1), (1, 1)], f"(appends, messages) per item: {report}"
+    other = burst([proc.url], key, "batch-once", [[batch[0]]], 1, path="/emails/batch")  # the key, another batch
+    assert other[0].status == 409
