@@ -5,10 +5,11 @@ complaint rates over the last 24 h against its thresholds (``ServiceSaved.alert_
 
 Idempotent across restarts and processes: the current state is read back from the store
 (the latest ``alert`` event of the service and kind), and ids are deterministic — an episode's
-key is ``ev.alert_key(service, kind, None, <hour it was raised>)``, its events
-``derived_id(key, state)`` — so two analytics processes, or one restarted, that see the same
-crossing in the same hour append the same event, which the store and webhook receivers
-(``webhook-id``) take once. Alerts emitted but not loaded yet (the loader's batch lag) are
+key is derived from the service, the kind and the episode before it (``episode_key``), its
+events ``derived_id(key, state)`` — so two analytics processes, or one restarted, that see the
+same crossing append the same event, which the store and webhook receivers (``webhook-id``)
+take once, whatever their clocks say (a key from the hour of the crossing made two processes
+on either side of an hour's start raise one crossing twice). Alerts emitted but not loaded yet (the loader's batch lag) are
 remembered until the store shows them, so a short interval does not emit them twice."""
 from __future__ import annotations
 
@@ -103,12 +104,17 @@ class AlertWatch:
     def _transition(svc: ev.ServiceSaved, reading: Reading, last: dict[str, Any] | None, now: datetime) -> ev.Alert | None:
         raised = last is not None and last["state"] == "raised"
         if reading.over and not raised:
-            since = now.replace(minute=0, second=0, microsecond=0)
-            key = ev.alert_key(svc.service_id, reading.kind, None, since)
-            return _alert(svc, reading, key, "raised", now)
+            return _alert(svc, reading, episode_key(svc.service_id, reading.kind, last), "raised", now)
         if raised and not reading.over and (reading.value is not None or reading.volume == 0) and last is not None:
             return _alert(svc, reading, last["email_id"], "cleared", now)
         return None
+
+
+def episode_key(service_id: str, kind: str, last: dict[str, Any] | None) -> str:
+    """The key of the episode that follows ``last`` (the latest alert of the service and kind,
+    cleared; None before the first): every process that knows the same last alert names the
+    new episode alike."""
+    return ev.derived_id("alert", service_id, kind, "", "after", last["id"] if last is not None else "")
 
 
 def _alert(svc: ev.ServiceSaved, reading: Reading, key: str, state: Literal["raised", "cleared"], now: datetime) -> ev.Alert:

@@ -85,6 +85,21 @@ async def test_complaint_rate_raises_one_alert_and_clears_once(parts):
     assert [r["s"] for r in stored] == ["raised", "cleared"]
 
 
+async def test_two_processes_on_either_side_of_an_hours_start_raise_one_alert(parts):
+    lg, control, store = parts
+    await load(lg, store, [outcome("delivered", i) for i in range(20)] + [outcome("complained", 0)])
+    hour = ev.utcnow().replace(minute=0, second=0, microsecond=0)
+    before = await AlertWatch(lg, control, store).evaluate(now=hour - timedelta(milliseconds=100))
+    after = await AlertWatch(lg, control, store).evaluate(now=hour + timedelta(milliseconds=100))
+    assert [a.state for a in before] == ["raised"] and [a.id for a in after] == [before[0].id]
+    await load(lg, store, [outcome("delivered", i) for i in range(20, 3020)])  # cleared, then over again:
+    cleared = await AlertWatch(lg, control, store).evaluate()
+    await load(lg, store, [outcome("complained", n) for n in range(1, 40)])  # a new episode, a new id
+    again = await AlertWatch(lg, control, store).evaluate()
+    assert [a.state for a in cleared] == ["cleared"] and [a.state for a in again] == ["raised"]
+    assert again[0].email_id != before[0].email_id
+
+
 async def test_below_the_minimum_volume_nothing_is_raised(parts):
     lg, control, store = parts
     await load(lg, store, [outcome("delivered", i) for i in range(5)] + [outcome("complained", 0)])  # 20%, 5 < 10
