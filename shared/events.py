@@ -89,7 +89,7 @@ class ControlRecord(Event):
     # Offsets at which fields were last set by a change, as the writer saw them ("*": the last
     # whole-state record): lets a replay that starts at this record (after compaction) decide
     # later conflicts exactly as a replay of the whole history does.
-    versions: dict[str, int] = {}
+    versions: dict[str, int] = Field(default_factory=dict)
     if TYPE_CHECKING:  # every entity type declares it (a field here would change the records' field order)
         deleted: bool
 
@@ -245,7 +245,7 @@ class UserSaved(ControlRecord):
     totp_sealed: str | None = None  # the confirmed TOTP secret; None: no second factor
     totp_pending_sealed: str | None = None  # shown to the user, not confirmed with a code yet
     totp_last_step: int = 0  # the last time step accepted (a code works once)
-    recovery_hashes: list[str] = []  # unused recovery codes, hashed
+    recovery_hashes: list[str] = Field(default_factory=list)  # unused recovery codes, hashed
     oidc_subject: str | None = None  # ``iss`` + ``sub`` of the identity it signed in with
     created_at: datetime
     deleted: bool = False
@@ -292,7 +292,7 @@ class ReceivingRuleSaved(ControlRecord):
     rule_id: str
     pattern: str  # a lower-case address glob: help@acme.com, *@acme.com, support+*@acme.com
     webhook_ids: list[str] | None = None
-    forward_to: list[str] = []
+    forward_to: list[str] = Field(default_factory=list)
     created_at: datetime
     deleted: bool = False
 
@@ -313,10 +313,10 @@ class TemplateContent(BaseModel):
     model_config = ConfigDict(frozen=True)
     sender: str | None = None  # Resend's ``from``
     subject: str | None = None
-    reply_to: list[str] = []
+    reply_to: list[str] = Field(default_factory=list)
     html: str = ""
     text: str | None = None  # None: derived from the HTML, as for any send
-    variables: list[TemplateVariable] = []
+    variables: list[TemplateVariable] = Field(default_factory=list)
 
 
 class TemplateSaved(ControlRecord):
@@ -362,7 +362,7 @@ class ShapingSaved(ControlRecord):
     """The operator's provider limits (``PUT /api/email/shaping``): one record for the
     installation, keyed ``shaping:installation``; ``workspace_id`` names who saved it."""
     type: Literal["shaping.saved"] = "shaping.saved"
-    providers: dict[str, ProviderLimits] = {}  # provider name (or "other") → limits; absent: built-in
+    providers: dict[str, ProviderLimits] = Field(default_factory=dict)  # provider name (or "other") → limits; absent: built-in
     deleted: bool = False
 
 
@@ -381,8 +381,8 @@ class IpPoolSaved(ControlRecord):
     type: Literal["ip_pool.saved"] = "ip_pool.saved"
     pool_id: str
     name: str
-    addresses: list[PoolAddress] = []
-    warmup_schedule: list[int] = []
+    addresses: list[PoolAddress] = Field(default_factory=list)
+    warmup_schedule: list[int] = Field(default_factory=list)
     created_at: datetime
     deleted: bool = False
 
@@ -441,17 +441,17 @@ class SendRequested(Event):
     from_: str = Field(alias="from")
     sending_domain: str | None = None  # verified domain of the service the From is on; None → sandbox sender
     to: list[str]
-    cc: list[str] = []
-    bcc: list[str] = []
-    reply_to: list[str] = []
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    reply_to: list[str] = Field(default_factory=list)
     subject: str = ""
     html: str | None = None
     text: str | None = None
-    headers: dict[str, str] = {}
-    attachments: list[Attachment] = []
-    tags: list[str] = []
+    headers: dict[str, str] = Field(default_factory=dict)
+    attachments: list[Attachment] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
     recipients: list[str]  # envelope recipients to deliver to (after sandbox/suppression drops)
-    dropped: list[DroppedRecipient] = []
+    dropped: list[DroppedRecipient] = Field(default_factory=list)
     # SMTP submission: the client's message (base64 of its bytes, Bcc and X-Postline-* removed,
     # Message-ID/Date added), sent as is instead of a MIME built from the fields above.
     raw_mime: str | None = None
@@ -465,7 +465,7 @@ class SendRequested(Event):
     list_unsubscribe: bool = False
     # The control-log position the API decided on (partition → offset after the last record it
     # had read or written); a relay whose control state is behind it waits before sending.
-    control_position: dict[int, int] = {}
+    control_position: dict[int, int] = Field(default_factory=dict)
     # The stored template the message was rendered from (its id; None: not from a template).
     # The bodies above are already rendered: a later edit of the template changes nothing here.
     template_id: str | None = None
@@ -500,7 +500,7 @@ class _Lifecycle(Event):
     recipient: str | None = None
     from_: str | None = Field(None, alias="from")
     subject: str | None = None
-    tags: list[str] = []
+    tags: list[str] = Field(default_factory=list)
     template_id: str | None = None  # the stored template the message was rendered from
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
@@ -626,12 +626,12 @@ class EmailReceived(Event):
     service_id: str
     email_id: str
     from_: str = Field(alias="from")
-    to: list[str] = []
-    cc: list[str] = []
-    received_for: list[str] = []  # the envelope recipients at the service's receiving domains
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    received_for: list[str] = Field(default_factory=list)  # the envelope recipients at the service's receiving domains
     subject: str = ""
     message_id: str | None = None
-    attachments: list[ReceivedAttachment] = []
+    attachments: list[ReceivedAttachment] = Field(default_factory=list)
     size: int = 0
     spf: str = "none"
     dkim: str = "none"
@@ -639,7 +639,7 @@ class EmailReceived(Event):
     # The routing rules' decision (docs/receiving.md): the webhooks that get this event (None:
     # every webhook subscribed to it) and the forwards sent (their email ids).
     webhook_ids: list[str] | None = None
-    forwards: list[str] = []
+    forwards: list[str] = Field(default_factory=list)
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
