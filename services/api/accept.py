@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from services.api.idempotency import body_hash, email_id_for
 from services.api.idempotency.claims import Claim
+from services.api.idempotency.gate import NothingSent
 from services.api.parts import idempotency, limiter
 from services.api.refusal import Refusal
 from services.api.remote_attachments import fetch_remote
@@ -80,13 +81,14 @@ async def accept(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Do
 
 
 async def once_per_key(rt: ApiContext, svc: ev.ServiceSaved, key: str, fingerprint: str,
-                       produce: Callable[[str], Awaitable[dict[str, Any] | Refusal]]) -> dict[str, Any] | Refusal:
+                       produce: Callable[[str], Awaitable[dict[str, Any] | Refusal | NothingSent]]
+                       ) -> dict[str, Any] | Refusal:
     """The first response given for the Idempotency-Key ``key`` with this ``fingerprint``
     (the request's body hash) within 24 h, or ``produce(email_id)``'s when this request holds
     the key: the email id is derived from the key and when its use began (a batch derives its
     items' ids from it, ``item_email_id``). The gate's refusals (400, 409, 503) come back as
     they are (services/api/idempotency/gate.py)."""
-    async def holding(held: Claim) -> dict[str, Any] | Refusal:
+    async def holding(held: Claim) -> dict[str, Any] | Refusal | NothingSent:
         return await produce(email_id_for(svc.service_id, key, held.since))
 
     return await idempotency(rt).run(svc.service_id, key, fingerprint, holding)

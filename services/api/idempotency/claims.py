@@ -8,12 +8,17 @@ a retry may try again, with any body). Changes are plain dicts (``kind``, ``owne
 ``hash``, ``at``, ``since``, and ``lease_until`` or ``response``), so they travel as JSON records.
 
 ``since`` is when the key's current use began: the time of the claim that found it free, kept
-by a takeover and by done. The email id is derived from it (keys.email_id_for), so a request
-that takes over an unfinished claim is the same message, and the key used again after its
-24 h is a new one (with an id from the key alone, the relay's ledger would take the new send
-for the old, already delivered, message and send nothing). A change carries the ``since``
-its writer saw, so a replica that reads a compacted claims topic (the first claim gone) still
-agrees on it."""
+by a takeover, by done and by a release (a released key is a ``released`` state that keeps it
+for 24 h from ``since``). The email id is derived from it (keys.email_id_for), so a request
+that takes over an unfinished claim, or retries after an answer that released the key but may
+have been appended all the same (the log did not confirm it), is the same message, which the
+relay sends once; and the key used again after its 24 h is a new one (with an id from the key
+alone, the relay's ledger would take the new send for the old, already delivered, message and
+send nothing). A claim record carries the ``since`` its writer saw, which a replica that knows
+nothing of the key (it reads a compacted claims topic) takes; a claims topic is compacted
+only in segments older than the active one, long after a use's claims have ended.
+A change recorded before ``since`` was kept has none: such a use keeps the id from the key
+alone, on every replica."""
 from __future__ import annotations
 
 import abc
@@ -31,34 +36,39 @@ class Claim:
     response: dict | None = None  # the first response, once done
     since: float | None = None  # when this use of the key began (None: recorded before it was kept)
 
+    @property
+    def released(self) -> bool:
+        """Freed by its holder's error answer: any body may claim it, continuing its use."""
+        return self.owner == ""
+
     def live(self, now: float) -> bool:
-        return self.at + TTL_SECONDS > now
+        start = self.since if self.released and self.since is not None else self.at
+        return start + TTL_SECONDS > now
 
 
 def apply(state: Claim | None, change: dict) -> Claim | None:
     """The state after ``change``. A claim wins a free key (none, released or older than 24 h),
     or takes over an unfinished one whose lease ran out, for the same body only (the email id
     is the same, and the relay absorbs a repeated request); otherwise it loses and changes
-    nothing. The first done records the response; a release frees only its owner's unfinished claim."""
+    nothing. The first done records the response; a release frees only its owner's unfinished
+    claim (the key stays ``released``, keeping its ``since``)."""
     kind, at = change["kind"], change["at"]
     if state is not None and not state.live(at):
         state = None
+    free = state is None or state.released
+    since = state.since if state is not None else change.get("since")  # a free key's: its writer's
     if kind == "claim":
         takes_over = (state is not None and state.response is None and state.lease_until <= at
                       and state.body_hash == change["hash"])
-        if state is not None and takes_over:
-            return Claim(change["owner"], change["hash"], change["lease_until"], at, since=state.since)
-        if state is None:
-            return Claim(change["owner"], change["hash"], change["lease_until"], at, since=change.get("since", at))
+        if free or takes_over:
+            return Claim(change["owner"], change["hash"], change["lease_until"], at, since=since)
         return state
     if kind == "done":
-        if state is None:
-            return Claim(change["owner"], change["hash"], at, at, change["response"], change.get("since", at))
-        if state.response is None and state.body_hash == change["hash"]:
-            return Claim(change["owner"], change["hash"], at, at, change["response"], state.since)
+        if free or (state is not None and state.response is None and state.body_hash == change["hash"]):
+            return Claim(change["owner"], change["hash"], at, at, change["response"], since)
         return state
-    if kind == "release" and state is not None and state.response is None and state.owner == change["owner"]:
-        return None
+    if kind == "release" and state is not None and not free and state.response is None and state.owner == change["owner"]:
+        return Claim("", "", 0.0, at, None, state.since)
     return state
 
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from services.api.idempotency import claims as c
@@ -25,7 +26,17 @@ from shared.log.port import LogTimeout
 
 log = logging.getLogger(__name__)
 Response = dict[str, Any]  # the first response, as recorded with the key (JSON)
-Produce = Callable[[Claim], Awaitable["Response | Refusal"]]  # called with the claim this request holds
+
+
+@dataclass(frozen=True)
+class NothingSent:
+    """A produced answer that sent nothing (a batch whose every item was refused): it is
+    answered, and the key is released instead of recorded, as for a refusal."""
+
+    response: Response
+
+
+Produce = Callable[[Claim], Awaitable["Response | Refusal | NothingSent"]]  # given the claim this request holds
 OTHER_BODY = Refusal(409, "Idempotency-Key: already used with a different request body",
                      code="invalid_idempotent_request")
 IN_PROGRESS = Refusal(409, "Idempotency-Key: a request with this key is still in progress; retry later",
@@ -76,7 +87,8 @@ class Idempotency:
         """The key's state, claimed by ``me`` when it was free; raises ``_NotRecorded``."""
         now = time.time()
         held = await self.claims.look(scope, key)
-        if held is None or (held.response is None and held.lease_until <= now and held.body_hash == body_hash):
+        if held is None or held.released or (held.response is None and held.lease_until <= now
+                                             and held.body_hash == body_hash):
             try:
                 held = await self.claims.change(scope, key, c.claim(me, body_hash, now, self.lease,
                                                                     held.since if held is not None else None))
@@ -96,9 +108,9 @@ class Idempotency:
             raise
         if isinstance(response, Refusal) and isinstance(response.cause, LogTimeout):
             return response  # not confirmed in time, may still land: no other body takes the key before the lease ends
-        if isinstance(response, Refusal):  # nothing was sent: a retry may try again, with any body
+        if isinstance(response, (Refusal, NothingSent)):  # nothing was sent: a retry may try again, with any body
             await self._record(scope, key, c.release(me, body_hash, time.time()))
-            return response
+            return response.response if isinstance(response, NothingSent) else response
         await self._record(scope, key, c.done(me, body_hash, time.time(), response, held.since))
         return response
 

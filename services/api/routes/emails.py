@@ -16,6 +16,7 @@ from services.api import not_offered
 from services.api.auth import ServiceCaller, runtime, service_key
 from services.api.email_lookup import email_record
 from services.api.idempotency import body_hash, item_email_id
+from services.api.idempotency.gate import NothingSent
 from services.api.errors import http_error, item_error
 from services.api.parts import limiter
 from services.api.routes import schedule
@@ -79,7 +80,9 @@ async def send_batch(request: Request, response: Response, items: list[dict[str,
     `permissive`: the valid items are sent; `data` holds them, `errors` the others
     (`[{index, message}]`). An item over the rate limit is in `errors` in both modes.
     `Idempotency-Key`: the same key, body and validation mode within 24 h answer the first
-    response and send nothing new (the items' ids are derived from the key)."""
+    response and send nothing new (the items' ids are derived from the key; an item refused
+    in it, e.g. over the rate limit, is refused in the replay too). A batch of which no item
+    was sent does not use up its key."""
     if not items:
         raise http_error(Refusal(400, "body: at least one email is required"))
     mode = validation.strip().lower()
@@ -87,11 +90,14 @@ async def send_batch(request: Request, response: Response, items: list[dict[str,
         raise http_error(Refusal(400, f"must be strict or permissive (got {validation[:40]!r})", "x-batch-validation"))
     parsed = [_parse_item(i, item) for i, item in enumerate(items)]
 
-    async def answer(email_id: str | None) -> dict[str, Any] | Refusal:
-        return await _batch(rt, caller, parsed, mode == "strict", email_id)
+    async def answer(email_id: str | None) -> dict[str, Any] | Refusal | NothingSent:
+        outcome = await _batch(rt, caller, parsed, mode == "strict", email_id)
+        # every item refused: a keyed batch is answered without using up its key
+        return NothingSent(outcome) if isinstance(outcome, dict) and not outcome["data"] else outcome
 
     if idempotency_key is None:
         outcome = await answer(None)
+        outcome = outcome.response if isinstance(outcome, NothingSent) else outcome
     else:
         fingerprint = f"{body_hash(await request.body())}|batch|{mode}"  # a single send's key never matches it
         outcome = await once_per_key(rt, caller.service, idempotency_key, fingerprint, answer)

@@ -25,7 +25,8 @@ def test_the_first_claim_holds_until_done_or_its_lease_runs_out():
     assert c.apply(finished, c.claim("b", "h1", 5000.0, 10)) is finished     # done is final for 24 h
     assert c.apply(finished, c.claim("b", "h2", 106.0 + c.TTL_SECONDS, 10)).owner == "b"
     assert c.apply(first, c.release("b", "h1", 101.0)) is first              # only the owner releases
-    assert c.apply(first, c.release("a", "h1", 101.0)) is None
+    freed = c.apply(first, c.release("a", "h1", 101.0))
+    assert freed.released and c.apply(freed, c.claim("b", "h2", 102.0, 10)).owner == "b"  # any body may claim it
 
 
 def test_a_use_of_a_key_keeps_its_start_through_takeover_and_done_and_a_new_use_starts_anew():
@@ -35,8 +36,18 @@ def test_a_use_of_a_key_keeps_its_start_through_takeover_and_done_and_a_new_use_
     again = c.apply(finished, c.claim("c", "h1", 112.0 + c.TTL_SECONDS, 10))  # a day later
     assert (first.since, taken.owner, taken.since, finished.since) == (100.0, "b", 100.0, 100.0)
     assert (again.owner, again.since) == ("c", 112.0 + c.TTL_SECONDS)
-    # a replica reading a compacted claims topic, the first claim gone, agrees on the start
+    # a replica reading a compacted claims topic, the first claim gone, takes its writer's start
     assert c.apply(None, c.claim("b", "h1", 111.0, 10, 100.0)).since == 100.0
+    # an error answer releases the key: a retry within the day continues the use (the answer
+    # may have been appended all the same), one after it begins a new one
+    freed = c.apply(taken, c.release("b", "h1", 111.5))
+    assert c.apply(freed, c.claim("c", "h2", 200.0, 10, freed.since)).since == 100.0
+    assert c.apply(freed, c.claim("c", "h2", 100.0 + c.TTL_SECONDS, 10)).since == 100.0 + c.TTL_SECONDS
+    # a change recorded before ``since`` was kept: the id from the key alone, as a replica that
+    # read the old state has it
+    legacy = {"kind": "claim", "owner": "a", "hash": "h1", "at": 100.0, "lease_until": 110.0}
+    assert c.apply(None, legacy).since is None
+    assert c.apply(None, {"kind": "done", "owner": "a", "hash": "h1", "at": 100.0, "response": {}}).since is None
     ids = [email_id_for("svc", "k", state.since) for state in (first, taken, finished, again)]
     assert ids[0] == ids[1] == ids[2] != ids[3]
     assert email_id_for("svc", "k", None) != ids[0]  # a claim kept before ``since``: the id it had then
@@ -133,6 +144,25 @@ async def test_an_unconfirmed_append_keeps_the_key_until_its_lease_runs_out(two_
 
     assert await a.run("svc", "k2", "h", refused) is down
     assert await b.run("svc", "k2", "other body", producer([], {"id": "e5"}, 0)) == {"id": "e5"}
+
+
+async def test_a_retry_after_an_unconfirmed_answer_is_the_same_message(two_processes):
+    """The log did not confirm the append (it may have landed): the key is released, and the
+    retry on another process sends under the same email id, which the relay sends once."""
+    a, b = two_processes
+    ids: list[str] = []
+
+    async def unconfirmed(held: c.Claim):
+        ids.append(email_id_for("svc", "k", held.since))
+        return Refusal(503, "the event log is unavailable", cause=LogUnavailable("no acknowledgement"))
+
+    async def confirmed(held: c.Claim):
+        ids.append(email_id_for("svc", "k", held.since))
+        return {"id": ids[-1]}
+
+    assert (await a.run("svc", "k", "h", unconfirmed)).status == 503
+    assert await b.run("svc", "k", "h", confirmed) == {"id": ids[0]}
+    assert len(ids) == 2 and ids[0] == ids[1]
 
 
 async def test_a_claims_table_made_before_since_was_kept_is_brought_up_to_date(tmp_path):

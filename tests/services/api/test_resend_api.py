@@ -87,6 +87,26 @@ async def test_strict_batches_send_nothing_and_permissive_ones_send_the_valid_it
         assert (await sends_total(admin)).get("accepted", 0) == before + 2
 
 
+async def test_a_keyed_batch_is_answered_once_and_one_that_sent_nothing_keeps_its_key(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        keyed = {"Api-Key": key, "Idempotency-Key": "weekly-1", "x-batch-validation": "permissive"}
+        before = (await sends_total(admin)).get("accepted", 0)
+        first = await admin.http.post("/emails/batch", json=[SEND, {**SEND, "to": "nobody"}], headers=keyed)
+        again = await admin.http.post("/emails/batch", json=[SEND, {**SEND, "to": "nobody"}], headers=keyed)
+        assert first.status_code == again.status_code == 200 and first.json() == again.json(), (first.text, again.text)
+        assert (await sends_total(admin)).get("accepted", 0) == before + 1
+        strict = await admin.http.post("/emails/batch", json=[SEND, {**SEND, "to": "nobody"}],
+                                       headers={**keyed, "x-batch-validation": "strict"})
+        assert strict.status_code == 409  # the key, with another request (the mode is part of it)
+        keyed["Idempotency-Key"] = "weekly-2"
+        refused = await admin.http.post("/emails/batch", json=[{**SEND, "to": "nobody"}], headers=keyed)
+        assert refused.status_code == 200 and refused.json()["data"] == [] and len(refused.json()["errors"]) == 1
+        fixed = await admin.http.post("/emails/batch", json=[SEND], headers=keyed)  # nothing was sent: the key is free
+        assert fixed.status_code == 200 and len(fixed.json()["data"]) == 1, fixed.text
+        assert (await sends_total(admin)).get("accepted", 0) == before + 2
+
+
 async def test_management_paths_page_and_refuse_sending_keys(tmp_path):
     async with api_runtime(tmp_path) as (rt, admin):
         sid, sending = await ready_service(rt, admin)
