@@ -44,27 +44,19 @@ GRAINS = (("", "hour", "toStartOfHour"), ("_daily", "day", "toStartOfDay"))
 FROM_EVENTS = "(SELECT * FROM postline.events FINAL)"
 
 
-# Inserts the rollup tables remember (their block ids) to drop a repeated one (ClickHouse's
-# insert deduplication; replicated tables do it by default).
-DEDUP_WINDOW = 1000
-
-
-def once(version: int) -> str:
-    """The SETTINGS of a backfill INSERT: a token of its migration, so the same backfill
-    run again is dropped — by the analytics replicas and the migrate Job starting at once
-    (each runs the steps it has not seen recorded), or after a crash that came between
-    the INSERT and its record. Without it the rollups would count the history twice."""
-    return f"SETTINGS insert_deduplication_token = 'migration-{version}', insert_deduplicate = 1 "
+BACKFILLS: set[int] = set()
+"""Steps that add to what a table holds (the rollups' backfills), so running one twice counts
+its rows twice: ``AnalyticsStore.migrate`` runs each under a claim (exactly one migrator
+does; shared/store/port.py). Every other step can run any number of times."""
 
 
 def _insight_steps(first: int) -> list[tuple[int, str]]:
     """The rollup tables, their materialized views on postline.event_ids, and the backfill of
-    the events loaded before them (once: ``once``), for each grain."""
+    the events loaded before them (``BACKFILLS``), for each grain."""
     steps: list[str] = []
     for suffix, start, trunc in GRAINS:
         counts, latency = f"postline.event_rollup{suffix}", f"postline.latency_rollup{suffix}"
         select = {"trunc": trunc, "start": start}
-        backfill = [first + len(steps) + 4, first + len(steps) + 5]  # the versions of this grain's two INSERTs
         steps += [f"""
 CREATE TABLE IF NOT EXISTS {counts} (
     service_id String,
@@ -75,8 +67,7 @@ CREATE TABLE IF NOT EXISTS {counts} (
     n          UInt64
 ) ENGINE = SummingMergeTree(n)
 PARTITION BY toYYYYMM({start})
-ORDER BY (service_id, dim, {start}, type, value)
-SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}""", f"""
+ORDER BY (service_id, dim, {start}, type, value)""", f"""
 CREATE TABLE IF NOT EXISTS {latency} (
     service_id String,
     {start}    DateTime('UTC'),
@@ -85,14 +76,14 @@ CREATE TABLE IF NOT EXISTS {latency} (
     n          SimpleAggregateFunction(sum, UInt64)
 ) ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM({start})
-ORDER BY (service_id, {start}, provider)
-SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}""",
+ORDER BY (service_id, {start}, provider)""",
                   f"CREATE MATERIALIZED VIEW IF NOT EXISTS {counts}_mv TO {counts} AS "
                   + ROLLUP_SELECT.format(source="postline.event_ids", **select),
                   f"CREATE MATERIALIZED VIEW IF NOT EXISTS {latency}_mv TO {latency} AS "
                   + LATENCY_SELECT.format(source="postline.event_ids", **select),
-                  f"INSERT INTO {counts} {once(backfill[0])}" + ROLLUP_SELECT.format(source=FROM_EVENTS, **select),
-                  f"INSERT INTO {latency} {once(backfill[1])}" + LATENCY_SELECT.format(source=FROM_EVENTS, **select)]
+                  f"INSERT INTO {counts} " + ROLLUP_SELECT.format(source=FROM_EVENTS, **select),
+                  f"INSERT INTO {latency} " + LATENCY_SELECT.format(source=FROM_EVENTS, **select)]
+        BACKFILLS.update((first + len(steps) - 2, first + len(steps) - 1))
     return [(first + i, sql) for i, sql in enumerate(steps)]
 
 

@@ -66,11 +66,36 @@ async def test_replicas_migrating_at_once_backfill_the_history_once(server, monk
     assert await counted(server.url) == (HISTORY,) * 4
 
 
-async def test_a_backfill_run_again_after_a_crash_counts_the_history_once(server, monkeypatch):
+async def test_a_migrator_that_died_after_a_backfill_leaves_it_counted_once(server, monkeypatch):
+    await installation_with_history(server.url, monkeypatch)
+    dying = ClickHouseStore(server.url)
+    record = dying.insert
+
+    async def dies_recording_17(table, rows, token):
+        if table == "schema_migrations" and rows == [{"version": 17}]:
+            raise ConnectionError("killed")  # after the backfill and its claim's row, before its record
+        await record(table, rows, token)
+
+    monkeypatch.setattr(dying, "insert", dies_recording_17)
+    with pytest.raises(ConnectionError):
+        await dying.migrate()
+    await dying.close()
+    restarted = ClickHouseStore(server.url)
+    assert await restarted.migrate() == MIGRATIONS[-1][0]
+    recorded = {r["version"] for r in await restarted.query("SELECT version FROM postline.schema_migrations")}
+    await restarted.close()
+    assert recorded == {step[0] for step in MIGRATIONS}  # the backfill recorded, not run again
+    assert await counted(server.url) == (HISTORY,) * 4
+
+
+async def test_a_backfill_claimed_and_not_done_is_left_to_its_migrator(server, monkeypatch, caplog):
     await installation_with_history(server.url, monkeypatch)
     store = ClickHouseStore(server.url)
-    for version, sql, *_ in MIGRATIONS[BEFORE_ROLLUPS:]:  # every step ran; the process died before recording any
-        await store.execute(sql)
+    await store.execute("CREATE TABLE postline._migration_claim_17 (done UInt8, at DateTime DEFAULT now()) "
+                        "ENGINE = MergeTree ORDER BY tuple()")  # another migrator's, under way (or dead)
     assert await store.migrate() == MIGRATIONS[-1][0]
+    recorded = {r["version"] for r in await store.query("SELECT version FROM postline.schema_migrations")}
     await store.close()
-    assert await counted(server.url) == (HISTORY,) * 4
+    assert 17 not in recorded and 18 in recorded
+    assert await counted(server.url) == (0, HISTORY, HISTORY, HISTORY)  # its backfill: its migrator's
+    assert "step 17 was claimed by another migrator" in caplog.text
