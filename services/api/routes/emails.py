@@ -88,19 +88,18 @@ async def send_batch(request: Request, response: Response, items: list[dict[str,
     mode = validation.strip().lower()
     if mode not in ("strict", "permissive"):
         raise http_error(Refusal(400, f"must be strict or permissive (got {validation[:40]!r})", "x-batch-validation"))
-    parsed = [_parse_item(i, item) for i, item in enumerate(items)]
+    parsed, strict = [_parse_item(i, item) for i, item in enumerate(items)], mode == "strict"
 
-    async def answer(email_id: str | None) -> dict[str, Any] | Refusal | NothingSent:
-        outcome = await _batch(rt, caller, parsed, mode == "strict", email_id)
-        # every item refused: a keyed batch is answered without using up its key
+    async def keyed(email_id: str) -> dict[str, Any] | Refusal | NothingSent:
+        outcome = await _batch(rt, caller, parsed, strict, email_id)
+        # every item refused: answered without using up the key
         return NothingSent(outcome) if isinstance(outcome, dict) and not outcome["data"] else outcome
 
     if idempotency_key is None:
-        outcome = await answer(None)
-        outcome = outcome.response if isinstance(outcome, NothingSent) else outcome
+        outcome = await _batch(rt, caller, parsed, strict, None)
     else:
         fingerprint = f"{body_hash(await request.body())}|batch|{mode}"  # a single send's key never matches it
-        outcome = await once_per_key(rt, caller.service, idempotency_key, fingerprint, answer)
+        outcome = await once_per_key(rt, caller.service, idempotency_key, fingerprint, keyed)
     if isinstance(outcome, Refusal):  # strict: an item's refusal (422, nothing sent); the log is down; the key's
         raise http_error(outcome)
     response.headers.update((await limiter(rt).peek(caller.service.service_id)).headers())
