@@ -39,12 +39,15 @@ default is ~1 MB, which would refuse any send over it)."""
 
 # The control topic keeps the latest state per entity; the quota topic one total per counted
 # slot, and nothing older than its longest window (a day, plus a slot) plus a margin; the
-# idempotency topic the latest record per key (its answer, once done) for the keys' 24 h plus a margin;
+# idempotency topic the latest record per key (its answer, once done) for the keys' 24 h plus a margin,
+# and every record for those 25 h (``min.compaction.lag.ms``: a replica that starts reads each key's
+# use from its first claim, services/api/idempotency/claims.py);
 # the shaping topic each relay's latest heartbeat (with its warm-up counts of the day) and each provider's state.
 TOPIC_CONFIGS = {Topic.CONTROL: {"cleanup.policy": "compact"},
                  Topic.QUOTA: {"cleanup.policy": "compact,delete", "retention.ms": str(26 * 3600 * 1000)},
                  Topic.SHAPING: {"cleanup.policy": "compact,delete", "retention.ms": str(26 * 3600 * 1000)},
-                 Topic.IDEMPOTENCY: {"cleanup.policy": "compact,delete", "retention.ms": str(25 * 3600 * 1000)}}
+                 Topic.IDEMPOTENCY: {"cleanup.policy": "compact,delete", "retention.ms": str(25 * 3600 * 1000),
+                                     "min.compaction.lag.ms": str(25 * 3600 * 1000)}}
 
 
 def translate(exc: KafkaError, what: str) -> LogError:

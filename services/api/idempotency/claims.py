@@ -9,14 +9,16 @@ a retry may try again, with any body). Changes are plain dicts (``kind``, ``owne
 
 ``since`` is when the key's current use began: the time of the claim that found it free, kept
 by a takeover, by done and by a release (a released key is a ``released`` state that keeps it
-for 24 h from ``since``). The email id is derived from it (keys.email_id_for), so a request
+for 24 h from ``since``, for a claim with the same body: another body is another message). The email id is derived from it (keys.email_id_for), so a request
 that takes over an unfinished claim, or retries after an answer that released the key but may
 have been appended all the same (the log did not confirm it), is the same message, which the
 relay sends once; and the key used again after its 24 h is a new one (with an id from the key
 alone, the relay's ledger would take the new send for the old, already delivered, message and
-send nothing). A claim record carries the ``since`` its writer saw, which a replica that knows
-nothing of the key (it reads a compacted claims topic) takes; a claims topic is compacted
-only in segments older than the active one, long after a use's claims have ended.
+send nothing). Claim, done and release records carry the ``since`` their writer saw, which a
+replica that knows nothing of the key (it reads a compacted claims topic) takes unless it is
+over; the claims topic keeps every record 25 h before compaction may drop it
+(``min.compaction.lag.ms``, shared/log/kafka.py; topics made before that setting compact
+sooner), so within a use every replica reads its first claim.
 A change recorded before ``since`` was kept has none: such a use keeps the id from the key
 alone, on every replica."""
 from __future__ import annotations
@@ -38,7 +40,8 @@ class Claim:
 
     @property
     def released(self) -> bool:
-        """Freed by its holder's error answer: any body may claim it, continuing its use."""
+        """Freed by its holder's error answer: any body may claim it; the same body continues
+        its use (``since``), another one begins a new use."""
         return self.owner == ""
 
     def live(self, now: float) -> bool:
@@ -51,25 +54,40 @@ def apply(state: Claim | None, change: dict) -> Claim | None:
     or takes over an unfinished one whose lease ran out, for the same body only (the email id
     is the same, and the relay absorbs a repeated request); otherwise it loses and changes
     nothing. The first done records the response; a release frees only its owner's unfinished
-    claim (the key stays ``released``, keeping its ``since``)."""
+    claim (the key stays ``released``, keeping its body hash and ``since``)."""
     kind, at = change["kind"], change["at"]
     if state is not None and not state.live(at):
         state = None
-    free = state is None or state.released
-    since = state.since if state is not None else change.get("since")  # a free key's: its writer's
     if kind == "claim":
-        takes_over = (state is not None and state.response is None and state.lease_until <= at
-                      and state.body_hash == change["hash"])
-        if free or takes_over:
-            return Claim(change["owner"], change["hash"], change["lease_until"], at, since=since)
+        takes_over = (state is not None and not state.released and state.response is None
+                      and state.lease_until <= at and state.body_hash == change["hash"])
+        if state is None or state.released or takes_over:
+            return Claim(change["owner"], change["hash"], change["lease_until"], at, since=_since(state, change))
         return state
     if kind == "done":
-        if free or (state is not None and state.response is None and state.body_hash == change["hash"]):
-            return Claim(change["owner"], change["hash"], at, at, change["response"], since)
+        if state is None or state.released or (state.response is None and state.body_hash == change["hash"]):
+            return Claim(change["owner"], change["hash"], at, at, change["response"], _since(state, change))
         return state
-    if kind == "release" and state is not None and not free and state.response is None and state.owner == change["owner"]:
-        return Claim("", "", 0.0, at, None, state.since)
+    if kind == "release":
+        if state is None and change.get("since") is not None:  # the claim compacted away: the release says it
+            state = Claim(change["owner"], change["hash"], at, at, since=change["since"])
+        if state is not None and not state.released and state.response is None and state.owner == change["owner"]:
+            freed = Claim("", state.body_hash, 0.0, at, None, state.since)
+            return freed if freed.live(at) else None
     return state
+
+
+def _since(state: Claim | None, change: dict) -> float | None:
+    """The ``since`` of the state a claim or done makes: the use it continues (the state's; a
+    released key's for the same body only: another body's send is another message), else
+    the one its writer saw (a replica that knows nothing of the key), unless that is over;
+    else a use beginning now. None: recorded before ``since`` was kept (the key-only id)."""
+    if state is not None and (not state.released or state.body_hash == change["hash"]):
+        return state.since
+    if state is not None:
+        return change["at"]
+    written = change.get("since")
+    return change["at"] if written is not None and written + TTL_SECONDS <= change["at"] else written
 
 
 def claim(owner: str, body_hash: str, now: float, lease: float, since: float | None = None) -> dict:
@@ -82,8 +100,8 @@ def done(owner: str, body_hash: str, now: float, response: dict, since: float | 
     return {"kind": "done", "owner": owner, "hash": body_hash, "at": now, "response": response, "since": since}
 
 
-def release(owner: str, body_hash: str, now: float) -> dict:
-    return {"kind": "release", "owner": owner, "hash": body_hash, "at": now}
+def release(owner: str, body_hash: str, now: float, since: float | None) -> dict:
+    return {"kind": "release", "owner": owner, "hash": body_hash, "at": now, "since": since}
 
 
 class Claims(abc.ABC):

@@ -70,7 +70,7 @@ class Idempotency:
                 held = await self._look_or_claim(scope, key, body_hash, me)
             except _NotRecorded as exc:
                 return exc.refusal
-            if held is None:  # released between our look and our claim: try again
+            if held is None or held.released:  # released between our look and our claim: try again
                 continue
             if held.owner == me and held.response is None:
                 return await self._produce(scope, key, held, produce)
@@ -90,8 +90,9 @@ class Idempotency:
         if held is None or held.released or (held.response is None and held.lease_until <= now
                                              and held.body_hash == body_hash):
             try:
+                continued = held is not None and (not held.released or held.body_hash == body_hash)
                 held = await self.claims.change(scope, key, c.claim(me, body_hash, now, self.lease,
-                                                                    held.since if held is not None else None))
+                                                                    held.since if held is not None and continued else None))
             except Exception as exc:  # the log did not record the claim: nothing was sent
                 raise _NotRecorded(Refusal(503, "the event log did not record the Idempotency-Key; nothing was sent, "
                                                 "retry with the same key", retry_after=1, cause=exc)) from exc
@@ -104,12 +105,12 @@ class Idempotency:
         except asyncio.CancelledError:  # the append may land all the same (the log's writer goes on):
             raise                       # the claim stays until its lease runs out, as for a crash
         except BaseException:
-            await self._record(scope, key, c.release(me, body_hash, time.time()))
+            await self._record(scope, key, c.release(me, body_hash, time.time(), held.since))
             raise
         if isinstance(response, Refusal) and isinstance(response.cause, LogTimeout):
             return response  # not confirmed in time, may still land: no other body takes the key before the lease ends
         if isinstance(response, (Refusal, NothingSent)):  # nothing was sent: a retry may try again, with any body
-            await self._record(scope, key, c.release(me, body_hash, time.time()))
+            await self._record(scope, key, c.release(me, body_hash, time.time(), held.since))
             return response.response if isinstance(response, NothingSent) else response
         await self._record(scope, key, c.done(me, body_hash, time.time(), response, held.since))
         return response

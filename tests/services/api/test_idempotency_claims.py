@@ -24,8 +24,8 @@ def test_the_first_claim_holds_until_done_or_its_lease_runs_out():
     assert finished.response == {"id": "x"}
     assert c.apply(finished, c.claim("b", "h1", 5000.0, 10)) is finished     # done is final for 24 h
     assert c.apply(finished, c.claim("b", "h2", 106.0 + c.TTL_SECONDS, 10)).owner == "b"
-    assert c.apply(first, c.release("b", "h1", 101.0)) is first              # only the owner releases
-    freed = c.apply(first, c.release("a", "h1", 101.0))
+    assert c.apply(first, c.release("b", "h1", 101.0, 100.0)) is first       # only the owner releases
+    freed = c.apply(first, c.release("a", "h1", 101.0, 100.0))
     assert freed.released and c.apply(freed, c.claim("b", "h2", 102.0, 10)).owner == "b"  # any body may claim it
 
 
@@ -38,11 +38,18 @@ def test_a_use_of_a_key_keeps_its_start_through_takeover_and_done_and_a_new_use_
     assert (again.owner, again.since) == ("c", 112.0 + c.TTL_SECONDS)
     # a replica reading a compacted claims topic, the first claim gone, takes its writer's start
     assert c.apply(None, c.claim("b", "h1", 111.0, 10, 100.0)).since == 100.0
-    # an error answer releases the key: a retry within the day continues the use (the answer
-    # may have been appended all the same), one after it begins a new one
-    freed = c.apply(taken, c.release("b", "h1", 111.5))
-    assert c.apply(freed, c.claim("c", "h2", 200.0, 10, freed.since)).since == 100.0
-    assert c.apply(freed, c.claim("c", "h2", 100.0 + c.TTL_SECONDS, 10)).since == 100.0 + c.TTL_SECONDS
+    # an error answer releases the key: a retry of the same body within the day continues the
+    # use (the answer may have been appended all the same: the same message); another body,
+    # or the same one after the day, begins a new one
+    freed = c.apply(taken, c.release("b", "h1", 111.5, taken.since))
+    assert freed.released and freed.since == 100.0
+    assert c.apply(freed, c.claim("c", "h1", 200.0, 10, freed.since)).since == 100.0
+    assert c.apply(freed, c.claim("c", "h2", 200.0, 10)).since == 200.0
+    assert c.apply(freed, c.claim("c", "h1", 100.0 + c.TTL_SECONDS, 10)).since == 100.0 + c.TTL_SECONDS
+    # a replica that reads only the release (its claim compacted away) keeps the same tombstone
+    assert c.apply(None, c.release("b", "h1", 111.5, 100.0)) == freed
+    # a writer's start that is over is not taken: the key's new use begins at its claim
+    assert c.apply(None, c.claim("c", "h1", 100.0 + c.TTL_SECONDS, 10, 100.0)).since == 100.0 + c.TTL_SECONDS
     # a change recorded before ``since`` was kept: the id from the key alone, as a replica that
     # read the old state has it
     legacy = {"kind": "claim", "owner": "a", "hash": "h1", "at": 100.0, "lease_until": 110.0}
@@ -163,6 +170,37 @@ async def test_a_retry_after_an_unconfirmed_answer_is_the_same_message(two_proce
     assert (await a.run("svc", "k", "h", unconfirmed)).status == 503
     assert await b.run("svc", "k", "h", confirmed) == {"id": ids[0]}
     assert len(ids) == 2 and ids[0] == ids[1]
+
+
+class AfterABatch(c.Claims):
+    """Claims as a Kafka replica answers them: ``change`` returns the state after the whole
+    polled batch, here another request's claim (another body), ours (which lost), then its release."""
+
+    def __init__(self):
+        self.state: c.Claim | None = None
+        self.first = True
+
+    async def look(self, scope, key):
+        return self.state
+
+    async def change(self, scope, key, change):
+        if self.first and change["kind"] == "claim":
+            self.first = False
+            other = c.apply(None, c.claim("other", "other body", change["at"], 10))
+            lost = c.apply(other, change)
+            self.state = c.apply(lost, c.release("other", "other body", change["at"], other.since))
+        else:
+            self.state = c.apply(self.state, change)
+        return self.state
+
+    async def changed(self, scope, key, timeout):
+        await asyncio.sleep(0)
+
+
+async def test_a_key_released_while_our_claim_was_read_back_is_claimed_again():
+    calls: list = []
+    assert await Idempotency(AfterABatch(), lease=1.0).run("svc", "k", "h", producer(calls, {"id": "e1"}, 0)) == {"id": "e1"}
+    assert calls == [{"id": "e1"}]  # not a 409 for "another body": the key was free again
 
 
 async def test_a_claims_table_made_before_since_was_kept_is_brought_up_to_date(tmp_path):

@@ -387,6 +387,10 @@ async def test_topics_take_a_whole_send_and_a_larger_record_is_the_records_fault
         for resource in answer.resources:
             configs = {entry[0]: entry[1] for entry in resource[4]}
             assert configs["max.message.bytes"] == str(MAX_RECORD_BYTES), (resource[3], configs)
+        # the claims topic keeps every record of a key's 24 h before compaction may drop one
+        [claims] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, str(ev.Topic.IDEMPOTENCY))])
+        configs = {entry[0]: entry[1] for entry in claims.resources[0][4]}
+        assert int(configs["min.compaction.lag.ms"]) >= 25 * 3600 * 1000, configs
         await lg.append(str(ev.Topic.REQUESTS), "k", b"x" * (2 * 1024 * 1024))  # a 2 MB send goes through
         with pytest.raises(LogRecordTooLarge):
             await lg.append(str(ev.Topic.REQUESTS), "k", b"x" * (MAX_RECORD_BYTES + 1))
