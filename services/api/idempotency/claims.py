@@ -8,19 +8,20 @@ a retry may try again, with any body). Changes are plain dicts (``kind``, ``owne
 ``hash``, ``at``, ``since``, and ``lease_until`` or ``response``), so they travel as JSON records.
 
 ``since`` is when the key's current use began: the time of the claim that found it free, kept
-by a takeover, by done and by a release (a released key is a ``released`` state that keeps it
-for 24 h from ``since``, for a claim with the same body: another body is another message). The email id is derived from it (keys.email_id_for), so a request
-that takes over an unfinished claim, or retries after an answer that released the key but may
-have been appended all the same (the log did not confirm it), is the same message, which the
-relay sends once; and the key used again after its 24 h is a new one (with an id from the key
-alone, the relay's ledger would take the new send for the old, already delivered, message and
-send nothing). Claim, done and release records carry the ``since`` their writer saw, which a
-replica that knows nothing of the key (it reads a compacted claims topic) takes unless it is
-over; the claims topic keeps every record 25 h before compaction may drop it
-(``min.compaction.lag.ms``, shared/log/kafka.py; topics made before that setting compact
-sooner), so within a use every replica reads its first claim.
-A change recorded before ``since`` was kept has none: such a use keeps the id from the key
-alone, on every replica."""
+by a takeover, by done and by a release (a released key is a ``released`` state that keeps
+it), for 24 h: a claim 24 h or more after ``since`` begins a new use. The email id is derived
+from the key, ``since`` and the body hash (keys.email_id_for), so within a use every send of
+one body is one message — a takeover after a holder's lease ran out, a retry after an answer
+that released the key but may have been appended all the same (the log did not confirm it) —
+which the relay sends once, a send of another body is another message, and the key used
+again after its 24 h is a new one (with an id from the key alone, the relay's ledger would
+take the new send for the old, already delivered, message and send nothing). Claim, done and
+release records carry the ``since`` their writer saw, which a replica that knows nothing of
+the key (it reads a compacted claims topic) takes unless it is over; the claims topic keeps
+every record 25 h before compaction may drop it (``min.compaction.lag.ms``,
+shared/log/kafka.py; topics made before that setting compact sooner), so within a use every
+replica reads its first claim. A change recorded before ``since`` was kept has none: such a
+use keeps the id from the key alone, on every replica."""
 from __future__ import annotations
 
 import abc
@@ -40,8 +41,7 @@ class Claim:
 
     @property
     def released(self) -> bool:
-        """Freed by its holder's error answer: any body may claim it; the same body continues
-        its use (``since``), another one begins a new use."""
+        """Freed by its holder's error answer: any body may claim it, continuing its use."""
         return self.owner == ""
 
     def live(self, now: float) -> bool:
@@ -54,7 +54,7 @@ def apply(state: Claim | None, change: dict) -> Claim | None:
     or takes over an unfinished one whose lease ran out, for the same body only (the email id
     is the same, and the relay absorbs a repeated request); otherwise it loses and changes
     nothing. The first done records the response; a release frees only its owner's unfinished
-    claim (the key stays ``released``, keeping its body hash and ``since``)."""
+    claim (the key stays ``released``, keeping its ``since``)."""
     kind, at = change["kind"], change["at"]
     if state is not None and not state.live(at):
         state = None
@@ -72,22 +72,20 @@ def apply(state: Claim | None, change: dict) -> Claim | None:
         if state is None and change.get("since") is not None:  # the claim compacted away: the release says it
             state = Claim(change["owner"], change["hash"], at, at, since=change["since"])
         if state is not None and not state.released and state.response is None and state.owner == change["owner"]:
-            freed = Claim("", state.body_hash, 0.0, at, None, state.since)
+            # ``at``: when the use began, so every replica has the same state (and one without
+            # ``since``, an older version's, still ends 24 h after its claim)
+            freed = Claim("", state.body_hash, 0.0, state.at if state.since is None else state.since, None, state.since)
             return freed if freed.live(at) else None
     return state
 
 
 def _since(state: Claim | None, change: dict) -> float | None:
-    """The ``since`` of the state a claim or done makes: the use it continues (the state's; a
-    released key's for the same body only: another body's send is another message), else
-    the one its writer saw (a replica that knows nothing of the key), unless that is over;
-    else a use beginning now. None: recorded before ``since`` was kept (the key-only id)."""
-    if state is not None and (not state.released or state.body_hash == change["hash"]):
-        return state.since
-    if state is not None:
-        return change["at"]
-    written = change.get("since")
-    return change["at"] if written is not None and written + TTL_SECONDS <= change["at"] else written
+    """The ``since`` of the state a claim or done makes: the use it continues (the state's,
+    else the one its writer saw: a replica that knows nothing of the key), unless that use is
+    over (24 h); else a use beginning now. None: recorded before ``since`` was kept (the
+    key-only id)."""
+    since = state.since if state is not None else change.get("since")
+    return change["at"] if since is not None and since + TTL_SECONDS <= change["at"] else since
 
 
 def claim(owner: str, body_hash: str, now: float, lease: float, since: float | None = None) -> dict:

@@ -71,6 +71,8 @@ class Idempotency:
             except _NotRecorded as exc:
                 return exc.refusal
             if held is None or held.released:  # released between our look and our claim: try again
+                if time.time() >= give_up:
+                    return IN_PROGRESS
                 continue
             if held.owner == me and held.response is None:
                 return await self._produce(scope, key, held, produce)
@@ -90,9 +92,8 @@ class Idempotency:
         if held is None or held.released or (held.response is None and held.lease_until <= now
                                              and held.body_hash == body_hash):
             try:
-                continued = held is not None and (not held.released or held.body_hash == body_hash)
                 held = await self.claims.change(scope, key, c.claim(me, body_hash, now, self.lease,
-                                                                    held.since if held is not None and continued else None))
+                                                                    held.since if held is not None else None))
             except Exception as exc:  # the log did not record the claim: nothing was sent
                 raise _NotRecorded(Refusal(503, "the event log did not record the Idempotency-Key; nothing was sent, "
                                                 "retry with the same key", retry_after=1, cause=exc)) from exc

@@ -18,12 +18,13 @@ def check_key(key: str) -> Refusal | None:
     return None
 
 
-def email_id_for(service_id: str, key: str, since: float | None) -> str:
-    """The email id of a keyed send: the same on every process, so a request repeated after a
-    lease ran out (its holder died, or was too slow) is the same message to every consumer;
-    ``since``, when this use of the key began (claims.py), makes the key used again after
-    24 h a new message. None: a claim recorded before ``since`` was kept (the id it had then)."""
-    name = f"{service_id}|{key}" if since is None else f"{service_id}|{key}|{since!r}"
+def email_id_for(service_id: str, key: str, since: float | None, body_hash: str) -> str:
+    """The email id of a keyed send: the same on every process for one body within one use of
+    the key (``since``, claims.py), so a request repeated after a lease ran out (its holder
+    died, or was too slow) or after an unconfirmed answer is the same message to every
+    consumer; another body, or the key used again after 24 h, is another message. None: a
+    claim recorded before ``since`` was kept (the id it had then, from the key alone)."""
+    name = f"{service_id}|{key}" if since is None else f"{service_id}|{key}|{since!r}|{body_hash}"
     return str(uuid.uuid5(_NS, name))
 
 

@@ -38,16 +38,16 @@ def test_a_use_of_a_key_keeps_its_start_through_takeover_and_done_and_a_new_use_
     assert (again.owner, again.since) == ("c", 112.0 + c.TTL_SECONDS)
     # a replica reading a compacted claims topic, the first claim gone, takes its writer's start
     assert c.apply(None, c.claim("b", "h1", 111.0, 10, 100.0)).since == 100.0
-    # an error answer releases the key: a retry of the same body within the day continues the
-    # use (the answer may have been appended all the same: the same message); another body,
-    # or the same one after the day, begins a new one
+    # an error answer releases the key: a claim within the day continues the use (the answer
+    # may have been appended all the same: the same body is the same message, another body
+    # another one, by the body hash in the id); after the day a new use begins
     freed = c.apply(taken, c.release("b", "h1", 111.5, taken.since))
     assert freed.released and freed.since == 100.0
     assert c.apply(freed, c.claim("c", "h1", 200.0, 10, freed.since)).since == 100.0
-    assert c.apply(freed, c.claim("c", "h2", 200.0, 10)).since == 200.0
+    assert c.apply(freed, c.claim("c", "h2", 200.0, 10, freed.since)).since == 100.0
     assert c.apply(freed, c.claim("c", "h1", 100.0 + c.TTL_SECONDS, 10)).since == 100.0 + c.TTL_SECONDS
     # a replica that reads only the release (its claim compacted away) keeps the same tombstone
-    assert c.apply(None, c.release("b", "h1", 111.5, 100.0)) == freed
+    assert c.apply(None, c.release("b", "h1", 111.5, 100.0)) == c.apply(first, c.release("a", "h1", 111.5, 100.0))
     # a writer's start that is over is not taken: the key's new use begins at its claim
     assert c.apply(None, c.claim("c", "h1", 100.0 + c.TTL_SECONDS, 10, 100.0)).since == 100.0 + c.TTL_SECONDS
     # a change recorded before ``since`` was kept: the id from the key alone, as a replica that
@@ -55,9 +55,34 @@ def test_a_use_of_a_key_keeps_its_start_through_takeover_and_done_and_a_new_use_
     legacy = {"kind": "claim", "owner": "a", "hash": "h1", "at": 100.0, "lease_until": 110.0}
     assert c.apply(None, legacy).since is None
     assert c.apply(None, {"kind": "done", "owner": "a", "hash": "h1", "at": 100.0, "response": {}}).since is None
-    ids = [email_id_for("svc", "k", state.since) for state in (first, taken, finished, again)]
+    ids = [email_id_for("svc", "k", state.since, "h1") for state in (first, taken, finished, again)]
     assert ids[0] == ids[1] == ids[2] != ids[3]
-    assert email_id_for("svc", "k", None) != ids[0]  # a claim kept before ``since``: the id it had then
+    assert email_id_for("svc", "k", 100.0, "h2") != ids[0]  # another body in the same use: another message
+    assert email_id_for("svc", "k", None, "h1") != ids[0]  # a claim kept before ``since``: the id it had then
+
+
+def test_a_use_lasts_a_day_whatever_happens_in_it_and_every_replica_agrees():
+    """Takeovers and releases in any order, any bodies: one ``since`` for the day, a new one
+    after it, the same on a replica that read only the records the topic still keeps."""
+    def replay(records, state=None):
+        for r in records:
+            state = c.apply(state, r)
+        return state
+
+    a = c.claim("a", "h1", 0.0, 30)                            # appended, unconfirmed: claim kept
+    b = c.claim("b", "h1", 40.0, 30, 0.0)                      # takeover, refused: released
+    b_off = c.release("b", "h1", 41.0, 0.0)
+    other = c.claim("c", "h2", 42.0, 30, 0.0)                  # another body, refused: released
+    other_off = c.release("c", "h2", 43.0, 0.0)
+    retry = c.claim("d", "h1", 44.0, 30, 0.0)                  # a's client retries
+    assert replay([a, b, b_off, other, other_off, retry]).since == 0.0
+    late = c.claim("e", "h1", 86000.0, 30, 0.0)                # takeovers keep the use...
+    later = c.claim("f", "h1", 150000.0, 30, 0.0)              # ...for its day only
+    full = replay([a, b, b_off, other, other_off, retry, late, later])
+    assert full.since == replay([later]).since == 150000.0     # a replica that kept only the last record agrees
+    legacy_claim = {"kind": "claim", "owner": "a", "hash": "h1", "at": 0.0, "lease_until": 30.0}
+    freed = replay([legacy_claim, c.release("a", "h1", 86000.0, None)])
+    assert freed is not None and not freed.live(86400.0)       # an older version's use ends a day after its claim
 
 
 @pytest.fixture
@@ -160,11 +185,11 @@ async def test_a_retry_after_an_unconfirmed_answer_is_the_same_message(two_proce
     ids: list[str] = []
 
     async def unconfirmed(held: c.Claim):
-        ids.append(email_id_for("svc", "k", held.since))
+        ids.append(email_id_for("svc", "k", held.since, held.body_hash))
         return Refusal(503, "the event log is unavailable", cause=LogUnavailable("no acknowledgement"))
 
     async def confirmed(held: c.Claim):
-        ids.append(email_id_for("svc", "k", held.since))
+        ids.append(email_id_for("svc", "k", held.since, held.body_hash))
         return {"id": ids[-1]}
 
     assert (await a.run("svc", "k", "h", unconfirmed)).status == 503
@@ -222,11 +247,11 @@ async def test_a_claims_table_made_before_since_was_kept_is_brought_up_to_date(t
 
     async def produce(claim: c.Claim):
         held.append(claim)
-        return {"id": email_id_for("svc", "stuck", claim.since)}
+        return {"id": email_id_for("svc", "stuck", claim.since, claim.body_hash)}
 
     try:
         assert await gate.run("svc", "done", "h", producer([], {"id": "never"}, 0)) == {"id": "e0"}
-        assert await gate.run("svc", "stuck", "h", produce) == {"id": email_id_for("svc", "stuck", None)}
+        assert await gate.run("svc", "stuck", "h", produce) == {"id": email_id_for("svc", "stuck", None, "h")}
         assert await gate.run("svc", "new", "h", producer([], {"id": "e1"}, 0)) == {"id": "e1"}
         assert held[0].since is None
     finally:
