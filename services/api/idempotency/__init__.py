@@ -14,9 +14,10 @@ claim, send, record the response; duplicates wait for it):
   (service, key); the first claim in log order holds the key (``log_claims.py``).
 
 The email id is derived from (service, key), when the key's use began (claims.py,
-``since``) and the body, so a request repeated after a holder's lease ran out (it died mid-way), or after an
-answer the log did not confirm, is the same message to the relay, which never delivers one
-(email id, recipient) twice; the key used again after its 24 h is a new message. Requests without the header pay nothing of this."""
+``since``) and the body, so a request repeated after a holder's lease ran out (it died
+mid-way), or after an answer the log did not confirm, is the same message to the relay,
+which never delivers one (email id, recipient) twice; the key used again after its 24 h is
+a new message. Requests without the header pay nothing of this."""
 from __future__ import annotations
 
 from services.api.idempotency.gate import Idempotency
