@@ -35,7 +35,7 @@ class Claim:
     owner: str                  # the token of the request that holds the key
     body_hash: str
     lease_until: float          # epoch seconds; after it a same-body request may take over
-    at: float                   # when claimed, or when done: the 24 h start from here
+    at: float                   # when claimed, or when done (released: when its use began): the 24 h start from here
     response: dict | None = None  # the first response, once done
     since: float | None = None  # when this use of the key began (None: recorded before it was kept)
 
@@ -45,8 +45,7 @@ class Claim:
         return self.owner == ""
 
     def live(self, now: float) -> bool:
-        start = self.since if self.released and self.since is not None else self.at
-        return start + TTL_SECONDS > now
+        return self.at + TTL_SECONDS > now
 
 
 def apply(state: Claim | None, change: dict) -> Claim | None:
