@@ -44,16 +44,11 @@ GRAINS = (("", "hour", "toStartOfHour"), ("_daily", "day", "toStartOfDay"))
 FROM_EVENTS = "(SELECT * FROM postline.events FINAL)"
 
 
-BACKFILLS: set[int] = set()
-"""Steps that add to what a table holds (the rollups' backfills), so running one twice counts
-its rows twice: ``AnalyticsStore.migrate`` runs each under a claim (exactly one migrator
-does; shared/store/port.py). Every other step can run any number of times."""
-
-
-def _insight_steps(first: int) -> list[tuple[int, str]]:
+def _insight_steps(first: int) -> tuple[list[tuple[int, str]], set[int]]:
     """The rollup tables, their materialized views on postline.event_ids, and the backfill of
-    the events loaded before them (``BACKFILLS``), for each grain."""
+    the events loaded before them, for each grain; and the backfills' versions (``BACKFILLS``)."""
     steps: list[str] = []
+    backfills: set[int] = set()
     for suffix, start, trunc in GRAINS:
         counts, latency = f"postline.event_rollup{suffix}", f"postline.latency_rollup{suffix}"
         select = {"trunc": trunc, "start": start}
@@ -83,8 +78,14 @@ ORDER BY (service_id, {start}, provider)""",
                   + LATENCY_SELECT.format(source="postline.event_ids", **select),
                   f"INSERT INTO {counts} " + ROLLUP_SELECT.format(source=FROM_EVENTS, **select),
                   f"INSERT INTO {latency} " + LATENCY_SELECT.format(source=FROM_EVENTS, **select)]
-        BACKFILLS.update((first + len(steps) - 2, first + len(steps) - 1))
-    return [(first + i, sql) for i, sql in enumerate(steps)]
+        backfills.update((first + len(steps) - 2, first + len(steps) - 1))
+    return [(first + i, sql) for i, sql in enumerate(steps)], backfills
+
+
+_INSIGHT_STEPS, BACKFILLS = _insight_steps(13)
+"""``BACKFILLS``: steps that add to what a table holds (the rollups' backfills), so running one
+twice counts its rows twice: ``AnalyticsStore.migrate`` runs each under a claim (exactly one
+migrator does; shared/store/port.py). Every other step can run any number of times."""
 
 
 MIGRATIONS: list[tuple[int, str] | tuple[int, str, str]] = [
@@ -228,5 +229,5 @@ ALTER TABLE postline.event_ids
     ADD COLUMN IF NOT EXISTS latency_ms Int64 DEFAULT -1
 """),
     # 13–24: the rollups (hourly, then daily: tables, views, backfill), _insight_steps
-    *_insight_steps(13),
+    *_INSIGHT_STEPS,
 ]
