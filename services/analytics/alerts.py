@@ -9,8 +9,9 @@ key is derived from the service, the kind and the episode before it (``episode_k
 events ``derived_id(key, state)`` — so two analytics processes, or one restarted, that see the
 same crossing append the same event, which the store and webhook receivers (``webhook-id``)
 take once, whatever their clocks say (a key from the hour of the crossing made two processes
-on either side of an hour's start raise one crossing twice). Alerts emitted but not loaded yet (the loader's batch lag) are
-remembered until the store shows them, so a short interval does not emit them twice."""
+on either side of an hour's start raise one crossing twice). Alerts emitted but not loaded
+yet (the loader's batch lag) are remembered until the store shows them, so a short interval
+does not emit them twice."""
 from __future__ import annotations
 
 import asyncio

@@ -86,8 +86,8 @@ async def once_per_key(rt: ApiContext, svc: ev.ServiceSaved, key: str, fingerpri
     """The first response given for the Idempotency-Key ``key`` with this ``fingerprint``
     (the request's body hash) within 24 h, or ``produce(email_id)``'s when this request holds
     the key: the email id is derived from the key, when its use began and the fingerprint (a
-    batch derives its items' ids from it, ``item_email_id``). The gate's refusals (400, 409, 503) come back as
-    they are (services/api/idempotency/gate.py)."""
+    batch derives its items' ids from it, ``item_email_id``). The gate's refusals (400, 409,
+    503) come back as they are (services/api/idempotency/gate.py)."""
     async def holding(held: Claim) -> dict[str, Any] | Refusal | NothingSent:
         return await produce(email_id_for(svc.service_id, key, held.since, held.body_hash))
 
