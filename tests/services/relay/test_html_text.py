@@ -50,3 +50,15 @@ def test_runs_of_edges_make_one_break_and_paragraphs_one_blank_line():
     assert html_to_text("a<br><br>b<br><br><br><br>c") == "a\n\nb\n\nc\n"
     # every kind of Unicode space collapses into one, and none is left at a line's ends
     assert html_to_text("<p>\u2003one\u00a0\t two\u3000</p>") == "one two\n"
+
+
+def test_each_row_is_one_line_even_when_its_first_cell_starts_with_a_block():
+    # laid out as marketing mail is: a block inside the cell (the block's own edge makes the
+    # second cell a line of its own); no blank line between the rows (once a lone cell mark
+    # before the block left one)
+    html = ("<table><tr><td><div>Item 1</div></td><td>2.00</td></tr>"
+            "<tr><td><div>Item 2</div></td><td>3.00</td></tr></table>")
+    assert html_to_text(html) == "Item 1\n2.00\nItem 2\n3.00\n"
+    # implied rows and row groups (thead after cells) are lines as well
+    assert html_to_text("<table><th>a<thead><th><dd>b") == "a\nb\n"
+    assert html_to_text("<table><tr><td>a</td><td>b</td></tr><tr><td>c</td></tr></table>after") == "a  b\nc\n\nafter\n"
