@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +33,7 @@ from shared.failpoints import failpoint
 from shared.log.port import CommitFailed, Consumer, InvalidRecord, Record
 from shared.poison import ConsumerHalted, Handler, PoisonGuard
 
-__all__ = ["BatchInterrupted", "BatchPolicy", "ConsumerHalted", "FOLLOW", "Handler", "InvalidRecord", "PoisonGuard", "commit",
+__all__ = ["BatchInterrupted", "BatchLost", "BatchPolicy", "ConsumerHalted", "FOLLOW", "Handler", "InvalidRecord", "PoisonGuard", "commit",
            "consume", "handle_until_done", "run_consumer"]
 log = logging.getLogger(__name__)
 MAX_RETRY_DELAY = 10.0
@@ -42,6 +43,26 @@ class BatchInterrupted(Exception):
     """Raised by a handler that leaves its batch unfinished because the consumer is stopping
     (a batch that could outlast the stop's grace period): the loop returns at once, nothing
     committed, no error logged; the batch is handled again by the next start or owner."""
+
+
+class BatchLost(Exception):
+    """Raised by ``ensure_batch_current`` in a handler whose batch the consumer's group has given
+    to another member meanwhile (``Consumer.batch_current``): the loop drops the batch
+    uncommitted and polls on; the records' new owner handles them (and, if the group gives
+    them back, this consumer again, from the last commit)."""
+
+
+_handling: ContextVar[Consumer | None] = ContextVar("_handling", default=None)
+
+
+def ensure_batch_current() -> None:
+    """Raise ``BatchLost`` when the batch being handled (by ``consume``, in this task or one it
+    started) is no longer its consumer's. Called right before an effect that must not be made
+    twice and cannot be taken back (a relay's SMTP transaction); outside a batch, nothing."""
+    consumer = _handling.get()
+    if consumer is not None and not consumer.batch_current():
+        raise BatchLost("the consumer group gave this batch's partitions to another member while it was "
+                        "handled (a rebalance that stopped waiting for it, or this member expelled)")
 
 
 @dataclass(frozen=True)
@@ -86,7 +107,8 @@ async def consume(consumer: Consumer, handle: Handler, stop: asyncio.Event,
     """The loop over a started consumer: take a batch, handle it until done (each batch
     settled by ``guard`` when given: poison dead-lettered, or ``ConsumerHalted``), commit it
     (per the policy). Returns once ``stop`` is set, or when a handler raises ``BatchInterrupted``
-    (its batch left uncommitted); never closes ``consumer``."""
+    (its batch left uncommitted); a batch whose handler raises ``BatchLost`` is left
+    uncommitted and the loop goes on; never closes ``consumer``."""
     if guard is not None:
         handle = guard.guarded(handle)
     while not stop.is_set():
@@ -94,10 +116,16 @@ async def consume(consumer: Consumer, handle: Handler, stop: asyncio.Event,
             records = await take_batch(consumer, policy, stop)
             if not records and not policy.handle_empty:
                 continue
+            handling = _handling.set(consumer)
             try:
                 await handle_until_done(handle, records, stop)
             except BatchInterrupted:
                 return
+            except BatchLost as exc:
+                log.warning("%s left unfinished and uncommitted: %s", _batch(records), exc)
+                continue
+            finally:
+                _handling.reset(handling)
             if records and policy.commit:
                 failpoint("consumer.before_commit")  # the batch is fully handled: a safe crash point
                 await commit(consumer, records)
@@ -156,7 +184,7 @@ async def handle_until_done(handle: Handler, records: list[Record], stop: asynci
             elif tries:
                 log.warning("a batch of %d records went through after %d failed tries", len(records), tries)
             return
-        except (ConsumerHalted, BatchInterrupted):
+        except (ConsumerHalted, BatchInterrupted, BatchLost):
             raise
         except Exception as exc:
             tries += 1

@@ -17,7 +17,7 @@ from services.relay.signing import Signer
 from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared import metrics
-from shared.consumer_loop import BatchInterrupted, BatchPolicy, PoisonGuard, run_consumer
+from shared.consumer_loop import BatchInterrupted, BatchPolicy, PoisonGuard, ensure_batch_current, run_consumer
 from shared.control.state import ControlState
 from shared.devinbox import DevInbox
 from shared.failpoints import crash_on_tag
@@ -93,8 +93,12 @@ class Relay:
         metrics.RELAY_QUEUE_DEPTH.set(0)
 
     async def _one(self, record: Record) -> ev.SendCanceled | ev.SendRescheduled | None:
-        """Deliver or hold one request; a cancel/reschedule is returned for handle_batch."""
+        """Deliver or hold one request; a cancel/reschedule is returned for handle_batch.
+        Raises ``BatchLost`` when the group has given the batch to another relay (Kafka): the
+        requests not yet under way are left to it (checked again right before each SMTP
+        transaction, services/relay/senders/smtp_pool.py)."""
         async with self._slots:
+            ensure_batch_current()
             req = await self.guard.decode(record)
             if req is None:
                 return None

@@ -26,10 +26,12 @@ from shared.retry_schedule import MAX_LEVELS as MAX_RETRY_LEVELS
 
 log = logging.getLogger(__name__)
 REVOKE_WAIT = 20.0
-"""Seconds a rebalance waits for a member's batch in hand; a longer batch lets it go on, and
-its records may then be handled twice (at-least-once, as without the wait). Under the other
-members' JoinGroup request timeout (aiokafka's request_timeout_ms, 40 s), past which they log
-errors and reconnect, and under a stop's grace period (services/supervisor.py, 30 s)."""
+"""Seconds a rebalance waits for a member's batch in hand; a longer batch lets it go on
+(``batch_current`` turns False once it has: a relay starts no new delivery of it, and only
+the deliveries already under way may be made twice). Under the other members' JoinGroup
+request timeout (aiokafka's request_timeout_ms, 40 s), past which they log errors and
+reconnect, and under a stop's grace period (services/supervisor.py, 30 s)."""
+NO_GENERATION = -1  # aiokafka's generation of a member that is not (or no longer) in its group
 
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -251,6 +253,7 @@ class KafkaConsumer(Consumer):
         self._released = asyncio.Event()  # cleared while records polled by a group member are in hand
         self._released.set()
         self._generation = 0  # rebalances begun so far (records taken before the last one are stale)
+        self._member_generation = -1  # the group's generation the records in hand were polled in
         self._getting: asyncio.Future[tuple[int, dict[TopicPartition, list[Any]]]] | None = None  # see _getmany
         self._c = AIOKafkaConsumer(
             bootstrap_servers=log_.bootstrap,
@@ -285,6 +288,7 @@ class KafkaConsumer(Consumer):
             batches = await self._getmany(timeout, max_records)
         if batches and self.group:
             self._released.clear()
+            self._member_generation = self._group_generation()
         return [_record(m) for msgs in batches.values() for m in msgs]
 
     async def _getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[Any]]:
@@ -311,6 +315,22 @@ class KafkaConsumer(Consumer):
 
     def release(self) -> None:
         self._released.set()
+
+    def batch_current(self) -> bool:
+        """The group's generation is still the one the batch was polled in: it changes when a
+        rebalance completes (one that waited ``REVOKE_WAIT`` for the batch in vain) and is
+        reset (-1) when the member learns it was expelled (a heartbeat answered "unknown
+        member" or "illegal generation") or leaves after a poll interval without a poll."""
+        if not self.group:
+            return True
+        generation = self._group_generation()
+        return generation == self._member_generation and generation != NO_GENERATION
+
+    def _group_generation(self) -> int:
+        # aiokafka has no public accessor for the member's generation; its group coordinator
+        # keeps it (aiokafka is pinned in uv.lock; tests/shared/log/test_contract.py checks this)
+        coordinator = self._c._coordinator
+        return NO_GENERATION if coordinator is None else int(coordinator.generation)
 
     def owns(self, topic: str, partition: int) -> bool:
         return not self.group or TopicPartition(topic, partition) in self._c.assignment()

@@ -129,6 +129,15 @@ class Consumer(abc.ABC):
         partitions away (Kafka: up to ``REVOKE_WAIT``), so a batch in hand is never handled by
         two members at once. Adapters without rebalances ignore it."""
 
+    def batch_current(self) -> bool:
+        """Whether the records polled last are still this consumer's to handle: False once its
+        group has gone on without it — the rebalance stopped waiting for the batch in hand
+        (``release``), or the member was expelled (heartbeats missed for the session timeout)
+        or left (a batch longer than the poll interval). Their partitions' next owner handles
+        them then: a handler must start no new effect of them (``consumer_loop.BatchLost``).
+        Adapters without rebalances: always True."""
+        return True
+
     def owns(self, topic: str, partition: int) -> bool:
         """Whether ``partition`` of ``topic`` is this consumer's now (a group may have moved it
         since its records were polled). Adapters that assign statically: always True."""

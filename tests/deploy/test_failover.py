@@ -15,6 +15,7 @@ autoscaler adds one). The group's rebalance waits for the batch the first relay 
 (shared/log/kafka.py), so the newcomer never delivers what the first one is still delivering."""
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 
@@ -150,6 +151,65 @@ def test_a_relay_joining_mid_burst_delivers_nothing_twice(tmp_path, tansu):
         assert not twice, f"{len(twice)} messages delivered twice around the rebalance"
         assert "a rebalance waits for the batch in hand" in procs["relay-a"].output(), "the join came mid-batch"
         assert delivered_by(procs["relay-b"]) > 0, "the newcomer delivers its share of the rest"
+    finally:
+        for p in procs.values():
+            p.stop()
+        sink.stop()
+        dns.stop()
+
+
+STALL_MESSAGES = 240  # 12 s at the sink's 50 ms per message
+STALL = 8.0  # seconds relay a is stopped: past its session timeout (3 s)
+
+
+def test_a_relay_stalled_past_its_session_timeout_starts_no_delivery_of_the_batch_it_lost(tmp_path, tansu):
+    """A relay whose process stalls (SIGSTOP: a paused VM, a starved CPU) for longer than its
+    session timeout in the middle of its batch is expelled from the group, and the other
+    relay takes over its partitions from their last commit. When the stalled one resumes it
+    learns it lost them (``Consumer.batch_current``) and starts no new delivery of its batch.
+    What may still reach the sink twice: the transactions it had under way (at most one per
+    session of the smarthost pool's 16; the sink finishes them while relay a is stopped, and
+    relay b, knowing no outcome of them, sends them again), and the few a session starts in
+    the moment between relay a resuming and hearing from the broker that it was expelled —
+    here 32 in all, at most 48 allowed. Without the check relay a delivered the rest of its
+    batch beside relay b: 186 of the 240 twice."""
+    sink, dns = SmtpSink(data_delay=0.05, one_at_a_time=True).start(), DnsServer().start()
+    env = {"POSTLINE_KAFKA_BOOTSTRAP": tansu.bootstrap, "POSTLINE_KAFKA_IDEMPOTENCE": "false",
+           "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
+           "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address}
+    procs = {name: PostlineProcess(tmp_path / name, role=name.split("-")[0], env=env) for name in ("api", "relay-a", "relay-b")}
+    try:
+        procs["api"].start()
+        sid, key = production_service(Api(procs["api"].url), dns)
+        # sent before any relay runs: relay a, the group's only member, takes them as one batch
+        ids = post_batches(procs["api"].url, key, STALL_MESSAGES, "stall")
+        procs["relay-a"].start()
+        deadline = time.monotonic() + 60
+        while not deliveries(sink) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        procs["relay-b"].start()  # joins: the rebalance waits for relay a's batch
+        time.sleep(0.5)
+        relay_a = procs["relay-a"].proc
+        relay_a.send_signal(signal.SIGSTOP)
+        stalled_at = len(deliveries(sink))
+        try:
+            time.sleep(STALL)
+        finally:
+            relay_a.send_signal(signal.SIGCONT)
+        assert stalled_at < STALL_MESSAGES // 2, "relay a should hold most of its batch when it stalls"
+
+        deadline = time.monotonic() + 120
+        while {mid for mid, _, _ in deliveries(sink)} < set(ids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # a late second copy would show now
+        counts = Counter((mid, rcpts) for mid, rcpts, _ in deliveries(sink))
+        assert {mid for mid, _ in counts} == set(ids), "every message delivered"
+        twice = [k for k, n in counts.items() if n > 1]
+        print(f"\nstall figures: {STALL_MESSAGES} messages, {stalled_at} delivered when relay a stopped for "
+              f"{STALL:.0f} s; delivered twice {len(twice)}")
+        assert "left unfinished and uncommitted" in procs["relay-a"].output(), "relay a's batch was taken over"
+        assert delivered_by(procs["relay-b"]) > 0, "relay b delivered relay a's batch"
+        assert len(twice) <= 3 * 16, f"{len(twice)} messages delivered twice: more than relay a had under way"
     finally:
         for p in procs.values():
             p.stop()

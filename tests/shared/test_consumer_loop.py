@@ -11,7 +11,8 @@ import uuid
 import pytest
 
 from shared import events as ev
-from shared.consumer_loop import BatchPolicy, ConsumerHalted, PoisonGuard, commit, consume, run_consumer
+from shared.consumer_loop import (BatchPolicy, ConsumerHalted, PoisonGuard, commit, consume, ensure_batch_current,
+                                  run_consumer)
 from shared.log.kafka import KafkaLog
 from shared.log.port import CommitFailed, Consumer, InvalidRecord, LogUnavailable, Record
 from shared.log.sqlite import SqliteLog
@@ -235,3 +236,45 @@ async def test_an_unreachable_log_is_waited_out_or_raised_as_the_policy_says():
     assert [r.value for r in seen] == [b"v"]
     with pytest.raises(LogUnavailable):
         await consume(_Unreachable(), handle, asyncio.Event(), BatchPolicy())
+
+
+async def test_a_batch_the_group_gave_away_is_left_uncommitted_and_the_loop_goes_on(tmp_path, topic):
+    """A handler that finds its batch no longer its consumer's (``ensure_batch_current``: the
+    group gave its partitions to another member meanwhile) ends it with ``BatchLost``: nothing
+    of it is committed, and the loop takes the next batch (the Kafka side of
+    ``batch_current``: tests/shared/log/test_contract.py)."""
+    lg = SqliteLog(tmp_path / "log.sqlite3", partitions=4)
+    await lg.start()
+    consumer = lg.consumer([topic], "g")
+    current, handled, committed = {"now": False}, [], []
+    consumer.batch_current = lambda: current["now"]  # type: ignore[method-assign]
+    real_commit = consumer.commit
+
+    async def spy_commit(records):
+        committed.append([r.value for r in records])
+        await real_commit(records)
+
+    consumer.commit = spy_commit  # type: ignore[method-assign]
+
+    async def handle(records):
+        handled.append([r.value for r in records])
+        ensure_batch_current()
+
+    stop = asyncio.Event()
+    await lg.append_many(topic, [("k", b"lost-0"), ("k", b"lost-1")])
+    task = asyncio.create_task(run_consumer(consumer, handle, stop, BatchPolicy(poll_timeout=0.2)))
+    for _ in range(100):
+        if handled:
+            break
+        await asyncio.sleep(0.05)
+    current["now"] = True
+    await lg.append_many(topic, [("k", b"next")])
+    for _ in range(100):
+        if len(handled) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    await lg.close()
+    assert handled == [[b"lost-0", b"lost-1"], [b"next"]]
+    assert committed == [[b"next"]]

@@ -11,6 +11,7 @@ from services.relay.outcome import DeliveryResult, from_exception, from_reply
 from services.relay.senders.smtp_client import CertCheck, SmtpConnection, connect, dot_stuffed
 from services.relay.shaping.shaper import Slots, Turn
 from shared.addresses import ascii_domain, needs_smtputf8
+from shared.consumer_loop import BatchLost, ensure_batch_current
 from shared.events import TlsUsed
 
 
@@ -132,7 +133,8 @@ class SmtpPool:
         out as A-labels; SMTPUTF8 is asked for when an address or a header needs it, and a
         server without it gets nothing (``NO_SMTPUTF8`` for every recipient). ``turn``: awaited
         with the connection in hand, before the transaction (the shaper's start time); a
-        session the server closed meanwhile is replaced.
+        session the server closed meanwhile is replaced. Raises ``BatchLost`` instead of
+        starting the transaction when the relay's batch is no longer its own (Kafka).
 
         Long because: one session's use from taking it to giving it back — reuse or connect,
         the turn, the transaction, and each way it ends (a failure, a cancellation, success)
@@ -157,11 +159,16 @@ class SmtpPool:
                         conn = None
                         conn = await self._connect()
                 connecting = False
+                ensure_batch_current()  # the last moment a delivery the group gave away can be left out
                 if utf8 and "SMTPUTF8" not in conn.extensions:
                     await self._used(conn)
                     return {r: NO_SMTPUTF8 for r in rcpts}
                 replies = await conn.transaction(envelope[0].encode(enc), [r.encode(enc) for r in envelope[1:]],
                                                  dot_stuffed(raw), b" SMTPUTF8" if utf8 else b"")
+            except BatchLost:  # nothing was sent: the session is as good as before
+                if conn is not None:
+                    await self._settle(conn)
+                raise
             except Exception as exc:  # connection dropped, timeout, refused greeting: same for all
                 if conn is not None:
                     await self._drop(conn)

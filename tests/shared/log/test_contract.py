@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 
@@ -362,6 +363,86 @@ async def test_a_rebalance_waits_for_the_batch_in_hand(tansu, topic):
         for c in (a, b):
             if c is not None:
                 await c.close()
+        await lg.close()
+
+
+@pytest.mark.kafka
+async def test_a_batch_the_group_stopped_waiting_for_is_no_longer_current(tansu, topic, monkeypatch):
+    """A batch held past the rebalance's wait (``REVOKE_WAIT``, 1 s here) goes to the group's
+    next assignment: the member that polled it learns so (``batch_current``), so a relay
+    starts no new delivery of it (its records are the new owner's, uncommitted); and commits
+    nothing of it."""
+    monkeypatch.setattr("shared.log.kafka.REVOKE_WAIT", 1.0)
+    lg = KafkaLog(Settings(kafka_bootstrap=tansu.bootstrap, kafka_idempotence=False, kafka_session_timeout_ms=2000))
+    await lg.start()
+    a = b = None
+    try:
+        group, a, held = await member_with_a_batch(lg, topic, 40)
+        assert a.batch_current()
+        b = lg.consumer([topic], group)
+        joining = asyncio.create_task(b.start())
+        await asyncio.sleep(0.5)  # the rebalance has begun and still waits for a's batch
+        assert a.batch_current()
+        await asyncio.wait_for(joining, 30)  # never released: the wait ran out
+        deadline = time.monotonic() + 10
+        while a.batch_current() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # a's own join completes in its coordinator's task
+        assert not a.batch_current()
+        assert b._c.assignment()
+        with pytest.raises(CommitFailed):
+            await a.commit(held)
+    finally:
+        for c in (a, b):
+            if c is not None:
+                await c.close()
+        await lg.close()
+
+
+def _member_in_a_thread(bootstrap: str, topic: str, group: str, joined: threading.Event,
+                        stop: threading.Event) -> threading.Thread:
+    """Another member of ``group`` on an event loop of its own (it heartbeats while the
+    test's loop is blocked), polling until ``stop``."""
+    async def run() -> None:
+        lg = KafkaLog(Settings(kafka_bootstrap=bootstrap, kafka_idempotence=False, kafka_session_timeout_ms=1000))
+        await lg.start()
+        member = lg.consumer([topic], group)
+        await member.start()
+        joined.set()
+        while not stop.is_set():
+            await member.poll(timeout=0.2)
+        await member.close()
+        await lg.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.kafka
+async def test_the_batch_of_a_member_expelled_for_missed_heartbeats_is_no_longer_current(tansu, topic):
+    """A member whose heartbeats stop for longer than the session timeout (its process
+    stalled: here its event loop is blocked) is expelled by the broker, and the group gives
+    its partitions to another member; once it hears so, the batch it polled before is no
+    longer its own."""
+    lg = KafkaLog(Settings(kafka_bootstrap=tansu.bootstrap, kafka_idempotence=False, kafka_session_timeout_ms=1000))
+    await lg.start()
+    a, joined, stop, thread = None, threading.Event(), threading.Event(), None
+    try:
+        group, a, _ = await member_with_a_batch(lg, topic, 10)
+        await asyncio.sleep(0.5)
+        assert a.batch_current()
+        thread = _member_in_a_thread(tansu.bootstrap, topic, group, joined, stop)
+        assert joined.wait(30)  # our loop is blocked meanwhile: no heartbeat, and the newcomer got a's partitions
+        deadline = time.monotonic() + 10
+        while a.batch_current() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not a.batch_current()
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(10)
+        if a is not None:
+            await a.close()
         await lg.close()
 
 
