@@ -778,7 +778,8 @@ class WebhookAttempted(Event):
     attempt: int
     status_code: int | None = None
     latency_ms: float
-    outcome: Literal["delivered", "retrying", "failed", "disabled"]
+    outcome: Literal["delivered", "retrying", "failed", "disabled", "skipped"]
+    """``skipped``: not tried, the endpoint was disabled meanwhile (a pending retry's last word)."""
     error: str | None = None
     next_attempt_at: datetime | None = None
 

@@ -179,7 +179,7 @@ class WebhookService:
                 self._finish(d.key, "pending", d.attempt, time.time() + 1)  # the endpoint was made elsewhere:
                 return                                                      # this process may not know it yet
             if wh is None or wh.status != "enabled":
-                self._finish(d.key, "skipped", d.attempt)
+                await self._skip(wh, d)
                 return
             async with self._per_endpoint[d.webhook_id], self._global:  # a slow endpoint waits in its own queue
                 result = await attempt(clients, wh.url, secrets_of(self.settings.master_key, wh), d.event,
@@ -192,6 +192,22 @@ class WebhookService:
             self._in_flight.discard(d.key)
             if self._held_back:
                 self._wake.set()  # its endpoint has room again for a delivery held back
+
+    async def _skip(self, wh: ev.WebhookSaved | None, d: Delivery) -> None:
+        """A delivery whose endpoint was disabled (or deleted) after it was queued ends
+        untried. A disabled endpoint's attempts log says so (``skipped``, the attempt that was
+        not made): a retry would otherwise stay "retrying" there, its next attempt long past,
+        until the endpoint was enabled again (as Svix and Postmark show a disabled endpoint's
+        messages). A deleted endpoint has no log to read."""
+        if wh is not None:
+            n = d.attempt + 1
+            metrics.WEBHOOK_ATTEMPTS.labels("skipped").inc()
+            att = ev.WebhookAttempted(
+                id=ev.derived_id(d.key, "attempt", n), workspace_id=wh.workspace_id, service_id=wh.service_id,
+                webhook_id=wh.webhook_id, event_id=d.event["id"], event_type=d.event["type"], attempt=n,
+                latency_ms=0.0, outcome="skipped", error=f"not tried: the endpoint is {wh.status}")
+            await self.rt.log.append(ev.Topic.EVENTS, wh.webhook_id, ev.encode(att))
+        self._finish(d.key, "skipped", d.attempt)
 
     async def _record(self, wh: ev.WebhookSaved, d: Delivery, r: AttemptResult) -> None:
         n = d.attempt + 1

@@ -101,7 +101,8 @@ async def attempts(rt: ApiContext, w: ev.WebhookSaved, limit: int, event_id: str
 
 async def events(rt: ApiContext, w: ev.WebhookSaved, limit: int) -> list[dict[str, Any]] | Refusal:
     """The events sent to the endpoint, newest first, with their latest ``outcome``
-    (``delivered``, ``retrying``, ``failed``, ``disabled``); 503 without an analytics store."""
+    (``delivered``, ``retrying``, ``failed``, ``disabled``, ``skipped``: not tried, the endpoint
+    was disabled meanwhile); 503 without an analytics store."""
     if rt.store is None:
         return NO_STORE
     return await queries.webhook_events(rt.store, w.service_id, w.webhook_id, limit)

@@ -209,3 +209,22 @@ async def test_a_delivery_for_an_endpoint_not_known_yet_waits_and_an_old_one_is_
         for d in due(svc.outbox, time.time()):
             await svc._deliver(None, d)
         assert [d.key for d in due(svc.outbox, time.time() + 2)] == ["new"]
+
+
+async def test_a_retry_whose_endpoint_was_disabled_meanwhile_ends_skipped_in_its_attempts_log(tmp_path):
+    """A delivery waiting for its retry when its endpoint is disabled is not tried; the
+    endpoint's attempts log ends with ``skipped`` (the attempt not made), not with a
+    "retrying" whose next attempt never comes."""
+    async with service(tmp_path) as (rt, svc):
+        wh = await endpoint(rt)
+        await svc.outbox.add([("k1", wh.webhook_id, EVENT)])
+        [d] = due(svc.outbox, time.time())
+        await svc._record(wh, d, AttemptResult(500, 3.0))  # first attempt failed: a retry in 5 s
+        await rt.control.change(rt.control.state.webhooks[wh.webhook_id], status="disabled", disabled_reason="by test")
+        [retry] = due(svc.outbox, time.time() + 10)
+        await svc._deliver(None, retry)
+        assert due(svc.outbox, time.time() + 10**6) == []
+        first, last = await attempts(rt, wh.webhook_id)
+        assert (first.outcome, first.attempt) == ("retrying", 1)
+        assert (last.outcome, last.attempt, last.status_code, last.event_id) == ("skipped", 2, None, "evt-1")
+        assert last.error == "not tried: the endpoint is disabled" and last.next_attempt_at is None

@@ -23,7 +23,8 @@ RESEND_NAMES = {"email.received": "email.received", "sent": "email.sent", "deliv
                 "scheduled": "email.scheduled", "canceled": "email.canceled", "unsubscribed": "email.unsubscribed"}
 POSTLINE_NAMES = {v: k for k, v in RESEND_NAMES.items()}
 # an attempt's outcome (services/webhooks/runner.py) → Resend's event delivery status
-STATUS = {"delivered": "success", "retrying": "attempting", "failed": "failed", "disabled": "failed"}
+STATUS = {"delivered": "success", "retrying": "attempting", "failed": "failed", "disabled": "failed",
+          "skipped": "failed"}
 
 
 class ResendWebhookCreate(BaseModel):
