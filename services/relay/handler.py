@@ -31,6 +31,7 @@ from services.relay.shaping.shaper import sending_for
 from shared import events as ev
 from shared import metrics
 from shared.addresses import domain_of, split_bare
+from shared.consumer_loop import BatchLost
 from shared.control.state import ControlState
 from shared import failpoints, providers, retry_schedule
 from shared.log.port import EventLog
@@ -173,6 +174,10 @@ def transactions(rcpts: list[str], raw: bytes | dict[str, bytes]) -> list[list[s
     return list(by_domain.values())
 
 
+NOT_TRIED = DeliveryResult("deferred", None, "not tried: this relay's batch went to another relay (a Kafka "
+                                             "rebalance) while the message's other transactions were under way")
+
+
 async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpts: list[str],
                   raw: bytes | dict[str, bytes]) -> dict[str, DeliveryResult]:
     """Every transaction of ``transactions`` at once; outcomes per recipient (a server
@@ -181,7 +186,12 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
     A final outcome is written to the ledger right after the server's reply, before the
     transaction counts as finished, so the only moment a crash can cause a resend is the
     reply itself in flight (no sender can close that window). No transaction starts while
-    the ledger cannot be written (services/relay/ledger.py): mail it could not record."""
+    the ledger cannot be written (services/relay/ledger.py): mail it could not record.
+
+    Once the relay's batch is no longer its own (Kafka, ``BatchLost`` right before a
+    transaction), a message none of whose transactions has started is left to the batch's
+    new owner (``BatchLost``); one with transactions that went out ends with the others
+    deferred (``NOT_TRIED``), so the outcomes of those that went out are recorded."""
     sending_for.set((req.workspace_id, req.service_id))  # whose mail a provider's pause alert names
 
     async def one(group: list[str]) -> dict[str, DeliveryResult]:
@@ -199,10 +209,19 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
         return {**results, **final}
 
+    async def one_or_not_tried(group: list[str]) -> dict[str, DeliveryResult]:
+        try:
+            return await one(group)
+        except BatchLost:  # deferred: the other transactions' replies must reach the ledger and the events
+            return {r: NOT_TRIED for r in group}
+
     groups = transactions(rcpts, raw)
-    if len(groups) == 1:  # the common case: no task per transaction
+    if len(groups) == 1:  # the common case: no task per transaction (a lost batch: nothing went out)
         return await one(groups[0])
-    return {r: res for part in await gather_all(*(one(g) for g in groups)) for r, res in part.items()}
+    results = {r: res for part in await gather_all(*(one_or_not_tried(g) for g in groups)) for r, res in part.items()}
+    if all(res is NOT_TRIED for res in results.values()):
+        raise BatchLost("none of the message's transactions started before its batch was given away")
+    return results
 
 
 def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_at: datetime | None,

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Callable
 
 from services.relay.ledger import Ledger, Row
 from services.relay.outcome import DeliveryResult, ResultStatus
@@ -54,16 +55,22 @@ def outcome_rows(records: list[Record]) -> list[Row]:
 class LedgerRebuild:
     """The ``on_assigned`` hook of the relay's request consumer."""
 
-    def __init__(self, event_log: EventLog, ledger: Ledger, settings: Settings, retry_delay: float = 1.0) -> None:
+    def __init__(self, event_log: EventLog, ledger: Ledger, settings: Settings, retry_delay: float = 1.0,
+                 continues: Callable[[], bool] = lambda: True) -> None:
+        """``continues``: the consumer's ``assignment_continues`` (read in ``on_assigned``)."""
         self.log, self.ledger, self.settings = event_log, ledger, settings
         self.retry_delay = retry_delay
+        self.continues = continues
         self._held: set[int] = set()
 
     async def on_assigned(self, starts: dict[tuple[str, int], int]) -> None:
         """Rebuild every newly assigned request partition; retries until it succeeds, since
         handling a partition with an incomplete ledger could send mail twice."""
         parts = {p: off for (topic, p), off in starts.items() if topic == str(ev.Topic.REQUESTS)}
-        fresh = {p: off for p, off in parts.items() if p not in self._held}  # kept ones: our ledger is current
+        # kept ones: our ledger is current — unless the group went on without us in between (an
+        # expulsion: the partition's owner meanwhile delivered what our ledger does not know)
+        kept = self._held if self.continues() else set()
+        fresh = {p: off for p, off in parts.items() if p not in kept}
         delay = self.retry_delay
         while fresh:
             try:

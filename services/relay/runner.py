@@ -167,7 +167,8 @@ class Relay:
         lg = self.runtime.log
         requests = lg.consumer([ev.Topic.REQUESTS], "relay")
         requests.take_share(*self.runtime.relay_share)
-        requests.on_assigned = LedgerRebuild(lg, self.ctx.ledger, self.ctx.settings).on_assigned  # before any request
+        rebuild = LedgerRebuild(lg, self.ctx.ledger, self.ctx.settings, continues=lambda: requests.assignment_continues)
+        requests.on_assigned = rebuild.on_assigned  # before any request
         # a relay the group has given nothing (a join under way, or stalled) delivers nothing: not ready
         self.runtime.checks["requests_assigned"] = lambda: requests.assigned
         self.crashes.start()

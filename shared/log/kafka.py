@@ -254,6 +254,8 @@ class KafkaConsumer(Consumer):
         self._released.set()
         self._generation = 0  # rebalances begun so far (records taken before the last one are stale)
         self._member_generation = -1  # the group's generation the records in hand were polled in
+        self._assigned_generation: int | None = None  # the generation of the latest assignment
+        self._continues = False  # see assignment_continues
         self._getting: asyncio.Future[tuple[int, dict[TopicPartition, list[Any]]]] | None = None  # see _getmany
         self._c = AIOKafkaConsumer(
             bootstrap_servers=log_.bootstrap,
@@ -315,6 +317,10 @@ class KafkaConsumer(Consumer):
 
     def release(self) -> None:
         self._released.set()
+
+    @property
+    def assignment_continues(self) -> bool:
+        return self._continues
 
     def batch_current(self) -> bool:
         """The group's generation is still the one the batch was polled in: it changes when a
@@ -434,6 +440,11 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.consumer._unassigned_since = None
+        # generations count the group's rebalances: a gap means rebalances without this member
+        # (it was expelled) or an empty assignment, in which its partitions may have been another's
+        generation, previous = self.consumer._group_generation(), self.consumer._assigned_generation
+        self.consumer._continues = previous is not None and generation == previous + 1
+        self.consumer._assigned_generation = generation
         log.info("consumer group %s: assigned %s", self.consumer.group, _partitions(assigned) or "no partition")
         hook = self.consumer.on_assigned
         if hook is None or not assigned:

@@ -134,8 +134,19 @@ class Consumer(abc.ABC):
         group has gone on without it — the rebalance stopped waiting for the batch in hand
         (``release``), or the member was expelled (heartbeats missed for the session timeout)
         or left (a batch longer than the poll interval). Their partitions' next owner handles
-        them then: a handler must start no new effect of them (``consumer_loop.BatchLost``).
-        Adapters without rebalances: always True."""
+        them then: a handler must start no new effect of them (``consumer_loop.BatchLost``),
+        and the loop commits nothing of them. An adapter whose answer turns False must restart
+        those partitions from their last commit before a poll returns their records again, or
+        the next commit would pass over them (Kafka: the group's rejoin, which always follows,
+        does). Adapters without rebalances: always True."""
+        return True
+
+    @property
+    def assignment_continues(self) -> bool:
+        """Read by ``on_assigned``: whether this member's previous assignment was in the group's
+        generation just before this one, so a partition it had then and has again was nobody
+        else's meanwhile. False for the first assignment, after an expulsion, and after a
+        rebalance that gave this member nothing. Adapters that assign statically: True."""
         return True
 
     def owns(self, topic: str, partition: int) -> bool:

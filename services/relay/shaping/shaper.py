@@ -27,6 +27,7 @@ from services.relay.shaping import warmup
 from services.relay.shaping.port import QUEUE_TTL, ShapingStore
 from shared import events as ev
 from shared import metrics
+from shared.consumer_loop import BatchLost
 from shared.control.state import ControlState
 from shared.settings import Settings
 
@@ -164,7 +165,16 @@ class Shaper:
         hold_until = time.monotonic() + self.settings.shaping_hold
         pending = rcpts
         while pending:
-            results = await send(pending, functools.partial(self._wait_turn, provider, len(pending)))
+            try:
+                results = await send(pending, functools.partial(self._wait_turn, provider, len(pending)))
+            except BatchLost:
+                if not out:  # nothing of the message has gone out: the batch's new owner sends it all
+                    raise
+                # the replies of an earlier pass must reach the ledger (else the message goes
+                # out again to those recipients); the throttled rest ends as when the hold is over
+                for r in pending:
+                    out[r] = dataclasses.replace(out[r], retry_after=max(out[r].retry_after or 0, self.settings.shaping_pause))
+                break
             throttled = [r for r, res in results.items() if classify(res.smtp_code, res.smtp_reply) == "throttle"]
             reacted = True
             try:

@@ -12,6 +12,7 @@ from services.relay.ledger import Ledger
 from services.relay.outcome import DeliveryResult
 from services.relay.senders.smarthost import SmarthostSender
 from services.relay.signing import Signer
+from shared.consumer_loop import BatchLost
 from shared import events as ev
 from shared.control.state import ControlState
 from shared.log.sqlite import SqliteLog
@@ -118,3 +119,34 @@ def test_retry_plan_takes_the_longest_retry_after_of_the_deferred(ctx):
                "b": DeliveryResult("deferred", 451, "y", retry_after=50),
                "c": DeliveryResult("delivered", 250, "ok", retry_after=10_000)}  # not deferred: ignored
     assert retry_plan(ctx, request(OK), results).level == 2 - 1  # 200 s → the 300 s level
+
+
+class _LosesTheBatchFor(SmarthostSender):
+    """The smarthost, except that a transaction to ``lost.example`` finds the relay's batch
+    given away right before it starts (Kafka: ``ensure_batch_current`` in the SMTP pool)."""
+
+    async def send(self, mail_from, rcpts, raw, require_tls=False):
+        if any(r.endswith("@lost.example") for r in rcpts):
+            raise BatchLost("given to another relay")
+        return await super().send(mail_from, rcpts, raw, require_tls)
+
+
+async def test_a_message_whose_batch_is_lost_between_its_transactions_records_the_ones_that_went_out(ctx, sink):
+    """A message with a transaction per destination: one went out, then the batch went to
+    another relay. The reply of the one that went out reaches the ledger and the events
+    (else the new owner would send it again); the other is deferred, not tried. A message
+    none of whose transactions started is left whole to the new owner: nothing recorded."""
+    await ctx.sender.close()
+    ctx.sender = _LosesTheBatchFor(ctx.settings)
+    await process(ctx, request(OK, "ann@lost.example"))
+    assert len(sink.to(OK)) == 1
+    got = by_type(await read(ctx, ev.Topic.EVENTS))
+    assert [e.recipient for e in got["delivered"]] == [OK]
+    assert [e.recipient for e in got["deferred"]] == ["ann@lost.example"]
+    assert got["deferred"][0].smtp_reply.startswith("not tried: this relay's batch went to another relay")
+    assert {r: s for r, (s, _) in (await ctx.ledger.done(M1, [OK])).items()} == {OK: "delivered"}
+
+    other = "6a0e6a0e-0000-4000-8000-000000000002"
+    with pytest.raises(BatchLost):
+        await process(ctx, request("bob@lost.example", email_id=other))
+    assert [e for e in await read(ctx, ev.Topic.EVENTS) if e.email_id == other] == []

@@ -159,3 +159,26 @@ async def test_different_partition_counts_read_every_events_partition(tmp_path):
     finally:
         ledger.close()
         await lg.close()
+
+
+async def test_a_partition_kept_across_a_rebalance_is_not_read_again_unless_the_group_went_on_without_us(tmp_path):
+    """A partition this relay held before a rebalance and holds again after it: its own ledger
+    is current, nothing to read. But after an expulsion (``assignment_continues`` False: the
+    group's generation skipped) another relay owned it meanwhile and delivered what this
+    ledger does not know: it is read again."""
+    lg = SqliteLog(tmp_path / "log.sqlite3")
+    await lg.start()
+    continues = {"now": True}
+    ledger = Ledger(tmp_path / "relay" / "ledger")
+    rebuild = LedgerRebuild(lg, ledger, Settings(), continues=lambda: continues["now"])
+    try:
+        await rebuild.on_assigned(await _resume_offsets(lg))  # held from the start, nothing on the log yet
+        await handled_by_a_relay_that_died(lg, ["m1"], committed=0)  # the partitions' owner meanwhile
+        await rebuild.on_assigned(await _resume_offsets(lg))  # kept: not read again
+        assert await ledger.done("m1", ["a@x.test"]) == {}
+        continues["now"] = False
+        await rebuild.on_assigned(await _resume_offsets(lg))  # back after an expulsion: read again
+        assert set(await ledger.done("m1", ["a@x.test", "b@x.test"])) == {"a@x.test", "b@x.test"}
+    finally:
+        ledger.close()
+        await lg.close()

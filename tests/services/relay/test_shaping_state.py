@@ -18,6 +18,7 @@ from services.relay.shaping.port import QUEUE_TTL
 from services.relay.shaping.store import SqliteShapingStore
 from shared import events as ev
 from shared import failpoints
+from shared.consumer_loop import BatchLost
 from shared.control.state import ControlState
 from shared.settings import Settings
 
@@ -403,3 +404,36 @@ def test_a_throttle_the_shaping_file_cannot_record_defers_instead_of_trying_agai
     finally:
         sink.stop()
     assert (result.status, result.smtp_code, len(tries)) == ("deferred", 421, 1)
+
+
+def test_replies_of_an_earlier_pass_stand_when_the_batch_is_lost_before_the_retry_of_the_throttled(tmp_path):
+    """Held for the provider's pause, the throttled recipients of a message go again — but the
+    relay's batch went to another relay meanwhile (``BatchLost`` right before the transaction):
+    the recipients delivered in the first pass keep their replies (they must reach the ledger,
+    or the message goes to them again) and the throttled ones end deferred, as after the hold.
+    Lost before anything went out, the loss is the caller's to handle."""
+    shaper = Shaper(Settings(data_dir=tmp_path, shaping_hold=60, shaping_pause=0.1), ControlState(),
+                    SqliteShapingStore(tmp_path / "s.sqlite3"))
+    passes: list[list[str]] = []
+
+    async def send(rcpts: list[str], turn) -> dict[str, DeliveryResult]:
+        passes.append(rcpts)
+        if len(passes) > 1:
+            raise BatchLost("given to another relay")
+        return {r: from_reply(421, "4.7.0 try again later") if r.startswith("t") else from_reply(250, "2.0.0 OK")
+                for r in rcpts}
+
+    async def lost_at_once(rcpts: list[str], turn) -> dict[str, DeliveryResult]:
+        raise BatchLost("given to another relay")
+
+    async def run() -> dict[str, DeliveryResult]:
+        out = await shaper.deliver("yahoo", ["ok@yahoo.test", "throttled@yahoo.test"], send)
+        with pytest.raises(BatchLost):
+            await shaper.deliver("yahoo", ["x@yahoo.test"], lost_at_once)
+        return out
+
+    out = asyncio.run(run())
+    assert passes == [["ok@yahoo.test", "throttled@yahoo.test"], ["throttled@yahoo.test"]]
+    assert out["ok@yahoo.test"].status == "delivered"
+    assert (out["throttled@yahoo.test"].status, out["throttled@yahoo.test"].smtp_code) == ("deferred", 421)
+    assert out["throttled@yahoo.test"].retry_after >= 0.1

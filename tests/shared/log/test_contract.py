@@ -391,6 +391,11 @@ async def test_a_batch_the_group_stopped_waiting_for_is_no_longer_current(tansu,
         assert b._c.assignment()
         with pytest.raises(CommitFailed):
             await a.commit(held)
+        # a took part in that rebalance: what it holds again was nobody else's meanwhile
+        deadline = time.monotonic() + 10
+        while not a.assignment_continues and time.monotonic() < deadline:
+            await a.poll(timeout=0.1)  # a's new assignment is handed to it in its coordinator's task
+        assert a.assignment_continues and not b.assignment_continues  # b's: its first
     finally:
         for c in (a, b):
             if c is not None:
@@ -437,6 +442,11 @@ async def test_the_batch_of_a_member_expelled_for_missed_heartbeats_is_no_longer
         while a.batch_current() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert not a.batch_current()
+        deadline = time.monotonic() + 30
+        while not (a.assigned and a._c.assignment()) and time.monotonic() < deadline:
+            await a.poll(timeout=0.2)  # a rejoins and gets a share back
+        assert a._c.assignment()
+        assert not a.assignment_continues  # the group went on without it: its partitions were another's
     finally:
         stop.set()
         if thread is not None:
