@@ -123,21 +123,34 @@ def test_relay_killed_mid_burst_resends_nothing_finished_and_stats_count_once(tm
         dns.stop()
 
 
+def api_and_two_relays(tmp_path, tansu, sink: SmtpSink, dns: DnsServer) -> dict[str, PostlineProcess]:
+    """An API and two relays (not started) over tansu, delivering to ``sink``."""
+    env = {"POSTLINE_KAFKA_BOOTSTRAP": tansu.bootstrap, "POSTLINE_KAFKA_IDEMPOTENCE": "false",
+           "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
+           "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address}
+    return {name: PostlineProcess(tmp_path / name, role=name.split("-")[0], env=env) for name in ("api", "relay-a", "relay-b")}
+
+
+def first_relay_takes_one_batch(procs: dict[str, PostlineProcess], sink: SmtpSink, dns: DnsServer, n: int,
+                                subject: str) -> tuple[list[str], str]:
+    """``n`` messages sent before any relay runs, then relay a started: the group's only
+    member, it takes them as one batch. Returns (their ids, the API key) once its first
+    delivery reached the sink."""
+    procs["api"].start()
+    _, key = production_service(Api(procs["api"].url), dns)
+    ids = post_batches(procs["api"].url, key, n, subject)
+    procs["relay-a"].start()
+    deadline = time.monotonic() + 60
+    while not deliveries(sink) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return ids, key
+
+
 def test_a_relay_joining_mid_burst_delivers_nothing_twice(tmp_path, tansu):
     sink, dns = SmtpSink(data_delay=0.05, one_at_a_time=True).start(), DnsServer().start()
-    env = {"POSTLINE_KAFKA_BOOTSTRAP": tansu.bootstrap, "POSTLINE_KAFKA_IDEMPOTENCE": "false",
-           "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",  # as above: a stalled member's batch is not this test's subject
-           "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address}
-    procs = {name: PostlineProcess(tmp_path / name, role=name.split("-")[0], env=env) for name in ("api", "relay-a", "relay-b")}
+    procs = api_and_two_relays(tmp_path, tansu, sink, dns)
     try:
-        procs["api"].start()
-        sid, key = production_service(Api(procs["api"].url), dns)
-        # sent before any relay runs: relay a, the group's only member, takes them as one batch (10 s at the sink)
-        ids = post_batches(procs["api"].url, key, SCALE_OUT_MESSAGES, "scale-out")
-        procs["relay-a"].start()
-        deadline = time.monotonic() + 60
-        while not deliveries(sink) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        ids, key = first_relay_takes_one_batch(procs, sink, dns, SCALE_OUT_MESSAGES, "scale-out")  # 10 s at the sink
         procs["relay-b"].start()  # joins the group (a rebalance) a few seconds into relay a's batch
         ids += post_batches(procs["api"].url, key, 60, "scale-out, later")  # some for the newcomer's share
         assert len(deliveries(sink)) < SCALE_OUT_MESSAGES, "the burst should still be under way"
@@ -174,19 +187,9 @@ def test_a_relay_stalled_past_its_session_timeout_starts_no_delivery_of_the_batc
     here 32 in all, at most 48 allowed. Without the check relay a delivered the rest of its
     batch beside relay b: 186 of the 240 twice."""
     sink, dns = SmtpSink(data_delay=0.05, one_at_a_time=True).start(), DnsServer().start()
-    env = {"POSTLINE_KAFKA_BOOTSTRAP": tansu.bootstrap, "POSTLINE_KAFKA_IDEMPOTENCE": "false",
-           "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
-           "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address}
-    procs = {name: PostlineProcess(tmp_path / name, role=name.split("-")[0], env=env) for name in ("api", "relay-a", "relay-b")}
+    procs = api_and_two_relays(tmp_path, tansu, sink, dns)
     try:
-        procs["api"].start()
-        sid, key = production_service(Api(procs["api"].url), dns)
-        # sent before any relay runs: relay a, the group's only member, takes them as one batch
-        ids = post_batches(procs["api"].url, key, STALL_MESSAGES, "stall")
-        procs["relay-a"].start()
-        deadline = time.monotonic() + 60
-        while not deliveries(sink) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        ids, _ = first_relay_takes_one_batch(procs, sink, dns, STALL_MESSAGES, "stall")
         procs["relay-b"].start()  # joins: the rebalance waits for relay a's batch
         time.sleep(0.5)
         relay_a = procs["relay-a"].proc
