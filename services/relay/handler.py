@@ -16,14 +16,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 from services.relay import control_wait, tracking
 from services.relay.bounce_class import classify
 from services.relay.claims import Claims
 from services.relay.ledger import Ledger
 from services.relay.mime import build
-from services.relay.outcome import DeliveryResult
+from services.relay.outcome import DeliveryResult, PartlySent
 from services.relay.senders.base import Sender
 from services.relay.signing import Signer
 from services.relay.suppress import Suppressor
@@ -174,10 +174,6 @@ def transactions(rcpts: list[str], raw: bytes | dict[str, bytes]) -> list[list[s
     return list(by_domain.values())
 
 
-NOT_TRIED = DeliveryResult("deferred", None, "not tried: this relay's batch went to another relay (a Kafka "
-                                             "rebalance) while the message's other transactions were under way")
-
-
 async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSaved | None, rcpts: list[str],
                   raw: bytes | dict[str, bytes]) -> dict[str, DeliveryResult]:
     """Every transaction of ``transactions`` at once; outcomes per recipient (a server
@@ -190,8 +186,8 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
 
     Once the relay's batch is no longer its own (Kafka, ``BatchLost`` right before a
     transaction), a message none of whose transactions has started is left to the batch's
-    new owner (``BatchLost``); one with transactions that went out ends with the others
-    deferred (``NOT_TRIED``), so the outcomes of those that went out are recorded."""
+    new owner (``BatchLost``); one some of whose recipients were answered raises
+    ``PartlySent`` with their outcomes, recorded in the ledger like any others."""
     sending_for.set((req.workspace_id, req.service_id))  # whose mail a provider's pause alert names
 
     async def one(group: list[str]) -> dict[str, DeliveryResult]:
@@ -200,28 +196,41 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             start = time.perf_counter()
             data = raw[group[0]] if isinstance(raw, dict) else raw  # a tracked message has one copy per recipient
             mail_from = verp_for(ctx, req, domain, group[0] if len(group) == 1 else None)
-            replies = await ctx.sender.send(mail_from, group, data, require_tls=req.require_tls)
+            lost: PartlySent | None = None
+            try:
+                replies = await ctx.sender.send(mail_from, group, data, require_tls=req.require_tls)
+            except PartlySent as exc:  # the shaper's later pass found the batch lost
+                lost, replies, group = exc, exc.results, list(exc.results)
             results = {r: replies.get(r) or DeliveryResult("deferred", None, "no reply for recipient") for r in group}
             now = ev.utcnow()
             final = {r: dataclasses.replace(res, at=now) for r, res in results.items() if res.status in ev.FINAL_TYPES}
             if final:
                 await ctx.ledger.record([(req.email_id, r, res.status, res) for r, res in final.items()])
             metrics.DELIVERY_SECONDS.observe(time.perf_counter() - start)
+        if lost is not None:
+            raise PartlySent({**results, **final}) from lost
         return {**results, **final}
 
-    async def one_or_not_tried(group: list[str]) -> dict[str, DeliveryResult]:
+    async def one_or_lost(group: list[str]) -> tuple[dict[str, DeliveryResult], bool]:
+        """(the replies, whether the batch was found lost): the other transactions' replies
+        must still be recorded."""
         try:
-            return await one(group)
-        except BatchLost:  # deferred: the other transactions' replies must reach the ledger and the events
-            return {r: NOT_TRIED for r in group}
+            return await one(group), False
+        except PartlySent as exc:
+            return exc.results, True
+        except BatchLost:
+            return {}, True
 
     groups = transactions(rcpts, raw)
-    if len(groups) == 1:  # the common case: no task per transaction (a lost batch: nothing went out)
+    if len(groups) == 1:  # the common case: no task per transaction
         return await one(groups[0])
-    results = {r: res for part in await gather_all(*(one_or_not_tried(g) for g in groups)) for r, res in part.items()}
-    if all(res is NOT_TRIED for res in results.values()):
-        raise BatchLost("none of the message's transactions started before its batch was given away")
-    return results
+    parts = await gather_all(*(one_or_lost(g) for g in groups))
+    answered = {r: res for replies, _ in parts for r, res in replies.items()}
+    if any(lost for _, lost in parts):
+        if any(res.final for res in answered.values()):
+            raise PartlySent(answered)
+        raise BatchLost("no recipient of the message had a final reply before its batch was lost")
+    return answered
 
 
 def outcome_event(req: ev.SendRequested, rcpt: str, res: DeliveryResult, retry_at: datetime | None,
@@ -269,7 +278,7 @@ async def schedule_retry(ctx: RelayContext, req: ev.SendRequested, rcpts: list[s
     await ctx.log.append(ev.retry_topic(level), req.email_id, ev.encode(retry))
 
 
-async def suppress_bounced(ctx: RelayContext, events: list[RecipientEvent]) -> None:
+async def suppress_bounced(ctx: RelayContext, events: Sequence[RecipientEvent]) -> None:
     """After the events are durable: suppression rules for the bounces among them, re-emitted
     ones included (a crash may have come between their append and this step)."""
     if ctx.suppressor is None:
@@ -302,6 +311,20 @@ async def give_up(ctx: RelayContext, req: ev.SendRequested, reason: str) -> None
         await suppress_bounced(ctx, events)
 
 
+async def emit_answered(ctx: RelayContext, req: ev.SendRequested, events: list[RecipientEvent],
+                        answered: dict[str, DeliveryResult]) -> None:
+    """A message whose batch was lost after some recipients were answered (``PartlySent``):
+    its first events and the final outcomes it got (in the ledger already), so that whoever
+    handles the request next finds them; no deferral, no retry — the new owner handles the rest."""
+    outcomes = [outcome_event(req, rcpt, res, None, False, ctx.settings.provider_table)
+                for rcpt, res in answered.items() if res.status in ev.FINAL_TYPES]
+    for e in outcomes:
+        metrics.DELIVERIES.labels(e.type).inc()
+        observe_provider(e)
+    await ctx.log.append_many(ev.Topic.EVENTS, [(req.email_id, ev.encode(e)) for e in [*events, *outcomes]])
+    await suppress_bounced(ctx, [*events, *outcomes])
+
+
 async def process(ctx: RelayContext, req: ev.SendRequested) -> None:
     """Deliver one request; all its effects are durable when this returns. A copy of a
     request this relay is processing waits for it (services/relay/claims.py)."""
@@ -320,7 +343,11 @@ async def process_unclaimed(ctx: RelayContext, req: ev.SendRequested) -> None:
             domain = sending_domain(ctx, req)
             raw = await build_and_sign(ctx, req, domain, pending)
             await ctx.in_flight.crash_point("relay.before_deliver")
-            results = await deliver(ctx, req, domain, pending, raw)
+            try:
+                results = await deliver(ctx, req, domain, pending, raw)
+            except PartlySent as lost:
+                await emit_answered(ctx, req, events, lost.results)
+                raise
         plan = retry_plan(ctx, req, results)
         outcomes = [outcome_event(req, rcpt, results[rcpt], plan.when, plan.gave_up, ctx.settings.provider_table)
                     for rcpt in pending]

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from services.relay.senders.smtp_client import SmtpError
+from shared.consumer_loop import BatchLost
 from shared.events import TlsUsed
 
 ResultStatus = Literal["delivered", "deferred", "bounced"]
@@ -24,6 +25,11 @@ class DeliveryResult:
     source_ip: str | None = None  # the local address the session left from (IP pools)
     tls: TlsUsed | None = None  # the session's TLS; None: plaintext (or no session)
     failure: str | None = None  # a failed outcome's reason when it is not the queue lifetime (crash_guard.py)
+
+    @property
+    def final(self) -> bool:
+        """Delivered or bounced: never tried again (a deferral is)."""
+        return self.status != "deferred"
 
 
 # "try again in 5 minutes", "retry after 300 seconds", "please retry in 2h": the forms MTAs use
@@ -60,3 +66,15 @@ def from_exception(exc: BaseException, host: str | None = None, connecting: bool
     message = exc.message if isinstance(exc, SmtpError) else f"{type(exc).__name__}: {exc}"
     code = 421 if isinstance(exc, SmtpError) and exc.code == 421 else None
     return DeliveryResult("deferred", code, message, host, retry_after=retry_after(message), connect_error=connecting)
+
+
+class PartlySent(BatchLost):
+    """``BatchLost`` in the middle of a message: some of its recipients got a server's reply
+    (``results``, an earlier transaction or an earlier pass of the shaper) before the rest
+    found the relay's batch given away. Their final outcomes are recorded and emitted (a
+    relay that gets the partition back must not send to them again); nothing is scheduled
+    or emitted for the rest, which the batch's new owner handles."""
+
+    def __init__(self, results: dict[str, DeliveryResult]):
+        super().__init__(f"the relay's batch was given away with {len(results)} of the message's recipients answered")
+        self.results = results

@@ -142,7 +142,9 @@ class Relay:
         """A request ended without delivery (handler.give_up), a copy held for later canceled,
         and the record marked for the dead-letter topic, with the reason, for an operator. A
         cancel or reschedule is returned to be applied instead: it only changes the
-        scheduler's file, and dropping it would let a canceled send go out."""
+        scheduler's file, and dropping it would let a canceled send go out. Only by the
+        request's owner (``BatchLost`` once the batch is another relay's)."""
+        ensure_batch_current()
         reason = f"the relay process died {deaths} times handling this message; it was given up"
         req = await self.guard.decode(record)
         if req is None:  # undecodable: the guard dead-letters it with its batch

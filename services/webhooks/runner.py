@@ -195,18 +195,18 @@ class WebhookService:
 
     async def _skip(self, wh: ev.WebhookSaved | None, d: Delivery) -> None:
         """A delivery whose endpoint was disabled (or deleted) after it was queued ends
-        untried. A disabled endpoint's attempts log says so (``skipped``, the attempt that was
-        not made): a retry would otherwise stay "retrying" there, its next attempt long past,
-        until the endpoint was enabled again (as Svix and Postmark show a disabled endpoint's
-        messages). A deleted endpoint has no log to read."""
-        if wh is not None:
+        untried. A retry's end is said in the disabled endpoint's attempts log (``skipped``,
+        the attempt that was not made): it would otherwise stay "retrying" there, its next
+        attempt long past. A delivery never tried leaves nothing (its event was not sent to
+        the endpoint); a deleted endpoint has no log to read."""
+        if wh is not None and d.attempt > 0:
             n = d.attempt + 1
-            metrics.WEBHOOK_ATTEMPTS.labels("skipped").inc()
             att = ev.WebhookAttempted(
                 id=ev.derived_id(d.key, "attempt", n), workspace_id=wh.workspace_id, service_id=wh.service_id,
                 webhook_id=wh.webhook_id, event_id=d.event["id"], event_type=d.event["type"], attempt=n,
                 latency_ms=0.0, outcome="skipped", error=f"not tried: the endpoint is {wh.status}")
             await self.rt.log.append(ev.Topic.EVENTS, wh.webhook_id, ev.encode(att))
+            metrics.WEBHOOK_ATTEMPTS.labels("skipped").inc()
         self._finish(d.key, "skipped", d.attempt)
 
     async def _record(self, wh: ev.WebhookSaved, d: Delivery, r: AttemptResult) -> None:

@@ -444,7 +444,7 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         # (it was expelled) or an empty assignment, in which its partitions may have been another's
         generation, previous = self.consumer._group_generation(), self.consumer._assigned_generation
         self.consumer._continues = previous is not None and generation == previous + 1
-        self.consumer._assigned_generation = generation
+        self.consumer._assigned_generation = generation if assigned else None  # nothing held: nothing kept
         log.info("consumer group %s: assigned %s", self.consumer.group, _partitions(assigned) or "no partition")
         hook = self.consumer.on_assigned
         if hook is None or not assigned:

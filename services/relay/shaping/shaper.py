@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from typing import Literal
 from datetime import datetime, timezone
 
-from services.relay.outcome import DeliveryResult
+from services.relay.outcome import DeliveryResult, PartlySent
 from services.relay.shaping import limits as provider_limits
 from services.relay.shaping.replies import classify
 from services.relay.shaping import warmup
@@ -167,14 +167,13 @@ class Shaper:
         while pending:
             try:
                 results = await send(pending, functools.partial(self._wait_turn, provider, len(pending)))
-            except BatchLost:
-                if not out:  # nothing of the message has gone out: the batch's new owner sends it all
+            except BatchLost as exc:
+                # the final replies of an earlier pass must reach the ledger (else the message
+                # goes out to those recipients again); the throttled rest is the new owner's
+                answered = {r: res for r, res in out.items() if r not in pending}
+                if not any(res.final for res in answered.values()):
                     raise
-                # the replies of an earlier pass must reach the ledger (else the message goes
-                # out again to those recipients); the throttled rest ends as when the hold is over
-                for r in pending:
-                    out[r] = dataclasses.replace(out[r], retry_after=max(out[r].retry_after or 0, self.settings.shaping_pause))
-                break
+                raise PartlySent(answered) from exc
             throttled = [r for r, res in results.items() if classify(res.smtp_code, res.smtp_reply) == "throttle"]
             reacted = True
             try:

@@ -12,6 +12,7 @@ from services.relay.ledger import Ledger
 from services.relay.outcome import DeliveryResult
 from services.relay.senders.smarthost import SmarthostSender
 from services.relay.signing import Signer
+from services.relay.outcome import PartlySent
 from shared.consumer_loop import BatchLost
 from shared import events as ev
 from shared.control.state import ControlState
@@ -134,17 +135,19 @@ class _LosesTheBatchFor(SmarthostSender):
 async def test_a_message_whose_batch_is_lost_between_its_transactions_records_the_ones_that_went_out(ctx, sink):
     """A message with a transaction per destination: one went out, then the batch went to
     another relay. The reply of the one that went out reaches the ledger and the events
-    (else the new owner would send it again); the other is deferred, not tried. A message
-    none of whose transactions started is left whole to the new owner: nothing recorded."""
+    (else a relay handling the request again would send it again); nothing is emitted or
+    scheduled for the other, the new owner's, and the batch stays lost (``PartlySent``, not
+    committed). A message none of whose transactions started is left whole: nothing recorded."""
     await ctx.sender.close()
     ctx.sender = _LosesTheBatchFor(ctx.settings)
-    await process(ctx, request(OK, "ann@lost.example"))
+    with pytest.raises(PartlySent):
+        await process(ctx, request(OK, "ann@lost.example"))
     assert len(sink.to(OK)) == 1
     got = by_type(await read(ctx, ev.Topic.EVENTS))
-    assert [e.recipient for e in got["delivered"]] == [OK]
-    assert [e.recipient for e in got["deferred"]] == ["ann@lost.example"]
-    assert got["deferred"][0].smtp_reply.startswith("not tried: this relay's batch went to another relay")
-    assert {r: s for r, (s, _) in (await ctx.ledger.done(M1, [OK])).items()} == {OK: "delivered"}
+    assert sorted(e.recipient for e in got["sent"]) == ["ann@lost.example", OK]
+    assert [e.recipient for e in got["delivered"]] == [OK] and "deferred" not in got
+    assert await read(ctx, ev.retry_topic(0)) == []
+    assert {r: s for r, (s, _) in (await ctx.ledger.done(M1, [OK, "ann@lost.example"])).items()} == {OK: "delivered"}
 
     other = "6a0e6a0e-0000-4000-8000-000000000002"
     with pytest.raises(BatchLost):

@@ -228,3 +228,7 @@ async def test_a_retry_whose_endpoint_was_disabled_meanwhile_ends_skipped_in_its
         assert (first.outcome, first.attempt) == ("retrying", 1)
         assert (last.outcome, last.attempt, last.status_code, last.event_id) == ("skipped", 2, None, "evt-1")
         assert last.error == "not tried: the endpoint is disabled" and last.next_attempt_at is None
+        await svc.outbox.add([("k2", wh.webhook_id, {**EVENT, "id": "evt-2"})])  # never tried: leaves nothing
+        [first_try] = due(svc.outbox, time.time())
+        await svc._deliver(None, first_try)
+        assert due(svc.outbox, time.time() + 10**6) == [] and len(await attempts(rt, wh.webhook_id)) == 2
