@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 from services.relay import control_wait, tracking
 from services.relay.bounce_class import classify
@@ -184,10 +184,8 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
     reply itself in flight (no sender can close that window). No transaction starts while
     the ledger cannot be written (services/relay/ledger.py): mail it could not record.
 
-    Once the relay's batch is no longer its own (Kafka, ``BatchLost`` right before a
-    transaction), a message none of whose transactions has started is left to the batch's
-    new owner (``BatchLost``); one some of whose recipients were answered raises
-    ``PartlySent`` with their outcomes, recorded in the ledger like any others."""
+    A batch found lost (Kafka) raises ``BatchLost``, or ``PartlySent`` with the outcomes of
+    the recipients answered before (recorded in the ledger like any others)."""
     sending_for.set((req.workspace_id, req.service_id))  # whose mail a provider's pause alert names
 
     async def one(group: list[str]) -> dict[str, DeliveryResult]:
@@ -211,9 +209,18 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
             raise PartlySent({**results, **final}) from lost
         return {**results, **final}
 
+    groups = transactions(rcpts, raw)
+    if len(groups) == 1:  # the common case: no task per transaction
+        return await one(groups[0])
+    return await all_at_once(groups, one)
+
+
+async def all_at_once(groups: list[list[str]],
+                      one: Callable[[list[str]], Awaitable[dict[str, DeliveryResult]]]) -> dict[str, DeliveryResult]:
+    """``one`` transaction per group at once, their replies merged. When the batch is found
+    lost in some of them, the others' replies still count: ``PartlySent`` with them when
+    there is a final one, else ``BatchLost``."""
     async def one_or_lost(group: list[str]) -> tuple[dict[str, DeliveryResult], bool]:
-        """(the replies, whether the batch was found lost): the other transactions' replies
-        must still be recorded."""
         try:
             return await one(group), False
         except PartlySent as exc:
@@ -221,9 +228,6 @@ async def deliver(ctx: RelayContext, req: ev.SendRequested, domain: ev.DomainSav
         except BatchLost:
             return {}, True
 
-    groups = transactions(rcpts, raw)
-    if len(groups) == 1:  # the common case: no task per transaction
-        return await one(groups[0])
     parts = await gather_all(*(one_or_lost(g) for g in groups))
     answered = {r: res for replies, _ in parts for r, res in replies.items()}
     if any(lost for _, lost in parts):
