@@ -231,7 +231,7 @@ async def all_at_once(groups: list[list[str]],
     parts = await gather_all(*(one_or_lost(g) for g in groups))
     answered = {r: res for replies, _ in parts for r, res in replies.items()}
     if any(lost for _, lost in parts):
-        if any(res.final for res in answered.values()):
+        if any(res.status in ev.FINAL_TYPES for res in answered.values()):
             raise PartlySent(answered)
         raise BatchLost("no recipient of the message had a final reply before its batch was lost")
     return answered

@@ -26,11 +26,6 @@ class DeliveryResult:
     tls: TlsUsed | None = None  # the session's TLS; None: plaintext (or no session)
     failure: str | None = None  # a failed outcome's reason when it is not the queue lifetime (crash_guard.py)
 
-    @property
-    def final(self) -> bool:
-        """Delivered or bounced: never tried again (a deferral is)."""
-        return self.status != "deferred"
-
 
 # "try again in 5 minutes", "retry after 300 seconds", "please retry in 2h": the forms MTAs use
 _RETRY_AFTER = re.compile(r"(?:retry|try again)\s+(?:after|in)\s+(\d+(?:\.\d+)?)\s*"

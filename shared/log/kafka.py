@@ -253,7 +253,7 @@ class KafkaConsumer(Consumer):
         self._released = asyncio.Event()  # cleared while records polled by a group member are in hand
         self._released.set()
         self._generation = 0  # rebalances begun so far (records taken before the last one are stale)
-        self._member_generation = -1  # the group's generation the records in hand were polled in
+        self._member_generation = NO_GENERATION  # the group's generation the records in hand were polled in
         self._assigned_generation: int | None = None  # the generation of the latest assignment
         self._continues = False  # see assignment_continues
         self._getting: asyncio.Future[tuple[int, dict[TopicPartition, list[Any]]]] | None = None  # see _getmany

@@ -171,7 +171,7 @@ class Shaper:
                 # the final replies of an earlier pass must reach the ledger (else the message
                 # goes out to those recipients again); the throttled rest is the new owner's
                 answered = {r: res for r, res in out.items() if r not in pending}
-                if not any(res.final for res in answered.values()):
+                if not any(res.status in ev.FINAL_TYPES for res in answered.values()):
                     raise
                 raise PartlySent(answered) from exc
             throttled = [r for r, res in results.items() if classify(res.smtp_code, res.smtp_reply) == "throttle"]
