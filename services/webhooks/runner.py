@@ -12,6 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
+from typing import Any
 
 import httpx
 
@@ -48,6 +49,15 @@ def replayed_id(event: dict[str, object]) -> str:
     if not isinstance(event_id, str):
         raise InvalidRecord(f"a replayed event has no id: {str(event)[:200]}")
     return event_id
+
+
+def attempt_event(wh: ev.WebhookSaved, d: Delivery, **result: Any) -> ev.WebhookAttempted:
+    """The attempts log's entry for the next attempt of ``d`` (its id derived from the delivery
+    and the attempt's number, so an entry written again is the same row)."""
+    n = d.attempt + 1
+    return ev.WebhookAttempted(id=ev.derived_id(d.key, "attempt", n), workspace_id=wh.workspace_id,
+                               service_id=wh.service_id, webhook_id=wh.webhook_id, event_id=d.event["id"],
+                               event_type=d.event["type"], attempt=n, **result)
 
 
 class WebhookService:
@@ -200,11 +210,8 @@ class WebhookService:
         attempt long past. A delivery never tried leaves nothing (its event was not sent to
         the endpoint); a deleted endpoint has no log to read."""
         if wh is not None and d.attempt > 0:
-            n = d.attempt + 1
-            att = ev.WebhookAttempted(
-                id=ev.derived_id(d.key, "attempt", n), workspace_id=wh.workspace_id, service_id=wh.service_id,
-                webhook_id=wh.webhook_id, event_id=d.event["id"], event_type=d.event["type"], attempt=n,
-                latency_ms=0.0, outcome="skipped", error=f"not tried: the endpoint is {wh.status}")
+            att = attempt_event(wh, d, outcome="skipped", latency_ms=0.0,
+                                error=f"not tried: the endpoint is {wh.status}")
             await self.rt.log.append(ev.Topic.EVENTS, wh.webhook_id, ev.encode(att))
             metrics.WEBHOOK_ATTEMPTS.labels("skipped").inc()
         self._finish(d.key, "skipped", d.attempt)
@@ -230,11 +237,8 @@ class WebhookService:
                 wait = min(r.retry_after, MAX_RETRY_AFTER)
             next_at = time.time() + wait
         metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
-        att = ev.WebhookAttempted(
-            id=ev.derived_id(d.key, "attempt", n), workspace_id=wh.workspace_id, service_id=wh.service_id,
-            webhook_id=wh.webhook_id, event_id=d.event["id"], event_type=d.event["type"], attempt=n,
-            status_code=r.status_code, latency_ms=round(r.latency_ms, 1), outcome=outcome, error=r.error,
-            next_attempt_at=datetime.fromtimestamp(next_at, timezone.utc) if next_at else None)
+        att = attempt_event(wh, d, outcome=outcome, status_code=r.status_code, latency_ms=round(r.latency_ms, 1),
+                            error=r.error, next_attempt_at=datetime.fromtimestamp(next_at, timezone.utc) if next_at else None)
         await self.rt.log.append(ev.Topic.EVENTS, wh.webhook_id, ev.encode(att))
         self._finish(d.key, state, n, next_at)
 
