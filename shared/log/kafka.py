@@ -420,7 +420,8 @@ def _record(m: Any) -> Record:  # an aiokafka ConsumerRecord
 class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
     """Runs the consumer's ``on_assigned`` hook inside the rebalance, before any record of the
     newly assigned partitions is returned: they are paused while it runs (aiokafka has marked
-    the assignment done and lets polls return its records before it calls the listener)."""
+    the assignment done and lets polls return its records before it calls the listener), and
+    the member heartbeats meanwhile, however long it takes."""
 
     def __init__(self, consumer: KafkaConsumer):
         self.consumer = consumer
@@ -451,6 +452,11 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             return
         c = self.consumer._c
         c.pause(*assigned)  # a relay would otherwise handle requests before their ledger is rebuilt
+        # aiokafka stops heartbeating for the whole join, this callback included: a hook that
+        # outlasts the session timeout would get the member expelled (and at its rejoin its
+        # hook would run again, as long). The join is complete here (the member has its
+        # generation), so heartbeats are valid again; a rebalance they hear of is joined after.
+        c._coordinator._start_heartbeat_task()
         try:
             await hook({(tp.topic, tp.partition): (await c.committed(tp)) or 0 for tp in assigned})
         finally:

@@ -415,6 +415,7 @@ def _member_in_a_thread(bootstrap: str, topic: str, group: str, joined: threadin
         joined.set()
         while not stop.is_set():
             await member.poll(timeout=0.2)
+            member.release()  # a rebalance does not wait for it
         await member.close()
         await lg.close()
 
@@ -453,6 +454,48 @@ async def test_the_batch_of_a_member_expelled_for_missed_heartbeats_is_no_longer
             thread.join(10)
         if a is not None:
             await a.close()
+        await lg.close()
+
+
+@pytest.mark.kafka
+async def test_a_member_stays_in_its_group_while_its_assignment_hook_outlasts_the_session(tansu, topic):
+    """The ``on_assigned`` hook runs inside the rebalance (a relay's ledger rebuild, which can
+    take longer than the session timeout): the member heartbeats meanwhile, so a member
+    joining then does not get it expelled — an expelled relay would rebuild again at its
+    rejoin (its partitions were another's meanwhile), and again at every rejoin while its
+    rebuild outlasts the session."""
+    lg = KafkaLog(Settings(kafka_bootstrap=tansu.bootstrap, kafka_idempotence=False, kafka_session_timeout_ms=1000))
+    await lg.start()
+    await lg.append_many(topic, [(f"k{i}", b"x") for i in range(8)])
+    group, joined, stop, thread = f"g-{uuid.uuid4().hex[:6]}", threading.Event(), threading.Event(), None
+    a = lg.consumer([topic], group)
+    calls: list[tuple[set, bool]] = []
+    rebuilding = asyncio.Event()
+
+    async def hook(starts):
+        calls.append((set(starts), a.assignment_continues))
+        if len(calls) == 1:
+            rebuilding.set()
+            await asyncio.sleep(4.0)  # four session timeouts
+
+    a.on_assigned = hook
+    try:
+        starting = asyncio.create_task(a.start())
+        await asyncio.wait_for(rebuilding.wait(), 30)
+        thread = _member_in_a_thread(tansu.bootstrap, topic, group, joined, stop)  # joins meanwhile
+        await asyncio.wait_for(starting, 30)
+        assert await asyncio.to_thread(joined.wait, 30)
+        deadline = time.monotonic() + 30
+        while len(calls) < 2 and time.monotonic() < deadline:
+            await a.poll(timeout=0.2)  # a's share of the rebalance the newcomer began
+            a.release()  # what it polled is left to whoever owns it next
+        assert len(calls[0][0]) == 4 and len(calls) >= 2
+        assert all(continues for _, continues in calls[1:]), calls  # never expelled
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(10)
+        await a.close()
         await lg.close()
 
 
