@@ -87,9 +87,9 @@ class Relay:
             done = await self._under_counts(records, careful)
         else:
             done = await gather_all(*(self._one(r) for r in records))
-        changes = [c for c in done if c is not None]  # in log order
-        for change in changes:  # after the requests of the same batch, which they follow on the log
-            await apply_change(self.ctx, self.scheduler, change)
+        for record, change in zip(records, done):  # after the requests of the batch, which they follow on the log
+            if change is not None:
+                await apply_change(self.ctx, self.scheduler, change, record.partition)
         metrics.RELAY_QUEUE_DEPTH.set(0)
 
     async def _one(self, record: Record) -> ev.SendCanceled | ev.SendRescheduled | None:
@@ -106,13 +106,16 @@ class Relay:
                 return req
             crash_on_tag("relay.handling", req.tags)  # tests: a request that kills the process
             with self.guard.for_record(record):  # a request no step can handle is dead-lettered
-                if req.scheduled_at is not None and req.attempt == 0 and self.scheduler.is_canceled(req.email_id):
-                    pass  # canceled: a redelivered or released copy that arrives after the cancel never goes out
-                elif is_for_later(req):
-                    if await self.scheduler.hold(req):
-                        await emit(self.ctx, req.email_id, scheduled_events(req))
+                # a redelivered, released or handed-over copy that arrives after a cancel never goes
+                # out, and one that arrives after a reschedule goes by the new time
+                changed = self.scheduler.as_changed(req) if req.scheduled_at is not None and req.attempt == 0 else req
+                if changed is None:
+                    pass
+                elif is_for_later(changed):
+                    if await self.scheduler.hold(changed, record.partition):
+                        await emit(self.ctx, changed.email_id, scheduled_events(changed))
                 else:
-                    await process(self.ctx, req)
+                    await process(self.ctx, changed)
             return None
 
     async def _under_counts(self, records: list[Record], careful: list[bool]) -> list:
@@ -158,6 +161,15 @@ class Relay:
         self.guard.mark(record, RuntimeError(reason))  # dead-lettered once its batch is done
         return None
 
+    async def _hand_over(self, keep: set[int]) -> None:
+        """Hand the sends held for partitions outside ``keep`` to their owners; one that
+        fails (the log unreachable) leaves them for the next assignment or start."""
+        try:
+            if n := await self.scheduler.hand_over(keep):
+                log.info("handed %d scheduled sends over to the owners of their partitions", n)
+        except Exception:
+            log.exception("handing scheduled sends over failed; they stay held here until the next assignment")
+
     async def _give_up_when_stopped(self, stop: asyncio.Event) -> None:
         """On stop, requests waiting for a ledger that cannot be written give up: their batch
         is not committed (a graceful stop must not wait for the disk)."""
@@ -170,7 +182,13 @@ class Relay:
         requests = lg.consumer([ev.Topic.REQUESTS], "relay")
         requests.take_share(*self.runtime.relay_share)
         rebuild = LedgerRebuild(lg, self.ctx.ledger, self.ctx.settings, continues=lambda: requests.assignment_continues)
-        requests.on_assigned = rebuild.on_assigned  # before any request
+
+        async def on_assigned(starts: dict[tuple[str, int], int]) -> None:  # before any request
+            await rebuild.on_assigned(starts)
+            if requests.partitions_move:  # held sends follow their partition (scheduler.py)
+                await self._hand_over({p for (topic, p) in starts if topic == str(ev.Topic.REQUESTS)})
+
+        requests.on_assigned = on_assigned
         # a relay the group has given nothing (a join under way, or stalled) delivers nothing: not ready
         self.runtime.checks["requests_assigned"] = lambda: requests.assigned
         self.crashes.start()
@@ -180,6 +198,8 @@ class Relay:
         try:
             await asyncio.gather(*tasks)
         finally:
+            if stop.is_set() and requests.partitions_move:  # told to stop (a scale-down, a restart)
+                await self._hand_over(set())
             if stop.is_set():  # stopped because it was told to (a batch cut short included): not a crash
                 self.crashes.stop()
             for t in tasks:

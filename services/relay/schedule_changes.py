@@ -29,11 +29,13 @@ async def emit(ctx: RelayContext, email_id: str, events: list[ev.Event]) -> None
         await ctx.log.append_many(ev.Topic.EVENTS, [(email_id, ev.encode(e)) for e in events])
 
 
-async def apply_change(ctx: RelayContext, scheduler: Scheduler, change: ev.SendCanceled | ev.SendRescheduled) -> None:
-    """Apply one ``send-cancelled`` / ``send-rescheduled``; durable when it returns."""
+async def apply_change(ctx: RelayContext, scheduler: Scheduler, change: ev.SendCanceled | ev.SendRescheduled,
+                       partition: int | None = None) -> None:
+    """Apply one ``send-cancelled`` / ``send-rescheduled`` (from ``partition`` of
+    ``email.requests``); durable when it returns."""
     if isinstance(change, ev.SendCanceled):
         held = await scheduler.cancel(change.email_id)
         await emit(ctx, change.email_id, canceled_events(held) if held else [])
     elif isinstance(change, ev.SendRescheduled):
-        moved = await scheduler.reschedule(change.email_id, change.scheduled_at)
+        moved = await scheduler.reschedule(change.email_id, change.scheduled_at, partition)
         await emit(ctx, change.email_id, scheduled_events(moved) if moved else [])

@@ -248,6 +248,7 @@ class KafkaConsumer(Consumer):
         self._ends: dict[TopicPartition, int] | None = None
         self._closed = False
         self.on_assigned = None
+        self.partitions_move = group is not None
         self._unassigned_since: float | None = time.monotonic() if group else None  # no assignment yet
         self._warned_at = 0.0
         self._released = asyncio.Event()  # cleared while records polled by a group member are in hand
@@ -448,10 +449,11 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self.consumer._assigned_generation = generation if assigned else None  # nothing held: nothing kept
         log.info("consumer group %s: assigned %s", self.consumer.group, _partitions(assigned) or "no partition")
         hook = self.consumer.on_assigned
-        if hook is None or not assigned:
+        if hook is None:
             return
         c = self.consumer._c
-        c.pause(*assigned)  # a relay would otherwise handle requests before their ledger is rebuilt
+        if assigned:
+            c.pause(*assigned)  # a relay would otherwise handle requests before their ledger is rebuilt
         # aiokafka stops heartbeating for the whole join, this callback included: a hook that
         # outlasts the session timeout would get the member expelled (and at its rejoin its
         # hook would run again, as long). The join is complete here (the member has its
@@ -461,4 +463,5 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             await hook({(tp.topic, tp.partition): (await c.committed(tp)) or 0 for tp in assigned})
         finally:
             with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to resume
-                c.resume(*assigned)
+                if assigned:
+                    c.resume(*assigned)

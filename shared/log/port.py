@@ -101,9 +101,15 @@ class Record:
 class Consumer(abc.ABC):
     on_assigned: Callable[[dict[tuple[str, int], int]], Awaitable[None]] | None = None
     """Set before ``start``: awaited with ``{(topic, partition): offset consumption resumes at}``
-    each time the group hands this consumer partitions, before ``poll`` returns any record of
-    them (used to rebuild state that belongs to a partition). An exception is the hook's
-    own business: it should retry until it succeeds or the process stops."""
+    each time the group gives this consumer its partitions (all of them; possibly none), before
+    ``poll`` returns any record of them (used to rebuild state that belongs to a partition, and
+    to hand over what belongs to partitions gone elsewhere). An exception is the hook's own
+    business: it should retry until it succeeds or the process stops."""
+
+    partitions_move: bool = False
+    """Whether the group can move this consumer's partitions to another process (Kafka: a
+    member joins or leaves), so state kept per partition must follow them. False where each
+    process has a fixed share (the embedded log)."""
 
     @abc.abstractmethod
     async def start(self) -> None:

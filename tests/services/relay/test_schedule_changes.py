@@ -79,3 +79,55 @@ async def test_reschedule_moves_the_due_time_and_releases_the_moved_request(tmp_
     finally:
         scheduler.close()
         await log.close()
+
+
+async def test_a_reschedule_that_finds_nothing_held_moves_the_copy_that_comes_later(tmp_path):
+    """On Kafka the change can reach the partition's new owner before the held request does
+    (handed over by the relay that held it): the change is remembered, and the copy that
+    comes later goes by it; a cancel likewise."""
+    log = SqliteLog(tmp_path / "log.sqlite3")
+    await log.start()
+    scheduler = Scheduler(tmp_path / "scheduled.sqlite3", log)
+    ctx = SimpleNamespace(log=log)
+    try:
+        first, moved = (datetime.now(timezone.utc) + timedelta(hours=h) for h in (1, 3))
+        await apply_change(ctx, scheduler, ev.SendRescheduled(workspace_id="w", service_id="s", email_id="e1",
+                                                              scheduled_at=moved), partition=2)
+        assert scheduler._next_due() is None  # nothing held here, nothing emitted
+        assert await read_all(log, ev.Topic.EVENTS, "t1") == []
+        copy = scheduler.as_changed(request("e1", first))
+        assert copy is not None and copy.scheduled_at == moved
+        assert scheduler.as_changed(request("e2", first)).scheduled_at == first  # no change seen: as it is
+        await apply_change(ctx, scheduler, ev.SendCanceled(workspace_id="w", service_id="s", email_id="e3"))
+        assert scheduler.as_changed(request("e3", first)) is None
+    finally:
+        scheduler.close()
+        await log.close()
+
+
+async def test_hand_over_re_appends_what_is_held_for_partitions_owned_elsewhere(tmp_path):
+    """A relay hands the sends it holds for partitions it no longer owns (or of an unknown
+    partition: a file from before partitions were kept) back to ``email.requests`` and
+    forgets them and those partitions' remembered reschedules; the rest stays held."""
+    log = SqliteLog(tmp_path / "log.sqlite3")
+    await log.start()
+    scheduler = Scheduler(tmp_path / "scheduled.sqlite3", log)
+    try:
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        assert await scheduler.hold(request("kept", later), partition=0)
+        assert await scheduler.hold(request("moved", later), partition=1)
+        assert await scheduler.hold(request("unknown", later))
+        await scheduler.reschedule("elsewhere-kept", later + timedelta(hours=1), partition=0)
+        await scheduler.reschedule("elsewhere-moved", later + timedelta(hours=1), partition=1)
+        assert await scheduler.hand_over({0}) == 2
+        handed = await read_all(log, ev.Topic.REQUESTS, "t1")
+        assert sorted(r.email_id for r in handed) == ["moved", "unknown"]
+        assert all(r.scheduled_at == later for r in handed)
+        assert [i for i, _ in scheduler._due(later.timestamp() + 1)] == ["kept"]
+        assert scheduler.as_changed(request("elsewhere-kept", later)).scheduled_at == later + timedelta(hours=1)
+        assert scheduler.as_changed(request("elsewhere-moved", later)).scheduled_at == later  # forgotten
+        assert await scheduler.hand_over(set()) == 1  # a stop: everything goes
+        assert scheduler._next_due() is None
+    finally:
+        scheduler.close()
+        await log.close()
