@@ -792,10 +792,30 @@ class WebhookReplay(Event):
     events: list[dict[str, Any]]
 
 
+class HandedDelivery(BaseModel):
+    """One pending webhook delivery as its outbox row had it (services/webhooks/outbox.py)."""
+
+    key: str
+    event: dict[str, Any]
+    attempt: int
+    next_at: float
+    created: float
+
+
+class WebhookHandover(Event):
+    """Pending deliveries of one endpoint that a webhooks process hands to its group as it
+    stops (Kafka: a scaled-down pod takes its volume with it). The process that takes the
+    record queues them as they were: attempts made, next attempt's time."""
+
+    type: Literal["webhook.handover"] = "webhook.handover"
+    webhook_id: str
+    deliveries: list[HandedDelivery]
+
+
 AnyEvent = Annotated[
     Union[WorkspaceSaved, ServiceSaved, ApiKeySaved, DomainSaved, SandboxRecipientSaved, SuppressionSaved,
           WebhookSaved, AuditEntry, UserSaved, SessionSaved, UserTokenSaved, ReceivingRuleSaved, TemplateSaved,
-          TemplateVersionSaved, ShapingSaved, IpPoolSaved, WebhookAttempted, WebhookReplay,
+          TemplateVersionSaved, ShapingSaved, IpPoolSaved, WebhookAttempted, WebhookReplay, WebhookHandover,
           SendRequested, SendCanceled, SendRescheduled,
           Sent, Delivered, Deferred, Bounced, Failed, Dropped, Complained, Opened, Clicked, Unsubscribed, Scheduled, Canceled,
           EmailReceived, Alert],

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared import events as ev
 from shared import failpoints
 
 
@@ -48,6 +49,29 @@ class Outbox:
         """Queue deliveries ``(key, webhook_id, event)``; a known key is ignored (redelivery)."""
         if rows:
             await asyncio.to_thread(self._add, rows)
+
+    def _take_over(self, rows: list[ev.HandedDelivery]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO deliveries(key, webhook_id, event, attempt, next_at, created) VALUES (?,?,?,?,?,?)",
+                [(d.key, d.key.partition("|")[0], json.dumps(d.event), d.attempt, d.next_at, d.created) for d in rows])
+
+    async def take_over(self, rows: list[ev.HandedDelivery]) -> None:
+        """Queue deliveries another process handed over, as they were (a known key is ignored)."""
+        if rows:
+            await asyncio.to_thread(self._take_over, rows)
+
+    def pending(self, limit: int = 1000) -> list[ev.HandedDelivery]:
+        """Up to ``limit`` pending deliveries, as they would be handed over."""
+        with self._lock:
+            rows = self._db.execute("SELECT key, event, attempt, next_at, created FROM deliveries WHERE state='pending' "
+                                    "ORDER BY next_at LIMIT ?", (limit,)).fetchall()
+        return [ev.HandedDelivery(key=k, event=json.loads(e), attempt=a, next_at=n, created=c or n)
+                for k, e, a, n, c in rows]
+
+    def forget(self, keys: list[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM deliveries WHERE key=?", [(k,) for k in keys])
 
     def due_keys(self, now: float, per_endpoint: int) -> list[tuple[str, str]]:
         """``(key, webhook_id)`` of the pending deliveries due at ``now``, oldest first, at most

@@ -34,6 +34,7 @@ AUTO_DISABLE_AFTER = 3
 MAX_RETRY_AFTER = 86400
 KEEP_FINISHED = 86400.0  # seconds a finished outbox row is kept (the log keeps the events and attempts)
 PURGE_EVERY = 600.0  # seconds between two purges of finished rows
+HANDOVER_BATCH, HANDOVER_RECORD = 1000, 100  # pending deliveries read at once / put in one record
 
 
 def secrets_of(master_key: bytes, wh: ev.WebhookSaved) -> list[str]:
@@ -85,17 +86,20 @@ class WebhookService:
 
     async def handle(self, records: list[Record]) -> None:
         """Parse → queue deliveries in the outbox (durable). The runner commits after."""
-        rows = []
+        rows, handed = [], []
         for record in records:
             e = await self.guard.decode(record)
             with self.guard.for_record(record):  # InvalidRecord: dead-lettered
                 if isinstance(e, ev.WebhookReplay):
                     rows += [(f"{e.webhook_id}|{replayed_id(x)}|{e.id}", e.webhook_id, x) for x in e.events]
+                elif isinstance(e, ev.WebhookHandover):
+                    handed += e.deliveries
                 elif e is not None and e.type in ev.WEBHOOK_TYPES and (hooks := self.subscribers(e)):
                     payload = e.model_dump(mode="json", by_alias=True)  # only for an event someone subscribed to
                     rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in hooks]
         await self.outbox.add(rows)
-        if rows:
+        await self.outbox.take_over(handed)
+        if rows or handed:
             self._wake.set()
 
     # ------------------------------------------------------------ delivery
@@ -253,10 +257,36 @@ class WebhookService:
             return
         log.warning("webhook %s disabled: %s", wh.webhook_id, reason)
 
+    async def hand_over(self) -> int:
+        """Hand every pending delivery (not one whose new state could not be written) to the
+        group on ``email.events``, then forget it: a stopping pod may be a scaled-down one, whose
+        volume nobody reads again. Returns how many were handed over; one whose append fails
+        stays here for this process's next start."""
+        n = 0
+        while rows := [d for d in await asyncio.to_thread(self.outbox.pending, HANDOVER_BATCH)
+                       if d.key not in self._unwritten]:
+            by_endpoint: dict[str, list[ev.HandedDelivery]] = defaultdict(list)
+            for d in rows:
+                by_endpoint[d.key.partition("|")[0]].append(d)
+            await self.rt.log.append_many(ev.Topic.EVENTS, [
+                (webhook_id, ev.encode(ev.WebhookHandover(workspace_id=str(ds[0].event.get("workspace_id") or ""),
+                                                          webhook_id=webhook_id, deliveries=ds[i:i + HANDOVER_RECORD])))
+                for webhook_id, ds in by_endpoint.items() for i in range(0, len(ds), HANDOVER_RECORD)])
+            await asyncio.to_thread(self.outbox.forget, [d.key for d in rows])
+            n += len(rows)
+        return n
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Queue and deliver until ``stop``; then, where the group can move partitions to other
+        processes (Kafka), hand the pending deliveries over (``hand_over``)."""
+        events = self.rt.log.consumer([ev.Topic.EVENTS], "webhooks")
         try:
-            await asyncio.gather(
-                run_consumer(self.rt.log.consumer([ev.Topic.EVENTS], "webhooks"), self.handle, stop, guard=self.guard),
-                self.dispatch_loop(stop))
+            await asyncio.gather(run_consumer(events, self.handle, stop, guard=self.guard), self.dispatch_loop(stop))
+            if stop.is_set() and events.partitions_move:
+                try:
+                    if n := await self.hand_over():
+                        log.info("handed %d pending webhook deliveries over to the group", n)
+                except Exception:
+                    log.exception("handing pending webhook deliveries over failed; they stay in this outbox")
         finally:
             self.outbox.close()
