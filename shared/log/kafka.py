@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, AsyncGenerator, Iterator, Sequence
+from typing import Any, AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -258,6 +258,9 @@ class KafkaConsumer(Consumer):
         self._assigned_generation: int | None = None  # the generation of the latest assignment
         self._continues = False  # see assignment_continues
         self._getting: asyncio.Future[tuple[int, dict[TopicPartition, list[Any]]]] | None = None  # see _getmany
+        max_poll_ms = max(300000, s.kafka_session_timeout_ms)
+        self.hook_heartbeat_limit = max_poll_ms / 1000  # see _Assignment.on_partitions_assigned
+        self._preparing = False  # the on_assigned hook runs
         self._c = AIOKafkaConsumer(
             bootstrap_servers=log_.bootstrap,
             max_partition_fetch_bytes=MAX_RECORD_BYTES,  # a fetch always holds at least one whole record
@@ -266,7 +269,12 @@ class KafkaConsumer(Consumer):
             auto_offset_reset="earliest",
             session_timeout_ms=s.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(100, s.kafka_session_timeout_ms // 5),
-            max_poll_interval_ms=max(300000, s.kafka_session_timeout_ms),
+            max_poll_interval_ms=max_poll_ms,
+            # how long the group waits for its members to rejoin: aiokafka's default is the session
+            # timeout, which a member still in its revocation (a batch, up to REVOKE_WAIT) or its
+            # assignment hook (a ledger rebuild) outlasts; Kafka would then drop it (the Java
+            # client's default, max.poll.interval.ms)
+            rebalance_timeout_ms=max_poll_ms,
             fetch_max_wait_ms=100,
             metadata_max_age_ms=5000,
         )
@@ -373,7 +381,7 @@ class KafkaConsumer(Consumer):
 
     @property
     def assigned(self) -> bool:
-        return self._unassigned_since is None
+        return self._unassigned_since is None and not self._preparing
 
     def _warn_while_unassigned(self) -> None:
         """A consumer the group has not given an assignment (not even an empty one), at its
@@ -454,14 +462,33 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         c = self.consumer._c
         if assigned:
             c.pause(*assigned)  # a relay would otherwise handle requests before their ledger is rebuilt
-        # aiokafka stops heartbeating for the whole join, this callback included: a hook that
-        # outlasts the session timeout would get the member expelled (and at its rejoin its
-        # hook would run again, as long). The join is complete here (the member has its
-        # generation), so heartbeats are valid again; a rebalance they hear of is joined after.
-        c._coordinator._start_heartbeat_task()
+        self.consumer._preparing = True
         try:
-            await hook({(tp.topic, tp.partition): (await c.committed(tp)) or 0 for tp in assigned})
+            await self._run(hook, {(tp.topic, tp.partition): (await c.committed(tp)) or 0 for tp in assigned})
         finally:
+            self.consumer._preparing = False
             with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to resume
                 if assigned:
                     c.resume(*assigned)
+
+    async def _run(self, hook: Callable[[dict[tuple[str, int], int]], Awaitable[None]],
+                   starts: dict[tuple[str, int], int]) -> None:
+        """The hook, heartbeating meanwhile: aiokafka stops heartbeats for the whole join, this
+        callback included, so a hook that outlasts the session timeout (a long ledger rebuild)
+        would get the member expelled — and at its rejoin the hook would run again, as long.
+        The join is complete here (the member has its generation): heartbeats are valid again,
+        and a rebalance they hear of is joined after. Up to ``hook_heartbeat_limit`` (the poll
+        interval) only: a hook stuck beyond it (a disk that cannot be written) stops them
+        again, so the group gives its partitions to another member instead of waiting."""
+        coordinator = self.consumer._c._coordinator
+        coordinator._start_heartbeat_task()
+        running = asyncio.ensure_future(hook(starts))
+        try:
+            if not (await asyncio.wait({running}, timeout=self.consumer.hook_heartbeat_limit))[0]:
+                log.error("consumer group %s: the assignment hook has run for %.0f s; heartbeats stop, so that "
+                          "the group gives these partitions to another member", self.consumer.group,
+                          self.consumer.hook_heartbeat_limit)
+                await coordinator._stop_heartbeat_task()
+            await running
+        finally:
+            running.cancel()  # the consumer stops: so does its hook

@@ -163,8 +163,9 @@ class Consumer(abc.ABC):
     @property
     def assigned(self) -> bool:
         """True while the group has given this consumer its share of the partitions (possibly
-        none, when it has more members than partitions); False before the first assignment
-        and between a revocation and the next. Adapters that assign statically: always True."""
+        none, when it has more members than partitions) and its ``on_assigned`` hook has ended;
+        False before the first assignment, while the hook runs, and between a revocation and the
+        next. Adapters that assign statically: always True."""
         return True
 
     def take_share(self, index: int, count: int) -> None:

@@ -500,6 +500,44 @@ async def test_a_member_stays_in_its_group_while_its_assignment_hook_outlasts_th
 
 
 @pytest.mark.kafka
+async def test_a_member_whose_assignment_hook_is_stuck_gives_its_partitions_up(tansu, topic):
+    """A hook that does not end (a ledger rebuild waiting for a disk that cannot be written)
+    heartbeats only up to ``hook_heartbeat_limit`` (the poll interval; 2 s here): then the
+    member stops heartbeating, so a member that joins gets every partition instead of the
+    group waiting for the stuck one. Meanwhile the stuck member does not say it is assigned
+    (its readiness)."""
+    lg = KafkaLog(Settings(kafka_bootstrap=tansu.bootstrap, kafka_idempotence=False, kafka_session_timeout_ms=1000))
+    await lg.start()
+    group, never, stuck = f"g-{uuid.uuid4().hex[:6]}", asyncio.Event(), asyncio.Event()
+    a, b = lg.consumer([topic], group), lg.consumer([topic], group)
+    a.hook_heartbeat_limit = 2.0
+
+    async def hook(starts):
+        stuck.set()
+        await never.wait()
+
+    a.on_assigned = hook
+    starting = asyncio.create_task(a.start())
+    try:
+        await asyncio.wait_for(stuck.wait(), 30)
+        assert not a.assigned
+        await asyncio.sleep(3.5)  # past the limit and a session timeout: a is out of the group
+        await asyncio.wait_for(b.start(), 30)
+        deadline = time.monotonic() + 10
+        while len(b._c.assignment()) < 4 and time.monotonic() < deadline:
+            await b.poll(timeout=0.2)
+            b.release()
+        assert len(b._c.assignment()) == 4
+    finally:
+        never.set()
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await b.close()
+        await a.close()
+        await lg.close()
+
+
+@pytest.mark.kafka
 async def test_topics_take_a_whole_send_and_a_larger_record_is_the_records_fault(tansu):
     """The topics Postline creates take records up to 16 MiB (a broker's default ~1 MB would
     refuse every send with a large attachment, answered 503 "safe to retry" for ever); a
