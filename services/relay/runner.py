@@ -10,8 +10,8 @@ from services.relay.crash_guard import CrashGuard
 from services.relay.handler import RelayContext, give_up, process
 from services.relay.ledger import Ledger
 from services.relay.ledger_rebuild import LedgerRebuild
-from services.relay.schedule_changes import apply_change, emit, scheduled_events
-from services.relay.scheduler import Scheduler
+from services.relay.schedule_changes import apply_change, canceled_events, emit, scheduled_events
+from services.relay.scheduler import HANDED_OVER, Scheduler
 from services.relay.senders.base import Sender
 from services.relay.signing import Signer
 from services.relay.suppress import Suppressor
@@ -42,6 +42,21 @@ def make_sender(settings: Settings, inbox: DevInbox | None = None, control: Cont
     from services.relay.senders.inbox import InboxSender
 
     return InboxSender(cast(DevInbox, inbox))  # the runtime opens its dev inbox with delivery=inbox
+
+
+CHANGE_TYPES = (b'"type":"send-cancelled"', b'"type":"send-rescheduled"')  # as ev.encode writes them
+
+
+def schedule_change(record: Record) -> ev.SendCanceled | ev.SendRescheduled | None:
+    """The cancel or reschedule ``record`` holds, else None (a send; undecodable: the request
+    handler's guard dead-letters it). Sends are told apart without decoding them."""
+    if not any(t in record.value for t in CHANGE_TYPES):
+        return None
+    try:
+        change = ev.decode(record.value)
+    except Exception:
+        return None
+    return change if isinstance(change, (ev.SendCanceled, ev.SendRescheduled)) else None
 
 
 def is_for_later(req: ev.SendRequested) -> bool:
@@ -81,85 +96,82 @@ class Relay:
         self.stopping = asyncio.Event()  # run()'s stop event, once it runs
 
     async def handle_batch(self, records: list[Record]) -> None:
+        """The batch's cancels and reschedules first, in log order: a copy of a request that
+        comes after one in the batch (handed over, or released) goes by it (``as_changed``);
+        then the requests, together."""
         metrics.RELAY_QUEUE_DEPTH.set(len(records))
+        for record in records:
+            if (change := schedule_change(record)) is not None:
+                await apply_change(self.ctx, self.scheduler, change, record.partition, HANDED_OVER in record.headers)
         careful = [self.crashes.careful(r) for r in records] if self.crashes.unclean else []
         if any(careful):  # after an unclean start (crash_guard.py)
-            done = await self._under_counts(records, careful)
+            await self._under_counts(records, careful)
         else:
-            done = await gather_all(*(self._one(r) for r in records))
-        for record, change in zip(records, done):  # after the requests of the batch, which they follow on the log
-            if change is not None:
-                await apply_change(self.ctx, self.scheduler, change, record.partition)
+            await gather_all(*(self._one(r) for r in records))
         metrics.RELAY_QUEUE_DEPTH.set(0)
 
-    async def _one(self, record: Record) -> ev.SendCanceled | ev.SendRescheduled | None:
-        """Deliver or hold one request; a cancel/reschedule is returned for handle_batch.
+    async def _one(self, record: Record) -> None:
+        """Deliver or hold one request (a cancel or reschedule was applied by handle_batch).
         Raises ``BatchLost`` when the group has given the batch to another relay (Kafka): the
         requests not yet under way are left to it (checked again right before each SMTP
         transaction, services/relay/senders/smtp_pool.py)."""
         async with self._slots:
             ensure_batch_current()
             req = await self.guard.decode(record)
-            if req is None:
-                return None
-            if isinstance(req, (ev.SendCanceled, ev.SendRescheduled)):
-                return req
+            if req is None or isinstance(req, (ev.SendCanceled, ev.SendRescheduled)):
+                return
             crash_on_tag("relay.handling", req.tags)  # tests: a request that kills the process
             with self.guard.for_record(record):  # a request no step can handle is dead-lettered
                 # a redelivered, released or handed-over copy that arrives after a cancel never goes
                 # out, and one that arrives after a reschedule goes by the new time
                 changed = self.scheduler.as_changed(req) if req.scheduled_at is not None and req.attempt == 0 else req
                 if changed is None:
-                    pass
+                    await emit(self.ctx, req.email_id, canceled_events(req))  # the same ids as at the cancel
                 elif is_for_later(changed):
-                    if await self.scheduler.hold(changed, record.partition):
+                    # a handed-over copy was said ``scheduled`` by the relay that held it first
+                    said = HANDED_OVER in record.headers and changed is req
+                    if await self.scheduler.hold(changed, record.partition) and not said:
                         await emit(self.ctx, changed.email_id, scheduled_events(changed))
                 else:
                     await process(self.ctx, changed)
-            return None
 
-    async def _under_counts(self, records: list[Record], careful: list[bool]) -> list:
-        """``_one`` for each record after an unclean start (crash_guard.py), the results in
-        log order: those no death was counted against together, under one count (lowered once
-        every one of them has ended); then each suspect alone, under its own; a request counted
+    async def _under_counts(self, records: list[Record], careful: list[bool]) -> None:
+        """``_one`` for each record after an unclean start (crash_guard.py), in log order:
+        those no death was counted against together, under one count (lowered once every one
+        of them has ended); then each suspect alone, under its own; a request counted
         ``limit`` times is given up instead. A stop ends the suspects' turn (``BatchInterrupted``:
         one at a time, they could outlast the stop's grace period, whose SIGKILL would then
         count against an innocent one)."""
         deaths = [self.crashes.deaths(r) if c else 0 for r, c in zip(records, careful)]
-        done: list = [None] * len(records)
         together = [i for i, n in enumerate(deaths) if n == 0]
         with self.crashes.holding([records[i] for i in together if careful[i]]):
-            for i, result in zip(together, await gather_all(*(self._one(records[i]) for i in together))):
-                done[i] = result
-        for i, (r, n) in enumerate(zip(records, deaths)):
+            await gather_all(*(self._one(records[i]) for i in together))
+        for r, n in zip(records, deaths):
             if n and self.stopping.is_set():
                 raise BatchInterrupted("the relay is stopping: the suspects left are handled after the next start")
             if n >= self.crashes.limit:
-                done[i] = await self._give_up(r, n)
+                await self._give_up(r, n)
             elif n:
                 with self.crashes.holding([r]):
-                    done[i] = await self._one(r)
-        return done
+                    await self._one(r)
 
-    async def _give_up(self, record: Record, deaths: int) -> ev.SendCanceled | ev.SendRescheduled | None:
+    async def _give_up(self, record: Record, deaths: int) -> None:
         """A request ended without delivery (handler.give_up), a copy held for later canceled,
-        and the record marked for the dead-letter topic, with the reason, for an operator. A
-        cancel or reschedule is returned to be applied instead: it only changes the
-        scheduler's file, and dropping it would let a canceled send go out. Only by the
-        request's owner (``BatchLost`` once the batch is another relay's)."""
+        and the record marked for the dead-letter topic, with the reason, for an operator. (A
+        cancel or reschedule was applied by handle_batch: it only changes the scheduler's
+        file, and dropping it would let a canceled send go out.) Only by the request's owner
+        (``BatchLost`` once the batch is another relay's)."""
         ensure_batch_current()
         reason = f"the relay process died {deaths} times handling this message; it was given up"
         req = await self.guard.decode(record)
-        if req is None:  # undecodable: the guard dead-letters it with its batch
-            return None
-        if isinstance(req, (ev.SendCanceled, ev.SendRescheduled)):
-            return req
+        if req is None or isinstance(req, (ev.SendCanceled, ev.SendRescheduled)):
+            return  # undecodable: the guard dead-letters it with its batch
         log.error("request %s/%s@%s: %s", record.topic, record.partition, record.offset, reason)
         if isinstance(req, ev.SendRequested):
-            await self.scheduler.cancel(req.email_id)  # no held or later copy goes out either
+            no_copy = ev.SendCanceled(workspace_id=req.workspace_id, service_id=req.service_id, email_id=req.email_id)
+            await self.scheduler.cancel(no_copy, record.partition)  # no held or later copy goes out either
             await give_up(self.ctx, req, reason)
         self.guard.mark(record, RuntimeError(reason))  # dead-lettered once its batch is done
-        return None
 
     async def _hand_over(self, keep: set[int]) -> None:
         """Hand the sends held for partitions outside ``keep`` to their owners; one that
@@ -184,9 +196,9 @@ class Relay:
         rebuild = LedgerRebuild(lg, self.ctx.ledger, self.ctx.settings, continues=lambda: requests.assignment_continues)
 
         async def on_assigned(starts: dict[tuple[str, int], int]) -> None:  # before any request
-            await rebuild.on_assigned(starts)
-            if requests.partitions_move:  # held sends follow their partition (scheduler.py)
+            if requests.partitions_move:  # held sends follow their partition (scheduler.py), at once
                 await self._hand_over({p for (topic, p) in starts if topic == str(ev.Topic.REQUESTS)})
+            await rebuild.on_assigned(starts)
 
         requests.on_assigned = on_assigned
         # a relay the group has given nothing (a join under way, or stalled) delivers nothing: not ready
@@ -198,10 +210,10 @@ class Relay:
         try:
             await asyncio.gather(*tasks)
         finally:
-            if stop.is_set() and requests.partitions_move:  # told to stop (a scale-down, a restart)
-                await self._hand_over(set())
             if stop.is_set():  # stopped because it was told to (a batch cut short included): not a crash
                 self.crashes.stop()
+            if stop.is_set() and requests.partitions_move:  # told to stop (a scale-down, a restart)
+                await self._hand_over(set())
             for t in tasks:
                 t.cancel()
             await self.ctx.sender.close()

@@ -30,12 +30,13 @@ async def emit(ctx: RelayContext, email_id: str, events: list[ev.Event]) -> None
 
 
 async def apply_change(ctx: RelayContext, scheduler: Scheduler, change: ev.SendCanceled | ev.SendRescheduled,
-                       partition: int | None = None) -> None:
+                       partition: int | None = None, handed_over: bool = False) -> None:
     """Apply one ``send-cancelled`` / ``send-rescheduled`` (from ``partition`` of
-    ``email.requests``); durable when it returns."""
+    ``email.requests``; ``handed_over`` by the partition's previous owner); durable when it
+    returns."""
     if isinstance(change, ev.SendCanceled):
-        held = await scheduler.cancel(change.email_id)
+        held = await scheduler.cancel(change, partition)
         await emit(ctx, change.email_id, canceled_events(held) if held else [])
     elif isinstance(change, ev.SendRescheduled):
-        moved = await scheduler.reschedule(change.email_id, change.scheduled_at, partition)
+        moved = await scheduler.reschedule(change, partition, handed_over)
         await emit(ctx, change.email_id, scheduled_events(moved) if moved else [])

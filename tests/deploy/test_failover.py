@@ -15,30 +15,23 @@ autoscaler adds one). The group's rebalance waits for the batch the first relay 
 (shared/log/kafka.py), so the newcomer never delivers what the first one is still delivering."""
 from __future__ import annotations
 
-import contextlib
 import signal
-import sqlite3
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
 from tests.support.clickhouse_http import ClickHouseHttp
 from tests.support.dns_server import DnsServer
-from tests.support.postline import Api, PostlineProcess, post_batches, production_service
+from tests.support.postline import (Api, PostlineProcess, api_and_two_relays, deliveries, post_batches,
+                                   production_service)
 from tests.support.smtp_sink import SmtpSink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.slow]
 MESSAGES = 300  # 15 s at the sink's 50 ms per message
 SCALE_OUT_MESSAGES = 200
 KILL_AT = 4.0  # seconds after the first delivery: long enough for deliveries of more than 2 s before the kill
-
-
-def deliveries(sink: SmtpSink) -> list[tuple[str, tuple, float]]:
-    with sink.lock:
-        return [(m.data.split(b"X-Postline-Id: ", 1)[1][:36].decode(), tuple(m.rcpt_tos), m.at) for m in sink.received]
 
 
 def partition_of(email_id: str, partitions: int = 4) -> int:
@@ -124,14 +117,6 @@ def test_relay_killed_mid_burst_resends_nothing_finished_and_stats_count_once(tm
         ch.stop()
         sink.stop()
         dns.stop()
-
-
-def api_and_two_relays(tmp_path, tansu, sink: SmtpSink, dns: DnsServer) -> dict[str, PostlineProcess]:
-    """An API and two relays (not started) over tansu, delivering to ``sink``."""
-    env = {"POSTLINE_KAFKA_BOOTSTRAP": tansu.bootstrap, "POSTLINE_KAFKA_IDEMPOTENCE": "false",
-           "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
-           "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address}
-    return {name: PostlineProcess(tmp_path / name, role=name.split("-")[0], env=env) for name in ("api", "relay-a", "relay-b")}
 
 
 def first_relay_takes_one_batch(procs: dict[str, PostlineProcess], sink: SmtpSink, dns: DnsServer, n: int,
@@ -222,67 +207,3 @@ def test_a_relay_stalled_past_its_session_timeout_starts_no_delivery_of_the_batc
         sink.stop()
         dns.stop()
 
-
-SCHEDULED = 24
-
-
-def held_by(proc: PostlineProcess) -> int:
-    """How many scheduled sends the relay holds on its volume."""
-    path = proc.data_dir / "scheduled.sqlite3"
-    if not path.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        try:
-            return db.execute("SELECT count(*) FROM scheduled").fetchone()[0]
-        except sqlite3.OperationalError:  # not made yet
-            return 0
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return condition()
-
-
-def test_scheduled_sends_follow_their_partitions_when_relays_come_and_go(tmp_path, tansu):
-    """A relay pod holds scheduled sends on its volume. When the group moves a partition (an
-    autoscaler adds a relay), the sends held for it move to its new owner, which is also the
-    relay the partition's reschedules and cancels reach; a relay scaled down (stopped) hands
-    over everything it holds — nothing is stranded on its volume, nothing goes out twice, and
-    each goes at the time it was last moved to."""
-    sink, dns = SmtpSink().start(), DnsServer().start()
-    procs = api_and_two_relays(tmp_path, tansu, sink, dns)
-    try:
-        procs["api"].start()
-        procs["relay-a"].start()
-        api = Api(procs["api"].url)
-        _, key = production_service(api, dns)
-        later = datetime.now(timezone.utc) + timedelta(minutes=10)
-        ids = []
-        for i in range(SCHEDULED):
-            r = api.send(key, {"from": "hello@acme.test", "to": [f"u{i}@example.com"], "subject": "later",
-                               "text": "x", "scheduled_at": later.isoformat()})
-            assert r.status_code == 200, r.text
-            ids.append(r.json()["id"])
-        assert wait_for(lambda: held_by(procs["relay-a"]) == SCHEDULED, 30)
-        procs["relay-b"].start()  # joins: the group gives it some of the partitions
-        assert wait_for(lambda: held_by(procs["relay-b"]) > 0
-                        and held_by(procs["relay-a"]) + held_by(procs["relay-b"]) == SCHEDULED, 30), \
-            (held_by(procs["relay-a"]), held_by(procs["relay-b"]))
-        soon = datetime.now(timezone.utc) + timedelta(seconds=8)
-        for email_id in ids:  # each reaches the owner of the email's partition
-            r = api.http.patch(f"/emails/{email_id}", json={"scheduled_at": soon.isoformat()}, headers={"Api-Key": key})
-            assert r.status_code == 200, r.text
-        assert procs["relay-a"].stop() == 0  # scaled down
-        assert held_by(procs["relay-a"]) == 0, "a stopped relay leaves nothing held on its volume"
-        assert wait_for(lambda: len(deliveries(sink)) >= SCHEDULED, 60), len(deliveries(sink))
-        time.sleep(1.0)  # a second copy would show now
-        seen = deliveries(sink)
-        assert Counter(mid for mid, _, _ in seen) == Counter(ids), "each scheduled send delivered once"
-        assert min(at for _, _, at in seen) >= soon.timestamp() - 0.5, "sent at the time it was moved to"
-    finally:
-        for p in procs.values():
-            p.stop()
-        sink.stop()
-        dns.stop()

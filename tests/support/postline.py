@@ -250,3 +250,16 @@ def dkim_results(raw: bytes, dns_address: str) -> list[bool]:
     d = dkim.DKIM(raw)
     count = raw.split(b"\r\n\r\n", 1)[0].lower().count(b"dkim-signature:")
     return [d.verify(idx=i, dnsfunc=dnsfunc) for i in range(count)]
+
+
+def deliveries(sink) -> list[tuple[str, tuple, float]]:
+    with sink.lock:
+        return [(m.data.split(b"X-Postline-Id: ", 1)[1][:36].decode(), tuple(m.rcpt_tos), m.at) for m in sink.received]
+
+
+def api_and_two_relays(tmp_path, tansu, sink, dns) -> dict[str, PostlineProcess]:
+    """An API and two relays (not started) over tansu, delivering to ``sink``."""
+    env = {"POSTLINE_KAFKA_BOOTSTRAP": tansu.bootstrap, "POSTLINE_KAFKA_IDEMPOTENCE": "false",
+           "POSTLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
+           "POSTLINE_DELIVERY": "smarthost", "POSTLINE_SMARTHOST": sink.address, "POSTLINE_DNS_SERVER": dns.address}
+    return {name: PostlineProcess(tmp_path / name, role=name.split("-")[0], env=env) for name in ("api", "relay-a", "relay-b")}

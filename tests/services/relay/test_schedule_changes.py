@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from services.relay.schedule_changes import apply_change
-from services.relay.scheduler import Scheduler
+from services.relay.scheduler import HANDED_OVER, Scheduler
 from shared import events as ev
 from shared.log.sqlite import SqliteLog
 
@@ -81,23 +82,27 @@ async def test_reschedule_moves_the_due_time_and_releases_the_moved_request(tmp_
         await log.close()
 
 
-async def test_a_reschedule_that_finds_nothing_held_moves_the_copy_that_comes_later(tmp_path):
+def rescheduled(email_id: str, when: datetime, **kw) -> ev.SendRescheduled:
+    return ev.SendRescheduled(workspace_id="w", service_id="s", email_id=email_id, scheduled_at=when, **kw)
+
+
+async def test_a_change_that_finds_nothing_held_applies_to_the_copy_that_comes_later(tmp_path):
     """On Kafka the change can reach the partition's new owner before the held request does
     (handed over by the relay that held it): the change is remembered, and the copy that
-    comes later goes by it; a cancel likewise."""
+    comes later goes by it."""
     log = SqliteLog(tmp_path / "log.sqlite3")
     await log.start()
     scheduler = Scheduler(tmp_path / "scheduled.sqlite3", log)
     ctx = SimpleNamespace(log=log)
     try:
         first, moved = (datetime.now(timezone.utc) + timedelta(hours=h) for h in (1, 3))
-        await apply_change(ctx, scheduler, ev.SendRescheduled(workspace_id="w", service_id="s", email_id="e1",
-                                                              scheduled_at=moved), partition=2)
+        await apply_change(ctx, scheduler, rescheduled("e1", moved), partition=2)
         assert scheduler._next_due() is None  # nothing held here, nothing emitted
         assert await read_all(log, ev.Topic.EVENTS, "t1") == []
         copy = scheduler.as_changed(request("e1", first))
         assert copy is not None and copy.scheduled_at == moved
-        assert scheduler.as_changed(request("e2", first)).scheduled_at == first  # no change seen: as it is
+        unchanged = request("e2", first)
+        assert scheduler.as_changed(unchanged) is unchanged
         await apply_change(ctx, scheduler, ev.SendCanceled(workspace_id="w", service_id="s", email_id="e3"))
         assert scheduler.as_changed(request("e3", first)) is None
     finally:
@@ -105,11 +110,12 @@ async def test_a_reschedule_that_finds_nothing_held_moves_the_copy_that_comes_la
         await log.close()
 
 
-async def test_hand_over_re_appends_what_is_held_for_partitions_owned_elsewhere(tmp_path):
-    """A relay hands the sends it holds for partitions it no longer owns (or of an unknown
-    partition: a file from before partitions were kept) back to ``email.requests`` and
-    forgets them and those partitions' remembered reschedules; the rest stays held."""
-    log = SqliteLog(tmp_path / "log.sqlite3")
+async def test_hand_over_re_appends_what_belongs_to_partitions_owned_elsewhere(tmp_path):
+    """A relay hands what it holds for partitions it no longer owns (or of an unknown
+    partition: a file from before partitions were kept) back to ``email.requests``, then the
+    changes it remembers of those partitions, each marked ``HANDED_OVER``, and forgets them;
+    the rest stays."""
+    log = SqliteLog(tmp_path / "log.sqlite3", partitions=1)
     await log.start()
     scheduler = Scheduler(tmp_path / "scheduled.sqlite3", log)
     try:
@@ -117,17 +123,48 @@ async def test_hand_over_re_appends_what_is_held_for_partitions_owned_elsewhere(
         assert await scheduler.hold(request("kept", later), partition=0)
         assert await scheduler.hold(request("moved", later), partition=1)
         assert await scheduler.hold(request("unknown", later))
-        await scheduler.reschedule("elsewhere-kept", later + timedelta(hours=1), partition=0)
-        await scheduler.reschedule("elsewhere-moved", later + timedelta(hours=1), partition=1)
+        await scheduler.reschedule(rescheduled("elsewhere-kept", later + timedelta(hours=1)), partition=0)
+        await scheduler.reschedule(rescheduled("elsewhere-moved", later + timedelta(hours=1)), partition=1)
+        await scheduler.cancel(ev.SendCanceled(workspace_id="w", service_id="s", email_id="canceled-moved"), partition=1)
         assert await scheduler.hand_over({0}) == 2
-        handed = await read_all(log, ev.Topic.REQUESTS, "t1")
-        assert sorted(r.email_id for r in handed) == ["moved", "unknown"]
-        assert all(r.scheduled_at == later for r in handed)
+        consumer = log.consumer([ev.Topic.REQUESTS], "t1")
+        await consumer.start()
+        handed = await consumer.poll(max_records=100, timeout=0.3)
+        await consumer.close()
+        assert all(r.headers == {HANDED_OVER: "1"} for r in handed)
+        values = [ev.decode(r.value) for r in handed]
+        assert sorted(v.email_id for v in values[:2]) == ["moved", "unknown"]  # held requests first
+        assert all(v.type == "send-requested" and v.scheduled_at == later for v in values[:2])
+        assert sorted((v.type, v.email_id) for v in values[2:]) == [("send-cancelled", "canceled-moved"),
+                                                                    ("send-rescheduled", "elsewhere-moved")]
         assert [i for i, _ in scheduler._due(later.timestamp() + 1)] == ["kept"]
         assert scheduler.as_changed(request("elsewhere-kept", later)).scheduled_at == later + timedelta(hours=1)
-        assert scheduler.as_changed(request("elsewhere-moved", later)).scheduled_at == later  # forgotten
+        assert scheduler.as_changed(request("elsewhere-moved", later)).scheduled_at == later  # forgotten here
+        assert scheduler.as_changed(request("canceled-moved", later)) is not None
         assert await scheduler.hand_over(set()) == 1  # a stop: everything goes
         assert scheduler._next_due() is None
+    finally:
+        scheduler.close()
+        await log.close()
+
+
+async def test_a_handed_over_reschedule_loses_to_a_later_one_applied_here(tmp_path):
+    """The partition's new owner may apply a reschedule before the old owner hands over an
+    earlier one (and the copy it held): the earlier one changes nothing."""
+    log = SqliteLog(tmp_path / "log.sqlite3")
+    await log.start()
+    scheduler = Scheduler(tmp_path / "scheduled.sqlite3", log)
+    try:
+        now = datetime.now(timezone.utc)
+        newer = rescheduled("e1", now + timedelta(hours=3))
+        older = rescheduled("e1", now + timedelta(hours=2), time=now - timedelta(minutes=1))
+        assert await scheduler.reschedule(newer, 0) is None  # nothing held yet
+        assert await scheduler.hold(scheduler.as_changed(request("e1", now + timedelta(hours=1))), 0)
+        assert await scheduler.reschedule(older, 0, handed_over=True) is None
+        assert scheduler._due(time.time() + 3 * 3600 + 60)[0][0] == "e1"
+        assert scheduler._due(time.time() + 2 * 3600 + 60) == []  # still at the later one's time
+        # a change that comes in log order wins whatever its clock says (two API replicas' clocks)
+        assert (await scheduler.reschedule(older, 0)).scheduled_at == now + timedelta(hours=2)
     finally:
         scheduler.close()
         await log.close()
