@@ -50,7 +50,7 @@ CHANGE_TYPES = (b'"type":"send-cancelled"', b'"type":"send-rescheduled"')  # as 
 def schedule_change(record: Record) -> ev.SendCanceled | ev.SendRescheduled | None:
     """The cancel or reschedule ``record`` holds, else None (a send; undecodable: the request
     handler's guard dead-letters it). Sends are told apart without decoding them."""
-    if not any(t in record.value for t in CHANGE_TYPES):
+    if not record.value or not any(t in record.value for t in CHANGE_TYPES):
         return None
     try:
         change = ev.decode(record.value)
@@ -128,9 +128,12 @@ class Relay:
                 if changed is None:
                     await emit(self.ctx, req.email_id, canceled_events(req))  # the same ids as at the cancel
                 elif is_for_later(changed):
-                    # a handed-over copy was said ``scheduled`` by the relay that held it first
-                    said = HANDED_OVER in record.headers and changed is req
-                    if await self.scheduler.hold(changed, record.partition) and not said:
+                    news = await self.scheduler.hold(changed, record.partition)
+                    # a handed-over copy was said ``scheduled`` by the relay that held it first: it
+                    # is said again only for a time this relay moved it to, the first time it does
+                    # (else at every rebalance); others every time (a batch done again: same ids)
+                    handed = HANDED_OVER in record.headers
+                    if news is not None and (not handed or (news and changed is not req)):
                         await emit(self.ctx, changed.email_id, scheduled_events(changed))
                 else:
                     await process(self.ctx, changed)

@@ -92,22 +92,23 @@ class Scheduler:
         with self._lock:
             return self._db.execute("SELECT 1 FROM cancelled WHERE email_id=?", (email_id,)).fetchone() is not None
 
-    def _hold(self, req: ev.SendRequested, partition: int | None) -> bool:
+    def _hold(self, req: ev.SendRequested, partition: int | None) -> bool | None:
         assert req.scheduled_at is not None  # only scheduled requests are held
         with self._lock:
             if self._db.execute("SELECT 1 FROM cancelled WHERE email_id=?", (req.email_id,)).fetchone():
-                return False
+                return None
             due = req.scheduled_at.timestamp()
             held = self._db.execute("SELECT due FROM scheduled WHERE email_id=?", (req.email_id,)).fetchone()
             self._db.execute("INSERT OR REPLACE INTO scheduled(email_id, due, payload, partition) VALUES (?,?,?,?)",
                              (req.email_id, due, ev.encode(req), partition))
             return held is None or held[0] != due
 
-    async def hold(self, req: ev.SendRequested, partition: int | None = None) -> bool:
+    async def hold(self, req: ev.SendRequested, partition: int | None = None) -> bool | None:
         """Keep ``req`` (from ``partition`` of ``email.requests``) until its ``scheduled_at``;
-        durable when it returns. True when that is news — it was not held here for that time
-        (the caller says ``scheduled``); False when it was, or when the email was canceled
-        already (then nothing is held)."""
+        durable when it returns. None (nothing held) when the email was canceled already;
+        True when the hold is news (not held here for that time before), False when not (a
+        batch done again: the caller says ``scheduled`` again, with the same ids, in case
+        the first time it could not)."""
         held = await asyncio.to_thread(self._hold, req, partition)
         self._wake.set()
         return held
@@ -117,7 +118,7 @@ class Scheduler:
             row = self._db.execute("SELECT payload FROM scheduled WHERE email_id=?", (change.email_id,)).fetchone()
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR IGNORE INTO cancelled(email_id, at, partition, change) VALUES (?,?,?,?)",
-                             (change.email_id, time.time(), partition, ev.encode(change)))
+                             (change.email_id, change.time.timestamp(), partition, ev.encode(change)))
             self._db.execute("DELETE FROM scheduled WHERE email_id=?", (change.email_id,))
             self._db.execute("COMMIT")
         return ev.decode(row[0]) if row else None
@@ -146,24 +147,28 @@ class Scheduler:
                 self._db.execute("UPDATE scheduled SET due=?, payload=? WHERE email_id=?",
                                  (when.timestamp(), ev.encode(req), email_id))
             self._db.execute("COMMIT")
+        if handed_over and row is not None and ev.decode(row[0]).scheduled_at == when:
+            return None  # the copy handed over before it was already moved: nothing to say
         return req
 
     async def reschedule(self, change: ev.SendRescheduled, partition: int | None = None,
                          handed_over: bool = False) -> ev.SendRequested | None:
         """Move the held request of the email to ``change.scheduled_at`` and remember the move;
         the updated request, or None when nothing is held here. ``handed_over``: the change
-        came from the partition's previous owner, and loses to a later one applied here."""
+        came from the partition's previous owner, and loses to a later one applied here (and
+        says nothing when the held copy, handed over before it, is already at its time)."""
         req = await asyncio.to_thread(self._reschedule, change, partition, handed_over)
         self._wake.set()
         return req
 
     def _elsewhere(self, table: str, column: str, keep: frozenset[int]) -> list[tuple[str, bytes]]:
         # a held request of an unknown partition goes too (its owner holds it, maybe this relay);
-        # a change remembered before partitions were kept stays (it cannot be written again)
-        unknown = "partition IS NULL OR" if table == "scheduled" else ""
+        # a change remembered before partitions were kept stays (it cannot be written again).
+        # (SQLite: NULL NOT IN () is true)
+        which = "partition IS NULL OR" if table == "scheduled" else f"{column} IS NOT NULL AND partition IS NOT NULL AND"
         marks = ",".join("?" * len(keep))
         with self._lock:
-            return self._db.execute(f"SELECT email_id, {column} FROM {table} WHERE {unknown} "
+            return self._db.execute(f"SELECT email_id, {column} FROM {table} WHERE {which} "
                                     f"partition NOT IN ({marks}) LIMIT 1000", tuple(keep)).fetchall()
 
     def _drop(self, table: str, ids: list[str]) -> None:

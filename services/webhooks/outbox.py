@@ -61,11 +61,12 @@ class Outbox:
         if rows:
             await asyncio.to_thread(self._take_over, rows)
 
-    def pending(self, limit: int = 1000) -> list[ev.HandedDelivery]:
-        """Up to ``limit`` pending deliveries, as they would be handed over."""
+    def pending(self, limit: int = 1000, after: str = "") -> list[ev.HandedDelivery]:
+        """Up to ``limit`` pending deliveries whose key sorts after ``after``, in key order, as
+        they would be handed over."""
         with self._lock:
             rows = self._db.execute("SELECT key, event, attempt, next_at, created FROM deliveries WHERE state='pending' "
-                                    "ORDER BY next_at LIMIT ?", (limit,)).fetchall()
+                                    "AND key > ? ORDER BY key LIMIT ?", (after, limit)).fetchall()
         return [ev.HandedDelivery(key=k, event=json.loads(e), attempt=a, next_at=n, created=c or n)
                 for k, e, a, n, c in rows]
 

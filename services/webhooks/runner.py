@@ -125,6 +125,10 @@ class WebhookService:
                     waiter.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=self.settings.webhook_timeout + 1)
+            for t in tasks:  # still waiting for a slot: stays pending (handed over, or tried at the next start)
+                t.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
         finally:
             if self._purging is not None:
                 await asyncio.wait({self._purging})
@@ -258,13 +262,17 @@ class WebhookService:
         log.warning("webhook %s disabled: %s", wh.webhook_id, reason)
 
     async def hand_over(self) -> int:
-        """Hand every pending delivery (not one whose new state could not be written) to the
-        group on ``email.events``, then forget it: a stopping pod may be a scaled-down one, whose
-        volume nobody reads again. Returns how many were handed over; one whose append fails
-        stays here for this process's next start."""
-        n = 0
-        while rows := [d for d in await asyncio.to_thread(self.outbox.pending, HANDOVER_BATCH)
-                       if d.key not in self._unwritten]:
+        """Hand every pending delivery to the group on ``email.events``, then forget it: a
+        stopping pod may be a scaled-down one, whose volume nobody reads again. Returns how many
+        were handed over. What stays here for this process's next start: a delivery whose new
+        state could not be written (a full disk), and any when the append fails; one whose
+        forgetting fails after its append is made twice (at least once, as every delivery)."""
+        n, after = 0, ""
+        self._write_unwritten()
+        while page := await asyncio.to_thread(self.outbox.pending, HANDOVER_BATCH, after):
+            after = page[-1].key
+            if not (rows := [d for d in page if d.key not in self._unwritten]):
+                continue
             by_endpoint: dict[str, list[ev.HandedDelivery]] = defaultdict(list)
             for d in rows:
                 by_endpoint[d.key.partition("|")[0]].append(d)

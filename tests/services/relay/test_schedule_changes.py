@@ -168,3 +168,20 @@ async def test_a_handed_over_reschedule_loses_to_a_later_one_applied_here(tmp_pa
     finally:
         scheduler.close()
         await log.close()
+
+
+async def test_a_cancel_remembered_before_partitions_were_kept_stays(tmp_path):
+    """A relay file from before this version remembers cancels without their partition or
+    record: none is handed over — a stop included, whose ``keep`` is empty — and each still
+    keeps a later copy from going out here."""
+    log = SqliteLog(tmp_path / "log.sqlite3")
+    await log.start()
+    scheduler = Scheduler(tmp_path / "scheduled.sqlite3", log)
+    try:
+        scheduler._db.execute("INSERT INTO cancelled(email_id, at) VALUES ('old', ?)", (time.time(),))
+        assert await scheduler.hand_over(set()) == 0
+        assert await read_all(log, ev.Topic.REQUESTS, "t1") == []
+        assert scheduler.as_changed(request("old", datetime.now(timezone.utc) + timedelta(hours=1))) is None
+    finally:
+        scheduler.close()
+        await log.close()
