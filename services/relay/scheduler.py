@@ -179,9 +179,8 @@ class Scheduler:
         """Append to ``email.requests`` (header ``HANDED_OVER``), then forget, every held
         request and then every remembered change whose partition is not in ``keep`` (a held
         request whose partition is unknown too: a file from before partitions were kept), for
-        the partition's owner. Returns
-        how many requests were handed over. A crash between an append and its delete hands
-        some over twice: the owner keeps one row per email id."""
+        the partition's owner. Returns how many requests were handed over. A crash between an
+        append and its delete hands some over twice: the owner keeps one row per email id."""
         kept, n = frozenset(keep), 0
         for table, column in (("scheduled", "payload"), ("cancelled", "change"), ("rescheduled", "change")):
             while rows := await asyncio.to_thread(self._elsewhere, table, column, kept):

@@ -430,7 +430,7 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
     """Runs the consumer's ``on_assigned`` hook inside the rebalance, before any record of the
     newly assigned partitions is returned: they are paused while it runs (aiokafka has marked
     the assignment done and lets polls return its records before it calls the listener), and
-    the member heartbeats meanwhile, however long it takes."""
+    the member heartbeats meanwhile (up to the poll interval: ``_run``)."""
 
     def __init__(self, consumer: KafkaConsumer):
         self.consumer = consumer
