@@ -79,14 +79,14 @@ def test_a_stopped_webhooks_process_hands_its_pending_retries_to_the_group(tmp_p
 SCHEDULED = 24
 
 
-def held_by(proc: PostlineProcess) -> int:
-    """How many scheduled sends the relay holds on its volume."""
+def held_by(proc: PostlineProcess, table: str = "scheduled") -> int:
+    """How many scheduled sends the relay holds on its volume (``table``: or changes it remembers)."""
     path = proc.data_dir / "scheduled.sqlite3"
     if not path.exists():
         return 0
     with contextlib.closing(sqlite3.connect(path)) as db:
         try:
-            return db.execute("SELECT count(*) FROM scheduled").fetchone()[0]
+            return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         except sqlite3.OperationalError:  # not made yet
             return 0
 
@@ -129,6 +129,7 @@ def test_scheduled_sends_follow_their_partitions_when_relays_come_and_go(tmp_pat
             assert r.status_code == 200, r.text
         assert procs["relay-a"].stop() == 0  # scaled down
         assert held_by(procs["relay-a"]) == 0, "a stopped relay leaves nothing held on its volume"
+        assert held_by(procs["relay-a"], "rescheduled") == 0, "nor a change its partitions' next owner needs"
         canceled = ids[:4]  # after the scale-down: the cancels reach relay b, which now holds them all
         for email_id in canceled:
             r = api.http.post(f"/emails/{email_id}/cancel", headers={"Api-Key": key})
