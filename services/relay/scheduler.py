@@ -81,7 +81,7 @@ class Scheduler:
         """``req`` (a first attempt with ``scheduled_at``) as the changes this relay has seen
         make it: None when it was canceled; moved to the last reschedule; else ``req`` itself."""
         with self._lock:
-            if self._db.execute("SELECT 1 FROM cancelled WHERE email_id=?", (req.email_id,)).fetchone():
+            if self._canceled(req.email_id):
                 return None
             row = self._db.execute("SELECT due FROM rescheduled WHERE email_id=?", (req.email_id,)).fetchone()
         if row is None or req.scheduled_at is None or row[0] == req.scheduled_at.timestamp():
@@ -90,12 +90,15 @@ class Scheduler:
 
     def is_canceled(self, email_id: str) -> bool:
         with self._lock:
-            return self._db.execute("SELECT 1 FROM cancelled WHERE email_id=?", (email_id,)).fetchone() is not None
+            return self._canceled(email_id)
+
+    def _canceled(self, email_id: str) -> bool:  # with the lock held
+        return self._db.execute("SELECT 1 FROM cancelled WHERE email_id=?", (email_id,)).fetchone() is not None
 
     def _hold(self, req: ev.SendRequested, partition: int | None) -> bool | None:
         assert req.scheduled_at is not None  # only scheduled requests are held
         with self._lock:
-            if self._db.execute("SELECT 1 FROM cancelled WHERE email_id=?", (req.email_id,)).fetchone():
+            if self._canceled(req.email_id):
                 return None
             due = req.scheduled_at.timestamp()
             held = self._db.execute("SELECT due FROM scheduled WHERE email_id=?", (req.email_id,)).fetchone()
