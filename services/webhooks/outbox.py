@@ -50,25 +50,26 @@ class Outbox:
         if rows:
             await asyncio.to_thread(self._add, rows)
 
-    def _take_over(self, rows: list[ev.HandedDelivery]) -> None:
+    def _take_over(self, rows: list[tuple[str, ev.HandedDelivery]]) -> None:
         with self._lock:
             self._db.executemany(
                 "INSERT OR IGNORE INTO deliveries(key, webhook_id, event, attempt, next_at, created) VALUES (?,?,?,?,?,?)",
-                [(d.key, d.key.partition("|")[0], json.dumps(d.event), d.attempt, d.next_at, d.created) for d in rows])
+                [(d.key, w, json.dumps(d.event), d.attempt, d.next_at, d.created) for w, d in rows])
 
-    async def take_over(self, rows: list[ev.HandedDelivery]) -> None:
-        """Queue deliveries another process handed over, as they were (a known key is ignored)."""
+    async def take_over(self, rows: list[tuple[str, ev.HandedDelivery]]) -> None:
+        """Queue deliveries ``(webhook_id, delivery)`` another process handed over, as they were
+        (a known key is ignored)."""
         if rows:
             await asyncio.to_thread(self._take_over, rows)
 
-    def pending(self, limit: int = 1000, after: str = "") -> list[ev.HandedDelivery]:
-        """Up to ``limit`` pending deliveries whose key sorts after ``after``, in key order, as
-        they would be handed over."""
+    def pending(self, limit: int = 1000, after: str = "") -> list[tuple[str, ev.HandedDelivery]]:
+        """Up to ``limit`` pending deliveries ``(webhook_id, delivery)`` whose key sorts after
+        ``after``, in key order, as they would be handed over."""
         with self._lock:
-            rows = self._db.execute("SELECT key, event, attempt, next_at, created FROM deliveries WHERE state='pending' "
-                                    "AND key > ? ORDER BY key LIMIT ?", (after, limit)).fetchall()
-        return [ev.HandedDelivery(key=k, event=json.loads(e), attempt=a, next_at=n, created=c or n)
-                for k, e, a, n, c in rows]
+            rows = self._db.execute("SELECT key, webhook_id, event, attempt, next_at, created FROM deliveries "
+                                    "WHERE state='pending' AND key > ? ORDER BY key LIMIT ?", (after, limit)).fetchall()
+        return [(w, ev.HandedDelivery(key=k, event=json.loads(e), attempt=a, next_at=n, created=c or n))
+                for k, w, e, a, n, c in rows]
 
     def forget(self, keys: list[str]) -> None:
         with self._lock:

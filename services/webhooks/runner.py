@@ -93,7 +93,7 @@ class WebhookService:
                 if isinstance(e, ev.WebhookReplay):
                     rows += [(f"{e.webhook_id}|{replayed_id(x)}|{e.id}", e.webhook_id, x) for x in e.events]
                 elif isinstance(e, ev.WebhookHandover):
-                    handed += e.deliveries
+                    handed += [(e.webhook_id, d) for d in e.deliveries]
                 elif e is not None and e.type in ev.WEBHOOK_TYPES and (hooks := self.subscribers(e)):
                     payload = e.model_dump(mode="json", by_alias=True)  # only for an event someone subscribed to
                     rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in hooks]
@@ -125,10 +125,10 @@ class WebhookService:
                     waiter.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=self.settings.webhook_timeout + 1)
-            for t in tasks:  # still waiting for a slot: stays pending (handed over, or tried at the next start)
-                t.cancel()
-            if tasks:
-                await asyncio.wait(tasks)
+                for t in tasks:  # still waiting for a slot: stays pending (handed over, or tried at the next start)
+                    t.cancel()
+                if tasks:
+                    await asyncio.wait(tasks)
         finally:
             if self._purging is not None:
                 await asyncio.wait({self._purging})
@@ -270,18 +270,20 @@ class WebhookService:
         n, after = 0, ""
         self._write_unwritten()
         while page := await asyncio.to_thread(self.outbox.pending, HANDOVER_BATCH, after):
-            after = page[-1].key
-            if not (rows := [d for d in page if d.key not in self._unwritten]):
-                continue
+            after = page[-1][1].key
             by_endpoint: dict[str, list[ev.HandedDelivery]] = defaultdict(list)
-            for d in rows:
-                by_endpoint[d.key.partition("|")[0]].append(d)
+            for webhook_id, d in page:
+                if d.key not in self._unwritten:
+                    by_endpoint[webhook_id].append(d)
+            if not by_endpoint:
+                continue
             await self.rt.log.append_many(ev.Topic.EVENTS, [
                 (webhook_id, ev.encode(ev.WebhookHandover(workspace_id=str(ds[0].event.get("workspace_id") or ""),
                                                           webhook_id=webhook_id, deliveries=ds[i:i + HANDOVER_RECORD])))
                 for webhook_id, ds in by_endpoint.items() for i in range(0, len(ds), HANDOVER_RECORD)])
-            await asyncio.to_thread(self.outbox.forget, [d.key for d in rows])
-            n += len(rows)
+            keys = [d.key for ds in by_endpoint.values() for d in ds]
+            await asyncio.to_thread(self.outbox.forget, keys)
+            n += len(keys)
         return n
 
     async def run(self, stop: asyncio.Event) -> None:
