@@ -35,11 +35,37 @@ def parse_mailbox(value: str) -> tuple[str, str]:
     return _parse_mailbox(value)
 
 
-# A pure function of the string costing ~0.1-0.2 ms (email-validator, getaddresses); one send
-# parses the same From and To two or three times (schema, sending steps) and senders repeat
-# their From. Refusals raise, so they are never cached.
+# A bare ASCII address in the common form: dot-atom local part, lowercase-able hostname labels
+# without "--" (email-validator's Punycode rule), an alphabetic TLD. email-validator would
+# accept every such address (lengths checked apart) and return it with its domain lowercased;
+# tests/shared/test_addresses.py holds the two to the same answers on generated addresses.
+_PLAIN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                    r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})\Z")
+
+
+def _plain_address(value: str) -> str | None:
+    """``value`` as email-validator would normalize it, when it is a plain bare address it
+    would accept (~2 µs instead of ~65: a send's recipients are rarely seen twice); else None."""
+    m = _PLAIN.match(value)
+    if m is None or "--" in (domain := m.group(1)) or len(value) > 254 or value.index("@") > 64:
+        return None
+    domain = domain.lower()
+    if any(domain == s or domain.endswith("." + s) for s in email_validator.SPECIAL_USE_DOMAIN_NAMES):
+        return None
+    return value[:value.index("@") + 1] + domain
+
+
+# A pure function of the string costing ~0.07 ms (email-validator, getaddresses) unless it is
+# plain; one send parses the same From and To two or three times (schema, sending steps) and
+# senders repeat their From. Refusals raise, so they are never cached.
 @lru_cache(maxsize=16384)
 def _parse_mailbox(value: str) -> tuple[str, str]:
+    if (plain := _plain_address(value)) is not None:
+        return "", plain
+    return _parse_mailbox_fully(value)
+
+
+def _parse_mailbox_fully(value: str) -> tuple[str, str]:
     if has_forbidden_chars(value):
         raise AddressError("must not contain line breaks or NUL")
     parsed = getaddresses([value])

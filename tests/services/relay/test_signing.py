@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import dkim
+import pytest
 
 from services.relay.mime import build
 from services.relay.signing import Signer, parse_message
@@ -42,9 +43,10 @@ def message(i: int) -> bytes:
     return build(req, "acme.test")
 
 
-async def test_messages_signed_together_each_verify_and_tampering_fails():
+@pytest.mark.parametrize("threads", [2, 0], ids=["on the pool", "inline"])
+async def test_messages_signed_together_each_verify_and_tampering_fails(threads):
     dns = DnsServer().start()
-    signer = Signer(MASTER)
+    signer = Signer(MASTER, threads)
     try:
         dom = domain_with_published_keys(dns)
         raws = [message(i) for i in range(24)]
