@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Callable, cast
 
 import httpx
 
-from shared.process_start import cores
 from shared.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -55,6 +54,14 @@ MAX_BACKOFF = 30.0
 YOUNG = 10.0  # a child that dies younger than this (seconds) backs off longer each time
 BACKGROUND_NICE = 10  # the analytics+webhooks+housekeeping process (see plan())
 _PR_SET_PDEATHSIG = 1
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def worker_count(settings: Settings) -> int:

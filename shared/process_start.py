@@ -7,19 +7,10 @@ relay processes ran with glibc's default malloc behaviour and grew to ~500 MB ea
 from __future__ import annotations
 
 import gc
-import os
 
 from shared import backoff_log, malloc_tuning
 from shared.logging import setup_logging
 from shared.settings import Settings, load_settings
-
-
-def cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def start_process(settings: Settings | None = None) -> Settings:

@@ -28,6 +28,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Literal
 
 from shared import events as ev
@@ -74,6 +75,7 @@ class Blocked:
         return f"too many failed attempts from {who}; try again in {self.retry_after} s"
 
 
+@lru_cache(maxsize=4096)  # a pure function of the peer's address, parsed ~5 µs: asked by every send
 def source_of(host: str | None) -> str:
     """The address a client is counted under: IPv4 as is, IPv6 by its /64."""
     try:

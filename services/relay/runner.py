@@ -13,7 +13,7 @@ from services.relay.ledger_rebuild import LedgerRebuild
 from services.relay.schedule_changes import apply_change, canceled_events, emit, scheduled_events
 from services.relay.scheduler import HANDED_OVER, Scheduler
 from services.relay.senders.base import Sender
-from services.relay.signing import Signer, signing_threads
+from services.relay.signing import Signer
 from services.relay.suppress import Suppressor
 from shared import events as ev
 from shared import metrics
@@ -83,7 +83,7 @@ class Relay:
         self.runtime = runtime
         self.ctx = RelayContext(settings=s, log=runtime.log, control=runtime.control.state,
                                 sender=make_sender(s, runtime.inbox, runtime.control.state, runtime.log), ledger=Ledger(s.data_dir / ledger_dir(runtime.relay_share)),
-                                signer=Signer(s.master_key, signing_threads(runtime.relay_share[1])),
+                                signer=Signer(s.master_key),
                                 suppressor=Suppressor(runtime.control, runtime.store, count_best_effort=True))
         self.scheduler = Scheduler(s.data_dir / "scheduled.sqlite3", runtime.log)
         self.guard = PoisonGuard(runtime.log, "relay")

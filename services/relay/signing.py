@@ -3,8 +3,8 @@
 dkimpy does the DKIM-specific work (message parsing, relaxed/simple canonicalization, the
 header hash); the signature itself is made by OpenSSL through ``cryptography`` with keys
 parsed once and cached, because dkimpy signs RSA in pure Python (~10x slower) and re-parses
-the PEM on every call. OpenSSL releases the GIL, so ``sign_async`` can run the private-key
-operations on a small thread pool, where they use a core the process would leave idle."""
+the PEM on every call. OpenSSL releases the GIL, so ``sign_async`` runs the private-key
+operations on a small thread pool and they use the second core."""
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from shared.crypto import unseal
-from shared.process_start import cores
 from shared.events import DomainSaved
 
 SIGNED_HEADERS = (b"from", b"to", b"cc", b"reply-to", b"subject", b"date", b"message-id", b"mime-version",
@@ -94,17 +93,15 @@ def _resolve(results: list) -> None:
 
 class Signer:
     """Canonicalizes and hashes on the caller's thread; the private-key operations (RSA
-    0.3–0.7 ms) run on a pool of ``threads``, or inline with ``threads=0``. Keeping the
-    Python work off the pool matters: a pool thread running Python competes for the GIL,
-    and every call that releases the GIL on the event loop's thread (as OpenSSL's do) may
-    then wait for it to come back. Measured with ``python -m tests.bench --only relay``:
-    ~0.5 ms of CPU per message saved. Two threads, one per core here: 3 and 4 measured no
-    faster (more GIL hand-offs). The pool pays only where the process has a core to spare
-    (``signing_threads``)."""
+    ~0.7 ms) run on a small pool. Keeping the Python work off the pool matters: a pool
+    thread running Python competes for the GIL, and every call that releases the GIL on
+    the event loop's thread (as OpenSSL's do) may then wait for it to come back. Measured
+    with ``python -m tests.bench --only relay``: ~0.5 ms of CPU per message saved.
+    Two threads, one per core here: 3 and 4 measured no faster (more GIL hand-offs)."""
 
     def __init__(self, master_key: bytes, threads: int = 2):
         self.master_key, self.threads = master_key, threads
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dkim") if threads else None
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dkim")
         self._batch: list[tuple[tuple, asyncio.Future]] = []
 
     @lru_cache(maxsize=4096)
@@ -144,9 +141,7 @@ class Signer:
     async def sign_async(self, raw: bytes, domain: DomainSaved) -> bytes:
         """``sign`` with the private-key operations on the pool, batched: the messages
         prepared in one turn of the event loop go to the pool together and come back
-        with one wake-up of the loop per thread, not one per message. Without a pool, ``sign``."""
-        if self._pool is None:
-            return self.sign(raw, domain)
+        with one wake-up of the loop per thread, not one per message."""
         tags, key_work = self._prepare(raw, domain)
         loop = asyncio.get_running_loop()
         done = loop.create_future()
@@ -156,21 +151,10 @@ class Signer:
         return self._signed(raw, tags, await done)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        assert self._pool is not None
         batch, self._batch = self._batch, []
         share = -(-len(batch) // self.threads)
         for i in range(0, len(batch), share):
             self._pool.submit(_sign_batch, loop, batch[i:i + share])
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-
-
-def signing_threads(relays_here: int) -> int:
-    """The signing pool of one of ``relays_here`` relay processes sharing this machine's cores
-    (`postline all`; 1 for a relay of its own, as in a Kubernetes pod): two threads while
-    there are more cores than relays, none (inline) once every core has a relay. There the
-    pool adds only hand-offs: inline signing measured 2.16 against 2.23 ms of relay CPU per
-    5 KB message and ~4 % more deliveries/s (``--only e2e``, two interleaved pairs)."""
-    return 0 if relays_here >= cores() else 2
+        self._pool.shutdown(wait=False)
