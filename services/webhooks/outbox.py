@@ -34,8 +34,9 @@ class Outbox:
                 attempt INTEGER DEFAULT 0, next_at REAL, state TEXT DEFAULT 'pending', created REAL);
             CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_at);
             CREATE INDEX IF NOT EXISTS deliveries_endpoint_due ON deliveries(state, webhook_id, next_at, key);
-            CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries(created) WHERE state != 'pending';
-            CREATE TABLE IF NOT EXISTS health(webhook_id TEXT PRIMARY KEY, failed_in_a_row INTEGER);""")
+            CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries(created) WHERE state != 'pending';""")
+        # (a ``health`` table once counted each endpoint's failures in a row here, per process:
+        # the count is now the endpoint's own, services/webhooks/runner.py ``_count``)
         self._lock = threading.Lock()
 
     def _add(self, rows: list[tuple[str, str, dict]]) -> None:
@@ -121,14 +122,6 @@ class Outbox:
             dropped += n
             if n < batch:
                 return dropped
-
-    def failed_in_a_row(self, webhook_id: str, failed: bool) -> int:
-        """Count messages that exhausted their retries in a row (reset by any success)."""
-        with self._lock:
-            row = self._db.execute("SELECT failed_in_a_row FROM health WHERE webhook_id=?", (webhook_id,)).fetchone()
-            n = (row[0] if row else 0) + 1 if failed else 0
-            self._db.execute("INSERT OR REPLACE INTO health VALUES (?,?)", (webhook_id, n))
-        return n
 
     def close(self) -> None:
         self._db.close()

@@ -73,6 +73,8 @@ async def update_webhook(rt: ApiContext, w: ev.WebhookSaved, body: WebhookUpdate
     if body.status is not None:
         changes["status"] = body.status
         changes["disabled_reason"] = None if body.status == "enabled" else "disabled by user"
+        if body.status == "enabled" and w.consecutive_failures:
+            changes["consecutive_failures"] = 0  # enabled again: the failures before do not count
     secret = None
     if body.rotate_secret:
         secret = new_secret()

@@ -232,3 +232,61 @@ async def test_a_retry_whose_endpoint_was_disabled_meanwhile_ends_skipped_in_its
         [first_try] = due(svc.outbox, time.time())
         await svc._deliver(None, first_try)
         assert due(svc.outbox, time.time() + 10**6) == [] and len(await attempts(rt, wh.webhook_id)) == 2
+
+
+async def test_failures_in_a_row_count_across_webhooks_processes(tmp_path):
+    """Two webhooks processes (each with its own outbox, as two pods with their own volumes)
+    share an endpoint's deliveries: their failures add to one count, and a success on one of
+    them resets the count the other one sees."""
+    from services.webhooks.outbox import Outbox
+
+    async with service(tmp_path) as (rt, pod_a):
+        pod_b = WebhookService(rt)
+        pod_b.outbox.close()
+        pod_b.outbox = Outbox(tmp_path / "pod-b" / "webhooks.sqlite3")
+        try:
+            last = len(rt.settings.webhook_delays)
+            reset, counted = await endpoint(rt), await endpoint(rt)
+            for i, (pod, code) in enumerate([(pod_a, 500), (pod_a, 500), (pod_b, 200), (pod_a, 500)]):
+                await pod._record(reset, Delivery(f"r{i}", reset.webhook_id, EVENT, last if code == 500 else 0),
+                                  AttemptResult(code, 1.0))
+            assert rt.control.state.webhooks[reset.webhook_id].status == "enabled"
+            for i in range(AUTO_DISABLE_AFTER):  # a, b, a: one count of three, never two and one
+                pod = (pod_a, pod_b)[i % 2]
+                assert rt.control.state.webhooks[counted.webhook_id].status == "enabled"
+                await pod._record(counted, Delivery(f"c{i}", counted.webhook_id, EVENT, last), AttemptResult(500, 1.0))
+            assert rt.control.state.webhooks[counted.webhook_id].status == "disabled"
+        finally:
+            pod_b.outbox.close()
+
+
+async def test_failures_counted_at_the_same_moment_are_all_counted(tmp_path):
+    import asyncio
+
+    async with service(tmp_path) as (rt, svc):
+        wh = await endpoint(rt)
+        last = len(rt.settings.webhook_delays)
+        await asyncio.gather(*(svc._record(wh, Delivery(f"k{i}", wh.webhook_id, EVENT, last), AttemptResult(500, 1.0))
+                               for i in range(AUTO_DISABLE_AFTER)))
+        now = rt.control.state.webhooks[wh.webhook_id]
+        assert (now.status, now.consecutive_failures) == ("disabled", AUTO_DISABLE_AFTER)
+
+
+async def test_an_endpoint_enabled_again_starts_its_count_afresh(tmp_path):
+    async with api_runtime(tmp_path, webhook_retry_schedule="5,60", webhook_allow_private=True) as (rt, admin):
+        sid = await admin.service("billing")
+        hook = (await admin("POST", f"/api/email/services/{sid}/webhooks",
+                            json={"url": "http://127.0.0.1:9/hook", "events": ["delivered"]})).json()
+        svc = WebhookService(rt)
+        try:
+            wh, last = rt.control.state.webhooks[hook["id"]], len(rt.settings.webhook_delays)
+            for i in range(AUTO_DISABLE_AFTER):
+                await svc._record(wh, Delivery(f"k{i}", wh.webhook_id, EVENT, last), AttemptResult(500, 1.0))
+            assert rt.control.state.webhooks[wh.webhook_id].status == "disabled"
+            r = await admin("PATCH", f"/api/email/services/{sid}/webhooks/{wh.webhook_id}", json={"status": "enabled"})
+            assert r.status_code == 200, r.text
+            await svc._record(wh, Delivery("again", wh.webhook_id, EVENT, last), AttemptResult(500, 1.0))
+            now = rt.control.state.webhooks[wh.webhook_id]
+            assert (now.status, now.consecutive_failures) == ("enabled", 1)  # one failure since, not four
+        finally:
+            svc.outbox.close()
