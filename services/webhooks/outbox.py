@@ -36,7 +36,7 @@ class Outbox:
             CREATE INDEX IF NOT EXISTS deliveries_endpoint_due ON deliveries(state, webhook_id, next_at, key);
             CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries(created) WHERE state != 'pending';""")
         # (a ``health`` table once counted each endpoint's failures in a row here, per process:
-        # the count is now the endpoint's own, services/webhooks/runner.py ``_count``)
+        # the count is now the endpoint's own, shared/control/webhook_failures.py)
         self._lock = threading.Lock()
 
     def _add(self, rows: list[tuple[str, str, dict]]) -> None:

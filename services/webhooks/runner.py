@@ -5,8 +5,7 @@ Each endpoint gets at most ``PER_ENDPOINT`` requests at once and the whole proce
 another tenant's. Outcomes: 2xx done; 410 disables the endpoint; 429/503 wait Retry-After;
 anything else retries on POSTLINE_WEBHOOK_RETRY_SCHEDULE (~27 h), then the delivery is
 failed (replayable). Three messages failing in a row auto-disable the endpoint, counted on
-the endpoint itself across every webhooks process (``_count``); enabling it again starts the
-count afresh."""
+the endpoint itself across every webhooks process (shared/control/webhook_failures.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +21,9 @@ from services.webhooks.dispatch import AttemptResult, Clients, attempt
 from services.webhooks.outbox import Delivery, Outbox
 from shared import events as ev
 from shared import metrics
+from shared.control import webhook_failures
 from shared.control.errors import ChangeRefused, ControlBehind
+from shared.control.webhook_failures import AUTO_DISABLE_AFTER
 from shared.consumer_loop import PoisonGuard, run_consumer
 from shared.crypto import unseal
 from shared.log.port import InvalidRecord, Record
@@ -32,8 +33,6 @@ log = logging.getLogger(__name__)
 PER_ENDPOINT, GLOBAL = 4, 64
 QUEUED_PER_ENDPOINT = 2 * PER_ENDPOINT  # deliveries of one endpoint taken from the outbox at once
 CONTROL_LAG = 60.0  # seconds a delivery for an endpoint this process does not know yet is kept waiting
-AUTO_DISABLE_AFTER = 3  # messages failed in a row (every retry used) before an endpoint is disabled
-COUNT_TRIES = 5  # times a count of the endpoint's failures in a row is made again after another process's
 MAX_RETRY_AFTER = 86400
 KEEP_FINISHED = 86400.0  # seconds a finished outbox row is kept (the log keeps the events and attempts)
 PURGE_EVERY = 600.0  # seconds between two purges of finished rows
@@ -233,13 +232,13 @@ class WebhookService:
         next_at = None
         if r.ok:
             outcome, state = "delivered", "done"
-            await self._count(wh, failed=False)
+            await webhook_failures.count(self.rt.control, wh.webhook_id, failed=False)
         elif r.status_code == 410:
             outcome, state = "disabled", "failed"
             await self._disable(wh, "the endpoint answered 410 Gone")
         elif n > len(delays):
             outcome, state = "failed", "failed"
-            if await self._count(wh, failed=True) >= AUTO_DISABLE_AFTER:
+            if await webhook_failures.count(self.rt.control, wh.webhook_id, failed=True) >= AUTO_DISABLE_AFTER:
                 await self._disable(wh, f"auto-disabled: {AUTO_DISABLE_AFTER} messages failed in a row")
         else:
             outcome, state = "retrying", "pending"
@@ -253,32 +252,6 @@ class WebhookService:
         await self.rt.log.append(ev.Topic.EVENTS, wh.webhook_id, ev.encode(att))
         self._finish(d.key, state, n, next_at)
 
-    async def _count(self, wh: ev.WebhookSaved, failed: bool) -> int:
-        """The endpoint's messages failed in a row after this one's outcome: one more after a
-        failure, 0 after a success. The count is the endpoint's own (``consecutive_failures``,
-        written through the control plane), so the webhooks processes that share the endpoint's
-        deliveries (its events' partitions are spread over them) add to one count; a success
-        writes only when the count is not 0 already. A change refused because another process
-        counted at the same moment is made again on the count it wrote."""
-        for _ in range(COUNT_TRIES):
-            current = self.rt.control.state.webhooks.get(wh.webhook_id)
-            if current is None or current.deleted:
-                return 0
-            n = current.consecutive_failures + 1 if failed else 0
-            if n == current.consecutive_failures:
-                return n
-            try:
-                await self.rt.control.change(current, consecutive_failures=n)
-                return n
-            except ControlBehind:  # written, not read back yet: the attempt's outcome is recorded all the same
-                log.warning("webhook %s: its failures in a row were counted but not read back", wh.webhook_id)
-                return n
-            except ChangeRefused as exc:
-                if exc.status == 404:
-                    return 0
-        log.warning("webhook %s: its failures in a row could not be counted (%d tries)", wh.webhook_id, COUNT_TRIES)
-        return 0
-
     async def _disable(self, wh: ev.WebhookSaved, reason: str) -> None:
         current = self.rt.control.state.webhooks.get(wh.webhook_id) or wh
         if current.status == "disabled":
@@ -287,6 +260,9 @@ class WebhookService:
             await self.rt.control.change(current, status="disabled", disabled_reason=reason)
         except ChangeRefused as exc:  # the endpoint was changed or deleted meanwhile: that change stands
             log.info("webhook %s not disabled: %s", wh.webhook_id, exc)
+            return
+        except ControlBehind:  # written, not read back yet: the attempt's outcome is recorded all the same
+            log.warning("webhook %s disabled (%s), not read back yet", wh.webhook_id, reason)
             return
         log.warning("webhook %s disabled: %s", wh.webhook_id, reason)
 

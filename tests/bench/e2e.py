@@ -312,7 +312,11 @@ class OpenDkim:
     def stop(self) -> None:
         if self.proc:
             self.proc.terminate()
-            self.proc.wait(30)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def submit_all(port: int, messages: list[tuple[bytes, list[bytes], bytes]], clients: int = CLIENTS) -> dict:
@@ -420,10 +424,12 @@ def run(n: int = MESSAGES, sink_kind: str = "aiosmtpd", profile: str | None = No
             if signer:
                 run_postfix_signing(instance, signer, sink, shapes, n, result["shapes"])
         finally:
-            instance.stop()
-            if signer:
-                signer.stop()
-            shutil.rmtree(instance.root, ignore_errors=True)
+            try:
+                instance.stop()
+            finally:
+                if signer:
+                    signer.stop()
+                shutil.rmtree(instance.root, ignore_errors=True)  # the signing key with it
         result["postfix"] = {"version": postfix_version(), "signing": "none (Postfix has no DKIM without a milter)",
                              "opendkim": "RSA-2048 milter" if signer else "not installed (make bench-deps installs it)",
                              "system_config_unchanged": system_postfix_files() == before}

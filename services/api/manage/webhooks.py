@@ -12,6 +12,7 @@ from services.api.manage import changed, deleted
 from services.api.manage.webhook_inputs import ReplayRequest, WebhookCreate, WebhookUpdate
 from services.api.refusal import Refusal
 from shared import events as ev
+from shared.control import webhook_failures
 from shared.crypto import seal
 from services.api.context import ApiContext
 from shared.ssrf import BlockedDestination, check_url_shape, resolve_checked
@@ -73,8 +74,6 @@ async def update_webhook(rt: ApiContext, w: ev.WebhookSaved, body: WebhookUpdate
     if body.status is not None:
         changes["status"] = body.status
         changes["disabled_reason"] = None if body.status == "enabled" else "disabled by user"
-        if body.status == "enabled" and w.consecutive_failures:
-            changes["consecutive_failures"] = 0  # enabled again: the failures before do not count
     secret = None
     if body.rotate_secret:
         secret = new_secret()
@@ -84,7 +83,13 @@ async def update_webhook(rt: ApiContext, w: ev.WebhookSaved, body: WebhookUpdate
     if not changes:
         return view(w)
     updated = await changed(rt, w, **changes)
-    return updated if isinstance(updated, Refusal) else view(updated, secret)
+    if isinstance(updated, Refusal):
+        return updated
+    if body.status == "enabled" and w.status == "disabled":
+        # enabled again: the failures before do not count. A change of its own, so a count a
+        # webhooks process writes meanwhile never turns the caller's change into a 409.
+        await webhook_failures.count(rt.control, w.webhook_id, failed=False)
+    return view(updated, secret)
 
 
 async def delete_webhook(rt: ApiContext, w: ev.WebhookSaved) -> Refusal | None:

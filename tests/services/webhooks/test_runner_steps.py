@@ -235,39 +235,56 @@ async def test_a_retry_whose_endpoint_was_disabled_meanwhile_ends_skipped_in_its
 
 
 async def test_failures_in_a_row_count_across_webhooks_processes(tmp_path):
-    """Two webhooks processes (each with its own outbox, as two pods with their own volumes)
-    share an endpoint's deliveries: their failures add to one count, and a success on one of
-    them resets the count the other one sees."""
+    """Two webhooks processes — each its own runtime (control plane and follower) on the one
+    log, and its own outbox, as two pods with their own volumes — share an endpoint's
+    deliveries: their failures add to one count, and a success on one of them resets the count
+    the other one sees."""
+    import asyncio
+
     from services.webhooks.outbox import Outbox
 
-    async with service(tmp_path) as (rt, pod_a):
-        pod_b = WebhookService(rt)
+    async def knows(rt, wh, **fields) -> None:
+        for _ in range(200):
+            now = rt.control.state.webhooks.get(wh.webhook_id)
+            if now is not None and all(getattr(now, k) == v for k, v in fields.items()):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{fields} not seen")
+
+    async with service(tmp_path) as (rt_a, pod_a), \
+            api_runtime(tmp_path, webhook_retry_schedule="5,60") as (rt_b, _):
+        pod_b = WebhookService(rt_b)
         pod_b.outbox.close()
         pod_b.outbox = Outbox(tmp_path / "pod-b" / "webhooks.sqlite3")
         try:
-            last = len(rt.settings.webhook_delays)
-            reset, counted = await endpoint(rt), await endpoint(rt)
+            last = len(rt_a.settings.webhook_delays)
+            reset, counted = await endpoint(rt_a), await endpoint(rt_a)
+            await knows(rt_b, counted)
             for i, (pod, code) in enumerate([(pod_a, 500), (pod_a, 500), (pod_b, 200), (pod_a, 500)]):
                 await pod._record(reset, Delivery(f"r{i}", reset.webhook_id, EVENT, last if code == 500 else 0),
                                   AttemptResult(code, 1.0))
-            assert rt.control.state.webhooks[reset.webhook_id].status == "enabled"
+            await knows(rt_a, reset, consecutive_failures=1)
+            assert rt_a.control.state.webhooks[reset.webhook_id].status == "enabled"
             for i in range(AUTO_DISABLE_AFTER):  # a, b, a: one count of three, never two and one
-                pod = (pod_a, pod_b)[i % 2]
-                assert rt.control.state.webhooks[counted.webhook_id].status == "enabled"
-                await pod._record(counted, Delivery(f"c{i}", counted.webhook_id, EVENT, last), AttemptResult(500, 1.0))
-            assert rt.control.state.webhooks[counted.webhook_id].status == "disabled"
+                assert rt_a.control.state.webhooks[counted.webhook_id].status == "enabled"
+                await (pod_a, pod_b)[i % 2]._record(counted, Delivery(f"c{i}", counted.webhook_id, EVENT, last),
+                                                   AttemptResult(500, 1.0))
+            await knows(rt_b, counted, status="disabled")
+            await knows(rt_a, counted, status="disabled")
         finally:
             pod_b.outbox.close()
 
 
-async def test_failures_counted_at_the_same_moment_are_all_counted(tmp_path):
+async def test_failures_counted_at_the_same_moment_disable_the_endpoint(tmp_path):
+    """More failures at once than a count has tries: the count reaches the limit (no failure
+    below it lost to another's change) and the endpoint is disabled."""
     import asyncio
 
     async with service(tmp_path) as (rt, svc):
         wh = await endpoint(rt)
         last = len(rt.settings.webhook_delays)
         await asyncio.gather(*(svc._record(wh, Delivery(f"k{i}", wh.webhook_id, EVENT, last), AttemptResult(500, 1.0))
-                               for i in range(AUTO_DISABLE_AFTER)))
+                               for i in range(8)))
         now = rt.control.state.webhooks[wh.webhook_id]
         assert (now.status, now.consecutive_failures) == ("disabled", AUTO_DISABLE_AFTER)
 
