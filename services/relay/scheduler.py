@@ -144,13 +144,14 @@ class Scheduler:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO rescheduled VALUES (?,?,?,?,?)",
                              (email_id, when.timestamp(), change.time.timestamp(), partition, ev.encode(change)))
+            held = ev.decode(row[0]) if row is not None else None
             req = None
-            if row is not None:
-                req = ev.decode(row[0]).model_copy(update={"scheduled_at": when})
+            if held is not None:
+                req = held.model_copy(update={"scheduled_at": when})
                 self._db.execute("UPDATE scheduled SET due=?, payload=? WHERE email_id=?",
                                  (when.timestamp(), ev.encode(req), email_id))
             self._db.execute("COMMIT")
-        if handed_over and row is not None and ev.decode(row[0]).scheduled_at == when:
+        if handed_over and held is not None and held.scheduled_at == when:
             return None  # the copy handed over before it was already moved: nothing to say
         return req
 

@@ -129,7 +129,7 @@ class WebhookService:
                 await asyncio.wait(tasks, timeout=self.settings.webhook_timeout + 1)
                 for t in tasks:  # still waiting for a slot: stays pending (handed over, or tried at the next start)
                     t.cancel()
-                if tasks:
+                if tasks:  # (a finished task leaves the set: it may be empty by now)
                     await asyncio.wait(tasks)
         finally:
             if self._purging is not None:
