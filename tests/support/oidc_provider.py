@@ -9,6 +9,7 @@ import httpx
 
 from tests.support.broker import free_port
 from tests.support.node_sdk import NODE_DIR
+from tests.support.processes import stop_process
 
 CLIENT_ID, CLIENT_SECRET = "postline", "postline-test-client-secret"
 
@@ -45,9 +46,5 @@ class OidcProvider:
         raise TimeoutError(f"oidc-provider not ready: {self.log_path.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.proc:
+            stop_process(self.proc, 10)

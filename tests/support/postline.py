@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.broker import free_port
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "pl_adm_test_token_0123456789abcdefghijklmnop"
@@ -73,14 +74,7 @@ class PostlineProcess:
         self.proc.wait(10)
 
     def stop(self, timeout: float = 20) -> int:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode if self.proc else 0
+        return stop_process(self.proc, timeout) if self.proc else 0
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
