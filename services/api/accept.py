@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, cast
 
 from services.api.idempotency import body_hash, email_id_for
 from services.api.idempotency.claims import Claim
@@ -28,6 +28,7 @@ from services.api.sending import Door, Draft, admit_requests, prepare, rate_limi
 from shared import events as ev
 from shared import metrics
 from shared.failpoints import failpoint
+from shared.log.port import LogRecordTooLarge
 from shared.quota import Decision
 from services.api.context import ApiContext
 
@@ -101,15 +102,24 @@ async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[Se
     appended in one step. One ``Refusal`` for the whole when the log did not confirm the
     append (then none of them was accepted), or, ``all_or_nothing`` (Resend's strict batch),
     when any body is refused (a remote attachment that could not be fetched too): the first
-    one's, as 422 naming ``[i]`` (nothing is appended). ``email_ids``: the items' ids (a
-    keyed batch's, derived from its key), else new ones."""
+    one's, as 422 naming ``[i]`` (nothing is appended). An item larger than the log takes (a
+    Kafka topic made with a smaller ``max.message.bytes``; the log refuses it before appending
+    any): strict, the batch's 413 naming ``[i]``; else that item's 413 and the others sent.
+    ``email_ids``: the items' ids (a keyed batch's, derived from its key), else new ones."""
     fetched = [await fetch_remote(rt, body) for body in bodies]
     ids = list(email_ids) if email_ids is not None else [None] * len(bodies)
     prepared = [body if isinstance(body, Refusal) else prepare_one(rt, svc, body, door, email_id, api_key=api_key)
                 for body, email_id in zip(fetched, ids)]
     if all_or_nothing and (refused := first_refused(prepared)):
         return refused
-    admitted = await _admit(rt, svc, [p for p in prepared if isinstance(p, _Prepared)])
+    while True:
+        chosen = [p for p in prepared if isinstance(p, _Prepared)]
+        admitted = await _admit(rt, svc, chosen)
+        if all_or_nothing or (i := _too_large_item(admitted)) is None:
+            break
+        # permissive: the item the log cannot take is refused alone, the others appended (none was)
+        at = next(k for k, p in enumerate(prepared) if p is chosen[i])
+        prepared[at] = dataclasses.replace(cast(Refusal, admitted), field=None)
     if isinstance(admitted, Refusal):
         return admitted
     decided = iter(admitted)
@@ -157,6 +167,14 @@ async def _admit(rt: ApiContext, svc: ev.ServiceSaved, prepared: list[_Prepared]
     if isinstance(decisions, Refusal):
         return decisions
     return [_record(rt, p, decision) for p, decision in zip(prepared, decisions)]
+
+
+def _too_large_item(admitted: list[Accepted | Refusal] | Refusal) -> int | None:
+    """Which of the requests the log refused as too large, before appending any of them
+    (shared/log/port.py ``LogRecordTooLarge.index``); None for any other outcome."""
+    if isinstance(admitted, Refusal) and isinstance(admitted.cause, LogRecordTooLarge):
+        return admitted.cause.index
+    return None
 
 
 def _record(rt: ApiContext, p: _Prepared, decision: Decision) -> Accepted | Refusal:

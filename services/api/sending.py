@@ -224,13 +224,21 @@ async def admit_requests(rt: ApiContext, takes: list[Take], reqs: list[ev.SendRe
     try:
         return await rt.limits.admit(ev.Topic.REQUESTS, takes, records)
     except LogRecordTooLarge as exc:  # a topic made with a smaller max.message.bytes (docs/operations.md)
-        return Refusal(413, f"the message is too large for the event log ({max(len(value) for _, value in records)} "
-                            "bytes encoded); send smaller attachments", cause=exc)
+        return too_large_for_the_log(exc, records)
     except LogUnavailable as exc:  # no acknowledgement in time (shared/log/deadline.py): may land later
         return Refusal(503, "the event log did not confirm the send in time; retry with the same "
                             "Idempotency-Key", retry_after=retry_after(rt), cause=exc)
     except Exception as exc:  # log unreachable or disk full
         return dataclasses.replace(LOG_DOWN, cause=exc)
+
+
+def too_large_for_the_log(exc: LogRecordTooLarge, records: list[tuple[str, bytes]]) -> Refusal:
+    """413 for a send the log refused as too large; in a batch, the item it was (``[i]``,
+    the batch's field naming): nothing of the batch was appended then (shared/log/kafka.py)."""
+    i = exc.index
+    size = len(records[i][1]) if i is not None else max(len(value) for _, value in records)
+    return Refusal(413, f"the message is too large for the event log ({size} bytes encoded); send smaller attachments",
+                   field=f"[{i}]" if i is not None and len(records) > 1 else None, cause=exc)
 
 
 DAILY_SCOPES = ("day", "sandbox day")  # services/api/limits.py's day windows

@@ -14,6 +14,7 @@ from typing import Any, AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, KafkaTimeoutError,
                              MessageSizeTooLargeError, RecordTooLargeError, RequestTimedOutError, TopicAlreadyExistsError)
 
@@ -38,6 +39,11 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 """The largest record Postline appends and fetches: a send with 10 MB of attachments (base64
 on the log) fits. Every topic Postline creates allows it (``max.message.bytes``: a broker's
 default is ~1 MB, which would refuse any send over it)."""
+RECORD_FRAMING = 128
+"""Bytes a batch of one record adds to its key, value and headers, as the broker counts it
+against ``max.message.bytes`` (the batch header is 61, the record's own varints and
+attributes at most ~30): a record within this much of a topic's limit is refused by
+Postline, not the broker."""
 
 # The control topic keeps the latest state per entity; the quota topic one total per counted
 # slot, and nothing older than its longest window (a day, plus a slot) plus a margin; the
@@ -95,9 +101,12 @@ class KafkaLog(EventLog):
         self._offsets: AIOKafkaConsumer | None = None  # no group, no assignment: asks for end offsets only
         self._end_queries: dict[str, FreshQuery[dict[int, int]]] = {}
         self._offsets_lock = asyncio.Lock()
+        self._limits: dict[str, int] = {}  # topic → the largest record it takes (``read_record_limits``)
+        self._limits_reread: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.ensure_topics()
+        await self.read_record_limits()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             acks="all",
@@ -134,10 +143,58 @@ class KafkaLog(EventLog):
         finally:
             await admin.close()
 
+    async def read_record_limits(self) -> None:
+        """The largest record each topic takes: its ``max.message.bytes`` as the broker
+        applies it (its own default included), at most Postline's 16 MiB. Appends are checked
+        against it before anything is sent, so an ``append_many`` that a topic would refuse in
+        part (a topic made by hand with a smaller limit) is refused whole: a batch of sends is
+        all or nothing. A request travels on from ``email.requests`` to the retry topics and,
+        given up, to the dead-letter topic, so it is held to the smallest of their limits (else
+        it would be accepted and then stick at its first deferral). Not readable (no
+        DescribeConfigs permission, an older broker): the limits stay 16 MiB and the broker
+        has the last word. Read at start and again after the broker refused a record
+        (someone lowered a limit meanwhile)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            await admin.start()
+            topics = [spec.name for spec in topic_specs(1, 1)]
+            answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+        except KafkaError as exc:
+            log.warning("could not read the topics' max.message.bytes (%s): records are checked by the broker only", exc)
+            return
+        finally:
+            await admin.close()
+        limits = {}
+        for answer in answers:
+            for error, _, _, topic, entries in answer.resources:
+                for name, value, *_ in entries if not error else []:
+                    if name == "max.message.bytes" and value is not None:
+                        limits[topic] = min(int(value), MAX_RECORD_BYTES)
+        travels = [str(Topic.REQUESTS), *(retry_topic(level) for level in range(MAX_RETRY_LEVELS)), str(Topic.DEAD_LETTER)]
+        limits[str(Topic.REQUESTS)] = min(limits.get(t, MAX_RECORD_BYTES) for t in travels)
+        self._limits = limits
+
+    def _fits(self, topic: str, items: Sequence[tuple[str | None, bytes]], headers: dict[str, str] | None = None) -> None:
+        """Raise ``LogRecordTooLarge`` (naming the item) when one of ``items`` is over the topic's
+        limit (``read_record_limits``); nothing is sent then."""
+        limit = self._limits.get(topic, MAX_RECORD_BYTES)
+        extra = RECORD_FRAMING + sum(len(k) + len(v.encode()) for k, v in (headers or {}).items())
+        for i, (key, value) in enumerate(items):
+            size = len(value) + (len(key.encode()) if key is not None else 0) + extra
+            if size > limit:
+                raise LogRecordTooLarge(f"append to {topic}: record {i} takes {size} bytes, the topic at most {limit} "
+                                        "(its max.message.bytes)", index=i)
+
+    def _limit_changed(self) -> None:
+        """The broker refused a record the limits let through: read them again (once at a time)."""
+        if self._limits_reread is None or self._limits_reread.done():
+            self._limits_reread = asyncio.create_task(self.read_record_limits())
+
     async def append(self, topic: str, key: str | None, value: bytes,
                      headers: dict[str, str] | None = None) -> tuple[int, int]:
         producer = self._started()
-        with kafka_errors(f"append to {topic}"):
+        self._fits(str(topic), [(key, value)], headers)
+        with self._refusals(), kafka_errors(f"append to {topic}"):
             md = await producer.send_and_wait(
                 str(topic), value, key=key.encode() if key is not None else None,
                 headers=[(k, v.encode()) for k, v in (headers or {}).items()] or None)
@@ -145,13 +202,22 @@ class KafkaLog(EventLog):
 
     async def append_many(self, topic: str, items: Sequence[tuple[str | None, bytes]]) -> list[tuple[int, int]]:
         producer = self._started()
+        self._fits(str(topic), items)
         out = []
-        with kafka_errors(f"append to {topic}"):
+        with self._refusals(), kafka_errors(f"append to {topic}"):
             futs = [await producer.send(str(topic), v, key=k.encode() if k is not None else None) for k, v in items]
             for fut in futs:
                 md = await fut
                 out.append((md.partition, md.offset))
         return out
+
+    @contextlib.contextmanager
+    def _refusals(self) -> Iterator[None]:
+        try:
+            yield
+        except LogRecordTooLarge:
+            self._limit_changed()
+            raise
 
     def consumer(self, topics: list[str], group: str | None) -> KafkaConsumer:
         return KafkaConsumer(self, [str(t) for t in topics], group)
@@ -230,6 +296,9 @@ class KafkaLog(EventLog):
         return {tp.partition: off for tp, off in ends.items()}
 
     async def close(self) -> None:
+        if self._limits_reread is not None:
+            self._limits_reread.cancel()
+            await asyncio.gather(self._limits_reread, return_exceptions=True)
         if self._offsets:
             await self._offsets.stop()
             self._offsets = None

@@ -64,7 +64,13 @@ class LogRefused(LogError):
 
 class LogRecordTooLarge(LogRefused):
     """The record is larger than the log takes (a topic created with a smaller
-    ``max.message.bytes`` than Postline asks for): the sender's message, not the log, is at fault."""
+    ``max.message.bytes`` than Postline asks for): the sender's message, not the log, is at fault.
+    ``index``: which of the items of an ``append_many`` it is, when the adapter knows (then
+    none of them was appended)."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class LogUnsupported(LogError, NotImplementedError):
