@@ -240,11 +240,15 @@ class ControlState:
 
     def receiving_domain(self, domain: str) -> ev.DomainSaved | None:
         """The domain record that receives mail for ``domain`` (docs/receiving.md): the one
-        with ``receiving`` on, the oldest if two services claimed it at once (enabling
-        receiving refuses a domain another service receives for, but two processes may
-        both have said yes before either saw the other)."""
+        with ``receiving`` on whose owner proved it holds the domain (verified: its SPF and
+        DKIM records are in DNS) and whose service still exists; the oldest if two such
+        services claimed it at once (enabling receiving refuses a domain another service
+        receives for, but two processes may both have said yes before either saw the other).
+        Anyone can add any domain name to a service: an unverified claim receives nothing
+        and stands in nobody's way."""
         domain = domain.lower()
-        claims = [d for d in self.domains.values() if d.receiving and d.domain == domain]
+        claims = [d for d in self.domains.values()
+                  if d.receiving and d.verified and d.domain == domain and d.service_id in self.services]
         return min(claims, key=lambda d: (d.created_at, d.domain_id)) if claims else None
 
     def sandbox_of(self, service_id: str) -> list[ev.SandboxRecipientSaved]:

@@ -56,6 +56,17 @@ async def ready_service(rt, admin) -> tuple[str, str]:
     return sid, key
 
 
+async def receiving_domain(rt, admin, sid: str, name: str) -> str:
+    """The id of ``name`` added to ``sid``, verified and receiving. Verified by a change on the
+    control plane, as a successful DNS check writes it (the check itself is tested with the
+    DNS server in tests/services/api/), since only a verified domain receives."""
+    did = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": name})).json()["id"]
+    await rt.control.change(rt.control.state.domains[did], verified=True)
+    r = await admin("PATCH", f"/api/email/services/{sid}/domains/{did}", json={"receiving": True})
+    assert r.status_code == 200, r.text
+    return did
+
+
 async def add_user(rt, workspace_id: str, email: str, role: str, password: str = "correct horse battery staple"):
     """An active dashboard user with ``password`` (as if invited and accepted)."""
     from services.api.manage import credentials, users

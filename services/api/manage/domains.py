@@ -91,7 +91,8 @@ async def set_tracking_host(rt: ApiContext, d: ev.DomainSaved, host: str | None)
 async def set_receiving(rt: ApiContext, d: ev.DomainSaved, receiving: bool) -> dict[str, Any] | Refusal:
     """Turn receiving on (the MX record joins the records to publish) or off. 409 when
     another service already receives for the same domain name: mail for a domain goes to
-    one service only."""
+    one service only. Mail arrives only once the domain is verified (``receiving_domain``):
+    a service cannot take another's mail, or block it, by adding its domain name unverified."""
     if receiving and not d.receiving:
         holder = rt.control.state.receiving_domain(d.domain)
         if holder is not None and holder.domain_id != d.domain_id:

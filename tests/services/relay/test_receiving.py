@@ -81,8 +81,13 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def receiving(world):
-    """inbox.test receives (the first test checks the switch itself)."""
+    """inbox.test receives (the first test checks the switch itself): verified, as only a
+    verified domain receives, its records published as a real owner does."""
     api, sid, did = world["api"], world["sid"], world["domain"]["id"]
+    for rec in world["domain"]["records"]:
+        if rec["type"] == "TXT":
+            world["dns"].txt(rec["name"], rec.get("value_strings") or rec["value"])
+    assert api.admin("POST", f"/api/email/services/{sid}/domains/{did}/verify").json()["verified"]
     r = api.admin("PATCH", f"/api/email/services/{sid}/domains/{did}", json={"receiving": True})
     assert r.status_code == 200, r.text
     return r.json()
@@ -236,12 +241,13 @@ def test_message_over_the_size_limit_is_refused(world, receiving):
 def test_a_rule_forwards_dkim_signed_and_picks_the_webhooks(world, receiving):
     api, sid, did = world["api"], world["sid"], world["domain"]["id"]
     rules = f"/api/email/services/{sid}/receiving-rules"
-    r = api.admin("POST", rules, json={"pattern": "sales@inbox.test", "forward_to": ["boss@example.com"]})
-    assert r.status_code == 400 and "verified" in r.json()["error"]  # forwards are signed by the domain: verify first
-    for rec in world["domain"]["records"]:
-        if rec["type"] == "TXT":
-            world["dns"].txt(rec["name"], rec.get("value_strings") or rec["value"])
-    assert api.admin("POST", f"/api/email/services/{sid}/domains/{did}/verify").json()["verified"]
+    # forwards are signed by the domain: a service whose receiving domain is not verified yet cannot forward
+    fresh = api.create_service("fresh")
+    fresh_did = api.admin("POST", f"/api/email/services/{fresh}/domains", json={"domain": "fresh.test"}).json()["id"]
+    assert api.admin("PATCH", f"/api/email/services/{fresh}/domains/{fresh_did}", json={"receiving": True}).status_code == 200
+    r = api.admin("POST", f"/api/email/services/{fresh}/receiving-rules",
+                  json={"pattern": "sales@fresh.test", "forward_to": ["boss@example.com"]})
+    assert r.status_code == 400 and "verified" in r.json()["error"]
     for bad, field in (({"pattern": "sales"}, "pattern"), ({"pattern": "*@x.test", "webhook_ids": ["nope"]}, "webhook_ids"),
                        ({"pattern": "*@x.test", "forward_to": ["loop@inbox.test"]}, "forward_to"),
                        ({"pattern": "*@x.test", "forward_to": ["not an address"]}, "forward_to")):

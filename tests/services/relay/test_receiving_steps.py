@@ -15,7 +15,7 @@ from services.relay.inbound.server import serve
 from shared import events as ev
 from shared.store import received
 from tests.support.broker import free_port
-from tests.support.inproc import api_runtime
+from tests.support.inproc import api_runtime, receiving_domain
 
 
 def test_parse_keeps_threading_inline_parts_and_forwarded_mail():
@@ -58,8 +58,7 @@ async def test_retention_expires_old_mail(tmp_path):
         sid = await admin.service("support")
         key = (await admin("POST", f"/api/email/services/{sid}/api-keys",
                            json={"name": "r", "permission": "full_access"})).json()["key"]
-        did = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "inbox.test"})).json()["id"]
-        assert (await admin("PATCH", f"/api/email/services/{sid}/domains/{did}", json={"receiving": True})).status_code == 200
+        await receiving_domain(rt, admin, sid, "inbox.test")
         receiver = Receiver(rt)
 
         async def receive(subject: str) -> str:
@@ -92,8 +91,7 @@ async def test_the_listener_tells_a_sender_over_its_rate_to_come_back(tmp_path):
     port = free_port()
     async with api_runtime(tmp_path, with_store=True, inbound_smtp_port=port, inbound_rate_per_minute=2) as (rt, admin):
         sid = await admin.service("support")
-        did = (await admin("POST", f"/api/email/services/{sid}/domains", json={"domain": "inbox.test"})).json()["id"]
-        await admin("PATCH", f"/api/email/services/{sid}/domains/{did}", json={"receiving": True})
+        await receiving_domain(rt, admin, sid, "inbox.test")
         stop = asyncio.Event()
         listener = asyncio.create_task(serve(rt, stop))
 
@@ -125,3 +123,32 @@ async def test_the_listener_tells_a_sender_over_its_rate_to_come_back(tmp_path):
             await listener
     assert [code for code, _ in replies[:3]] == [250, 250, 451]
     assert replies[2][1].startswith(b"4.7.1") and replies[3][0] == 550 and replies[3][1].startswith(b"5.1.1")
+
+
+async def test_an_unverified_claim_on_a_domain_neither_receives_nor_blocks_its_owner(tmp_path):
+    """Anyone can add any domain name to a service: turned to receiving unverified, it takes
+    no mail and does not stop the verified owner (who then gets the mail); a deleted
+    service's claim stops nobody either."""
+    async with api_runtime(tmp_path, with_store=True) as (rt, admin):
+        receiver = Receiver(rt)
+        intruder, owner, later = await admin.service("intruder"), await admin.service("owner"), await admin.service("later")
+        did = (await admin("POST", f"/api/email/services/{intruder}/domains", json={"domain": "acme.test"})).json()["id"]
+        r = await admin("PATCH", f"/api/email/services/{intruder}/domains/{did}", json={"receiving": True})
+        assert r.status_code == 200 and r.json()["verified"] is False
+        assert not await receiver.receives("ceo@acme.test")  # the listener refuses it as for any other domain
+
+        await receiving_domain(rt, admin, owner, "acme.test")  # no 409: the intruder's claim is no claim
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "ann@sender.test", "ceo@acme.test", "Q3 wire instructions"
+        msg.set_content("body")
+        [event] = await receiver.handle(Envelope("ann@sender.test", ["ceo@acme.test"], "127.0.0.1", "x"), bytes(msg))
+        assert event.service_id == owner
+
+        later_did = (await admin("POST", f"/api/email/services/{later}/domains", json={"domain": "acme.test"})).json()["id"]
+        await rt.control.change(rt.control.state.domains[later_did], verified=True)
+        r = await admin("PATCH", f"/api/email/services/{later}/domains/{later_did}", json={"receiving": True})
+        assert r.status_code == 409  # the owner receives for it
+        assert (await admin("DELETE", f"/api/email/services/{owner}")).status_code in (200, 204)
+        r = await admin("PATCH", f"/api/email/services/{later}/domains/{later_did}", json={"receiving": True})
+        assert r.status_code == 200, r.text  # a deleted service holds nothing
+        assert receiver.service_for("ceo@acme.test").service_id == later
