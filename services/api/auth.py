@@ -4,8 +4,8 @@
 belongs to another service than the one in the path. Other tenants' ids are 404.
 
 Failed credentials are throttled per source address and account (services/api/throttle.py):
-a blocked caller gets 429 ``too_many_failed_attempts`` with Retry-After before its credential
-is checked.
+a blocked caller's wrong credential gets 429 ``too_many_failed_attempts`` with Retry-After
+(a right key or token still works: ``checked``).
 
 Each credential check first catches up with the control log (``caught_up``): a request reads
 every management change answered before it arrived, on whichever process made it (docs/architecture.md);
@@ -121,18 +121,23 @@ Found = TypeVar("Found")
 
 async def checked(request: Request, door: Door, credential: str, lookup: Callable[[ControlState, str], Found | None],
                   invalid: str) -> Found:
-    """The throttle (429 while blocked), read-your-writes, then ``lookup`` of the credential;
-    a wrong one is counted and answered 401 ``invalid``."""
+    """Read-your-writes, then ``lookup`` of the credential; a wrong one is counted and
+    answered 401 ``invalid``, or 429 without being counted while the throttle blocks its
+    address (or account). A right one is accepted even then: these credentials (API keys,
+    personal and admin tokens: at least 24 characters, shared/settings.py) cannot be guessed,
+    so refusing them would slow no attacker and would lock out every client that shares the
+    address (a NAT, a proxy) with one that keeps sending a stale key. Passwords, which can
+    be guessed, are refused before they are checked (services/api/dashboard/pages/auth.py)."""
     rt: ApiContext = request.app.state.runtime
     address = client_address(request)
-    if refused := throttled(rt, address, account_of(credential)):
-        raise http_error(refused)
     await caught_up(rt)
     found = lookup(rt.control.state, credential)
-    if found is None:
-        await count_failure(rt, door, address, account_of(credential))
-        raise HTTPException(401, invalid)
-    return found
+    if found is not None:
+        return found
+    if refused := throttled(rt, address, account_of(credential)):
+        raise http_error(refused)
+    await count_failure(rt, door, address, account_of(credential))
+    raise HTTPException(401, invalid)
 
 
 async def workspace(request: Request, authorization: HTTPAuthorizationCredentials | None = Security(ADMIN_TOKEN)) -> WorkspaceSaved:

@@ -89,9 +89,8 @@ class SubmissionSMTP(SMTP):
             return await self.push("454 4.7.0 temporary authentication failure; try again later")
         handler: SubmissionHandler = self.event_handler
         assert self.session is not None  # made in connection_made
-        self.failed_key, self.blocked = None, handler.blocked(self.session, None)
-        if self.blocked is None:  # the address is not blocked: read the credential (the account may be)
-            await super().smtp_AUTH(arg)
+        self.failed_key, self.blocked = None, None
+        await super().smtp_AUTH(arg)  # ``authenticate`` sets one of them for a wrong key
         if self.failed_key is not None:
             await handler.count_failure(self.session, self.failed_key)
         if self.blocked is not None:
@@ -126,16 +125,16 @@ class SubmissionHandler:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         key = auth_data.password.decode("utf-8", "replace").strip()
-        if blocked := self.blocked(session, key):  # SubmissionSMTP.smtp_AUTH answers 421
+        caller = key_owner(self.rt.control.state, key)
+        if caller is not None:  # a right key works while its address is blocked: it cannot be guessed (services/api/auth.py ``checked``)
+            return AuthResult(success=True, auth_data=caller.key.key_hash)
+        if blocked := self.blocked(session, key):  # SubmissionSMTP.smtp_AUTH answers 421, counts nothing
             if isinstance(server, SubmissionSMTP):
                 server.blocked = blocked
             return AuthResult(success=False, handled=True)
-        caller = key_owner(self.rt.control.state, key)
-        if caller is None:
-            if isinstance(server, SubmissionSMTP):
-                server.failed_key = key  # counted once the reply is decided (smtp_AUTH)
-            return AuthResult(success=False, handled=False, message="535 5.7.8 invalid API key (the password must be a service API key)")
-        return AuthResult(success=True, auth_data=caller.key.key_hash)
+        if isinstance(server, SubmissionSMTP):
+            server.failed_key = key  # counted once the reply is decided (smtp_AUTH)
+        return AuthResult(success=False, handled=False, message="535 5.7.8 invalid API key (the password must be a service API key)")
 
     def blocked(self, session: Session, key: str | None) -> Blocked | None:
         """Whether the throttle refuses this peer (and ``key``'s account) now."""

@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from tests.support.postline import ROOT, PostlineProcess
+from tests.support.postline import ROOT, Api, PostlineProcess
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def test_failures_on_both_processes_add_up(two_workers):
     wrong = "pl_adm_" + "p" * 40
     codes = [fresh_get(two_workers, "127.0.0.7", wrong).status_code for _ in range(10)]
     assert codes == [401] * 10
-    for _ in range(4):  # whichever process answers now refuses, the right token too
+    for _ in range(4):  # whichever process answers now refuses
         r = fresh_get(two_workers, "127.0.0.7", wrong)
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     assert fresh_get(two_workers, "127.0.0.9", wrong).status_code == 401  # another address: its own count
@@ -63,6 +63,12 @@ def test_wrong_smtp_auth_across_many_connections_gets_421_after_the_limit(two_wo
     assert code == 421 and text.startswith(b"4.7.0 too many failed authentications; try again in ")
     # the HTTP doors count the same address: its failures were SMTP's, its block is everyone's
     assert fresh_get(two_workers, "127.0.0.8", "pl_adm_" + "r" * 40).status_code == 429
+    # ... but a right key still signs in from it: it cannot be guessed, and a NAT's other
+    # clients must not be locked out by one with a stale key
+    api = Api(two_workers.url)
+    key = api.create_key(api.create_service("behind-the-same-nat"))
+    assert [smtp_auth(two_workers, "127.0.0.8", key)[0] for _ in range(4)] == [235] * 4  # on either process
+    assert smtp_auth(two_workers, "127.0.0.8", wrong)[0] == 421
 
 
 @pytest.mark.parametrize("token,why", [("a", "too short"), ("ab" * 20, "too easy to guess")])
