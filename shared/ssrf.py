@@ -43,7 +43,16 @@ def is_forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 def check_url_shape(url: str) -> tuple[str, str, int]:
-    """``(scheme, host, port)`` of an http(s) URL without credentials; raises ValueError."""
+    """``(scheme, host, port)`` of an http(s) URL without credentials; raises ValueError,
+    also for what the HTTP client would refuse to send (it raises ``httpx.InvalidURL``, no
+    ValueError): a control character or a space anywhere (``urlsplit`` drops tabs and line
+    breaks without a word), or a host it cannot encode."""
+    if any(ch <= " " or ch == "\x7f" for ch in url):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ValueError("must be an http:// or https:// URL")

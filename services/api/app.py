@@ -167,6 +167,9 @@ def add_control_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(503, str(exc)), status_code=503, headers={"Retry-After": "1"})
 
 
+UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's detail when its JSON decoding raises other than JSONDecodeError
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Every error in the one body shape (services/api/errors.py): validation → 400 (415 for a
     form body), HTTP errors with their status, anything unexpected → 500 with the request id."""
@@ -189,6 +192,9 @@ def add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             return JSONResponse(error_body(405, str(exc.detail)), status_code=405,
                                 headers={"Allow": ", ".join(allowed_methods(request.app, request.scope))})
+        if exc.status_code == 400 and exc.detail == UNPARSED_BODY:  # FastAPI's words, naming no field
+            return JSONResponse(error_body(400, "body: not valid JSON (not UTF-8, nested too deep, or a number "
+                                                "too long)"), status_code=400)
         # a 5xx is logged with its cause, and the client gets the request id to quote
         return error_response(request, exc.status_code, str(exc.detail), name_of(exc), exc.headers, exc.__cause__)
 

@@ -134,6 +134,11 @@ class AttachmentIn(BaseModel):
     def _ctype(cls, v: str) -> str:
         if not MIME_TYPE.fullmatch(v):
             raise ValueError("must be a MIME type like application/pdf (RFC 2045 tokens: ASCII, no parameters)")
+        if v.lower().startswith(("multipart/", "message/")):
+            # composite types: an attachment goes out as one base64 leaf, which RFC 2046 forbids for
+            # these (a multipart needs its boundary, message/* may not be base64-encoded)
+            raise ValueError(f"{v} is a composite type; send the file as application/octet-stream (or message as "
+                             "a .eml file with that type)")
         return v
 
     @field_validator("content_base64")
@@ -508,8 +513,10 @@ class EmailRecord(BaseModel):
     id: str
     # what Resend's SDKs read besides the seed's fields (docs/compatibility.md)
     object: Literal["email"] = "email"
-    last_event: str = Field("queued", examples=["delivered"], description="Type of the latest event; `scheduled`, "
-                            "`canceled` or `queued` before delivery starts.")
+    last_event: str = Field("queued", examples=["delivered"], description="Type of the latest event in Resend's names "
+                            "(`suppressed`, `delivery_delayed`); `scheduled`, `canceled` or `queued` before delivery starts.")
+    message_id: str = Field(examples=["<4ef9a1c3-…@acme.test>"], description="The mail's Message-ID header, "
+                            "known from acceptance on (docs/compatibility.md).")
     reply_to: list[str] = []
     html: str | None = Field(None, description="Always null: bodies are not kept after sending.")
     text: str | None = Field(None, description="Always null: bodies are not kept after sending.")

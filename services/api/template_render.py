@@ -63,7 +63,8 @@ def values_of(declared: Iterable[ev.TemplateVariable], given: Mapping[str, Any])
 
 def _as_text(key: str, kind: str, value: Any) -> str:
     if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        # an int is always finite (and math.isfinite overflows on a huge one: a 500)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
             raise TemplateError(f"template.variables.{key}", f"must be a number, got {type(value).__name__}")
         return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     if not isinstance(value, str):

@@ -162,10 +162,35 @@ async def test_unverified_domain_view_matches_its_schema(tmp_path):
         assert set(schema["required"]) <= set(d), set(schema["required"]) - set(d)
 
 
-@pytest.mark.parametrize("ctype", ["tëxt/plaın", "text/plain; charset=utf-8", "text", "text/pl ain", "a/b/c"])
+@pytest.mark.parametrize("ctype", ["tëxt/plaın", "text/plain; charset=utf-8", "text", "text/pl ain", "a/b/c",
+                                   "multipart/mixed", "Message/rfc822"])  # composite: no boundary, no base64 (RFC 2046)
 async def test_attachment_content_types_are_rfc2045_tokens(tmp_path, ctype):
     async with api_runtime(tmp_path) as (rt, admin):
         sid, key = await ready_service(rt, admin)
         body = {**SEND, "attachments": [{"filename": "a.txt", "content_base64": "YQ==", "content_type": ctype}]}
         r = await admin.http.post("/emails", json=body, headers={"Api-Key": key})
         assert r.status_code == 400 and r.json()["error"].startswith("attachments[0].content_type: "), r.text
+
+
+@pytest.mark.parametrize("content", [b'{"name": "\xff"}', b"[" * 100_000 + b"]" * 100_000, b'{"name": ' + b"9" * 5000 + b"}"])
+async def test_a_body_json_cannot_decode_is_400_naming_the_body(tmp_path, content):
+    """Not UTF-8, nested too deep, a number over Python's 4,300 digits: FastAPI says only
+    "There was an error parsing the body"."""
+    async with api_runtime(tmp_path) as (rt, admin):
+        r = await admin("POST", "/api/email/services", content=content, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"].startswith("body: not valid JSON"), r.text
+
+
+async def test_a_replayed_event_id_too_long_is_400_not_a_500(tmp_path):
+    """Resend's ``POST /webhooks/{id}/events/{event_id}/replay``: the id is at most 64
+    characters (it went into a model outside any validation: a 500 and a dropped connection)."""
+    async with api_runtime(tmp_path, webhook_allow_private=True) as (rt, admin):
+        sid = await admin.service()
+        r = await admin("POST", f"/api/email/services/{sid}/api-keys", json={"name": "k", "permission": "full_access"})
+        headers = {"Authorization": f"Bearer {r.json()['key']}"}
+        hook = await admin.http.post("/webhooks", json={"endpoint": "http://127.0.0.1:9/x", "events": ["email.delivered"]},
+                                     headers=headers)
+        assert hook.status_code in (200, 201), hook.text
+        r = await admin.http.post(f"/webhooks/{hook.json()['id']}/events/{'e' * 65}/replay", headers=headers)
+        assert r.status_code == 400 and r.json()["error"].startswith("event_id"), r.text
+

@@ -109,6 +109,9 @@ async def test_bad_attachment_fields_are_400_naming_the_field(tmp_path):
     cases = [
         ({"path": "ftp://files.acme.test/a.pdf"}, "attachments[0].path: must be an http:// or https:// URL"),
         ({"path": "https://user:pw@files.acme.test/a.pdf"}, "attachments[0].path: must not contain credentials"),
+        # what the HTTP client would refuse to fetch (it raised past the guard: a 500)
+        ({"filename": "x.pdf", "path": "http://93.184.216.34/a\r\nb.pdf"}, "attachments[0].path: must not contain spaces"),
+        ({"filename": "x.pdf", "path": "http://files.acme.test/a\x00b.pdf"}, "attachments[0].path: must not contain spaces"),
         ({"path": "https://files.acme.test/a.pdf", "content": "aGk=", "filename": "a.pdf"},
          "attachments[0]: content: give either content or path, not both"),
         ({"filename": "a.pdf"}, "attachments[0]: content: field required"),

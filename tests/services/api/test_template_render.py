@@ -53,6 +53,7 @@ def test_fallbacks_missing_and_types():
         ev.TemplateVariable(key="N", type="number", fallback_value=2), ev.TemplateVariable(key="S")])
     assert render(content, {"S": "x"}).html == "2 x"
     assert render(content, {"S": "x", "N": 3.5}).html == "3.5 x"
+    assert render(content, {"S": "x", "N": 10 ** 400}).html == str(10 ** 400) + " x"  # too large for a float: was a 500
     for values, message in [({}, "template.variables.S: required: the template gives it no fallback_value"),
                             ({"S": "x", "N": True}, "template.variables.N: must be a number, got bool"),
                             ({"S": "x", "N": float("inf")}, "template.variables.N: must be a number, got float")]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
 from services.api.context import ApiContext
 from services.api.auth import runtime
@@ -39,7 +39,7 @@ async def get_event(event_id: str, w: ev.WebhookSaved = Depends(own_webhook),
 
 
 @router.post("/{event_id}/replay")
-async def replay(event_id: str, w: ev.WebhookSaved = Depends(own_webhook),
+async def replay(event_id: str = Path(max_length=64), w: ev.WebhookSaved = Depends(own_webhook),
                  rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
     """Sends the event to the endpoint again (a new attempt, same `webhook-id`)."""
     unless_refused(await manage.replay(rt, w, ReplayRequest(event_id=event_id)))
