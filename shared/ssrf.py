@@ -21,6 +21,11 @@ class BlockedDestination(ValueError):
     pass
 
 
+class Unresolvable(BlockedDestination):
+    """The host has no address now (no such name, DNS unreachable): refused for a request,
+    though not a judgement of where it points."""
+
+
 def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     if ip.ipv4_mapped:
         return ip.ipv4_mapped
@@ -72,10 +77,10 @@ async def resolve_checked(host: str, port: int, allow_private: bool) -> str:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise BlockedDestination(f"cannot resolve {host}: {exc}") from None
+        raise Unresolvable(f"cannot resolve {host}: {exc}") from None
     ips = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not ips:
-        raise BlockedDestination(f"{host} has no address")
+        raise Unresolvable(f"{host} has no address")
     if not allow_private:
         bad = [str(ip) for ip in ips if is_forbidden(ip)]
         if bad:

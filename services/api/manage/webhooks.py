@@ -15,7 +15,7 @@ from shared import events as ev
 from shared.control import webhook_failures
 from shared.crypto import seal
 from services.api.context import ApiContext
-from shared.ssrf import BlockedDestination, check_url_shape, resolve_checked
+from shared.ssrf import BlockedDestination, Unresolvable, check_url_shape, resolve_checked
 from shared.store import queries
 
 ROTATION_OVERLAP = timedelta(hours=24)
@@ -40,11 +40,18 @@ def find_webhook(rt: ApiContext, svc: ev.ServiceSaved, webhook_id: str) -> ev.We
 
 
 async def check_destination(rt: ApiContext, url: str) -> Refusal | None:
-    """400 unless ``url``'s host resolves to addresses webhooks may reach (no private ones
-    unless POSTLINE_WEBHOOK_ALLOW_PRIVATE)."""
+    """400 when ``url``'s host resolves to an address webhooks may not reach (a private one,
+    unless POSTLINE_WEBHOOK_ALLOW_PRIVATE), said early. A host that does not resolve now is
+    accepted, as the peers do (a name about to be published, DNS unreachable from here):
+    every delivery checks the address again before it connects (shared/ssrf.py ``pinned``),
+    so this lookup protects nothing, and none is made when private addresses are allowed."""
     _, host, port = check_url_shape(url)
+    if rt.settings.webhook_allow_private:
+        return None
     try:
-        await resolve_checked(host, port, rt.settings.webhook_allow_private)
+        await resolve_checked(host, port, allow_private=False)
+    except Unresolvable:
+        return None
     except BlockedDestination as exc:
         return Refusal(400, str(exc), "url")
     return None

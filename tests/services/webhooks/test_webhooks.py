@@ -225,6 +225,24 @@ async def test_ssrf_targets_are_refused(tmp_path, url):
         assert res.status_code is None and res.error.startswith("refused")
 
 
+async def test_a_host_that_does_not_resolve_yet_is_accepted_and_checked_at_each_delivery(tmp_path):
+    """As the peers do: a name not published yet (or DNS unreachable from here) is no reason to
+    refuse an endpoint; a delivery resolves and checks it before connecting, as for any other."""
+    async with api_runtime(tmp_path) as (rt, admin):
+        assert rt.settings.webhook_allow_private is False
+        sid = await admin.service()
+        url = "https://hooks.not-published-yet.invalid/postline"  # RFC 2606: never resolves
+        r = await admin("POST", f"/api/email/services/{sid}/webhooks", json={"url": url, "events": ["delivered"]})
+        assert r.status_code == 201, r.text
+        clients = Clients()
+        try:
+            res = await attempt(clients, url, ["whsec_" + "A" * 32], {"id": "e", "type": "delivered", "time": "t"},
+                                allow_private=False, timeout=2)
+        finally:
+            await clients.aclose()
+        assert res.status_code is None and "cannot resolve" in res.error
+
+
 async def test_bad_webhook_input(tmp_path):
     async with api_runtime(tmp_path) as (rt, admin):
         sid = await admin.service()
