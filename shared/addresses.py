@@ -113,6 +113,13 @@ def split_bare(value: str) -> str:
     return split_mailbox(value)[1]
 
 
+def message_id(email_id: str, domain: str) -> str:
+    """The Message-ID of a Postline message: ``<email id@domain>``, the domain its sending
+    one (or the sandbox sender's). The relay, the SMTP submission door and ``GET /emails/{id}``
+    all write it this way, so the API can say it before the message is built."""
+    return f"<{email_id}@{domain}>"
+
+
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 

@@ -15,7 +15,37 @@ from services.api.refusal import Refusal
 from services.api.sending import summary, tracking_view
 from shared import events as ev
 from services.api.context import ApiContext
+from shared.addresses import domain_of, message_id, split_bare
 from shared.store import queries
+
+# Postline event type → Resend's event name: the webhook management API's names
+# (routes/resend/webhook_shapes.py) and, without ``email.``, an email's ``last_event``
+# (``resend_last_event``). canceled and unsubscribed are Postline's own events; received
+# mail has Resend's name in both.
+RESEND_NAMES = {"email.received": "email.received", "sent": "email.sent", "delivered": "email.delivered",
+                "deferred": "email.delivery_delayed", "bounced": "email.bounced", "failed": "email.failed",
+                "dropped": "email.suppressed", "complained": "email.complained", "opened": "email.opened",
+                "clicked": "email.clicked", "scheduled": "email.scheduled", "canceled": "email.canceled",
+                "unsubscribed": "email.unsubscribed"}
+
+
+def resend_last_event(kind: str) -> str:
+    """Resend's ``last_event`` for what ``queries.last_event_type`` says: ``dropped`` →
+    ``suppressed``, ``deferred`` → ``delivery_delayed``; ``queued`` and the names Resend
+    shares with Postline as they are."""
+    return RESEND_NAMES.get(kind, kind).removeprefix("email.")
+
+
+def rfc_message_id(rt: ApiContext, email_id: str, sending_domain: str | None) -> str:
+    """The Message-ID header of the message: ``<id@domain>`` on its verified sending domain,
+    else on the sandbox sender's, as the relay builds it (``build_message`` in
+    services/relay/handler.py; the API adds the same to an SMTP submission without one).
+    Fixed when the email is accepted, so known before the message is built (scheduled,
+    queued) and said even when it never is (canceled, every recipient dropped). Not what
+    went out if the domain lost its verification before the relay built the message (the
+    relay then uses the sandbox sender's domain), nor for an SMTP submission that carried
+    its own Message-ID (sent as written; the API does not keep the client's bytes)."""
+    return message_id(email_id, sending_domain or domain_of(split_bare(rt.settings.sandbox_from)))
 
 
 @dataclass
@@ -38,15 +68,13 @@ class Found:
 
     @property
     def last_event(self) -> str:
-        """Resend's ``last_event``: the latest lifecycle event; ``canceled`` as soon as this
-        process accepted a cancel; ``scheduled``/``queued`` before the relay said anything."""
-        if self.local.get("canceled") or any(e.get("type") == "canceled" for e in self.events):
+        """Resend's ``last_event`` (its names: ``suppressed``, ``delivery_delayed``): the
+        latest lifecycle event as ``queries.last_event_type`` picks it (as ``GET /emails``
+        lists it); ``canceled`` as soon as this process accepted a cancel."""
+        if self.local.get("canceled"):
             return "canceled"
-        if self.events:
-            return max(self.events, key=lambda e: e["time"])["type"]
-        if not self.record.get("recipients"):
-            return "failed"
-        return "scheduled" if self.scheduled_at else "queued"
+        return resend_last_event(queries.last_event_type(self.events, bool(self.record.get("recipients")),
+                                                         self.scheduled_at))
 
     def went_out(self) -> bool:
         return any(e.get("type") in ev.RELEASED_TYPES for e in self.events)
@@ -114,6 +142,7 @@ async def email_record(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> d
         "recipients": recipients, "events": events, "tracking": tracking_view(record),
         # what Resend's SDKs read besides the fields above (docs/compatibility.md)
         "object": "email", "last_event": found.last_event, "reply_to": record.get("reply_to", []),
+        "message_id": rfc_message_id(rt, email_id, record.get("sending_domain")),
         "html": None, "text": None, "template_id": record.get("template_id"),
     }
 

@@ -16,17 +16,13 @@ import re
 from email.utils import formatdate
 
 from services.relay.html_text import html_to_text  # noqa: F401 (tracking.py imports it from here)
-from shared.addresses import ascii_domain, split_mailbox
+from shared.addresses import ascii_domain, message_id, split_mailbox
 from shared.events import SendRequested
 from shared.message_size import fit_qp
 
 CRLF = b"\r\n"
 _PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*\Z")  # atoms that need no quoting
 _SAFE_TEXT = re.compile(r"^[\x20-\x7e]*\Z")
-
-
-def message_id(email_id: str, domain: str) -> str:
-    return f"<{email_id}@{domain}>"
 
 
 def encoded_words(text: str) -> list[str]:

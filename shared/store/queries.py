@@ -23,11 +23,20 @@ UNIQUE_STATS = {"opened": "unique_opened", "clicked": "unique_clicked"}
 # The state of a recipient is its latest lifecycle event by this precedence.
 RECIPIENT_STATE_ORDER = ["sent", "deferred", "dropped", "delivered", "opened", "clicked", "bounced", "failed", "complained",
                          "unsubscribed"]
+# A message's last event (``last_event_type``, ``email_page``): the types Resend has a
+# ``last_event`` for (``unsubscribed`` has none), ties in time going to the later in this order.
+LAST_EVENT_ORDER = ("scheduled", "sent", "deferred", "dropped", "delivered", "opened", "clicked", "bounced", "failed",
+                    "complained", "canceled")
 
 
 def _sql_in(types: tuple[str, ...]) -> str:
     """A constant type list as SQL (the vocabulary's own names: nothing from a request)."""
     return "(" + ", ".join(f"'{t}'" for t in types) + ")"
+
+
+def _sql_array(types: tuple[str, ...]) -> str:
+    """``_sql_in``'s list as an SQL array literal."""
+    return "[" + _sql_in(types)[1:-1] + "]"
 
 
 def _fmt(t: datetime) -> str:
@@ -62,6 +71,28 @@ def recipient_states(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             out[rcpt] = {"status": e["type"], "at": e["time"],
                          **{k: e[k] for k in ("smtp_code", "smtp_reply", "reason", "bounce_type", "bounce_class") if e.get(k) is not None}}
     return out
+
+
+def last_event_type(events: list[dict[str, Any]], has_recipients: bool, scheduled_at: str | None) -> str:
+    """The Postline type behind Resend's ``last_event`` of a message, from its timeline:
+    ``canceled`` once it has one; else its latest event of ``LAST_EVENT_ORDER`` by time to
+    the millisecond (what the store keeps), ties by that order; before any, ``failed`` when
+    it has no recipient to send to, ``scheduled`` when it has a due time, else ``queued``.
+    ``email_page`` computes the same in SQL (``_LAST_EVENT``) for the list."""
+    if any(e["type"] == "canceled" for e in events):
+        return "canceled"
+    ranked = [(_ms(e["time"]), LAST_EVENT_ORDER.index(e["type"])) for e in events if e["type"] in LAST_EVENT_ORDER]
+    if ranked:
+        return LAST_EVENT_ORDER[max(ranked)[1]]
+    if not has_recipients:
+        return "failed"
+    return "scheduled" if scheduled_at else "queued"
+
+
+def _ms(iso: str) -> datetime:
+    """An event's ISO time cut to the millisecond, as the store cuts it (services/analytics/rows.py)."""
+    t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
 def _filters(table: str, tag: str | None, template: str | None, params: dict[str, Any]) -> list[str]:
@@ -150,6 +181,16 @@ _LATEST_STATUS = f"""LEFT JOIN (SELECT email_id, argMax(kind, first) AS status
                  GROUP BY email_id, event_id)
            GROUP BY email_id) AS s ON s.email_id = m.email_id"""
 
+# joins each message ``m`` of service ``{s:String}`` with what ``last_event_type`` reads of its
+# timeline: ``e.last``, its latest event of LAST_EVENT_ORDER by (time, place in that order),
+# '' before any; ``e.canceled``, 1 once it has a ``canceled`` event
+_LAST_EVENT = f"""LEFT JOIN (SELECT email_id, argMax(kind, (first, indexOf({_sql_array(LAST_EVENT_ORDER)}, kind))) AS last,
+                  max(kind = 'canceled') AS canceled
+           FROM (SELECT email_id, event_id, any(type) AS kind, min(time) AS first FROM postline.events
+                 WHERE service_id = {{s:String}} AND type IN {_sql_in(LAST_EVENT_ORDER)}
+                 GROUP BY email_id, event_id)
+           GROUP BY email_id) AS e ON e.email_id = m.email_id"""
+
 
 async def message_log(store: AnalyticsStore, service_id: str, status: str | None, to: str | None, tag: str | None,
                       limit: int, cursor: str | None, since: datetime | None = None,
@@ -194,7 +235,8 @@ async def email_page(store: AnalyticsStore, service_id: str, limit: int, after: 
     """Resend's ``GET /emails`` page: the service's messages newest first, older than the
     message ``after`` or newer than ``before`` (ids); with whether more follow that way.
     None when the cursor id is not a message of the service. Rows: the request's summary
-    fields and ``status`` (the latest delivery status, ``queued`` before any)."""
+    fields, ``sending_domain`` ('' for the sandbox sender) and ``last_event`` (Postline's
+    type, as ``last_event_type`` picks it for ``GET /emails/{id}``)."""
     params: dict[str, Any] = {"s": service_id, "limit": limit + 1, "c": after or before or ""}
     where, order = "", "DESC"
     if after or before:
@@ -209,9 +251,13 @@ async def email_page(store: AnalyticsStore, service_id: str, limit: int, after: 
 SELECT m.email_id AS email_id, toString(m.time) AS time, m.from_addr AS from_addr, m.subject AS subject,
        m.to_addrs AS to_addrs, m.cc_addrs AS cc_addrs, m.bcc_addrs AS bcc_addrs,
        JSONExtract(m.payload, 'reply_to', 'Array(String)') AS reply_to,
-       JSONExtractString(m.payload, 'scheduled_at') AS scheduled_at, if(s.status = '', 'queued', s.status) AS status
+       JSONExtractString(m.payload, 'scheduled_at') AS scheduled_at,
+       JSONExtractString(m.payload, 'sending_domain') AS sending_domain,
+       multiIf(e.canceled = 1, 'canceled', e.last != '', e.last,
+               empty(JSONExtract(m.payload, 'recipients', 'Array(String)')), 'failed',
+               scheduled_at != '', 'scheduled', 'queued') AS last_event
 FROM (SELECT * FROM postline.messages AS m FINAL WHERE m.service_id = {{s:String}}{where}) AS m
-{_LATEST_STATUS}
+{_LAST_EVENT}
 ORDER BY m.time {order}, m.email_id {order}
 LIMIT {{limit:UInt32}}""", params)
     page = rows[:limit] if order == "DESC" else list(reversed(rows[:limit]))

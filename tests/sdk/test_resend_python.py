@@ -3,9 +3,13 @@ pointed at a running Postline by its base URL only (``resend.api_url``, which th
 reads from ``RESEND_API_URL``)."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 import resend
 from resend.exceptions import ResendError, ValidationError
+
+from tests.support.postline import sink_reader, wait_verified
 
 FROM = "Acme <hello@acme.test>"
 PDF = b"%PDF-1.4\n% a tiny invoice\n"
@@ -65,6 +69,50 @@ def test_get(sdk):
     assert email["subject"] == "Look me up (py)" and email["from"] == FROM and email["created_at"]
     sdk.wait_record(sent["id"], lambda r: r["last_event"] == "delivered")
     assert resend.Emails.get(sent["id"])["last_event"] == "delivered"
+
+
+def test_last_event_speaks_resends_names(sdk):
+    """``last_event`` is Resend's name (``suppressed``, ``delivery_delayed``) where Postline's
+    event type differs; the seed's ``status`` and the per-recipient states keep Postline's."""
+    gone, slow = "gone-py@example.com", "slow-py@example.com"
+    r = sdk.api.admin("POST", f"/api/email/services/{sdk.service_id}/suppressions", json={"email": gone})
+    assert r.status_code == 201, r.text
+    dropped = resend.Emails.send({"from": FROM, "to": gone, "subject": "Never (py)", "text": "x"})
+    done = sdk.wait_record(dropped["id"], lambda r: r["events"])
+    assert done["recipients"][gone]["status"] == "dropped" and done["status"] == "failed"
+    assert resend.Emails.get(dropped["id"])["last_event"] == "suppressed"
+    sdk.sink.rcpt_replies[slow] = "451 4.3.0 try again later"
+    try:
+        deferred = resend.Emails.send({"from": FROM, "to": slow, "subject": "Later (py)", "text": "x"})
+        done = sdk.wait_record(deferred["id"], lambda r: r["recipients"][slow]["status"] == "deferred")
+        assert done["status"] == "sent"
+        assert resend.Emails.get(deferred["id"])["last_event"] == "delivery_delayed"
+    finally:
+        del sdk.sink.rcpt_replies[slow]
+
+
+def test_message_id_is_the_header_the_mail_carried(sdk):
+    """``message_id`` is the Message-ID of the mail that reached the receiving server: on the
+    verified sending domain, on the sandbox sender's domain otherwise, and already (the value
+    it will carry) while a scheduled message waits."""
+    sent = resend.Emails.send({"from": FROM, "to": "ann@example.com", "subject": "Thread me (py)", "text": "x"})
+    mail = sdk.mail_for(sent["id"]).message
+    assert resend.Emails.get(sent["id"])["message_id"] == mail["Message-ID"] == f"<{sent['id']}@acme.test>"
+
+    sdk.api.verify_sandbox(sdk.service_id, "sandy@example.com", sink_reader(sdk.sink, timeout=60))
+    wait_verified(sdk.api, sdk.service_id)
+    fallback = resend.Emails.send({"from": "me@unverified.test", "to": "sandy@example.com",
+                                   "subject": "Via the sandbox (py)", "text": "x"})
+    mail = sdk.mail_for(fallback["id"]).message
+    assert mail["Message-ID"] == f"<{fallback['id']}@postline.localhost>"  # POSTLINE_SANDBOX_FROM's domain
+    assert resend.Emails.get(fallback["id"])["message_id"] == mail["Message-ID"]
+
+    due = datetime.now(timezone.utc) + timedelta(seconds=6)
+    later = resend.Emails.send({"from": FROM, "to": "ann@example.com", "subject": "Soon (py)", "text": "x",
+                                "scheduled_at": due.isoformat()})
+    before = resend.Emails.get(later["id"])["message_id"]
+    assert not [m for m in sdk.sink.received if later["id"].encode() in m.data]  # not built yet
+    assert sdk.mail_for(later["id"]).message["Message-ID"] == before
 
 
 def test_schedule_reschedule_cancel(sdk):

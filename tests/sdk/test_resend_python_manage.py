@@ -161,6 +161,30 @@ def test_the_email_list_pages_newest_first(manager):
     assert mine[0]["subject"] == "listed 2" and mine[0]["to"] == ["ann@example.com"] and mine[0]["from"] == FROM
 
 
+def test_the_email_list_says_what_get_says(manager):
+    """Each listed email has the ``last_event`` and ``message_id`` ``Emails.get`` gives it:
+    scheduled, canceled and suppressed ones included (Resend's names, not Postline's)."""
+    gone = "gone-list@example.com"
+    assert resend.Suppressions.add({"email": gone})["object"] == "suppression"
+    held = resend.Emails.send({"from": FROM, "to": "ann@example.com", "subject": "held (list)", "text": "x",
+                               "scheduled_at": "in 2 hours"})["id"]
+    dropped = resend.Emails.send({"from": FROM, "to": gone, "subject": "dropped (list)", "text": "x"})["id"]
+    canceled = resend.Emails.send({"from": FROM, "to": "ann@example.com", "subject": "canceled (list)", "text": "x",
+                                   "scheduled_at": "in 2 hours"})["id"]
+    eventually(lambda: resend.Emails.get(canceled)["last_event"] == "scheduled" and
+               manager.record(canceled)["events"])
+    resend.Emails.cancel(canceled)
+    expected = {held: "scheduled", dropped: "suppressed", canceled: "canceled"}
+
+    def listed() -> dict:
+        return {e["id"]: e for e in resend.Emails.list({"limit": 100})["data"] if e["id"] in expected}
+    eventually(lambda: {i: e["last_event"] for i, e in listed().items()} == expected)
+    for email_id, item in listed().items():
+        got = resend.Emails.get(email_id)
+        assert (item["last_event"], item["message_id"]) == (got["last_event"], got["message_id"])
+        assert item["message_id"] == f"<{email_id}@acme.test>"
+
+
 def test_strict_and_permissive_batches(manager):
     resend.api_key = manager.key  # batches are sends: a sending key will do
     good = {"from": FROM, "to": ["ann@example.com"], "subject": "batch ok (py)", "text": "1"}

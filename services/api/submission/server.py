@@ -36,7 +36,7 @@ from services.api.submission import message, replies
 from services.api.submission.tls import server_context
 from shared import events as ev
 from shared.control.errors import ControlBehind
-from shared.addresses import AddressError, domain_of, parse_mailbox, split_bare
+from shared.addresses import AddressError, domain_of, message_id, parse_mailbox, split_bare
 from services.api.context import ApiContext
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def as_written(rt: ApiContext, sub: message.Submitted) -> Finish:
     Message-ID, Date) and carried as ``raw_mime`` in place of the parsed text."""
     def finish(draft: Draft, req: ev.SendRequested) -> ev.SendRequested:
         id_domain = draft.sending_domain or domain_of(split_bare(rt.settings.sandbox_from))
-        raw = message.finalize(sub, draft.from_, f"<{req.email_id}@{id_domain}>", req.time.timestamp())
+        raw = message.finalize(sub, draft.from_, message_id(req.email_id, id_domain), req.time.timestamp())
         return req.model_copy(update={"raw_mime": base64.b64encode(raw).decode(), "text": None, **relay_options(sub)})
     return finish
 

@@ -9,18 +9,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.api.email_lookup import RESEND_NAMES  # one mapping: emails' last_event reads it too
 from services.api.refusal import Refusal
 from services.api.routes.resend.paging import iso
 from services.api.validation_errors import first_error
 from shared import events as ev
 
 Body = TypeVar("Body", bound=BaseModel)
-# Postline event type → Resend's event name (canceled and unsubscribed are Postline's own;
-# received mail has Resend's name in both)
-RESEND_NAMES = {"email.received": "email.received", "sent": "email.sent", "delivered": "email.delivered", "deferred": "email.delivery_delayed",
-                "bounced": "email.bounced", "failed": "email.failed", "dropped": "email.suppressed",
-                "complained": "email.complained", "opened": "email.opened", "clicked": "email.clicked",
-                "scheduled": "email.scheduled", "canceled": "email.canceled", "unsubscribed": "email.unsubscribed"}
 POSTLINE_NAMES = {v: k for k, v in RESEND_NAMES.items()}
 # an attempt's outcome (services/webhooks/runner.py) → Resend's event delivery status
 STATUS = {"delivered": "success", "retrying": "attempting", "failed": "failed", "disabled": "failed",
