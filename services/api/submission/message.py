@@ -69,10 +69,20 @@ def check_line_endings(raw: bytes) -> None:
         raise Refused("550 5.6.0 the message has a bare CR or LF; every line must end with CRLF")
 
 
+MAX_HEADER_BYTES = 256 * 1024  # the header block (Exchange's default limit); the API door allows 50 extra headers
+MAX_HEADER_FIELDS = 1000
+
+
 def split_fields(raw: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
-    """The header fields (a line starting with a space or tab continues the previous one) and the rest."""
+    """The header fields (a line starting with a space or tab continues the previous one) and
+    the rest; a header block over ``MAX_HEADER_BYTES`` or ``MAX_HEADER_FIELDS`` fields is
+    refused (552 5.3.4), as every message is signed and sent with its whole header."""
     end = 0 if raw.startswith(CRLF) else raw.find(CRLF + CRLF)
     head, body = (raw, CRLF) if end < 0 else (raw[:end + 2] if end else b"", raw[end + 2 if end else 0:])
+    if len(head) > MAX_HEADER_BYTES:
+        raise Refused(f"552 5.3.4 the message header is larger than {MAX_HEADER_BYTES // 1024} KiB")
+    if head.count(CRLF) - head.count(CRLF + b" ") - head.count(CRLF + b"\t") > MAX_HEADER_FIELDS:
+        raise Refused(f"552 5.3.4 the message has more than {MAX_HEADER_FIELDS} header fields")
     fields: list[tuple[str, bytes]] = []
     for line in head.split(CRLF)[:-1]:
         if line[:1] in (b" ", b"\t") and fields:

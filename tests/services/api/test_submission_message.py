@@ -86,6 +86,9 @@ def test_sandbox_from_is_rewritten_and_the_original_becomes_reply_to():
     (b"From: a@acme.test\r\nX-Postline-Tag: a\r\n\r\nx\r\n", "550 5.7.1 headers: X-Postline-Tag is not a Postline header"),
     (b"From: a@acme.test\r\nX-Postline-Track-Opens: maybe\r\n\r\nx\r\n", "550 5.7.1 headers: X-Postline-Track-Opens must be true or false"),
     (b"To: b@example.com\r\n\r\nx\r\n", "550 5.7.1 from: field required"),
+    # limits: the whole header is signed and sent (100,000 fields were accepted and delivered)
+    (b"From: a@acme.test\r\n" + b"X-H: v\r\n" * 1000 + b"\r\nx\r\n", "552 5.3.4 the message has more than 1000 header fields"),
+    (b"From: a@acme.test\r\nX-Long: " + b"v" * 300 * 1024 + b"\r\n\r\nx\r\n", "552 5.3.4 the message header is larger"),
     (b"From: a@acme.test\r\nSubject: caf\xe9\r\n\r\nx\r\n", "550 5.6.0 the Subject header is not valid UTF-8"),
     # a name whose encoded word decodes to a line break: a permanent refusal, not "451 try again later"
     (b"From: =?utf-8?b?" + base64.b64encode(b'"Eve\r\nBcc: x"') + b"?= <a@acme.test>\r\nTo: b@example.com\r\n\r\nx\r\n",
