@@ -5,6 +5,8 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+import idna
+
 from shared import events as ev
 from shared.dkim_keys import split_txt, txt_value
 from shared.dns_lookup import mx, resolver, txt
@@ -13,14 +15,20 @@ from shared.settings import Settings
 DOMAIN_RE = re.compile(r"^(?=.{3,253}\Z)(?!-)([a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}\Z")
 
 
+# the DKIM records' names (``plr<6>._domainkey.<domain>``, shared/dkim_keys.py) must fit DNS's 253
+MAX_DOMAIN_LENGTH = 253 - len("plr000000._domainkey.")
+
+
 def normalise_domain(value: str) -> str | None:
-    """Lower-case, IDN → A-label; None if not a valid domain name."""
+    """Lower-case, IDN → A-labels as the send API reads an address at it (IDNA 2008 with
+    UTS #46, email-validator's rules: ``xn--zz`` is no label); None if not a valid domain
+    name, or one too long for its DKIM records' names."""
     value = value.strip().rstrip(".").lower()
     try:
-        value = value.encode("idna").decode()
-    except UnicodeError:
+        value = idna.encode(value, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
         return None
-    return value if DOMAIN_RE.match(value) else None
+    return value if len(value) <= MAX_DOMAIN_LENGTH and DOMAIN_RE.match(value) else None
 
 
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
