@@ -4,11 +4,11 @@
     → metrics → remember
 
 ``accept`` takes one message, ``accept_batch`` several at once (each accepted or refused on
-its own, all appended together). Both return values — ``Accepted`` or a ``Refusal``
-(services/api/refusal.py) — and raise only for bugs. The doors are thin adapters that map
-them to their protocol: the JSON routes and the batch route (routes/emails.py), the send fast
-path (send_fast_path.py) and SMTP submission (submission/server.py). Nothing here knows HTTP
-or SMTP.
+its own, all appended together; or, a strict batch, all accepted or none). Both return
+values — ``Accepted`` or a ``Refusal`` (services/api/refusal.py) — and raise only for bugs.
+The doors are thin adapters that map them to their protocol: the JSON routes and the batch
+route (routes/emails.py), the send fast path (send_fast_path.py) and SMTP submission
+(submission/server.py). Nothing here knows HTTP or SMTP.
 
 Nothing is reported as accepted before its request is durably on the log."""
 from __future__ import annotations
@@ -102,7 +102,10 @@ async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[Se
     appended in one step. One ``Refusal`` for the whole when the log did not confirm the
     append (then none of them was accepted), or, ``all_or_nothing`` (Resend's strict batch),
     when any body is refused (a remote attachment that could not be fetched too): the first
-    one's, as 422 naming ``[i]`` (nothing is appended). An item larger than the log takes (a
+    one's, as 422 naming ``[i]`` (nothing is appended); or when the items do not all fit the
+    service's limits: the 429 a single send over them gets, its ``Retry-After`` when the whole
+    batch fits (nothing counted, nothing appended). Permissive, an item over the limits is
+    refused alone (its 429 at ``[i]``), the others sent. An item larger than the log takes (a
     Kafka topic made with a smaller ``max.message.bytes``; the log refuses it before appending
     any): strict, the batch's 413 naming ``[i]``; else that item's 413 and the others sent.
     ``email_ids``: the items' ids (a keyed batch's, derived from its key), else new ones."""
@@ -114,7 +117,7 @@ async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[Se
         return refused
     while True:
         chosen = [p for p in prepared if isinstance(p, _Prepared)]
-        admitted = await _admit(rt, svc, chosen)
+        admitted = await _admit(rt, svc, chosen, all_or_nothing)
         if all_or_nothing or (i := _too_large_item(admitted)) is None:
             break
         # permissive: the item the log cannot take is refused alone, the others appended (none was)
@@ -122,6 +125,8 @@ async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[Se
         prepared[at] = dataclasses.replace(cast(Refusal, admitted), field=None)
     if isinstance(admitted, Refusal):
         return admitted
+    if all_or_nothing and (over := next((a for a in admitted if isinstance(a, Refusal)), None)):
+        return over  # the batch did not fit: every item has the same 429, and none was appended
     decided = iter(admitted)
     return [p if isinstance(p, Refusal) else next(decided) for p in prepared]
 
@@ -158,12 +163,14 @@ def prepare_one(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Doo
     return _Prepared(draft, finish(draft, req) if finish is not None else req)
 
 
-async def _admit(rt: ApiContext, svc: ev.ServiceSaved, prepared: list[_Prepared]) -> list[Accepted | Refusal] | Refusal:
-    """Count each request against the service's limits and append those that fit, in one step."""
+async def _admit(rt: ApiContext, svc: ev.ServiceSaved, prepared: list[_Prepared], all_or_nothing: bool = False
+                 ) -> list[Accepted | Refusal] | Refusal:
+    """Count each request against the service's limits and append those that fit, in one step;
+    ``all_or_nothing``: all of them, or none (then each is refused with the same 429)."""
     limits = limiter(rt)
     takes = [await limits.take_for(svc.service_id, sandboxed=p.draft.mode != "production",
                                    n=1 if p.draft.recipients else 0) for p in prepared]
-    decisions = await admit_requests(rt, takes, [p.request for p in prepared])
+    decisions = await admit_requests(rt, takes, [p.request for p in prepared], all_or_nothing)
     if isinstance(decisions, Refusal):
         return decisions
     return [_record(rt, p, decision) for p, decision in zip(prepared, decisions)]

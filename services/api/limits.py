@@ -10,7 +10,8 @@ Rules (documented in docs/rate-limits.md):
   in the last 7 days, tier 2 after 10,000, tier 3 after 50,000 — each only while the 7-day
   bounce rate stays under 2% and the complaint rate under 0.1%. A bounce rate over 5% or a
   complaint rate over 0.5% halves the base limits instead.
-- One unit is one accepted message (whatever its recipient count), as Postmark counts.
+- One unit is one accepted message (whatever its recipient count), as Postmark counts. A strict
+  batch is counted as a whole: all its messages fit and are counted, or none is (``admit``).
 - The windows are sliding (shared/quota/window.py): "minute" is any 60 s, "day" any 24 h, so
   no burst around a boundary gets twice the limit through. They are the service's, whatever
   the number of API processes or replicas (shared/quota/: exact in the embedded log's write
@@ -99,9 +100,11 @@ class RateLimiter:
             windows.append(Window(*SANDBOX, SANDBOX_DAY))
         return Take(service_id, n, tuple(windows))
 
-    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]]) -> list[Decision]:
-        """Count each take if it fits and append the records of those that do (shared/quota)."""
-        return await self.quota.admit(topic, takes, items)
+    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]],
+                    all_or_nothing: bool = False) -> list[Decision]:
+        """Count each take if it fits and append the records of those that do (shared/quota);
+        ``all_or_nothing``: all of them counted and appended, or none (``Quota.admit``)."""
+        return await self.quota.admit(topic, takes, items, all_or_nothing=all_or_nothing)
 
     async def peek(self, service_id: str) -> Decision:
         """The service's state now, counting nothing (for ``RateLimit-*`` on answers that send nothing)."""

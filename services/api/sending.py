@@ -215,14 +215,17 @@ def prepare(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Door, e
 LOG_DOWN = Refusal(503, "the event log is unavailable; nothing was sent, safe to retry", retry_after=1)
 
 
-async def admit_requests(rt: ApiContext, takes: list[Take], reqs: list[ev.SendRequested]) -> list[Decision] | Refusal:
+async def admit_requests(rt: ApiContext, takes: list[Take], reqs: list[ev.SendRequested],
+                         all_or_nothing: bool = False) -> list[Decision] | Refusal:
     """Count each request against the service's rate limits and durably append those that
-    fit, in one step (services/api/limits.py; ``takes[i]`` is ``reqs[i]``'s): the decisions,
-    or a refusal when the log did not confirm — then nothing in ``reqs`` may be reported as
-    accepted."""
+    fit, in one step (services/api/limits.py; ``takes[i]`` is ``reqs[i]``'s; a take past the
+    requests counts without a record of its own): the decisions, or a refusal when the log did
+    not confirm — then nothing in ``reqs`` may be reported as accepted. ``all_or_nothing``:
+    every take fits and every request is appended, or none (each decision then the same
+    refusal)."""
     records = [(r.email_id, ev.encode(r)) for r in reqs]  # outside the try: failing here is a bug, not the log's
     try:
-        return await rt.limits.admit(ev.Topic.REQUESTS, takes, records)
+        return await rt.limits.admit(ev.Topic.REQUESTS, takes, records, all_or_nothing)
     except LogRecordTooLarge as exc:  # a topic made with a smaller max.message.bytes (docs/operations.md)
         return too_large_for_the_log(exc, records)
     except LogUnavailable as exc:  # no acknowledgement in time (shared/log/deadline.py): may land later
@@ -241,7 +244,7 @@ def too_large_for_the_log(exc: LogRecordTooLarge, records: list[tuple[str, bytes
                    field=f"[{i}]" if i is not None and len(records) > 1 else None, cause=exc)
 
 
-DAILY_SCOPES = ("day", "sandbox day")  # services/api/limits.py's day windows
+DAILY_SCOPES = ("day", "sandbox day", "sandbox confirmations")  # the day windows (services/api/limits.py, manage/sandbox.py)
 
 
 def rate_limited(decision: Decision) -> Refusal:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from shared import events as ev
 from shared.log.follow import follow, read_up_to_now
 from shared.log.port import Consumer, EventLog, Record
-from shared.quota.port import Quota
+from shared.quota.port import Quota, judge_as_one
 from shared.quota.window import Counted, Decision, Take, Window, decide
 
 log = logging.getLogger(__name__)
@@ -106,16 +106,32 @@ class GossipQuota(Quota):
             self.table.add(take.service_id, w.scope, self.me, slot, sign * take.n)
             self._dirty.add((take.service_id, w.scope, slot))
 
-    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]]) -> list[Decision]:
-        now = time.time()
-        decisions: list[Decision] = []
-        counted: list[Take] = []
-        for take in takes:  # no await in this loop: decide-and-count is atomic on this replica
+    def _in_order(self, takes: list[Take], now: float) -> tuple[list[Decision], list[Take]]:
+        """Each take counted if it fits: the decisions and the takes counted."""
+        decisions, counted = [], []
+        for take in takes:
             decision = self._judge(take, now)
             if decision.allowed and take.n:
                 self._count(take, now, +1)
                 counted.append(take)
             decisions.append(decision)
+        return decisions, counted
+
+    def _as_one(self, takes: list[Take], now: float) -> tuple[list[Decision], list[Take]]:
+        """``judge_as_one``: every take counted, or — any does not fit — none stays counted."""
+        decisions = judge_as_one(takes, lambda take: self._judge(take, now), lambda take: self._count(take, now, +1))
+        counted = [take for take in takes if take.n]
+        if all(d.allowed for d in decisions):
+            return decisions, counted
+        for take in counted:  # given back before any await: no other request saw them counted
+            self._count(take, now, -1)
+        return decisions, []
+
+    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]],
+                    all_or_nothing: bool = False) -> list[Decision]:
+        now = time.time()
+        # no await until the append: decide-and-count is atomic on this replica
+        decisions, counted = self._as_one(takes, now) if all_or_nothing else self._in_order(takes, now)
         chosen = [item for item, d in zip(items, decisions) if d.allowed]
         try:
             if chosen:

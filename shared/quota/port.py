@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 
 from shared.quota.window import Decision, Take
 
@@ -15,12 +16,16 @@ class Quota(abc.ABC):
         """Release what ``start`` took."""
 
     @abc.abstractmethod
-    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]]
-                    ) -> list[Decision]:
+    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]],
+                    all_or_nothing: bool = False) -> list[Decision]:
         """Decide ``takes`` in order (each one sees the units of those allowed before it) and
         append durably the record of each allowed one (``items[i]`` belongs to ``takes[i]``),
         together. Returns the decisions once those records are durable. Raises as the log's
-        ``append`` does; then nothing was counted (embedded) or the count is given back (Kafka)."""
+        ``append`` does; then nothing was counted (embedded) or the count is given back (Kafka).
+
+        ``all_or_nothing`` (a strict batch): every take is counted and every record appended,
+        or — when any take does not fit — none is counted, nothing is appended, and every
+        decision is the same refusal (``judge_as_one``). Decided atomically, as one take is."""
 
     @abc.abstractmethod
     def peek(self, take: Take) -> Decision:
@@ -36,3 +41,30 @@ class Quota(abc.ABC):
     @abc.abstractmethod
     def usage(self, service_id: str, scopes: list[tuple[str, int, int]]) -> dict[str, int]:
         """Units counted now per scope, for ``(scope, length, slot)`` windows."""
+
+
+def judge_as_one(takes: Sequence[Take], judge: Callable[[Take], Decision], count: Callable[[Take], None]
+                 ) -> list[Decision]:
+    """All or nothing: judge each take in order and count it whether it fits or not, so each
+    one sees the units of every take before it (the last one in a window asks room for all of
+    them). Every take fits → the decisions as judged, every take counted (keep them). Else the
+    caller must give back all it counted, and every decision is the refusal that waits longest —
+    its ``retry_after`` is when the whole set fits — with ``remaining`` what its window holds
+    without the set. ``judge`` and ``count`` see the same moment (the implementation's ``now``)."""
+    decisions: list[Decision] = []
+    refusals: list[Decision] = []
+    counted: dict[tuple[str, str], int] = {}  # units of this set counted so far, per (key, window scope)
+    for take in takes:
+        decision = judge(take)
+        decisions.append(decision)
+        if not decision.allowed:  # its remaining is net of the set's units before it: add them back
+            remaining = decision.remaining + counted.get((take.service_id, decision.scope), 0)
+            refusals.append(dataclasses.replace(decision, remaining=remaining))
+        if take.n:
+            count(take)
+            for w in take.windows:
+                counted[(take.service_id, w.scope)] = counted.get((take.service_id, w.scope), 0) + take.n
+    if not refusals:
+        return decisions
+    refused = max(refusals, key=lambda d: d.retry_after)
+    return [refused] * len(takes)

@@ -11,7 +11,7 @@ import time
 from typing import Callable, Sequence
 
 from shared.log.port import EventLog
-from shared.quota.port import Quota
+from shared.quota.port import Quota, judge_as_one
 from shared.quota.window import Counted, Decision, Take, Window, decide
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS quota_slots(svc TEXT NOT NULL, scope TEXT NOT NULL, slot INTEGER NOT NULL, "
@@ -70,23 +70,38 @@ class SqliteQuota(Quota):
                 conn.execute(_SWEEP, (w.scope, w.first_live(now)))
                 self._swept[w.scope] = now
 
-    def _guard(self, takes: list[Take]) -> Callable[[sqlite3.Connection], Verdict]:
+    def _guard(self, takes: list[Take], all_or_nothing: bool) -> Callable[[sqlite3.Connection], Verdict]:
         def guard(conn: sqlite3.Connection) -> Verdict:
             if not self._schema_ready:
                 conn.execute(SCHEMA)
             now = time.time()
-            decisions = []
-            for take in takes:
-                decision = judge(conn, take, now)
-                if decision.allowed and take.n:
-                    record(conn, take, now)
-                decisions.append(decision)
+            if all_or_nothing:
+                decisions = self._as_one(conn, takes, now)
+            else:
+                decisions = []
+                for take in takes:
+                    decision = judge(conn, take, now)
+                    if decision.allowed and take.n:
+                        record(conn, take, now)
+                    decisions.append(decision)
             self._sweep(conn, [w for take in takes for w in take.windows], now)
             return Verdict(decisions)
         return guard
 
-    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]]) -> list[Decision]:
-        verdict, _ = await self.log.append_guarded(topic, items, self._guard(takes))
+    @staticmethod
+    def _as_one(conn: sqlite3.Connection, takes: list[Take], now: float) -> list[Decision]:
+        """``judge_as_one`` in the write transaction: what it counted is undone (a savepoint)
+        when any take does not fit, so no other writer ever sees part of the set counted."""
+        conn.execute("SAVEPOINT quota_as_one")
+        decisions = judge_as_one(takes, lambda take: judge(conn, take, now), lambda take: record(conn, take, now))
+        if not all(d.allowed for d in decisions):
+            conn.execute("ROLLBACK TO quota_as_one")
+        conn.execute("RELEASE quota_as_one")
+        return decisions
+
+    async def admit(self, topic: str, takes: list[Take], items: Sequence[tuple[str | None, bytes]],
+                    all_or_nothing: bool = False) -> list[Decision]:
+        verdict, _ = await self.log.append_guarded(topic, items, self._guard(takes, all_or_nothing))
         self._schema_ready = True
         return verdict.decisions
 

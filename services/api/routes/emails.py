@@ -6,7 +6,7 @@ request → ``accept`` → the answer with ``RateLimit-*`` headers, or the refus
 sends with the same core before FastAPI's routing; both answer byte for byte alike."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Body, Depends, Header, Request, Response
 from pydantic import ValidationError
@@ -78,11 +78,14 @@ async def send_batch(request: Request, response: Response, items: list[dict[str,
     """Up to 100 emails in one call, appended together. `x-batch-validation: strict` (the
     default, as Resend's): any invalid item → 422 naming its index and field, nothing sent.
     `permissive`: the valid items are sent; `data` holds them, `errors` the others
-    (`[{index, message}]`). An item over the rate limit is in `errors` in both modes.
-    `Idempotency-Key`: the same key, body and validation mode within 24 h answer the first
-    response and send nothing new (the items' ids are derived from the key; an item refused
-    in it, e.g. over the rate limit, is refused in the replay too). A batch of which no item
-    was sent does not use up its key."""
+    (`[{index, message}]`). Rate limits: a strict batch is counted as a whole — when its
+    items do not all fit, nothing is sent and the answer is the 429 a single send gets
+    (`Retry-After`: when the whole batch fits); permissive, an item over the limit is in
+    `errors` and the others are sent, and a batch every item of which the limit refused is
+    that 429. `Idempotency-Key`: the same key, body and validation mode within 24 h answer
+    the first response and send nothing new (the items' ids are derived from the key; an
+    item refused in it, e.g. over the rate limit, is refused in the replay too). A batch of
+    which no item was sent does not use up its key."""
     if not items:
         raise http_error(Refusal(400, "body: at least one email is required"))
     mode = validation.strip().lower()
@@ -100,7 +103,9 @@ async def send_batch(request: Request, response: Response, items: list[dict[str,
     else:
         fingerprint = f"{body_hash(await request.body())}|batch|{mode}"  # a single send's key never matches it
         outcome = await once_per_key(rt, caller.service, idempotency_key, fingerprint, keyed)
-    if isinstance(outcome, Refusal):  # strict: an item's refusal (422, nothing sent); the log is down; the key's
+    # strict: an item's refusal (422) or the batch over the limit (429); every item over the limit (429);
+    # the log is down (503); the key's (400, 409)
+    if isinstance(outcome, Refusal):
         raise http_error(outcome)
     response.headers.update((await limiter(rt).peek(caller.service.service_id)).headers())
     return outcome
@@ -109,7 +114,10 @@ async def send_batch(request: Request, response: Response, items: list[dict[str,
 async def _batch(rt: ApiContext, caller: ServiceCaller, parsed: list[SendEmail | Refusal], strict: bool,
                  email_id: str | None) -> dict[str, Any] | Refusal:
     """The batch's answer (``data``, and ``errors`` when permissive or any item failed), or its
-    refusal; ``email_id``: a keyed batch's, from which its items' ids are derived."""
+    refusal (nothing sent then): strict, an invalid item's 422 or the batch's 429; permissive,
+    the 429 when the rate limit refused every item (a 200 with empty ``data`` would read as a
+    success to Resend's SDKs, not as "retry later"). ``email_id``: a keyed batch's, from which
+    its items' ids are derived."""
     if strict and (invalid := next((p for p in parsed if isinstance(p, Refusal)), None)):
         return invalid
     bodies = [(i, p) for i, p in enumerate(parsed) if isinstance(p, SendEmail)]
@@ -118,11 +126,18 @@ async def _batch(rt: ApiContext, caller: ServiceCaller, parsed: list[SendEmail |
                                   all_or_nothing=strict, email_ids=ids)
     if isinstance(outcomes, Refusal):
         return outcomes
+    if len(outcomes) == len(parsed) and all(_over_the_limit(o) for o in outcomes):
+        return cast(Refusal, outcomes[0])  # every item refused by the limit: the batch's 429, as a single send's
     decided = iter(outcomes)
     results = [_item_result(i, next(decided)) if isinstance(p, SendEmail) else item_error(p.text, p.status, p.name)
                for i, p in enumerate(parsed)]
     errors = [{"index": i, "message": r["message"]} for i, r in enumerate(results) if "id" not in r]
     return {"data": [r for r in results if "id" in r], **({"errors": errors} if errors or not strict else {})}
+
+
+def _over_the_limit(outcome: Accepted | Refusal) -> bool:
+    """Refused by the service's rate limits (``sending.rate_limited``: 429 carrying them)."""
+    return isinstance(outcome, Refusal) and outcome.status == 429 and outcome.limits is not None
 
 
 def _parse_item(i: int, item: dict[str, Any]) -> SendEmail | Refusal:

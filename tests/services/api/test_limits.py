@@ -64,6 +64,39 @@ async def test_a_batch_is_decided_in_order(quota):
     assert [d.allowed for d in decisions] == [True, True, True, False, False]
 
 
+async def test_an_all_or_nothing_batch_counts_all_of_it_or_none(quota, sqlite_log):
+    """A strict batch: when its takes do not all fit, none is counted and nothing appended;
+    every decision is the same refusal, its remaining what the window has without the batch."""
+    limiter = RateLimiter(quota, per_minute=3)
+    await admit(limiter, "svc")
+    appended = sum(sqlite_log._ends("t").values())
+    takes = [await limiter.take_for("svc", sandboxed=False) for _ in range(3)]  # room for 2 of 3
+    decisions = await limiter.admit("t", takes, [("svc", b"r")] * 3, all_or_nothing=True)
+    assert [d.allowed for d in decisions] == [False] * 3 and len({id(d) for d in decisions}) == 1
+    assert (decisions[0].scope, decisions[0].limit, decisions[0].remaining) == ("minute", 3, 2)
+    assert 1 <= decisions[0].retry_after <= 61
+    assert limiter.view("svc")["usage"]["this_minute"] == 1
+    assert sum(sqlite_log._ends("t").values()) == appended
+    fits = [await limiter.take_for("svc", sandboxed=False) for _ in range(2)]  # room for 2 of 2
+    assert [d.allowed for d in await limiter.admit("t", fits, [("svc", b"r")] * 2, all_or_nothing=True)] == [True, True]
+    assert limiter.view("svc")["usage"]["this_minute"] == 3
+    assert sum(sqlite_log._ends("t").values()) == appended + 2
+
+
+async def test_an_all_or_nothing_batch_waits_for_its_tightest_window(quota):
+    """Sandbox items also need room in the sandbox day: when that window is the one without room,
+    the batch's refusal names it, waits for it (not for the minute) and reports its remaining
+    without the batch's own units."""
+    limiter = RateLimiter(quota, per_minute=100)
+    for _ in range(49):
+        await limiter.admit("t", [await limiter.take_for("svc", sandboxed=True)], [("svc", b"r")])
+    takes = [await limiter.take_for("svc", sandboxed=s) for s in (True, False, True)]
+    decisions = await limiter.admit("t", takes, [("svc", b"r")] * 3, all_or_nothing=True)
+    assert not decisions[0].allowed and decisions[0].scope == "sandbox day" and decisions[0].remaining == 1
+    assert decisions[0].retry_after > 61  # when the day's oldest slots leave, not the minute's
+    assert limiter.view("svc")["usage"] == {"this_minute": 49, "today": 49, "sandbox_today": 49}
+
+
 def sliding_take(n: int = 1) -> Take:
     return Take("svc", n, (Window("minute", 60, 1, 10),))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 
 from services.api.app import create_app
+from shared import events as ev
 from tests.services.api.dashboard.support import sign_in
 from tests.services.api.test_accept import sends_total
 from tests.support.inproc import api_runtime, ready_service
@@ -105,6 +106,96 @@ async def test_a_keyed_batch_is_answered_once_and_one_that_sent_nothing_keeps_it
         fixed = await admin.http.post("/emails/batch", json=[SEND], headers=keyed)  # nothing was sent: the key is free
         assert fixed.status_code == 200 and len(fixed.json()["data"]) == 1, fixed.text
         assert (await sends_total(admin)).get("accepted", 0) == before + 2
+
+
+async def requests_on_log(rt) -> int:
+    """Send requests appended so far (every accepted send is one)."""
+    return sum((await rt.event_log().end_offsets(ev.Topic.REQUESTS)).values())
+
+
+async def minute_usage(admin, sid: str) -> int:
+    return (await admin("GET", f"/api/email/services/{sid}")).json()["rate_limits"]["usage"]["this_minute"]
+
+
+async def room_for(admin, sid: str, n: int) -> int:
+    """Set the service's per-minute limit to leave room for ``n`` more sends (whatever setting
+    it up sent, e.g. a sandbox confirmation mail); the limit."""
+    limit = await minute_usage(admin, sid) + n
+    r = await admin("PATCH", f"/api/email/services/{sid}", json={"rate_limits": {"per_minute": limit}})
+    assert r.status_code == 200, r.text
+    return limit
+
+
+def assert_like_a_single_send_over_the_limit(r, limit: int, remaining: int, single=None) -> None:
+    """The 429 a single send over the per-minute limit gets (``single``, when given, is one):
+    the body, its ``name``, ``Retry-After`` and ``RateLimit-*``."""
+    assert r.status_code == 429, r.text
+    assert r.json()["name"] == "rate_limit_exceeded" and r.json()["statusCode"] == 429
+    assert r.json()["error"].startswith(f"rate limit reached (minute: {limit}); retry in "), r.text
+    assert "data" not in r.json() and "errors" not in r.json()
+    if single is not None:
+        assert single.status_code == 429 and single.json()["name"] == r.json()["name"], single.text
+        assert set(single.json()) == set(r.json()) and single.json()["error"].split(";")[0] == r.json()["error"].split(";")[0]
+    assert 1 <= int(r.headers["Retry-After"]) <= 61
+    assert (r.headers["RateLimit-Limit"], r.headers["RateLimit-Remaining"]) == (str(limit), str(remaining))
+    assert int(r.headers["RateLimit-Reset"]) >= 1
+
+
+async def test_a_strict_batch_over_the_rate_limit_is_a_429_and_sends_nothing(tmp_path):
+    """Strict is all or nothing for the rate limit too (docs/rate-limits.md): a batch the limit
+    has room for only part of sends none of it and answers the 429 a single send gets."""
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        limit = await room_for(admin, sid, 1)
+        before = (await requests_on_log(rt), await minute_usage(admin, sid), await sends_total(admin))
+        for header in ({}, {"x-batch-validation": "strict"}):  # room for 1 of 2
+            r = await admin.http.post("/emails/batch", json=[SEND, SEND], headers={"Api-Key": key, **header})
+            assert_like_a_single_send_over_the_limit(r, limit, remaining=1)  # nothing of it counted: 1 left
+        assert await requests_on_log(rt) == before[0] and await minute_usage(admin, sid) == before[1]
+        assert (await sends_total(admin)).get("accepted", 0) == before[2].get("accepted", 0)
+        assert (await admin.http.post("/emails", json=SEND, headers={"Api-Key": key})).status_code == 200  # the room left
+        single = await admin.http.post("/emails", json=SEND, headers={"Api-Key": key})
+        r = await admin.http.post("/emails/batch", json=[SEND], headers={"Api-Key": key})  # no room at all
+        assert_like_a_single_send_over_the_limit(r, limit, remaining=0, single=single)
+        assert await requests_on_log(rt) == before[0] + 1 and await minute_usage(admin, sid) == before[1] + 1
+
+
+async def test_a_permissive_batch_sends_what_fits_and_is_a_429_when_nothing_does(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        permissive = {"Api-Key": key, "x-batch-validation": "permissive"}
+        limit = await room_for(admin, sid, 1)
+        r = await admin.http.post("/emails/batch", json=[SEND, SEND], headers=permissive)  # room for 1 of 2
+        assert r.status_code == 200, r.text
+        assert [d["status"] for d in r.json()["data"]] == ["sent"]
+        assert [(e["index"], e["message"].split(";")[0]) for e in r.json()["errors"]] == [
+            (1, f"[1] rate limit reached (minute: {limit})")]
+        assert await minute_usage(admin, sid) == limit
+        requests = await requests_on_log(rt)
+        single = await admin.http.post("/emails", json=SEND, headers={"Api-Key": key})
+        r = await admin.http.post("/emails/batch", json=[SEND, SEND], headers=permissive)  # no room
+        assert_like_a_single_send_over_the_limit(r, limit, remaining=0, single=single)
+        assert await requests_on_log(rt) == requests and await minute_usage(admin, sid) == limit
+        keyed = {**permissive, "Idempotency-Key": "over-1"}  # refused by the limit: the key is not used up
+        assert (await admin.http.post("/emails/batch", json=[SEND], headers=keyed)).status_code == 429
+        await room_for(admin, sid, 1)
+        r = await admin.http.post("/emails/batch", json=[SEND], headers=keyed)
+        assert r.status_code == 200 and len(r.json()["data"]) == 1 and r.json()["errors"] == [], r.text
+
+
+async def test_a_keyed_strict_batch_over_the_rate_limit_keeps_its_key(tmp_path):
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        keyed = {"Api-Key": key, "Idempotency-Key": "strict-over-1"}
+        limit = await room_for(admin, sid, 1)
+        requests, usage = await requests_on_log(rt), await minute_usage(admin, sid)
+        r = await admin.http.post("/emails/batch", json=[SEND, SEND], headers=keyed)  # room for 1 of 2
+        assert_like_a_single_send_over_the_limit(r, limit, remaining=1)
+        assert await requests_on_log(rt) == requests and await minute_usage(admin, sid) == usage
+        await room_for(admin, sid, 2)
+        r = await admin.http.post("/emails/batch", json=[SEND, SEND], headers=keyed)
+        assert r.status_code == 200 and len(r.json()["data"]) == 2, r.text
+        assert await requests_on_log(rt) == requests + 2 and await minute_usage(admin, sid) == usage + 2
 
 
 async def test_management_paths_page_and_refuse_sending_keys(tmp_path):
