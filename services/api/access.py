@@ -16,14 +16,21 @@ workspace settings), ``viewer`` (read only). A request needs one permission:
   workspace's people neither see the installation's last replies (other tenants' addresses)
   nor change what every tenant sends under.
 
-The workspace admin token acts as an ``owner`` (bootstrap and automation)."""
+The workspace admin token acts as an ``owner`` (bootstrap and automation).
+
+Mail that carries a credential (``CREDENTIAL_MARK``) is read in the dev inbox only with the
+permission of the operation that sends it: a ``read`` permission would otherwise be enough to
+take an invitation's link and become the invited admin (docs/security.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email import policy
+from email.parser import BytesHeaderParser
 from typing import Literal
 
 from services.api.refusal import Refusal
 from shared import events as ev
+from shared.devinbox import DevInbox, Mail
 from shared.runtime import DEFAULT_WORKSPACE
 
 Permission = Literal["read", "write", "people", "self", "installation"]
@@ -35,6 +42,13 @@ ALLOWED: dict[Permission, frozenset[str]] = {
     "installation": frozenset({"owner", "admin"}),
 }
 FORBIDDEN = "forbidden"  # the refusal's machine code
+CREDENTIAL_MARK = "X-Postline-Credential"
+"""The header on the mail Postline sends with a credential in it; its value is the kind."""
+CREDENTIAL_MAIL: dict[str, Permission] = {
+    "invitation": "people",                # its link makes the reader a member with the invited role
+    "sandbox-verification": "write",       # its link lets test mail reach an address, as adding one does
+}
+"""Who may read mail of each kind: whoever may send it. A kind not listed needs ``people``."""
 
 
 @dataclass(frozen=True)
@@ -81,3 +95,28 @@ def role_change_refusal(actor: Actor, target_role: str | None, new_role: str | N
     if actor.role != "owner" and "owner" in (target_role, new_role):
         return Refusal(403, "only an owner may grant the owner role or change an owner", code=FORBIDDEN)
     return None
+
+
+def credential_kind(raw: bytes) -> str | None:
+    """The kind of credential a captured mail carries (its ``CREDENTIAL_MARK``), None for
+    ordinary mail. Only the top-level header is read, not the body."""
+    mark = BytesHeaderParser(policy=policy.default).parsebytes(raw)[CREDENTIAL_MARK]
+    return None if mark is None else str(mark).strip()
+
+
+def readable_mail(actor: Actor, inbox: DevInbox, mails: list[Mail]) -> list[Mail]:
+    """Those of ``mails`` (captured mail of ``actor``'s workspace) that ``actor`` may read:
+    mail carrying a credential only with the permission of the operation that sends it
+    (``CREDENTIAL_MAIL``). A mail gone from the inbox meanwhile is left out."""
+    needed: set[Permission] = {*CREDENTIAL_MAIL.values(), "people"}
+    if all(refusal(actor, p) is None for p in needed):
+        return mails  # every kind is readable: no mail needs to be opened
+    out = []
+    for m in mails:
+        raw = inbox.raw(m["id"])
+        if raw is None:
+            continue
+        kind = credential_kind(raw)
+        if kind is None or refusal(actor, CREDENTIAL_MAIL.get(kind, "people")) is None:
+            out.append(m)
+    return out

@@ -7,6 +7,8 @@ own, ``POSTLINE_SANDBOX_FROM``, under the reserved service id ``SYSTEM_SERVICE``
 customer service can have it: theirs are UUIDs), so it reaches the address whatever
 services the workspace has. The link (``/accept-invite?token=…``) works once, for
 ``INVITE_TTL``; inviting the address again sends a fresh link and the old one stops working.
+The link is the only credential: the mail is marked (``CREDENTIAL_MARK``) so the dev inbox
+shows it only to who may invite, never to a viewer who would become the invited admin.
 
 One user record per (workspace, address): its id is derived from both, so two invitations
 of one address racing on two processes make one user, not two."""
@@ -17,7 +19,7 @@ from datetime import timedelta
 from html import escape
 from typing import Any
 
-from services.api.access import Actor, role_change_refusal
+from services.api.access import CREDENTIAL_MARK, Actor, role_change_refusal
 from services.api.context import ApiContext
 from services.api.manage import changed, credentials, deleted
 from services.api.refusal import Refusal
@@ -89,6 +91,8 @@ async def invite(rt: ApiContext, actor: Actor, email: str, role: ev.Role) -> dic
 
 
 def invitation_request(rt: ApiContext, user: ev.UserSaved, link: str) -> ev.SendRequested:
+    """The invitation mail; marked as carrying a credential (its link makes the reader the
+    invited member), so the dev inbox shows it only to who may invite (services/api/access.py)."""
     ws = rt.control.state.workspaces.get(user.workspace_id)
     name = ws.name if ws else user.workspace_id
     text = (f"You are invited to the Postline workspace \"{name}\" as {user.role}.\n\n"
@@ -100,6 +104,7 @@ def invitation_request(rt: ApiContext, user: ev.UserSaved, link: str) -> ev.Send
     return ev.SendRequested(workspace_id=user.workspace_id, service_id=SYSTEM_SERVICE, email_id=ev.new_id(),
                             mode="sandbox", to=[user.email], subject=f"You are invited to {name} on Postline",
                             html=html, text=text, recipients=[user.email], tags=["postline-invitation"],
+                            headers={CREDENTIAL_MARK: "invitation"},
                             **{"from": f"Postline <{rt.settings.sandbox_from}>"})
 
 

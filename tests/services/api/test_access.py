@@ -267,3 +267,76 @@ async def test_only_the_operator_assigns_a_services_ip_pool(world):
     sid = await admin.service()
     r = await admin("PATCH", f"/api/email/services/{sid}", json={"ip_pool_id": pool.json()["id"]})
     assert r.status_code == 200 and r.json()["ip_pool_id"] == pool.json()["id"]
+
+
+async def personal_token(app, email: str) -> str:
+    """A personal API token of the active user ``email``, made on their Account page."""
+    async with client(app) as http:
+        assert (await password_sign_in(http, email)).status_code == 303
+        csrf = csrf_of((await http.get("/account")).text)
+        r = await http.post("/account/tokens", data={"csrf": csrf, "name": "laptop"})
+        return re.search(r'id="new-token" class="secret">([^<]+)<', r.text).group(1)
+
+
+async def captured_by_the_dev_inbox(rt) -> dict[str, str]:
+    """Every message on the log with recipients, built as the relay builds it and captured as
+    its dev-inbox sender captures it (this test runs no relay): email id → dev inbox id."""
+    from services.relay.mime import build
+
+    return {req.email_id: await rt.inbox.store("bounces@postline.test", req.recipients, build(req, "postline.test"))
+            for req in await requests_on_the_log(rt) if req.recipients}
+
+
+async def test_mail_carrying_a_credential_is_in_the_dev_inbox_only_for_who_may_send_it(world):
+    """An invitation's link makes its reader the invited member; a sandbox confirmation link
+    lets test mail reach an address. Each is read in the dev inbox (API and pages) only with
+    the permission that sends it: a viewer sees neither, a developer the confirmation only."""
+    rt, admin, app = world
+    sid = await admin.service()
+    key = await admin.key(sid)
+    ready = await admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "ann@example.com"})
+    pending = await admin("POST", f"/api/email/services/{sid}/sandbox-emails", json={"email": "eve@example.com"})
+    rec = rt.control.state.sandbox[ready.json()["id"]]
+    await rt.control.save(rec.model_copy(update={"verified": True, "token_hash": None, "id": ev.new_id()}))
+    sent = await admin.http.post("/emails", headers={"Api-Key": key}, json={
+        "from": "a@acme.test", "to": ["ann@example.com"], "subject": "Your receipt", "text": "t"})
+    async with client(app) as http:
+        csrf = await sign_in(http, ADMIN_TOKEN)
+        invited = await http.post("/people", data={"csrf": csrf, "email": "boss@acme.test", "role": "admin"})
+        assert invited.status_code == 201
+    await add_user(rt, "default", "vic@acme.test", "viewer", PASSWORD)
+    await add_user(rt, "default", "dee@acme.test", "developer", PASSWORD)
+    captured = await captured_by_the_dev_inbox(rt)
+    invitation_email_id = next(r.email_id for r in await requests_on_the_log(rt) if r.to == ["boss@acme.test"])
+    invitation = captured[invitation_email_id]
+    confirmation = captured[pending.json()["verification_email_id"]]
+    confirmations = {confirmation, captured[ready.json()["verification_email_id"]]}
+    receipt = captured[sent.json()["id"]]
+
+    readers = {"viewer": ("vic@acme.test", {receipt}), "developer": ("dee@acme.test", {receipt, *confirmations})}
+    for role, (email, readable) in readers.items():
+        api = admin.as_token(await personal_token(app, email))
+        listed = {m["id"] for m in (await api("GET", "/dev/inbox")).json()["data"]}
+        assert listed == readable, role
+        for mail_id in {invitation, *confirmations} - readable:
+            assert (await api("GET", f"/dev/inbox/{mail_id}")).status_code == 404, role
+            assert (await api("GET", f"/dev/inbox/{mail_id}.eml")).status_code == 404, role
+        by_id = await api("GET", "/dev/inbox", params={"email_id": invitation_email_id})
+        assert by_id.json()["data"] == [], role
+        for mail_id in readable:
+            assert (await api("GET", f"/dev/inbox/{mail_id}")).status_code == 200, role
+        async with client(app) as http:
+            assert (await password_sign_in(http, email)).status_code == 303
+            page = await http.get("/inbox")
+            assert page.status_code == 200 and "Your receipt" in page.text and "You are invited" not in page.text
+            assert ("Confirm your address" in page.text) == (confirmation in readable), role
+            for mail_id in {invitation, *confirmations} - readable:
+                r = await http.get(f"/inbox/{mail_id}")
+                assert r.status_code == 404 and "accept-invite" not in r.text and "token=" not in r.text, role
+    # who may invite reads every kind (the workspace admin token acts as an owner)
+    listed = {m["id"] for m in (await admin("GET", "/dev/inbox")).json()["data"]}
+    assert {invitation, *confirmations, receipt} <= listed
+    assert "/accept-invite?token=" in (await admin("GET", f"/dev/inbox/{invitation}")).json()["links"][0]
+    async with client(app) as http:
+        await sign_in(http, ADMIN_TOKEN)
+        assert (await http.get(f"/inbox/{invitation}")).status_code == 200

@@ -240,3 +240,60 @@ async def test_concurrent_changes_on_two_processes_keep_every_change_answered_20
                 got = (await client("GET", path)).json()
                 assert got["track_opens"] is True and got["track_clicks"] is True, got
                 assert got["name"] in {r.json()["name"] for r in (first, second) if r.status_code == 200}, got
+
+
+# ---------------------------------------------------------------- sandbox confirmation mail (no mail bombing)
+
+async def confirmation_mails(rt, email: str) -> list[ev.SendRequested]:
+    """The confirmation mails to ``email`` on the log."""
+    consumer = rt.log.consumer([ev.Topic.REQUESTS], group=None)
+    await consumer.start()
+    try:
+        out: list[ev.SendRequested] = []
+        while batch := await consumer.poll(max_records=1000, timeout=0.2):
+            out += [r for r in (ev.decode(rec.value) for rec in batch)
+                    if r.to == [email] and "postline-sandbox-verification" in r.tags]
+        return out
+    finally:
+        await consumer.close()
+
+
+async def test_an_address_gets_one_confirmation_mail_a_minute_whatever_the_process(tmp_path):
+    """Adding a pending address again, on any API process, within ``RESEND_AFTER`` answers the
+    address as it is and mails nothing; the link already mailed keeps working. Many first adds
+    at once on two processes mail once."""
+    async with api_runtime(tmp_path) as (rt, a), api_runtime(tmp_path) as (_, b):
+        sid = await a.service()
+        path = f"/api/email/services/{sid}/sandbox-emails"
+        first = await a("POST", path, json={"email": "ann@example.com"})
+        assert first.status_code == 201 and first.json()["verification_email_id"]
+        again = await asyncio.gather(*[c("POST", path, json={"email": "ann@example.com"}) for c in (a, b) * 10])
+        assert {(r.status_code, r.json().get("id"), r.json().get("verification_email_id")) for r in again} == \
+            {(201, first.json()["id"], None)}
+        mails = await confirmation_mails(rt, "ann@example.com")
+        assert [m.email_id for m in mails] == [first.json()["verification_email_id"]]
+        token = re.search(r"token=([\w-]+)", mails[0].text).group(1)
+        assert (await b.http.get("/api/email/sandbox-emails/verify", params={"token": token})).status_code == 200
+        # a first add of an address, twenty at once over two processes: one mail
+        burst = await asyncio.gather(*[c("POST", path, json={"email": "bob@example.com"}) for c in (a, b) * 10])
+        assert {r.status_code for r in burst} <= {201, 429}
+        assert len(await confirmation_mails(rt, "bob@example.com")) == 1
+        assert sum(1 for r in burst if r.status_code == 201 and r.json()["verification_email_id"]) == 1
+        usage = (await a("GET", f"/api/email/services/{sid}")).json()["rate_limits"]["usage"]
+        assert usage["sandbox_today"] == 0  # confirmations have a cap of their own: the 50 sandbox sends stay whole
+
+
+async def test_a_service_mails_at_most_fifty_confirmations_a_day(tmp_path):
+    """The 51st confirmation mail of a day (two processes adding addresses in turn) is refused:
+    429, nothing mailed, nothing added."""
+    async with api_runtime(tmp_path) as (rt, a), api_runtime(tmp_path) as (_, b):
+        sid = await a.service()
+        path = f"/api/email/services/{sid}/sandbox-emails"
+        for i in range(50):
+            r = await (a, b)[i % 2]("POST", path, json={"email": f"u{i}@example.com"})
+            assert r.status_code == 201 and r.json()["verification_email_id"], r.text
+        over = await b("POST", path, json={"email": "victim@example.com"})
+        assert over.status_code == 429 and over.json()["name"] == "daily_quota_exceeded", over.text
+        assert "sandbox confirmations: 50" in over.json()["error"] and int(over.headers["Retry-After"]) > 60
+        assert await confirmation_mails(rt, "victim@example.com") == []
+        assert "victim@example.com" not in {r["email"] for r in (await a("GET", path)).json()["data"]}

@@ -218,3 +218,39 @@ def test_single_sign_on_with_the_local_openid_provider(world, context):
         people = admin.get("/people").text
         assert "olga@sso.test" in people and "mallory@evil.test" not in people
         assert re.search(r"ivan@partner.test.*?active.*?SSO", people, re.S)
+
+
+def test_a_viewer_cannot_read_an_invitation_in_the_dev_inbox(world, context):
+    """The reviewer's escalation, on a real ``postline all``: an admin's invitation travels the
+    pipeline into the dev inbox; a viewer who could read it would post its link and become that
+    admin. The viewer's Dev inbox page lists it not, its page is a 404 on both API processes;
+    an admin reads it."""
+    cookie = invited_user_cookie(world, "vio@acme.test", "viewer")
+    with signed_in_http(world) as admin:
+        csrf = CSRF_RE.search(admin.get("/people").text).group(1)
+        assert admin.post("/people", data={"csrf": csrf, "email": "root@acme.test", "role": "admin"}).status_code == 201
+    link = invitation_link(world, "root@acme.test")  # delivered: the relay captured it
+    token = link.split("token=")[1]
+    with admin_api(world) as api:
+        mail_id = api.get("/dev/inbox", params={"to": "root@acme.test"}).json()["data"][0]["id"]
+
+    context.add_cookies([{"name": sess.COOKIE, "value": cookie, "url": world.a.url}])
+    page = context.new_page()
+    page.goto("/inbox")
+    expect(page.get_by_role("heading", name="Dev inbox")).to_be_visible()
+    assert "root@acme.test" not in page.content() and "You are invited" not in page.content()
+    response = page.goto(f"/inbox/{mail_id}")
+    assert response is not None and response.status == 404
+    expect(page.get_by_text("This message is not in your dev inbox.")).to_be_visible()
+    assert token not in page.content()
+    for proc in (world.a, world.b):  # the second process knows the message from the log only
+        r = httpx.get(f"{proc.url}/inbox/{mail_id}", cookies={sess.COOKIE: cookie}, timeout=30)
+        assert r.status_code == 404 and token not in r.text, proc.url
+        r = httpx.get(f"{proc.url}/inbox", cookies={sess.COOKIE: cookie}, timeout=30)
+        assert r.status_code == 200 and mail_id not in r.text, proc.url
+
+    with context.browser.new_context(base_url=world.a.url) as own:  # who may invite reads it
+        admin_view = admin_page(own)
+        admin_view.goto("/inbox")
+        expect(admin_view.get_by_role("link", name=re.compile("You are invited")).first).to_be_visible()
+        assert admin_view.goto(f"/inbox/{mail_id}").status == 200 and token in admin_view.content()
