@@ -66,6 +66,8 @@ async def test_sandbox_recipient_is_mailed_a_link_and_removed_and_keys_revoked(t
         r = await http.post(f"/services/{sid}/sandbox", data={"csrf": csrf, "email": "Dev <dev@acme.test>"})
         assert r.status_code == 201 and "A confirmation link was mailed to dev@acme.test." in r.text
         assert "pending" in r.text
+        again = await http.post(f"/services/{sid}/sandbox", data={"csrf": csrf, "email": "dev@acme.test"})
+        assert again.status_code == 201 and "less than a minute ago; it still works" in again.text  # nothing mailed
         r = await http.post(f"/services/{sid}/sandbox", data={"csrf": csrf, "email": "nope"})
         assert r.status_code == 400 and "email" in r.text
         rid = next(iter(rt.control.state.sandbox))
