@@ -72,7 +72,7 @@ async def send_for_service(service_id: str, request: Request, response: Response
 
 @router.post("/emails/batch", response_model=BatchResult, response_model_by_alias=True,
              response_model_exclude_unset=True, responses={**ERRORS, 422: {"model": ErrorBody}})
-async def send_batch(request: Request, response: Response, items: list[dict[str, Any]] = Body(..., max_length=MAX_BATCH),
+async def send_batch(request: Request, response: Response, items: list[Any] = Body(..., max_length=MAX_BATCH),
                      caller: ServiceCaller = Depends(service_key), rt: ApiContext = Depends(runtime),
                      validation: str = BATCH_VALIDATION, idempotency_key: str | None = IDEMPOTENCY) -> dict[str, Any]:
     """Up to 100 emails in one call, appended together. `x-batch-validation: strict` (the
@@ -140,8 +140,11 @@ def _over_the_limit(outcome: Accepted | Refusal) -> bool:
     return isinstance(outcome, Refusal) and outcome.status == 429 and outcome.limits is not None
 
 
-def _parse_item(i: int, item: dict[str, Any]) -> SendEmail | Refusal:
-    """The item as a ``SendEmail``, or its 422 refusal (``[i].<field>: ...``)."""
+def _parse_item(i: int, item: Any) -> SendEmail | Refusal:
+    """The item as a ``SendEmail``, or its 422 refusal (``[i].<field>: ...``; ``[i]: ...`` for
+    an item that is no object: judged like any other, so a permissive batch sends the rest)."""
+    if not isinstance(item, dict):
+        return Refusal(422, f"[{i}]: must be an email object, got {type(item).__name__ if item is not None else 'null'}")
     try:
         return SendEmail.model_validate(item)
     except ValidationError as exc:

@@ -68,6 +68,22 @@ async def test_batch_items_are_judged_one_by_one(tmp_path):
         assert error["message"].startswith("[1].text: contains an unpaired UTF-16 surrogate"), error
 
 
+@pytest.mark.parametrize("odd", [5, None, "an email", [SEND]])
+async def test_a_batch_item_that_is_no_object_is_that_items_error(tmp_path, odd):
+    """Permissive: the other items are sent (the whole batch was a 400 before its items were
+    judged); strict: the 422 naming the item."""
+    async with api_runtime(tmp_path) as (rt, admin):
+        sid, key = await ready_service(rt, admin)
+        for mode, status in (("permissive", 200), ("strict", 422)):
+            r = await admin.http.post("/emails/batch", json=[SEND, odd], headers={"Api-Key": key, "x-batch-validation": mode})
+            assert r.status_code == status, r.text
+            if mode == "permissive":
+                assert len(r.json()["data"]) == 1 and r.json()["errors"][0]["index"] == 1, r.text
+                assert r.json()["errors"][0]["message"].startswith("[1]: must be an email object"), r.text
+            else:
+                assert r.json()["error"].startswith("[1]: must be an email object"), r.text
+
+
 async def test_a_real_fault_is_5xx_with_a_logged_request_id(tmp_path, caplog):
     async with api_runtime(tmp_path) as (rt, admin):
         sid, key = await ready_service(rt, admin)
