@@ -75,10 +75,18 @@ async def accept(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Do
 
     answer = await once_per_key(rt, svc, key, body_hash(raw), produce)
     if isinstance(answer, Refusal):
-        return answer
+        return await with_limits(rt, svc, answer)
     if fresh:
         return fresh[0]
     return Accepted(answer, await limiter(rt).peek(svc.service_id))  # a replay: the state now, nothing taken
+
+
+async def with_limits(rt: ApiContext, svc: ev.ServiceSaved, refusal: Refusal) -> Refusal:
+    """``refusal`` carrying the service's limits as they are (nothing taken), for its
+    ``RateLimit-*`` headers: every answer of a send door has them (SPEC §7)."""
+    if refusal.limits is not None:
+        return refusal
+    return dataclasses.replace(refusal, limits=await limiter(rt).peek(svc.service_id))
 
 
 async def once_per_key(rt: ApiContext, svc: ev.ServiceSaved, key: str, fingerprint: str,
@@ -114,7 +122,7 @@ async def accept_batch(rt: ApiContext, svc: ev.ServiceSaved, bodies: Sequence[Se
     prepared = [body if isinstance(body, Refusal) else prepare_one(rt, svc, body, door, email_id, api_key=api_key)
                 for body, email_id in zip(fetched, ids)]
     if all_or_nothing and (refused := first_refused(prepared)):
-        return refused
+        return await with_limits(rt, svc, refused)
     while True:
         chosen = [p for p in prepared if isinstance(p, _Prepared)]
         admitted = await _admit(rt, svc, chosen, all_or_nothing)

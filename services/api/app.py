@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api.actors import AuditContext
 from services.api.allow import allowed_methods
 from services.api.context import ApiContext
-from services.api.errors import error_body, error_response, name_of, refusal_response, unexpected_response
+from services.api.errors import error_body, error_response, name_of, refusal_response, route_of, unexpected_response
 from services.api.request_ids import RequestIds
 from services.api.php_errors import PhpErrorShape
 from services.api.request_log import RequestLog
@@ -167,6 +167,21 @@ def add_control_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(503, str(exc)), status_code=503, headers={"Retry-After": "1"})
 
 
+SEND_ROUTES = frozenset({"/emails", "/emails/batch", "/api/email/services/{service_id}/send"})
+
+
+async def _send_limits(request: Request) -> dict[str, str] | None:
+    """The ``RateLimit-*`` headers of a send door's answer (SPEC §7: on every send response),
+    for a body its schema refused once the key was checked (``auth.service_key`` names the
+    service); None elsewhere, and for JSON that could not be read at all (FastAPI refuses it
+    before the key is looked at: whose limits they would be is not known)."""
+    service_id = getattr(request.state, "service_id", None)
+    if service_id is None or request.method != "POST" or route_of(request) not in SEND_ROUTES:
+        return None
+    rt: ApiContext = request.app.state.runtime
+    return (await rt.limits.peek(service_id)).headers()
+
+
 UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's detail when its JSON decoding raises other than JSONDecodeError
 
 
@@ -181,8 +196,9 @@ def add_error_handlers(app: FastAPI) -> None:
             # curl -d without -H 'content-type: application/json' sends a form: say what to fix
             return JSONResponse(error_body(415, "body: send JSON with the header Content-Type: application/json "
                                                 f"(got {request.headers.get('content-type') or 'no Content-Type'})"),
-                                status_code=415)
-        return JSONResponse(error_body(400, first_error(exc.errors())), status_code=400)
+                                status_code=415, headers=await _send_limits(request))
+        return JSONResponse(error_body(400, first_error(exc.errors())), status_code=400,
+                            headers=await _send_limits(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -11,7 +11,7 @@ from typing import Any, cast
 from fastapi import APIRouter, Body, Depends, Header, Request, Response
 from pydantic import ValidationError
 
-from services.api.accept import Accepted, accept, accept_batch, once_per_key
+from services.api.accept import Accepted, accept, accept_batch, once_per_key, with_limits
 from services.api import not_offered
 from services.api.auth import ServiceCaller, runtime, service_key
 from services.api.email_lookup import email_record
@@ -106,7 +106,7 @@ async def send_batch(request: Request, response: Response, items: list[Any] = Bo
     # strict: an item's refusal (422) or the batch over the limit (429); every item over the limit (429);
     # the log is down (503); the key's (400, 409)
     if isinstance(outcome, Refusal):
-        raise http_error(outcome)
+        raise http_error(await with_limits(rt, caller.service, outcome))
     response.headers.update((await limiter(rt).peek(caller.service.service_id)).headers())
     return outcome
 

@@ -208,6 +208,17 @@ def test_rate_limit_headers_on_every_send_response(world, door):
     for h in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
         assert h in r.headers
     assert int(r.headers["RateLimit-Remaining"]) < int(r.headers["RateLimit-Limit"])
+    # ... and on the refusals of a send door too: a body the schema refuses, no body, a used
+    # Idempotency-Key with another body, a strict batch with an invalid item
+    key = {"Idempotency-Key": f"rl-{door}"}
+    assert send(world, BASE, door, headers=key).status_code == 200
+    refusals = [send(world, {"to": "bob"}, door), send(world, None, door),
+                send(world, {**BASE, "subject": "another body"}, door, headers=key),
+                world["api"].http.post("/emails/batch", json=[BASE, {"to": "x"}], headers={"Api-Key": world["prod"][1]})]
+    for refused in refusals:
+        assert refused.status_code in (400, 409, 415, 422), refused.text
+        assert all(h in refused.headers for h in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")), \
+            (refused.status_code, refused.text)
     bad = send(world, {**BASE, "to": "nope"}, door)
     assert bad.status_code == 400
     svc = world["api"].admin("GET", f"/api/email/services/{world['prod'][0]}").json()
