@@ -20,6 +20,7 @@ from shared.store import queries
 from shared.store.port import AnalyticsStore
 
 log = logging.getLogger(__name__)
+GROUP = "analytics"  # its consumer group: whoever waits for a row reads its committed offsets (email_lookup.py)
 
 
 class AnalyticsConsumer:
@@ -60,7 +61,7 @@ class AnalyticsConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Load batches of up to ``batch_size`` records gathered for up to ``batch_seconds``
         (ClickHouse wants thousands of rows, about one insert a second), until ``stop``."""
-        consumer = self.log.consumer([ev.Topic.REQUESTS, ev.Topic.EVENTS], "analytics")
+        consumer = self.log.consumer([ev.Topic.REQUESTS, ev.Topic.EVENTS], GROUP)
         policy = BatchPolicy(max_records=self.batch_size, max_wait=self.batch_seconds)
         await run_consumer(consumer, self.load, stop, policy, guard=self.guard)
 

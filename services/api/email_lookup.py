@@ -4,9 +4,14 @@
 The record comes from the analytics read model, or from this API process's memory of
 what it accepted (so a GET right after the POST answers before analytics has the row), or
 (embedded log) from the request in the log itself, when another API process of `postline
-all` accepted it."""
+all` accepted it. On Kafka, where the log has no lookup by key, a request another replica
+accepted a moment ago reaches this one through analytics only: a miss waits (at most
+``ANALYTICS_WAIT``) until analytics has loaded every request appended before the GET
+arrived, then reads it again — so a GET right after the POST finds it on any replica."""
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from datetime import datetime
@@ -16,7 +21,10 @@ from services.api.sending import summary, tracking_view
 from shared import events as ev
 from services.api.context import ApiContext
 from shared.addresses import domain_of, message_id, split_bare
+from shared.log.port import LogError
 from shared.store import queries
+
+ANALYTICS_WAIT = 3.0  # seconds a miss waits for analytics to load what was appended before it (Kafka)
 
 # Postline event type → Resend's event name: the webhook management API's names
 # (routes/resend/webhook_shapes.py) and, without ``email.``, an email's ``last_event``
@@ -90,23 +98,52 @@ async def find_email(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> Fou
 
 async def lookup_email(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> Found | None:
     """The email ``email_id`` of ``svc``; None when unknown or another service's."""
-    record, events = None, []
-    if rt.store is not None:
-        try:
-            record = await queries.message(rt.store, email_id, svc.workspace_id)
-            events = await queries.timeline(rt.store, email_id, svc.workspace_id) if record else []
-        except Exception:  # analytics store down: fall back to what this process remembers
-            record = None
+    record, events = await _stored(rt, svc, email_id)
     recent = rt.recent
     remembered = recent.get(email_id) if recent else None
     if record is None and remembered is not None:
         record = remembered[0]  # the summary RecentSends keeps
     if record is None:
         record = accepted_elsewhere(rt, email_id)
+    if record is None and not rt.log.keyed_lookups and await analytics_caught_up(rt):
+        record, events = await _stored(rt, svc, email_id)
     if record is None or record.get("service_id") != svc.service_id:
         return None
     local = rt.schedule_changes.get(email_id, {})
     return Found(record, events, remembered[1] if remembered else {}, local)
+
+
+async def _stored(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The record and timeline in the analytics read model; (None, []) when it has none or is down."""
+    if rt.store is None:
+        return None, []
+    try:
+        record = await queries.message(rt.store, email_id, svc.workspace_id)
+        return record, await queries.timeline(rt.store, email_id, svc.workspace_id) if record else []
+    except Exception:  # analytics store down: fall back to what this process remembers
+        return None, []
+
+
+async def analytics_caught_up(rt: ApiContext) -> bool:
+    """Whether analytics has loaded every request appended before this call (its group's
+    commits reach the ends read now; it commits only after its insert), waiting for it at
+    most ``ANALYTICS_WAIT`` seconds. False at once without a store or when the log cannot say."""
+    if rt.store is None:
+        return False
+    from services.analytics.consumer import GROUP
+
+    try:
+        ends = await rt.log.end_offsets(ev.Topic.REQUESTS)
+        deadline = time.monotonic() + ANALYTICS_WAIT
+        while True:
+            loaded = await rt.log.committed(GROUP, ev.Topic.REQUESTS)
+            if all(loaded.get(part, 0) >= end for part, end in ends.items()):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+    except LogError:
+        return False
 
 
 def accepted_elsewhere(rt: ApiContext, email_id: str) -> dict[str, Any] | None:

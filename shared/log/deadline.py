@@ -128,5 +128,13 @@ class DeadlineLog(EventLog):
         except asyncio.TimeoutError as exc:
             raise LogTimeout(f"no end offsets of {topic} within {self.timeout:g} s") from exc
 
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        """As ``EventLog.committed``; raises ``LogTimeout`` after ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.inner.committed(group, topic)
+        except asyncio.TimeoutError as exc:
+            raise LogTimeout(f"no committed offsets of {group} on {topic} within {self.timeout:g} s") from exc
+
     async def close(self) -> None:
         await self.inner.close()

@@ -99,6 +99,7 @@ class KafkaLog(EventLog):
         self.bootstrap = settings.kafka_bootstrap
         self._producer: AIOKafkaProducer | None = None
         self._offsets: AIOKafkaConsumer | None = None  # no group, no assignment: asks for end offsets only
+        self._admin: AIOKafkaAdminClient | None = None  # asks for groups' committed offsets (``committed``)
         self._end_queries: dict[str, FreshQuery[dict[int, int]]] = {}
         self._offsets_lock = asyncio.Lock()
         self._limits: dict[str, int] = {}  # topic → the largest record it takes (``read_record_limits``)
@@ -295,7 +296,30 @@ class KafkaLog(EventLog):
             raise translate(exc, f"cannot read the end offsets of {topic}") from exc
         return {tp.partition: off for tp, off in ends.items()}
 
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        """As ``EventLog.committed``: one OffsetFetch to the group's coordinator (an admin
+        client kept for it, made at the first call)."""
+        topic = str(topic)
+        try:
+            async with self._offsets_lock:
+                if self._admin is None:
+                    admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                                request_timeout_ms=int(self.settings.log_append_timeout * 1000))
+                    await admin.start()
+                    self._admin = admin
+                admin = self._admin
+            # the topic's partitions named: asking for all of the group's (none named) is the same
+            # request with no topics, which tansu answers in a form aiokafka cannot read
+            parts = await self._started().partitions_for(topic)
+            offsets = await admin.list_consumer_group_offsets(group, partitions=[TopicPartition(topic, p) for p in parts])
+        except KafkaError as exc:
+            raise translate(exc, f"cannot read the offsets {group} committed on {topic}") from exc
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
     async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
         if self._limits_reread is not None:
             self._limits_reread.cancel()
             await asyncio.gather(self._limits_reread, return_exceptions=True)

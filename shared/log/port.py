@@ -280,6 +280,12 @@ class EventLog(abc.ABC):
         callers (one that started after they all arrived). Raises ``LogUnavailable``."""
 
     @abc.abstractmethod
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        """Per partition of ``topic``, the offset consumer ``group`` has committed (the next it
+        reads); partitions it never committed are left out. With ``end_offsets``: whether a
+        group has handled everything appended before a moment. Raises ``LogUnavailable``."""
+
+    @abc.abstractmethod
     def consumer(self, topics: list[str], group: str | None) -> Consumer:
         """A consumer of ``topics``; see the module docstring for group semantics."""
 

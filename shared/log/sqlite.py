@@ -422,6 +422,12 @@ class SqliteLog(EventLog):
     async def partition_count(self, topic: str) -> int:
         return self.partitions
 
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        """As ``EventLog.committed``: the group's rows of the commits table (a local read)."""
+        rows = self.read(lambda db: db.execute("SELECT part, off FROM commits WHERE grp=? AND topic=?",
+                                               (group, str(topic))).fetchall())
+        return {int(part): int(off) for part, off in rows}
+
 
 def _resolve_all(outcomes: list[Outcome],
                  then: Callable[[], None] | None = None) -> None:

@@ -97,6 +97,25 @@ class LogContract:
         await lg.close()
 
 
+    async def test_a_groups_commits_are_readable_by_anyone(self, make_log, topic):
+        """``committed``: what a group committed, per partition, as another process reads it
+        (with ``end_offsets``: whether the group has handled everything appended before)."""
+        lg = make_log()
+        await lg.start()
+        for i in range(6):  # one record a batch: tansu's ListOffsets counts a batch of several as one
+            await lg.append(topic, f"k{i}", f"v{i}".encode())
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        assert await lg.committed(group, topic) == {}
+        c = lg.consumer([topic], group)
+        await c.start()
+        recs = await drain(c, 6)
+        await c.commit(recs)
+        ends = await lg.end_offsets(topic)
+        assert {p: o for p, o in (await lg.committed(group, topic)).items() if ends.get(p)} == \
+            {p: e for p, e in ends.items() if e}
+        await c.close()
+        await lg.close()
+
     async def test_group_resumes_after_last_commit(self, make_log, topic):
         lg = make_log()
         await lg.start()
