@@ -4,6 +4,8 @@ same per-recipient outcomes; STARTTLS required and opportunistic; AUTH; certific
 checking; refusals while connecting defer (never bounce); a silent server times out."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from services.relay.senders.smtp_client import connect, dot_stuffed
@@ -131,6 +133,27 @@ async def test_auth_login_and_a_refused_login_defers(sinks):
     # a refused login is about the connection, not the message: retried later, never a bounce
     assert refused.status == "deferred" and refused.smtp_code is None and "535" in refused.smtp_reply
     assert len(sink.received) == 1
+
+
+async def test_a_smarthost_login_without_configured_tls_uses_starttls_when_offered(sinks, caplog):
+    """POSTLINE_SMARTHOST_TLS=none (the default) with a user: the password goes over STARTTLS
+    when the smarthost offers it (it was sent in clear), and the start-up warns."""
+    from services.relay.senders.smarthost import SmarthostSender
+    from shared.settings import Settings
+
+    sink = sinks(starttls="offer", login=("relay", "s3cret"))
+    with caplog.at_level(logging.WARNING):
+        sender = SmarthostSender(Settings(delivery="smarthost", smarthost=f"127.0.0.1:{sink.port}",
+                                          smarthost_user="relay", smarthost_password="s3cret"))
+    try:
+        out = await sender.send("bounces+tok@bounces.acme.test", ["a@example.com"], RAW)
+        tls_required = await sender.send("bounces+tok@bounces.acme.test", ["b@example.com"], RAW, require_tls=True)
+    finally:
+        await sender.close()
+    assert out["a@example.com"].status == "delivered"
+    assert sink.received[0].tls is True and sink.received[0].login == "relay"
+    assert tls_required["b@example.com"].status == "deferred"  # unverified STARTTLS is no TLS a send may require
+    assert any("POSTLINE_SMARTHOST_TLS" in r.getMessage() and "s3cret" not in r.getMessage() for r in caplog.records)
 
 
 async def test_a_server_that_stops_answering_times_out_as_deferred(sinks):
