@@ -4,8 +4,8 @@
 belongs to another service than the one in the path. Other tenants' ids are 404.
 
 Failed credentials are throttled per source address and account (services/api/throttle.py):
-a blocked caller's wrong credential gets 429 ``too_many_failed_attempts`` with Retry-After
-(a right key or token still works: ``checked``).
+a blocked caller gets 429 ``too_many_failed_attempts`` with Retry-After (a right API key or
+personal token still works, the admin token is refused before it is checked: ``checked``).
 
 Each credential check first catches up with the control log (``caught_up``): a request reads
 every management change answered before it arrived, on whichever process made it (docs/architecture.md);
@@ -117,25 +117,31 @@ async def count_failure(rt: ApiContext, door: Door, address: str, account: str) 
 
 
 Found = TypeVar("Found")
+GENERATED = (API_KEY_PREFIX, user_tokens.PREFIX)  # credentials only Postline makes, each with 190 random bits
 
 
 async def checked(request: Request, door: Door, credential: str, lookup: Callable[[ControlState, str], Found | None],
                   invalid: str) -> Found:
     """Read-your-writes, then ``lookup`` of the credential; a wrong one is counted and
     answered 401 ``invalid``, or 429 without being counted while the throttle blocks its
-    address (or account). A right one is accepted even then: these credentials (API keys,
-    personal and admin tokens: at least 24 characters, shared/settings.py) cannot be guessed,
-    so refusing them would slow no attacker and would lock out every client that shares the
-    address (a NAT, a proxy) with one that keeps sending a stale key. Passwords, which can
-    be guessed, are refused before they are checked (services/api/dashboard/pages/auth.py)."""
+    address (or account). A right key Postline generated (an API key, a personal token:
+    ``GENERATED``, 190 random bits) is accepted even then: it cannot be guessed, so refusing
+    it would slow no attacker and would lock out every client that shares the address (a
+    NAT, a proxy) with one that keeps sending a stale key. Anything else — the admin token,
+    which the operator may have chosen — is refused before it is checked while blocked, as
+    passwords are (services/api/dashboard/pages/auth.py): otherwise a blocked address could
+    go on guessing at any rate, each wrong guess answered and none counted."""
     rt: ApiContext = request.app.state.runtime
     address = client_address(request)
+    blocked = throttled(rt, address, account_of(credential))
+    if blocked is not None and not credential.startswith(GENERATED):
+        raise http_error(blocked)
     await caught_up(rt)
     found = lookup(rt.control.state, credential)
     if found is not None:
         return found
-    if refused := throttled(rt, address, account_of(credential)):
-        raise http_error(refused)
+    if blocked is not None:
+        raise http_error(blocked)
     await count_failure(rt, door, address, account_of(credential))
     raise HTTPException(401, invalid)
 

@@ -10,8 +10,10 @@ so every process and replica sees the same counts. Rules:
 - **Address**: ``ADDRESS.failures`` free failures per ``ADDRESS.window``; each counted
   failure after that blocks the address for ``first``·2^k seconds from that failure (1 s,
   2 s, 4 s … at most ``cap``, 15 min). A blocked address is refused before its credential is
-  checked — a right one too, or a block would not slow guessing — and refused attempts are
-  not counted, so a block always ends.
+  checked — a right one too, or a block would not slow guessing — except a key Postline
+  generated (API keys, personal tokens: services/api/auth.py ``checked``), which cannot be
+  guessed and works behind a shared address; refused attempts are not counted, so a block
+  always ends.
 - **Account**: looser and shorter (more free failures, blocks of at most a minute), and it
   refuses only addresses that have failed themselves within the address window. An
   attacker can make an account's block last, but a real user on an address without recent
