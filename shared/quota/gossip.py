@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from shared import events as ev
 from shared.log.follow import follow, read_up_to_now
-from shared.log.port import Consumer, EventLog, Record
+from shared.log.port import Consumer, EventLog, LogRecordTooLarge, Record
 from shared.quota.port import Quota, judge_as_one
 from shared.quota.window import Counted, Decision, Take, Window, decide
 
@@ -132,13 +132,15 @@ class GossipQuota(Quota):
         now = time.time()
         # no await until the append: decide-and-count is atomic on this replica
         decisions, counted = self._as_one(takes, now) if all_or_nothing else self._in_order(takes, now)
-        chosen = [item for item, d in zip(items, decisions) if d.allowed]
+        at = [i for i, (_, d) in enumerate(zip(items, decisions)) if d.allowed]  # the records to append
         try:
-            if chosen:
-                await self.log.append_many(topic, chosen)
-        except BaseException:
+            if at:
+                await self.log.append_many(topic, [items[i] for i in at])
+        except BaseException as exc:
             for take in counted:  # nothing was acknowledged: give the units back
                 self._count(take, now, -1)
+            if isinstance(exc, LogRecordTooLarge) and exc.index is not None:  # its place in ``items``, not in those appended
+                raise LogRecordTooLarge(str(exc), index=at[exc.index]) from exc
             raise
         return decisions
 

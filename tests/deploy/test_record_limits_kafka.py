@@ -124,3 +124,24 @@ def test_a_strict_batch_with_an_item_the_log_cannot_take_sends_nothing(tmp_path,
     finally:
         proc.stop()
         dns.stop()
+
+
+async def test_the_item_too_large_is_named_by_its_place_in_the_batch_whatever_the_limits_left_out(small_topics):
+    """Kafka's rate limits (GossipQuota) append only the items the limits allowed: the item the
+    topic refuses is named by its place among all of them (its place among those appended
+    named a valid send, refused in its stead)."""
+    from shared.quota import Take, Window
+    from shared.quota.gossip import GossipQuota
+
+    lg = open_log(settings(small_topics))
+    await lg.start()
+    try:
+        quota = GossipQuota(lg)
+        over = Take("svc", 1, (Window("minute", 60, 1, 0),))  # a window with no room: refused by the limit
+        fits = Take("svc2", 1, (Window("minute", 60, 1, 100),))
+        items = [("a", b"x"), ("b", b"x"), ("c", b"x" * (RETRY_LIMIT + 1000))]
+        with pytest.raises(LogRecordTooLarge) as refused:
+            await quota.admit(str(ev.Topic.REQUESTS), [over, fits, fits], items)
+        assert refused.value.index == 2  # not 1, its place among the two appended
+    finally:
+        await lg.close()
