@@ -25,6 +25,7 @@ from shared.log.port import LogError
 from shared.store import queries
 
 ANALYTICS_WAIT = 3.0  # seconds a miss waits for analytics to load what was appended before it (Kafka)
+ANALYTICS_STILL = 1.5  # ... unless analytics committed nothing new for this long (it loads about once a second)
 
 # Postline event type → Resend's event name: the webhook management API's names
 # (routes/resend/webhook_shapes.py) and, without ``email.``, an email's ``last_event``
@@ -127,21 +128,26 @@ async def _stored(rt: ApiContext, svc: ev.ServiceSaved, email_id: str) -> tuple[
 async def analytics_caught_up(rt: ApiContext) -> bool:
     """Whether analytics has loaded every request appended before this call (its group's
     commits reach the ends read now; it commits only after its insert), waiting for it at
-    most ``ANALYTICS_WAIT`` seconds. False at once without a store or when the log cannot say."""
+    most ``ANALYTICS_WAIT`` seconds — and only while it moves: analytics that loaded nothing
+    for ``ANALYTICS_STILL`` seconds (stopped, its store down) is not waited for, so a 404 is
+    not held up by it. False at once without a store or when the log cannot say."""
     if rt.store is None:
         return False
     from services.analytics.consumer import GROUP
 
     try:
         ends = await rt.log.end_offsets(ev.Topic.REQUESTS)
-        deadline = time.monotonic() + ANALYTICS_WAIT
-        while True:
-            loaded = await rt.log.committed(GROUP, ev.Topic.REQUESTS)
-            if all(loaded.get(part, 0) >= end for part, end in ends.items()):
-                return True
-            if time.monotonic() >= deadline:
+        start = moved = time.monotonic()
+        loaded = await rt.log.committed(GROUP, ev.Topic.REQUESTS)
+        while not all(loaded.get(part, 0) >= end for part, end in ends.items()):
+            now = time.monotonic()
+            if now - start >= ANALYTICS_WAIT or now - moved >= ANALYTICS_STILL:
                 return False
             await asyncio.sleep(0.1)
+            before, loaded = loaded, await rt.log.committed(GROUP, ev.Topic.REQUESTS)
+            if loaded != before:
+                moved = time.monotonic()
+        return True
     except LogError:
         return False
 

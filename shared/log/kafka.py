@@ -100,6 +100,8 @@ class KafkaLog(EventLog):
         self._producer: AIOKafkaProducer | None = None
         self._offsets: AIOKafkaConsumer | None = None  # no group, no assignment: asks for end offsets only
         self._admin: AIOKafkaAdminClient | None = None  # asks for groups' committed offsets (``committed``)
+        self._admin_lock = asyncio.Lock()
+        self._committed_queries: dict[tuple[str, str], FreshQuery[dict[int, int]]] = {}
         self._end_queries: dict[str, FreshQuery[dict[int, int]]] = {}
         self._offsets_lock = asyncio.Lock()
         self._limits: dict[str, int] = {}  # topic → the largest record it takes (``read_record_limits``)
@@ -297,17 +299,18 @@ class KafkaLog(EventLog):
         return {tp.partition: off for tp, off in ends.items()}
 
     async def committed(self, group: str, topic: str) -> dict[int, int]:
-        """As ``EventLog.committed``: one OffsetFetch to the group's coordinator (an admin
-        client kept for it, made at the first call)."""
-        topic = str(topic)
+        """As ``EventLog.committed``: one OffsetFetch to the group's coordinator, shared by the
+        callers that arrive while the previous one runs (``FreshQuery``), on an admin client
+        kept for it (made at the first call)."""
+        key = (group, str(topic))
+        query = self._committed_queries.get(key)
+        if query is None:
+            query = self._committed_queries[key] = FreshQuery(lambda: self._fetch_committed(*key))
+        return await query()
+
+    async def _fetch_committed(self, group: str, topic: str) -> dict[int, int]:
         try:
-            async with self._offsets_lock:
-                if self._admin is None:
-                    admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
-                                                request_timeout_ms=int(self.settings.log_append_timeout * 1000))
-                    await admin.start()
-                    self._admin = admin
-                admin = self._admin
+            admin = await self._admin_client()
             # the topic's partitions named: asking for all of the group's (none named) is the same
             # request with no topics, which tansu answers in a form aiokafka cannot read
             parts = await self._started().partitions_for(topic)
@@ -315,6 +318,21 @@ class KafkaLog(EventLog):
         except KafkaError as exc:
             raise translate(exc, f"cannot read the offsets {group} committed on {topic}") from exc
         return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+    async def _admin_client(self) -> AIOKafkaAdminClient:
+        """The admin client ``committed`` asks, started once (its own lock: the end offsets'
+        client is not held up by it); one that failed to start is closed, the next call tries again."""
+        async with self._admin_lock:
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                            request_timeout_ms=int(self.settings.log_append_timeout * 1000))
+                try:
+                    await admin.start()
+                except BaseException:
+                    await admin.close()
+                    raise
+                self._admin = admin
+            return self._admin
 
     async def close(self) -> None:
         if self._admin is not None:
