@@ -246,10 +246,14 @@ class ControlState:
         receives for, but two processes may both have said yes before either saw the other).
         Anyone can add any domain name to a service: an unverified claim receives nothing
         and stands in nobody's way."""
-        domain = domain.lower()
-        claims = [d for d in self.domains.values()
-                  if d.receiving and d.verified and d.domain == domain and d.service_id in self.services]
+        claims = [d for d in self.receiving_claims(domain) if d.verified]
         return min(claims, key=lambda d: (d.created_at, d.domain_id)) if claims else None
+
+    def receiving_claims(self, domain: str) -> list[ev.DomainSaved]:
+        """Every domain record with ``receiving`` on for ``domain`` whose service still exists,
+        verified or not (``receiving_domain`` takes the verified ones)."""
+        domain = domain.lower()
+        return [d for d in self.domains.values() if d.receiving and d.domain == domain and d.service_id in self.services]
 
     def sandbox_of(self, service_id: str) -> list[ev.SandboxRecipientSaved]:
         return sorted((r for r in self.sandbox.values() if r.service_id == service_id), key=lambda r: r.created_at)

@@ -56,6 +56,13 @@ class Receiver:
         svc = self.rt.control.state.services.get(d.service_id) if d is not None else None
         return svc if svc is not None and not svc.deleted else None
 
+    def awaits_verification(self, address: str) -> bool:
+        """Whether ``address``'s domain is set to receive here but not verified (yet, or any
+        more: a re-check that missed a record). Mail for it is deferred, not refused: only
+        the domain's owner can point its MX here, so it is the owner's mail, and it arrives
+        once the domain verifies again."""
+        return bool(self.rt.control.state.receiving_claims(domain_of(address)))
+
     async def receives(self, address: str) -> bool:
         """Whether some service receives mail for ``address``, as of now: an unknown domain is
         looked up again after catching up with the control log, so a domain that was just

@@ -5,7 +5,8 @@ At RCPT: a valid VERP (or List-Unsubscribe) address goes to the bounce processor
 (services/relay/inbound/bounce_processor.py) as before; an address at a receiving domain to
 the receiver (receiver.py), within the sending IP's rate (451 4.7.1 over it); anything
 else is refused — 550 5.1.1 on a bounce domain, 550 5.7.1 for a domain nobody receives for
-here. Messages over POSTLINE_INBOUND_MAX_MESSAGE_BYTES are refused by aiosmtpd (552).
+here — except a domain set to receive but not verified (yet, or since a re-check that
+missed a record): 451, so its mail waits at the sender until the domain verifies again. Messages over POSTLINE_INBOUND_MAX_MESSAGE_BYTES are refused by aiosmtpd (552).
 Events are durable before the 250; when a bounce's message is not known yet, the store is
 down or anything fails, the answer is 451, so the sending server retries — nothing is lost."""
 from __future__ import annotations
@@ -42,6 +43,8 @@ class _Handler:
             envelope.rcpt_tos.append(address)
             return "250 2.1.5 OK"
         if not await self.receiver.receives(address):
+            if self.receiver.awaits_verification(address):
+                return f"451 4.7.1 {domain_of(address)} is not verified here yet; try again later"
             return refusal_for(address)
         if not any(self.receiver.service_for(a) for a in envelope.rcpt_tos):  # the message's first: count it
             if not self.rate.allow(str((session.peer or ("",))[0])):

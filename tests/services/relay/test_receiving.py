@@ -248,6 +248,10 @@ def test_a_rule_forwards_dkim_signed_and_picks_the_webhooks(world, receiving):
     r = api.admin("POST", f"/api/email/services/{fresh}/receiving-rules",
                   json={"pattern": "sales@fresh.test", "forward_to": ["boss@example.com"]})
     assert r.status_code == 400 and "verified" in r.json()["error"]
+    with smtplib.SMTP("127.0.0.1", world["inbound"], timeout=30) as s:  # its mail waits at the sender meanwhile
+        s.ehlo("mail.sender.test")
+        s.mail("ann@sender.test")
+        assert s.rcpt("sales@fresh.test")[0] == 451 and s.rcpt("x@nobody-here.test")[0] == 550
     for bad, field in (({"pattern": "sales"}, "pattern"), ({"pattern": "*@x.test", "webhook_ids": ["nope"]}, "webhook_ids"),
                        ({"pattern": "*@x.test", "forward_to": ["loop@inbox.test"]}, "forward_to"),
                        ({"pattern": "*@x.test", "forward_to": ["not an address"]}, "forward_to")):
