@@ -23,6 +23,7 @@ permission of the operation that sends it: a ``read`` permission would otherwise
 take an invitation's link and become the invited admin (docs/security.md)."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesHeaderParser
@@ -104,13 +105,18 @@ def credential_kind(raw: bytes) -> str | None:
     return None if mark is None else str(mark).strip()
 
 
-def readable_mail(actor: Actor, inbox: DevInbox, mails: list[Mail]) -> list[Mail]:
+async def readable_mail(actor: Actor, inbox: DevInbox, mails: list[Mail]) -> list[Mail]:
     """Those of ``mails`` (captured mail of ``actor``'s workspace) that ``actor`` may read:
     mail carrying a credential only with the permission of the operation that sends it
-    (``CREDENTIAL_MAIL``). A mail gone from the inbox meanwhile is left out."""
+    (``CREDENTIAL_MAIL``). A mail gone from the inbox meanwhile is left out. Reading the
+    mails' headers (a blob each) runs on a worker thread, not the event loop."""
     needed: set[Permission] = {*CREDENTIAL_MAIL.values(), "people"}
     if all(refusal(actor, p) is None for p in needed):
         return mails  # every kind is readable: no mail needs to be opened
+    return await asyncio.to_thread(_readable, actor, inbox, mails)
+
+
+def _readable(actor: Actor, inbox: DevInbox, mails: list[Mail]) -> list[Mail]:
     out = []
     for m in mails:
         raw = inbox.raw(m["id"])

@@ -37,7 +37,7 @@ def _actor(request: Request) -> Actor:
 async def _own(rt: ApiContext, actor: Actor, mail: dict[str, Any] | None, mail_id: str) -> dict[str, Any]:
     """``mail`` if it is one of the caller's workspace's messages and the caller may read it, else 404."""
     if mail is None or mail["postline_id"] not in await own_email_ids(rt, actor.workspace_id, [mail["postline_id"]]) \
-            or not readable_mail(actor, _inbox(rt), [mail]):
+            or not await readable_mail(actor, _inbox(rt), [mail]):
         raise HTTPException(404, f"mail {mail_id} not found")
     return mail
 
@@ -54,7 +54,7 @@ async def list_inbox(request: Request, limit: int = Query(50, ge=1, le=500),
 
     async def own(mails: list[dict]) -> list[dict]:
         mine = await own_email_ids(rt, ws.workspace_id, [m["postline_id"] for m in mails])
-        return readable_mail(actor, _inbox(rt), [m for m in mails if m["postline_id"] in mine])
+        return await readable_mail(actor, _inbox(rt), [m for m in mails if m["postline_id"] in mine])
 
     return {"data": await _inbox(rt).wait_list(wait, keep=own, limit=limit, to=to, email_id=email_id)}
 

@@ -42,8 +42,8 @@ async def _send(request: Request, response: Response, rt: ApiContext, caller: Se
     """read the body (hashed for the Idempotency-Key) → accept → answer or raise the refusal."""
     raw = await request.body() if idempotency_key is not None else b""
     outcome = await accept(rt, caller.service, body, door, idempotency_key, raw, api_key=caller.key)
-    if isinstance(outcome, Refusal):
-        raise http_error(outcome)
+    if isinstance(outcome, Refusal):  # the log's refusals (503, 413) carry no limits of their own
+        raise http_error(await with_limits(rt, caller.service, outcome))
     response.headers.update(outcome.limits.headers())
     request.state.email_id = outcome.email_id  # for the access log
     return outcome.response
@@ -65,8 +65,9 @@ async def send_for_service(service_id: str, request: Request, response: Response
                            idempotency_key: str | None = IDEMPOTENCY) -> dict[str, Any]:
     """Send one email for ``service_id`` (`Authorization: Bearer <api key>`); unverified sandbox
     recipients are dropped (`dropped`, reason `sandbox`) rather than refused."""
-    if caller.service.service_id != service_id:
-        raise http_error(Refusal(403, "this API key does not belong to the service in the path"))
+    if caller.service.service_id != service_id:  # the key's service's limits, as on every send answer
+        raise http_error(await with_limits(rt, caller.service,
+                                           Refusal(403, "this API key does not belong to the service in the path")))
     return await _send(request, response, rt, caller, body, "service", idempotency_key)
 
 

@@ -214,9 +214,12 @@ def test_rate_limit_headers_on_every_send_response(world, door):
     assert send(world, BASE, door, headers=key).status_code == 200
     refusals = [send(world, {"to": "bob"}, door), send(world, None, door),
                 send(world, {**BASE, "subject": "another body"}, door, headers=key),
-                world["api"].http.post("/emails/batch", json=[BASE, {"to": "x"}], headers={"Api-Key": world["prod"][1]})]
+                world["api"].http.post("/emails/batch", json=[BASE, {"to": "x"}], headers={"Api-Key": world["prod"][1]}),
+                # a key of another service than the one in the path
+                world["api"].http.post(f"/api/email/services/{world['sandbox'][0]}/send", json=BASE,
+                                       headers={"Authorization": f"Bearer {world['prod'][1]}"})]
     for refused in refusals:
-        assert refused.status_code in (400, 409, 415, 422), refused.text
+        assert refused.status_code in (400, 403, 409, 415, 422), refused.text
         assert all(h in refused.headers for h in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")), \
             (refused.status_code, refused.text)
     bad = send(world, {**BASE, "to": "nope"}, door)

@@ -30,7 +30,7 @@ def _inbox(c: Caller) -> DevInbox:
 async def _readable(c: Caller, mails: list[Mail]) -> list[Mail]:
     """Those of ``mails`` that are the caller's workspace's and that the caller's role may read."""
     mine = await own_email_ids(c.rt, c.workspace.workspace_id, [m["postline_id"] for m in mails])
-    return readable_mail(c.actor, _inbox(c), [m for m in mails if m["postline_id"] in mine])
+    return await readable_mail(c.actor, _inbox(c), [m for m in mails if m["postline_id"] in mine])
 
 
 @router.get("/inbox")
