@@ -133,18 +133,35 @@ async def event(rt: ApiContext, w: ev.WebhookSaved, event_id: str) -> tuple[dict
 
 
 async def replay(rt: ApiContext, w: ev.WebhookSaved, body: ReplayRequest) -> dict[str, Any] | Refusal:
-    """Send one event (``event_id``, 404 when unknown) or every subscribed event in a time range again."""
+    """Send one event (``event_id``, 404 when unknown, 400 when the endpoint is not subscribed
+    to its type: an endpoint gets only what it subscribed to) or every subscribed event in a
+    time range again; 409 while the endpoint is disabled (nothing would be sent)."""
+    if refused := _disabled(w):
+        return refused
     if rt.store is None:
         return NO_STORE
     events = await queries.events_to_replay(rt.store, w.service_id, MAX_REPLAY, event_id=body.event_id,
                                             since=body.since, until=body.until, types=w.events)
     if body.event_id and not events:
         return Refusal(404, f"event {body.event_id} not found")
+    if body.event_id and (kind := events[0].get("type")) not in w.events:
+        return Refusal(400, f"the endpoint is not subscribed to {kind} events (it gets {', '.join(w.events)})",
+                       field="event_id")
     return await _append_replay(rt, w, events)
 
 
-async def send_test(rt: ApiContext, w: ev.WebhookSaved) -> dict[str, Any]:
-    """Send a sample ``delivered`` event (email id ``test-…``) to the endpoint."""
+def _disabled(w: ev.WebhookSaved) -> Refusal | None:
+    """409 for an endpoint that is not enabled: its deliveries are skipped, so a test or replay
+    answered 202 would send nothing and say nothing."""
+    if w.status != "enabled":
+        return Refusal(409, f"the endpoint is {w.status}; enable it (status: enabled) to send it events", field="status")
+    return None
+
+
+async def send_test(rt: ApiContext, w: ev.WebhookSaved) -> dict[str, Any] | Refusal:
+    """Send a sample ``delivered`` event (email id ``test-…``) to the endpoint (409 while it is disabled)."""
+    if refused := _disabled(w):
+        return refused
     sample = ev.Delivered(workspace_id=w.workspace_id, service_id=w.service_id, email_id=f"test-{ev.new_id()}",
                           recipient="test@example.com", subject="Postline test event", smtp_code=250,
                           smtp_reply="250 2.0.0 OK (test)", **{"from": "test@postline.localhost"})

@@ -66,5 +66,5 @@ async def replay(body: ReplayRequest, w: ev.WebhookSaved = Depends(owned_webhook
 
 @router.post("/{webhook_id}/test", status_code=202)
 async def send_test(w: ev.WebhookSaved = Depends(owned_webhook), rt: ApiContext = Depends(runtime)) -> dict[str, Any]:
-    """Send a sample ``delivered`` event (email id ``test-…``) to the endpoint."""
-    return await manage.send_test(rt, w)
+    """Send a sample ``delivered`` event (email id ``test-…``) to the endpoint; 409 while it is disabled."""
+    return unless_refused(await manage.send_test(rt, w))

@@ -38,6 +38,20 @@ async def test_replay_since_until(tmp_path, backend):
             assert r.json()["events"] == 2  # the delivered and the bounced of the last 3 h; not `sent`
             r = await admin("POST", path, json={"since": since, "until": (now - timedelta(minutes=90)).isoformat()})
             assert r.status_code == 202 and r.json()["events"] == 1, r.text
+            # one event by id: only of a type the endpoint subscribed to (it was sent whatever its type)
+            sent_id, delivered_id = rows[3]["event_id"], rows[1]["event_id"]
+            r = await admin("POST", path, json={"event_id": sent_id})
+            assert r.status_code == 400 and r.json()["error"].startswith("event_id: the endpoint is not subscribed to sent"), r.text
+            r = await admin("POST", path, json={"event_id": delivered_id})
+            assert r.status_code == 202 and r.json()["events"] == 1, r.text
+            # a disabled endpoint: a replay or a test would send nothing, so neither is answered 202
+            assert (await admin("PATCH", f"/api/email/services/{sid}/webhooks/{hook['id']}",
+                                json={"status": "disabled"})).status_code == 200
+            for refused in (await admin("POST", path, json={"event_id": delivered_id}),
+                            await admin("POST", f"/api/email/services/{sid}/webhooks/{hook['id']}/test")):
+                assert refused.status_code == 409 and "disabled" in refused.json()["error"], refused.text
+            assert (await admin("PATCH", f"/api/email/services/{sid}/webhooks/{hook['id']}",
+                                json={"status": "enabled"})).status_code == 200
             for hostile in HOSTILE:  # an event id reaches the store as a plain value
                 r = await admin("POST", path, json={"event_id": hostile})
                 assert r.status_code == 404, (hostile, r.text)

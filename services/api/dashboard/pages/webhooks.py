@@ -71,7 +71,9 @@ async def webhook_page(request: Request, service_id: str, webhook_id: str, c: Ca
 async def webhook_test(request: Request, service_id: str, webhook_id: str, c: Caller = Depends(caller)) -> Response:
     await form(request, c)
     w = owned(c.rt.control.state.webhooks, webhook_id, service_of(c, service_id), "webhook")
-    await manage.send_test(c.rt, w)
+    sent = await manage.send_test(c.rt, w)
+    if isinstance(sent, Refusal):
+        return await _webhook(request, c, service_id, webhook_id, sent.status, error=problem(sent))
     return await _webhook(request, c, service_id, webhook_id, 202, notice="A test event is on its way.")
 
 
@@ -85,7 +87,7 @@ async def webhook_replay(request: Request, service_id: str, webhook_id: str, c: 
         return await _webhook(request, c, service_id, webhook_id, 400, error=problem(exc))
     done = await manage.replay(c.rt, w, body)
     if isinstance(done, Refusal):
-        return await _webhook(request, c, service_id, webhook_id, 400, error=problem(done))
+        return await _webhook(request, c, service_id, webhook_id, done.status, error=problem(done))
     return await _webhook(request, c, service_id, webhook_id, 202, notice=f"Replaying {done['events']} event(s).")
 
 

@@ -146,4 +146,4 @@ async def test_webhook_attempts_show_status_code_and_latency_and_replay_one(tmp_
         r = await http.post(f"/services/{sid}/webhooks/{wid}/replay", data={"csrf": csrf, "event_id": delivered.id})
         assert r.status_code == 202 and "Replaying 1 event(s)." in r.text
         r = await http.post(f"/services/{sid}/webhooks/{wid}/replay", data={"csrf": csrf, "event_id": "nope"})
-        assert r.status_code == 400 and "event nope not found" in r.text
+        assert r.status_code == 404 and "event nope not found" in r.text  # the refusal's own status
