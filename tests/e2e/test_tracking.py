@@ -201,7 +201,9 @@ def test_mailto_unsubscribe_through_the_inbound_listener(env):
     sup = api.admin("GET", f"/api/email/services/{env['sid']}/suppressions/fay@example.com").json()
     assert sup["reason"] == "unsubscribe" and sup["source_email_id"] == email_id
     assert api.admin("GET", f"/api/email/services/{env['sid']}/suppressions/x@example.com").status_code == 404
-    assert hooks_of(env, "unsubscribed")[0]["data"]["recipient"] == "fay@example.com"
+    data = hooks_of(env, "unsubscribed")[0]["data"]
+    assert data["recipient"] == "fay@example.com"
+    assert data["subject"] == SEND["subject"] and data["from"] == SEND["from"]  # as every lifecycle event (SPEC §8)
     with smtplib.SMTP("127.0.0.1", int(env["proc"].env["POSTLINE_INBOUND_SMTP_PORT"]), timeout=10) as s:
         forged = mailto.replace("unsubscribe+", "unsubscribe+a")
         s.ehlo()

@@ -108,8 +108,9 @@ class BounceProcessor:
     async def unsubscribe(self, msg: dict, rcpt: str) -> list[ev.Event]:
         """Mail to a List-Unsubscribe ``mailto:`` address: ``unsubscribed`` (the same event
         id as the one-click POST, so using both counts once) and a suppression."""
-        out: list[ev.Event] = [ev.Unsubscribed(id=ev.derived_id(msg["email_id"], rcpt, "unsubscribed"), workspace_id=msg["workspace_id"],
-                               service_id=msg["service_id"], email_id=msg["email_id"], recipient=rcpt)]
+        # with the message's from, subject and tags, as every lifecycle event (SPEC §8)
+        out: list[ev.Event] = [ev.Unsubscribed(id=ev.derived_id(msg["email_id"], rcpt, "unsubscribed"), recipient=rcpt,
+                                               **ev.lifecycle_fields(msg))]
         await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(e)) for e in out])
         await self.rt.control.suppress(msg["workspace_id"], msg["service_id"], rcpt, "unsubscribe",
                                        "List-Unsubscribe mailto:", msg["email_id"])
