@@ -89,7 +89,10 @@ async def run_roles(role: str, stop: asyncio.Event, settings: Settings | None = 
     rt = Runtime(settings)
     rt.shared_ports, rt.relay_share = supervised, relay_share
     wanted = ROLES[1:] if role == "all" else tuple(role.split("+"))
-    await rt.start(with_store=bool({"api", "analytics", "relay", "housekeeping"} & set(wanted)),
+    # a webhooks process on its own reads the store only when it is a server (POSTLINE_CLICKHOUSE_URL):
+    # it fills tracking events' message fields from it (services/webhooks/runner.py), not worth a chDB of its own
+    webhooks_reads = "webhooks" in wanted and settings.clickhouse_url is not None
+    await rt.start(with_store=bool({"api", "analytics", "relay", "housekeeping"} & set(wanted)) or webhooks_reads,
                    migrate="analytics" in wanted)
     failed: list[tuple[str, BaseException]] = []
     store_server = None

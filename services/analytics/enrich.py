@@ -19,18 +19,30 @@ async def add_message_fields(store: AnalyticsStore, rows: list[dict]) -> None:
     todo = [r for r in rows if r["type"] in ev.TRACKING_TYPES]
     if not todo:
         return
-    found = await queries.message_fields(store, list({r["service_id"] for r in todo}), list({r["email_id"] for r in todo}))
+    payloads = [json.loads(r["payload"]) for r in todo]
+    await describe_tracking(store, payloads)
+    for row, payload in zip(todo, payloads):
+        row["tags"], row["template_id"], row["payload"] = payload["tags"], payload["template_id"] or "", json.dumps(payload)
+
+
+async def describe_tracking(store: AnalyticsStore, payloads: list[dict]) -> None:
+    """Fill ``from``, ``subject``, ``tags`` and ``template_id`` of tracking event payloads (as
+    JSON) in place from their messages, one query for all; the webhooks service sends them
+    so too (SPEC §8: every event's ``data`` has them). Others, and those whose message is
+    not loaded yet, are left as they are."""
+    todo = [p for p in payloads if p.get("type") in ev.TRACKING_TYPES]
+    if not todo:
+        return
+    found = await queries.message_fields(store, list({p["service_id"] for p in todo}), list({p["email_id"] for p in todo}))
     messages = {m["email_id"]: m for m in found}
-    for row in todo:
-        m = messages.get(row["email_id"])
+    for payload in todo:
+        m = messages.get(payload["email_id"])
         if m is None:
             continue
-        payload = json.loads(row["payload"])
         payload["tags"] = payload.get("tags") or m["tags"]
         payload["from"] = payload.get("from") or m["from_addr"]
         payload["subject"] = payload.get("subject") or m["subject"]
         payload["template_id"] = payload.get("template_id") or m["template_id"] or None
-        row["tags"], row["template_id"], row["payload"] = payload["tags"], payload["template_id"] or "", json.dumps(payload)
 
 
 async def add_delivery_path(store: AnalyticsStore, rows: list[dict]) -> None:

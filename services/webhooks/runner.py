@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +19,7 @@ import httpx
 
 from services.webhooks.dispatch import AttemptResult, Clients, attempt
 from services.webhooks.outbox import Delivery, Outbox
+from services.analytics.enrich import describe_tracking
 from shared import events as ev
 from shared import metrics
 from shared.control import webhook_failures
@@ -30,6 +31,7 @@ from shared.log.port import InvalidRecord, Record
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
+DESCRIBED = 20_000  # messages whose fields are remembered for their opens and clicks (~300 bytes each)
 PER_ENDPOINT, GLOBAL = 4, 64
 QUEUED_PER_ENDPOINT = 2 * PER_ENDPOINT  # deliveries of one endpoint taken from the outbox at once
 CONTROL_LAG = 60.0  # seconds a delivery for an endpoint this process does not know yet is kept waiting
@@ -77,6 +79,7 @@ class WebhookService:
         self._per_endpoint: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(PER_ENDPOINT))
         self._global = asyncio.Semaphore(GLOBAL)
         self._wake = asyncio.Event()
+        self._described: OrderedDict[str, dict[str, Any]] = OrderedDict()  # email id → its message's fields (``_learn``)
 
     # ------------------------------------------------------------ intake
     def subscribers(self, event: ev.LifecycleEvent | ev.EmailReceived) -> list[ev.WebhookSaved]:
@@ -96,13 +99,50 @@ class WebhookService:
                     rows += [(f"{e.webhook_id}|{replayed_id(x)}|{e.id}", e.webhook_id, x) for x in e.events]
                 elif isinstance(e, ev.WebhookHandover):
                     handed += [(e.webhook_id, d) for d in e.deliveries]
-                elif e is not None and e.type in ev.WEBHOOK_TYPES and (hooks := self.subscribers(e)):
-                    payload = e.model_dump(mode="json", by_alias=True)  # only for an event someone subscribed to
-                    rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in hooks]
+                elif e is not None and e.type in ev.WEBHOOK_TYPES:
+                    self._learn(e)
+                    if hooks := self.subscribers(e):
+                        payload = e.model_dump(mode="json", by_alias=True)  # only for an event someone subscribed to
+                        rows += [(f"{w.webhook_id}|{e.id}", w.webhook_id, payload) for w in hooks]
+        await self._describe([payload for _, _, payload in rows])
         await self.outbox.add(rows)
         await self.outbox.take_over(handed)
         if rows or handed:
             self._wake.set()
+
+    def _learn(self, e: ev.LifecycleEvent | ev.EmailReceived) -> None:
+        """Remember the message fields a lifecycle event carries (``sent``, ``delivered``…): the
+        opens and clicks of that message come later on the same partition (keyed by email id)."""
+        subject, from_ = getattr(e, "subject", None), getattr(e, "from_", None)
+        if e.type in ev.TRACKING_TYPES or (subject is None and from_ is None):
+            return
+        self._described[e.email_id] = {"from": from_, "subject": subject, "tags": list(getattr(e, "tags", []) or []),
+                                       "template_id": getattr(e, "template_id", None)}
+        self._described.move_to_end(e.email_id)
+        while len(self._described) > DESCRIBED:
+            self._described.popitem(last=False)
+
+    async def _describe(self, payloads: list[dict]) -> None:
+        """Opens, clicks and one-click unsubscribes come from the public endpoints with the
+        signed token only: their message's ``from``, ``subject`` and ``tags`` are filled in (SPEC
+        §8: every event's ``data`` has them) from the message's earlier events this process saw
+        (``_learn``), else from the analytics store (one query a batch) where this process has one
+        (`postline all`'s background process; a webhooks pod given POSTLINE_CLICKHOUSE_URL). A
+        store that does not answer leaves them empty rather than hold the events up."""
+        missing = []
+        for payload in payloads:
+            if payload.get("type") in ev.TRACKING_TYPES and payload.get("subject") is None:
+                known = self._described.get(payload.get("email_id", ""))
+                if known is None:
+                    missing.append(payload)
+                else:
+                    payload.update({k: payload.get(k) or v for k, v in known.items()})
+        if not missing or self.rt.store is None:
+            return
+        try:
+            await describe_tracking(self.rt.store, missing)
+        except Exception as exc:
+            log.warning("webhooks: tracking events sent without their message's fields: %s", exc)
 
     # ------------------------------------------------------------ delivery
     async def dispatch_loop(self, stop: asyncio.Event) -> None:

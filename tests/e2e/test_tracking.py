@@ -102,13 +102,15 @@ def test_open_click_unsubscribe_end_to_end(env):
     opened = hooks_of(env, "opened")[0]
     assert opened["data"]["email_id"] == email_id and opened["data"]["recipient"] == "ann@example.com"
     assert opened["data"]["machine"] is True and opened["data"]["user_agent"] == "Mozilla/5.0"
+    # the message's fields, as every lifecycle event has them (SPEC §8), though the pixel carries none
+    assert (opened["data"]["subject"], opened["data"]["from"]) == (SEND["subject"], SEND["from"])
 
     # click: 302 to the exact original URL
     got = api.http.get(local(click), headers={"User-Agent": CHROME})
     assert got.status_code == 302 and got.headers["location"] == "https://shop.example/track?o=42&c=DE#map"
     clicked = hooks_of(env, "clicked")[0]["data"]
     assert clicked["url"] == "https://shop.example/track?o=42&c=DE#map" and clicked["user_agent"] == CHROME
-    assert isinstance(clicked["machine"], bool)
+    assert isinstance(clicked["machine"], bool) and clicked["subject"] == SEND["subject"]
 
     # tampered tokens: 404, never a Location
     for bad in (click[:-3] + ("AAA" if not click.endswith("AAA") else "BBB"), pixel.replace("/t/o/", "/t/c/")):
