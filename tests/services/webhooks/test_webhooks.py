@@ -216,13 +216,18 @@ async def test_ssrf_targets_are_refused(tmp_path, url):
         r = await admin("POST", f"/api/email/services/{sid}/webhooks", json={"url": url, "events": ["delivered"]})
         assert r.status_code == 400 and r.json()["error"].startswith("url"), r.text
         # and at connect time (a name that changed its answer after the check)
-        clients = Clients()
-        try:
-            res = await attempt(clients, url, ["whsec_" + "A" * 32], {"id": "e", "type": "delivered", "time": "t"},
-                                allow_private=False, timeout=2)
-        finally:
-            await clients.aclose()
+        res = await one_attempt(url)
         assert res.status_code is None and res.error.startswith("refused")
+
+
+async def one_attempt(url: str):
+    """One delivery attempt of a sample event to ``url``, private addresses refused."""
+    clients = Clients()
+    try:
+        return await attempt(clients, url, ["whsec_" + "A" * 32], {"id": "e", "type": "delivered", "time": "t"},
+                             allow_private=False, timeout=2)
+    finally:
+        await clients.aclose()
 
 
 async def test_a_host_that_does_not_resolve_yet_is_accepted_and_checked_at_each_delivery(tmp_path):
@@ -234,12 +239,7 @@ async def test_a_host_that_does_not_resolve_yet_is_accepted_and_checked_at_each_
         url = "https://hooks.not-published-yet.invalid/postline"  # RFC 2606: never resolves
         r = await admin("POST", f"/api/email/services/{sid}/webhooks", json={"url": url, "events": ["delivered"]})
         assert r.status_code == 201, r.text
-        clients = Clients()
-        try:
-            res = await attempt(clients, url, ["whsec_" + "A" * 32], {"id": "e", "type": "delivered", "time": "t"},
-                                allow_private=False, timeout=2)
-        finally:
-            await clients.aclose()
+        res = await one_attempt(url)
         assert res.status_code is None and "cannot resolve" in res.error
 
 
