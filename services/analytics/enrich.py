@@ -28,7 +28,7 @@ async def add_message_fields(store: AnalyticsStore, rows: list[dict]) -> None:
 async def describe_tracking(store: AnalyticsStore, payloads: list[dict]) -> None:
     """Fill ``from``, ``subject``, ``tags`` and ``template_id`` of tracking event payloads (as
     JSON) in place from their messages, one query for all; the webhooks service sends them
-    so too (SPEC §8: every event's ``data`` has them). Others, and those whose message is
+    so too (every event's ``data`` has them: docs/tracking.md). Others, and those whose message is
     not loaded yet, are left as they are."""
     todo = [p for p in payloads if p.get("type") in ev.TRACKING_TYPES]
     if not todo:

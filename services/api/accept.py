@@ -83,7 +83,7 @@ async def accept(rt: ApiContext, svc: ev.ServiceSaved, body: SendEmail, door: Do
 
 async def with_limits(rt: ApiContext, svc: ev.ServiceSaved, refusal: Refusal) -> Refusal:
     """``refusal`` carrying the service's limits as they are (nothing taken), for its
-    ``RateLimit-*`` headers: every answer of a send door has them (SPEC §7)."""
+    ``RateLimit-*`` headers: every answer of a send door has them (docs/rate-limits.md)."""
     if refusal.limits is not None:
         return refusal
     return dataclasses.replace(refusal, limits=await limiter(rt).peek(svc.service_id))

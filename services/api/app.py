@@ -171,7 +171,7 @@ SEND_ROUTES = frozenset({"/emails", "/emails/batch", "/api/email/services/{servi
 
 
 async def _send_limits(request: Request) -> dict[str, str] | None:
-    """The ``RateLimit-*`` headers of a send door's answer (SPEC §7: on every send response),
+    """The ``RateLimit-*`` headers of a send door's answer (on every send response: docs/rate-limits.md),
     for a body its schema refused once the key was checked (``auth.service_key`` names the
     service); None elsewhere, and for JSON that could not be read at all (FastAPI refuses it
     before the key is looked at: whose limits they would be is not known)."""

@@ -180,7 +180,7 @@ async def service_key(request: Request, api_key: str | None = Security(API_KEY),
     if not key:
         raise http_error(Refusal(401, "missing API key: send Api-Key: rs_eml_…", code=MISSING))
     caller = await checked(request, "api_key", key, key_owner, "invalid API key")
-    if caller.service.status == "disabled":  # its limits as they are, as on every send door's answer (SPEC §7)
+    if caller.service.status == "disabled":  # its limits as they are, as on every send door's answer
         rt: ApiContext = request.app.state.runtime
         raise http_error(Refusal(403, "the service is disabled", limits=await rt.limits.peek(caller.service.service_id)))
     request.state.service_id = caller.service.service_id  # for the access log

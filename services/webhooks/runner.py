@@ -124,8 +124,8 @@ class WebhookService:
 
     async def _describe(self, payloads: list[dict]) -> None:
         """Opens, clicks and one-click unsubscribes come from the public endpoints with the
-        signed token only: their message's ``from``, ``subject`` and ``tags`` are filled in (SPEC
-        §8: every event's ``data`` has them) from the message's earlier events this process saw
+        signed token only: their message's ``from``, ``subject`` and ``tags`` are filled in (every
+        event's ``data`` has them: docs/tracking.md) from the message's earlier events this process saw
         (``_learn``), else from the analytics store (one query a batch) where this process has one
         (`postline all`'s background process; a webhooks pod given POSTLINE_CLICKHOUSE_URL). A
         store that does not answer leaves them empty rather than hold the events up."""

@@ -1,4 +1,4 @@
-"""SPEC §5: ``GET /emails/{id}`` returns the record at once after the POST, however many
+"""The product contract: ``GET /emails/{id}`` returns the record at once after the POST, however many
 replicas run. On Kafka the log has no lookup by key, so a request another replica accepted
 reaches this one through analytics only: a miss waits until analytics has loaded every
 request appended before it (services/api/email_lookup.py ``analytics_caught_up``). Two

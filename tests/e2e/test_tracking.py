@@ -102,7 +102,7 @@ def test_open_click_unsubscribe_end_to_end(env):
     opened = hooks_of(env, "opened")[0]
     assert opened["data"]["email_id"] == email_id and opened["data"]["recipient"] == "ann@example.com"
     assert opened["data"]["machine"] is True and opened["data"]["user_agent"] == "Mozilla/5.0"
-    # the message's fields, as every lifecycle event has them (SPEC §8), though the pixel carries none
+    # the message's fields, as every lifecycle event has them, though the pixel carries none
     assert (opened["data"]["subject"], opened["data"]["from"]) == (SEND["subject"], SEND["from"])
 
     # click: 302 to the exact original URL
@@ -205,7 +205,7 @@ def test_mailto_unsubscribe_through_the_inbound_listener(env):
     assert api.admin("GET", f"/api/email/services/{env['sid']}/suppressions/x@example.com").status_code == 404
     data = hooks_of(env, "unsubscribed")[0]["data"]
     assert data["recipient"] == "fay@example.com"
-    assert data["subject"] == SEND["subject"] and data["from"] == SEND["from"]  # as every lifecycle event (SPEC §8)
+    assert data["subject"] == SEND["subject"] and data["from"] == SEND["from"]  # as every lifecycle event
     with smtplib.SMTP("127.0.0.1", int(env["proc"].env["POSTLINE_INBOUND_SMTP_PORT"]), timeout=10) as s:
         forged = mailto.replace("unsubscribe+", "unsubscribe+a")
         s.ehlo()

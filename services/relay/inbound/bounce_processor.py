@@ -108,7 +108,7 @@ class BounceProcessor:
     async def unsubscribe(self, msg: dict, rcpt: str) -> list[ev.Event]:
         """Mail to a List-Unsubscribe ``mailto:`` address: ``unsubscribed`` (the same event
         id as the one-click POST, so using both counts once) and a suppression."""
-        # with the message's from, subject and tags, as every lifecycle event (SPEC §8)
+        # with the message's from, subject and tags, as every lifecycle event
         out: list[ev.Event] = [ev.Unsubscribed(id=ev.derived_id(msg["email_id"], rcpt, "unsubscribed"), recipient=rcpt,
                                                **ev.lifecycle_fields(msg))]
         await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(e)) for e in out])

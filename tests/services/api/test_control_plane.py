@@ -124,7 +124,7 @@ async def test_auth_errors(tmp_path):
         await admin("PATCH", f"/api/email/services/{ids['sid']}", json={"status": "disabled"})
         r = await admin.http.post("/emails", json=SEND, headers={"Api-Key": ids["key"]})
         assert r.status_code == 403 and "disabled" in r.json()["error"]
-        assert r.headers["RateLimit-Limit"] and r.headers["RateLimit-Remaining"]  # on every send answer (SPEC §7)
+        assert r.headers["RateLimit-Limit"] and r.headers["RateLimit-Remaining"]  # on every send answer
 
 
 async def test_revoked_key_is_refused_at_once(tmp_path):
