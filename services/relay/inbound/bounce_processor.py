@@ -83,9 +83,12 @@ class BounceProcessor:
         return emitted
 
     async def apply(self, msg: dict, rcpt: str, report: Report) -> list[ev.Event]:
-        """Emit the event a report makes, durably, then apply the suppression rules to it."""
+        """Emit the event a report makes, durably, then apply the suppression rules to it. A
+        DSN that says ``Action: delayed`` is ``deferred`` (Resend's ``delivery_delayed``), not a
+        bounce: the server that sent it still holds the message and keeps trying, so it says
+        nothing about the address and counts toward no suppression."""
         common = {**ev.lifecycle_fields(msg), "recipient": rcpt}
-        event: ev.Complained | ev.Bounced
+        event: ev.Complained | ev.Bounced | ev.Deferred
         if report.kind == "complaint":
             event = ev.Complained(id=ev.derived_id(msg["email_id"], rcpt, "complained"),
                                   feedback_type=report.feedback_type, **common)
@@ -97,6 +100,11 @@ class BounceProcessor:
                 return []
             # the DSN's Status field is the enhanced code, its Diagnostic-Code the server's reply
             reply = f"{r.status or ''} {r.diagnostic or ''}".strip()
+            if r.action == "delayed":
+                delayed = ev.Deferred(id=ev.derived_id(msg["email_id"], rcpt, "deferred", "dsn", r.status or ""),
+                                      smtp_code=r.smtp_code, smtp_reply=reply[:1000], **common)
+                await self.rt.log.append_many(ev.Topic.EVENTS, [(msg["email_id"], ev.encode(delayed))])
+                return [delayed]
             cls, detail = classify(r.smtp_code, reply, permanent=r.bounce_type == "hard"), None
             event = ev.Bounced(id=ev.derived_id(msg["email_id"], rcpt, "bounced", r.status or r.bounce_type),
                                bounce_type=cls.bounce_type, bounce_class=cls.bounce_class, smtp_code=r.smtp_code,

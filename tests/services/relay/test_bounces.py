@@ -107,7 +107,7 @@ def test_soft_bounces_suppress_on_the_third(world):
     rcpt = "full@example.com"
     for i in range(3):
         email_id, verp = send_and_get_verp(world, rcpt)
-        feed(world, "gmail_soft.eml", verp, rcpt, email_id)
+        feed(world, "gmail_full.eml", verp, rcpt, email_id)  # a 5.2.2 the server gave up on: soft (docs/delivery.md)
         rec = world["api"].wait_status(world["key"], email_id, rcpt, "bounced")
         assert rec["recipients"][rcpt]["bounce_type"] == "soft" and rec["recipients"][rcpt]["bounce_class"] == "mailbox_full"
         if i < 2:
@@ -116,6 +116,20 @@ def test_soft_bounces_suppress_on_the_third(world):
             assert suppression(world, rcpt).status_code == 404
     entry = until(lambda: (r := suppression(world, rcpt)).status_code == 200 and r.json(), 10, what="the suppression")
     assert entry["reason"] == "soft_bounce"
+
+
+def test_a_delay_report_is_deferred_and_suppresses_nothing(world):
+    """``Action: delayed`` (Gmail: the inbox is full, will retry): the server still holds the
+    message, so it is ``deferred`` (Resend's ``delivery_delayed``), not a soft bounce that
+    counts toward the third-in-7-days suppression."""
+    rcpt = "slowbox@example.com"
+    for _ in range(3):
+        email_id, verp = send_and_get_verp(world, rcpt)
+        feed(world, "gmail_soft.eml", verp, rcpt, email_id)
+        events = lambda: world["api"].http.get(f"/emails/{email_id}", headers={"Api-Key": world["key"]}).json()["events"]
+        got = until(lambda: [e for e in events() if e["type"] in ("deferred", "bounced")], 20, what="the report's event")
+        assert [e["type"] for e in got] == ["deferred"] and "4.2.2" in got[0]["smtp_reply"], got
+    assert suppression(world, rcpt).status_code == 404
 
 
 def test_unknown_mail_is_kept_and_bad_addresses_refused(world):
