@@ -156,17 +156,14 @@ class KafkaLog(EventLog):
         it would be accepted and then stick at its first deferral). Not readable (no
         DescribeConfigs permission, an older broker): the limits stay 16 MiB and the broker
         has the last word. Read at start and again after the broker refused a record
-        (someone lowered a limit meanwhile)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        (someone lowered a limit meanwhile), on the admin client ``committed`` uses."""
         try:
-            await admin.start()
+            admin = await self._admin_client()
             topics = [spec.name for spec in topic_specs(1, 1)]
             answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
         except KafkaError as exc:
             log.warning("could not read the topics' max.message.bytes (%s): records are checked by the broker only", exc)
             return
-        finally:
-            await admin.close()
         limits = {}
         for answer in answers:
             for error, _, _, topic, entries in answer.resources:
@@ -320,8 +317,9 @@ class KafkaLog(EventLog):
         return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
-        """The admin client ``committed`` asks, started once (its own lock: the end offsets'
-        client is not held up by it); one that failed to start is closed, the next call tries again."""
+        """The admin client ``committed`` and ``read_record_limits`` ask, started once (its own
+        lock: the end offsets' client is not held up by it); one that failed to start is closed,
+        the next call tries again."""
         async with self._admin_lock:
             if self._admin is None:
                 admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,

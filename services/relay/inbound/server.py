@@ -6,7 +6,8 @@ At RCPT: a valid VERP (or List-Unsubscribe) address goes to the bounce processor
 the receiver (receiver.py), within the sending IP's rate (451 4.7.1 over it); anything
 else is refused — 550 5.1.1 on a bounce domain, 550 5.7.1 for a domain nobody receives for
 here — except a domain set to receive but not verified (yet, or since a re-check that
-missed a record): 451, so its mail waits at the sender until the domain verifies again. Messages over POSTLINE_INBOUND_MAX_MESSAGE_BYTES are refused by aiosmtpd (552).
+missed a record): 451, so its mail waits at the sender until the domain verifies again.
+Messages over POSTLINE_INBOUND_MAX_MESSAGE_BYTES are refused by aiosmtpd (552).
 Events are durable before the 250; when a bounce's message is not known yet, the store is
 down or anything fails, the answer is 451, so the sending server retries — nothing is lost."""
 from __future__ import annotations
